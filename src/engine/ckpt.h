@@ -1,0 +1,89 @@
+/*
+ * ckpt.h - internal: read an upstream Demucs checkpoint (.th) into memory.
+ *
+ * A .th file is what torch.save writes: a zip archive (entries stored, not
+ * compressed) holding `<prefix>/data.pkl` (a pickle program) and one entry per
+ * tensor storage `<prefix>/data/<key>`. The pickle describes the dict
+ * {klass, args, kwargs, state, training_args} built by upstream's
+ * serialize_model(). The loader runs the pickle on a small VM, resolves the
+ * persistent storage IDs to zip entries, converts fp16/fp32 storages to fp32
+ * once, and exposes:
+ *   - klass: the model class as "module.Name" (e.g. "demucs.htdemucs.HTDemucs"),
+ *   - kwargs: the constructor keyword arguments, through typed accessors,
+ *   - the state dict: named, contiguous fp32 tensors in file order.
+ * Nothing about the model architecture lives here.
+ */
+#ifndef DMX_ENGINE_CKPT_H
+#define DMX_ENGINE_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "demix/status.h"
+
+#define DMX__MAX_DIMS 8
+
+typedef struct dmx__tensor {
+    char *name;                     /* state-dict key, e.g. "encoder.0.conv.weight" */
+    int ndim;                       /* 0..DMX__MAX_DIMS */
+    int64_t shape[DMX__MAX_DIMS];   /* PyTorch order (outermost first) */
+    size_t numel;                   /* product of shape (1 for ndim == 0) */
+    float *data;                    /* (numel) fp32, C-contiguous; owned by the ckpt */
+} dmx__tensor;
+
+typedef struct dmx__ckpt dmx__ckpt; /* opaque */
+
+/* Reads and validates the checkpoint at `path`. On success *out owns
+ * everything and must be released with dmx__ckpt_free. On failure returns a
+ * status (DMX_ERR_IO, DMX_ERR_CORRUPT for a damaged/truncated zip or pickle,
+ * DMX_ERR_UNSUPPORTED for an unknown pickle opcode / storage type / quantized
+ * state, DMX_ERR_NOMEM) with a precise dmx_last_error() and *out = NULL. */
+dmx_status dmx__ckpt_load(const char *path, dmx__ckpt **out);
+
+/* Same, from a memory buffer (used by the fuzzer and tests). The buffer is
+ * copied as needed; the caller keeps ownership. `name` is used in messages. */
+dmx_status dmx__ckpt_load_mem(const void *buf, size_t len, const char *name,
+                              dmx__ckpt **out);
+
+/* Frees everything; NULL is a no-op. */
+void dmx__ckpt_free(dmx__ckpt *ck);
+
+/* "module.Name" of the `klass` entry (e.g. "demucs.htdemucs.HTDemucs"). */
+const char *dmx__ckpt_klass(const dmx__ckpt *ck);
+
+/* State tensors in file order. Pointers stay valid until dmx__ckpt_free. */
+size_t dmx__ckpt_n_tensors(const dmx__ckpt *ck);
+const dmx__tensor *dmx__ckpt_tensor_at(const dmx__ckpt *ck, size_t i);
+/* NULL if absent. */
+const dmx__tensor *dmx__ckpt_find(const dmx__ckpt *ck, const char *name);
+
+/* Takes ownership of a tensor's data (the ckpt entry's data becomes NULL), so a
+ * model can keep weights without copying. */
+float *dmx__ckpt_steal(dmx__ckpt *ck, const char *name);
+
+/*
+ * kwargs accessors. Each returns:
+ *   DMX_OK            and stores the value,
+ *   DMX_ERR_NOT_FOUND if the key is absent (callers then use upstream's default),
+ *   DMX_ERR_MODEL     if present with an incompatible type (message names the key).
+ * Numeric accessors accept Python int, bool, float and fractions.Fraction where
+ * it makes sense: kw_int accepts int/bool; kw_num accepts int/bool/float/Fraction.
+ * `None` is reported by kw_is_none, and makes the other accessors return
+ * DMX_ERR_MODEL.
+ */
+int dmx__ckpt_kw_has(const dmx__ckpt *ck, const char *key);
+int dmx__ckpt_kw_is_none(const dmx__ckpt *ck, const char *key);
+dmx_status dmx__ckpt_kw_int(const dmx__ckpt *ck, const char *key, int64_t *v);
+dmx_status dmx__ckpt_kw_bool(const dmx__ckpt *ck, const char *key, int *v);
+dmx_status dmx__ckpt_kw_num(const dmx__ckpt *ck, const char *key, double *v);
+/* String value; pointer owned by the ckpt. */
+dmx_status dmx__ckpt_kw_str(const dmx__ckpt *ck, const char *key, const char **v);
+/* List or tuple of strings (e.g. `sources`): *n items; strings owned by ckpt.
+ * Fills at most `cap` entries of `v` but always reports the full count in *n. */
+dmx_status dmx__ckpt_kw_strlist(const dmx__ckpt *ck, const char *key,
+                                const char **v, size_t cap, size_t *n);
+/* List or tuple of numbers (e.g. `multi_freqs`), same conventions. */
+dmx_status dmx__ckpt_kw_numlist(const dmx__ckpt *ck, const char *key,
+                                double *v, size_t cap, size_t *n);
+
+#endif
