@@ -1,0 +1,125 @@
+/*
+ * demix.h - the demix engine: load Demucs v4 (HTDemucs) checkpoints and bags,
+ * and separate audio into stems on the CPU.
+ *
+ * Objects and ownership
+ *   dmx_model    A loaded model or bag of models. Read-only after
+ *                dmx_model_load() returns, so one model can serve any number
+ *                of threads at once. Free with dmx_model_free().
+ *   dmx_session  One job's scratch memory (sized once for a segment) and
+ *                thread settings. Use a session from one thread at a time;
+ *                create one per concurrent job. Free with dmx_session_free().
+ * Whoever calls a _new/_load function owns the result and calls the matching
+ * _free; every _free accepts NULL.
+ *
+ * Audio layout
+ *   Input:  planar float, `channels` pointers of `n_samples` each, at the
+ *           model's sample rate, with channels == dmx_model_channels() (the
+ *           audio module converts mono/multichannel/other rates beforehand).
+ *   Output: planar float, sources x channels pointers of `n_samples` each,
+ *           pointer index = source * channels + channel, in the order of
+ *           dmx_model_source_name().
+ *
+ * Errors: every fallible call returns a dmx_status (see status.h) and sets a
+ * detail message readable with dmx_last_error(). The library never prints and
+ * never exits; diagnostics go to the log callback installed with dmx_log_set().
+ */
+#ifndef DEMIX_DEMIX_H
+#define DEMIX_DEMIX_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "demix/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DMX_VERSION_STRING "0.1.0"
+
+typedef struct dmx_model dmx_model;
+typedef struct dmx_session dmx_session;
+
+/* ---- logging --------------------------------------------------------------- */
+
+typedef enum dmx_log_level {
+    DMX_LOG_DEBUG = 0,
+    DMX_LOG_INFO = 1,
+    DMX_LOG_WARN = 2,
+    DMX_LOG_ERROR = 3
+} dmx_log_level;
+
+/* Installs the log sink for the whole library (NULL: discard, the default).
+ * The callback may be called from any thread that runs demix code. */
+typedef void (*dmx_log_fn)(void *user, dmx_log_level level, const char *msg);
+void dmx_log_set(dmx_log_fn fn, void *user);
+
+/* ---- models ----------------------------------------------------------------- */
+
+/* Loads a single upstream checkpoint (`.th`) or an upstream bag (`.yaml`,
+ * whose `models:` names are resolved next to the YAML file as `NAME.th` or
+ * `NAME-<checksum>.th`). On success *out receives a new model; on failure
+ * *out = NULL and the status says why (DMX_ERR_IO, DMX_ERR_CORRUPT,
+ * DMX_ERR_UNSUPPORTED, DMX_ERR_MODEL, DMX_ERR_NOMEM). */
+dmx_status dmx_model_load(const char *path, dmx_model **out);
+void dmx_model_free(dmx_model *m);
+
+/* Number of sources (stems) the model outputs, e.g. 4 or 6. */
+int32_t dmx_model_n_sources(const dmx_model *m);
+/* Name of source i ("drums", "bass", ...), owned by the model; NULL if i is
+ * out of range. */
+const char *dmx_model_source_name(const dmx_model *m, int32_t i);
+/* Index of the source called `name`, or -1. */
+int32_t dmx_model_source_index(const dmx_model *m, const char *name);
+int32_t dmx_model_samplerate(const dmx_model *m);
+int32_t dmx_model_channels(const dmx_model *m);
+/* Training segment length in seconds (39/5 = 7.8 for the htdemucs family);
+ * for a bag, the smallest segment of its members. */
+double dmx_model_segment(const dmx_model *m);
+/* 1 for a single model, the member count for a bag. */
+int32_t dmx_model_n_members(const dmx_model *m);
+/* Total parameter count over all members. */
+int64_t dmx_model_n_params(const dmx_model *m);
+
+/* ---- separation ------------------------------------------------------------- */
+
+/* Progress: called after each model evaluation of one segment; `done` goes
+ * from 1 to `total` (segments x shifts x bag members). Return 0 to go on,
+ * non-zero to cancel (the run then returns DMX_ERR_CANCELLED). */
+typedef int (*dmx_progress_fn)(void *user, int64_t done, int64_t total);
+
+typedef struct dmx_separate_opts {
+    int32_t shifts;          /* random time shifts averaged (upstream `shifts`); 0 = none */
+    uint64_t seed;           /* seed for the shift offsets (reproducible) */
+    double overlap;          /* segment overlap fraction, [0, 1); default 0.25 */
+    double segment;          /* seconds per segment; 0 = the model's own */
+    int32_t split;           /* 1: split into overlapping segments (default); 0: whole input at once */
+    double transition_power; /* exponent of the triangular cross-fade weights; default 1 */
+    int32_t normalize;       /* 1: upstream separator pipeline (normalise by the mono
+                                reference's mean/std, separate, de-normalise); default 1 */
+    int32_t n_threads;       /* compute threads for this run; 0 = all cores */
+    dmx_progress_fn progress;/* may be NULL */
+    void *progress_user;
+    atomic_int *cancel;      /* optional: set to non-zero from any thread to cancel */
+} dmx_separate_opts;
+
+/* Fills `o` with upstream's defaults (shifts 0, overlap 0.25, split, power 1,
+ * normalize 1, seed 0, all cores). */
+void dmx_separate_opts_init(dmx_separate_opts *o);
+
+/* Creates a session for `m` (which must outlive it). */
+dmx_status dmx_session_new(const dmx_model *m, dmx_session **out);
+void dmx_session_free(dmx_session *s);
+
+/* Separates `n_samples` samples of planar audio `in` (channels pointers) into
+ * `out` (sources x channels pointers, each with room for n_samples floats, owned
+ * by the caller). `opts` may be NULL for defaults. Returns DMX_OK,
+ * DMX_ERR_INVALID_ARG, DMX_ERR_CANCELLED or DMX_ERR_NOMEM. */
+dmx_status dmx_separate(dmx_session *s, const float *const *in, int64_t n_samples,
+                        float *const *out, const dmx_separate_opts *opts);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
