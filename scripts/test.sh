@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: set up, build, run every ctest test,
+# then rebuild with AddressSanitizer + UBSan and run the unit tests and the
+# tiny-model golden tests there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEMIX_GOLDEN_DIR=${DEMIX_GOLDEN_DIR:-$(cd .. && pwd)/shared/golden}
+
+./scripts/setup.sh
+ctest --test-dir build --output-on-failure -j2
+
+if [ "${DEMIX_SKIP_ASAN:-0}" != 1 ]; then
+  BUILD_DIR=build-asan CMAKE_ARGS="-DCMAKE_BUILD_TYPE=Debug -DDEMIX_SANITIZE=address,undefined" ./scripts/setup.sh
+  ctest --test-dir build-asan --output-on-failure -j2 -LE slow
+fi

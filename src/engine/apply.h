@@ -1,0 +1,40 @@
+/*
+ * apply.h - internal: upstream's apply_model() over a loaded model or bag:
+ * overlapping segments with triangular cross-fades, the random-shift trick,
+ * bag weighting. See apply.c for the exact semantics.
+ */
+#ifndef DMX_ENGINE_APPLY_H
+#define DMX_ENGINE_APPLY_H
+
+#include "demix/demix.h"
+#include "arena.h"
+#include "htdemucs.h"
+#include "pyrandom.h"
+
+struct dmx_model {
+    int n_members;
+    dmx__htdemucs **members;   /* (n_members), owned */
+    float *weights;            /* (n_members, n_sources) */
+    int weights_given;         /* from the bag file, else all ones */
+    double *totals;            /* (n_sources) column sums of weights */
+    int n_sources, channels, samplerate;
+    const char *sources[DMX__MAX_SOURCES]; /* owned by members[0] */
+    double segment;            /* smallest member segment, seconds */
+    int64_t n_params;
+};
+
+struct dmx_session {
+    const dmx_model *model;
+    dmx__arena arena;          /* activations of one forward pass */
+    float *seg_in;             /* (channels, max training length) */
+    float *seg_out;            /* (sources, channels, max training length) */
+    int seg_cap;
+    int compacted;
+};
+
+/* Runs apply_model on planar input `in` (channels x n) into `out` (sources x
+ * channels pointers, n each), overwriting it. */
+dmx_status dmx__apply(dmx_session *s, const float *const *in, int64_t n, float *const *out,
+                      const dmx_separate_opts *o);
+
+#endif

@@ -1,0 +1,268 @@
+/*
+ * model.c - the public engine API (demix.h): loading models and bags,
+ * sessions, and dmx_separate() with upstream's whole-track normalisation.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "apply.h"
+#include "bagyaml.h"
+#include "ckpt.h"
+#include "demix/demix.h"
+#include "error.h"
+
+/* ------------------------------------------------------------------ logging */
+
+static dmx_log_fn g_log_fn;
+static void *g_log_user;
+
+void dmx_log_set(dmx_log_fn fn, void *user) {
+    g_log_fn = fn;
+    g_log_user = user;
+}
+
+/* ------------------------------------------------------------------- models */
+
+static dmx_status load_th(const char *path, dmx__htdemucs **out) {
+    dmx__ckpt *ck = NULL;
+    dmx_status st = dmx__ckpt_load(path, &ck);
+    if (st != DMX_OK) return st;
+    return dmx__htdemucs_build(ck, out); /* takes ownership of ck */
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+static dmx_status finish_model(dmx_model *m) {
+    dmx__htdemucs *first = m->members[0];
+    m->n_sources = first->n_sources;
+    m->channels = first->audio_channels;
+    m->samplerate = first->samplerate;
+    m->segment = first->segment;
+    for (int s = 0; s < first->n_sources; s++) m->sources[s] = first->sources[s];
+    for (int k = 0; k < m->n_members; k++) {
+        dmx__htdemucs *o = m->members[k];
+        if (o->n_sources != first->n_sources || o->audio_channels != first->audio_channels ||
+            o->samplerate != first->samplerate)
+            return dmx__fail(DMX_ERR_MODEL, "bag member %d has different sources, channels or sample rate than member 0", k);
+        for (int s = 0; s < first->n_sources; s++)
+            if (strcmp(o->sources[s], first->sources[s]) != 0)
+                return dmx__fail(DMX_ERR_MODEL, "bag member %d has source '%s' where member 0 has '%s'", k,
+                                 o->sources[s], first->sources[s]);
+        if (o->segment < m->segment) m->segment = o->segment;
+        m->n_params += o->n_params;
+    }
+    m->totals = calloc((size_t)m->n_sources, sizeof(double));
+    if (!m->weights) m->weights = malloc(sizeof(float) * (size_t)m->n_members * m->n_sources);
+    if (!m->totals || !m->weights) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
+    if (!m->weights_given)
+        for (int i = 0; i < m->n_members * m->n_sources; i++) m->weights[i] = 1.0f;
+    for (int k = 0; k < m->n_members; k++)
+        for (int s = 0; s < m->n_sources; s++) m->totals[s] += m->weights[(size_t)k * m->n_sources + s];
+    for (int s = 0; s < m->n_sources; s++)
+        if (m->totals[s] == 0.0)
+            return dmx__fail(DMX_ERR_MODEL, "bag weights for source '%s' sum to zero", m->sources[s]);
+    return DMX_OK;
+}
+
+static dmx_status load_bag(const char *path, dmx_model *m) {
+    dmx__bag_spec *spec = NULL;
+    dmx_status st = dmx__bag_yaml_load(path, &spec);
+    if (st != DMX_OK) return st;
+    m->n_members = 0;
+    m->members = calloc(spec->n_models ? spec->n_models : 1, sizeof *m->members);
+    if (!m->members) {
+        dmx__bag_spec_free(spec);
+        return dmx__fail(DMX_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < spec->n_models; i++) {
+        char *mp = NULL;
+        st = dmx__bag_resolve(path, spec->models[i], &mp);
+        if (st != DMX_OK) break;
+        st = load_th(mp, &m->members[i]);
+        if (st != DMX_OK) {
+            char detail[600];
+            snprintf(detail, sizeof detail, "%s", dmx_last_error());
+            dmx__fail(st, "bag member '%s' (%s): %s", spec->models[i], mp, detail);
+            free(mp);
+            break;
+        }
+        free(mp);
+        m->n_members++;
+    }
+    if (st == DMX_OK && spec->has_weights) {
+        int S = m->members[0]->n_sources;
+        if (spec->weight_rows != spec->n_models || spec->weight_cols != (size_t)S) {
+            st = dmx__fail(DMX_ERR_MODEL, "bag weights are %zux%zu but the bag has %zu models of %d sources",
+                           spec->weight_rows, spec->weight_cols, spec->n_models, S);
+        } else {
+            m->weights = malloc(sizeof(float) * spec->n_models * S);
+            if (!m->weights) st = dmx__fail(DMX_ERR_NOMEM, "out of memory");
+            else {
+                for (size_t i = 0; i < spec->n_models * S; i++) m->weights[i] = (float)spec->weights[i];
+                m->weights_given = 1;
+            }
+        }
+    }
+    dmx__bag_spec_free(spec);
+    return st;
+}
+
+dmx_status dmx_model_load(const char *path, dmx_model **out) {
+    dmx__clear_error();
+    if (!out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_model_load: out is NULL");
+    *out = NULL;
+    if (!path) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_model_load: path is NULL");
+    dmx_model *m = calloc(1, sizeof *m);
+    if (!m) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
+    dmx_status st;
+    if (ends_with(path, ".yaml") || ends_with(path, ".yml")) {
+        st = load_bag(path, m);
+    } else {
+        m->members = calloc(1, sizeof *m->members);
+        if (!m->members) st = dmx__fail(DMX_ERR_NOMEM, "out of memory");
+        else {
+            st = load_th(path, &m->members[0]);
+            if (st == DMX_OK) m->n_members = 1;
+        }
+    }
+    if (st == DMX_OK && m->n_members == 0) st = dmx__fail(DMX_ERR_MODEL, "%s: bag lists no models", path);
+    if (st == DMX_OK) st = finish_model(m);
+    if (st != DMX_OK) {
+        dmx_model_free(m);
+        return st;
+    }
+    *out = m;
+    return DMX_OK;
+}
+
+void dmx_model_free(dmx_model *m) {
+    if (!m) return;
+    for (int k = 0; k < m->n_members; k++) dmx__htdemucs_free(m->members[k]);
+    free(m->members);
+    free(m->weights);
+    free(m->totals);
+    free(m);
+}
+
+int32_t dmx_model_n_sources(const dmx_model *m) { return m ? m->n_sources : 0; }
+const char *dmx_model_source_name(const dmx_model *m, int32_t i) {
+    return (m && i >= 0 && i < m->n_sources) ? m->sources[i] : NULL;
+}
+int32_t dmx_model_source_index(const dmx_model *m, const char *name) {
+    if (!m || !name) return -1;
+    for (int i = 0; i < m->n_sources; i++)
+        if (strcmp(m->sources[i], name) == 0) return i;
+    return -1;
+}
+int32_t dmx_model_samplerate(const dmx_model *m) { return m ? m->samplerate : 0; }
+int32_t dmx_model_channels(const dmx_model *m) { return m ? m->channels : 0; }
+double dmx_model_segment(const dmx_model *m) { return m ? m->segment : 0; }
+int32_t dmx_model_n_members(const dmx_model *m) { return m ? m->n_members : 0; }
+int64_t dmx_model_n_params(const dmx_model *m) { return m ? m->n_params : 0; }
+
+/* ----------------------------------------------------------------- sessions */
+
+dmx_status dmx_session_new(const dmx_model *m, dmx_session **out) {
+    if (!out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_session_new: out is NULL");
+    *out = NULL;
+    if (!m) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_session_new: model is NULL");
+    dmx_session *s = calloc(1, sizeof *s);
+    if (!s) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
+    s->model = m;
+    dmx__arena_init(&s->arena);
+    int cap = 0;
+    for (int k = 0; k < m->n_members; k++)
+        if (m->members[k]->training_length > cap) cap = m->members[k]->training_length;
+    s->seg_cap = cap;
+    s->seg_in = malloc(sizeof(float) * (size_t)m->channels * cap);
+    s->seg_out = malloc(sizeof(float) * (size_t)m->n_sources * m->channels * cap);
+    if (!s->seg_in || !s->seg_out) {
+        dmx_session_free(s);
+        return dmx__fail(DMX_ERR_NOMEM, "out of memory for session buffers");
+    }
+    *out = s;
+    return DMX_OK;
+}
+
+void dmx_session_free(dmx_session *s) {
+    if (!s) return;
+    dmx__arena_free(&s->arena);
+    free(s->seg_in);
+    free(s->seg_out);
+    free(s);
+}
+
+void dmx_separate_opts_init(dmx_separate_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->shifts = 0;
+    o->overlap = 0.25;
+    o->split = 1;
+    o->transition_power = 1.0;
+    o->normalize = 1;
+}
+
+dmx_status dmx_separate(dmx_session *s, const float *const *in, int64_t n, float *const *out,
+                        const dmx_separate_opts *opts) {
+    dmx__clear_error();
+    dmx_separate_opts def;
+    if (!opts) {
+        dmx_separate_opts_init(&def);
+        opts = &def;
+    }
+    if (!s || !in || !out || n < 1)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_separate: NULL argument or empty input");
+    if (!(opts->overlap >= 0.0 && opts->overlap < 1.0))
+        return dmx__fail(DMX_ERR_INVALID_ARG, "overlap must be in [0, 1), got %g", opts->overlap);
+    if (!(opts->transition_power >= 1.0))
+        return dmx__fail(DMX_ERR_INVALID_ARG, "transition_power must be >= 1, got %g", opts->transition_power);
+    if (opts->shifts < 0 || opts->shifts > 100)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "shifts must be in 0..100, got %d", opts->shifts);
+    if (opts->segment < 0 || (opts->segment > 0 && opts->segment > s->model->segment + 1e-9))
+        return dmx__fail(DMX_ERR_INVALID_ARG, "segment %.3g s is longer than the model's %.3g s",
+                         opts->segment, s->model->segment);
+    if (opts->segment > 0 && (int64_t)(opts->segment * s->model->samplerate) < 1)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "segment %.3g s is too short", opts->segment);
+    const dmx_model *m = s->model;
+    const int A = m->channels;
+    int nthreads = opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (nthreads < 1) nthreads = 1;
+    openblas_set_num_threads(nthreads);
+
+    if (!opts->normalize) return dmx__apply(s, in, n, out, opts);
+
+    /* upstream separator: ref = mix.mean(0); (mix - ref.mean()) / (ref.std() + 1e-8) */
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float r = 0;
+        for (int c = 0; c < A; c++) r += in[c][i];
+        sum += r / (float)A;
+    }
+    double mean = sum / n, var = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float r = 0;
+        for (int c = 0; c < A; c++) r += in[c][i];
+        double d = r / (float)A - mean;
+        var += d * d;
+    }
+    float fmean = (float)mean;
+    float den = (float)sqrt(var / (n > 1 ? n - 1 : 1)) + 1e-8f;
+    float *norm = malloc(sizeof(float) * (size_t)A * n);
+    if (!norm) return dmx__fail(DMX_ERR_NOMEM, "out of memory for %lld input samples", (long long)n);
+    const float *np[8];
+    for (int c = 0; c < A; c++) {
+        np[c] = norm + (size_t)c * n;
+        for (int64_t i = 0; i < n; i++) norm[(size_t)c * n + i] = (in[c][i] - fmean) / den;
+    }
+    dmx_status st = dmx__apply(s, np, n, out, opts);
+    free(norm);
+    if (st != DMX_OK) return st;
+    for (int k = 0; k < m->n_sources * A; k++)
+        for (int64_t i = 0; i < n; i++) out[k][i] = out[k][i] * den + fmean;
+    return DMX_OK;
+}

@@ -1,0 +1,74 @@
+/*
+ * ops.h - internal: the numeric kernels HTDemucs is built from.
+ *
+ * Tensors are plain float arrays in PyTorch's layout with batch 1:
+ *   images (C, H, W) — for the frequency branch H = frequency, W = time;
+ *   sequences (C, T) are images with H = 1;
+ *   token matrices (N, C) row-major for the transformer.
+ * Convolutions are im2col + GEMM (OpenBLAS) over blocks of output columns, so
+ * the im2col scratch stays bounded (DMX__COL_BLOCK columns) however large the
+ * image. Scratch comes from the caller's arena; nothing here calls malloc.
+ */
+#ifndef DMX_ENGINE_OPS_H
+#define DMX_ENGINE_OPS_H
+
+#include <stddef.h>
+
+#include "arena.h"
+
+/* Geometry of a 2D convolution over (C, H, W). 1D convolutions use H = 1,
+ * kh = 1; "frequency" convolutions use kw = 1. */
+typedef struct dmx__conv_geom {
+    int cin, cout;
+    int kh, kw;   /* kernel */
+    int sh, sw;   /* stride */
+    int ph, pw;   /* zero padding on both sides */
+    int dh, dw;   /* dilation */
+} dmx__conv_geom;
+
+/* Output size of a convolution along one axis. */
+static inline int dmx__conv_out(int in, int k, int s, int p, int d) {
+    return (in + 2 * p - d * (k - 1) - 1) / s + 1;
+}
+
+/* y (cout, Ho, Wo) = conv(x (cin, H, W), w (cout, cin, kh, kw)) + b (cout) (b may be NULL).
+ * Returns 0, or -1 if the arena cannot provide scratch. */
+int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
+                const float *w, const float *b, float *y);
+
+/* Transposed convolution without padding: y (cout, Ho, Wo) with
+ * Ho = (H-1)*sh + kh, Wo = (W-1)*sw + kw, from x (cin, H, W) and
+ * w (cin, cout, kh, kw) (PyTorch ConvTranspose layout), plus bias. */
+int dmx__conv_tr2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
+                   const float *w, const float *b, float *y);
+
+/* GroupNorm over x (C, L) in place: `groups` groups of C/groups channels,
+ * statistics over (C/groups, L), biased variance; then per-channel affine
+ * (gamma/beta may be NULL). `rows` > 1 applies it independently to each of
+ * `rows` slices (C, L) that are interleaved as x[c, r, l] (layout (C, rows, L)),
+ * which is how upstream normalises each frequency row in DConv. */
+void dmx__group_norm(float *x, int C, int rows, int L, int groups, const float *gamma,
+                     const float *beta, float eps);
+
+/* LayerNorm over the last dim of y (N, C) = LN(x (N, C)); x == y allowed. */
+void dmx__layer_norm(const float *x, float *y, int N, int C, const float *gamma,
+                     const float *beta, float eps);
+
+/* Exact (erf) GELU in place. */
+void dmx__gelu(float *x, size_t n);
+void dmx__relu(float *x, size_t n);
+
+/* GLU over channels: y (C/2, L) = x[:C/2] * sigmoid(x[C/2:]) for x (C, L). */
+void dmx__glu(const float *x, float *y, int C, size_t L);
+
+/* Linear: y (N, out) = x (N, in) @ w (out, in)^T + b. */
+void dmx__linear(const float *x, int N, int in, const float *w, const float *b, int out,
+                 float *y);
+
+/* y[i] += a[i] for n elements. */
+void dmx__add(float *y, const float *a, size_t n);
+
+/* Sets the BLAS thread count (process-wide). */
+void dmx__blas_threads(int n);
+
+#endif

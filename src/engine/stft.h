@@ -1,0 +1,37 @@
+/*
+ * stft.h - internal: HTDemucs' spectrogram front end and back end.
+ *
+ * dmx__spec reproduces HTDemucs._spec (upstream spec.py + htdemucs.py): reflect
+ * padding so that frames = ceil(len / hop), torch.stft(center=True,
+ * reflect, normalized, periodic Hann) and the crop of 2 frames on each side
+ * and of the Nyquist bin. dmx__ispec reproduces HTDemucs._ispec.
+ * FFTs run through FFTW (single precision); plans are made once per size and
+ * shared read-only, execution uses the new-array interface so threads can
+ * share a plan.
+ */
+#ifndef DMX_ENGINE_STFT_H
+#define DMX_ENGINE_STFT_H
+
+#include <stddef.h>
+
+#include "arena.h"
+
+typedef struct dmx__stft dmx__stft; /* plans + window for one nfft; read-only */
+
+dmx__stft *dmx__stft_new(int nfft);
+void dmx__stft_free(dmx__stft *s);
+
+/* Frames produced for `len` samples: ceil(len / hop). */
+int dmx__spec_frames(const dmx__stft *s, int len);
+
+/* x (channels, len) -> z (channels, 2, nfft/2, frames): for each channel the
+ * real parts then the imaginary parts, each (nfft/2 bins, frames), which is
+ * exactly the complex-as-channels layout HTDemucs feeds its encoder. */
+int dmx__spec(const dmx__stft *s, dmx__arena *ar, const float *x, int channels, int len,
+              float *z);
+
+/* z (channels, 2, nfft/2, frames) (same layout) -> x (channels, len). */
+int dmx__ispec(const dmx__stft *s, dmx__arena *ar, const float *z, int channels, int frames,
+               int len, float *x);
+
+#endif

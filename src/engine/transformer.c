@@ -1,0 +1,242 @@
+/*
+ * transformer.c - HTDemucs' CrossTransformerEncoder (upstream transformer.py),
+ * inference only.
+ *
+ * Tokens are row-major (N, dim) matrices. The frequency branch (dim, F, T1) is
+ * flattened time-major ("b c fr t1 -> b (t1 fr) c"), the time branch
+ * (dim, T2) is transposed. Attention runs one head and one block of queries
+ * at a time, so the score scratch is (DMX__ATTN_QBLOCK, N_keys) floats rather
+ * than heads x N x N.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "error.h"
+#include "htdemucs.h"
+
+#define QBLOCK 256
+
+/* Position embeddings, computed in float32 the way upstream's torch code
+ * does so the rounding matches. */
+static void sin_embedding_1d(float *pe, int T, int C, float max_period, int cape_mean) {
+    /* create_sin_embedding / create_sin_embedding_cape (eval): (T, C) */
+    int half = C / 2;
+    float mean = cape_mean ? (float)(T - 1) / 2.0f : 0.0f;
+    for (int k = 0; k < half; k++) {
+        float e = (float)k / (float)(half - 1);
+        float div = powf(max_period, e);
+        for (int t = 0; t < T; t++) {
+            float phase = ((float)t - mean) / div;
+            pe[(size_t)t * C + k] = cosf(phase);
+            pe[(size_t)t * C + half + k] = sinf(phase);
+        }
+    }
+}
+
+static void sin_embedding_2d_add(float *x, int C, int F, int T1, float max_period, float weight) {
+    /* create_2d_sin_embedding(C, F, T1), added to tokens x (T1*F, C) */
+    int half = C / 2;
+    float mul = (float)(-(log((double)max_period) / half));
+    for (int i = 0; i < half / 2; i++) {
+        float div = expf((float)(2 * i) * mul);
+        for (int t = 0; t < T1; t++) {
+            float pw = (float)t * div;
+            float sw = sinf(pw), cw = cosf(pw);
+            for (int f = 0; f < F; f++) {
+                float ph = (float)f * div;
+                float *tok = x + ((size_t)t * F + f) * C;
+                tok[2 * i] += weight * sw;
+                tok[2 * i + 1] += weight * cw;
+                tok[half + 2 * i] += weight * sinf(ph);
+                tok[half + 2 * i + 1] += weight * cosf(ph);
+            }
+        }
+    }
+}
+
+/* GroupNorm over token matrix x (N, C): `groups` groups of channels,
+ * statistics over all tokens (upstream MyGroupNorm). */
+static void token_group_norm(float *x, int N, int C, const dmx__norm *n) {
+    int cpg = C / n->groups;
+    for (int g = 0; g < n->groups; g++) {
+        double s = 0, s2 = 0;
+        for (int i = 0; i < N; i++) {
+            const float *p = x + (size_t)i * C + g * cpg;
+            for (int c = 0; c < cpg; c++) {
+                s += p[c];
+                s2 += (double)p[c] * p[c];
+            }
+        }
+        double cnt = (double)N * cpg, mean = s / cnt, var = s2 / cnt - mean * mean;
+        if (var < 0) var = 0;
+        float rstd = (float)(1.0 / sqrt(var + 1e-5)), fm = (float)mean;
+        for (int i = 0; i < N; i++) {
+            float *p = x + (size_t)i * C + g * cpg;
+            for (int c = 0; c < cpg; c++) {
+                int cc = g * cpg + c;
+                p[c] = (p[c] - fm) * rstd * n->w[cc] + n->b[cc];
+            }
+        }
+    }
+}
+
+/* The norms of a layer: LayerNorm unless the model uses group norms. */
+static void apply_norm(const float *x, float *y, int N, int C, const dmx__norm *n, int group) {
+    if (group) {
+        if (y != x) memcpy(y, x, sizeof(float) * (size_t)N * C);
+        dmx__norm g = *n;
+        g.groups = group;
+        token_group_norm(y, N, C, &g);
+    } else {
+        dmx__layer_norm(x, y, N, C, n->w, n->b, 1e-5f);
+    }
+}
+
+/* Multi-head attention: out (Nq, C) = MHA(q_in (Nq, C), kv_in (Nk, C)). */
+static dmx_status mha(const dmx__tlayer *L, int heads, dmx__arena *ar, const float *q_in, int Nq,
+                      const float *kv_in, int Nk, int C, float *out) {
+    dmx__arena_mark mk = dmx__arena_save(ar);
+    float *q = dmx__arena_floats(ar, (size_t)Nq * C);
+    float *k = dmx__arena_floats(ar, (size_t)Nk * C);
+    float *v = dmx__arena_floats(ar, (size_t)Nk * C);
+    float *o = dmx__arena_floats(ar, (size_t)Nq * C);
+    int qb = Nq < QBLOCK ? Nq : QBLOCK;
+    float *sc = dmx__arena_floats(ar, (size_t)qb * Nk);
+    if (!q || !k || !v || !o || !sc) return dmx__fail(DMX_ERR_NOMEM, "out of memory in attention");
+    dmx__linear(q_in, Nq, C, L->in_w, L->in_b, C, q);
+    dmx__linear(kv_in, Nk, C, L->in_w + (size_t)C * C, L->in_b + C, C, k);
+    dmx__linear(kv_in, Nk, C, L->in_w + (size_t)2 * C * C, L->in_b + 2 * C, C, v);
+    int D = C / heads;
+    /* upstream divides q by sqrt(head_dim) before q @ k^T */
+    float sq = sqrtf((float)D);
+    for (size_t i = 0; i < (size_t)Nq * C; i++) q[i] /= sq;
+    for (int h = 0; h < heads; h++) {
+        for (int i0 = 0; i0 < Nq; i0 += qb) {
+            int nq = Nq - i0 < qb ? Nq - i0 : qb;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, Nk, D, 1.0f,
+                        q + (size_t)i0 * C + h * D, C, k + h * D, C, 0.0f, sc, Nk);
+            for (int r = 0; r < nq; r++) {
+                float *row = sc + (size_t)r * Nk;
+                float mx = row[0];
+                for (int j = 1; j < Nk; j++) mx = row[j] > mx ? row[j] : mx;
+                float sum = 0;
+                for (int j = 0; j < Nk; j++) {
+                    row[j] = expf(row[j] - mx);
+                    sum += row[j];
+                }
+                float inv = 1.0f / sum;
+                for (int j = 0; j < Nk; j++) row[j] *= inv;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, Nk, 1.0f, sc, Nk,
+                        v + h * D, C, 0.0f, o + (size_t)i0 * C + h * D, C);
+        }
+    }
+    dmx__linear(o, Nq, C, L->out_w, L->out_b, C, out);
+    dmx__arena_restore(ar, mk);
+    return DMX_OK;
+}
+
+static void add_scaled(float *x, const float *a, const float *gamma, int N, int C) {
+    for (int i = 0; i < N; i++) {
+        float *p = x + (size_t)i * C;
+        const float *q = a + (size_t)i * C;
+        if (gamma)
+            for (int c = 0; c < C; c++) p[c] += gamma[c] * q[c];
+        else
+            for (int c = 0; c < C; c++) p[c] += q[c];
+    }
+}
+
+/* One layer on x (N, C); kv (Nk, C) for cross layers. */
+static dmx_status layer_forward(const dmx__xformer *xf, const dmx__tlayer *L, dmx__arena *ar,
+                                float *x, int N, const float *kv, int Nk) {
+    int C = xf->dim;
+    dmx__arena_mark mk = dmx__arena_save(ar);
+    float *h = dmx__arena_floats(ar, (size_t)N * C);
+    float *a = dmx__arena_floats(ar, (size_t)N * C);
+    float *ff = dmx__arena_floats(ar, (size_t)N * xf->hidden);
+    float *hk = L->cross ? dmx__arena_floats(ar, (size_t)Nk * C) : NULL;
+    if (!h || !a || !ff || (L->cross && !hk)) return dmx__fail(DMX_ERR_NOMEM, "out of memory in transformer");
+    dmx_status st;
+    const dmx__norm *nff = L->cross ? &L->n3 : &L->n2;
+    if (xf->norm_first) {
+        apply_norm(x, h, N, C, &L->n1, xf->group_norm);
+        if (L->cross) {
+            apply_norm(kv, hk, Nk, C, &L->n2, xf->group_norm);
+            st = mha(L, xf->heads, ar, h, N, hk, Nk, C, a);
+        } else {
+            st = mha(L, xf->heads, ar, h, N, h, N, C, a);
+        }
+        if (st != DMX_OK) return st;
+        add_scaled(x, a, L->g1, N, C);
+        apply_norm(x, h, N, C, nff, xf->group_norm);
+        dmx__linear(h, N, C, L->l1_w, L->l1_b, xf->hidden, ff);
+        if (xf->gelu) dmx__gelu(ff, (size_t)N * xf->hidden);
+        else dmx__relu(ff, (size_t)N * xf->hidden);
+        dmx__linear(ff, N, xf->hidden, L->l2_w, L->l2_b, C, a);
+        add_scaled(x, a, L->g2, N, C);
+        if (L->norm_out.groups) token_group_norm(x, N, C, &L->norm_out);
+    } else {
+        st = L->cross ? mha(L, xf->heads, ar, x, N, kv, Nk, C, a) : mha(L, xf->heads, ar, x, N, x, N, C, a);
+        if (st != DMX_OK) return st;
+        add_scaled(x, a, L->g1, N, C);
+        apply_norm(x, x, N, C, &L->n1, xf->group_norm);
+        dmx__linear(x, N, C, L->l1_w, L->l1_b, xf->hidden, ff);
+        if (xf->gelu) dmx__gelu(ff, (size_t)N * xf->hidden);
+        else dmx__relu(ff, (size_t)N * xf->hidden);
+        dmx__linear(ff, N, xf->hidden, L->l2_w, L->l2_b, C, a);
+        add_scaled(x, a, L->g2, N, C);
+        apply_norm(x, x, N, C, &L->n2, xf->group_norm);
+    }
+    dmx__arena_restore(ar, mk);
+    return DMX_OK;
+}
+
+static void norm_in(const dmx__xformer *xf, float *x, int N, const dmx__norm *n) {
+    if (xf->norm_in == 1) dmx__layer_norm(x, x, N, xf->dim, n->w, n->b, 1e-5f);
+    else if (xf->norm_in == 2) token_group_norm(x, N, xf->dim, n);
+}
+
+dmx_status dmx__xformer_forward(const dmx__xformer *xf, dmx__arena *ar, float *x, int F, int T1,
+                                float *xt, int T2) {
+    const int C = xf->dim, N1 = F * T1;
+    dmx__arena_mark mk = dmx__arena_save(ar);
+    float *tx = dmx__arena_floats(ar, (size_t)N1 * C);
+    float *tt = dmx__arena_floats(ar, (size_t)T2 * C);
+    float *old = dmx__arena_floats(ar, (size_t)N1 * C);
+    float *pe = dmx__arena_floats(ar, (size_t)T2 * C);
+    if (!tx || !tt || !old || !pe) return dmx__fail(DMX_ERR_NOMEM, "out of memory in transformer");
+    /* (C, F, T1) -> tokens (T1*F, C) */
+    for (int c = 0; c < C; c++)
+        for (int f = 0; f < F; f++)
+            for (int t = 0; t < T1; t++) tx[((size_t)t * F + f) * C + c] = x[((size_t)c * F + f) * T1 + t];
+    norm_in(xf, tx, N1, &xf->norm_in_x);
+    sin_embedding_2d_add(tx, C, F, T1, xf->max_period, xf->weight_pos_embed);
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < T2; t++) tt[(size_t)t * C + c] = xt[(size_t)c * T2 + t];
+    norm_in(xf, tt, T2, &xf->norm_in_t);
+    sin_embedding_1d(pe, T2, C, xf->max_period, xf->emb_cape && xf->cape_mean_normalize);
+    for (size_t i = 0; i < (size_t)T2 * C; i++) tt[i] += xf->weight_pos_embed * pe[i];
+
+    dmx_status st = DMX_OK;
+    for (int i = 0; i < xf->n_layers && st == DMX_OK; i++) {
+        if (!xf->lx[i].cross) {
+            st = layer_forward(xf, &xf->lx[i], ar, tx, N1, NULL, 0);
+            if (st == DMX_OK) st = layer_forward(xf, &xf->lt[i], ar, tt, T2, NULL, 0);
+        } else {
+            memcpy(old, tx, sizeof(float) * (size_t)N1 * C);
+            st = layer_forward(xf, &xf->lx[i], ar, tx, N1, tt, T2);
+            if (st == DMX_OK) st = layer_forward(xf, &xf->lt[i], ar, tt, T2, old, N1);
+        }
+    }
+    if (st == DMX_OK) {
+        for (int c = 0; c < C; c++)
+            for (int f = 0; f < F; f++)
+                for (int t = 0; t < T1; t++) x[((size_t)c * F + f) * T1 + t] = tx[((size_t)t * F + f) * C + c];
+        for (int c = 0; c < C; c++)
+            for (int t = 0; t < T2; t++) xt[(size_t)c * T2 + t] = tt[(size_t)t * C + c];
+    }
+    dmx__arena_restore(ar, mk);
+    return st;
+}
