@@ -86,4 +86,16 @@ dmx_status dmx__ckpt_kw_strlist(const dmx__ckpt *ck, const char *key,
 dmx_status dmx__ckpt_kw_numlist(const dmx__ckpt *ck, const char *key,
                                 double *v, size_t cap, size_t *n);
 
+/* kwargs keys in file order (e.g. to warn about keys a model builder does not
+ * know). The key pointer is owned by the ckpt; NULL when i is out of range. */
+size_t dmx__ckpt_kw_count(const dmx__ckpt *ck);
+const char *dmx__ckpt_kw_key_at(const dmx__ckpt *ck, size_t i);
+
+/* IEEE half -> float widening used for fp16 storages: exact for every input
+ * (subnormals, infinities; NaNs keep their payload and are quieted, matching
+ * F16C's vcvtph2ps). The array version uses F16C when compiled in and gives
+ * bit-identical results. `src` need not be aligned. */
+float dmx__f16_to_f32_scalar(uint16_t h);
+void dmx__f16_to_f32(const void *src, float *dst, size_t n);
+
 #endif
