@@ -1,6 +1,6 @@
 /*
  * error.c - status strings (generated from DMX_STATUS_MAP) and the
- * thread-local error detail that dmx_last_error() returns.
+ * thread-local error detail that dmx_last_error() returns, and the log sink.
  */
 #include "error.h"
 
@@ -9,6 +9,25 @@
 #include <stdlib.h>
 
 static _Thread_local char g_errmsg[1024];
+
+static dmx_log_fn g_log_fn;
+static void *g_log_user;
+
+void dmx_log_set(dmx_log_fn fn, void *user) {
+    g_log_fn = fn;
+    g_log_user = user;
+}
+
+void dmx__log(dmx_log_level level, const char *fmt, ...) {
+    dmx_log_fn fn = g_log_fn;
+    if (!fn) return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    fn(g_log_user, level, buf);
+}
 
 const char *dmx_status_str(dmx_status s) {
     switch (s) {

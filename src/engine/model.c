@@ -14,16 +14,6 @@
 #include "demix/demix.h"
 #include "error.h"
 
-/* ------------------------------------------------------------------ logging */
-
-static dmx_log_fn g_log_fn;
-static void *g_log_user;
-
-void dmx_log_set(dmx_log_fn fn, void *user) {
-    g_log_fn = fn;
-    g_log_user = user;
-}
-
 /* ------------------------------------------------------------------- models */
 
 static dmx_status load_th(const char *path, dmx__htdemucs **out) {

@@ -9,6 +9,59 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+/* Vector expf/erff come from glibc's libmvec (the same routines GCC calls
+ * when it vectorises libm calls): within a few ulp, far inside the parity
+ * tolerance, and an order of magnitude faster than scalar libm. */
+#if defined(__AVX512F__)
+#define VW 16
+typedef __m512 vf;
+__m512 _ZGVeN16v_expf(__m512);
+__m512 _ZGVeN16v_erff(__m512);
+#define V_LOAD _mm512_loadu_ps
+#define V_STORE _mm512_storeu_ps
+#define V_SET1 _mm512_set1_ps
+#define V_ADD _mm512_add_ps
+#define V_SUB _mm512_sub_ps
+#define V_MUL _mm512_mul_ps
+#define V_DIV _mm512_div_ps
+#define V_MAX _mm512_max_ps
+#define V_EXP _ZGVeN16v_expf
+#define V_ERF _ZGVeN16v_erff
+static inline float v_hsum(vf v) { return _mm512_reduce_add_ps(v); }
+static inline float v_hmax(vf v) { return _mm512_reduce_max_ps(v); }
+#elif defined(__AVX2__)
+#define VW 8
+typedef __m256 vf;
+__m256 _ZGVdN8v_expf(__m256);
+__m256 _ZGVdN8v_erff(__m256);
+#define V_LOAD _mm256_loadu_ps
+#define V_STORE _mm256_storeu_ps
+#define V_SET1 _mm256_set1_ps
+#define V_ADD _mm256_add_ps
+#define V_SUB _mm256_sub_ps
+#define V_MUL _mm256_mul_ps
+#define V_DIV _mm256_div_ps
+#define V_MAX _mm256_max_ps
+#define V_EXP _ZGVdN8v_expf
+#define V_ERF _ZGVdN8v_erff
+static inline float v_hsum(vf v) {
+    float t[8];
+    _mm256_storeu_ps(t, v);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+}
+static inline float v_hmax(vf v) {
+    float t[8], m;
+    _mm256_storeu_ps(t, v);
+    m = t[0];
+    for (int i = 1; i < 8; i++) m = t[i] > m ? t[i] : m;
+    return m;
+}
+#endif
+
 /* Upper bound of im2col scratch per block, in floats (8 MiB). */
 #define COL_BUDGET ((size_t)2 << 20)
 
@@ -212,7 +265,15 @@ void dmx__layer_norm(const float *x, float *y, int N, int C, const float *gamma,
 }
 
 void dmx__gelu(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+#ifdef VW
+    const vf half = V_SET1(0.5f), one = V_SET1(1.0f), r2 = V_SET1((float)M_SQRT1_2);
+    for (; i + VW <= n; i += VW) {
+        vf v = V_LOAD(x + i);
+        V_STORE(x + i, V_MUL(V_MUL(half, v), V_ADD(one, V_ERF(V_MUL(v, r2)))));
+    }
+#endif
+    for (; i < n; i++) {
         float v = x[i];
         x[i] = 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2));
     }
@@ -226,7 +287,15 @@ void dmx__glu(const float *x, float *y, int C, size_t L) {
     int h = C / 2;
     size_t n = (size_t)h * L;
     const float *a = x, *g = x + n;
-    for (size_t i = 0; i < n; i++) y[i] = a[i] * (1.0f / (1.0f + expf(-g[i])));
+    size_t i = 0;
+#ifdef VW
+    const vf one = V_SET1(1.0f), zero = V_SET1(0.0f);
+    for (; i + VW <= n; i += VW) {
+        vf e = V_EXP(V_SUB(zero, V_LOAD(g + i)));
+        V_STORE(y + i, V_DIV(V_LOAD(a + i), V_ADD(one, e)));
+    }
+#endif
+    for (; i < n; i++) y[i] = a[i] * (1.0f / (1.0f + expf(-g[i])));
 }
 
 void dmx__linear(const float *x, int N, int in, const float *w, const float *b, int out,
@@ -243,4 +312,36 @@ void dmx__linear(const float *x, int N, int in, const float *w, const float *b, 
 
 void dmx__add(float *y, const float *a, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += a[i];
+}
+
+void dmx__softmax_rows(float *x, int rows, int n) {
+    for (int r = 0; r < rows; r++) {
+        float *row = x + (size_t)r * n;
+        int j = 0;
+        float mx = -INFINITY, sum = 0.0f;
+#ifdef VW
+        if (n >= VW) {
+            vf vm = V_LOAD(row);
+            for (j = VW; j + VW <= n; j += VW) vm = V_MAX(vm, V_LOAD(row + j));
+            mx = v_hmax(vm);
+        }
+#endif
+        for (; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+        j = 0;
+#ifdef VW
+        vf vmx = V_SET1(mx), vs = V_SET1(0.0f);
+        for (; j + VW <= n; j += VW) {
+            vf e = V_EXP(V_SUB(V_LOAD(row + j), vmx));
+            V_STORE(row + j, e);
+            vs = V_ADD(vs, e);
+        }
+        sum = v_hsum(vs);
+#endif
+        for (; j < n; j++) {
+            row[j] = expf(row[j] - mx);
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (j = 0; j < n; j++) row[j] *= inv;
+    }
 }

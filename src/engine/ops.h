@@ -65,6 +65,9 @@ void dmx__glu(const float *x, float *y, int C, size_t L);
 void dmx__linear(const float *x, int N, int in, const float *w, const float *b, int out,
                  float *y);
 
+/* Softmax of each of `rows` rows of length n, in place. */
+void dmx__softmax_rows(float *x, int rows, int n);
+
 /* y[i] += a[i] for n elements. */
 void dmx__add(float *y, const float *a, size_t n);
 

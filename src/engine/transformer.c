@@ -116,18 +116,7 @@ static dmx_status mha(const dmx__tlayer *L, int heads, dmx__arena *ar, const flo
             int nq = Nq - i0 < qb ? Nq - i0 : qb;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, Nk, D, 1.0f,
                         q + (size_t)i0 * C + h * D, C, k + h * D, C, 0.0f, sc, Nk);
-            for (int r = 0; r < nq; r++) {
-                float *row = sc + (size_t)r * Nk;
-                float mx = row[0];
-                for (int j = 1; j < Nk; j++) mx = row[j] > mx ? row[j] : mx;
-                float sum = 0;
-                for (int j = 0; j < Nk; j++) {
-                    row[j] = expf(row[j] - mx);
-                    sum += row[j];
-                }
-                float inv = 1.0f / sum;
-                for (int j = 0; j < Nk; j++) row[j] *= inv;
-            }
+            dmx__softmax_rows(sc, nq, Nk);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, Nk, 1.0f, sc, Nk,
                         v + h * D, C, 0.0f, o + (size_t)i0 * C + h * D, C);
         }
