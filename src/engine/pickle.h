@@ -29,7 +29,7 @@
 #define DMX__PK_MAX_MARKS (1u << 16)   /* nested MARKs */
 #define DMX__PK_MAX_MEMO (1u << 22)    /* memo index bound (also <= pickle size + 256) */
 #define DMX__PK_MAX_STR (1u << 28)     /* bytes in one string/bytes value */
-#define DMX__PK_MAX_VALUES (1u << 22)  /* values created in total */
+#define DMX__PK_MAX_VALUES (1u << 21)  /* values created in total (~56 bytes each) */
 #define DMX__PK_MAX_LINE 4096u         /* text-protocol argument lines */
 
 typedef enum dmx__pv_type {

@@ -184,6 +184,15 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
         return dmx__fail(DMX_ERR_CORRUPT,
                          "%s: central directory (offset %llu, size %llu) lies outside the file", what,
                          (unsigned long long)cd_off, (unsigned long long)cd_size);
+    /* The directory ends where the end records begin. (Archives with bytes
+     * prepended, such as self-extractors, would break this; torch never
+     * writes those.) This also catches a damaged ZIP64 locator signature. */
+    if (cd_off + cd_size != cd_limit)
+        return dmx__fail(DMX_ERR_CORRUPT,
+                         "%s: central directory (offset %llu, size %llu) does not end where the end record "
+                         "begins (offset %llu)",
+                         what, (unsigned long long)cd_off, (unsigned long long)cd_size,
+                         (unsigned long long)cd_limit);
     if (n_total > cd_size / CENTRAL_SIZE)
         return dmx__fail(DMX_ERR_CORRUPT,
                          "%s: entry count %llu does not fit in a central directory of %llu bytes", what,
@@ -288,6 +297,16 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
         uint16_t lnlen = rd16(h + 26), lelen = rd16(h + 28);
         if (!fits(loff + LOCAL_SIZE, (uint64_t)lnlen + lelen, cd_off))
             BAD(DMX_ERR_CORRUPT, "%s: entry '%s': local header runs into the central directory", what, name);
+        {
+            /* Local extra fields must tile their area exactly (torch uses one
+             * to pad data to 64 bytes); their content is not used. */
+            const unsigned char *lx = h + LOCAL_SIZE + lnlen, *lxend = lx + lelen;
+            while (lx < lxend) {
+                if (lxend - lx < 4 || rd16(lx + 2) > lxend - lx - 4)
+                    BAD(DMX_ERR_CORRUPT, "%s: entry '%s': malformed local extra field", what, name);
+                lx += 4 + (size_t)rd16(lx + 2);
+            }
+        }
         if (lnlen != nlen || memcmp(h + LOCAL_SIZE, name, nlen) != 0)
             BAD(DMX_ERR_CORRUPT, "%s: entry '%s': local header names a different entry", what, name);
         if (rd16(h + 4) != need || rd16(h + 6) != flags || rd16(h + 8) != method ||
@@ -310,18 +329,25 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
             BAD(DMX_ERR_CORRUPT, "%s: entry '%s': data (offset %llu, %llu bytes) runs past the end", what,
                 name, (unsigned long long)doff, (unsigned long long)usize);
         uint64_t end = doff + usize;
+        {
+            /* With a data descriptor (bit 3) the local CRC/sizes are normally
+             * zero, but some writers fill them in; either way they may not
+             * contradict the central directory. */
+            uint32_t lcrc = rd32(h + 14);
+            uint64_t lc = rd32(h + 18), lu = rd32(h + 22);
+            int desc = (flags & 0x08u) != 0;
+            if (!((lcrc == crc || (desc && lcrc == 0)) &&
+                  (lc == csize || lc == 0xffffffffu || (desc && lc == 0)) &&
+                  (lu == usize || lu == 0xffffffffu || (desc && lu == 0))))
+                BAD(DMX_ERR_CORRUPT,
+                    "%s: entry '%s': local header CRC/sizes disagree with the central directory", what, name);
+        }
         if (flags & 0x08u) {
             uint64_t dl = check_descriptor(b, end, cd_off, crc, usize);
             if (!dl)
                 BAD(DMX_ERR_CORRUPT, "%s: entry '%s': data descriptor disagrees with the central directory",
                     what, name);
             end += dl;
-        } else {
-            uint32_t lcrc = rd32(h + 14);
-            uint64_t lc = rd32(h + 18), lu = rd32(h + 22);
-            if (lcrc != crc || (lc != 0xffffffffu && lc != csize) || (lu != 0xffffffffu && lu != usize))
-                BAD(DMX_ERR_CORRUPT,
-                    "%s: entry '%s': local header CRC/sizes disagree with the central directory", what, name);
         }
         z->entries[i].data_off = doff;
         z->entries[i].size = usize;
