@@ -321,6 +321,14 @@ typedef struct {
     size_t n_t;
 } ref_listing;
 
+/* strlcpy: truncating copy without -Wformat-truncation noise */
+static void copy_str(char *dst, size_t cap, const char *src) {
+    size_t n = strlen(src);
+    if (n >= cap) n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 static void rstrip(char *s) {
     size_t n = strlen(s);
     while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ')) s[--n] = '\0';
@@ -343,13 +351,13 @@ static void load_listing(const char *path, ref_listing *L) {
             continue;
         }
         if (!line[0]) continue;
-        if (sec == KLASS) snprintf(L->klass, sizeof L->klass, "%s", line);
+        if (sec == KLASS) copy_str(L->klass, sizeof L->klass, line);
         if (sec == KWARGS) {
             char *eq = strstr(line, " = ");
             REQUIRE(eq && L->n_kw < 128);
             *eq = '\0';
-            snprintf(L->kw_key[L->n_kw], 64, "%s", line);
-            snprintf(L->kw_val[L->n_kw], 256, "%s", eq + 3);
+            copy_str(L->kw_key[L->n_kw], sizeof L->kw_key[0], line);
+            copy_str(L->kw_val[L->n_kw], sizeof L->kw_val[0], eq + 3);
             L->n_kw++;
         }
         if (sec == STATE) {
@@ -359,7 +367,7 @@ static void load_listing(const char *path, ref_listing *L) {
             REQUIRE(t2 && L->n_t < 4096);
             ref_tensor *r = &L->t[L->n_t++];
             *t1 = '\0';
-            snprintf(r->name, sizeof r->name, "%s", line);
+            copy_str(r->name, sizeof r->name, line);
             REQUIRE(!strncmp(t1 + 1, "float16", 7));
             const char *p = t2 + 1;
             REQUIRE(*p == '(');

@@ -67,7 +67,8 @@ float *dmx__ckpt_steal(dmx__ckpt *ck, const char *name);
  *   DMX_ERR_NOT_FOUND if the key is absent (callers then use upstream's default),
  *   DMX_ERR_MODEL     if present with an incompatible type (message names the key).
  * Numeric accessors accept Python int, bool, float and fractions.Fraction where
- * it makes sense: kw_int accepts int/bool; kw_num accepts int/bool/float/Fraction.
+ * it makes sense: kw_int accepts int/bool; kw_num accepts int/bool/float/Fraction;
+ * kw_bool accepts bool and int (non-zero is true).
  * `None` is reported by kw_is_none, and makes the other accessors return
  * DMX_ERR_MODEL.
  */

@@ -285,7 +285,7 @@ static dmx_status top(vm *m, dmx__pv **v) {
 static dmx_status pop_mark(vm *m, dmx__pv ***items, size_t *n) {
     if (!m->nm) return corrupt(m, "MARK not found");
     size_t b = m->marks[--m->nm];
-    *items = m->stack + b;
+    *items = m->stack ? m->stack + b : NULL; /* no push yet: empty frame */
     *n = m->sp - b;
     m->sp = b;
     return DMX_OK;
@@ -294,7 +294,7 @@ static dmx_status pop_mark(vm *m, dmx__pv ***items, size_t *n) {
 /* ---- memo -------------------------------------------------------------- */
 
 static dmx_status memo_put(vm *m, uint64_t idx) {
-    dmx__pv *v;
+    dmx__pv *v = NULL;
     TRY(top(m, &v));
     if (idx >= m->memo_limit)
         return corrupt(m, "memo index %llu out of range (limit %zu)", (unsigned long long)idx, m->memo_limit);
@@ -359,7 +359,7 @@ double dmx__strtod_c(const char *s, char **end) {
 /* ---- value constructors -------------------------------------------------- */
 
 static dmx_status push_int(vm *m, int64_t i) {
-    dmx__pv *v;
+    dmx__pv *v = NULL;
     TRY(new_value(m, DMX__PV_INT, &v));
     v->u.i = i;
     return push(m, v);
@@ -368,7 +368,7 @@ static dmx_status push_int(vm *m, int64_t i) {
 static dmx_status push_str(vm *m, dmx__pv_type t, uint64_t n) {
     if (n > DMX__PK_MAX_STR) return corrupt(m, "string of %llu bytes exceeds the limit", (unsigned long long)n);
     TRY(need(m, (size_t)n));
-    dmx__pv *v;
+    dmx__pv *v = NULL;
     TRY(new_value(m, t, &v));
     char *s = arena_str(m->pk, m->p + m->pos, (size_t)n);
     if (!s) return nomem(m);
@@ -433,7 +433,7 @@ static dmx_status push_long_bytes(vm *m, uint64_t n) {
     size_t used = (size_t)n;
     while (used > 8 && b[used - 1] == (neg ? 0xff : 0x00)) used--;
     if (used > 8 || (used == 8 && n > 8 && ((b[7] & 0x80) != neg))) {
-        dmx__pv *v;
+        dmx__pv *v = NULL;
         TRY(new_value(m, DMX__PV_BIGINT, &v));
         return push(m, v);
     }
@@ -860,7 +860,7 @@ static dmx_status step(vm *m, int *stop) {
         else TRY(make_object(m, x, w, &v));
         return push(m, v);
     case 0x92: { /* NEWOBJ_EX: cls, args, kwargs */
-        dmx__pv *kw;
+        dmx__pv *kw = NULL;
         TRY(pop(m, &kw));
         TRY(pop(m, &w));
         TRY(pop(m, &x));
