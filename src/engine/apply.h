@@ -23,13 +23,23 @@ struct dmx_model {
     int64_t n_params;
 };
 
-struct dmx_session {
-    const dmx_model *model;
+#define DMX__MAX_WORKERS 32
+
+/* Scratch of one thread evaluating segments: sized on first use, reused for
+ * every later segment (the arena is compacted after its first pass). */
+typedef struct dmx__worker {
     dmx__arena arena;          /* activations of one forward pass */
     float *seg_in;             /* (channels, max training length) */
     float *seg_out;            /* (sources, channels, max training length) */
-    int seg_cap;
-    int compacted;
+    float *chunk;              /* (sources, channels, segment length) result */
+    int64_t chunk_cap;
+} dmx__worker;
+
+struct dmx_session {
+    const dmx_model *model;
+    int seg_cap;               /* max training length over members */
+    int n_workers;             /* workers[0..n_workers) are allocated */
+    dmx__worker workers[DMX__MAX_WORKERS];
 };
 
 /* Runs apply_model on planar input `in` (channels x n) into `out` (sources x

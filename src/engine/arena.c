@@ -5,46 +5,74 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define ARENA_ALIGN 64
-#define HDR_SIZE ((sizeof(dmx__arena_block) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN)
+/* Blocks are 2 MiB aligned and advised for transparent huge pages: a forward
+ * pass touches hundreds of MB, and 4 KiB page faults (very slow on
+ * virtual machines) would cost more than some layers. */
+#define HUGE_PAGE ((size_t)2 << 20)
+#define MIN_BLOCK ((size_t)64 << 20)
 
-static unsigned char *block_data(dmx__arena_block *b) { return (unsigned char *)b + HDR_SIZE; }
+void *dmx__big_alloc(size_t bytes) {
+    size_t total = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    if (total == 0) total = HUGE_PAGE;
+    void *p = NULL;
+    if (posix_memalign(&p, HUGE_PAGE, total) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, total, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+void *dmx__big_calloc(size_t bytes) {
+    void *p = dmx__big_alloc(bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+void dmx__big_free(void *p) { free(p); }
 
 void dmx__arena_init(dmx__arena *a) { memset(a, 0, sizeof *a); }
 
 void dmx__arena_free(dmx__arena *a) {
-    dmx__arena_block *b = a->head;
-    while (b) {
-        dmx__arena_block *n = b->next;
-        free(b);
-        b = n;
-    }
+    for (int i = 0; i < a->n_blocks; i++) dmx__big_free(a->blocks[i].data);
+    free(a->blocks);
     memset(a, 0, sizeof *a);
 }
 
-static dmx__arena_block *new_block(size_t size) {
-    dmx__arena_block *b = aligned_alloc(ARENA_ALIGN, HDR_SIZE + size);
-    if (!b) return NULL;
-    b->next = NULL;
-    b->size = size;
-    b->used = 0;
-    return b;
+size_t dmx__arena_reserved(const dmx__arena *a) {
+    size_t t = 0;
+    for (int i = 0; i < a->n_blocks; i++) t += a->blocks[i].size;
+    return t;
 }
 
 float *dmx__arena_floats(dmx__arena *a, size_t n) {
     size_t bytes = (n * sizeof(float) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
     if (bytes == 0) bytes = ARENA_ALIGN;
-    dmx__arena_block *b = a->head;
-    if (!b || b->size - b->used < bytes) {
-        size_t sz = bytes > ((size_t)32 << 20) ? bytes : ((size_t)32 << 20);
-        dmx__arena_block *nb = new_block(sz);
-        if (!nb) return NULL;
-        nb->next = a->head;
-        a->head = nb;
-        b = nb;
+    /* move on to the next (empty) block while the current one is too full */
+    while (a->cur < a->n_blocks && a->blocks[a->cur].size - a->blocks[a->cur].used < bytes) {
+        if (a->cur + 1 >= a->n_blocks) break;
+        a->cur++;
     }
-    float *p = (float *)(block_data(b) + b->used);
+    dmx__arena_block *b = a->cur < a->n_blocks ? &a->blocks[a->cur] : NULL;
+    if (!b || b->size - b->used < bytes) {
+        if (a->n_blocks == a->cap_blocks) {
+            int nc = a->cap_blocks ? 2 * a->cap_blocks : 8;
+            dmx__arena_block *nb = realloc(a->blocks, sizeof *nb * nc);
+            if (!nb) return NULL;
+            a->blocks = nb;
+            a->cap_blocks = nc;
+        }
+        size_t sz = bytes > MIN_BLOCK ? bytes : MIN_BLOCK;
+        unsigned char *d = dmx__big_alloc(sz);
+        if (!d) return NULL;
+        sz = (sz + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+        a->blocks[a->n_blocks] = (dmx__arena_block){d, sz, 0};
+        a->cur = a->n_blocks++;
+        b = &a->blocks[a->cur];
+    }
+    float *p = (float *)(b->data + b->used);
     b->used += bytes;
     a->in_use += bytes;
     if (a->in_use > a->high_water) a->high_water = a->in_use;
@@ -58,42 +86,13 @@ float *dmx__arena_zeros(dmx__arena *a, size_t n) {
 }
 
 dmx__arena_mark dmx__arena_save(const dmx__arena *a) {
-    dmx__arena_mark m = {a->head, a->head ? a->head->used : 0, a->in_use};
+    dmx__arena_mark m = {a->cur, a->n_blocks ? a->blocks[a->cur].used : 0, a->in_use};
     return m;
 }
 
 void dmx__arena_restore(dmx__arena *a, dmx__arena_mark m) {
-    /* Blocks added after the mark are emptied but kept (they are reused by the
-     * next allocations or merged by compact). */
-    for (dmx__arena_block *b = a->head; b && b != m.block; b = b->next) b->used = 0;
-    if (m.block) m.block->used = m.used;
-    /* Move empty newer blocks behind the marked one so allocation continues
-     * from the marked block first. */
-    while (a->head && a->head != m.block && a->head->used == 0 && m.block) {
-        dmx__arena_block *b = a->head;
-        a->head = b->next;
-        /* append after m.block */
-        b->next = m.block->next;
-        m.block->next = b;
-        /* keep m.block at head; the spare block is used when m.block fills */
-    }
+    for (int i = m.cur + 1; i <= a->cur && i < a->n_blocks; i++) a->blocks[i].used = 0;
+    a->cur = m.cur;
+    if (a->n_blocks) a->blocks[m.cur].used = m.used;
     a->in_use = m.in_use;
-}
-
-int dmx__arena_compact(dmx__arena *a) {
-    size_t total = 0, nblocks = 0;
-    for (dmx__arena_block *b = a->head; b; b = b->next) {
-        total += b->size;
-        nblocks++;
-    }
-    if (nblocks <= 1 && total >= a->high_water) {
-        if (a->head) a->head->used = 0;
-        a->in_use = 0;
-        return 0;
-    }
-    size_t hw = a->high_water + 64 * ARENA_ALIGN;
-    dmx__arena_free(a);
-    a->high_water = hw;
-    a->head = new_block(hw);
-    return a->head ? 0 : -1;
 }

@@ -1,11 +1,13 @@
 /*
- * arena.h - internal: a per-session bump allocator for activations.
+ * arena.h - internal: a per-worker stack allocator for activations.
  *
  * A forward pass allocates its tensors from the arena and releases them in
- * stack order (mark/release). The first pass may grow the arena in extra
- * blocks; dmx__arena_compact() then replaces them with one block of the
- * high-water size, so every later pass of the same shape runs without malloc.
- * Blocks never move, so pointers stay valid until released.
+ * stack order (save/restore). Memory comes in large blocks that are kept for
+ * the arena's lifetime: the first pass grows the block list to its
+ * high-water mark, and every later pass of the same shape replays the same
+ * allocation sequence into the same, already faulted-in blocks, so the inner
+ * loop never calls malloc or takes a page fault. Blocks never move, so
+ * pointers stay valid until released.
  */
 #ifndef DMX_ENGINE_ARENA_H
 #define DMX_ENGINE_ARENA_H
@@ -13,19 +15,19 @@
 #include <stddef.h>
 
 typedef struct dmx__arena_block {
-    struct dmx__arena_block *next;
+    unsigned char *data;
     size_t size, used;
-    /* data follows, 64-byte aligned */
 } dmx__arena_block;
 
 typedef struct dmx__arena {
-    dmx__arena_block *head; /* current (most recent) block first */
-    size_t in_use;          /* bytes handed out now (including alignment) */
-    size_t high_water;      /* most bytes ever in use */
+    dmx__arena_block *blocks; /* (n_blocks), blocks after `cur` are empty */
+    int n_blocks, cap_blocks, cur;
+    size_t in_use;            /* bytes handed out now (including alignment) */
+    size_t high_water;        /* most bytes ever in use */
 } dmx__arena;
 
 typedef struct dmx__arena_mark {
-    dmx__arena_block *block;
+    int cur;
     size_t used, in_use;
 } dmx__arena_mark;
 
@@ -37,7 +39,13 @@ float *dmx__arena_floats(dmx__arena *a, size_t n);
 float *dmx__arena_zeros(dmx__arena *a, size_t n);
 dmx__arena_mark dmx__arena_save(const dmx__arena *a);
 void dmx__arena_restore(dmx__arena *a, dmx__arena_mark m);
-/* Call only when nothing is in use: keeps one block of the high-water size. */
-int dmx__arena_compact(dmx__arena *a);
+/* Total bytes reserved in blocks. */
+size_t dmx__arena_reserved(const dmx__arena *a);
+
+/* Large buffers outside arenas (whole-signal buffers): 2 MiB aligned and
+ * advised for transparent huge pages. Free with dmx__big_free. */
+void *dmx__big_alloc(size_t bytes);
+void *dmx__big_calloc(size_t bytes);
+void dmx__big_free(void *p);
 
 #endif

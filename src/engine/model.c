@@ -2,11 +2,10 @@
  * model.c - the public engine API (demix.h): loading models and bags,
  * sessions, and dmx_separate() with upstream's whole-track normalisation.
  */
-#include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "apply.h"
 #include "bagyaml.h"
@@ -165,26 +164,22 @@ dmx_status dmx_session_new(const dmx_model *m, dmx_session **out) {
     dmx_session *s = calloc(1, sizeof *s);
     if (!s) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
     s->model = m;
-    dmx__arena_init(&s->arena);
-    int cap = 0;
     for (int k = 0; k < m->n_members; k++)
-        if (m->members[k]->training_length > cap) cap = m->members[k]->training_length;
-    s->seg_cap = cap;
-    s->seg_in = malloc(sizeof(float) * (size_t)m->channels * cap);
-    s->seg_out = malloc(sizeof(float) * (size_t)m->n_sources * m->channels * cap);
-    if (!s->seg_in || !s->seg_out) {
-        dmx_session_free(s);
-        return dmx__fail(DMX_ERR_NOMEM, "out of memory for session buffers");
-    }
+        if (m->members[k]->training_length > s->seg_cap) s->seg_cap = m->members[k]->training_length;
+    /* Worker scratch is allocated on first use, sized for one segment. */
     *out = s;
     return DMX_OK;
 }
 
 void dmx_session_free(dmx_session *s) {
     if (!s) return;
-    dmx__arena_free(&s->arena);
-    free(s->seg_in);
-    free(s->seg_out);
+    for (int i = 0; i < s->n_workers; i++) {
+        dmx__worker *w = &s->workers[i];
+        dmx__arena_free(&w->arena);
+        free(w->seg_in);
+        free(w->seg_out);
+        free(w->chunk);
+    }
     free(s);
 }
 
@@ -220,10 +215,6 @@ dmx_status dmx_separate(dmx_session *s, const float *const *in, int64_t n, float
         return dmx__fail(DMX_ERR_INVALID_ARG, "segment %.3g s is too short", opts->segment);
     const dmx_model *m = s->model;
     const int A = m->channels;
-    int nthreads = opts->n_threads > 0 ? opts->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (nthreads < 1) nthreads = 1;
-    openblas_set_num_threads(nthreads);
-
     if (!opts->normalize) return dmx__apply(s, in, n, out, opts);
 
     /* upstream separator: ref = mix.mean(0); (mix - ref.mean()) / (ref.std() + 1e-8) */
@@ -242,7 +233,7 @@ dmx_status dmx_separate(dmx_session *s, const float *const *in, int64_t n, float
     }
     float fmean = (float)mean;
     float den = (float)sqrt(var / (n > 1 ? n - 1 : 1)) + 1e-8f;
-    float *norm = malloc(sizeof(float) * (size_t)A * n);
+    float *norm = dmx__big_alloc(sizeof(float) * (size_t)A * n);
     if (!norm) return dmx__fail(DMX_ERR_NOMEM, "out of memory for %lld input samples", (long long)n);
     const float *np[8];
     for (int c = 0; c < A; c++) {
@@ -250,7 +241,7 @@ dmx_status dmx_separate(dmx_session *s, const float *const *in, int64_t n, float
         for (int64_t i = 0; i < n; i++) norm[(size_t)c * n + i] = (in[c][i] - fmean) / den;
     }
     dmx_status st = dmx__apply(s, np, n, out, opts);
-    free(norm);
+    dmx__big_free(norm);
     if (st != DMX_OK) return st;
     for (int k = 0; k < m->n_sources * A; k++)
         for (int64_t i = 0; i < n; i++) out[k][i] = out[k][i] * den + fmean;
