@@ -373,8 +373,14 @@ static int fetch_file(const char *cache, const char *file, const char *model) {
 
         curl_easy_reset(h);
         curl_easy_setopt(h, CURLOPT_URL, url);
+        /* Only the web: no file://, ftp:// or others via a redirect. */
+#if LIBCURL_VERSION_NUM >= 0x075500
         curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+        curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+        curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
         curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
         curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
         curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
@@ -707,8 +713,15 @@ int models_resolve(const char *name, const char *repo, int allow_fetch, char **p
     if (m) {
         *path = registry_cached(cache, m, NULL);
         if (!*path && allow_fetch) {
-            cli_info("Model %s (%s) is not in the cache %s yet; downloading it", name,
-                     m->approx_size, cache);
+            int have = 0, total = 0;
+            for (const char *const *f = m->files; *f; f++, total++) {
+                char *p = path_join(cache, *f);
+                have += path_exists(p);
+                free(p);
+            }
+            if (have < total)
+                cli_info("Model %s (%s) is not in the cache %s yet; downloading it", name,
+                         m->approx_size, cache);
             if ((rc = fetch_registry_model(cache, m, 0)) != EXIT_OK) goto out;
             *path = registry_cached(cache, m, NULL);
         }

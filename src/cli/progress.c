@@ -91,8 +91,10 @@ static void format_counts(const slot *s, char *buf, size_t n) {
         } else {
             snprintf(buf, n, "%s", a);
         }
-    } else {
+    } else if (s->total > 0) {
         snprintf(buf, n, "%lld/%lld segments", (long long)s->done, (long long)s->total);
+    } else {
+        snprintf(buf, n, "starting"); /* before the first segment reports */
     }
 }
 

@@ -57,7 +57,6 @@ typedef struct run {
     int n_threads;      /* compute threads per job */
     atomic_size_t next; /* next track to take */
     atomic_int n_ok, n_failed;
-    char *abs_base;     /* OUT/NAME, absolute, for messages */
 } run;
 
 /* Serialises directory creation and cleanup between jobs, so one job never
@@ -216,7 +215,7 @@ static track *collect_tracks(char **args, int n_args, size_t *n_out, int *n_miss
             cli_err("%s: no audio files in this folder", args[i]);
             (*n_missing)++;
         }
-        qsort(names, nn, sizeof *names, cmp_str);
+        if (nn) qsort(names, nn, sizeof *names, cmp_str);
         for (size_t k = 0; k < nn; k++) {
             add_track(&v, &n, &cap, names[k]);
             free(names[k]);
@@ -682,7 +681,10 @@ int cmd_separate(int argc, char **argv) {
     dmx_status st = dmx_model_load(model_path, &model);
     if (st != DMX_OK) {
         const char *d = dmx_last_error();
-        cli_err("cannot load model %s from %s: %s", cfg.name, model_path, *d ? d : dmx_status_str(st));
+        /* A damaged download is the likely cause when it came from the cache. */
+        cli_err("cannot load model %s from %s: %s%s", cfg.name, model_path,
+                *d ? d : dmx_status_str(st),
+                cfg.repo ? "" : " (check the cache with 'demix models verify')");
         exit_rc = EXIT_RUNTIME;
         goto cleanup;
     }
@@ -773,7 +775,6 @@ int cmd_separate(int argc, char **argv) {
     r.n_tracks = n_tracks;
     r.stems = stems;
     r.n_stems = n_stems;
-    r.abs_base = abs_base;
     int jobs = cfg.jobs < (int)n_tracks ? cfg.jobs : (int)n_tracks;
     int cores = cli_cpu_count();
     r.n_threads = cores / jobs > 0 ? cores / jobs : 1;

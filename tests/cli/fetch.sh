@@ -122,4 +122,20 @@ fi
 [ $(( $(date +%s) - start )) -le 15 ] || fail "stall: took more than 15 s to give up"
 [ -e "$DEMIX_MODELS/$GOOD" ] && fail "stall: an incomplete file entered the cache"
 stop_server
+
+# 9. A registry bag whose member checkpoints are already in the cache (here
+#    tiny stand-ins under htdemucs_ft's file names) needs no download: demix
+#    writes the bag's YAML, and the engine loads it and its four members.
+use_cache cache_bag
+mkdir -p "$DEMIX_MODELS"
+for f in f7e0c4bc-ba3fe64a.th d12395a8-e57c48e6.th 92cfc3b6-ef3bcb9c.th 04573f0d-f3cf25b2.th; do
+    ln -s "$MODELS/tiny4s.th" "$DEMIX_MODELS/$f"
+done
+if expect_rc bag 0 separate -n htdemucs_ft --shifts 0 -o "$WORK/out_bag" "$MIX3"; then
+    expect_file "$DEMIX_MODELS/htdemucs_ft.yaml"
+    for s in drums bass other vocals; do expect_file "$WORK/out_bag/htdemucs_ft/mix_3s/$s.wav"; done
+    grep -q "downloading" "$WORK/bag.out" && fail "bag: claimed to download with every member present"
+fi
+expect_rc bag_path 0 models path htdemucs_ft
+[ "$(cat "$WORK/bag_path.out")" = "$DEMIX_MODELS/htdemucs_ft.yaml" ] || fail "models path htdemucs_ft: $(cat "$WORK/bag_path.out")"
 finish
