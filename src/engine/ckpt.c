@@ -185,11 +185,23 @@ static float convert_one(const unsigned char *src, dtype dt) {
 #endif
 static float *alloc_floats(size_t n) {
     size_t bytes = (n ? n : 1) * sizeof(float);
-    float *p = malloc(bytes);
-    const uintptr_t page = 4096;
+    const size_t page = 4096, huge = (size_t)2 << 20;
+    float *p = NULL;
+#ifdef MADV_HUGEPAGE
+    /* Arrays of 2 MiB and more: 2 MiB-aligned and marked for transparent
+     * huge pages, which cut the number of page faults 512-fold. */
+    if (bytes >= huge) {
+        void *q = NULL;
+        if (posix_memalign(&q, huge, bytes) == 0) {
+            p = q;
+            (void)madvise(p, bytes & ~(huge - 1), MADV_HUGEPAGE);
+        }
+    }
+#endif
+    if (!p) p = malloc(bytes);
     if (p && bytes >= 64 * page) {
-        uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1);
-        uintptr_t b = ((uintptr_t)p + bytes) & ~(page - 1);
+        uintptr_t a = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+        uintptr_t b = ((uintptr_t)p + bytes) & ~(uintptr_t)(page - 1);
         if (b > a) (void)madvise((void *)a, b - a, MADV_POPULATE_WRITE);
     }
     return p;
