@@ -12,6 +12,10 @@
 #include "cli.h"
 #include "demix/audio.h"
 
+#ifdef DEMIX_HAVE_SERVER
+int dmx_serve_main(int argc, char **argv); /* src/server/serve.c */
+#endif
+
 int cli_verbosity = 0;
 atomic_int cli_cancel;
 
@@ -251,6 +255,9 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "separate")) return cmd_separate(argc - 1, argv + 1);
     if (!strcmp(cmd, "models")) return cmd_models(argc - 1, argv + 1);
+#ifdef DEMIX_HAVE_SERVER
+    if (!strcmp(cmd, "serve")) return dmx_serve_main(argc - 1, argv + 1);
+#endif
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
         print_main_help(stdout);
         return EXIT_OK;

@@ -796,7 +796,7 @@ static void list_local_models(const char *dir, int skip_registry, int *count) {
             checkpoint_sig(v[i], sig, sizeof sig);
         char *p = path_join(dir, v[i]);
         format_bytes(file_size(p), size, sizeof size);
-        printf("%-14s %-42s %-10s %s %s\n", sig, bag ? "(bag of models)" : "-", bag ? "-" : size,
+        printf("%-20s %-42s %-10s %s %s\n", sig, bag ? "(bag of models)" : "-", bag ? "-" : size,
                "local:", p);
         free(p);
         (*count)++;
@@ -805,7 +805,7 @@ static void list_local_models(const char *dir, int skip_registry, int *count) {
 }
 
 static int models_list(const char *repo) {
-    printf("%-14s %-42s %-10s %s\n", "NAME", "SOURCES", "SIZE", "STATUS");
+    printf("%-20s %-42s %-10s %s\n", "NAME", "SOURCES", "SIZE", "STATUS");
     int count = 0;
     if (repo) {
         if (!is_directory(repo)) {
@@ -832,12 +832,12 @@ static int models_list(const char *repo) {
                 free(p);
             }
             format_bytes(total, size, sizeof size);
-            printf("%-14s %-42s %-10s cached: %s\n", m->name, m->sources, size, load);
+            printf("%-20s %-42s %-10s cached: %s\n", m->name, m->sources, size, load);
         } else if (present) {
-            printf("%-14s %-42s %-10s partly cached (%d of %d files)\n", m->name, m->sources,
+            printf("%-20s %-42s %-10s partly cached (%d of %d files)\n", m->name, m->sources,
                    m->approx_size, present, nfiles);
         } else {
-            printf("%-14s %-42s %-10s not cached\n", m->name, m->sources, m->approx_size);
+            printf("%-20s %-42s %-10s not cached\n", m->name, m->sources, m->approx_size);
         }
         free(load);
     }
@@ -912,9 +912,15 @@ static int models_verify(char **names, int n, const char *repo) {
     char *dir = repo ? xstrdup(repo) : models_cache_dir();
     int bad = 0, checked = 0;
     if (!is_directory(dir)) {
-        cli_err("%s does not exist: nothing to verify", dir);
+        int rc = EXIT_OK;
+        if (repo || n) {
+            cli_err("%s does not exist", dir);
+            rc = EXIT_RUNTIME;
+        } else {
+            cli_info("No models cached in %s.", dir);
+        }
         free(dir);
-        return EXIT_RUNTIME;
+        return rc;
     }
     if (n == 0) {
         size_t k;

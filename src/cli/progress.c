@@ -25,6 +25,8 @@ typedef struct slot {
     char label[96];
     progress_unit unit;
     int64_t done, total;
+    int64_t done0; /* bytes already there when a resumed download started */
+    int seen;      /* an update arrived */
     double t0;
     double last_line_t;    /* plain mode: when the last line was printed */
     double last_line_frac; /* plain mode: fraction shown by it */
@@ -104,12 +106,13 @@ static double slot_frac(const slot *s) {
     return f < 0 ? 0 : f > 1 ? 1 : f;
 }
 
-/* ETA from the average rate so far; unknown until something is done. */
+/* ETA from the average rate so far; unknown until something is done. The
+ * part of a resumed download that was already there took no time now. */
 static double slot_eta(const slot *s, double now) {
-    double f = slot_frac(s);
-    if (f <= 0) return -1;
-    double el = now - s->t0;
-    return el * (1 - f) / f;
+    if (s->total <= 0) return -1;
+    int64_t did = s->done - s->done0, left = s->total - s->done;
+    if (did <= 0) return left <= 0 ? 0 : -1;
+    return (now - s->t0) * (double)left / (double)did;
 }
 
 static void draw_one(const slot *s, double now, int width) {
@@ -301,6 +304,8 @@ void progress_update(int slot_i, int64_t done, int64_t total) {
         pthread_mutex_unlock(&g_lock);
         return;
     }
+    if (!s->seen && s->unit == PROGRESS_BYTES) s->done0 = done;
+    s->seen = 1;
     s->done = done;
     s->total = total;
     double now = cli_now();

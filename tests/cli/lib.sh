@@ -12,6 +12,11 @@ unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
 export DEMIX_MODELS="$WORK/cache"
 export DEMIX_MODEL_URL="http://127.0.0.1:9/unused/"
 
+# In a sanitizer build, make a sanitizer report impossible to mistake for
+# demix's own exit status 1.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}exitcode=86"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}exitcode=86:print_stacktrace=1"
+
 FAILURES=0
 MODELS="$GOLDEN/models"
 MIX3="$GOLDEN/inputs/mix_3s.wav"
@@ -25,6 +30,9 @@ run_demix() {
     local name=$1; shift
     "$DEMIX" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" </dev/null
     RC=$?
+    if grep -q "runtime error:\|Sanitizer" "$WORK/$name.err"; then
+        fail "$name: sanitizer report:"; sed 's/^/    /' "$WORK/$name.err" >&2
+    fi
 }
 
 # expect_rc NAME WANT ARGS... : runs demix and checks its exit status
