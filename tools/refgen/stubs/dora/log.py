@@ -1,0 +1,1 @@
+def fatal(*a): raise SystemExit(a)
