@@ -8,6 +8,7 @@ PKGS=(build-essential cmake pkg-config
       libopenblas-dev libfftw3-dev zlib1g-dev
       libavformat-dev libavcodec-dev libswresample-dev libavutil-dev
       libcurl4-openssl-dev libssl-dev
+      libmicrohttpd-dev libcjson-dev libsqlite3-dev curl
       ffmpeg sox)
 
 missing=()

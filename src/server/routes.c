@@ -1,0 +1,372 @@
+/*
+ * routes.c - the route table of `demix serve` and its handlers. The
+ * table is the one place that lists the API; its templates ("/jobs/{id}")
+ * are also the `endpoint` label of logs and metrics, so raw paths (which
+ * hold job ids) never multiply metric series.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "demix/audio.h"
+#include "http.h"
+
+/* ---- small helpers ---------------------------------------------------------------- */
+
+static int mkdir_one(const char *p) { return mkdir(p, 0755) == 0 || errno == EEXIST ? 0 : -1; }
+
+static const char *query(struct MHD_Connection *c, const char *k) {
+    return MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, k);
+}
+
+static int truthy(const char *s) {
+    return s && (!strcmp(s, "1") || !strcasecmp(s, "true") || !strcasecmp(s, "yes"));
+}
+
+/* ---- probes, models, metrics ----------------------------------------------------- */
+
+static enum MHD_Result h_livez(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "ok");
+    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+}
+
+static enum MHD_Result h_health(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+    int avail = dmx_models_any_available();
+    int depth = dmx_jobs_queue_depth();
+    int degraded = !avail || depth >= dmx_srv_cfg.queue_max;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", degraded ? "degraded" : "ok");
+    cJSON_AddStringToObject(o, "version", DEMIX_SERVER_VERSION);
+    cJSON_AddNumberToObject(o, "uptime_seconds", dmx_srv_now() - dmx_srv_start_time);
+    cJSON_AddNumberToObject(o, "models_loaded", dmx_models_loaded());
+    cJSON_AddNumberToObject(o, "queue_depth", depth);
+    cJSON_AddNumberToObject(o, "queue_capacity", dmx_srv_cfg.queue_max);
+    cJSON_AddNumberToObject(o, "active_jobs", dmx_jobs_active());
+    cJSON_AddNumberToObject(o, "workers", dmx_srv_cfg.workers);
+    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+}
+
+static enum MHD_Result h_readyz(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+    const char *why = NULL;
+    if (!dmx_models_any_available())
+        why = "no model available";
+    else if (dmx_jobs_queue_depth() >= dmx_srv_cfg.queue_max)
+        why = "job queue full";
+    if (why) return dmx_respond_error(c, r, 503, "not_ready", "%s", why);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "ready");
+    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+}
+
+static enum MHD_Result h_models(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "models", dmx_models_json());
+    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+}
+
+static enum MHD_Result h_metrics(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+    char *s = dmx_metrics_render();
+    if (!s) return dmx_respond_error(c, r, 500, "internal", "out of memory");
+    size_t len = strlen(s);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, s, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    return dmx_respond(c, r, 200, resp, (int64_t)len);
+}
+
+/* ---- jobs --------------------------------------------------------------------------- */
+
+static enum MHD_Result h_jobs(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+    const char *l = query(c, "limit"), *o = query(c, "offset");
+    int limit = l ? atoi(l) : 50, offset = o ? atoi(o) : 0;
+    if (limit < 1 || limit > 1000 || offset < 0)
+        return dmx_respond_error(c, r, 400, "invalid_argument",
+                                 "limit must be 1..1000 and offset >= 0");
+    return dmx_respond_json(c, r, 200, dmx_jobs_list_json(limit, offset), NULL, NULL);
+}
+
+static enum MHD_Result h_job(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+    dmx_job *j = dmx_job_get(r->id);
+    if (!j) return dmx_respond_error(c, r, 404, "job_not_found", "no job %s", r->id);
+    cJSON *o = dmx_job_json(j);
+    dmx_job_put(j);
+    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+}
+
+static enum MHD_Result h_job_delete(struct MHD_Connection *c, dmx_req *r, const char *u,
+                                    size_t *n) {
+    dmx_job *j = dmx_job_get(r->id);
+    if (!j) return dmx_respond_error(c, r, 404, "job_not_found", "no job %s", r->id);
+    dmx_job_delete(j);
+    cJSON *o = dmx_job_json(j);
+    dmx_job_put(j);
+    cJSON_AddBoolToObject(o, "deleted", 1);
+    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+}
+
+static enum MHD_Result h_stem(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+    dmx_job *j = dmx_job_get(r->id);
+    if (!j) return dmx_respond_error(c, r, 404, "job_not_found", "no job %s", r->id);
+    char *path = dmx_job_stem_path(j, r->stem);
+    char fmt[8];
+    snprintf(fmt, sizeof fmt, "%s", j->format);
+    dmx_job_put(j);
+    if (!path)
+        return dmx_respond_error(c, r, 404, "stem_not_found",
+                                 "job %s has no stem '%s' (or is not done)", r->id, r->stem);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        if (fd >= 0) close(fd);
+        return dmx_respond_error(c, r, 404, "stem_not_found", "stem file is gone");
+    }
+    struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
+    if (!resp) {
+        close(fd);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type",
+                            !strcmp(fmt, "mp3") ? "audio/mpeg" :
+                            !strcmp(fmt, "flac") ? "audio/flac" : "audio/wav");
+    char disp[200];
+    snprintf(disp, sizeof disp, "attachment; filename=\"%s.%s\"", r->stem, fmt);
+    MHD_add_response_header(resp, "Content-Disposition", disp);
+    return dmx_respond(c, r, 200, resp, (int64_t)st.st_size);
+}
+
+/* ---- POST /separate ----------------------------------------------------------------- */
+
+static enum MHD_Result on_post_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *filename, const char *ctype,
+                                     const char *encoding, const char *data, uint64_t off,
+                                     size_t size) {
+    dmx_req *r = cls;
+    if (!strcmp(key, "file")) {
+        r->saw_file = 1;
+        if (!r->upload_name && filename) r->upload_name = strdup(filename);
+        if (r->too_large || r->write_failed || size == 0) return MHD_YES;
+        if ((int64_t)(r->upload_bytes + size) > dmx_srv_cfg.max_upload_bytes) {
+            /* Keep reading (to answer 413 properly) but stop storing. */
+            r->too_large = 1;
+            if (r->upload) fclose(r->upload);
+            r->upload = NULL;
+            return MHD_YES;
+        }
+        if (!r->upload) {
+            if (asprintf(&r->upload_path, "%s/uploads/%s.upload", dmx_srv_cfg.data_dir,
+                         r->request_id) < 0) {
+                r->upload_path = NULL;
+                r->write_failed = 1;
+                return MHD_YES;
+            }
+            /* x: a client reusing a request id must not overwrite another upload. */
+            r->upload = fopen(r->upload_path, "wbx");
+            if (!r->upload) {
+                free(r->upload_path);
+                r->upload_path = NULL;
+                r->write_failed = 1;
+                return MHD_YES;
+            }
+        }
+        if (fwrite(data, 1, size, r->upload) != size) r->write_failed = 1;
+        r->upload_bytes += (int64_t)size;
+        return MHD_YES;
+    }
+    char *dst = !strcmp(key, "model_name") ? r->model_name
+                : !strcmp(key, "two_stems") ? r->two_stems
+                : !strcmp(key, "format")    ? r->format
+                : !strcmp(key, "shifts")    ? r->shifts
+                : !strcmp(key, "overlap")   ? r->overlap
+                : !strcmp(key, "wait")      ? r->wait
+                                            : NULL;
+    if (!dst) return MHD_YES; /* unknown fields are ignored */
+    size_t have = strlen(dst);
+    if (off != have || have + size >= MAX_FIELD) return MHD_YES; /* too long: truncated, rejected below */
+    memcpy(dst + have, data, size);
+    dst[have + size] = '\0';
+    return MHD_YES;
+}
+
+static int parse_int(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static enum MHD_Result separate_finish(struct MHD_Connection *c, dmx_req *r) {
+    if (r->upload) {
+        if (fclose(r->upload) != 0) r->write_failed = 1;
+        r->upload = NULL;
+    }
+    if (r->too_large)
+        return dmx_respond_error(c, r, 413, "payload_too_large", "upload exceeds %lld bytes",
+                                 (long long)dmx_srv_cfg.max_upload_bytes);
+    if (r->write_failed)
+        return dmx_respond_error(c, r, 500, "storage_error", "cannot store the upload");
+    if (!r->saw_file || !r->upload_path)
+        return dmx_respond_error(c, r, 400, "missing_file",
+                                 "the multipart field 'file' is required and must not be empty");
+    const char *model = r->model_name[0] ? r->model_name : "htdemucs";
+    const char *fmt = r->format[0] ? r->format : "wav";
+    if (strcmp(fmt, "wav") && strcmp(fmt, "flac") && strcmp(fmt, "mp3"))
+        return dmx_respond_error(c, r, 400, "invalid_argument", "format must be wav, flac or mp3");
+    long shifts = 0;
+    if (r->shifts[0] && parse_int(r->shifts, 0, 100, &shifts))
+        return dmx_respond_error(c, r, 400, "invalid_argument", "shifts must be 0..100");
+    double overlap = 0.25;
+    if (r->overlap[0]) {
+        char *end;
+        overlap = strtod(r->overlap, &end);
+        if (end == r->overlap || *end || !(overlap >= 0 && overlap < 1))
+            return dmx_respond_error(c, r, 400, "invalid_argument", "overlap must be in [0, 1)");
+    }
+    if (strlen(r->two_stems) >= 60)
+        return dmx_respond_error(c, r, 400, "invalid_argument", "two_stems is too long");
+    char *mpath = strlen(model) < 100 ? dmx_models_resolve(model) : NULL;
+    if (!mpath)
+        return dmx_respond_error(c, r, 400, "unknown_model", "model '%s' is not available",
+                                 model);
+    free(mpath);
+    /* Refuse what cannot be decoded now, while the client is still here. */
+    dmx_decoder *dec = NULL;
+    dmx_status st = dmx_decoder_open(r->upload_path, 0, 0, &dec);
+    if (st != DMX_OK) {
+        /* The detail starts with our own file name: keep server paths private. */
+        const char *d = dmx_last_error();
+        size_t pl = strlen(r->upload_path);
+        if (!strncmp(d, r->upload_path, pl) && !strncmp(d + pl, ": ", 2)) d += pl + 2;
+        return dmx_respond_error(c, r, 422, "undecodable_audio", "the upload is not audio: %s",
+                                 *d ? d : dmx_status_str(st));
+    }
+    dmx_decoder_close(dec);
+
+    dmx_job *j = dmx_job_new();
+    if (!j) return dmx_respond_error(c, r, 500, "internal", "cannot create a job");
+    snprintf(j->request_id, sizeof j->request_id, "%s", r->request_id);
+    /* Lengths were checked above; the precisions only bound the copies. */
+    snprintf(j->model, sizeof j->model, "%.127s", model);
+    snprintf(j->two_stems, sizeof j->two_stems, "%.63s", r->two_stems);
+    snprintf(j->format, sizeof j->format, "%.7s", fmt);
+    j->shifts = (int)shifts;
+    j->overlap = overlap;
+    j->upload_name = r->upload_name;
+    r->upload_name = NULL;
+    if (asprintf(&j->dir, "%s/jobs/%s", dmx_srv_cfg.data_dir, j->id) < 0) j->dir = NULL;
+    if (!j->dir || mkdir_one(j->dir) < 0 || asprintf(&j->input, "%s/input", j->dir) < 0 ||
+        rename(r->upload_path, j->input) < 0) {
+        if (j->dir) rmdir(j->dir);
+        dmx_job_put(j);
+        return dmx_respond_error(c, r, 500, "storage_error", "cannot store the job");
+    }
+    free(r->upload_path);
+    r->upload_path = NULL;
+    if (dmx_job_submit(j) < 0) {
+        unlink(j->input);
+        rmdir(j->dir);
+        dmx_job_put(j);
+        return dmx_respond_error(c, r, 503, "queue_full", "the job queue is full; retry later");
+    }
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "job", j->id);
+    cJSON_AddStringToObject(f, "model", model);
+    cJSON_AddNumberToObject(f, "file_size_bytes", (double)r->upload_bytes);
+    dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "job_queued", r->request_id, f, "job %s queued",
+                j->id);
+    char loc[64];
+    snprintf(loc, sizeof loc, "/jobs/%s", j->id);
+    int wait = truthy(r->wait) || truthy(query(c, "wait"));
+    if (wait) dmx_job_wait(j);
+    cJSON *o = dmx_job_json(j);
+    dmx_job_put(j);
+    return dmx_respond_json(c, r, wait ? 200 : 202, o, "Location", loc);
+}
+
+static enum MHD_Result h_separate(struct MHD_Connection *c, dmx_req *r, const char *upload,
+                                  size_t *upload_size) {
+    if (!r->started_upload) {
+        r->started_upload = 1;
+        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+        if (!ct || strncasecmp(ct, "multipart/form-data", 19))
+            return dmx_respond_error(c, r, 415, "unsupported_media_type",
+                                     "POST /separate takes multipart/form-data");
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoll(cl, NULL, 10) > dmx_srv_cfg.max_upload_bytes + 64 * 1024)
+            return dmx_respond_error(c, r, 413, "payload_too_large", "upload exceeds %lld bytes",
+                                     (long long)dmx_srv_cfg.max_upload_bytes);
+        r->pp = MHD_create_post_processor(c, 64 * 1024, on_post_field, r);
+        if (!r->pp)
+            return dmx_respond_error(c, r, 415, "unsupported_media_type",
+                                     "malformed multipart/form-data (boundary missing?)");
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        MHD_post_process(r->pp, upload, *upload_size);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    return separate_finish(c, r);
+}
+
+/* ---- the table ---------------------------------------------------------------------- */
+
+typedef struct route {
+    const char *method, *tmpl;
+    dmx_handler h;
+} route;
+
+static const route ROUTES[] = {
+    {"GET", "/livez", h_livez},
+    {"GET", "/health", h_health},
+    {"GET", "/readyz", h_readyz},
+    {"GET", "/models", h_models},
+    {"GET", "/metrics", h_metrics},
+    {"POST", "/separate", h_separate},
+    {"GET", "/jobs", h_jobs},
+    {"GET", "/jobs/{id}", h_job},
+    {"DELETE", "/jobs/{id}", h_job_delete},
+    {"GET", "/jobs/{id}/stems/{stem}", h_stem},
+};
+
+/* Matches PATH against TMPL segment by segment, capturing {id} and {stem}. */
+static int match(const char *tmpl, const char *path, dmx_req *r) {
+    char id[sizeof r->id] = "", stem[sizeof r->stem] = "";
+    while (*tmpl && *path) {
+        if (*tmpl != '/' || *path != '/') return 0;
+        tmpl++, path++;
+        const char *te = strchrnul(tmpl, '/'), *pe = strchrnul(path, '/');
+        size_t tl = (size_t)(te - tmpl), pl = (size_t)(pe - path);
+        if (tl && tmpl[0] == '{') {
+            char *dst = !strncmp(tmpl, "{id}", 4) ? id : stem;
+            size_t cap = dst == id ? sizeof id : sizeof stem;
+            if (pl == 0 || pl >= cap) return 0;
+            memcpy(dst, path, pl);
+            dst[pl] = '\0';
+        } else if (tl != pl || strncmp(tmpl, path, tl)) {
+            return 0;
+        }
+        tmpl = te, path = pe;
+    }
+    if (*tmpl || (*path && strcmp(path, "/"))) return 0;
+    memcpy(r->id, id, sizeof id);
+    memcpy(r->stem, stem, sizeof stem);
+    return 1;
+}
+
+dmx_handler dmx_route(const char *method, const char *path, dmx_req *r, int *mismatch) {
+    *mismatch = 0;
+    for (size_t i = 0; i < sizeof ROUTES / sizeof *ROUTES; i++) {
+        if (!match(ROUTES[i].tmpl, path, r)) continue;
+        r->endpoint = ROUTES[i].tmpl;
+        if (!strcmp(ROUTES[i].method, method)) return ROUTES[i].h;
+        *mismatch = 1;
+    }
+    return NULL;
+}

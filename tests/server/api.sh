@@ -1,0 +1,151 @@
+# api.sh - integration test of `demix serve`: starts the real server on a
+# free loopback port with the golden tiny models and checks every route's
+# happy path and error statuses with curl. Environment (tests/server.cmake):
+#   DEMIX  the demix binary   GOLDEN  golden fixtures   WORK  scratch folder
+set -u
+: "${DEMIX:?}" "${GOLDEN:?}" "${WORK:?}"
+rm -rf "$WORK" && mkdir -p "$WORK"
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
+FAILURES=0
+fail() { echo "FAIL: $*" >&2; FAILURES=$((FAILURES + 1)); }
+pass() { echo "ok: $*"; }
+
+LOG="$WORK/server.log"
+"$DEMIX" serve --host 127.0.0.1 --port 0 --repo "$GOLDEN/models" --data-dir "$WORK/data" \
+    --workers 1 --max-upload-mb 2 2>"$LOG" &
+PID=$!
+# Whatever happens, the server goes with the test.
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null' EXIT
+
+PORT=
+for _ in $(seq 100); do
+    PORT=$(grep '"event_type":"startup"' "$LOG" | grep -o '"port":[0-9]*' | head -n1 | cut -d: -f2)
+    [ -n "$PORT" ] && break
+    kill -0 $PID 2>/dev/null || break
+    sleep 0.1
+done
+if [ -z "$PORT" ]; then echo "server did not start:" >&2; cat "$LOG" >&2; exit 1; fi
+B="http://127.0.0.1:$PORT"
+pass "listening on $B"
+
+# get NAME WANT_STATUS CURL_ARGS... : body in $WORK/NAME.body, headers in .hdr
+get() {
+    local name=$1 want=$2; shift 2
+    local code
+    code=$(curl -sS --max-time 60 -o "$WORK/$name.body" -D "$WORK/$name.hdr" -w '%{http_code}' "$@")
+    if [ "$code" != "$want" ]; then
+        fail "$name: HTTP $code, expected $want ($*)"; sed 's/^/    /' "$WORK/$name.body" >&2; echo >&2
+        return 1
+    fi
+    pass "$name: HTTP $code"
+}
+body_has() { grep -q -- "$2" "$WORK/$1.body" || fail "$1: body lacks $2: $(head -c 400 "$WORK/$1.body")"; }
+json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$WORK/$1.body" "$2"; }
+is_error_json() {
+    body_has "$1" '"error":{"code":"'"$2"'"'
+    body_has "$1" '"request_id":"'
+}
+
+get livez 200 "$B/livez" && body_has livez '"status":"ok"'
+get health 200 "$B/health" && body_has health '"version":' && body_has health '"queue_depth":0' \
+    && body_has health '"uptime_seconds":'
+get readyz 200 "$B/readyz"
+get models 200 "$B/models" && body_has models '"name":"tiny4s"' && body_has models '"source":"repo"'
+
+# Errors: JSON bodies with the right status.
+get unknown_job 404 "$B/jobs/0123456789abcdef0123456789abcdef" && is_error_json unknown_job job_not_found
+get no_route 404 "$B/nope" && is_error_json no_route not_found
+get bad_method 405 -X PUT "$B/health"
+get not_multipart 415 -X POST -H 'Content-Type: application/json' -d '{"a":1}' "$B/separate" \
+    && is_error_json not_multipart unsupported_media_type
+head -c 3000000 /dev/zero >"$WORK/big.bin"
+get too_big 413 -F "file=@$WORK/big.bin" "$B/separate" && is_error_json too_big payload_too_large
+echo "this is not audio" >"$WORK/text.txt"
+get not_audio 422 -F "file=@$WORK/text.txt" -F model_name=tiny4s "$B/separate" \
+    && is_error_json not_audio undecodable_audio
+get no_file 400 -F model_name=tiny4s "$B/separate" && is_error_json no_file missing_file
+get bad_model 400 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=nosuch "$B/separate" \
+    && is_error_json bad_model unknown_model
+get bad_format 400 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F format=ogg "$B/separate"
+
+# Request id: a valid one is echoed (headers and error body), a bad one replaced.
+get rid 404 -H 'X-Request-ID: test-req.42_x' "$B/jobs/x"
+grep -qi '^X-Request-ID: test-req.42_x' "$WORK/rid.hdr" || fail "request id not echoed"
+body_has rid '"request_id":"test-req.42_x"'
+get rid_bad 200 -H 'X-Request-ID: bad id!' "$B/livez"
+grep -qi '^X-Request-ID: [0-9a-f]\{32\}' "$WORK/rid_bad.hdr" || fail "invalid request id not replaced"
+
+# Synchronous separation.
+if get sync 200 -H 'X-Request-ID: sync-1' -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s \
+    "$B/separate?wait=true"; then
+    body_has sync '"status":"done"'
+    body_has sync '"progress":1'
+    ID=$(json sync 'd["id"]')
+    [[ "$ID" =~ ^[0-9a-f]{32}$ ]] || fail "job id '$ID' is not 128-bit hex"
+    for s in drums bass other vocals; do
+        body_has sync "\"url\":\"/jobs/$ID/stems/$s\""
+        if get "stem_$s" 200 "$B/jobs/$ID/stems/$s"; then
+            [ "$(head -c 4 "$WORK/stem_$s.body")" = RIFF ] || fail "stem $s is not a WAV file"
+            grep -qi '^Content-Type: audio/wav' "$WORK/stem_$s.hdr" || fail "stem $s content type"
+        fi
+    done
+    get stem_missing 404 "$B/jobs/$ID/stems/guitar"
+    get job 200 "$B/jobs/$ID" && body_has job '"status":"done"'
+    grep -q '"request_id":"sync-1".*"event_type":"separation"\|"event_type":"separation".*"request_id":"sync-1"' "$LOG" \
+        || fail "separation log line lacks the request id"
+fi
+
+# Asynchronous separation with two stems, then polling.
+if get async 202 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny6s -F two_stems=vocals \
+    -F format=flac "$B/separate"; then
+    AID=$(json async 'd["id"]')
+    grep -qi "^Location: /jobs/$AID" "$WORK/async.hdr" || fail "async: no Location header"
+    st=
+    for _ in $(seq 300); do
+        get poll 200 "$B/jobs/$AID" >/dev/null
+        st=$(json poll 'd["status"]')
+        case $st in done|failed|cancelled) break ;; esac
+        sleep 0.1
+    done
+    [ "$st" = done ] && pass "async job done" || fail "async job ended as '$st': $(cat "$WORK/poll.body")"
+    body_has poll '"name":"vocals"'
+    body_has poll '"name":"no_vocals"'
+    get async_stem 200 "$B/jobs/$AID/stems/no_vocals"
+    [ "$(head -c 4 "$WORK/async_stem.body")" = fLaC ] || fail "no_vocals is not FLAC"
+    get jobs 200 "$B/jobs" && body_has jobs "\"id\":\"$AID\""
+    get delete 200 -X DELETE "$B/jobs/$AID"
+    get deleted 404 "$B/jobs/$AID"
+    [ -e "$WORK/data/jobs/$AID" ] && fail "deleted job's files remain"
+fi
+
+get metrics 200 "$B/metrics"
+for m in http_requests_total http_request_duration_seconds_bucket separations_total \
+         separation_duration_seconds_bucket models_loaded active_sessions errors_total \
+         demix_build_info; do
+    body_has metrics "^$m"
+done
+body_has metrics 'endpoint="/jobs/{id}"'
+body_has metrics 'separations_total{model="tiny4s",status="done"} 1'
+grep -q "endpoint=\"/jobs/$ID" "$WORK/metrics.body" && fail "raw job path used as a metric label"
+[ -z "$(ls "$WORK/data/uploads")" ] || fail "uploads left behind: $(ls "$WORK/data/uploads")"
+
+# Shutdown on SIGTERM, then every log line must be one JSON object.
+kill -TERM $PID
+for _ in $(seq 100); do kill -0 $PID 2>/dev/null || break; sleep 0.1; done
+kill -0 $PID 2>/dev/null && fail "server still running 10 s after SIGTERM"
+trap - EXIT
+if command -v python3 >/dev/null; then
+    python3 -c '
+import json, sys
+for n, l in enumerate(open(sys.argv[1]), 1):
+    o = json.loads(l)
+    for k in ("timestamp", "level", "logger", "message", "event_type", "request_id", "fields"):
+        assert k in o, "line %d lacks %s" % (n, k)
+' "$LOG" && pass "log lines are JSON" || fail "invalid log line"
+else
+    grep -vq '^{.*}$' "$LOG" && fail "log line that is not a JSON object"
+fi
+grep -q '"event_type":"request"' "$LOG" || fail "no request log lines"
+
+if [ "$FAILURES" -ne 0 ]; then echo "$FAILURES check(s) failed" >&2; exit 1; fi
+echo "all checks passed"
