@@ -313,7 +313,14 @@ dmx_status dmx__apply(dmx_session *s, const float *const *in, int64_t n, float *
         for (int i = 0; i < shifts; i++) {
             int64_t off = dmx__pyrandom_randint(&rng, 0, max_shift);
             offsets[(size_t)k * shifts + i] = off;
-            r.total += n_chunks(&r, n + max_shift - off);
+            int64_t nc = n_chunks(&r, n + max_shift - off);
+            r.total += nc;
+            /* Upstream's transformer calls random.randrange(1) on every
+             * forward pass (for its optional embedding shift), which
+             * consumes draws between two offsets: replay that too so the
+             * offsets equal upstream's after random.seed(seed). */
+            if (r.net->has_xformer && !r.net->xf.emb_cape)
+                for (int64_t c = 0; c < nc; c++) (void)dmx__pyrandom_randint(&rng, 0, 0);
         }
     }
     for (int k = 0; k < nm; k++) {
