@@ -10,6 +10,6 @@ export DEMIX_GOLDEN_DIR=${DEMIX_GOLDEN_DIR:-$(cd .. && pwd)/shared/golden}
 ctest --test-dir build --output-on-failure -j2
 
 if [ "${DEMIX_SKIP_ASAN:-0}" != 1 ]; then
-  BUILD_DIR=build-asan CMAKE_ARGS="-DCMAKE_BUILD_TYPE=Debug -DDEMIX_SANITIZE=address,undefined" ./scripts/setup.sh
+  BUILD_DIR=build-asan CMAKE_ARGS="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DDEMIX_SANITIZE=address,undefined" ./scripts/setup.sh
   ctest --test-dir build-asan --output-on-failure -j2 -LE slow
 fi
