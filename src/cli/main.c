@@ -16,6 +16,17 @@
 int dmx_serve_main(int argc, char **argv); /* src/server/serve.c */
 #endif
 
+#ifdef DEMIX_HAVE_SERVER
+/* `demix serve` lives in src/server (library demix_server), which defines
+ * DEMIX_HAVE_SERVER for this target when it is built. */
+int dmx_serve_main(int argc, char **argv);
+#define SERVE_USAGE "    demix serve [OPTIONS]\n"
+#define SERVE_COMMAND "    serve      Run the HTTP API. See 'demix serve --help'.\n"
+#else
+#define SERVE_USAGE ""
+#define SERVE_COMMAND ""
+#endif
+
 int cli_verbosity = 0;
 atomic_int cli_cancel;
 
@@ -66,6 +77,7 @@ void print_main_help(FILE *f) {
             "USAGE\n"
             "    demix separate [OPTIONS] TRACK...\n"
             "    demix models {list | fetch NAME... | verify [NAME...] | path NAME}\n"
+            SERVE_USAGE
             "    demix --help | --version\n"
             "\n"
             "DESCRIPTION\n"
@@ -78,6 +90,7 @@ void print_main_help(FILE *f) {
             "    separate   Separate tracks into stems. See 'demix separate --help'.\n"
             "    models     List, download, verify and locate models.\n"
             "               See 'demix models --help'.\n"
+            SERVE_COMMAND
             "\n"
             "OPTIONS\n"
             "    -h, --help     Show this text.\n"
@@ -255,6 +268,9 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "separate")) return cmd_separate(argc - 1, argv + 1);
     if (!strcmp(cmd, "models")) return cmd_models(argc - 1, argv + 1);
+#ifdef DEMIX_HAVE_SERVER
+    if (!strcmp(cmd, "serve")) return dmx_serve_main(argc - 1, argv + 1);
+#endif
 #ifdef DEMIX_HAVE_SERVER
     if (!strcmp(cmd, "serve")) return dmx_serve_main(argc - 1, argv + 1);
 #endif
