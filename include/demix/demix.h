@@ -119,6 +119,40 @@ void dmx_session_free(dmx_session *s);
 dmx_status dmx_separate(dmx_session *s, const float *const *in, int64_t n_samples,
                         float *const *out, const dmx_separate_opts *opts);
 
+/* ---- streaming separation -------------------------------------------------- */
+
+/* Streaming: memory stays bounded (about one segment of input and output per
+ * bag member and shift) however long the song. Usage:
+ *   dmx_stream_new(session, opts, write, user, &st);
+ *   if (opts->normalize) feed the whole song to dmx_stream_analyze (pass 1:
+ *       upstream's normalisation needs the song's mean and std first);
+ *   dmx_stream_start(st, total_frames);
+ *   feed the song again, in chunks of any size, to dmx_stream_feed (pass 2);
+ *   dmx_stream_finish(st);  dmx_stream_free(st);
+ * `write` receives the stems in order as soon as they are final: sources x
+ * channels planar pointers (index source * channels + channel) of `frames`
+ * samples, valid during the call only. It runs in the thread that called
+ * feed/finish; a non-OK return aborts the stream with that status. The output
+ * is bit-identical to dmx_separate() with the same options. */
+typedef struct dmx_stream dmx_stream;
+typedef dmx_status (*dmx_write_fn)(void *user, const float *const *stems, int64_t frames);
+
+/* Creates a stream on session `s` (one stream per session at a time). `opts`
+ * is copied (NULL: defaults). */
+dmx_status dmx_stream_new(dmx_session *s, const dmx_separate_opts *opts, dmx_write_fn write,
+                          void *user, dmx_stream **out);
+/* Pass 1 (only when opts->normalize): planar input, channels pointers. */
+dmx_status dmx_stream_analyze(dmx_stream *st, const float *const *in, int64_t frames);
+/* Ends pass 1 and announces the song's length (must equal the frames
+ * analysed when normalising). */
+dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames);
+/* Pass 2: the same audio again, in order. Runs every evaluation its input
+ * allows and writes every final sample. */
+dmx_status dmx_stream_feed(dmx_stream *st, const float *const *in, int64_t frames);
+/* After the last feed: runs what is left and writes the rest. */
+dmx_status dmx_stream_finish(dmx_stream *st);
+void dmx_stream_free(dmx_stream *st);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,27 +1,39 @@
 /*
- * apply.c - upstream's apply_model() (demucs/apply.py), for one model or a
- * bag, with identical arithmetic:
+ * apply.c - upstream's apply_model() (demucs/apply.py) as a stream: input is
+ * fed in chunks, stems come out through a callback as soon as they are final,
+ * and memory does not grow with the song.
  *
- *   bag:    each member's estimate is weighted per source and the sum is
- *           divided by the per-source weight totals;
+ * Upstream's computation, which this reproduces with identical arithmetic:
+ *   bag:    each member's estimate is weighted per source; the sum is divided
+ *           by the per-source weight totals;
  *   shifts: the mix is zero-padded by max_shift = 0.5 s on both sides, and
  *           for each shift a random offset in [0, max_shift] (Python's
- *           random.randint, seeded) selects a view of length
- *           n + max_shift - offset; the estimates are realigned and averaged;
+ *           random.randint after random.seed(seed); the draws upstream's
+ *           transformer makes on each forward pass are replayed too) selects
+ *           a view of length n + max_shift - offset; the estimates are
+ *           realigned and averaged;
  *   split:  segments of `segment` seconds every (1 - overlap) * segment,
  *           each evaluated on a window padded symmetrically to the model's
  *           length with real neighbouring samples where they exist (upstream's
  *           TensorChunk.padded) and zeros beyond the signal, cross-faded with
  *           triangular weights ** transition_power.
  *
- * Threads: with T threads and several segments, T segments are evaluated at
- * once (one worker each, single-threaded BLAS), which keeps every core busy
- * including the non-GEMM work; a single segment gets T BLAS threads instead.
- * Results are accumulated in segment order, so the output is bit-identical
- * whatever the thread count.
+ * How it streams: every (member, shift) pair is a "track" — one of upstream's
+ * apply_model passes over one view. Its segment evaluations are known in
+ * advance; each reads a window of the (normalised) input and adds a weighted
+ * result into the track's accumulator ring. Evaluations run in order of their
+ * output position across all tracks, so a sample is final once every track
+ * has moved past it; final samples are combined exactly as upstream combines
+ * whole tensors (divide by the summed weights, average shifts, weight bag
+ * members), de-normalised and handed to the caller. Only a window of about
+ * one segment of input and of accumulators is alive at any time.
  *
- * A "view" below is upstream's TensorChunk: an offset and length into a base
- * signal whose samples outside the view remain visible to padding.
+ * Threads: with T threads, up to T evaluations run at once (one worker each,
+ * single-threaded BLAS), which keeps every core busy including the non-GEMM
+ * work; a song of a single evaluation gets T BLAS threads instead.
+ * Accumulation happens in segment order in the calling thread, so results are
+ * bit-identical for any T (for single-evaluation songs, identical for a given
+ * T and within float rounding across T).
  */
 #include "apply.h"
 
@@ -35,324 +47,541 @@
 
 #include "error.h"
 
-typedef struct view {
-    const float *const *base; /* channels pointers */
-    int64_t base_len;
-    int64_t offset, length;
-} view;
+#define MAX_TRACKS 1024
 
-typedef struct run {
-    dmx_session *s;
-    const dmx_separate_opts *o;
+typedef struct track {
     const dmx__htdemucs *net;
-    int64_t done, total;
-    int threads;
-} run;
+    int member;
+    int64_t t0;          /* input index of the view's first sample (offset - max_shift) */
+    int64_t L;           /* view length */
+    int64_t sl, stride;  /* segment length and hop (sl = L, stride = L without split) */
+    int64_t valid;       /* model input length of one evaluation */
+    int64_t n_chunks, next;
+    float *acc;          /* (sources*channels, ring) weighted sums, indexed by t % ring */
+    float *sw;           /* (ring) summed weights */
+    float *weight;       /* (sl) cross-fade weights, shared by tracks of equal sl (not owned if shared) */
+    int owns_weight;
+} track;
 
-static int cancelled(run *r) { return r->o->cancel && atomic_load(r->o->cancel); }
+struct dmx_stream {
+    dmx_session *s;
+    dmx_separate_opts o;
+    dmx_write_fn write;
+    void *write_user;
+    int S, A, threads, shifts;
+    /* normalisation (upstream separator): statistics of the mono reference */
+    double mean_acc, m2;    /* pass 1: Welford's running mean and squared deviations */
+    int64_t analyzed;
+    float mean, den;        /* x = (in - mean) / den ; out = est * den + mean */
+    int started, finished_input;
+    int64_t n;              /* total frames */
+    /* normalised input window x[in_base, in_base + in_len) */
+    float *in;              /* (A, in_cap) */
+    int64_t in_cap, in_base, in_len;
+    /* tracks and their accumulator rings */
+    int n_tracks;
+    track tracks[MAX_TRACKS];
+    int64_t ring;
+    int64_t emitted;        /* frames handed to the caller */
+    float *emit_buf;        /* (S*A, EMIT_BLOCK) */
+    int64_t done, total;    /* progress */
+    dmx_status error;       /* sticky */
+};
 
-/* upstream TensorChunk.padded(target) into dst (channels, target) */
-static void view_padded(const view *v, int channels, int64_t target, float *dst) {
-    int64_t delta = target - v->length;
-    int64_t start = v->offset - delta / 2;
-    for (int c = 0; c < channels; c++) {
-        float *d = dst + (size_t)c * target;
-        const float *src = v->base[c];
-        for (int64_t i = 0; i < target; i++) {
-            int64_t k = start + i;
-            d[i] = (k >= 0 && k < v->base_len) ? src[k] : 0.0f;
+#define EMIT_BLOCK 16384
+
+static int cancelled(const dmx_stream *st) { return st->o.cancel && atomic_load(st->o.cancel); }
+
+/* --------------------------------------------------------------- schedule */
+
+static int64_t seg_len(const dmx_stream *st, const dmx__htdemucs *net) {
+    /* int(samplerate * segment) as upstream computes it; the model's own
+     * segment is an exact fraction, so its length is the training length */
+    if (st->o.segment > 0) return (int64_t)(net->samplerate * st->o.segment);
+    return net->training_length;
+}
+
+static void track_geometry(const dmx_stream *st, track *t, int64_t L) {
+    t->L = L;
+    if (st->o.split) {
+        t->sl = seg_len(st, t->net);
+        t->stride = (int64_t)((1.0 - st->o.overlap) * t->sl);
+        if (t->stride < 1) t->stride = 1;
+    } else {
+        t->sl = L;
+        t->stride = L;
+    }
+    /* upstream's leaf: int(segment * samplerate) with a segment given, else
+     * model.valid_length() = the training length */
+    t->valid = seg_len(st, t->net);
+    t->n_chunks = (L + t->stride - 1) / t->stride;
+    t->next = 0;
+}
+
+static int64_t chunk_len(const track *t, int64_t j) {
+    int64_t r = t->L - j * t->stride;
+    return r < t->sl ? r : t->sl;
+}
+/* input index of chunk j's first output sample */
+static int64_t chunk_t(const track *t, int64_t j) { return t->t0 + j * t->stride; }
+/* input index where chunk j's model window starts (upstream's padded()) */
+static int64_t window_start(const track *t, int64_t j) {
+    return chunk_t(t, j) - (t->valid - chunk_len(t, j)) / 2;
+}
+
+/* The unfinished track whose next evaluation comes first, or -1. */
+static int next_track(const dmx_stream *st, const int64_t *planned) {
+    int best = -1;
+    int64_t bt = 0;
+    for (int i = 0; i < st->n_tracks; i++) {
+        const track *t = &st->tracks[i];
+        int64_t j = t->next + planned[i];
+        if (j >= t->n_chunks) continue;
+        int64_t ct = chunk_t(t, j);
+        if (best < 0 || ct < bt) {
+            best = i;
+            bt = ct;
         }
     }
+    return best;
 }
 
-/* int(samplerate * segment) as upstream computes it; the model's own segment
- * is an exact fraction, so its length is the training length. */
-static int64_t segment_length(const run *r) {
-    if (r->o->segment > 0) return (int64_t)(r->net->samplerate * r->o->segment);
-    return r->net->training_length;
+/* Every sample before this is final. */
+static int64_t final_limit(const dmx_stream *st) {
+    int64_t lim = st->n;
+    for (int i = 0; i < st->n_tracks; i++) {
+        const track *t = &st->tracks[i];
+        if (t->next < t->n_chunks) {
+            int64_t ct = chunk_t(t, t->next);
+            if (ct < lim) lim = ct;
+        }
+    }
+    return lim < 0 ? 0 : lim;
 }
 
-/* Leaf: one model evaluation on a view of length <= the model's segment.
- * out: (sources, channels, v->length) contiguous. */
-static dmx_status eval_segment(run *r, dmx__worker *wk, const view *v, float *out) {
-    const dmx__htdemucs *net = r->net;
-    const int A = net->audio_channels, S = net->n_sources;
-    int64_t valid = segment_length(r);
-    if (v->length > valid)
-        return dmx__fail(DMX_ERR_INVALID_ARG,
-                         "input of %lld samples is longer than the model segment (%lld samples); enable splitting",
-                         (long long)v->length, (long long)valid);
-    if (cancelled(r)) return dmx__fail(DMX_ERR_CANCELLED, "separation cancelled");
-    dmx_session *s = r->s;
-    if (valid > s->seg_cap) valid = s->seg_cap; /* never beyond the training length */
-    view_padded(v, A, valid, wk->seg_in);
-    dmx_status st = dmx__htdemucs_forward(net, &wk->arena, wk->seg_in, (int)valid, wk->seg_out, NULL, NULL);
-    if (st != DMX_OK) return st;
-    /* center_trim(out, length) */
-    int64_t d = valid - v->length, lo = d / 2;
-    for (int k = 0; k < S * A; k++)
-        memcpy(out + (size_t)k * v->length, wk->seg_out + (size_t)k * valid + lo,
-               sizeof(float) * (size_t)v->length);
-    return DMX_OK;
+/* Oldest input sample still needed. */
+static int64_t input_keep_from(const dmx_stream *st) {
+    int64_t k = st->n;
+    for (int i = 0; i < st->n_tracks; i++) {
+        const track *t = &st->tracks[i];
+        if (t->next < t->n_chunks) {
+            int64_t ws = window_start(t, t->next);
+            if (ws < k) k = ws;
+        }
+    }
+    return k < 0 ? 0 : k;
 }
 
-/* Called in the caller's thread after each evaluation, in order. */
-static dmx_status report(run *r) {
-    r->done++;
-    if (r->o->progress && r->o->progress(r->o->progress_user, r->done, r->total))
-        return dmx__fail(DMX_ERR_CANCELLED, "separation cancelled by the progress callback");
-    return DMX_OK;
-}
+/* ---------------------------------------------------------------- workers */
 
-static dmx_status worker_get(run *r, int i, int64_t chunk_len, dmx__worker **out) {
-    dmx_session *s = r->s;
+static dmx_status worker_get(dmx_stream *st, int i, dmx__worker **out) {
+    dmx_session *s = st->s;
     const dmx_model *m = s->model;
     while (s->n_workers <= i) {
         dmx__worker *w = &s->workers[s->n_workers];
         memset(w, 0, sizeof *w);
         dmx__arena_init(&w->arena);
-        w->seg_in = malloc(sizeof(float) * (size_t)m->channels * s->seg_cap);
-        w->seg_out = malloc(sizeof(float) * (size_t)m->n_sources * m->channels * s->seg_cap);
+        w->seg_in = dmx__big_alloc(sizeof(float) * (size_t)m->channels * s->seg_cap);
+        w->seg_out = dmx__big_alloc(sizeof(float) * (size_t)m->n_sources * m->channels * s->seg_cap);
         s->n_workers++;
         if (!w->seg_in || !w->seg_out) return dmx__fail(DMX_ERR_NOMEM, "out of memory for segment buffers");
     }
-    dmx__worker *w = &s->workers[i];
-    if (w->chunk_cap < chunk_len) {
-        free(w->chunk);
-        w->chunk = malloc(sizeof(float) * (size_t)m->n_sources * m->channels * chunk_len);
-        w->chunk_cap = w->chunk ? chunk_len : 0;
-        if (!w->chunk) return dmx__fail(DMX_ERR_NOMEM, "out of memory for segment buffers");
-    }
-    *out = w;
+    *out = &s->workers[i];
     return DMX_OK;
 }
 
 typedef struct job {
-    run *r;
+    dmx_stream *st;
+    track *t;
+    int64_t j;
     dmx__worker *w;
-    view v;
-    dmx_status st;
+    dmx_status status;
     char err[512];
 } job;
 
+/* One model evaluation: window -> forward -> center_trim, into w->seg_out
+ * as (sources*channels, len) rows with stride `valid`. */
 static void *job_main(void *arg) {
-    job *j = arg;
-    j->st = eval_segment(j->r, j->w, &j->v, j->w->chunk);
-    if (j->st != DMX_OK) snprintf(j->err, sizeof j->err, "%s", dmx_last_error());
+    job *jb = arg;
+    dmx_stream *st = jb->st;
+    const track *t = jb->t;
+    const dmx__htdemucs *net = t->net;
+    const int A = st->A;
+    const int64_t valid = t->valid;
+    int64_t ws = window_start(t, jb->j);
+    for (int c = 0; c < A; c++) {
+        float *d = jb->w->seg_in + (size_t)c * valid;
+        const float *src = st->in + (size_t)c * st->in_cap;
+        for (int64_t i = 0; i < valid; i++) {
+            int64_t k = ws + i; /* input index */
+            d[i] = (k >= 0 && k < st->n) ? src[k - st->in_base] : 0.0f;
+        }
+    }
+    jb->status = cancelled(st) ? dmx__fail(DMX_ERR_CANCELLED, "separation cancelled")
+                               : dmx__htdemucs_forward(net, &jb->w->arena, jb->w->seg_in, (int)valid,
+                                                       jb->w->seg_out, NULL, NULL);
+    if (jb->status != DMX_OK) snprintf(jb->err, sizeof jb->err, "%s", dmx_last_error());
     return NULL;
 }
 
-static int64_t n_chunks(const run *r, int64_t length) {
-    if (!r->o->split) return 1;
-    int64_t sl = segment_length(r);
-    int64_t stride = (int64_t)((1.0 - r->o->overlap) * sl);
-    if (stride < 1) stride = 1;
-    return (length + stride - 1) / stride;
+/* Adds evaluation (t, j)'s result (in w->seg_out) into the track's ring. */
+static void accumulate(dmx_stream *st, track *t, int64_t j, const dmx__worker *w) {
+    const int K = st->S * st->A;
+    const int64_t valid = t->valid;
+    int64_t len = chunk_len(t, j), lo = (valid - len) / 2, ct = chunk_t(t, j);
+    for (int64_t i = 0; i < len; i++) {
+        int64_t tt = ct + i;
+        if (tt < 0 || tt >= st->n) continue; /* upstream drops these (shift realignment) */
+        int64_t r = tt % st->ring;
+        float wgt = t->weight[i];
+        for (int k = 0; k < K; k++)
+            t->acc[(size_t)k * st->ring + r] += wgt * w->seg_out[(size_t)k * valid + lo + i];
+        t->sw[r] += wgt;
+    }
 }
 
-/* split=True branch (or a single evaluation when split is off); out
- * (sources, channels, v->length), overwritten. */
-static dmx_status apply_split(run *r, const view *v, float *out) {
-    const int A = r->net->audio_channels, S = r->net->n_sources;
-    const int64_t L = v->length;
-    const int64_t sl = r->o->split ? segment_length(r) : L;
-    int64_t stride = r->o->split ? (int64_t)((1.0 - r->o->overlap) * sl) : L;
-    if (stride < 1) stride = 1;
-    const int64_t nchunks = (L + stride - 1) / stride;
-    int nw = r->threads < nchunks ? r->threads : (int)nchunks;
-    if (nw < 1) nw = 1;
-    /* segments in parallel with 1 BLAS thread each, or one segment with all */
-    openblas_set_num_threads(nw > 1 ? 1 : r->threads);
-    dmx__worker *wk[DMX__MAX_WORKERS];
-    dmx_status st = DMX_OK;
-    for (int i = 0; i < nw && st == DMX_OK; i++) st = worker_get(r, i, sl, &wk[i]);
-    if (st != DMX_OK) return st;
-    if (!r->o->split) {
-        view c = *v;
-        st = eval_segment(r, wk[0], &c, out);
-        return st == DMX_OK ? report(r) : st;
-    }
-    float *weight = malloc(sizeof(float) * (size_t)sl);
-    float *sum_w = dmx__big_calloc(sizeof(float) * (size_t)L);
-    if (!weight || !sum_w) {
-        st = dmx__fail(DMX_ERR_NOMEM, "out of memory for segment buffers");
-        goto done;
-    }
-    {
-        /* th.cat([arange(1, sl//2 + 1), arange(sl - sl//2, 0, -1)]) / max */
-        int64_t half = sl / 2;
-        float mx = 0;
-        for (int64_t i = 0; i < sl; i++) {
-            weight[i] = (float)(i < half ? i + 1 : sl - i);
-            if (weight[i] > mx) mx = weight[i];
+/* Combines final samples [emitted, limit) and hands them to the caller. */
+static dmx_status emit(dmx_stream *st, int64_t limit) {
+    const int K = st->S * st->A;
+    const dmx_model *m = st->s->model;
+    const int nm = m->n_members, shifts = st->shifts ? st->shifts : 1;
+    const float *outp[64];
+    while (st->emitted < limit) {
+        int64_t nb = limit - st->emitted;
+        if (nb > EMIT_BLOCK) nb = EMIT_BLOCK;
+        for (int k = 0; k < K; k++) {
+            int src = k / st->A;
+            float *o = st->emit_buf + (size_t)k * EMIT_BLOCK;
+            for (int64_t i = 0; i < nb; i++) {
+                int64_t r = (st->emitted + i) % st->ring;
+                float total = 0.0f;
+                for (int mb = 0; mb < nm; mb++) {
+                    float est = 0.0f;
+                    for (int sh = 0; sh < shifts; sh++) {
+                        track *t = &st->tracks[mb * shifts + sh];
+                        est += t->acc[(size_t)k * st->ring + r] / t->sw[r];
+                    }
+                    if (st->shifts) est /= (float)st->shifts;
+                    total = nm > 1 ? total + est * m->weights[(size_t)mb * st->S + src] : est;
+                }
+                if (nm > 1) total /= (float)m->totals[src];
+                o[i] = st->o.normalize ? total * st->den + st->mean : total;
+            }
+            outp[k] = o;
         }
-        for (int64_t i = 0; i < sl; i++) {
-            weight[i] = weight[i] / mx;
-            if (r->o->transition_power != 1.0) weight[i] = powf(weight[i], (float)r->o->transition_power);
+        /* recycle the ring slots */
+        for (int ti = 0; ti < st->n_tracks; ti++) {
+            track *t = &st->tracks[ti];
+            for (int64_t i = 0; i < nb; i++) {
+                int64_t r = (st->emitted + i) % st->ring;
+                for (int k = 0; k < K; k++) t->acc[(size_t)k * st->ring + r] = 0.0f;
+                t->sw[r] = 0.0f;
+            }
         }
+        dmx_status s = st->write(st->write_user, outp, nb);
+        if (s != DMX_OK) return s;
+        st->emitted += nb;
     }
-    memset(out, 0, sizeof(float) * (size_t)S * A * L);
-    job jobs[DMX__MAX_WORKERS];
-    pthread_t tid[DMX__MAX_WORKERS];
-    for (int64_t c0 = 0; c0 < nchunks && st == DMX_OK; c0 += nw) {
-        int nb = (int)(nchunks - c0 < nw ? nchunks - c0 : nw);
-        int started[DMX__MAX_WORKERS] = {0};
+    return DMX_OK;
+}
+
+/* Runs every evaluation whose input is available (all of them once input
+ * has ended), in batches of up to `threads`, then emits final samples. */
+static dmx_status pump(dmx_stream *st) {
+    const int64_t have = st->in_base + st->in_len;
+    for (;;) {
+        int64_t planned[MAX_TRACKS] = {0};
+        job jobs[DMX__MAX_WORKERS];
+        int nb = 0;
+        while (nb < st->threads) {
+            int ti = next_track(st, planned);
+            if (ti < 0) break;
+            track *t = &st->tracks[ti];
+            int64_t j = t->next + planned[ti];
+            int64_t need = window_start(t, j) + t->valid;
+            if (need > st->n) need = st->n;
+            if (!st->finished_input && need > have) break;
+            jobs[nb] = (job){st, t, j, NULL, DMX_OK, ""};
+            planned[ti]++;
+            nb++;
+        }
+        if (nb == 0) break;
+        /* Multi-threaded sgemm rounds differently from single-threaded, so
+         * all evaluations of a stream use one BLAS thread each unless the
+         * stream has a single evaluation: results then do not depend on how
+         * many evaluations ran side by side. */
+        openblas_set_num_threads(st->total > 1 ? 1 : st->threads);
         for (int b = 0; b < nb; b++) {
-            int64_t off = (c0 + b) * stride;
-            jobs[b] = (job){r, wk[b], {v->base, v->base_len, v->offset + off, L - off < sl ? L - off : sl}, DMX_OK, ""};
-            if (b > 0) started[b] = pthread_create(&tid[b], NULL, job_main, &jobs[b]) == 0;
+            dmx_status s = worker_get(st, b, &jobs[b].w);
+            if (s != DMX_OK) return s;
         }
+        pthread_t tid[DMX__MAX_WORKERS];
+        int started[DMX__MAX_WORKERS] = {0};
+        for (int b = 1; b < nb; b++) started[b] = pthread_create(&tid[b], NULL, job_main, &jobs[b]) == 0;
         job_main(&jobs[0]);
         for (int b = 1; b < nb; b++) {
             if (started[b]) pthread_join(tid[b], NULL);
-            else job_main(&jobs[b]); /* could not start a thread: run it here */
+            else job_main(&jobs[b]); /* no thread to be had: run it here */
         }
-        for (int b = 0; b < nb && st == DMX_OK; b++) {
-            if (jobs[b].st != DMX_OK) {
-                st = dmx__fail(jobs[b].st, "%s", jobs[b].err);
-                break;
-            }
-            int64_t off = (c0 + b) * stride, len = jobs[b].v.length;
-            for (int k = 0; k < S * A; k++) {
-                float *o = out + (size_t)k * L + off;
-                const float *ci = wk[b]->chunk + (size_t)k * len;
-                for (int64_t i = 0; i < len; i++) o[i] += weight[i] * ci[i];
-            }
-            for (int64_t i = 0; i < len; i++) sum_w[off + i] += weight[i];
-            st = report(r);
+        for (int b = 0; b < nb; b++) {
+            if (jobs[b].status != DMX_OK) return dmx__fail(jobs[b].status, "%s", jobs[b].err);
+            accumulate(st, jobs[b].t, jobs[b].j, jobs[b].w);
+            jobs[b].t->next++;
+            st->done++;
+            if (st->o.progress && st->o.progress(st->o.progress_user, st->done, st->total))
+                return dmx__fail(DMX_ERR_CANCELLED, "separation cancelled by the progress callback");
         }
+        dmx_status s = emit(st, final_limit(st));
+        if (s != DMX_OK) return s;
     }
-    if (st == DMX_OK) {
-        for (int k = 0; k < S * A; k++) {
-            float *o = out + (size_t)k * L;
-            for (int64_t i = 0; i < L; i++) o[i] /= sum_w[i];
-        }
-    }
-done:
-    free(weight);
-    dmx__big_free(sum_w);
-    return st;
+    return DMX_OK;
 }
 
-/* One model (not a bag) with shifts. in: channels pointers of length n.
- * out: (sources, channels, n) contiguous, overwritten. offsets: the shift
- * offsets drawn for this member. */
-static dmx_status apply_one(run *r, const float *const *in, int64_t n, float *out,
-                            const int64_t *offsets) {
-    const int A = r->net->audio_channels, S = r->net->n_sources;
-    if (r->o->shifts <= 0) {
-        view v = {in, n, 0, n};
-        return apply_split(r, &v, out);
-    }
-    const int64_t max_shift = (int64_t)(0.5 * r->net->samplerate);
-    const int64_t plen = n + 2 * max_shift;
-    float *padded = dmx__big_calloc(sizeof(float) * (size_t)A * plen);
-    float *res = dmx__big_alloc(sizeof(float) * (size_t)S * A * (n + max_shift));
-    const float *pp[8];
-    dmx_status st = DMX_OK;
-    if (!padded || !res) {
-        st = dmx__fail(DMX_ERR_NOMEM, "out of memory for shifted input");
-        goto done;
-    }
-    for (int c = 0; c < A; c++) {
-        memcpy(padded + (size_t)c * plen + max_shift, in[c], sizeof(float) * (size_t)n);
-        pp[c] = padded + (size_t)c * plen;
-    }
-    memset(out, 0, sizeof(float) * (size_t)S * A * n);
-    for (int i = 0; i < r->o->shifts; i++) {
-        int64_t off = offsets[i];
-        view v = {pp, plen, off, n + max_shift - off};
-        st = apply_split(r, &v, res);
-        if (st != DMX_OK) goto done;
-        for (int k = 0; k < S * A; k++) {
-            float *o = out + (size_t)k * n;
-            const float *q = res + (size_t)k * v.length + (max_shift - off);
-            for (int64_t j = 0; j < n; j++) o[j] += q[j];
-        }
-    }
-    {
-        float sh = (float)r->o->shifts;
-        for (size_t j = 0; j < (size_t)S * A * n; j++) out[j] /= sh;
-    }
-done:
-    dmx__big_free(padded);
-    dmx__big_free(res);
-    return st;
+/* ------------------------------------------------------------------ API */
+
+void dmx_separate_opts_init(dmx_separate_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->shifts = 0;
+    o->overlap = 0.25;
+    o->split = 1;
+    o->transition_power = 1.0;
+    o->normalize = 1;
 }
 
-dmx_status dmx__apply(dmx_session *s, const float *const *in, int64_t n, float *const *out,
-                      const dmx_separate_opts *o) {
-    const dmx_model *m = s->model;
-    const int A = m->channels, S = m->n_sources, nm = m->n_members;
-    const int shifts = o->shifts > 0 ? o->shifts : 0;
-    run r = {s, o, NULL, 0, 0, 1};
-    {
-        long nc = sysconf(_SC_NPROCESSORS_ONLN);
-        r.threads = o->n_threads > 0 ? o->n_threads : (int)(nc > 0 ? nc : 1);
-        if (r.threads > DMX__MAX_WORKERS) r.threads = DMX__MAX_WORKERS;
+static dmx_status check_opts(const dmx_model *m, const dmx_separate_opts *o) {
+    if (!(o->overlap >= 0.0 && o->overlap < 1.0))
+        return dmx__fail(DMX_ERR_INVALID_ARG, "overlap must be in [0, 1), got %g", o->overlap);
+    if (!(o->transition_power >= 1.0))
+        return dmx__fail(DMX_ERR_INVALID_ARG, "transition_power must be >= 1, got %g", o->transition_power);
+    if (o->shifts < 0 || o->shifts > 100)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "shifts must be in 0..100, got %d", o->shifts);
+    if (o->segment < 0 || (o->segment > 0 && o->segment > m->segment + 1e-9))
+        return dmx__fail(DMX_ERR_INVALID_ARG, "segment %.3g s is longer than the model's %.3g s",
+                         o->segment, m->segment);
+    if (o->segment > 0 && (int64_t)(o->segment * m->samplerate) < 1)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "segment %.3g s is too short", o->segment);
+    if ((size_t)m->n_members * (o->shifts ? o->shifts : 1) > MAX_TRACKS)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "too many bag members x shifts");
+    return DMX_OK;
+}
+
+dmx_status dmx_stream_new(dmx_session *s, const dmx_separate_opts *opts, dmx_write_fn write,
+                          void *user, dmx_stream **out) {
+    dmx__clear_error();
+    if (!out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_new: out is NULL");
+    *out = NULL;
+    if (!s || !write) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_new: NULL session or callback");
+    dmx_separate_opts def;
+    if (!opts) {
+        dmx_separate_opts_init(&def);
+        opts = &def;
     }
-    int64_t *offsets = calloc((size_t)nm * (shifts ? shifts : 1), sizeof(int64_t));
-    float *est = dmx__big_alloc(sizeof(float) * (size_t)S * A * n);
-    float *acc = nm > 1 ? dmx__big_calloc(sizeof(float) * (size_t)S * A * n) : NULL;
-    dmx_status st = DMX_OK;
-    if (!offsets || !est || (nm > 1 && !acc)) {
-        st = dmx__fail(DMX_ERR_NOMEM, "out of memory for %lld samples of output", (long long)n);
-        goto done;
+    dmx_status e = check_opts(s->model, opts);
+    if (e != DMX_OK) return e;
+    dmx_stream *st = calloc(1, sizeof *st);
+    if (!st) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
+    st->s = s;
+    st->o = *opts;
+    st->write = write;
+    st->write_user = user;
+    st->S = s->model->n_sources;
+    st->A = s->model->channels;
+    st->shifts = opts->shifts;
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    st->threads = opts->n_threads > 0 ? opts->n_threads : (int)(nc > 0 ? nc : 1);
+    if (st->threads > DMX__MAX_WORKERS) st->threads = DMX__MAX_WORKERS;
+    st->mean = 0.0f;
+    st->den = 1.0f;
+    *out = st;
+    return DMX_OK;
+}
+
+dmx_status dmx_stream_analyze(dmx_stream *st, const float *const *in, int64_t frames) {
+    if (!st || (!in && frames)) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_analyze: NULL argument");
+    if (st->started) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_analyze after dmx_stream_start");
+    /* ref = mix.mean(0), accumulated in double for its mean and std */
+    for (int64_t i = 0; i < frames; i++) {
+        float r = 0;
+        for (int c = 0; c < st->A; c++) r += in[c][i];
+        double v = r / (float)st->A;
+        st->analyzed++;
+        double d = v - st->mean_acc;
+        st->mean_acc += d / (double)st->analyzed;
+        st->m2 += d * (v - st->mean_acc);
     }
-    /* Draw every offset first (same order as upstream: member, then shift) so
-     * the progress total is exact. */
+    return DMX_OK;
+}
+
+dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
+    if (!st) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_start: NULL stream");
+    if (st->started) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_start called twice");
+    if (total_frames < 1) return dmx__fail(DMX_ERR_INVALID_ARG, "no audio to separate");
+    if (st->o.normalize && st->analyzed != total_frames)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "normalisation analysed %lld frames but the stream has %lld",
+                         (long long)st->analyzed, (long long)total_frames);
+    const dmx_model *m = st->s->model;
+    st->n = total_frames;
+    if (st->o.normalize) {
+        double n = (double)total_frames;
+        double var = n > 1 ? st->m2 / (n - 1) : 0.0; /* torch.std is unbiased */
+        st->mean = (float)st->mean_acc;
+        st->den = (float)sqrt(var) + 1e-8f; /* (ref.std() + 1e-8) in float32 */
+    }
+    /* tracks, random offsets (upstream order: member, then shift) */
     dmx__pyrandom rng;
-    dmx__pyrandom_seed(&rng, o->seed);
-    for (int k = 0; k < nm; k++) {
-        r.net = m->members[k];
-        int64_t max_shift = (int64_t)(0.5 * r.net->samplerate);
-        if (!shifts) {
-            r.total += n_chunks(&r, n);
+    dmx__pyrandom_seed(&rng, st->o.seed);
+    int shifts = st->shifts ? st->shifts : 1;
+    int64_t max_span = 0;
+    for (int k = 0; k < m->n_members; k++) {
+        for (int i = 0; i < shifts; i++) {
+            track *t = &st->tracks[st->n_tracks++];
+            t->net = m->members[k];
+            t->member = k;
+            int64_t max_shift = 0, off = 0;
+            if (st->shifts) {
+                max_shift = (int64_t)(0.5 * t->net->samplerate);
+                off = dmx__pyrandom_randint(&rng, 0, max_shift);
+            }
+            t->t0 = off - max_shift;
+            track_geometry(st, t, total_frames + max_shift - off);
+            if (!st->o.split && t->L > t->valid)
+                return dmx__fail(DMX_ERR_INVALID_ARG,
+                                 "input of %lld samples is longer than the model segment (%lld samples); enable splitting",
+                                 (long long)t->L, (long long)t->valid);
+            st->total += t->n_chunks;
+            /* upstream's transformer calls random.randrange(1) on every
+             * forward pass: replay those draws between offsets */
+            if (st->shifts && t->net->has_xformer && !t->net->xf.emb_cape)
+                for (int64_t c = 0; c < t->n_chunks; c++) (void)dmx__pyrandom_randint(&rng, 0, 0);
+            int64_t span = t->sl + (int64_t)(st->threads + 1) * t->stride + 2 * max_shift + 1;
+            if (span > max_span) max_span = span;
+        }
+    }
+    /* the ring holds every sample that can be pending at once */
+    st->ring = max_span;
+    if (st->ring > st->n + 1) st->ring = st->n + 1;
+    const int K = st->S * st->A;
+    for (int i = 0; i < st->n_tracks; i++) {
+        track *t = &st->tracks[i];
+        t->acc = dmx__big_calloc(sizeof(float) * (size_t)K * st->ring);
+        t->sw = dmx__big_calloc(sizeof(float) * (size_t)st->ring);
+        /* th.cat([arange(1, sl//2 + 1), arange(sl - sl//2, 0, -1)]) / max, ** power */
+        t->weight = malloc(sizeof(float) * (size_t)t->sl);
+        t->owns_weight = 1;
+        if (!t->acc || !t->sw || !t->weight) return dmx__fail(DMX_ERR_NOMEM, "out of memory for accumulators");
+        if (!st->o.split) {
+            for (int64_t x = 0; x < t->sl; x++) t->weight[x] = 1.0f;
             continue;
         }
-        for (int i = 0; i < shifts; i++) {
-            int64_t off = dmx__pyrandom_randint(&rng, 0, max_shift);
-            offsets[(size_t)k * shifts + i] = off;
-            int64_t nc = n_chunks(&r, n + max_shift - off);
-            r.total += nc;
-            /* Upstream's transformer calls random.randrange(1) on every
-             * forward pass (for its optional embedding shift), which
-             * consumes draws between two offsets: replay that too so the
-             * offsets equal upstream's after random.seed(seed). */
-            if (r.net->has_xformer && !r.net->xf.emb_cape)
-                for (int64_t c = 0; c < nc; c++) (void)dmx__pyrandom_randint(&rng, 0, 0);
+        int64_t half = t->sl / 2;
+        float mx = 0;
+        for (int64_t x = 0; x < t->sl; x++) {
+            t->weight[x] = (float)(x < half ? x + 1 : t->sl - x);
+            if (t->weight[x] > mx) mx = t->weight[x];
+        }
+        for (int64_t x = 0; x < t->sl; x++) {
+            t->weight[x] = t->weight[x] / mx;
+            if (st->o.transition_power != 1.0) t->weight[x] = powf(t->weight[x], (float)st->o.transition_power);
         }
     }
-    for (int k = 0; k < nm; k++) {
-        r.net = m->members[k];
-        st = apply_one(&r, in, n, est, offsets + (size_t)k * (shifts ? shifts : 1));
-        if (st != DMX_OK) goto done;
-        if (nm == 1) break;
-        for (int src = 0; src < S; src++) {
-            float w = m->weights[(size_t)k * S + src];
-            for (size_t j = 0; j < (size_t)A * n; j++) {
-                size_t idx = (size_t)src * A * n + j;
-                acc[idx] += est[idx] * w;
+    st->emit_buf = dmx__big_alloc(sizeof(float) * (size_t)K * EMIT_BLOCK);
+    st->in_cap = max_span + (int64_t)st->s->seg_cap + EMIT_BLOCK;
+    st->in = dmx__big_alloc(sizeof(float) * (size_t)st->A * st->in_cap);
+    if (!st->emit_buf || !st->in) return dmx__fail(DMX_ERR_NOMEM, "out of memory for stream buffers");
+    st->started = 1;
+    return DMX_OK;
+}
+
+dmx_status dmx_stream_feed(dmx_stream *st, const float *const *in, int64_t frames) {
+    if (!st || (!in && frames)) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_feed: NULL argument");
+    if (!st->started) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_feed before dmx_stream_start");
+    if (st->error != DMX_OK) return st->error;
+    if (st->in_base + st->in_len + frames > st->n)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "more frames fed than announced to dmx_stream_start");
+    int64_t pos = 0;
+    while (pos < frames) {
+        /* drop input no evaluation needs any more */
+        int64_t keep = input_keep_from(st);
+        if (keep > st->in_base + st->in_len) keep = st->in_base + st->in_len;
+        if (keep > st->in_base) {
+            int64_t drop = keep - st->in_base;
+            for (int c = 0; c < st->A; c++) {
+                float *b = st->in + (size_t)c * st->in_cap;
+                memmove(b, b + drop, sizeof(float) * (size_t)(st->in_len - drop));
             }
+            st->in_base = keep;
+            st->in_len -= drop;
         }
-    }
-    {
-        const float *res = nm > 1 ? acc : est;
-        for (int src = 0; src < S; src++) {
-            float tot = nm > 1 ? (float)m->totals[src] : 1.0f;
-            for (int c = 0; c < A; c++) {
-                const float *p = res + ((size_t)src * A + c) * n;
-                float *q = out[src * A + c];
-                if (nm > 1)
-                    for (int64_t j = 0; j < n; j++) q[j] = p[j] / tot;
-                else
-                    memcpy(q, p, sizeof(float) * (size_t)n);
-            }
+        int64_t room = st->in_cap - st->in_len;
+        if (room <= 0) return st->error = dmx__fail(DMX_ERR_INTERNAL, "stream input window overflow");
+        int64_t take = frames - pos < room ? frames - pos : room;
+        for (int c = 0; c < st->A; c++) {
+            float *b = st->in + (size_t)c * st->in_cap + st->in_len;
+            const float *src = in[c] + pos;
+            if (st->o.normalize)
+                for (int64_t i = 0; i < take; i++) b[i] = (src[i] - st->mean) / st->den;
+            else
+                memcpy(b, src, sizeof(float) * (size_t)take);
         }
+        st->in_len += take;
+        pos += take;
+        dmx_status s = pump(st);
+        if (s != DMX_OK) return st->error = s;
     }
-done:
-    free(offsets);
-    dmx__big_free(est);
-    dmx__big_free(acc);
-    return st;
+    return DMX_OK;
+}
+
+dmx_status dmx_stream_finish(dmx_stream *st) {
+    if (!st) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_finish: NULL stream");
+    if (!st->started) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_finish before dmx_stream_start");
+    if (st->error != DMX_OK) return st->error;
+    if (st->in_base + st->in_len != st->n)
+        return st->error = dmx__fail(DMX_ERR_INVALID_ARG, "stream ended after %lld of %lld announced frames",
+                                     (long long)(st->in_base + st->in_len), (long long)st->n);
+    st->finished_input = 1;
+    dmx_status s = pump(st);
+    if (s == DMX_OK) s = emit(st, st->n);
+    if (s != DMX_OK) st->error = s;
+    return s;
+}
+
+void dmx_stream_free(dmx_stream *st) {
+    if (!st) return;
+    for (int i = 0; i < st->n_tracks; i++) {
+        dmx__big_free(st->tracks[i].acc);
+        dmx__big_free(st->tracks[i].sw);
+        if (st->tracks[i].owns_weight) free(st->tracks[i].weight);
+    }
+    dmx__big_free(st->emit_buf);
+    dmx__big_free(st->in);
+    free(st);
+}
+
+/* Whole-buffer separation is a stream fed in one go. */
+typedef struct copy_out {
+    float *const *out;
+    int64_t pos;
+    int K;
+} copy_out;
+
+static dmx_status copy_write(void *user, const float *const *stems, int64_t frames) {
+    copy_out *c = user;
+    for (int k = 0; k < c->K; k++) memcpy(c->out[k] + c->pos, stems[k], sizeof(float) * (size_t)frames);
+    c->pos += frames;
+    return DMX_OK;
+}
+
+dmx_status dmx_separate(dmx_session *s, const float *const *in, int64_t n, float *const *out,
+                        const dmx_separate_opts *opts) {
+    if (!s || !in || !out || n < 1)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_separate: NULL argument or empty input");
+    copy_out c = {out, 0, s->model->n_sources * s->model->channels};
+    dmx_stream *st = NULL;
+    dmx_status e = dmx_stream_new(s, opts, copy_write, &c, &st);
+    if (e == DMX_OK && st->o.normalize) e = dmx_stream_analyze(st, in, n);
+    if (e == DMX_OK) e = dmx_stream_start(st, n);
+    if (e == DMX_OK) e = dmx_stream_feed(st, in, n);
+    if (e == DMX_OK) e = dmx_stream_finish(st);
+    dmx_stream_free(st);
+    return e;
 }

@@ -1,7 +1,6 @@
 /*
- * apply.h - internal: upstream's apply_model() over a loaded model or bag:
- * overlapping segments with triangular cross-fades, the random-shift trick,
- * bag weighting. See apply.c for the exact semantics.
+ * apply.h - internal: the model and session structures behind demix.h's
+ * opaque types. apply.c runs upstream's apply_model() on them as a stream.
  */
 #ifndef DMX_ENGINE_APPLY_H
 #define DMX_ENGINE_APPLY_H
@@ -41,10 +40,5 @@ struct dmx_session {
     int n_workers;             /* workers[0..n_workers) are allocated */
     dmx__worker workers[DMX__MAX_WORKERS];
 };
-
-/* Runs apply_model on planar input `in` (channels x n) into `out` (sources x
- * channels pointers, n each), overwriting it. */
-dmx_status dmx__apply(dmx_session *s, const float *const *in, int64_t n, float *const *out,
-                      const dmx_separate_opts *o);
 
 #endif
