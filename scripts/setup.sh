@@ -11,6 +11,11 @@ PKGS=(build-essential cmake pkg-config
       libmicrohttpd-dev libcjson-dev libsqlite3-dev curl
       ffmpeg sox)
 
+# The web page's end-to-end test (tests/web.cmake): Debian's Chromium, driven
+# from Node.js by playwright-core (installed below with npm ci).
+PKGS+=(chromium nodejs)
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,6 +26,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# playwright-core for the web test, at the version pinned in its lock file.
+if command -v npm >/dev/null 2>&1 && [ ! -f tests/web/node_modules/playwright-core/package.json ]; then
+  (cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 BUILD_DIR=${BUILD_DIR:-build}
