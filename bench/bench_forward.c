@@ -15,6 +15,7 @@
 #include "apply.h"
 #include "demix/demix.h"
 #include "htdemucs.h"
+#include "ops.h"
 
 static double now(void) {
     struct timespec t;
@@ -77,12 +78,15 @@ int main(int argc, char **argv) {
     dmx__arena_init(&ar);
     dmx__htdemucs_forward(net, &ar, mix, n, out, NULL, NULL);
     double best = 1e9;
+    uint64_t flops = 0;
     for (int r = 0; r < reps; r++) {
         ntaps = 0;
+        uint64_t f0 = dmx__flop_count();
         double t0 = now();
         last = t0;
         dmx__htdemucs_forward(net, &ar, mix, n, out, tap, NULL);
         double dt = now() - t0;
+        flops = dmx__flop_count() - f0;
         if (dt < best) best = dt;
         times[ntaps] = now() - last;
         names[ntaps++] = "istft+output";
@@ -92,6 +96,8 @@ int main(int argc, char **argv) {
            (double)n / net->samplerate, best, best / ((double)n / net->samplerate),
            ar.high_water / 1048576.0);
     printf("sgemm peak (2048^3): %.1f GFLOP/s\n", peak);
+    printf("matrix products: %.1f GFLOP per evaluation, %.1f GFLOP/s achieved (%.0f%% of peak)\n",
+           flops / 1e9, flops / 1e9 / best, 100.0 * flops / 1e9 / best / peak);
     printf("per stage (last run; time since the previous tap):\n");
     for (int i = 0; i < ntaps; i++) printf("  %-20s %8.3f s\n", names[i], times[i]);
     dmx__arena_free(&ar);

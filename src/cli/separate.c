@@ -36,7 +36,7 @@ enum { CLIP_RESCALE, CLIP_CLAMP, CLIP_NONE };
 typedef struct sep_cfg {
     const char *name, *repo, *out, *filename, *two_stems;
     int other_method, clip_mode;
-    int shifts, split, jobs;
+    int shifts, split, jobs, threads;
     uint64_t seed;
     double overlap, segment;
     dmx_audio_format fmt;
@@ -641,7 +641,7 @@ static const int MP3_BITRATES[] = {32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 19
 enum {
     O_REPO = 256, O_FILENAME, O_SHIFTS, O_SEED, O_OVERLAP, O_SEGMENT, O_NO_SPLIT, O_TWO_STEMS,
     O_OTHER_METHOD, O_INT24, O_FLOAT32, O_FLAC, O_MP3, O_MP3_BITRATE, O_MP3_PRESET, O_CLIP_MODE,
-    O_LIST_MODELS, O_VERSION
+    O_LIST_MODELS, O_VERSION, O_THREADS
 };
 
 static char *abs_path(const char *p) {
@@ -676,6 +676,7 @@ int cmd_separate(int argc, char **argv) {
         {"mp3-preset", required_argument, NULL, O_MP3_PRESET},
         {"clip-mode", required_argument, NULL, O_CLIP_MODE},
         {"jobs", required_argument, NULL, 'j'},
+        {"threads", required_argument, NULL, O_THREADS},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"list-models", no_argument, NULL, O_LIST_MODELS},
@@ -754,6 +755,10 @@ int cmd_separate(int argc, char **argv) {
         case 'j':
             if ((rc = parse_long_opt(cmd, "--jobs", optarg, 0, 256, &lv))) return rc;
             cfg.jobs = lv > 0 ? (int)lv : 1; /* upstream's 0 means "no extra workers" */
+            break;
+        case O_THREADS:
+            if ((rc = parse_long_opt(cmd, "--threads", optarg, 1, 256, &lv))) return rc;
+            cfg.threads = (int)lv;
             break;
         case 'v': verbose = 1; break;
         case 'q': quiet = 1; break;
@@ -923,7 +928,11 @@ int cmd_separate(int argc, char **argv) {
     r.stems = stems;
     r.n_stems = n_stems;
     int jobs = cfg.jobs < (int)n_tracks ? cfg.jobs : (int)n_tracks;
-    int cores = cli_cpu_count();
+    /* --threads (default: every core, or DEMIX_THREADS) is shared by the
+     * jobs; within a job the engine runs that many segments side by side. */
+    int cores = cfg.threads > 0 ? cfg.threads : cli_cpu_count();
+    const char *env = getenv("DEMIX_THREADS");
+    if (cfg.threads <= 0 && env && atoi(env) > 0) cores = atoi(env);
     r.n_threads = cores / jobs > 0 ? cores / jobs : 1;
     cli_debug("%d job%s x %d thread%s (%d CPUs)", jobs, jobs == 1 ? "" : "s", r.n_threads,
               r.n_threads == 1 ? "" : "s", cores);

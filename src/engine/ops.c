@@ -7,6 +7,8 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <string.h>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -66,6 +68,19 @@ static inline float v_hmax(vf v) {
 #define COL_BUDGET ((size_t)2 << 20)
 
 void dmx__blas_threads(int n) { openblas_set_num_threads(n); }
+
+/* Every matrix product goes through here so benchmarks can report the
+ * FLOP rate actually achieved (one relaxed atomic add per call). */
+static _Atomic uint64_t g_flops;
+
+uint64_t dmx__flop_count(void) { return atomic_load_explicit(&g_flops, memory_order_relaxed); }
+
+void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc) {
+    atomic_fetch_add_explicit(&g_flops, 2ull * (uint64_t)M * N * K, memory_order_relaxed);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
+                K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 
 static int col_block(size_t rows, size_t total) {
     size_t nb = COL_BUDGET / (rows ? rows : 1);
@@ -140,8 +155,7 @@ int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, 
     int K = g->cin * g->kh * g->kw;
     if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0) {
         /* 1x1 convolution: a plain GEMM on the input. */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, (int)total, g->cin,
-                    1.0f, w, g->cin, x, (int)total, 0.0f, y, (int)total);
+        dmx__sgemm(0, 0, g->cout, (int)total, g->cin, 1.0f, w, g->cin, x, (int)total, 0.0f, y, (int)total);
         add_bias(y, b, g->cout, total);
         return 0;
     }
@@ -152,8 +166,7 @@ int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, 
     for (size_t j0 = 0; j0 < total; j0 += nb) {
         int n = (int)((total - j0) < (size_t)nb ? (total - j0) : (size_t)nb);
         im2col_block(g, x, H, W, Wo, (long)j0, n, col);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->cout, n, K, 1.0f, w, K, col,
-                    n, 0.0f, y + j0, (int)total);
+        dmx__sgemm(0, 0, g->cout, n, K, 1.0f, w, K, col, n, 0.0f, y + j0, (int)total);
     }
     dmx__arena_restore(ar, m);
     add_bias(y, b, g->cout, total);
@@ -174,8 +187,7 @@ int dmx__conv_tr2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int 
     for (size_t j0 = 0; j0 < in_total; j0 += nb) {
         int n = (int)((in_total - j0) < (size_t)nb ? (in_total - j0) : (size_t)nb);
         /* col (R, n) = w^T (R, cin) @ x[:, j0:j0+n] */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, n, g->cin, 1.0f, w, R,
-                    x + j0, (int)in_total, 0.0f, col, n);
+        dmx__sgemm(1, 0, R, n, g->cin, 1.0f, w, R, x + j0, (int)in_total, 0.0f, col, n);
         for (int co = 0; co < g->cout; co++) {
             for (int ki = 0; ki < g->kh; ki++) {
                 for (int kj = 0; kj < g->kw; kj++) {
@@ -300,8 +312,7 @@ void dmx__glu(const float *x, float *y, int C, size_t L) {
 
 void dmx__linear(const float *x, int N, int in, const float *w, const float *b, int out,
                  float *y) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, 1.0f, x, in, w, in, 0.0f,
-                y, out);
+    dmx__sgemm(0, 1, N, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
     if (b) {
         for (int i = 0; i < N; i++) {
             float *r = y + (size_t)i * out;

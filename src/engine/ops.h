@@ -13,6 +13,7 @@
 #define DMX_ENGINE_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "arena.h"
 
@@ -70,6 +71,13 @@ void dmx__softmax_rows(float *x, int rows, int n);
 
 /* y[i] += a[i] for n elements. */
 void dmx__add(float *y, const float *a, size_t n);
+
+/* C = alpha * op(A) op(B) + beta * C, row-major (ta/tb: transpose A/B);
+ * counts the FLOPs for dmx__flop_count(). */
+void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc);
+/* FLOPs of every dmx__sgemm since the process started. */
+uint64_t dmx__flop_count(void);
 
 /* Sets the BLAS thread count (process-wide). */
 void dmx__blas_threads(int n);

@@ -8,7 +8,6 @@
  * at a time, so the score scratch is (DMX__ATTN_QBLOCK, N_keys) floats rather
  * than heads x N x N.
  */
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -114,11 +113,9 @@ static dmx_status mha(const dmx__tlayer *L, int heads, dmx__arena *ar, const flo
     for (int h = 0; h < heads; h++) {
         for (int i0 = 0; i0 < Nq; i0 += qb) {
             int nq = Nq - i0 < qb ? Nq - i0 : qb;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, Nk, D, 1.0f,
-                        q + (size_t)i0 * C + h * D, C, k + h * D, C, 0.0f, sc, Nk);
+            dmx__sgemm(0, 1, nq, Nk, D, 1.0f, q + (size_t)i0 * C + h * D, C, k + h * D, C, 0.0f, sc, Nk);
             dmx__softmax_rows(sc, nq, Nk);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, Nk, 1.0f, sc, Nk,
-                        v + h * D, C, 0.0f, o + (size_t)i0 * C + h * D, C);
+            dmx__sgemm(0, 0, nq, D, Nk, 1.0f, sc, Nk, v + h * D, C, 0.0f, o + (size_t)i0 * C + h * D, C);
         }
     }
     dmx__linear(o, Nq, C, L->out_w, L->out_b, C, out);

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# demix benchmark: prints a table of whole-song separation time, realtime
+# factor, achieved GFLOP/s against the sgemm peak measured in the same run,
+# and peak RSS, for 30 s, 3 min and 10 min songs; then the per-stage
+# breakdown of one segment, thread scaling, bag cost and (when
+# DEMIX_UPSTREAM points at an upstream Demucs checkout and python3-torch is
+# installed) upstream's time on the same input. Numbers only, not a test.
+#
+#   bench/run.sh [MODEL.th]          (default: the full-size htdemucs_6s_random fixture)
+#   BENCH_LENGTHS="30 180" bench/run.sh   # choose the song lengths (seconds)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GOLDEN=${DEMIX_GOLDEN_DIR:-$(cd .. && pwd)/shared/golden}
+MODEL=${1:-$GOLDEN/models/htdemucs_6s_random.th}
+LENGTHS=${BENCH_LENGTHS:-"30 180 600"}
+THREADS=${BENCH_THREADS:-$(nproc)}
+BUILD=${BUILD_DIR:-build}
+[ -x "$BUILD/demix" ] && [ -x "$BUILD/bench/bench_forward" ] || ./scripts/setup.sh >/dev/null
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+REPO="$TMP/repo"
+mkdir -p "$REPO"
+NAME=$(basename "$MODEL" .th)
+ln -s "$(realpath "$MODEL")" "$REPO/$NAME.th"
+
+# A music-like test signal: tones, pink noise and a beat, stereo, 44.1 kHz.
+make_input() { # seconds path
+  ffmpeg -loglevel error -y \
+    -f lavfi -i "sine=f=110:d=$1" -f lavfi -i "sine=f=440:d=$1" \
+    -f lavfi -i "anoisesrc=c=pink:a=0.1:d=$1" -f lavfi -i "sine=f=60:d=$1:beep_factor=4" \
+    -filter_complex "[0][1][2][3]amix=inputs=4,aformat=channel_layouts=stereo,aresample=44100" "$2"
+}
+
+echo "== one segment (bench_forward, $THREADS threads) =="
+"$BUILD/bench/bench_forward" "$MODEL" "$THREADS" 2 | tee "$TMP/fwd.txt"
+PEAK=$(awk '/sgemm peak/ {print $4}' "$TMP/fwd.txt")
+GFLOP_SEG=$(awk '/matrix products/ {print $3}' "$TMP/fwd.txt")
+SEG=$(awk '/^segment/ {print $2}' "$TMP/fwd.txt")
+
+run_song() { # seconds threads -> "wall rss_kb"
+  /usr/bin/time -f "%e %M" -o "$TMP/time.txt" "$BUILD/demix" separate -q --repo "$REPO" -n "$NAME" \
+    --shifts 0 --threads "$2" --float32 --clip-mode none -o "$TMP/out" "$TMP/in_$1.flac"
+  cat "$TMP/time.txt"
+}
+
+echo
+echo "== whole songs (demix separate, shifts 0, overlap 0.25, $THREADS threads) =="
+printf "%-8s %9s %8s %10s %9s %10s\n" length wall_s xRT GFLOP/s %peak peakRSS_MB
+for L in $LENGTHS; do
+  make_input "$L" "$TMP/in_$L.flac"
+  read -r WALL RSS < <(run_song "$L" "$THREADS")
+  awk -v L="$L" -v W="$WALL" -v R="$RSS" -v G="$GFLOP_SEG" -v S="$SEG" -v P="$PEAK" 'BEGIN {
+    stride = int(0.75 * S * 44100); n = L * 44100; segs = int((n + stride - 1) / stride);
+    gf = segs * G / W;
+    printf "%-8s %9.1f %8.3f %10.1f %9.0f %10.0f\n", L "s", W, W / L, gf, 100 * gf / P, R / 1024 }'
+done
+
+FIRST=$(echo "$LENGTHS" | awk '{print $1}')
+echo
+echo "== thread scaling ($FIRST s song) =="
+read -r W1 _ < <(run_song "$FIRST" 1)
+read -r WN _ < <(run_song "$FIRST" "$THREADS")
+awk -v a="$W1" -v b="$WN" -v t="$THREADS" 'BEGIN { printf "1 thread %.1f s, %d threads %.1f s: %.2fx\n", a, t, b, a / b }'
+
+echo
+echo "== bag of 4 (htdemucs_ft-like: 4 copies of the model, $FIRST s song) =="
+for i in 1 2 3 4; do ln -s "$(realpath "$MODEL")" "$REPO/m$i.th"; done
+printf "models: ['m1', 'm2', 'm3', 'm4']\n" > "$REPO/bag4.yaml"
+/usr/bin/time -f "%e %M" -o "$TMP/time.txt" "$BUILD/demix" separate -q --repo "$REPO" -n bag4 \
+  --shifts 0 --threads "$THREADS" --float32 --clip-mode none -o "$TMP/out" "$TMP/in_$FIRST.flac"
+read -r WB RB < "$TMP/time.txt"
+awk -v a="$WN" -v b="$WB" -v r="$RB" 'BEGIN { printf "bag %.1f s = %.2fx the single model, peak RSS %.0f MB\n", b, b / a, r / 1024 }'
+
+echo
+echo "== upstream PyTorch Demucs =="
+if [ -n "${DEMIX_UPSTREAM:-}" ] && /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  /usr/bin/time -f "%e %M" -o "$TMP/time.txt" /usr/bin/python3 bench/upstream.py "$MODEL" "$TMP/in_$FIRST.flac" "$THREADS"
+  read -r WU RU < "$TMP/time.txt"
+  awk -v a="$WN" -v b="$WU" -v r="$RU" 'BEGIN { printf "upstream %.1f s (peak RSS %.0f MB): demix is %.1fx faster\n", b, r / 1024, b / a }'
+else
+  echo "skipped: set DEMIX_UPSTREAM to an upstream Demucs checkout and install python3-torch"
+fi

@@ -1,0 +1,1 @@
+def tqdm(x, **k): return x
