@@ -150,7 +150,8 @@
     if (s === 503) {
       if (/queue/i.test(code + msg)) return ['The server is busy: its job queue is full.', (msg ? msg + '.' : '') + retry];
       if (/model|breaker|circuit/i.test(code + msg)) return ['This model is unavailable at the moment.', (msg ? msg + '. ' : '') + 'It failed to load; the server will try again shortly, or pick another model.' + retry];
-      return ['The server is not ready.', (msg ? msg + '.' : '') + retry];
+      if (/shutting/i.test(code)) return ['The server is restarting.', 'It is not taking new songs right now.' + retry];
+      return ['The server is not ready.', (msg ? sentence(msg) : '') + retry];
     }
     if (s === 401 || s === 403) return ['This server needs an API key.', 'Enter it under “Server access” below the options, then try again.'];
     if (s === 404 && context === 'job') return ['This job no longer exists.', 'Results are kept for a limited time, or the job was deleted. Separate the song again.'];
@@ -398,6 +399,8 @@
         parts.push('Elapsed ' + fmtTime(elapsedOf(job)));
         parts.push(job.eta_seconds != null ? 'about ' + fmtTime(job.eta_seconds) + ' left' : 'estimating time left…');
       }
+      const badge = el.recent.querySelector('a[href="#job=' + job.id + '"] .badge');
+      if (badge) { badge.className = 'badge ' + st; badge.textContent = st === 'running' ? 'running ' + Math.round(pct) + '%' : st; }
       setProgress(st === 'queued' ? 'Queued' : 'Separating' + (job.filename ? ' ' + job.filename : ''), st === 'queued' ? 0 : pct, parts.join(' · '));
       announce(st === 'queued' ? 'Queued' : 'Separating, ' + Math.round(pct) + ' percent');
       pollTimer = setTimeout(poll, 700);

@@ -132,6 +132,15 @@ try {
     try { if (await page.isVisible('#progress')) phases.add((await page.textContent('#phase')).split(' ')[0]); } catch (e) { /* navigating */ }
   }, 50);
   await page.click('#submit');
+  try {
+    await page.waitForFunction(() => !document.getElementById('progress').hidden &&
+      /Separating/.test(document.getElementById('phase').textContent) && document.getElementById('bar').value > 0, null, { timeout: 60000 });
+    await page.screenshot({ path: path.join(OUT, 'progress.png'), fullPage: false });
+    const detail = await page.textContent('#detail');
+    check(/Elapsed \d+:\d\d/.test(detail), 'job progress shows elapsed time (and ETA)', detail);
+  } catch (e) {
+    console.log('note: the job finished before its progress could be seen');
+  }
   await page.waitForSelector('#result:not([hidden])', { timeout: 120000 });
   clearInterval(watch);
   check(phases.size > 0, 'progress shown while uploading/separating', [...phases].join(','));
@@ -221,6 +230,35 @@ try {
   check(await page.getAttribute('#error', 'role') === 'alert', 'error is announced (role=alert)');
   check(!(await page.isDisabled('#submit')), 'form usable again after the error');
   await page.screenshot({ path: path.join(OUT, 'error.png'), fullPage: true });
+
+  // ---- every other error the API can answer (mocked: hard to provoke here) ----
+  const cases = [
+    [413, 'payload_too_large', 'upload exceeds 2097152 bytes', null, /too large.*2\.0 MB/i],
+    [415, 'unsupported_media_type', 'POST /separate takes multipart/form-data', null, /not supported/i],
+    [422, 'audio_too_long', 'the audio is 3600 s long; the limit is 1200 s', null, /too long/i],
+    [429, 'rate_limited', 'too many requests', '17', /too many requests.*17 s/i],
+    [503, 'queue_full', 'the job queue is full; retry later', '5', /queue is full.*5 s/i],
+    [503, 'model_unavailable', "model 'htdemucs' is unavailable (circuit breaker open)", '30', /model is unavailable.*30 s/i],
+    [401, 'unauthorized', 'missing or wrong API key', null, /API key/i],
+  ];
+  for (const [status, code, message, retryAfter, want] of cases) {
+    await page.route('**/separate', (route) => route.fulfill({
+      status, contentType: 'application/json', headers: retryAfter ? { 'Retry-After': retryAfter } : {},
+      body: JSON.stringify({ error: { code, message, request_id: 'test' } }),
+    }));
+    await page.goto(base + '/');
+    await page.waitForFunction(() => document.querySelectorAll('#model option[value]:not([value=""])').length > 0);
+    await page.setInputFiles('#file', input);
+    await page.click('#submit');
+    await page.waitForSelector('#error:not([hidden])');
+    const text = (await page.textContent('#error')).replace(/\s+/g, ' ');
+    check(want.test(text), `${status} ${code}: message shown`, text);
+    if (status === 429) {
+      check(await page.isDisabled('#submit') && /Wait \d+ s/.test(await page.textContent('#submit')), '429: submit waits out Retry-After');
+      await page.screenshot({ path: path.join(OUT, 'error-429.png'), fullPage: false });
+    }
+    await page.unroute('**/separate');
+  }
 
   // ---- no file at all: said by the page itself ----
   await page.goto(base + '/');
