@@ -122,6 +122,14 @@ try {
   const stemOptions = await page.$$eval('#stems option', (o) => o.map((x) => x.value).filter(Boolean));
   check(stemOptions.length === 4 && stemOptions.includes('vocals'), 'two-stems picker lists the model\'s stems', stemOptions.join(','));
 
+  // ---- drag and drop picks the file too ----
+  await page.evaluate(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(['RIFF'], 'dropped.wav', { type: 'audio/wav' }));
+    document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  });
+  check((await page.textContent('#file-name')).includes('dropped.wav'), 'a dropped file is picked');
+
   // ---- upload and follow the job ----
   await page.setInputFiles('#file', input);
   check((await page.textContent('#file-name')).includes('mix_12s.wav'), 'chosen file shown');
