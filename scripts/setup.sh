@@ -9,7 +9,8 @@ PKGS=(build-essential cmake pkg-config
       libavformat-dev libavcodec-dev libswresample-dev libavutil-dev
       libcurl4-openssl-dev libssl-dev
       libmicrohttpd-dev libcjson-dev libsqlite3-dev curl
-      ffmpeg sox)
+      ffmpeg sox
+      prometheus prometheus-alertmanager prometheus-node-exporter)
 
 # The web page's end-to-end test (tests/web.cmake): Debian's Chromium, driven
 # from Node.js by playwright-core (installed below with npm ci).
