@@ -26,6 +26,8 @@ static double now(void) {
 #define MAXT 64
 static const char *names[MAXT];
 static double times[MAXT];
+static double mem_in_use[MAXT], mem_high[MAXT];
+static dmx__arena ar;
 static int ntaps;
 static double last;
 
@@ -37,6 +39,8 @@ static void tap(void *user, const char *name, const float *d, int c, int h, int 
         char *cp = malloc(strlen(name) + 1);
         strcpy(cp, name);
         names[ntaps] = cp;
+        mem_in_use[ntaps] = ar.in_use / 1048576.0;
+        mem_high[ntaps] = ar.high_water / 1048576.0;
         times[ntaps++] = t - last;
     }
     last = now();
@@ -74,7 +78,6 @@ int main(int argc, char **argv) {
     float *mix = malloc(sizeof(float) * A * n), *out = malloc(sizeof(float) * net->n_sources * A * n);
     srand(1);
     for (int i = 0; i < A * n; i++) mix[i] = (rand() / (float)RAND_MAX - 0.5f) * 0.2f;
-    dmx__arena ar;
     dmx__arena_init(&ar);
     dmx__htdemucs_forward(net, &ar, mix, n, out, NULL, NULL);
     double best = 1e9;
@@ -89,6 +92,8 @@ int main(int argc, char **argv) {
         flops = dmx__flop_count() - f0;
         if (dt < best) best = dt;
         times[ntaps] = now() - last;
+        mem_in_use[ntaps] = ar.in_use / 1048576.0;
+        mem_high[ntaps] = ar.high_water / 1048576.0;
         names[ntaps++] = "istft+output";
     }
     double peak = sgemm_peak();
@@ -98,8 +103,9 @@ int main(int argc, char **argv) {
     printf("sgemm peak (2048^3): %.1f GFLOP/s\n", peak);
     printf("matrix products: %.1f GFLOP per evaluation, %.1f GFLOP/s achieved (%.0f%% of peak)\n",
            flops / 1e9, flops / 1e9 / best, 100.0 * flops / 1e9 / best / peak);
-    printf("per stage (last run; time since the previous tap):\n");
-    for (int i = 0; i < ntaps; i++) printf("  %-20s %8.3f s\n", names[i], times[i]);
+    printf("per stage (last run; time since the previous tap; arena MB in use after it / peak so far):\n");
+    for (int i = 0; i < ntaps; i++)
+        printf("  %-20s %8.3f s %8.0f %8.0f\n", names[i], times[i], mem_in_use[i], mem_high[i]);
     dmx__arena_free(&ar);
     dmx_model_free(m);
     free(mix);

@@ -584,27 +584,42 @@ void dmx__htdemucs_free(dmx__htdemucs *m) {
 
 /* DConv residual branch on y (C, rows, T) in place; each of the `rows`
  * frequency rows is an independent sequence, as upstream folds F into the
- * batch. */
+ * batch. The 2C-channel half of each layer (1x1 conv, per-row GroupNorm,
+ * GLU, LayerScale, residual add) runs a block of rows at a time, so its
+ * activations never exist for the whole image. */
 static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, int rows, int T) {
     const int C = d->channels, Hd = d->hidden;
     const size_t plane = (size_t)rows * T;
+    int rb = (int)(((size_t)1 << 20) / ((size_t)2 * C * T));
+    if (rb < 1) rb = 1;
+    if (rb > rows) rb = rows;
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *h = dmx__arena_floats(ar, (size_t)Hd * plane);
-    float *h2 = dmx__arena_floats(ar, (size_t)2 * C * plane);
+    float *h2 = dmx__arena_floats(ar, (size_t)2 * C * rb * T);
     if (!h || !h2) return NOMEM();
     for (int i = 0; i < d->depth; i++) {
         const dmx__dconv_layer *L = &d->layers[i];
         if (dmx__conv2d(ar, &L->conv1.g, y, rows, T, L->conv1.w, L->conv1.b, h)) return NOMEM();
         dmx__group_norm(h, Hd, rows, T, 1, L->norm1.w, L->norm1.b, 1e-5f);
         dmx__gelu(h, (size_t)Hd * plane);
-        if (dmx__conv2d(ar, &L->conv2.g, h, rows, T, L->conv2.w, L->conv2.b, h2)) return NOMEM();
-        dmx__group_norm(h2, 2 * C, rows, T, 1, L->norm2.w, L->norm2.b, 1e-5f);
-        dmx__glu(h2, h2, 2 * C, plane);
-        for (int c = 0; c < C; c++) {
-            float s = L->scale[c];
-            float *yc = y + (size_t)c * plane;
-            const float *gc = h2 + (size_t)c * plane;
-            for (size_t j = 0; j < plane; j++) yc[j] += s * gc[j];
+        for (int r0 = 0; r0 < rows; r0 += rb) {
+            int nr = rows - r0 < rb ? rows - r0 : rb;
+            int n = nr * T;
+            /* 1x1 conv on the rows [r0, r0 + nr): columns of h with stride `plane` */
+            dmx__sgemm(0, 0, 2 * C, n, Hd, 1.0f, L->conv2.w, Hd, h + (size_t)r0 * T, (int)plane, 0.0f, h2, n);
+            for (int c = 0; c < 2 * C; c++) {
+                float bc = L->conv2.b[c];
+                float *p = h2 + (size_t)c * n;
+                for (int q = 0; q < n; q++) p[q] += bc;
+            }
+            dmx__group_norm(h2, 2 * C, nr, T, 1, L->norm2.w, L->norm2.b, 1e-5f);
+            dmx__glu(h2, h2, 2 * C, (size_t)n);
+            for (int c = 0; c < C; c++) {
+                float sc = L->scale[c];
+                float *yc = y + (size_t)c * plane + (size_t)r0 * T;
+                const float *gc = h2 + (size_t)c * n;
+                for (int q = 0; q < n; q++) yc[q] += sc * gc[q];
+            }
         }
     }
     dmx__arena_restore(ar, mk);
@@ -613,6 +628,22 @@ static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, i
 
 static void norm_image(float *x, int C, size_t L, const dmx__norm *n) {
     if (n->groups) dmx__group_norm(x, C, 1, (int)L, n->groups, n->w, n->b, 1e-5f);
+}
+
+/* y (C/2 of conv's cout, H, W) = GLU(norm(conv(x))): fused in column blocks
+ * when there is no norm (every released model), else through a full buffer
+ * because GroupNorm needs the whole tensor's statistics. */
+static int rewrite_glu(const dmx__conv *cv, const dmx__norm *n, dmx__arena *ar, const float *x, int H,
+                       int W, float *y) {
+    if (!n->groups) return dmx__conv2d_glu(ar, &cv->g, x, H, W, cv->w, cv->b, y);
+    size_t plane = (size_t)H * W;
+    dmx__arena_mark mk = dmx__arena_save(ar);
+    float *r = dmx__arena_floats(ar, (size_t)cv->g.cout * plane);
+    if (!r || dmx__conv2d(ar, &cv->g, x, H, W, cv->w, cv->b, r)) return -1;
+    norm_image(r, cv->g.cout, plane, n);
+    dmx__glu(r, y, cv->g.cout, plane);
+    dmx__arena_restore(ar, mk);
+    return 0;
 }
 
 /* HEncLayer.forward. x (chin, H, W); inject (chout, Wo) or NULL.
@@ -642,7 +673,9 @@ static float *enc_forward(const dmx__hlayer *L, dmx__arena *ar, const float *x, 
         }
         xin = xp;
     }
-    float *c = L->empty ? y : dmx__arena_floats(ar, (size_t)L->chout * plane);
+    /* The convolution and DConv work in a scratch image; the rewrite + GLU
+     * then writes the layer's output. */
+    float *c = (L->empty || !L->has_rewrite) ? y : dmx__arena_floats(ar, (size_t)L->chout * plane);
     if (!c || dmx__conv2d(ar, g, xin, H, Wp, L->conv.w, L->conv.b, c)) return NULL;
     if (L->empty) {
         dmx__arena_restore(ar, mk);
@@ -655,14 +688,7 @@ static float *enc_forward(const dmx__hlayer *L, dmx__arena *ar, const float *x, 
     norm_image(c, L->chout, plane, &L->norm1);
     dmx__gelu(c, (size_t)L->chout * plane);
     if (L->has_dconv && dconv_forward(&L->dconv, ar, c, ho, wo) != DMX_OK) return NULL;
-    if (L->has_rewrite) {
-        float *r = dmx__arena_floats(ar, (size_t)2 * L->chout * plane);
-        if (!r || dmx__conv2d(ar, &L->rewrite.g, c, ho, wo, L->rewrite.w, L->rewrite.b, r)) return NULL;
-        norm_image(r, 2 * L->chout, plane, &L->norm2);
-        dmx__glu(r, y, 2 * L->chout, plane);
-    } else {
-        memcpy(y, c, sizeof(float) * L->chout * plane);
-    }
+    if (L->has_rewrite && rewrite_glu(&L->rewrite, &L->norm2, ar, c, ho, wo, y)) return NULL;
     dmx__arena_restore(ar, mk);
     return y;
 }
@@ -678,40 +704,38 @@ static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H,
     if (L->freq) ho = hf - 2 * L->pad;
     else wo = length;
     size_t plane_in = (size_t)H * W;
-    float *z = dmx__arena_floats(ar, (size_t)L->chout * ho * wo);
-    float *y = x;
+    /* The transposed convolution writes the untrimmed output here and the
+     * trim compacts it in place, so the layer's output needs one buffer. */
+    size_t zsize = (size_t)L->chout * hf * wf;
+    if ((size_t)L->chout * ho * wo > zsize) zsize = (size_t)L->chout * ho * wo;
+    float *z = dmx__arena_floats(ar, zsize);
     if (!z) return NULL;
-    if (!L->empty) {
-        if (pre) {
-            y = dmx__arena_floats(ar, (size_t)L->chin * plane_in);
-            if (!y) return NULL;
-        }
+    float *y = x;
+    if (!L->empty && L->has_rewrite) {
+        /* the input of the transposed convolution; kept when asked for */
+        y = pre ? dmx__arena_floats(ar, (size_t)L->chin * plane_in) : NULL;
+        if (pre && !y) return NULL;
     }
     dmx__arena_mark mk = dmx__arena_save(ar);
     if (!L->empty) {
         dmx__add(x, skip, (size_t)L->chin * plane_in);
         if (L->has_rewrite) {
-            float *r = dmx__arena_floats(ar, (size_t)2 * L->chin * plane_in);
-            if (!r || dmx__conv2d(ar, &L->rewrite.g, x, H, W, L->rewrite.w, L->rewrite.b, r)) return NULL;
-            norm_image(r, 2 * L->chin, plane_in, &L->norm1);
-            dmx__glu(r, y, 2 * L->chin, plane_in);
-        } else if (y != x) {
-            memcpy(y, x, sizeof(float) * L->chin * plane_in);
+            if (!y && !(y = dmx__arena_floats(ar, (size_t)L->chin * plane_in))) return NULL;
+            if (rewrite_glu(&L->rewrite, &L->norm1, ar, x, H, W, y)) return NULL;
         }
         if (L->has_dconv && dconv_forward(&L->dconv, ar, y, H, W) != DMX_OK) return NULL;
     }
-    float *zf = dmx__arena_floats(ar, (size_t)L->chout * hf * wf);
-    if (!zf || dmx__conv_tr2d(ar, g, y, H, W, L->conv.w, L->conv.b, zf)) return NULL;
-    norm_image(zf, L->chout, (size_t)hf * wf, &L->norm2);
+    if (dmx__conv_tr2d(ar, g, y, H, W, L->conv.w, L->conv.b, z)) return NULL;
+    norm_image(z, L->chout, (size_t)hf * wf, &L->norm2);
     for (int c = 0; c < L->chout; c++) {
+        /* destination offsets never pass their sources: compact forward */
         if (L->freq) {
-            memcpy(z + (size_t)c * ho * wo, zf + ((size_t)c * hf + L->pad) * wf,
-                   sizeof(float) * (size_t)ho * wo);
+            memmove(z + (size_t)c * ho * wo, z + ((size_t)c * hf + L->pad) * wf, sizeof(float) * (size_t)ho * wo);
         } else {
             /* time: keep [pad, pad + length) (H == 1) */
             int avail = wf - L->pad;
             int n = length < avail ? length : avail;
-            memcpy(z + (size_t)c * wo, zf + (size_t)c * wf + L->pad, sizeof(float) * n);
+            memmove(z + (size_t)c * wo, z + (size_t)c * wf + L->pad, sizeof(float) * n);
             if (n < length) memset(z + (size_t)c * wo + n, 0, sizeof(float) * (length - n));
         }
     }
@@ -870,7 +894,8 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
         (void)sT;
         float *pre = NULL;
         int h, w;
-        float *nx3 = dec_forward(dl, ar, x, F, T, skip, 0, &h, &w, &pre);
+        int need_pre = idx >= offset && m->tdec[idx - offset].empty;
+        float *nx3 = dec_forward(dl, ar, x, F, T, skip, 0, &h, &w, need_pre ? &pre : NULL);
         if (!nx3) { st = NOMEM(); goto done; }
         snprintf(name, sizeof name, "decoder%d", idx);
         TAP(name, nx3, dl->chout, h, w);

@@ -37,6 +37,12 @@ static inline int dmx__conv_out(int in, int k, int s, int p, int d) {
 int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                 const float *w, const float *b, float *y);
 
+/* y (cout/2, Ho, Wo) = GLU over channels of conv(x) + b, computed in blocks of
+ * columns so the cout-channel result is never materialised whole. (Only
+ * valid when no normalisation sits between the convolution and the GLU.) */
+int dmx__conv2d_glu(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
+                    const float *w, const float *b, float *y);
+
 /* Transposed convolution without padding: y (cout, Ho, Wo) with
  * Ho = (H-1)*sh + kh, Wo = (W-1)*sw + kw, from x (cin, H, W) and
  * w (cin, cout, kh, kw) (PyTorch ConvTranspose layout), plus bias. */
