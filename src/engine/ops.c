@@ -147,26 +147,38 @@ static void add_bias(float *y, const float *b, int C, size_t L) {
     }
 }
 
+static int is_1x1(const dmx__conv_geom *g) {
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
+}
+
+/* Output columns [j0, j0 + n) of conv(x) (without bias) into dst (cout
+ * rows, leading dimension ld); col is im2col scratch of K x n floats
+ * (unused for 1x1 convolutions, which multiply the input directly). */
+static void conv_columns(const dmx__conv_geom *g, const float *x, int H, int W, int Wo, size_t total,
+                         size_t j0, int n, const float *w, float *col, float *dst, int ld) {
+    int K = g->cin * g->kh * g->kw;
+    if (is_1x1(g)) {
+        dmx__sgemm(0, 0, g->cout, n, K, 1.0f, w, K, x + j0, (int)total, 0.0f, dst, ld);
+    } else {
+        im2col_block(g, x, H, W, Wo, (long)j0, n, col);
+        dmx__sgemm(0, 0, g->cout, n, K, 1.0f, w, K, col, n, 0.0f, dst, ld);
+    }
+}
+
 int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                 const float *w, const float *b, float *y) {
     int Ho = dmx__conv_out(H, g->kh, g->sh, g->ph, g->dh);
     int Wo = dmx__conv_out(W, g->kw, g->sw, g->pw, g->dw);
     size_t total = (size_t)Ho * Wo;
     int K = g->cin * g->kh * g->kw;
-    if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0) {
-        /* 1x1 convolution: a plain GEMM on the input. */
-        dmx__sgemm(0, 0, g->cout, (int)total, g->cin, 1.0f, w, g->cin, x, (int)total, 0.0f, y, (int)total);
-        add_bias(y, b, g->cout, total);
-        return 0;
-    }
-    int nb = col_block((size_t)K, total);
+    /* a 1x1 convolution is one GEMM on the whole input */
+    int nb = is_1x1(g) ? (int)total : col_block((size_t)K, total);
     dmx__arena_mark m = dmx__arena_save(ar);
-    float *col = dmx__arena_floats(ar, (size_t)K * nb);
-    if (!col) return -1;
+    float *col = is_1x1(g) ? NULL : dmx__arena_floats(ar, (size_t)K * nb);
+    if (!is_1x1(g) && !col) return -1;
     for (size_t j0 = 0; j0 < total; j0 += nb) {
         int n = (int)((total - j0) < (size_t)nb ? (total - j0) : (size_t)nb);
-        im2col_block(g, x, H, W, Wo, (long)j0, n, col);
-        dmx__sgemm(0, 0, g->cout, n, K, 1.0f, w, K, col, n, 0.0f, y + j0, (int)total);
+        conv_columns(g, x, H, W, Wo, total, j0, n, w, col, y + j0, (int)total);
     }
     dmx__arena_restore(ar, m);
     add_bias(y, b, g->cout, total);
@@ -179,22 +191,16 @@ int dmx__conv2d_glu(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int
     int Wo = dmx__conv_out(W, g->kw, g->sw, g->pw, g->dw);
     size_t total = (size_t)Ho * Wo;
     int K = g->cin * g->kh * g->kw, half = g->cout / 2;
-    int is1x1 = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
     /* blocks of columns small enough that im2col + the 2C-channel result
      * stay in cache-friendly scratch */
     int nb = col_block((size_t)K + g->cout, total);
     dmx__arena_mark m = dmx__arena_save(ar);
-    float *col = is1x1 ? NULL : dmx__arena_floats(ar, (size_t)K * nb);
+    float *col = is_1x1(g) ? NULL : dmx__arena_floats(ar, (size_t)K * nb);
     float *tmp = dmx__arena_floats(ar, (size_t)g->cout * nb);
-    if ((!is1x1 && !col) || !tmp) return -1;
+    if ((!is_1x1(g) && !col) || !tmp) return -1;
     for (size_t j0 = 0; j0 < total; j0 += nb) {
         int n = (int)((total - j0) < (size_t)nb ? (total - j0) : (size_t)nb);
-        if (is1x1) {
-            dmx__sgemm(0, 0, g->cout, n, K, 1.0f, w, K, x + j0, (int)total, 0.0f, tmp, n);
-        } else {
-            im2col_block(g, x, H, W, Wo, (long)j0, n, col);
-            dmx__sgemm(0, 0, g->cout, n, K, 1.0f, w, K, col, n, 0.0f, tmp, n);
-        }
+        conv_columns(g, x, H, W, Wo, total, j0, n, w, col, tmp, n);
         add_bias(tmp, b, g->cout, (size_t)n);
         dmx__glu(tmp, tmp, g->cout, (size_t)n);
         for (int c = 0; c < half; c++) memcpy(y + (size_t)c * total + j0, tmp + (size_t)c * n, sizeof(float) * n);
