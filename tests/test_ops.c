@@ -81,6 +81,27 @@ static void check_conv(dmx__conv_geom g, int H, int W) {
     free(x), free(w), free(b), free(y), free(r);
 }
 
+/* the fused conv + GLU against the naive conv followed by a scalar GLU */
+static void check_conv_glu(dmx__conv_geom g, int H, int W) {
+    int Ho = dmx__conv_out(H, g.kh, g.sh, g.ph, g.dh), Wo = dmx__conv_out(W, g.kw, g.sw, g.pw, g.dw);
+    size_t plane = (size_t)Ho * Wo;
+    float *x = rand_buf((size_t)g.cin * H * W);
+    float *w = rand_buf((size_t)g.cout * g.cin * g.kh * g.kw);
+    float *b = rand_buf(g.cout);
+    float *full = malloc(sizeof(float) * g.cout * plane), *ref = malloc(sizeof(float) * g.cout / 2 * plane);
+    float *y = malloc(sizeof(float) * g.cout / 2 * plane);
+    naive_conv(&g, x, H, W, w, b, full, Ho, Wo);
+    for (size_t i = 0; i < (size_t)g.cout / 2 * plane; i++)
+        ref[i] = full[i] / (1.0f + expf(-full[i + (size_t)g.cout / 2 * plane]));
+    dmx__arena ar;
+    dmx__arena_init(&ar);
+    CHECK(dmx__conv2d_glu(&ar, &g, x, H, W, w, b, y) == 0);
+    double d = max_diff(y, ref, (size_t)g.cout / 2 * plane);
+    CHECK_MSG(d < 1e-4, "conv_glu k(%d,%d) on %dx%d: diff %g", g.kh, g.kw, H, W, d);
+    dmx__arena_free(&ar);
+    free(x), free(w), free(b), free(full), free(ref), free(y);
+}
+
 static void check_conv_tr(dmx__conv_geom g, int H, int W) {
     int Ho = (H - 1) * g.sh + g.kh, Wo = (W - 1) * g.sw + g.kw;
     float *x = rand_buf((size_t)g.cin * H * W);
@@ -107,6 +128,9 @@ int main(void) {
     check_conv((dmx__conv_geom){6, 12, 3, 3, 1, 1, 1, 1, 1, 1}, 7, 11);
     check_conv((dmx__conv_geom){16, 32, 1, 1, 1, 1, 0, 0, 1, 1}, 3, 10);
     check_conv((dmx__conv_geom){40, 4, 3, 3, 1, 1, 1, 1, 1, 1}, 64, 300);
+    check_conv_glu((dmx__conv_geom){6, 12, 3, 3, 1, 1, 1, 1, 1, 1}, 7, 11);
+    check_conv_glu((dmx__conv_geom){16, 32, 1, 1, 1, 1, 0, 0, 1, 1}, 3, 10);
+    check_conv_glu((dmx__conv_geom){24, 48, 3, 3, 1, 1, 1, 1, 1, 1}, 64, 300);
     check_conv_tr((dmx__conv_geom){8, 4, 8, 1, 4, 1, 0, 0, 1, 1}, 6, 5);
     check_conv_tr((dmx__conv_geom){8, 4, 1, 8, 1, 4, 0, 0, 1, 1}, 1, 37);
     check_conv_tr((dmx__conv_geom){64, 32, 8, 1, 4, 1, 0, 0, 1, 1}, 32, 300);
