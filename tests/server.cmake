@@ -1,6 +1,7 @@
-# Integration tests of `demix serve` (label "server"): a bash script starts
+# Integration tests of `demix serve` (label "server"): bash scripts start
 # the real server on a free loopback port (--port 0, read back from its
-# startup log line) with the tiny golden models and talks HTTP with curl.
+# startup log line) with the tiny golden models and talk HTTP with curl.
+# tests/server/lib.sh holds what they share.
 if(NOT TARGET demix_server OR NOT TARGET demix_cli)
   return()
 endif()
@@ -11,9 +12,14 @@ if(NOT DEMIX_CURL)
   return()
 endif()
 
-add_test(NAME server_api
-         COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/api.sh)
-set_tests_properties(server_api PROPERTIES
-  LABELS "server"
-  TIMEOUT 300
-  ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_api")
+# api: every route's happy path and error statuses. features: alerts, rate
+# limit, breaker, API key, zip, OpenAPI, metrics + promtool. persist:
+# SQLite recovery after kill -9, TTL, SIGTERM drain, timeouts, CLI parity.
+foreach(t api features persist)
+  add_test(NAME server_${t}
+           COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/${t}.sh)
+  set_tests_properties(server_${t} PROPERTIES
+    LABELS "server"
+    TIMEOUT 600
+    ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_${t}")
+endforeach()

@@ -11,6 +11,8 @@
 #include "server.h"
 
 #define MAX_FIELD 256
+#define MAX_EXTRA_HEADERS 4
+#define MAX_JSON_BODY (1 << 20) /* POST /alerts: Alertmanager batches stay far below */
 
 typedef struct dmx_req {
     double t0;
@@ -19,6 +21,13 @@ typedef struct dmx_req {
     const char *endpoint; /* route template, for logs and metrics */
     char id[40], stem[80]; /* path parameters */
     int responded;
+    char client[64];       /* peer address, or X-Forwarded-For's from a trusted proxy */
+    int retry_after;       /* seconds for Retry-After on 429/503; 0 = the default */
+    int n_extra;
+    char extra_name[MAX_EXTRA_HEADERS][32], extra_value[MAX_EXTRA_HEADERS][160];
+    char *body;            /* JSON request bodies */
+    size_t body_len;
+    int body_too_large;
     /* POST /separate upload state */
     struct MHD_PostProcessor *pp;
     int started_upload;
@@ -36,21 +45,51 @@ typedef struct dmx_req {
 typedef enum MHD_Result (*dmx_handler)(struct MHD_Connection *c, dmx_req *r, const char *upload,
                                        size_t *upload_size);
 
+/* A header for the response to come (e.g. rate-limit state). */
+void dmx_req_header(dmx_req *r, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Sends `body` (consumed) with `status`, the request id header and any
  * extra header pair (name may be NULL); logs and counts the request. */
 enum MHD_Result dmx_respond_json(struct MHD_Connection *c, dmx_req *r, int status, cJSON *body,
                                  const char *hname, const char *hvalue);
-/* Error body {"error": {code, message, request_id}}; also counts errors_total. */
-enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, int status,
-                                  const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+/* Error body {"error": {code, message, request_id}} with the HTTP status
+ * that the error table (http.c) gives `code`; also counts errors_total. */
+enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, const char *code,
+                                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* The HTTP status of an error code (500 for unknown codes). */
+int dmx_error_status(const char *code);
 /* Sends a prepared response (takes ownership) with the common headers. */
 enum MHD_Result dmx_respond(struct MHD_Connection *c, dmx_req *r, int status,
                             struct MHD_Response *resp, int64_t bytes);
 
-/* routes.c: finds the handler for METHOD PATH; sets r->endpoint and the
+/* One row of the route table (routes.c); openapi.c documents from it. */
+typedef struct dmx_route_info {
+    const char *method, *tmpl;
+    dmx_handler h;
+    int auth;              /* 1: needs the API key when one is configured */
+    const char *summary;   /* one line, for /openapi.json and /docs */
+    const char *responses; /* HTTP statuses it answers, "200 404" */
+    const char *produces;  /* content type of the 2xx body */
+} dmx_route_info;
+
+/* routes.c: finds the route for METHOD PATH; sets r->endpoint and the
  * path parameters. Returns NULL with *method_mismatch set when the path
  * exists for another method. */
-dmx_handler dmx_route(const char *method, const char *path, dmx_req *r, int *method_mismatch);
+const dmx_route_info *dmx_route(const char *method, const char *path, dmx_req *r,
+                                int *method_mismatch);
+/* The whole table. */
+const dmx_route_info *dmx_routes(size_t *n);
+
+/* openapi.c: the OpenAPI 3 document of the table (malloc'ed JSON) and the
+ * HTML page rendered from it. */
+char *dmx_openapi_json(void);
+char *dmx_openapi_html(void);
+
+/* alerts.c: POST /alerts. */
+enum MHD_Result dmx_h_alerts(struct MHD_Connection *c, dmx_req *r, const char *upload,
+                             size_t *upload_size);
+/* Appends upload data to r->body (bounded); 1 once the body is complete. */
+int dmx_collect_body(dmx_req *r, const char *upload, size_t *upload_size);
 
 #endif

@@ -14,7 +14,32 @@
  *   Jobs are reference counted: the list holds one reference, the queue or
  *   the worker running it one, and every HTTP request looking at it one, so
  *   DELETE can forget a running job while the worker still finishes with it.
- *   Cancellation is the engine's own: an atomic flag polled between segments.
+ *   Cancellation is the engine's own: an atomic flag polled between segments;
+ *   the per-job wall limit (--job-timeout) uses the same flag from the
+ *   progress callback and marks the job failed with code "timeout".
+ *
+ * Persistence
+ *   Every state change (queued, running, done/failed/cancelled, delete) is
+ *   written to SQLite (store.c) under jobs_lock, so the row and the memory
+ *   never disagree. At start-up the newest MAX_HISTORY rows come back:
+ *   finished jobs stay downloadable, and jobs that were queued or running
+ *   when the process died (kill -9, power cut) go back to the queue, oldest
+ *   first (their input file is still in their folder). Uploads that never
+ *   became jobs are removed. A janitor thread deletes finished jobs older
+ *   than --ttl with their files.
+ *
+ * Shutdown (SIGTERM)
+ *   The HTTP side stops accepting first; then workers stop taking jobs,
+ *   running jobs get --grace seconds to finish, and what still runs is
+ *   cancelled and written back as queued, so the next start runs it again.
+ *   Requests blocked in wait=true are woken and answered 503.
+ *
+ * Failures
+ *   Transient failures (I/O, allocation: dmx_transient) of model loading,
+ *   decoding and encoding are retried with full-jitter exponential backoff
+ *   (--retries); bad input never is. Model loads go through a circuit
+ *   breaker per model (resilience.c) so a corrupt checkpoint is not re-read
+ *   for every request.
  *
  * Models
  *   A model is loaded once per name on first use (under models_lock, which
@@ -206,10 +231,8 @@ int dmx_models_any_available(void) {
     return n > 0;
 }
 
-/* Returns the shared model for `name`, loading it on first use; sets
- * *err on failure. */
-static const dmx_model *model_get(const char *name, const char *request_id, char *err,
-                                  size_t errn) {
+const dmx_model *dmx_model_get(const char *name, const char *request_id, char *err,
+                               size_t errn) {
     pthread_mutex_lock(&models_lock);
     for (loaded_model *m = models; m; m = m->next)
         if (!strcmp(m->name, name)) {
@@ -222,14 +245,36 @@ static const dmx_model *model_get(const char *name, const char *request_id, char
         snprintf(err, errn, "model '%s' not found", name);
         goto out;
     }
+    char breaker[160];
+    snprintf(breaker, sizeof breaker, "model:%s", name);
+    int retry_after = 0;
+    if (dmx_breaker_acquire(breaker, &retry_after) < 0) {
+        snprintf(err, errn, "model '%s' is unavailable (circuit open, retry in %d s)", name,
+                 retry_after);
+        goto out;
+    }
     double t0 = dmx_srv_now();
     dmx_model *mod = NULL;
-    dmx_status st = dmx_model_load(path, &mod);
+    dmx_status st;
+    for (int attempt = 0;; attempt++) {
+        st = dmx_model_load(path, &mod);
+        if (st == DMX_OK || !dmx_transient(st) || attempt >= dmx_srv_cfg.retries) break;
+        dmx_metrics_retry();
+        dmx_backoff_sleep(attempt, NULL);
+    }
+    dmx_breaker_record(breaker, st == DMX_OK);
     if (st != DMX_OK) {
         const char *d = dmx_last_error();
         snprintf(err, errn, "cannot load model '%s': %s", name, *d ? d : dmx_status_str(st));
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "model", name);
+        cJSON_AddStringToObject(f, "status", "failed");
+        cJSON_AddStringToObject(f, "error", err);
+        dmx_srv_log(DMX_LOG_WARN, "demix.models", "model_load", request_id, f,
+                    "cannot load model %s", name);
         goto out;
     }
+    dmx_metrics_model_load(name, dmx_srv_now() - t0);
     loaded_model *lm = calloc(1, sizeof *lm);
     if (!lm) {
         dmx_model_free(mod);
@@ -266,12 +311,16 @@ static int stopping;
 
 /* Every known job, newest first; a dynamic array is enough for the
  * in-memory history (the count is bounded by MAX_HISTORY). */
-#define MAX_HISTORY 1000
+#define MAX_HISTORY 10000
 static dmx_job **all_jobs;
 static int n_all;
 
 static pthread_t *workers;
 static int n_workers;
+static pthread_t janitor;
+static int janitor_running;
+static pthread_cond_t janitor_cv = PTHREAD_COND_INITIALIZER;
+static int shutting_down; /* wait=true requests give up */
 
 const char *dmx_job_state_name(dmx_job_state s) {
     static const char *names[] = {"queued", "running", "done", "failed", "cancelled"};
@@ -311,7 +360,7 @@ dmx_job *dmx_job_new(void) {
     }
     j->refs = 1;
     j->state = JOB_QUEUED;
-    j->shifts = 0;
+    j->shifts = 1;
     j->overlap = 0.25;
     snprintf(j->format, sizeof j->format, "wav");
     j->created = dmx_srv_wall();
@@ -340,6 +389,7 @@ int dmx_job_submit(dmx_job *j) {
         dmx_job *old = all_jobs[n_all - 1];
         n_all--;
         old->deleted = 1;
+        dmx_store_delete(old->id);
         if (--old->refs == 0) {
             job_remove_files(old);
             job_free(old);
@@ -349,6 +399,7 @@ int dmx_job_submit(dmx_job *j) {
     all_jobs[0] = j;
     n_all++;
     j->refs += 2; /* the history list and the queue */
+    dmx_store_save(j);
     j->next = NULL;
     if (queue_tail)
         queue_tail->next = j;
@@ -376,10 +427,12 @@ dmx_job *dmx_job_get(const char *id) {
 
 static int terminal(dmx_job_state s) { return s == JOB_DONE || s == JOB_FAILED || s == JOB_CANCELLED; }
 
-void dmx_job_wait(dmx_job *j) {
+int dmx_job_wait(dmx_job *j) {
     pthread_mutex_lock(&jobs_lock);
-    while (!terminal(j->state)) pthread_cond_wait(&job_cv, &jobs_lock);
+    while (!terminal(j->state) && !shutting_down) pthread_cond_wait(&job_cv, &jobs_lock);
+    int r = terminal(j->state) ? 0 : -1;
     pthread_mutex_unlock(&jobs_lock);
+    return r;
 }
 
 void dmx_job_delete(dmx_job *j) {
@@ -408,8 +461,9 @@ void dmx_job_delete(dmx_job *j) {
             break;
         }
     /* The files go when the last reference does (a running worker may still
-     * be writing them). */
+     * be writing them); the row goes now, so a restart does not revive it. */
     j->deleted = 1;
+    dmx_store_delete(j->id);
     pthread_cond_broadcast(&job_cv);
     pthread_mutex_unlock(&jobs_lock);
 }
@@ -456,6 +510,11 @@ static cJSON *job_json_locked(dmx_job *j) {
     cJSON_AddNumberToObject(o, "shifts", j->shifts);
     cJSON_AddNumberToObject(o, "overlap", j->overlap);
     if (j->upload_name) cJSON_AddStringToObject(o, "filename", j->upload_name);
+    cJSON_AddNumberToObject(o, "file_size_bytes", (double)j->file_size);
+    if (j->audio_seconds > 0)
+        cJSON_AddNumberToObject(o, "audio_seconds", j->audio_seconds);
+    else
+        cJSON_AddNullToObject(o, "audio_seconds");
     add_time(o, "created_at", j->created);
     add_time(o, "started_at", j->started);
     add_time(o, "finished_at", j->finished);
@@ -484,6 +543,13 @@ static cJSON *job_json_locked(dmx_job *j) {
         cJSON_AddNullToObject(o, "error");
     }
     return o;
+}
+
+int dmx_job_is_done(dmx_job *j) {
+    pthread_mutex_lock(&jobs_lock);
+    int r = j->state == JOB_DONE;
+    pthread_mutex_unlock(&jobs_lock);
+    return r;
 }
 
 cJSON *dmx_job_json(dmx_job *j) {
@@ -520,6 +586,33 @@ char *dmx_job_stem_path(dmx_job *j, const char *stem) {
     return p;
 }
 
+int dmx_job_stem_files(dmx_job *j, char ***paths, char ***names) {
+    *paths = *names = NULL;
+    pthread_mutex_lock(&jobs_lock);
+    int n = j->state == JOB_DONE ? j->n_stems : 0;
+    char **p = calloc((size_t)n + 1, sizeof *p), **q = calloc((size_t)n + 1, sizeof *q);
+    for (int i = 0; p && q && i < n; i++) {
+        if (asprintf(&p[i], "%s/%s.%s", j->dir, j->stems[i], j->format) < 0) p[i] = NULL;
+        if (asprintf(&q[i], "%s.%s", j->stems[i], j->format) < 0) q[i] = NULL;
+        if (!p[i] || !q[i]) n = -1;
+    }
+    pthread_mutex_unlock(&jobs_lock);
+    if (!p || !q || n < 0) {
+        dmx_strv_free(p, n < 0 ? j->n_stems : 0);
+        dmx_strv_free(q, n < 0 ? j->n_stems : 0);
+        return 0;
+    }
+    *paths = p;
+    *names = q;
+    return n;
+}
+
+void dmx_strv_free(char **v, int n) {
+    if (!v) return;
+    for (int i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
 /* ---- running one job ----------------------------------------------------------------- */
 
 typedef struct worker_state {
@@ -528,13 +621,27 @@ typedef struct worker_state {
     int n_threads;
 } worker_state;
 
+typedef struct run_ctx {
+    dmx_job *j;
+    double deadline; /* dmx_srv_now() limit, 0 = none */
+} run_ctx;
+
+/* 1 (and the job cancelled as timed out) once the wall limit has passed. */
+static int over_time(run_ctx *x) {
+    if (x->deadline <= 0 || dmx_srv_now() < x->deadline) return 0;
+    x->j->timed_out = 1;
+    atomic_store(&x->j->cancel, 1);
+    return 1;
+}
+
 static int on_progress(void *user, int64_t done, int64_t total) {
-    dmx_job *j = user;
+    run_ctx *x = user;
+    dmx_job *j = x->j;
     pthread_mutex_lock(&jobs_lock);
     /* Keep a little room for encoding so 1.0 means "files written". */
     j->progress = total > 0 ? 0.95 * (double)done / (double)total : 0;
     pthread_mutex_unlock(&jobs_lock);
-    return atomic_load(&j->cancel);
+    return over_time(x) || atomic_load(&j->cancel);
 }
 
 static void free_planar(float **p, size_t n) {
@@ -570,7 +677,9 @@ static void fail(dmx_job *j, const char *code, const char *fmt, ...) {
 /* Runs the job; returns its final state. */
 static dmx_job_state run_job(worker_state *w, dmx_job *j) {
     char err[512];
-    const dmx_model *m = model_get(j->model, j->request_id, err, sizeof err);
+    run_ctx x = {j, 0};
+    if (dmx_srv_cfg.job_timeout_seconds > 0) x.deadline = dmx_srv_now() + dmx_srv_cfg.job_timeout_seconds;
+    const dmx_model *m = dmx_model_get(j->model, j->request_id, err, sizeof err);
     if (!m) {
         fail(j, "model_unavailable", "%s", err);
         return JOB_FAILED;
@@ -603,7 +712,19 @@ static dmx_job_state run_job(worker_state *w, dmx_job *j) {
     dmx_job_state result = JOB_FAILED;
     float **mix = NULL, **out = NULL, **extra = NULL;
     int64_t n = 0;
-    dmx_status st = dmx_audio_load(j->input, rate, ch, &mix, &n);
+    dmx_status st;
+    for (int attempt = 0;; attempt++) {
+        st = dmx_audio_load(j->input, rate, ch, &mix, &n);
+        if (st == DMX_OK || !dmx_transient(st) || attempt >= dmx_srv_cfg.retries ||
+            atomic_load(&j->cancel))
+            break;
+        dmx_metrics_retry();
+        dmx_backoff_sleep(attempt, &j->cancel);
+    }
+    if (st == DMX_OK && n > 0 && over_time(&x)) {
+        dmx_audio_free(mix, ch);
+        return JOB_FAILED;
+    }
     if (st != DMX_OK || n <= 0) {
         const char *d = dmx_last_error();
         fail(j, "undecodable_audio", "%s", st != DMX_OK ? (*d ? d : dmx_status_str(st)) : "no audio samples");
@@ -625,9 +746,11 @@ static dmx_job_state run_job(worker_state *w, dmx_job *j) {
     o.overlap = j->overlap;
     o.n_threads = w->n_threads;
     o.progress = on_progress;
-    o.progress_user = j;
+    o.progress_user = &x;
     o.cancel = &j->cancel;
+    double t_inf = dmx_srv_now();
     st = dmx_separate(w->session, (const float *const *)mix, n, out, &o);
+    if (st == DMX_OK) dmx_metrics_inference(j->model, dmx_srv_now() - t_inf);
     if (st == DMX_ERR_CANCELLED) {
         result = JOB_CANCELLED;
         fail(j, "cancelled", "cancelled");
@@ -679,13 +802,18 @@ static dmx_job_state run_job(worker_state *w, dmx_job *j) {
         rescale(chans[s], ch, n);
         char *path = NULL;
         if (asprintf(&path, "%s/%s.%s", j->dir, names[s], j->format) < 0) break;
-        dmx_encoder *enc = NULL;
-        st = dmx_encoder_open(path, &fmt, rate, ch, &enc);
-        if (st == DMX_OK) st = dmx_encoder_write(enc, (const float *const *)chans[s], n);
-        if (st == DMX_OK)
-            st = dmx_encoder_close(enc);
-        else
-            dmx_encoder_abort(enc);
+        for (int attempt = 0;; attempt++) {
+            dmx_encoder *enc = NULL;
+            st = dmx_encoder_open(path, &fmt, rate, ch, &enc);
+            if (st == DMX_OK) st = dmx_encoder_write(enc, (const float *const *)chans[s], n);
+            if (st == DMX_OK)
+                st = dmx_encoder_close(enc);
+            else
+                dmx_encoder_abort(enc);
+            if (st == DMX_OK || !dmx_transient(st) || attempt >= dmx_srv_cfg.retries) break;
+            dmx_metrics_retry();
+            dmx_backoff_sleep(attempt, &j->cancel);
+        }
         free(path);
         if (st != DMX_OK) {
             const char *d = dmx_last_error();
@@ -728,8 +856,10 @@ static void *worker_main(void *arg) {
         j->state = JOB_RUNNING;
         j->started = dmx_srv_wall();
         n_active++;
+        dmx_store_save(j);
         pthread_cond_broadcast(&job_cv);
         pthread_mutex_unlock(&jobs_lock);
+        dmx_metrics_job(j->file_size, j->audio_seconds, j->started - j->created);
 
         double t0 = dmx_srv_now();
         cJSON *f = cJSON_CreateObject();
@@ -740,20 +870,38 @@ static void *worker_main(void *arg) {
         dmx_job_state st = run_job(&w, j);
         double dt = dmx_srv_now() - t0;
         if (st != JOB_DONE && st != JOB_CANCELLED && atomic_load(&j->cancel)) st = JOB_CANCELLED;
-        dmx_metrics_separation(j->model, dmx_job_state_name(st), dt);
+        if (st == JOB_CANCELLED && j->timed_out) {
+            st = JOB_FAILED;
+            fail(j, "timeout", "the job ran past its limit of %g s",
+                 dmx_srv_cfg.job_timeout_seconds);
+        }
+        int requeue = st == JOB_CANCELLED && j->shutdown;
+        if (!requeue) dmx_metrics_separation(j->model, dmx_job_state_name(st), dt);
         f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "job", j->id);
         cJSON_AddStringToObject(f, "model", j->model);
-        cJSON_AddStringToObject(f, "status", dmx_job_state_name(st));
+        cJSON_AddStringToObject(f, "status", requeue ? "checkpointed" : dmx_job_state_name(st));
         cJSON_AddNumberToObject(f, "processing_duration_seconds", dt);
+        cJSON_AddNumberToObject(f, "audio_seconds", j->audio_seconds);
         if (st != JOB_DONE) cJSON_AddStringToObject(f, "error", j->error);
+        if (st != JOB_DONE) cJSON_AddStringToObject(f, "error_code", j->error_code);
         dmx_srv_log(st == JOB_FAILED ? DMX_LOG_WARN : DMX_LOG_INFO, "demix.jobs", "separation",
-                    j->request_id, f, "job %s %s", j->id, dmx_job_state_name(st));
+                    j->request_id, f, "job %s %s", j->id,
+                    requeue ? "checkpointed as queued" : dmx_job_state_name(st));
 
         pthread_mutex_lock(&jobs_lock);
-        j->state = st;
-        if (st == JOB_DONE) j->progress = 1;
-        j->finished = dmx_srv_wall();
+        if (requeue) {
+            /* Back to the start: the next process runs it again. */
+            j->state = JOB_QUEUED;
+            j->progress = 0;
+            j->started = 0;
+            j->error[0] = j->error_code[0] = '\0';
+        } else {
+            j->state = st;
+            if (st == JOB_DONE) j->progress = 1;
+            j->finished = dmx_srv_wall();
+        }
+        if (!j->deleted) dmx_store_save(j);
         n_active--;
         pthread_cond_broadcast(&job_cv);
         int last = --j->refs == 0;
@@ -769,32 +917,225 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+/* ---- start-up: the store, recovery, the janitor ------------------------------------ */
+
+typedef struct loaded_rows {
+    dmx_job **v;
+    int n, cap;
+} loaded_rows;
+
+static int collect_row(void *user, dmx_job *j) {
+    loaded_rows *r = user;
+    if (r->n == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 64;
+        dmx_job **nv = realloc(r->v, (size_t)cap * sizeof *nv);
+        if (!nv) {
+            job_free(j);
+            return -1;
+        }
+        r->v = nv;
+        r->cap = cap;
+    }
+    r->v[r->n++] = j;
+    return 0;
+}
+
+static void remove_dir_files(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char *p = NULL;
+        if (asprintf(&p, "%s/%s", dir, e->d_name) >= 0) unlink(p);
+        free(p);
+    }
+    if (d) closedir(d);
+}
+
+/* Rows come back newest first; the history keeps that order and the queue
+ * gets the interrupted ones oldest first, as they were submitted. */
+static int recover_jobs(void) {
+    loaded_rows rows = {0};
+    dmx_store_load(collect_row, &rows, MAX_HISTORY);
+    int requeued = 0, kept = 0;
+    for (int i = rows.n - 1; i >= 0; i--) {
+        dmx_job *j = rows.v[i];
+        if (asprintf(&j->dir, "%s/jobs/%s", dmx_srv_cfg.data_dir, j->id) < 0 ||
+            asprintf(&j->input, "%s/input", j->dir) < 0) {
+            job_free(j);
+            rows.v[i] = NULL;
+            continue;
+        }
+        j->refs = 1; /* the history list */
+        if (!terminal(j->state)) {
+            j->state = JOB_QUEUED;
+            j->progress = 0;
+            j->started = 0;
+            if (access(j->input, R_OK) < 0) {
+                j->state = JOB_FAILED;
+                j->finished = dmx_srv_wall();
+                snprintf(j->error_code, sizeof j->error_code, "input_lost");
+                snprintf(j->error, sizeof j->error, "the uploaded file was lost in a restart");
+            } else {
+                /* The queue's reference; recovered jobs may exceed queue_max:
+                 * they were accepted once and are not refused now. */
+                j->refs++;
+                j->next = NULL;
+                if (queue_tail)
+                    queue_tail->next = j;
+                else
+                    queue_head = j;
+                queue_tail = j;
+                queue_len++;
+                requeued++;
+                cJSON *f = cJSON_CreateObject();
+                cJSON_AddStringToObject(f, "job", j->id);
+                cJSON_AddStringToObject(f, "model", j->model);
+                dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "job_requeued", j->request_id, f,
+                            "job %s re-queued after a restart", j->id);
+            }
+            dmx_store_save(j);
+        }
+        kept++;
+    }
+    /* all_jobs is newest first, like the rows. */
+    for (int i = 0; i < rows.n; i++)
+        if (rows.v[i]) all_jobs[n_all++] = rows.v[i];
+    free(rows.v);
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddNumberToObject(f, "jobs", kept);
+    cJSON_AddNumberToObject(f, "requeued", requeued);
+    dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "recovery", NULL, f,
+                "%d stored job(s), %d re-queued", kept, requeued);
+    return 0;
+}
+
+/* Deletes finished jobs older than the TTL (from their end), with their
+ * files; running and queued jobs are never expired. */
+static void sweep(void) {
+    double limit = dmx_srv_wall() - dmx_srv_cfg.ttl_seconds;
+    for (;;) {
+        dmx_job *victim = NULL;
+        pthread_mutex_lock(&jobs_lock);
+        for (int i = n_all - 1; i >= 0 && !victim; i--)
+            if (terminal(all_jobs[i]->state) && all_jobs[i]->finished > 0 &&
+                all_jobs[i]->finished < limit) {
+                victim = all_jobs[i];
+                victim->refs++;
+            }
+        pthread_mutex_unlock(&jobs_lock);
+        if (!victim) break;
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "job", victim->id);
+        dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "job_expired", victim->request_id, f,
+                    "job %s expired", victim->id);
+        dmx_job_delete(victim);
+        dmx_job_put(victim);
+    }
+}
+
+static void *janitor_main(void *arg) {
+    (void)arg;
+    /* Often enough that a result outlives its TTL by at most a quarter of
+     * it (and never more than a minute). */
+    double every = dmx_srv_cfg.ttl_seconds / 4;
+    if (every > 60) every = 60;
+    if (every < 0.2) every = 0.2;
+    pthread_mutex_lock(&jobs_lock);
+    while (!stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double t = (double)ts.tv_sec + ts.tv_nsec / 1e9 + every;
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&janitor_cv, &jobs_lock, &ts);
+        if (stopping) break;
+        pthread_mutex_unlock(&jobs_lock);
+        sweep();
+        pthread_mutex_lock(&jobs_lock);
+    }
+    pthread_mutex_unlock(&jobs_lock);
+    return NULL;
+}
+
 int dmx_jobs_start(int n, int qmax) {
     queue_cap = qmax;
     all_jobs = calloc(MAX_HISTORY, sizeof *all_jobs);
     workers = calloc((size_t)n, sizeof *workers);
     if (!all_jobs || !workers) return -1;
+    char *dbp = NULL, *up = NULL;
+    if (asprintf(&dbp, "%s/demix.db", dmx_srv_cfg.data_dir) < 0) return -1;
+    int rc = dmx_store_open(dbp);
+    free(dbp);
+    if (rc < 0) return -1;
+    /* No request is in flight yet: whatever is in uploads/ was cut off by a
+     * crash and will never become a job. */
+    if (asprintf(&up, "%s/uploads", dmx_srv_cfg.data_dir) >= 0) remove_dir_files(up);
+    free(up);
+    pthread_mutex_lock(&jobs_lock);
+    recover_jobs();
+    pthread_mutex_unlock(&jobs_lock);
+    sweep();
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int per = cores > n ? (int)(cores / n) : 1;
     for (int i = 0; i < n; i++) {
         if (pthread_create(&workers[i], NULL, worker_main, (void *)(intptr_t)per)) return -1;
         n_workers++;
     }
+    if (pthread_create(&janitor, NULL, janitor_main, NULL) == 0) janitor_running = 1;
     return 0;
 }
 
-void dmx_jobs_stop(void) {
+void dmx_jobs_stop(double grace) {
     pthread_mutex_lock(&jobs_lock);
+    /* Workers take nothing new; queued jobs stay queued in the store. */
     stopping = 1;
-    for (int i = 0; i < n_all; i++) atomic_store(&all_jobs[i]->cancel, 1);
     pthread_cond_broadcast(&queue_cv);
+    pthread_cond_broadcast(&janitor_cv);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double t = (double)ts.tv_sec + ts.tv_nsec / 1e9 + grace;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    while (n_active > 0)
+        if (pthread_cond_timedwait(&job_cv, &jobs_lock, &ts) != 0) break;
+    if (n_active > 0) {
+        dmx_srv_log(DMX_LOG_WARN, "demix.jobs", "shutdown", NULL, NULL,
+                    "grace period over: checkpointing %d running job(s) as queued", n_active);
+        for (int i = 0; i < n_all; i++)
+            if (all_jobs[i]->state == JOB_RUNNING) {
+                all_jobs[i]->shutdown = 1;
+                atomic_store(&all_jobs[i]->cancel, 1);
+            }
+    }
     pthread_mutex_unlock(&jobs_lock);
     for (int i = 0; i < n_workers; i++) pthread_join(workers[i], NULL);
+    if (janitor_running) pthread_join(janitor, NULL);
     free(workers);
-    /* Jobs still queued: wake any waiter as cancelled. */
+    workers = NULL;
+    n_workers = 0;
+    /* Requests blocked in wait=true give up (they answer 503). */
     pthread_mutex_lock(&jobs_lock);
-    for (dmx_job *j = queue_head; j; j = j->next) j->state = JOB_CANCELLED;
+    shutting_down = 1;
     pthread_cond_broadcast(&job_cv);
+    pthread_mutex_unlock(&jobs_lock);
+}
+
+/* After the HTTP daemon has stopped (no request holds a job any more). */
+void dmx_jobs_free(void) {
+    pthread_mutex_lock(&jobs_lock);
+    while (queue_head) {
+        dmx_job *j = queue_head;
+        queue_head = j->next;
+        j->refs--;
+    }
+    queue_tail = NULL;
+    queue_len = 0;
+    for (int i = 0; i < n_all; i++)
+        if (--all_jobs[i]->refs == 0) job_free(all_jobs[i]);
+    n_all = 0;
+    free(all_jobs);
+    all_jobs = NULL;
     pthread_mutex_unlock(&jobs_lock);
     pthread_mutex_lock(&models_lock);
     while (models) {
@@ -804,4 +1145,5 @@ void dmx_jobs_stop(void) {
         free(m);
     }
     pthread_mutex_unlock(&models_lock);
+    dmx_store_close();
 }

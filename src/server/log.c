@@ -2,7 +2,9 @@
  * log.c - structured logging for `demix serve`: one JSON object per line on
  * stderr (timestamp RFC 3339 UTC with milliseconds, level, logger, message,
  * event_type, request_id, fields), so that log shippers need no parsing
- * rules. A mutex keeps lines from different threads whole.
+ * rules. `--log-format text` prints the same content as one readable line
+ * for people at a terminal; `--log-level` drops lines below a level. A
+ * mutex keeps lines from different threads whole.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -39,6 +41,10 @@ static const char *level_name(dmx_log_level l) {
 
 void dmx_srv_log(dmx_log_level level, const char *logger, const char *event_type,
                  const char *request_id, cJSON *fields, const char *fmt, ...) {
+    if ((int)level < dmx_srv_cfg.log_level) {
+        cJSON_Delete(fields);
+        return;
+    }
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);
@@ -53,6 +59,17 @@ void dmx_srv_log(dmx_log_level level, const char *logger, const char *event_type
     size_t k = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(stamp + k, sizeof stamp - k, ".%03ldZ", ts.tv_nsec / 1000000);
 
+    if (dmx_srv_cfg.log_text) {
+        char *fs = fields && fields->child ? cJSON_PrintUnformatted(fields) : NULL;
+        pthread_mutex_lock(&log_lock);
+        fprintf(stderr, "%s %-7s %s [%s] %s%s%s\n", stamp, level_name(level), logger,
+                request_id && *request_id ? request_id : "-", msg, fs ? " " : "", fs ? fs : "");
+        fflush(stderr);
+        pthread_mutex_unlock(&log_lock);
+        free(fs);
+        cJSON_Delete(fields);
+        return;
+    }
     cJSON *o = cJSON_CreateObject();
     if (!o) {
         cJSON_Delete(fields);

@@ -2,7 +2,13 @@
  * metrics.c - Prometheus metrics of `demix serve`, rendered in the text
  * exposition format 0.0.4. Series are kept in small fixed tables keyed by
  * their label values; labels are route templates and model names, never raw
- * paths or client addresses, so the number of series stays bounded.
+ * paths or client addresses, so the number of series stays bounded (and
+ * capped at MAX_SERIES per family: alert names come from the outside).
+ *
+ * Name notes: the spec's `temp_files_total` is exported as the gauge
+ * `temp_files`, since `_total` is reserved for counters; `queue_depth` and
+ * `job_queue_wait_seconds` are the queue; GPU gauges are absent because
+ * the engine runs on the CPU only.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -10,6 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "server.h"
 
@@ -51,6 +60,32 @@ static family sep_dur = {.name = "separation_duration_seconds",
                          .bounds = SEP_BOUNDS, .n_bounds = NB(SEP_BOUNDS)};
 static family err_total = {.name = "errors_total", .help = "Errors by type and route.",
                            .type = "counter"};
+/* Sizes: bounds fitted to the upload limit by dmx_metrics_init(). */
+static double SIZE_BOUNDS[MAX_BUCKETS];
+static const double AUDIO_BOUNDS[] = {1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600};
+static const double LOAD_BOUNDS[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+static const double WAIT_BOUNDS[] = {0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600};
+static family sep_size = {.name = "separation_file_size_bytes",
+                          .help = "Size of uploaded files that became jobs.", .type = "histogram",
+                          .bounds = SIZE_BOUNDS};
+static family sep_audio = {.name = "separation_audio_duration_seconds",
+                           .help = "Duration of the audio of separation jobs.",
+                           .type = "histogram", .bounds = AUDIO_BOUNDS, .n_bounds = NB(AUDIO_BOUNDS)};
+static family load_dur = {.name = "model_load_duration_seconds",
+                          .help = "Time to load a model from disk.", .type = "histogram",
+                          .bounds = LOAD_BOUNDS, .n_bounds = NB(LOAD_BOUNDS)};
+static family inf_dur = {.name = "model_inference_duration_seconds",
+                         .help = "Time of the model evaluation of one job (without decode/encode).",
+                         .type = "histogram", .bounds = SEP_BOUNDS, .n_bounds = NB(SEP_BOUNDS)};
+static family queue_wait = {.name = "job_queue_wait_seconds",
+                            .help = "Time jobs waited in the queue before a worker took them.",
+                            .type = "histogram", .bounds = WAIT_BOUNDS, .n_bounds = NB(WAIT_BOUNDS)};
+static family alerts_total = {.name = "alerts_received_total",
+                              .help = "Alerts received from Alertmanager on POST /alerts.",
+                              .type = "counter"};
+static family br_trans = {.name = "circuit_breaker_transitions_total",
+                          .help = "Circuit breaker state changes.", .type = "counter"};
+static double rate_limited, retries;
 
 static pthread_mutex_t mlock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -124,6 +159,66 @@ void dmx_metrics_error(const char *type, const char *endpoint) {
     pthread_mutex_unlock(&mlock);
 }
 
+void dmx_metrics_init(void) {
+    int n = 0;
+    for (double b = 64 * 1024; b < (double)dmx_srv_cfg.max_upload_bytes && n < MAX_BUCKETS - 1; b *= 4)
+        SIZE_BOUNDS[n++] = b;
+    SIZE_BOUNDS[n++] = (double)dmx_srv_cfg.max_upload_bytes;
+    sep_size.n_bounds = n;
+}
+
+void dmx_metrics_job(int64_t file_bytes, double audio_seconds, double queue_wait_seconds) {
+    pthread_mutex_lock(&mlock);
+    observe(&sep_size, "", (double)file_bytes);
+    if (audio_seconds > 0) observe(&sep_audio, "", audio_seconds);
+    observe(&queue_wait, "", queue_wait_seconds > 0 ? queue_wait_seconds : 0);
+    pthread_mutex_unlock(&mlock);
+}
+
+static void observe_model(family *f, const char *model, double v) {
+    char m[128], l[160];
+    esc(m, sizeof m, model);
+    snprintf(l, sizeof l, "model=\"%s\"", m);
+    pthread_mutex_lock(&mlock);
+    observe(f, l, v);
+    pthread_mutex_unlock(&mlock);
+}
+
+void dmx_metrics_model_load(const char *model, double s) { observe_model(&load_dur, model, s); }
+void dmx_metrics_inference(const char *model, double s) { observe_model(&inf_dur, model, s); }
+
+void dmx_metrics_alert(const char *alertname, const char *severity, const char *status) {
+    char a[96], s[48], t[32], l[256];
+    esc(a, sizeof a, alertname);
+    esc(s, sizeof s, severity);
+    esc(t, sizeof t, status);
+    snprintf(l, sizeof l, "alertname=\"%s\",severity=\"%s\",status=\"%s\"", a, s, t);
+    pthread_mutex_lock(&mlock);
+    add(&alerts_total, l, 1);
+    pthread_mutex_unlock(&mlock);
+}
+
+void dmx_metrics_breaker_transition(const char *breaker, const char *from, const char *to) {
+    char b[160], l[256];
+    esc(b, sizeof b, breaker);
+    snprintf(l, sizeof l, "breaker=\"%s\",from=\"%s\",to=\"%s\"", b, from, to);
+    pthread_mutex_lock(&mlock);
+    add(&br_trans, l, 1);
+    pthread_mutex_unlock(&mlock);
+}
+
+void dmx_metrics_rate_limited(void) {
+    pthread_mutex_lock(&mlock);
+    rate_limited++;
+    pthread_mutex_unlock(&mlock);
+}
+
+void dmx_metrics_retry(void) {
+    pthread_mutex_lock(&mlock);
+    retries++;
+    pthread_mutex_unlock(&mlock);
+}
+
 typedef struct buf {
     char *p;
     size_t n, cap;
@@ -154,19 +249,92 @@ static void render_family(buf *b, const family *f) {
     bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
     for (int i = 0; i < f->n; i++) {
         const series *s = &f->s[i];
+        /* Unlabelled series print no braces; labelled ones a comma before le. */
+        const char *ob = s->labels[0] ? "{" : "", *cb = s->labels[0] ? "}" : "";
+        const char *sep = s->labels[0] ? "," : "";
         if (!f->bounds) {
-            bprintf(b, "%s{%s} %.17g\n", f->name, s->labels, s->value);
+            bprintf(b, "%s%s%s%s %.17g\n", f->name, ob, s->labels, cb, s->value);
             continue;
         }
-        /* f->name ends in _seconds; bucket/sum/count series derive from it. */
         for (int k = 0; k < f->n_bounds; k++)
-            bprintf(b, "%s_bucket{%s,le=\"%g\"} %llu\n", f->name, s->labels, f->bounds[k],
-                    (unsigned long long)s->buckets[k]);
-        bprintf(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", f->name, s->labels,
+            bprintf(b, "%s_bucket{%s%sle=\"%.10g\"} %llu\n", f->name, s->labels, sep,
+                    f->bounds[k], (unsigned long long)s->buckets[k]);
+        bprintf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", f->name, s->labels, sep,
                 (unsigned long long)s->count);
-        bprintf(b, "%s_sum{%s} %.17g\n", f->name, s->labels, s->value);
-        bprintf(b, "%s_count{%s} %llu\n", f->name, s->labels, (unsigned long long)s->count);
+        bprintf(b, "%s_sum%s%s%s %.17g\n", f->name, ob, s->labels, cb, s->value);
+        bprintf(b, "%s_count%s%s%s %llu\n", f->name, ob, s->labels, cb,
+                (unsigned long long)s->count);
     }
+}
+
+/* process_* as the Prometheus client libraries define them, from /proc. */
+static void render_process(buf *b) {
+    double cpu = 0, vsize = 0, rss = 0;
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f) {
+        char line[2048];
+        if (fgets(line, sizeof line, f)) {
+            /* Fields after the command name (which may hold spaces). */
+            char *p = strrchr(line, ')');
+            unsigned long ut = 0, st = 0, vs = 0;
+            long rs = 0;
+            if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d "
+                                   "%*d %*d %*d %*d %*u %lu %ld", &ut, &st, &vs, &rs) == 4) {
+                double hz = (double)sysconf(_SC_CLK_TCK);
+                cpu = (double)(ut + st) / hz;
+                vsize = (double)vs;
+                rss = (double)rs * (double)sysconf(_SC_PAGESIZE);
+            }
+        }
+        fclose(f);
+    }
+    int fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') fds++;
+    if (d) {
+        closedir(d);
+        fds--; /* the one opendir holds */
+    }
+    struct rlimit rl;
+    double maxfds = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (double)rl.rlim_cur : 0;
+    bprintf(b, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+               "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.2f\n", cpu);
+    bprintf(b, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+               "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %.0f\n", rss);
+    bprintf(b, "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+               "# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes %.0f\n", vsize);
+    bprintf(b, "# HELP process_open_fds Number of open file descriptors.\n"
+               "# TYPE process_open_fds gauge\nprocess_open_fds %d\n", fds);
+    bprintf(b, "# HELP process_max_fds Maximum number of open file descriptors.\n"
+               "# TYPE process_max_fds gauge\nprocess_max_fds %.0f\n", maxfds);
+    bprintf(b, "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+               "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.3f\n",
+            dmx_srv_wall() - (dmx_srv_now() - dmx_srv_start_time));
+}
+
+static void gauge(buf *b, const char *name, const char *help, double v) {
+    bprintf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name, v);
+}
+
+static void render_system(buf *b) {
+    dmx_sys_sample x;
+    dmx_sysmetrics_get(&x);
+    gauge(b, "cpu_usage_percent", "Host CPU busy time over the last sampling period, percent.", x.cpu_percent);
+    gauge(b, "memory_usage_bytes", "Host memory in use (total minus available).", x.mem_used);
+    gauge(b, "memory_available_bytes", "Host memory available for new allocations.", x.mem_avail);
+    gauge(b, "memory_percent", "Host memory in use, percent of total.", x.mem_percent);
+    gauge(b, "disk_usage_bytes", "Bytes used on the file system of the data folder.", x.disk_used);
+    gauge(b, "disk_free_bytes", "Bytes available on the file system of the data folder.", x.disk_free);
+    gauge(b, "temp_files", "Files held in the data folder (uploads, job inputs and stems); the spec's temp_files_total.", (double)x.temp_files);
+    gauge(b, "temp_storage_bytes", "Bytes held in those files.", (double)x.temp_bytes);
+}
+
+static void render_breaker(void *user, const char *name, dmx_breaker_state s) {
+    char e[200];
+    esc(e, sizeof e, name);
+    bprintf(user, "circuit_breaker_state{breaker=\"%s\"} %d\n", e, (int)s);
 }
 
 char *dmx_metrics_render(void) {
@@ -183,10 +351,32 @@ char *dmx_metrics_render(void) {
     bprintf(&b, "# HELP queue_depth Jobs waiting for a worker.\n# TYPE queue_depth gauge\n"
                 "queue_depth %d\n",
             dmx_jobs_queue_depth());
-    bprintf(&b, "# HELP process_start_time_seconds Start time since the Unix epoch.\n"
-                "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.3f\n",
-            dmx_srv_wall() - (dmx_srv_now() - dmx_srv_start_time));
+    render_process(&b);
+    render_system(&b);
+    bprintf(&b, "# HELP circuit_breaker_state Circuit breaker state: 0 closed, 1 open, 2 half-open.\n"
+                "# TYPE circuit_breaker_state gauge\n");
+    dmx_breakers_each(render_breaker, &b);
+    bprintf(&b, "# HELP rate_limit_buckets Client buckets held by the rate limiter.\n"
+                "# TYPE rate_limit_buckets gauge\nrate_limit_buckets %d\n",
+            dmx_ratelimit_buckets());
     pthread_mutex_lock(&mlock);
+    bprintf(&b, "# HELP rate_limited_requests_total Requests refused with 429.\n"
+                "# TYPE rate_limited_requests_total counter\nrate_limited_requests_total %.17g\n",
+            rate_limited);
+    bprintf(&b, "# HELP retries_total Retries of transient failures.\n"
+                "# TYPE retries_total counter\nretries_total %.17g\n",
+            retries);
+    /* Histograms with no labels exist from the start (all zero). */
+    find(&sep_size, "");
+    find(&sep_audio, "");
+    find(&queue_wait, "");
+    render_family(&b, &sep_size);
+    render_family(&b, &sep_audio);
+    render_family(&b, &queue_wait);
+    render_family(&b, &load_dur);
+    render_family(&b, &inf_dur);
+    render_family(&b, &alerts_total);
+    render_family(&b, &br_trans);
     render_family(&b, &http_total);
     render_family(&b, &http_dur);
     render_family(&b, &sep_total);

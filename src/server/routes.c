@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "demix/audio.h"
@@ -27,6 +28,9 @@ static int truthy(const char *s) {
     return s && (!strcmp(s, "1") || !strcasecmp(s, "true") || !strcasecmp(s, "yes"));
 }
 
+static enum MHD_Result send_fd(struct MHD_Connection *c, dmx_req *r, int fd, const char *ctype,
+                               const char *filename);
+
 /* ---- probes, models, metrics ----------------------------------------------------- */
 
 static enum MHD_Result h_livez(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
@@ -38,7 +42,7 @@ static enum MHD_Result h_livez(struct MHD_Connection *c, dmx_req *r, const char 
 static enum MHD_Result h_health(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
     int avail = dmx_models_any_available();
     int depth = dmx_jobs_queue_depth();
-    int degraded = !avail || depth >= dmx_srv_cfg.queue_max;
+    int degraded = !avail || depth >= dmx_srv_cfg.queue_max || dmx_breakers_any_open();
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", degraded ? "degraded" : "ok");
     cJSON_AddStringToObject(o, "version", DEMIX_SERVER_VERSION);
@@ -48,6 +52,10 @@ static enum MHD_Result h_health(struct MHD_Connection *c, dmx_req *r, const char
     cJSON_AddNumberToObject(o, "queue_capacity", dmx_srv_cfg.queue_max);
     cJSON_AddNumberToObject(o, "active_jobs", dmx_jobs_active());
     cJSON_AddNumberToObject(o, "workers", dmx_srv_cfg.workers);
+    cJSON_AddItemToObject(o, "circuit_breakers", dmx_breakers_json());
+    struct statvfs v;
+    if (statvfs(dmx_srv_cfg.data_dir, &v) == 0)
+        cJSON_AddNumberToObject(o, "disk_free_bytes", (double)v.f_bavail * (double)v.f_frsize);
     return dmx_respond_json(c, r, 200, o, NULL, NULL);
 }
 
@@ -57,7 +65,9 @@ static enum MHD_Result h_readyz(struct MHD_Connection *c, dmx_req *r, const char
         why = "no model available";
     else if (dmx_jobs_queue_depth() >= dmx_srv_cfg.queue_max)
         why = "job queue full";
-    if (why) return dmx_respond_error(c, r, 503, "not_ready", "%s", why);
+    else if (dmx_breakers_any_open())
+        why = "a circuit breaker is open";
+    if (why) return dmx_respond_error(c, r, "not_ready", "%s", why);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", "ready");
     return dmx_respond_json(c, r, 200, o, NULL, NULL);
@@ -71,7 +81,7 @@ static enum MHD_Result h_models(struct MHD_Connection *c, dmx_req *r, const char
 
 static enum MHD_Result h_metrics(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
     char *s = dmx_metrics_render();
-    if (!s) return dmx_respond_error(c, r, 500, "internal", "out of memory");
+    if (!s) return dmx_respond_error(c, r, "internal", "out of memory");
     size_t len = strlen(s);
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, s, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
@@ -84,14 +94,14 @@ static enum MHD_Result h_jobs(struct MHD_Connection *c, dmx_req *r, const char *
     const char *l = query(c, "limit"), *o = query(c, "offset");
     int limit = l ? atoi(l) : 50, offset = o ? atoi(o) : 0;
     if (limit < 1 || limit > 1000 || offset < 0)
-        return dmx_respond_error(c, r, 400, "invalid_argument",
+        return dmx_respond_error(c, r, "invalid_argument",
                                  "limit must be 1..1000 and offset >= 0");
     return dmx_respond_json(c, r, 200, dmx_jobs_list_json(limit, offset), NULL, NULL);
 }
 
 static enum MHD_Result h_job(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
     dmx_job *j = dmx_job_get(r->id);
-    if (!j) return dmx_respond_error(c, r, 404, "job_not_found", "no job %s", r->id);
+    if (!j) return dmx_respond_error(c, r, "job_not_found", "no job %s", r->id);
     cJSON *o = dmx_job_json(j);
     dmx_job_put(j);
     return dmx_respond_json(c, r, 200, o, NULL, NULL);
@@ -100,7 +110,7 @@ static enum MHD_Result h_job(struct MHD_Connection *c, dmx_req *r, const char *u
 static enum MHD_Result h_job_delete(struct MHD_Connection *c, dmx_req *r, const char *u,
                                     size_t *n) {
     dmx_job *j = dmx_job_get(r->id);
-    if (!j) return dmx_respond_error(c, r, 404, "job_not_found", "no job %s", r->id);
+    if (!j) return dmx_respond_error(c, r, "job_not_found", "no job %s", r->id);
     dmx_job_delete(j);
     cJSON *o = dmx_job_json(j);
     dmx_job_put(j);
@@ -110,33 +120,93 @@ static enum MHD_Result h_job_delete(struct MHD_Connection *c, dmx_req *r, const 
 
 static enum MHD_Result h_stem(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
     dmx_job *j = dmx_job_get(r->id);
-    if (!j) return dmx_respond_error(c, r, 404, "job_not_found", "no job %s", r->id);
+    if (!j) return dmx_respond_error(c, r, "job_not_found", "no job %s", r->id);
     char *path = dmx_job_stem_path(j, r->stem);
     char fmt[8];
     snprintf(fmt, sizeof fmt, "%s", j->format);
     dmx_job_put(j);
     if (!path)
-        return dmx_respond_error(c, r, 404, "stem_not_found",
+        return dmx_respond_error(c, r, "stem_not_found",
                                  "job %s has no stem '%s' (or is not done)", r->id, r->stem);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     free(path);
+    if (fd < 0) return dmx_respond_error(c, r, "stem_not_found", "stem file is gone");
+    char fname[100];
+    snprintf(fname, sizeof fname, "%s.%s", r->stem, fmt);
+    return send_fd(c, r, fd,
+                   !strcmp(fmt, "mp3") ? "audio/mpeg" : !strcmp(fmt, "flac") ? "audio/flac" : "audio/wav",
+                   fname);
+}
+
+/* Sends a file from disk (takes fd). */
+static enum MHD_Result send_fd(struct MHD_Connection *c, dmx_req *r, int fd, const char *ctype,
+                               const char *filename) {
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        if (fd >= 0) close(fd);
-        return dmx_respond_error(c, r, 404, "stem_not_found", "stem file is gone");
+    if (fstat(fd, &st) < 0) {
+        close(fd);
+        return dmx_respond_error(c, r, "stem_not_found", "file is gone");
     }
     struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
     if (!resp) {
         close(fd);
         return MHD_NO;
     }
-    MHD_add_response_header(resp, "Content-Type",
-                            !strcmp(fmt, "mp3") ? "audio/mpeg" :
-                            !strcmp(fmt, "flac") ? "audio/flac" : "audio/wav");
+    MHD_add_response_header(resp, "Content-Type", ctype);
     char disp[200];
-    snprintf(disp, sizeof disp, "attachment; filename=\"%s.%s\"", r->stem, fmt);
+    snprintf(disp, sizeof disp, "attachment; filename=\"%s\"", filename);
     MHD_add_response_header(resp, "Content-Disposition", disp);
     return dmx_respond(c, r, 200, resp, (int64_t)st.st_size);
+}
+
+/* The job's stems as one zip (built once, then kept with the stems). */
+static enum MHD_Result send_zip(struct MHD_Connection *c, dmx_req *r, dmx_job *j) {
+    char **paths, **names;
+    int n = dmx_job_stem_files(j, &paths, &names);
+    if (n == 0) {
+        dmx_job_put(j);
+        return dmx_respond_error(c, r, "job_not_done", "job %s has no results (yet)", r->id);
+    }
+    char *zp = NULL, fname[64];
+    snprintf(fname, sizeof fname, "%s.zip", j->id);
+    if (asprintf(&zp, "%s/stems.zip", j->dir) < 0) zp = NULL;
+    dmx_job_put(j);
+    int fd = zp ? open(zp, O_RDONLY | O_CLOEXEC) : -1;
+    if (zp && fd < 0 && dmx_zip_write(zp, paths, names, n) == 0) fd = open(zp, O_RDONLY | O_CLOEXEC);
+    free(zp);
+    dmx_strv_free(paths, n);
+    dmx_strv_free(names, n);
+    if (fd < 0) return dmx_respond_error(c, r, "storage_error", "cannot build the zip");
+    return send_fd(c, r, fd, "application/zip", fname);
+}
+
+static enum MHD_Result h_zip(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+    dmx_job *j = dmx_job_get(r->id);
+    if (!j) return dmx_respond_error(c, r, "job_not_found", "no job %s", r->id);
+    return send_zip(c, r, j);
+}
+
+static int wants_zip(struct MHD_Connection *c) {
+    const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept");
+    return a && strstr(a, "application/zip") != NULL;
+}
+
+/* ---- documentation -------------------------------------------------------------------- */
+
+static enum MHD_Result send_text(struct MHD_Connection *c, dmx_req *r, char *s,
+                                 const char *ctype) {
+    if (!s) return dmx_respond_error(c, r, "internal", "out of memory");
+    size_t len = strlen(s);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, s, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", ctype);
+    return dmx_respond(c, r, 200, resp, (int64_t)len);
+}
+
+static enum MHD_Result h_openapi(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+    return send_text(c, r, dmx_openapi_json(), "application/json");
+}
+
+static enum MHD_Result h_docs(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+    return send_text(c, r, dmx_openapi_html(), "text/html; charset=utf-8");
 }
 
 /* ---- POST /separate ----------------------------------------------------------------- */
@@ -207,34 +277,63 @@ static enum MHD_Result separate_finish(struct MHD_Connection *c, dmx_req *r) {
         r->upload = NULL;
     }
     if (r->too_large)
-        return dmx_respond_error(c, r, 413, "payload_too_large", "upload exceeds %lld bytes",
+        return dmx_respond_error(c, r, "payload_too_large", "upload exceeds %lld bytes",
                                  (long long)dmx_srv_cfg.max_upload_bytes);
     if (r->write_failed)
-        return dmx_respond_error(c, r, 500, "storage_error", "cannot store the upload");
+        return dmx_respond_error(c, r, "storage_error", "cannot store the upload");
     if (!r->saw_file || !r->upload_path)
-        return dmx_respond_error(c, r, 400, "missing_file",
+        return dmx_respond_error(c, r, "missing_file",
                                  "the multipart field 'file' is required and must not be empty");
     const char *model = r->model_name[0] ? r->model_name : "htdemucs";
     const char *fmt = r->format[0] ? r->format : "wav";
     if (strcmp(fmt, "wav") && strcmp(fmt, "flac") && strcmp(fmt, "mp3"))
-        return dmx_respond_error(c, r, 400, "invalid_argument", "format must be wav, flac or mp3");
-    long shifts = 0;
+        return dmx_respond_error(c, r, "invalid_argument", "format must be wav, flac or mp3");
+    /* 1 like upstream's CLI and Separator (and `demix separate`), so the
+     * same request gives the same stems everywhere. */
+    long shifts = 1;
     if (r->shifts[0] && parse_int(r->shifts, 0, 100, &shifts))
-        return dmx_respond_error(c, r, 400, "invalid_argument", "shifts must be 0..100");
+        return dmx_respond_error(c, r, "invalid_argument", "shifts must be 0..100");
     double overlap = 0.25;
     if (r->overlap[0]) {
         char *end;
         overlap = strtod(r->overlap, &end);
         if (end == r->overlap || *end || !(overlap >= 0 && overlap < 1))
-            return dmx_respond_error(c, r, 400, "invalid_argument", "overlap must be in [0, 1)");
+            return dmx_respond_error(c, r, "invalid_argument", "overlap must be in [0, 1)");
     }
     if (strlen(r->two_stems) >= 60)
-        return dmx_respond_error(c, r, 400, "invalid_argument", "two_stems is too long");
+        return dmx_respond_error(c, r, "invalid_argument", "two_stems is too long");
     char *mpath = strlen(model) < 100 ? dmx_models_resolve(model) : NULL;
     if (!mpath)
-        return dmx_respond_error(c, r, 400, "unknown_model", "model '%s' is not available",
+        return dmx_respond_error(c, r, "unknown_model", "model '%s' is not available",
                                  model);
     free(mpath);
+    char breaker[160];
+    snprintf(breaker, sizeof breaker, "model:%s", model);
+    if (dmx_breaker_check(breaker, &r->retry_after) < 0)
+        return dmx_respond_error(c, r, "model_unavailable",
+                                 "model '%s' failed to load repeatedly; retry in %d s", model,
+                                 r->retry_after);
+    if (r->two_stems[0]) {
+        /* The source names live in the checkpoint: load it now (it is
+         * shared and cached, so the job would need it anyway) to refuse an
+         * unknown stem while the client is still here. */
+        char err[512];
+        const dmx_model *m = dmx_model_get(model, r->request_id, err, sizeof err);
+        if (!m) {
+            dmx_breaker_check(breaker, &r->retry_after);
+            return dmx_respond_error(c, r, "model_unavailable", "%s", err);
+        }
+        if (dmx_model_source_index(m, r->two_stems) < 0) {
+            char list[512] = "";
+            size_t k = 0;
+            for (int i = 0; i < dmx_model_n_sources(m) && k < sizeof list; i++)
+                k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", i ? ", " : "",
+                                      dmx_model_source_name(m, i));
+            return dmx_respond_error(c, r, "unknown_source",
+                                     "model %s has no source '%s' (it has: %s)", model,
+                                     r->two_stems, list);
+        }
+    }
     /* Refuse what cannot be decoded now, while the client is still here. */
     dmx_decoder *dec = NULL;
     dmx_status st = dmx_decoder_open(r->upload_path, 0, 0, &dec);
@@ -243,13 +342,20 @@ static enum MHD_Result separate_finish(struct MHD_Connection *c, dmx_req *r) {
         const char *d = dmx_last_error();
         size_t pl = strlen(r->upload_path);
         if (!strncmp(d, r->upload_path, pl) && !strncmp(d + pl, ": ", 2)) d += pl + 2;
-        return dmx_respond_error(c, r, 422, "undecodable_audio", "the upload is not audio: %s",
+        return dmx_respond_error(c, r, "undecodable_audio", "the upload is not audio: %s",
                                  *d ? d : dmx_status_str(st));
     }
+    double audio_seconds = 0;
+    int64_t frames = dmx_decoder_duration_hint(dec);
+    if (frames > 0 && dmx_decoder_rate(dec) > 0) audio_seconds = (double)frames / dmx_decoder_rate(dec);
     dmx_decoder_close(dec);
+    if (dmx_srv_cfg.max_duration_seconds > 0 && audio_seconds > dmx_srv_cfg.max_duration_seconds)
+        return dmx_respond_error(c, r, "audio_too_long",
+                                 "the audio lasts %.1f s; this server takes at most %g s",
+                                 audio_seconds, dmx_srv_cfg.max_duration_seconds);
 
     dmx_job *j = dmx_job_new();
-    if (!j) return dmx_respond_error(c, r, 500, "internal", "cannot create a job");
+    if (!j) return dmx_respond_error(c, r, "internal", "cannot create a job");
     snprintf(j->request_id, sizeof j->request_id, "%s", r->request_id);
     /* Lengths were checked above; the precisions only bound the copies. */
     snprintf(j->model, sizeof j->model, "%.127s", model);
@@ -257,6 +363,8 @@ static enum MHD_Result separate_finish(struct MHD_Connection *c, dmx_req *r) {
     snprintf(j->format, sizeof j->format, "%.7s", fmt);
     j->shifts = (int)shifts;
     j->overlap = overlap;
+    j->file_size = r->upload_bytes;
+    j->audio_seconds = audio_seconds;
     j->upload_name = r->upload_name;
     r->upload_name = NULL;
     if (asprintf(&j->dir, "%s/jobs/%s", dmx_srv_cfg.data_dir, j->id) < 0) j->dir = NULL;
@@ -264,7 +372,7 @@ static enum MHD_Result separate_finish(struct MHD_Connection *c, dmx_req *r) {
         rename(r->upload_path, j->input) < 0) {
         if (j->dir) rmdir(j->dir);
         dmx_job_put(j);
-        return dmx_respond_error(c, r, 500, "storage_error", "cannot store the job");
+        return dmx_respond_error(c, r, "storage_error", "cannot store the job");
     }
     free(r->upload_path);
     r->upload_path = NULL;
@@ -272,7 +380,7 @@ static enum MHD_Result separate_finish(struct MHD_Connection *c, dmx_req *r) {
         unlink(j->input);
         rmdir(j->dir);
         dmx_job_put(j);
-        return dmx_respond_error(c, r, 503, "queue_full", "the job queue is full; retry later");
+        return dmx_respond_error(c, r, "queue_full", "the job queue is full; retry later");
     }
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "job", j->id);
@@ -283,7 +391,14 @@ static enum MHD_Result separate_finish(struct MHD_Connection *c, dmx_req *r) {
     char loc[64];
     snprintf(loc, sizeof loc, "/jobs/%s", j->id);
     int wait = truthy(r->wait) || truthy(query(c, "wait"));
-    if (wait) dmx_job_wait(j);
+    if (wait && dmx_job_wait(j) < 0) {
+        dmx_job_put(j);
+        return dmx_respond_error(c, r, "shutting_down",
+                                 "the server is shutting down; job %s stays queued", loc + 6);
+    }
+    /* Accept: application/zip gets the stems themselves when they exist;
+     * a failed job still answers with its JSON, which says why. */
+    if (wait && wants_zip(c) && dmx_job_is_done(j)) return send_zip(c, r, j);
     cJSON *o = dmx_job_json(j);
     dmx_job_put(j);
     return dmx_respond_json(c, r, wait ? 200 : 202, o, "Location", loc);
@@ -293,17 +408,34 @@ static enum MHD_Result h_separate(struct MHD_Connection *c, dmx_req *r, const ch
                                   size_t *upload_size) {
     if (!r->started_upload) {
         r->started_upload = 1;
+        /* Rate limit before reading a byte of the upload. */
+        int remaining, reset, retry;
+        int ok = dmx_ratelimit_take(r->client, &remaining, &reset, &retry);
+        if (dmx_srv_cfg.rate_per_minute > 0) {
+            /* draft-ietf-httpapi-ratelimit-headers: quota per window (s). */
+            dmx_req_header(r, "RateLimit-Policy", "%d;w=%d;burst=%d",
+                           (int)dmx_srv_cfg.rate_per_minute, 60, dmx_srv_cfg.rate_burst);
+            dmx_req_header(r, "RateLimit", "limit=%d, remaining=%d, reset=%d",
+                           dmx_srv_cfg.rate_burst, remaining, reset);
+        }
+        if (!ok) {
+            r->retry_after = retry;
+            dmx_metrics_rate_limited();
+            return dmx_respond_error(c, r, "rate_limited",
+                                     "too many separation requests from %s; retry in %d s",
+                                     r->client, retry);
+        }
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
         if (!ct || strncasecmp(ct, "multipart/form-data", 19))
-            return dmx_respond_error(c, r, 415, "unsupported_media_type",
+            return dmx_respond_error(c, r, "unsupported_media_type",
                                      "POST /separate takes multipart/form-data");
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoll(cl, NULL, 10) > dmx_srv_cfg.max_upload_bytes + 64 * 1024)
-            return dmx_respond_error(c, r, 413, "payload_too_large", "upload exceeds %lld bytes",
+            return dmx_respond_error(c, r, "payload_too_large", "upload exceeds %lld bytes",
                                      (long long)dmx_srv_cfg.max_upload_bytes);
         r->pp = MHD_create_post_processor(c, 64 * 1024, on_post_field, r);
         if (!r->pp)
-            return dmx_respond_error(c, r, 415, "unsupported_media_type",
+            return dmx_respond_error(c, r, "unsupported_media_type",
                                      "malformed multipart/form-data (boundary missing?)");
         return MHD_YES;
     }
@@ -317,28 +449,33 @@ static enum MHD_Result h_separate(struct MHD_Connection *c, dmx_req *r, const ch
 
 /* ---- the table ---------------------------------------------------------------------- */
 
-typedef struct route {
-    const char *method, *tmpl;
-    dmx_handler h;
-} route;
-
 /* The web page (web.c: web/ embedded at build time). */
 #include "web.h"
 
-static const route ROUTES[] = {
-    {"GET", "/", dmx_web_index},
-    {"GET", "/static/{stem}", dmx_web_static},
-    {"GET", "/livez", h_livez},
-    {"GET", "/health", h_health},
-    {"GET", "/readyz", h_readyz},
-    {"GET", "/models", h_models},
-    {"GET", "/metrics", h_metrics},
-    {"POST", "/separate", h_separate},
-    {"GET", "/jobs", h_jobs},
-    {"GET", "/jobs/{id}", h_job},
-    {"DELETE", "/jobs/{id}", h_job_delete},
-    {"GET", "/jobs/{id}/stems/{stem}", h_stem},
+/* Method, template, handler, needs the API key, summary, statuses, 2xx type. */
+static const dmx_route_info ROUTES[] = {
+    {"GET", "/", dmx_web_index, 0, "The web page (index.html).", "200 304", "text/html"},
+    {"GET", "/static/{stem}", dmx_web_static, 0, "A file of the web page.", "200 304 404", "*/*"},
+    {"GET", "/livez", h_livez, 0, "Liveness probe: the process answers.", "200", "application/json"},
+    {"GET", "/health", h_health, 0, "Health: version, uptime, models, breakers, queue, disk.", "200", "application/json"},
+    {"GET", "/readyz", h_readyz, 0, "Readiness probe: 503 while no model can run, a breaker is open or the queue is full.", "200 503", "application/json"},
+    {"GET", "/models", h_models, 0, "Available and loaded models.", "200", "application/json"},
+    {"GET", "/metrics", h_metrics, 0, "Prometheus metrics (text format 0.0.4).", "200", "text/plain"},
+    {"GET", "/openapi.json", h_openapi, 0, "This API as an OpenAPI 3 document.", "200", "application/json"},
+    {"GET", "/docs", h_docs, 0, "This API as a readable page.", "200", "text/html"},
+    {"POST", "/alerts", dmx_h_alerts, 0, "Alertmanager webhook receiver: logs and counts each alert.", "200 400 413 415", "application/json"},
+    {"POST", "/separate", h_separate, 1, "Upload audio (multipart: file, model_name, two_stems, format, shifts, overlap, wait) and start a separation job.", "200 202 400 401 413 415 422 429 503", "application/json"},
+    {"GET", "/jobs", h_jobs, 1, "Recent jobs, newest first (limit, offset).", "200 400 401", "application/json"},
+    {"GET", "/jobs/{id}", h_job, 1, "A job: status, progress, ETA, stems, error.", "200 401 404", "application/json"},
+    {"DELETE", "/jobs/{id}", h_job_delete, 1, "Cancel a job and delete its files.", "200 401 404", "application/json"},
+    {"GET", "/jobs/{id}/stems/{stem}", h_stem, 1, "Download one stem.", "200 401 404", "audio/*"},
+    {"GET", "/jobs/{id}/zip", h_zip, 1, "Download all stems as a zip.", "200 401 404 409", "application/zip"},
 };
+
+const dmx_route_info *dmx_routes(size_t *n) {
+    *n = sizeof ROUTES / sizeof *ROUTES;
+    return ROUTES;
+}
 
 /* Matches PATH against TMPL segment by segment, capturing {id} and {stem}. */
 static int match(const char *tmpl, const char *path, dmx_req *r) {
@@ -365,12 +502,13 @@ static int match(const char *tmpl, const char *path, dmx_req *r) {
     return 1;
 }
 
-dmx_handler dmx_route(const char *method, const char *path, dmx_req *r, int *mismatch) {
+const dmx_route_info *dmx_route(const char *method, const char *path, dmx_req *r,
+                                int *mismatch) {
     *mismatch = 0;
     for (size_t i = 0; i < sizeof ROUTES / sizeof *ROUTES; i++) {
         if (!match(ROUTES[i].tmpl, path, r)) continue;
         r->endpoint = ROUTES[i].tmpl;
-        if (!strcmp(ROUTES[i].method, method)) return ROUTES[i].h;
+        if (!strcmp(ROUTES[i].method, method)) return &ROUTES[i];
         *mismatch = 1;
     }
     return NULL;

@@ -1,8 +1,9 @@
 /*
  * serve.c - `demix serve`: command line, data folders, start-up and
- * shutdown. SIGINT/SIGTERM are blocked in every thread and taken with
- * sigwait() here, so shutdown runs as ordinary code (stop accepting,
- * cancel jobs, join workers) rather than in a signal handler.
+ * shutdown, and the option table (flags and DEMIX_* variables). SIGINT and
+ * SIGTERM are blocked in every thread and taken with sigwait() here, so
+ * shutdown runs as ordinary code (stop accepting, drain or checkpoint
+ * jobs, join threads) rather than in a signal handler.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,16 +24,55 @@ struct MHD_Daemon *dmx_http_start(const char *host, int port, int *bound_port);
 dmx_srv_config dmx_srv_cfg;
 double dmx_srv_start_time;
 
+/* Every option: flag, environment variable, kind, destination, bounds,
+ * help. The environment is read first, flags override it; docs/API.md
+ * lists the same table. */
+typedef enum { OPT_STR, OPT_INT, OPT_NUM, OPT_MB, OPT_LOGFMT, OPT_LOGLEVEL } opt_kind;
+typedef struct opt {
+    const char *flag, *env;
+    opt_kind kind;
+    void *dst;
+    double lo, hi;
+    const char *help;
+} opt;
+
+#define C (&dmx_srv_cfg)
+static const opt OPTS[] = {
+    {"host", "DEMIX_HOST", OPT_STR, &C->host, 0, 0, "IPv4 address to listen on (127.0.0.1)"},
+    {"port", "DEMIX_PORT", OPT_INT, &C->port, 0, 65535, "TCP port; 0 picks a free one (8000)"},
+    {"repo", "DEMIX_REPO", OPT_STR, &C->repo, 0, 0, "folder of .th/.yaml models (default: the model cache)"},
+    {"data-dir", "DEMIX_DATA_DIR", OPT_STR, &C->data_dir, 0, 0, "demix.db, uploads and results (demix-data)"},
+    {"workers", "DEMIX_WORKERS", OPT_INT, &C->workers, 1, 256, "parallel jobs (1; 2 from 8 cores, 4 from 16)"},
+    {"max-upload-mb", "DEMIX_MAX_UPLOAD_MB", OPT_MB, &C->max_upload_bytes, 1, 1 << 20, "upload limit in MiB (200)"},
+    {"queue", "DEMIX_QUEUE", OPT_INT, &C->queue_max, 1, 100000, "queued jobs before 503 (64)"},
+    {"ttl", "DEMIX_TTL", OPT_NUM, &C->ttl_seconds, 0.1, 1e9, "seconds finished jobs are kept (86400)"},
+    {"job-timeout", "DEMIX_JOB_TIMEOUT", OPT_NUM, &C->job_timeout_seconds, 0, 1e9, "wall limit of one job in seconds, 0 = none (3600)"},
+    {"idle-timeout", "DEMIX_IDLE_TIMEOUT", OPT_NUM, &C->idle_timeout_seconds, 1, 86400, "drop connections silent this long, s (60)"},
+    {"max-duration", "DEMIX_MAX_DURATION", OPT_NUM, &C->max_duration_seconds, 0, 1e9, "longest audio accepted in seconds, 0 = any (3600)"},
+    {"grace", "DEMIX_GRACE", OPT_NUM, &C->grace_seconds, 0, 86400, "SIGTERM: seconds running jobs may finish (30)"},
+    {"rate-limit", "DEMIX_RATE_LIMIT", OPT_NUM, &C->rate_per_minute, 0, 1e6, "POST /separate per client per minute, 0 = off (30)"},
+    {"rate-burst", "DEMIX_RATE_BURST", OPT_INT, &C->rate_burst, 1, 100000, "requests a client may send at once (10)"},
+    {"trusted-proxies", "DEMIX_TRUSTED_PROXIES", OPT_STR, &C->trusted_proxies, 0, 0, "comma-separated proxy IPs whose X-Forwarded-For is believed"},
+    {"breaker-threshold", "DEMIX_BREAKER_THRESHOLD", OPT_INT, &C->breaker_threshold, 1, 1000, "consecutive model load failures that open its breaker (5)"},
+    {"breaker-open", "DEMIX_BREAKER_OPEN", OPT_NUM, &C->breaker_open_seconds, 0.1, 86400, "seconds a breaker stays open (60)"},
+    {"breaker-probes", "DEMIX_BREAKER_PROBES", OPT_INT, &C->breaker_probes, 1, 100, "trial loads at once while half-open (1)"},
+    {"retries", "DEMIX_RETRIES", OPT_INT, &C->retries, 0, 10, "retries of transient failures (2)"},
+    {"retry-base", "DEMIX_RETRY_BASE", OPT_NUM, &C->retry_base_seconds, 0, 60, "first backoff cap in seconds, doubled each retry (0.5)"},
+    {"metrics-interval", "DEMIX_METRICS_INTERVAL", OPT_NUM, &C->metrics_interval_seconds, 0.1, 86400, "system metrics refresh, s (15)"},
+    {"log-format", "DEMIX_LOG_FORMAT", OPT_LOGFMT, &C->log_text, 0, 0, "json or text (json)"},
+    {"log-level", "DEMIX_LOG_LEVEL", OPT_LOGLEVEL, &C->log_level, 0, 0, "debug, info, warning or error (info)"},
+};
+#undef C
+#define N_OPTS ((int)(sizeof OPTS / sizeof *OPTS))
+
 static void usage(FILE *f) {
-    fprintf(f,
-            "USAGE\n"
-            "    demix serve [--host 127.0.0.1] [--port 8000] [--repo DIR] [--data-dir DIR]\n"
-            "                [--workers N] [--max-upload-mb N] [--queue N]\n"
-            "\n"
-            "    HTTP API for separation jobs. --port 0 picks a free port (logged in the\n"
-            "    'startup' line). Logs are JSON lines on stderr.\n"
-            "    Routes: GET /livez /health /readyz /models /metrics /jobs /jobs/{id}\n"
-            "            /jobs/{id}/stems/{stem}; POST /separate; DELETE /jobs/{id}\n");
+    fprintf(f, "USAGE\n    demix serve [OPTIONS]\n\n"
+               "    HTTP API for separation jobs (see docs/API.md, or GET /docs). Logs are\n"
+               "    JSON lines on stderr. Each option can also be set by its environment\n"
+               "    variable; DEMIX_API_KEY (environment only) protects the job routes.\n\nOPTIONS\n");
+    for (int i = 0; i < N_OPTS; i++)
+        fprintf(f, "    --%-18s %-24s %s\n", OPTS[i].flag, OPTS[i].env, OPTS[i].help);
+    fprintf(f, "    --help\n");
 }
 
 static int bad(const char *fmt, const char *arg) {
@@ -42,12 +82,39 @@ static int bad(const char *fmt, const char *arg) {
     return 2;
 }
 
-static int num(const char *s, long lo, long hi, long *out) {
+/* Stores `val` for option `o`; 0, or 2 after a message. */
+static int set_opt(const opt *o, const char *val, const char *from) {
     char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = v;
+    double v = 0;
+    if (o->kind == OPT_INT || o->kind == OPT_NUM || o->kind == OPT_MB) {
+        errno = 0;
+        v = strtod(val, &end);
+        if (errno || end == val || *end || !(v >= o->lo && v <= o->hi) ||
+            (o->kind != OPT_NUM && v != (double)(long)v)) {
+            fprintf(stderr, "demix: %s: '%s' is not a number in %g..%g (see 'demix serve --help')\n",
+                    from, val, o->lo, o->hi);
+            return 2;
+        }
+    }
+    switch (o->kind) {
+    case OPT_STR: *(const char **)o->dst = val; break;
+    case OPT_INT: *(int *)o->dst = (int)v; break;
+    case OPT_NUM: *(double *)o->dst = v; break;
+    case OPT_MB: *(int64_t *)o->dst = (int64_t)v << 20; break;
+    case OPT_LOGFMT:
+        if (strcmp(val, "json") && strcmp(val, "text")) return bad("log format '%s' is not json or text", val);
+        *(int *)o->dst = !strcmp(val, "text");
+        break;
+    case OPT_LOGLEVEL: {
+        static const char *const lv[] = {"debug", "info", "warning", "error"};
+        int k = 0;
+        while (k < 4 && strcmp(val, lv[k])) k++;
+        if (k == 4 && !strcmp(val, "warn")) k = 2;
+        if (k == 4) return bad("log level '%s' is not debug, info, warning or error", val);
+        *(int *)o->dst = k;
+        break;
+    }
+    }
     return 0;
 }
 
@@ -65,44 +132,53 @@ static int mkdirs(const char *p) {
 
 int dmx_serve_main(int argc, char **argv) {
     dmx_srv_config *c = &dmx_srv_cfg;
+    memset(c, 0, sizeof *c);
     c->host = "127.0.0.1";
     c->port = 8000;
     c->repo = NULL;
     c->data_dir = "demix-data";
+    /* Each worker runs one job with cores/workers BLAS threads: a few
+     * workers keep the cores busy between a job's serial phases (decode,
+     * encode) without splitting them so thin that one job takes forever. */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    c->workers = cores >= 8 ? 2 : 1;
+    c->workers = cores >= 16 ? 4 : cores >= 8 ? 2 : 1;
     c->max_upload_bytes = 200LL << 20;
     c->queue_max = 64;
-    static const struct option opts[] = {
-        {"host", required_argument, 0, 'H'},      {"port", required_argument, 0, 'p'},
-        {"repo", required_argument, 0, 'r'},      {"data-dir", required_argument, 0, 'd'},
-        {"workers", required_argument, 0, 'w'},   {"max-upload-mb", required_argument, 0, 'm'},
-        {"queue", required_argument, 0, 'q'},     {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    c->ttl_seconds = 86400;
+    c->job_timeout_seconds = 3600;
+    c->idle_timeout_seconds = 60;
+    c->max_duration_seconds = 3600;
+    c->grace_seconds = 30;
+    c->rate_per_minute = 30;
+    c->rate_burst = 10;
+    c->breaker_threshold = 5;
+    c->breaker_open_seconds = 60;
+    c->breaker_probes = 1;
+    c->retries = 2;
+    c->retry_base_seconds = 0.5;
+    c->metrics_interval_seconds = 15;
+    c->log_level = DMX_LOG_INFO;
+    for (int i = 0; i < N_OPTS; i++) {
+        const char *e = getenv(OPTS[i].env);
+        if (e && *e && set_opt(&OPTS[i], e, OPTS[i].env)) return 2;
+    }
+    const char *key = getenv("DEMIX_API_KEY");
+    c->api_key = key && *key ? key : NULL;
+
+    struct option lo[N_OPTS + 2];
+    for (int i = 0; i < N_OPTS; i++) lo[i] = (struct option){OPTS[i].flag, required_argument, 0, 1000 + i};
+    lo[N_OPTS] = (struct option){"help", no_argument, 0, 'h'};
+    lo[N_OPTS + 1] = (struct option){0, 0, 0, 0};
     optind = 1;
     int o;
-    long v;
-    while ((o = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+        if (o >= 1000 && o < 1000 + N_OPTS) {
+            char from[64];
+            snprintf(from, sizeof from, "--%s", OPTS[o - 1000].flag);
+            if (set_opt(&OPTS[o - 1000], optarg, from)) return 2;
+            continue;
+        }
         switch (o) {
-        case 'H': c->host = optarg; break;
-        case 'p':
-            if (num(optarg, 0, 65535, &v)) return bad("--port: '%s' is not a port number", optarg);
-            c->port = (int)v;
-            break;
-        case 'r': c->repo = optarg; break;
-        case 'd': c->data_dir = optarg; break;
-        case 'w':
-            if (num(optarg, 1, 256, &v)) return bad("--workers: '%s' is not 1..256", optarg);
-            c->workers = (int)v;
-            break;
-        case 'm':
-            if (num(optarg, 1, 1 << 20, &v)) return bad("--max-upload-mb: '%s' is not 1..1048576", optarg);
-            c->max_upload_bytes = (int64_t)v << 20;
-            break;
-        case 'q':
-            if (num(optarg, 1, 100000, &v)) return bad("--queue: '%s' is not 1..100000", optarg);
-            c->queue_max = (int)v;
-            break;
         case 'h': usage(stdout); return 0;
         case ':': return bad("option '%s' needs a value", argv[optind - 1]);
         default: return bad("unknown option '%s'", argv[optind - 1]);
@@ -132,9 +208,12 @@ int dmx_serve_main(int argc, char **argv) {
 
     dmx_srv_start_time = dmx_srv_now();
     dmx_log_set(dmx_srv_engine_log, NULL);
+    dmx_metrics_init();
     if (dmx_jobs_start(c->workers, c->queue_max) < 0) {
         dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
-                    "cannot start the worker threads");
+                    "cannot open the job store or start the worker threads");
+        dmx_jobs_stop(0);
+        dmx_jobs_free();
         return 1;
     }
     int port = 0;
@@ -143,9 +222,11 @@ int dmx_serve_main(int argc, char **argv) {
         dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
                     "cannot listen on %s:%d (address in use, or not an IPv4 address?)", c->host,
                     c->port);
-        dmx_jobs_stop();
+        dmx_jobs_stop(0);
+        dmx_jobs_free();
         return 1;
     }
+    dmx_sysmetrics_start();
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "host", c->host);
     cJSON_AddNumberToObject(f, "port", port);
@@ -153,6 +234,8 @@ int dmx_serve_main(int argc, char **argv) {
     cJSON_AddStringToObject(f, "data_dir", c->data_dir);
     cJSON_AddStringToObject(f, "repo", c->repo ? c->repo : "");
     cJSON_AddStringToObject(f, "version", DEMIX_SERVER_VERSION);
+    cJSON_AddBoolToObject(f, "api_key", c->api_key != NULL);
+    cJSON_AddNumberToObject(f, "rate_limit_per_minute", c->rate_per_minute);
     dmx_srv_log(DMX_LOG_INFO, "demix.server", "startup", NULL, f, "listening on http://%s:%d",
                 c->host, port);
 
@@ -160,8 +243,16 @@ int dmx_serve_main(int argc, char **argv) {
     sigwait(&stop, &sig);
     dmx_srv_log(DMX_LOG_INFO, "demix.server", "shutdown", NULL, NULL,
                 "signal %d: stopping", sig);
+    /* 1. Stop accepting: new connections are refused from here on. */
+    MHD_socket lfd = MHD_quiesce_daemon(d);
+    if (lfd != MHD_INVALID_SOCKET) close(lfd);
+    /* 2. Running jobs finish within the grace period or are checkpointed
+     *    as queued; queued ones stay in the store for the next start. */
+    dmx_jobs_stop(c->grace_seconds);
+    /* 3. Requests in flight (wait=true was woken) complete; then exit. */
     MHD_stop_daemon(d);
-    dmx_jobs_stop();
+    dmx_sysmetrics_stop();
+    dmx_jobs_free();
     dmx_srv_log(DMX_LOG_INFO, "demix.server", "shutdown", NULL, NULL, "stopped");
     return 0;
 }

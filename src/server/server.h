@@ -22,14 +22,32 @@
 /* Entry point of `demix serve`; argv[0] is "serve". Returns an exit status. */
 int dmx_serve_main(int argc, char **argv);
 
+/* Every field has a flag and a DEMIX_* variable (serve.c, docs/API.md). */
 typedef struct dmx_srv_config {
     const char *host;
     int port;
     const char *repo;     /* model folder, or NULL for the cache */
-    const char *data_dir; /* uploads and job results */
+    const char *data_dir; /* demix.db, uploads and job results */
     int workers;
     int64_t max_upload_bytes;
     int queue_max;
+    double ttl_seconds;          /* finished jobs are kept this long */
+    double job_timeout_seconds;  /* wall limit of one job; 0 = none */
+    double idle_timeout_seconds; /* a connection silent this long is dropped */
+    double max_duration_seconds; /* longer audio is refused (422); 0 = no limit */
+    double grace_seconds;        /* SIGTERM: how long running jobs may finish */
+    double rate_per_minute;      /* POST /separate per client; 0 = unlimited */
+    int rate_burst;
+    const char *trusted_proxies; /* comma-separated IPs whose X-Forwarded-For counts */
+    int breaker_threshold;       /* consecutive load failures that open a breaker */
+    double breaker_open_seconds;
+    int breaker_probes;          /* trial loads admitted at once while half-open */
+    int retries;                 /* extra attempts for transient failures */
+    double retry_base_seconds;
+    double metrics_interval_seconds; /* system gauges refresh */
+    const char *api_key;         /* NULL: job routes are open */
+    int log_text;                /* 1: human-readable lines instead of JSON */
+    int log_level;               /* a dmx_log_level: lines below it are dropped */
 } dmx_srv_config;
 
 extern dmx_srv_config dmx_srv_cfg;
@@ -54,6 +72,25 @@ void dmx_srv_engine_log(void *user, dmx_log_level level, const char *msg);
 void dmx_metrics_http(const char *method, const char *endpoint, int status, double seconds);
 void dmx_metrics_separation(const char *model, const char *status, double seconds);
 void dmx_metrics_error(const char *type, const char *endpoint);
+void dmx_metrics_job(int64_t file_bytes, double audio_seconds, double queue_wait_seconds);
+void dmx_metrics_model_load(const char *model, double seconds);
+void dmx_metrics_inference(const char *model, double seconds);
+void dmx_metrics_alert(const char *alertname, const char *severity, const char *status);
+void dmx_metrics_rate_limited(void);
+void dmx_metrics_retry(void);
+void dmx_metrics_breaker_transition(const char *breaker, const char *from, const char *to);
+/* Sizes histogram buckets that depend on the configuration. */
+void dmx_metrics_init(void);
+/* Background thread refreshing the system gauges every
+ * metrics_interval_seconds and logging them (event_type system_metrics). */
+int dmx_sysmetrics_start(void);
+typedef struct dmx_sys_sample {
+    double cpu_percent, mem_used, mem_avail, mem_percent, disk_used, disk_free;
+    int64_t temp_files, temp_bytes;
+} dmx_sys_sample;
+/* The latest sample (zeros before the first). */
+void dmx_sysmetrics_get(dmx_sys_sample *out);
+void dmx_sysmetrics_stop(void);
 /* Prometheus text exposition (0.0.4); malloc'ed. */
 char *dmx_metrics_render(void);
 
@@ -74,6 +111,8 @@ typedef struct dmx_job {
     char *dir;        /* data_dir/jobs/ID */
     char *input;      /* the uploaded file inside dir */
     char *upload_name;/* client's file name */
+    int64_t file_size;     /* upload bytes */
+    double audio_seconds;  /* from the container, 0 if unknown */
     /* Guarded by the jobs lock: */
     dmx_job_state state;
     double progress;
@@ -85,13 +124,20 @@ typedef struct dmx_job {
     int refs;
     int deleted;
     atomic_int cancel;
+    int shutdown;     /* cancelled by SIGTERM: checkpointed as queued */
+    int timed_out;    /* cancelled by the wall limit */
     struct dmx_job *next; /* queue link */
 } dmx_job;
 
-/* Starts the worker threads. Returns 0 or -1. */
+/* Opens DATA_DIR/demix.db, re-queues interrupted jobs, starts the worker
+ * threads and the janitor. Returns 0 or -1. */
 int dmx_jobs_start(int n_workers, int queue_max);
-/* Cancels what runs, stops the workers and frees everything. */
-void dmx_jobs_stop(void);
+/* Stops taking jobs, lets running ones finish for up to grace seconds,
+ * then cancels them and records them as queued (a restart runs them
+ * again); joins the workers and frees everything. */
+void dmx_jobs_stop(double grace);
+/* Frees the jobs, models and the store once no request can use them. */
+void dmx_jobs_free(void);
 /* New job (refs = 1, owned by the caller) with a fresh 128-bit id. */
 dmx_job *dmx_job_new(void);
 /* Queues the job (the queue takes its own reference). Returns 0, or -1
@@ -100,10 +146,13 @@ int dmx_job_submit(dmx_job *j);
 /* Looks up by id; NULL or a new reference to drop with dmx_job_put(). */
 dmx_job *dmx_job_get(const char *id);
 void dmx_job_put(dmx_job *j);
-/* Waits until the job ends (done, failed or cancelled). */
-void dmx_job_wait(dmx_job *j);
+/* Waits until the job ends (done, failed or cancelled): 0, or -1 when the
+ * server is shutting down first. */
+int dmx_job_wait(dmx_job *j);
 /* Cancels a queued/running job, forgets it and deletes its files. */
 void dmx_job_delete(dmx_job *j);
+/* 1 if the job finished successfully. */
+int dmx_job_is_done(dmx_job *j);
 /* JSON of the job (takes the jobs lock). */
 cJSON *dmx_job_json(dmx_job *j);
 /* The `limit` most recent jobs, newest first. */
@@ -114,6 +163,15 @@ int dmx_jobs_active(void);
 /* Path of a finished job's stem file (malloc'ed) or NULL. */
 char *dmx_job_stem_path(dmx_job *j, const char *stem);
 
+/* Paths and names of a finished job's stems (malloc'ed arrays of malloc'ed
+ * strings, free with dmx_strv_free); the count, 0 if not done. */
+int dmx_job_stem_files(dmx_job *j, char ***paths, char ***names);
+void dmx_strv_free(char **v, int n);
+
+/* The shared model NAME, loaded on first use through its circuit breaker
+ * and with retries; NULL with a message in err on failure. */
+const dmx_model *dmx_model_get(const char *name, const char *request_id, char *err, size_t errn);
+
 /* Model registry: resolves NAME in --repo (or the cache) to a file. */
 char *dmx_models_resolve(const char *name);
 /* JSON array of the available models, with source and loaded flag. */
@@ -121,6 +179,57 @@ cJSON *dmx_models_json(void);
 int dmx_models_loaded(void);
 /* 1 if at least one model file is available. */
 int dmx_models_any_available(void);
+
+/* ---- store.c: the job table in SQLite ------------------------------------- */
+
+int dmx_store_open(const char *path);
+void dmx_store_close(void);
+/* Inserts or replaces the job's row (the caller keeps it stable). */
+int dmx_store_save(const dmx_job *j);
+int dmx_store_delete(const char *id);
+/* Calls fn with each stored job (newest first, at most limit), as a new
+ * dmx_job (refs 0) that fn owns; fn must not call the store. Returns the
+ * count. */
+int dmx_store_load(int (*fn)(void *user, dmx_job *j), void *user, int limit);
+/* Removes rows created before the time; returns how many or -1. */
+int dmx_store_delete_older(double created_before);
+
+/* ---- resilience.c: rate limiter, circuit breakers, retries ------------------- */
+
+/* Takes a token from CLIENT's bucket: 1 if allowed, 0 if limited. Either
+ * way *remaining gets the whole tokens left and *reset the seconds until
+ * the bucket is full again; when limited *retry_after is the wait for one
+ * token (whole seconds, >= 1). */
+int dmx_ratelimit_take(const char *client, int *remaining, int *reset, int *retry_after);
+/* Buckets held now (idle ones are evicted). */
+int dmx_ratelimit_buckets(void);
+
+typedef enum { DMX_BREAKER_CLOSED, DMX_BREAKER_OPEN, DMX_BREAKER_HALF_OPEN } dmx_breaker_state;
+const char *dmx_breaker_state_name(dmx_breaker_state s);
+/* 0 if a call may go ahead (taking a half-open probe slot when due), -1
+ * when open (*retry_after: seconds until a probe is admitted). */
+int dmx_breaker_acquire(const char *name, int *retry_after);
+/* Like acquire but takes nothing: for refusing requests early. */
+int dmx_breaker_check(const char *name, int *retry_after);
+/* Outcome of an acquired call. */
+void dmx_breaker_record(const char *name, int ok);
+/* {"name": "closed", ...} */
+cJSON *dmx_breakers_json(void);
+int dmx_breakers_any_open(void);
+/* Calls fn for each breaker with its state. */
+void dmx_breakers_each(void (*fn)(void *user, const char *name, dmx_breaker_state s), void *user);
+
+/* 1 for failures worth retrying: temporary I/O errors and allocation failures. */
+int dmx_transient(dmx_status st);
+/* Sleeps the full-jitter backoff before retry number `attempt` (0-based):
+ * uniform in [0, min(30 s, base * 2^attempt)]; wakes early if *cancel. */
+void dmx_backoff_sleep(int attempt, atomic_int *cancel);
+
+/* ---- zip.c ------------------------------------------------------------------- */
+
+/* Writes a stored (uncompressed: audio does not deflate) zip of the files
+ * under the given entry names to out_path via a temporary file. 0 or -1. */
+int dmx_zip_write(const char *out_path, char *const *files, char *const *names, int n);
 
 /* Random lowercase hex of n_bytes bytes into out (2 * n_bytes + 1). */
 int dmx_random_hex(char *out, size_t n_bytes);

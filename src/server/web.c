@@ -77,7 +77,7 @@ enum MHD_Result dmx_web_index(struct MHD_Connection *c, dmx_req *r, const char *
     (void)upload;
     (void)upload_size;
     const dmx_web_asset *a = dmx_web_find("index.html");
-    if (!a) return dmx_respond_error(c, r, 404, "not_found", "this build has no web page");
+    if (!a) return dmx_respond_error(c, r, "not_found", "this build has no web page");
     return send_asset(c, r, a);
 }
 
@@ -86,6 +86,6 @@ enum MHD_Result dmx_web_static(struct MHD_Connection *c, dmx_req *r, const char 
     (void)upload;
     (void)upload_size;
     const dmx_web_asset *a = dmx_web_find(r->stem);
-    if (!a) return dmx_respond_error(c, r, 404, "not_found", "no static file '%s'", r->stem);
+    if (!a) return dmx_respond_error(c, r, "not_found", "no static file '%s'", r->stem);
     return send_asset(c, r, a);
 }

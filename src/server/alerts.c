@@ -1,0 +1,106 @@
+/*
+ * alerts.c - POST /alerts, the receiver for Alertmanager's webhook
+ * (https://prometheus.io/docs/alerting/latest/configuration/#webhook_config).
+ * Each alert of a notification becomes one JSON log line (event_type
+ * "alert") and one increment of alerts_received_total{alertname, severity,
+ * status}, so alerts land in the same log stream as the events that caused
+ * them. The payload is validated first and refused whole (400) if any
+ * alert is malformed: a half-logged batch is harder to reason about than
+ * a refused one, which Alertmanager reports in its own log.
+ */
+#define _GNU_SOURCE
+#include <string.h>
+
+#include "http.h"
+
+static const char *str_field(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* NULL if the alert is well formed, else what is wrong with it. */
+static const char *check_alert(const cJSON *a) {
+    if (!cJSON_IsObject(a)) return "an alert is not an object";
+    const char *st = str_field(a, "status");
+    if (!st || (strcmp(st, "firing") && strcmp(st, "resolved")))
+        return "alert status must be \"firing\" or \"resolved\"";
+    const cJSON *labels = cJSON_GetObjectItemCaseSensitive(a, "labels");
+    if (!cJSON_IsObject(labels)) return "alert labels must be an object";
+    const char *name = str_field(labels, "alertname");
+    if (!name || !*name) return "alert labels lack alertname";
+    const cJSON *l;
+    cJSON_ArrayForEach(l, labels) if (!cJSON_IsString(l)) return "label values must be strings";
+    const cJSON *ann = cJSON_GetObjectItemCaseSensitive(a, "annotations");
+    if (ann && !cJSON_IsObject(ann)) return "alert annotations must be an object";
+    return NULL;
+}
+
+static enum MHD_Result process(struct MHD_Connection *c, dmx_req *r) {
+    if (r->body_too_large)
+        return dmx_respond_error(c, r, "payload_too_large", "the payload exceeds %d bytes",
+                                 MAX_JSON_BODY);
+    cJSON *doc = r->body ? cJSON_ParseWithLength(r->body, r->body_len) : NULL;
+    if (!doc) return dmx_respond_error(c, r, "invalid_json", "the body is not valid JSON");
+    const char *why = NULL;
+    const cJSON *alerts = cJSON_GetObjectItemCaseSensitive(doc, "alerts");
+    if (!cJSON_IsObject(doc))
+        why = "the payload must be an object";
+    else if (!cJSON_IsArray(alerts))
+        why = "the payload lacks an \"alerts\" array";
+    const cJSON *a;
+    if (!why) cJSON_ArrayForEach(a, alerts) if (!why) why = check_alert(a);
+    if (why) {
+        cJSON_Delete(doc);
+        return dmx_respond_error(c, r, "invalid_payload", "%s", why);
+    }
+    const char *receiver = str_field(doc, "receiver");
+    const char *group = str_field(doc, "groupKey");
+    int n = 0;
+    cJSON_ArrayForEach(a, alerts) {
+        const cJSON *labels = cJSON_GetObjectItemCaseSensitive(a, "labels");
+        const char *name = str_field(labels, "alertname");
+        const char *sev = str_field(labels, "severity");
+        const char *st = str_field(a, "status");
+        dmx_metrics_alert(name, sev ? sev : "none", st);
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "alertname", name);
+        cJSON_AddStringToObject(f, "severity", sev ? sev : "none");
+        cJSON_AddStringToObject(f, "status", st);
+        cJSON_AddItemToObject(f, "labels", cJSON_Duplicate(labels, 1));
+        const cJSON *ann = cJSON_GetObjectItemCaseSensitive(a, "annotations");
+        cJSON_AddItemToObject(f, "annotations", ann ? cJSON_Duplicate(ann, 1) : cJSON_CreateObject());
+        static const char *const keys[] = {"startsAt", "endsAt", "generatorURL", "fingerprint"};
+        for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+            const char *v = str_field(a, keys[k]);
+            if (v) cJSON_AddStringToObject(f, keys[k], v);
+        }
+        if (receiver) cJSON_AddStringToObject(f, "receiver", receiver);
+        if (group) cJSON_AddStringToObject(f, "group_key", group);
+        const char *summary = ann ? str_field(ann, "summary") : NULL;
+        dmx_srv_log(!strcmp(st, "firing") && sev && !strcmp(sev, "critical") ? DMX_LOG_ERROR
+                    : !strcmp(st, "firing")                                  ? DMX_LOG_WARN
+                                                                             : DMX_LOG_INFO,
+                    "demix.alerts", "alert", r->request_id, f, "alert %s %s%s%s", name, st,
+                    summary ? ": " : "", summary ? summary : "");
+        n++;
+    }
+    cJSON_Delete(doc);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "ok");
+    cJSON_AddNumberToObject(o, "received", n);
+    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+}
+
+enum MHD_Result dmx_h_alerts(struct MHD_Connection *c, dmx_req *r, const char *upload,
+                             size_t *upload_size) {
+    if (!r->started_upload) {
+        r->started_upload = 1;
+        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+        if (!ct || strncasecmp(ct, "application/json", 16))
+            return dmx_respond_error(c, r, "unsupported_media_type",
+                                     "POST /alerts takes application/json");
+        return MHD_YES;
+    }
+    if (!dmx_collect_body(r, upload, upload_size)) return MHD_YES;
+    return process(c, r);
+}

@@ -1,0 +1,159 @@
+# features.sh - integration test of `demix serve` beyond the basic routes:
+# POST /alerts, rate limiting (with X-Forwarded-For from a trusted proxy),
+# the model circuit breaker (opens on a corrupt model, recovers through
+# half-open), the API key, zip downloads, /openapi.json and /docs, request
+# time validation (unknown source, too-long audio), and /metrics: every
+# name of issue 5 and `promtool check metrics` when promtool is installed.
+. "$(dirname "$0")/lib.sh"
+
+ALERT='{"version":"4","groupKey":"{}:{alertname=\"HighCPU\"}","status":"firing","receiver":"demix",
+ "alerts":[{"status":"firing","labels":{"alertname":"HighCPU","severity":"warning","instance":"x"},
+   "annotations":{"summary":"CPU above 90%"},"startsAt":"2024-01-01T00:00:00Z","fingerprint":"abc"},
+  {"status":"resolved","labels":{"alertname":"DiskFull","severity":"critical"},"annotations":{}}]}'
+
+# ---- 1. alerts, API key, docs, zip, validation, metrics ---------------------------------
+REPO="$WORK/repo"
+mkdir -p "$REPO" && cp "$GOLDEN/models/tiny4s.th" "$GOLDEN/models/tiny6s.th" "$REPO/"
+head -c 5000 /dev/urandom >"$REPO/broken.th"
+L1="$WORK/s1.log"
+DEMIX_API_KEY=s3cret start "$L1" --repo "$REPO" --data-dir "$WORK/d1" --workers 1 \
+    --max-duration 2 --breaker-threshold 2 --breaker-open 3 --metrics-interval 0.5
+AUTH=s3cret
+A=(-H "Authorization: Bearer s3cret")
+
+get alerts 200 -H 'Content-Type: application/json' -H 'X-Request-ID: alert-1' --data-binary "$ALERT" "$B/alerts" \
+    && body_has alerts '"received":2'
+grep '"event_type":"alert"' "$L1" | grep -q '"alertname":"HighCPU"' || fail "no alert log line for HighCPU"
+grep '"event_type":"alert"' "$L1" | grep -q '"request_id":"alert-1"' || fail "alert log line lacks the request id"
+get alert_badjson 400 -H 'Content-Type: application/json' -d '{"alerts":' "$B/alerts" && body_has alert_badjson invalid_json
+get alert_noname 400 -H 'Content-Type: application/json' -d '{"alerts":[{"status":"firing","labels":{}}]}' "$B/alerts" \
+    && body_has alert_noname invalid_payload
+get alert_noarr 400 -H 'Content-Type: application/json' -d '{"status":"firing"}' "$B/alerts"
+get alert_ctype 415 -H 'Content-Type: text/plain' -d 'x' "$B/alerts"
+
+# API key: job routes need it, probes and metrics do not.
+get noauth 401 "$B/jobs" && body_has noauth '"code":"unauthorized"'
+grep -qi '^WWW-Authenticate: Bearer' "$WORK/noauth.hdr" || fail "401 without WWW-Authenticate"
+get badauth 401 -H 'Authorization: Bearer nope' "$B/jobs"
+get noauth_sep 401 -F "file=@$GOLDEN/inputs/mix_3s.wav" "$B/separate"
+get auth_jobs 200 "${A[@]}" "$B/jobs"
+get open_health 200 "$B/health"
+get open_metrics 200 "$B/metrics"
+
+# OpenAPI and docs cover every route of the table.
+if get openapi 200 "$B/openapi.json"; then
+    python3 - "$WORK/openapi.body" <<'PY' && pass "openapi covers every route" || fail "openapi incomplete"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["openapi"].startswith("3.")
+want = {("get","/livez"),("get","/health"),("get","/readyz"),("get","/models"),("get","/metrics"),
+        ("get","/openapi.json"),("get","/docs"),("post","/alerts"),("post","/separate"),("get","/jobs"),
+        ("get","/jobs/{id}"),("delete","/jobs/{id}"),("get","/jobs/{id}/stems/{stem}"),("get","/jobs/{id}/zip")}
+have = {(m, p) for p, ops in d["paths"].items() for m in ops}
+assert want <= have, want - have
+assert "requestBody" in d["paths"]["/separate"]["post"]
+PY
+fi
+get docs 200 "$B/docs" && body_has docs '/jobs/{id}/zip' && body_has docs '<html'
+
+# Request-time validation.
+get unknown_src 400 "${A[@]}" -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s -F two_stems=guitar "$B/separate" \
+    && body_has unknown_src '"code":"unknown_source"'
+get too_long 422 "${A[@]}" -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s "$B/separate" \
+    && body_has too_long '"code":"audio_too_long"'
+
+# Zip: wait=true with Accept: application/zip, then GET /jobs/{id}/zip.
+sox "$GOLDEN/inputs/mix_3s.wav" "$WORK/short.wav" trim 0 1.5
+if get zipwait 200 "${A[@]}" -H 'Accept: application/zip' -F "file=@$WORK/short.wav" -F model_name=tiny4s "$B/separate?wait=true"; then
+    grep -qi '^Content-Type: application/zip' "$WORK/zipwait.hdr" || fail "wait=true zip content type"
+    unzip -l "$WORK/zipwait.body" >"$WORK/zipwait.list" 2>&1 || fail "not a zip: $(cat "$WORK/zipwait.list")"
+    for s in drums bass other vocals; do grep -q "$s.wav" "$WORK/zipwait.list" || fail "zip lacks $s.wav"; done
+    unzip -tq "$WORK/zipwait.body" >/dev/null || fail "zip CRC test failed"
+fi
+if get zjob 202 "${A[@]}" -F "file=@$WORK/short.wav" -F model_name=tiny4s -F two_stems=vocals "$B/separate"; then
+    ZID=$(json zjob 'd["id"]')
+    get zip_early 409 "${A[@]}" "$B/jobs/$ZID/zip" || true
+    [ "$(wait_job "$ZID")" = done ] || fail "zip job not done"
+    get zip 200 "${A[@]}" "$B/jobs/$ZID/zip" && unzip -l "$WORK/zip.body" | grep -q no_vocals.wav \
+        || fail "zip lacks no_vocals.wav"
+    mkdir -p "$WORK/unz" && (cd "$WORK/unz" && unzip -q "$WORK/zip.body")
+    get zstem 200 "${A[@]}" "$B/jobs/$ZID/stems/vocals"
+    cmp -s "$WORK/zstem.body" "$WORK/unz/vocals.wav" && pass "zip entry equals the stem" || fail "zip entry differs from the stem"
+fi
+get zip_404 404 "${A[@]}" "$B/jobs/0123456789abcdef0123456789abcdef/zip"
+
+# Circuit breaker: the corrupt model fails twice, the breaker opens (503 +
+# Retry-After), then a good file in its place closes it through half-open.
+for k in 1 2; do
+    get "brk$k" 200 "${A[@]}" -F "file=@$WORK/short.wav" -F model_name=broken "$B/separate?wait=true" \
+        && body_has "brk$k" '"status":"failed"'
+done
+if get brk_open 503 "${A[@]}" -F "file=@$WORK/short.wav" -F model_name=broken "$B/separate"; then
+    body_has brk_open '"code":"model_unavailable"'
+    ra=$(hdr brk_open Retry-After)
+    [ -n "$ra" ] && [ "$ra" -ge 1 ] && [ "$ra" -le 3 ] && pass "breaker Retry-After $ra" || fail "breaker Retry-After '$ra'"
+fi
+get health_open 200 "$B/health" && body_has health_open '"model:broken":"open"' && body_has health_open '"status":"degraded"'
+get ready_open 503 "$B/readyz"
+get m_open 200 "$B/metrics" && body_has m_open 'circuit_breaker_state{breaker="model:broken"} 1'
+cp "$GOLDEN/models/tiny4s.th" "$REPO/broken.th"
+sleep 3.2
+get brk_probe 200 "${A[@]}" -F "file=@$WORK/short.wav" -F model_name=broken "$B/separate?wait=true" \
+    && body_has brk_probe '"status":"done"'
+get health_closed 200 "$B/health" && body_has health_closed '"model:broken":"closed"'
+get ready_again 200 "$B/readyz"
+
+sleep 1 # one system metrics sample
+if get metrics 200 "$B/metrics"; then
+    for m in http_requests_total http_request_duration_seconds_bucket separations_total \
+             separation_duration_seconds_bucket separation_file_size_bytes_bucket \
+             separation_audio_duration_seconds_bucket model_load_duration_seconds_bucket models_loaded \
+             model_inference_duration_seconds_bucket cpu_usage_percent memory_usage_bytes \
+             memory_available_bytes memory_percent disk_usage_bytes disk_free_bytes active_sessions \
+             temp_files temp_storage_bytes errors_total process_cpu_seconds_total \
+             process_resident_memory_bytes process_virtual_memory_bytes process_open_fds \
+             process_start_time_seconds demix_build_info queue_depth job_queue_wait_seconds_bucket \
+             circuit_breaker_state circuit_breaker_transitions_total rate_limited_requests_total \
+             retries_total alerts_received_total; do
+        body_has metrics "^$m[{ ]"
+    done
+    body_has metrics 'alerts_received_total{alertname="HighCPU",severity="warning",status="firing"} 1'
+    body_has metrics 'alerts_received_total{alertname="DiskFull",severity="critical",status="resolved"} 1'
+    body_has metrics 'circuit_breaker_transitions_total{breaker="model:broken",from="half_open",to="closed"} 1'
+    grep -q '^gpu_' "$WORK/metrics.body" && fail "gpu metrics without a GPU"
+    if command -v promtool >/dev/null; then
+        promtool check metrics <"$WORK/metrics.body" >"$WORK/promtool.out" 2>&1 \
+            && pass "promtool check metrics" || fail "promtool: $(cat "$WORK/promtool.out")"
+    else
+        echo "skip: promtool not installed"
+    fi
+fi
+grep -q '"event_type":"system_metrics"' "$L1" || fail "no system_metrics log line"
+stop_term 30
+
+# ---- 2. rate limiting -------------------------------------------------------------------
+L2="$WORK/s2.log"
+start "$L2" --data-dir "$WORK/d2" --rate-limit 6 --rate-burst 2 --trusted-proxies 127.0.0.1
+# Not multipart: each refused with 415, but only after taking a token.
+get rl1 415 -H 'X-Forwarded-For: 10.0.0.1' -X POST -d x "$B/separate"
+grep -qi '^RateLimit-Policy:' "$WORK/rl1.hdr" || fail "no RateLimit-Policy header"
+grep -qi '^RateLimit:' "$WORK/rl1.hdr" || fail "no RateLimit header"
+get rl2 415 -H 'X-Forwarded-For: 10.0.0.1' -X POST -d x "$B/separate"
+if get rl3 429 -H 'X-Forwarded-For: 10.0.0.1' -X POST -d x "$B/separate"; then
+    body_has rl3 '"code":"rate_limited"'
+    ra=$(hdr rl3 Retry-After)
+    # 6 a minute: one token every 10 s.
+    [ -n "$ra" ] && [ "$ra" -ge 1 ] && [ "$ra" -le 10 ] && pass "429 Retry-After $ra" || fail "429 Retry-After '$ra'"
+fi
+# Another client (as told by the trusted proxy) has its own bucket.
+get rl_other 415 -H 'X-Forwarded-For: 203.0.113.7, 10.0.0.2' -X POST -d x "$B/separate"
+get rl_metrics 200 "$B/metrics" && body_has rl_metrics '^rate_limited_requests_total 1'
+stop_term 30
+
+python3 -c '
+import json, sys
+for f in sys.argv[1:]:
+    for n, l in enumerate(open(f), 1):
+        json.loads(l)
+' "$L1" "$L2" && pass "log lines are JSON" || fail "invalid log line"
+finish

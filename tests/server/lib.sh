@@ -1,0 +1,76 @@
+# lib.sh - helpers shared by the `demix serve` integration tests: start a
+# real server on a free loopback port (--port 0, read back from its startup
+# log line), curl wrappers that record status, headers and body, and
+# cleanup of every server started (trap on EXIT). Source it after setting
+# DEMIX, GOLDEN and WORK.
+set -u
+: "${DEMIX:?}" "${GOLDEN:?}" "${WORK:?}"
+rm -rf "$WORK" && mkdir -p "$WORK"
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
+FAILURES=0
+fail() { echo "FAIL: $*" >&2; FAILURES=$((FAILURES + 1)); }
+pass() { echo "ok: $*"; }
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; }
+trap cleanup EXIT
+
+# start LOG ARGS... : starts `demix serve ARGS` logging to LOG; sets PID, B.
+start() {
+    local log=$1; shift
+    # Only this server's startup line counts: earlier ones may share the log.
+    local n0=0
+    [ -f "$log" ] && n0=$(wc -l <"$log")
+    "$DEMIX" serve --host 127.0.0.1 --port 0 --repo "$GOLDEN/models" "$@" 2>>"$log" &
+    PID=$!
+    PIDS+=("$PID")
+    local port=
+    for _ in $(seq 300); do
+        port=$(tail -n +$((n0 + 1)) "$log" | grep '"event_type":"startup"' | grep -o '"port":[0-9]*' | head -n1 | cut -d: -f2)
+        [ -n "$port" ] && break
+        kill -0 "$PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$port" ]; then echo "server did not start:" >&2; cat "$log" >&2; exit 1; fi
+    B="http://127.0.0.1:$port"
+}
+
+# stop_term [SECONDS]: SIGTERM, then wait for the exit (fail after SECONDS).
+stop_term() {
+    kill -TERM "$PID"
+    for _ in $(seq $((${1:-30} * 10))); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$PID" 2>/dev/null && fail "server still running after SIGTERM"
+    wait "$PID" 2>/dev/null
+}
+
+# get NAME WANT_STATUS CURL_ARGS... : body in $WORK/NAME.body, headers in .hdr
+get() {
+    local name=$1 want=$2; shift 2
+    local code
+    code=$(curl -sS --max-time 120 -o "$WORK/$name.body" -D "$WORK/$name.hdr" -w '%{http_code}' "$@")
+    if [ "$code" != "$want" ]; then
+        fail "$name: HTTP $code, expected $want ($*)"; head -c 600 "$WORK/$name.body" | sed 's/^/    /' >&2; echo >&2
+        return 1
+    fi
+    pass "$name: HTTP $code"
+}
+body_has() { grep -q -- "$2" "$WORK/$1.body" || fail "$1: body lacks $2: $(head -c 400 "$WORK/$1.body")"; }
+hdr() { grep -i "^$2:" "$WORK/$1.hdr" | head -n1 | cut -d: -f2- | tr -d ' \r'; }
+json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$WORK/$1.body" "$2"; }
+
+# wait_job ID [TRIES]: polls until the job ends; prints its status.
+wait_job() {
+    local st= i
+    for i in $(seq "${2:-600}"); do
+        curl -sS --max-time 10 -o "$WORK/wait.body" "$B/jobs/$1" ${AUTH:+-H "Authorization: Bearer $AUTH"} \
+            || { echo "server gone" >"$WORK/wait.body"; break; }
+        st=$(json wait 'd.get("status", "")' 2>/dev/null)
+        case $st in done|failed|cancelled) break ;; esac
+        sleep 0.1
+    done
+    echo "$st"
+}
+
+finish() {
+    if [ "$FAILURES" -ne 0 ]; then echo "$FAILURES check(s) failed" >&2; exit 1; fi
+    echo "all checks passed"
+}
