@@ -84,6 +84,7 @@ int main(int argc, char **argv) {
     uint64_t flops = 0;
     for (int r = 0; r < reps; r++) {
         ntaps = 0;
+        ar.high_water = ar.in_use; /* peak of this run only */
         uint64_t f0 = dmx__flop_count();
         double t0 = now();
         last = t0;

@@ -802,6 +802,9 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
     int sF[DMX__MAX_DEPTH], sT[DMX__MAX_DEPTH], stT[DMX__MAX_DEPTH], lengths_t[DMX__MAX_DEPTH];
     int n_saved = 0, n_saved_t = 0, n_len_t = 0;
     int F = nb, T = le, Tt = TL;
+    /* emark[i]: the arena just after encoder i's outputs (the skips) */
+    dmx__arena_mark emark[DMX__MAX_DEPTH + 1];
+    const dmx__arena_mark base_mark = dmx__arena_save(ar);
     for (int idx = 0; idx < m->n_enc; idx++) {
         const float *inject = NULL;
         if (idx < m->n_tenc) {
@@ -838,6 +841,7 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
                     for (int t = 0; t < T; t++) row[t] += e;
                 }
         }
+        emark[idx] = dmx__arena_save(ar);
         sF[n_saved] = F;
         sT[n_saved] = T;
         saved[n_saved++] = x;
@@ -920,6 +924,38 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
         x = nx3;
         F = h;
         T = w;
+        /* Compact the stack: the skips this decoder consumed and everything
+         * above them are dead except x and xt, which move down to just above
+         * the skips still to come. Skipped when a move would overwrite live
+         * data (blocks are not contiguous) or when `pre` is alive. */
+        if (!need_pre) {
+            int Cx = dl->chout, Ct = idx >= offset ? m->tdec[idx - offset].chout : 0;
+            size_t nxs = (size_t)Cx * F * T, nts = (size_t)Ct * Tt;
+            int live = m->depth - 2 - idx;
+            dmx__arena_mark keep = dmx__arena_save(ar);
+            dmx__arena_restore(ar, live >= 0 ? emark[live] : base_mark);
+            float *nx = dmx__arena_floats(ar, nxs);
+            float *ntt = idx >= offset ? dmx__arena_floats(ar, nts) : NULL;
+            int ok = nx && (idx < offset || ntt);
+            /* Moving one buffer must not clobber the other before it moves;
+             * memmove handles a buffer overlapping its own destination. */
+            int x_hits_xt = ntt && nx < xt + nts && xt < nx + nxs;
+            int xt_hits_x = ntt && ntt < x + nxs && x < ntt + nts;
+            if (ok && x_hits_xt && xt_hits_x) ok = 0;
+            if (ok) {
+                if (x_hits_xt) {
+                    memmove(ntt, xt, sizeof(float) * nts);
+                    memmove(nx, x, sizeof(float) * nxs);
+                } else {
+                    memmove(nx, x, sizeof(float) * nxs);
+                    if (ntt) memmove(ntt, xt, sizeof(float) * nts);
+                }
+                x = nx;
+                if (ntt) xt = ntt;
+            } else {
+                dmx__arena_restore(ar, keep);
+            }
+        }
     }
     (void)stT;
 
