@@ -111,6 +111,8 @@ void dmx_separate_opts_init(dmx_separate_opts *o);
 /* Creates a session for `m` (which must outlive it). */
 dmx_status dmx_session_new(const dmx_model *m, dmx_session **out);
 void dmx_session_free(dmx_session *s);
+/* The model a session runs. */
+const dmx_model *dmx_session_model(const dmx_session *s);
 
 /* Separates `n_samples` samples of planar audio `in` (channels pointers) into
  * `out` (sources x channels pointers, each with room for n_samples floats, owned

@@ -2,10 +2,11 @@
  * separate.c - `demix separate`: upstream Demucs's command line (same flags,
  * defaults and output naming) on top of the demix engine and audio module.
  *
- * Per track, streamed (memory does not grow with the song): decode at the
- * model's rate and channel count, separate with the whole-track normalisation
- * upstream's Separator does, derive the two-stem outputs, apply the clip mode
- * to each stem (upstream's prevent_clip), and encode. A track either gets
+ * Per track, the shared streaming pipeline (pipeline.h; memory does not grow
+ * with the song): decode at the model's rate and channel count, separate with
+ * the whole-track normalisation upstream's Separator does, derive the
+ * two-stem outputs, apply the clip mode to each stem (upstream's
+ * prevent_clip), and encode. A track either gets
  * all of its stems or none: every stem is written to a ".part" file by the
  * encoder and only renamed once all of them are complete; if anything fails,
  * stems already renamed and directories we created are removed again.
@@ -29,9 +30,11 @@
 
 #include "cli.h"
 #include "demix/audio.h"
+#include "demix/pipeline.h"
 
-enum { OM_ADD, OM_MINUS, OM_NONE };
-enum { CLIP_RESCALE, CLIP_CLAMP, CLIP_NONE };
+/* the pipeline's enums under the CLI's short names */
+enum { OM_ADD = DMX_OTHER_ADD, OM_MINUS = DMX_OTHER_MINUS, OM_NONE = DMX_OTHER_NONE };
+enum { CLIP_RESCALE = DMX_CLIP_RESCALE, CLIP_CLAMP = DMX_CLIP_CLAMP, CLIP_NONE = DMX_CLIP_NONE };
 
 typedef struct sep_cfg {
     const char *name, *repo, *out, *filename, *two_stems;
@@ -246,245 +249,19 @@ static void remove_created_dirs(char **dirs, size_t n) {
     pthread_mutex_unlock(&g_dir_lock);
 }
 
-/* ---- one track, streamed ------------------------------------------------------ */
+/* ---- one track ------------------------------------------------------------------ */
 
-/* A track runs as a stream, so memory does not grow with its length:
- *   pass 1  decode everything once for upstream's normalisation statistics;
- *   pass 2  decode again and feed the engine; stems arrive in order through
- *           on_write, are derived (two-stem add/minus), clipped and encoded
- *           on the fly;
- *   pass 3  only for --clip-mode rescale, which needs each stem's peak before
- *           its first sample can be written: pass 2 spills the stem as raw
- *           float32 beside its output and pass 3 rescales and encodes it. */
-#define DEC_BLOCK 65536
-
-/* Detail of the last failure raised in this file (the engine's own detail
- * is read with dmx_last_error()). */
-static _Thread_local char t_detail[512];
-
-static dmx_status dmx__cli_fail(dmx_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static dmx_status dmx__cli_fail(dmx_status st, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(t_detail, sizeof t_detail, fmt, ap);
-    va_end(ap);
-    return st;
-}
-
-static const char *detail(dmx_status st) {
-    if (t_detail[0]) return t_detail;
-    const char *d = dmx_last_error();
-    return *d ? d : dmx_status_str(st);
-}
-
-typedef struct out_stem {
-    dmx_encoder *enc;  /* encoder of the final file (".part" until closed) */
-    FILE *spill;       /* rescale mode: raw interleaved float32 */
-    char *spill_path;
-    float peak;
-} out_stem;
-
-typedef struct tctx {
-    run *r;
-    track *t;
-    int S, ch, k;       /* k: --two-stems source index, or -1 */
-    out_stem *os;       /* (n_stems) */
-    float **tmp;        /* (ch) scratch for one stem of one callback */
-    float *inter;       /* interleaving scratch */
-    int64_t tmp_cap;
-    /* the mix, kept from feed to emit for --other-method minus */
-    float **fifo;       /* (ch) */
-    int64_t fifo_base, fifo_len, fifo_cap;
-    int64_t emitted;
-} tctx;
-
-static int grow_tmp(tctx *c, int64_t frames) {
-    if (frames <= c->tmp_cap) return 0;
-    for (int ch = 0; ch < c->ch; ch++) {
-        float *p = realloc(c->tmp[ch], sizeof(float) * (size_t)frames);
-        if (!p) return -1;
-        c->tmp[ch] = p;
-    }
-    float *q = realloc(c->inter, sizeof(float) * (size_t)frames * c->ch);
-    if (!q) return -1;
-    c->inter = q;
-    c->tmp_cap = frames;
-    return 0;
-}
-
-static dmx_status put_stem(tctx *c, out_stem *o, int64_t frames) {
-    const sep_cfg *cfg = c->r->cfg;
-    if (cfg->clip_mode == CLIP_RESCALE) {
-        for (int ch = 0; ch < c->ch; ch++)
-            for (int64_t i = 0; i < frames; i++) {
-                float a = fabsf(c->tmp[ch][i]);
-                if (a > o->peak) o->peak = a;
-                c->inter[i * c->ch + ch] = c->tmp[ch][i];
-            }
-        if (fwrite(c->inter, sizeof(float) * c->ch, (size_t)frames, o->spill) != (size_t)frames)
-            return dmx__cli_fail(DMX_ERR_IO, "cannot write %s: %s", o->spill_path, strerror(errno));
-        return DMX_OK;
-    }
-    if (cfg->clip_mode == CLIP_CLAMP)
-        for (int ch = 0; ch < c->ch; ch++)
-            for (int64_t i = 0; i < frames; i++) {
-                float x = c->tmp[ch][i];
-                c->tmp[ch][i] = x < -0.99f ? -0.99f : x > 0.99f ? 0.99f : x;
-            }
-    return dmx_encoder_write(o->enc, (const float *const *)c->tmp, frames);
-}
-
-/* Engine callback: final stems for the next `frames` samples. */
-static dmx_status on_write(void *user, const float *const *stems, int64_t frames) {
-    tctx *c = user;
-    const sep_cfg *cfg = c->r->cfg;
-    if (grow_tmp(c, frames)) return dmx__cli_fail(DMX_ERR_NOMEM, "out of memory");
-    for (int o = 0; o < c->r->n_stems; o++) {
-        for (int ch = 0; ch < c->ch; ch++) {
-            float *d = c->tmp[ch];
-            if (c->k < 0) {
-                memcpy(d, stems[o * c->ch + ch], sizeof(float) * (size_t)frames);
-            } else if (o == 0) {
-                memcpy(d, stems[c->k * c->ch + ch], sizeof(float) * (size_t)frames);
-            } else if (cfg->other_method == OM_MINUS) {
-                /* origin - stem, origin being the decoded mix */
-                const float *a = c->fifo[ch] + (c->emitted - c->fifo_base), *b = stems[c->k * c->ch + ch];
-                for (int64_t i = 0; i < frames; i++) d[i] = a[i] - b[i];
-            } else {
-                /* zeros_like(...) then += each other stem in source order */
-                for (int64_t i = 0; i < frames; i++) d[i] = 0.0f;
-                for (int s = 0; s < c->S; s++) {
-                    if (s == c->k) continue;
-                    const float *b = stems[s * c->ch + ch];
-                    for (int64_t i = 0; i < frames; i++) d[i] += b[i];
-                }
-            }
-        }
-        dmx_status st = put_stem(c, &c->os[o], frames);
-        if (st != DMX_OK) return st;
-    }
-    c->emitted += frames;
-    return atomic_load(&cli_cancel) ? DMX_ERR_CANCELLED : DMX_OK;
-}
-
-/* Keeps the fed mix until it has been emitted (--other-method minus). */
-static int fifo_push(tctx *c, float *const *in, int64_t frames) {
-    int64_t drop = c->emitted - c->fifo_base;
-    if (drop > 0) {
-        for (int ch = 0; ch < c->ch; ch++)
-            memmove(c->fifo[ch], c->fifo[ch] + drop, sizeof(float) * (size_t)(c->fifo_len - drop));
-        c->fifo_base += drop;
-        c->fifo_len -= drop;
-    }
-    if (c->fifo_len + frames > c->fifo_cap) {
-        int64_t cap = (c->fifo_len + frames) * 2;
-        for (int ch = 0; ch < c->ch; ch++) {
-            float *p = realloc(c->fifo[ch], sizeof(float) * (size_t)cap);
-            if (!p) return -1;
-            c->fifo[ch] = p;
-        }
-        c->fifo_cap = cap;
-    }
-    for (int ch = 0; ch < c->ch; ch++)
-        memcpy(c->fifo[ch] + c->fifo_len, in[ch], sizeof(float) * (size_t)frames);
-    c->fifo_len += frames;
-    return 0;
-}
-
-/* rescale: divide each spilled stem by max(1.01 * peak, 1) and encode it. */
-static dmx_status rescale_pass(tctx *c) {
-    for (int o = 0; o < c->r->n_stems; o++) {
-        out_stem *os = &c->os[o];
-        float d = 1.01f * os->peak;
-        if (fflush(os->spill) != 0 || fseek(os->spill, 0, SEEK_SET) != 0)
-            return dmx__cli_fail(DMX_ERR_IO, "cannot read back %s: %s", os->spill_path, strerror(errno));
-        size_t got;
-        while ((got = fread(c->inter, sizeof(float) * c->ch, (size_t)c->tmp_cap, os->spill)) > 0) {
-            for (int ch = 0; ch < c->ch; ch++)
-                for (size_t i = 0; i < got; i++) {
-                    float x = c->inter[i * c->ch + ch];
-                    c->tmp[ch][i] = d > 1.0f ? x / d : x;
-                }
-            dmx_status st = dmx_encoder_write(os->enc, (const float *const *)c->tmp, (int64_t)got);
-            if (st != DMX_OK) return st;
-            if (atomic_load(&cli_cancel)) return DMX_ERR_CANCELLED;
-        }
-        if (ferror(os->spill)) return dmx__cli_fail(DMX_ERR_IO, "cannot read back %s", os->spill_path);
-        fclose(os->spill);
-        os->spill = NULL;
-        unlink(os->spill_path);
-    }
-    return DMX_OK;
-}
-
-/* Separates one track. Returns 1 on success. */
+/* Separates one track through the shared streaming pipeline (pipeline.h):
+ * memory does not grow with the song, and a failed track leaves no stems.
+ * Returns 1 on success. */
 static int do_track(run *r, dmx_session *sess, track *t, int slot) {
     const sep_cfg *cfg = r->cfg;
-    const dmx_model *m = r->model;
-    const int32_t rate = dmx_model_samplerate(m), ch = dmx_model_channels(m);
     double t0 = cli_now();
-    int ok = 0, closed = 0;
+    int ok = 0;
     char **dirs = NULL;
     size_t n_dirs = 0;
-    dmx_decoder *dec = NULL;
-    dmx_stream *stream = NULL;
-    tctx c = {0};
-    c.r = r;
-    c.t = t;
-    c.S = dmx_model_n_sources(m);
-    c.ch = ch;
-    c.k = cfg->two_stems ? dmx_model_source_index(m, cfg->two_stems) : -1;
-    c.os = xcalloc((size_t)r->n_stems, sizeof *c.os);
-    c.tmp = xcalloc((size_t)ch, sizeof *c.tmp);
-    c.fifo = xcalloc((size_t)ch, sizeof *c.fifo);
-    float **blk = xcalloc((size_t)ch, sizeof *blk);
-    for (int i = 0; i < ch; i++) blk[i] = xcalloc(DEC_BLOCK, sizeof(float));
-    const char *what = "separation failed";
-    int64_t n = 0, got = 0;
 
-    t_detail[0] = '\0';
     cli_info("Separating track %s", t->path);
-    dmx_status st = dmx_decoder_open(t->path, rate, ch, &dec);
-    if (st != DMX_OK) {
-        const char *d = dmx_last_error();
-        cli_err("%s", *d ? d : dmx_status_str(st));
-        goto done;
-    }
-    dmx_separate_opts o;
-    dmx_separate_opts_init(&o);
-    o.shifts = cfg->shifts;
-    o.seed = cfg->seed;
-    o.overlap = cfg->overlap;
-    o.segment = cfg->segment;
-    o.split = cfg->split;
-    o.normalize = 1;
-    o.n_threads = r->n_threads;
-    prog_ctx pc = {slot};
-    o.progress = on_progress;
-    o.progress_user = &pc;
-    o.cancel = &cli_cancel;
-    st = dmx_stream_new(sess, &o, on_write, &c, &stream);
-
-    /* pass 1: statistics */
-    what = "cannot decode";
-    while (st == DMX_OK && (st = dmx_decoder_read(dec, blk, DEC_BLOCK, &got)) == DMX_OK && got > 0) {
-        st = dmx_stream_analyze(stream, (const float *const *)blk, got);
-        n += got;
-        if (atomic_load(&cli_cancel)) st = DMX_ERR_CANCELLED;
-    }
-    if (st != DMX_OK) goto fail;
-    if (n <= 0) {
-        cli_err("%s: no audio samples", t->path);
-        goto done;
-    }
-    cli_debug("%s: %lld samples (%.2f s) at %d Hz, %d channels", t->path, (long long)n,
-              (double)n / rate, rate, ch);
-    st = dmx_decoder_rewind(dec);
-    what = "separation failed";
-    if (st == DMX_OK) st = dmx_stream_start(stream, n);
-    if (st != DMX_OK) goto fail;
-
-    /* outputs: directories, encoders (".part"), spill files */
     for (int s = 0; s < r->n_stems; s++) {
         char *dir = xstrdup(t->outs[s]);
         char *slash = strrchr(dir, '/');
@@ -501,64 +278,39 @@ static int do_track(run *r, dmx_session *sess, track *t, int slot) {
             }
         }
         free(dir);
-        st = dmx_encoder_open(t->outs[s], &cfg->fmt, rate, ch, &c.os[s].enc);
-        if (st != DMX_OK) {
-            const char *d = dmx_last_error();
-            cli_err("%s: cannot write %s: %s", t->path, t->outs[s], *d ? d : dmx_status_str(st));
-            goto done;
-        }
-        if (cfg->clip_mode == CLIP_RESCALE) {
-            size_t l = strlen(t->outs[s]) + 16;
-            c.os[s].spill_path = xcalloc(l, 1);
-            snprintf(c.os[s].spill_path, l, "%s.spill.part", t->outs[s]);
-            c.os[s].spill = fopen(c.os[s].spill_path, "w+b");
-            if (!c.os[s].spill) {
-                cli_err("%s: cannot write %s: %s", t->path, c.os[s].spill_path, strerror(errno));
-                goto done;
-            }
-        }
     }
 
-    /* pass 2: separate and encode as stems become final */
+    dmx_separate_opts o;
+    dmx_separate_opts_init(&o);
+    o.shifts = cfg->shifts;
+    o.seed = cfg->seed;
+    o.overlap = cfg->overlap;
+    o.segment = cfg->segment;
+    o.split = cfg->split;
+    o.n_threads = r->n_threads;
+    prog_ctx pc = {slot};
+    o.progress = on_progress;
+    o.progress_user = &pc;
+    o.cancel = &cli_cancel;
+    dmx_file_job job = {t->path, cfg->two_stems, (dmx_other_method)cfg->other_method,
+                        (dmx_clip_mode)cfg->clip_mode, cfg->fmt, (const char *const *)t->outs, r->n_stems};
     const char *base = strrchr(t->path, '/') ? strrchr(t->path, '/') + 1 : t->path;
     progress_start(slot, base, PROGRESS_SEGMENTS);
-    int64_t fed = 0;
-    while ((st = dmx_decoder_read(dec, blk, DEC_BLOCK, &got)) == DMX_OK && got > 0) {
-        if (fed + got > n) {
-            st = dmx__cli_fail(DMX_ERR_DECODE, "%s: the second decoding pass returned more audio than the first",
-                               t->path);
-            break;
-        }
-        if (c.k >= 0 && cfg->other_method == OM_MINUS && fifo_push(&c, blk, got)) {
-            st = dmx__cli_fail(DMX_ERR_NOMEM, "out of memory");
-            break;
-        }
-        st = dmx_stream_feed(stream, (const float *const *)blk, got);
-        if (st != DMX_OK) break;
-        fed += got;
-    }
-    if (st == DMX_OK && fed != n)
-        st = dmx__cli_fail(DMX_ERR_DECODE, "%s: the second decoding pass returned %lld of %lld frames",
-                           t->path, (long long)fed, (long long)n);
-    if (st == DMX_OK) st = dmx_stream_finish(stream);
+    int64_t n = 0;
+    dmx_status st = dmx_separate_file(sess, &job, &o, &n);
     progress_end(slot);
-    if (st == DMX_OK && cfg->clip_mode == CLIP_RESCALE) {
-        what = "cannot write stems";
-        st = rescale_pass(&c);
+    if (st != DMX_OK) {
+        const char *d = dmx_last_error();
+        if (st == DMX_ERR_CANCELLED || atomic_load(&cli_cancel))
+            cli_err("%s: interrupted", t->path);
+        else if (st == DMX_ERR_IO || st == DMX_ERR_DECODE)
+            cli_err("%s", *d ? d : dmx_status_str(st)); /* names the file already */
+        else
+            cli_err("%s: %s", t->path, *d ? d : dmx_status_str(st));
+        goto done;
     }
-    if (st != DMX_OK) goto fail;
-
-    /* Publish only when every stem is fully encoded. */
-    for (int s = 0; s < r->n_stems; s++) {
-        st = dmx_encoder_close(c.os[s].enc);
-        c.os[s].enc = NULL;
-        if (st != DMX_OK) {
-            const char *d = dmx_last_error();
-            cli_err("%s: cannot write %s: %s", t->path, t->outs[s], *d ? d : dmx_status_str(st));
-            goto done;
-        }
-        closed = s + 1;
-    }
+    cli_debug("%s: %lld samples (%.2f s)", t->path, (long long)n,
+              (double)n / dmx_model_samplerate(r->model));
     ok = 1;
     if (cli_verbosity >= 0) {
         char el[32];
@@ -573,38 +325,10 @@ static int do_track(run *r, dmx_session *sess, track *t, int slot) {
         cli_info("Separated %s in %s; wrote %d stem%s:%s", t->path, el, r->n_stems,
                  r->n_stems == 1 ? "" : "s", list);
     }
-    goto done;
-fail:
-    if (st == DMX_ERR_CANCELLED || atomic_load(&cli_cancel)) {
-        cli_err("%s: interrupted", t->path);
-    } else {
-        cli_err("%s: %s: %s", t->path, what, detail(st));
-    }
 done:
-    for (int s = 0; s < r->n_stems; s++) {
-        dmx_encoder_abort(c.os[s].enc); /* removes the ".part" */
-        if (c.os[s].spill) fclose(c.os[s].spill);
-        if (c.os[s].spill_path) unlink(c.os[s].spill_path);
-        free(c.os[s].spill_path);
-    }
-    if (!ok) {
-        for (int s = 0; s < closed; s++) unlink(t->outs[s]);
-        remove_created_dirs(dirs, n_dirs);
-    }
+    if (!ok) remove_created_dirs(dirs, n_dirs);
     for (size_t i = 0; i < n_dirs; i++) free(dirs[i]);
     free(dirs);
-    dmx_stream_free(stream);
-    dmx_decoder_close(dec);
-    for (int i = 0; i < ch; i++) {
-        free(blk[i]);
-        free(c.tmp[i]);
-        free(c.fifo[i]);
-    }
-    free(blk);
-    free(c.tmp);
-    free(c.fifo);
-    free(c.inter);
-    free(c.os);
     return ok;
 }
 

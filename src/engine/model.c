@@ -171,6 +171,8 @@ dmx_status dmx_session_new(const dmx_model *m, dmx_session **out) {
     return DMX_OK;
 }
 
+const dmx_model *dmx_session_model(const dmx_session *s) { return s ? s->model : NULL; }
+
 void dmx_session_free(dmx_session *s) {
     if (!s) return;
     for (int i = 0; i < s->n_workers; i++) {
