@@ -64,6 +64,7 @@
 #include <unistd.h>
 
 #include "demix/audio.h"
+#include "demix/pipeline.h"
 #include "server.h"
 
 /* ---- random ids -------------------------------------------------------------- */
@@ -644,24 +645,6 @@ static int on_progress(void *user, int64_t done, int64_t total) {
     return over_time(x) || atomic_load(&j->cancel);
 }
 
-static void free_planar(float **p, size_t n) {
-    if (!p) return;
-    for (size_t i = 0; i < n; i++) free(p[i]);
-    free(p);
-}
-
-/* Same anti-clipping default as `demix separate` (--clip-mode rescale). */
-static void rescale(float *const *ch, int n_ch, int64_t n) {
-    float peak = 0;
-    for (int c = 0; c < n_ch; c++)
-        for (int64_t i = 0; i < n; i++)
-            if (fabsf(ch[c][i]) > peak) peak = fabsf(ch[c][i]);
-    float d = 1.01f * peak;
-    if (d > 1.0f)
-        for (int c = 0; c < n_ch; c++)
-            for (int64_t i = 0; i < n; i++) ch[c][i] /= d;
-}
-
 static void fail(dmx_job *j, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void fail(dmx_job *j, const char *code, const char *fmt, ...) {
@@ -695,8 +678,6 @@ static dmx_job_state run_job(worker_state *w, dmx_job *j) {
         }
         w->model = m;
     }
-    int32_t rate = dmx_model_samplerate(m), ch = dmx_model_channels(m);
-    int32_t S = dmx_model_n_sources(m);
     int k2 = -1;
     if (j->two_stems[0] && (k2 = dmx_model_source_index(m, j->two_stems)) < 0) {
         fail(j, "invalid_argument", "model %s has no source '%s'", j->model, j->two_stems);
@@ -709,37 +690,24 @@ static dmx_job_state run_job(worker_state *w, dmx_job *j) {
         return JOB_FAILED;
     }
 
-    dmx_job_state result = JOB_FAILED;
-    float **mix = NULL, **out = NULL, **extra = NULL;
-    int64_t n = 0;
-    dmx_status st;
-    for (int attempt = 0;; attempt++) {
-        st = dmx_audio_load(j->input, rate, ch, &mix, &n);
-        if (st == DMX_OK || !dmx_transient(st) || attempt >= dmx_srv_cfg.retries ||
-            atomic_load(&j->cancel))
-            break;
-        dmx_metrics_retry();
-        dmx_backoff_sleep(attempt, &j->cancel);
-    }
-    if (st == DMX_OK && n > 0 && over_time(&x)) {
-        dmx_audio_free(mix, ch);
+    /* The stems to write: all, or STEM and no_STEM (sum of the others, as
+     * the CLI's default --other-method add). */
+    char names[DMX_JOB_MAX_STEMS + 1][DMX_MAX_STEM_NAME];
+    int n_out = dmx_file_stems(m, k2 >= 0 ? j->two_stems : NULL, DMX_OTHER_ADD, names, DMX_JOB_MAX_STEMS);
+    if (n_out < 1 || n_out > DMX_JOB_MAX_STEMS) {
+        fail(j, "internal", "cannot name the stems of model %s", j->model);
         return JOB_FAILED;
     }
-    if (st != DMX_OK || n <= 0) {
-        const char *d = dmx_last_error();
-        fail(j, "undecodable_audio", "%s", st != DMX_OK ? (*d ? d : dmx_status_str(st)) : "no audio samples");
-        return JOB_FAILED;
-    }
-    out = calloc((size_t)S * ch, sizeof *out);
-    for (int i = 0; out && i < S * ch; i++)
-        if (!(out[i] = malloc((size_t)n * sizeof(float)))) {
-            free_planar(out, (size_t)S * ch);
-            out = NULL;
+    char *paths[DMX_JOB_MAX_STEMS];
+    for (int s = 0; s < n_out; s++)
+        if (asprintf(&paths[s], "%s/%s.%s", j->dir, names[s], j->format) < 0) paths[s] = NULL;
+    for (int s = 0; s < n_out; s++)
+        if (!paths[s]) {
+            for (int q = 0; q < n_out; q++) free(paths[q]);
+            fail(j, "out_of_memory", "out of memory");
+            return JOB_FAILED;
         }
-    if (!out) {
-        fail(j, "out_of_memory", "out of memory");
-        goto done;
-    }
+
     dmx_separate_opts o;
     dmx_separate_opts_init(&o);
     o.shifts = j->shifts;
@@ -748,97 +716,45 @@ static dmx_job_state run_job(worker_state *w, dmx_job *j) {
     o.progress = on_progress;
     o.progress_user = &x;
     o.cancel = &j->cancel;
+    /* the same streaming pipeline as `demix separate` with its defaults
+     * (rescale anti-clipping): memory does not grow with the upload */
+    dmx_file_job fj = {j->input, k2 >= 0 ? j->two_stems : NULL, DMX_OTHER_ADD, DMX_CLIP_RESCALE, fmt,
+                       (const char *const *)paths, n_out};
+    dmx_job_state result = JOB_FAILED;
+    dmx_status st;
+    int64_t n = 0;
     double t_inf = dmx_srv_now();
-    st = dmx_separate(w->session, (const float *const *)mix, n, out, &o);
+    for (int attempt = 0;; attempt++) {
+        st = dmx_separate_file(w->session, &fj, &o, &n);
+        /* transient failures only (I/O, memory); never bad input */
+        if (st == DMX_OK || !dmx_transient(st) || attempt >= dmx_srv_cfg.retries || atomic_load(&j->cancel))
+            break;
+        dmx_metrics_retry();
+        dmx_backoff_sleep(attempt, &j->cancel);
+    }
     if (st == DMX_OK) dmx_metrics_inference(j->model, dmx_srv_now() - t_inf);
-    if (st == DMX_ERR_CANCELLED) {
+    if (st == DMX_ERR_CANCELLED || (st != DMX_OK && atomic_load(&j->cancel))) {
+        /* a timeout also cancels (through the progress callback); the worker
+         * reports j->timed_out jobs as failed with code "timeout" */
         result = JOB_CANCELLED;
         fail(j, "cancelled", "cancelled");
-        goto done;
-    }
-    if (st != DMX_OK) {
+    } else if (st == DMX_ERR_DECODE || (st == DMX_ERR_IO && n == 0)) {
+        const char *d = dmx_last_error();
+        fail(j, "undecodable_audio", "%s", *d ? d : dmx_status_str(st));
+    } else if (st == DMX_ERR_ENCODE || st == DMX_ERR_IO) {
+        const char *d = dmx_last_error();
+        fail(j, "encode_failed", "cannot write the stems: %s", *d ? d : dmx_status_str(st));
+    } else if (st != DMX_OK) {
         const char *d = dmx_last_error();
         fail(j, "separation_failed", "%s", *d ? d : dmx_status_str(st));
-        goto done;
-    }
-
-    /* The stems to write: all, or STEM and no_STEM (sum of the others, as
-     * the CLI's default --other-method add). */
-    const char *names[DMX_JOB_MAX_STEMS + 1];
-    float **chans[DMX_JOB_MAX_STEMS + 1];
-    char no_name[80];
-    int n_out = 0;
-    if (k2 < 0) {
-        for (int s = 0; s < S && n_out < DMX_JOB_MAX_STEMS; s++) {
-            names[n_out] = dmx_model_source_name(m, s);
-            chans[n_out++] = &out[(size_t)s * ch];
-        }
     } else {
-        extra = calloc((size_t)ch, sizeof *extra);
-        for (int c = 0; extra && c < ch; c++)
-            if (!(extra[c] = calloc((size_t)n, sizeof(float)))) {
-                free_planar(extra, (size_t)ch);
-                extra = NULL;
-            }
-        if (!extra) {
-            fail(j, "out_of_memory", "out of memory");
-            goto done;
-        }
-        for (int c = 0; c < ch; c++)
-            for (int s = 0; s < S; s++) {
-                if (s == k2) continue;
-                const float *b = out[(size_t)s * ch + c];
-                for (int64_t i = 0; i < n; i++) extra[c][i] += b[i];
-            }
-        names[0] = j->two_stems;
-        chans[0] = &out[(size_t)k2 * ch];
-        snprintf(no_name, sizeof no_name, "no_%s", j->two_stems);
-        names[1] = no_name;
-        chans[1] = extra;
-        n_out = 2;
-    }
-    int written = 0;
-    for (int s = 0; s < n_out; s++) {
-        rescale(chans[s], ch, n);
-        char *path = NULL;
-        if (asprintf(&path, "%s/%s.%s", j->dir, names[s], j->format) < 0) break;
-        for (int attempt = 0;; attempt++) {
-            dmx_encoder *enc = NULL;
-            st = dmx_encoder_open(path, &fmt, rate, ch, &enc);
-            if (st == DMX_OK) st = dmx_encoder_write(enc, (const float *const *)chans[s], n);
-            if (st == DMX_OK)
-                st = dmx_encoder_close(enc);
-            else
-                dmx_encoder_abort(enc);
-            if (st == DMX_OK || !dmx_transient(st) || attempt >= dmx_srv_cfg.retries) break;
-            dmx_metrics_retry();
-            dmx_backoff_sleep(attempt, &j->cancel);
-        }
-        free(path);
-        if (st != DMX_OK) {
-            const char *d = dmx_last_error();
-            fail(j, "encode_failed", "cannot write stem %s: %s", names[s], *d ? d : dmx_status_str(st));
-            /* Nothing partial stays: drop the stems already written. */
-            for (int q = 0; q < s; q++) {
-                char *p = NULL;
-                if (asprintf(&p, "%s/%s.%s", j->dir, names[q], j->format) >= 0) unlink(p);
-                free(p);
-            }
-            break;
-        }
-        written++;
-    }
-    if (written == n_out) {
         pthread_mutex_lock(&jobs_lock);
-        for (int s = 0; s < n_out; s++) snprintf(j->stems[s], sizeof j->stems[s], "%s", names[s]);
+        for (int s = 0; s < n_out; s++) snprintf(j->stems[s], sizeof j->stems[s], "%.79s", names[s]);
         j->n_stems = n_out;
         pthread_mutex_unlock(&jobs_lock);
         result = JOB_DONE;
     }
-done:
-    free_planar(extra, (size_t)ch);
-    free_planar(out, (size_t)S * ch);
-    dmx_audio_free(mix, ch);
+    for (int s = 0; s < n_out; s++) free(paths[s]);
     return result;
 }
 
