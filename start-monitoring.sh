@@ -24,6 +24,7 @@
 #                                 DEMIX_* variables are read by demix itself
 #   MON_SCRAPE_INTERVAL MON_EVAL_INTERVAL   native Prometheus intervals (15s)
 #   MON_EXTRA_RULES               more rule files for the native Prometheus (space-separated)
+#   MON_PROMETHEUS_ARGS           extra command-line flags for the native Prometheus
 #   MON_WAIT                      seconds start waits for the stack to be healthy (60)
 #   ALERT_*                       Slack/email settings: deploy/alertmanager/alertmanager.yml
 set -euo pipefail
@@ -231,7 +232,7 @@ native_start() {
         --web.listen-address="$MON_HOST:$ALERTMANAGER_PORT" --cluster.listen-address=
     launch prometheus "prometheus" "$prom" --config.file="$MON_DIR/prometheus.yml" \
         --storage.tsdb.path="$MON_DIR/prometheus-data" \
-        --web.listen-address="$MON_HOST:$PROMETHEUS_PORT" --web.enable-lifecycle
+        --web.listen-address="$MON_HOST:$PROMETHEUS_PORT" --web.enable-lifecycle ${MON_PROMETHEUS_ARGS:-}
     wait_healthy || return 1
     say ""
     say "demix        http://$MON_HOST:$DEMIX_PORT   (/health, /metrics, /docs)"

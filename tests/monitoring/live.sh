@@ -47,6 +47,10 @@ groups:
           description: "Forced to fire to prove Prometheus -> Alertmanager -> demix POST /alerts."
 EOF
 export MON_EXTRA_RULES="$WORK/pipeline_rules.yml"
+# Prometheus drops an alert that fires before it has discovered Alertmanager
+# and only resends after --rules.alert.resend-delay (1 min by default): resend
+# quickly here so the test does not depend on that race.
+export MON_PROMETHEUS_ARGS="--rules.alert.resend-delay=2s"
 
 STACK="$SRC/start-monitoring.sh"
 cleanup() {
