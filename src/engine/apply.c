@@ -306,6 +306,9 @@ static dmx_status pump(dmx_stream *st) {
             nb++;
         }
         if (nb == 0) break;
+        /* Wait for input until every thread has an evaluation: feeding in
+         * small blocks would otherwise run them one at a time. */
+        if (nb < st->threads && !st->finished_input) break;
         /* Multi-threaded sgemm rounds differently from single-threaded, so
          * all evaluations of a stream use one BLAS thread each unless the
          * stream has a single evaluation: results then do not depend on how
