@@ -598,7 +598,7 @@ int dmx_job_stem_files(dmx_job *j, char ***paths, char ***names) {
         if (!p[i] || !q[i]) n = -1;
     }
     pthread_mutex_unlock(&jobs_lock);
-    if (!p || !q || n < 0) {
+    if (!p || !q || n <= 0) { /* also when there is nothing to list */
         dmx_strv_free(p, n < 0 ? j->n_stems : 0);
         dmx_strv_free(q, n < 0 ? j->n_stems : 0);
         return 0;

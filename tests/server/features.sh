@@ -150,10 +150,42 @@ get rl_other 415 -H 'X-Forwarded-For: 203.0.113.7, 10.0.0.2' -X POST -d x "$B/se
 get rl_metrics 200 "$B/metrics" && body_has rl_metrics '^rate_limited_requests_total 1'
 stop_term 30
 
+# ---- 3. a full queue answers 503 + Retry-After, and no accepted job is lost ----
+L3="$WORK/s3.log"
+start "$L3" --data-dir "$WORK/d3" --workers 1 --queue 1 --rate-limit 600 --rate-burst 50
+cpids=()
+for i in 1 2 3 4 5; do
+    curl -sS --max-time 60 -o "$WORK/q$i.body" -D "$WORK/q$i.hdr" -w '%{http_code}' \
+        -F file=@"$GOLDEN/inputs/mix_12s.wav" -F model_name=tiny4s "$B/separate" >"$WORK/q$i.code" &
+    cpids+=($!)
+done
+wait "${cpids[@]}" # not a bare `wait`: the server is a background job too
+full=0 accepted=()
+for i in 1 2 3 4 5; do
+    c=$(cat "$WORK/q$i.code")
+    if [ "$c" = 503 ]; then
+        full=$((full + 1))
+        body_has "q$i" '"code":"queue_full"'
+        ra=$(hdr "q$i" Retry-After)
+        [ -n "$ra" ] && [ "$ra" -ge 1 ] || fail "queue full without a sane Retry-After ('$ra')"
+    elif [ "$c" = 202 ]; then
+        accepted+=("$(json "q$i" 'd["id"]')")
+    else
+        fail "submission $i: HTTP $c"
+    fi
+done
+[ "$full" -ge 1 ] && pass "queue full: $full of 5 submissions got 503 + Retry-After" || fail "the queue never filled"
+for id in "${accepted[@]}"; do
+    st=$(wait_job "$id" 900)
+    [ "$st" = done ] || fail "accepted job $id ended as '$st'"
+done
+[ "${#accepted[@]}" -ge 1 ] && pass "all ${#accepted[@]} accepted jobs completed"
+stop_term 30
+
 python3 -c '
 import json, sys
 for f in sys.argv[1:]:
     for n, l in enumerate(open(f), 1):
         json.loads(l)
-' "$L1" "$L2" && pass "log lines are JSON" || fail "invalid log line"
+' "$L1" "$L2" "$L3" && pass "log lines are JSON" || fail "invalid log line"
 finish
