@@ -379,6 +379,17 @@ void dmx_job_put(dmx_job *j) {
     }
 }
 
+/* Appends j to the FIFO; jobs_lock held. */
+static void queue_push_locked(dmx_job *j) {
+    j->next = NULL;
+    if (queue_tail)
+        queue_tail->next = j;
+    else
+        queue_head = j;
+    queue_tail = j;
+    queue_len++;
+}
+
 int dmx_job_submit(dmx_job *j) {
     pthread_mutex_lock(&jobs_lock);
     if (stopping || queue_len >= queue_cap) {
@@ -401,13 +412,7 @@ int dmx_job_submit(dmx_job *j) {
     n_all++;
     j->refs += 2; /* the history list and the queue */
     dmx_store_save(j);
-    j->next = NULL;
-    if (queue_tail)
-        queue_tail->next = j;
-    else
-        queue_head = j;
-    queue_tail = j;
-    queue_len++;
+    queue_push_locked(j);
     pthread_cond_signal(&queue_cv);
     pthread_mutex_unlock(&jobs_lock);
     return 0;
@@ -896,13 +901,7 @@ static int recover_jobs(void) {
                 /* The queue's reference; recovered jobs may exceed queue_max:
                  * they were accepted once and are not refused now. */
                 j->refs++;
-                j->next = NULL;
-                if (queue_tail)
-                    queue_tail->next = j;
-                else
-                    queue_head = j;
-                queue_tail = j;
-                queue_len++;
+                queue_push_locked(j);
                 requeued++;
                 cJSON *f = cJSON_CreateObject();
                 cJSON_AddStringToObject(f, "job", j->id);
