@@ -17,6 +17,10 @@ PKGS=(build-essential cmake pkg-config
 PKGS+=(chromium nodejs)
 command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 
+# Reliability (issue 8): clang + its runtime for the libFuzzer targets and
+# ThreadSanitizer, wrk for bench/load.sh.
+PKGS+=(clang libclang-rt-14-dev wrk)
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
