@@ -35,23 +35,21 @@ static const char *check_alert(const cJSON *a) {
     return NULL;
 }
 
-static enum MHD_Result process(struct MHD_Connection *c, dmx_req *r) {
-    if (r->body_too_large)
-        return dmx_respond_error(c, r, "payload_too_large", "the payload exceeds %d bytes",
-                                 MAX_JSON_BODY);
-    cJSON *doc = r->body ? cJSON_ParseWithLength(r->body, r->body_len) : NULL;
-    if (!doc) return dmx_respond_error(c, r, "invalid_json", "the body is not valid JSON");
-    const char *why = NULL;
+int dmx_alerts_receive(const char *body, size_t len, const char *request_id,
+                       const char **why) {
+    *why = NULL;
+    cJSON *doc = body ? cJSON_ParseWithLength(body, len) : NULL;
+    if (!doc) return -1;
     const cJSON *alerts = cJSON_GetObjectItemCaseSensitive(doc, "alerts");
     if (!cJSON_IsObject(doc))
-        why = "the payload must be an object";
+        *why = "the payload must be an object";
     else if (!cJSON_IsArray(alerts))
-        why = "the payload lacks an \"alerts\" array";
+        *why = "the payload lacks an \"alerts\" array";
     const cJSON *a;
-    if (!why) cJSON_ArrayForEach(a, alerts) if (!why) why = check_alert(a);
-    if (why) {
+    if (!*why) cJSON_ArrayForEach(a, alerts) if (!*why) *why = check_alert(a);
+    if (*why) {
         cJSON_Delete(doc);
-        return dmx_respond_error(c, r, "invalid_payload", "%s", why);
+        return -2;
     }
     const char *receiver = str_field(doc, "receiver");
     const char *group = str_field(doc, "groupKey");
@@ -80,11 +78,22 @@ static enum MHD_Result process(struct MHD_Connection *c, dmx_req *r) {
         dmx_srv_log(!strcmp(st, "firing") && sev && !strcmp(sev, "critical") ? DMX_LOG_ERROR
                     : !strcmp(st, "firing")                                  ? DMX_LOG_WARN
                                                                              : DMX_LOG_INFO,
-                    "demix.alerts", "alert", r->request_id, f, "alert %s %s%s%s", name, st,
+                    "demix.alerts", "alert", request_id, f, "alert %s %s%s%s", name, st,
                     summary ? ": " : "", summary ? summary : "");
         n++;
     }
     cJSON_Delete(doc);
+    return n;
+}
+
+static enum MHD_Result process(struct MHD_Connection *c, dmx_req *r) {
+    if (r->body_too_large)
+        return dmx_respond_error(c, r, "payload_too_large", "the payload exceeds %d bytes",
+                                 MAX_JSON_BODY);
+    const char *why;
+    int n = dmx_alerts_receive(r->body, r->body_len, r->request_id, &why);
+    if (n == -1) return dmx_respond_error(c, r, "invalid_json", "the body is not valid JSON");
+    if (n < 0) return dmx_respond_error(c, r, "invalid_payload", "%s", why);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", "ok");
     cJSON_AddNumberToObject(o, "received", n);

@@ -87,6 +87,12 @@ char *dmx_openapi_json(void);
 char *dmx_openapi_html(void);
 
 /* alerts.c: POST /alerts. */
+/* Validates an Alertmanager webhook body and logs and counts each alert
+ * (no MHD: tests/fuzz/fuzz_alerts.c calls it directly). Returns the number
+ * of alerts, -1 if the body is not JSON, -2 if the payload is malformed
+ * (*why says how; the batch is then refused whole, nothing logged). */
+int dmx_alerts_receive(const char *body, size_t len, const char *request_id,
+                       const char **why);
 enum MHD_Result dmx_h_alerts(struct MHD_Connection *c, dmx_req *r, const char *upload,
                              size_t *upload_size);
 /* Appends upload data to r->body (bounded); 1 once the body is complete. */

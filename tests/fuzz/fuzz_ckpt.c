@@ -1,18 +1,17 @@
 /*
- * fuzz_ckpt.c - libFuzzer target for the untrusted-input parsers behind model
- * loading: the zip reader + checkpoint loader (dmx__ckpt_load_mem), the
+ * fuzz_ckpt.c - fuzz target for the untrusted-input parsers behind model
+ * loading: the zip reader + checkpoint loader (dmx__ckpt_load_mem) and the
  * pickle VM on its own (the zip CRCs would otherwise keep mutated pickles
- * out), and the bag YAML parser. Every input goes through all three.
+ * out). Every input goes through both. The bag YAML parser has its own
+ * target, fuzz_bagyaml.c.
  *
- * Built only with clang (see tests/fuzz_ckpt.cmake):
- *   CC=clang cmake -B build-fuzz && cmake --build build-fuzz --target fuzz_ckpt
- *   ./build-fuzz/tests/fuzz_ckpt build-fuzz/fuzz_corpus
- * The seed corpus is written by test_ckpt at test time (never committed).
+ * tests/fuzz.cmake builds it as fuzz_ckpt (libFuzzer, clang) and replay_ckpt
+ * (any compiler); scripts/fuzz.sh runs it. Seed corpus: tests/fuzz/corpus/ckpt
+ * (synth.th / synth.pkl are what test_ckpt writes with DEMIX_FUZZ_SEED_DIR).
  */
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bagyaml.h"
 #include "ckpt.h"
 #include "pickle.h"
 
@@ -42,7 +41,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     dmx__pickle *pk = NULL;
     if (dmx__pickle_run(data, size, "fuzz.pkl", &pk) == DMX_OK) dmx__pickle_free(pk);
-    dmx__bag_spec *spec = NULL;
-    if (dmx__bag_yaml_parse((const char *)data, size, &spec) == DMX_OK) dmx__bag_spec_free(spec);
     return 0;
 }
