@@ -80,6 +80,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < A * n; i++) mix[i] = (rand() / (float)RAND_MAX - 0.5f) * 0.2f;
     dmx__arena_init(&ar);
     dmx__htdemucs_forward(net, &ar, mix, n, out, NULL, NULL);
+    dmx__arena_fit(&ar); /* as the stream workers do after each evaluation */
     double best = 1e9;
     uint64_t flops = 0;
     for (int r = 0; r < reps; r++) {
@@ -98,9 +99,9 @@ int main(int argc, char **argv) {
         names[ntaps++] = "istft+output";
     }
     double peak = sgemm_peak();
-    printf("segment %.2f s of audio: %.3f s per evaluation (%.2fx realtime), arena %.0f MB\n",
+    printf("segment %.2f s of audio: %.3f s per evaluation (%.2fx realtime), arena %.0f MB peak (%.0f MB reserved)\n",
            (double)n / net->samplerate, best, best / ((double)n / net->samplerate),
-           ar.high_water / 1048576.0);
+           ar.high_water / 1048576.0, dmx__arena_reserved(&ar) / 1048576.0);
     printf("sgemm peak (2048^3): %.1f GFLOP/s\n", peak);
     printf("matrix products: %.1f GFLOP per evaluation, %.1f GFLOP/s achieved (%.0f%% of peak)\n",
            flops / 1e9, flops / 1e9 / best, 100.0 * flops / 1e9 / best / peak);

@@ -220,6 +220,7 @@ static void *job_main(void *arg) {
     jb->status = cancelled(st) ? dmx__fail(DMX_ERR_CANCELLED, "separation cancelled")
                                : dmx__htdemucs_forward(net, &jb->w->arena, jb->w->seg_in, (int)valid,
                                                        jb->w->seg_out, NULL, NULL);
+    dmx__arena_fit(&jb->w->arena);
     if (jb->status != DMX_OK) snprintf(jb->err, sizeof jb->err, "%s", dmx_last_error());
     return NULL;
 }

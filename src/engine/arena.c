@@ -3,6 +3,7 @@
  */
 #include "arena.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -33,12 +34,45 @@ void *dmx__big_calloc(size_t bytes) {
 
 void dmx__big_free(void *p) { free(p); }
 
+/* Arena blocks are mapped directly. The first one reserves far more address
+ * space than a forward pass needs (MAP_NORESERVE: untouched pages cost
+ * nothing), so a pass stays in one contiguous block and the resident memory
+ * is exactly its high-water mark; several smaller blocks would each keep
+ * their own touched tail. */
+#define FIRST_RESERVE ((size_t)1 << 30)
+
+static unsigned char *block_map(size_t bytes, dmx__arena_block *b) {
+    size_t len = bytes + HUGE_PAGE; /* slack to align to a huge page */
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    uintptr_t a = ((uintptr_t)p + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+#ifdef MADV_HUGEPAGE
+    madvise((void *)a, bytes, MADV_HUGEPAGE);
+#endif
+    *b = (dmx__arena_block){(unsigned char *)a, bytes, 0, p, len};
+    return b->data;
+}
+
+static void block_unmap(dmx__arena_block *b) {
+    if (b->map) munmap(b->map, b->map_len);
+}
+
 void dmx__arena_init(dmx__arena *a) { memset(a, 0, sizeof *a); }
 
 void dmx__arena_free(dmx__arena *a) {
-    for (int i = 0; i < a->n_blocks; i++) dmx__big_free(a->blocks[i].data);
+    for (int i = 0; i < a->n_blocks; i++) block_unmap(&a->blocks[i]);
     free(a->blocks);
     memset(a, 0, sizeof *a);
+}
+
+int dmx__arena_fit(dmx__arena *a) {
+    if (a->in_use != 0 || a->n_blocks < 2) return 0;
+    size_t sz = (a->high_water + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    /* unmap first so the old and new blocks never coexist at the peak */
+    for (int i = 0; i < a->n_blocks; i++) block_unmap(&a->blocks[i]);
+    a->n_blocks = block_map(sz, &a->blocks[0]) ? 1 : 0;
+    a->cur = 0;
+    return a->n_blocks ? 0 : -1;
 }
 
 size_t dmx__arena_reserved(const dmx__arena *a) {
@@ -65,10 +99,11 @@ float *dmx__arena_floats(dmx__arena *a, size_t n) {
             a->cap_blocks = nc;
         }
         size_t sz = bytes > MIN_BLOCK ? bytes : MIN_BLOCK;
-        unsigned char *d = dmx__big_alloc(sz);
-        if (!d) return NULL;
         sz = (sz + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-        a->blocks[a->n_blocks] = (dmx__arena_block){d, sz, 0};
+        /* the first block tries a large reservation, then what is needed */
+        if (!(a->n_blocks == 0 && sz < FIRST_RESERVE && block_map(FIRST_RESERVE, &a->blocks[0])) &&
+            !block_map(sz, &a->blocks[a->n_blocks]))
+            return NULL;
         a->cur = a->n_blocks++;
         b = &a->blocks[a->cur];
     }

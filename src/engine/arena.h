@@ -17,6 +17,8 @@
 typedef struct dmx__arena_block {
     unsigned char *data;
     size_t size, used;
+    void *map;      /* the mapping (data is its first huge-page boundary) */
+    size_t map_len;
 } dmx__arena_block;
 
 typedef struct dmx__arena {
@@ -39,6 +41,13 @@ float *dmx__arena_floats(dmx__arena *a, size_t n);
 float *dmx__arena_zeros(dmx__arena *a, size_t n);
 dmx__arena_mark dmx__arena_save(const dmx__arena *a);
 void dmx__arena_restore(dmx__arena *a, dmx__arena_mark m);
+/* On an empty arena holding several blocks, replaces them by one block of
+ * the high-water size: the first pass grows block by block and leaves the
+ * tail of each block unused, while a single block holds a replay of the same
+ * allocation sequence with no waste. No-op otherwise. Returns 0, or -1 when
+ * the new block could not be allocated (the arena is then left empty and
+ * grows again on demand). */
+int dmx__arena_fit(dmx__arena *a);
 /* Total bytes reserved in blocks. */
 size_t dmx__arena_reserved(const dmx__arena *a);
 

@@ -590,35 +590,89 @@ void dmx__htdemucs_free(dmx__htdemucs *m) {
 static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, int rows, int T) {
     const int C = d->channels, Hd = d->hidden;
     const size_t plane = (size_t)rows * T;
-    int rb = (int)(((size_t)1 << 20) / ((size_t)2 * C * T));
+    const size_t budget = (size_t)1 << 20; /* floats of 2C-channel scratch */
+    int rb = (int)(budget / ((size_t)2 * C * T));
     if (rb < 1) rb = 1;
     if (rb > rows) rb = rows;
+    /* Rows longer than the budget (time layers: one row of many thousand
+     * steps) go in column blocks, in two passes: GroupNorm(1) needs the
+     * whole row's statistics, and recomputing the small 1x1 product is
+     * cheaper than holding the row's 2C channels. */
+    int cb = T;
+    if ((size_t)2 * C * T > budget) {
+        cb = (int)(budget / ((size_t)2 * C)) / 64 * 64;
+        if (cb < 64) cb = 64;
+        if (cb > T) cb = T;
+    }
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *h = dmx__arena_floats(ar, (size_t)Hd * plane);
-    float *h2 = dmx__arena_floats(ar, (size_t)2 * C * rb * T);
+    float *h2 = dmx__arena_floats(ar, (size_t)2 * C * rb * cb);
     if (!h || !h2) return NOMEM();
     for (int i = 0; i < d->depth; i++) {
         const dmx__dconv_layer *L = &d->layers[i];
         if (dmx__conv2d(ar, &L->conv1.g, y, rows, T, L->conv1.w, L->conv1.b, h)) return NOMEM();
         dmx__group_norm(h, Hd, rows, T, 1, L->norm1.w, L->norm1.b, 1e-5f);
         dmx__gelu(h, (size_t)Hd * plane);
-        for (int r0 = 0; r0 < rows; r0 += rb) {
-            int nr = rows - r0 < rb ? rows - r0 : rb;
-            int n = nr * T;
-            /* 1x1 conv on the rows [r0, r0 + nr): columns of h with stride `plane` */
-            dmx__sgemm(0, 0, 2 * C, n, Hd, 1.0f, L->conv2.w, Hd, h + (size_t)r0 * T, (int)plane, 0.0f, h2, n);
-            for (int c = 0; c < 2 * C; c++) {
-                float bc = L->conv2.b[c];
-                float *p = h2 + (size_t)c * n;
-                for (int q = 0; q < n; q++) p[q] += bc;
+        if (cb == T) {
+            for (int r0 = 0; r0 < rows; r0 += rb) {
+                int nr = rows - r0 < rb ? rows - r0 : rb;
+                int n = nr * T;
+                /* 1x1 conv on the rows [r0, r0 + nr): columns of h with stride `plane` */
+                dmx__sgemm(0, 0, 2 * C, n, Hd, 1.0f, L->conv2.w, Hd, h + (size_t)r0 * T, (int)plane, 0.0f,
+                           h2, n);
+                dmx__add_bias(h2, L->conv2.b, 2 * C, (size_t)n);
+                dmx__group_norm(h2, 2 * C, nr, T, 1, L->norm2.w, L->norm2.b, 1e-5f);
+                dmx__glu(h2, h2, 2 * C, (size_t)n);
+                for (int c = 0; c < C; c++) {
+                    float sc = L->scale[c];
+                    float *yc = y + (size_t)c * plane + (size_t)r0 * T;
+                    const float *gc = h2 + (size_t)c * n;
+                    for (int q = 0; q < n; q++) yc[q] += sc * gc[q];
+                }
             }
-            dmx__group_norm(h2, 2 * C, nr, T, 1, L->norm2.w, L->norm2.b, 1e-5f);
-            dmx__glu(h2, h2, 2 * C, (size_t)n);
-            for (int c = 0; c < C; c++) {
-                float sc = L->scale[c];
-                float *yc = y + (size_t)c * plane + (size_t)r0 * T;
-                const float *gc = h2 + (size_t)c * n;
-                for (int q = 0; q < n; q++) yc[q] += sc * gc[q];
+            continue;
+        }
+        for (int r = 0; r < rows; r++) {
+            const float *hr = h + (size_t)r * T;
+            double s = 0, s2 = 0;
+            for (int pass = 0; pass < 2; pass++) {
+                float mean = 0, rstd = 0;
+                if (pass == 1) {
+                    double cnt = 2.0 * C * T, mu = s / cnt, var = s2 / cnt - mu * mu;
+                    mean = (float)mu;
+                    rstd = (float)(1.0 / sqrt((var > 0 ? var : 0) + 1e-5));
+                }
+                for (int t0 = 0; t0 < T; t0 += cb) {
+                    int n = T - t0 < cb ? T - t0 : cb;
+                    dmx__sgemm(0, 0, 2 * C, n, Hd, 1.0f, L->conv2.w, Hd, hr + t0, (int)plane, 0.0f, h2, n);
+                    dmx__add_bias(h2, L->conv2.b, 2 * C, (size_t)n);
+                    if (pass == 0) {
+                        for (int c = 0; c < 2 * C; c++) {
+                            const float *p = h2 + (size_t)c * n;
+                            double a = 0, a2 = 0;
+                            for (int q = 0; q < n; q++) {
+                                a += p[q];
+                                a2 += (double)p[q] * p[q];
+                            }
+                            s += a;
+                            s2 += a2;
+                        }
+                        continue;
+                    }
+                    for (int c = 0; c < 2 * C; c++) {
+                        float *p = h2 + (size_t)c * n;
+                        float sc = rstd * (L->norm2.w ? L->norm2.w[c] : 1.0f);
+                        float be = L->norm2.b ? L->norm2.b[c] : 0.0f;
+                        for (int q = 0; q < n; q++) p[q] = (p[q] - mean) * sc + be;
+                    }
+                    dmx__glu(h2, h2, 2 * C, (size_t)n);
+                    for (int c = 0; c < C; c++) {
+                        float sc = L->scale[c];
+                        float *yc = y + (size_t)c * plane + (size_t)r * T + t0;
+                        const float *gc = h2 + (size_t)c * n;
+                        for (int q = 0; q < n; q++) yc[q] += sc * gc[q];
+                    }
+                }
             }
         }
     }

@@ -138,7 +138,7 @@ static void im2col_block(const dmx__conv_geom *g, const float *x, int H, int W, 
     }
 }
 
-static void add_bias(float *y, const float *b, int C, size_t L) {
+void dmx__add_bias(float *y, const float *b, int C, size_t L) {
     if (!b) return;
     for (int c = 0; c < C; c++) {
         float bc = b[c];
@@ -181,7 +181,7 @@ int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, 
         conv_columns(g, x, H, W, Wo, total, j0, n, w, col, y + j0, (int)total);
     }
     dmx__arena_restore(ar, m);
-    add_bias(y, b, g->cout, total);
+    dmx__add_bias(y, b, g->cout, total);
     return 0;
 }
 
@@ -201,7 +201,7 @@ int dmx__conv2d_glu(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int
     for (size_t j0 = 0; j0 < total; j0 += nb) {
         int n = (int)((total - j0) < (size_t)nb ? (total - j0) : (size_t)nb);
         conv_columns(g, x, H, W, Wo, total, j0, n, w, col, tmp, n);
-        add_bias(tmp, b, g->cout, (size_t)n);
+        dmx__add_bias(tmp, b, g->cout, (size_t)n);
         dmx__glu(tmp, tmp, g->cout, (size_t)n);
         for (int c = 0; c < half; c++) memcpy(y + (size_t)c * total + j0, tmp + (size_t)c * n, sizeof(float) * n);
     }
@@ -249,7 +249,7 @@ int dmx__conv_tr2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int 
         }
     }
     dmx__arena_restore(ar, m);
-    add_bias(y, b, g->cout, out_total);
+    dmx__add_bias(y, b, g->cout, out_total);
     return 0;
 }
 

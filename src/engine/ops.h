@@ -67,6 +67,8 @@ void dmx__relu(float *x, size_t n);
 
 /* GLU over channels: y (C/2, L) = x[:C/2] * sigmoid(x[C/2:]) for x (C, L). */
 void dmx__glu(const float *x, float *y, int C, size_t L);
+/* y (C, L) += b[c] per channel; no-op when b is NULL. */
+void dmx__add_bias(float *y, const float *b, int C, size_t L);
 
 /* Linear: y (N, out) = x (N, in) @ w (out, in)^T + b. */
 void dmx__linear(const float *x, int N, int in, const float *w, const float *b, int out,
