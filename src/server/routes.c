@@ -216,6 +216,8 @@ static enum MHD_Result on_post_field(void *cls, enum MHD_ValueKind kind, const c
                                      const char *encoding, const char *data, uint64_t off,
                                      size_t size) {
     dmx_req *r = cls;
+    /* A part without a name (MHD passes NULL): nothing we read. */
+    if (!key) return MHD_YES;
     if (!strcmp(key, "file")) {
         r->saw_file = 1;
         if (!r->upload_name && filename) r->upload_name = strdup(filename);
