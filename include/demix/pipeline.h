@@ -57,13 +57,17 @@ typedef struct dmx_file_job {
     const char *const *outputs;    /* one path per output stem, in dmx_file_stems order;
                                       their directories must exist */
     int32_t n_outputs;
+    int64_t max_frames;            /* 0: any length; else longer input (frames at the model
+                                      rate) fails with DMX_ERR_BAD_INPUT as soon as decoding
+                                      passes it, before any separation work */
 } dmx_file_job;
 
 /* Separates job->input with session `s` (whose model decides rate and
  * channels) and writes the outputs. `opts` as for dmx_separate (its
  * normalize field is ignored: files always get upstream's normalisation).
  * *frames_out (may be NULL) receives the decoded length. Returns DMX_OK, or
- * DMX_ERR_IO/DMX_ERR_DECODE (input), DMX_ERR_ENCODE/DMX_ERR_IO (outputs),
+ * DMX_ERR_IO/DMX_ERR_DECODE (input), DMX_ERR_BAD_INPUT (longer than
+ * job->max_frames), DMX_ERR_ENCODE/DMX_ERR_IO (outputs),
  * DMX_ERR_CANCELLED, DMX_ERR_NOMEM, DMX_ERR_INVALID_ARG, with
  * dmx_last_error() saying which file and why. */
 dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_separate_opts *opts,

@@ -293,7 +293,8 @@ static int do_track(run *r, dmx_session *sess, track *t, int slot) {
     o.progress_user = &pc;
     o.cancel = &cli_cancel;
     dmx_file_job job = {t->path, cfg->two_stems, (dmx_other_method)cfg->other_method,
-                        (dmx_clip_mode)cfg->clip_mode, cfg->fmt, (const char *const *)t->outs, r->n_stems};
+                        (dmx_clip_mode)cfg->clip_mode, cfg->fmt, (const char *const *)t->outs, r->n_stems,
+                        0 /* no length limit */};
     const char *base = strrchr(t->path, '/') ? strrchr(t->path, '/') + 1 : t->path;
     progress_start(slot, base, PROGRESS_SEGMENTS);
     int64_t n = 0;

@@ -234,6 +234,11 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
     while (st == DMX_OK && (st = dmx_decoder_read(dec, blk, DEC_BLOCK, &got)) == DMX_OK && got > 0) {
         st = dmx_stream_analyze(stream, (const float *const *)blk, got);
         n += got;
+        /* Stop at the limit rather than decoding (and separating) hours a
+         * container did not announce. */
+        if (st == DMX_OK && job->max_frames > 0 && n > job->max_frames)
+            st = dmx__fail(DMX_ERR_BAD_INPUT, "%s: the audio is longer than the limit of %lld frames",
+                           job->input, (long long)job->max_frames);
         if (cancelled(&c)) st = dmx__fail(DMX_ERR_CANCELLED, "cancelled");
     }
     if (st != DMX_OK) goto done;

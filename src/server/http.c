@@ -43,6 +43,30 @@ static const struct {
     {"not_ready", 503},            {"queue_full", 503},          {"shutting_down", 503},
 };
 
+void dmx_utf8_clean(char *s, int no_controls) {
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        unsigned c = *p;
+        int n = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
+        uint32_t cp = n == 1 ? c & 0x1F : n == 2 ? c & 0x0F : c & 0x07;
+        int ok = n >= 0;
+        for (int i = 1; ok && i <= n; i++) {
+            if ((p[i] & 0xC0) != 0x80) ok = 0;
+            else cp = (cp << 6) | (p[i] & 0x3F);
+        }
+        /* overlong forms, surrogates and values past U+10FFFF are invalid too */
+        if (ok && n > 0 && (cp < (n == 1 ? 0x80u : n == 2 ? 0x800u : 0x10000u) || cp > 0x10FFFF ||
+                            (cp >= 0xD800 && cp <= 0xDFFF)))
+            ok = 0;
+        if (!ok) {
+            *p++ = '?';
+            continue;
+        }
+        if (n == 0 && no_controls && (c < 0x20 || c == 0x7F)) *p = '?';
+        p += n + 1;
+    }
+}
+
 int dmx_error_status(const char *code) {
     for (size_t i = 0; i < sizeof ERRORS / sizeof *ERRORS; i++)
         if (!strcmp(ERRORS[i].code, code)) return ERRORS[i].status;
@@ -108,6 +132,8 @@ enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, const ch
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* Messages quote client input (paths, field values): keep the JSON valid. */
+    dmx_utf8_clean(msg, 0);
     cJSON *o = cJSON_CreateObject(), *e = cJSON_CreateObject();
     cJSON_AddStringToObject(e, "code", code);
     cJSON_AddStringToObject(e, "message", msg);
@@ -283,6 +309,29 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     dmx_srv_log(DMX_LOG_WARN, "demix.mhd", "http_internal", NULL, NULL, "%s", msg);
 }
 
+static int hexval(char c) {
+    return '0' <= c && c <= '9' ? c - '0' : 'a' <= (c | 32) && (c | 32) <= 'f' ? (c | 32) - 'a' + 10 : -1;
+}
+
+/* MHD's %HH decoding, except that %00 stays as it is: a decoded NUL would
+ * silently cut "/jobs/ID%00anything" down to "/jobs/ID". */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
+    (void)cls;
+    (void)c;
+    char *w = s;
+    for (const char *p = s; *p;) {
+        int hi, lo;
+        if (p[0] == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0 && (hi | lo)) {
+            *w++ = (char)(hi * 16 + lo);
+            p += 3;
+        } else {
+            *w++ = *p++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 struct MHD_Daemon *dmx_http_start(const char *host, int port, int *bound_port) {
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
@@ -300,6 +349,7 @@ struct MHD_Daemon *dmx_http_start(const char *host, int port, int *bound_port) {
          * dropped after --idle-timeout seconds without a byte. */
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ceil(dmx_srv_cfg.idle_timeout_seconds),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_END);
     if (!d) return NULL;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);

@@ -38,6 +38,11 @@ typedef struct dmx_req {
     int too_large;
     int write_failed;
     int saw_file;
+    int64_t file_next_off; /* offset the current 'file' part expects next */
+    int64_t body_bytes;    /* raw body bytes read, kept or not */
+    char bad_field[MAX_FIELD]; /* a field given twice or too long: 400 */
+    int bad_field_long;        /* 1: too long, 0: given twice */
+    int malformed;         /* the multipart parser gave up */
     char model_name[MAX_FIELD], two_stems[MAX_FIELD], format[MAX_FIELD], shifts[MAX_FIELD],
         overlap[MAX_FIELD], wait[MAX_FIELD];
 } dmx_req;
@@ -57,6 +62,10 @@ enum MHD_Result dmx_respond_json(struct MHD_Connection *c, dmx_req *r, int statu
  * that the error table (http.c) gives `code`; also counts errors_total. */
 enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, const char *code,
                                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Makes s valid UTF-8 in place: each byte of an invalid sequence (and,
+ * with no_controls, each control character) becomes '?'. Client bytes go
+ * through it before they reach a JSON body or a log line. */
+void dmx_utf8_clean(char *s, int no_controls);
 /* The HTTP status of an error code (500 for unknown codes). */
 int dmx_error_status(const char *code);
 /* Sends a prepared response (takes ownership) with the common headers. */

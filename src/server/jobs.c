@@ -724,7 +724,8 @@ static dmx_job_state run_job(worker_state *w, dmx_job *j) {
     /* the same streaming pipeline as `demix separate` with its defaults
      * (rescale anti-clipping): memory does not grow with the upload */
     dmx_file_job fj = {j->input, k2 >= 0 ? j->two_stems : NULL, DMX_OTHER_ADD, DMX_CLIP_RESCALE, fmt,
-                       (const char *const *)paths, n_out};
+                       (const char *const *)paths, n_out,
+                       (int64_t)(dmx_srv_cfg.max_duration_seconds * dmx_model_samplerate(m))};
     dmx_job_state result = JOB_FAILED;
     dmx_status st;
     int64_t n = 0;
@@ -743,6 +744,10 @@ static dmx_job_state run_job(worker_state *w, dmx_job *j) {
          * reports j->timed_out jobs as failed with code "timeout" */
         result = JOB_CANCELLED;
         fail(j, "cancelled", "cancelled");
+    } else if (st == DMX_ERR_BAD_INPUT) {
+        /* the pipeline's only BAD_INPUT: past max_frames (--max-duration) */
+        fail(j, "audio_too_long", "the audio lasts longer than this server's limit of %g s",
+             dmx_srv_cfg.max_duration_seconds);
     } else if (st == DMX_ERR_DECODE || (st == DMX_ERR_IO && n == 0)) {
         const char *d = dmx_last_error();
         fail(j, "undecodable_audio", "%s", *d ? d : dmx_status_str(st));

@@ -211,6 +211,17 @@ static enum MHD_Result h_docs(struct MHD_Connection *c, dmx_req *r, const char *
 
 /* ---- POST /separate ----------------------------------------------------------------- */
 
+/* The client's file name, kept only to show it back: its last path
+ * component, valid UTF-8 without control characters, at most 255 bytes. */
+static char *clean_filename(const char *name) {
+    const char *b = name;
+    for (const char *p = name; *p; p++)
+        if ((*p == '/' || *p == '\\') && p[1]) b = p + 1;
+    char *s = strndup(b, 255);
+    if (s) dmx_utf8_clean(s, 1);
+    return s;
+}
+
 static enum MHD_Result on_post_field(void *cls, enum MHD_ValueKind kind, const char *key,
                                      const char *filename, const char *ctype,
                                      const char *encoding, const char *data, uint64_t off,
@@ -219,9 +230,14 @@ static enum MHD_Result on_post_field(void *cls, enum MHD_ValueKind kind, const c
     /* A part without a name (MHD passes NULL): nothing we read. */
     if (!key) return MHD_YES;
     if (!strcmp(key, "file")) {
+        /* A second file part starts again at offset 0: two files in one
+         * request would be concatenated into one upload, so refuse it. */
+        if (r->saw_file && off == 0 && r->file_next_off > 0 && !r->bad_field[0])
+            snprintf(r->bad_field, sizeof r->bad_field, "file");
         r->saw_file = 1;
-        if (!r->upload_name && filename) r->upload_name = strdup(filename);
-        if (r->too_large || r->write_failed || size == 0) return MHD_YES;
+        r->file_next_off = (int64_t)(off + size);
+        if (!r->upload_name && filename) r->upload_name = clean_filename(filename);
+        if (r->bad_field[0] || r->too_large || r->write_failed || size == 0) return MHD_YES;
         if ((int64_t)(r->upload_bytes + size) > dmx_srv_cfg.max_upload_bytes) {
             /* Keep reading (to answer 413 properly) but stop storing. */
             r->too_large = 1;
@@ -258,7 +274,15 @@ static enum MHD_Result on_post_field(void *cls, enum MHD_ValueKind kind, const c
                                             : NULL;
     if (!dst) return MHD_YES; /* unknown fields are ignored */
     size_t have = strlen(dst);
-    if (off != have || have + size >= MAX_FIELD) return MHD_YES; /* too long: truncated, rejected below */
+    /* A field given twice (its value restarts at 0) or longer than we keep
+     * is refused as a whole rather than silently truncated or defaulted. */
+    if ((off == 0 && have > 0) || off != have || have + size >= MAX_FIELD) {
+        if (!r->bad_field[0]) {
+            snprintf(r->bad_field, sizeof r->bad_field, "%.64s", key);
+            r->bad_field_long = !(off == 0 && have > 0);
+        }
+        return MHD_YES;
+    }
     memcpy(dst + have, data, size);
     dst[have + size] = '\0';
     return MHD_YES;
@@ -273,6 +297,26 @@ static int parse_int(const char *s, long lo, long hi, long *out) {
     return 0;
 }
 
+/* Decodes (at the source rate, so no resampling) until the end or just past
+ * `limit` seconds; returns the seconds read, or -1 when decoding fails. */
+static double count_seconds(dmx_decoder *dec, double limit) {
+    const int32_t rate = dmx_decoder_rate(dec), nch = dmx_decoder_channels(dec);
+    enum { BLOCK = 16384 };
+    float *buf = malloc(sizeof(float) * BLOCK * (size_t)nch);
+    float *planes[DMX_AUDIO_MAX_CHANNELS];
+    if (!buf || nch < 1 || nch > DMX_AUDIO_MAX_CHANNELS) {
+        free(buf);
+        return -1;
+    }
+    for (int ch = 0; ch < nch; ch++) planes[ch] = buf + (size_t)ch * BLOCK;
+    int64_t n = 0, got = 0, max = (int64_t)(limit * rate) + 1;
+    dmx_status st;
+    while ((st = dmx_decoder_read(dec, planes, BLOCK, &got)) == DMX_OK && got > 0 && n <= max)
+        n += got;
+    free(buf);
+    return st == DMX_OK ? (double)n / rate : -1;
+}
+
 static enum MHD_Result separate_finish(struct MHD_Connection *c, dmx_req *r) {
     if (r->upload) {
         if (fclose(r->upload) != 0) r->write_failed = 1;
@@ -283,6 +327,13 @@ static enum MHD_Result separate_finish(struct MHD_Connection *c, dmx_req *r) {
                                  (long long)dmx_srv_cfg.max_upload_bytes);
     if (r->write_failed)
         return dmx_respond_error(c, r, "storage_error", "cannot store the upload");
+    if (r->malformed)
+        return dmx_respond_error(c, r, "invalid_argument", "malformed multipart/form-data body");
+    if (r->bad_field[0])
+        return dmx_respond_error(c, r, "invalid_argument",
+                                 r->bad_field_long ? "the field '%s' is longer than %d bytes"
+                                                   : "the field '%s' is given more than once",
+                                 r->bad_field, MAX_FIELD - 1);
     if (!r->saw_file || !r->upload_path)
         return dmx_respond_error(c, r, "missing_file",
                                  "the multipart field 'file' is required and must not be empty");
@@ -349,12 +400,26 @@ static enum MHD_Result separate_finish(struct MHD_Connection *c, dmx_req *r) {
     }
     double audio_seconds = 0;
     int64_t frames = dmx_decoder_duration_hint(dec);
-    if (frames > 0 && dmx_decoder_rate(dec) > 0) audio_seconds = (double)frames / dmx_decoder_rate(dec);
+    int32_t rate = dmx_decoder_rate(dec);
+    if (frames > 0 && rate > 0) {
+        audio_seconds = (double)frames / rate;
+    } else if (dmx_srv_cfg.max_duration_seconds > 0 && rate > 0) {
+        /* No duration in the container (a piped FLAC, a raw stream): count
+         * the frames, stopping just past the limit, so a tiny file of hours
+         * of silence is refused now and not after hours of work. */
+        audio_seconds = count_seconds(dec, dmx_srv_cfg.max_duration_seconds);
+        if (audio_seconds < 0) {
+            dmx_decoder_close(dec);
+            return dmx_respond_error(c, r, "undecodable_audio", "the upload cannot be decoded: %s",
+                                     dmx_status_str(DMX_ERR_DECODE));
+        }
+    }
     dmx_decoder_close(dec);
     if (dmx_srv_cfg.max_duration_seconds > 0 && audio_seconds > dmx_srv_cfg.max_duration_seconds)
         return dmx_respond_error(c, r, "audio_too_long",
-                                 "the audio lasts %.1f s; this server takes at most %g s",
-                                 audio_seconds, dmx_srv_cfg.max_duration_seconds);
+                                 "the audio lasts %s%.1f s; this server takes at most %g s",
+                                 frames > 0 ? "" : "over ", frames > 0 ? audio_seconds
+                                 : dmx_srv_cfg.max_duration_seconds, dmx_srv_cfg.max_duration_seconds);
 
     dmx_job *j = dmx_job_new();
     if (!j) return dmx_respond_error(c, r, "internal", "cannot create a job");
@@ -442,7 +507,17 @@ static enum MHD_Result h_separate(struct MHD_Connection *c, dmx_req *r, const ch
         return MHD_YES;
     }
     if (*upload_size) {
-        MHD_post_process(r->pp, upload, *upload_size);
+        r->body_bytes += (int64_t)*upload_size;
+        /* Past the limit the rest is read only to answer 413 (MHD cannot
+         * answer before the body is in); a body far past it (chunked, so
+         * no Content-Length to refuse up front) is cut off instead. */
+        if (r->too_large && r->body_bytes > 2 * dmx_srv_cfg.max_upload_bytes + (1 << 20)) {
+            dmx_srv_log(DMX_LOG_WARN, "demix.http", "error", r->request_id, NULL,
+                        "upload far past the limit: connection closed");
+            return MHD_NO;
+        }
+        if (!r->malformed && MHD_post_process(r->pp, upload, *upload_size) != MHD_YES)
+            r->malformed = 1;
         *upload_size = 0;
         return MHD_YES;
     }

@@ -205,6 +205,9 @@ int dmx_serve_main(int argc, char **argv) {
     sigaddset(&stop, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* A file-size limit (ulimit -f, a quota) must fail the write (EFBIG)
+     * and so the job, not kill the whole server. */
+    signal(SIGXFSZ, SIG_IGN);
 
     dmx_srv_start_time = dmx_srv_now();
     dmx_log_set(dmx_srv_engine_log, NULL);
