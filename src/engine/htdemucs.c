@@ -774,8 +774,9 @@ static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H,
     if (!L->empty) {
         dmx__add(x, skip, (size_t)L->chin * plane_in);
         if (L->has_rewrite) {
-            if (!y && !(y = dmx__arena_floats(ar, (size_t)L->chin * plane_in))) return NULL;
-            if (rewrite_glu(&L->rewrite, &L->norm1, ar, x, H, W, y)) return NULL;
+            /* unless kept, the rewrite writes over the skip, dead once added */
+            if (!y) y = skip ? (float *)skip : dmx__arena_floats(ar, (size_t)L->chin * plane_in);
+            if (!y || rewrite_glu(&L->rewrite, &L->norm1, ar, x, H, W, y)) return NULL;
         }
         if (L->has_dconv && dconv_forward(&L->dconv, ar, y, H, W) != DMX_OK) return NULL;
     }
@@ -799,6 +800,43 @@ static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H,
     *Wo = wo;
     if (pre) *pre = y;
     return z;
+}
+
+/* The last frequency decoder straight to waveforms, one source at a time:
+ * its untrimmed output for every source is the largest tensor of the pass,
+ * while one source's spectrogram can go through the iSTFT alone. Same
+ * computation as dec_forward + de-normalisation + dmx__ispec (needs a
+ * layer without GroupNorm after the transposed convolution, as released
+ * models have). wav (sources, audio channels, TL) receives the result. */
+static int dec_last_to_wave(const dmx__htdemucs *m, const dmx__hlayer *L, dmx__arena *ar, float *x,
+                            int H, int W, const float *skip, float mean, float std, int TL, float *wav) {
+    const dmx__conv_geom *g = &L->conv.g;
+    const int S = m->n_sources, A = m->audio_channels, cs = L->chout / S;
+    const int hf = (H - 1) * g->sh + g->kh, wf = (W - 1) * g->sw + g->kw, ho = hf - 2 * L->pad;
+    const size_t plane_in = (size_t)H * W;
+    dmx__arena_mark mk = dmx__arena_save(ar);
+    dmx__add(x, skip, (size_t)L->chin * plane_in);
+    float *y = x;
+    /* the skip is dead once added: the rewrite writes over it */
+    if (L->has_rewrite && rewrite_glu(&L->rewrite, &L->norm1, ar, x, H, W, y = (float *)skip)) return -1;
+    if (L->has_dconv && dconv_forward(&L->dconv, ar, y, H, W) != DMX_OK) return -1;
+    dmx__conv_geom gs = *g;
+    gs.cout = cs;
+    float *z = dmx__arena_floats(ar, (size_t)cs * hf * wf);
+    if (!z) return -1;
+    for (int s = 0; s < S; s++) {
+        const float *b = L->conv.b ? L->conv.b + (size_t)s * cs : NULL;
+        if (dmx__conv_tr2d_ld(ar, &gs, y, H, W, L->conv.w + (size_t)s * cs * g->kh * g->kw,
+                              g->cout * g->kh * g->kw, b, z))
+            return -1;
+        for (int c = 0; c < cs; c++) /* trim the frequency padding in place */
+            memmove(z + (size_t)c * ho * wf, z + ((size_t)c * hf + L->pad) * wf, sizeof(float) * (size_t)ho * wf);
+        size_t n = (size_t)cs * ho * wf;
+        for (size_t i = 0; i < n; i++) z[i] = z[i] * std + mean;
+        if (dmx__ispec(m->stft, ar, z, A, wf, TL, wav + (size_t)s * A * TL)) return -1;
+    }
+    dmx__arena_restore(ar, mk);
+    return 0;
 }
 
 static void mean_std(const float *x, size_t n, float *mean, float *std) {
@@ -858,7 +896,7 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
     int F = nb, T = le, Tt = TL;
     /* emark[i]: the arena just after encoder i's outputs (the skips) */
     dmx__arena_mark emark[DMX__MAX_DEPTH + 1];
-    const dmx__arena_mark base_mark = dmx__arena_save(ar);
+    dmx__arena_mark base_mark = dmx__arena_save(ar);
     for (int idx = 0; idx < m->n_enc; idx++) {
         const float *inject = NULL;
         if (idx < m->n_tenc) {
@@ -894,6 +932,25 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
                     float *row = x + ((size_t)c * F + f) * T;
                     for (int t = 0; t < T; t++) row[t] += e;
                 }
+        }
+        if (idx == 0 && n_saved_t == 1) {
+            /* The padded mix, its spectrogram and the normalised waveform
+             * are dead now: move the first skips down over them (when they
+             * share one block, so the moves only go down). */
+            dmx__arena_mark keep = dmx__arena_save(ar);
+            size_t nts = (size_t)m->tenc[0].chout * Tt, nxs = (size_t)el->chout * F * T;
+            dmx__arena_restore(ar, top);
+            float *nt = top.cur == keep.cur ? dmx__arena_floats(ar, nts) : NULL;
+            float *nx = nt ? dmx__arena_floats(ar, nxs) : NULL;
+            if (nx && ar->cur == keep.cur && nt <= xt && nx <= x) {
+                memmove(nt, xt, sizeof(float) * nts);
+                memmove(nx, x, sizeof(float) * nxs);
+                xt = saved_t[0] = nt;
+                x = nx;
+                base_mark = top;
+            } else {
+                dmx__arena_restore(ar, keep);
+            }
         }
         emark[idx] = dmx__arena_save(ar);
         sF[n_saved] = F;
@@ -944,6 +1001,7 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
     }
 
     int offset = m->depth - m->n_tenc;
+    float *wav = NULL; /* (S, A, TL) once the frequency branch is decoded */
     for (int idx = 0; idx < m->depth; idx++) {
         const dmx__hlayer *dl = &m->dec[idx];
         --n_saved;
@@ -953,10 +1011,19 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
         float *pre = NULL;
         int h, w;
         int need_pre = idx >= offset && m->tdec[idx - offset].empty;
-        float *nx3 = dec_forward(dl, ar, x, F, T, skip, 0, &h, &w, need_pre ? &pre : NULL);
-        if (!nx3) { st = NOMEM(); goto done; }
-        snprintf(name, sizeof name, "decoder%d", idx);
-        TAP(name, nx3, dl->chout, h, w);
+        /* the layer taps (tests) want the whole last decoder output */
+        int to_wave = !tap && idx == m->depth - 1 && dl->freq && !dl->empty && !need_pre &&
+                      !dl->norm2.groups && dl->chout % S == 0;
+        float *nx3 = NULL;
+        if (to_wave) {
+            wav = dmx__arena_floats(ar, (size_t)S * A * TL);
+            if (!wav || dec_last_to_wave(m, dl, ar, x, F, T, skip, mean, std, TL, wav)) { st = NOMEM(); goto done; }
+        } else {
+            nx3 = dec_forward(dl, ar, x, F, T, skip, 0, &h, &w, need_pre ? &pre : NULL);
+            if (!nx3) { st = NOMEM(); goto done; }
+            snprintf(name, sizeof name, "decoder%d", idx);
+            TAP(name, nx3, dl->chout, h, w);
+        }
         if (idx >= offset) {
             const dmx__hlayer *tl = &m->tdec[idx - offset];
             int length_t = lengths_t[--n_len_t];
@@ -975,6 +1042,7 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
             snprintf(name, sizeof name, "tdecoder%d", idx - offset);
             TAP(name, xt, tl->chout, 1, Tt);
         }
+        if (to_wave) break; /* the last layer: nothing to compact */
         x = nx3;
         F = h;
         T = w;
@@ -1015,10 +1083,12 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
 
     /* de-normalise the spectrogram estimate, back to waveforms */
     {
-        size_t n = (size_t)S * A * 2 * F * T;
-        for (size_t i = 0; i < n; i++) x[i] = x[i] * std + mean;
-        float *wav = dmx__arena_floats(ar, (size_t)S * A * TL);
-        if (!wav || dmx__ispec(m->stft, ar, x, S * A, T, TL, wav)) { st = NOMEM(); goto done; }
+        if (!wav) {
+            size_t n = (size_t)S * A * 2 * F * T;
+            for (size_t i = 0; i < n; i++) x[i] = x[i] * std + mean;
+            wav = dmx__arena_floats(ar, (size_t)S * A * TL);
+            if (!wav || dmx__ispec(m->stft, ar, x, S * A, T, TL, wav)) { st = NOMEM(); goto done; }
+        }
         for (int s = 0; s < S; s++)
             for (int c = 0; c < A; c++) {
                 const float *a = xt + ((size_t)s * A + c) * Tt;

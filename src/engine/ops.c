@@ -211,6 +211,11 @@ int dmx__conv2d_glu(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int
 
 int dmx__conv_tr2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                    const float *w, const float *b, float *y) {
+    return dmx__conv_tr2d_ld(ar, g, x, H, W, w, g->cout * g->kh * g->kw, b, y);
+}
+
+int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
+                      const float *w, int ldw, const float *b, float *y) {
     int Ho = (H - 1) * g->sh + g->kh;
     int Wo = (W - 1) * g->sw + g->kw;
     size_t in_total = (size_t)H * W, out_total = (size_t)Ho * Wo;
@@ -223,7 +228,7 @@ int dmx__conv_tr2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int 
     for (size_t j0 = 0; j0 < in_total; j0 += nb) {
         int n = (int)((in_total - j0) < (size_t)nb ? (in_total - j0) : (size_t)nb);
         /* col (R, n) = w^T (R, cin) @ x[:, j0:j0+n] */
-        dmx__sgemm(1, 0, R, n, g->cin, 1.0f, w, R, x + j0, (int)in_total, 0.0f, col, n);
+        dmx__sgemm(1, 0, R, n, g->cin, 1.0f, w, ldw, x + j0, (int)in_total, 0.0f, col, n);
         for (int co = 0; co < g->cout; co++) {
             for (int ki = 0; ki < g->kh; ki++) {
                 for (int kj = 0; kj < g->kw; kj++) {

@@ -48,6 +48,10 @@ int dmx__conv2d_glu(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int
  * w (cin, cout, kh, kw) (PyTorch ConvTranspose layout), plus bias. */
 int dmx__conv_tr2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                    const float *w, const float *b, float *y);
+/* Same with the weight's rows `ldw` floats apart (>= cout*kh*kw): a slice
+ * of a wider layer's output channels, w and b pointing at its first one. */
+int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
+                      const float *w, int ldw, const float *b, float *y);
 
 /* GroupNorm over x (C, L) in place: `groups` groups of C/groups channels,
  * statistics over (C/groups, L), biased variance; then per-channel affine
