@@ -878,6 +878,19 @@ static void remove_dir_files(const char *dir) {
     if (d) closedir(d);
 }
 
+/* Deletes every file in a job folder but its input. */
+static void remove_outputs(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.' || !strcmp(e->d_name, "input")) continue;
+        char *p = NULL;
+        if (asprintf(&p, "%s/%s", dir, e->d_name) >= 0) unlink(p);
+        free(p);
+    }
+    if (d) closedir(d);
+}
+
 /* Rows come back newest first; the history keeps that order and the queue
  * gets the interrupted ones oldest first, as they were submitted. */
 static int recover_jobs(void) {
@@ -897,6 +910,9 @@ static int recover_jobs(void) {
             j->state = JOB_QUEUED;
             j->progress = 0;
             j->started = 0;
+            /* What an interrupted run wrote (".part" stems, spills) is
+             * partial by definition and would outlive a job that cannot run. */
+            remove_outputs(j->dir);
             if (access(j->input, R_OK) < 0) {
                 j->state = JOB_FAILED;
                 j->finished = dmx_srv_wall();
