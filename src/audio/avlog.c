@@ -1,7 +1,8 @@
 /*
  * avlog.c - one-time libav setup for the audio module: libav's log output
  * is captured (it never reaches stderr) and forwarded, one line at a time,
- * to the demix log callback; plus libav error formatting helpers.
+ * to the demix log callback, and single allocations are capped (hostile
+ * headers); plus libav error formatting helpers.
  */
 #include "audio_internal.h"
 
@@ -14,6 +15,7 @@
 
 #include <libavutil/error.h>
 #include <libavutil/log.h>
+#include <libavutil/mem.h>
 
 /* The engine's internal log emitter (src/engine). Referenced weakly so this
  * module also links with an engine that does not provide it; then libav's
@@ -47,7 +49,13 @@ static void av_log_cb(void *avcl, int level, const char *fmt, va_list vl) {
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
+/* Largest single libav allocation. libav's own cap is INT_MAX, and some
+ * demuxers size buffers from header fields (a 113-byte WAV with a LIST chunk
+ * claiming 2 GB made av_mallocz zero 2 GB); audio needs far less. */
+#define DMX_AV_MAX_ALLOC ((size_t)256 << 20)
+
 static void init_once(void) {
+    av_max_alloc(DMX_AV_MAX_ALLOC);
     av_log_set_level(AV_LOG_INFO);
     av_log_set_callback(av_log_cb);
 }
