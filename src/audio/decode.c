@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -44,7 +43,6 @@ struct dmx_decoder {
     int demux_eof, dec_eof, done;
     int64_t frames_out;   /* output frames produced since (re)open */
     int64_t errors;       /* packets that failed to decode */
-    int64_t nonfinite;    /* NaN/Inf samples replaced by 0 (whole life, both passes) */
     int consecutive_errors;
     int last_err;         /* last libav decode error, for messages */
     dmx_status sticky;    /* a fatal error seen while decoding */
@@ -90,22 +88,9 @@ static int64_t fifo_reserve(dmx_decoder *d, int64_t extra) {
 
 /* ---- sample conversion ------------------------------------------------------- */
 
-/* NaN and infinities (only float formats can hold them) become 0: one would
- * poison the normalisation statistics and so every stem of the track. */
-static int64_t zero_nonfinite(float *x, int n) {
-    int64_t k = 0;
-    for (int i = 0; i < n; i++)
-        if (!isfinite(x[i])) {
-            x[i] = 0.0f;
-            k++;
-        }
-    return k;
-}
-
 /* Converts channel `ch` of `f` (any libav sample format) to float, exactly as
- * libswresample converts to AV_SAMPLE_FMT_FLT, except that non-finite
- * samples become 0; returns how many did. */
-static int64_t load_channel(const AVFrame *f, int ch, float *dst) {
+ * libswresample converts to AV_SAMPLE_FMT_FLT. */
+static void load_channel(const AVFrame *f, int ch, float *dst) {
     const int n = f->nb_samples;
     const int nch = f->ch_layout.nb_channels;
     const int planar = av_sample_fmt_is_planar(f->format);
@@ -138,24 +123,23 @@ static int64_t load_channel(const AVFrame *f, int ch, float *dst) {
         const float *s = (const float *)base;
         if (stride == 1) memcpy(dst, s, (size_t)n * sizeof(float));
         else for (int i = 0; i < n; i++) dst[i] = s[i * stride + off];
-        return zero_nonfinite(dst, n);
+        break;
     }
     case AV_SAMPLE_FMT_DBL: {
         const double *s = (const double *)base;
         for (int i = 0; i < n; i++) dst[i] = (float)s[i * stride + off];
-        return zero_nonfinite(dst, n);
+        break;
     }
     default: /* rejected before we get here */
         memset(dst, 0, (size_t)n * sizeof(float));
         break;
     }
-    return 0;
 }
 
 /* Channel mapping of upstream convert_audio_channels: writes out_ch planar
  * channels of f->nb_samples frames into dst[]. The caller checked that the
  * mapping exists. */
-static int map_channels_(dmx_decoder *d, const AVFrame *f, float *const *dst) {
+static int map_channels(dmx_decoder *d, const AVFrame *f, float *const *dst) {
     const int nch = f->ch_layout.nb_channels, n = f->nb_samples;
     if (d->out_ch == 1 && nch > 1) {
         if (d->acc_cap < n) {
@@ -166,7 +150,7 @@ static int map_channels_(dmx_decoder *d, const AVFrame *f, float *const *dst) {
         }
         memset(d->acc, 0, (size_t)n * sizeof(double));
         for (int c = 0; c < nch; c++) {
-            d->nonfinite += load_channel(f, c, dst[0]);
+            load_channel(f, c, dst[0]);
             for (int i = 0; i < n; i++) d->acc[i] += dst[0][i];
         }
         for (int i = 0; i < n; i++) dst[0][i] = (float)(d->acc[i] / nch);
@@ -174,17 +158,9 @@ static int map_channels_(dmx_decoder *d, const AVFrame *f, float *const *dst) {
     }
     for (int c = 0; c < d->out_ch; c++) {
         if (nch == 1 && c > 0) memcpy(dst[c], dst[0], (size_t)n * sizeof(float));
-        else d->nonfinite += load_channel(f, c, dst[c]);
+        else load_channel(f, c, dst[c]);
     }
     return 0;
-}
-
-static int map_channels(dmx_decoder *d, const AVFrame *f, float *const *dst) {
-    const int64_t before = d->nonfinite;
-    int r = map_channels_(d, f, dst);
-    if (before == 0 && d->nonfinite > 0) /* once per decoder (both passes see the same) */
-        dmx__audio_log(DMX_LOG_WARN, "%s: NaN or infinite samples replaced by silence", d->path);
-    return r;
 }
 
 /* ---- resampler --------------------------------------------------------------- */

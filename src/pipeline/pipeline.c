@@ -65,6 +65,20 @@ typedef struct ctx {
 
 static int cancelled(const ctx *c) { return c->cancel && atomic_load(c->cancel); }
 
+/* NaN and infinities (float input) become 0 in both passes: one would
+ * poison the normalisation statistics and so every stem of the track.
+ * Returns how many were replaced. */
+static int64_t zero_nonfinite(float **blk, int ch, int64_t n) {
+    int64_t k = 0;
+    for (int c = 0; c < ch; c++)
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(blk[c][i])) {
+                blk[c][i] = 0.0f;
+                k++;
+            }
+    return k;
+}
+
 static int grow_tmp(ctx *c, int64_t frames) {
     if (frames <= c->tmp_cap) return 0;
     for (int ch = 0; ch < c->ch; ch++) {
@@ -215,7 +229,7 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
     float **blk = calloc((size_t)ch, sizeof *blk);
     dmx_decoder *dec = NULL;
     dmx_stream *stream = NULL;
-    int64_t n = 0, got = 0, fed = 0;
+    int64_t n = 0, got = 0, fed = 0, nonfinite = 0;
     int closed = 0;
     dmx_status st = DMX_OK;
     if (!c.os || !c.tmp || !c.fifo || !blk) {
@@ -232,6 +246,7 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
     if (st == DMX_OK) st = dmx_stream_new(s, &o, on_write, &c, &stream);
     /* pass 1: statistics */
     while (st == DMX_OK && (st = dmx_decoder_read(dec, blk, DEC_BLOCK, &got)) == DMX_OK && got > 0) {
+        nonfinite += zero_nonfinite(blk, ch, got);
         st = dmx_stream_analyze(stream, (const float *const *)blk, got);
         n += got;
         /* Stop at the limit rather than decoding (and separating) hours a
@@ -247,6 +262,9 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
         goto done;
     }
     if (frames_out) *frames_out = n;
+    if (nonfinite > 0)
+        dmx__log(DMX_LOG_WARN, "%s: %lld NaN or infinite samples replaced by silence", job->input,
+                 (long long)nonfinite);
     st = dmx_decoder_rewind(dec);
     if (st == DMX_OK) st = dmx_stream_start(stream, n);
     if (st != DMX_OK) goto done;
@@ -268,6 +286,7 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
 
     /* pass 2: separate and encode as stems become final */
     while ((st = dmx_decoder_read(dec, blk, DEC_BLOCK, &got)) == DMX_OK && got > 0) {
+        zero_nonfinite(blk, ch, got);
         if (fed + got > n) {
             st = dmx__fail(DMX_ERR_DECODE, "%s: the second decoding pass returned more audio than the first",
                            job->input);

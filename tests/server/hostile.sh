@@ -181,7 +181,7 @@ w = wave.open(sys.argv[1])
 d = struct.unpack("<%dh" % (w.getnframes() * w.getnchannels()), w.readframes(w.getnframes()))
 sys.exit(0 if w.getnframes() == 44100 and max(abs(x) for x in d) > 100 else 1)
 PY
-    grep -q 'NaN or infinite samples replaced' "$L" || fail "no log line about NaN samples"
+    grep -q "NaN or infinite samples replaced" "$L" || fail "no log line about NaN samples"
 fi
 # 8 channels at 384 kHz: the first two channels, resampled to the model's 44.1 kHz.
 ffmpeg -v error -y -f lavfi -i "sine=f=440:r=384000" -af "pan=7.1|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0|c6=c0|c7=c0" \
