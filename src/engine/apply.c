@@ -226,10 +226,14 @@ static void *job_main(void *arg) {
 }
 
 /* Adds evaluation (t, j)'s result (in w->seg_out) into the track's ring. */
-static void accumulate(dmx_stream *st, track *t, int64_t j, const dmx__worker *w) {
+static dmx_status accumulate(dmx_stream *st, track *t, int64_t j, const dmx__worker *w) {
     const int K = st->S * st->A;
     const int64_t valid = t->valid;
     int64_t len = chunk_len(t, j), lo = (valid - len) / 2, ct = chunk_t(t, j);
+    int64_t end = ct + len < st->n ? ct + len : st->n;
+    if (end - st->emitted > st->ring)
+        return dmx__fail(DMX_ERR_INTERNAL, "accumulator ring overrun (%lld samples pending, ring %lld)",
+                         (long long)(end - st->emitted), (long long)st->ring);
     for (int64_t i = 0; i < len; i++) {
         int64_t tt = ct + i;
         if (tt < 0 || tt >= st->n) continue; /* upstream drops these (shift realignment) */
@@ -239,6 +243,7 @@ static void accumulate(dmx_stream *st, track *t, int64_t j, const dmx__worker *w
             t->acc[(size_t)k * st->ring + r] += wgt * w->seg_out[(size_t)k * valid + lo + i];
         t->sw[r] += wgt;
     }
+    return DMX_OK;
 }
 
 /* Combines final samples [emitted, limit) and hands them to the caller. */
@@ -329,7 +334,8 @@ static dmx_status pump(dmx_stream *st) {
         }
         for (int b = 0; b < nb; b++) {
             if (jobs[b].status != DMX_OK) return dmx__fail(jobs[b].status, "%s", jobs[b].err);
-            accumulate(st, jobs[b].t, jobs[b].j, jobs[b].w);
+            dmx_status a = accumulate(st, jobs[b].t, jobs[b].j, jobs[b].w);
+            if (a != DMX_OK) return a;
             jobs[b].t->next++;
             st->done++;
             if (st->o.progress && st->o.progress(st->o.progress_user, st->done, st->total))
@@ -435,7 +441,7 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
     dmx__pyrandom rng;
     dmx__pyrandom_seed(&rng, st->o.seed);
     int shifts = st->shifts ? st->shifts : 1;
-    int64_t max_span = 0;
+    int64_t max_span = 0, max_sl = 0, max_stride = 0;
     for (int k = 0; k < m->n_members; k++) {
         for (int i = 0; i < shifts; i++) {
             track *t = &st->tracks[st->n_tracks++];
@@ -459,10 +465,17 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
                 for (int64_t c = 0; c < t->n_chunks; c++) (void)dmx__pyrandom_randint(&rng, 0, 0);
             int64_t span = t->sl + (int64_t)(st->threads + 1) * t->stride + 2 * max_shift + 1;
             if (span > max_span) max_span = span;
+            if (t->sl > max_sl) max_sl = t->sl;
+            if (t->stride > max_stride) max_stride = t->stride;
         }
     }
-    /* the ring holds every sample that can be pending at once */
-    st->ring = max_span;
+    /* The ring holds every sample that can be pending at once. A batch
+     * starts at the lowest next position over all tracks, which is where
+     * emission stopped; each further pick takes the lowest position again,
+     * at most one stride past the previous minimum, so a batch of T ends
+     * before emitted + sl + (T-1) * stride (shift offsets included, as the
+     * positions carry them). accumulate() checks it. */
+    st->ring = max_sl + (int64_t)(st->threads - 1) * max_stride + 1;
     if (st->ring > st->n + 1) st->ring = st->n + 1;
     const int K = st->S * st->A;
     for (int i = 0; i < st->n_tracks; i++) {
