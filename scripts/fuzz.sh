@@ -11,7 +11,7 @@
 #   $BUILD/fuzz-work/<t>/artifacts  crash-/leak-/timeout-/oom- inputs of this run
 #   $BUILD/fuzz-work/<t>/log        libFuzzer's output
 # and a table of the results is printed: executions, exec/s, coverage
-# (libFuzzer's cov = edges, ft = features), corpus size, crashes. Exits 1
+# (libFuzzer's cov = edges, ft = features), corpus files and KiB, crashes. Exits 1
 # if any target crashed, leaked, hung or ran out of memory: copy the input
 # to tests/fuzz/regress/<t>/ once fixed, so ctest replays it.
 #
@@ -78,7 +78,7 @@ for t in "${targets[@]}"; do
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
     ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
     files=$(find "$work/corpus" -type f | wc -l)
-    kb=$(du -sk "$work/corpus" | cut -f1)
+    kb=$(find "$work/corpus" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d", (s + 1023) / 1024}')
     crashes=$(find "$work/artifacts" -type f \( -name 'crash-*' -o -name 'leak-*' \
         -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
     if ((crashes == 0 && rc != 0)); then crashes=1; fi # died without an artifact
