@@ -252,7 +252,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!r) return MHD_NO;
         *con_cls = r;
         r->t0 = dmx_srv_now();
-        snprintf(r->method, sizeof r->method, "%s", method);
+        /* Metric labels and log fields take the method from a fixed set: a
+         * client inventing methods must not fill the metric series table. */
+        static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
+        const char *label = "other";
+        for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+            if (!strcmp(method, known[i])) label = known[i];
+        snprintf(r->method, sizeof r->method, "%s", label);
         const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID");
         if (rid && valid_request_id(rid))
             snprintf(r->request_id, sizeof r->request_id, "%s", rid);
@@ -260,6 +266,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             dmx_random_hex(r->request_id, 16);
         r->endpoint = "unmatched";
         client_address(c, r->client, sizeof r->client);
+        /* A response queued on this first call (before libmicrohttpd has
+         * read the, here empty, body) makes it close the connection: answer
+         * GET/HEAD/DELETE on the next call so keep-alive clients keep
+         * theirs. POST still answers early (429, 413) before the upload. */
+        if (!strcmp(method, "GET") || !strcmp(method, "HEAD") || !strcmp(method, "DELETE"))
+            return MHD_YES;
     }
     if (r->responded) {
         /* Already answered (e.g. 413 up front): swallow the rest of the body. */
@@ -267,7 +279,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     int mismatch = 0;
-    const dmx_route_info *rt = dmx_route(method, url, r, &mismatch);
+    /* HEAD is GET without the body (libmicrohttpd leaves the body out) */
+    const dmx_route_info *rt = dmx_route(strcmp(method, "HEAD") ? method : "GET", url, r, &mismatch);
     if (!rt) {
         if (mismatch)
             return dmx_respond_error(c, r, "method_not_allowed", "%s is not allowed on %s",

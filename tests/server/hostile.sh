@@ -217,6 +217,19 @@ err k_bytes 401 unauthorized -H "Authorization: Bearer $X" "$B/jobs"
 get k_ok 200 "${A[@]}" "$B/jobs/$ID"
 healthy "API key"
 
+# ---- 8. invented methods and HEAD -----------------------------------------------------------------
+# Invented methods get 405 and share one metric label, so they cannot fill
+# the metric series table; HEAD answers like GET, without a body.
+for i in $(seq 1 20); do curl -s -o /dev/null -X "FAKE$i" "$B/health"; done
+get m_metrics 200 "$B/metrics"
+n=$(grep -c '^http_requests_total{method="FAKE' "$WORK/m_metrics.body")
+[ "$n" = 0 ] && pass "invented methods are not metric labels" || fail "$n series with invented methods"
+grep -q '^http_requests_total{method="other",endpoint="/health",status="405"} 20' "$WORK/m_metrics.body" \
+    && pass "invented methods counted as other" || fail "no method=\"other\" series"
+code=$(curl -s -o "$WORK/m_head.body" -w '%{http_code}' -I "$B/health")
+[ "$code" = 200 ] && pass "HEAD /health: 200" || fail "HEAD /health: $code"
+healthy "methods"
+
 python3 -c '
 import json, sys
 for l in open(sys.argv[1], "rb"):
