@@ -225,11 +225,20 @@ cJSON *dmx_models_json(void) {
 
 int dmx_models_loaded(void) { return atomic_load(&n_models_loaded); }
 
+/* /health and /readyz ask on every probe: stop at the first model file
+ * instead of listing (stat, JSON, sort) the whole folder. */
 int dmx_models_any_available(void) {
-    cJSON *a = dmx_models_json();
-    int n = cJSON_GetArraySize(a);
-    cJSON_Delete(a);
-    return n > 0;
+    char *dir = model_dir();
+    DIR *d = dir ? opendir(dir) : NULL;
+    int found = 0;
+    struct dirent *e;
+    while (d && !found && (e = readdir(d))) {
+        char nm[256];
+        found = e->d_name[0] != '.' && file_model_name(e->d_name, nm, sizeof nm);
+    }
+    if (d) closedir(d);
+    free(dir);
+    return found;
 }
 
 const dmx_model *dmx_model_get(const char *name, const char *request_id, char *err,
