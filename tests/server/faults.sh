@@ -192,7 +192,9 @@ for _ in $(seq 10); do
     [ "$ms" -gt "$worst" ] && worst=$ms
     sleep 0.3
 done
-[ "$worst" -lt 1000 ] && pass "/health prompt during the attack (worst ${worst} ms, before ${before} ms)" \
+# Under 1.9 s: less than the 2 s idle timeout, so /health did not wait for
+# the attackers to be cut (sanitizer builds need the headroom over ~0.1 s).
+[ "$worst" -lt 1900 ] && pass "/health prompt during the attack (worst ${worst} ms, before ${before} ms)" \
     || fail "/health slow during the attack: ${worst} ms"
 wait "$SLOW" && pass "slow connections cut by the idle timeout: $(cat "$WORK/slow.out")" \
     || fail "slow connections kept open: $(cat "$WORK/slow.out")"
