@@ -30,8 +30,25 @@ function(dmx_fuzz_replay t)
   target_link_libraries(replay_${t} PRIVATE ${ARGN})
   target_include_directories(replay_${t} PRIVATE ${_dmx_fz_eng})
   add_test(NAME fuzz_replay_${t}
-           COMMAND replay_${t} ${_dmx_fz}/corpus/${t} ${_dmx_fz}/regress/${t})
+           COMMAND replay_${t} ${_dmx_fz}/corpus/${t} ${_dmx_fz}/regress/${t} ${_dmx_fz_seeds_${t}})
   set_tests_properties(fuzz_replay_${t} PROPERTIES LABELS "unit" TIMEOUT 120)
+  dmx_fuzz_seeded(fuzz_replay_${t} ${t})
+endfunction()
+
+# Checkpoint seeds are binary archives: test_ckpt writes them at test time
+# into the build tree (DEMIX_FUZZ_SEED_DIR) rather than the repository
+# holding them; the ckpt replay and smoke tests read them from there.
+set(_dmx_fz_seeds_ckpt ${PROJECT_BINARY_DIR}/fuzz_seeds/ckpt)
+file(MAKE_DIRECTORY ${_dmx_fz_seeds_ckpt})
+if(TEST test_ckpt)
+  set_property(TEST test_ckpt APPEND PROPERTY ENVIRONMENT "DEMIX_FUZZ_SEED_DIR=${_dmx_fz_seeds_ckpt}")
+  set_property(TEST test_ckpt APPEND PROPERTY FIXTURES_SETUP dmx_fuzz_seeds)
+endif()
+# Test NAME of target T needs the generated seeds when T has some.
+function(dmx_fuzz_seeded name t)
+  if(_dmx_fz_seeds_${t} AND TEST test_ckpt)
+    set_property(TEST ${name} APPEND PROPERTY FIXTURES_REQUIRED dmx_fuzz_seeds)
+  endif()
 endfunction()
 
 # fuzz_<t> (clang): the harness plus instrumented code; ARGN: libraries.
@@ -53,8 +70,9 @@ function(dmx_fuzz_binary t)
   endif()
   add_test(NAME fuzz_${t}_smoke
            COMMAND fuzz_${t} -runs=3000 -max_total_time=20 -timeout=10 ${_dict}
-                   ${_dmx_fz_smoke_dir}/${t} ${_dmx_fz}/corpus/${t})
+                   ${_dmx_fz_smoke_dir}/${t} ${_dmx_fz}/corpus/${t} ${_dmx_fz_seeds_${t}})
   set_tests_properties(fuzz_${t}_smoke PROPERTIES LABELS "unit" TIMEOUT 120)
+  dmx_fuzz_seeded(fuzz_${t}_smoke ${t})
 endfunction()
 
 # An instrumented copy (static library) of some of our sources.

@@ -15,8 +15,9 @@
  *    offset views, bf16/f64/untyped storages and the kwargs accessors; it is
  *    then mutated and byte-flipped exhaustively (must never crash, see ASan).
  *
- * If DEMIX_FUZZ_SEED_DIR is set, the synthetic archive and pickle are written
- * there as a seed corpus for tests/fuzz/fuzz_ckpt.c.
+ * If DEMIX_FUZZ_SEED_DIR is set, the synthetic archive, its pickle and an
+ * archive without tensors are written there as seeds for tests/fuzz/fuzz_ckpt.c
+ * (checkpoints are made at test time, never committed).
  */
 #include <math.h>
 #include <stdint.h>
@@ -1314,6 +1315,29 @@ static void test_synth(void) {
         CHECK(write_file(p, z, len) == 0);
         snprintf(p, sizeof p, "%s/synth.pkl", seed_dir);
         CHECK(write_file(p, pk.p, pk.n) == 0);
+        /* a checkpoint whose pickle names no tensor at all */
+        buf_t np = {0};
+        pb_op(&np, 0x80);
+        put8(&np, 2);
+        pb_op(&np, '}');
+        pb_op(&np, '(');
+        pb_str(&np, "klass");
+        pb_str(&np, "demucs.htdemucs.HTDemucs");
+        pb_str(&np, "args");
+        pb_op(&np, ')');
+        pb_str(&np, "kwargs");
+        pb_op(&np, '}');
+        pb_str(&np, "state");
+        pb_op(&np, '}');
+        pb_op(&np, 'u');
+        pb_op(&np, '.');
+        zw_in nin[] = {{"notensors/data.pkl", np.p, np.n}, {"notensors/version", "3\n", 2}};
+        size_t nlen;
+        unsigned char *nz = zw_build(nin, 2, &TORCH_LIKE, &nlen);
+        snprintf(p, sizeof p, "%s/notensors.th", seed_dir);
+        CHECK(nz && write_file(p, nz, nlen) == 0);
+        free(nz);
+        free(np.p);
     }
 
     dmx__ckpt *ck = EXPECT_LOAD(z, len, DMX_OK, NULL);
