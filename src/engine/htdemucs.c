@@ -747,6 +747,25 @@ static float *enc_forward(const dmx__hlayer *L, dmx__arena *ar, const float *x, 
     return y;
 }
 
+/* A decoder layer up to its transposed convolution: the skip added into x,
+ * rewrite + GLU into y (when y is NULL, into the skip's buffer, dead once
+ * added), then DConv. Returns the transposed convolution's input, or NULL
+ * when out of memory. */
+static float *dec_body(const dmx__hlayer *L, dmx__arena *ar, float *x, int H, int W, const float *skip,
+                       float *y) {
+    const size_t n = (size_t)L->chin * H * W;
+    if (L->empty) return x;
+    dmx__add(x, skip, n);
+    if (L->has_rewrite) {
+        if (!y) y = skip ? (float *)skip : dmx__arena_floats(ar, n);
+        if (!y || rewrite_glu(&L->rewrite, &L->norm1, ar, x, H, W, y)) return NULL;
+    } else {
+        y = x;
+    }
+    if (L->has_dconv && dconv_forward(&L->dconv, ar, y, H, W) != DMX_OK) return NULL;
+    return y;
+}
+
 /* HDecLayer.forward. x (chin, H, W) is modified (skip added). Returns the
  * output (chout, *Ho, *Wo) allocated from the arena; *pre receives the
  * input of the transposed convolution (arena memory as well) when not NULL. */
@@ -764,23 +783,12 @@ static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H,
     if ((size_t)L->chout * ho * wo > zsize) zsize = (size_t)L->chout * ho * wo;
     float *z = dmx__arena_floats(ar, zsize);
     if (!z) return NULL;
-    float *y = x;
-    if (!L->empty && L->has_rewrite) {
-        /* the input of the transposed convolution; kept when asked for */
-        y = pre ? dmx__arena_floats(ar, (size_t)L->chin * plane_in) : NULL;
-        if (pre && !y) return NULL;
-    }
+    float *kept = NULL; /* the transposed convolution's input, when asked for */
+    if (pre && !L->empty && L->has_rewrite && !(kept = dmx__arena_floats(ar, (size_t)L->chin * plane_in)))
+        return NULL;
     dmx__arena_mark mk = dmx__arena_save(ar);
-    if (!L->empty) {
-        dmx__add(x, skip, (size_t)L->chin * plane_in);
-        if (L->has_rewrite) {
-            /* unless kept, the rewrite writes over the skip, dead once added */
-            if (!y) y = skip ? (float *)skip : dmx__arena_floats(ar, (size_t)L->chin * plane_in);
-            if (!y || rewrite_glu(&L->rewrite, &L->norm1, ar, x, H, W, y)) return NULL;
-        }
-        if (L->has_dconv && dconv_forward(&L->dconv, ar, y, H, W) != DMX_OK) return NULL;
-    }
-    if (dmx__conv_tr2d(ar, g, y, H, W, L->conv.w, L->conv.b, z)) return NULL;
+    float *y = dec_body(L, ar, x, H, W, skip, kept);
+    if (!y || dmx__conv_tr2d(ar, g, y, H, W, L->conv.w, L->conv.b, z)) return NULL;
     norm_image(z, L->chout, (size_t)hf * wf, &L->norm2);
     for (int c = 0; c < L->chout; c++) {
         /* destination offsets never pass their sources: compact forward */
@@ -813,13 +821,9 @@ static int dec_last_to_wave(const dmx__htdemucs *m, const dmx__hlayer *L, dmx__a
     const dmx__conv_geom *g = &L->conv.g;
     const int S = m->n_sources, A = m->audio_channels, cs = L->chout / S;
     const int hf = (H - 1) * g->sh + g->kh, wf = (W - 1) * g->sw + g->kw, ho = hf - 2 * L->pad;
-    const size_t plane_in = (size_t)H * W;
     dmx__arena_mark mk = dmx__arena_save(ar);
-    dmx__add(x, skip, (size_t)L->chin * plane_in);
-    float *y = x;
-    /* the skip is dead once added: the rewrite writes over it */
-    if (L->has_rewrite && rewrite_glu(&L->rewrite, &L->norm1, ar, x, H, W, y = (float *)skip)) return -1;
-    if (L->has_dconv && dconv_forward(&L->dconv, ar, y, H, W) != DMX_OK) return -1;
+    float *y = dec_body(L, ar, x, H, W, skip, NULL);
+    if (!y) return -1;
     dmx__conv_geom gs = *g;
     gs.cout = cs;
     float *z = dmx__arena_floats(ar, (size_t)cs * hf * wf);
