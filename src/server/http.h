@@ -40,6 +40,8 @@ typedef struct dmx_req {
     int saw_file;
     int64_t file_next_off; /* offset the current 'file' part expects next */
     int64_t body_bytes;    /* raw body bytes read, kept or not */
+    const char *refuse;    /* error code to answer once the body is read */
+    char refuse_msg[128];
     char bad_field[MAX_FIELD]; /* a field given twice or too long: 400 */
     int bad_field_long;        /* 1: too long, 0: given twice */
     int malformed;         /* the multipart parser gave up */

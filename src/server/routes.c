@@ -492,19 +492,32 @@ static enum MHD_Result h_separate(struct MHD_Connection *c, dmx_req *r, const ch
                                      "too many separation requests from %s; retry in %d s",
                                      r->client, retry);
         }
-        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-        if (!ct || strncasecmp(ct, "multipart/form-data", 19))
-            return dmx_respond_error(c, r, "unsupported_media_type",
-                                     "POST /separate takes multipart/form-data");
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoll(cl, NULL, 10) > dmx_srv_cfg.max_upload_bytes + 64 * 1024)
             return dmx_respond_error(c, r, "payload_too_large", "upload exceeds %lld bytes",
                                      (long long)dmx_srv_cfg.max_upload_bytes);
-        r->pp = MHD_create_post_processor(c, 64 * 1024, on_post_field, r);
-        if (!r->pp)
-            return dmx_respond_error(c, r, "unsupported_media_type",
-                                     "malformed multipart/form-data (boundary missing?)");
+        /* A body of acceptable size is read (and dropped) before the 415:
+         * answering first makes libmicrohttpd close the connection while the
+         * client is still sending, which it sees as a broken pipe instead of
+         * the answer. */
+        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+        if (!ct || strncasecmp(ct, "multipart/form-data", 19))
+            snprintf(r->refuse_msg, sizeof r->refuse_msg, "POST /separate takes multipart/form-data");
+        else if (!(r->pp = MHD_create_post_processor(c, 64 * 1024, on_post_field, r)))
+            snprintf(r->refuse_msg, sizeof r->refuse_msg, "malformed multipart/form-data (boundary missing?)");
+        if (!r->pp) r->refuse = "unsupported_media_type";
         return MHD_YES;
+    }
+    if (r->refuse) {
+        r->body_bytes += (int64_t)*upload_size;
+        if (r->body_bytes > dmx_srv_cfg.max_upload_bytes + 64 * 1024) /* chunked, unbounded */
+            return dmx_respond_error(c, r, "payload_too_large", "upload exceeds %lld bytes",
+                                     (long long)dmx_srv_cfg.max_upload_bytes);
+        if (*upload_size) {
+            *upload_size = 0;
+            return MHD_YES;
+        }
+        return dmx_respond_error(c, r, r->refuse, "%s", r->refuse_msg);
     }
     if (*upload_size) {
         r->body_bytes += (int64_t)*upload_size;
