@@ -50,7 +50,8 @@ cmp -s "$WORK/old_stem.body" "$WORK/stem_vocals.body" && pass "finished job down
 get list 200 "$B/jobs" && body_has list "$SID"
 
 # ---- SIGTERM with a short grace: checkpointed as queued, runs after restart -------------
-get term 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s "$B/separate"
+# shifts=4: long enough to be still running when SIGTERM's 0.5 s grace ends
+get term 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s -F shifts=4 "$B/separate"
 TID=$(json term 'd["id"]')
 for _ in $(seq 600); do
     get tpoll 200 "$B/jobs/$TID" >/dev/null
