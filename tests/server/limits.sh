@@ -2,8 +2,8 @@
 # may cost, and what the job JSON says about waiting:
 #  1. Audio whose container states no length (8 ch, 384 kHz FLAC of hours
 #     of silence, 2 MB) is not counted on the HTTP thread: the upload is
-#     answered at once (202) and the worker, in the bounded pool, fails
-#     the job with audio_too_long.
+#     answered at once (202); the worker, in the bounded pool, counts it
+#     (and fails it with audio_too_long past the limit: hostile.sh).
 #  2. Job errors shown to clients hold no server path (the log has them).
 #  3. Free disk below --min-free-disk: uploads get 507
 #     insufficient_storage, /readyz is not ready and says why, /health is
@@ -29,16 +29,18 @@ PY
 # ---- 1. no duration counting on the HTTP thread ----------------------------------------------------
 python3 "$(dirname "$0")/mkflac.py" "$WORK/3h.flac" 10800
 start "$L" --data-dir "$WORK/d1" --workers 1 --rate-limit 0 --max-duration 3600
-t0=$(date +%s.%N)
-get hostile 202 -F "file=@$WORK/3h.flac" -F model_name=tiny4s "$B/separate"
-dt=$(python3 -c "import time; print(round(time.time() - $t0, 2))")
-# Counting 3600 s of 8 x 384 kHz before answering took seconds of CPU.
-python3 -c "import sys; sys.exit(0 if $dt < 3 else 1)" && pass "length-less upload answered in $dt s" \
-    || fail "length-less upload took $dt s to answer"
+get hostile 202 -H "X-Request-ID: hostile-flac" -F "file=@$WORK/3h.flac" -F model_name=tiny4s "$B/separate"
+# The server's own time for the request (its log line), not this script's:
+# counting 3600 s of 8 x 384 kHz before answering took seconds of CPU.
+dt=$(grep '"request_id":"hostile-flac"' "$L" | grep '"event_type":"request"' | grep -o '"duration_seconds":[0-9.e-]*' | cut -d: -f2)
+python3 -c "import sys; sys.exit(0 if float('${dt:-99}') < 2 else 1)" && pass "length-less upload answered in $dt s" \
+    || fail "length-less upload took ${dt:-?} s to answer"
 HID=$(json hostile 'd["id"]')
 [ "$(json hostile 'd["audio_seconds"]')" = None ] || fail "audio_seconds: $(cat "$WORK/hostile.body")"
-[ "$(wait_job "$HID" 3000)" = failed ] && grep -q '"code":"audio_too_long"' "$WORK/wait.body" \
-    && pass "the worker failed it with audio_too_long" || fail "hostile job: $(cat "$WORK/wait.body")"
+# Its cost is now the worker's (it would end audio_too_long once an hour
+# is decoded: hostile.sh checks that on a cheaper file); cancel it.
+get hostile_del 200 -X DELETE "$B/jobs/$HID"
+get hostile_health 200 --max-time 5 "$B/health"
 
 # ---- 2. no server paths in job errors ----------------------------------------------------------------
 R="$WORK/repo"
@@ -64,7 +66,7 @@ stop_term 30
 # ---- 3. free disk below the threshold ----------------------------------------------------------------
 start "$L" --data-dir "$WORK/d3" --workers 1 --rate-limit 0 --min-free-disk 1000000000 --metrics-interval 0.2
 err full 507 insufficient_storage -F "file=@$W3" -F model_name=tiny4s "$B/separate"
-[ -z "$(ls -A "$WORK/d3/uploads" "$WORK/d3/jobs")" ] || fail "refused upload left files"
+[ -z "$(find "$WORK/d3/uploads" "$WORK/d3/jobs" -mindepth 1)" ] || fail "refused upload left files"
 err notready 503 not_ready "$B/readyz"
 body_has notready "disk"
 get health_low 200 "$B/health"
@@ -98,8 +100,10 @@ if [ "$(json p1 'd["status"]')" = running ] && [ "$(json p2 'd["status"]')" = qu
     [ "$(json p1 'd["queue_position"]')" = None ] || fail "running job has a queue_position"
     [ "$(json p2 'd["queue_position"]')" = 1 ] && [ "$(json p3 'd["queue_position"]')" = 2 ] \
         && pass "queue positions 1 and 2" || fail "positions: $(cat "$WORK/p2.body") $(cat "$WORK/p3.body")"
+    # The list (newest first) agrees: queued jobs 1.. in submission order.
     get plist 200 "$B/jobs"
-    [ "$(json plist '[j["queue_position"] for j in d["jobs"]]')" = "[2, 1, None]" ] || fail "list: $(cat "$WORK/plist.body")"
+    json plist '[j["queue_position"] for j in reversed(d["jobs"]) if j["status"] == "queued"] == list(range(1, 1 + sum(j["status"] == "queued" for j in d["jobs"]))) and all(j["queue_position"] is None for j in d["jobs"] if j["status"] != "queued")' \
+        | grep -q True && pass "list positions" || fail "list: $(cat "$WORK/plist.body")"
     get pdel 200 -X DELETE "$B/jobs/$Q2"
     get p3b 200 "$B/jobs/$Q3"
     [ "$(json p3b 'd["queue_position"]')" = 1 ] && pass "position moves up after a DELETE" || fail "after delete: $(cat "$WORK/p3b.body")"
