@@ -5,6 +5,12 @@
 if(NOT TARGET demix_server OR NOT TARGET demix_cli)
   return()
 endif()
+# Unit test of the pure parts of POST /separate (form parser, path
+# scrubbing) and of the error table; no server runs.
+add_executable(test_server_form ${CMAKE_CURRENT_SOURCE_DIR}/server/test_form.c)
+target_link_libraries(test_server_form PRIVATE dmx_testutil demix_server)
+add_test(NAME test_server_form COMMAND test_server_form)
+set_tests_properties(test_server_form PROPERTIES LABELS "unit")
 find_program(DEMIX_BASH bash REQUIRED)
 find_program(DEMIX_CURL curl)
 if(NOT DEMIX_CURL)
@@ -15,7 +21,10 @@ endif()
 # api: every route's happy path and error statuses. features: alerts, rate
 # limit, breaker, API key, zip, OpenAPI, metrics + promtool. persist:
 # SQLite recovery after kill -9, TTL, SIGTERM drain, timeouts, CLI parity.
-foreach(t api features persist hostile faults)
+# durability: no 202 without a stored row, orphaned folders swept.
+# limits: no heavy work on the HTTP thread, no paths in errors, low disk,
+# queue_position, model loads that block nothing else.
+foreach(t api features persist hostile faults durability limits)
   add_test(NAME server_${t}
            COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/${t}.sh)
   set_tests_properties(server_${t} PROPERTIES

@@ -10,7 +10,6 @@
 
 #include "server.h"
 
-#define MAX_FIELD 256
 #define MAX_EXTRA_HEADERS 4
 #define MAX_JSON_BODY (1 << 20) /* POST /alerts: Alertmanager batches stay far below */
 
@@ -28,25 +27,12 @@ typedef struct dmx_req {
     char *body;            /* JSON request bodies */
     size_t body_len;
     int body_too_large;
-    /* POST /separate upload state */
-    struct MHD_PostProcessor *pp;
-    int started_upload;
-    FILE *upload;
-    char *upload_path;
-    char *upload_name;
-    int64_t upload_bytes;
-    int too_large;
-    int write_failed;
-    int saw_file;
-    int64_t file_next_off; /* offset the current 'file' part expects next */
-    int64_t body_bytes;    /* raw body bytes read, kept or not */
-    const char *refuse;    /* error code to answer once the body is read */
-    char refuse_msg[128];
-    char bad_field[MAX_FIELD]; /* a field given twice or too long: 400 */
-    int bad_field_long;        /* 1: too long, 0: given twice */
-    int malformed;         /* the multipart parser gave up */
-    char model_name[MAX_FIELD], two_stems[MAX_FIELD], format[MAX_FIELD], shifts[MAX_FIELD],
-        overlap[MAX_FIELD], wait[MAX_FIELD];
+    int started_upload;    /* the handler has seen this request before */
+    /* State a handler keeps across the calls of one request (POST
+     * /separate: its form and upload, separate.c), freed with
+     * route_state_free when the request ends, whatever happened. */
+    void *route_state;
+    void (*route_state_free)(void *state);
 } dmx_req;
 
 typedef enum MHD_Result (*dmx_handler)(struct MHD_Connection *c, dmx_req *r, const char *upload,
@@ -61,15 +47,13 @@ void dmx_req_header(dmx_req *r, const char *name, const char *fmt, ...)
 enum MHD_Result dmx_respond_json(struct MHD_Connection *c, dmx_req *r, int status, cJSON *body,
                                  const char *hname, const char *hvalue);
 /* Error body {"error": {code, message, request_id}} with the HTTP status
- * that the error table (http.c) gives `code`; also counts errors_total. */
+ * that the error table (errors.h) gives `code`; also counts errors_total. */
 enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, const char *code,
                                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Makes s valid UTF-8 in place: each byte of an invalid sequence (and,
  * with no_controls, each control character) becomes '?'. Client bytes go
  * through it before they reach a JSON body or a log line. */
 void dmx_utf8_clean(char *s, int no_controls);
-/* The HTTP status of an error code (500 for unknown codes). */
-int dmx_error_status(const char *code);
 /* Sends a prepared response (takes ownership) with the common headers. */
 enum MHD_Result dmx_respond(struct MHD_Connection *c, dmx_req *r, int status,
                             struct MHD_Response *resp, int64_t bytes);
@@ -96,6 +80,12 @@ const dmx_route_info *dmx_routes(size_t *n);
  * HTML page rendered from it. */
 char *dmx_openapi_json(void);
 char *dmx_openapi_html(void);
+
+/* separate.c: POST /separate. */
+enum MHD_Result dmx_h_separate(struct MHD_Connection *c, dmx_req *r, const char *upload,
+                               size_t *upload_size);
+/* routes.c: the stems of a finished job as one zip (takes the reference). */
+enum MHD_Result dmx_send_zip(struct MHD_Connection *c, dmx_req *r, dmx_job *j);
 
 /* alerts.c: POST /alerts. */
 /* Validates an Alertmanager webhook body and logs and counts each alert

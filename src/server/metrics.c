@@ -327,6 +327,7 @@ static void render_system(buf *b) {
     gauge(b, "memory_percent", "Host memory in use, percent of total.", x.mem_percent);
     gauge(b, "disk_usage_bytes", "Bytes used on the file system of the data folder.", x.disk_used);
     gauge(b, "disk_free_bytes", "Bytes available on the file system of the data folder.", x.disk_free);
+    gauge(b, "disk_space_low", "1 while free space in the data folder is below --min-free-disk (uploads refused with 507).", x.disk_low);
     gauge(b, "temp_files", "Files held in the data folder (uploads, job inputs and stems); the spec's temp_files_total.", (double)x.temp_files);
     gauge(b, "temp_storage_bytes", "Bytes held in those files.", (double)x.temp_bytes);
 }

@@ -49,6 +49,7 @@ static const opt OPTS[] = {
     {"job-timeout", "DEMIX_JOB_TIMEOUT", OPT_NUM, &C->job_timeout_seconds, 0, 1e9, "wall limit of one job in seconds, 0 = none (3600)"},
     {"idle-timeout", "DEMIX_IDLE_TIMEOUT", OPT_NUM, &C->idle_timeout_seconds, 1, 86400, "drop connections silent this long, s (60)"},
     {"max-duration", "DEMIX_MAX_DURATION", OPT_NUM, &C->max_duration_seconds, 0, 1e9, "longest audio accepted in seconds, 0 = any (3600)"},
+    {"min-free-disk", "DEMIX_MIN_FREE_DISK", OPT_MB, &C->min_free_disk_bytes, 0, 1 << 30, "refuse uploads (507) below this free space in the data folder, MiB (1024)"},
     {"grace", "DEMIX_GRACE", OPT_NUM, &C->grace_seconds, 0, 86400, "SIGTERM: seconds running jobs may finish (30)"},
     {"rate-limit", "DEMIX_RATE_LIMIT", OPT_NUM, &C->rate_per_minute, 0, 1e6, "POST /separate per client per minute, 0 = off (30)"},
     {"rate-burst", "DEMIX_RATE_BURST", OPT_INT, &C->rate_burst, 1, 100000, "requests a client may send at once (10)"},
@@ -148,6 +149,7 @@ int dmx_serve_main(int argc, char **argv) {
     c->job_timeout_seconds = 3600;
     c->idle_timeout_seconds = 60;
     c->max_duration_seconds = 3600;
+    c->min_free_disk_bytes = 1024LL << 20;
     c->grace_seconds = 30;
     c->rate_per_minute = 30;
     c->rate_burst = 10;

@@ -1,7 +1,8 @@
 /*
  * server.h - what the files of `demix serve` share: configuration, JSON
- * logging (log.c), metrics (metrics.c), the job queue and model cache
- * (jobs.c), and the HTTP front end (http.c, routes.c). Internal to the
+ * logging (log.c), metrics (metrics.c), the jobs (jobs.c and the files it
+ * lists), the models (models.c, modelcache.c) and the HTTP front end
+ * (http.c, routes.c, separate.c). Internal to the
  * server; the only entry point used elsewhere is dmx_serve_main().
  */
 #ifndef DEMIX_SERVER_H
@@ -14,6 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "demix/demix.h"
+#include "errors.h"
 
 #ifndef DEMIX_SERVER_VERSION
 #define DEMIX_SERVER_VERSION DMX_VERSION_STRING
@@ -35,6 +37,7 @@ typedef struct dmx_srv_config {
     double job_timeout_seconds;  /* wall limit of one job; 0 = none */
     double idle_timeout_seconds; /* a connection silent this long is dropped */
     double max_duration_seconds; /* longer audio is refused (422); 0 = no limit */
+    int64_t min_free_disk_bytes; /* uploads are refused (507) below this free space */
     double grace_seconds;        /* SIGTERM: how long running jobs may finish */
     double rate_per_minute;      /* POST /separate per client; 0 = unlimited */
     int rate_burst;
@@ -87,6 +90,7 @@ int dmx_sysmetrics_start(void);
 typedef struct dmx_sys_sample {
     double cpu_percent, mem_used, mem_avail, mem_percent, disk_used, disk_free;
     int64_t temp_files, temp_bytes;
+    int disk_low; /* dmx_data_disk_low() */
 } dmx_sys_sample;
 /* The latest sample (zeros before the first). */
 void dmx_sysmetrics_get(dmx_sys_sample *out);
@@ -94,7 +98,7 @@ void dmx_sysmetrics_stop(void);
 /* Prometheus text exposition (0.0.4); malloc'ed. */
 char *dmx_metrics_render(void);
 
-/* ---- jobs.c ---------------------------------------------------------------- */
+/* ---- jobs.c, queue.c: the job queue ------------------------------------------ */
 
 typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED } dmx_job_state;
 
@@ -126,6 +130,7 @@ typedef struct dmx_job {
     atomic_int cancel;
     int shutdown;     /* cancelled by SIGTERM: checkpointed as queued */
     int timed_out;    /* cancelled by the wall limit */
+    int queue_pos;    /* 1-based place in the queue while queued, else 0 */
     struct dmx_job *next; /* queue link */
 } dmx_job;
 
@@ -140,9 +145,12 @@ void dmx_jobs_stop(double grace);
 void dmx_jobs_free(void);
 /* New job (refs = 1, owned by the caller) with a fresh 128-bit id. */
 dmx_job *dmx_job_new(void);
-/* Queues the job (the queue takes its own reference). Returns 0, or -1
- * when the queue is full. */
-int dmx_job_submit(dmx_job *j);
+/* Stores the job's row and queues it (the queue takes its own reference).
+ * Returns 0 once the job is durable and queued, or -1 with *why:
+ * DMX_E_QUEUE_FULL, DMX_E_SHUTTING_DOWN, DMX_E_STORE_UNAVAILABLE (the row
+ * could not be written) or DMX_E_INSUFFICIENT_STORAGE (the disk is full);
+ * then nothing refers to the job and the caller removes its files. */
+int dmx_job_submit(dmx_job *j, dmx_srv_error *why);
 /* Looks up by id; NULL or a new reference to drop with dmx_job_put(). */
 dmx_job *dmx_job_get(const char *id);
 void dmx_job_put(dmx_job *j);
@@ -168,15 +176,29 @@ char *dmx_job_stem_path(dmx_job *j, const char *stem);
 int dmx_job_stem_files(dmx_job *j, char ***paths, char ***names);
 void dmx_strv_free(char **v, int n);
 
-/* The shared model NAME, loaded on first use through its circuit breaker
- * and with retries; NULL with a message in err on failure. */
-const dmx_model *dmx_model_get(const char *name, const char *request_id, char *err, size_t errn);
+/* ---- recovery.c: the data folder ------------------------------------------------ */
 
-/* Model registry: resolves NAME in --repo (or the cache) to a file. */
+/* 1 when the data folder's file system has less free space than
+ * --min-free-disk (uploads are then refused with 507, /readyz is not
+ * ready); *free_bytes (may be NULL) gets the free space. */
+int dmx_data_disk_low(int64_t *free_bytes);
+
+/* ---- modelcache.c ------------------------------------------------------------ */
+
+/* The shared model NAME, loaded on first use through its circuit breaker
+ * and with retries (a load in progress is waited for, not repeated); NULL
+ * with a message in err on failure (no server path in it). */
+const dmx_model *dmx_model_get(const char *name, const char *request_id, char *err, size_t errn);
+/* Models loaded so far; 1 if NAME is one of them. */
+int dmx_models_loaded(void);
+int dmx_models_is_loaded(const char *name);
+
+/* ---- models.c: the model registry --------------------------------------------- */
+
+/* Resolves NAME in --repo (or the cache) to a file. */
 char *dmx_models_resolve(const char *name);
 /* JSON array of the available models, with source and loaded flag. */
 cJSON *dmx_models_json(void);
-int dmx_models_loaded(void);
 /* 1 if at least one model file is available. */
 int dmx_models_any_available(void);
 
@@ -184,12 +206,14 @@ int dmx_models_any_available(void);
 
 int dmx_store_open(const char *path);
 void dmx_store_close(void);
-/* Inserts or replaces the job's row (the caller keeps it stable). */
+/* Inserts or replaces the job's row (the caller keeps it stable): 0, -1,
+ * or DMX_STORE_FULL when the disk (or database) is full. */
+#define DMX_STORE_FULL (-2)
 int dmx_store_save(const dmx_job *j);
 int dmx_store_delete(const char *id);
 /* Calls fn with each stored job (newest first, at most limit), as a new
  * dmx_job (refs 0) that fn owns; fn must not call the store. Returns the
- * count. */
+ * count, or -1 if the table cannot be read. */
 int dmx_store_load(int (*fn)(void *user, dmx_job *j), void *user, int limit);
 /* Removes rows created before the time; returns how many or -1. */
 int dmx_store_delete_older(double created_before);

@@ -97,6 +97,7 @@ static void sample(dmx_sys_sample *s, unsigned long long *busy0, unsigned long l
     if (statvfs(dmx_srv_cfg.data_dir, &v) == 0) {
         s->disk_free = (double)v.f_bavail * (double)v.f_frsize;
         s->disk_used = (double)(v.f_blocks - v.f_bfree) * (double)v.f_frsize;
+        s->disk_low = s->disk_free < (double)dmx_srv_cfg.min_free_disk_bytes;
     }
     char *p = NULL;
     if (asprintf(&p, "%s/uploads", dmx_srv_cfg.data_dir) >= 0) count_files(p, 0, s);
