@@ -15,7 +15,8 @@ endif()
 # api: every route's happy path and error statuses. features: alerts, rate
 # limit, breaker, API key, zip, OpenAPI, metrics + promtool. persist:
 # SQLite recovery after kill -9, TTL, SIGTERM drain, timeouts, CLI parity.
-foreach(t api features persist hostile faults)
+# cache: no --repo, models from the cache under upstream's file names.
+foreach(t api features persist hostile faults cache)
   add_test(NAME server_${t}
            COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/${t}.sh)
   set_tests_properties(server_${t} PROPERTIES
