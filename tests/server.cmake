@@ -22,9 +22,10 @@ endif()
 # limit, breaker, API key, zip, OpenAPI, metrics + promtool. persist:
 # SQLite recovery after kill -9, TTL, SIGTERM drain, timeouts, CLI parity.
 # durability: no 202 without a stored row, orphaned folders swept.
+# cache: no --repo, models from the cache under upstream's file names.
 # limits: no heavy work on the HTTP thread, no paths in errors, low disk,
 # queue_position, model loads that block nothing else.
-foreach(t api features persist hostile faults durability limits)
+foreach(t api features persist hostile faults durability limits cache)
   add_test(NAME server_${t}
            COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/${t}.sh)
   set_tests_properties(server_${t} PROPERTIES

@@ -1,153 +1,187 @@
 /*
- * models.c - the model registry of `demix serve`: which models the model
- * folder (--repo, else the cache) holds, and the file of a model name.
- * It only lists and resolves files; loading and sharing models is
- * modelcache.c's job. (Moved out of jobs.c as it was; the engine's
- * registry will replace these bodies.)
+ * models.c - the model registry as `demix serve` shows it: which models the
+ * model folder (--repo, else the cache) holds under the names users type,
+ * and the file of a model name. Every rule (file names, the cache folder,
+ * upstream's names and their members) is the engine's registry
+ * (demix/repo.h); this file only shapes its answers for the service.
+ * Loading and sharing models is modelcache.c's job.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "demix/repo.h"
 #include "server.h"
 
-static char *model_dir(void) {
-    if (dmx_srv_cfg.repo) return strdup(dmx_srv_cfg.repo);
-    const char *e = getenv("DEMIX_MODELS");
-    if (e && *e) return strdup(e);
-    char *p = NULL;
-    const char *x = getenv("XDG_CACHE_HOME");
-    if (x && *x) {
-        if (asprintf(&p, "%s/demix", x) < 0) p = NULL;
-    } else {
-        const char *h = getenv("HOME");
-        if (asprintf(&p, "%s/.cache/demix", h ? h : ".") < 0) p = NULL;
-    }
+/* Model registry: every rule (file names, the cache folder, upstream's
+ * names and their members) is the engine's registry (demix/repo.h); these
+ * functions only shape its answers for the service. The folder is --repo,
+ * or the cache when there is none. */
+
+char *dmx_models_resolve(const char *name) {
+    dmx_repo_hit h;
+    if (dmx_repo_resolve(dmx_srv_cfg.repo, name, &h) != DMX_OK) return NULL;
+    char *p = h.path;
+    h.path = NULL;
+    dmx_repo_hit_clear(&h);
     return p;
 }
 
-static int valid_name(const char *s) {
-    if (!*s || strlen(s) > 100 || s[0] == '.') return 0;
-    for (; *s; s++)
-        if (!(('a' <= *s && *s <= 'z') || ('A' <= *s && *s <= 'Z') || ('0' <= *s && *s <= '9') ||
-              *s == '_' || *s == '-' || *s == '.'))
-            return 0;
-    return 1;
-}
+/* Sources and family of a model file that the registry's table does not
+ * describe, read from the checkpoint once per (path, size, mtime): a probe
+ * reads the archive but no tensors. Bounded; the table restarts when full. */
+typedef struct probe_entry {
+    char *path;
+    int64_t size, mtime_ns;
+    int ok;
+    dmx_repo_probe_info info;
+} probe_entry;
 
-/* The model name of a file in the folder: NAME of NAME.th, NAME-HASH.th
- * (HASH 8+ hex digits) or NAME.yaml; 0 if the file is not a model. */
-static int file_model_name(const char *file, char *name, size_t n) {
-    size_t l = strlen(file);
-    if (l > 5 && !strcmp(file + l - 5, ".yaml")) {
-        snprintf(name, n, "%.*s", (int)(l - 5), file);
-        return 1;
-    }
-    if (l <= 3 || strcmp(file + l - 3, ".th")) return 0;
-    l -= 3;
-    const char *dash = memrchr(file, '-', l);
-    if (dash && (size_t)(file + l - dash - 1) >= 8) {
-        int hex = 1;
-        for (const char *c = dash + 1; c < file + l; c++)
-            if (!strchr("0123456789abcdef", *c)) hex = 0;
-        if (hex) l = (size_t)(dash - file);
-    }
-    snprintf(name, n, "%.*s", (int)l, file);
-    return 1;
-}
+#define PROBE_CACHE_MAX 128
+static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;
+static probe_entry probe_cache[PROBE_CACHE_MAX];
+static int n_probe_cache;
 
-char *dmx_models_resolve(const char *name) {
-    if (!valid_name(name)) return NULL;
-    char *dir = model_dir();
-    if (!dir) return NULL;
-    DIR *d = opendir(dir);
-    char *hit = NULL, *yaml = NULL;
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        char nm[256];
-        if (e->d_name[0] == '.' || !file_model_name(e->d_name, nm, sizeof nm)) continue;
-        if (strcmp(nm, name)) continue;
-        char *p = NULL;
-        if (asprintf(&p, "%s/%s", dir, e->d_name) < 0) continue;
-        /* A checkpoint wins over a bag of the same name, as upstream's repo. */
-        size_t l = strlen(e->d_name);
-        if (!strcmp(e->d_name + l - 5 > e->d_name ? e->d_name + l - 5 : e->d_name, ".yaml")) {
-            free(yaml);
-            yaml = p;
-        } else {
-            free(hit);
-            hit = p;
+static int probe_cached(const char *path, dmx_repo_probe_info *out) {
+    struct stat st;
+    if (stat(path, &st) != 0) return 0;
+    int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    pthread_mutex_lock(&probe_lock);
+    probe_entry *e = NULL;
+    for (int i = 0; i < n_probe_cache && !e; i++)
+        if (!strcmp(probe_cache[i].path, path) && probe_cache[i].size == (int64_t)st.st_size &&
+            probe_cache[i].mtime_ns == mt)
+            e = &probe_cache[i];
+    if (!e) {
+        if (n_probe_cache == PROBE_CACHE_MAX) {
+            for (int i = 0; i < n_probe_cache; i++) free(probe_cache[i].path);
+            n_probe_cache = 0;
+        }
+        char *pc = strdup(path);
+        if (pc) {
+            e = &probe_cache[n_probe_cache++];
+            e->path = pc;
+            e->size = (int64_t)st.st_size;
+            e->mtime_ns = mt;
+            e->ok = dmx_repo_probe(path, &e->info) == DMX_OK;
         }
     }
-    if (d) closedir(d);
-    free(dir);
-    if (hit) {
-        free(yaml);
-        return hit;
-    }
-    return yaml;
+    int ok = e && e->ok;
+    if (ok) *out = e->info;
+    pthread_mutex_unlock(&probe_lock);
+    return ok;
 }
 
-static int cmp_json_name(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+
+static int64_t file_bytes(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
+}
+
+/* One GET /models entry: the user-facing name, what is loaded for it, its
+ * sources (table, else the file's own) and its network family. */
+static void add_model_json(cJSON *arr, const char *name, const dmx_repo_hit *h, const char *dir) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", name);
+    cJSON_AddStringToObject(o, "file", h->file);
+    cJSON_AddStringToObject(o, "location", dmx_srv_cfg.repo ? "repo" : "cache");
+    cJSON_AddStringToObject(o, "kind", h->kind == DMX_REPO_BAG ? "bag" : "checkpoint");
+    cJSON *src = cJSON_AddArrayToObject(o, "sources");
+    const dmx_repo_model *m = h->known;
+    dmx_repo_probe_info pi;
+    int64_t size = file_bytes(h->path);
+    if (m) {
+        char fam[64];
+        dmx_repo_model_families(m, fam, sizeof fam);
+        for (int32_t i = 0; i < dmx_repo_model_n_sources(m); i++)
+            cJSON_AddItemToArray(src, cJSON_CreateString(dmx_repo_model_source(m, i)));
+        cJSON_AddStringToObject(o, "family", fam);
+        cJSON_AddStringToObject(o, "description", m->description);
+        cJSON_AddNumberToObject(o, "members", m->n_members);
+        /* A bag's size is its checkpoints' (each distinct file once). */
+        if (h->kind == DMX_REPO_BAG) {
+            size = 0;
+            for (int32_t i = 0; i < m->n_members; i++) {
+                int dup = 0;
+                for (int32_t j = 0; j < i; j++) dup |= !strcmp(m->members[i], m->members[j]);
+                dmx_repo_hit mh;
+                if (dup || dmx_repo_find_checkpoint(dir, m->members[i], &mh) != DMX_OK) continue;
+                size += file_bytes(mh.path);
+                dmx_repo_hit_clear(&mh);
+            }
+        }
+    } else if (probe_cached(h->path, &pi)) {
+        for (int32_t i = 0; i < pi.n_sources; i++) cJSON_AddItemToArray(src, cJSON_CreateString(pi.sources[i]));
+        cJSON_AddStringToObject(o, "family", dmx_repo_family_name(pi.family));
+    } else {
+        cJSON_AddStringToObject(o, "family", "unknown"); /* unreadable: `sources` stays empty */
+    }
+    cJSON_AddNumberToObject(o, "size_bytes", (double)size);
+    cJSON_AddBoolToObject(o, "loaded", dmx_models_is_loaded(name));
+    cJSON_AddItemToArray(arr, o);
+}
+
+/* Is this cache file part of an upstream model listed by its own name? */
+static int claimed_by_known(const dmx_repo_item *it) {
+    if (it->entry.kind == DMX_REPO_BAG) return dmx_repo_model_find(it->entry.name) != NULL;
+    const dmx_repo_file *f = dmx_repo_file_find(it->entry.name);
+    return f && !strcmp(f->checksum, it->entry.checksum);
 }
 
 cJSON *dmx_models_json(void) {
     cJSON *arr = cJSON_CreateArray();
-    char *dir = model_dir();
-    DIR *d = dir ? opendir(dir) : NULL;
-    char **files = NULL;
-    size_t n = 0;
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        char nm[256];
-        if (e->d_name[0] == '.' || !file_model_name(e->d_name, nm, sizeof nm)) continue;
-        char **nf = realloc(files, (n + 1) * sizeof *files);
-        if (!nf) break;
-        files = nf;
-        files[n++] = strdup(e->d_name);
+    char *dir = NULL;
+    if (dmx_srv_cfg.repo) dir = strdup(dmx_srv_cfg.repo);
+    else if (dmx_repo_cache_dir(&dir) != DMX_OK) dir = NULL;
+    if (!dir) return arr;
+    if (!dmx_srv_cfg.repo) {
+        /* Upstream's names first, each under the name users type. */
+        for (size_t i = 0; i < dmx_repo_n_models(); i++) {
+            const dmx_repo_model *m = dmx_repo_model_at(i);
+            dmx_repo_hit h;
+            if (dmx_repo_resolve(NULL, m->name, &h) != DMX_OK) continue;
+            add_model_json(arr, m->name, &h, dir);
+            dmx_repo_hit_clear(&h);
+        }
     }
-    if (d) closedir(d);
-    if (n) qsort(files, n, sizeof *files, cmp_json_name);
-    for (size_t i = 0; i < n; i++) {
-        char nm[256], *p = NULL;
-        if (!files[i] || !file_model_name(files[i], nm, sizeof nm)) continue;
-        if (asprintf(&p, "%s/%s", dir, files[i]) < 0) continue;
-        struct stat st;
-        int64_t size = stat(p, &st) == 0 ? (int64_t)st.st_size : -1;
-        int loaded = dmx_models_is_loaded(nm);
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "name", nm);
-        cJSON_AddStringToObject(o, "file", files[i]);
-        cJSON_AddStringToObject(o, "source", dmx_srv_cfg.repo ? "repo" : "cache");
-        cJSON_AddStringToObject(o, "kind", strstr(files[i], ".yaml") ? "bag" : "checkpoint");
-        cJSON_AddNumberToObject(o, "size_bytes", (double)size);
-        cJSON_AddBoolToObject(o, "loaded", loaded);
-        cJSON_AddItemToArray(arr, o);
-        free(p);
+    dmx_repo_list *l = NULL;
+    if (dmx_repo_scan(dir, &l) == DMX_OK) {
+        for (size_t i = 0; i < l->n; i++) {
+            const dmx_repo_item *it = &l->items[i];
+            if (it->problem || (!dmx_srv_cfg.repo && claimed_by_known(it))) continue;
+            /* A checkpoint wins over a bag of the same name: list the name once. */
+            int shadowed = 0;
+            for (size_t j = 0; j < l->n && it->entry.kind == DMX_REPO_BAG; j++)
+                shadowed |= l->items[j].entry.kind == DMX_REPO_CHECKPOINT && !l->items[j].problem &&
+                            !strcmp(l->items[j].entry.name, it->entry.name);
+            if (shadowed) continue;
+            dmx_repo_hit h;
+            if (dmx_repo_find(dir, it->entry.name, &h) != DMX_OK) continue;
+            h.known = NULL; /* a user's file: describe what it holds, not the table */
+            add_model_json(arr, it->entry.name, &h, dir);
+            dmx_repo_hit_clear(&h);
+        }
+        dmx_repo_list_free(l);
     }
-    for (size_t i = 0; i < n; i++) free(files[i]);
-    free(files);
     free(dir);
     return arr;
 }
 
-/* /health and /readyz ask on every probe: stop at the first model file
- * instead of listing (stat, JSON, sort) the whole folder. */
+/* /health and /readyz ask on every probe: one folder scan, no JSON, no
+ * checkpoint reads. A usable model file in the folder is enough. */
 int dmx_models_any_available(void) {
-    char *dir = model_dir();
-    DIR *d = dir ? opendir(dir) : NULL;
+    char *dir = NULL;
+    if (dmx_srv_cfg.repo) dir = strdup(dmx_srv_cfg.repo);
+    else if (dmx_repo_cache_dir(&dir) != DMX_OK) dir = NULL;
+    dmx_repo_list *l = NULL;
     int found = 0;
-    struct dirent *e;
-    while (d && !found && (e = readdir(d))) {
-        char nm[256];
-        found = e->d_name[0] != '.' && file_model_name(e->d_name, nm, sizeof nm);
-    }
-    if (d) closedir(d);
+    if (dir && dmx_repo_scan(dir, &l) == DMX_OK)
+        for (size_t i = 0; i < l->n && !found; i++) found = l->items[i].problem == NULL;
+    dmx_repo_list_free(l);
     free(dir);
     return found;
 }

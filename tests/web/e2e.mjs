@@ -117,6 +117,10 @@ try {
   await page.waitForFunction(() => document.querySelectorAll('#model option[value]:not([value=""])').length > 0);
   const models = await page.$$eval('#model option', (o) => o.map((x) => x.value));
   check(models.includes(MODEL), 'model picker filled from GET /models', models.join(','));
+  // The stems picker follows each model's `sources` from GET /models (tiny6s: 6, with guitar and piano).
+  await page.selectOption('#model', 'tiny6s');
+  const six = await page.$$eval('#stems option', (o) => o.map((x) => x.value).filter(Boolean));
+  check(six.length === 6 && six.includes('guitar') && six.includes('piano'), 'stems of tiny6s from its sources', six.join(','));
   await page.selectOption('#model', MODEL);
   check((await page.textContent('#model-desc')).length > 10, 'model description shown');
   const stemOptions = await page.$$eval('#stems option', (o) => o.map((x) => x.value).filter(Boolean));
