@@ -15,7 +15,7 @@ endif()
 # api: every route's happy path and error statuses. features: alerts, rate
 # limit, breaker, API key, zip, OpenAPI, metrics + promtool. persist:
 # SQLite recovery after kill -9, TTL, SIGTERM drain, timeouts, CLI parity.
-foreach(t api features persist hostile faults)
+foreach(t api features persist hostile faults http_edges)
   add_test(NAME server_${t}
            COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/${t}.sh)
   set_tests_properties(server_${t} PROPERTIES

@@ -246,13 +246,16 @@ static enum MHD_Result on_post_field(void *cls, enum MHD_ValueKind kind, const c
             return MHD_YES;
         }
         if (!r->upload) {
-            if (asprintf(&r->upload_path, "%s/uploads/%s.upload", dmx_srv_cfg.data_dir,
-                         r->request_id) < 0) {
+            /* Named by the server only: a request id is the client's to
+             * choose, so two uploads could share it. */
+            char name[33];
+            if (dmx_random_hex(name, 16) < 0 ||
+                asprintf(&r->upload_path, "%s/uploads/%s.upload", dmx_srv_cfg.data_dir, name) < 0) {
                 r->upload_path = NULL;
                 r->write_failed = 1;
                 return MHD_YES;
             }
-            /* x: a client reusing a request id must not overwrite another upload. */
+            /* x: never overwrite another upload, however unlikely the clash. */
             r->upload = fopen(r->upload_path, "wbx");
             if (!r->upload) {
                 free(r->upload_path);
@@ -602,4 +605,20 @@ const dmx_route_info *dmx_route(const char *method, const char *path, dmx_req *r
         *mismatch = 1;
     }
     return NULL;
+}
+
+size_t dmx_route_allow(const char *path, char *out, size_t n) {
+    dmx_req scratch; /* match() writes the path parameters here */
+    size_t k = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof ROUTES / sizeof *ROUTES; i++) {
+        if (!match(ROUTES[i].tmpl, path, &scratch)) continue;
+        const char *m = ROUTES[i].method;
+        /* libmicrohttpd answers HEAD from the GET handler, body left out */
+        int with_head = !strcmp(m, "GET");
+        int w = snprintf(out + k, n - k, "%s%s%s", k ? ", " : "", m, with_head ? ", HEAD" : "");
+        if (w < 0 || (size_t)w >= n - k) break;
+        k += (size_t)w;
+    }
+    return k;
 }

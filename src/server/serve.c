@@ -48,6 +48,8 @@ static const opt OPTS[] = {
     {"ttl", "DEMIX_TTL", OPT_NUM, &C->ttl_seconds, 0.1, 1e9, "seconds finished jobs are kept (86400)"},
     {"job-timeout", "DEMIX_JOB_TIMEOUT", OPT_NUM, &C->job_timeout_seconds, 0, 1e9, "wall limit of one job in seconds, 0 = none (3600)"},
     {"idle-timeout", "DEMIX_IDLE_TIMEOUT", OPT_NUM, &C->idle_timeout_seconds, 1, 86400, "drop connections silent this long, s (60)"},
+    {"max-connections", "DEMIX_MAX_CONNECTIONS", OPT_INT, &C->max_connections, 1, 65536, "open connections at once (256)"},
+    {"max-connections-per-ip", "DEMIX_MAX_CONNECTIONS_PER_IP", OPT_INT, &C->max_connections_per_ip, 0, 65536, "of those, from one peer address; 0 = no limit (32)"},
     {"max-duration", "DEMIX_MAX_DURATION", OPT_NUM, &C->max_duration_seconds, 0, 1e9, "longest audio accepted in seconds, 0 = any (3600)"},
     {"grace", "DEMIX_GRACE", OPT_NUM, &C->grace_seconds, 0, 86400, "SIGTERM: seconds running jobs may finish (30)"},
     {"rate-limit", "DEMIX_RATE_LIMIT", OPT_NUM, &C->rate_per_minute, 0, 1e6, "POST /separate per client per minute, 0 = off (30)"},
@@ -147,6 +149,8 @@ int dmx_serve_main(int argc, char **argv) {
     c->ttl_seconds = 86400;
     c->job_timeout_seconds = 3600;
     c->idle_timeout_seconds = 60;
+    c->max_connections = 256;
+    c->max_connections_per_ip = 32;
     c->max_duration_seconds = 3600;
     c->grace_seconds = 30;
     c->rate_per_minute = 30;
@@ -162,8 +166,21 @@ int dmx_serve_main(int argc, char **argv) {
         const char *e = getenv(OPTS[i].env);
         if (e && *e && set_opt(&OPTS[i], e, OPTS[i].env)) return 2;
     }
+    /* Set but empty (a typo, a missing secret in a compose file) must not
+     * quietly open the job routes: only an unset variable means "no key". */
     const char *key = getenv("DEMIX_API_KEY");
-    c->api_key = key && *key ? key : NULL;
+    if (key && !*key) {
+        fprintf(stderr, "demix: DEMIX_API_KEY is set but empty; set a key, or unset the "
+                        "variable to run without one\n");
+        return 2;
+    }
+    for (const char *k = key; k && *k; k++)
+        if ((unsigned char)*k <= ' ' || *k == 0x7F) {
+            fprintf(stderr, "demix: DEMIX_API_KEY contains a space or control character, "
+                            "which no 'Authorization: Bearer' header can carry\n");
+            return 2;
+        }
+    c->api_key = key;
 
     struct option lo[N_OPTS + 2];
     for (int i = 0; i < N_OPTS; i++) lo[i] = (struct option){OPTS[i].flag, required_argument, 0, 1000 + i};

@@ -34,6 +34,8 @@ typedef struct dmx_srv_config {
     double ttl_seconds;          /* finished jobs are kept this long */
     double job_timeout_seconds;  /* wall limit of one job; 0 = none */
     double idle_timeout_seconds; /* a connection silent this long is dropped */
+    int max_connections;         /* open HTTP connections at once */
+    int max_connections_per_ip;  /* of those, from one peer address; 0 = no limit */
     double max_duration_seconds; /* longer audio is refused (422); 0 = no limit */
     double grace_seconds;        /* SIGTERM: how long running jobs may finish */
     double rate_per_minute;      /* POST /separate per client; 0 = unlimited */
