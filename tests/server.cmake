@@ -5,6 +5,16 @@
 if(NOT TARGET demix_server OR NOT TARGET demix_cli)
   return()
 endif()
+# resilience.c on its own (label "unit"): token bucket, breaker, backoff,
+# with the test's own clock, log and metrics in place of the server's.
+pkg_check_modules(TEST_CJSON REQUIRED IMPORTED_TARGET libcjson)
+add_executable(test_resilience ${CMAKE_CURRENT_SOURCE_DIR}/server/test_resilience.c
+                               ${PROJECT_SOURCE_DIR}/src/server/resilience.c)
+target_include_directories(test_resilience PRIVATE ${PROJECT_SOURCE_DIR}/src/server)
+target_link_libraries(test_resilience PRIVATE demix PkgConfig::TEST_CJSON Threads::Threads m)
+add_test(NAME test_resilience COMMAND test_resilience)
+set_tests_properties(test_resilience PROPERTIES LABELS "unit" TIMEOUT 120)
+
 find_program(DEMIX_BASH bash REQUIRED)
 find_program(DEMIX_CURL curl)
 if(NOT DEMIX_CURL)

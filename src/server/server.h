@@ -226,6 +226,8 @@ int dmx_transient(dmx_status st);
 /* Sleeps the full-jitter backoff before retry number `attempt` (0-based):
  * uniform in [0, min(30 s, base * 2^attempt)]; wakes early if *cancel. */
 void dmx_backoff_sleep(int attempt, atomic_int *cancel);
+/* The delay it sleeps for a uniform draw u in [0, 1]: u times the cap. */
+double dmx_backoff_delay(int attempt, double u);
 
 /* ---- zip.c ------------------------------------------------------------------- */
 
