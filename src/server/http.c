@@ -291,6 +291,15 @@ int dmx_collect_body(dmx_req *r, const char *upload, size_t *upload_size) {
     return 0;
 }
 
+/* The --probe-port listener (its on_request cls) serves these only. */
+static const int PROBE_ONLY = 1;
+static int probe_route(const char *tmpl) {
+    static const char *const probes[] = {"/livez", "/health", "/readyz", "/metrics"};
+    for (size_t i = 0; i < sizeof probes / sizeof *probes; i++)
+        if (!strcmp(tmpl, probes[i])) return 1;
+    return 0;
+}
+
 /* Methods whose routes take no request body. */
 static int takes_no_body(const char *method) {
     return !strcmp(method, "GET") || !strcmp(method, "HEAD") || !strcmp(method, "DELETE");
@@ -299,7 +308,6 @@ static int takes_no_body(const char *method) {
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls) {
-    (void)cls;
     (void)version;
     dmx_req *r = *con_cls;
     if (!r) {
@@ -357,6 +365,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     int mismatch = 0;
     /* HEAD is GET without the body (libmicrohttpd leaves the body out) */
     const dmx_route_info *rt = dmx_route(strcmp(method, "HEAD") ? method : "GET", url, r, &mismatch);
+    if (cls && !probe_route(r->endpoint)) {
+        r->endpoint = "unmatched";
+        return dmx_respond_error(c, r, "not_found",
+                                 "the probe listener serves /livez, /health, /readyz and /metrics");
+    }
     if (!rt) {
         if (mismatch) {
             char allow[sizeof r->extra_value[0]];
@@ -429,26 +442,34 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
     return (size_t)(w - s);
 }
 
-struct MHD_Daemon *dmx_http_start(const char *host, int port, int *bound_port) {
+struct MHD_Daemon *dmx_http_start(const char *host, int port, int probes_only, int *bound_port) {
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)port);
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return NULL;
+    /* The probe listener is for the orchestrator alone (kubelet, a load
+     * balancer's health check: one or two addresses), so its budget is
+     * small and not per address; the main one's is --max-connections, of
+     * which one address gets at most --max-connections-per-ip, so a flood
+     * of idle sockets from one address leaves room for everyone else. */
+    unsigned limit = probes_only ? 16u : (unsigned)dmx_srv_cfg.max_connections;
+    unsigned per_ip = probes_only ? 0u : (unsigned)dmx_srv_cfg.max_connections_per_ip;
+    unsigned timeout = (unsigned)ceil(dmx_srv_cfg.idle_timeout_seconds);
+    if (probes_only && timeout > 10) timeout = 10;
     struct MHD_Daemon *d = MHD_start_daemon(
         /* ITC: lets shutdown quiesce the listening socket (stop accepting)
          * while requests in flight finish. */
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG |
             MHD_USE_POLL | MHD_USE_ITC,
-        (uint16_t)port, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        (uint16_t)port, NULL, NULL, on_request, probes_only ? (void *)&PROBE_ONLY : NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
         MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         /* Idle connections (slow or stuck clients, stalled uploads) are
          * dropped after --idle-timeout seconds without a byte. */
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ceil(dmx_srv_cfg.idle_timeout_seconds),
-        /* A flood of idle sockets from one address must not take every
-         * slot: /health and /readyz stay answerable for everyone else. */
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)dmx_srv_cfg.max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)dmx_srv_cfg.max_connections_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+        MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
         MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_END);
     if (!d) return NULL;

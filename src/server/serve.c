@@ -19,7 +19,8 @@
 
 #include "server.h"
 
-struct MHD_Daemon *dmx_http_start(const char *host, int port, int *bound_port);
+/* http.c: probes_only serves /livez, /health, /readyz and /metrics alone. */
+struct MHD_Daemon *dmx_http_start(const char *host, int port, int probes_only, int *bound_port);
 
 dmx_srv_config dmx_srv_cfg;
 double dmx_srv_start_time;
@@ -50,6 +51,7 @@ static const opt OPTS[] = {
     {"idle-timeout", "DEMIX_IDLE_TIMEOUT", OPT_NUM, &C->idle_timeout_seconds, 1, 86400, "drop connections silent this long, s (60)"},
     {"max-connections", "DEMIX_MAX_CONNECTIONS", OPT_INT, &C->max_connections, 1, 65536, "open connections at once (256)"},
     {"max-connections-per-ip", "DEMIX_MAX_CONNECTIONS_PER_IP", OPT_INT, &C->max_connections_per_ip, 0, 65536, "of those, from one peer address; 0 = no limit (32)"},
+    {"probe-port", "DEMIX_PROBE_PORT", OPT_INT, &C->probe_port, -1, 65535, "second listener for the probes only; -1 = none, 0 = a free one (-1)"},
     {"max-duration", "DEMIX_MAX_DURATION", OPT_NUM, &C->max_duration_seconds, 0, 1e9, "longest audio accepted in seconds, 0 = any (3600)"},
     {"grace", "DEMIX_GRACE", OPT_NUM, &C->grace_seconds, 0, 86400, "SIGTERM: seconds running jobs may finish (30)"},
     {"rate-limit", "DEMIX_RATE_LIMIT", OPT_NUM, &C->rate_per_minute, 0, 1e6, "POST /separate per client per minute, 0 = off (30)"},
@@ -151,6 +153,7 @@ int dmx_serve_main(int argc, char **argv) {
     c->idle_timeout_seconds = 60;
     c->max_connections = 256;
     c->max_connections_per_ip = 32;
+    c->probe_port = -1;
     c->max_duration_seconds = 3600;
     c->grace_seconds = 30;
     c->rate_per_minute = 30;
@@ -237,7 +240,7 @@ int dmx_serve_main(int argc, char **argv) {
         return 1;
     }
     int port = 0;
-    struct MHD_Daemon *d = dmx_http_start(c->host, c->port, &port);
+    struct MHD_Daemon *d = dmx_http_start(c->host, c->port, 0, &port);
     if (!d) {
         dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
                     "cannot listen on %s:%d (address in use, or not an IPv4 address?)", c->host,
@@ -246,10 +249,24 @@ int dmx_serve_main(int argc, char **argv) {
         dmx_jobs_free();
         return 1;
     }
+    /* Probes on a port of their own stay answerable whatever fills the
+     * main one (many clients each under the per-address limit). */
+    struct MHD_Daemon *pd = NULL;
+    int probe_port = -1;
+    if (c->probe_port >= 0 && !(pd = dmx_http_start(c->host, c->probe_port, 1, &probe_port))) {
+        dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
+                    "cannot listen on %s:%d for the probes (address in use?)", c->host,
+                    c->probe_port);
+        MHD_stop_daemon(d);
+        dmx_jobs_stop(0);
+        dmx_jobs_free();
+        return 1;
+    }
     dmx_sysmetrics_start();
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "host", c->host);
     cJSON_AddNumberToObject(f, "port", port);
+    if (pd) cJSON_AddNumberToObject(f, "probe_port", probe_port);
     cJSON_AddNumberToObject(f, "workers", c->workers);
     cJSON_AddStringToObject(f, "data_dir", c->data_dir);
     cJSON_AddStringToObject(f, "repo", c->repo ? c->repo : "");
@@ -271,6 +288,7 @@ int dmx_serve_main(int argc, char **argv) {
     dmx_jobs_stop(c->grace_seconds);
     /* 3. Requests in flight (wait=true was woken) complete; then exit. */
     MHD_stop_daemon(d);
+    if (pd) MHD_stop_daemon(pd);
     dmx_sysmetrics_stop();
     dmx_jobs_free();
     dmx_srv_log(DMX_LOG_INFO, "demix.server", "shutdown", NULL, NULL, "stopped");

@@ -36,6 +36,7 @@ typedef struct dmx_srv_config {
     double idle_timeout_seconds; /* a connection silent this long is dropped */
     int max_connections;         /* open HTTP connections at once */
     int max_connections_per_ip;  /* of those, from one peer address; 0 = no limit */
+    int probe_port;              /* listener for the probes only; -1 = none */
     double max_duration_seconds; /* longer audio is refused (422); 0 = no limit */
     double grace_seconds;        /* SIGTERM: how long running jobs may finish */
     double rate_per_minute;      /* POST /separate per client; 0 = unlimited */

@@ -125,14 +125,15 @@ DEMIX_API_KEY="a key" timeout 10 "$DEMIX" serve --port 0 --data-dir "$WORK/d3" -
 rc=$?
 [ $rc -eq 2 ] && pass "DEMIX_API_KEY with a space: exit 2" || fail "DEMIX_API_KEY with a space: exit $rc"
 
-# ---- idle sockets from one address do not lock out the probes ------------------------------
-L4="$WORK/server4.log"
-start "$L4" --data-dir "$WORK/d4" --idle-timeout 60
-PORT=${B##*:}
-python3 - "$PORT" "$WORK/flood.ready" <<'PY' &
+# ---- idle sockets do not lock out the probes --------------------------------------------------
+# flood PORT N: N idle connections from 127.0.0.2 (loopback too), held 30 s
+# in the background (FLOOD is its pid) until every one is open.
+flood() {
+    rm -f "$WORK/flood.ready"
+    python3 - "$1" "$2" "$WORK/flood.ready" <<'PY' &
 import socket, sys, time
 socks = []
-for _ in range(300):
+for _ in range(int(sys.argv[2])):
     s = socket.socket()
     s.bind(("127.0.0.2", 0))
     try:
@@ -140,16 +141,39 @@ for _ in range(300):
     except OSError:
         pass
     socks.append(s)
-open(sys.argv[2], "w").write("ready\n")
+open(sys.argv[3], "w").write("ready\n")
 time.sleep(30)
 PY
-FLOOD=$!
-PIDS+=("$FLOOD")
-for _ in $(seq 100); do [ -s "$WORK/flood.ready" ] && break; sleep 0.1; done
-sleep 1
+    FLOOD=$!
+    PIDS+=("$FLOOD")
+    for _ in $(seq 100); do [ -s "$WORK/flood.ready" ] && break; sleep 0.1; done
+    sleep 1
+}
+# 1. From one address: the per-address limit (32 of 256) leaves room.
+L4="$WORK/server4.log"
+start "$L4" --data-dir "$WORK/d4" --idle-timeout 60
+flood "${B##*:}" 300
 get flood_health 200 --max-time 5 "$B/health"
 get flood_readyz 200 --max-time 5 "$B/readyz"
 get flood_livez 200 --max-time 5 "$B/livez"
+kill "$FLOOD" 2>/dev/null
+wait "$FLOOD" 2>/dev/null
+stop_term
+# 2. A full main listener (here: no per-address limit, as behind a proxy):
+# the probe listener still answers, and serves the probes only.
+L5="$WORK/server5.log"
+start "$L5" --data-dir "$WORK/d5" --idle-timeout 60 --max-connections 40 \
+    --max-connections-per-ip 0 --probe-port 0
+P="http://127.0.0.1:$(grep '"event_type":"startup"' "$L5" | grep -o '"probe_port":[0-9]*' | cut -d: -f2)"
+flood "${B##*:}" 60
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$B/livez")
+[ "$code" != 200 ] && pass "main listener full (HTTP $code)" || fail "the flood did not fill the main listener"
+get probe_health 200 --max-time 5 "$P/health"
+get probe_readyz 200 --max-time 5 "$P/readyz"
+get probe_livez 200 --max-time 5 "$P/livez"
+get probe_metrics 200 --max-time 5 "$P/metrics"
+get probe_jobs 404 --max-time 5 "$P/jobs"
+get probe_sep 404 --max-time 5 -F model_name=x "$P/separate"
 kill "$FLOOD" 2>/dev/null
 wait "$FLOOD" 2>/dev/null
 stop_term
