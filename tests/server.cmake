@@ -11,6 +11,17 @@ add_executable(test_server_form ${CMAKE_CURRENT_SOURCE_DIR}/server/test_form.c)
 target_link_libraries(test_server_form PRIVATE dmx_testutil demix_server)
 add_test(NAME test_server_form COMMAND test_server_form)
 set_tests_properties(test_server_form PROPERTIES LABELS "unit")
+
+# resilience.c on its own (label "unit"): token bucket, breaker, backoff,
+# with the test's own clock, log and metrics in place of the server's.
+pkg_check_modules(TEST_CJSON REQUIRED IMPORTED_TARGET libcjson)
+add_executable(test_resilience ${CMAKE_CURRENT_SOURCE_DIR}/server/test_resilience.c
+                               ${PROJECT_SOURCE_DIR}/src/server/resilience.c)
+target_include_directories(test_resilience PRIVATE ${PROJECT_SOURCE_DIR}/src/server)
+target_link_libraries(test_resilience PRIVATE demix PkgConfig::TEST_CJSON Threads::Threads m)
+add_test(NAME test_resilience COMMAND test_resilience)
+set_tests_properties(test_resilience PROPERTIES LABELS "unit" TIMEOUT 120)
+
 find_program(DEMIX_BASH bash REQUIRED)
 find_program(DEMIX_CURL curl)
 if(NOT DEMIX_CURL)
@@ -25,7 +36,7 @@ endif()
 # cache: no --repo, models from the cache under upstream's file names.
 # limits: no heavy work on the HTTP thread, no paths in errors, low disk,
 # queue_position, model loads that block nothing else.
-foreach(t api features persist hostile faults durability limits cache)
+foreach(t api features persist hostile faults durability limits cache http_edges)
   add_test(NAME server_${t}
            COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/${t}.sh)
   set_tests_properties(server_${t} PROPERTIES

@@ -30,10 +30,16 @@ int dmx_serve_main(int argc, char **argv);
 int cli_verbosity = 0;
 atomic_int cli_cancel;
 
-/* First Ctrl-C: ask the running separation or download to stop so it can
- * remove its partial files. A second one: stop at once. */
+/* SIGINT (Ctrl-C), SIGTERM (kill, systemd, docker stop) and SIGHUP (the
+ * terminal closed, the ssh session dropped) take one path: the first one
+ * asks the running separation or download to stop so that it removes its
+ * partial files, and the command then exits with 128 + that signal's
+ * number. A second Ctrl-C stops at once; repeats of SIGTERM or SIGHUP
+ * (a hangup often comes twice, from the kernel and from the shell) do
+ * not cut the cleanup short. */
 static void on_signal(int sig) {
-    if (atomic_exchange(&cli_cancel, 1)) {
+    int none = 0;
+    if (!atomic_compare_exchange_strong(&cli_cancel, &none, sig) && sig == SIGINT) {
         signal(sig, SIG_DFL);
         raise(sig);
     }
@@ -46,7 +52,16 @@ void cli_install_signal_handlers(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 }
+
+int cli_interrupt_exit(void) {
+    int sig = atomic_load(&cli_cancel);
+    return sig > 0 && sig < 64 ? 128 + sig : EXIT_INTERRUPT;
+}
+
+/* What a command returns as EXIT_INTERRUPT becomes 128 + the signal. */
+static int exit_status(int rc) { return rc == EXIT_INTERRUPT ? cli_interrupt_exit() : rc; }
 
 static const char ENV_AND_EXIT[] =
     "ENVIRONMENT\n"
@@ -67,7 +82,9 @@ static const char ENV_AND_EXIT[] =
     "    1    A track, a model or a download failed (the reason is printed;\n"
     "         other tracks are still processed).\n"
     "    2    The command line is wrong or contradictory; nothing was done.\n"
-    "    130  Interrupted (Ctrl-C); partial output files were removed.\n";
+    "    130  Interrupted by Ctrl-C (SIGINT); partial output files were removed.\n"
+    "    129, 143\n"
+    "         Stopped by SIGHUP (terminal closed) or SIGTERM, the same way.\n";
 
 void print_main_help(FILE *f) {
     fprintf(f,
@@ -261,7 +278,6 @@ static void print_version(void) {
 }
 
 int main(int argc, char **argv) {
-    cli_install_signal_handlers();
     if (argc < 2) {
         fprintf(stderr, "usage: demix separate [OPTIONS] TRACK...\n"
                         "       demix models {list | fetch | verify | path}\n"
@@ -269,11 +285,10 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "separate")) return cmd_separate(argc - 1, argv + 1);
-    if (!strcmp(cmd, "models")) return cmd_models(argc - 1, argv + 1);
-#ifdef DEMIX_HAVE_SERVER
-    if (!strcmp(cmd, "serve")) return dmx_serve_main(argc - 1, argv + 1);
-#endif
+    /* (`demix serve` takes its stop signals itself: serve.c) */
+    if (!strcmp(cmd, "separate") || !strcmp(cmd, "models")) cli_install_signal_handlers();
+    if (!strcmp(cmd, "separate")) return exit_status(cmd_separate(argc - 1, argv + 1));
+    if (!strcmp(cmd, "models")) return exit_status(cmd_models(argc - 1, argv + 1));
 #ifdef DEMIX_HAVE_SERVER
     if (!strcmp(cmd, "serve")) return dmx_serve_main(argc - 1, argv + 1);
 #endif

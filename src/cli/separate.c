@@ -21,6 +21,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -690,7 +691,9 @@ int cmd_separate(int argc, char **argv) {
     cli_format_duration(cli_now() - t0, el, sizeof el);
     if (atomic_load(&cli_cancel)) {
         exit_rc = EXIT_INTERRUPT;
-        cli_err("interrupted; %d of %zu tracks were separated", n_ok, n_tracks);
+        int sig = atomic_load(&cli_cancel);
+        cli_err("interrupted by %s; %d of %zu tracks were separated",
+                sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "Ctrl-C", n_ok, n_tracks);
     } else if (n_failed || n_missing) {
         exit_rc = EXIT_RUNTIME;
         /* With one track its own error already says everything. */

@@ -12,6 +12,7 @@
 
 #define MAX_EXTRA_HEADERS 4
 #define MAX_JSON_BODY (1 << 20) /* POST /alerts: Alertmanager batches stay far below */
+#define MAX_IGNORED_BODY (64 * 1024) /* GET/HEAD/DELETE: a body is read, dropped, refused */
 
 typedef struct dmx_req {
     double t0;
@@ -27,6 +28,7 @@ typedef struct dmx_req {
     char *body;            /* JSON request bodies */
     size_t body_len;
     int body_too_large;
+    int64_t ignored_body;  /* bytes of a body sent with GET/HEAD/DELETE (refused) */
     int started_upload;    /* the handler has seen this request before */
     /* State a handler keeps across the calls of one request (POST
      * /separate: its form and upload, separate.c), freed with
@@ -73,6 +75,9 @@ typedef struct dmx_route_info {
  * exists for another method. */
 const dmx_route_info *dmx_route(const char *method, const char *path, dmx_req *r,
                                 int *method_mismatch);
+/* The methods PATH has in the table ("GET, HEAD, DELETE"), for the Allow
+ * header of a 405; returns the length written to out (0: no such path). */
+size_t dmx_route_allow(const char *path, char *out, size_t n);
 /* The whole table. */
 const dmx_route_info *dmx_routes(size_t *n);
 

@@ -268,3 +268,19 @@ const dmx_route_info *dmx_route(const char *method, const char *path, dmx_req *r
     }
     return NULL;
 }
+
+size_t dmx_route_allow(const char *path, char *out, size_t n) {
+    dmx_req scratch; /* match() writes the path parameters here */
+    size_t k = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof ROUTES / sizeof *ROUTES; i++) {
+        if (!match(ROUTES[i].tmpl, path, &scratch)) continue;
+        const char *m = ROUTES[i].method;
+        /* libmicrohttpd answers HEAD from the GET handler, body left out */
+        int with_head = !strcmp(m, "GET");
+        int w = snprintf(out + k, n - k, "%s%s%s", k ? ", " : "", m, with_head ? ", HEAD" : "");
+        if (w < 0 || (size_t)w >= n - k) break;
+        k += (size_t)w;
+    }
+    return k;
+}

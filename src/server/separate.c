@@ -90,7 +90,7 @@ int dmx_separate_parse(const dmx_separate_fields *f, dmx_separate_request *q,
 typedef struct sep_state {
     struct MHD_PostProcessor *pp;
     FILE *upload;
-    char *upload_path; /* DATA_DIR/uploads/REQUEST_ID.upload until it becomes a job */
+    char *upload_path; /* DATA_DIR/uploads/RANDOM.upload until it becomes a job */
     char *upload_name; /* the client's file name, cleaned */
     int64_t upload_bytes, body_bytes;
     int64_t file_next_off; /* offset the current 'file' part expects next */
@@ -144,13 +144,16 @@ static void store_file_part(dmx_req *r, sep_state *s, const char *filename, cons
         return;
     }
     if (!s->upload) {
-        if (asprintf(&s->upload_path, "%s/uploads/%s.upload", dmx_srv_cfg.data_dir,
-                     r->request_id) < 0) {
+        /* Named by the server only: a request id is the client's to
+         * choose, so two uploads could share it. */
+        char name[33];
+        if (dmx_random_hex(name, 16) < 0 ||
+            asprintf(&s->upload_path, "%s/uploads/%s.upload", dmx_srv_cfg.data_dir, name) < 0) {
             s->upload_path = NULL;
             s->write_failed = 1;
             return;
         }
-        /* x: a client reusing a request id must not overwrite another upload. */
+        /* x: never overwrite another upload, however unlikely the clash. */
         s->upload = fopen(s->upload_path, "wbx");
         if (!s->upload) {
             free(s->upload_path);

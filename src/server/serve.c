@@ -19,7 +19,8 @@
 
 #include "server.h"
 
-struct MHD_Daemon *dmx_http_start(const char *host, int port, int *bound_port);
+/* http.c: probes_only serves /livez, /health, /readyz and /metrics alone. */
+struct MHD_Daemon *dmx_http_start(const char *host, int port, int probes_only, int *bound_port);
 
 dmx_srv_config dmx_srv_cfg;
 double dmx_srv_start_time;
@@ -48,6 +49,9 @@ static const opt OPTS[] = {
     {"ttl", "DEMIX_TTL", OPT_NUM, &C->ttl_seconds, 0.1, 1e9, "seconds finished jobs are kept (86400)"},
     {"job-timeout", "DEMIX_JOB_TIMEOUT", OPT_NUM, &C->job_timeout_seconds, 0, 1e9, "wall limit of one job in seconds, 0 = none (3600)"},
     {"idle-timeout", "DEMIX_IDLE_TIMEOUT", OPT_NUM, &C->idle_timeout_seconds, 1, 86400, "drop connections silent this long, s (60)"},
+    {"max-connections", "DEMIX_MAX_CONNECTIONS", OPT_INT, &C->max_connections, 1, 65536, "open connections at once (256)"},
+    {"max-connections-per-ip", "DEMIX_MAX_CONNECTIONS_PER_IP", OPT_INT, &C->max_connections_per_ip, 0, 65536, "of those, from one peer address; 0 = no limit (32)"},
+    {"probe-port", "DEMIX_PROBE_PORT", OPT_INT, &C->probe_port, -1, 65535, "second listener for the probes only; -1 = none, 0 = a free one (-1)"},
     {"max-duration", "DEMIX_MAX_DURATION", OPT_NUM, &C->max_duration_seconds, 0, 1e9, "longest audio accepted in seconds, 0 = any (3600)"},
     {"min-free-disk", "DEMIX_MIN_FREE_DISK", OPT_MB, &C->min_free_disk_bytes, 0, 1 << 30, "refuse uploads (507) below this free space in the data folder, MiB (1024)"},
     {"grace", "DEMIX_GRACE", OPT_NUM, &C->grace_seconds, 0, 86400, "SIGTERM: seconds running jobs may finish (30)"},
@@ -148,6 +152,9 @@ int dmx_serve_main(int argc, char **argv) {
     c->ttl_seconds = 86400;
     c->job_timeout_seconds = 3600;
     c->idle_timeout_seconds = 60;
+    c->max_connections = 256;
+    c->max_connections_per_ip = 32;
+    c->probe_port = -1;
     c->max_duration_seconds = 3600;
     c->min_free_disk_bytes = 1024LL << 20;
     c->grace_seconds = 30;
@@ -164,8 +171,21 @@ int dmx_serve_main(int argc, char **argv) {
         const char *e = getenv(OPTS[i].env);
         if (e && *e && set_opt(&OPTS[i], e, OPTS[i].env)) return 2;
     }
+    /* Set but empty (a typo, a missing secret in a compose file) must not
+     * quietly open the job routes: only an unset variable means "no key". */
     const char *key = getenv("DEMIX_API_KEY");
-    c->api_key = key && *key ? key : NULL;
+    if (key && !*key) {
+        fprintf(stderr, "demix: DEMIX_API_KEY is set but empty; set a key, or unset the "
+                        "variable to run without one\n");
+        return 2;
+    }
+    for (const char *k = key; k && *k; k++)
+        if ((unsigned char)*k <= ' ' || *k == 0x7F) {
+            fprintf(stderr, "demix: DEMIX_API_KEY contains a space or control character, "
+                            "which no 'Authorization: Bearer' header can carry\n");
+            return 2;
+        }
+    c->api_key = key;
 
     struct option lo[N_OPTS + 2];
     for (int i = 0; i < N_OPTS; i++) lo[i] = (struct option){OPTS[i].flag, required_argument, 0, 1000 + i};
@@ -222,7 +242,7 @@ int dmx_serve_main(int argc, char **argv) {
         return 1;
     }
     int port = 0;
-    struct MHD_Daemon *d = dmx_http_start(c->host, c->port, &port);
+    struct MHD_Daemon *d = dmx_http_start(c->host, c->port, 0, &port);
     if (!d) {
         dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
                     "cannot listen on %s:%d (address in use, or not an IPv4 address?)", c->host,
@@ -231,10 +251,24 @@ int dmx_serve_main(int argc, char **argv) {
         dmx_jobs_free();
         return 1;
     }
+    /* Probes on a port of their own stay answerable whatever fills the
+     * main one (many clients each under the per-address limit). */
+    struct MHD_Daemon *pd = NULL;
+    int probe_port = -1;
+    if (c->probe_port >= 0 && !(pd = dmx_http_start(c->host, c->probe_port, 1, &probe_port))) {
+        dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
+                    "cannot listen on %s:%d for the probes (address in use?)", c->host,
+                    c->probe_port);
+        MHD_stop_daemon(d);
+        dmx_jobs_stop(0);
+        dmx_jobs_free();
+        return 1;
+    }
     dmx_sysmetrics_start();
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "host", c->host);
     cJSON_AddNumberToObject(f, "port", port);
+    if (pd) cJSON_AddNumberToObject(f, "probe_port", probe_port);
     cJSON_AddNumberToObject(f, "workers", c->workers);
     cJSON_AddStringToObject(f, "data_dir", c->data_dir);
     cJSON_AddStringToObject(f, "repo", c->repo ? c->repo : "");
@@ -256,6 +290,7 @@ int dmx_serve_main(int argc, char **argv) {
     dmx_jobs_stop(c->grace_seconds);
     /* 3. Requests in flight (wait=true was woken) complete; then exit. */
     MHD_stop_daemon(d);
+    if (pd) MHD_stop_daemon(pd);
     dmx_sysmetrics_stop();
     dmx_jobs_free();
     dmx_srv_log(DMX_LOG_INFO, "demix.server", "shutdown", NULL, NULL, "stopped");

@@ -36,6 +36,9 @@ typedef struct dmx_srv_config {
     double ttl_seconds;          /* finished jobs are kept this long */
     double job_timeout_seconds;  /* wall limit of one job; 0 = none */
     double idle_timeout_seconds; /* a connection silent this long is dropped */
+    int max_connections;         /* open HTTP connections at once */
+    int max_connections_per_ip;  /* of those, from one peer address; 0 = no limit */
+    int probe_port;              /* listener for the probes only; -1 = none */
     double max_duration_seconds; /* longer audio is refused (422); 0 = no limit */
     int64_t min_free_disk_bytes; /* uploads are refused (507) below this free space */
     double grace_seconds;        /* SIGTERM: how long running jobs may finish */
@@ -248,6 +251,8 @@ int dmx_transient(dmx_status st);
 /* Sleeps the full-jitter backoff before retry number `attempt` (0-based):
  * uniform in [0, min(30 s, base * 2^attempt)]; wakes early if *cancel. */
 void dmx_backoff_sleep(int attempt, atomic_int *cancel);
+/* The delay it sleeps for a uniform draw u in [0, 1]: u times the cap. */
+double dmx_backoff_delay(int attempt, double u);
 
 /* ---- zip.c ------------------------------------------------------------------- */
 
