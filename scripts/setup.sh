@@ -10,7 +10,8 @@ PKGS=(build-essential cmake pkg-config
       libcurl4-openssl-dev libssl-dev
       libmicrohttpd-dev libcjson-dev libsqlite3-dev curl
       ffmpeg sox
-      prometheus prometheus-alertmanager prometheus-node-exporter)
+      prometheus prometheus-alertmanager prometheus-node-exporter
+      docker-compose) # validates deploy/'s compose file (tests/monitoring/compose.sh)
 
 # The web page's end-to-end test (tests/web.cmake): Debian's Chromium, driven
 # from Node.js by playwright-core (installed below with npm ci).

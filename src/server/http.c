@@ -67,6 +67,12 @@ void dmx_utf8_clean(char *s, int no_controls) {
     }
 }
 
+const char *dmx_error_code_at(size_t i, int *status) {
+    if (i >= sizeof ERRORS / sizeof *ERRORS) return NULL;
+    *status = ERRORS[i].status;
+    return ERRORS[i].code;
+}
+
 int dmx_error_status(const char *code) {
     for (size_t i = 0; i < sizeof ERRORS / sizeof *ERRORS; i++)
         if (!strcmp(ERRORS[i].code, code)) return ERRORS[i].status;

@@ -14,6 +14,10 @@
 #define MAX_EXTRA_HEADERS 4
 #define MAX_JSON_BODY (1 << 20) /* POST /alerts: Alertmanager batches stay far below */
 
+/* The endpoint label of POST /separate with wait=true: its latency is a
+ * whole separation, so dashboards and latency alerts leave it out. */
+#define DMX_ENDPOINT_SEPARATE_WAIT "/separate?wait=true"
+
 typedef struct dmx_req {
     double t0;
     char request_id[65];
@@ -68,6 +72,8 @@ enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, const ch
  * with no_controls, each control character) becomes '?'. Client bytes go
  * through it before they reach a JSON body or a log line. */
 void dmx_utf8_clean(char *s, int no_controls);
+/* The i-th error code of the table and its status; NULL past the end. */
+const char *dmx_error_code_at(size_t i, int *status);
 /* The HTTP status of an error code (500 for unknown codes). */
 int dmx_error_status(const char *code);
 /* Sends a prepared response (takes ownership) with the common headers. */
@@ -92,20 +98,12 @@ const dmx_route_info *dmx_route(const char *method, const char *path, dmx_req *r
 /* The whole table. */
 const dmx_route_info *dmx_routes(size_t *n);
 
+
 /* openapi.c: the OpenAPI 3 document of the table (malloc'ed JSON) and the
  * HTML page rendered from it. */
 char *dmx_openapi_json(void);
 char *dmx_openapi_html(void);
 
-/* alerts.c: POST /alerts. */
-/* Validates an Alertmanager webhook body and logs and counts each alert
- * (no MHD: tests/fuzz/fuzz_alerts.c calls it directly). Returns the number
- * of alerts, -1 if the body is not JSON, -2 if the payload is malformed
- * (*why says how; the batch is then refused whole, nothing logged). */
-int dmx_alerts_receive(const char *body, size_t len, const char *request_id,
-                       const char **why);
-enum MHD_Result dmx_h_alerts(struct MHD_Connection *c, dmx_req *r, const char *upload,
-                             size_t *upload_size);
 /* Appends upload data to r->body (bounded); 1 once the body is complete. */
 int dmx_collect_body(dmx_req *r, const char *upload, size_t *upload_size);
 
