@@ -14,6 +14,19 @@
 #define MAX_EXTRA_HEADERS 4
 #define MAX_JSON_BODY (1 << 20) /* POST /alerts: Alertmanager batches stay far below */
 
+/* POST /separate's defaults and bounds, written once: the handler applies
+ * them and /openapi.json documents them. 1 shift like upstream's CLI and
+ * Separator (and `demix separate`), so the same request gives the same
+ * stems everywhere. */
+#define DMX_SEP_DEFAULT_MODEL "htdemucs"
+#define DMX_SEP_DEFAULT_FORMAT "wav"
+#define DMX_SEP_DEFAULT_SHIFTS 1
+#define DMX_SEP_MAX_SHIFTS 100
+#define DMX_SEP_DEFAULT_OVERLAP 0.25
+/* GET /jobs paging. */
+#define DMX_JOBS_DEFAULT_LIMIT 50
+#define DMX_JOBS_MAX_LIMIT 1000
+
 /* The endpoint label of POST /separate with wait=true: its latency is a
  * whole separation, so dashboards and latency alerts leave it out. */
 #define DMX_ENDPOINT_SEPARATE_WAIT "/separate?wait=true"

@@ -162,10 +162,10 @@ static enum MHD_Result h_metrics(struct MHD_Connection *c, dmx_req *r, const cha
 
 static enum MHD_Result h_jobs(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
     const char *l = query(c, "limit"), *o = query(c, "offset");
-    int limit = l ? atoi(l) : 50, offset = o ? atoi(o) : 0;
-    if (limit < 1 || limit > 1000 || offset < 0)
+    int limit = l ? atoi(l) : DMX_JOBS_DEFAULT_LIMIT, offset = o ? atoi(o) : 0;
+    if (limit < 1 || limit > DMX_JOBS_MAX_LIMIT || offset < 0)
         return dmx_respond_error(c, r, "invalid_argument",
-                                 "limit must be 1..1000 and offset >= 0");
+                                 "limit must be 1..%d and offset >= 0", DMX_JOBS_MAX_LIMIT);
     return dmx_respond_json(c, r, 200, dmx_jobs_list_json(limit, offset), NULL, NULL);
 }
 
@@ -494,16 +494,14 @@ static enum MHD_Result separate_finish(struct MHD_Connection *c, dmx_req *r) {
     if (!r->saw_file || !r->upload_path)
         return dmx_respond_error(c, r, "missing_file",
                                  "the multipart field 'file' is required and must not be empty");
-    const char *model = r->model_name[0] ? r->model_name : "htdemucs";
-    const char *fmt = r->format[0] ? r->format : "wav";
+    const char *model = r->model_name[0] ? r->model_name : DMX_SEP_DEFAULT_MODEL;
+    const char *fmt = r->format[0] ? r->format : DMX_SEP_DEFAULT_FORMAT;
     if (strcmp(fmt, "wav") && strcmp(fmt, "flac") && strcmp(fmt, "mp3"))
         return dmx_respond_error(c, r, "invalid_argument", "format must be wav, flac or mp3");
-    /* 1 like upstream's CLI and Separator (and `demix separate`), so the
-     * same request gives the same stems everywhere. */
-    long shifts = 1;
-    if (r->shifts[0] && parse_int(r->shifts, 0, 100, &shifts))
-        return dmx_respond_error(c, r, "invalid_argument", "shifts must be 0..100");
-    double overlap = 0.25;
+    long shifts = DMX_SEP_DEFAULT_SHIFTS;
+    if (r->shifts[0] && parse_int(r->shifts, 0, DMX_SEP_MAX_SHIFTS, &shifts))
+        return dmx_respond_error(c, r, "invalid_argument", "shifts must be 0..%d", DMX_SEP_MAX_SHIFTS);
+    double overlap = DMX_SEP_DEFAULT_OVERLAP;
     if (r->overlap[0]) {
         char *end;
         overlap = strtod(r->overlap, &end);
