@@ -44,3 +44,11 @@ foreach(t api features persist hostile faults durability limits cache http_edges
     TIMEOUT 600
     ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_${t}")
 endforeach()
+
+# test_observ: UTF-8 truncation, metric label values and the alert series
+# budget, zero-declared counters, text log escaping, the engine log rate
+# limit, ZIP64 (tests/server/test_observ.c).
+add_executable(test_observ ${CMAKE_CURRENT_SOURCE_DIR}/server/test_observ.c)
+target_link_libraries(test_observ PRIVATE demix_server)
+add_test(NAME test_observ COMMAND test_observ)
+set_tests_properties(test_observ PROPERTIES LABELS "unit" TIMEOUT 120)

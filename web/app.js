@@ -471,6 +471,7 @@
       t.url = URL.createObjectURL(blob);
       t.audio.src = t.url;
       t.dl.href = t.url;
+      t.dl.setAttribute('download', filenameFrom(r, t.dl.getAttribute('download')));
       t.audio.addEventListener('ended', () => { if (t === p.tracks[0]) pause(true); });
       await drawWave(t, bytes);
     } catch (e) {
@@ -616,28 +617,25 @@
   });
   window.addEventListener('resize', () => { if (player) player.tracks.forEach(paint); });
 
-  /* "Download all": GET /jobs/{id}/zip; older servers lack it (404 not_found). */
-  async function setupZip(job) {
-    const url = '/jobs/' + job.id + '/zip';
-    el.zip.href = url;
-    el.zip.setAttribute('download', (job.filename || 'stems').replace(/\.[^.]*$/, '') + '_stems.zip');
+  /* The file name the server gives a download (Content-Disposition, RFC 6266:
+   * filename* in UTF-8 first, then filename), else the fallback. */
+  function filenameFrom(r, fallback) {
+    const cd = r.headers.get('Content-Disposition') || '';
+    const star = cd.match(/filename\*\s*=\s*UTF-8''([^;]+)/i);
+    if (star) { try { return decodeURIComponent(star[1].trim()); } catch (e) { /* malformed: next */ } }
+    const plain = cd.match(/filename\s*=\s*"([^"]*)"/i);
+    return plain ? plain[1] : fallback;
+  }
+
+  /* "Download all": GET /jobs/{id}/zip, only when clicked: the server builds
+   * the zip on the first request and keeps it beside the stems, so asking
+   * for it ahead (to see whether it exists) would double the job's disk for
+   * every job shown. The server names the file (<track>_stems.zip). */
+  function setupZip(job) {
+    el.zip.href = '/jobs/' + job.id + '/zip';
+    el.zip.setAttribute('download', '');
     el.zip.removeAttribute('aria-disabled');
     el.zipNote.textContent = '';
-    const ctl = new AbortController();
-    try {
-      const r = await fetch(url, { headers: authHeaders(), signal: ctl.signal });
-      ctl.abort(); // only the status was wanted
-      if (r.ok) return;
-      const err = await errorFrom(r.status, '', r.headers.get('Retry-After'));
-      zipUnavailable(err.status === 404 ? 'This server cannot make zips yet: download the stems one by one.' : explain(err, 'job').join(' '));
-    } catch (e) {
-      if (e.name !== 'AbortError') zipUnavailable('The zip is unavailable right now.');
-    }
-  }
-  function zipUnavailable(why) {
-    el.zip.setAttribute('aria-disabled', 'true');
-    el.zip.removeAttribute('href');
-    el.zipNote.textContent = why;
   }
   el.zip.addEventListener('click', async (e) => {
     if (el.zip.getAttribute('aria-disabled') === 'true') { e.preventDefault(); return; }
@@ -647,7 +645,7 @@
     try {
       const r = await api(el.zip.getAttribute('href'), { raw: true, headers: { Accept: 'application/zip' } });
       const u = URL.createObjectURL(await r.blob());
-      const a = make('a', { href: u, download: el.zip.getAttribute('download') });
+      const a = make('a', { href: u, download: filenameFrom(r, 'stems.zip') });
       document.body.append(a); a.click(); a.remove();
       setTimeout(() => URL.revokeObjectURL(u), 60000);
     } catch (err) { showApiError(err, 'job'); }

@@ -22,6 +22,12 @@ int dmx_error_status_of(dmx_srv_error e) {
     return (unsigned)e < DMX_E_COUNT ? TABLE[e].status : 500;
 }
 
+const char *dmx_error_code_at(size_t i, int *status) {
+    if (i >= (size_t)DMX_E_COUNT) return NULL;
+    *status = TABLE[i].status;
+    return TABLE[i].code;
+}
+
 int dmx_error_status(const char *code) {
     for (int i = 0; i < DMX_E_COUNT; i++)
         if (!strcmp(TABLE[i].code, code)) return TABLE[i].status;

@@ -9,6 +9,8 @@
 #ifndef DEMIX_SERVER_ERRORS_H
 #define DEMIX_SERVER_ERRORS_H
 
+#include <stddef.h>
+
 /* X(ENUM, "code", HTTP status, 1 if a job can end with it) */
 #define DMX_SRV_ERROR_MAP(X)                                                   \
     X(INVALID_ARGUMENT, "invalid_argument", 400, 1)                            \
@@ -55,6 +57,9 @@ const char *dmx_error_code(dmx_srv_error e);
 /* The HTTP status of an error code (500 for a code not in the table). */
 int dmx_error_status(const char *code);
 int dmx_error_status_of(dmx_srv_error e);
+/* The i-th code of the table and its status; NULL past the end (for
+ * metrics that create every error series at 0). */
+const char *dmx_error_code_at(size_t i, int *status);
 /* Messages for clients name no server path: every word holding a '/' is
  * cut down to its last component, in place ("data/jobs/ID/input: x" ->
  * "input: x"). Log the message first if the path matters. */

@@ -14,6 +14,14 @@
 #define MAX_JSON_BODY (1 << 20) /* POST /alerts: Alertmanager batches stay far below */
 #define MAX_IGNORED_BODY (64 * 1024) /* GET/HEAD/DELETE: a body is read, dropped, refused */
 
+/* GET /jobs paging. */
+#define DMX_JOBS_DEFAULT_LIMIT 50
+#define DMX_JOBS_MAX_LIMIT 1000
+
+/* The endpoint label of POST /separate with wait=true: its latency is a
+ * whole separation, so dashboards and latency alerts leave it out. */
+#define DMX_ENDPOINT_SEPARATE_WAIT "/separate?wait=true"
+
 typedef struct dmx_req {
     double t0;
     char request_id[65];
@@ -29,6 +37,8 @@ typedef struct dmx_req {
     size_t body_len;
     int body_too_large;
     int64_t ignored_body;  /* bytes of a body sent with GET/HEAD/DELETE (refused) */
+    const char *refuse;    /* error code to answer once the (bounded) body is read */
+    char refuse_msg[128];
     int started_upload;    /* the handler has seen this request before */
     /* State a handler keeps across the calls of one request (POST
      * /separate: its form and upload, separate.c), freed with
@@ -56,6 +66,8 @@ enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, const ch
  * with no_controls, each control character) becomes '?'. Client bytes go
  * through it before they reach a JSON body or a log line. */
 void dmx_utf8_clean(char *s, int no_controls);
+/* The i-th error code of the table and its status; NULL past the end. */
+const char *dmx_error_code_at(size_t i, int *status);
 /* Sends a prepared response (takes ownership) with the common headers. */
 enum MHD_Result dmx_respond(struct MHD_Connection *c, dmx_req *r, int status,
                             struct MHD_Response *resp, int64_t bytes);
@@ -81,6 +93,7 @@ size_t dmx_route_allow(const char *path, char *out, size_t n);
 /* The whole table. */
 const dmx_route_info *dmx_routes(size_t *n);
 
+
 /* openapi.c: the OpenAPI 3 document of the table (malloc'ed JSON) and the
  * HTML page rendered from it. */
 char *dmx_openapi_json(void);
@@ -92,15 +105,6 @@ enum MHD_Result dmx_h_separate(struct MHD_Connection *c, dmx_req *r, const char 
 /* routes.c: the stems of a finished job as one zip (takes the reference). */
 enum MHD_Result dmx_send_zip(struct MHD_Connection *c, dmx_req *r, dmx_job *j);
 
-/* alerts.c: POST /alerts. */
-/* Validates an Alertmanager webhook body and logs and counts each alert
- * (no MHD: tests/fuzz/fuzz_alerts.c calls it directly). Returns the number
- * of alerts, -1 if the body is not JSON, -2 if the payload is malformed
- * (*why says how; the batch is then refused whole, nothing logged). */
-int dmx_alerts_receive(const char *body, size_t len, const char *request_id,
-                       const char **why);
-enum MHD_Result dmx_h_alerts(struct MHD_Connection *c, dmx_req *r, const char *upload,
-                             size_t *upload_size);
 /* Appends upload data to r->body (bounded); 1 once the body is complete. */
 int dmx_collect_body(dmx_req *r, const char *upload, size_t *upload_size);
 

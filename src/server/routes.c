@@ -5,6 +5,7 @@
  * hold job ids) never multiply metric series.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -77,8 +78,77 @@ static enum MHD_Result h_models(struct MHD_Connection *c, dmx_req *r, const char
     return dmx_respond_json(c, r, 200, o, NULL, NULL);
 }
 
+/* Breaker states gathered for one scrape. */
+typedef struct breaker_list {
+    int n, cap;
+    char **names;
+    int *states;
+} breaker_list;
+
+static void collect_breaker(void *user, const char *name, dmx_breaker_state st) {
+    breaker_list *l = user;
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 8;
+        char **nn = realloc(l->names, sizeof *nn * (size_t)cap);
+        if (nn) l->names = nn;
+        int *ns = realloc(l->states, sizeof *ns * (size_t)cap);
+        if (ns) l->states = ns;
+        if (!nn || !ns) return;
+        l->cap = cap;
+    }
+    if (!(l->names[l->n] = strdup(name))) return;
+    l->states[l->n++] = (int)st;
+}
+
+/* Separations of every available model (each terminal status) and every
+ * error a route can answer (the error table's codes whose status the route
+ * lists) exist at 0 from the start: increase() then sees the first event. */
+void dmx_routes_declare_metrics(void) {
+    static const dmx_job_state terminal[] = {JOB_DONE, JOB_FAILED, JOB_CANCELLED};
+    cJSON *models = dmx_models_json(), *m;
+    cJSON_ArrayForEach(m, models) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(m, "name");
+        if (!cJSON_IsString(name)) continue;
+        for (size_t k = 0; k < sizeof terminal / sizeof *terminal; k++)
+            dmx_metrics_declare_separation(name->valuestring, dmx_job_state_name(terminal[k]));
+    }
+    cJSON_Delete(models);
+    size_t n;
+    const dmx_route_info *rt = dmx_routes(&n);
+    const char *code;
+    int status;
+    for (size_t i = 0; i < n; i++)
+        for (size_t e = 0; (code = dmx_error_code_at(e, &status)); e++) {
+            char st[8];
+            snprintf(st, sizeof st, "%d", status);
+            /* the statuses are space-separated three-digit words */
+            for (const char *p = rt[i].responses; (p = strstr(p, st)); p += 3)
+                if ((p == rt[i].responses || p[-1] == ' ') && (p[3] == ' ' || !p[3])) {
+                    dmx_metrics_declare_error(code, rt[i].tmpl);
+                    break;
+                }
+        }
+}
+
 static enum MHD_Result h_metrics(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
-    char *s = dmx_metrics_render();
+    /* Models that appeared since the start get their zero series too. */
+    dmx_routes_declare_metrics();
+    breaker_list bl = {0};
+    dmx_breakers_each(collect_breaker, &bl);
+    dmx_metrics_gauges g = {
+        .models_loaded = dmx_models_loaded(),
+        .active_sessions = dmx_jobs_active(),
+        .queue_depth = dmx_jobs_queue_depth(),
+        .rate_limit_buckets = dmx_ratelimit_buckets(),
+        .process_start_time = dmx_srv_wall() - (dmx_srv_now() - dmx_srv_start_time),
+        .n_breakers = bl.n,
+        .breaker_names = (const char *const *)bl.names,
+        .breaker_states = bl.states,
+    };
+    dmx_sysmetrics_get(&g.sys);
+    char *s = dmx_metrics_render(&g);
+    dmx_strv_free(bl.names, bl.n);
+    free(bl.states);
     if (!s) return dmx_respond_error(c, r, "internal", "out of memory");
     size_t len = strlen(s);
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, s, MHD_RESPMEM_MUST_FREE);
@@ -90,10 +160,10 @@ static enum MHD_Result h_metrics(struct MHD_Connection *c, dmx_req *r, const cha
 
 static enum MHD_Result h_jobs(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
     const char *l = query(c, "limit"), *o = query(c, "offset");
-    int limit = l ? atoi(l) : 50, offset = o ? atoi(o) : 0;
-    if (limit < 1 || limit > 1000 || offset < 0)
+    int limit = l ? atoi(l) : DMX_JOBS_DEFAULT_LIMIT, offset = o ? atoi(o) : 0;
+    if (limit < 1 || limit > DMX_JOBS_MAX_LIMIT || offset < 0)
         return dmx_respond_error(c, r, "invalid_argument",
-                                 "limit must be 1..1000 and offset >= 0");
+                                 "limit must be 1..%d and offset >= 0", DMX_JOBS_MAX_LIMIT);
     return dmx_respond_json(c, r, 200, dmx_jobs_list_json(limit, offset), NULL, NULL);
 }
 
@@ -116,12 +186,48 @@ static enum MHD_Result h_job_delete(struct MHD_Connection *c, dmx_req *r, const 
     return dmx_respond_json(c, r, 200, o, NULL, NULL);
 }
 
+/* ---- downloads ------------------------------------------------------------------------ */
+
+/* The track name of a job's files: the upload's name without its extension,
+ * with what file systems refuse (/ \ : * ? " < > |, controls) as '_',
+ * leading/trailing dots and spaces trimmed, at most 100 bytes of UTF-8;
+ * "stems" when nothing is left. */
+static void track_name(const char *upload, char *out, size_t cap) {
+    char t[128];
+    dmx_utf8_copy(t, sizeof t, upload ? upload : "");
+    char *dot = strrchr(t, '.');
+    if (dot && dot != t) *dot = '\0';
+    for (unsigned char *p = (unsigned char *)t; *p; p++)
+        if (*p < 0x20 || *p == 0x7F || strchr("/\\:*?\"<>|", *p)) *p = '_';
+    char *b = t;
+    while (*b == ' ' || *b == '.') b++;
+    size_t n = strlen(b);
+    while (n && (b[n - 1] == ' ' || b[n - 1] == '.')) b[--n] = '\0';
+    dmx_utf8_copy(out, cap < 101 ? cap : 101, *b ? b : "stems");
+}
+
+/* Content-Disposition for NAME (valid UTF-8, no quotes or controls): RFC
+ * 6266 attachment with an ASCII filename (other bytes as '_') for old
+ * clients and filename* (RFC 8187, percent-encoded UTF-8). */
+static void disposition(const char *name, char *out, size_t cap) {
+    size_t k = (size_t)snprintf(out, cap, "attachment; filename=\"");
+    for (const unsigned char *p = (const unsigned char *)name; *p && k + 2 < cap; p++)
+        out[k++] = *p < 0x80 ? (char)*p : '_';
+    k += (size_t)snprintf(out + k, k < cap ? cap - k : 0, "\"; filename*=UTF-8''");
+    for (const unsigned char *p = (const unsigned char *)name; *p && k + 4 < cap; p++) {
+        if (isalnum(*p) || strchr("!#$&+-.^_`|~", *p)) out[k++] = (char)*p;
+        else k += (size_t)snprintf(out + k, cap - k, "%%%02X", *p);
+    }
+    if (k < cap) out[k] = '\0';
+}
+
 static enum MHD_Result h_stem(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
     dmx_job *j = dmx_job_get(r->id);
     if (!j) return dmx_respond_error(c, r, "job_not_found", "no job %s", r->id);
     char *path = dmx_job_stem_path(j, r->stem);
-    char fmt[8];
+    char fmt[8], track[128];
     snprintf(fmt, sizeof fmt, "%s", j->format);
+    track_name(j->upload_name, track, sizeof track);
     dmx_job_put(j);
     if (!path)
         return dmx_respond_error(c, r, "stem_not_found",
@@ -129,14 +235,14 @@ static enum MHD_Result h_stem(struct MHD_Connection *c, dmx_req *r, const char *
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     free(path);
     if (fd < 0) return dmx_respond_error(c, r, "stem_not_found", "stem file is gone");
-    char fname[100];
-    snprintf(fname, sizeof fname, "%s.%s", r->stem, fmt);
+    char fname[256];
+    snprintf(fname, sizeof fname, "%s_%s.%s", track, r->stem, fmt);
     return send_fd(c, r, fd,
                    !strcmp(fmt, "mp3") ? "audio/mpeg" : !strcmp(fmt, "flac") ? "audio/flac" : "audio/wav",
                    fname);
 }
 
-/* Sends a file from disk (takes fd). */
+/* Sends a file from disk (takes fd) as an attachment named FILENAME. */
 static enum MHD_Result send_fd(struct MHD_Connection *c, dmx_req *r, int fd, const char *ctype,
                                const char *filename) {
     struct stat st;
@@ -150,8 +256,8 @@ static enum MHD_Result send_fd(struct MHD_Connection *c, dmx_req *r, int fd, con
         return MHD_NO;
     }
     MHD_add_response_header(resp, "Content-Type", ctype);
-    char disp[200];
-    snprintf(disp, sizeof disp, "attachment; filename=\"%s\"", filename);
+    char disp[1024];
+    disposition(filename, disp, sizeof disp);
     MHD_add_response_header(resp, "Content-Disposition", disp);
     return dmx_respond(c, r, 200, resp, (int64_t)st.st_size);
 }
@@ -164,8 +270,9 @@ enum MHD_Result dmx_send_zip(struct MHD_Connection *c, dmx_req *r, dmx_job *j) {
         dmx_job_put(j);
         return dmx_respond_error(c, r, "job_not_done", "job %s has no results (yet)", r->id);
     }
-    char *zp = NULL, fname[64];
-    snprintf(fname, sizeof fname, "%s.zip", j->id);
+    char *zp = NULL, track[128], fname[160];
+    track_name(j->upload_name, track, sizeof track);
+    snprintf(fname, sizeof fname, "%s_stems.zip", track);
     if (asprintf(&zp, "%s/stems.zip", j->dir) < 0) zp = NULL;
     dmx_job_put(j);
     int fd = zp ? open(zp, O_RDONLY | O_CLOEXEC) : -1;
@@ -181,6 +288,56 @@ static enum MHD_Result h_zip(struct MHD_Connection *c, dmx_req *r, const char *u
     dmx_job *j = dmx_job_get(r->id);
     if (!j) return dmx_respond_error(c, r, "job_not_found", "no job %s", r->id);
     return dmx_send_zip(c, r, j);
+}
+
+/* ---- POST /alerts ----------------------------------------------------------------------- */
+
+/* Constant-time comparison: the secret must not leak through timing. */
+static int secret_matches(const char *given, const char *secret) {
+    size_t a = strlen(given), b = strlen(secret);
+    unsigned char d = (unsigned char)(a != b);
+    for (size_t i = 0; i < b; i++) d |= (unsigned char)(secret[i] ^ (i < a ? given[i] : 0));
+    return d == 0;
+}
+
+/* With --alerts-token, Alertmanager must send it as a bearer token
+ * (webhook_config http_config.authorization); the answer waits for the
+ * (bounded) body, like every refusal of a request with one. */
+static enum MHD_Result h_alerts(struct MHD_Connection *c, dmx_req *r, const char *upload,
+                                size_t *upload_size) {
+    if (!r->started_upload) {
+        r->started_upload = 1;
+        const char *tok = dmx_srv_cfg.alerts_token;
+        const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+        if (tok && *tok) {
+            const char *given = h && !strncasecmp(h, "Bearer ", 7) ? h + 7 : "";
+            while (*given == ' ') given++;
+            if (!secret_matches(given, tok)) {
+                r->refuse = "unauthorized";
+                snprintf(r->refuse_msg, sizeof r->refuse_msg,
+                         "POST /alerts needs the alerts token (Authorization: Bearer)");
+            }
+        }
+        if (!r->refuse && (!ct || strncasecmp(ct, "application/json", 16))) {
+            r->refuse = "unsupported_media_type";
+            snprintf(r->refuse_msg, sizeof r->refuse_msg, "POST /alerts takes application/json");
+        }
+        return MHD_YES;
+    }
+    if (!dmx_collect_body(r, upload, upload_size)) return MHD_YES;
+    if (r->refuse) return dmx_respond_error(c, r, r->refuse, "%s", r->refuse_msg);
+    if (r->body_too_large)
+        return dmx_respond_error(c, r, "payload_too_large", "the payload exceeds %d bytes",
+                                 MAX_JSON_BODY);
+    const char *why;
+    int n = dmx_alerts_receive(r->body, r->body_len, r->request_id, &why);
+    if (n == -1) return dmx_respond_error(c, r, "invalid_json", "the body is not valid JSON");
+    if (n < 0) return dmx_respond_error(c, r, "invalid_payload", "%s", why);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "ok");
+    cJSON_AddNumberToObject(o, "received", n);
+    return dmx_respond_json(c, r, 200, o, NULL, NULL);
 }
 
 /* ---- documentation -------------------------------------------------------------------- */
@@ -218,7 +375,7 @@ static const dmx_route_info ROUTES[] = {
     {"GET", "/metrics", h_metrics, 0, "Prometheus metrics (text format 0.0.4).", "200", "text/plain"},
     {"GET", "/openapi.json", h_openapi, 0, "This API as an OpenAPI 3 document.", "200", "application/json"},
     {"GET", "/docs", h_docs, 0, "This API as a readable page.", "200", "text/html"},
-    {"POST", "/alerts", dmx_h_alerts, 0, "Alertmanager webhook receiver: logs and counts each alert.", "200 400 413 415", "application/json"},
+    {"POST", "/alerts", h_alerts, 0, "Alertmanager webhook receiver: logs and counts each alert (bearer token when --alerts-token is set).", "200 400 401 413 415", "application/json"},
     {"POST", "/separate", dmx_h_separate, 1, "Upload audio (multipart: file, model_name, two_stems, format, shifts, overlap, wait) and start a separation job.", "200 202 400 401 413 415 422 429 503 507", "application/json"},
     {"GET", "/jobs", h_jobs, 1, "Recent jobs, newest first (limit, offset).", "200 400 401", "application/json"},
     {"GET", "/jobs/{id}", h_job, 1, "A job: status, progress, ETA, stems, error.", "200 401 404", "application/json"},

@@ -33,7 +33,8 @@
 /* ---- the form, as data ---------------------------------------------------------- */
 
 const dmx_separate_request dmx_separate_defaults = {
-    .model = "htdemucs", .two_stems = "", .format = "wav", .shifts = 1, .overlap = 0.25, .wait = 0};
+    .model = DMX_SEP_DEFAULT_MODEL, .two_stems = "", .format = DMX_SEP_DEFAULT_FORMAT,
+    .shifts = DMX_SEP_DEFAULT_SHIFTS, .overlap = DMX_SEP_DEFAULT_OVERLAP, .wait = 0};
 
 static int truthy(const char *s) {
     return s && (!strcmp(s, "1") || !strcasecmp(s, "true") || !strcasecmp(s, "yes"));
@@ -71,8 +72,8 @@ int dmx_separate_parse(const dmx_separate_fields *f, dmx_separate_request *q,
         snprintf(q->format, sizeof q->format, "%.7s", f->format);
     }
     long shifts = q->shifts;
-    if (f->shifts[0] && parse_int(f->shifts, 0, 100, &shifts))
-        return invalid(code, msg, n, "shifts must be 0..100");
+    if (f->shifts[0] && parse_int(f->shifts, 0, DMX_SEP_MAX_SHIFTS, &shifts))
+        return invalid(code, msg, n, "shifts must be 0.." DMX__STR(DMX_SEP_MAX_SHIFTS));
     q->shifts = (int)shifts;
     if (f->overlap[0]) {
         char *end;
@@ -374,6 +375,7 @@ static int wants_zip(struct MHD_Connection *c) {
 static enum MHD_Result respond_job(struct MHD_Connection *c, dmx_req *r, dmx_job *j, int wait) {
     char loc[64];
     snprintf(loc, sizeof loc, "/jobs/%s", j->id);
+    if (wait) r->endpoint = DMX_ENDPOINT_SEPARATE_WAIT; /* kept out of the latency panel */
     if (wait && dmx_job_wait(j) < 0) {
         dmx_job_put(j);
         return dmx_respond_error(c, r, dmx_error_code(DMX_E_SHUTTING_DOWN),

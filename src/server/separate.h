@@ -12,6 +12,18 @@
 
 #define DMX_FORM_FIELD 256 /* bytes kept per text field, NUL included */
 
+/* POST /separate's defaults and bounds, written once: dmx_separate_defaults
+ * and the parser apply them and /openapi.json documents them. 1 shift like upstream's CLI and
+ * Separator (and `demix separate`), so the same request gives the same
+ * stems everywhere. */
+#define DMX_SEP_DEFAULT_MODEL "htdemucs"
+#define DMX_SEP_DEFAULT_FORMAT "wav"
+#define DMX_SEP_DEFAULT_SHIFTS 1
+#define DMX_SEP_MAX_SHIFTS 100
+#define DMX__STR2(x) #x
+#define DMX__STR(x) DMX__STR2(x)
+#define DMX_SEP_DEFAULT_OVERLAP 0.25
+
 /* The text fields as sent ("" when absent). */
 typedef struct dmx_separate_fields {
     char model_name[DMX_FORM_FIELD], two_stems[DMX_FORM_FIELD], format[DMX_FORM_FIELD],

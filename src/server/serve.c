@@ -64,6 +64,7 @@ static const opt OPTS[] = {
     {"retries", "DEMIX_RETRIES", OPT_INT, &C->retries, 0, 10, "retries of transient failures (2)"},
     {"retry-base", "DEMIX_RETRY_BASE", OPT_NUM, &C->retry_base_seconds, 0, 60, "first backoff cap in seconds, doubled each retry (0.5)"},
     {"metrics-interval", "DEMIX_METRICS_INTERVAL", OPT_NUM, &C->metrics_interval_seconds, 0.1, 86400, "system metrics refresh, s (15)"},
+    {"alerts-token", "DEMIX_ALERTS_TOKEN", OPT_STR, &C->alerts_token, 0, 0, "bearer token POST /alerts requires (default: open)"},
     {"log-format", "DEMIX_LOG_FORMAT", OPT_LOGFMT, &C->log_text, 0, 0, "json or text (json)"},
     {"log-level", "DEMIX_LOG_LEVEL", OPT_LOGLEVEL, &C->log_level, 0, 0, "debug, info, warning or error (info)"},
 };
@@ -232,8 +233,9 @@ int dmx_serve_main(int argc, char **argv) {
     signal(SIGXFSZ, SIG_IGN);
 
     dmx_srv_start_time = dmx_srv_now();
+    dmx_srv_log_configure(c->log_text, c->log_level);
     dmx_log_set(dmx_srv_engine_log, NULL);
-    dmx_metrics_init();
+    dmx_metrics_init(c->max_upload_bytes);
     if (dmx_jobs_start(c->workers, c->queue_max) < 0) {
         dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
                     "cannot open the job store or start the worker threads");
@@ -264,6 +266,7 @@ int dmx_serve_main(int argc, char **argv) {
         dmx_jobs_free();
         return 1;
     }
+    dmx_routes_declare_metrics();
     dmx_sysmetrics_start();
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "host", c->host);

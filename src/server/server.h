@@ -52,6 +52,7 @@ typedef struct dmx_srv_config {
     double retry_base_seconds;
     double metrics_interval_seconds; /* system gauges refresh */
     const char *api_key;         /* NULL: job routes are open */
+    const char *alerts_token;    /* NULL: POST /alerts is open */
     int log_text;                /* 1: human-readable lines instead of JSON */
     int log_level;               /* a dmx_log_level: lines below it are dropped */
 } dmx_srv_config;
@@ -63,17 +64,28 @@ extern double dmx_srv_start_time; /* dmx_srv_now() at startup */
 double dmx_srv_now(void);
 double dmx_srv_wall(void);
 
-/* ---- log.c ----------------------------------------------------------------- */
+/* ---- log.c (a leaf: cJSON only) --------------------------------------------- */
+
+/* Output format (1: text lines) and the lowest level written; JSON and
+ * info until called. */
+void dmx_srv_log_configure(int text, int level);
+/* Copies src (NULL = "") into dst of cap bytes as valid UTF-8: invalid bytes
+ * become '?', and a cut at cap never splits a character. dst may be src.
+ * Returns the length. The one truncation rule for log and label strings. */
+size_t dmx_utf8_copy(char *dst, size_t cap, const char *src);
 
 /* Writes one JSON line on stderr. `fields` (may be NULL) is consumed and
  * becomes the "fields" object; request_id may be NULL. Thread-safe. */
 void dmx_srv_log(dmx_log_level level, const char *logger, const char *event_type,
                  const char *request_id, cJSON *fields, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
-/* Sink for dmx_log_set(): engine and FFmpeg messages as JSON lines. */
+/* Sink for dmx_log_set(): engine and FFmpeg messages as log lines, rate
+ * limited (a burst, then a few per second); the count of dropped ones is
+ * logged when lines pass again or at dmx_srv_log_flush(). */
 void dmx_srv_engine_log(void *user, dmx_log_level level, const char *msg);
+void dmx_srv_log_flush(void);
 
-/* ---- metrics.c ------------------------------------------------------------- */
+/* ---- metrics.c (a leaf: needs log.c only) ---------------------------------- */
 
 void dmx_metrics_http(const char *method, const char *endpoint, int status, double seconds);
 void dmx_metrics_separation(const char *model, const char *status, double seconds);
@@ -81,25 +93,63 @@ void dmx_metrics_error(const char *type, const char *endpoint);
 void dmx_metrics_job(int64_t file_bytes, double audio_seconds, double queue_wait_seconds);
 void dmx_metrics_model_load(const char *model, double seconds);
 void dmx_metrics_inference(const char *model, double seconds);
+/* alertname and severity come from outside: names of deploy's alert rules
+ * always get their own series, at most DMX_METRICS_OUTSIDE_ALERTS other
+ * names do, later ones are counted as alertname="other"; severities other
+ * than critical, warning, info and none become "other". */
+#define DMX_METRICS_OUTSIDE_ALERTS 16
 void dmx_metrics_alert(const char *alertname, const char *severity, const char *status);
 void dmx_metrics_rate_limited(void);
 void dmx_metrics_retry(void);
 void dmx_metrics_breaker_transition(const char *breaker, const char *from, const char *to);
-/* Sizes histogram buckets that depend on the configuration. */
-void dmx_metrics_init(void);
-/* Background thread refreshing the system gauges every
- * metrics_interval_seconds and logging them (event_type system_metrics). */
-int dmx_sysmetrics_start(void);
+/* Series that exist at 0 before their first event, so that increase() and
+ * rate() see the first one: separations_total{model,status} (and the
+ * model's duration histogram), errors_total{type,endpoint}. Idempotent. */
+void dmx_metrics_declare_separation(const char *model, const char *status);
+void dmx_metrics_declare_error(const char *type, const char *endpoint);
+/* Sizes the upload-size histogram buckets to the upload limit. */
+void dmx_metrics_init(int64_t max_upload_bytes);
+
 typedef struct dmx_sys_sample {
     double cpu_percent, mem_used, mem_avail, mem_percent, disk_used, disk_free;
     int64_t temp_files, temp_bytes;
     int disk_low; /* dmx_data_disk_low() */
 } dmx_sys_sample;
+
+/* The gauges of one scrape, gathered by the caller (GET /metrics) so the
+ * renderer calls nothing of jobs, resilience or the store. */
+typedef struct dmx_metrics_gauges {
+    int models_loaded, active_sessions, queue_depth, rate_limit_buckets;
+    double process_start_time; /* Unix time */
+    dmx_sys_sample sys;
+    int n_breakers;
+    const char *const *breaker_names; /* n_breakers each */
+    const int *breaker_states;        /* 0 closed, 1 open, 2 half-open */
+} dmx_metrics_gauges;
+/* Prometheus text exposition (0.0.4) of the counters and `g`; malloc'ed. */
+char *dmx_metrics_render(const dmx_metrics_gauges *g);
+
+/* routes.c: declares at 0 the counters the route table, the error table and
+ * the available models imply (serve.c at start, GET /metrics per scrape). */
+void dmx_routes_declare_metrics(void);
+
+/* ---- sysmetrics.c ---------------------------------------------------------- */
+
+/* Background thread refreshing the system gauges every
+ * metrics_interval_seconds and logging them (event_type system_metrics). */
+int dmx_sysmetrics_start(void);
 /* The latest sample (zeros before the first). */
 void dmx_sysmetrics_get(dmx_sys_sample *out);
 void dmx_sysmetrics_stop(void);
-/* Prometheus text exposition (0.0.4); malloc'ed. */
-char *dmx_metrics_render(void);
+
+/* ---- alerts.c (a leaf: log.c and metrics.c) --------------------------------- */
+
+/* Validates an Alertmanager webhook body and logs and counts each alert
+ * (no HTTP: tests/fuzz/fuzz_alerts.c calls it directly). Returns the number
+ * of alerts, -1 if the body is not JSON, -2 if the payload is malformed
+ * (*why says how; the batch is then refused whole, nothing logged). */
+int dmx_alerts_receive(const char *body, size_t len, const char *request_id,
+                       const char **why);
 
 /* ---- jobs.c, queue.c: the job queue ------------------------------------------ */
 
@@ -257,8 +307,12 @@ double dmx_backoff_delay(int attempt, double u);
 /* ---- zip.c ------------------------------------------------------------------- */
 
 /* Writes a stored (uncompressed: audio does not deflate) zip of the files
- * under the given entry names to out_path via a temporary file. 0 or -1. */
+ * under the given entry names to out_path via a temporary file, with ZIP64
+ * records where sizes or offsets need them. 0 or -1. */
 int dmx_zip_write(const char *out_path, char *const *files, char *const *names, int n);
+/* Sizes and offsets at or above this get ZIP64 records (0xFFFFFFFF; tests
+ * lower it to check the ZIP64 paths with small files). */
+extern uint64_t dmx_zip64_threshold;
 
 /* Random lowercase hex of n_bytes bytes into out (2 * n_bytes + 1). */
 int dmx_random_hex(char *out, size_t n_bytes);

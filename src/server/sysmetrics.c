@@ -146,6 +146,7 @@ static void *sys_main(void *arg) {
         cJSON_AddNumberToObject(f, "active_sessions", dmx_jobs_active());
         cJSON_AddNumberToObject(f, "queue_depth", dmx_jobs_queue_depth());
         dmx_srv_log(DMX_LOG_INFO, "demix.system", "system_metrics", NULL, f, "system metrics");
+        dmx_srv_log_flush(); /* engine lines the rate limit dropped since */
         if (wait_for(every)) break;
     }
     return NULL;

@@ -139,8 +139,9 @@ static void setup(void) {
     }
     signal(SIGPIPE, SIG_IGN);
     dmx_srv_start_time = dmx_srv_now();
+    dmx_srv_log_configure(0, c->log_level);
     dmx_log_set(dmx_srv_engine_log, NULL);
-    dmx_metrics_init();
+    dmx_metrics_init(c->max_upload_bytes);
     if (dmx_jobs_start(c->workers, c->queue_max) < 0) die("dmx_jobs_start");
     /* Stopped at once: submissions are refused (queue_full), so no separation
      * runs and no job outlives the request that made it. */
