@@ -68,6 +68,10 @@ enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, const ch
 void dmx_utf8_clean(char *s, int no_controls);
 /* The i-th error code of the table and its status; NULL past the end. */
 const char *dmx_error_code_at(size_t i, int *status);
+/* Starts the HTTP daemon on host:port (0: any free port, written to
+ * *bound_port); probes_only: a listener that answers the probes alone
+ * (--probe-port). NULL when it cannot listen. */
+struct MHD_Daemon *dmx_http_start(const char *host, int port, int probes_only, int *bound_port);
 /* Sends a prepared response (takes ownership) with the common headers. */
 enum MHD_Result dmx_respond(struct MHD_Connection *c, dmx_req *r, int status,
                             struct MHD_Response *resp, int64_t bytes);

@@ -45,12 +45,10 @@
 
 #include <microhttpd.h>
 
+#include "http.h"
 #include "server.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* serve.c */
-struct MHD_Daemon *dmx_http_start(const char *host, int port, int *bound_port);
 
 #define HANG_SECONDS 10.0
 
@@ -147,7 +145,7 @@ static void setup(void) {
      * runs and no job outlives the request that made it. */
     dmx_jobs_stop(0);
     int port = 0;
-    daemon_ = dmx_http_start(c->host, 0, &port);
+    daemon_ = dmx_http_start(c->host, 0, 0, &port);
     if (!daemon_) die("dmx_http_start");
 }
 
