@@ -136,8 +136,7 @@ static int mkdirs(const char *p) {
     return mkdir(buf, 0755) < 0 && errno != EEXIST ? -1 : 0;
 }
 
-int dmx_serve_main(int argc, char **argv) {
-    dmx_srv_config *c = &dmx_srv_cfg;
+void dmx_srv_config_defaults(dmx_srv_config *c) {
     memset(c, 0, sizeof *c);
     c->host = "127.0.0.1";
     c->port = 8000;
@@ -168,6 +167,11 @@ int dmx_serve_main(int argc, char **argv) {
     c->retry_base_seconds = 0.5;
     c->metrics_interval_seconds = 15;
     c->log_level = DMX_LOG_INFO;
+}
+
+int dmx_serve_main(int argc, char **argv) {
+    dmx_srv_config *c = &dmx_srv_cfg;
+    dmx_srv_config_defaults(c);
     for (int i = 0; i < N_OPTS; i++) {
         const char *e = getenv(OPTS[i].env);
         if (e && *e && set_opt(&OPTS[i], e, OPTS[i].env)) return 2;

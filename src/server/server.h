@@ -58,6 +58,8 @@ typedef struct dmx_srv_config {
 } dmx_srv_config;
 
 extern dmx_srv_config dmx_srv_cfg;
+/* Every field at its documented default (serve.c: the one place defaults are written). */
+void dmx_srv_config_defaults(dmx_srv_config *c);
 extern double dmx_srv_start_time; /* dmx_srv_now() at startup */
 
 /* Seconds on a monotonic clock / since the Unix epoch. */

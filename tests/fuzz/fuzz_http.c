@@ -107,7 +107,7 @@ static void setup(void) {
 
     /* As serve.c sets it up, with limits that keep runs small. */
     dmx_srv_config *c = &dmx_srv_cfg;
-    memset(c, 0, sizeof *c);
+    dmx_srv_config_defaults(c);
     c->host = "127.0.0.1";
     c->repo = repo;
     c->data_dir = data_dir;
