@@ -98,9 +98,14 @@ void format_bytes(int64_t n, char *buf, size_t len);
 
 /* ---- models (models.c) ------------------------------------------------------------ */
 
-/* Directory of the model cache ($DEMIX_MODELS, $XDG_CACHE_HOME/demix or
- * ~/.cache/demix); malloc'ed. */
+/* Directory of the model cache (the registry's rule, demix/repo.h:
+ * $DEMIX_MODELS, $XDG_CACHE_HOME/demix or ~/.cache/demix); malloc'ed. */
 char *models_cache_dir(void);
+
+/* Prints upstream's `--list-models` form ("Bag of models:" then "Single
+ * models:", one name per indented line) for `repo`, or for upstream's
+ * remote repository (the registry's table) when repo is NULL. */
+int models_list_upstream(const char *repo);
 
 /* Finds the file to pass to dmx_model_load() for NAME. With `repo` the folder
  * is searched as upstream's LocalRepo/BagOnlyRepo do; without, the cache is

@@ -507,17 +507,7 @@ int cmd_separate(int argc, char **argv) {
     if (!cfg.split && seg_given) return cli_usage_error(cmd, "--segment and --no-split contradict each other");
     if (strcasecmp(device, "cpu"))
         return cli_usage_error(cmd, "--device %s is not available: this build of demix runs on the CPU only", device);
-    if (list_models) {
-        char *margv[] = {"models", "list", NULL, NULL, NULL};
-        int margc = 2;
-        if (cfg.repo) {
-            margv[1] = "--repo";
-            margv[2] = (char *)cfg.repo;
-            margv[3] = "list";
-            margc = 4;
-        }
-        return cmd_models(margc, margv);
-    }
+    if (list_models) return models_list_upstream(cfg.repo); /* upstream's form */
     if (optind >= argc) return cli_usage_error(cmd, "no tracks given");
 
     dmx_audio_format_init(&cfg.fmt, mp3 ? DMX_AUDIO_MP3 : flac ? DMX_AUDIO_FLAC : DMX_AUDIO_WAV);

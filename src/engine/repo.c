@@ -438,7 +438,8 @@ static dmx_status find_in(const char *dir, const char *name, int bags, dmx_repo_
     for (size_t i = 0; i < l->n; i++) {
         const dmx_repo_item *it = &l->items[i];
         size_t nl = strlen(name);
-        if (it->entry.kind == DMX_REPO_CHECKPOINT && !strncmp(it->file, name, nl) && !strcmp(it->file + nl, ".th")) {
+        if (it->entry.kind == DMX_REPO_CHECKPOINT && strcmp(it->entry.name, name) && !strncmp(it->file, name, nl) &&
+            (it->file[nl] == '-' || !strcmp(it->file + nl, ".th"))) {
             if (it->problem)
                 snprintf(hint, sizeof hint, " (%s)", it->problem);
             else

@@ -125,9 +125,10 @@ static void add_model_json(cJSON *arr, const char *name, const dmx_repo_hit *h, 
     cJSON_AddItemToArray(arr, o);
 }
 
-/* Is this cache file part of an upstream model listed by its own name? */
+/* Is this cache file part of an upstream model listed by its own name (or
+ * does it carry such a name, so that the name is listed once)? */
 static int claimed_by_known(const dmx_repo_item *it) {
-    if (it->entry.kind == DMX_REPO_BAG) return dmx_repo_model_find(it->entry.name) != NULL;
+    if (dmx_repo_model_find(it->entry.name)) return 1;
     const dmx_repo_file *f = dmx_repo_file_find(it->entry.name);
     return f && !strcmp(f->checksum, it->entry.checksum);
 }
