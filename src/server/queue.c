@@ -132,9 +132,6 @@ dmx_job *dmx_job_new(void) {
     }
     j->refs = 1;
     j->state = JOB_QUEUED;
-    j->shifts = 1;
-    j->overlap = 0.25;
-    snprintf(j->format, sizeof j->format, "wav");
     j->created = dmx_srv_wall();
     return j;
 }

@@ -162,14 +162,14 @@ static enum MHD_Result h_jobs(struct MHD_Connection *c, dmx_req *r, const char *
     const char *l = query(c, "limit"), *o = query(c, "offset");
     int limit = l ? atoi(l) : DMX_JOBS_DEFAULT_LIMIT, offset = o ? atoi(o) : 0;
     if (limit < 1 || limit > DMX_JOBS_MAX_LIMIT || offset < 0)
-        return dmx_respond_error(c, r, "invalid_argument",
+        return dmx_respond_error(c, r, dmx_error_code(DMX_E_INVALID_ARGUMENT),
                                  "limit must be 1..%d and offset >= 0", DMX_JOBS_MAX_LIMIT);
     return dmx_respond_json(c, r, 200, dmx_jobs_list_json(limit, offset), NULL, NULL);
 }
 
 static enum MHD_Result h_job(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
     dmx_job *j = dmx_job_get(r->id);
-    if (!j) return dmx_respond_error(c, r, "job_not_found", "no job %s", r->id);
+    if (!j) return dmx_respond_error(c, r, dmx_error_code(DMX_E_JOB_NOT_FOUND), "no job %s", r->id);
     cJSON *o = dmx_job_json(j);
     dmx_job_put(j);
     return dmx_respond_json(c, r, 200, o, NULL, NULL);
@@ -178,7 +178,7 @@ static enum MHD_Result h_job(struct MHD_Connection *c, dmx_req *r, const char *u
 static enum MHD_Result h_job_delete(struct MHD_Connection *c, dmx_req *r, const char *u,
                                     size_t *n) {
     dmx_job *j = dmx_job_get(r->id);
-    if (!j) return dmx_respond_error(c, r, "job_not_found", "no job %s", r->id);
+    if (!j) return dmx_respond_error(c, r, dmx_error_code(DMX_E_JOB_NOT_FOUND), "no job %s", r->id);
     dmx_job_delete(j);
     cJSON *o = dmx_job_json(j);
     dmx_job_put(j);

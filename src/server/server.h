@@ -198,7 +198,8 @@ int dmx_jobs_start(int n_workers, int queue_max);
 void dmx_jobs_stop(double grace);
 /* Frees the jobs, models and the store once no request can use them. */
 void dmx_jobs_free(void);
-/* New job (refs = 1, owned by the caller) with a fresh 128-bit id. */
+/* New job (refs = 1, owned by the caller) with a fresh 128-bit id; the
+ * caller fills in the request (separate.c holds the defaults). */
 dmx_job *dmx_job_new(void);
 /* Stores the job's row and queues it (the queue takes its own reference).
  * Returns 0 once the job is durable and queued, or -1 with *why:

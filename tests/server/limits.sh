@@ -3,7 +3,7 @@
 #  1. Audio whose container states no length (8 ch, 384 kHz FLAC of hours
 #     of silence, 2 MB) is not counted on the HTTP thread: the upload is
 #     answered at once (202); the worker, in the bounded pool, counts it
-#     (and fails it with audio_too_long past the limit: hostile.sh).
+#     (and fails it with audio_too_long past the limit, see hostile.sh).
 #  2. Job errors shown to clients hold no server path (the log has them).
 #  3. Free disk below --min-free-disk: uploads get 507
 #     insufficient_storage, /readyz is not ready and says why, /health is
@@ -38,7 +38,7 @@ python3 -c "import sys; sys.exit(0 if float('${dt:-99}') < 2 else 1)" && pass "l
 HID=$(json hostile 'd["id"]')
 [ "$(json hostile 'd["audio_seconds"]')" = None ] || fail "audio_seconds: $(cat "$WORK/hostile.body")"
 # Its cost is now the worker's (it would end audio_too_long once an hour
-# is decoded: hostile.sh checks that on a cheaper file); cancel it.
+# is decoded, as hostile.sh's "lying" FLAC does on a cheaper file); cancel it.
 get hostile_del 200 -X DELETE "$B/jobs/$HID"
 get hostile_health 200 --max-time 5 "$B/health"
 
