@@ -79,8 +79,6 @@ size_t dmx_utf8_copy(char *dst, size_t cap, const char *src) {
     return k;
 }
 
-/* Every string (keys too) of a fields object made valid UTF-8 in place:
- * fields often quote outside input (alert labels, file names). */
 static int utf8_valid(const char *s) {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t n; *p; p += n)
@@ -88,8 +86,10 @@ static int utf8_valid(const char *s) {
     return 1;
 }
 
-/* Written only when invalid: valid strings may be constants (cJSON's
- * CS/reference variants). */
+/* Every string (keys too) of a fields object made valid UTF-8 in place:
+ * fields often quote outside input (alert labels, file names). Written only
+ * when invalid: valid strings may be constants (cJSON's CS/reference
+ * variants). */
 static void clean_strings(cJSON *o) {
     for (; o; o = o->next) {
         if (o->string && !utf8_valid(o->string))
