@@ -8,9 +8,9 @@
  * alert is malformed: a half-logged batch is harder to reason about than
  * a refused one, which Alertmanager reports in its own log.
  *
- * Everything here is outside input: strings are made valid UTF-8 before
- * they reach a log line, and the metric labels go through the alert
- * budget of metrics.c. The HTTP side (content type, shared secret, body
+ * Everything here is outside input: log.c makes every string of a line
+ * valid UTF-8, and the metric labels go through the alert budget of
+ * metrics.c. The HTTP side (content type, shared secret, body
  * size) is the /alerts handler in routes.c; this file needs log.c and
  * metrics.c only, so the fuzz target links no HTTP daemon and no FFmpeg.
  */
@@ -18,16 +18,6 @@
 #include <string.h>
 
 #include "server.h"
-
-/* Every string (keys too) of the document made valid UTF-8 in place. */
-static void clean_strings(cJSON *o) {
-    for (; o; o = o->next) {
-        if (o->string) dmx_utf8_copy(o->string, strlen(o->string) + 1, o->string);
-        if (cJSON_IsString(o) && o->valuestring)
-            dmx_utf8_copy(o->valuestring, strlen(o->valuestring) + 1, o->valuestring);
-        clean_strings(o->child);
-    }
-}
 
 static const char *str_field(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -56,7 +46,6 @@ int dmx_alerts_receive(const char *body, size_t len, const char *request_id,
     *why = NULL;
     cJSON *doc = body ? cJSON_ParseWithLength(body, len) : NULL;
     if (!doc) return -1;
-    clean_strings(doc);
     const cJSON *alerts = cJSON_GetObjectItemCaseSensitive(doc, "alerts");
     if (!cJSON_IsObject(doc))
         *why = "the payload must be an object";

@@ -79,6 +79,27 @@ size_t dmx_utf8_copy(char *dst, size_t cap, const char *src) {
     return k;
 }
 
+static int utf8_valid(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t n; *p; p += n)
+        if (!(n = utf8_char(p))) return 0;
+    return 1;
+}
+
+/* Every string (keys too) of a fields object made valid UTF-8 in place:
+ * fields often quote outside input (alert labels, file names). Written only
+ * when invalid: valid strings may be constants (cJSON's CS/reference
+ * variants). */
+static void clean_strings(cJSON *o) {
+    for (; o; o = o->next) {
+        if (o->string && !utf8_valid(o->string))
+            dmx_utf8_copy(o->string, strlen(o->string) + 1, o->string);
+        if (cJSON_IsString(o) && o->valuestring && !utf8_valid(o->valuestring))
+            dmx_utf8_copy(o->valuestring, strlen(o->valuestring) + 1, o->valuestring);
+        clean_strings(o->child);
+    }
+}
+
 /* Text lines: the string with backslash and control characters escaped. */
 static void text_escape(char *out, size_t cap, const char *s) {
     size_t k = 0;
@@ -129,6 +150,7 @@ void dmx_srv_log(dmx_log_level level, const char *logger, const char *event_type
     dmx_utf8_copy(msg, sizeof msg, msg);
     char rid[80];
     dmx_utf8_copy(rid, sizeof rid, request_id ? request_id : "");
+    if (fields) clean_strings(fields->child);
 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

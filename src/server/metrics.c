@@ -143,6 +143,16 @@ static series *find(family *f, const char *labels) {
     return s;
 }
 
+/* Declared (zero) series take at most half of a table, so that many models
+ * or routes cannot leave no room for series with real events. */
+static void declare(family *f, const char *labels) {
+    int cap = f->cap ? f->cap : MAX_SERIES;
+    series *tab = f->s ? f->s : f->tab;
+    for (int i = 0; i < f->n; i++)
+        if (!strcmp(tab[i].labels, labels)) return;
+    if (f->n < cap / 2) find(f, labels);
+}
+
 static void add(family *f, const char *labels, double v) {
     series *s = find(f, labels);
     if (s) s->value += v;
@@ -197,9 +207,9 @@ void dmx_metrics_declare_separation(const char *model, const char *status) {
     esc(s, sizeof s, status);
     pthread_mutex_lock(&mlock);
     snprintf(l, sizeof l, "model=\"%s\",status=\"%s\"", m, s);
-    find(&sep_total, l);
+    declare(&sep_total, l);
     snprintf(l, sizeof l, "model=\"%s\"", m);
-    find(&sep_dur, l);
+    declare(&sep_dur, l);
     pthread_mutex_unlock(&mlock);
 }
 
@@ -209,7 +219,7 @@ void dmx_metrics_declare_error(const char *type, const char *endpoint) {
     esc(e, sizeof e, endpoint);
     pthread_mutex_lock(&mlock);
     snprintf(l, sizeof l, "type=\"%s\",endpoint=\"%s\"", t, e);
-    find(&err_total, l);
+    declare(&err_total, l);
     pthread_mutex_unlock(&mlock);
 }
 

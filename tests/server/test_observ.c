@@ -86,6 +86,13 @@ static void test_metrics(void) {
     dmx_metrics_alert("DemixDown", "critical", "resolved");
     dmx_metrics_declare_separation("htdemucs", "done");
     dmx_metrics_declare_error("queue_full", "/separate");
+    /* Declared series leave room for real ones: 300 declared models do not
+     * stop a real separation from being counted. */
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "model%d", i);
+        dmx_metrics_declare_separation(name, "done");
+    }
+    dmx_metrics_separation("real", "done", 1.0);
     dmx_metrics_gauges g = {.models_loaded = 2, .queue_depth = 3};
     char *t = dmx_metrics_render(&g);
     CHECK(t != NULL, "render");
@@ -106,6 +113,8 @@ static void test_metrics(void) {
     CHECK(strstr(t, "separations_total{model=\"htdemucs\",status=\"done\"} 0\n") &&
               strstr(t, "separation_duration_seconds_count{model=\"htdemucs\"} 0\n"),
           "a declared separation series exists at 0");
+    CHECK(strstr(t, "separations_total{model=\"real\",status=\"done\"} 1\n"),
+          "a real separation is counted after many declared models");
     CHECK(strstr(t, "errors_total{type=\"queue_full\",endpoint=\"/separate\"} 0\n"),
           "a declared error series exists at 0");
     CHECK(strstr(t, "\nmodels_loaded 2\n") && strstr(t, "\nqueue_depth 3\n"),
