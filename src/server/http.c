@@ -453,7 +453,9 @@ struct MHD_Daemon *dmx_http_start(const char *host, int port, int probes_only, i
      * small and not per address; the main one's is --max-connections, of
      * which one address gets at most --max-connections-per-ip, so a flood
      * of idle sockets from one address leaves room for everyone else. */
-    unsigned limit = probes_only ? 16u : (unsigned)dmx_srv_cfg.max_connections;
+    unsigned limit = probes_only                         ? 16u
+                     : dmx_srv_cfg.max_connections > 0 ? (unsigned)dmx_srv_cfg.max_connections
+                                                       : 256u;
     unsigned per_ip = probes_only ? 0u : (unsigned)dmx_srv_cfg.max_connections_per_ip;
     unsigned timeout = (unsigned)ceil(dmx_srv_cfg.idle_timeout_seconds);
     if (probes_only && timeout > 10) timeout = 10;

@@ -19,8 +19,6 @@
 
 #include "server.h"
 
-/* http.c: probes_only serves /livez, /health, /readyz and /metrics alone. */
-struct MHD_Daemon *dmx_http_start(const char *host, int port, int probes_only, int *bound_port);
 
 dmx_srv_config dmx_srv_cfg;
 double dmx_srv_start_time;

@@ -60,6 +60,15 @@ extern double dmx_srv_start_time; /* dmx_srv_now() at startup */
 double dmx_srv_now(void);
 double dmx_srv_wall(void);
 
+/* ---- http.c ---------------------------------------------------------------- */
+
+struct MHD_Daemon;
+/* Starts a libmicrohttpd daemon on HOST:PORT (0: a free port, written to
+ * *bound_port) with the limits of dmx_srv_cfg; probes_only: it serves
+ * /livez, /health, /readyz and /metrics alone (--probe-port). NULL if it
+ * cannot listen. */
+struct MHD_Daemon *dmx_http_start(const char *host, int port, int probes_only, int *bound_port);
+
 /* ---- log.c ----------------------------------------------------------------- */
 
 /* Writes one JSON line on stderr. `fields` (may be NULL) is consumed and

@@ -49,8 +49,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* serve.c */
-struct MHD_Daemon *dmx_http_start(const char *host, int port, int *bound_port);
 
 #define HANG_SECONDS 10.0
 
@@ -119,6 +117,8 @@ static void setup(void) {
     c->ttl_seconds = 86400;
     c->job_timeout_seconds = 5;
     c->idle_timeout_seconds = 5;
+    c->max_connections = 256;
+    c->max_connections_per_ip = 0;
     c->max_duration_seconds = 3600;
     c->rate_per_minute = 6e5; /* the limiter runs but never refuses */
     c->rate_burst = 1000;
@@ -146,7 +146,7 @@ static void setup(void) {
      * runs and no job outlives the request that made it. */
     dmx_jobs_stop(0);
     int port = 0;
-    daemon_ = dmx_http_start(c->host, 0, &port);
+    daemon_ = dmx_http_start(c->host, 0, 0, &port);
     if (!daemon_) die("dmx_http_start");
 }
 
