@@ -3,7 +3,7 @@
  * (one thread per connection, so `wait=true` can block without stalling
  * other clients), request ids, JSON responses and errors, and the
  * per-request log line and metrics, the client address, the API key
- * check, and the one table that maps error codes to HTTP statuses.
+ * check. Error codes and their HTTP statuses are errors.h's table.
  * Routing and the handlers are in routes.c.
  */
 #define _GNU_SOURCE
@@ -27,22 +27,6 @@ static int valid_request_id(const char *s) {
     return 1;
 }
 
-/* Every error code the API returns and its HTTP status: the one place
- * where failures become statuses. */
-static const struct {
-    const char *code;
-    int status;
-} ERRORS[] = {
-    {"invalid_argument", 400},     {"missing_file", 400},        {"unknown_model", 400},
-    {"unknown_source", 400},       {"invalid_json", 400},        {"invalid_payload", 400},
-    {"unauthorized", 401},         {"job_not_found", 404},       {"not_found", 404},
-    {"stem_not_found", 404},       {"job_not_done", 409},        {"method_not_allowed", 405},
-    {"payload_too_large", 413},    {"unsupported_media_type", 415},
-    {"undecodable_audio", 422},    {"audio_too_long", 422},      {"rate_limited", 429},
-    {"internal", 500},             {"storage_error", 500},       {"model_unavailable", 503},
-    {"not_ready", 503},            {"queue_full", 503},          {"shutting_down", 503},
-};
-
 void dmx_utf8_clean(char *s, int no_controls) {
     unsigned char *p = (unsigned char *)s;
     while (*p) {
@@ -65,12 +49,6 @@ void dmx_utf8_clean(char *s, int no_controls) {
         if (n == 0 && no_controls && (c < 0x20 || c == 0x7F)) *p = '?';
         p += n + 1;
     }
-}
-
-int dmx_error_status(const char *code) {
-    for (size_t i = 0; i < sizeof ERRORS / sizeof *ERRORS; i++)
-        if (!strcmp(ERRORS[i].code, code)) return ERRORS[i].status;
-    return 500;
 }
 
 void dmx_req_header(dmx_req *r, const char *name, const char *fmt, ...) {
@@ -397,14 +375,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)toe;
     dmx_req *r = *con_cls;
     if (!r) return;
-    if (r->pp) MHD_destroy_post_processor(r->pp);
-    if (r->upload) fclose(r->upload);
-    /* An upload that did not become a job is removed: nothing partial stays. */
-    if (r->upload_path) {
-        unlink(r->upload_path);
-        free(r->upload_path);
-    }
-    free(r->upload_name);
+    if (r->route_state_free) r->route_state_free(r->route_state);
     free(r->body);
     free(r);
     *con_cls = NULL;
@@ -453,9 +424,7 @@ struct MHD_Daemon *dmx_http_start(const char *host, int port, int probes_only, i
      * small and not per address; the main one's is --max-connections, of
      * which one address gets at most --max-connections-per-ip, so a flood
      * of idle sockets from one address leaves room for everyone else. */
-    unsigned limit = probes_only                         ? 16u
-                     : dmx_srv_cfg.max_connections > 0 ? (unsigned)dmx_srv_cfg.max_connections
-                                                       : 256u;
+    unsigned limit = probes_only ? 16u : (unsigned)dmx_srv_cfg.max_connections;
     unsigned per_ip = probes_only ? 0u : (unsigned)dmx_srv_cfg.max_connections_per_ip;
     unsigned timeout = (unsigned)ceil(dmx_srv_cfg.idle_timeout_seconds);
     if (probes_only && timeout > 10) timeout = 10;

@@ -17,8 +17,8 @@
 
 #include <microhttpd.h>
 
+#include "http.h"
 #include "server.h"
-
 
 dmx_srv_config dmx_srv_cfg;
 double dmx_srv_start_time;
@@ -51,6 +51,7 @@ static const opt OPTS[] = {
     {"max-connections-per-ip", "DEMIX_MAX_CONNECTIONS_PER_IP", OPT_INT, &C->max_connections_per_ip, 0, 65536, "of those, from one peer address; 0 = no limit (32)"},
     {"probe-port", "DEMIX_PROBE_PORT", OPT_INT, &C->probe_port, -1, 65535, "second listener for the probes only; -1 = none, 0 = a free one (-1)"},
     {"max-duration", "DEMIX_MAX_DURATION", OPT_NUM, &C->max_duration_seconds, 0, 1e9, "longest audio accepted in seconds, 0 = any (3600)"},
+    {"min-free-disk", "DEMIX_MIN_FREE_DISK", OPT_MB, &C->min_free_disk_bytes, 0, 1 << 30, "refuse uploads (507) below this free space in the data folder, MiB (1024)"},
     {"grace", "DEMIX_GRACE", OPT_NUM, &C->grace_seconds, 0, 86400, "SIGTERM: seconds running jobs may finish (30)"},
     {"rate-limit", "DEMIX_RATE_LIMIT", OPT_NUM, &C->rate_per_minute, 0, 1e6, "POST /separate per client per minute, 0 = off (30)"},
     {"rate-burst", "DEMIX_RATE_BURST", OPT_INT, &C->rate_burst, 1, 100000, "requests a client may send at once (10)"},
@@ -61,6 +62,7 @@ static const opt OPTS[] = {
     {"retries", "DEMIX_RETRIES", OPT_INT, &C->retries, 0, 10, "retries of transient failures (2)"},
     {"retry-base", "DEMIX_RETRY_BASE", OPT_NUM, &C->retry_base_seconds, 0, 60, "first backoff cap in seconds, doubled each retry (0.5)"},
     {"metrics-interval", "DEMIX_METRICS_INTERVAL", OPT_NUM, &C->metrics_interval_seconds, 0.1, 86400, "system metrics refresh, s (15)"},
+    {"alerts-token", "DEMIX_ALERTS_TOKEN", OPT_STR, &C->alerts_token, 0, 0, "bearer token POST /alerts requires (default: open)"},
     {"log-format", "DEMIX_LOG_FORMAT", OPT_LOGFMT, &C->log_text, 0, 0, "json or text (json)"},
     {"log-level", "DEMIX_LOG_LEVEL", OPT_LOGLEVEL, &C->log_level, 0, 0, "debug, info, warning or error (info)"},
 };
@@ -133,8 +135,7 @@ static int mkdirs(const char *p) {
     return mkdir(buf, 0755) < 0 && errno != EEXIST ? -1 : 0;
 }
 
-int dmx_serve_main(int argc, char **argv) {
-    dmx_srv_config *c = &dmx_srv_cfg;
+void dmx_srv_config_defaults(dmx_srv_config *c) {
     memset(c, 0, sizeof *c);
     c->host = "127.0.0.1";
     c->port = 8000;
@@ -154,6 +155,7 @@ int dmx_serve_main(int argc, char **argv) {
     c->max_connections_per_ip = 32;
     c->probe_port = -1;
     c->max_duration_seconds = 3600;
+    c->min_free_disk_bytes = 1024LL << 20;
     c->grace_seconds = 30;
     c->rate_per_minute = 30;
     c->rate_burst = 10;
@@ -164,6 +166,11 @@ int dmx_serve_main(int argc, char **argv) {
     c->retry_base_seconds = 0.5;
     c->metrics_interval_seconds = 15;
     c->log_level = DMX_LOG_INFO;
+}
+
+int dmx_serve_main(int argc, char **argv) {
+    dmx_srv_config *c = &dmx_srv_cfg;
+    dmx_srv_config_defaults(c);
     for (int i = 0; i < N_OPTS; i++) {
         const char *e = getenv(OPTS[i].env);
         if (e && *e && set_opt(&OPTS[i], e, OPTS[i].env)) return 2;
@@ -229,8 +236,9 @@ int dmx_serve_main(int argc, char **argv) {
     signal(SIGXFSZ, SIG_IGN);
 
     dmx_srv_start_time = dmx_srv_now();
+    dmx_srv_log_configure(c->log_text, c->log_level);
     dmx_log_set(dmx_srv_engine_log, NULL);
-    dmx_metrics_init();
+    dmx_metrics_init(c->max_upload_bytes);
     if (dmx_jobs_start(c->workers, c->queue_max) < 0) {
         dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
                     "cannot open the job store or start the worker threads");
@@ -261,6 +269,7 @@ int dmx_serve_main(int argc, char **argv) {
         dmx_jobs_free();
         return 1;
     }
+    dmx_routes_declare_metrics();
     dmx_sysmetrics_start();
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "host", c->host);
