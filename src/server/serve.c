@@ -20,8 +20,6 @@
 #include "http.h"
 #include "server.h"
 
-/* http.c: probes_only serves /livez, /health, /readyz and /metrics alone. */
-
 dmx_srv_config dmx_srv_cfg;
 double dmx_srv_start_time;
 
@@ -75,9 +73,10 @@ static void usage(FILE *f) {
     fprintf(f, "USAGE\n    demix serve [OPTIONS]\n\n"
                "    HTTP API for separation jobs (see docs/API.md, or GET /docs). Logs are\n"
                "    JSON lines on stderr. Each option can also be set by its environment\n"
-               "    variable; DEMIX_API_KEY (environment only) protects the job routes.\n\nOPTIONS\n");
+               "    variable; DEMIX_API_KEY (environment only) protects the job routes (set\n"
+               "    but empty, it is refused: unset it to run without a key).\n\nOPTIONS\n");
     for (int i = 0; i < N_OPTS; i++)
-        fprintf(f, "    --%-18s %-24s %s\n", OPTS[i].flag, OPTS[i].env, OPTS[i].help);
+        fprintf(f, "    --%-22s %-29s %s\n", OPTS[i].flag, OPTS[i].env, OPTS[i].help);
     fprintf(f, "    --help\n");
 }
 

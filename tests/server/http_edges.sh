@@ -34,6 +34,7 @@ if get del_body 400 -X DELETE -H 'X-Request-ID: delbody' -d 'please=1' "$B/jobs/
 fi
 get still_there 200 "$B/jobs/$ID" && [ "$(json still_there 'd["status"]')" = done ] \
     || fail "the DELETE with a body deleted the job"
+sleep 0.5 # (the log line may follow the response by a moment)
 grep '"request_id":"delbody"' "$L" | grep -q '"status":200' && fail "a DELETE with a body was logged as 200"
 get get_body 400 -X GET -d 'hello' "$B/health"
 body_has get_body "takes no request body"
@@ -61,7 +62,8 @@ grep '^http_requests_total{' "$WORK/metrics.body" | grep 'method="DELETE"' | gre
 (curl -sS -o "$WORK/slow.body" -w '%{http_code}' --limit-rate 150k -H 'X-Request-ID: same-id' \
     -F "file=@$W3" -F model_name=tiny4s "$B/separate" >"$WORK/slow.code") &
 SLOW=$!
-sleep 1
+for _ in $(seq 200); do [ -n "$(ls -A "$D/uploads")" ] && break; sleep 0.05; done
+[ -n "$(ls -A "$D/uploads")" ] || fail "the slow upload's file did not appear"
 get same_id 202 -H 'X-Request-ID: same-id' -F "file=@$WORK/s1.wav" -F model_name=tiny4s "$B/separate"
 wait "$SLOW"
 [ "$(cat "$WORK/slow.code")" = 202 ] && pass "slow upload with the same request id: 202" \
@@ -86,7 +88,8 @@ xff_is() { # NAME WANT XFF_LINES...: GET /livez with those lines; the client mus
     local h=() x
     for x in "$@"; do h+=(-H "X-Forwarded-For: $x"); done
     get "$name" 200 -H "X-Request-ID: $name" "${h[@]}" "$B/livez" || return
-    sleep 0.1
+    # the log line may follow the response by a moment
+    for _ in $(seq 50); do [ -n "$(client_of "$name")" ] && break; sleep 0.1; done
     [ "$(client_of "$name")" = "$want" ] && pass "$name: client $want" \
         || fail "$name: client '$(client_of "$name")', expected '$want'"
 }
@@ -142,7 +145,7 @@ for _ in range(int(sys.argv[2])):
         pass
     socks.append(s)
 open(sys.argv[3], "w").write("ready\n")
-time.sleep(30)
+time.sleep(120)
 PY
     FLOOD=$!
     PIDS+=("$FLOOD")
@@ -153,9 +156,9 @@ PY
 L4="$WORK/server4.log"
 start "$L4" --data-dir "$WORK/d4" --idle-timeout 60
 flood "${B##*:}" 300
-get flood_health 200 --max-time 5 "$B/health"
-get flood_readyz 200 --max-time 5 "$B/readyz"
-get flood_livez 200 --max-time 5 "$B/livez"
+get flood_health 200 --max-time 15 "$B/health"
+get flood_readyz 200 --max-time 15 "$B/readyz"
+get flood_livez 200 --max-time 15 "$B/livez"
 kill "$FLOOD" 2>/dev/null
 wait "$FLOOD" 2>/dev/null
 stop_term
@@ -168,12 +171,12 @@ P="http://127.0.0.1:$(grep '"event_type":"startup"' "$L5" | grep -o '"probe_port
 flood "${B##*:}" 60
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$B/livez")
 [ "$code" != 200 ] && pass "main listener full (HTTP $code)" || fail "the flood did not fill the main listener"
-get probe_health 200 --max-time 5 "$P/health"
-get probe_readyz 200 --max-time 5 "$P/readyz"
-get probe_livez 200 --max-time 5 "$P/livez"
-get probe_metrics 200 --max-time 5 "$P/metrics"
-get probe_jobs 404 --max-time 5 "$P/jobs"
-get probe_sep 404 --max-time 5 -F model_name=x "$P/separate"
+get probe_health 200 --max-time 15 "$P/health"
+get probe_readyz 200 --max-time 15 "$P/readyz"
+get probe_livez 200 --max-time 15 "$P/livez"
+get probe_metrics 200 --max-time 15 "$P/metrics"
+get probe_jobs 404 --max-time 15 "$P/jobs"
+get probe_sep 404 --max-time 15 -F model_name=x "$P/separate"
 kill "$FLOOD" 2>/dev/null
 wait "$FLOOD" 2>/dev/null
 stop_term
