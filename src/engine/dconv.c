@@ -92,7 +92,9 @@ dmx_status dmx__dconvx_bind(dmx__ckpt *ck, const char *prefix, int channels, con
 }
 
 /* One batch item x (C, T). */
-static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, int T) {
+static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, int T, dmx__tap_fn tap,
+                              void *tap_user, const char *tname) {
+    char nm[200];
     const int C = d->channels, Hd = d->hidden;
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *h = dmx__arena_floats(ar, (size_t)Hd * T);
@@ -107,8 +109,20 @@ static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, in
         if (d->gelu) dmx__gelu(h, (size_t)Hd * T);
         else dmx__relu(h, (size_t)Hd * T);
         dmx_status s;
-        if (L->has_lstm && (s = dmx__blstm_forward(&L->lstm, ar, h, T)) != DMX_OK) return s;
-        if (L->has_attn && (s = dmx__localstate_forward(&L->attn, ar, h, T)) != DMX_OK) return s;
+        if (L->has_lstm) {
+            if ((s = dmx__blstm_forward(&L->lstm, ar, h, T)) != DMX_OK) return s;
+            if (tap) {
+                snprintf(nm, sizeof nm, "%s_dconv%d_blstm", tname, i);
+                tap(tap_user, nm, h, Hd, 1, T);
+            }
+        }
+        if (L->has_attn) {
+            if ((s = dmx__localstate_forward(&L->attn, ar, h, T)) != DMX_OK) return s;
+            if (tap) {
+                snprintf(nm, sizeof nm, "%s_dconv%d_localstate", tname, i);
+                tap(tap_user, nm, h, Hd, 1, T);
+            }
+        }
         dmx__sgemm(0, 0, 2 * C, T, Hd, 1.0f, L->conv2_w, Hd, h, T, 0.0f, h2, T);
         dmx__add_bias(h2, L->conv2_b, 2 * C, (size_t)T);
         if (d->norm) dmx__group_norm(h2, 2 * C, 1, T, 1, L->norm2_w, L->norm2_b, 1e-5f);
@@ -125,9 +139,15 @@ static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, in
 }
 
 dmx_status dmx__dconvx_forward(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C, int T) {
+    return dmx__dconvx_forward_tap(d, ar, x, B, C, T, NULL, NULL, NULL);
+}
+
+dmx_status dmx__dconvx_forward_tap(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C, int T,
+                                   dmx__tap_fn tap, void *tap_user, const char *name) {
     DMX_ASSERT(C == d->channels);
+    if (B != 1 || !name) tap = NULL;
     for (int b = 0; b < B; b++) {
-        dmx_status s = forward_one(d, ar, x + (size_t)b * C * T, T);
+        dmx_status s = forward_one(d, ar, x + (size_t)b * C * T, T, tap, tap_user, name);
         if (s != DMX_OK) return s;
     }
     return DMX_OK;

@@ -80,5 +80,6 @@ dmx_status dmx__net_forward(const dmx__net *n, dmx__arena *ar, const float *mix,
 
 /* The families (each in its own module). */
 extern const dmx__net_vt dmx__htdemucs_vt;
+extern const dmx__net_vt dmx__demucs_vt; /* demucs.c: demucs.demucs.Demucs (time domain) */
 
 #endif
