@@ -158,6 +158,39 @@ static void case_layers(void) {
     l.vt->free(l.net);
 }
 
+/* ---- DiffQ ---- */
+
+/* The dequantized parameters of mdx_q_demucs_tiny against upstream's
+ * load_model: bit-exact. */
+static void case_dequant(void) {
+    dmx__ckpt *ck = NULL;
+    REQUIRE(dmx__ckpt_load(golden_path("zoo/models/mdx_q_demucs_tiny.th"), &ck) == DMX_OK);
+    CHECK(dmx__ckpt_is_quantized(ck));
+    CHECK(dmx__ckpt_n_tensors(ck) == 0);
+    loaded l = {&dmx__demucs_vt, NULL, {0}};
+    dmx_status st = l.vt->build(ck, &l.net);
+    REQUIRE(st == DMX_OK);
+    CHECK(!dmx__ckpt_is_quantized(ck));
+    static const char *const names[] = {"encoder.5.0.weight", "decoder.0.0.weight"};
+    for (int i = 0; i < 2; i++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "zoo/intermediates/mdx_q_demucs_tiny/dequant/%s.npy", names[i]);
+        npy_array ref;
+        REQUIRE(npy_load(golden_path(rel), &ref) == 0);
+        const dmx__tensor *t = dmx__ckpt_find(ck, names[i]);
+        REQUIRE(t && t->numel == ref.numel);
+        size_t diff = 0;
+        for (size_t k = 0; k < ref.numel; k++) diff += memcmp(&t->data[k], &ref.data[k], sizeof(float)) != 0;
+        printf("%-20s %zu values, %zu differ from upstream's restore\n", names[i], ref.numel, diff);
+        CHECK_MSG(diff == 0, "%s: %zu dequantized values differ", names[i], diff);
+        npy_free(&ref);
+    }
+    /* the small parameters come from 'others' unchanged (float32) */
+    const dmx__tensor *t = dmx__ckpt_find(ck, "encoder.0.0.weight");
+    CHECK(t && t->ndim == 3 && t->shape[0] == 4 && t->shape[1] == 2 && t->shape[2] == 8);
+    l.vt->free(l.net);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: golden_demucs CASE\n");
@@ -168,6 +201,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "repro_demucs_tiny_forward_3s")) case_forward("repro_demucs_tiny", 0, c);
     else if (!strcmp(c, "mdx_q_demucs_tiny_forward_1s")) case_forward("mdx_q_demucs_tiny", 44100, c);
     else if (!strcmp(c, "layers")) case_layers();
+    else if (!strcmp(c, "dequant")) case_dequant();
     else {
         fprintf(stderr, "unknown case %s\n", c);
         return 2;
