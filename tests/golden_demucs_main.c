@@ -7,7 +7,9 @@
  *   golden_demucs layers     mdx_demucs_a_tiny's activations against
  *       zoo/intermediates/mdx_demucs_a_tiny, naming the first drifting layer;
  *   golden_demucs dequant    mdx_q_demucs_tiny's DiffQ-restored parameters
- *       against zoo/intermediates/mdx_q_demucs_tiny/dequant (bit-exact).
+ *       against zoo/intermediates/mdx_q_demucs_tiny/dequant (bit-exact);
+ *   golden_demucs dequant_extra   the same for mdx_extra_q_hdemucs_tiny's
+ *       state (the newer meta with torch_pack False), named from its .txt.
  * The network is driven through its dmx__net_vt directly.
  */
 #include <stdio.h>
@@ -191,6 +193,86 @@ static void case_dequant(void) {
     l.vt->free(l.net);
 }
 
+/* Parses "(a, b, c)" into shape; returns ndim. */
+static int parse_shape(const char *p, int64_t *shape) {
+    int nd = 0;
+    p = strchr(p, '(');
+    if (!p) return -1;
+    p++;
+    while (*p && *p != ')' && nd < 8) {
+        char *e;
+        long long v = strtoll(p, &e, 10);
+        if (e == p) break;
+        shape[nd++] = v;
+        p = e;
+        while (*p == ',' || *p == ' ') p++;
+    }
+    return nd;
+}
+
+/* mdx_extra_q_hdemucs_tiny (meta with torch_pack False): the state's entries
+ * named from the fixture's description (quantized entries first, then the
+ * others: each list keeps its order, which is all the naming relies on),
+ * dequantized bit-exactly. */
+static void case_dequant_extra(void) {
+    dmx__ckpt *ck = NULL;
+    REQUIRE(dmx__ckpt_load(golden_path("zoo/models/mdx_extra_q_hdemucs_tiny.th"), &ck) == DMX_OK);
+    CHECK(dmx__ckpt_is_quantized(ck));
+    size_t len;
+    char *txt = (char *)read_file(golden_path("zoo/models/mdx_extra_q_hdemucs_tiny.txt"), &len);
+    REQUIRE(txt);
+    txt = realloc(txt, len + 1);
+    txt[len] = 0;
+    dmx__param_list pl = {0};
+    for (int pass = 0; pass < 2; pass++) {
+        const char *tag = pass ? "\nothers[" : "\nquantized[";
+        for (const char *p = strstr(txt, tag); p; p = strstr(p + 1, tag)) {
+            const char *a = strstr(p, "-> ");
+            if (!a) break;
+            a += 3;
+            size_t n = strcspn(a, " \t");
+            char name[200];
+            snprintf(name, sizeof name, "%.*s", (int)n, a);
+            int64_t shape[8];
+            int nd = parse_shape(a + n, shape);
+            REQUIRE(nd >= 0);
+            REQUIRE(dmx__param_list_add(&pl, name, nd, shape) == DMX_OK);
+        }
+    }
+    printf("%zu parameters listed\n", pl.n);
+    /* a wrong list is refused naming the parameter, and leaves the state
+     * intact: here every entry but the last matches */
+    dmx__param_list bad = {0};
+    for (size_t i = 0; i + 1 < pl.n; i++)
+        REQUIRE(dmx__param_list_add(&bad, pl.v[i].name, pl.v[i].ndim, pl.v[i].shape) == DMX_OK);
+    int64_t s1[1] = {3};
+    REQUIRE(dmx__param_list_add(&bad, "x.weight", 1, s1) == DMX_OK);
+    CHECK(dmx__ckpt_dequantize(ck, &bad) == DMX_ERR_MODEL);
+    CHECK(strstr(dmx_last_error(), "x.weight") != NULL);
+    CHECK(dmx__ckpt_is_quantized(ck));
+    dmx__param_list_free(&bad);
+    dmx_status st = dmx__ckpt_dequantize(ck, &pl);
+    CHECK_MSG(st == DMX_OK, "dequantize: %s", dmx_last_error());
+    CHECK(dmx__ckpt_n_tensors(ck) == pl.n);
+    static const char *const names[] = {"decoder.0.rewrite.weight", "decoder.1.rewrite.weight"};
+    for (int i = 0; i < 2 && st == DMX_OK; i++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "zoo/intermediates/mdx_extra_q_hdemucs_tiny/dequant/%s.npy", names[i]);
+        npy_array ref;
+        REQUIRE(npy_load(golden_path(rel), &ref) == 0);
+        const dmx__tensor *t = dmx__ckpt_find(ck, names[i]);
+        REQUIRE(t && t->numel == ref.numel);
+        size_t diff = 0;
+        for (size_t k = 0; k < ref.numel; k++) diff += memcmp(&t->data[k], &ref.data[k], sizeof(float)) != 0;
+        printf("%-26s %zu values, %zu differ from upstream's restore\n", names[i], ref.numel, diff);
+        CHECK_MSG(diff == 0, "%s: %zu dequantized values differ", names[i], diff);
+        npy_free(&ref);
+    }
+    dmx__param_list_free(&pl);
+    free(txt);
+    dmx__ckpt_free(ck);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: golden_demucs CASE\n");
@@ -202,6 +284,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "mdx_q_demucs_tiny_forward_1s")) case_forward("mdx_q_demucs_tiny", 44100, c);
     else if (!strcmp(c, "layers")) case_layers();
     else if (!strcmp(c, "dequant")) case_dequant();
+    else if (!strcmp(c, "dequant_extra")) case_dequant_extra();
     else {
         fprintf(stderr, "unknown case %s\n", c);
         return 2;

@@ -1069,7 +1069,13 @@ dmx_status dmx__ckpt_dequantize(dmx__ckpt *ck, const dmx__param_list *params) {
     const double min_params = floor(q->min_size * 1048576.0 / 4.0);
     size_t n = params->n, jq = 0, js = 0;
     dmx__tensor *ts = calloc(n ? n : 1, sizeof *ts);
-    if (!ts) return dmx__fail(DMX_ERR_NOMEM, "out of memory dequantizing");
+    size_t *from = malloc((n ? n : 1) * sizeof *from); /* small entry moved into ts[i], or SIZE_MAX */
+    if (!ts || !from) {
+        free(ts);
+        free(from);
+        return dmx__fail(DMX_ERR_NOMEM, "out of memory dequantizing");
+    }
+    for (size_t k = 0; k < n; k++) from[k] = SIZE_MAX;
     dmx_status s = DMX_OK;
     size_t i;
     for (i = 0; i < n && s == DMX_OK; i++) {
@@ -1098,9 +1104,9 @@ dmx_status dmx__ckpt_dequantize(dmx__ckpt *ck, const dmx__param_list *params) {
                               o->name, o->numel, p->name, numel);
                 break;
             }
-            t->data = o->data; /* moved */
+            t->data = o->data; /* moved (back on failure) */
             o->data = NULL;
-            js++;
+            from[i] = js++;
         } else {
             if (jq >= q->nq) {
                 s = dmx__fail(DMX_ERR_MODEL, "DiffQ state has %zu quantized parameters, the architecture more ('%s')",
@@ -1120,13 +1126,17 @@ dmx_status dmx__ckpt_dequantize(dmx__ckpt *ck, const dmx__param_list *params) {
                       "DiffQ state has %zu quantized and %zu other parameters, the architecture %zu and %zu", q->nq,
                       q->nsmall, jq, js);
     if (s != DMX_OK) {
+        /* leave the state as it was, so a corrected list can be tried */
         for (size_t k = 0; k < n; k++) {
             free(ts[k].name);
-            free(ts[k].data);
+            if (from[k] != SIZE_MAX) q->small[from[k]].data = ts[k].data;
+            else free(ts[k].data);
         }
         free(ts);
+        free(from);
         return s;
     }
+    free(from);
     free(ck->tensors);
     ck->tensors = ts;
     ck->n = n;
