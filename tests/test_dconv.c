@@ -272,7 +272,92 @@ static void test_resample(int old_sr, int new_sr, int L) {
     free(x), free(y), free(ref), free(ker);
 }
 
+/* A whole DConv (no BLSTM / LocalState: those are checked above and in the
+ * golden layer test) against a naive double loop; T = 70000 with 8
+ * channels takes the column-blocked two-pass path for the 2C half. */
+static void test_dconv(int T, int norm, int gelu, int depth) {
+    const int C = 8, Hd = 2, K = 3;
+    dmx__dconvx d;
+    memset(&d, 0, sizeof d);
+    d.channels = C, d.hidden = Hd, d.depth = depth < 0 ? -depth : depth, d.kernel = K, d.norm = norm, d.gelu = gelu;
+    for (int i = 0; i < d.depth; i++) {
+        dmx__dconvx_layer *L = &d.layers[i];
+        L->dilation = depth > 0 ? 1 << i : 1;
+        L->conv1_w = rnd((size_t)Hd * C * K, 0.5f), L->conv1_b = rnd(Hd, 0.1f);
+        L->norm1_w = rnd(Hd, 1.0f), L->norm1_b = rnd(Hd, 0.2f);
+        L->conv2_w = rnd((size_t)2 * C * Hd, 0.5f), L->conv2_b = rnd(2 * C, 0.1f);
+        L->norm2_w = rnd(2 * C, 1.0f), L->norm2_b = rnd(2 * C, 0.2f);
+        L->scale = rnd(C, 0.3f);
+    }
+    float *x = rnd((size_t)2 * C * T, 1.0f); /* B = 2 */
+    double *ref = malloc(sizeof(double) * 2 * C * T), *h = malloc(sizeof(double) * Hd * T),
+           *h2 = malloc(sizeof(double) * 2 * C * T);
+    for (size_t i = 0; i < (size_t)2 * C * T; i++) ref[i] = x[i];
+    for (int b = 0; b < 2; b++) {
+        double *xb = ref + (size_t)b * C * T;
+        for (int i = 0; i < d.depth; i++) {
+            const dmx__dconvx_layer *L = &d.layers[i];
+            int dil = L->dilation, pad = dil * (K / 2);
+            for (int o = 0; o < Hd; o++)
+                for (int t = 0; t < T; t++) {
+                    double a = L->conv1_b[o];
+                    for (int c = 0; c < C; c++)
+                        for (int k = 0; k < K; k++) {
+                            int p = t - pad + k * dil;
+                            if (p >= 0 && p < T) a += L->conv1_w[(o * C + c) * K + k] * xb[(size_t)c * T + p];
+                        }
+                    h[(size_t)o * T + t] = a;
+                }
+            for (int pass = 0; pass < 2; pass++) {
+                double *v = pass ? h2 : h;
+                int ch = pass ? 2 * C : Hd;
+                if (pass)
+                    for (int o = 0; o < 2 * C; o++)
+                        for (int t = 0; t < T; t++) {
+                            double a = L->conv2_b[o];
+                            for (int c = 0; c < Hd; c++) a += L->conv2_w[o * Hd + c] * h[(size_t)c * T + t];
+                            h2[(size_t)o * T + t] = a;
+                        }
+                if (norm) {
+                    double mu = 0, var = 0, n = (double)ch * T;
+                    for (size_t q = 0; q < (size_t)ch * T; q++) mu += v[q];
+                    mu /= n;
+                    for (size_t q = 0; q < (size_t)ch * T; q++) var += (v[q] - mu) * (v[q] - mu);
+                    var /= n;
+                    const float *gw = pass ? L->norm2_w : L->norm1_w, *gb = pass ? L->norm2_b : L->norm1_b;
+                    for (int c = 0; c < ch; c++)
+                        for (int t = 0; t < T; t++)
+                            v[(size_t)c * T + t] = (v[(size_t)c * T + t] - mu) / sqrt(var + 1e-5) * gw[c] + gb[c];
+                }
+                if (!pass)
+                    for (size_t q = 0; q < (size_t)Hd * T; q++)
+                        h[q] = gelu ? 0.5 * h[q] * (1 + erf(h[q] / sqrt(2.0))) : fmax(h[q], 0);
+            }
+            for (int c = 0; c < C; c++)
+                for (int t = 0; t < T; t++)
+                    xb[(size_t)c * T + t] += L->scale[c] * h2[(size_t)c * T + t] * sg(h2[(size_t)(C + c) * T + t]);
+        }
+    }
+    dmx__arena ar;
+    dmx__arena_init(&ar);
+    CHECK(dmx__dconvx_forward(&d, &ar, x, 2, C, T) == DMX_OK);
+    double r = max_rel(x, ref, (size_t)2 * C * T);
+    printf("DConv T=%d norm=%d gelu=%d depth=%d: ratio %.2e\n", T, norm, gelu, depth, r);
+    CHECK_MSG(r < 1e-5, "DConv T=%d ratio %.2e", T, r);
+    dmx__arena_free(&ar);
+    for (int i = 0; i < d.depth; i++) {
+        dmx__dconvx_layer *L = &d.layers[i];
+        free((void *)L->conv1_w), free((void *)L->conv1_b), free((void *)L->norm1_w), free((void *)L->norm1_b);
+        free((void *)L->conv2_w), free((void *)L->conv2_b), free((void *)L->norm2_w), free((void *)L->norm2_b);
+        free((void *)L->scale);
+    }
+    free(x), free(ref), free(h), free(h2);
+}
+
 int main(void) {
+    test_dconv(300, 1, 1, 2);
+    test_dconv(70000, 1, 1, 2);  /* blocked, two passes */
+    test_dconv(70000, 0, 0, -2); /* blocked, one pass; no dilation, ReLU */
     test_blstm(37, 200);  /* shorter than max_steps: one pass */
     test_blstm(201, 200); /* just over: 3 windows, zero padded */
     test_blstm(517, 200); /* many windows */

@@ -348,13 +348,16 @@ static void act_fn(int gelu, float *x, size_t n) {
     else dmx__relu(x, n);
 }
 
-/* y (C/2 or C, T) = GLU or ReLU of norm(conv(x)) for the rewrite convolutions. */
+/* y (C, T) = GLU or ReLU of norm(conv(x)) for the rewrite convolutions
+ * (y must not overlap x). */
 static int rewrite(const demucs *m, const dlayer *L, dmx__arena *ar, const float *x, int C, int T, int k, int pad,
                    float *y) {
     const int co = (m->glu ? 2 : 1) * C;
+    dmx__conv_geom g = {C, co, 1, k, 1, 1, 0, pad, 1, 1};
+    /* without a norm the GLU is fused in column blocks (no 2C x T buffer) */
+    if (m->glu && !L->norm_groups && x != y) return dmx__conv2d_glu(ar, &g, x, 1, T, L->rw_w, L->rw_b, y);
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *r = dmx__arena_floats(ar, (size_t)co * T);
-    dmx__conv_geom g = {C, co, 1, k, 1, 1, 0, pad, 1, 1};
     if (!r || dmx__conv2d(ar, &g, x, 1, T, L->rw_w, L->rw_b, r)) return -1;
     if (L->norm_groups) dmx__group_norm(r, co, 1, T, L->norm_groups, L->rwn_w, L->rwn_b, 1e-5f);
     if (m->glu) dmx__glu(r, y, co, (size_t)T);
@@ -431,7 +434,11 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
         if (L->has_dconv &&
             (s = dmx__dconvx_forward_tap(&L->dconv, ar, y, 1, L->chout, To, tap, tap_user, nm)) != DMX_OK)
             return s;
-        if (L->has_rewrite && rewrite(m, L, ar, y, L->chout, To, 1, 0, y)) return NOMEM();
+        if (L->has_rewrite) {
+            float *z = dmx__arena_floats(ar, (size_t)L->chout * To);
+            if (!z || rewrite(m, L, ar, y, L->chout, To, 1, 0, z)) return NOMEM();
+            y = z;
+        }
         if (tap) tap(tap_user, nm, y, L->chout, 1, To);
         skip[i] = y;
         skipT[i] = To;
@@ -458,7 +465,11 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
         const float *sk = skip[i] + d / 2;
         for (int c = 0; c < C; c++)
             for (int t = 0; t < T; t++) x[(size_t)c * T + t] += sk[(size_t)c * skipT[i] + t];
-        if (L->has_rewrite && rewrite(m, L, ar, x, C, T, 2 * m->context + 1, m->context, x)) return NOMEM();
+        if (L->has_rewrite) {
+            float *z = dmx__arena_floats(ar, (size_t)C * T);
+            if (!z || rewrite(m, L, ar, x, C, T, 2 * m->context + 1, m->context, z)) return NOMEM();
+            x = z;
+        }
         snprintf(nm, sizeof nm, "decoder%d", j);
         dmx_status s;
         if (L->has_dconv && (s = dmx__dconvx_forward_tap(&L->dconv, ar, x, 1, C, T, tap, tap_user, nm)) != DMX_OK)
