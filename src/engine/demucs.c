@@ -267,7 +267,7 @@ static dmx_status demucs_build(dmx__ckpt *ck, void **out) {
          m->depth > MAX_DEPTH || m->kernel < 1 || m->stride < 1 || m->context < 0 || hp.growth <= 0 ||
          hp.norm_groups < 1 || hp.dconv_mode < 0 || hp.dconv_mode > 3 || hp.dconv_depth > DMX__DCONV_MAX_DEPTH ||
          hp.dconv_depth < -DMX__DCONV_MAX_DEPTH || m->lstm_layers < 0 || m->lstm_layers > DMX__LSTM_MAX_LAYERS ||
-         m->samplerate < 1000 || m->samplerate > 384000 || !(m->segment > 0)))
+         m->samplerate < 1000 || m->samplerate > 384000 || !(m->segment > 0) || m->segment > 3600))
         st = dmx__fail(DMX_ERR_MODEL, "Demucs kwargs out of the supported range (depth %d, channels %d, kernel %d, "
                        "stride %d, lstm_layers %d)", m->depth, m->channels, m->kernel, m->stride, m->lstm_layers);
     if (st == DMX_OK) {
