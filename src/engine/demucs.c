@@ -333,8 +333,7 @@ static void demucs_describe(const void *p, dmx__net_desc *d) {
     d->seg_num = m->seg_num;
     d->seg_den = m->seg_den;
     d->segment = m->segment;
-    d->training_length = m->seg_den ? m->seg_num * m->samplerate / m->seg_den
-                                    : (int64_t)(m->segment * m->samplerate);
+    d->training_length = dmx__segment_length(m->seg_num, m->seg_den, m->segment, m->samplerate);
     d->use_train_segment = 0;
     d->fixed_segment = 0;
     d->rand_draws_per_forward = 0;
