@@ -264,7 +264,8 @@ static dmx_status demucs_build(dmx__ckpt *ck, void **out) {
     }
     if (st == DMX_OK &&
         (m->audio_channels < 1 || m->audio_channels > 8 || m->channels < 1 || m->depth < 1 ||
-         m->depth > MAX_DEPTH || m->kernel < 1 || m->stride < 1 || m->context < 0 || hp.growth <= 0 ||
+         m->depth > MAX_DEPTH || m->kernel < 1 || m->kernel > 1024 || m->stride < 1 || m->stride > 1024 ||
+         m->context < 0 || m->context > 1024 || !(hp.growth > 0 && hp.growth <= 64) || m->channels > 65536 ||
          hp.norm_groups < 1 || hp.dconv_mode < 0 || hp.dconv_mode > 3 || hp.dconv_depth > DMX__DCONV_MAX_DEPTH ||
          hp.dconv_depth < -DMX__DCONV_MAX_DEPTH || m->lstm_layers < 0 || m->lstm_layers > DMX__LSTM_MAX_LAYERS ||
          m->samplerate < 1000 || m->samplerate > 384000 || !(m->segment > 0) || m->segment > 3600))
@@ -272,10 +273,13 @@ static dmx_status demucs_build(dmx__ckpt *ck, void **out) {
                        "stride %d, lstm_layers %d)", m->depth, m->channels, m->kernel, m->stride, m->lstm_layers);
     if (st == DMX_OK) {
         /* GroupNorm needs its groups to divide the channels */
-        int ch = m->channels;
-        for (int i = 0; i < m->depth && st == DMX_OK; i++, ch = (int)(hp.growth * ch))
+        double chd = m->channels;
+        for (int i = 0; i < m->depth && st == DMX_OK; i++, chd = (double)(int)(hp.growth * chd)) {
+            int ch = chd <= 65536 ? (int)chd : -1;
             if (ch < 1 || (i >= hp.norm_starts && ch % hp.norm_groups))
-                st = dmx__fail(DMX_ERR_MODEL, "Demucs layer %d: %d channels (norm_groups %d)", i, ch, hp.norm_groups);
+                st = dmx__fail(DMX_ERR_MODEL, "Demucs layer %d: %.0f channels (1..65536; norm_groups %d)", i, chd,
+                               hp.norm_groups);
+        }
     }
     if (st == DMX_OK && dmx__ckpt_is_quantized(ck)) {
         dmx__param_list pl = {0};
