@@ -253,14 +253,16 @@ static dmx_status demucs_build(dmx__ckpt *ck, void **out) {
     m->seg_num = 0;
     m->seg_den = 0;
     if (st == DMX_OK) {
-        int64_t si;
-        if (dmx__ckpt_kw_int(ck, "segment", &si) == DMX_OK) {
-            m->seg_num = si;
-            m->seg_den = 1;
-        } else if (!dmx__ckpt_kw_has(ck, "segment")) {
+        /* exact for an int or a Fraction, a float stays a float (den 0) */
+        if (!dmx__ckpt_kw_has(ck, "segment")) {
             m->seg_num = 40;
             m->seg_den = 1;
+        } else if (dmx__ckpt_kw_fraction(ck, "segment", &m->seg_num, &m->seg_den) != DMX_OK) {
+            m->seg_num = m->seg_den = 0;
+            dmx__clear_error();
         }
+        if (dmx__segment_length(m->seg_num, m->seg_den, m->segment, m->samplerate) < 1)
+            st = dmx__fail(DMX_ERR_MODEL, "Demucs kwarg 'segment' (%g s) gives no usable length", m->segment);
     }
     if (st == DMX_OK &&
         (m->audio_channels < 1 || m->audio_channels > 8 || m->channels < 1 || m->depth < 1 ||
