@@ -73,6 +73,8 @@ static float *run(const loaded *l, const float *mix, int len, dmx__tap_fn tap, v
     dmx__arena_init(&ar);
     dmx_status st = l->vt->forward(l->net, &ar, mix, len, out, tap, user);
     CHECK_MSG(st == DMX_OK, "forward: %s", dmx_last_error());
+    CHECK(ar.in_use == 0); /* the forward releases all its scratch */
+    printf("forward on %d samples: arena high water %.1f MB\n", len, ar.high_water / 1048576.0);
     dmx__arena_free(&ar);
     return out;
 }

@@ -374,6 +374,18 @@ static int rewrite(const demucs *m, const dlayer *L, dmx__arena *ar, const float
     return 0;
 }
 
+/* Releases the arena down to `mark` and moves the live tensor `y` (n
+ * floats, allocated above the mark) to the bottom of the freed space, so
+ * dead activations between them stop counting toward the high-water mark.
+ * The new block lies at or before y in allocation order: memmove. */
+static float *compact(dmx__arena *ar, dmx__arena_mark mark, float *y, size_t n) {
+    dmx__arena_restore(ar, mark);
+    float *z = dmx__arena_floats(ar, n);
+    DMX_ASSERT(z); /* the space was just in use */
+    if (z != y) memmove(z, y, n * sizeof *z);
+    return z;
+}
+
 static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix, int len, float *out,
                                  dmx__tap_fn tap, void *tap_user) {
     const demucs *m = p;
@@ -424,10 +436,12 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
     /* encoders; every output stays on the arena as the skip */
     float *skip[MAX_DEPTH];
     int skipT[MAX_DEPTH];
+    dmx__arena_mark below[MAX_DEPTH]; /* the arena just below skip[i] */
     for (int i = 0; i < m->depth; i++) {
         const dlayer *L = &m->enc[i];
         int To = T >= m->kernel ? (T - m->kernel) / m->stride + 1 : 0;
         if (To < 1) return dmx__fail(DMX_ERR_INVALID_ARG, "Demucs encoder %d: input of %d steps", i, T);
+        below[i] = dmx__arena_save(ar);
         float *y = dmx__arena_floats(ar, (size_t)L->chout * To);
         if (!y) return NOMEM();
         dmx__conv_geom g = {L->chin, L->chout, 1, m->kernel, 1, m->stride, 0, 0, 1, 1};
@@ -442,7 +456,7 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
         if (L->has_rewrite) {
             float *z = dmx__arena_floats(ar, (size_t)L->chout * To);
             if (!z || rewrite(m, L, ar, y, L->chout, To, 1, 0, z)) return NOMEM();
-            y = z;
+            y = compact(ar, below[i], z, (size_t)L->chout * To);
         }
         if (tap) tap(tap_user, nm, y, L->chout, 1, To);
         skip[i] = y;
@@ -489,7 +503,8 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
             act_fn(m->gelu, y, (size_t)L->chout * To);
         }
         if (tap) tap(tap_user, nm, y, L->chout, 1, To);
-        x = y;
+        /* everything from skip[i] up is dead but y */
+        x = compact(ar, below[i], y, (size_t)L->chout * To);
         T = To;
     }
     const int R = S * AC;
