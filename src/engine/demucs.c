@@ -16,7 +16,8 @@
  *   (2 context + 1) -> norm -> GLU/ReLU] -> [DConv] -> ConvTranspose1d(K, S)
  *   -> norm -> GELU/ReLU (not after the outermost); /2 down with julius;
  *   x * std + mean; centre trim to len.
- * Activations are (C, T) on the caller's arena; skips are kept until used.
+ * Activations are (C, T) on the caller's arena; skips are kept until used,
+ * and after each decoder the arena is compacted down to its output.
  */
 #include <math.h>
 #include <stdio.h>
