@@ -145,6 +145,8 @@ void print_separate_help(FILE *f) {
             "    -n, --name NAME        Model: htdemucs (default), any name upstream's\n"
             "                           demucs -n accepts ('demix models list'), a\n"
             "                           signature, or one in --repo or the cache.\n"
+            "    -s, --sig SIG          One single model by its signature (never a\n"
+            "                           bag); excludes -n.\n"
             "    --repo DIR             Use DIR's models instead of the cache: NAME\n"
             "                           is DIR/NAME.th, DIR/NAME-HASH.th (checked\n"
             "                           against HASH) or the bag DIR/NAME.yaml.\n"

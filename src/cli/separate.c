@@ -383,6 +383,7 @@ static char *abs_path(const char *p) {
 int cmd_separate(int argc, char **argv) {
     static const struct option longopts[] = {
         {"name", required_argument, NULL, 'n'},
+        {"sig", required_argument, NULL, 's'},
         {"repo", required_argument, NULL, O_REPO},
         {"out", required_argument, NULL, 'o'},
         {"filename", required_argument, NULL, O_FILENAME},
@@ -417,6 +418,7 @@ int cmd_separate(int argc, char **argv) {
         .seed = 0, .overlap = 0.25, .segment = 0,
     };
     int int24 = 0, float32 = 0, flac = 0, mp3 = 0, verbose = 0, quiet = 0, list_models = 0;
+    int name_given = 0, sig_given = 0;
     int seg_given = 0;
     long mp3_bitrate = 320, mp3_preset = 2;
     const char *device = "cpu";
@@ -425,9 +427,10 @@ int cmd_separate(int argc, char **argv) {
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":n:o:d:j:vqh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":n:s:o:d:j:vqh", longopts, NULL)) != -1) {
         switch (c) {
-        case 'n': cfg.name = optarg; break;
+        case 'n': cfg.name = optarg; name_given = 1; break;
+        case 's': cfg.name = optarg; sig_given = 1; break; /* one model, by signature */
         case O_REPO: cfg.repo = optarg; break;
         case 'o': cfg.out = optarg; break;
         case O_FILENAME: cfg.filename = optarg; break;
@@ -497,6 +500,8 @@ int cmd_separate(int argc, char **argv) {
 
     /* Contradictions are refused up front, before any work. */
     if (verbose && quiet) return cli_usage_error(cmd, "--verbose and --quiet contradict each other");
+    if (name_given && sig_given)
+        return cli_usage_error(cmd, "-n/--name and -s/--sig are mutually exclusive (as upstream's)");
     cli_verbosity = quiet ? -1 : verbose ? 1 : 0;
     if (int24 && float32) return cli_usage_error(cmd, "--int24 and --float32 contradict each other");
     if (flac && mp3) return cli_usage_error(cmd, "--flac and --mp3 contradict each other");
@@ -543,6 +548,13 @@ int cmd_separate(int argc, char **argv) {
     /* The model. */
     if ((rc = models_resolve(cfg.name, cfg.repo, 1, &model_path)) != EXIT_OK) {
         exit_rc = rc;
+        goto cleanup;
+    }
+    size_t mpl = strlen(model_path);
+    if (sig_given && mpl > 5 && !strcmp(model_path + mpl - 5, ".yaml")) {
+        cli_err("'%s' is a bag of models (%s); -s/--sig takes one model's signature, use -n for a bag",
+                cfg.name, model_path);
+        exit_rc = EXIT_RUNTIME;
         goto cleanup;
     }
     double tl = cli_now();

@@ -78,6 +78,10 @@ if expect_rc sep_cache 0 separate -n htdemucs --shifts 0 -o "$WORK/out" "$MIX3";
     expect_file "$WORK/out/htdemucs/mix_3s/vocals.wav"
 fi
 expect_rc sep_sig 0 separate -n 955717e8 --shifts 0 -o "$WORK/out" "$MIX3"
+# -s/--sig: one model by signature (upstream's flag), never a bag, not with -n.
+expect_rc sep_s 0 separate -s 955717e8 --shifts 0 -o "$WORK/out" "$MIX3" && expect_file "$WORK/out/955717e8/mix_3s/drums.wav"
+expect_rc sig_bag 1 separate --repo "$MODELS" -s tinybag -o "$WORK/out" "$MIX3" && expect_one_line_error sig_bag
+expect_rc sig_and_name 2 separate -n htdemucs -s 955717e8 -o "$WORK/out" "$MIX3" && expect_one_line_error sig_and_name
 expect_rc list_cache 0 models list
 grep -q "^htdemucs .*cached: $DEMIX_MODELS/955717e8-8726e21a.th" "$WORK/list_cache.out" ||
     fail "models list: htdemucs not shown as cached"
