@@ -748,3 +748,31 @@ dmx_status dmx__ckpt_kw_numlist(const dmx__ckpt *ck, const char *key, double *ou
     *n = v->u.seq.n;
     return DMX_OK;
 }
+
+/* ---- parameter lists (DiffQ naming) ---------------------------------------- */
+
+dmx_status dmx__param_list_add(dmx__param_list *l, const char *name, int ndim, const int64_t *shape) {
+    if (ndim < 0 || ndim > DMX__MAX_DIMS) return dmx__fail(DMX_ERR_MODEL, "parameter '%s': %d dims", name, ndim);
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        dmx__param_spec *v = realloc(l->v, cap * sizeof *v);
+        if (!v) return dmx__fail(DMX_ERR_NOMEM, "out of memory listing parameters");
+        l->v = v;
+        l->cap = cap;
+    }
+    dmx__param_spec *p = &l->v[l->n];
+    memset(p, 0, sizeof *p);
+    p->name = strdup(name);
+    if (!p->name) return dmx__fail(DMX_ERR_NOMEM, "out of memory listing parameters");
+    p->ndim = ndim;
+    for (int i = 0; i < ndim; i++) p->shape[i] = shape[i];
+    l->n++;
+    return DMX_OK;
+}
+
+void dmx__param_list_free(dmx__param_list *l) {
+    if (!l) return;
+    for (size_t i = 0; i < l->n; i++) free(l->v[i].name);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}

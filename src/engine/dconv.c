@@ -1,0 +1,134 @@
+/*
+ * dconv.c - the DConv residual branch (see dconv.h).
+ */
+#include "dconv.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
+#include "ops.h"
+
+#define NOMEM() dmx__fail(DMX_ERR_NOMEM, "out of memory in a DConv branch")
+
+dmx__dconvx_opts dmx__dconvx_opts_default(void) {
+    dmx__dconvx_opts o = {2, 4.0, 1e-4, 1, 0, 4, 4, 0, 1, 3, 1};
+    return o;
+}
+
+void dmx__dconvx_bind_b(dmx__binder *b, const char *prefix, int channels, const dmx__dconvx_opts *o,
+                        dmx__dconvx *d) {
+    memset(d, 0, sizeof *d);
+    if (b->st != DMX_OK) return;
+    int depth = o->depth < 0 ? -o->depth : o->depth;
+    int hidden = o->compress > 0 ? (int)(channels / o->compress) : 0;
+    if (depth > DMX__DCONV_MAX_DEPTH || o->kernel < 1 || o->kernel % 2 == 0 || hidden < 1 ||
+        (o->attn && (o->heads < 1 || hidden % o->heads || o->ndecay < 0))) {
+        b->st = dmx__fail(DMX_ERR_MODEL,
+                          "%s: unsupported DConv (channels %d, depth %d, compress %g, kernel %d, attn %d, heads %d)",
+                          prefix, channels, o->depth, o->compress, o->kernel, o->attn, o->heads);
+        return;
+    }
+    int64_t start = b->n_params;
+    d->channels = channels;
+    d->hidden = hidden;
+    d->depth = depth;
+    d->kernel = o->kernel;
+    d->norm = o->norm;
+    d->gelu = o->gelu;
+    const int64_t C = channels, Hd = hidden;
+    char p[256], name[300];
+    for (int i = 0; i < depth; i++) {
+        dmx__dconvx_layer *L = &d->layers[i];
+        L->dilation = o->depth > 0 ? 1 << i : 1;
+        snprintf(p, sizeof p, "%s.layers.%d", prefix, i);
+        snprintf(name, sizeof name, "%s.0.weight", p);
+        L->conv1_w = dmx__bind3(b, Hd, C, o->kernel, name);
+        snprintf(name, sizeof name, "%s.0.bias", p);
+        L->conv1_b = dmx__bind1(b, Hd, name);
+        if (o->norm) {
+            snprintf(name, sizeof name, "%s.1.weight", p);
+            L->norm1_w = dmx__bind1(b, Hd, name);
+            snprintf(name, sizeof name, "%s.1.bias", p);
+            L->norm1_b = dmx__bind1(b, Hd, name);
+        }
+        int idx = 3;
+        if (o->lstm) {
+            L->has_lstm = 1;
+            snprintf(name, sizeof name, "%s.%d", p, idx++);
+            dmx__blstm_bind(b, &L->lstm, name, hidden, 2, 200, 1);
+        }
+        if (o->attn) {
+            L->has_attn = 1;
+            snprintf(name, sizeof name, "%s.%d", p, idx++);
+            dmx__localstate_bind(b, &L->attn, name, hidden, o->heads, o->ndecay);
+        }
+        snprintf(name, sizeof name, "%s.%d.weight", p, idx);
+        L->conv2_w = dmx__bind3(b, 2 * C, Hd, 1, name);
+        snprintf(name, sizeof name, "%s.%d.bias", p, idx);
+        L->conv2_b = dmx__bind1(b, 2 * C, name);
+        if (o->norm) {
+            snprintf(name, sizeof name, "%s.%d.weight", p, idx + 1);
+            L->norm2_w = dmx__bind1(b, 2 * C, name);
+            snprintf(name, sizeof name, "%s.%d.bias", p, idx + 1);
+            L->norm2_b = dmx__bind1(b, 2 * C, name);
+        }
+        snprintf(name, sizeof name, "%s.%d.scale", p, idx + 3);
+        L->scale = dmx__bind1(b, C, name);
+    }
+    d->n_params = b->n_params - start;
+}
+
+dmx_status dmx__dconvx_bind(dmx__ckpt *ck, const char *prefix, int channels, const dmx__dconvx_opts *o,
+                            dmx__dconvx *out) {
+    dmx__binder b;
+    dmx_status s = dmx__binder_init(&b, ck, NULL);
+    if (s == DMX_OK) {
+        dmx__dconvx_bind_b(&b, prefix, channels, o, out);
+        s = b.st;
+    }
+    dmx__binder_done(&b);
+    return s;
+}
+
+/* One batch item x (C, T). */
+static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, int T) {
+    const int C = d->channels, Hd = d->hidden;
+    dmx__arena_mark mk = dmx__arena_save(ar);
+    float *h = dmx__arena_floats(ar, (size_t)Hd * T);
+    float *h2 = dmx__arena_floats(ar, (size_t)2 * C * T);
+    if (!h || !h2) return NOMEM();
+    for (int i = 0; i < d->depth; i++) {
+        const dmx__dconvx_layer *L = &d->layers[i];
+        int pad = L->dilation * (d->kernel / 2);
+        dmx__conv_geom g1 = {C, Hd, 1, d->kernel, 1, 1, 0, pad, 1, L->dilation};
+        if (dmx__conv2d(ar, &g1, x, 1, T, L->conv1_w, L->conv1_b, h)) return NOMEM();
+        if (d->norm) dmx__group_norm(h, Hd, 1, T, 1, L->norm1_w, L->norm1_b, 1e-5f);
+        if (d->gelu) dmx__gelu(h, (size_t)Hd * T);
+        else dmx__relu(h, (size_t)Hd * T);
+        dmx_status s;
+        if (L->has_lstm && (s = dmx__blstm_forward(&L->lstm, ar, h, T)) != DMX_OK) return s;
+        if (L->has_attn && (s = dmx__localstate_forward(&L->attn, ar, h, T)) != DMX_OK) return s;
+        dmx__sgemm(0, 0, 2 * C, T, Hd, 1.0f, L->conv2_w, Hd, h, T, 0.0f, h2, T);
+        dmx__add_bias(h2, L->conv2_b, 2 * C, (size_t)T);
+        if (d->norm) dmx__group_norm(h2, 2 * C, 1, T, 1, L->norm2_w, L->norm2_b, 1e-5f);
+        dmx__glu(h2, h2, 2 * C, (size_t)T);
+        for (int c = 0; c < C; c++) {
+            float sc = L->scale[c];
+            float *xc = x + (size_t)c * T;
+            const float *gc = h2 + (size_t)c * T;
+            for (int t = 0; t < T; t++) xc[t] += sc * gc[t];
+        }
+    }
+    dmx__arena_restore(ar, mk);
+    return DMX_OK;
+}
+
+dmx_status dmx__dconvx_forward(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C, int T) {
+    DMX_ASSERT(C == d->channels);
+    for (int b = 0; b < B; b++) {
+        dmx_status s = forward_one(d, ar, x + (size_t)b * C * T, T);
+        if (s != DMX_OK) return s;
+    }
+    return DMX_OK;
+}
