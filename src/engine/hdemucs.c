@@ -437,17 +437,7 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
 
     /* --- tensors: a DiffQ state first gets its names from a collecting walk --- */
     dmx__binder b;
-    if (dmx__ckpt_is_quantized(ck)) {
-        dmx__param_list pl = {0};
-        if ((st = dmx__binder_init(&b, ck, &pl)) == DMX_OK) {
-            walk(m, &b);
-            st = b.st;
-        }
-        dmx__binder_done(&b);
-        if (st == DMX_OK) st = dmx__ckpt_dequantize(ck, &pl);
-        dmx__param_list_free(&pl);
-        if (st != DMX_OK) goto fail;
-    }
+    /*DIFFQ*/
     if ((st = dmx__binder_init(&b, ck, NULL)) == DMX_OK) {
         walk(m, &b);
         st = b.st;
