@@ -3,7 +3,7 @@
 add_executable(hdemucs_golden ${CMAKE_CURRENT_SOURCE_DIR}/hdemucs_golden.c)
 target_link_libraries(hdemucs_golden PRIVATE dmx_testutil)
 foreach(spec "forward;hdemucs_mmi_tiny;mix_3s" "forward;mdx_hdemucs_mask_tiny;mix_3s"
-             "forward;mdx_hdemucs_cac_tiny;mix_3s"
+             "forward;mdx_hdemucs_cac_tiny;mix_3s" "forward;mdx_extra_q_hdemucs_tiny;mix_3s;44100"
              "layers;hdemucs_mmi_tiny;mix_12s" "layers;mdx_hdemucs_mask_tiny;mix_3s"
              "layers;mdx_hdemucs_cac_tiny;mix_3s")
   list(GET spec 0 mode)

@@ -19,6 +19,7 @@
 #include "ckpt.h"
 #include "localstate.h"
 #include "lstm.h"
+#include "net.h"
 
 #define DMX__DCONV_MAX_DEPTH 8
 
@@ -66,5 +67,11 @@ void dmx__dconvx_bind_b(dmx__binder *b, const char *prefix, int channels, const 
 /* x (B, C, T) contiguous, updated in place: x += DConv(x) for each batch
  * item. Scratch from `ar`. DMX_OK or DMX_ERR_NOMEM. */
 dmx_status dmx__dconvx_forward(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C, int T);
+
+/* Same, tapping (for B = 1) each layer's BLSTM output as
+ * "<name>_dconv<d>_blstm" and LocalState output as "<name>_dconv<d>_localstate"
+ * (both (hidden, 1, T), residuals included). tap may be NULL. */
+dmx_status dmx__dconvx_forward_tap(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C, int T,
+                                   dmx__tap_fn tap, void *tap_user, const char *name);
 
 #endif

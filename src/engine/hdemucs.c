@@ -346,13 +346,12 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
         }
     m->hop = m->nfft / 4;
     d->segment = segment;
-    if (seg_is_int) {
-        d->seg_num = seg_int;
-        d->seg_den = 1;
-        d->training_length = seg_int * d->samplerate;
-    } else {
-        d->seg_den = 0;
-        d->training_length = (int64_t)(segment * d->samplerate); /* Python int() truncates */
+    d->seg_num = seg_is_int ? seg_int : 0;
+    d->seg_den = seg_is_int ? 1 : 0;
+    d->training_length = dmx__segment_length(d->seg_num, d->seg_den, segment, d->samplerate);
+    if (d->training_length < 1) {
+        st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 'segment' (%g s) gives no samples", segment);
+        goto fail;
     }
 
     /* --- layer arguments, exactly as HDemucs.__init__ --- */
@@ -437,7 +436,17 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
 
     /* --- tensors: a DiffQ state first gets its names from a collecting walk --- */
     dmx__binder b;
-    /*DIFFQ*/
+    if (dmx__ckpt_is_quantized(ck)) {
+        dmx__param_list pl = {0};
+        if ((st = dmx__binder_init(&b, ck, &pl)) == DMX_OK) {
+            walk(m, &b);
+            st = b.st;
+        }
+        dmx__binder_done(&b);
+        if (st == DMX_OK) st = dmx__ckpt_dequantize(ck, &pl);
+        dmx__param_list_free(&pl);
+        if (st != DMX_OK) goto fail;
+    }
     if ((st = dmx__binder_init(&b, ck, NULL)) == DMX_OK) {
         walk(m, &b);
         st = b.st;

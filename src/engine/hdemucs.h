@@ -22,8 +22,6 @@
 #ifndef DMX_ENGINE_HDEMUCS_H
 #define DMX_ENGINE_HDEMUCS_H
 
-#include "net.h"
-
-extern const dmx__net_vt dmx__hdemucs_vt;
+#include "net.h" /* declares dmx__hdemucs_vt */
 
 #endif
