@@ -5,6 +5,12 @@
  *   hdemucs_golden forward MODEL INPUT [LEN]
  *       model(mix[None, :, :LEN]) against zoo/outputs/MODEL_forward_*.npy,
  *       printing max|ours - ref| / max|ref| (must be <= 1e-4);
+ *   hdemucs_golden separate NAME
+ *       upstream's separator on zoo/inputs/mix_50s.wav (whole-track
+ *       normalisation, apply_model shifts=0 overlap=0.25, 44 s chunks) with
+ *       zoo/models/NAME.th or NAME.yaml through the public API, against
+ *       NAME_separate_50s_win.npy (four 4410-sample windows) and
+ *       NAME_separate_50s_sub97.npy (every 97th sample);
  *   hdemucs_golden layers MODEL INPUT
  *       every tapped activation against zoo/intermediates/MODEL/, naming the
  *       first layer that drifts; fails if a reference file went unchecked
@@ -15,6 +21,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "demix/demix.h"
 #include "ckpt.h"
 #include "hdemucs.h"
 #include "net.h"
@@ -130,9 +137,105 @@ static void tap(void *user, const char *name, const float *data, int c, int h, i
     npy_free(&ref);
 }
 
+/* 16-bit PCM WAV -> planar float (int16 / 32768), as FFmpeg's s16 -> flt. */
+static float *load_wav16(const char *path, int *A, int64_t *len) {
+    size_t n;
+    unsigned char *b = read_file(path, &n);
+    REQUIRE(b && n > 44 && !memcmp(b, "RIFF", 4) && !memcmp(b + 8, "WAVE", 4));
+    size_t p = 12;
+    int ch = 0, bits = 0;
+    while (p + 8 <= n) {
+        uint32_t sz = b[p + 4] | b[p + 5] << 8 | b[p + 6] << 16 | (uint32_t)b[p + 7] << 24;
+        if (!memcmp(b + p, "fmt ", 4)) {
+            ch = b[p + 10] | b[p + 11] << 8;
+            bits = b[p + 22] | b[p + 23] << 8;
+        } else if (!memcmp(b + p, "data", 4)) {
+            REQUIRE(ch > 0 && bits == 16 && p + 8 + sz <= n);
+            *A = ch;
+            *len = sz / (2 * ch);
+            float *x = malloc(sizeof(float) * (size_t)ch * *len);
+            const unsigned char *d = b + p + 8;
+            for (int64_t i = 0; i < *len; i++)
+                for (int c = 0; c < ch; c++) {
+                    size_t o = ((size_t)i * ch + c) * 2;
+                    x[(size_t)c * *len + i] = (float)(int16_t)(d[o] | d[o + 1] << 8) / 32768.0f;
+                }
+            free(b);
+            return x;
+        }
+        p += 8 + sz + (sz & 1);
+    }
+    REQUIRE(!"no data chunk");
+    return NULL;
+}
+
+static int case_separate(const char *name) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "zoo/models/%s.yaml", name);
+    FILE *f = fopen(golden_path(rel), "rb");
+    if (f) fclose(f);
+    else snprintf(rel, sizeof rel, "zoo/models/%s.th", name);
+    dmx_model *m = NULL;
+    dmx_status st = dmx_model_load(golden_path(rel), &m);
+    if (st != DMX_OK) {
+        fprintf(stderr, "cannot load %s: %s: %s\n", rel, dmx_status_str(st), dmx_last_error());
+        return 1;
+    }
+    int A;
+    int64_t len;
+    float *mix = load_wav16(golden_path("zoo/inputs/mix_50s.wav"), &A, &len);
+    int S = dmx_model_n_sources(m);
+    REQUIRE(A == dmx_model_channels(m) && S * A <= 64);
+    float *out = malloc(sizeof(float) * (size_t)S * A * len);
+    float *outp[64];
+    const float *inp[8];
+    for (int k = 0; k < S * A; k++) outp[k] = out + (size_t)k * len;
+    for (int c = 0; c < A; c++) inp[c] = mix + (size_t)c * len;
+    dmx_session *s = NULL;
+    REQUIRE(dmx_session_new(m, &s) == DMX_OK);
+    dmx_separate_opts o;
+    dmx_separate_opts_init(&o);
+    o.shifts = 0;
+    o.overlap = 0.25;
+    o.normalize = 1;
+    st = dmx_separate(s, inp, len, outp, &o);
+    CHECK_MSG(st == DMX_OK, "separate: %s", dmx_last_error());
+    static const int64_t starts[4] = {0, 1453095, 1938195, 2200590};
+    const int width = 4410, sub = 97;
+    for (int which = 0; which < 2; which++) {
+        snprintf(rel, sizeof rel, "zoo/outputs/%s_separate_50s_%s.npy", name, which ? "sub97" : "win");
+        npy_array ref;
+        REQUIRE(npy_load(golden_path(rel), &ref) == 0);
+        size_t nsub = (size_t)((len + sub - 1) / sub), n = which ? (size_t)S * A * nsub : (size_t)4 * S * A * width;
+        REQUIRE(ref.numel == n);
+        float *ours = malloc(sizeof(float) * n);
+        size_t k = 0;
+        if (which) {
+            for (int r = 0; r < S * A; r++)
+                for (size_t i = 0; i < nsub; i++) ours[k++] = out[(size_t)r * len + i * sub];
+        } else {
+            for (int w = 0; w < 4; w++)
+                for (int r = 0; r < S * A; r++)
+                    for (int i = 0; i < width; i++) ours[k++] = out[(size_t)r * len + starts[w] + i];
+        }
+        double mad, mref, r = rel_max_err(ours, ref.data, n, &mad, &mref);
+        printf("%-48s max|ours-ref| = %.3e  max|ref| = %.3e  ratio = %.3e (tolerance %.0e)\n", rel, mad, mref, r, TOL);
+        CHECK_MSG(r <= TOL, "%s: ratio %.3e exceeds %.0e", rel, r, TOL);
+        free(ours);
+        npy_free(&ref);
+    }
+    dmx_session_free(s);
+    dmx_model_free(m);
+    free(out);
+    free(mix);
+    snprintf(rel, sizeof rel, "hdemucs_golden separate %s", name);
+    return dmx_test_done(rel);
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "separate")) return case_separate(argv[2]);
     if (argc < 4) {
-        fprintf(stderr, "usage: hdemucs_golden forward|layers MODEL INPUT [LEN]\n");
+        fprintf(stderr, "usage: hdemucs_golden forward|layers MODEL INPUT [LEN] | separate NAME\n");
         return 2;
     }
     const char *mode = argv[1], *model = argv[2], *input = argv[3];
