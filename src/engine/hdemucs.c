@@ -496,7 +496,8 @@ static void norm_apply(float *x, int C, size_t L, const hnorm *n) {
     if (n->groups) dmx__group_norm(x, C, 1, (int)L, n->groups, n->w, n->b, 1e-5f);
 }
 
-/* DConv on y (C, H, W) in place: each frequency row its own sequence. */
+/* DConv on y (C, H, W) in place: each frequency row its own sequence (upstream
+ * folds F into the batch), gathered into a (C, W) buffer one row at a time. */
 static int dconv_apply(ctx *cx, const hlayer *L, float *y, int C, int H, int W, const char *tapname) {
     char name[64];
     dmx__tap_fn tap = cx->tap;
@@ -505,24 +506,38 @@ static int dconv_apply(ctx *cx, const hlayer *L, float *y, int C, int H, int W, 
         snprintf(name, sizeof name, "%s_dconv_in", tapname);
         TAP(name, y, C, H, W);
     }
-    size_t plane = (size_t)H * W;
     if (H == 1) {
         if (dmx__dconvx_forward(&L->dconv, cx->ar, y, 1, C, W) != DMX_OK) return -1;
     } else {
         dmx__arena_mark mk = dmx__arena_save(cx->ar);
-        float *t = dmx__arena_floats(cx->ar, (size_t)C * plane);
+        float *t = dmx__arena_floats(cx->ar, (size_t)C * W);
         if (!t) return -1;
-        for (int c = 0; c < C; c++)
-            for (int f = 0; f < H; f++) memcpy(t + ((size_t)f * C + c) * W, y + ((size_t)c * H + f) * W, sizeof(float) * W);
-        if (dmx__dconvx_forward(&L->dconv, cx->ar, t, H, C, W) != DMX_OK) return -1;
-        for (int c = 0; c < C; c++)
-            for (int f = 0; f < H; f++) memcpy(y + ((size_t)c * H + f) * W, t + ((size_t)f * C + c) * W, sizeof(float) * W);
+        for (int f = 0; f < H; f++) {
+            for (int c = 0; c < C; c++) memcpy(t + (size_t)c * W, y + ((size_t)c * H + f) * W, sizeof(float) * W);
+            if (dmx__dconvx_forward(&L->dconv, cx->ar, t, 1, C, W) != DMX_OK) return -1;
+            for (int c = 0; c < C; c++) memcpy(y + ((size_t)c * H + f) * W, t + (size_t)c * W, sizeof(float) * W);
+        }
         dmx__arena_restore(cx->ar, mk);
     }
     if (tapname) {
         snprintf(name, sizeof name, "%s_dconv_out", tapname);
         TAP(name, y, C, H, W);
     }
+    return 0;
+}
+
+/* y (cout/2, H, W) = GLU(norm(conv(x))): fused in column blocks when there is
+ * no norm, else through the whole 2C-channel tensor (GroupNorm needs its
+ * statistics). */
+static int rewrite_glu(dmx__arena *ar, const hconv *cv, const hnorm *n, const float *x, int H, int W, float *y) {
+    if (!n->groups) return dmx__conv2d_glu(ar, &cv->g, x, H, W, cv->w, cv->b, y);
+    size_t plane = (size_t)H * W;
+    dmx__arena_mark mk = dmx__arena_save(ar);
+    float *r = dmx__arena_floats(ar, (size_t)cv->g.cout * plane);
+    if (!r || dmx__conv2d(ar, &cv->g, x, H, W, cv->w, cv->b, r)) return -1;
+    norm_apply(r, cv->g.cout, plane, n);
+    dmx__glu(r, y, cv->g.cout, plane);
+    dmx__arena_restore(ar, mk);
     return 0;
 }
 
@@ -564,12 +579,7 @@ static float *enc_layer(ctx *cx, const hlayer *L, const float *x, int H, int W, 
     norm_apply(c, a->chout, plane, &L->norm1);
     dmx__gelu(c, (size_t)a->chout * plane);
     if (L->has_dconv && dconv_apply(cx, L, c, a->chout, ho, wo, tapname)) return NULL;
-    if (L->has_rewrite) {
-        float *r = dmx__arena_floats(ar, (size_t)2 * a->chout * plane);
-        if (!r || dmx__conv2d(ar, &L->rewrite.g, c, ho, wo, L->rewrite.w, L->rewrite.b, r)) return NULL;
-        norm_apply(r, 2 * a->chout, plane, &L->norm2);
-        dmx__glu(r, y, 2 * a->chout, plane);
-    }
+    if (L->has_rewrite && rewrite_glu(ar, &L->rewrite, &L->norm2, c, ho, wo, y)) return NULL;
     dmx__arena_restore(ar, mk);
     return y;
 }
@@ -577,7 +587,8 @@ static float *enc_layer(ctx *cx, const hlayer *L, const float *x, int H, int W, 
 /* HDecLayer.forward: x (chin, H, W) gets the skip added in place (skip NULL
  * for empty layers). Returns z (chout, *Ho, *Wo); *pre, when asked for,
  * receives the transposed convolution's input (chin, H, W) (arena memory
- * that outlives the call). `length`: time layers' output length. */
+ * that outlives the call; it may be the skip's buffer, which the rewrite
+ * overwrites). `length`: time layers' output length. */
 static float *dec_layer(ctx *cx, const hlayer *L, float *x, int H, int W, const float *skip, int length,
                         int *Ho, int *Wo, float **pre) {
     const largs *a = &L->a;
@@ -593,16 +604,13 @@ static float *dec_layer(ctx *cx, const hlayer *L, float *x, int H, int W, const 
     float *z = dmx__arena_floats(ar, zsize);
     float *y = x;
     if (!z) return NULL;
-    if (!a->empty && L->has_rewrite && !(y = dmx__arena_floats(ar, (size_t)a->chin * plane))) return NULL;
+    /* the rewrite's output goes over the skip, dead once added */
+    if (!a->empty && L->has_rewrite && !(y = skip ? (float *)skip : dmx__arena_floats(ar, (size_t)a->chin * plane)))
+        return NULL;
     dmx__arena_mark mk = dmx__arena_save(ar);
     if (!a->empty) {
         dmx__add(x, skip, (size_t)a->chin * plane);
-        if (L->has_rewrite) {
-            float *r = dmx__arena_floats(ar, (size_t)2 * a->chin * plane);
-            if (!r || dmx__conv2d(ar, &L->rewrite.g, x, H, W, L->rewrite.w, L->rewrite.b, r)) return NULL;
-            norm_apply(r, 2 * a->chin, plane, &L->norm1);
-            dmx__glu(r, y, 2 * a->chin, plane);
-        }
+        if (L->has_rewrite && rewrite_glu(ar, &L->rewrite, &L->norm1, x, H, W, y)) return NULL;
         if (L->has_dconv && dconv_apply(cx, L, y, a->chin, H, W, NULL)) return NULL;
     }
     if (dmx__conv_tr2d(ar, g, y, H, W, L->conv.w, L->conv.b, z)) return NULL;
