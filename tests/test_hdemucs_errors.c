@@ -90,8 +90,8 @@ static void expect(unsigned char *buf, dmx_status want, const char *phrase, cons
     free(buf);
 }
 
-/* Forward of a (patched) checkpoint on the first second of mix_3s. */
-static float *forward(unsigned char *buf, int *n) {
+/* Forward of a (patched) checkpoint on the first `len` samples of mix_3s. */
+static float *forward_len(unsigned char *buf, int len, int *n) {
     char path[] = "/tmp/demix_test_hdemucs_XXXXXX";
     write_tmp(buf, path);
     free(buf);
@@ -104,7 +104,7 @@ static float *forward(unsigned char *buf, int *n) {
     REQUIRE(st == DMX_OK);
     npy_array mix;
     REQUIRE(npy_load(golden_path("inputs/mix_3s.npy"), &mix) == 0);
-    const int len = 44100, full = (int)mix.shape[1], A = net->desc.audio_channels;
+    const int full = (int)mix.shape[1], A = net->desc.audio_channels;
     float *x = malloc(sizeof(float) * A * len);
     for (int c = 0; c < A; c++) memcpy(x + (size_t)c * len, mix.data + (size_t)c * full, sizeof(float) * len);
     *n = net->desc.n_sources * A * len;
@@ -118,6 +118,24 @@ static float *forward(unsigned char *buf, int *n) {
     npy_free(&mix);
     free(x);
     return out;
+}
+
+static float *forward(unsigned char *buf, int *n) { return forward_len(buf, 44100, n); }
+
+/* Chunks of any length run (upstream runs each chunk at its own length):
+ * shorter than the padding, than a hop, not a multiple of anything. */
+static void short_chunks(void) {
+    static const int lens[] = {1, 7, 1023, 1025, 5000};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        unsigned char *b = malloc(orig_len);
+        memcpy(b, orig, orig_len);
+        int n;
+        float *out = forward_len(b, lens[i], &n);
+        int finite = 1;
+        for (int k = 0; k < n; k++) finite &= isfinite(out[k]) != 0;
+        CHECK_MSG(finite, "chunk of %d samples: non-finite output", lens[i]);
+        free(out);
+    }
 }
 
 static void wiener_em_runs(void) {
@@ -177,6 +195,7 @@ int main(void) {
         dmx_model_free(m);
         unlink(path);
     }
+    short_chunks();
     free(orig);
     wiener_em_runs();
     return dmx_test_done("test_hdemucs_errors");

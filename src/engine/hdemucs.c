@@ -826,6 +826,10 @@ static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, 
             else inject = xt;
         }
         const hstage *es = &m->enc[idx];
+        if (inject && (Tt != T || es->band[0].a.chout != m->tenc[idx].a.chout || !es->band[0].a.freq)) {
+            st = dmx__fail(DMX_ERR_INVALID_ARG, "the time branch (%d steps) cannot merge into %d frames", Tt, T);
+            goto done;
+        }
         snprintf(name, sizeof name, "encoder%d", idx);
         int h2, w2;
         if (!(x = enc_stage(&cx, es, x, F, T, inject, &h2, &w2, name))) goto fail;
