@@ -260,6 +260,7 @@ int main(int argc, char **argv) {
         double mad, mref, r = rel_max_err(out, ref.data, nout, &mad, &mref);
         printf("%-40s max|ours-ref| = %.3e  max|ref| = %.3e  ratio = %.3e (tolerance %.0e)\n", rel, mad, mref, r, TOL);
         CHECK_MSG(r <= TOL, "%s: ratio %.3e exceeds %.0e", rel, r, TOL);
+        printf("arena high water: %.1f MB\n", ar.high_water / 1e6);
         npy_free(&ref);
         snprintf(caseName, sizeof caseName, "hdemucs_golden forward %s", model);
     } else {

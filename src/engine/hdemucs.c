@@ -811,7 +811,9 @@ static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, 
     int lengths[MAX_DEPTH], lengths_t[MAX_DEPTH];
     int n_saved = 0, n_saved_t = 0, n_len_t = 0;
     int F = nb, T = le, Tt = len;
+    dmx__arena_mark emark[MAX_DEPTH]; /* before encoder level idx's allocations */
     for (int idx = 0; idx < m->depth; idx++) {
+        emark[idx] = dmx__arena_save(ar);
         lengths[idx] = T;
         const float *inject = NULL;
         if (idx < m->n_tenc) {
@@ -886,6 +888,30 @@ static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, 
         x = nx3;
         F = h;
         T = w;
+        /* Level L = depth-1-idx is decoded: its skips and everything above
+         * them are dead but x and xt (allocated in that order, xt only when
+         * this level has a time layer), which move down to emark[L]. Skipped
+         * when the arena moved to another block (moves must go down). */
+        {
+            const int L = m->depth - 1 - idx;
+            const int moved_t = idx >= offset;
+            size_t nxs = (size_t)ds->band[0].a.chout * F * T, nts = moved_t ? (size_t)m->tdec[idx - offset].a.chout * Tt : 0;
+            dmx__arena_mark keep = dmx__arena_save(ar);
+            dmx__arena_restore(ar, emark[L]);
+            float *nx = dmx__arena_floats(ar, nxs);
+            float *nt = nx && moved_t ? dmx__arena_floats(ar, nts) : NULL;
+            int ok = nx && (!moved_t || nt) && ar->cur == keep.cur && nx <= x && (!moved_t || (x < xt && nt <= xt));
+            if (ok) {
+                memmove(nx, x, sizeof(float) * nxs);
+                x = nx;
+                if (moved_t) {
+                    memmove(nt, xt, sizeof(float) * nts);
+                    xt = nt;
+                }
+            } else {
+                dmx__arena_restore(ar, keep);
+            }
+        }
     }
     if (F != nb || T != le || Tt != len) {
         st = dmx__fail(DMX_ERR_INVALID_ARG, "decoder output (%d, %d) / %d for a (%d, %d) / %d input", F, T, Tt, nb, le, len);
