@@ -10,7 +10,10 @@
  *       against zoo/intermediates/mdx_q_demucs_tiny/dequant (bit-exact);
  *   golden_demucs dequant_extra   the same for mdx_extra_q_hdemucs_tiny's
  *       state (the newer meta with torch_pack False), named from its .txt.
- * The network is driven through its dmx__net_vt directly.
+ *   golden_demucs mdx_demucs_a_tiny_separate_50s   the whole-track pipeline
+ *       (dmx_separate: segments, valid_length context, cross-fades) against
+ *       zoo/outputs/<case>_win.npy and _sub97.npy.
+ * The forwards drive the network through its dmx__net_vt directly.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +73,8 @@ static float *run(const loaded *l, const float *mix, int len, dmx__tap_fn tap, v
     dmx__arena_init(&ar);
     dmx_status st = l->vt->forward(l->net, &ar, mix, len, out, tap, user);
     CHECK_MSG(st == DMX_OK, "forward: %s", dmx_last_error());
+    CHECK(ar.in_use == 0); /* the forward releases all its scratch */
+    printf("forward on %d samples: arena high water %.1f MB\n", len, ar.high_water / 1048576.0);
     dmx__arena_free(&ar);
     return out;
 }
@@ -158,6 +163,95 @@ static void case_layers(void) {
     free(mix);
     free(manifest);
     l.vt->free(l.net);
+}
+
+/* ---- whole track ---- */
+
+/* zoo/inputs/mix_50s.wav (16-bit PCM stereo) as int16 / 32768, planar. */
+static float *read_wav50(int64_t *len) {
+    size_t n;
+    unsigned char *b = read_file(golden_path("zoo/inputs/mix_50s.wav"), &n);
+    REQUIRE(b && n > 44 && !memcmp(b, "RIFF", 4) && !memcmp(b + 8, "WAVE", 4));
+    size_t p = 12;
+    const unsigned char *data = NULL;
+    uint32_t dlen = 0;
+    int ch = 0, bits = 0;
+    while (p + 8 <= n) {
+        uint32_t sz = b[p + 4] | (b[p + 5] << 8) | (b[p + 6] << 16) | ((uint32_t)b[p + 7] << 24);
+        if (!memcmp(b + p, "fmt ", 4)) {
+            ch = b[p + 10] | (b[p + 11] << 8);
+            bits = b[p + 22] | (b[p + 23] << 8);
+        } else if (!memcmp(b + p, "data", 4)) {
+            data = b + p + 8;
+            dlen = sz;
+            break;
+        }
+        p += 8 + sz + (sz & 1);
+    }
+    REQUIRE(data && ch == 2 && bits == 16 && data + dlen <= b + n);
+    int64_t L = dlen / 4;
+    float *x = malloc(sizeof(float) * 2 * (size_t)L);
+    for (int64_t i = 0; i < L; i++)
+        for (int c = 0; c < 2; c++) {
+            const unsigned char *q = data + (size_t)i * 4 + (size_t)c * 2;
+            x[(size_t)c * L + i] = (float)(int16_t)(q[0] | (q[1] << 8)) / 32768.0f;
+        }
+    free(b);
+    *len = L;
+    return x;
+}
+
+/* upstream's separator on mix_50s.wav (normalised by the mono mix, shifts 0,
+ * overlap 0.25, the model's 44 s segments): four windows at the start, the
+ * two chunk boundaries and the end, and every 97th sample of the track. */
+static void case_separate(const char *model, const char *name) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "zoo/models/%s", model);
+    dmx_model *m = NULL;
+    dmx_status st = dmx_model_load(golden_path(rel), &m);
+    if (st != DMX_OK) fprintf(stderr, "load %s: %s\n", rel, dmx_last_error());
+    REQUIRE(st == DMX_OK);
+    int64_t len;
+    float *mix = read_wav50(&len);
+    REQUIRE(len == 2205000);
+    int S = dmx_model_n_sources(m), A = dmx_model_channels(m);
+    REQUIRE(S == 4 && A == 2);
+    float *out = malloc(sizeof(float) * (size_t)S * A * len);
+    float *outp[8];
+    const float *inp[2] = {mix, mix + len};
+    for (int k = 0; k < S * A; k++) outp[k] = out + (size_t)k * len;
+    dmx_session *s = NULL;
+    REQUIRE(dmx_session_new(m, &s) == DMX_OK);
+    dmx_separate_opts o;
+    dmx_separate_opts_init(&o);
+    o.shifts = 0;
+    o.overlap = 0.25;
+    o.normalize = 1;
+    st = dmx_separate(s, inp, len, outp, &o);
+    CHECK_MSG(st == DMX_OK, "separate: %s", dmx_last_error());
+    static const int64_t starts[4] = {0, 1453095, 1938195, 2200590};
+    const int W = 4410;
+    float *win = malloc(sizeof(float) * 4 * S * A * W);
+    size_t k = 0;
+    for (int w = 0; w < 4; w++)
+        for (int r = 0; r < S * A; r++)
+            for (int t = 0; t < W; t++) win[k++] = out[(size_t)r * len + starts[w] + t];
+    char nm[160];
+    snprintf(nm, sizeof nm, "%s_win", name);
+    compare(nm, win, k);
+    int64_t ns = (len + 96) / 97;
+    float *sub = malloc(sizeof(float) * S * A * ns);
+    k = 0;
+    for (int r = 0; r < S * A; r++)
+        for (int64_t t = 0; t < ns; t++) sub[k++] = out[(size_t)r * len + t * 97];
+    snprintf(nm, sizeof nm, "%s_sub97", name);
+    compare(nm, sub, k);
+    free(sub);
+    free(win);
+    free(out);
+    free(mix);
+    dmx_session_free(s);
+    dmx_model_free(m);
 }
 
 /* ---- DiffQ ---- */
@@ -284,6 +378,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "mdx_q_demucs_tiny_forward_1s")) case_forward("mdx_q_demucs_tiny", 44100, c);
     else if (!strcmp(c, "layers")) case_layers();
     else if (!strcmp(c, "dequant")) case_dequant();
+    else if (!strcmp(c, "mdx_demucs_a_tiny_separate_50s")) case_separate("mdx_demucs_a_tiny.th", c);
     else if (!strcmp(c, "dequant_extra")) case_dequant_extra();
     else {
         fprintf(stderr, "unknown case %s\n", c);

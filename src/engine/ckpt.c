@@ -1091,7 +1091,13 @@ dmx_status dmx__ckpt_dequantize(dmx__ckpt *ck, const dmx__param_list *params) {
     for (i = 0; i < n && s == DMX_OK; i++) {
         const dmx__param_spec *p = &params->v[i];
         size_t numel = 1;
-        for (int d = 0; d < p->ndim; d++) numel *= (size_t)p->shape[d];
+        int bad = 0;
+        for (int d = 0; d < p->ndim; d++)
+            bad |= p->shape[d] < 0 || __builtin_mul_overflow(numel, (size_t)p->shape[d], &numel);
+        if (bad) {
+            s = dmx__fail(DMX_ERR_MODEL, "parameter '%s' has an impossible shape", p->name);
+            break;
+        }
         dmx__tensor *t = &ts[i];
         if (!(t->name = strdup(p->name))) {
             s = dmx__fail(DMX_ERR_NOMEM, "out of memory dequantizing");
@@ -1121,6 +1127,15 @@ dmx_status dmx__ckpt_dequantize(dmx__ckpt *ck, const dmx__param_list *params) {
             if (jq >= q->nq) {
                 s = dmx__fail(DMX_ERR_MODEL, "DiffQ state has %zu quantized parameters, the architecture more ('%s')",
                               q->nq, p->name);
+                break;
+            }
+            /* every value needs a packed level: bounds the allocation by the file */
+            const dq_entry *e = &q->q[jq];
+            uint64_t cap = 0;
+            for (int b = 0; b < DQ_MAX_BITS; b++) cap += e->levels[b].w ? (uint64_t)e->levels[b].lines * 2048 : 0;
+            if ((uint64_t)numel > cap) {
+                s = dmx__fail(DMX_ERR_MODEL, "DiffQ quantized[%zu] packs at most %llu levels but '%s' has %zu values",
+                              jq, (unsigned long long)cap, p->name, numel);
                 break;
             }
             t->data = alloc_floats(numel);

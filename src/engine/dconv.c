@@ -22,7 +22,8 @@ void dmx__dconvx_bind_b(dmx__binder *b, const char *prefix, int channels, const 
     memset(d, 0, sizeof *d);
     if (b->st != DMX_OK) return;
     int depth = o->depth < 0 ? -o->depth : o->depth;
-    int hidden = o->compress > 0 ? (int)(channels / o->compress) : 0;
+    double hd = o->compress > 0 ? channels / o->compress : 0;
+    int hidden = hd >= 1 && hd <= (1 << 20) ? (int)hd : 0;
     if (depth > DMX__DCONV_MAX_DEPTH || o->kernel < 1 || o->kernel % 2 == 0 || hidden < 1 ||
         (o->attn && (o->heads < 1 || hidden % o->heads || o->ndecay < 0))) {
         b->st = dmx__fail(DMX_ERR_MODEL,

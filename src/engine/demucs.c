@@ -16,7 +16,8 @@
  *   (2 context + 1) -> norm -> GLU/ReLU] -> [DConv] -> ConvTranspose1d(K, S)
  *   -> norm -> GELU/ReLU (not after the outermost); /2 down with julius;
  *   x * std + mean; centre trim to len.
- * Activations are (C, T) on the caller's arena; skips are kept until used.
+ * Activations are (C, T) on the caller's arena; skips are kept until used,
+ * and after each decoder the arena is compacted down to its output.
  */
 #include <math.h>
 #include <stdio.h>
@@ -253,29 +254,35 @@ static dmx_status demucs_build(dmx__ckpt *ck, void **out) {
     m->seg_num = 0;
     m->seg_den = 0;
     if (st == DMX_OK) {
-        int64_t si;
-        if (dmx__ckpt_kw_int(ck, "segment", &si) == DMX_OK) {
-            m->seg_num = si;
-            m->seg_den = 1;
-        } else if (!dmx__ckpt_kw_has(ck, "segment")) {
+        /* exact for an int or a Fraction, a float stays a float (den 0) */
+        if (!dmx__ckpt_kw_has(ck, "segment")) {
             m->seg_num = 40;
             m->seg_den = 1;
+        } else if (dmx__ckpt_kw_fraction(ck, "segment", &m->seg_num, &m->seg_den) != DMX_OK) {
+            m->seg_num = m->seg_den = 0;
+            dmx__clear_error();
         }
+        if (dmx__segment_length(m->seg_num, m->seg_den, m->segment, m->samplerate) < 1)
+            st = dmx__fail(DMX_ERR_MODEL, "Demucs kwarg 'segment' (%g s) gives no usable length", m->segment);
     }
     if (st == DMX_OK &&
         (m->audio_channels < 1 || m->audio_channels > 8 || m->channels < 1 || m->depth < 1 ||
-         m->depth > MAX_DEPTH || m->kernel < 1 || m->stride < 1 || m->context < 0 || hp.growth <= 0 ||
+         m->depth > MAX_DEPTH || m->kernel < 1 || m->kernel > 1024 || m->stride < 1 || m->stride > 1024 ||
+         m->context < 0 || m->context > 1024 || !(hp.growth > 0 && hp.growth <= 64) || m->channels > 65536 ||
          hp.norm_groups < 1 || hp.dconv_mode < 0 || hp.dconv_mode > 3 || hp.dconv_depth > DMX__DCONV_MAX_DEPTH ||
          hp.dconv_depth < -DMX__DCONV_MAX_DEPTH || m->lstm_layers < 0 || m->lstm_layers > DMX__LSTM_MAX_LAYERS ||
-         m->samplerate < 1000 || m->samplerate > 384000 || !(m->segment > 0)))
+         m->samplerate < 1000 || m->samplerate > 384000 || !(m->segment > 0) || m->segment > 3600))
         st = dmx__fail(DMX_ERR_MODEL, "Demucs kwargs out of the supported range (depth %d, channels %d, kernel %d, "
                        "stride %d, lstm_layers %d)", m->depth, m->channels, m->kernel, m->stride, m->lstm_layers);
     if (st == DMX_OK) {
         /* GroupNorm needs its groups to divide the channels */
-        int ch = m->channels;
-        for (int i = 0; i < m->depth && st == DMX_OK; i++, ch = (int)(hp.growth * ch))
+        double chd = m->channels;
+        for (int i = 0; i < m->depth && st == DMX_OK; i++, chd = (double)(int)(hp.growth * chd)) {
+            int ch = chd <= 65536 ? (int)chd : -1;
             if (ch < 1 || (i >= hp.norm_starts && ch % hp.norm_groups))
-                st = dmx__fail(DMX_ERR_MODEL, "Demucs layer %d: %d channels (norm_groups %d)", i, ch, hp.norm_groups);
+                st = dmx__fail(DMX_ERR_MODEL, "Demucs layer %d: %.0f channels (1..65536; norm_groups %d)", i, chd,
+                               hp.norm_groups);
+        }
     }
     if (st == DMX_OK && dmx__ckpt_is_quantized(ck)) {
         dmx__param_list pl = {0};
@@ -333,8 +340,7 @@ static void demucs_describe(const void *p, dmx__net_desc *d) {
     d->seg_num = m->seg_num;
     d->seg_den = m->seg_den;
     d->segment = m->segment;
-    d->training_length = m->seg_den ? m->seg_num * m->samplerate / m->seg_den
-                                    : (int64_t)(m->segment * m->samplerate);
+    d->training_length = dmx__segment_length(m->seg_num, m->seg_den, m->segment, m->samplerate);
     d->use_train_segment = 0;
     d->fixed_segment = 0;
     d->rand_draws_per_forward = 0;
@@ -367,6 +373,18 @@ static int rewrite(const demucs *m, const dlayer *L, dmx__arena *ar, const float
     }
     dmx__arena_restore(ar, mk);
     return 0;
+}
+
+/* Releases the arena down to `mark` and moves the live tensor `y` (n
+ * floats, allocated above the mark) to the bottom of the freed space, so
+ * dead activations between them stop counting toward the high-water mark.
+ * The new block lies at or before y in allocation order: memmove. */
+static float *compact(dmx__arena *ar, dmx__arena_mark mark, float *y, size_t n) {
+    dmx__arena_restore(ar, mark);
+    float *z = dmx__arena_floats(ar, n);
+    DMX_ASSERT(z); /* the space was just in use */
+    if (z != y) memmove(z, y, n * sizeof *z);
+    return z;
 }
 
 static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix, int len, float *out,
@@ -419,10 +437,12 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
     /* encoders; every output stays on the arena as the skip */
     float *skip[MAX_DEPTH];
     int skipT[MAX_DEPTH];
+    dmx__arena_mark below[MAX_DEPTH]; /* the arena just below skip[i] */
     for (int i = 0; i < m->depth; i++) {
         const dlayer *L = &m->enc[i];
         int To = T >= m->kernel ? (T - m->kernel) / m->stride + 1 : 0;
         if (To < 1) return dmx__fail(DMX_ERR_INVALID_ARG, "Demucs encoder %d: input of %d steps", i, T);
+        below[i] = dmx__arena_save(ar);
         float *y = dmx__arena_floats(ar, (size_t)L->chout * To);
         if (!y) return NOMEM();
         dmx__conv_geom g = {L->chin, L->chout, 1, m->kernel, 1, m->stride, 0, 0, 1, 1};
@@ -437,7 +457,7 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
         if (L->has_rewrite) {
             float *z = dmx__arena_floats(ar, (size_t)L->chout * To);
             if (!z || rewrite(m, L, ar, y, L->chout, To, 1, 0, z)) return NOMEM();
-            y = z;
+            y = compact(ar, below[i], z, (size_t)L->chout * To);
         }
         if (tap) tap(tap_user, nm, y, L->chout, 1, To);
         skip[i] = y;
@@ -484,7 +504,8 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
             act_fn(m->gelu, y, (size_t)L->chout * To);
         }
         if (tap) tap(tap_user, nm, y, L->chout, 1, To);
-        x = y;
+        /* everything from skip[i] up is dead but y */
+        x = compact(ar, below[i], y, (size_t)L->chout * To);
         T = To;
     }
     const int R = S * AC;

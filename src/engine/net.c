@@ -20,6 +20,7 @@ static const struct {
     const dmx__net_vt *vt;
 } families[] = {
     {"demucs.htdemucs.HTDemucs", &dmx__htdemucs_vt},
+    {"demucs.demucs.Demucs", &dmx__demucs_vt},
     {"demucs.hdemucs.HDemucs", &dmx__hdemucs_vt},
 };
 

@@ -9,7 +9,7 @@ if expect_rc separate 0 separate --repo "$GOLDEN/zoo/models" -n "$name" --float3
         --shifts 0 "$GOLDEN/zoo/inputs/mix_50s.wav" -o "$WORK/out"; then
     files=()
     for s in "$@"; do files+=("$WORK/out/$name/mix_50s/$s.wav"); done
-    if "$CHECK" golden_sub 97 "$GOLDEN/zoo/outputs/${name}_separate_50s_sub97.npy" 1e-4 "${files[@]}"; then
+    if "$CHECK" golden_sub "$GOLDEN/zoo/outputs/${name}_separate_50s_sub97.npy" 1e-4 97 "${files[@]}"; then
         pass "$name on mix_50s matches ${name}_separate_50s_sub97.npy"
     else
         fail "$name on mix_50s differs from ${name}_separate_50s_sub97.npy"
