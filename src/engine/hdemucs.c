@@ -308,8 +308,15 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
     m->dconv_init = kw_num(&k, "dconv_init", 1e-4);
     d->samplerate = (int)kw_int(&k, "samplerate", 44100);
     double segment = kw_num(&k, "segment", 4 * 10);
-    int64_t seg_int = 0;
-    int seg_is_int = dmx__ckpt_kw_int(ck, "segment", &seg_int) == DMX_OK;
+    int64_t seg_num = 0, seg_den = 0; /* exact for an int or Fraction, den 0 for a float */
+    if (k.st == DMX_OK && dmx__ckpt_kw_has(ck, "segment") &&
+        dmx__ckpt_kw_fraction(ck, "segment", &seg_num, &seg_den) != DMX_OK) {
+        seg_num = seg_den = 0;
+        dmx__clear_error();
+    } else if (!dmx__ckpt_kw_has(ck, "segment")) {
+        seg_num = 40; /* upstream's default 4 * 10 */
+        seg_den = 1;
+    }
     double mf[MAX_BANDS];
     size_t nmf = 0;
     if (k.st == DMX_OK && dmx__ckpt_kw_has(ck, "multi_freqs") && !dmx__ckpt_kw_is_none(ck, "multi_freqs")) {
@@ -346,8 +353,8 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
         }
     m->hop = m->nfft / 4;
     d->segment = segment;
-    d->seg_num = seg_is_int ? seg_int : 0;
-    d->seg_den = seg_is_int ? 1 : 0;
+    d->seg_num = seg_num;
+    d->seg_den = seg_den;
     d->training_length = dmx__segment_length(d->seg_num, d->seg_den, segment, d->samplerate);
     if (d->training_length < 1) {
         st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 'segment' (%g s) gives no samples", segment);
