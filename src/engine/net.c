@@ -21,6 +21,7 @@ static const struct {
 } families[] = {
     {"demucs.htdemucs.HTDemucs", &dmx__htdemucs_vt},
     {"demucs.demucs.Demucs", &dmx__demucs_vt},
+    {"demucs.hdemucs.HDemucs", &dmx__hdemucs_vt},
 };
 
 #define N_FAMILIES (sizeof families / sizeof families[0])

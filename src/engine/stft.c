@@ -75,6 +75,11 @@ static long reflect(long i, long n) {
 
 int dmx__spec(const dmx__stft *s, dmx__arena *ar, const float *x, int channels, int len,
               float *z) {
+    return dmx__spec_ex(s, ar, x, channels, len, 0, z);
+}
+
+int dmx__spec_ex(const dmx__stft *s, dmx__arena *ar, const float *x, int channels, int len,
+                 int zero_pad, float *z) {
     const int nfft = s->nfft, hop = s->hop, nb = nfft / 2;
     const int le = dmx__spec_frames(s, len);
     /* _spec pads (hop/2*3, hop/2*3 + le*hop - len) with reflection (pad1d
@@ -111,7 +116,7 @@ int dmx__spec(const dmx__stft *s, dmx__arena *ar, const float *x, int channels, 
         }
         long core = len + extra_l + extra_r; /* zero-extended signal */
         for (long i = 0; i < l1; i++) {
-            long k = reflect(i - padl_eff, core) - extra_l;
+            long k = zero_pad ? i - pad : reflect(i - padl_eff, core) - extra_l;
             p1[i] = (k >= 0 && k < len) ? xc[k] : 0.0f;
         }
         (void)padr_eff;
@@ -137,11 +142,17 @@ int dmx__spec(const dmx__stft *s, dmx__arena *ar, const float *x, int channels, 
 
 int dmx__ispec(const dmx__stft *s, dmx__arena *ar, const float *z, int channels, int frames,
                int len, float *x) {
+    return dmx__ispec_ex(s, ar, z, channels, frames, len, 0, x);
+}
+
+int dmx__ispec_ex(const dmx__stft *s, dmx__arena *ar, const float *z, int channels, int frames,
+                  int len, int old, float *x) {
     const int nfft = s->nfft, hop = s->hop, nb = nfft / 2;
     /* _ispec: add a zero Nyquist bin and 2 zero frames on each side, istft
      * with length le, keep [pad, pad + len). */
     const int nfr = frames + 4;
-    const long pad = hop / 2 * 3;
+    /* hybrid_old: istft to hop·ceil(len/hop) samples and keep [0, len) */
+    const long pad = old ? 0 : hop / 2 * 3;
     const long le = (long)hop * ((len + hop - 1) / hop) + 2 * pad;
     const long ola_len = (long)nfft + (long)hop * (nfr - 1);
     dmx__arena_mark m = dmx__arena_save(ar);

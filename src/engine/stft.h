@@ -34,4 +34,13 @@ int dmx__spec(const dmx__stft *s, dmx__arena *ar, const float *x, int channels, 
 int dmx__ispec(const dmx__stft *s, dmx__arena *ar, const float *z, int channels, int frames,
                int len, float *x);
 
+/* HDemucs' variants: zero_pad / old = 1 reproduce `hybrid_old=True` (zero
+ * padding before the STFT instead of reflection; an iSTFT of
+ * hop·ceil(len/hop) samples whose first `len` are kept, instead of one
+ * 3·hop longer cropped at 1.5·hop). With 0 they are dmx__spec/dmx__ispec. */
+int dmx__spec_ex(const dmx__stft *s, dmx__arena *ar, const float *x, int channels, int len,
+                 int zero_pad, float *z);
+int dmx__ispec_ex(const dmx__stft *s, dmx__arena *ar, const float *z, int channels, int frames,
+                  int len, int old, float *x);
+
 #endif
