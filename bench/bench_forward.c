@@ -14,7 +14,7 @@
 
 #include "apply.h"
 #include "demix/demix.h"
-#include "htdemucs.h"
+#include "net.h"
 #include "ops.h"
 
 static double now(void) {
@@ -73,13 +73,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "load: %s\n", dmx_last_error());
         return 1;
     }
-    const dmx__htdemucs *net = m->members[0];
-    int n = net->training_length, A = net->audio_channels;
-    float *mix = malloc(sizeof(float) * A * n), *out = malloc(sizeof(float) * net->n_sources * A * n);
+    const dmx__net *net = m->members[0];
+    int n = (int)net->desc.training_length, A = net->desc.audio_channels;
+    float *mix = malloc(sizeof(float) * A * n), *out = malloc(sizeof(float) * net->desc.n_sources * A * n);
     srand(1);
     for (int i = 0; i < A * n; i++) mix[i] = (rand() / (float)RAND_MAX - 0.5f) * 0.2f;
     dmx__arena_init(&ar);
-    dmx__htdemucs_forward(net, &ar, mix, n, out, NULL, NULL);
+    dmx__net_forward(net, &ar, mix, n, out, NULL, NULL);
     dmx__arena_fit(&ar); /* as the stream workers do after each evaluation */
     /* Timed and measured runs go without taps, as separations do (with a
      * tap the last decoder keeps its whole output for inspection); one
@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
         ar.high_water = ar.in_use; /* peak of this run only */
         uint64_t f0 = dmx__flop_count();
         double t0 = now();
-        dmx__htdemucs_forward(net, &ar, mix, n, out, NULL, NULL);
+        dmx__net_forward(net, &ar, mix, n, out, NULL, NULL);
         double dt = now() - t0;
         flops = dmx__flop_count() - f0;
         if (dt < best) best = dt;
@@ -100,14 +100,14 @@ int main(int argc, char **argv) {
     ntaps = 0;
     ar.high_water = ar.in_use;
     last = now();
-    dmx__htdemucs_forward(net, &ar, mix, n, out, tap, NULL);
+    dmx__net_forward(net, &ar, mix, n, out, tap, NULL);
     times[ntaps] = now() - last;
     mem_in_use[ntaps] = ar.in_use / 1048576.0;
     mem_high[ntaps] = ar.high_water / 1048576.0;
     names[ntaps++] = "istft+output";
     double peak = sgemm_peak();
     printf("segment %.2f s of audio: %.3f s per evaluation (%.2fx realtime), arena %.0f MB peak (%.0f MB reserved)\n",
-           (double)n / net->samplerate, best, best / ((double)n / net->samplerate),
+           (double)n / net->desc.samplerate, best, best / ((double)n / net->desc.samplerate),
            arena_peak / 1048576.0, dmx__arena_reserved(&ar) / 1048576.0);
     printf("sgemm peak (2048^3): %.1f GFLOP/s\n", peak);
     printf("matrix products: %.1f GFLOP per evaluation, %.1f GFLOP/s achieved (%.0f%% of peak)\n",

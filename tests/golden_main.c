@@ -11,7 +11,7 @@
 #include "apply.h"
 #include "ckpt.h"
 #include "demix/demix.h"
-#include "htdemucs.h"
+#include "net.h"
 #include "testutil.h"
 
 #define TOL 1e-4
@@ -48,13 +48,13 @@ static void case_forward(const char *model_rel, const char *input, const char *n
     snprintf(rel, sizeof rel, "inputs/%s.npy", input);
     REQUIRE(npy_load(golden_path(rel), &mix) == 0);
     int len = (int)mix.shape[1];
-    const dmx__htdemucs *net = m->members[0];
-    float *out = malloc(sizeof(float) * (size_t)net->n_sources * net->audio_channels * len);
+    const dmx__net *net = m->members[0];
+    float *out = malloc(sizeof(float) * (size_t)net->desc.n_sources * net->desc.audio_channels * len);
     dmx__arena ar;
     dmx__arena_init(&ar);
-    dmx_status st = dmx__htdemucs_forward(net, &ar, mix.data, len, out, NULL, NULL);
+    dmx_status st = dmx__net_forward(net, &ar, mix.data, len, out, NULL, NULL);
     CHECK_MSG(st == DMX_OK, "forward: %s", dmx_last_error());
-    compare(name, out, (size_t)net->n_sources * net->audio_channels * len);
+    compare(name, out, (size_t)net->desc.n_sources * net->desc.audio_channels * len);
     dmx__arena_free(&ar);
     free(out);
     npy_free(&mix);

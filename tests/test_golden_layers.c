@@ -11,7 +11,7 @@
 
 #include "apply.h"
 #include "demix/demix.h"
-#include "htdemucs.h"
+#include "net.h"
 #include "testutil.h"
 
 static char *manifest;
@@ -80,12 +80,12 @@ int main(void) {
     REQUIRE(st == DMX_OK);
     npy_array mix;
     REQUIRE(npy_load(golden_path("inputs/mix_7s8.npy"), &mix) == 0);
-    const dmx__htdemucs *net = m->members[0];
+    const dmx__net *net = m->members[0];
     int n = (int)mix.shape[1];
-    float *out = malloc(sizeof(float) * (size_t)net->n_sources * net->audio_channels * n);
+    float *out = malloc(sizeof(float) * (size_t)net->desc.n_sources * net->desc.audio_channels * n);
     dmx__arena ar;
     dmx__arena_init(&ar);
-    CHECK(dmx__htdemucs_forward(net, &ar, mix.data, n, out, tap, NULL) == DMX_OK);
+    CHECK(dmx__net_forward(net, &ar, mix.data, n, out, tap, NULL) == DMX_OK);
     /* spec, 4 encoders, 4 time encoders, 2 transformer outputs, 4+4 decoders */
     CHECK_MSG(checked == 19, "compared %d layers, expected 19", checked);
     dmx__arena_free(&ar);

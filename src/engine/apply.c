@@ -16,7 +16,11 @@
  *           each evaluated on a window padded symmetrically to the model's
  *           length with real neighbouring samples where they exist (upstream's
  *           TensorChunk.padded) and zeros beyond the signal, cross-faded with
- *           triangular weights ** transition_power.
+ *           triangular weights ** transition_power. The model's length for a
+ *           chunk is int(segment * samplerate) for a fixed-segment network
+ *           (HTDemucs) given a segment, else the network's valid_length(chunk
+ *           length) (net.h).
+ * The networks are reached only through net.h (dmx__net_forward).
  *
  * How it streams: every (member, shift) pair is a "track" — one of upstream's
  * apply_model passes over one view. Its segment evaluations are known in
@@ -50,12 +54,13 @@
 #define MAX_TRACKS 1024
 
 typedef struct track {
-    const dmx__htdemucs *net;
+    const dmx__net *net;
     int member;
     int64_t t0;          /* input index of the view's first sample (offset - max_shift) */
     int64_t L;           /* view length */
     int64_t sl, stride;  /* segment length and hop (sl = L, stride = L without split) */
-    int64_t valid;       /* model input length of one evaluation */
+    int64_t fixed_valid; /* > 0: the model length of every chunk (a fixed-segment
+                          * network given a segment), else valid_length(chunk) */
     int64_t n_chunks, next;
     float *acc;          /* (sources*channels, ring) weighted sums, indexed by t % ring */
     float *sw;           /* (ring) summed weights */
@@ -69,6 +74,7 @@ struct dmx_stream {
     dmx_write_fn write;
     void *write_user;
     int S, A, threads, shifts;
+    int64_t max_valid;      /* longest model input of any evaluation */
     /* normalisation (upstream separator): statistics of the mono reference */
     double mean_acc, m2;    /* pass 1: Welford's running mean and squared deviations */
     int64_t analyzed;
@@ -94,11 +100,11 @@ static int cancelled(const dmx_stream *st) { return st->o.cancel && atomic_load(
 
 /* --------------------------------------------------------------- schedule */
 
-static int64_t seg_len(const dmx_stream *st, const dmx__htdemucs *net) {
-    /* int(samplerate * segment) as upstream computes it; the model's own
-     * segment is an exact fraction, so its length is the training length */
-    if (st->o.segment > 0) return (int64_t)(net->samplerate * st->o.segment);
-    return net->training_length;
+/* int(samplerate * segment): the user's segment, else the network's own
+ * (its training length, or a bag's `segment:` override) */
+static int64_t seg_len(const dmx_stream *st, const dmx__net *net) {
+    if (st->o.segment > 0) return dmx__segment_length(0, 0, st->o.segment, net->desc.samplerate);
+    return net->desc.training_length;
 }
 
 static void track_geometry(const dmx_stream *st, track *t, int64_t L) {
@@ -111,9 +117,9 @@ static void track_geometry(const dmx_stream *st, track *t, int64_t L) {
         t->sl = L;
         t->stride = L;
     }
-    /* upstream's leaf: int(segment * samplerate) with a segment given, else
-     * model.valid_length() = the training length */
-    t->valid = seg_len(st, t->net);
+    /* upstream's leaf: int(segment * samplerate) for HTDemucs with a
+     * segment given, else model.valid_length(chunk length) */
+    t->fixed_valid = st->o.segment > 0 && t->net->desc.fixed_segment ? seg_len(st, t->net) : 0;
     t->n_chunks = (L + t->stride - 1) / t->stride;
     t->next = 0;
 }
@@ -122,11 +128,15 @@ static int64_t chunk_len(const track *t, int64_t j) {
     int64_t r = t->L - j * t->stride;
     return r < t->sl ? r : t->sl;
 }
+/* the model's input length for chunk j */
+static int64_t chunk_valid(const track *t, int64_t j) {
+    return t->fixed_valid > 0 ? t->fixed_valid : dmx__net_valid_length(t->net, chunk_len(t, j));
+}
 /* input index of chunk j's first output sample */
 static int64_t chunk_t(const track *t, int64_t j) { return t->t0 + j * t->stride; }
 /* input index where chunk j's model window starts (upstream's padded()) */
 static int64_t window_start(const track *t, int64_t j) {
-    return chunk_t(t, j) - (t->valid - chunk_len(t, j)) / 2;
+    return chunk_t(t, j) - (chunk_valid(t, j) - chunk_len(t, j)) / 2;
 }
 
 /* The unfinished track whose next evaluation comes first, or -1. */
@@ -174,19 +184,25 @@ static int64_t input_keep_from(const dmx_stream *st) {
 
 /* ---------------------------------------------------------------- workers */
 
+/* Worker i, with segment buffers of at least st->max_valid samples. */
 static dmx_status worker_get(dmx_stream *st, int i, dmx__worker **out) {
     dmx_session *s = st->s;
     const dmx_model *m = s->model;
     while (s->n_workers <= i) {
-        dmx__worker *w = &s->workers[s->n_workers];
+        dmx__worker *w = &s->workers[s->n_workers++];
         memset(w, 0, sizeof *w);
         dmx__arena_init(&w->arena);
-        w->seg_in = dmx__big_alloc(sizeof(float) * (size_t)m->channels * s->seg_cap);
-        w->seg_out = dmx__big_alloc(sizeof(float) * (size_t)m->n_sources * m->channels * s->seg_cap);
-        s->n_workers++;
-        if (!w->seg_in || !w->seg_out) return dmx__fail(DMX_ERR_NOMEM, "out of memory for segment buffers");
     }
-    *out = &s->workers[i];
+    dmx__worker *w = &s->workers[i];
+    if (w->cap < st->max_valid) {
+        dmx__big_free(w->seg_in);
+        dmx__big_free(w->seg_out);
+        w->seg_in = dmx__big_alloc(sizeof(float) * (size_t)m->channels * st->max_valid);
+        w->seg_out = dmx__big_alloc(sizeof(float) * (size_t)m->n_sources * m->channels * st->max_valid);
+        w->cap = w->seg_in && w->seg_out ? st->max_valid : 0;
+        if (!w->cap) return dmx__fail(DMX_ERR_NOMEM, "out of memory for segment buffers");
+    }
+    *out = w;
     return DMX_OK;
 }
 
@@ -205,9 +221,8 @@ static void *job_main(void *arg) {
     job *jb = arg;
     dmx_stream *st = jb->st;
     const track *t = jb->t;
-    const dmx__htdemucs *net = t->net;
     const int A = st->A;
-    const int64_t valid = t->valid;
+    const int64_t valid = chunk_valid(t, jb->j);
     int64_t ws = window_start(t, jb->j);
     for (int c = 0; c < A; c++) {
         float *d = jb->w->seg_in + (size_t)c * valid;
@@ -218,8 +233,8 @@ static void *job_main(void *arg) {
         }
     }
     jb->status = cancelled(st) ? dmx__fail(DMX_ERR_CANCELLED, "separation cancelled")
-                               : dmx__htdemucs_forward(net, &jb->w->arena, jb->w->seg_in, (int)valid,
-                                                       jb->w->seg_out, NULL, NULL);
+                               : dmx__net_forward(t->net, &jb->w->arena, jb->w->seg_in, (int)valid,
+                                                  jb->w->seg_out, NULL, NULL);
     dmx__arena_fit(&jb->w->arena);
     if (jb->status != DMX_OK) snprintf(jb->err, sizeof jb->err, "%s", dmx_last_error());
     return NULL;
@@ -228,7 +243,7 @@ static void *job_main(void *arg) {
 /* Adds evaluation (t, j)'s result (in w->seg_out) into the track's ring. */
 static dmx_status accumulate(dmx_stream *st, track *t, int64_t j, const dmx__worker *w) {
     const int K = st->S * st->A;
-    const int64_t valid = t->valid;
+    const int64_t valid = chunk_valid(t, j);
     int64_t len = chunk_len(t, j), lo = (valid - len) / 2, ct = chunk_t(t, j);
     int64_t end = ct + len < st->n ? ct + len : st->n;
     if (end - st->emitted > st->ring)
@@ -304,7 +319,7 @@ static dmx_status pump(dmx_stream *st) {
             if (ti < 0) break;
             track *t = &st->tracks[ti];
             int64_t j = t->next + planned[ti];
-            int64_t need = window_start(t, j) + t->valid;
+            int64_t need = window_start(t, j) + chunk_valid(t, j);
             if (need > st->n) need = st->n;
             if (!st->finished_input && need > have) break;
             jobs[nb] = (job){st, t, j, NULL, DMX_OK, ""};
@@ -365,10 +380,10 @@ static dmx_status check_opts(const dmx_model *m, const dmx_separate_opts *o) {
         return dmx__fail(DMX_ERR_INVALID_ARG, "transition_power must be >= 1, got %g", o->transition_power);
     if (o->shifts < 0 || o->shifts > 100)
         return dmx__fail(DMX_ERR_INVALID_ARG, "shifts must be in 0..100, got %d", o->shifts);
-    if (o->segment < 0 || (o->segment > 0 && o->segment > m->segment + 1e-9))
+    if (o->segment < 0 || (o->segment > 0 && o->segment > m->max_segment + 1e-9))
         return dmx__fail(DMX_ERR_INVALID_ARG, "segment %.3g s is longer than the model's %.3g s",
-                         o->segment, m->segment);
-    if (o->segment > 0 && (int64_t)(o->segment * m->samplerate) < 1)
+                         o->segment, m->max_segment);
+    if (o->segment > 0 && dmx__segment_length(0, 0, o->segment, m->samplerate) < 1)
         return dmx__fail(DMX_ERR_INVALID_ARG, "segment %.3g s is too short", o->segment);
     if ((size_t)m->n_members * (o->shifts ? o->shifts : 1) > MAX_TRACKS)
         return dmx__fail(DMX_ERR_INVALID_ARG, "too many bag members x shifts");
@@ -449,20 +464,33 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
             t->member = k;
             int64_t max_shift = 0, off = 0;
             if (st->shifts) {
-                max_shift = (int64_t)(0.5 * t->net->samplerate);
+                max_shift = (int64_t)(0.5 * t->net->desc.samplerate);
                 off = dmx__pyrandom_randint(&rng, 0, max_shift);
             }
             t->t0 = off - max_shift;
             track_geometry(st, t, total_frames + max_shift - off);
-            if (!st->o.split && t->L > t->valid)
+            /* chunk 0 is the longest: the model must take it (upstream's
+             * valid_length raises, or padded() asserts, otherwise) */
+            int64_t v0 = chunk_valid(t, 0);
+            if (v0 < chunk_len(t, 0))
                 return dmx__fail(DMX_ERR_INVALID_ARG,
-                                 "input of %lld samples is longer than the model segment (%lld samples); enable splitting",
-                                 (long long)t->L, (long long)t->valid);
+                                 st->o.split ? "segment of %lld samples is longer than the model accepts (%lld samples)"
+                                             : "input of %lld samples is longer than the model segment (%lld samples); enable splitting",
+                                 (long long)chunk_len(t, 0), (long long)v0);
+            for (int64_t c = 0; c < t->n_chunks; c++) {
+                int64_t v = chunk_valid(t, c);
+                if (v > st->max_valid) st->max_valid = v;
+            }
+            if (st->max_valid > INT32_MAX)
+                return dmx__fail(DMX_ERR_INVALID_ARG, "a model input of %lld samples is too long",
+                                 (long long)st->max_valid);
             st->total += t->n_chunks;
-            /* upstream's transformer calls random.randrange(1) on every
-             * forward pass: replay those draws between offsets */
-            if (st->shifts && t->net->has_xformer && !t->net->xf.emb_cape)
-                for (int64_t c = 0; c < t->n_chunks; c++) (void)dmx__pyrandom_randint(&rng, 0, 0);
+            /* upstream's networks draw from Python's random on every forward
+             * pass (HTDemucs' transformer: randrange(1)): replay those draws
+             * between offsets */
+            if (st->shifts)
+                for (int64_t c = 0; c < t->n_chunks * t->net->desc.rand_draws_per_forward; c++)
+                    (void)dmx__pyrandom_randint(&rng, 0, 0);
             int64_t span = t->sl + (int64_t)(st->threads + 1) * t->stride + 2 * max_shift + 1;
             if (span > max_span) max_span = span;
             if (t->sl > max_sl) max_sl = t->sl;
@@ -502,7 +530,7 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
         }
     }
     st->emit_buf = dmx__big_alloc(sizeof(float) * (size_t)K * EMIT_BLOCK);
-    st->in_cap = max_span + (int64_t)st->s->seg_cap + EMIT_BLOCK;
+    st->in_cap = max_span + st->max_valid + EMIT_BLOCK;
     st->in = dmx__big_alloc(sizeof(float) * (size_t)st->A * st->in_cap);
     if (!st->emit_buf || !st->in) return dmx__fail(DMX_ERR_NOMEM, "out of memory for stream buffers");
     st->started = 1;

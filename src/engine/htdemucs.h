@@ -1,5 +1,8 @@
 /*
- * htdemucs.h - internal: the HTDemucs (Demucs v4) network.
+ * htdemucs.h - internal: the HTDemucs (Demucs v4) network, one family behind
+ * the engine's network interface (net.h: dmx__htdemucs_vt). The rest of the
+ * engine goes through that interface; this header is for the family's own
+ * modules (htdemucs_build.c, htdemucs_forward.c, transformer.c).
  *
  * dmx__htdemucs_build() derives every layer's geometry from the checkpoint's
  * constructor kwargs exactly as upstream's HTDemucs.__init__ does, then binds
@@ -15,10 +18,10 @@
 
 #include "arena.h"
 #include "ckpt.h"
+#include "net.h"
 #include "ops.h"
 #include "stft.h"
 
-#define DMX__MAX_SOURCES 16
 #define DMX__MAX_DEPTH 8
 
 typedef struct dmx__conv {
@@ -108,11 +111,6 @@ typedef struct dmx__htdemucs {
  * (freed with the network, or on failure). */
 dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out);
 void dmx__htdemucs_free(dmx__htdemucs *m);
-
-/* Optional activation tap for the layer test: called with a name
- * ("encoder0", "tdecoder2", "crosstransformer", ...) and the tensor. */
-typedef void (*dmx__tap_fn)(void *user, const char *name, const float *data, int c, int h,
-                            int w);
 
 /* Runs the network on mix (audio_channels, len), len <= training_length (shorter
  * inputs are zero-padded to the training length and trimmed back, as

@@ -1,6 +1,8 @@
 /*
- * model.c - the public engine API (demix.h): loading models and bags,
- * sessions, and dmx_separate() with upstream's whole-track normalisation.
+ * model.c - the public engine API (demix.h): loading models and bags
+ * (upstream's BagOfModels: members of any family, per-source weights, the
+ * `segment:` override), model queries and sessions. Members are networks
+ * behind net.h; everything here reads their dmx__net_desc.
  */
 #include <math.h>
 #include <stdio.h>
@@ -15,11 +17,11 @@
 
 /* ------------------------------------------------------------------- models */
 
-static dmx_status load_th(const char *path, dmx__htdemucs **out) {
+static dmx_status load_th(const char *path, dmx__net **out) {
     dmx__ckpt *ck = NULL;
     dmx_status st = dmx__ckpt_load(path, &ck);
     if (st != DMX_OK) return st;
-    return dmx__htdemucs_build(ck, out); /* takes ownership of ck */
+    return dmx__net_build(ck, out); /* takes ownership of ck */
 }
 
 static int ends_with(const char *s, const char *suf) {
@@ -28,14 +30,15 @@ static int ends_with(const char *s, const char *suf) {
 }
 
 static dmx_status finish_model(dmx_model *m) {
-    dmx__htdemucs *first = m->members[0];
+    const dmx__net_desc *first = &m->members[0]->desc;
     m->n_sources = first->n_sources;
     m->channels = first->audio_channels;
     m->samplerate = first->samplerate;
     m->segment = first->segment;
+    m->max_segment = INFINITY;
     for (int s = 0; s < first->n_sources; s++) m->sources[s] = first->sources[s];
     for (int k = 0; k < m->n_members; k++) {
-        dmx__htdemucs *o = m->members[k];
+        const dmx__net_desc *o = &m->members[k]->desc;
         if (o->n_sources != first->n_sources || o->audio_channels != first->audio_channels ||
             o->samplerate != first->samplerate)
             return dmx__fail(DMX_ERR_MODEL, "bag member %d has different sources, channels or sample rate than member 0", k);
@@ -44,6 +47,7 @@ static dmx_status finish_model(dmx_model *m) {
                 return dmx__fail(DMX_ERR_MODEL, "bag member %d has source '%s' where member 0 has '%s'", k,
                                  o->sources[s], first->sources[s]);
         if (o->segment < m->segment) m->segment = o->segment;
+        if (o->fixed_segment && o->segment < m->max_segment) m->max_segment = o->segment;
         m->n_params += o->n_params;
     }
     m->totals = calloc((size_t)m->n_sources, sizeof(double));
@@ -84,8 +88,20 @@ static dmx_status load_bag(const char *path, dmx_model *m) {
         free(mp);
         m->n_members++;
     }
+    /* BagOfModels(segment=...): raises a member's segment to the bag's when
+     * the bag's is larger, never for fixed-segment members (HTDemucs). The
+     * bag's value is a YAML number, i.e. a Python float or int. */
+    for (int i = 0; st == DMX_OK && spec->has_segment && i < m->n_members; i++) {
+        dmx__net_desc *d = &m->members[i]->desc;
+        if (d->fixed_segment || !(spec->segment > d->segment)) continue;
+        d->segment = spec->segment;
+        d->seg_num = d->seg_den = 0;
+        d->training_length = dmx__segment_length(0, 0, spec->segment, d->samplerate);
+        if (d->training_length < 1)
+            st = dmx__fail(DMX_ERR_MODEL, "bag segment %g s is out of range", spec->segment);
+    }
     if (st == DMX_OK && spec->has_weights) {
-        int S = m->members[0]->n_sources;
+        int S = m->members[0]->desc.n_sources;
         if (spec->weight_rows != spec->n_models || spec->weight_cols != (size_t)S) {
             st = dmx__fail(DMX_ERR_MODEL, "bag weights are %zux%zu but the bag has %zu models of %d sources",
                            spec->weight_rows, spec->weight_cols, spec->n_models, S);
@@ -132,7 +148,7 @@ dmx_status dmx_model_load(const char *path, dmx_model **out) {
 
 void dmx_model_free(dmx_model *m) {
     if (!m) return;
-    for (int k = 0; k < m->n_members; k++) dmx__htdemucs_free(m->members[k]);
+    for (int k = 0; k < m->n_members; k++) dmx__net_free(m->members[k]);
     free(m->members);
     free(m->weights);
     free(m->totals);
@@ -164,8 +180,6 @@ dmx_status dmx_session_new(const dmx_model *m, dmx_session **out) {
     dmx_session *s = calloc(1, sizeof *s);
     if (!s) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
     s->model = m;
-    for (int k = 0; k < m->n_members; k++)
-        if (m->members[k]->training_length > s->seg_cap) s->seg_cap = m->members[k]->training_length;
     /* Worker scratch is allocated on first use, sized for one segment. */
     *out = s;
     return DMX_OK;
@@ -178,9 +192,8 @@ void dmx_session_free(dmx_session *s) {
     for (int i = 0; i < s->n_workers; i++) {
         dmx__worker *w = &s->workers[i];
         dmx__arena_free(&w->arena);
-        free(w->seg_in);
-        free(w->seg_out);
-        free(w->chunk);
+        dmx__big_free(w->seg_in);
+        dmx__big_free(w->seg_out);
     }
     free(s);
 }

@@ -45,8 +45,12 @@ typedef struct dmx__net_desc {
     double segment;             /* seconds */
     int64_t training_length;    /* upstream's int(segment * samplerate) */
     int use_train_segment;      /* HTDemucs: chunks are padded to the training length */
-    int fixed_segment;          /* 1: a bag's larger `segment:` must not raise this
-                                 * member's (upstream never does for HTDemucs) */
+    int fixed_segment;          /* upstream's isinstance(model, HTDemucs) rules, 1 for
+                                 * HTDemucs: a bag's larger `segment:` does not raise
+                                 * this member's; a user segment may not exceed it
+                                 * (max_allowed_segment); with a user segment the
+                                 * model length is int(segment * samplerate)
+                                 * instead of valid_length(chunk) */
     int rand_draws_per_forward; /* Python random draws upstream makes per forward pass */
     int64_t n_params;
 } dmx__net_desc;
@@ -77,6 +81,12 @@ void dmx__net_free(dmx__net *n);
 int64_t dmx__net_valid_length(const dmx__net *n, int64_t length);
 dmx_status dmx__net_forward(const dmx__net *n, dmx__arena *ar, const float *mix, int len,
                             float *out, dmx__tap_fn tap, void *tap_user);
+
+/* Upstream's int(segment * samplerate), the one rule for a segment's length
+ * in samples: exact integer arithmetic for a Fraction (den > 0: num/den
+ * seconds), else the double product truncated toward zero as Python's int()
+ * does on a float (int(5.6 * 44100) = 246959). -1 when out of range. */
+int64_t dmx__segment_length(int64_t num, int64_t den, double seconds, int samplerate);
 
 /* The families (each in its own module). */
 extern const dmx__net_vt dmx__htdemucs_vt;
