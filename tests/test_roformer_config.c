@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ckpt.h"
+#include "net.h"
 #include "demix/demix.h"
 #include "roformer.h"
 #include "roformer_config.h"
@@ -279,11 +280,41 @@ static void checkpoints(void) {
     }
 }
 
+/* The network seen through the engine's seam (net.h). */
+static void through_net(void) {
+    dmx__net *n = NULL;
+    dmx_status st = dmx__roformer_net_load(golden_path("roformer/models/bs_roformer_4stem_tiny.yaml"),
+                                           golden_path("roformer/models/bs_roformer_4stem_tiny.ckpt"), &n);
+    CHECK_MSG(st == DMX_OK, "net_load: %s", dmx_last_error());
+    if (st != DMX_OK) return;
+    CHECK(n->vt == &dmx__bs_roformer_vt && !strcmp(n->desc.klass, "BSRoformer"));
+    CHECK(n->desc.n_sources == 4 && !strcmp(n->desc.sources[0], "drums") && !strcmp(n->desc.sources[3], "vocals"));
+    CHECK(n->desc.audio_channels == 2 && n->desc.samplerate == 44100 && n->desc.training_length == 485100);
+    CHECK(dmx__net_valid_length(n, 1000) == 1000);
+    float x[2 * 4410], y[4 * 2 * 4410];
+    for (int i = 0; i < 2 * 4410; i++) x[i] = (float)((i * 7919) % 2000 - 1000) / 1e4f;
+    dmx__arena ar;
+    dmx__arena_init(&ar);
+    CHECK(dmx__net_forward(n, &ar, x, 4410, y, NULL, NULL) == DMX_OK);
+    float mx = 0;
+    for (int i = 0; i < 4 * 2 * 4410; i++) mx = y[i] > mx ? y[i] : mx;
+    CHECK(mx > 0);
+    dmx__arena_free(&ar);
+    dmx__net_free(n);
+    /* a RoFormer cannot be built from a checkpoint alone */
+    dmx__ckpt *ck = NULL;
+    REQUIRE(dmx__ckpt_load_state_dict(golden_path("roformer/models/bs_roformer_tiny.ckpt"), &ck) == DMX_OK);
+    void *impl = NULL;
+    CHECK(dmx__bs_roformer_vt.build(ck, &impl) == DMX_ERR_UNSUPPORTED && !impl);
+    CHECK(strstr(dmx_last_error(), "YAML config"));
+}
+
 int main(void) {
     test_yaml();
     golden_configs();
     bad_configs();
     mel_layout();
     checkpoints();
+    through_net();
     return dmx_test_done("test_roformer_config");
 }

@@ -14,12 +14,15 @@
 #include <string.h>
 
 #include "error.h"
+#include "roformer.h"
 
 static const struct {
     const char *klass;
     const dmx__net_vt *vt;
 } families[] = {
     {"demucs.htdemucs.HTDemucs", &dmx__htdemucs_vt},
+    {"models.bs_roformer.bs_roformer.BSRoformer", &dmx__bs_roformer_vt},
+    {"models.bs_roformer.mel_band_roformer.MelBandRoformer", &dmx__mel_band_roformer_vt},
 };
 
 #define N_FAMILIES (sizeof families / sizeof families[0])

@@ -742,6 +742,14 @@ fail:
 
 /* ---- dmx__net_vt ------------------------------------------------------------------ */
 
+/* A RoFormer is built from its YAML config plus a bare state dict
+ * (dmx__roformer_net_load); a checkpoint alone does not describe it. */
+static dmx_status vt_build(dmx__ckpt *ck, void **out) {
+    *out = NULL;
+    dmx__ckpt_free(ck);
+    return dmx__fail(DMX_ERR_UNSUPPORTED, "a RoFormer checkpoint needs its MSST YAML config (--model-config)");
+}
+
 static void vt_free(void *net) { dmx__roformer_free(net); }
 
 static void vt_describe(const void *net, dmx__net_desc *d) {
@@ -772,6 +780,24 @@ static dmx_status vt_forward(const void *net, dmx__arena *ar, const float *mix, 
     return dmx__roformer_forward(net, ar, mix, len, out, tap, tap_user);
 }
 
-const dmx__net_vt dmx__bs_roformer_vt = {"bs_roformer", NULL, vt_free, vt_describe, vt_valid_length, vt_forward};
-const dmx__net_vt dmx__mel_band_roformer_vt = {"mel_band_roformer", NULL, vt_free, vt_describe, vt_valid_length,
-                                              vt_forward};
+const dmx__net_vt dmx__bs_roformer_vt = {"bs_roformer", vt_build, vt_free, vt_describe, vt_valid_length,
+                                         vt_forward};
+const dmx__net_vt dmx__mel_band_roformer_vt = {"mel_band_roformer", vt_build, vt_free, vt_describe,
+                                              vt_valid_length, vt_forward};
+
+dmx_status dmx__roformer_net_load(const char *config_path, const char *ckpt_path, dmx__net **out) {
+    *out = NULL;
+    dmx__roformer *r = NULL;
+    dmx_status s = dmx__roformer_load(config_path, ckpt_path, &r);
+    if (s != DMX_OK) return s;
+    dmx__net *n = calloc(1, sizeof *n);
+    if (!n) {
+        dmx__roformer_free(r);
+        return dmx__fail(DMX_ERR_NOMEM, "roformer: out of memory");
+    }
+    n->vt = r->cfg.kind == DMX__RF_BS ? &dmx__bs_roformer_vt : &dmx__mel_band_roformer_vt;
+    n->impl = r;
+    n->vt->describe(r, &n->desc);
+    *out = n;
+    return DMX_OK;
+}

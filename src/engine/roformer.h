@@ -68,10 +68,14 @@ int64_t dmx__roformer_out_len(const dmx__roformer *n, int64_t len);
 dmx_status dmx__roformer_forward(const dmx__roformer *n, dmx__arena *ar, const float *mix, int len,
                                  float *out, dmx__tap_fn tap, void *tap_user);
 
-/* The network tables (build through dmx__roformer_build; their `build`
- * entry is NULL: a RoFormer needs its YAML config, which a Demucs-style
- * checkpoint does not carry). */
+/* The network tables, registered in net.c under MSST's class names. Their
+ * `build` from a checkpoint alone fails with DMX_ERR_UNSUPPORTED (a RoFormer
+ * needs its YAML config); dmx__roformer_net_load builds a dmx__net from the
+ * config and the checkpoint. Note: the desc's segment is MSST's chunk_size;
+ * whole tracks must go through roformer_demix.h (MSST's chunking), not
+ * apply.c's Demucs chunking. */
 extern const dmx__net_vt dmx__bs_roformer_vt;
 extern const dmx__net_vt dmx__mel_band_roformer_vt;
+dmx_status dmx__roformer_net_load(const char *config_path, const char *ckpt_path, dmx__net **out);
 
 #endif
