@@ -4,6 +4,7 @@
  */
 #include "roformer_demix.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,58 +55,235 @@ static int64_t reflect(int64_t i, int64_t n) {
     return i < n ? i : period - i;
 }
 
+struct dmx__rf_stream {
+    const dmx__roformer *n;
+    dmx__rf_plan p;
+    int A, S;
+    int64_t B;              /* padding offset: border when padded, else 0 */
+    dmx_write_fn write;
+    void *user;
+    float *hist;            /* (A, hcap): input samples [obase, obase + on) */
+    int64_t hcap, obase, on;
+    int64_t k;              /* next chunk */
+    float *chunk, *y, *w;   /* (A, C), (S, A, C), (C) */
+    float *res, *cnt;       /* weighted sums for padded positions [k * step, k * step + C) */
+    float *outb;            /* (S, A, C) finished samples */
+    const float **optr;     /* (S * A) */
+    int64_t written;
+    dmx__arena ar;
+    dmx_status err;
+};
+
+size_t dmx__rf_stream_footprint(const dmx__rf_stream *st) {
+    const int64_t C = st->p.chunk;
+    return (size_t)(st->A * st->hcap + st->A * C + 3 * (int64_t)st->S * st->A * C + 2 * C);
+}
+
+void dmx__rf_stream_free(dmx__rf_stream *st) {
+    if (!st) return;
+    free(st->hist);
+    free(st->chunk);
+    free(st->y);
+    free(st->w);
+    free(st->res);
+    free(st->cnt);
+    free(st->outb);
+    free(st->optr);
+    dmx__arena_free(&st->ar);
+    free(st);
+}
+
+dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, dmx_write_fn write, void *user,
+                              dmx__rf_stream **out) {
+    *out = NULL;
+    const dmx__rf_config *c = dmx__roformer_config(n);
+    dmx__rf_stream *st = calloc(1, sizeof *st);
+    if (!st) return dmx__fail(DMX_ERR_NOMEM, "roformer demix: out of memory");
+    dmx__arena_init(&st->ar);
+    dmx_status s = dmx__rf_plan_make(c, total_len, &st->p);
+    if (s != DMX_OK) {
+        dmx__rf_stream_free(st);
+        return s;
+    }
+    if (st->p.chunk > INT32_MAX / 4) {
+        dmx__rf_stream_free(st);
+        return dmx__fail(DMX_ERR_MODEL, "roformer demix: chunk_size is too large");
+    }
+    st->n = n;
+    st->A = c->stereo ? 2 : 1;
+    st->S = c->num_stems;
+    st->B = st->p.padded ? st->p.border : 0;
+    st->write = write;
+    st->user = user;
+    const int64_t C = st->p.chunk, SA = (int64_t)st->S * st->A;
+    st->hcap = C + 2 * st->p.border + 2 * st->p.step + 16;
+    st->hist = malloc(sizeof(float) * (size_t)(st->A * st->hcap));
+    st->chunk = malloc(sizeof(float) * (size_t)(st->A * C));
+    st->y = malloc(sizeof(float) * (size_t)(SA * C));
+    st->w = malloc(sizeof(float) * (size_t)C);
+    st->res = calloc((size_t)(SA * C), sizeof(float));
+    st->cnt = calloc((size_t)C, sizeof(float));
+    st->outb = malloc(sizeof(float) * (size_t)(SA * C));
+    st->optr = malloc(sizeof(float *) * (size_t)SA);
+    if (!st->hist || !st->chunk || !st->y || !st->w || !st->res || !st->cnt || !st->outb || !st->optr) {
+        dmx__rf_stream_free(st);
+        return dmx__fail(DMX_ERR_NOMEM, "roformer demix: out of memory");
+    }
+    *out = st;
+    return DMX_OK;
+}
+
+/* Smallest and largest input sample chunk k reads (after the reflect padding). */
+static void chunk_sources(const dmx__rf_stream *st, int64_t k, int64_t *lo, int64_t *hi) {
+    const int64_t s = k * st->p.step, L = st->p.plen - s < st->p.chunk ? st->p.plen - s : st->p.chunk;
+    int64_t a = INT64_MAX, b = -1;
+    for (int64_t i = 0; i < L; i++) {
+        int64_t o = reflect(s + i - st->B, st->p.len);
+        a = o < a ? o : a;
+        b = o > b ? o : b;
+    }
+    *lo = a;
+    *hi = b;
+}
+
+static dmx_status run_chunk(dmx__rf_stream *st) {
+    const int64_t C = st->p.chunk, step = st->p.step, k = st->k, s0 = k * step, T = st->p.len;
+    const int64_t L = st->p.plen - s0 < C ? st->p.plen - s0 : C;
+    const int A = st->A, SA = st->S * st->A;
+    for (int a = 0; a < A; a++) {
+        const float *h = st->hist + (size_t)a * st->hcap;
+        float *d = st->chunk + (size_t)a * C;
+        for (int64_t i = 0; i < L; i++) d[i] = h[reflect(s0 + i - st->B, T) - st->obase];
+        for (int64_t i = L; i < C; i++) d[i] = L > C / 2 ? d[reflect(i, L)] : 0.0f;
+    }
+    dmx_status s = dmx__roformer_forward(st->n, &st->ar, st->chunk, (int)C, st->y, NULL, NULL);
+    if (s != DMX_OK) return s;
+    dmx__arena_fit(&st->ar);
+    dmx__rf_plan_window(&st->p, k, st->w);
+    for (int q = 0; q < SA; q++) {
+        const float *yq = st->y + (size_t)q * C;
+        float *r = st->res + (size_t)q * C;
+        for (int64_t i = 0; i < L; i++) r[i] += yq[i] * st->w[i];
+    }
+    for (int64_t i = 0; i < L; i++) st->cnt[i] += st->w[i];
+    /* padded positions [s0, s0 + fin) are final: no later chunk reaches them */
+    int last = k == st->p.n_chunks - 1;
+    int64_t fin = last ? L : step;
+    int64_t a0 = st->B > s0 ? st->B - s0 : 0;                      /* skip the left padding */
+    int64_t a1 = st->B + T - s0 < fin ? st->B + T - s0 : fin;      /* and the right one */
+    if (a1 > a0) {
+        int64_t m = a1 - a0;
+        for (int q = 0; q < SA; q++) {
+            const float *r = st->res + (size_t)q * C;
+            float *o = st->outb + (size_t)q * C;
+            for (int64_t i = 0; i < m; i++) {
+                float cn = st->cnt[a0 + i];
+                o[i] = cn != 0.0f ? r[a0 + i] / cn : 0.0f; /* MSST: nan_to_num(0/0) */
+            }
+            st->optr[q] = o;
+        }
+        s = st->write(st->user, st->optr, m);
+        if (s != DMX_OK) return s;
+        st->written += m;
+    }
+    /* slide the sums by one step */
+    for (int q = 0; q < SA; q++) {
+        float *r = st->res + (size_t)q * C;
+        memmove(r, r + step, sizeof(float) * (size_t)(C - step));
+        memset(r + C - step, 0, sizeof(float) * (size_t)step);
+    }
+    memmove(st->cnt, st->cnt + step, sizeof(float) * (size_t)(C - step));
+    memset(st->cnt + C - step, 0, sizeof(float) * (size_t)step);
+    st->k++;
+    /* drop the input no later chunk reads */
+    if (st->k < st->p.n_chunks) {
+        int64_t lo, hi;
+        chunk_sources(st, st->k, &lo, &hi);
+        /* a later chunk can reach further into the right reflect padding
+         * (down to sample T-1-border) than the next one does */
+        if (st->p.padded && T - 1 - st->B < lo) lo = T - 1 - st->B;
+        int64_t drop = lo - st->obase;
+        if (drop > st->on) drop = st->on;
+        if (drop > 0) {
+            for (int a = 0; a < A; a++) {
+                float *h = st->hist + (size_t)a * st->hcap;
+                memmove(h, h + drop, sizeof(float) * (size_t)(st->on - drop));
+            }
+            st->obase += drop;
+            st->on -= drop;
+        }
+    }
+    return DMX_OK;
+}
+
+/* Runs every chunk whose input has arrived. */
+static dmx_status run_ready(dmx__rf_stream *st) {
+    while (st->k < st->p.n_chunks) {
+        int64_t lo, hi;
+        chunk_sources(st, st->k, &lo, &hi);
+        if (hi >= st->obase + st->on) break;
+        dmx_status s = run_chunk(st);
+        if (s != DMX_OK) return s;
+    }
+    return DMX_OK;
+}
+
+dmx_status dmx__rf_stream_feed(dmx__rf_stream *st, const float *const *in, int64_t frames) {
+    if (st->err != DMX_OK) return st->err;
+    if (frames < 0 || st->obase + st->on + frames > st->p.len)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "roformer demix: %lld samples fed past the announced %lld",
+                         (long long)(st->obase + st->on + frames), (long long)st->p.len);
+    int64_t done = 0;
+    while (done < frames) {
+        int64_t room = st->hcap - st->on, m = frames - done < room ? frames - done : room;
+        if (m <= 0) return st->err = dmx__fail(DMX_ERR_INTERNAL, "roformer demix: input history overflow");
+        for (int a = 0; a < st->A; a++)
+            memcpy(st->hist + (size_t)a * st->hcap + st->on, in[a] + done, sizeof(float) * (size_t)m);
+        st->on += m;
+        done += m;
+        dmx_status s = run_ready(st);
+        if (s != DMX_OK) return st->err = s;
+    }
+    return DMX_OK;
+}
+
+dmx_status dmx__rf_stream_finish(dmx__rf_stream *st) {
+    if (st->err != DMX_OK) return st->err;
+    if (st->obase + st->on != st->p.len)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "roformer demix: finished after %lld of %lld samples",
+                         (long long)(st->obase + st->on), (long long)st->p.len);
+    dmx_status s = run_ready(st);
+    if (s != DMX_OK) return st->err = s;
+    if (st->k != st->p.n_chunks || st->written != st->p.len)
+        return st->err = dmx__fail(DMX_ERR_INTERNAL, "roformer demix: %lld of %lld samples written",
+                                   (long long)st->written, (long long)st->p.len);
+    return DMX_OK;
+}
+
+typedef struct whole_ctx {
+    float *out;
+    int64_t len, pos;
+    int SA;
+} whole_ctx;
+
+static dmx_status whole_write(void *user, const float *const *stems, int64_t frames) {
+    whole_ctx *c = user;
+    for (int q = 0; q < c->SA; q++)
+        memcpy(c->out + (size_t)q * c->len + c->pos, stems[q], sizeof(float) * (size_t)frames);
+    c->pos += frames;
+    return DMX_OK;
+}
+
 dmx_status dmx__rf_demix(const dmx__roformer *n, const float *mix, int64_t len, float *out) {
     const dmx__rf_config *c = dmx__roformer_config(n);
-    const int A = c->stereo ? 2 : 1, S = c->num_stems;
-    dmx__rf_plan p;
-    dmx_status st = dmx__rf_plan_make(c, len, &p);
-    if (st != DMX_OK) return st;
-    if (p.chunk > INT32_MAX / 2) return dmx__fail(DMX_ERR_MODEL, "roformer demix: chunk_size is too large");
-    const int64_t C = p.chunk, P = p.plen, B = p.padded ? p.border : 0;
-    float *chunk = malloc(sizeof(float) * (size_t)A * C);
-    float *y = malloc(sizeof(float) * (size_t)S * A * C);
-    float *w = malloc(sizeof(float) * (size_t)C);
-    float *res = dmx__big_calloc(sizeof(float) * (size_t)S * A * P);
-    float *cnt = dmx__big_calloc(sizeof(float) * (size_t)P);
-    dmx__arena ar;
-    dmx__arena_init(&ar);
-    if (!chunk || !y || !w || !res || !cnt) {
-        st = dmx__fail(DMX_ERR_NOMEM, "roformer demix: out of memory");
-        goto done;
-    }
-    for (int64_t k = 0; k < p.n_chunks; k++) {
-        int64_t start = k * p.step;
-        int64_t L = P - start < C ? P - start : C;
-        for (int a = 0; a < A; a++) {
-            const float *x = mix + (size_t)a * len;
-            float *d = chunk + (size_t)a * C;
-            for (int64_t i = 0; i < L; i++) d[i] = x[reflect(start + i - B, len)];
-            for (int64_t i = L; i < C; i++) d[i] = L > C / 2 ? d[reflect(i, L)] : 0.0f;
-        }
-        st = dmx__roformer_forward(n, &ar, chunk, (int)C, y, NULL, NULL);
-        if (st != DMX_OK) goto done;
-        dmx__rf_plan_window(&p, k, w);
-        for (int s = 0; s < S; s++)
-            for (int a = 0; a < A; a++) {
-                const float *ys = y + ((size_t)s * A + a) * C;
-                float *r = res + ((size_t)s * A + a) * P + start;
-                for (int64_t i = 0; i < L; i++) r[i] += ys[i] * w[i];
-            }
-        for (int64_t i = 0; i < L; i++) cnt[start + i] += w[i];
-        dmx__arena_fit(&ar);
-    }
-    for (int s = 0; s < S; s++)
-        for (int a = 0; a < A; a++) {
-            const float *r = res + ((size_t)s * A + a) * P + B;
-            float *o = out + ((size_t)s * A + a) * len;
-            for (int64_t i = 0; i < len; i++) o[i] = cnt[B + i] != 0.0f ? r[i] / cnt[B + i] : 0.0f;
-        }
-done:
-    dmx__arena_free(&ar);
-    free(chunk);
-    free(y);
-    free(w);
-    dmx__big_free(res);
-    dmx__big_free(cnt);
-    return st;
+    const int A = c->stereo ? 2 : 1;
+    whole_ctx wc = {out, len, 0, c->num_stems * A};
+    dmx__rf_stream *st = NULL;
+    dmx_status s = dmx__rf_stream_new(n, len, whole_write, &wc, &st);
+    if (s != DMX_OK) return s;
+    const float *in[2] = {mix, mix + (A > 1 ? len : 0)};
+    s = dmx__rf_stream_feed(st, in, len);
+    if (s == DMX_OK) s = dmx__rf_stream_finish(st);
+    dmx__rf_stream_free(st);
+    return s;
 }

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "arena.h"
+#include "demix/demix.h"
 #include "roformer.h"
 
 typedef struct dmx__rf_plan {
@@ -40,9 +41,28 @@ dmx_status dmx__rf_plan_make(const dmx__rf_config *cfg, int64_t len, dmx__rf_pla
 /* The window chunk k is weighted with: w (chunk) floats. */
 void dmx__rf_plan_window(const dmx__rf_plan *p, int64_t k, float *w);
 
-/* Whole track: mix (channels, len) -> out (stems, channels, len), planar.
- * Memory: the padded mix, the weighted sums (stems x channels x padded
- * length) and one forward pass's arena. */
+/* Streaming form (what the pipeline uses): the track's length is known up
+ * front (the padding depends on it), the audio arrives in pieces of any size,
+ * and `write` (demix.h's dmx_write_fn: stems x channels planar pointers)
+ * receives every sample as soon as no later chunk can change it, in order.
+ * Memory is bounded by the chunk size whatever the track length: about
+ * 2 chunks of input history, one chunk of weighted sums per stem and channel,
+ * and one forward pass's arena. Output is bit-identical to dmx__rf_demix.
+ * Not thread-safe; one stream per thread (the network may be shared). */
+typedef struct dmx__rf_stream dmx__rf_stream;
+dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, dmx_write_fn write, void *user,
+                              dmx__rf_stream **out);
+/* in: channels planar pointers of `frames` samples. DMX_ERR_INVALID_ARG
+ * past total_len. A `write` error aborts the stream with its status. */
+dmx_status dmx__rf_stream_feed(dmx__rf_stream *st, const float *const *in, int64_t frames);
+/* After exactly total_len samples: runs the remaining chunks and writes the rest. */
+dmx_status dmx__rf_stream_finish(dmx__rf_stream *st);
+void dmx__rf_stream_free(dmx__rf_stream *st);
+/* Floats the stream holds besides the arena (for tests: flat in length). */
+size_t dmx__rf_stream_footprint(const dmx__rf_stream *st);
+
+/* Whole track: mix (channels, len) -> out (stems, channels, len), planar,
+ * through the stream above. */
 dmx_status dmx__rf_demix(const dmx__roformer *n, const float *mix, int64_t len, float *out);
 
 #endif
