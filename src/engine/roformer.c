@@ -205,9 +205,7 @@ dmx_status dmx__roformer_build(const dmx__rf_config *cfg, dmx__ckpt *ck, dmx__ro
     n->H = c->heads;
     n->Dh = c->dim_head;
     n->nb = c->n_bands;
-    if (c->kind == DMX__RF_BS && c->dim_freqs_in != n->F) {
-        /* dim_freqs_in is unused by the reference; only warn-worthy */
-    }
+    /* dim_freqs_in is accepted and ignored, as the reference ignores it */
     n->per_layer = (c->linear_depth > 0) + 2;
     n->feat_off = malloc(sizeof(int) * (n->nb + 1));
     n->bs_norm = calloc((size_t)n->nb, sizeof(float *));
@@ -765,7 +763,7 @@ static void vt_describe(const void *net, dmx__net_desc *d) {
     d->segment = (double)n->cfg.chunk_size / n->cfg.audio_sample_rate;
     d->training_length = n->cfg.chunk_size;
     d->fixed_segment = 1;
-    size_t np = 0;
+    size_t np = 0; /* every state tensor (the shared rotary frequencies once per layer) */
     for (size_t i = 0; i < dmx__ckpt_n_tensors(n->ck); i++) np += dmx__ckpt_tensor_at(n->ck, i)->numel;
     d->n_params = (int64_t)np;
 }
