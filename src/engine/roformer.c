@@ -685,8 +685,7 @@ dmx_status dmx__roformer_forward(const dmx__roformer *n, dmx__arena *ar, const f
                     int dout = mlp->dout[l];
                     dmx__sgemm(0, 1, t, dout, din, 1.0f, in, ldin, mlp->w[l], din, 0.0f, cur, dout);
                     add_bias_rows(cur, dout, t, dout, mlp->b[l]);
-                    if (l < mlp->n_lin - 1)
-                        for (size_t q = 0; q < (size_t)t * dout; q++) cur[q] = tanhf(cur[q]);
+                    if (l < mlp->n_lin - 1) dmx__tanh(cur, (size_t)t * dout);
                     in = cur;
                     ldin = din = dout;
                     float *sw = cur;
