@@ -265,6 +265,23 @@ static void checkpoints(void) {
         CHECK_MSG(st == DMX_ERR_MODEL && strstr(dmx_last_error(), "unexpected tensor 'layers.1."), "%d %s", st,
                   dmx_last_error());
     }
+    /* a window too short for its hop cannot be inverted (torch.istft's NOLA check) */
+    {
+        dmx__rf_config c;
+        REQUIRE(dmx__rf_config_load(golden_path("roformer/models/bs_roformer_tiny.yaml"), &c) == DMX_OK);
+        c.win_length = 256; /* hop 441 */
+        REQUIRE(dmx__ckpt_load_state_dict(golden_path("roformer/models/bs_roformer_tiny.ckpt"), &ck) == DMX_OK);
+        dmx__roformer *n = NULL;
+        REQUIRE(dmx__roformer_build(&c, ck, &n) == DMX_OK);
+        static float x[2 * 8820], y[2 * 8820];
+        dmx__arena ar;
+        dmx__arena_init(&ar);
+        dmx_status st = dmx__roformer_forward(n, &ar, x, 8820, y, NULL, NULL);
+        CHECK_MSG(st == DMX_ERR_MODEL && strstr(dmx_last_error(), "NOLA"), "%d %s", st, dmx_last_error());
+        CHECK(ar.in_use == 0);
+        dmx__arena_free(&ar);
+        dmx__roformer_free(n);
+    }
     /* too short an input for the STFT's reflect padding */
     {
         dmx__roformer *n = NULL;

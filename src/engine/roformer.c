@@ -544,7 +544,8 @@ static int stft(const dmx__roformer *n, dmx__arena *ar, const float *mix, int le
 }
 
 /* spec (R, t, 2) of one stem -> out (A, len): torch.istft(center=True), length
- * out_len (zeros past what the frames cover), zeros up to len. */
+ * out_len (zeros past what the frames cover), zeros up to len. Returns 0, -1
+ * out of memory, 1 when the window fails the NOLA condition. */
 static int istft(const dmx__roformer *n, dmx__arena *ar, const float *spec, int t, int len, int out_len, float *out) {
     const int nfft = n->cfg.n_fft, hop = n->cfg.hop, A = n->A, F = n->F;
     const long total = (long)nfft + (long)hop * (t - 1);
@@ -560,6 +561,12 @@ static int istft(const dmx__roformer *n, dmx__arena *ar, const float *spec, int 
     const float scale = (n->cfg.normalized ? (float)sqrt((double)nfft) : 1.0f) / (float)nfft;
     for (int f0 = 0; f0 < t; f0++)
         for (int i = 0; i < nfft; i++) env[(long)f0 * hop + i] += n->window[i] * n->window[i];
+    /* torch.istft refuses a window whose overlap-added square vanishes (NOLA) */
+    for (long j = nfft / 2; j < total - nfft / 2 && j < nfft / 2 + out_len; j++)
+        if (env[j] < 1e-11f) {
+            dmx__arena_restore(ar, m);
+            return 1;
+        }
     for (int a = 0; a < A; a++) {
         memset(acc, 0, sizeof(float) * (size_t)total);
         for (int f0 = 0; f0 < t; f0++) {
@@ -726,7 +733,13 @@ dmx_status dmx__roformer_forward(const dmx__roformer *n, dmx__arena *ar, const f
                     if (c->zero_dc && f == 0) mr[2 * f0] = mr[2 * f0 + 1] = 0.0f;
                 }
             }
-            if (istft(n, ar, mask, t, len, out_len, out + (size_t)s * A * len)) goto fail;
+            int r = istft(n, ar, mask, t, len, out_len, out + (size_t)s * A * len);
+            if (r > 0) {
+                dmx__arena_restore(ar, m0);
+                return dmx__fail(DMX_ERR_MODEL, "roformer: the STFT window (win_length %d, hop %d) does not overlap "
+                                 "enough to invert (torch.istft's NOLA condition)", c->win_length, c->hop);
+            }
+            if (r) goto fail;
         }
         dmx__arena_restore(ar, m);
     }
