@@ -3,14 +3,16 @@
  * (roformer_demix.c): fed in pieces of any size it gives bit-identically the
  * same stems as a direct transcription of MSST's demix() loop below (whole
  * padded buffers), for several num_overlap values and lengths (padded,
- * unpadded, a last chunk under half a chunk), with a footprint that does not
- * grow with the track; and misuse is refused.
+ * unpadded, a last chunk under half a chunk) and any number of worker
+ * threads, with a footprint that does not grow with the track; and misuse
+ * is refused.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "demix/demix.h"
+#include "ops.h"
 #include "roformer.h"
 #include "roformer_demix.h"
 #include "testutil.h"
@@ -75,10 +77,11 @@ static dmx_status sink_write(void *user, const float *const *stems, int64_t fram
     return DMX_OK;
 }
 
-static size_t stream_run(const dmx__roformer *n, const float *mix, int64_t T, int64_t piece, float *out) {
+static size_t stream_run(const dmx__roformer *n, const float *mix, int64_t T, int64_t piece, int threads,
+                         float *out) {
     sink sk = {out, T, 0, dmx__roformer_config(n)->num_stems * 2, -1};
     dmx__rf_stream *st = NULL;
-    REQUIRE(dmx__rf_stream_new(n, T, sink_write, &sk, &st) == DMX_OK);
+    REQUIRE(dmx__rf_stream_new(n, T, threads, sink_write, &sk, &st) == DMX_OK);
     for (int64_t i = 0; i < T; i += piece) {
         int64_t m = T - i < piece ? T - i : piece;
         const float *in[2] = {mix + i, mix + T + i};
@@ -92,6 +95,9 @@ static size_t stream_run(const dmx__roformer *n, const float *mix, int64_t T, in
 }
 
 int main(void) {
+    /* the stream runs one BLAS thread per forward pass on multi-chunk
+     * tracks (multi-threaded sgemm rounds differently): so does the reference */
+    dmx__blas_threads(1);
     dmx__rf_config c;
     REQUIRE(dmx__rf_config_load(golden_path("roformer/models/bs_roformer_4stem_tiny.yaml"), &c) == DMX_OK);
     npy_array mix12;
@@ -117,8 +123,8 @@ int main(void) {
         size_t SAT = (size_t)4 * 2 * T;
         float *ref = malloc(sizeof(float) * SAT), *o1 = malloc(sizeof(float) * SAT), *o2 = malloc(sizeof(float) * SAT);
         msst_demix(n, mix, T, ref);
-        size_t fp1 = stream_run(n, mix, T, 12345, o1);
-        REQUIRE(dmx__rf_demix(n, mix, T, o2) == DMX_OK);
+        size_t fp1 = stream_run(n, mix, T, 12345, 1, o1);
+        REQUIRE(dmx__rf_demix(n, mix, T, 3, o2) == DMX_OK); /* 3 workers, whole input at once */
         for (size_t z = 0; z < SAT; z++)
             if (ref[z] != o1[z]) {
                 fprintf(stderr, "first diff at %zu (stem-ch %zu, t %zu): %g vs %g\n", z, z / T, z % T, ref[z], o1[z]);
@@ -126,7 +132,7 @@ int main(void) {
             }
         CHECK_MSG(!memcmp(ref, o1, sizeof(float) * SAT), "chunk %d overlap %d T %lld: stream in pieces differs",
                   cases[ci].chunk, cases[ci].overlap, (long long)T);
-        CHECK_MSG(!memcmp(ref, o2, sizeof(float) * SAT), "chunk %d overlap %d T %lld: whole differs",
+        CHECK_MSG(!memcmp(ref, o2, sizeof(float) * SAT), "chunk %d overlap %d T %lld: whole with 3 threads differs",
                   cases[ci].chunk, cases[ci].overlap, (long long)T);
         printf("chunk %d overlap %d T %lld: %s MSST's loop, footprint %zu floats\n", cases[ci].chunk,
                cases[ci].overlap, (long long)T,
@@ -134,13 +140,13 @@ int main(void) {
         if (ci == 0) {
             /* flat in length: the same footprint for the 12 s track */
             float *big = malloc(sizeof(float) * (size_t)4 * 2 * T12);
-            size_t fp2 = stream_run(n, mix12.data, T12, 65536, big);
+            size_t fp2 = stream_run(n, mix12.data, T12, 65536, 1, big);
             CHECK_MSG(fp2 == fp1, "footprint grows with the track: %zu vs %zu", fp2, fp1);
             free(big);
             /* misuse */
             sink sk = {o1, T, 0, 8, -1};
             dmx__rf_stream *st = NULL;
-            REQUIRE(dmx__rf_stream_new(n, T, sink_write, &sk, &st) == DMX_OK);
+            REQUIRE(dmx__rf_stream_new(n, T, 1, sink_write, &sk, &st) == DMX_OK);
             const float *in[2] = {mix, mix + T};
             CHECK(dmx__rf_stream_feed(st, in, 1000) == DMX_OK);
             CHECK(dmx__rf_stream_finish(st) == DMX_ERR_INVALID_ARG);
@@ -148,11 +154,16 @@ int main(void) {
             dmx__rf_stream_free(st);
             /* a failing writer aborts the stream with its status */
             sink bad = {o1, T, 0, 8, 5000};
-            REQUIRE(dmx__rf_stream_new(n, T, sink_write, &bad, &st) == DMX_OK);
+            REQUIRE(dmx__rf_stream_new(n, T, 2, sink_write, &bad, &st) == DMX_OK);
             CHECK(dmx__rf_stream_feed(st, in, T) == DMX_ERR_IO);
             CHECK(dmx__rf_stream_finish(st) == DMX_ERR_IO);
             dmx__rf_stream_free(st);
-            CHECK(dmx__rf_stream_new(n, 0, sink_write, &bad, &st) == DMX_ERR_BAD_INPUT && !st);
+            CHECK(dmx__rf_stream_new(n, 0, 1, sink_write, &bad, &st) == DMX_ERR_BAD_INPUT && !st);
+            /* threads in a stream fed in small pieces: same bits */
+            float *o3 = malloc(sizeof(float) * SAT);
+            stream_run(n, mix, T, 1000, 4, o3);
+            CHECK_MSG(!memcmp(ref, o3, sizeof(float) * SAT), "4 threads, pieces of 1000: differs");
+            free(o3);
         }
         free(ref), free(o1), free(o2), free(mix);
         dmx__roformer_free(n);

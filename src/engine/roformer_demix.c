@@ -4,11 +4,14 @@
  */
 #include "roformer_demix.h"
 
+#include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
+#include "ops.h"
 
 dmx_status dmx__rf_plan_make(const dmx__rf_config *c, int64_t len, dmx__rf_plan *p) {
     memset(p, 0, sizeof *p);
@@ -55,51 +58,64 @@ static int64_t reflect(int64_t i, int64_t n) {
     return i < n ? i : period - i;
 }
 
+#define MAX_WORKERS 32
+
+typedef struct rf_worker {
+    float *chunk, *y;       /* (A, C), (S, A, C) */
+    dmx__arena ar;
+    int64_t k;              /* chunk being run */
+    dmx_status status;
+    char err[512];
+    const dmx__roformer *n;
+} rf_worker;
+
 struct dmx__rf_stream {
     const dmx__roformer *n;
     dmx__rf_plan p;
-    int A, S;
+    int A, S, threads;
     int64_t B;              /* padding offset: border when padded, else 0 */
     dmx_write_fn write;
     void *user;
     float *hist;            /* (A, hcap): input samples [obase, obase + on) */
     int64_t hcap, obase, on;
     int64_t k;              /* next chunk */
-    float *chunk, *y, *w;   /* (A, C), (S, A, C), (C) */
+    rf_worker wk[MAX_WORKERS];
+    float *w;               /* (C) window */
     float *res, *cnt;       /* weighted sums for padded positions [k * step, k * step + C) */
     float *outb;            /* (S, A, C) finished samples */
     const float **optr;     /* (S * A) */
     int64_t written;
-    dmx__arena ar;
     dmx_status err;
 };
 
 size_t dmx__rf_stream_footprint(const dmx__rf_stream *st) {
-    const int64_t C = st->p.chunk;
-    return (size_t)(st->A * st->hcap + st->A * C + 3 * (int64_t)st->S * st->A * C + 2 * C);
+    const int64_t C = st->p.chunk, SA = (int64_t)st->S * st->A;
+    return (size_t)(st->A * st->hcap + st->threads * (st->A * C + SA * C) + 2 * SA * C + 2 * C);
 }
 
 void dmx__rf_stream_free(dmx__rf_stream *st) {
     if (!st) return;
     free(st->hist);
-    free(st->chunk);
-    free(st->y);
+    for (int i = 0; i < MAX_WORKERS; i++) {
+        free(st->wk[i].chunk);
+        free(st->wk[i].y);
+        dmx__arena_free(&st->wk[i].ar);
+    }
     free(st->w);
     free(st->res);
     free(st->cnt);
     free(st->outb);
     free(st->optr);
-    dmx__arena_free(&st->ar);
     free(st);
 }
 
-dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, dmx_write_fn write, void *user,
-                              dmx__rf_stream **out) {
+dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, int n_threads, dmx_write_fn write,
+                              void *user, dmx__rf_stream **out) {
     *out = NULL;
     const dmx__rf_config *c = dmx__roformer_config(n);
     dmx__rf_stream *st = calloc(1, sizeof *st);
     if (!st) return dmx__fail(DMX_ERR_NOMEM, "roformer demix: out of memory");
-    dmx__arena_init(&st->ar);
+    for (int i = 0; i < MAX_WORKERS; i++) dmx__arena_init(&st->wk[i].ar);
     dmx_status s = dmx__rf_plan_make(c, total_len, &st->p);
     if (s != DMX_OK) {
         dmx__rf_stream_free(st);
@@ -112,20 +128,29 @@ dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, dmx_wri
     st->n = n;
     st->A = c->stereo ? 2 : 1;
     st->S = c->num_stems;
+    st->threads = n_threads < 1 ? 1 : n_threads > MAX_WORKERS ? MAX_WORKERS : n_threads;
+    if (st->threads > st->p.n_chunks) st->threads = (int)st->p.n_chunks;
     st->B = st->p.padded ? st->p.border : 0;
     st->write = write;
     st->user = user;
     const int64_t C = st->p.chunk, SA = (int64_t)st->S * st->A;
-    st->hcap = C + 2 * st->p.border + 2 * st->p.step + 16;
+    /* one batch of `threads` chunks reads at most C + (threads - 1) step
+     * samples beyond what the right padding keeps */
+    st->hcap = C + 2 * st->p.border + (st->threads + 1) * st->p.step + 16;
     st->hist = malloc(sizeof(float) * (size_t)(st->A * st->hcap));
-    st->chunk = malloc(sizeof(float) * (size_t)(st->A * C));
-    st->y = malloc(sizeof(float) * (size_t)(SA * C));
+    int ok = st->hist != NULL;
+    for (int i = 0; i < st->threads && ok; i++) {
+        st->wk[i].chunk = malloc(sizeof(float) * (size_t)(st->A * C));
+        st->wk[i].y = malloc(sizeof(float) * (size_t)(SA * C));
+        st->wk[i].n = n;
+        ok = st->wk[i].chunk && st->wk[i].y;
+    }
     st->w = malloc(sizeof(float) * (size_t)C);
     st->res = calloc((size_t)(SA * C), sizeof(float));
     st->cnt = calloc((size_t)C, sizeof(float));
     st->outb = malloc(sizeof(float) * (size_t)(SA * C));
     st->optr = malloc(sizeof(float *) * (size_t)SA);
-    if (!st->hist || !st->chunk || !st->y || !st->w || !st->res || !st->cnt || !st->outb || !st->optr) {
+    if (!ok || !st->w || !st->res || !st->cnt || !st->outb || !st->optr) {
         dmx__rf_stream_free(st);
         return dmx__fail(DMX_ERR_NOMEM, "roformer demix: out of memory");
     }
@@ -146,22 +171,36 @@ static void chunk_sources(const dmx__rf_stream *st, int64_t k, int64_t *lo, int6
     *hi = b;
 }
 
-static dmx_status run_chunk(dmx__rf_stream *st) {
-    const int64_t C = st->p.chunk, step = st->p.step, k = st->k, s0 = k * step, T = st->p.len;
+/* Chunk k's model input, padded to C as MSST pads it. */
+static void gather(const dmx__rf_stream *st, int64_t k, float *chunk) {
+    const int64_t C = st->p.chunk, s0 = k * st->p.step, T = st->p.len;
     const int64_t L = st->p.plen - s0 < C ? st->p.plen - s0 : C;
-    const int A = st->A, SA = st->S * st->A;
-    for (int a = 0; a < A; a++) {
+    for (int a = 0; a < st->A; a++) {
         const float *h = st->hist + (size_t)a * st->hcap;
-        float *d = st->chunk + (size_t)a * C;
+        float *d = chunk + (size_t)a * C;
         for (int64_t i = 0; i < L; i++) d[i] = h[reflect(s0 + i - st->B, T) - st->obase];
         for (int64_t i = L; i < C; i++) d[i] = L > C / 2 ? d[reflect(i, L)] : 0.0f;
     }
-    dmx_status s = dmx__roformer_forward(st->n, &st->ar, st->chunk, (int)C, st->y, NULL, NULL);
-    if (s != DMX_OK) return s;
-    dmx__arena_fit(&st->ar);
+}
+
+static void *worker_main(void *arg) {
+    rf_worker *w = arg;
+    w->status = dmx__roformer_forward(w->n, &w->ar, w->chunk, (int)dmx__roformer_config(w->n)->chunk_size, w->y,
+                                      NULL, NULL);
+    if (w->status != DMX_OK) snprintf(w->err, sizeof w->err, "%s", dmx_last_error());
+    dmx__arena_fit(&w->ar);
+    return NULL;
+}
+
+/* Adds chunk k's output y, writes what became final, slides the sums and
+ * drops the input no later chunk reads. */
+static dmx_status accumulate(dmx__rf_stream *st, int64_t k, const float *y) {
+    const int64_t C = st->p.chunk, step = st->p.step, s0 = k * step, T = st->p.len;
+    const int64_t L = st->p.plen - s0 < C ? st->p.plen - s0 : C;
+    const int A = st->A, SA = st->S * st->A;
     dmx__rf_plan_window(&st->p, k, st->w);
     for (int q = 0; q < SA; q++) {
-        const float *yq = st->y + (size_t)q * C;
+        const float *yq = y + (size_t)q * C;
         float *r = st->res + (size_t)q * C;
         for (int64_t i = 0; i < L; i++) r[i] += yq[i] * st->w[i];
     }
@@ -182,11 +221,10 @@ static dmx_status run_chunk(dmx__rf_stream *st) {
             }
             st->optr[q] = o;
         }
-        s = st->write(st->user, st->optr, m);
+        dmx_status s = st->write(st->user, st->optr, m);
         if (s != DMX_OK) return s;
         st->written += m;
     }
-    /* slide the sums by one step */
     for (int q = 0; q < SA; q++) {
         float *r = st->res + (size_t)q * C;
         memmove(r, r + step, sizeof(float) * (size_t)(C - step));
@@ -194,11 +232,9 @@ static dmx_status run_chunk(dmx__rf_stream *st) {
     }
     memmove(st->cnt, st->cnt + step, sizeof(float) * (size_t)(C - step));
     memset(st->cnt + C - step, 0, sizeof(float) * (size_t)step);
-    st->k++;
-    /* drop the input no later chunk reads */
-    if (st->k < st->p.n_chunks) {
+    if (k + 1 < st->p.n_chunks) {
         int64_t lo, hi;
-        chunk_sources(st, st->k, &lo, &hi);
+        chunk_sources(st, k + 1, &lo, &hi);
         /* a later chunk can reach further into the right reflect padding
          * (down to sample T-1-border) than the next one does */
         if (st->p.padded && T - 1 - st->B < lo) lo = T - 1 - st->B;
@@ -216,14 +252,41 @@ static dmx_status run_chunk(dmx__rf_stream *st) {
     return DMX_OK;
 }
 
-/* Runs every chunk whose input has arrived. */
+/* Runs every chunk whose input has arrived, `threads` at a time (a partial
+ * batch only once the input is complete), accumulating in chunk order so
+ * the result does not depend on the thread count. */
 static dmx_status run_ready(dmx__rf_stream *st) {
+    const int complete = st->obase + st->on == st->p.len;
     while (st->k < st->p.n_chunks) {
-        int64_t lo, hi;
-        chunk_sources(st, st->k, &lo, &hi);
-        if (hi >= st->obase + st->on) break;
-        dmx_status s = run_chunk(st);
-        if (s != DMX_OK) return s;
+        int nb = 0;
+        while (nb < st->threads && st->k + nb < st->p.n_chunks) {
+            int64_t lo, hi;
+            chunk_sources(st, st->k + nb, &lo, &hi);
+            if (hi >= st->obase + st->on) break;
+            nb++;
+        }
+        if (nb == 0 || (nb < st->threads && !complete)) break;
+        for (int b = 0; b < nb; b++) {
+            st->wk[b].k = st->k + b;
+            gather(st, st->k + b, st->wk[b].chunk);
+        }
+        /* one BLAS thread per forward pass unless the track is one chunk:
+         * multi-threaded sgemm rounds differently (as apply.c) */
+        dmx__blas_threads(st->p.n_chunks > 1 ? 1 : st->threads);
+        pthread_t tid[MAX_WORKERS];
+        int started[MAX_WORKERS] = {0};
+        for (int b = 1; b < nb; b++) started[b] = pthread_create(&tid[b], NULL, worker_main, &st->wk[b]) == 0;
+        worker_main(&st->wk[0]);
+        for (int b = 1; b < nb; b++) {
+            if (started[b]) pthread_join(tid[b], NULL);
+            else worker_main(&st->wk[b]);
+        }
+        for (int b = 0; b < nb; b++) {
+            if (st->wk[b].status != DMX_OK) return dmx__fail(st->wk[b].status, "%s", st->wk[b].err);
+            dmx_status s = accumulate(st, st->k, st->wk[b].y);
+            if (s != DMX_OK) return s;
+            st->k++;
+        }
     }
     return DMX_OK;
 }
@@ -274,12 +337,12 @@ static dmx_status whole_write(void *user, const float *const *stems, int64_t fra
     return DMX_OK;
 }
 
-dmx_status dmx__rf_demix(const dmx__roformer *n, const float *mix, int64_t len, float *out) {
+dmx_status dmx__rf_demix(const dmx__roformer *n, const float *mix, int64_t len, int n_threads, float *out) {
     const dmx__rf_config *c = dmx__roformer_config(n);
     const int A = c->stereo ? 2 : 1;
     whole_ctx wc = {out, len, 0, c->num_stems * A};
     dmx__rf_stream *st = NULL;
-    dmx_status s = dmx__rf_stream_new(n, len, whole_write, &wc, &st);
+    dmx_status s = dmx__rf_stream_new(n, len, n_threads, whole_write, &wc, &st);
     if (s != DMX_OK) return s;
     const float *in[2] = {mix, mix + (A > 1 ? len : 0)};
     s = dmx__rf_stream_feed(st, in, len);

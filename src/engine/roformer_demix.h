@@ -47,11 +47,15 @@ void dmx__rf_plan_window(const dmx__rf_plan *p, int64_t k, float *w);
  * receives every sample as soon as no later chunk can change it, in order.
  * Memory is bounded by the chunk size whatever the track length: about
  * 2 chunks of input history, one chunk of weighted sums per stem and channel,
- * and one forward pass's arena. Output is bit-identical to dmx__rf_demix.
- * Not thread-safe; one stream per thread (the network may be shared). */
+ * and, per worker, one chunk in and out and one forward pass's arena.
+ * n_threads workers run up to n_threads chunks at once (one BLAS thread
+ * each; OpenBLAS's thread count is process-wide and is set per batch, as
+ * apply.c does); accumulation stays in chunk order, so the output does not
+ * depend on n_threads and is bit-identical to dmx__rf_demix. A stream is
+ * used from one thread at a time; the network may be shared. */
 typedef struct dmx__rf_stream dmx__rf_stream;
-dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, dmx_write_fn write, void *user,
-                              dmx__rf_stream **out);
+dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, int n_threads, dmx_write_fn write,
+                              void *user, dmx__rf_stream **out);
 /* in: channels planar pointers of `frames` samples. DMX_ERR_INVALID_ARG
  * past total_len. A `write` error aborts the stream with its status. */
 dmx_status dmx__rf_stream_feed(dmx__rf_stream *st, const float *const *in, int64_t frames);
@@ -63,6 +67,6 @@ size_t dmx__rf_stream_footprint(const dmx__rf_stream *st);
 
 /* Whole track: mix (channels, len) -> out (stems, channels, len), planar,
  * through the stream above. */
-dmx_status dmx__rf_demix(const dmx__roformer *n, const float *mix, int64_t len, float *out);
+dmx_status dmx__rf_demix(const dmx__roformer *n, const float *mix, int64_t len, int n_threads, float *out);
 
 #endif
