@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "demix/demix.h"
-#include "ops.h"
+#include "threads.h"
 #include "roformer.h"
 #include "roformer_demix.h"
 #include "testutil.h"
@@ -95,9 +95,9 @@ static size_t stream_run(const dmx__roformer *n, const float *mix, int64_t T, in
 }
 
 int main(void) {
-    /* the stream runs one BLAS thread per forward pass on multi-chunk
-     * tracks (multi-threaded sgemm rounds differently): so does the reference */
-    dmx__blas_threads(1);
+    /* the engine computes with one BLAS thread per forward pass (threads.c):
+     * so does the reference loop here */
+    dmx__blas_init();
     dmx__rf_config c;
     REQUIRE(dmx__rf_config_load(golden_path("roformer/models/bs_roformer_4stem_tiny.yaml"), &c) == DMX_OK);
     npy_array mix12;

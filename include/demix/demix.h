@@ -77,6 +77,10 @@ int32_t dmx_model_channels(const dmx_model *m);
 /* Training segment length in seconds (39/5 = 7.8 for the htdemucs family);
  * for a bag, the smallest segment of its members. */
 double dmx_model_segment(const dmx_model *m);
+/* The longest `segment` a run may ask for (upstream's max_allowed_segment):
+ * the smallest segment of the members whose segment is fixed (HTDemucs), or
+ * INFINITY when no member's is. */
+double dmx_model_max_segment(const dmx_model *m);
 /* 1 for a single model, the member count for a bag. */
 int32_t dmx_model_n_members(const dmx_model *m);
 /* Total parameter count over all members. */
@@ -98,7 +102,7 @@ typedef struct dmx_separate_opts {
     double transition_power; /* exponent of the triangular cross-fade weights; default 1 */
     int32_t normalize;       /* 1: upstream separator pipeline (normalise by the mono
                                 reference's mean/std, separate, de-normalise); default 1 */
-    int32_t n_threads;       /* compute threads for this run; 0 = all cores */
+    int32_t n_threads;       /* compute threads for this run; 0 = dmx_cpu_count() */
     dmx_progress_fn progress;/* may be NULL */
     void *progress_user;
     atomic_int *cancel;      /* optional: set to non-zero from any thread to cancel */
@@ -107,6 +111,25 @@ typedef struct dmx_separate_opts {
 /* Fills `o` with upstream's defaults (shifts 0, overlap 0.25, split, power 1,
  * normalize 1, seed 0, all cores). */
 void dmx_separate_opts_init(dmx_separate_opts *o);
+
+/* ---- threads ----------------------------------------------------------------
+ * A run computes with `n_threads` threads: that many segment evaluations side
+ * by side, each single-threaded. The engine sets OpenBLAS to one thread once
+ * per process (OpenBLAS 0.3.21's thread count is process-wide, so a per-run
+ * setting would change other runs' threads) and never changes it again.
+ *
+ * The one rule that divides the machine between runs going on at once (the
+ * CLI's -j tracks, the service's workers): of `cpus` CPUs, `threads` compute
+ * threads in all are used (0: all CPUs; never more than `cpus`); at most
+ * that many runs go at once, and each gets an equal share, so
+ * jobs x threads_per_job <= threads <= cpus. */
+typedef struct dmx_thread_plan {
+    int32_t jobs;            /* runs at once: min(jobs asked, threads), at least 1 */
+    int32_t threads_per_job; /* n_threads of each run, at least 1 */
+} dmx_thread_plan;
+dmx_thread_plan dmx_threads_divide(int32_t cpus, int32_t jobs, int32_t threads);
+/* CPUs this process may run on (its affinity mask), at least 1. */
+int32_t dmx_cpu_count(void);
 
 /* Creates a session for `m` (which must outlive it). */
 dmx_status dmx_session_new(const dmx_model *m, dmx_session **out);

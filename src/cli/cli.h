@@ -87,8 +87,6 @@ char *path_join(const char *dir, const char *name);
  * of malloc'ed paths, count in *n_created) when created != NULL, so a failed
  * track can remove them again. Returns 0 or -1 with errno set. */
 int mkdir_p(const char *dir, char ***created, size_t *n_created);
-/* CPUs this process may run on. */
-int cli_cpu_count(void);
 /* 1 if path exists (any type). */
 int path_exists(const char *path);
 int is_directory(const char *path);

@@ -584,9 +584,9 @@ int cmd_separate(int argc, char **argv) {
             goto cleanup;
         }
     }
-    if (seg_given && cfg.segment > dmx_model_segment(model) + 1e-9) {
+    if (seg_given && cfg.segment > dmx_model_max_segment(model) + 1e-9) {
         exit_rc = cli_usage_error(cmd, "--segment %g is longer than the %.2f s the model %s was trained "
-                                  "on; use at most that", cfg.segment, dmx_model_segment(model), cfg.name);
+                                  "on; use at most that", cfg.segment, dmx_model_max_segment(model), cfg.name);
         goto cleanup;
     }
 
@@ -654,13 +654,20 @@ int cmd_separate(int argc, char **argv) {
     r.n_stems = n_stems;
     int jobs = cfg.jobs < (int)n_tracks ? cfg.jobs : (int)n_tracks;
     /* --threads (default: every core, or DEMIX_THREADS) is shared by the
-     * jobs; within a job the engine runs that many segments side by side. */
-    int cores = cfg.threads > 0 ? cfg.threads : cli_cpu_count();
+     * jobs (demix.h's one rule: -j x threads per job never exceeds the
+     * CPUs); within a job the engine runs that many segments side by side. */
+    int want = cfg.threads;
     const char *env = getenv("DEMIX_THREADS");
-    if (cfg.threads <= 0 && env && atoi(env) > 0) cores = atoi(env);
-    r.n_threads = cores / jobs > 0 ? cores / jobs : 1;
+    if (want <= 0 && env && atoi(env) > 0) want = atoi(env);
+    int cpus = dmx_cpu_count();
+    dmx_thread_plan tp = dmx_threads_divide(cpus, jobs, want);
+    if (tp.jobs < jobs)
+        cli_warn("-j %d: only %d track%s at once (one per compute thread, %d CPUs)", jobs, tp.jobs,
+                 tp.jobs == 1 ? "" : "s", cpus);
+    jobs = tp.jobs;
+    r.n_threads = tp.threads_per_job;
     cli_debug("%d job%s x %d thread%s (%d CPUs)", jobs, jobs == 1 ? "" : "s", r.n_threads,
-              r.n_threads == 1 ? "" : "s", cores);
+              r.n_threads == 1 ? "" : "s", cpus);
 
     progress_init(jobs);
     double t0 = cli_now();

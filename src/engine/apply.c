@@ -32,24 +32,24 @@
  * members), de-normalised and handed to the caller. Only a window of about
  * one segment of input and of accumulators is alive at any time.
  *
- * Threads: with T threads, up to T evaluations run at once (one worker each,
- * single-threaded BLAS), which keeps every core busy including the non-GEMM
- * work; a song of a single evaluation gets T BLAS threads instead.
- * Accumulation happens in segment order in the calling thread, so results are
- * bit-identical for any T (for single-evaluation songs, identical for a given
- * T and within float rounding across T).
+ * Threads: with T threads, up to T evaluations run at once (one worker each),
+ * which keeps every core busy including the non-GEMM work. BLAS is
+ * single-threaded in the whole process, set once (threads.c): OpenBLAS's
+ * thread count is process-wide, so changing it here would change the
+ * threads — and the rounding — of other streams running at the same time.
+ * Accumulation happens in segment order in the calling thread, so results
+ * are bit-identical for any T and whatever else the process runs.
  */
 #include "apply.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "error.h"
+#include "threads.h"
 
 #define MAX_TRACKS 1024
 
@@ -330,11 +330,6 @@ static dmx_status pump(dmx_stream *st) {
         /* Wait for input until every thread has an evaluation: feeding in
          * small blocks would otherwise run them one at a time. */
         if (nb < st->threads && !st->finished_input) break;
-        /* Multi-threaded sgemm rounds differently from single-threaded, so
-         * all evaluations of a stream use one BLAS thread each unless the
-         * stream has a single evaluation: results then do not depend on how
-         * many evaluations ran side by side. */
-        openblas_set_num_threads(st->total > 1 ? 1 : st->threads);
         for (int b = 0; b < nb; b++) {
             dmx_status s = worker_get(st, b, &jobs[b].w);
             if (s != DMX_OK) return s;
@@ -412,8 +407,8 @@ dmx_status dmx_stream_new(dmx_session *s, const dmx_separate_opts *opts, dmx_wri
     st->S = s->model->n_sources;
     st->A = s->model->channels;
     st->shifts = opts->shifts;
-    long nc = sysconf(_SC_NPROCESSORS_ONLN);
-    st->threads = opts->n_threads > 0 ? opts->n_threads : (int)(nc > 0 ? nc : 1);
+    dmx__blas_init();
+    st->threads = opts->n_threads > 0 ? opts->n_threads : dmx_cpu_count();
     if (st->threads > DMX__MAX_WORKERS) st->threads = DMX__MAX_WORKERS;
     st->mean = 0.0f;
     st->den = 1.0f;

@@ -750,6 +750,16 @@ dmx_status dmx__ckpt_kw_num(const dmx__ckpt *ck, const char *key, double *out) {
     return DMX_OK;
 }
 
+dmx_status dmx__ckpt_kw_fraction(const dmx__ckpt *ck, const char *key, int64_t *num, int64_t *den) {
+    const dmx__pv *v = kw(ck, key);
+    if (!v) return kw_missing(key);
+    if (v->type == DMX__PV_INT) *num = v->u.i, *den = 1;
+    else if (v->type == DMX__PV_BOOL) *num = v->u.b, *den = 1;
+    else if (v->type == DMX__PV_FRACTION) *num = v->u.frac.num, *den = v->u.frac.den;
+    else return kw_wrong(key, v, "an int or a Fraction");
+    return DMX_OK;
+}
+
 dmx_status dmx__ckpt_kw_str(const dmx__ckpt *ck, const char *key, const char **out) {
     const dmx__pv *v = kw(ck, key);
     if (!v) return kw_missing(key);

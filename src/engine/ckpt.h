@@ -85,6 +85,9 @@ int dmx__ckpt_kw_is_none(const dmx__ckpt *ck, const char *key);
 dmx_status dmx__ckpt_kw_int(const dmx__ckpt *ck, const char *key, int64_t *v);
 dmx_status dmx__ckpt_kw_bool(const dmx__ckpt *ck, const char *key, int *v);
 dmx_status dmx__ckpt_kw_num(const dmx__ckpt *ck, const char *key, double *v);
+/* Exact rational value of an int, bool or fractions.Fraction (den > 0);
+ * a float is DMX_ERR_MODEL (read it with kw_num). */
+dmx_status dmx__ckpt_kw_fraction(const dmx__ckpt *ck, const char *key, int64_t *num, int64_t *den);
 /* String value; pointer owned by the ckpt. */
 dmx_status dmx__ckpt_kw_str(const dmx__ckpt *ck, const char *key, const char **v);
 /* List or tuple of strings (e.g. `sources`): *n items; strings owned by ckpt.

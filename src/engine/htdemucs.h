@@ -77,6 +77,9 @@ typedef struct dmx__xformer {
     int dim, heads, hidden, n_layers, cross_first;
     int norm_first, gelu, group_norm; /* group_norm: norms 1/2/3 are GroupNorm(g) */
     int emb_cape, cape_mean_normalize;
+    int emb_scaled;      /* t_emb='scaled': learned positions (ScaledEmbedding) */
+    const float *pos_emb; /* (pos_emb_rows, dim) stored embedding, used * 3 (boost) */
+    int pos_emb_rows;     /* t_max_positions */
     float max_period, weight_pos_embed;
     int norm_in;         /* 0 none, 1 LayerNorm, 2 GroupNorm */
     dmx__norm norm_in_x, norm_in_t;

@@ -360,8 +360,8 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
     }
     if (!cac) { unsupported_kw(b, "cac", "only complex-as-channels models (cac=True) are supported"); goto fail; }
     (void)wiener_iters;
-    if (strcmp(t_emb, "sin") != 0 && strcmp(t_emb, "cape") != 0) {
-        unsupported_kw(b, "t_emb", "only 'sin' and 'cape' position embeddings are supported");
+    if (strcmp(t_emb, "sin") != 0 && strcmp(t_emb, "cape") != 0 && strcmp(t_emb, "scaled") != 0) {
+        unsupported_kw(b, "t_emb", "only 'sin', 'cape' and 'scaled' position embeddings are supported");
         goto fail;
     }
     if (t_sparse_self || t_sparse_cross) { unsupported_kw(b, "t_sparse_self_attn", "sparse attention is not supported"); goto fail; }
@@ -377,9 +377,22 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
     }
     m->hop = m->nfft / 4;
     {
-        /* segment as an exact fraction when it is one (Fraction(39, 5)) */
+        /* upstream's int(self.segment * self.samplerate): exact for an int
+         * or a Fraction (Fraction(39, 5)), float truncation for a float
+         * (model_segment = 4 * dset.segment is often one, e.g. 5.6) */
         m->segment = segment;
-        m->training_length = (int)floor(segment * m->samplerate + 1e-9);
+        m->seg_num = 10;
+        m->seg_den = 1;
+        if (dmx__ckpt_kw_has(ck, "segment") &&
+            dmx__ckpt_kw_fraction(ck, "segment", &m->seg_num, &m->seg_den) != DMX_OK)
+            m->seg_num = m->seg_den = 0; /* a float */
+        dmx__clear_error();
+        int64_t tl = dmx__segment_length(m->seg_num, m->seg_den, segment, m->samplerate);
+        if (tl < 1 || tl > INT32_MAX) {
+            b->st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 'segment' (%g s) gives no usable length", segment);
+            goto fail;
+        }
+        m->training_length = (int)tl;
     }
 
     /* --- encoder / decoder geometry, exactly as HTDemucs.__init__ --- */
@@ -504,6 +517,17 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
         xf->gelu = t_gelu;
         xf->group_norm = t_group_norm;
         xf->emb_cape = strcmp(t_emb, "cape") == 0;
+        xf->emb_scaled = strcmp(t_emb, "scaled") == 0;
+        if (xf->emb_scaled) {
+            int64_t maxpos = kw_int(b, "t_max_positions", 10000);
+            if (b->st != DMX_OK) goto fail;
+            if (maxpos < 1 || maxpos > (1 << 24)) {
+                b->st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 't_max_positions' is %lld", (long long)maxpos);
+                goto fail;
+            }
+            xf->pos_emb_rows = (int)maxpos;
+            xf->pos_emb = bind(b, 2, "crosstransformer.position_embeddings.embedding.weight", maxpos, I64(tc));
+        }
         xf->cape_mean_normalize = t_cape_mean_normalize;
         xf->max_period = (float)t_max_period;
         xf->weight_pos_embed = (float)t_weight_pos_embed;
@@ -591,8 +615,9 @@ static void vt_describe(const void *net, dmx__net_desc *d) {
     d->training_length = m->training_length;
     d->use_train_segment = m->use_train_segment;
     d->fixed_segment = 1; /* upstream's isinstance(model, HTDemucs) rules */
-    /* the transformer's random.randrange(sin_random_shift + 1) per pass */
-    d->rand_draws_per_forward = m->has_xformer && !m->xf.emb_cape;
+    /* the transformer's random.randrange(sin_random_shift + 1) per pass,
+     * made for t_emb='sin' only */
+    d->rand_draws_per_forward = m->has_xformer && !m->xf.emb_cape && !m->xf.emb_scaled;
     d->n_params = m->n_params;
 }
 

@@ -168,6 +168,7 @@ int32_t dmx_model_source_index(const dmx_model *m, const char *name) {
 int32_t dmx_model_samplerate(const dmx_model *m) { return m ? m->samplerate : 0; }
 int32_t dmx_model_channels(const dmx_model *m) { return m ? m->channels : 0; }
 double dmx_model_segment(const dmx_model *m) { return m ? m->segment : 0; }
+double dmx_model_max_segment(const dmx_model *m) { return m ? m->max_segment : 0; }
 int32_t dmx_model_n_members(const dmx_model *m) { return m ? m->n_members : 0; }
 int64_t dmx_model_n_params(const dmx_model *m) { return m ? m->n_params : 0; }
 

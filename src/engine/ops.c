@@ -71,8 +71,6 @@ static inline float v_hmax(vf v) {
 /* Upper bound of im2col scratch per block, in floats (8 MiB). */
 #define COL_BUDGET ((size_t)2 << 20)
 
-void dmx__blas_threads(int n) { openblas_set_num_threads(n); }
-
 /* Every matrix product goes through here so benchmarks can report the
  * FLOP rate actually achieved (one relaxed atomic add per call). */
 static _Atomic uint64_t g_flops;

@@ -93,7 +93,4 @@ void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A
 /* FLOPs of every dmx__sgemm since the process started. */
 uint64_t dmx__flop_count(void);
 
-/* Sets the BLAS thread count (process-wide). */
-void dmx__blas_threads(int n);
-
 #endif

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "error.h"
-#include "ops.h"
+#include "threads.h"
 
 dmx_status dmx__rf_plan_make(const dmx__rf_config *c, int64_t len, dmx__rf_plan *p) {
     memset(p, 0, sizeof *p);
@@ -270,9 +270,7 @@ static dmx_status run_ready(dmx__rf_stream *st) {
             st->wk[b].k = st->k + b;
             gather(st, st->k + b, st->wk[b].chunk);
         }
-        /* one BLAS thread per forward pass unless the track is one chunk:
-         * multi-threaded sgemm rounds differently (as apply.c) */
-        dmx__blas_threads(st->p.n_chunks > 1 ? 1 : st->threads);
+        dmx__blas_init(); /* one BLAS thread per forward pass, process-wide (threads.c) */
         pthread_t tid[MAX_WORKERS];
         int started[MAX_WORKERS] = {0};
         for (int b = 1; b < nb; b++) started[b] = pthread_create(&tid[b], NULL, worker_main, &st->wk[b]) == 0;

@@ -49,8 +49,8 @@ void dmx__rf_plan_window(const dmx__rf_plan *p, int64_t k, float *w);
  * 2 chunks of input history, one chunk of weighted sums per stem and channel,
  * and, per worker, one chunk in and out and one forward pass's arena.
  * n_threads workers run up to n_threads chunks at once (one BLAS thread
- * each; OpenBLAS's thread count is process-wide and is set per batch, as
- * apply.c does); accumulation stays in chunk order, so the output does not
+ * each: the engine's process-wide setting, threads.c); accumulation stays
+ * in chunk order, so the output does not
  * depend on n_threads and is bit-identical to dmx__rf_demix. A stream is
  * used from one thread at a time; the network may be shared. */
 typedef struct dmx__rf_stream dmx__rf_stream;

@@ -202,7 +202,19 @@ dmx_status dmx__xformer_forward(const dmx__xformer *xf, dmx__arena *ar, float *x
     for (int c = 0; c < C; c++)
         for (int t = 0; t < T2; t++) tt[(size_t)t * C + c] = xt[(size_t)c * T2 + t];
     norm_in(xf, tt, T2, &xf->norm_in_t);
-    sin_embedding_1d(pe, T2, C, xf->max_period, xf->emb_cape && xf->cape_mean_normalize);
+    if (xf->emb_scaled) {
+        /* ScaledEmbedding: embedding(arange(T2)) * boost (3.0) */
+        if (T2 > xf->pos_emb_rows) {
+            dmx__arena_restore(ar, mk);
+            return dmx__fail(DMX_ERR_INVALID_ARG,
+                             "%d time steps reach the transformer but its learned positions stop at %d "
+                             "(t_max_positions); use a shorter segment",
+                             T2, xf->pos_emb_rows);
+        }
+        for (size_t i = 0; i < (size_t)T2 * C; i++) pe[i] = xf->pos_emb[i] * 3.0f;
+    } else {
+        sin_embedding_1d(pe, T2, C, xf->max_period, xf->emb_cape && xf->cape_mean_normalize);
+    }
     for (size_t i = 0; i < (size_t)T2 * C; i++) tt[i] += xf->weight_pos_embed * pe[i];
 
     dmx_status st = DMX_OK;

@@ -1021,8 +1021,8 @@ int dmx_jobs_start(int n, int qmax) {
     recover_jobs();
     pthread_mutex_unlock(&jobs_lock);
     sweep();
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int per = cores > n ? (int)(cores / n) : 1;
+    /* demix.h's one rule for dividing the CPUs between the workers */
+    int per = dmx_threads_divide(dmx_cpu_count(), n, 0).threads_per_job;
     for (int i = 0; i < n; i++) {
         if (pthread_create(&workers[i], NULL, worker_main, (void *)(intptr_t)per)) return -1;
         n_workers++;

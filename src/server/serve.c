@@ -137,10 +137,10 @@ int dmx_serve_main(int argc, char **argv) {
     c->port = 8000;
     c->repo = NULL;
     c->data_dir = "demix-data";
-    /* Each worker runs one job with cores/workers BLAS threads: a few
+    /* Each worker runs one job with cores/workers compute threads: a few
      * workers keep the cores busy between a job's serial phases (decode,
      * encode) without splitting them so thin that one job takes forever. */
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int cores = dmx_cpu_count();
     c->workers = cores >= 16 ? 4 : cores >= 8 ? 2 : 1;
     c->max_upload_bytes = 200LL << 20;
     c->queue_max = 64;
@@ -211,6 +211,15 @@ int dmx_serve_main(int argc, char **argv) {
 
     dmx_srv_start_time = dmx_srv_now();
     dmx_log_set(dmx_srv_engine_log, NULL);
+    /* demix.h's one rule: workers x threads per job never exceed the CPUs
+     * (jobs.c gives each worker its share with the same call). */
+    dmx_thread_plan tp = dmx_threads_divide(dmx_cpu_count(), c->workers, 0);
+    if (tp.jobs < c->workers) {
+        dmx_srv_log(DMX_LOG_WARN, "demix.server", "startup", NULL, NULL,
+                    "--workers %d: running %d (one per CPU; more would oversubscribe them)", c->workers,
+                    tp.jobs);
+        c->workers = tp.jobs;
+    }
     dmx_metrics_init();
     if (dmx_jobs_start(c->workers, c->queue_max) < 0) {
         dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
@@ -234,6 +243,7 @@ int dmx_serve_main(int argc, char **argv) {
     cJSON_AddStringToObject(f, "host", c->host);
     cJSON_AddNumberToObject(f, "port", port);
     cJSON_AddNumberToObject(f, "workers", c->workers);
+    cJSON_AddNumberToObject(f, "threads_per_job", tp.threads_per_job);
     cJSON_AddStringToObject(f, "data_dir", c->data_dir);
     cJSON_AddStringToObject(f, "repo", c->repo ? c->repo : "");
     cJSON_AddStringToObject(f, "version", DEMIX_SERVER_VERSION);

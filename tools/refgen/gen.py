@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 # Random-weight HTDemucs variants saved like upstream's serialize_model(half=True),
-# plus the reference forward output on a random input. Investigation only.
+# plus the reference forward output on a random input. Investigation only, except
+# the tiny fixtures in tests/data/refgen (see its README) made with INPUT=sines.
+# Environment: OUT (folder), INPUT=sines (a formula instead of random input; no
+# _in.npy written), APPLY=1 (reference = apply_model(shifts=0, split, overlap 0.25)
+# instead of the forward), SUB=k (keep every k-th output sample).
 import sys, json, torch, numpy as np
 from fractions import Fraction
 import os
@@ -9,6 +13,14 @@ sys.path.insert(0, os.environ["DEMIX_UPSTREAM"])  # a checkout of facebookresear
 from demucs.htdemucs import HTDemucs
 
 OUT = os.environ.get("OUT", ".")
+
+
+def sines_input(channels, length):
+    """(channels, length) float32: 0.1 sin(2 pi 97.5 (c+1) t) + 0.05 sin(2 pi 1201 t + c), t = i / 44100,
+    computed in float64 then rounded (tests/test_net.c's sines_input)."""
+    t = np.arange(length, dtype=np.float64) / 44100.0
+    return np.stack([0.1 * np.sin(2 * np.pi * 97.5 * (c + 1) * t) + 0.05 * np.sin(2 * np.pi * 1201.0 * t + c)
+                     for c in range(channels)]).astype(np.float32)
 name, seed, kw = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 torch.manual_seed(seed)
 kw.setdefault("segment", Fraction(39, 5))
@@ -20,10 +32,22 @@ torch.save({"klass": HTDemucs, "args": (), "kwargs": kw, "state": state, "traini
 m.load_state_dict({k: v.float() for k, v in state.items()})
 m.eval()
 L = int(sys.argv[4]) if len(sys.argv) > 4 else 132300
-g = torch.Generator().manual_seed(seed + 1)
-x = torch.randn(1, kw.get("audio_channels", 2), L, generator=g) * 0.1
+A = kw.get("audio_channels", 2)
+if os.environ.get("INPUT") == "sines":
+    # reproducible without a file: tests/test_net.c's sines_input() computes the same
+    x = torch.from_numpy(sines_input(A, L))[None]
+else:
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(1, A, L, generator=g) * 0.1
 with torch.no_grad():
-    y = m(x)
-np.save(os.path.join(OUT, f"{name}_in.npy"), x[0].numpy().astype(np.float32))
-np.save(os.path.join(OUT, f"{name}_out.npy"), y[0].numpy().astype(np.float32))
+    if os.environ.get("APPLY"):
+        # upstream's apply_model: shifts 0, split, overlap 0.25 (segmenting rules)
+        from demucs.apply import apply_model
+        y = apply_model(m, x, shifts=0, split=True, overlap=0.25)
+    else:
+        y = m(x)
+sub = int(os.environ.get("SUB", "1"))  # keep every sub-th sample of the output
+if os.environ.get("INPUT") != "sines":
+    np.save(os.path.join(OUT, f"{name}_in.npy"), x[0].numpy().astype(np.float32))
+np.save(os.path.join(OUT, f"{name}_out.npy"), np.ascontiguousarray(y[0].numpy()[..., ::sub]).astype(np.float32))
 print(name, "ok", y.shape, float(y.abs().max()))

@@ -1,0 +1,196 @@
+/*
+ * test_net.c - the network seam (net.h) and the HTDemucs rules it carries:
+ *   - dmx__segment_length, upstream's int(segment * samplerate): exact for
+ *     Fractions, float truncation for floats;
+ *   - dispatch on the checkpoint class (unknown class: its name and the
+ *     known ones);
+ *   - the bag `segment:` override never touching an HTDemucs member;
+ *   - HTDemucs kwargs upstream runs: t_emb='scaled', a float `segment`, and
+ *     use_train_segment=False (every chunk at its own length), against
+ *     tests/data/refgen (made by tools/refgen/gen.py with upstream's code;
+ *     see the README there).
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "apply.h"
+#include "demix/demix.h"
+#include "net.h"
+#include "testutil.h"
+
+static const char *refgen_path(const char *file) {
+    static char buf[2][1024];
+    static int k;
+    const char *src = getenv("DEMIX_SOURCE_DIR");
+    k ^= 1;
+    snprintf(buf[k], sizeof buf[k], "%s/tests/data/refgen/%s", src ? src : ".", file);
+    return buf[k];
+}
+
+/* tools/refgen/gen.py's sines_input(): the same formula in float64, rounded. */
+static float *sines_input(int A, int64_t L) {
+    float *x = malloc(sizeof(float) * (size_t)A * L);
+    REQUIRE(x);
+    for (int c = 0; c < A; c++)
+        for (int64_t i = 0; i < L; i++) {
+            double t = (double)i / 44100.0;
+            x[(size_t)c * L + i] =
+                (float)(0.1 * sin(2 * M_PI * 97.5 * (c + 1) * t) + 0.05 * sin(2 * M_PI * 1201.0 * t + c));
+        }
+    return x;
+}
+
+static void test_segment_length(void) {
+    /* a float: Python's int(5.6 * 44100) is 246959, not 246960 */
+    CHECK(dmx__segment_length(0, 0, 5.6, 44100) == 246959);
+    CHECK(dmx__segment_length(0, 0, 0.35, 44100) == 15434);
+    CHECK(dmx__segment_length(0, 0, 7.8, 44100) == 343980);
+    CHECK(dmx__segment_length(0, 0, 44.0, 44100) == 1940400);
+    /* a Fraction: exact */
+    CHECK(dmx__segment_length(28, 5, 5.6, 44100) == 246960);
+    CHECK(dmx__segment_length(39, 5, 7.8, 44100) == 343980);
+    CHECK(dmx__segment_length(7, 20, 0.35, 44100) == 15435);
+    CHECK(dmx__segment_length(1, 3, 1.0 / 3, 44100) == 14700);
+    CHECK(dmx__segment_length(1, 7, 1.0 / 7, 44100) == 6300);
+    CHECK(dmx__segment_length(2, 7, 2.0 / 7, 48000) == 13714); /* 96000/7 = 13714.28 */
+    /* out of range */
+    CHECK(dmx__segment_length(0, 0, -1.0, 44100) == -1);
+    CHECK(dmx__segment_length(0, 0, NAN, 44100) == -1);
+    CHECK(dmx__segment_length(0, 0, 1e300, 44100) == -1);
+    CHECK(dmx__segment_length(INT64_MAX, 1, 0, 44100) == -1);
+}
+
+static dmx_model *load(const char *path) {
+    dmx_model *m = NULL;
+    dmx_status st = dmx_model_load(path, &m);
+    CHECK_MSG(st == DMX_OK, "load %s: %s", path, dmx_last_error());
+    REQUIRE(m);
+    return m;
+}
+
+static void test_dispatch(void) {
+    size_t len;
+    unsigned char *b = read_file(golden_path("models/tiny4s.th"), &len);
+    REQUIRE(b);
+    dmx__ckpt *ck = NULL;
+    REQUIRE(dmx__ckpt_load_mem(b, len, "tiny4s.th", &ck) == DMX_OK);
+    dmx__net *n = NULL;
+    REQUIRE(dmx__net_build(ck, &n) == DMX_OK); /* takes ck */
+    CHECK(strcmp(n->desc.klass, "HTDemucs") == 0);
+    CHECK(n->desc.fixed_segment == 1 && n->desc.use_train_segment == 1);
+    CHECK(n->desc.seg_num == 39 && n->desc.seg_den == 5 && n->desc.training_length == 343980);
+    CHECK(n->desc.rand_draws_per_forward == 1); /* t_emb='sin': randrange(1) per pass */
+    CHECK(dmx__net_valid_length(n, 1000) == 343980);
+    dmx__net_free(n);
+    free(b);
+}
+
+/* A bag's larger `segment:` does not raise an HTDemucs member's. */
+static void test_bag_segment_fixed(void) {
+    char dir[] = "/tmp/demix_test_net_XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    char p[1200], y[1200];
+    snprintf(p, sizeof p, "%s/a.th", dir);
+    REQUIRE(symlink(golden_path("models/tinybag_a.th"), p) == 0);
+    snprintf(y, sizeof y, "%s/bag.yaml", dir);
+    const char *yaml = "models: ['a', 'a']\nsegment: 44\n";
+    REQUIRE(write_file(y, yaml, strlen(yaml)) == 0);
+    dmx_model *m = load(y);
+    CHECK(fabs(dmx_model_segment(m) - 7.8) < 1e-9);
+    CHECK(fabs(dmx_model_max_segment(m) - 7.8) < 1e-9);
+    for (int k = 0; k < m->n_members; k++) CHECK(m->members[k]->desc.training_length == 343980);
+    dmx_model_free(m);
+    unlink(y);
+    unlink(p);
+    rmdir(dir);
+}
+
+/* t_emb='scaled' (learned positions) and a float segment kwarg (0.35 s:
+ * 15434 samples, where rounding would give 15435): the forward pass. */
+static void test_scaled_float_segment(void) {
+    dmx_model *m = load(refgen_path("htd_scaled.th"));
+    const dmx__net *net = m->members[0];
+    CHECK_MSG(net->desc.training_length == 15434, "training length %lld, upstream's int(0.35 * 44100) is 15434",
+              (long long)net->desc.training_length);
+    CHECK(net->desc.seg_den == 0 && fabs(net->desc.segment - 0.35) < 1e-12);
+    CHECK(net->desc.rand_draws_per_forward == 0); /* no random shift outside t_emb='sin' */
+    const int A = 2, S = 4, L = 8820, SUB = 9;
+    float *x = sines_input(A, L);
+    float *out = malloc(sizeof(float) * S * A * L);
+    dmx__arena ar;
+    dmx__arena_init(&ar);
+    dmx_status st = dmx__net_forward(net, &ar, x, L, out, NULL, NULL);
+    CHECK_MSG(st == DMX_OK, "forward: %s", dmx_last_error());
+    npy_array ref;
+    REQUIRE(npy_load(refgen_path("htd_scaled_out.npy"), &ref) == 0);
+    int n_sub = (L + SUB - 1) / SUB;
+    REQUIRE(ref.numel == (size_t)S * A * n_sub);
+    float *sub = malloc(sizeof(float) * ref.numel);
+    for (int k = 0; k < S * A; k++)
+        for (int i = 0; i < n_sub; i++) sub[(size_t)k * n_sub + i] = out[(size_t)k * L + (size_t)i * SUB];
+    double mad, mref, r = rel_max_err(sub, ref.data, ref.numel, &mad, &mref);
+    printf("htd_scaled forward        ratio = %.3e (max|ref| %.3e)\n", r, mref);
+    CHECK_MSG(r <= 1e-4, "t_emb='scaled' forward: ratio %.3e", r);
+    dmx__arena_free(&ar);
+    free(sub);
+    free(out);
+    free(x);
+    npy_free(&ref);
+    dmx_model_free(m);
+}
+
+/* use_train_segment=False: apply_model runs every chunk at its own length
+ * (0.25 s segments over 1 s: the last chunks are shorter). */
+static void test_no_train_segment(void) {
+    dmx_model *m = load(refgen_path("htd_no_train_seg.th"));
+    const dmx__net *net = m->members[0];
+    CHECK(net->desc.use_train_segment == 0 && net->desc.training_length == 11025);
+    CHECK(dmx__net_valid_length(net, 5000) == 5000);
+    const int A = 2, S = 4, L = 44100, SUB = 21;
+    float *x = sines_input(A, L);
+    float *out = malloc(sizeof(float) * S * A * L);
+    const float *inp[2] = {x, x + L};
+    float *outp[8];
+    for (int k = 0; k < S * A; k++) outp[k] = out + (size_t)k * L;
+    dmx_session *s = NULL;
+    REQUIRE(dmx_session_new(m, &s) == DMX_OK);
+    dmx_separate_opts o;
+    dmx_separate_opts_init(&o);
+    o.normalize = 0;
+    o.n_threads = 2;
+    dmx_status st = dmx_separate(s, inp, L, outp, &o);
+    CHECK_MSG(st == DMX_OK, "separate: %s", dmx_last_error());
+    npy_array ref;
+    REQUIRE(npy_load(refgen_path("htd_no_train_seg_out.npy"), &ref) == 0);
+    int n_sub = (L + SUB - 1) / SUB;
+    REQUIRE(ref.numel == (size_t)S * A * n_sub);
+    float *sub = malloc(sizeof(float) * ref.numel);
+    for (int k = 0; k < S * A; k++)
+        for (int i = 0; i < n_sub; i++) sub[(size_t)k * n_sub + i] = out[(size_t)k * L + (size_t)i * SUB];
+    double mad, mref, r = rel_max_err(sub, ref.data, ref.numel, &mad, &mref);
+    printf("htd_no_train_seg apply    ratio = %.3e (max|ref| %.3e)\n", r, mref);
+    CHECK_MSG(r <= 1e-4, "use_train_segment=False apply: ratio %.3e", r);
+    /* a run without splitting takes the whole input at its length too */
+    o.split = 0;
+    st = dmx_separate(s, inp, L, outp, &o);
+    CHECK_MSG(st == DMX_OK, "separate without split: %s", dmx_last_error());
+    dmx_session_free(s);
+    free(sub);
+    free(out);
+    free(x);
+    npy_free(&ref);
+    dmx_model_free(m);
+}
+
+int main(void) {
+    test_segment_length();
+    test_dispatch();
+    test_bag_segment_fixed();
+    test_scaled_float_segment();
+    test_no_train_segment();
+    return dmx_test_done("test_net");
+}

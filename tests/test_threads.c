@@ -1,0 +1,124 @@
+/*
+ * test_threads.c - issue 12 bug 13: the engine's threads.
+ *   - dmx_threads_divide, the one rule dividing the CPUs between jobs that
+ *     run at once (CLI -j x --threads, the service's workers): never more
+ *     threads in all than CPUs;
+ *   - a run never changes the process's BLAS thread count (OpenBLAS 0.3.21's
+ *     is process-wide; a run that set it changed every other run's);
+ *   - a job's result does not depend on another job running beside it.
+ */
+#include <cblas.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "demix/demix.h"
+#include "testutil.h"
+
+static void test_divide(void) {
+    dmx_thread_plan p;
+    p = dmx_threads_divide(8, 2, 0);
+    CHECK(p.jobs == 2 && p.threads_per_job == 4);
+    p = dmx_threads_divide(8, 3, 0);
+    CHECK(p.jobs == 3 && p.threads_per_job == 2);
+    p = dmx_threads_divide(8, 1, 4); /* --threads 4 */
+    CHECK(p.jobs == 1 && p.threads_per_job == 4);
+    p = dmx_threads_divide(2, 4, 0); /* -j 4 on 2 CPUs: 2 at once */
+    CHECK(p.jobs == 2 && p.threads_per_job == 1);
+    p = dmx_threads_divide(4, 2, 16); /* --threads beyond the CPUs */
+    CHECK(p.jobs == 2 && p.threads_per_job == 2);
+    p = dmx_threads_divide(1, 5, 0);
+    CHECK(p.jobs == 1 && p.threads_per_job == 1);
+    p = dmx_threads_divide(0, 0, 0); /* nonsense in, one job of one thread out */
+    CHECK(p.jobs == 1 && p.threads_per_job == 1);
+    /* the invariant, everywhere */
+    for (int cpus = 1; cpus <= 64; cpus++)
+        for (int jobs = -1; jobs <= 70; jobs++)
+            for (int threads = -1; threads <= 70; threads++) {
+                p = dmx_threads_divide(cpus, jobs, threads);
+                int total = threads > 0 && threads < cpus ? threads : cpus;
+                int want = jobs < 1 ? 1 : jobs;
+                if (!(p.jobs >= 1 && p.threads_per_job >= 1 && p.jobs * p.threads_per_job <= total &&
+                      p.jobs == (want < total ? want : total) && p.threads_per_job == total / p.jobs)) {
+                    CHECK_MSG(0, "divide(%d, %d, %d) = %d x %d", cpus, jobs, threads, p.jobs,
+                              p.threads_per_job);
+                    return;
+                }
+            }
+    CHECK(dmx_cpu_count() >= 1);
+}
+
+typedef struct run {
+    dmx_session *s;
+    const npy_array *mix;
+    int threads, shifts;
+    float *out;
+    dmx_status st;
+} run;
+
+static void *run_main(void *arg) {
+    run *r = arg;
+    int64_t n = r->mix->shape[1];
+    const float *in[2] = {r->mix->data, r->mix->data + n};
+    float *outp[8];
+    for (int k = 0; k < 8; k++) outp[k] = r->out + (size_t)k * n;
+    dmx_separate_opts o;
+    dmx_separate_opts_init(&o);
+    o.n_threads = r->threads;
+    o.shifts = r->shifts;
+    o.seed = 7;
+    r->st = dmx_separate(r->s, in, n, outp, &o);
+    return NULL;
+}
+
+int main(void) {
+    test_divide();
+
+    dmx_model *m = NULL;
+    REQUIRE(dmx_model_load(golden_path("models/tiny4s.th"), &m) == DMX_OK);
+    REQUIRE(dmx_model_n_sources(m) * dmx_model_channels(m) == 8);
+    npy_array short_mix, long_mix;
+    REQUIRE(npy_load(golden_path("inputs/mix_3s.npy"), &short_mix) == 0);
+    REQUIRE(npy_load(golden_path("inputs/mix_12s.npy"), &long_mix) == 0);
+    dmx_session *sa = NULL, *sb = NULL;
+    REQUIRE(dmx_session_new(m, &sa) == DMX_OK && dmx_session_new(m, &sb) == DMX_OK);
+    size_t na = 8 * (size_t)short_mix.shape[1], nb = 8 * (size_t)long_mix.shape[1];
+    /* A: one evaluation (3 s), 2 threads; B: many evaluations with shifts */
+    run a = {sa, &short_mix, 2, 0, malloc(sizeof(float) * na), DMX_OK};
+    run b = {sb, &long_mix, 2, 1, malloc(sizeof(float) * nb), DMX_OK};
+    float *a_alone = malloc(sizeof(float) * na), *b_alone = malloc(sizeof(float) * nb);
+    REQUIRE(a.out && b.out && a_alone && b_alone);
+
+    /* A run leaves the process's BLAS threads at one, set once: a run of
+     * a single evaluation used to set them to its n_threads. */
+    run_main(&a);
+    CHECK_MSG(a.st == DMX_OK, "%s", dmx_last_error());
+    CHECK_MSG(openblas_get_num_threads() == 1, "a run left %d BLAS threads", openblas_get_num_threads());
+    memcpy(a_alone, a.out, sizeof(float) * na);
+    run_main(&b);
+    CHECK_MSG(b.st == DMX_OK, "%s", dmx_last_error());
+    CHECK(openblas_get_num_threads() == 1);
+    memcpy(b_alone, b.out, sizeof(float) * nb);
+
+    /* Side by side, a few times: each result is bit for bit its result alone. */
+    for (int round = 0; round < 2; round++) {
+        pthread_t ta, tb;
+        REQUIRE(pthread_create(&tb, NULL, run_main, &b) == 0);
+        REQUIRE(pthread_create(&ta, NULL, run_main, &a) == 0);
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+        CHECK(a.st == DMX_OK && b.st == DMX_OK);
+        CHECK_MSG(memcmp(a.out, a_alone, sizeof(float) * na) == 0, "round %d: A changed beside B", round);
+        CHECK_MSG(memcmp(b.out, b_alone, sizeof(float) * nb) == 0, "round %d: B changed beside A", round);
+    }
+    free(a.out);
+    free(b.out);
+    free(a_alone);
+    free(b_alone);
+    dmx_session_free(sa);
+    dmx_session_free(sb);
+    npy_free(&short_mix);
+    npy_free(&long_mix);
+    dmx_model_free(m);
+    return dmx_test_done("test_threads");
+}
