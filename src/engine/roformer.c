@@ -774,7 +774,8 @@ static void vt_describe(const void *net, dmx__net_desc *d) {
     d->seg_den = n->cfg.audio_sample_rate;
     d->segment = (double)n->cfg.chunk_size / n->cfg.audio_sample_rate;
     d->training_length = n->cfg.chunk_size;
-    d->fixed_segment = 1;
+    /* fixed_segment 0: not an HTDemucs (upstream's isinstance rule); sources
+     * are owned by the network's config copy */
     size_t np = 0; /* every state tensor (the shared rotary frequencies once per layer) */
     for (size_t i = 0; i < dmx__ckpt_n_tensors(n->ck); i++) np += dmx__ckpt_tensor_at(n->ck, i)->numel;
     d->n_params = (int64_t)np;
