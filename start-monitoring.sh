@@ -27,12 +27,40 @@
 #   MON_PROMETHEUS_ARGS           extra command-line flags for the native Prometheus
 #   MON_WAIT                      seconds start waits for the stack to be healthy (60)
 #   ALERT_*                       Slack/email settings: deploy/alertmanager/alertmanager.yml
+#   DEMIX_ALERTS_TOKEN            shared secret of demix's POST /alerts; Alertmanager
+#                                 sends it as a bearer token (render-config.sh)
+#   MON_STATE_FILE                where `start` records what it started ($ROOT/.monitoring-state)
+#
+# `start` records the mode, state folder, address and ports in the state
+# file; every other action reads them from there, so `status`, `stop`,
+# `logs` and `clean` find the stack without the environment `start` had.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DEPLOY=$ROOT/deploy
 COMPOSE_FILE=$DEPLOY/docker-compose.monitoring.yml
 PROJECT=demix-monitoring
+STATE_FILE=${MON_STATE_FILE:-$ROOT/.monitoring-state}
+STATE_VARS=(MON_MODE MON_DIR MON_HOST DEMIX_PORT PROMETHEUS_PORT ALERTMANAGER_PORT NODE_EXPORTER_PORT
+            GRAFANA_PORT CADVISOR_PORT)
+ACTION=${1:-menu}
+
+# KEY=value lines, only the names of STATE_VARS (the file is read, never sourced).
+load_state() {
+    [ -f "$STATE_FILE" ] || return 0
+    local k v
+    while IFS='=' read -r k v; do
+        case " ${STATE_VARS[*]} " in *" $k "*) printf -v "$k" '%s' "$v"; export "${k?}" ;; esac
+    done <"$STATE_FILE"
+}
+save_state() {
+    local v
+    (
+        umask 077
+        for v in "${STATE_VARS[@]}"; do printf '%s=%s\n' "$v" "${!v:-}"; done >"$STATE_FILE.tmp"
+    ) && mv "$STATE_FILE.tmp" "$STATE_FILE"
+}
+case $ACTION in start | -h | --help | help) ;; *) load_state ;; esac
 
 MON_HOST=${MON_HOST:-127.0.0.1}
 DEMIX_PORT=${DEMIX_PORT:-8000}
@@ -60,6 +88,7 @@ if [ "$MODE" = auto ]; then
     if docker_ok; then MODE=docker; else MODE=native; fi
 fi
 case $MODE in docker | native) ;; *) err "MON_MODE must be auto, docker or native"; exit 2 ;; esac
+MON_MODE=$MODE
 
 compose() { docker compose -f "$COMPOSE_FILE" -p "$PROJECT" "$@"; }
 
@@ -306,7 +335,13 @@ docker_logs() {
 }
 
 # ---------------------------------------------------------------- actions
-do_start() { if [ "$MODE" = docker ]; then docker_start; else native_start; fi; }
+do_start() {
+    local rc=0
+    if [ "$MODE" = docker ]; then docker_start || rc=$?; else native_start || rc=$?; fi
+    # Recorded even after a partial start: stop must find what did start.
+    save_state
+    return $rc
+}
 do_stop() {
     if [ "$MODE" = docker ]; then compose down; else native_stop; fi
     say "Stopped."
@@ -317,6 +352,7 @@ do_restart() { do_stop; do_start; }
 do_clean() {
     if [ "$MODE" = docker ]; then compose down -v --remove-orphans; say "Removed the stack's containers and volumes."
     else native_clean; fi
+    rm -f "$STATE_FILE"
 }
 
 menu() {
@@ -348,7 +384,7 @@ menu() {
     esac
 }
 
-case ${1:-menu} in
+case $ACTION in
 start) do_start ;;
 stop) do_stop ;;
 restart) do_restart ;;

@@ -41,7 +41,7 @@ start() {
     local name=$1; shift
     mkdir -p "$TMP/$name"
     "$DEMIX" serve --host 127.0.0.1 --port 0 --repo "$GOLDEN/models" \
-        --data-dir "$TMP/$name/data" --rate-limit 0 "$@" 2>"$TMP/$name/log" &
+        --data-dir "$TMP/$name/data" --rate-limit 0 --max-connections-per-ip 0 "$@" 2>"$TMP/$name/log" &
     PID=$!
     PIDS+=("$PID")
     local port=

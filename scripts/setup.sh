@@ -10,7 +10,8 @@ PKGS=(build-essential cmake pkg-config
       libcurl4-openssl-dev libssl-dev
       libmicrohttpd-dev libcjson-dev libsqlite3-dev curl
       ffmpeg sox
-      prometheus prometheus-alertmanager prometheus-node-exporter)
+      prometheus prometheus-alertmanager prometheus-node-exporter
+      docker-compose) # validates deploy/'s compose file (tests/monitoring/compose.sh)
 
 # The web page's end-to-end test (tests/web.cmake): Debian's Chromium, driven
 # from Node.js by playwright-core (installed below with npm ci).
@@ -33,8 +34,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# playwright-core for the web test, at the version pinned in its lock file.
-if command -v npm >/dev/null 2>&1 && [ ! -f tests/web/node_modules/playwright-core/package.json ]; then
+# playwright-core for the web test and @apidevtools/swagger-parser + ajv for the
+# OpenAPI test, at the versions pinned in the lock file.
+if command -v npm >/dev/null 2>&1 && { [ ! -f tests/web/node_modules/playwright-core/package.json ] ||
+    [ ! -f tests/web/node_modules/@apidevtools/swagger-parser/package.json ] ||
+    [ ! -f tests/web/node_modules/ajv/package.json ]; }; then
   (cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
 fi
 

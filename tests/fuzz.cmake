@@ -3,7 +3,7 @@
 #   bagyaml  bag-of-models YAML (src/engine/bagyaml.c)
 #   rfconfig MSST model configs: YAML tree + RoFormer config reader
 #   audio    FFmpeg decode wrapper (src/audio/decode.c)
-#   alerts   Alertmanager webhook JSON (src/server/alerts.c)
+#   alerts   Alertmanager webhook JSON (src/server/alerts.c; links demix_observ only)
 #   http     whole HTTP connections through the real daemon (src/server)
 # Each tests/fuzz/fuzz_<t>.c exports LLVMFuzzerTestOneInput and becomes
 #   replay_<t>  with any compiler: tests/fuzz/replay_main.c runs it on files;
@@ -117,12 +117,29 @@ endif()
 
 # ---- the HTTP service -----------------------------------------------------------
 if(TARGET demix_server)
-  dmx_fuzz_replay(alerts demix_server)
+  # The webhook parser is in the leaf library demix_observ: no HTTP daemon,
+  # no FFmpeg (fuzz_alerts_links checks that the replay binary needs none).
+  dmx_fuzz_replay(alerts demix_observ)
+  add_test(NAME fuzz_alerts_links
+           COMMAND sh -c "! ldd \"$1\" | grep -E 'lib(avcodec|avformat|avutil|swresample|microhttpd|sqlite3)'"
+                   sh $<TARGET_FILE:replay_alerts>)
+  set_tests_properties(fuzz_alerts_links PROPERTIES LABELS "unit" TIMEOUT 30)
   dmx_fuzz_replay(http demix_server)
   if(_dmx_fz_clang)
-    # The same sources as demix_server, web_assets.c (generated there) too.
-    get_target_property(_dmx_fz_srv_src demix_server SOURCES)
     get_target_property(_dmx_fz_srv_dir demix_server SOURCE_DIR)
+    dmx_fuzz_lib(dmx_fz_observ ${_dmx_fz_srv_dir}/log.c ${_dmx_fz_srv_dir}/metrics.c
+                 ${_dmx_fz_srv_dir}/alerts.c)
+    target_compile_definitions(dmx_fz_observ PRIVATE DEMIX_SERVER_VERSION="${PROJECT_VERSION}")
+    target_include_directories(dmx_fz_observ PUBLIC ${_dmx_fz_srv_dir}
+                               PRIVATE ${PROJECT_BINARY_DIR}/src/server/generated)
+    pkg_check_modules(DMX_FZ_CJSON REQUIRED IMPORTED_TARGET libcjson)
+    target_link_libraries(dmx_fz_observ PUBLIC PkgConfig::DMX_FZ_CJSON Threads::Threads m)
+    dmx_fuzz_binary(alerts dmx_fz_observ)
+    # The same sources as demix_server (and demix_observ's), web_assets.c
+    # (generated there) too.
+    get_target_property(_dmx_fz_srv_src demix_server SOURCES)
+    get_target_property(_dmx_fz_obs_src demix_observ SOURCES)
+    list(APPEND _dmx_fz_srv_src ${_dmx_fz_obs_src})
     set(_dmx_fz_srv)
     foreach(s ${_dmx_fz_srv_src})
       if(NOT IS_ABSOLUTE ${s})
@@ -137,10 +154,10 @@ if(TARGET demix_server)
     dmx_fuzz_lib(dmx_fz_server ${_dmx_fz_srv})
     add_dependencies(dmx_fz_server demix_server) # generates web_assets.c
     target_compile_definitions(dmx_fz_server PRIVATE DEMIX_SERVER_VERSION="${PROJECT_VERSION}")
-    target_include_directories(dmx_fz_server PUBLIC ${_dmx_fz_srv_dir})
+    target_include_directories(dmx_fz_server PUBLIC ${_dmx_fz_srv_dir}
+                               PRIVATE ${PROJECT_BINARY_DIR}/src/server/generated)
     target_link_libraries(dmx_fz_server PUBLIC demix_pipeline demix_audio demix
                           PkgConfig::DMX_FZ_SRV PkgConfig::ZLIB Threads::Threads m)
-    dmx_fuzz_binary(alerts dmx_fz_server)
     dmx_fuzz_binary(http dmx_fz_server)
   endif()
 endif()

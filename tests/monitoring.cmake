@@ -1,8 +1,10 @@
 # Tests of the monitoring stack (label "monitoring"): deploy/ configuration
 # checked with Debian's promtool and amtool, the promtool rule unit tests,
 # the Grafana dashboard, and the native stack run live on 127.0.0.1
-# (tests/monitoring/live.sh). Needs the Debian packages prometheus,
-# prometheus-alertmanager and prometheus-node-exporter (scripts/setup.sh).
+# (tests/monitoring/live.sh), and the compose file under Debian's
+# docker-compose (compose.sh). Needs the Debian packages prometheus,
+# prometheus-alertmanager, prometheus-node-exporter and docker-compose
+# (scripts/setup.sh).
 find_program(DEMIX_PROMTOOL promtool)
 find_program(DEMIX_AMTOOL amtool)
 find_program(DEMIX_PYTHON3 python3)
@@ -31,8 +33,10 @@ add_test(NAME monitoring_alertmanager_config
 add_test(NAME monitoring_dashboard
          COMMAND ${DEMIX_PYTHON3} ${MON_TESTS}/promql_check.py dashboard
                  ${MON_DEPLOY}/grafana/dashboards/overview.json)
+add_test(NAME monitoring_compose COMMAND ${DEMIX_BASH_MON} ${MON_TESTS}/compose.sh)
 set_tests_properties(monitoring_prometheus_config monitoring_rules_check monitoring_rules_unit
                      monitoring_rules_coverage monitoring_alertmanager_config monitoring_dashboard
+                     monitoring_compose
                      PROPERTIES LABELS "monitoring" TIMEOUT 120
                      ENVIRONMENT "SRC=${PROJECT_SOURCE_DIR};WORK=${CMAKE_CURRENT_BINARY_DIR}/monitoring_work/alertmanager")
 

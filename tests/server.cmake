@@ -5,6 +5,23 @@
 if(NOT TARGET demix_server OR NOT TARGET demix_cli)
   return()
 endif()
+# Unit test of the pure parts of POST /separate (form parser, path
+# scrubbing) and of the error table; no server runs.
+add_executable(test_server_form ${CMAKE_CURRENT_SOURCE_DIR}/server/test_form.c)
+target_link_libraries(test_server_form PRIVATE dmx_testutil demix_server)
+add_test(NAME test_server_form COMMAND test_server_form)
+set_tests_properties(test_server_form PROPERTIES LABELS "unit")
+
+# resilience.c on its own (label "unit"): token bucket, breaker, backoff,
+# with the test's own clock, log and metrics in place of the server's.
+pkg_check_modules(TEST_CJSON REQUIRED IMPORTED_TARGET libcjson)
+add_executable(test_resilience ${CMAKE_CURRENT_SOURCE_DIR}/server/test_resilience.c
+                               ${PROJECT_SOURCE_DIR}/src/server/resilience.c)
+target_include_directories(test_resilience PRIVATE ${PROJECT_SOURCE_DIR}/src/server)
+target_link_libraries(test_resilience PRIVATE demix PkgConfig::TEST_CJSON Threads::Threads m)
+add_test(NAME test_resilience COMMAND test_resilience)
+set_tests_properties(test_resilience PROPERTIES LABELS "unit" TIMEOUT 120)
+
 find_program(DEMIX_BASH bash REQUIRED)
 find_program(DEMIX_CURL curl)
 if(NOT DEMIX_CURL)
@@ -15,7 +32,11 @@ endif()
 # api: every route's happy path and error statuses. features: alerts, rate
 # limit, breaker, API key, zip, OpenAPI, metrics + promtool. persist:
 # SQLite recovery after kill -9, TTL, SIGTERM drain, timeouts, CLI parity.
-foreach(t api features persist hostile faults)
+# durability: no 202 without a stored row, orphaned folders swept.
+# cache: no --repo, models from the cache under upstream's file names.
+# limits: no heavy work on the HTTP thread, no paths in errors, low disk,
+# queue_position, model loads that block nothing else.
+foreach(t api features persist hostile faults durability limits cache http_edges)
   add_test(NAME server_${t}
            COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/${t}.sh)
   set_tests_properties(server_${t} PROPERTIES
@@ -23,3 +44,11 @@ foreach(t api features persist hostile faults)
     TIMEOUT 600
     ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_${t}")
 endforeach()
+
+# test_observ: UTF-8 truncation, metric label values and the alert series
+# budget, zero-declared counters, text log escaping, the engine log rate
+# limit, ZIP64 (tests/server/test_observ.c).
+add_executable(test_observ ${CMAKE_CURRENT_SOURCE_DIR}/server/test_observ.c)
+target_link_libraries(test_observ PRIVATE demix_server)
+add_test(NAME test_observ COMMAND test_observ)
+set_tests_properties(test_observ PROPERTIES LABELS "unit" TIMEOUT 120)

@@ -18,3 +18,13 @@ set_tests_properties(web_e2e PROPERTIES
   LABELS "web"
   TIMEOUT 300
   ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};OUT=${CMAKE_CURRENT_BINARY_DIR}/web_out;CHROMIUM=/usr/bin/chromium")
+
+# /openapi.json validated by @apidevtools/swagger-parser (a real OpenAPI
+# 3.0.3 validator) and real answers checked against its schemas with ajv
+# (tests/web/openapi.mjs; same node_modules as the page test).
+add_test(NAME web_openapi
+         COMMAND ${DEMIX_NODE} ${CMAKE_CURRENT_SOURCE_DIR}/web/openapi.mjs)
+set_tests_properties(web_openapi PROPERTIES
+  LABELS "web"
+  TIMEOUT 120
+  ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};OUT=${CMAKE_CURRENT_BINARY_DIR}/openapi_out")

@@ -26,28 +26,13 @@
     recent: $('recent'), recentEmpty: $('recent-empty'), refresh: $('refresh'),
   };
 
-  /* ---- what we know about models (GET /models gives names and sizes) ---- */
-  const STEMS4 = ['drums', 'bass', 'other', 'vocals'];
-  const STEMS6 = ['drums', 'bass', 'other', 'vocals', 'guitar', 'piano'];
-  const MODEL_NOTES = {
-    htdemucs: 'Hybrid Transformer Demucs, 4 stems. The default: good on most music.',
-    htdemucs_ft: 'Fine-tuned bag of 4 models: the cleanest 4-stem result, about 4× slower.',
-    htdemucs_6s: '6 stems, adds guitar and piano (piano is the weakest stem).',
-    hdemucs_mmi: 'Hybrid Demucs v3 trained on extra data: a solid second opinion.',
-    mdx: 'Bag of models from the MDX challenge (MUSDB only).',
-    mdx_extra: 'MDX bag trained with extra data: strong on vocals.',
-    mdx_q: 'Quantized MDX bag: smaller download, slightly lower quality.',
-    mdx_extra_q: 'Quantized MDX extra bag: smaller download, slightly lower quality.',
-    tiny4s: 'Tiny test model, 4 stems: instant, for trying the service out.',
-    tiny6s: 'Tiny test model, 6 stems: instant, for trying the service out.',
-    tinybag: 'Tiny test bag of two models: instant, for trying the service out.',
-  };
+  /* ---- models: GET /models gives each model's name, sources, family, size ---- */
   let models = [];
 
+  /* The stems a model writes: its `sources` as the server reports them (from
+   * the registry or the checkpoint itself), never guessed from the name. */
   function stemsOf(m) {
-    if (m && Array.isArray(m.sources) && m.sources.length && typeof m.sources[0] === 'string') return m.sources;
-    if (m && /6s/.test(m.name)) return STEMS6;
-    return STEMS4;
+    return m && Array.isArray(m.sources) ? m.sources.filter((s) => typeof s === 'string') : [];
   }
 
   /* ---- helpers ---- */
@@ -205,7 +190,8 @@
     const saved = localStorage.getItem('demix.model');
     const pick = models.find((m) => m.name === saved) || models.find((m) => m.name === 'htdemucs') || models[0];
     for (const m of models) {
-      const bits = [m.name, stemsOf(m).length + ' stems'];
+      const n = stemsOf(m).length;
+      const bits = [m.name, n ? n + ' stems' : 'stems unknown'];
       if (m.size_bytes > 0) bits.push(fmtBytes(m.size_bytes));
       el.model.append(make('option', { value: m.name, text: bits.join(' · '), selected: m === pick }));
     }
@@ -216,10 +202,12 @@
     if (!m) return;
     localStorage.setItem('demix.model', m.name);
     const stems = stemsOf(m);
-    const note = m.description || MODEL_NOTES[m.name] || (m.kind === 'bag' ? 'A bag of models (averaged).' : 'A single model.');
-    el.modelDesc.textContent = note + ' Stems: ' + stems.join(', ') + (m.loaded ? ' (loaded).' : '.');
+    const family = m.family && m.family !== 'unknown' ? ' ' + m.family : '';
+    const note = m.description || (m.kind === 'bag' ? 'A bag of' + family + ' models (averaged).' : 'A single' + family + ' model.');
+    el.modelDesc.textContent = note + (stems.length ? ' Stems: ' + stems.join(', ') : ' Its stems are not known (the file could not be read).') +
+      (m.loaded ? ' (loaded).' : '.');
     const keep = el.stems.value;
-    el.stems.replaceChildren(make('option', { value: '', text: 'All ' + stems.length + ' stems' }));
+    el.stems.replaceChildren(make('option', { value: '', text: stems.length ? 'All ' + stems.length + ' stems' : 'All stems' }));
     for (const s of stems) el.stems.append(make('option', { value: s, text: s + ' + no_' + s, selected: s === keep }));
   }
 
@@ -483,6 +471,7 @@
       t.url = URL.createObjectURL(blob);
       t.audio.src = t.url;
       t.dl.href = t.url;
+      t.dl.setAttribute('download', filenameFrom(r, t.dl.getAttribute('download')));
       t.audio.addEventListener('ended', () => { if (t === p.tracks[0]) pause(true); });
       await drawWave(t, bytes);
     } catch (e) {
@@ -628,28 +617,25 @@
   });
   window.addEventListener('resize', () => { if (player) player.tracks.forEach(paint); });
 
-  /* "Download all": GET /jobs/{id}/zip; older servers lack it (404 not_found). */
-  async function setupZip(job) {
-    const url = '/jobs/' + job.id + '/zip';
-    el.zip.href = url;
-    el.zip.setAttribute('download', (job.filename || 'stems').replace(/\.[^.]*$/, '') + '_stems.zip');
+  /* The file name the server gives a download (Content-Disposition, RFC 6266:
+   * filename* in UTF-8 first, then filename), else the fallback. */
+  function filenameFrom(r, fallback) {
+    const cd = r.headers.get('Content-Disposition') || '';
+    const star = cd.match(/filename\*\s*=\s*UTF-8''([^;]+)/i);
+    if (star) { try { return decodeURIComponent(star[1].trim()); } catch (e) { /* malformed: next */ } }
+    const plain = cd.match(/filename\s*=\s*"([^"]*)"/i);
+    return plain ? plain[1] : fallback;
+  }
+
+  /* "Download all": GET /jobs/{id}/zip, only when clicked: the server builds
+   * the zip on the first request and keeps it beside the stems, so asking
+   * for it ahead (to see whether it exists) would double the job's disk for
+   * every job shown. The server names the file (<track>_stems.zip). */
+  function setupZip(job) {
+    el.zip.href = '/jobs/' + job.id + '/zip';
+    el.zip.setAttribute('download', '');
     el.zip.removeAttribute('aria-disabled');
     el.zipNote.textContent = '';
-    const ctl = new AbortController();
-    try {
-      const r = await fetch(url, { headers: authHeaders(), signal: ctl.signal });
-      ctl.abort(); // only the status was wanted
-      if (r.ok) return;
-      const err = await errorFrom(r.status, '', r.headers.get('Retry-After'));
-      zipUnavailable(err.status === 404 ? 'This server cannot make zips yet: download the stems one by one.' : explain(err, 'job').join(' '));
-    } catch (e) {
-      if (e.name !== 'AbortError') zipUnavailable('The zip is unavailable right now.');
-    }
-  }
-  function zipUnavailable(why) {
-    el.zip.setAttribute('aria-disabled', 'true');
-    el.zip.removeAttribute('href');
-    el.zipNote.textContent = why;
   }
   el.zip.addEventListener('click', async (e) => {
     if (el.zip.getAttribute('aria-disabled') === 'true') { e.preventDefault(); return; }
@@ -659,7 +645,7 @@
     try {
       const r = await api(el.zip.getAttribute('href'), { raw: true, headers: { Accept: 'application/zip' } });
       const u = URL.createObjectURL(await r.blob());
-      const a = make('a', { href: u, download: el.zip.getAttribute('download') });
+      const a = make('a', { href: u, download: filenameFrom(r, 'stems.zip') });
       document.body.append(a); a.click(); a.remove();
       setTimeout(() => URL.revokeObjectURL(u), 60000);
     } catch (err) { showApiError(err, 'job'); }

@@ -8,6 +8,9 @@
 #   ALERT_EMAIL_FROM, ALERT_SMTP_SMARTHOST, ALERT_SMTP_USERNAME,
 #   ALERT_SMTP_PASSWORD_FILE      SMTP sender, host:port, login, password file
 #   DEMIX_ALERTS_URL              demix's webhook (default http://demix:8000/alerts)
+#   DEMIX_ALERTS_TOKEN            shared secret of POST /alerts (demix serve reads the
+#                                 same variable): written to OUT's folder/alerts_token
+#                                 (mode 600) and sent as a bearer token
 set -eu
 in=${1:?usage: render-config.sh IN OUT}
 out=${2:?usage: render-config.sh IN OUT}
@@ -21,11 +24,21 @@ if [ "$email" = 1 ] && [ -z "${ALERT_SMTP_PASSWORD_FILE:-}" ]; then
 else
     nopw=0
 fi
-SLACK=$slack EMAIL=$email NOPW=$nopw awk '
+token=0
+if [ -n "${DEMIX_ALERTS_TOKEN:-}" ]; then
+    token=1
+    ALERTS_TOKEN_FILE=$(cd "$(dirname "$out")" && pwd)/alerts_token
+    (umask 077 && printf '%s' "$DEMIX_ALERTS_TOKEN" >"$ALERTS_TOKEN_FILE.tmp")
+    mv "$ALERTS_TOKEN_FILE.tmp" "$ALERTS_TOKEN_FILE"
+    export ALERTS_TOKEN_FILE
+fi
+SLACK=$slack EMAIL=$email NOPW=$nopw TOKEN=$token awk '
     /^[ \t]*# begin slack[ \t]*$/ { if (ENVIRON["SLACK"] != "1") skip = 1; next }
     /^[ \t]*# end slack[ \t]*$/   { skip = 0; next }
     /^[ \t]*# begin email[ \t]*$/ { if (ENVIRON["EMAIL"] != "1") skip = 1; next }
     /^[ \t]*# end email[ \t]*$/   { skip = 0; next }
+    /^[ \t]*# begin alerts-token[ \t]*$/ { if (ENVIRON["TOKEN"] != "1") skip = 1; next }
+    /^[ \t]*# end alerts-token[ \t]*$/   { skip = 0; next }
     skip { next }
     /auth_password_file:/ && ENVIRON["NOPW"] == "1" { next }
     !/^[ \t]*#/ && /# env: [A-Z_]+[ \t]*$/ {

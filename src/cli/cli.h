@@ -24,17 +24,20 @@ enum {
     EXIT_OK = 0,
     EXIT_RUNTIME = 1,   /* a track, a model or a download failed */
     EXIT_USAGE = 2,     /* bad or contradictory command line */
-    EXIT_INTERRUPT = 130
+    EXIT_INTERRUPT = 130 /* commands return it; main.c exits with 128 + the signal */
 };
 
 /* ---- global state (main.c) --------------------------------------------------- */
 
 /* Verbosity: -1 quiet, 0 normal, 1 verbose. */
 extern int cli_verbosity;
-/* Set by SIGINT/SIGTERM; polled by separation (dmx_separate_opts.cancel) and
- * downloads so both stop cleanly and remove their partial files. */
+/* The first of SIGINT, SIGTERM or SIGHUP received (0: none); polled by
+ * separation (dmx_separate_opts.cancel) and downloads so both stop cleanly
+ * and remove their partial files. */
 extern atomic_int cli_cancel;
 void cli_install_signal_handlers(void);
+/* 128 + the signal in cli_cancel (130 if none): the exit status. */
+int cli_interrupt_exit(void);
 
 /* ---- terminal output (progress.c) --------------------------------------------- */
 
@@ -95,9 +98,14 @@ void format_bytes(int64_t n, char *buf, size_t len);
 
 /* ---- models (models.c) ------------------------------------------------------------ */
 
-/* Directory of the model cache ($DEMIX_MODELS, $XDG_CACHE_HOME/demix or
- * ~/.cache/demix); malloc'ed. */
+/* Directory of the model cache (the registry's rule, demix/repo.h:
+ * $DEMIX_MODELS, $XDG_CACHE_HOME/demix or ~/.cache/demix); malloc'ed. */
 char *models_cache_dir(void);
+
+/* Prints upstream's `--list-models` form ("Bag of models:" then "Single
+ * models:", one name per indented line) for `repo`, or for upstream's
+ * remote repository (the registry's table) when repo is NULL. */
+int models_list_upstream(const char *repo);
 
 /* Finds the file to pass to dmx_model_load() for NAME. With `repo` the folder
  * is searched as upstream's LocalRepo/BagOnlyRepo do; without, the cache is

@@ -30,10 +30,16 @@ int dmx_serve_main(int argc, char **argv);
 int cli_verbosity = 0;
 atomic_int cli_cancel;
 
-/* First Ctrl-C: ask the running separation or download to stop so it can
- * remove its partial files. A second one: stop at once. */
+/* SIGINT (Ctrl-C), SIGTERM (kill, systemd, docker stop) and SIGHUP (the
+ * terminal closed, the ssh session dropped) take one path: the first one
+ * asks the running separation or download to stop so that it removes its
+ * partial files, and the command then exits with 128 + that signal's
+ * number. A second Ctrl-C stops at once; repeats of SIGTERM or SIGHUP
+ * (a hangup often comes twice, from the kernel and from the shell) do
+ * not cut the cleanup short. */
 static void on_signal(int sig) {
-    if (atomic_exchange(&cli_cancel, 1)) {
+    int none = 0;
+    if (!atomic_compare_exchange_strong(&cli_cancel, &none, sig) && sig == SIGINT) {
         signal(sig, SIG_DFL);
         raise(sig);
     }
@@ -46,7 +52,16 @@ void cli_install_signal_handlers(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 }
+
+int cli_interrupt_exit(void) {
+    int sig = atomic_load(&cli_cancel);
+    return sig > 0 && sig < 64 ? 128 + sig : EXIT_INTERRUPT;
+}
+
+/* What a command returns as EXIT_INTERRUPT becomes 128 + the signal. */
+static int exit_status(int rc) { return rc == EXIT_INTERRUPT ? cli_interrupt_exit() : rc; }
 
 static const char ENV_AND_EXIT[] =
     "ENVIRONMENT\n"
@@ -54,8 +69,9 @@ static const char ENV_AND_EXIT[] =
     "        Folder of the model cache. Default: $XDG_CACHE_HOME/demix, or\n"
     "        ~/.cache/demix when XDG_CACHE_HOME is unset.\n"
     "    DEMIX_MODEL_URL\n"
-    "        Where models are downloaded from (a folder URL). Default:\n"
-    "        https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/\n"
+    "        Root of upstream's model folders (hybrid_transformer/, mdx_final/)\n"
+    "        that downloads come from. Default:\n"
+    "        https://dl.fbaipublicfiles.com/demucs/\n"
     "    DEMIX_CONNECT_TIMEOUT, DEMIX_STALL_TIMEOUT\n"
     "        Seconds before a download gives up connecting (default 20) or\n"
     "        receiving under 1 KiB/s (default 30).\n"
@@ -67,7 +83,9 @@ static const char ENV_AND_EXIT[] =
     "    1    A track, a model or a download failed (the reason is printed;\n"
     "         other tracks are still processed).\n"
     "    2    The command line is wrong or contradictory; nothing was done.\n"
-    "    130  Interrupted (Ctrl-C); partial output files were removed.\n";
+    "    130  Interrupted by Ctrl-C (SIGINT); partial output files were removed.\n"
+    "    129, 143\n"
+    "         Stopped by SIGHUP (terminal closed) or SIGTERM, the same way.\n";
 
 void print_main_help(FILE *f) {
     fprintf(f,
@@ -124,12 +142,14 @@ void print_separate_help(FILE *f) {
             "\n"
             "OPTIONS\n"
             "  Model\n"
-            "    -n, --name NAME        Model: htdemucs (default), htdemucs_ft,\n"
-            "                           htdemucs_6s, or one in --repo or the cache.\n"
+            "    -n, --name NAME        Model: htdemucs (default), any name upstream's\n"
+            "                           demucs -n accepts ('demix models list'), a\n"
+            "                           signature, or one in --repo or the cache.\n"
             "    --repo DIR             Use DIR's models instead of the cache: NAME\n"
             "                           is DIR/NAME.th, DIR/NAME-HASH.th (checked\n"
             "                           against HASH) or the bag DIR/NAME.yaml.\n"
-            "    --list-models          List the models (of --repo DIR if given).\n"
+            "    --list-models          List the bags and single models (of --repo\n"
+            "                           DIR if given) as upstream's demucs does.\n"
             "\n"
             "  Output\n"
             "    -o, --out DIR          Output folder (default: separated); files go\n"
@@ -216,13 +236,13 @@ void print_models_help(FILE *f) {
             "\n"
             "DESCRIPTION\n"
             "    demix downloads upstream Demucs's pretrained checkpoints into a cache\n"
-            "    folder (see ENVIRONMENT). Known models:\n"
-            "        htdemucs     the default 4-source model\n"
-            "        htdemucs_ft  a bag of 4 fine-tuned htdemucs, one per source\n"
-            "                     (better, 4x slower)\n"
-            "        htdemucs_6s  6 sources: adds guitar and piano\n"
-            "    Checkpoints are named SIG-HASH.th, where HASH starts the file's\n"
-            "    sha256; a download enters the cache only when it matches.\n"
+            "    folder (see ENVIRONMENT). It knows every name upstream's demucs -n\n"
+            "    accepts (htdemucs, htdemucs_ft, htdemucs_6s, hdemucs_mmi, mdx,\n"
+            "    mdx_extra, mdx_q, mdx_extra_q, repro_mdx_a and its _hybrid_only /\n"
+            "    _time_only variants); 'models list' shows each one's network\n"
+            "    family and sources. Checkpoints are named SIG-HASH.th, where HASH\n"
+            "    (lowercase hex) starts the file's sha256; a download enters the\n"
+            "    cache only when it matches.\n"
             "\n"
             "ACTIONS\n"
             "    list         Table of the models: sources, size, and whether and\n"
@@ -241,8 +261,8 @@ void print_models_help(FILE *f) {
             "    -v, --verbose, -q, --quiet, -h, --help\n"
             "\n"
             "OFFLINE USE\n"
-            "    Download the files elsewhere, from DEMIX_MODEL_URL plus the file\n"
-            "    names that 'demix models fetch' prints, and copy them into the cache\n"
+            "    Download the files elsewhere, from the URLs that 'demix models\n"
+            "    fetch' prints, and copy them into the cache\n"
             "    folder; or keep them in any folder and use 'demix separate --repo'.\n"
             "\n"
             "EXAMPLES\n"
@@ -261,7 +281,6 @@ static void print_version(void) {
 }
 
 int main(int argc, char **argv) {
-    cli_install_signal_handlers();
     if (argc < 2) {
         fprintf(stderr, "usage: demix separate [OPTIONS] TRACK...\n"
                         "       demix models {list | fetch | verify | path}\n"
@@ -269,11 +288,10 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "separate")) return cmd_separate(argc - 1, argv + 1);
-    if (!strcmp(cmd, "models")) return cmd_models(argc - 1, argv + 1);
-#ifdef DEMIX_HAVE_SERVER
-    if (!strcmp(cmd, "serve")) return dmx_serve_main(argc - 1, argv + 1);
-#endif
+    /* (`demix serve` takes its stop signals itself: serve.c) */
+    if (!strcmp(cmd, "separate") || !strcmp(cmd, "models")) cli_install_signal_handlers();
+    if (!strcmp(cmd, "separate")) return exit_status(cmd_separate(argc - 1, argv + 1));
+    if (!strcmp(cmd, "models")) return exit_status(cmd_models(argc - 1, argv + 1));
 #ifdef DEMIX_HAVE_SERVER
     if (!strcmp(cmd, "serve")) return dmx_serve_main(argc - 1, argv + 1);
 #endif

@@ -1,12 +1,13 @@
 /*
- * models.c - where models come from: the registry of upstream's pretrained
- * HTDemucs checkpoints, the local cache, upstream-style local repositories
- * (--repo), resumable downloads with libcurl, and sha256 verification with
- * OpenSSL's libcrypto. Also the `demix models` subcommand.
+ * models.c - the `demix models` subcommand and model resolution for
+ * `demix separate`: resumable downloads with libcurl and sha256 verification
+ * with OpenSSL's libcrypto, on top of the engine's model registry
+ * (include/demix/repo.h), which alone knows upstream's models and files, the
+ * naming rule, the cache folder and how a name finds its file.
  *
- * Upstream names a checkpoint SIG-HASH.th where HASH is a prefix of the
- * file's sha256; that prefix is the only integrity check there is, so a file
- * enters the cache (is renamed from NAME.part) only once it matches.
+ * Upstream names a checkpoint SIG-CHECKSUM.th where CHECKSUM is a prefix of
+ * the file's sha256; that prefix is the only integrity check there is, so a
+ * file enters the cache (is renamed from NAME.part) only once it matches.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -24,115 +25,57 @@
 #include <unistd.h>
 
 #include "cli.h"
-
-#define DEFAULT_MODEL_URL "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/"
+#include "demix/repo.h"
 
 /* ---- registry ------------------------------------------------------------------ */
-
-/* The upstream models this build can run (HTDemucs v4). File names are those
- * of upstream's demucs/remote/files.txt; the htdemucs_ft bag lists its members
- * by signature as upstream's remote/htdemucs_ft.yaml does. Sizes are only
- * shown before a download, so approximate figures are enough. */
-typedef struct reg_model {
-    const char *name;
-    const char *sources;
-    const char *approx_size;
-    const char *load_file;  /* what dmx_model_load() gets, inside the cache */
-    const char *files[5];   /* what to download, NULL-terminated */
-    const char *bag_yaml;   /* written as load_file for a bag */
-} reg_model;
-
-static const char HTDEMUCS_FT_YAML[] =
-    "# htdemucs_ft: four fine-tuned HTDemucs models, each used for one source\n"
-    "# (written by demix; the same bag as upstream's remote/htdemucs_ft.yaml).\n"
-    "models: ['f7e0c4bc', 'd12395a8', '92cfc3b6', '04573f0d']\n"
-    "weights: [\n"
-    "  [1., 0., 0., 0.],\n"
-    "  [0., 1., 0., 0.],\n"
-    "  [0., 0., 1., 0.],\n"
-    "  [0., 0., 0., 1.],\n"
-    "]\n";
-
-static const reg_model REGISTRY[] = {
-    {"htdemucs", "drums, bass, other, vocals", "~80 MiB", "955717e8-8726e21a.th",
-     {"955717e8-8726e21a.th", NULL}, NULL},
-    {"htdemucs_ft", "drums, bass, other, vocals", "~320 MiB", "htdemucs_ft.yaml",
-     {"f7e0c4bc-ba3fe64a.th", "d12395a8-e57c48e6.th", "92cfc3b6-ef3bcb9c.th",
-      "04573f0d-f3cf25b2.th", NULL},
-     HTDEMUCS_FT_YAML},
-    {"htdemucs_6s", "drums, bass, other, vocals, guitar, piano", "~52 MiB",
-     "5c90dfd2-34c22ccb.th", {"5c90dfd2-34c22ccb.th", NULL}, NULL},
-};
-#define N_REGISTRY (sizeof REGISTRY / sizeof REGISTRY[0])
-
-static const reg_model *registry_find(const char *name) {
-    for (size_t i = 0; i < N_REGISTRY; i++)
-        if (!strcmp(REGISTRY[i].name, name)) return &REGISTRY[i];
-    return NULL;
-}
-
-/* A registry file by its signature ("955717e8") or full name. */
-static const char *registry_file(const char *name) {
-    for (size_t i = 0; i < N_REGISTRY; i++)
-        for (const char *const *f = REGISTRY[i].files; *f; f++) {
-            size_t n = strlen(name);
-            if (!strcmp(*f, name) || (!strncmp(*f, name, n) && (*f)[n] == '-')) return *f;
-        }
-    return NULL;
-}
-
-static int is_hex(const char *s, size_t n) {
-    if (n == 0) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isxdigit((unsigned char)s[i])) return 0;
-    return 1;
-}
-
-/* Splits a checkpoint file name "SIG-HASH.th" into its signature and hash
- * (hex, 4+ digits). Returns 1 when the name carries a hash. */
-static int split_checkpoint_name(const char *file, char *sig, size_t siglen, char *hash,
-                                 size_t hashlen) {
-    const char *dot = strrchr(file, '.');
-    size_t stem = dot ? (size_t)(dot - file) : strlen(file);
-    const char *dash = memchr(file, '-', stem);
-    if (!dash) return 0;
-    size_t hn = stem - (size_t)(dash + 1 - file);
-    if (hn < 4 || hn >= hashlen || !is_hex(dash + 1, hn)) return 0;
-    size_t sn = (size_t)(dash - file);
-    if (sn == 0 || sn >= siglen) return 0;
-    memcpy(sig, file, sn);
-    sig[sn] = '\0';
-    memcpy(hash, dash + 1, hn);
-    hash[hn] = '\0';
-    for (char *p = hash; *p; p++) *p = (char)tolower((unsigned char)*p);
-    return 1;
-}
 
 static int ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && !strcmp(s + a - b, suffix);
 }
 
-/* A model name becomes part of file names: keep it a plain stem. */
-static int valid_model_name(const char *name) {
-    if (!name || !*name || !strcmp(name, ".") || !strcmp(name, "..")) return 0;
-    return strchr(name, '/') == NULL;
-}
-
 char *models_cache_dir(void) {
-    const char *d = getenv("DEMIX_MODELS");
-    if (d && *d) return xstrdup(d);
-    d = getenv("XDG_CACHE_HOME");
-    if (d && *d == '/') return path_join(d, "demix");
-    d = getenv("HOME");
-    if (d && *d) return xasprintf("%s%s.cache/demix", d, ends_with(d, "/") ? "" : "/");
-    return xstrdup(".cache/demix");
+    char *d = NULL;
+    if (dmx_repo_cache_dir(&d) != DMX_OK) abort(); /* out of memory only */
+    return d;
 }
 
 static char *model_url(const char *file) {
-    const char *base = getenv("DEMIX_MODEL_URL");
-    if (!base || !*base) base = DEFAULT_MODEL_URL;
-    return xasprintf("%s%s%s", base, ends_with(base, "/") ? "" : "/", file);
+    char *u = NULL;
+    if (dmx_repo_file_url(file, &u) != DMX_OK) abort(); /* out of memory only */
+    return u;
+}
+
+/* "drums, bass, other, vocals" of a known model. */
+static void model_sources(const dmx_repo_model *m, char *buf, size_t n) {
+    buf[0] = '\0';
+    for (int32_t i = 0; i < dmx_repo_model_n_sources(m); i++) {
+        size_t l = strlen(buf);
+        snprintf(buf + l, n - l, "%s%s", i ? ", " : "", dmx_repo_model_source(m, i));
+    }
+}
+
+static void approx_size(const dmx_repo_model *m, char *buf, size_t n) {
+    int64_t b = dmx_repo_model_approx_bytes(m);
+    if (b > 0) {
+        char t[24];
+        format_bytes(b, t, sizeof t);
+        snprintf(buf, n, "~%s", t);
+    } else {
+        snprintf(buf, n, "?");
+    }
+}
+
+/* The distinct checkpoint files of a known model (members may repeat). */
+static int model_files(const dmx_repo_model *m, const dmx_repo_file **out) {
+    int n = 0;
+    for (int32_t i = 0; i < m->n_members; i++) {
+        const dmx_repo_file *f = dmx_repo_model_member(m, i);
+        int dup = 0;
+        for (int j = 0; j < n; j++) dup |= out[j] == f;
+        if (!dup) out[n++] = f;
+    }
+    return n;
 }
 
 /* ---- sha256 --------------------------------------------------------------------- */
@@ -171,12 +114,13 @@ static int sha256_file(const char *path, char hex[65]) {
     return 0;
 }
 
-/* Checks `path` against the hash in its file name (if any). Returns 1 match,
- * 0 mismatch (actual prefix in got[]), -1 unreadable, 2 no hash in the name. */
-static int verify_named_file(const char *path, const char *name, char got[65],
-                             char expect[65]) {
-    char sig[128];
-    if (!split_checkpoint_name(name, sig, sizeof sig, expect, 65)) return 2;
+/* Checks `path` against the checksum in its file name `name` (the naming
+ * rule's). Returns 1 match, 0 mismatch (actual prefix in got[]), -1
+ * unreadable, 2 no checksum in the name. */
+static int verify_named_file(const char *path, const char *name, char got[65], char expect[65]) {
+    dmx_repo_entry e;
+    if (dmx_repo_parse_name(name, &e) != DMX_OK || e.kind != DMX_REPO_CHECKPOINT || !e.checksum[0]) return 2;
+    snprintf(expect, 65, "%s", e.checksum);
     if (sha256_file(path, got) != 0) return -1;
     return strncmp(got, expect, strlen(expect)) == 0;
 }
@@ -509,13 +453,15 @@ static void curl_once(void) {
     }
 }
 
-/* Writes a bag's YAML into the cache atomically. */
-static int write_bag_yaml(const char *cache, const reg_model *m) {
-    char *dest = path_join(cache, m->load_file);
+/* Writes a known bag's YAML (upstream's remote/NAME.yaml) into the cache
+ * atomically, so that the cache resolves NAME like upstream's repo does. */
+static int write_bag_yaml(const char *cache, const dmx_repo_model *m) {
+    char *name = xasprintf("%s.yaml", m->name);
+    char *dest = path_join(cache, name);
     char *tmp = xasprintf("%s.part", dest);
     int rc = EXIT_RUNTIME;
     FILE *f = fopen(tmp, "w");
-    if (f && fputs(m->bag_yaml, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0) {
+    if (f && fputs(m->yaml, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0) {
         if (fclose(f) == 0 && rename(tmp, dest) == 0) rc = EXIT_OK;
         f = NULL;
     }
@@ -526,42 +472,56 @@ static int write_bag_yaml(const char *cache, const reg_model *m) {
     }
     free(tmp);
     free(dest);
+    free(name);
     return rc;
 }
 
-/* Makes every file of registry model `m` present in the cache. */
-static int fetch_registry_model(const char *cache, const reg_model *m, int verify_present) {
+/* Makes one known file present in the cache (verifying it first if asked). */
+static int fetch_known_file(const char *cache, const char *file, const char *model, int verify_present) {
+    char *p = path_join(cache, file);
+    int rc = EXIT_OK;
+    if (path_exists(p) && verify_present) {
+        char got[65], expect[65];
+        int v = verify_named_file(p, file, got, expect);
+        if (v == 0) {
+            cli_warn("%s does not match its checksum (sha256 %.8s..., expected %s); downloading it again", p, got,
+                     expect);
+            unlink(p);
+        } else if (v < 0) {
+            cli_err("cannot read %s: %s", p, strerror(errno));
+            rc = EXIT_RUNTIME;
+        } else {
+            cli_info("%s is already in the cache and verified", file);
+        }
+    }
+    if (rc == EXIT_OK && !path_exists(p)) rc = fetch_file(cache, file, model);
+    free(p);
+    return rc;
+}
+
+/* Makes every file of known model `m` present in the cache; then writes its
+ * YAML unless loading its one member is the same model. */
+static int fetch_known_model(const char *cache, const dmx_repo_model *m, int verify_present) {
     curl_once();
     progress_init(1);
+    const dmx_repo_file *files[DMX_REPO_MAX_MEMBERS];
+    int n = model_files(m, files);
     int rc = EXIT_OK;
-    for (const char *const *f = m->files; *f && rc == EXIT_OK; f++) {
-        char *p = path_join(cache, *f);
-        if (path_exists(p)) {
-            if (verify_present) {
-                char got[65], expect[65];
-                int v = verify_named_file(p, *f, got, expect);
-                if (v == 0) {
-                    cli_warn("%s does not match its checksum (sha256 %.8s..., expected %s); "
-                             "downloading it again",
-                             p, got, expect);
-                    unlink(p);
-                } else if (v < 0) {
-                    cli_err("cannot read %s: %s", p, strerror(errno));
-                    rc = EXIT_RUNTIME;
-                } else {
-                    cli_info("%s is already in the cache and verified", *f);
-                }
-            }
-        }
-        if (rc == EXIT_OK && !path_exists(p)) rc = fetch_file(cache, *f, m->name);
-        free(p);
-    }
-    if (rc == EXIT_OK && m->bag_yaml) rc = write_bag_yaml(cache, m);
+    for (int i = 0; i < n && rc == EXIT_OK; i++) rc = fetch_known_file(cache, files[i]->file, m->name, verify_present);
+    if (rc == EXIT_OK && !m->direct) rc = write_bag_yaml(cache, m);
     progress_shutdown();
     return rc;
 }
 
-/* ---- local repositories ------------------------------------------------------- */
+static int fetch_one_file(const char *cache, const char *file, const char *model, int verify_present) {
+    curl_once();
+    progress_init(1);
+    int rc = fetch_known_file(cache, file, model, verify_present);
+    progress_shutdown();
+    return rc;
+}
+
+/* ---- resolution ------------------------------------------------------------------ */
 
 static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -601,167 +561,117 @@ static void free_list(char **v, size_t n) {
     free(v);
 }
 
-/* Signature of a checkpoint file name: "SIG" of SIG-HASH.th, else the stem. */
-static void checkpoint_sig(const char *file, char *sig, size_t n) {
-    char hash[65];
-    if (split_checkpoint_name(file, sig, n, hash, sizeof hash)) return;
-    snprintf(sig, n, "%.*s", (int)(strlen(file) - 3), file);
+static void known_names(char *buf, size_t n) {
+    buf[0] = '\0';
+    for (size_t i = 0; i < dmx_repo_n_models(); i++) {
+        size_t l = strlen(buf);
+        snprintf(buf + l, n - l, "%s%s", i ? ", " : "", dmx_repo_model_at(i)->name);
+    }
 }
 
-/* Upstream's local repository lookup: a single checkpoint named NAME.th or
- * NAME-HASH.th first, then a bag NAME.yaml. Returns 1 found (*path set),
- * 0 not found, -1 error (printed). `check` verifies the hash like upstream's
- * LocalRepo does on every load. */
-static int resolve_local(const char *dir, const char *name, int check, char **path) {
-    size_t n;
-    char **th = list_dir(dir, ".th", NULL, &n);
-    const char *hit = NULL;
-    for (size_t i = 0; i < n; i++) {
-        char sig[256];
-        checkpoint_sig(th[i], sig, sizeof sig);
-        if (strcmp(sig, name)) continue;
-        if (hit) {
-            cli_err("%s holds several checkpoints for model '%s' (%s and %s); delete all but one",
-                    dir, name, hit, th[i]);
-            free_list(th, n);
-            return -1;
-        }
-        hit = th[i];
+/* Upstream's LocalRepo checks a checkpoint's checksum on every load. */
+static int check_hit(const dmx_repo_hit *h) {
+    if (h->kind != DMX_REPO_CHECKPOINT || !h->checksum[0]) return 0;
+    char got[65], expect[65];
+    int v = verify_named_file(h->path, h->file, got, expect);
+    if (v == 0) {
+        cli_err("checksum mismatch for %s: its sha256 starts with %.*s, expected %s", h->path, (int)strlen(expect),
+                got, expect);
+        return -1;
     }
-    if (hit) {
-        char *p = path_join(dir, hit);
-        if (check) {
-            char got[65], expect[65];
-            int v = verify_named_file(p, hit, got, expect);
-            if (v == 0) {
-                cli_err("checksum mismatch for %s: its sha256 starts with %.*s, expected %s", p,
-                        (int)strlen(expect), got, expect);
-                free(p);
-                free_list(th, n);
-                return -1;
-            }
-            if (v < 0) {
-                cli_err("cannot read %s: %s", p, strerror(errno));
-                free(p);
-                free_list(th, n);
-                return -1;
-            }
-        }
-        free_list(th, n);
-        *path = p;
-        return 1;
+    if (v < 0) {
+        cli_err("cannot read %s: %s", h->path, strerror(errno));
+        return -1;
     }
-    free_list(th, n);
-    char *y = xasprintf("%s/%s.yaml", dir, name);
-    if (path_exists(y)) {
-        *path = y;
-        return 1;
-    }
-    free(y);
     return 0;
 }
 
-static void known_names(char *buf, size_t n) {
-    buf[0] = '\0';
-    for (size_t i = 0; i < N_REGISTRY; i++) {
-        size_t l = strlen(buf);
-        snprintf(buf + l, n - l, "%s%s", i ? ", " : "", REGISTRY[i].name);
-    }
-}
-
-/* Registry model present in the cache? Returns its load path or NULL. */
-static char *registry_cached(const char *cache, const reg_model *m, int *n_present) {
-    int have = 0, total = 0;
-    for (const char *const *f = m->files; *f; f++) {
-        char *p = path_join(cache, *f);
-        have += path_exists(p);
-        total++;
+/* How many of a known model's files are in the cache (the YAML counts as one
+ * for a model that needs it); 1 if it resolves there. */
+static int known_cached(const char *cache, const dmx_repo_model *m, int *present, int *total) {
+    const dmx_repo_file *files[DMX_REPO_MAX_MEMBERS];
+    int n = model_files(m, files);
+    *present = 0;
+    *total = n + !m->direct;
+    for (int i = 0; i < n; i++) {
+        char *p = path_join(cache, files[i]->file);
+        *present += path_exists(p);
         free(p);
     }
-    char *load = path_join(cache, m->load_file);
-    int ok = have == total && path_exists(load);
-    if (n_present) *n_present = have + (m->bag_yaml && path_exists(load));
-    if (!ok) {
-        free(load);
-        return NULL;
+    if (!m->direct) {
+        char *y = xasprintf("%s/%s.yaml", cache, m->name);
+        *present += path_exists(y);
+        free(y);
     }
-    return load;
+    return *present == *total;
 }
 
 int models_resolve(const char *name, const char *repo, int allow_fetch, char **path) {
     *path = NULL;
-    if (!valid_model_name(name)) return cli_usage_error(NULL, "invalid model name '%s'", name);
+    if (!dmx_repo_name_valid(name)) return cli_usage_error(NULL, "invalid model name '%s'", name);
+    dmx_repo_hit h;
+    dmx_status st;
     if (repo) {
         if (!is_directory(repo)) {
             cli_err("--repo %s: not a directory", repo);
             return EXIT_RUNTIME;
         }
-        int r = resolve_local(repo, name, 1, path);
-        if (r < 0) return EXIT_RUNTIME;
-        if (r == 0) {
-            cli_err("model '%s' not found in %s (looked for %s.th, %s-<hash>.th and %s.yaml)", name,
-                    repo, name, name, name);
+        if ((st = dmx_repo_find(repo, name, &h)) != DMX_OK) {
+            cli_err("%s", dmx_last_error());
             return EXIT_RUNTIME;
         }
-        return EXIT_OK;
+        int bad = check_hit(&h);
+        if (!bad) *path = xstrdup(h.path);
+        dmx_repo_hit_clear(&h);
+        return bad ? EXIT_RUNTIME : EXIT_OK;
     }
 
     char *cache = models_cache_dir();
     int rc = EXIT_RUNTIME;
-    const reg_model *m = registry_find(name);
-    const char *file = m ? NULL : registry_file(name);
-    if (m) {
-        *path = registry_cached(cache, m, NULL);
-        if (!*path && allow_fetch) {
-            int have = 0, total = 0;
-            for (const char *const *f = m->files; *f; f++, total++) {
-                char *p = path_join(cache, *f);
-                have += path_exists(p);
-                free(p);
+    st = dmx_repo_resolve(NULL, name, &h);
+    if (st == DMX_ERR_NOT_FOUND && allow_fetch) {
+        /* Upstream's remote repo: a known name or a known signature. */
+        const dmx_repo_model *m = h.known;
+        const dmx_repo_file *f = m ? NULL : dmx_repo_file_find(name);
+        if (m || f) {
+            if (m) {
+                char size[32];
+                approx_size(m, size, sizeof size);
+                const dmx_repo_file *files[DMX_REPO_MAX_MEMBERS];
+                int nf = model_files(m, files), have = 0;
+                for (int i = 0; i < nf; i++) {
+                    char *p = path_join(cache, files[i]->file);
+                    have += path_exists(p);
+                    free(p);
+                }
+                if (have < nf)
+                    cli_info("Model %s (%s) is not in the cache %s yet; downloading it", name, size, cache);
+                rc = fetch_known_model(cache, m, 0);
+            } else {
+                rc = fetch_one_file(cache, f->file, name, 0);
             }
-            if (have < total)
-                cli_info("Model %s (%s) is not in the cache %s yet; downloading it", name,
-                         m->approx_size, cache);
-            if ((rc = fetch_registry_model(cache, m, 0)) != EXIT_OK) goto out;
-            *path = registry_cached(cache, m, NULL);
-        }
-    } else if (file) {
-        *path = path_join(cache, file);
-        if (!path_exists(*path)) {
-            free(*path);
-            *path = NULL;
-            if (allow_fetch) {
-                curl_once();
-                progress_init(1);
-                rc = fetch_file(cache, file, name);
-                progress_shutdown();
-                if (rc != EXIT_OK) goto out;
-                *path = path_join(cache, file);
-            }
-        }
-    } else {
-        int r = resolve_local(cache, name, 0, path);
-        if (r < 0) goto out;
-        if (r == 0) {
-            char names[256];
-            known_names(names, sizeof names);
-            cli_err("unknown model '%s': not in the cache %s, and demix can download only %s "
-                    "(use --repo DIR for models kept elsewhere)",
-                    name, cache, names);
-            goto out;
+            if (rc != EXIT_OK) goto out;
+            rc = EXIT_RUNTIME;
+            dmx_repo_hit_clear(&h);
+            st = dmx_repo_resolve(NULL, name, &h);
         }
     }
-    if (!*path) {
-        cli_err("model '%s' is not in the cache %s; run 'demix models fetch %s'", name, cache,
-                name);
+    if (st != DMX_OK) {
+        if (st == DMX_ERR_NOT_FOUND && !h.known && !dmx_repo_file_find(name)) {
+            char names[512];
+            known_names(names, sizeof names);
+            cli_err("unknown model '%s': not in the cache %s, and upstream publishes only %s (or their "
+                    "signatures); use --repo DIR for models kept elsewhere",
+                    name, cache, names);
+        } else {
+            cli_err("%s", dmx_last_error());
+        }
         goto out;
     }
+    *path = xstrdup(h.path);
     rc = EXIT_OK;
 out:
-    if (rc != EXIT_OK) {
-        free(*path);
-        *path = NULL;
-    }
+    dmx_repo_hit_clear(&h);
     free(cache);
     return rc;
 }
@@ -773,107 +683,178 @@ static int64_t file_size(const char *p) {
     return stat(p, &st) == 0 ? (int64_t)st.st_size : -1;
 }
 
-/* Is `file` one of the registry's files (so not listed as an extra)? */
-static int is_registry_file(const char *file) {
-    for (size_t i = 0; i < N_REGISTRY; i++) {
-        if (!strcmp(REGISTRY[i].load_file, file)) return 1;
-        for (const char *const *f = REGISTRY[i].files; *f; f++)
-            if (!strcmp(*f, file)) return 1;
+/* Family and sources of a folder entry: the table's for a known file, else
+ * read from the checkpoint (or a bag's first member). */
+static void describe(const char *dir, const dmx_repo_item *it, char *fam, size_t fn, char *src, size_t sn) {
+    const dmx_repo_file *f = it->entry.kind == DMX_REPO_CHECKPOINT ? dmx_repo_file_find(it->entry.name) : NULL;
+    if (f && !strcmp(f->checksum, it->entry.checksum)) {
+        snprintf(fam, fn, "%s", dmx_repo_family_name(f->family));
+        src[0] = '\0';
+        for (int32_t i = 0; i < f->n_sources; i++) {
+            size_t l = strlen(src);
+            snprintf(src + l, sn - l, "%s%s", i ? ", " : "", f->sources[i]);
+        }
+        return;
     }
-    return 0;
+    char *p = path_join(dir, it->file);
+    dmx_repo_probe_info pi;
+    if (dmx_repo_probe(p, &pi) == DMX_OK) {
+        snprintf(fam, fn, "%s", dmx_repo_family_name(pi.family));
+        src[0] = '\0';
+        for (int32_t i = 0; i < pi.n_sources; i++) {
+            size_t l = strlen(src);
+            snprintf(src + l, sn - l, "%s%s", i ? ", " : "", pi.sources[i]);
+        }
+    } else {
+        snprintf(fam, fn, "?");
+        snprintf(src, sn, "(unreadable)");
+    }
+    free(p);
 }
 
-static void list_local_models(const char *dir, int skip_registry, int *count) {
-    size_t n;
-    char **v = list_dir(dir, ".th", ".yaml", &n);
-    for (size_t i = 0; i < n; i++) {
-        if (skip_registry && is_registry_file(v[i])) continue;
-        char sig[256], size[32];
-        int bag = ends_with(v[i], ".yaml");
-        if (bag)
-            snprintf(sig, sizeof sig, "%.*s", (int)(strlen(v[i]) - 5), v[i]);
-        else
-            checkpoint_sig(v[i], sig, sizeof sig);
-        char *p = path_join(dir, v[i]);
-        format_bytes(file_size(p), size, sizeof size);
-        printf("%-20s %-42s %-10s %s %s\n", sig, bag ? "(bag of models)" : "-", bag ? "-" : size,
-               "local:", p);
+#define LIST_FMT "%-24s %-15s %-42s %-10s %s\n"
+
+/* Entries of a folder; with `skip_known`, the cache's files of known models. */
+static void list_folder(const char *dir, int skip_known, int *count) {
+    dmx_repo_list *l = NULL;
+    if (dmx_repo_scan(dir, &l) != DMX_OK) return;
+    for (size_t i = 0; i < l->n; i++) {
+        const dmx_repo_item *it = &l->items[i];
+        if (skip_known) {
+            const dmx_repo_file *f = dmx_repo_file_find(it->entry.name);
+            if (it->entry.kind == DMX_REPO_CHECKPOINT && f && !strcmp(f->checksum, it->entry.checksum)) continue;
+            if (it->entry.kind == DMX_REPO_BAG && dmx_repo_model_find(it->entry.name)) continue;
+        }
+        char *p = path_join(dir, it->file);
+        char size[32], fam[32], src[256];
+        if (it->problem) {
+            printf(LIST_FMT, it->file, "-", "-", "-", "unusable:");
+            printf("    %s\n", it->problem);
+        } else {
+            describe(dir, it, fam, sizeof fam, src, sizeof src);
+            format_bytes(file_size(p), size, sizeof size);
+            if (it->entry.kind == DMX_REPO_BAG) snprintf(size, sizeof size, "-");
+            char status[4200];
+            snprintf(status, sizeof status, "%s: %s", it->entry.kind == DMX_REPO_BAG ? "bag" : "local", p);
+            printf(LIST_FMT, it->entry.name, fam, src, size, status);
+        }
         free(p);
         (*count)++;
     }
-    free_list(v, n);
+    dmx_repo_list_free(l);
 }
 
 static int models_list(const char *repo) {
-    printf("%-20s %-42s %-10s %s\n", "NAME", "SOURCES", "SIZE", "STATUS");
+    printf(LIST_FMT, "NAME", "FAMILY", "SOURCES", "SIZE", "STATUS");
     int count = 0;
     if (repo) {
         if (!is_directory(repo)) {
             cli_err("--repo %s: not a directory", repo);
             return EXIT_RUNTIME;
         }
-        list_local_models(repo, 0, &count);
+        list_folder(repo, 0, &count);
         if (!count) printf("(no .th or .yaml models in %s)\n", repo);
         return EXIT_OK;
     }
     char *cache = models_cache_dir();
-    for (size_t i = 0; i < N_REGISTRY; i++) {
-        const reg_model *m = &REGISTRY[i];
-        int present = 0, nfiles = 0;
-        for (const char *const *f = m->files; *f; f++) nfiles++;
-        if (m->bag_yaml) nfiles++;
-        char *load = registry_cached(cache, m, &present);
-        char size[32];
-        if (load) {
-            int64_t total = 0;
-            for (const char *const *f = m->files; *f; f++) {
-                char *p = path_join(cache, *f);
-                total += file_size(p);
+    for (size_t i = 0; i < dmx_repo_n_models(); i++) {
+        const dmx_repo_model *m = dmx_repo_model_at(i);
+        char fam[64], src[256], size[32];
+        dmx_repo_model_families(m, fam, sizeof fam);
+        model_sources(m, src, sizeof src);
+        int present, total;
+        known_cached(cache, m, &present, &total);
+        dmx_repo_hit h;
+        dmx_status st = dmx_repo_resolve(NULL, m->name, &h);
+        if (st == DMX_OK) {
+            const dmx_repo_file *files[DMX_REPO_MAX_MEMBERS];
+            int n = model_files(m, files);
+            int64_t bytes = 0;
+            for (int k = 0; k < n; k++) {
+                char *p = path_join(cache, files[k]->file);
+                bytes += file_size(p);
                 free(p);
             }
-            format_bytes(total, size, sizeof size);
-            printf("%-20s %-42s %-10s cached: %s\n", m->name, m->sources, size, load);
-        } else if (present) {
-            printf("%-20s %-42s %-10s partly cached (%d of %d files)\n", m->name, m->sources,
-                   m->approx_size, present, nfiles);
+            format_bytes(bytes, size, sizeof size);
+            char status[4200];
+            snprintf(status, sizeof status, "cached: %s", h.path);
+            printf(LIST_FMT, m->name, fam, src, size, status);
         } else {
-            printf("%-20s %-42s %-10s not cached\n", m->name, m->sources, m->approx_size);
+            approx_size(m, size, sizeof size);
+            char status[64];
+            if (present) snprintf(status, sizeof status, "partly cached (%d of %d files)", present, total);
+            else snprintf(status, sizeof status, "not cached");
+            printf(LIST_FMT, m->name, fam, src, size, status);
         }
-        free(load);
+        dmx_repo_hit_clear(&h);
     }
-    if (is_directory(cache)) list_local_models(cache, 1, &count);
-    printf("\nCache: %s (set DEMIX_MODELS to change; 'demix models fetch NAME' downloads)\n",
+    if (is_directory(cache)) list_folder(cache, 1, &count);
+    printf("\nFAMILY is the network class a model needs. Cache: %s (set DEMIX_MODELS to change;\n"
+           "'demix models fetch NAME' downloads)\n",
            cache);
     free(cache);
     return EXIT_OK;
 }
 
-/* `demix models fetch NAME`: a registry model, a registry signature, or any
- * upstream-style file name SIG-HASH.th under $DEMIX_MODEL_URL. */
+int models_list_upstream(const char *repo) {
+    /* upstream's `demucs --list-models`: bag names, then single models. */
+    if (repo && !is_directory(repo)) {
+        cli_err("--repo %s must exist and be a directory", repo);
+        return EXIT_RUNTIME;
+    }
+    for (int bags = 1; bags >= 0; bags--) {
+        printf("%s\n    ", bags ? "Bag of models:" : "Single models:");
+        int k = 0;
+        if (!repo) {
+            size_t n = bags ? dmx_repo_n_models() : dmx_repo_n_files();
+            for (size_t i = 0; i < n; i++)
+                printf("%s%s", k++ ? "\n    " : "", bags ? dmx_repo_model_at(i)->name : dmx_repo_file_at(i)->sig);
+        } else {
+            dmx_repo_list *l = NULL;
+            if (dmx_repo_scan(repo, &l) == DMX_OK) {
+                for (size_t i = 0; i < l->n; i++) {
+                    const dmx_repo_item *it = &l->items[i];
+                    if ((it->entry.kind == DMX_REPO_BAG) != bags || !it->entry.name[0]) continue;
+                    /* a duplicate signature is listed once, as upstream's dict keys */
+                    int seen = 0;
+                    for (size_t j = 0; j < i; j++)
+                        seen |= l->items[j].entry.kind == it->entry.kind &&
+                                !strcmp(l->items[j].entry.name, it->entry.name);
+                    if (!seen) printf("%s%s", k++ ? "\n    " : "", it->entry.name);
+                }
+                dmx_repo_list_free(l);
+            }
+        }
+        printf("\n");
+    }
+    fflush(stdout);
+    return EXIT_OK;
+}
+
+/* `demix models fetch NAME`: a known model, a known signature or file, or
+ * any file name SIG-CHECKSUM.th under $DEMIX_MODEL_URL. */
 static int models_fetch(const char *name) {
     char *cache = models_cache_dir();
     int rc;
-    const reg_model *m = registry_find(name);
-    const char *file = m ? NULL : registry_file(name);
-    char sig[128], hash[65];
+    const dmx_repo_model *m = dmx_repo_model_find(name);
+    const dmx_repo_file *f = m ? NULL : dmx_repo_file_find(name);
+    dmx_repo_entry e;
     if (m) {
-        rc = fetch_registry_model(cache, m, 1);
+        rc = fetch_known_model(cache, m, 1);
         if (rc == EXIT_OK) {
-            char *p = path_join(cache, m->load_file);
-            cli_info("Model %s is ready: %s", name, p);
-            free(p);
+            dmx_repo_hit h;
+            if (dmx_repo_resolve(NULL, name, &h) == DMX_OK) cli_info("Model %s is ready: %s", name, h.path);
+            dmx_repo_hit_clear(&h);
         }
-    } else if (file || (valid_model_name(name) && ends_with(name, ".th") &&
-                        split_checkpoint_name(name, sig, sizeof sig, hash, sizeof hash))) {
-        const char *f = file ? file : name;
-        reg_model one = {name, "", "", f, {f, NULL}, NULL};
-        rc = fetch_registry_model(cache, &one, 1);
+    } else if (f || (dmx_repo_name_valid(name) && dmx_repo_parse_name(name, &e) == DMX_OK &&
+                     e.kind == DMX_REPO_CHECKPOINT && e.checksum[0])) {
+        rc = fetch_one_file(cache, f ? f->file : name, name, 1);
     } else {
-        char names[256];
+        char names[512];
         known_names(names, sizeof names);
         rc = cli_usage_error("models",
-                             "cannot fetch '%s': expected one of %s, or a checkpoint file name "
-                             "SIG-HASH.th",
+                             "cannot fetch '%s': expected one of %s, a signature of theirs, or a checkpoint file "
+                             "name SIG-CHECKSUM.th",
                              name, names);
     }
     free(cache);
@@ -895,8 +876,7 @@ static int verify_one(const char *dir, const char *file) {
         else if (v == 2)
             printf("no hash   %s (nothing to verify)\n", p);
         else if (v == 0) {
-            printf("MISMATCH  %s (sha256 %.*s..., expected %s)\n", p, (int)strlen(expect), got,
-                   expect);
+            printf("MISMATCH  %s (sha256 %.*s..., expected %s)\n", p, (int)strlen(expect), got, expect);
             ok = 0;
         } else {
             printf("ERROR     %s (%s)\n", p, strerror(errno));
@@ -927,8 +907,7 @@ static int models_verify(char **names, int n, const char *repo) {
         char **v = list_dir(dir, ".th", ".part", &k);
         for (size_t i = 0; i < k; i++) {
             if (ends_with(v[i], ".part")) {
-                printf("partial   %s/%s (an unfinished download; 'demix models fetch' resumes it)\n",
-                       dir, v[i]);
+                printf("partial   %s/%s (an unfinished download; 'demix models fetch' resumes it)\n", dir, v[i]);
                 continue;
             }
             bad += !verify_one(dir, v[i]);
@@ -937,38 +916,40 @@ static int models_verify(char **names, int n, const char *repo) {
         free_list(v, k);
     }
     for (int i = 0; i < n; i++) {
-        const reg_model *m = repo ? NULL : registry_find(names[i]);
-        const char *file = (repo || m) ? NULL : registry_file(names[i]);
+        const dmx_repo_model *m = repo ? NULL : dmx_repo_model_find(names[i]);
+        const dmx_repo_file *f = (repo || m) ? NULL : dmx_repo_file_find(names[i]);
         if (m) {
-            for (const char *const *f = m->files; *f; f++, checked++) bad += !verify_one(dir, *f);
-            if (m->bag_yaml) {
-                char *y = path_join(dir, m->load_file);
+            const dmx_repo_file *files[DMX_REPO_MAX_MEMBERS];
+            int nf = model_files(m, files);
+            for (int k = 0; k < nf; k++, checked++) bad += !verify_one(dir, files[k]->file);
+            if (!m->direct) {
+                char *y = xasprintf("%s/%s.yaml", dir, m->name);
                 if (!path_exists(y)) {
                     printf("missing   %s\n", y);
                     bad++;
                 }
                 free(y);
             }
-        } else if (file) {
-            bad += !verify_one(dir, file);
+        } else if (f) {
+            bad += !verify_one(dir, f->file);
             checked++;
-        } else if (valid_model_name(names[i]) && ends_with(names[i], ".th")) {
+        } else if (dmx_repo_name_valid(names[i]) && ends_with(names[i], ".th")) {
             bad += !verify_one(dir, names[i]); /* a checkpoint file name */
             checked++;
         } else {
             checked++;
-            char *p = NULL;
-            int r = valid_model_name(names[i]) ? resolve_local(dir, names[i], 0, &p) : 0;
-            if (r < 0) {
-                bad++;
-            } else if (r == 0) {
+            dmx_repo_hit h;
+            dmx_status st = dmx_repo_find(dir, names[i], &h);
+            if (st == DMX_ERR_NOT_FOUND) {
                 printf("missing   %s (no such model in %s)\n", names[i], dir);
                 bad++;
+            } else if (st != DMX_OK) {
+                printf("ERROR     %s (%s)\n", names[i], dmx_last_error());
+                bad++;
             } else {
-                const char *base = strrchr(p, '/') ? strrchr(p, '/') + 1 : p;
-                bad += !verify_one(dir, base);
+                bad += !verify_one(dir, h.file);
             }
-            free(p);
+            dmx_repo_hit_clear(&h);
         }
     }
     free(dir);
@@ -983,26 +964,29 @@ static int models_verify(char **names, int n, const char *repo) {
 }
 
 static int models_path(const char *name, const char *repo) {
-    char *p = NULL;
-    if (!repo) {
-        const reg_model *m = registry_find(name);
-        if (m) {
+    if (!repo && dmx_repo_name_valid(name)) {
+        dmx_repo_hit h;
+        dmx_status st = dmx_repo_resolve(NULL, name, &h);
+        if (st == DMX_OK) {
+            printf("%s\n", h.path);
+            dmx_repo_hit_clear(&h);
+            return EXIT_OK;
+        }
+        if (h.known) {
+            /* Where it will be once fetched. */
             char *cache = models_cache_dir();
-            p = path_join(cache, m->load_file);
-            char *load = registry_cached(cache, m, NULL);
-            free(cache);
+            const dmx_repo_model *m = h.known;
+            char *p = m->direct ? path_join(cache, dmx_repo_model_member(m, 0)->file)
+                                : xasprintf("%s/%s.yaml", cache, m->name);
             printf("%s\n", p);
             fflush(stdout);
-            int rc = EXIT_OK;
-            if (!load) {
-                cli_err("model %s is not downloaded yet; run 'demix models fetch %s'", name, name);
-                rc = EXIT_RUNTIME;
-            }
-            free(load);
+            cli_err("model %s is not downloaded yet; run 'demix models fetch %s'", name, name);
             free(p);
-            return rc;
+            free(cache);
+            return EXIT_RUNTIME;
         }
     }
+    char *p = NULL;
     int rc = models_resolve(name, repo, 0, &p);
     if (rc == EXIT_OK) printf("%s\n", p);
     free(p);

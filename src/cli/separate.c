@@ -21,6 +21,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -506,17 +507,7 @@ int cmd_separate(int argc, char **argv) {
     if (!cfg.split && seg_given) return cli_usage_error(cmd, "--segment and --no-split contradict each other");
     if (strcasecmp(device, "cpu"))
         return cli_usage_error(cmd, "--device %s is not available: this build of demix runs on the CPU only", device);
-    if (list_models) {
-        char *margv[] = {"models", "list", NULL, NULL, NULL};
-        int margc = 2;
-        if (cfg.repo) {
-            margv[1] = "--repo";
-            margv[2] = (char *)cfg.repo;
-            margv[3] = "list";
-            margc = 4;
-        }
-        return cmd_models(margc, margv);
-    }
+    if (list_models) return models_list_upstream(cfg.repo); /* upstream's form */
     if (optind >= argc) return cli_usage_error(cmd, "no tracks given");
 
     dmx_audio_format_init(&cfg.fmt, mp3 ? DMX_AUDIO_MP3 : flac ? DMX_AUDIO_FLAC : DMX_AUDIO_WAV);
@@ -697,7 +688,9 @@ int cmd_separate(int argc, char **argv) {
     cli_format_duration(cli_now() - t0, el, sizeof el);
     if (atomic_load(&cli_cancel)) {
         exit_rc = EXIT_INTERRUPT;
-        cli_err("interrupted; %d of %zu tracks were separated", n_ok, n_tracks);
+        int sig = atomic_load(&cli_cancel);
+        cli_err("interrupted by %s; %d of %zu tracks were separated",
+                sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "Ctrl-C", n_ok, n_tracks);
     } else if (n_failed || n_missing) {
         exit_rc = EXIT_RUNTIME;
         /* With one track its own error already says everything. */

@@ -9,7 +9,6 @@
  */
 #include "bagyaml.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "demix/repo.h"
 #include "error.h"
 #include "pickle.h" /* dmx__strtod_c */
 
@@ -579,90 +579,32 @@ dmx_status dmx__bag_yaml_load(const char *path, dmx__bag_spec **out) {
     return DMX_OK;
 }
 
-/* ---- LocalRepo lookup -------------------------------------------------------- */
-
-static int is_hex(const char *s, size_t n) {
-    if (!n) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) return 0;
-    }
-    return 1;
-}
+/* ---- member lookup: the registry's rule (repo.c) -------------------------- */
 
 dmx_status dmx__bag_resolve_ex(const char *yaml_path, const char *name, char **path_out, char **checksum_out) {
     if (!path_out || !yaml_path || !name) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__bag_resolve: NULL argument");
     *path_out = NULL;
     if (checksum_out) *checksum_out = NULL;
-    size_t nl = strlen(name);
-    if (nl == 0 || strchr(name, '/') || strchr(name, '\\') || !strcmp(name, ".") || !strcmp(name, ".."))
+    if (!dmx_repo_name_valid(name))
         return dmx__fail(DMX_ERR_INVALID_ARG, "bag member name '%s' is not a plain file name", name);
-
     const char *slash = strrchr(yaml_path, '/');
     char *dir;
     if (!slash) dir = strdup(".");
     else if (slash == yaml_path) dir = strdup("/");
     else dir = strndup(yaml_path, (size_t)(slash - yaml_path));
     if (!dir) return oom();
-    DIR *d = opendir(dir);
-    if (!d) {
-        int e = errno;
-        dmx_status s = dmx__fail(e == ENOENT ? DMX_ERR_NOT_FOUND : DMX_ERR_IO, "%s: cannot list directory: %s", dir,
-                                 strerror(e));
-        free(dir);
-        return s;
-    }
-    char *match = NULL, *other = NULL;
-    size_t match_stem = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        const char *f = de->d_name;
-        size_t fl = strlen(f);
-        if (fl < 4 || strcmp(f + fl - 3, ".th") != 0) continue;
-        size_t stem = fl - 3;
-        int hit = (stem == nl && !memcmp(f, name, nl)) ||
-                  (stem > nl + 1 && !memcmp(f, name, nl) && f[nl] == '-' && is_hex(f + nl + 1, stem - nl - 1));
-        if (!hit) continue;
-        if (!match) {
-            match = strdup(f);
-            match_stem = stem;
-            if (!match) break;
-        } else if (!other) {
-            other = strdup(f);
-        }
-    }
-    closedir(d);
-    dmx_status s = DMX_OK;
-    if (!match) {
-        s = dmx__fail(DMX_ERR_NOT_FOUND, "no checkpoint '%s.th' or '%s-<checksum>.th' in %s", name, name, dir);
-    } else if (other) {
-        s = dmx__fail(DMX_ERR_INVALID_ARG, "several checkpoints for '%s' in %s (%s, %s): keep only one", name, dir,
-                      match, other);
-    } else {
-        size_t dl = strlen(dir), ml = strlen(match);
-        char *p = malloc(dl + 1 + ml + 1);
-        if (!p) s = oom();
-        else {
-            memcpy(p, dir, dl);
-            p[dl] = '/';
-            memcpy(p + dl + 1, match, ml + 1);
-            if (dl == 1 && dir[0] == '/') memmove(p + 1, p + 2, ml + 1); /* "/" + name */
-            if (checksum_out) {
-                const char *c = match_stem > nl ? match + nl + 1 : "";
-                *checksum_out = strndup(c, match_stem > nl ? match_stem - nl - 1 : 0);
-                if (!*checksum_out) {
-                    free(p);
-                    p = NULL;
-                    s = oom();
-                }
-            }
-            *path_out = p;
-        }
-    }
-    free(match);
-    free(other);
+    dmx_repo_hit h;
+    dmx_status s = dmx_repo_find_checkpoint(dir, name, &h);
     free(dir);
-    return s;
+    if (s != DMX_OK) return s;
+    *path_out = h.path;
+    h.path = NULL;
+    if (checksum_out) {
+        *checksum_out = h.checksum;
+        h.checksum = NULL;
+    }
+    dmx_repo_hit_clear(&h);
+    return DMX_OK;
 }
 
 dmx_status dmx__bag_resolve(const char *yaml_path, const char *name, char **path_out) {

@@ -1,6 +1,6 @@
 /*
- * bagyaml.h - internal: upstream's "bag of models" YAML files and the
- * LocalRepo file-name convention used to find each member's checkpoint.
+ * bagyaml.h - internal: upstream's "bag of models" YAML files, and the lookup
+ * of each member's checkpoint (the registry's rule, demix/repo.h).
  *
  * A bag file (upstream's remote/htdemucs_ft.yaml, or a user's own) looks like
  *
@@ -48,13 +48,14 @@ dmx_status dmx__bag_yaml_load(const char *path, dmx__bag_spec **out);
 void dmx__bag_spec_free(dmx__bag_spec *spec);
 
 /* Finds the checkpoint of bag member `name` in the directory holding
- * `yaml_path`, following upstream's LocalRepo: `NAME.th`, or
- * `NAME-<hex checksum>.th` (the name is the part before '-'). *path_out is a
- * malloc'd path. DMX_ERR_NOT_FOUND if there is none, DMX_ERR_INVALID_ARG for
- * a name that is not a plain file-name stem, or when several files match
- * (upstream refuses duplicates too). When `checksum_out` is not NULL it gets
- * a malloc'd copy of the hex part ("" for `NAME.th`): upstream checks it
- * against the sha256 prefix of the file. */
+ * `yaml_path` with the registry's rule (dmx_repo_find_checkpoint in
+ * demix/repo.h: `NAME.th` or `NAME-<lowercase hex checksum>.th`, several
+ * matches refused as upstream does). *path_out is a malloc'd path.
+ * DMX_ERR_NOT_FOUND if there is none, DMX_ERR_INVALID_ARG for a name that is
+ * not a plain file-name stem, several files, or a file for it whose name
+ * breaks the rule. When `checksum_out` is not NULL it gets a malloc'd copy of
+ * the hex part ("" for `NAME.th`): upstream checks it against the sha256
+ * prefix of the file. */
 dmx_status dmx__bag_resolve(const char *yaml_path, const char *name, char **path_out);
 dmx_status dmx__bag_resolve_ex(const char *yaml_path, const char *name, char **path_out,
                                char **checksum_out);

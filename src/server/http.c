@@ -3,7 +3,7 @@
  * (one thread per connection, so `wait=true` can block without stalling
  * other clients), request ids, JSON responses and errors, and the
  * per-request log line and metrics, the client address, the API key
- * check, and the one table that maps error codes to HTTP statuses.
+ * check. Error codes and their HTTP statuses are errors.h's table.
  * Routing and the handlers are in routes.c.
  */
 #define _GNU_SOURCE
@@ -26,22 +26,6 @@ static int valid_request_id(const char *s) {
             return 0;
     return 1;
 }
-
-/* Every error code the API returns and its HTTP status: the one place
- * where failures become statuses. */
-static const struct {
-    const char *code;
-    int status;
-} ERRORS[] = {
-    {"invalid_argument", 400},     {"missing_file", 400},        {"unknown_model", 400},
-    {"unknown_source", 400},       {"invalid_json", 400},        {"invalid_payload", 400},
-    {"unauthorized", 401},         {"job_not_found", 404},       {"not_found", 404},
-    {"stem_not_found", 404},       {"job_not_done", 409},        {"method_not_allowed", 405},
-    {"payload_too_large", 413},    {"unsupported_media_type", 415},
-    {"undecodable_audio", 422},    {"audio_too_long", 422},      {"rate_limited", 429},
-    {"internal", 500},             {"storage_error", 500},       {"model_unavailable", 503},
-    {"not_ready", 503},            {"queue_full", 503},          {"shutting_down", 503},
-};
 
 void dmx_utf8_clean(char *s, int no_controls) {
     unsigned char *p = (unsigned char *)s;
@@ -67,12 +51,6 @@ void dmx_utf8_clean(char *s, int no_controls) {
     }
 }
 
-int dmx_error_status(const char *code) {
-    for (size_t i = 0; i < sizeof ERRORS / sizeof *ERRORS; i++)
-        if (!strcmp(ERRORS[i].code, code)) return ERRORS[i].status;
-    return 500;
-}
-
 void dmx_req_header(dmx_req *r, const char *name, const char *fmt, ...) {
     if (r->n_extra == MAX_EXTRA_HEADERS) return;
     snprintf(r->extra_name[r->n_extra], sizeof r->extra_name[0], "%s", name);
@@ -93,6 +71,14 @@ enum MHD_Result dmx_respond(struct MHD_Connection *c, dmx_req *r, int status,
     MHD_destroy_response(resp);
     r->responded = 1;
     double dt = dmx_srv_now() - r->t0;
+    if (ret != MHD_YES) {
+        /* Nothing reaches the client (libmicrohttpd closes the connection):
+         * say so, and count no response that was never sent. */
+        dmx_srv_log(DMX_LOG_WARN, "demix.http", "response_not_queued", r->request_id, NULL,
+                    "%s %s: the %d response could not be queued; connection closed", r->method,
+                    r->endpoint, status);
+        return ret;
+    }
     dmx_metrics_http(r->method, r->endpoint, status, dt);
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "method", r->method);
@@ -139,7 +125,6 @@ enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, const ch
     cJSON_AddStringToObject(e, "message", msg);
     cJSON_AddStringToObject(e, "request_id", r->request_id);
     cJSON_AddItemToObject(o, "error", e);
-    dmx_metrics_error(code, r->endpoint);
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "type", code);
     cJSON_AddStringToObject(f, "endpoint", r->endpoint);
@@ -150,57 +135,100 @@ enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, const ch
     char ra[16];
     snprintf(ra, sizeof ra, "%d", r->retry_after > 0 ? r->retry_after : 5);
     if (status == 503 || status == 429) hn = "Retry-After", hv = ra;
-    if (status == 405) hn = "Allow", hv = "GET, POST, DELETE";
     if (status == 401) hn = "WWW-Authenticate", hv = "Bearer realm=\"demix\"";
-    return dmx_respond_json(c, r, status, o, hn, hv);
+    /* (405: on_request adds the route's own Allow header) */
+    enum MHD_Result ret = dmx_respond_json(c, r, status, o, hn, hv);
+    if (ret == MHD_YES) dmx_metrics_error(code, r->endpoint); /* only errors sent */
+    return ret;
 }
 
-/* Is addr one of the comma-separated --trusted-proxies? */
+/* The canonical text of the address in s[0..len) (IPv4 or IPv6; an
+ * IPv4-mapped IPv6 address becomes its IPv4 form), so that one client has
+ * one spelling and so one rate-limit bucket. 0 if it is not an address. */
+static int canon_ip(const char *s, size_t len, char *out, size_t n) {
+    char buf[INET6_ADDRSTRLEN + 1];
+    while (len && (*s == ' ' || *s == '\t')) s++, len--;
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t')) len--;
+    if (len == 0 || len >= sizeof buf) return 0;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    unsigned char a[16];
+    if (inet_pton(AF_INET, buf, a) == 1) return inet_ntop(AF_INET, a, out, (socklen_t)n) != NULL;
+    if (inet_pton(AF_INET6, buf, a) != 1) return 0;
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (!memcmp(a, mapped, 12)) return inet_ntop(AF_INET, a + 12, out, (socklen_t)n) != NULL;
+    return inet_ntop(AF_INET6, a, out, (socklen_t)n) != NULL;
+}
+
+/* Is addr (canonical) one of the comma-separated --trusted-proxies? */
 static int trusted(const char *addr) {
     const char *l = dmx_srv_cfg.trusted_proxies;
-    size_t n = strlen(addr);
     while (l && *l) {
         const char *e = strchrnul(l, ',');
-        while (*l == ' ') l++;
-        size_t k = (size_t)(e - l);
-        while (k && l[k - 1] == ' ') k--;
-        if (k == n && !strncmp(l, addr, n)) return 1;
+        char t[INET6_ADDRSTRLEN + 1];
+        if (canon_ip(l, (size_t)(e - l), t, sizeof t) && !strcmp(t, addr)) return 1;
         l = *e ? e + 1 : e;
     }
     return 0;
 }
 
+/* The X-Forwarded-For lines of a request, in order; only the last ones
+ * can matter (the walk goes right to left and stops at the first hop that
+ * is not a trusted proxy), so a ring keeps the last XFF_LINES. */
+#define XFF_LINES 32
+typedef struct xff_lines {
+    const char *v[XFF_LINES];
+    size_t n; /* lines seen */
+} xff_lines;
+
+static enum MHD_Result collect_xff(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value) {
+    (void)kind;
+    xff_lines *x = cls;
+    if (key && value && !strcasecmp(key, "X-Forwarded-For")) x->v[x->n++ % XFF_LINES] = value;
+    return MHD_YES;
+}
+
 /* The client: the peer, unless the peer is a trusted proxy; then the
  * right-most X-Forwarded-For entry that is not itself a trusted proxy
- * (entries further left are whatever the client chose to send). */
+ * (entries further left are whatever the client chose to send). Every
+ * X-Forwarded-For line counts (a proxy may add its own line rather than
+ * append to the client's), read whole: nothing is cut, and an entry that
+ * is not an address stops the walk at the last trusted hop. */
 static void client_address(struct MHD_Connection *c, char *out, size_t n) {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char peer[INET6_ADDRSTRLEN + 1] = "";
     out[0] = '\0';
     if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)ci->client_addr;
-        inet_ntop(AF_INET, &in->sin_addr, out, (socklen_t)n);
+        inet_ntop(AF_INET, &in->sin_addr, peer, sizeof peer);
     } else if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in = (const struct sockaddr_in6 *)ci->client_addr;
-        inet_ntop(AF_INET6, &in->sin6_addr, out, (socklen_t)n);
+        inet_ntop(AF_INET6, &in->sin6_addr, peer, sizeof peer);
     }
+    if (!canon_ip(peer, strlen(peer), out, n)) snprintf(out, n, "%s", peer);
     if (!trusted(out)) return;
-    const char *xff = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Forwarded-For");
-    if (!xff) return;
-    char list[1024];
-    snprintf(list, sizeof list, "%s", xff);
-    for (;;) {
-        char *comma = strrchr(list, ',');
-        char *item = comma ? comma + 1 : list;
-        while (*item == ' ') item++;
-        size_t k = strlen(item);
-        while (k && item[k - 1] == ' ') item[--k] = '\0';
-        unsigned char tmp[16];
-        int valid = inet_pton(AF_INET, item, tmp) == 1 || inet_pton(AF_INET6, item, tmp) == 1;
-        if (!valid) return; /* garbage: keep the proxy's own address */
-        snprintf(out, n, "%s", item);
-        if (!trusted(item) || !comma) return;
-        *comma = '\0';
+    xff_lines x = {{0}, 0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_xff, &x);
+    for (size_t k = 0; k < x.n && k < XFF_LINES; k++) {
+        const char *line = x.v[(x.n - 1 - k) % XFF_LINES];
+        size_t end = strlen(line);
+        for (;;) {
+            size_t start = end;
+            while (start > 0 && line[start - 1] != ',') start--;
+            char item[INET6_ADDRSTRLEN + 1];
+            int blank = strspn(line + start, " \t") >= end - start;
+            /* "a,,b" or a trailing comma: an empty entry is skipped */
+            if (!blank) {
+                if (!canon_ip(line + start, end - start, item, sizeof item))
+                    return; /* garbage: keep the last trusted hop */
+                snprintf(out, n, "%s", item);
+                if (!trusted(item)) return;
+            }
+            if (start == 0) break;
+            end = start - 1;
+        }
     }
 }
 
@@ -241,10 +269,23 @@ int dmx_collect_body(dmx_req *r, const char *upload, size_t *upload_size) {
     return 0;
 }
 
+/* The --probe-port listener (its on_request cls) serves these only. */
+static const int PROBE_ONLY = 1;
+static int probe_route(const char *tmpl) {
+    static const char *const probes[] = {"/livez", "/health", "/readyz", "/metrics"};
+    for (size_t i = 0; i < sizeof probes / sizeof *probes; i++)
+        if (!strcmp(tmpl, probes[i])) return 1;
+    return 0;
+}
+
+/* Methods whose routes take no request body. */
+static int takes_no_body(const char *method) {
+    return !strcmp(method, "GET") || !strcmp(method, "HEAD") || !strcmp(method, "DELETE");
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls) {
-    (void)cls;
     (void)version;
     dmx_req *r = *con_cls;
     if (!r) {
@@ -266,30 +307,64 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             dmx_random_hex(r->request_id, 16);
         r->endpoint = "unmatched";
         client_address(c, r->client, sizeof r->client);
-        /* A response queued on this first call (before libmicrohttpd has
-         * read the, here empty, body) makes it close the connection: answer
-         * GET/HEAD/DELETE on the next call so keep-alive clients keep
-         * theirs. POST still answers early (429, 413) before the upload. */
-        if (!strcmp(method, "GET") || !strcmp(method, "HEAD") || !strcmp(method, "DELETE"))
-            return MHD_YES;
+        /* GET, HEAD and DELETE take no body. One that comes anyway is read
+         * and dropped (up to MAX_IGNORED_BODY) and the request refused with
+         * 400 once it is complete, before the route acts: answering while
+         * libmicrohttpd still reads it fails (the client saw an empty
+         * reply). Even without a body, answering on this first call would
+         * close keep-alive connections: the answer comes on the next. */
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        long long len = cl ? strtoll(cl, NULL, 10) : 0;
+        if (takes_no_body(method) && len > MAX_IGNORED_BODY)
+            return dmx_respond_error(c, r, "payload_too_large",
+                                     "%s takes no request body (this one has %lld bytes)", method,
+                                     len);
+        if (takes_no_body(method)) return MHD_YES;
+        /* POST goes on at once: it answers early (429, 413) */
     }
     if (r->responded) {
         /* Already answered (e.g. 413 up front): swallow the rest of the body. */
         *upload_size = 0;
         return MHD_YES;
     }
+    if (takes_no_body(method) && *upload_size) {
+        r->ignored_body += (int64_t)*upload_size;
+        *upload_size = 0;
+        if (r->ignored_body > MAX_IGNORED_BODY) {
+            /* chunked, so no Content-Length to refuse up front: nothing can
+             * be answered in the middle of a body, so close */
+            dmx_srv_log(DMX_LOG_WARN, "demix.http", "error", r->request_id, NULL,
+                        "%s with a body over %d bytes: connection closed", r->method,
+                        MAX_IGNORED_BODY);
+            return MHD_NO;
+        }
+        return MHD_YES;
+    }
     int mismatch = 0;
     /* HEAD is GET without the body (libmicrohttpd leaves the body out) */
     const dmx_route_info *rt = dmx_route(strcmp(method, "HEAD") ? method : "GET", url, r, &mismatch);
+    if (cls && !probe_route(r->endpoint)) {
+        r->endpoint = "unmatched";
+        return dmx_respond_error(c, r, "not_found",
+                                 "the probe listener serves /livez, /health, /readyz and /metrics");
+    }
     if (!rt) {
-        if (mismatch)
+        if (mismatch) {
+            char allow[sizeof r->extra_value[0]];
+            dmx_route_allow(url, allow, sizeof allow);
+            dmx_req_header(r, "Allow", "%s", allow);
             return dmx_respond_error(c, r, "method_not_allowed", "%s is not allowed on %s",
                                      method, r->endpoint);
+        }
         return dmx_respond_error(c, r, "not_found", "no route for %s %s", method, url);
     }
-    if (rt->auth && dmx_srv_cfg.api_key && *dmx_srv_cfg.api_key && !authorized(c))
+    if (rt->auth && dmx_srv_cfg.api_key && !authorized(c))
         return dmx_respond_error(c, r, "unauthorized",
                                  "this route needs 'Authorization: Bearer <API key>'");
+    if (r->ignored_body)
+        return dmx_respond_error(c, r, "invalid_argument",
+                                 "%s %s takes no request body; %lld bytes were sent", method,
+                                 r->endpoint, (long long)r->ignored_body);
     return rt->h(c, r, upload, upload_size);
 }
 
@@ -300,14 +375,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)toe;
     dmx_req *r = *con_cls;
     if (!r) return;
-    if (r->pp) MHD_destroy_post_processor(r->pp);
-    if (r->upload) fclose(r->upload);
-    /* An upload that did not become a job is removed: nothing partial stays. */
-    if (r->upload_path) {
-        unlink(r->upload_path);
-        free(r->upload_path);
-    }
-    free(r->upload_name);
+    if (r->route_state_free) r->route_state_free(r->route_state);
     free(r->body);
     free(r);
     *con_cls = NULL;
@@ -345,23 +413,34 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
     return (size_t)(w - s);
 }
 
-struct MHD_Daemon *dmx_http_start(const char *host, int port, int *bound_port) {
+struct MHD_Daemon *dmx_http_start(const char *host, int port, int probes_only, int *bound_port) {
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)port);
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) return NULL;
+    /* The probe listener is for the orchestrator alone (kubelet, a load
+     * balancer's health check: one or two addresses), so its budget is
+     * small and not per address; the main one's is --max-connections, of
+     * which one address gets at most --max-connections-per-ip, so a flood
+     * of idle sockets from one address leaves room for everyone else. */
+    unsigned limit = probes_only ? 16u : (unsigned)dmx_srv_cfg.max_connections;
+    unsigned per_ip = probes_only ? 0u : (unsigned)dmx_srv_cfg.max_connections_per_ip;
+    unsigned timeout = (unsigned)ceil(dmx_srv_cfg.idle_timeout_seconds);
+    if (probes_only && timeout > 10) timeout = 10;
     struct MHD_Daemon *d = MHD_start_daemon(
         /* ITC: lets shutdown quiesce the listening socket (stop accepting)
          * while requests in flight finish. */
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG |
             MHD_USE_POLL | MHD_USE_ITC,
-        (uint16_t)port, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        (uint16_t)port, NULL, NULL, on_request, probes_only ? (void *)&PROBE_ONLY : NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
         MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         /* Idle connections (slow or stuck clients, stalled uploads) are
          * dropped after --idle-timeout seconds without a byte. */
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ceil(dmx_srv_cfg.idle_timeout_seconds),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+        MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+        MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
         MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_END);
     if (!d) return NULL;

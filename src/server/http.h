@@ -10,9 +10,17 @@
 
 #include "server.h"
 
-#define MAX_FIELD 256
 #define MAX_EXTRA_HEADERS 4
 #define MAX_JSON_BODY (1 << 20) /* POST /alerts: Alertmanager batches stay far below */
+#define MAX_IGNORED_BODY (64 * 1024) /* GET/HEAD/DELETE: a body is read, dropped, refused */
+
+/* GET /jobs paging. */
+#define DMX_JOBS_DEFAULT_LIMIT 50
+#define DMX_JOBS_MAX_LIMIT 1000
+
+/* The endpoint label of POST /separate with wait=true: its latency is a
+ * whole separation, so dashboards and latency alerts leave it out. */
+#define DMX_ENDPOINT_SEPARATE_WAIT "/separate?wait=true"
 
 typedef struct dmx_req {
     double t0;
@@ -28,25 +36,15 @@ typedef struct dmx_req {
     char *body;            /* JSON request bodies */
     size_t body_len;
     int body_too_large;
-    /* POST /separate upload state */
-    struct MHD_PostProcessor *pp;
-    int started_upload;
-    FILE *upload;
-    char *upload_path;
-    char *upload_name;
-    int64_t upload_bytes;
-    int too_large;
-    int write_failed;
-    int saw_file;
-    int64_t file_next_off; /* offset the current 'file' part expects next */
-    int64_t body_bytes;    /* raw body bytes read, kept or not */
-    const char *refuse;    /* error code to answer once the body is read */
+    int64_t ignored_body;  /* bytes of a body sent with GET/HEAD/DELETE (refused) */
+    const char *refuse;    /* error code to answer once the (bounded) body is read */
     char refuse_msg[128];
-    char bad_field[MAX_FIELD]; /* a field given twice or too long: 400 */
-    int bad_field_long;        /* 1: too long, 0: given twice */
-    int malformed;         /* the multipart parser gave up */
-    char model_name[MAX_FIELD], two_stems[MAX_FIELD], format[MAX_FIELD], shifts[MAX_FIELD],
-        overlap[MAX_FIELD], wait[MAX_FIELD];
+    int started_upload;    /* the handler has seen this request before */
+    /* State a handler keeps across the calls of one request (POST
+     * /separate: its form and upload, separate.c), freed with
+     * route_state_free when the request ends, whatever happened. */
+    void *route_state;
+    void (*route_state_free)(void *state);
 } dmx_req;
 
 typedef enum MHD_Result (*dmx_handler)(struct MHD_Connection *c, dmx_req *r, const char *upload,
@@ -61,15 +59,19 @@ void dmx_req_header(dmx_req *r, const char *name, const char *fmt, ...)
 enum MHD_Result dmx_respond_json(struct MHD_Connection *c, dmx_req *r, int status, cJSON *body,
                                  const char *hname, const char *hvalue);
 /* Error body {"error": {code, message, request_id}} with the HTTP status
- * that the error table (http.c) gives `code`; also counts errors_total. */
+ * that the error table (errors.h) gives `code`; also counts errors_total. */
 enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, const char *code,
                                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Makes s valid UTF-8 in place: each byte of an invalid sequence (and,
  * with no_controls, each control character) becomes '?'. Client bytes go
  * through it before they reach a JSON body or a log line. */
 void dmx_utf8_clean(char *s, int no_controls);
-/* The HTTP status of an error code (500 for unknown codes). */
-int dmx_error_status(const char *code);
+/* The i-th error code of the table and its status; NULL past the end. */
+const char *dmx_error_code_at(size_t i, int *status);
+/* Starts the HTTP daemon on host:port (0: any free port, written to
+ * *bound_port); probes_only: a listener that answers the probes alone
+ * (--probe-port). NULL when it cannot listen. */
+struct MHD_Daemon *dmx_http_start(const char *host, int port, int probes_only, int *bound_port);
 /* Sends a prepared response (takes ownership) with the common headers. */
 enum MHD_Result dmx_respond(struct MHD_Connection *c, dmx_req *r, int status,
                             struct MHD_Response *resp, int64_t bytes);
@@ -89,23 +91,24 @@ typedef struct dmx_route_info {
  * exists for another method. */
 const dmx_route_info *dmx_route(const char *method, const char *path, dmx_req *r,
                                 int *method_mismatch);
+/* The methods PATH has in the table ("GET, HEAD, DELETE"), for the Allow
+ * header of a 405; returns the length written to out (0: no such path). */
+size_t dmx_route_allow(const char *path, char *out, size_t n);
 /* The whole table. */
 const dmx_route_info *dmx_routes(size_t *n);
+
 
 /* openapi.c: the OpenAPI 3 document of the table (malloc'ed JSON) and the
  * HTML page rendered from it. */
 char *dmx_openapi_json(void);
 char *dmx_openapi_html(void);
 
-/* alerts.c: POST /alerts. */
-/* Validates an Alertmanager webhook body and logs and counts each alert
- * (no MHD: tests/fuzz/fuzz_alerts.c calls it directly). Returns the number
- * of alerts, -1 if the body is not JSON, -2 if the payload is malformed
- * (*why says how; the batch is then refused whole, nothing logged). */
-int dmx_alerts_receive(const char *body, size_t len, const char *request_id,
-                       const char **why);
-enum MHD_Result dmx_h_alerts(struct MHD_Connection *c, dmx_req *r, const char *upload,
-                             size_t *upload_size);
+/* separate.c: POST /separate. */
+enum MHD_Result dmx_h_separate(struct MHD_Connection *c, dmx_req *r, const char *upload,
+                               size_t *upload_size);
+/* routes.c: the stems of a finished job as one zip (takes the reference). */
+enum MHD_Result dmx_send_zip(struct MHD_Connection *c, dmx_req *r, dmx_job *j);
+
 /* Appends upload data to r->body (bounded); 1 once the body is complete. */
 int dmx_collect_body(dmx_req *r, const char *upload, size_t *upload_size);
 

@@ -3,7 +3,16 @@
  * exposition format 0.0.4. Series are kept in small fixed tables keyed by
  * their label values; labels are route templates and model names, never raw
  * paths or client addresses, so the number of series stays bounded (and
- * capped at MAX_SERIES per family: alert names come from the outside).
+ * capped at MAX_SERIES per family). Alert names and severities are the only
+ * labels that outside input chooses: they have their own budget (the names
+ * of deploy's alert rules, compiled in from alert_rules.yml, always have
+ * room; a few other names; then "other"), so invented names cannot crowd
+ * out real ones. Label values are valid UTF-8 whatever is cut.
+ *
+ * A leaf: the gauges of jobs, breakers, the rate limiter and the host come
+ * in a dmx_metrics_gauges snapshot from the caller; it calls nothing of
+ * the rest of the server. Counters that feed increase() are declared at 0
+ * up front (dmx_metrics_declare_*).
  *
  * Name notes: the spec's `temp_files_total` is exported as the gauge
  * `temp_files`, since `_total` is reserved for counters; `queue_depth` and
@@ -20,10 +29,22 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "known_alerts.h" /* generated from deploy/prometheus/alert_rules.yml */
 #include "server.h"
 
 #define MAX_SERIES 256
 #define MAX_BUCKETS 16
+
+static const char *const KNOWN_ALERTS[] = {
+#define X(name) name,
+    DMX_KNOWN_ALERTS(X)
+#undef X
+};
+#define N_KNOWN_ALERTS ((int)(sizeof KNOWN_ALERTS / sizeof *KNOWN_ALERTS))
+static const char *const SEVERITIES[] = {"critical", "warning", "info", "none", "other"};
+#define N_SEVERITIES ((int)(sizeof SEVERITIES / sizeof *SEVERITIES))
+/* Every name the alert family can hold × severity × firing/resolved. */
+#define ALERT_SERIES ((N_KNOWN_ALERTS + DMX_METRICS_OUTSIDE_ALERTS + 1) * N_SEVERITIES * 2)
 
 typedef struct series {
     char labels[256]; /* rendered: method="GET",endpoint="/health" */
@@ -37,7 +58,9 @@ typedef struct family {
     const double *bounds; /* histograms only */
     int n_bounds;
     int n;
-    series s[MAX_SERIES];
+    int cap;   /* 0: MAX_SERIES */
+    series *s; /* NULL: tab */
+    series tab[MAX_SERIES];
 } family;
 
 static const double HTTP_BOUNDS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -80,35 +103,54 @@ static family inf_dur = {.name = "model_inference_duration_seconds",
 static family queue_wait = {.name = "job_queue_wait_seconds",
                             .help = "Time jobs waited in the queue before a worker took them.",
                             .type = "histogram", .bounds = WAIT_BOUNDS, .n_bounds = NB(WAIT_BOUNDS)};
+static series alert_series[ALERT_SERIES];
 static family alerts_total = {.name = "alerts_received_total",
                               .help = "Alerts received from Alertmanager on POST /alerts.",
-                              .type = "counter"};
+                              .type = "counter", .cap = ALERT_SERIES, .s = alert_series};
+/* Alert names outside the known list that got their own series. */
+static char outside_alerts[DMX_METRICS_OUTSIDE_ALERTS][96];
+static int n_outside_alerts;
 static family br_trans = {.name = "circuit_breaker_transitions_total",
                           .help = "Circuit breaker state changes.", .type = "counter"};
 static double rate_limited, retries;
 
 static pthread_mutex_t mlock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Label values come from route templates, model names and status names; the
- * escaping still follows the format so that nothing can break a line. */
+/* A label value as the format wants it: valid UTF-8 (dmx_utf8_copy), with
+ * backslash, quote and newline escaped, cut only between characters. */
 static void esc(char *out, size_t n, const char *v) {
+    char clean[512];
+    dmx_utf8_copy(clean, sizeof clean, v);
     size_t k = 0;
-    for (; *v && k + 3 < n; v++) {
-        if (*v == '\\' || *v == '"') out[k++] = '\\', out[k++] = *v;
-        else if (*v == '\n') out[k++] = '\\', out[k++] = 'n';
-        else out[k++] = *v;
+    for (const char *p = clean; *p && k + 2 < n; p++) {
+        if (*p == '\\' || *p == '"') out[k++] = '\\', out[k++] = *p;
+        else if (*p == '\n') out[k++] = '\\', out[k++] = 'n';
+        else out[k++] = *p;
     }
     out[k] = '\0';
+    dmx_utf8_copy(out, n, out); /* a cut inside a character drops all of it */
 }
 
 static series *find(family *f, const char *labels) {
+    series *tab = f->s ? f->s : f->tab;
+    int cap = f->cap ? f->cap : MAX_SERIES;
     for (int i = 0; i < f->n; i++)
-        if (!strcmp(f->s[i].labels, labels)) return &f->s[i];
-    if (f->n == MAX_SERIES) return NULL; /* bounded: drop rather than grow */
-    series *s = &f->s[f->n++];
+        if (!strcmp(tab[i].labels, labels)) return &tab[i];
+    if (f->n == cap) return NULL; /* bounded: drop rather than grow */
+    series *s = &tab[f->n++];
     memset(s, 0, sizeof *s);
     snprintf(s->labels, sizeof s->labels, "%s", labels);
     return s;
+}
+
+/* Declared (zero) series take at most half of a table, so that many models
+ * or routes cannot leave no room for series with real events. */
+static void declare(family *f, const char *labels) {
+    int cap = f->cap ? f->cap : MAX_SERIES;
+    series *tab = f->s ? f->s : f->tab;
+    for (int i = 0; i < f->n; i++)
+        if (!strcmp(tab[i].labels, labels)) return;
+    if (f->n < cap / 2) find(f, labels);
 }
 
 static void add(family *f, const char *labels, double v) {
@@ -159,12 +201,36 @@ void dmx_metrics_error(const char *type, const char *endpoint) {
     pthread_mutex_unlock(&mlock);
 }
 
-void dmx_metrics_init(void) {
+void dmx_metrics_declare_separation(const char *model, const char *status) {
+    char m[128], s[32], l[256];
+    esc(m, sizeof m, model);
+    esc(s, sizeof s, status);
+    pthread_mutex_lock(&mlock);
+    snprintf(l, sizeof l, "model=\"%s\",status=\"%s\"", m, s);
+    declare(&sep_total, l);
+    snprintf(l, sizeof l, "model=\"%s\"", m);
+    declare(&sep_dur, l);
+    pthread_mutex_unlock(&mlock);
+}
+
+void dmx_metrics_declare_error(const char *type, const char *endpoint) {
+    char t[64], e[128], l[256];
+    esc(t, sizeof t, type);
+    esc(e, sizeof e, endpoint);
+    pthread_mutex_lock(&mlock);
+    snprintf(l, sizeof l, "type=\"%s\",endpoint=\"%s\"", t, e);
+    declare(&err_total, l);
+    pthread_mutex_unlock(&mlock);
+}
+
+void dmx_metrics_init(int64_t max_upload_bytes) {
+    pthread_mutex_lock(&mlock);
     int n = 0;
-    for (double b = 64 * 1024; b < (double)dmx_srv_cfg.max_upload_bytes && n < MAX_BUCKETS - 1; b *= 4)
+    for (double b = 64 * 1024; b < (double)max_upload_bytes && n < MAX_BUCKETS - 1; b *= 4)
         SIZE_BOUNDS[n++] = b;
-    SIZE_BOUNDS[n++] = (double)dmx_srv_cfg.max_upload_bytes;
+    SIZE_BOUNDS[n++] = (double)max_upload_bytes;
     sep_size.n_bounds = n;
+    pthread_mutex_unlock(&mlock);
 }
 
 void dmx_metrics_job(int64_t file_bytes, double audio_seconds, double queue_wait_seconds) {
@@ -187,13 +253,28 @@ static void observe_model(family *f, const char *model, double v) {
 void dmx_metrics_model_load(const char *model, double s) { observe_model(&load_dur, model, s); }
 void dmx_metrics_inference(const char *model, double s) { observe_model(&inf_dur, model, s); }
 
+/* The alertname label for NAME (escaped): its own within the budget, else
+ * "other". Called with mlock held. */
+static const char *alert_label(const char *name, char *a, size_t n) {
+    for (int i = 0; i < N_KNOWN_ALERTS; i++)
+        if (!strcmp(name, KNOWN_ALERTS[i])) return KNOWN_ALERTS[i];
+    esc(a, n, name);
+    for (int i = 0; i < n_outside_alerts; i++)
+        if (!strcmp(a, outside_alerts[i])) return a;
+    if (n_outside_alerts == DMX_METRICS_OUTSIDE_ALERTS || !strcmp(a, "other")) return "other";
+    snprintf(outside_alerts[n_outside_alerts++], sizeof outside_alerts[0], "%s", a);
+    return a;
+}
+
 void dmx_metrics_alert(const char *alertname, const char *severity, const char *status) {
-    char a[96], s[48], t[32], l[256];
-    esc(a, sizeof a, alertname);
-    esc(s, sizeof s, severity);
-    esc(t, sizeof t, status);
-    snprintf(l, sizeof l, "alertname=\"%s\",severity=\"%s\",status=\"%s\"", a, s, t);
+    char a[96], l[256];
+    const char *s = "other";
+    for (int i = 0; i < N_SEVERITIES; i++)
+        if (severity && !strcmp(severity, SEVERITIES[i])) s = SEVERITIES[i];
+    const char *t = status && !strcmp(status, "resolved") ? "resolved" : "firing";
     pthread_mutex_lock(&mlock);
+    snprintf(l, sizeof l, "alertname=\"%s\",severity=\"%s\",status=\"%s\"",
+             alert_label(alertname ? alertname : "", a, sizeof a), s, t);
     add(&alerts_total, l, 1);
     pthread_mutex_unlock(&mlock);
 }
@@ -248,7 +329,7 @@ static void bprintf(buf *b, const char *fmt, ...) {
 static void render_family(buf *b, const family *f) {
     bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
     for (int i = 0; i < f->n; i++) {
-        const series *s = &f->s[i];
+        const series *s = &(f->s ? f->s : f->tab)[i];
         /* Unlabelled series print no braces; labelled ones a comma before le. */
         const char *ob = s->labels[0] ? "{" : "", *cb = s->labels[0] ? "}" : "";
         const char *sep = s->labels[0] ? "," : "";
@@ -268,7 +349,7 @@ static void render_family(buf *b, const family *f) {
 }
 
 /* process_* as the Prometheus client libraries define them, from /proc. */
-static void render_process(buf *b) {
+static void render_process(buf *b, double start_time) {
     double cpu = 0, vsize = 0, rss = 0;
     FILE *f = fopen("/proc/self/stat", "r");
     if (f) {
@@ -311,54 +392,52 @@ static void render_process(buf *b) {
                "# TYPE process_max_fds gauge\nprocess_max_fds %.0f\n", maxfds);
     bprintf(b, "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
                "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.3f\n",
-            dmx_srv_wall() - (dmx_srv_now() - dmx_srv_start_time));
+            start_time);
 }
 
 static void gauge(buf *b, const char *name, const char *help, double v) {
     bprintf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name, v);
 }
 
-static void render_system(buf *b) {
-    dmx_sys_sample x;
-    dmx_sysmetrics_get(&x);
+static void render_system(buf *b, const dmx_sys_sample *sys) {
+    dmx_sys_sample x = *sys;
     gauge(b, "cpu_usage_percent", "Host CPU busy time over the last sampling period, percent.", x.cpu_percent);
     gauge(b, "memory_usage_bytes", "Host memory in use (total minus available).", x.mem_used);
     gauge(b, "memory_available_bytes", "Host memory available for new allocations.", x.mem_avail);
     gauge(b, "memory_percent", "Host memory in use, percent of total.", x.mem_percent);
     gauge(b, "disk_usage_bytes", "Bytes used on the file system of the data folder.", x.disk_used);
     gauge(b, "disk_free_bytes", "Bytes available on the file system of the data folder.", x.disk_free);
+    gauge(b, "disk_space_low", "1 while free space in the data folder is below --min-free-disk (uploads refused with 507).", x.disk_low);
     gauge(b, "temp_files", "Files held in the data folder (uploads, job inputs and stems); the spec's temp_files_total.", (double)x.temp_files);
     gauge(b, "temp_storage_bytes", "Bytes held in those files.", (double)x.temp_bytes);
 }
 
-static void render_breaker(void *user, const char *name, dmx_breaker_state s) {
-    char e[200];
-    esc(e, sizeof e, name);
-    bprintf(user, "circuit_breaker_state{breaker=\"%s\"} %d\n", e, (int)s);
-}
-
-char *dmx_metrics_render(void) {
+char *dmx_metrics_render(const dmx_metrics_gauges *g) {
     buf b = {0};
     bprintf(&b, "# HELP demix_build_info Build information.\n# TYPE demix_build_info gauge\n"
                 "demix_build_info{version=\"%s\",engine=\"%s\"} 1\n",
             DEMIX_SERVER_VERSION, DMX_VERSION_STRING);
     bprintf(&b, "# HELP models_loaded Models held in memory.\n# TYPE models_loaded gauge\n"
                 "models_loaded %d\n",
-            dmx_models_loaded());
+            g->models_loaded);
     bprintf(&b, "# HELP active_sessions Separations running now.\n# TYPE active_sessions gauge\n"
                 "active_sessions %d\n",
-            dmx_jobs_active());
+            g->active_sessions);
     bprintf(&b, "# HELP queue_depth Jobs waiting for a worker.\n# TYPE queue_depth gauge\n"
                 "queue_depth %d\n",
-            dmx_jobs_queue_depth());
-    render_process(&b);
-    render_system(&b);
+            g->queue_depth);
+    render_process(&b, g->process_start_time);
+    render_system(&b, &g->sys);
     bprintf(&b, "# HELP circuit_breaker_state Circuit breaker state: 0 closed, 1 open, 2 half-open.\n"
                 "# TYPE circuit_breaker_state gauge\n");
-    dmx_breakers_each(render_breaker, &b);
+    for (int i = 0; i < g->n_breakers; i++) {
+        char e[200];
+        esc(e, sizeof e, g->breaker_names[i]);
+        bprintf(&b, "circuit_breaker_state{breaker=\"%s\"} %d\n", e, g->breaker_states[i]);
+    }
     bprintf(&b, "# HELP rate_limit_buckets Client buckets held by the rate limiter.\n"
                 "# TYPE rate_limit_buckets gauge\nrate_limit_buckets %d\n",
-            dmx_ratelimit_buckets());
+            g->rate_limit_buckets);
     pthread_mutex_lock(&mlock);
     bprintf(&b, "# HELP rate_limited_requests_total Requests refused with 429.\n"
                 "# TYPE rate_limited_requests_total counter\nrate_limited_requests_total %.17g\n",

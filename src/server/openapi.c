@@ -2,7 +2,11 @@
  * openapi.c - GET /openapi.json and GET /docs. Both are generated from the
  * route table (routes.c), so a route cannot exist undocumented: paths,
  * methods, path parameters, statuses and security come from the table;
- * only the request bodies and the shared schemas are written out here.
+ * the request bodies, parameters and response schemas are written out here
+ * (BODIES), with the defaults and bounds the handlers use (http.h), and a
+ * route answering JSON without a schema here is a build-time-visible gap:
+ * tests/web/openapi.mjs validates the document with a real OpenAPI 3.0.3
+ * validator and real responses against these schemas.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -10,10 +14,12 @@
 #include <string.h>
 
 #include "http.h"
+#include "separate.h"
 
 static const char *reason(int code) {
     switch (code) {
     case 200: return "OK";
+    case 304: return "Not modified (ETag)";
     case 202: return "Accepted: the job is queued (Location: /jobs/{id})";
     case 400: return "Bad request (invalid field, unknown model or source)";
     case 401: return "Missing or wrong API key";
@@ -39,19 +45,106 @@ static cJSON *error_schema_ref(void) {
 }
 
 static cJSON *separate_body(void) {
-    cJSON *rb = cJSON_Parse(
-        "{\"required\":true,\"content\":{\"multipart/form-data\":{\"schema\":{\"type\":\"object\","
-        "\"required\":[\"file\"],\"properties\":{"
-        "\"file\":{\"type\":\"string\",\"format\":\"binary\",\"description\":\"audio in any format FFmpeg decodes\"},"
-        "\"model_name\":{\"type\":\"string\",\"default\":\"htdemucs\"},"
-        "\"two_stems\":{\"type\":\"string\",\"description\":\"a source of the model: writes it and no_<source>\"},"
-        "\"format\":{\"type\":\"string\",\"enum\":[\"wav\",\"flac\",\"mp3\"],\"default\":\"wav\"},"
-        "\"shifts\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":100,\"default\":0},"
-        "\"overlap\":{\"type\":\"number\",\"minimum\":0,\"exclusiveMaximum\":1,\"default\":0.25},"
-        "\"wait\":{\"type\":\"boolean\",\"description\":\"block until done (also a query parameter); "
-        "with Accept: application/zip the answer is the stems as a zip\"}}}}}}");
+    char *s = NULL;
+    /* OpenAPI 3.0.3 (JSON Schema draft 5 there): exclusiveMaximum is a
+     * boolean beside maximum. */
+    if (asprintf(&s,
+                 "{\"required\":true,\"content\":{\"multipart/form-data\":{\"schema\":{\"type\":\"object\","
+                 "\"required\":[\"file\"],\"properties\":{"
+                 "\"file\":{\"type\":\"string\",\"format\":\"binary\",\"description\":\"audio in any format FFmpeg decodes\"},"
+                 "\"model_name\":{\"type\":\"string\",\"default\":\"%s\",\"description\":\"a name of GET /models\"},"
+                 "\"two_stems\":{\"type\":\"string\",\"description\":\"a source of the model: writes it and no_<source>\"},"
+                 "\"format\":{\"type\":\"string\",\"enum\":[\"wav\",\"flac\",\"mp3\"],\"default\":\"%s\"},"
+                 "\"shifts\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":%d,\"default\":%d},"
+                 "\"overlap\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1,\"exclusiveMaximum\":true,\"default\":%g},"
+                 "\"wait\":{\"type\":\"boolean\",\"default\":false,\"description\":\"block until done (also a query parameter); "
+                 "with Accept: application/zip the answer is the stems as a zip\"}}}}}}",
+                 DMX_SEP_DEFAULT_MODEL, DMX_SEP_DEFAULT_FORMAT, DMX_SEP_MAX_SHIFTS,
+                 DMX_SEP_DEFAULT_SHIFTS, DMX_SEP_DEFAULT_OVERLAP) < 0)
+        return NULL;
+    cJSON *rb = cJSON_Parse(s);
+    free(s);
     return rb;
 }
+
+/* The JSON schema of each route's 2xx body (components/schemas), by method
+ * and template; binary and text bodies are described by their type. */
+static const struct {
+    const char *method, *tmpl, *schema;
+} BODIES[] = {
+    {"GET", "/livez", "Status"},     {"GET", "/health", "Health"},
+    {"GET", "/readyz", "Status"},    {"GET", "/models", "ModelList"},
+    {"GET", "/openapi.json", NULL},  {"POST", "/alerts", "AlertsReceived"},
+    {"POST", "/separate", "Job"},    {"GET", "/jobs", "JobList"},
+    {"GET", "/jobs/{id}", "Job"},    {"DELETE", "/jobs/{id}", "Job"},
+};
+
+/* The 2xx content of route rt: a schema for JSON, a string otherwise. */
+static cJSON *ok_content(const dmx_route_info *rt) {
+    cJSON *ct = cJSON_CreateObject(), *media = cJSON_AddObjectToObject(ct, rt->produces);
+    const char *schema = NULL;
+    int known = 0;
+    for (size_t i = 0; i < sizeof BODIES / sizeof *BODIES; i++)
+        if (!strcmp(BODIES[i].method, rt->method) && !strcmp(BODIES[i].tmpl, rt->tmpl))
+            schema = BODIES[i].schema, known = 1;
+    cJSON *sc = cJSON_AddObjectToObject(media, "schema");
+    if (schema) {
+        char ref[96];
+        snprintf(ref, sizeof ref, "#/components/schemas/%s", schema);
+        cJSON_AddStringToObject(sc, "$ref", ref);
+    } else if (known || strcmp(rt->produces, "application/json")) {
+        cJSON_AddStringToObject(sc, "type", known ? "object" : "string");
+        if (!strncmp(rt->produces, "audio/", 6) || !strcmp(rt->produces, "application/zip") ||
+            !strcmp(rt->produces, "*/*"))
+            cJSON_AddStringToObject(sc, "format", "binary");
+    }
+    /* POST /separate with wait=true and Accept: application/zip. */
+    if (!strcmp(rt->tmpl, "/separate"))
+        cJSON_AddItemToObject(ct, "application/zip",
+                              cJSON_Parse("{\"schema\":{\"type\":\"string\",\"format\":\"binary\"}}"));
+    return ct;
+}
+
+/* Shared schemas. Responses may carry more properties than listed (new
+ * fields are additions); the listed ones are always there. */
+static const char SCHEMAS[] =
+    "{\"Error\":{\"type\":\"object\",\"required\":[\"error\"],\"properties\":{\"error\":{\"type\":\"object\","
+    "\"required\":[\"code\",\"message\",\"request_id\"],\"properties\":{\"code\":{\"type\":\"string\"},"
+    "\"message\":{\"type\":\"string\"},\"request_id\":{\"type\":\"string\"}}}}},"
+    "\"Status\":{\"type\":\"object\",\"required\":[\"status\"],\"properties\":{\"status\":{\"type\":\"string\"}}},"
+    "\"Health\":{\"type\":\"object\",\"required\":[\"status\",\"version\",\"uptime_seconds\",\"models_loaded\","
+    "\"queue_depth\",\"queue_capacity\",\"active_jobs\",\"workers\",\"circuit_breakers\"],\"properties\":{"
+    "\"status\":{\"type\":\"string\",\"enum\":[\"ok\",\"degraded\"]},\"version\":{\"type\":\"string\"},"
+    "\"uptime_seconds\":{\"type\":\"number\"},\"models_loaded\":{\"type\":\"integer\"},"
+    "\"queue_depth\":{\"type\":\"integer\"},\"queue_capacity\":{\"type\":\"integer\"},"
+    "\"active_jobs\":{\"type\":\"integer\"},\"workers\":{\"type\":\"integer\"},"
+    "\"circuit_breakers\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\","
+    "\"enum\":[\"closed\",\"open\",\"half_open\"]}},\"disk_free_bytes\":{\"type\":\"number\"}}},"
+    "\"Model\":{\"type\":\"object\",\"required\":[\"name\",\"loaded\"],\"properties\":{"
+    "\"name\":{\"type\":\"string\"},\"file\":{\"type\":\"string\"},\"source\":{\"type\":\"string\"},"
+    "\"kind\":{\"type\":\"string\"},\"size_bytes\":{\"type\":\"number\"},\"loaded\":{\"type\":\"boolean\"}}},"
+    "\"ModelList\":{\"type\":\"object\",\"required\":[\"models\"],\"properties\":{\"models\":{\"type\":\"array\","
+    "\"items\":{\"$ref\":\"#/components/schemas/Model\"}}}},"
+    "\"Stem\":{\"type\":\"object\",\"required\":[\"name\",\"url\"],\"properties\":{\"name\":{\"type\":\"string\"},"
+    "\"url\":{\"type\":\"string\"}}},"
+    "\"Job\":{\"type\":\"object\",\"required\":[\"id\",\"status\",\"progress\",\"model\",\"format\",\"shifts\","
+    "\"overlap\",\"stems\",\"error\"],\"properties\":{\"id\":{\"type\":\"string\"},"
+    "\"status\":{\"type\":\"string\",\"enum\":[\"queued\",\"running\",\"done\",\"failed\",\"cancelled\"]},"
+    "\"progress\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1},\"model\":{\"type\":\"string\"},"
+    "\"two_stems\":{\"type\":\"string\",\"nullable\":true},\"format\":{\"type\":\"string\"},"
+    "\"shifts\":{\"type\":\"integer\"},\"overlap\":{\"type\":\"number\"},\"filename\":{\"type\":\"string\"},"
+    "\"file_size_bytes\":{\"type\":\"number\"},\"audio_seconds\":{\"type\":\"number\",\"nullable\":true},"
+    "\"created_at\":{\"type\":\"string\",\"nullable\":true},\"started_at\":{\"type\":\"string\",\"nullable\":true},"
+    "\"finished_at\":{\"type\":\"string\",\"nullable\":true},\"eta_seconds\":{\"type\":\"number\",\"nullable\":true},"
+    "\"stems\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/Stem\"}},"
+    "\"error\":{\"type\":\"object\",\"nullable\":true,\"required\":[\"code\",\"message\"],\"properties\":{"
+    "\"code\":{\"type\":\"string\"},\"message\":{\"type\":\"string\"}}},"
+    "\"deleted\":{\"type\":\"boolean\"}}},"
+    "\"JobList\":{\"type\":\"object\",\"required\":[\"jobs\",\"total\",\"limit\",\"offset\"],\"properties\":{"
+    "\"jobs\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/Job\"}},"
+    "\"total\":{\"type\":\"integer\"},\"limit\":{\"type\":\"integer\"},\"offset\":{\"type\":\"integer\"}}},"
+    "\"AlertsReceived\":{\"type\":\"object\",\"required\":[\"status\",\"received\"],\"properties\":{"
+    "\"status\":{\"type\":\"string\"},\"received\":{\"type\":\"integer\"}}}}";
 
 static cJSON *alerts_body(void) {
     return cJSON_Parse(
@@ -113,8 +206,20 @@ static cJSON *build(void) {
         }
         if (!strcmp(rt[i].tmpl, "/jobs")) {
             cJSON *params = cJSON_AddArrayToObject(op, "parameters");
-            cJSON_AddItemToArray(params, cJSON_Parse("{\"name\":\"limit\",\"in\":\"query\",\"schema\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000,\"default\":50}}"));
+            char lim[200];
+            snprintf(lim, sizeof lim,
+                     "{\"name\":\"limit\",\"in\":\"query\",\"schema\":{\"type\":\"integer\","
+                     "\"minimum\":1,\"maximum\":%d,\"default\":%d}}",
+                     DMX_JOBS_MAX_LIMIT, DMX_JOBS_DEFAULT_LIMIT);
+            cJSON_AddItemToArray(params, cJSON_Parse(lim));
             cJSON_AddItemToArray(params, cJSON_Parse("{\"name\":\"offset\",\"in\":\"query\",\"schema\":{\"type\":\"integer\",\"minimum\":0,\"default\":0}}"));
+        }
+        if (!strcmp(rt[i].tmpl, "/separate")) {
+            cJSON *params = cJSON_AddArrayToObject(op, "parameters");
+            cJSON_AddItemToArray(params, cJSON_Parse(
+                "{\"name\":\"wait\",\"in\":\"query\",\"description\":\"block until the job ends "
+                "(as the form field): 200 with the job, or with Accept: application/zip its stems\","
+                "\"schema\":{\"type\":\"boolean\",\"default\":false}}"));
         }
         if (!strcmp(rt[i].tmpl, "/separate")) cJSON_AddItemToObject(op, "requestBody", separate_body());
         if (!strcmp(rt[i].tmpl, "/alerts")) cJSON_AddItemToObject(op, "requestBody", alerts_body());
@@ -127,21 +232,18 @@ static cJSON *build(void) {
             cJSON *r;
             if (code >= 400) {
                 r = error_schema_ref();
+            } else if (code == 304) {
+                r = cJSON_CreateObject(); /* no body */
             } else {
                 r = cJSON_CreateObject();
-                cJSON *ct = cJSON_AddObjectToObject(r, "content");
-                cJSON_AddObjectToObject(ct, rt[i].produces);
+                cJSON_AddItemToObject(r, "content", ok_content(&rt[i]));
             }
             cJSON_AddStringToObject(r, "description", reason(code));
             cJSON_AddItemToObject(resp, t, r);
         }
     }
     cJSON *comp = cJSON_AddObjectToObject(doc, "components");
-    cJSON_AddItemToObject(
-        comp, "schemas",
-        cJSON_Parse("{\"Error\":{\"type\":\"object\",\"properties\":{\"error\":{\"type\":\"object\","
-                    "\"properties\":{\"code\":{\"type\":\"string\"},\"message\":{\"type\":\"string\"},"
-                    "\"request_id\":{\"type\":\"string\"}}}}}}"));
+    cJSON_AddItemToObject(comp, "schemas", cJSON_Parse(SCHEMAS));
     cJSON_AddItemToObject(comp, "securitySchemes",
                           cJSON_Parse("{\"bearer\":{\"type\":\"http\",\"scheme\":\"bearer\","
                                       "\"description\":\"the DEMIX_API_KEY of the server\"}}"));

@@ -235,14 +235,19 @@ void dmx_breakers_each(void (*fn)(void *user, const char *name, dmx_breaker_stat
 
 int dmx_transient(dmx_status st) { return st == DMX_ERR_IO || st == DMX_ERR_NOMEM; }
 
+double dmx_backoff_delay(int attempt, double u) {
+    double cap = dmx_srv_cfg.retry_base_seconds * pow(2.0, attempt > 0 ? attempt : 0);
+    if (!(cap <= 30)) cap = 30; /* also for an overflow to inf */
+    if (!(u >= 0)) u = 0;
+    if (u > 1) u = 1;
+    /* Full jitter: uniform over [0, cap], so retries of many jobs spread out. */
+    return cap * u;
+}
+
 void dmx_backoff_sleep(int attempt, atomic_int *cancel) {
-    double cap = dmx_srv_cfg.retry_base_seconds * pow(2.0, attempt);
-    if (cap > 30) cap = 30;
     uint32_t r = 0;
     if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint32_t)rand();
-    /* Full jitter: uniform over [0, cap], so retries of many jobs spread out. */
-    double delay = cap * ((double)r / 4294967296.0);
-    double end = dmx_srv_now() + delay;
+    double end = dmx_srv_now() + dmx_backoff_delay(attempt, (double)r / 4294967296.0);
     while (dmx_srv_now() < end) {
         if (cancel && atomic_load(cancel)) return;
         struct timespec ts = {0, 50 * 1000 * 1000};

@@ -17,9 +17,8 @@
 
 #include <microhttpd.h>
 
+#include "http.h"
 #include "server.h"
-
-struct MHD_Daemon *dmx_http_start(const char *host, int port, int *bound_port);
 
 dmx_srv_config dmx_srv_cfg;
 double dmx_srv_start_time;
@@ -48,7 +47,11 @@ static const opt OPTS[] = {
     {"ttl", "DEMIX_TTL", OPT_NUM, &C->ttl_seconds, 0.1, 1e9, "seconds finished jobs are kept (86400)"},
     {"job-timeout", "DEMIX_JOB_TIMEOUT", OPT_NUM, &C->job_timeout_seconds, 0, 1e9, "wall limit of one job in seconds, 0 = none (3600)"},
     {"idle-timeout", "DEMIX_IDLE_TIMEOUT", OPT_NUM, &C->idle_timeout_seconds, 1, 86400, "drop connections silent this long, s (60)"},
+    {"max-connections", "DEMIX_MAX_CONNECTIONS", OPT_INT, &C->max_connections, 1, 65536, "open connections at once (256)"},
+    {"max-connections-per-ip", "DEMIX_MAX_CONNECTIONS_PER_IP", OPT_INT, &C->max_connections_per_ip, 0, 65536, "of those, from one peer address; 0 = no limit (32)"},
+    {"probe-port", "DEMIX_PROBE_PORT", OPT_INT, &C->probe_port, -1, 65535, "second listener for the probes only; -1 = none, 0 = a free one (-1)"},
     {"max-duration", "DEMIX_MAX_DURATION", OPT_NUM, &C->max_duration_seconds, 0, 1e9, "longest audio accepted in seconds, 0 = any (3600)"},
+    {"min-free-disk", "DEMIX_MIN_FREE_DISK", OPT_MB, &C->min_free_disk_bytes, 0, 1 << 30, "refuse uploads (507) below this free space in the data folder, MiB (1024)"},
     {"grace", "DEMIX_GRACE", OPT_NUM, &C->grace_seconds, 0, 86400, "SIGTERM: seconds running jobs may finish (30)"},
     {"rate-limit", "DEMIX_RATE_LIMIT", OPT_NUM, &C->rate_per_minute, 0, 1e6, "POST /separate per client per minute, 0 = off (30)"},
     {"rate-burst", "DEMIX_RATE_BURST", OPT_INT, &C->rate_burst, 1, 100000, "requests a client may send at once (10)"},
@@ -59,6 +62,7 @@ static const opt OPTS[] = {
     {"retries", "DEMIX_RETRIES", OPT_INT, &C->retries, 0, 10, "retries of transient failures (2)"},
     {"retry-base", "DEMIX_RETRY_BASE", OPT_NUM, &C->retry_base_seconds, 0, 60, "first backoff cap in seconds, doubled each retry (0.5)"},
     {"metrics-interval", "DEMIX_METRICS_INTERVAL", OPT_NUM, &C->metrics_interval_seconds, 0.1, 86400, "system metrics refresh, s (15)"},
+    {"alerts-token", "DEMIX_ALERTS_TOKEN", OPT_STR, &C->alerts_token, 0, 0, "bearer token POST /alerts requires (default: open)"},
     {"log-format", "DEMIX_LOG_FORMAT", OPT_LOGFMT, &C->log_text, 0, 0, "json or text (json)"},
     {"log-level", "DEMIX_LOG_LEVEL", OPT_LOGLEVEL, &C->log_level, 0, 0, "debug, info, warning or error (info)"},
 };
@@ -69,9 +73,10 @@ static void usage(FILE *f) {
     fprintf(f, "USAGE\n    demix serve [OPTIONS]\n\n"
                "    HTTP API for separation jobs (see docs/API.md, or GET /docs). Logs are\n"
                "    JSON lines on stderr. Each option can also be set by its environment\n"
-               "    variable; DEMIX_API_KEY (environment only) protects the job routes.\n\nOPTIONS\n");
+               "    variable; DEMIX_API_KEY (environment only) protects the job routes (set\n"
+               "    but empty, it is refused: unset it to run without a key).\n\nOPTIONS\n");
     for (int i = 0; i < N_OPTS; i++)
-        fprintf(f, "    --%-18s %-24s %s\n", OPTS[i].flag, OPTS[i].env, OPTS[i].help);
+        fprintf(f, "    --%-22s %-29s %s\n", OPTS[i].flag, OPTS[i].env, OPTS[i].help);
     fprintf(f, "    --help\n");
 }
 
@@ -130,8 +135,7 @@ static int mkdirs(const char *p) {
     return mkdir(buf, 0755) < 0 && errno != EEXIST ? -1 : 0;
 }
 
-int dmx_serve_main(int argc, char **argv) {
-    dmx_srv_config *c = &dmx_srv_cfg;
+void dmx_srv_config_defaults(dmx_srv_config *c) {
     memset(c, 0, sizeof *c);
     c->host = "127.0.0.1";
     c->port = 8000;
@@ -147,7 +151,11 @@ int dmx_serve_main(int argc, char **argv) {
     c->ttl_seconds = 86400;
     c->job_timeout_seconds = 3600;
     c->idle_timeout_seconds = 60;
+    c->max_connections = 256;
+    c->max_connections_per_ip = 32;
+    c->probe_port = -1;
     c->max_duration_seconds = 3600;
+    c->min_free_disk_bytes = 1024LL << 20;
     c->grace_seconds = 30;
     c->rate_per_minute = 30;
     c->rate_burst = 10;
@@ -158,12 +166,30 @@ int dmx_serve_main(int argc, char **argv) {
     c->retry_base_seconds = 0.5;
     c->metrics_interval_seconds = 15;
     c->log_level = DMX_LOG_INFO;
+}
+
+int dmx_serve_main(int argc, char **argv) {
+    dmx_srv_config *c = &dmx_srv_cfg;
+    dmx_srv_config_defaults(c);
     for (int i = 0; i < N_OPTS; i++) {
         const char *e = getenv(OPTS[i].env);
         if (e && *e && set_opt(&OPTS[i], e, OPTS[i].env)) return 2;
     }
+    /* Set but empty (a typo, a missing secret in a compose file) must not
+     * quietly open the job routes: only an unset variable means "no key". */
     const char *key = getenv("DEMIX_API_KEY");
-    c->api_key = key && *key ? key : NULL;
+    if (key && !*key) {
+        fprintf(stderr, "demix: DEMIX_API_KEY is set but empty; set a key, or unset the "
+                        "variable to run without one\n");
+        return 2;
+    }
+    for (const char *k = key; k && *k; k++)
+        if ((unsigned char)*k <= ' ' || *k == 0x7F) {
+            fprintf(stderr, "demix: DEMIX_API_KEY contains a space or control character, "
+                            "which no 'Authorization: Bearer' header can carry\n");
+            return 2;
+        }
+    c->api_key = key;
 
     struct option lo[N_OPTS + 2];
     for (int i = 0; i < N_OPTS; i++) lo[i] = (struct option){OPTS[i].flag, required_argument, 0, 1000 + i};
@@ -210,6 +236,7 @@ int dmx_serve_main(int argc, char **argv) {
     signal(SIGXFSZ, SIG_IGN);
 
     dmx_srv_start_time = dmx_srv_now();
+    dmx_srv_log_configure(c->log_text, c->log_level);
     dmx_log_set(dmx_srv_engine_log, NULL);
     /* demix.h's one rule: workers x threads per job never exceed the CPUs
      * (jobs.c gives each worker its share with the same call). */
@@ -220,7 +247,7 @@ int dmx_serve_main(int argc, char **argv) {
                     tp.jobs);
         c->workers = tp.jobs;
     }
-    dmx_metrics_init();
+    dmx_metrics_init(c->max_upload_bytes);
     if (dmx_jobs_start(c->workers, c->queue_max) < 0) {
         dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
                     "cannot open the job store or start the worker threads");
@@ -229,7 +256,7 @@ int dmx_serve_main(int argc, char **argv) {
         return 1;
     }
     int port = 0;
-    struct MHD_Daemon *d = dmx_http_start(c->host, c->port, &port);
+    struct MHD_Daemon *d = dmx_http_start(c->host, c->port, 0, &port);
     if (!d) {
         dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
                     "cannot listen on %s:%d (address in use, or not an IPv4 address?)", c->host,
@@ -238,10 +265,25 @@ int dmx_serve_main(int argc, char **argv) {
         dmx_jobs_free();
         return 1;
     }
+    /* Probes on a port of their own stay answerable whatever fills the
+     * main one (many clients each under the per-address limit). */
+    struct MHD_Daemon *pd = NULL;
+    int probe_port = -1;
+    if (c->probe_port >= 0 && !(pd = dmx_http_start(c->host, c->probe_port, 1, &probe_port))) {
+        dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
+                    "cannot listen on %s:%d for the probes (address in use?)", c->host,
+                    c->probe_port);
+        MHD_stop_daemon(d);
+        dmx_jobs_stop(0);
+        dmx_jobs_free();
+        return 1;
+    }
+    dmx_routes_declare_metrics();
     dmx_sysmetrics_start();
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "host", c->host);
     cJSON_AddNumberToObject(f, "port", port);
+    if (pd) cJSON_AddNumberToObject(f, "probe_port", probe_port);
     cJSON_AddNumberToObject(f, "workers", c->workers);
     cJSON_AddNumberToObject(f, "threads_per_job", tp.threads_per_job);
     cJSON_AddStringToObject(f, "data_dir", c->data_dir);
@@ -264,6 +306,7 @@ int dmx_serve_main(int argc, char **argv) {
     dmx_jobs_stop(c->grace_seconds);
     /* 3. Requests in flight (wait=true was woken) complete; then exit. */
     MHD_stop_daemon(d);
+    if (pd) MHD_stop_daemon(pd);
     dmx_sysmetrics_stop();
     dmx_jobs_free();
     dmx_srv_log(DMX_LOG_INFO, "demix.server", "shutdown", NULL, NULL, "stopped");

@@ -1,7 +1,8 @@
 /*
  * server.h - what the files of `demix serve` share: configuration, JSON
- * logging (log.c), metrics (metrics.c), the job queue and model cache
- * (jobs.c), and the HTTP front end (http.c, routes.c). Internal to the
+ * logging (log.c), metrics (metrics.c), the jobs (jobs.c and the files it
+ * lists), the models (models.c, modelcache.c) and the HTTP front end
+ * (http.c, routes.c, separate.c). Internal to the
  * server; the only entry point used elsewhere is dmx_serve_main().
  */
 #ifndef DEMIX_SERVER_H
@@ -14,6 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "demix/demix.h"
+#include "errors.h"
 
 #ifndef DEMIX_SERVER_VERSION
 #define DEMIX_SERVER_VERSION DMX_VERSION_STRING
@@ -34,7 +36,11 @@ typedef struct dmx_srv_config {
     double ttl_seconds;          /* finished jobs are kept this long */
     double job_timeout_seconds;  /* wall limit of one job; 0 = none */
     double idle_timeout_seconds; /* a connection silent this long is dropped */
+    int max_connections;         /* open HTTP connections at once */
+    int max_connections_per_ip;  /* of those, from one peer address; 0 = no limit */
+    int probe_port;              /* listener for the probes only; -1 = none */
     double max_duration_seconds; /* longer audio is refused (422); 0 = no limit */
+    int64_t min_free_disk_bytes; /* uploads are refused (507) below this free space */
     double grace_seconds;        /* SIGTERM: how long running jobs may finish */
     double rate_per_minute;      /* POST /separate per client; 0 = unlimited */
     int rate_burst;
@@ -46,28 +52,42 @@ typedef struct dmx_srv_config {
     double retry_base_seconds;
     double metrics_interval_seconds; /* system gauges refresh */
     const char *api_key;         /* NULL: job routes are open */
+    const char *alerts_token;    /* NULL: POST /alerts is open */
     int log_text;                /* 1: human-readable lines instead of JSON */
     int log_level;               /* a dmx_log_level: lines below it are dropped */
 } dmx_srv_config;
 
 extern dmx_srv_config dmx_srv_cfg;
+/* Every field at its documented default (serve.c: the one place defaults are written). */
+void dmx_srv_config_defaults(dmx_srv_config *c);
 extern double dmx_srv_start_time; /* dmx_srv_now() at startup */
 
 /* Seconds on a monotonic clock / since the Unix epoch. */
 double dmx_srv_now(void);
 double dmx_srv_wall(void);
 
-/* ---- log.c ----------------------------------------------------------------- */
+/* ---- log.c (a leaf: cJSON only) --------------------------------------------- */
+
+/* Output format (1: text lines) and the lowest level written; JSON and
+ * info until called. */
+void dmx_srv_log_configure(int text, int level);
+/* Copies src (NULL = "") into dst of cap bytes as valid UTF-8: invalid bytes
+ * become '?', and a cut at cap never splits a character. dst may be src.
+ * Returns the length. The one truncation rule for log and label strings. */
+size_t dmx_utf8_copy(char *dst, size_t cap, const char *src);
 
 /* Writes one JSON line on stderr. `fields` (may be NULL) is consumed and
  * becomes the "fields" object; request_id may be NULL. Thread-safe. */
 void dmx_srv_log(dmx_log_level level, const char *logger, const char *event_type,
                  const char *request_id, cJSON *fields, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
-/* Sink for dmx_log_set(): engine and FFmpeg messages as JSON lines. */
+/* Sink for dmx_log_set(): engine and FFmpeg messages as log lines, rate
+ * limited (a burst, then a few per second); the count of dropped ones is
+ * logged when lines pass again or at dmx_srv_log_flush(). */
 void dmx_srv_engine_log(void *user, dmx_log_level level, const char *msg);
+void dmx_srv_log_flush(void);
 
-/* ---- metrics.c ------------------------------------------------------------- */
+/* ---- metrics.c (a leaf: needs log.c only) ---------------------------------- */
 
 void dmx_metrics_http(const char *method, const char *endpoint, int status, double seconds);
 void dmx_metrics_separation(const char *model, const char *status, double seconds);
@@ -75,26 +95,65 @@ void dmx_metrics_error(const char *type, const char *endpoint);
 void dmx_metrics_job(int64_t file_bytes, double audio_seconds, double queue_wait_seconds);
 void dmx_metrics_model_load(const char *model, double seconds);
 void dmx_metrics_inference(const char *model, double seconds);
+/* alertname and severity come from outside: names of deploy's alert rules
+ * always get their own series, at most DMX_METRICS_OUTSIDE_ALERTS other
+ * names do, later ones are counted as alertname="other"; severities other
+ * than critical, warning, info and none become "other". */
+#define DMX_METRICS_OUTSIDE_ALERTS 16
 void dmx_metrics_alert(const char *alertname, const char *severity, const char *status);
 void dmx_metrics_rate_limited(void);
 void dmx_metrics_retry(void);
 void dmx_metrics_breaker_transition(const char *breaker, const char *from, const char *to);
-/* Sizes histogram buckets that depend on the configuration. */
-void dmx_metrics_init(void);
-/* Background thread refreshing the system gauges every
- * metrics_interval_seconds and logging them (event_type system_metrics). */
-int dmx_sysmetrics_start(void);
+/* Series that exist at 0 before their first event, so that increase() and
+ * rate() see the first one: separations_total{model,status} (and the
+ * model's duration histogram), errors_total{type,endpoint}. Idempotent. */
+void dmx_metrics_declare_separation(const char *model, const char *status);
+void dmx_metrics_declare_error(const char *type, const char *endpoint);
+/* Sizes the upload-size histogram buckets to the upload limit. */
+void dmx_metrics_init(int64_t max_upload_bytes);
+
 typedef struct dmx_sys_sample {
     double cpu_percent, mem_used, mem_avail, mem_percent, disk_used, disk_free;
     int64_t temp_files, temp_bytes;
+    int disk_low; /* dmx_data_disk_low() */
 } dmx_sys_sample;
+
+/* The gauges of one scrape, gathered by the caller (GET /metrics) so the
+ * renderer calls nothing of jobs, resilience or the store. */
+typedef struct dmx_metrics_gauges {
+    int models_loaded, active_sessions, queue_depth, rate_limit_buckets;
+    double process_start_time; /* Unix time */
+    dmx_sys_sample sys;
+    int n_breakers;
+    const char *const *breaker_names; /* n_breakers each */
+    const int *breaker_states;        /* 0 closed, 1 open, 2 half-open */
+} dmx_metrics_gauges;
+/* Prometheus text exposition (0.0.4) of the counters and `g`; malloc'ed. */
+char *dmx_metrics_render(const dmx_metrics_gauges *g);
+
+/* routes.c: declares at 0 the counters the route table, the error table and
+ * the available models imply (serve.c at start, GET /metrics per scrape). */
+void dmx_routes_declare_metrics(void);
+
+/* ---- sysmetrics.c ---------------------------------------------------------- */
+
+/* Background thread refreshing the system gauges every
+ * metrics_interval_seconds and logging them (event_type system_metrics). */
+int dmx_sysmetrics_start(void);
 /* The latest sample (zeros before the first). */
 void dmx_sysmetrics_get(dmx_sys_sample *out);
 void dmx_sysmetrics_stop(void);
-/* Prometheus text exposition (0.0.4); malloc'ed. */
-char *dmx_metrics_render(void);
 
-/* ---- jobs.c ---------------------------------------------------------------- */
+/* ---- alerts.c (a leaf: log.c and metrics.c) --------------------------------- */
+
+/* Validates an Alertmanager webhook body and logs and counts each alert
+ * (no HTTP: tests/fuzz/fuzz_alerts.c calls it directly). Returns the number
+ * of alerts, -1 if the body is not JSON, -2 if the payload is malformed
+ * (*why says how; the batch is then refused whole, nothing logged). */
+int dmx_alerts_receive(const char *body, size_t len, const char *request_id,
+                       const char **why);
+
+/* ---- jobs.c, queue.c: the job queue ------------------------------------------ */
 
 typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED } dmx_job_state;
 
@@ -126,6 +185,7 @@ typedef struct dmx_job {
     atomic_int cancel;
     int shutdown;     /* cancelled by SIGTERM: checkpointed as queued */
     int timed_out;    /* cancelled by the wall limit */
+    int queue_pos;    /* 1-based place in the queue while queued, else 0 */
     struct dmx_job *next; /* queue link */
 } dmx_job;
 
@@ -138,11 +198,15 @@ int dmx_jobs_start(int n_workers, int queue_max);
 void dmx_jobs_stop(double grace);
 /* Frees the jobs, models and the store once no request can use them. */
 void dmx_jobs_free(void);
-/* New job (refs = 1, owned by the caller) with a fresh 128-bit id. */
+/* New job (refs = 1, owned by the caller) with a fresh 128-bit id; the
+ * caller fills in the request (separate.c holds the defaults). */
 dmx_job *dmx_job_new(void);
-/* Queues the job (the queue takes its own reference). Returns 0, or -1
- * when the queue is full. */
-int dmx_job_submit(dmx_job *j);
+/* Stores the job's row and queues it (the queue takes its own reference).
+ * Returns 0 once the job is durable and queued, or -1 with *why:
+ * DMX_E_QUEUE_FULL, DMX_E_SHUTTING_DOWN, DMX_E_STORE_UNAVAILABLE (the row
+ * could not be written) or DMX_E_INSUFFICIENT_STORAGE (the disk is full);
+ * then nothing refers to the job and the caller removes its files. */
+int dmx_job_submit(dmx_job *j, dmx_srv_error *why);
 /* Looks up by id; NULL or a new reference to drop with dmx_job_put(). */
 dmx_job *dmx_job_get(const char *id);
 void dmx_job_put(dmx_job *j);
@@ -168,15 +232,29 @@ char *dmx_job_stem_path(dmx_job *j, const char *stem);
 int dmx_job_stem_files(dmx_job *j, char ***paths, char ***names);
 void dmx_strv_free(char **v, int n);
 
-/* The shared model NAME, loaded on first use through its circuit breaker
- * and with retries; NULL with a message in err on failure. */
-const dmx_model *dmx_model_get(const char *name, const char *request_id, char *err, size_t errn);
+/* ---- recovery.c: the data folder ------------------------------------------------ */
 
-/* Model registry: resolves NAME in --repo (or the cache) to a file. */
+/* 1 when the data folder's file system has less free space than
+ * --min-free-disk (uploads are then refused with 507, /readyz is not
+ * ready); *free_bytes (may be NULL) gets the free space. */
+int dmx_data_disk_low(int64_t *free_bytes);
+
+/* ---- modelcache.c ------------------------------------------------------------ */
+
+/* The shared model NAME, loaded on first use through its circuit breaker
+ * and with retries (a load in progress is waited for, not repeated); NULL
+ * with a message in err on failure (no server path in it). */
+const dmx_model *dmx_model_get(const char *name, const char *request_id, char *err, size_t errn);
+/* Models loaded so far; 1 if NAME is one of them. */
+int dmx_models_loaded(void);
+int dmx_models_is_loaded(const char *name);
+
+/* ---- models.c: the model registry --------------------------------------------- */
+
+/* Resolves NAME in --repo (or the cache) to a file. */
 char *dmx_models_resolve(const char *name);
 /* JSON array of the available models, with source and loaded flag. */
 cJSON *dmx_models_json(void);
-int dmx_models_loaded(void);
 /* 1 if at least one model file is available. */
 int dmx_models_any_available(void);
 
@@ -184,12 +262,14 @@ int dmx_models_any_available(void);
 
 int dmx_store_open(const char *path);
 void dmx_store_close(void);
-/* Inserts or replaces the job's row (the caller keeps it stable). */
+/* Inserts or replaces the job's row (the caller keeps it stable): 0, -1,
+ * or DMX_STORE_FULL when the disk (or database) is full. */
+#define DMX_STORE_FULL (-2)
 int dmx_store_save(const dmx_job *j);
 int dmx_store_delete(const char *id);
 /* Calls fn with each stored job (newest first, at most limit), as a new
  * dmx_job (refs 0) that fn owns; fn must not call the store. Returns the
- * count. */
+ * count, or -1 if the table cannot be read. */
 int dmx_store_load(int (*fn)(void *user, dmx_job *j), void *user, int limit);
 /* Removes rows created before the time; returns how many or -1. */
 int dmx_store_delete_older(double created_before);
@@ -224,12 +304,18 @@ int dmx_transient(dmx_status st);
 /* Sleeps the full-jitter backoff before retry number `attempt` (0-based):
  * uniform in [0, min(30 s, base * 2^attempt)]; wakes early if *cancel. */
 void dmx_backoff_sleep(int attempt, atomic_int *cancel);
+/* The delay it sleeps for a uniform draw u in [0, 1]: u times the cap. */
+double dmx_backoff_delay(int attempt, double u);
 
 /* ---- zip.c ------------------------------------------------------------------- */
 
 /* Writes a stored (uncompressed: audio does not deflate) zip of the files
- * under the given entry names to out_path via a temporary file. 0 or -1. */
+ * under the given entry names to out_path via a temporary file, with ZIP64
+ * records where sizes or offsets need them. 0 or -1. */
 int dmx_zip_write(const char *out_path, char *const *files, char *const *names, int n);
+/* Sizes and offsets at or above this get ZIP64 records (0xFFFFFFFF; tests
+ * lower it to check the ZIP64 paths with small files). */
+extern uint64_t dmx_zip64_threshold;
 
 /* Random lowercase hex of n_bytes bytes into out (2 * n_bytes + 1). */
 int dmx_random_hex(char *out, size_t n_bytes);

@@ -9,8 +9,12 @@
  * last commit. One connection, serialised by store_lock: the write rate is a
  * few rows per job, far below what needs a pool.
  *
- * jobs.c is the only caller; it writes a row on every state change (not on
- * progress ticks, which are not worth a disk write).
+ * queue.c and recovery.c are the callers; they write a row on every state
+ * change (not on progress ticks, which are not worth a disk write). A job
+ * is acknowledged only after its first row is written (queue.c), so every
+ * failure is reported: SQLITE_FULL as DMX_STORE_FULL (the server answers
+ * 507), anything else (I/O error, a database locked by another process
+ * past the busy timeout) as -1 (503).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -108,12 +112,13 @@ int dmx_store_save(const dmx_job *j) {
         sqlite3_bind_double(s, k++, j->created);
         sqlite3_bind_double(s, k++, j->started);
         sqlite3_bind_double(s, k++, j->finished);
-        rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE) rc = SQLITE_OK;
     }
     if (rc != SQLITE_OK) log_db_error("save");
     sqlite3_finalize(s);
     pthread_mutex_unlock(&store_lock);
-    return rc == SQLITE_OK ? 0 : -1;
+    return rc == SQLITE_OK ? 0 : (rc & 0xff) == SQLITE_FULL ? DMX_STORE_FULL : -1;
 }
 
 int dmx_store_delete(const char *id) {
@@ -150,9 +155,9 @@ int dmx_store_load(int (*fn)(void *user, dmx_job *j), void *user, int limit) {
     pthread_mutex_lock(&store_lock);
     sqlite3_stmt *s = NULL;
     int rc = db ? sqlite3_prepare_v2(db, SQL, -1, &s, NULL) : SQLITE_MISUSE;
-    int n = 0;
+    int n = 0, step = SQLITE_DONE;
     if (rc == SQLITE_OK) sqlite3_bind_int(s, 1, limit);
-    while (rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW) {
+    while (rc == SQLITE_OK && (step = sqlite3_step(s)) == SQLITE_ROW) {
         dmx_job *j = calloc(1, sizeof *j);
         if (!j) break;
         int k = 0;
@@ -180,6 +185,10 @@ int dmx_store_load(int (*fn)(void *user, dmx_job *j), void *user, int limit) {
         j->finished = sqlite3_column_double(s, k++);
         n++;
         if (fn(user, j) < 0) break;
+    }
+    if (rc != SQLITE_OK || (step != SQLITE_ROW && step != SQLITE_DONE)) {
+        log_db_error("load");
+        n = -1;
     }
     sqlite3_finalize(s);
     pthread_mutex_unlock(&store_lock);

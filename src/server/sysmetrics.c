@@ -97,6 +97,7 @@ static void sample(dmx_sys_sample *s, unsigned long long *busy0, unsigned long l
     if (statvfs(dmx_srv_cfg.data_dir, &v) == 0) {
         s->disk_free = (double)v.f_bavail * (double)v.f_frsize;
         s->disk_used = (double)(v.f_blocks - v.f_bfree) * (double)v.f_frsize;
+        s->disk_low = s->disk_free < (double)dmx_srv_cfg.min_free_disk_bytes;
     }
     char *p = NULL;
     if (asprintf(&p, "%s/uploads", dmx_srv_cfg.data_dir) >= 0) count_files(p, 0, s);
@@ -145,6 +146,7 @@ static void *sys_main(void *arg) {
         cJSON_AddNumberToObject(f, "active_sessions", dmx_jobs_active());
         cJSON_AddNumberToObject(f, "queue_depth", dmx_jobs_queue_depth());
         dmx_srv_log(DMX_LOG_INFO, "demix.system", "system_metrics", NULL, f, "system metrics");
+        dmx_srv_log_flush(); /* engine lines the rate limit dropped since */
         if (wait_for(every)) break;
     }
     return NULL;

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http.h"
+#include "server.h" /* demix_observ: no HTTP daemon, no FFmpeg */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -23,13 +23,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static int ready;
     if (!ready) {
         ready = 1;
-        dmx_srv_cfg.log_level = DMX_LOG_DEBUG;
-        dmx_srv_cfg.max_upload_bytes = 1 << 20;
+        dmx_srv_log_configure(0, DMX_LOG_DEBUG);
         if (!getenv("DEMIX_FUZZ_VERBOSE")) {
             FILE *null = fopen("/dev/null", "w");
             if (null) stderr = null;
         }
-        dmx_metrics_init();
+        dmx_metrics_init(1 << 20);
     }
     /* As the route hands it over: a NUL-terminated copy (dmx_collect_body). */
     char *body = malloc(size + 1);
@@ -41,6 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (n == -2 && !why) abort(); /* a refusal always says why */
     free(body);
     /* The counters it fed are rendered by GET /metrics. */
-    if (n > 0) free(dmx_metrics_render());
+    dmx_metrics_gauges g = {0};
+    if (n > 0) free(dmx_metrics_render(&g));
     return 0;
 }

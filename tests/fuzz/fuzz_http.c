@@ -45,12 +45,10 @@
 
 #include <microhttpd.h>
 
+#include "http.h"
 #include "server.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* serve.c */
-struct MHD_Daemon *dmx_http_start(const char *host, int port, int *bound_port);
 
 #define HANG_SECONDS 10.0
 
@@ -109,7 +107,7 @@ static void setup(void) {
 
     /* As serve.c sets it up, with limits that keep runs small. */
     dmx_srv_config *c = &dmx_srv_cfg;
-    memset(c, 0, sizeof *c);
+    dmx_srv_config_defaults(c);
     c->host = "127.0.0.1";
     c->repo = repo;
     c->data_dir = data_dir;
@@ -139,14 +137,15 @@ static void setup(void) {
     }
     signal(SIGPIPE, SIG_IGN);
     dmx_srv_start_time = dmx_srv_now();
+    dmx_srv_log_configure(0, c->log_level);
     dmx_log_set(dmx_srv_engine_log, NULL);
-    dmx_metrics_init();
+    dmx_metrics_init(c->max_upload_bytes);
     if (dmx_jobs_start(c->workers, c->queue_max) < 0) die("dmx_jobs_start");
     /* Stopped at once: submissions are refused (queue_full), so no separation
      * runs and no job outlives the request that made it. */
     dmx_jobs_stop(0);
     int port = 0;
-    daemon_ = dmx_http_start(c->host, 0, &port);
+    daemon_ = dmx_http_start(c->host, 0, 0, &port);
     if (!daemon_) die("dmx_http_start");
 }
 

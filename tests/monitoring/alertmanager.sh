@@ -28,6 +28,18 @@ for want in "api_url_file: '$WORK/slack_url'" "channel: '#ops'" "to: 'oncall@exa
     grep -qF "$want" "$WORK/full.yml" || fail "rendered config lacks $want"
 done
 grep -q 'hooks.slack.com' "$WORK/full.yml" && fail "the Slack secret was copied into the config"
+grep -q 'http_config' "$WORK/full.yml" "$WORK/plain.yml" && fail "bearer token block kept without DEMIX_ALERTS_TOKEN"
+
+# The /alerts secret: DEMIX_ALERTS_TOKEN becomes a credentials file (mode
+# 600) that every demix webhook sends as Authorization: Bearer.
+mkdir -p "$WORK/tok"
+DEMIX_ALERTS_TOKEN='t0k-en' sh "$AM/render-config.sh" "$AM/alertmanager.yml" "$WORK/tok/am.yml" || fail "render (token)"
+amtool check-config "$WORK/tok/am.yml" >/dev/null || fail "rendered with the alerts token"
+[ "$(grep -c "credentials_file: '$WORK/tok/alerts_token'" "$WORK/tok/am.yml")" = "$(grep -c "url: '.*/alerts'" "$WORK/tok/am.yml")" ] \
+    || fail "not every demix webhook sends the token"
+grep -q 't0k-en' "$WORK/tok/am.yml" && fail "the alerts token was copied into the config"
+[ "$(cat "$WORK/tok/alerts_token")" = t0k-en ] || fail "alerts_token file content"
+[ "$(stat -c %a "$WORK/tok/alerts_token")" = 600 ] || fail "alerts_token file is not mode 600"
 
 # Routing: critical -> critical, warning -> warning, info and unlabelled -> log-only.
 route() { amtool config routes test --config.file="$1" "${@:2}" 2>/dev/null | tr -d '\n'; }

@@ -26,6 +26,10 @@ ss = [socket.socket() for _ in range(4)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 export MON_MODE=native MON_HOST=127.0.0.1 MON_DIR="$WORK/stack" MON_WAIT=60
+# Where start records the stack: status and stop below get nothing else.
+export MON_STATE_FILE="$WORK/monitoring-state"
+# POST /alerts takes a shared secret; Alertmanager sends it (render-config.sh).
+export DEMIX_ALERTS_TOKEN="live-$$-secret"
 export DEMIX_PORT PROMETHEUS_PORT ALERTMANAGER_PORT NODE_EXPORTER_PORT
 export DEMIX_BIN="$DEMIX" MON_SCRAPE_INTERVAL=1s MON_EVAL_INTERVAL=1s
 # A small burst so that the rate limiter answers 429 quickly.
@@ -53,6 +57,8 @@ export MON_EXTRA_RULES="$WORK/pipeline_rules.yml"
 export MON_PROMETHEUS_ARGS="--rules.alert.resend-delay=2s"
 
 STACK="$SRC/start-monitoring.sh"
+# The script with none of the environment start had (issue 12, bug 12).
+bare() { env -i PATH="$PATH" HOME="$HOME" MON_STATE_FILE="$MON_STATE_FILE" "$STACK" "$@"; }
 cleanup() {
     "$STACK" stop >/dev/null 2>&1
     # Belt and braces: anything whose pid file survived.
@@ -169,6 +175,8 @@ c=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Ty
     -d '{}' "$D/alerts")
 case $c in
 404 | 405) fail "demix has no POST /alerts route yet (HTTP $c): the Alertmanager webhook cannot be delivered" ;;
+401) pass "POST /alerts without the token: 401" ;;
+*) fail "POST /alerts without the token: HTTP $c, expected 401" ;;
 esac
 seen=0
 for _ in $(seq 60); do
@@ -193,10 +201,13 @@ fi
 curl -sS --max-time 5 "http://127.0.0.1:$ALERTMANAGER_PORT/metrics" \
     | grep -E '^alertmanager_notifications_(total|failed_total)\{integration="webhook"' || true
 
-# ---- status and stop through the script
-"$STACK" status >"$WORK/status.txt" 2>&1 && pass "start-monitoring.sh status: all healthy" \
+# ---- status and stop through the script, without start's environment
+bare status >"$WORK/status.txt" 2>&1 && pass "start-monitoring.sh status: all healthy" \
     || { fail "start-monitoring.sh status reports a problem"; cat "$WORK/status.txt" >&2; }
-"$STACK" stop >/dev/null
+n=$(grep -c ' running ' "$WORK/status.txt")
+[ "$n" = 4 ] && pass "status finds the 4 services with no environment" \
+    || { fail "status without the environment found $n of 4 services"; cat "$WORK/status.txt" >&2; }
+bare stop >/dev/null
 for s in demix prometheus alertmanager node-exporter; do
     [ -f "$MON_DIR/run/$s.pid" ] && fail "pid file of $s left after stop"
 done

@@ -50,7 +50,11 @@ get livez 200 "$B/livez" && body_has livez '"status":"ok"'
 get health 200 "$B/health" && body_has health '"version":' && body_has health '"queue_depth":0' \
     && body_has health '"uptime_seconds":'
 get readyz 200 "$B/readyz"
-get models 200 "$B/models" && body_has models '"name":"tiny4s"' && body_has models '"source":"repo"'
+get models 200 "$B/models" && body_has models '"name":"tiny4s"' && body_has models '"location":"repo"'
+# Sources come from each file (tiny6s has 6, the bag its members' 4), not from the name.
+[ "$(json models '[m["sources"] for m in d["models"] if m["name"] in ("tiny6s", "tinybag")]')" = \
+  "[['drums', 'bass', 'other', 'vocals', 'guitar', 'piano'], ['drums', 'bass', 'other', 'vocals']]" ] ||
+    fail "models: sources of tiny6s / tinybag: $(head -c 600 "$WORK/models.body")"
 
 # Errors: JSON bodies with the right status.
 get unknown_job 404 "$B/jobs/0123456789abcdef0123456789abcdef" && is_error_json unknown_job job_not_found

@@ -144,15 +144,17 @@ start "$L" --data-dir "$D" --workers 1 --rate-limit 0 --idle-timeout 2
 before=$(health_ms)
 # 100 connections send a request header a byte at a time, one every 3 s
 # (slower than the idle timeout); one more stalls in the middle of a file.
+# They come from 127.0.0.2-5 (25 each: one address gets at most
+# --max-connections-per-ip, 32), /health from 127.0.0.1.
 python3 - "$B" >"$WORK/slow.out" 2>&1 <<'PY' &
 import socket, sys, time
 host, port = sys.argv[1].split("//")[1].split(":")
 socks = []
 for i in range(100):
-    s = socket.create_connection((host, int(port)))
+    s = socket.create_connection((host, int(port)), source_address=("127.0.0.%d" % (2 + i % 4), 0))
     s.sendall(b"G")
     socks.append(s)
-up = socket.create_connection((host, int(port)))
+up = socket.create_connection((host, int(port)), source_address=("127.0.0.6", 0))
 up.sendall(b"POST /separate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=XyZ42\r\n"
            b"Content-Length: 1000000\r\n\r\n--XyZ42\r\nContent-Disposition: form-data; name=\"file\"; "
            b"filename=\"a.wav\"\r\n\r\n" + b"\0" * 70000)

@@ -16,20 +16,43 @@ REPO="$WORK/repo"
 mkdir -p "$REPO" && cp "$GOLDEN/models/tiny4s.th" "$GOLDEN/models/tiny6s.th" "$REPO/"
 head -c 5000 /dev/urandom >"$REPO/broken.th"
 L1="$WORK/s1.log"
-DEMIX_API_KEY=s3cret start "$L1" --repo "$REPO" --data-dir "$WORK/d1" --workers 1 \
+DEMIX_API_KEY=s3cret DEMIX_ALERTS_TOKEN=am-t0ken start "$L1" --repo "$REPO" --data-dir "$WORK/d1" --workers 1 \
     --max-duration 2 --breaker-threshold 2 --breaker-open 3 --metrics-interval 0.5
 AUTH=s3cret
 A=(-H "Authorization: Bearer s3cret")
+AT=(-H "Authorization: Bearer am-t0ken")
 
-get alerts 200 -H 'Content-Type: application/json' -H 'X-Request-ID: alert-1' --data-binary "$ALERT" "$B/alerts" \
+# Counters a dashboard takes increase() of exist at 0 before their first
+# event: every model x terminal status, every error a route can answer.
+if get m_zero 200 "$B/metrics"; then
+    for st in done failed cancelled; do body_has m_zero "^separations_total{model=\"tiny4s\",status=\"$st\"} 0$"; done
+    body_has m_zero '^errors_total{type="queue_full",endpoint="/separate"} 0$'
+    body_has m_zero '^errors_total{type="job_not_found",endpoint="/jobs/{id}"} 0$'
+fi
+
+# The alerts secret (--alerts-token / DEMIX_ALERTS_TOKEN): a bearer token.
+get alert_notoken 401 -H 'Content-Type: application/json' --data-binary "$ALERT" "$B/alerts"
+get alert_badtoken 401 -H 'Authorization: Bearer am-t0kex' -H 'Content-Type: application/json' --data-binary "$ALERT" "$B/alerts"
+get alert_api_key 401 "${A[@]}" -H 'Content-Type: application/json' --data-binary "$ALERT" "$B/alerts"
+get alerts 200 "${AT[@]}" -H 'Content-Type: application/json' -H 'X-Request-ID: alert-1' --data-binary "$ALERT" "$B/alerts" \
     && body_has alerts '"received":2'
+# Issue 12 bug 2: a label value of 60 x "é" (cut at the label's limit inside
+# a character before) and 300 invented names, then a real alert.
+E60=$(python3 -c 'print("\u00e9" * 60)')
+get alert_utf8 200 "${AT[@]}" -H 'Content-Type: application/json' \
+    --data-binary "{\"alerts\":[{\"status\":\"firing\",\"labels\":{\"alertname\":\"$E60\",\"severity\":\"warning\"}}]}" "$B/alerts"
+python3 -c 'import json; print(json.dumps({"alerts": [{"status": "firing", "labels": {"alertname": "Invented%d" % i, "severity": "critical"}} for i in range(300)]}))' >"$WORK/invented.json"
+get alert_flood 200 "${AT[@]}" -H 'Content-Type: application/json' --data-binary "@$WORK/invented.json" "$B/alerts" \
+    && body_has alert_flood '"received":300'
+get alert_real 200 "${AT[@]}" -H 'Content-Type: application/json' \
+    -d '{"alerts":[{"status":"firing","labels":{"alertname":"DemixDown","severity":"critical"}}]}' "$B/alerts"
 grep '"event_type":"alert"' "$L1" | grep -q '"alertname":"HighCPU"' || fail "no alert log line for HighCPU"
 grep '"event_type":"alert"' "$L1" | grep -q '"request_id":"alert-1"' || fail "alert log line lacks the request id"
-get alert_badjson 400 -H 'Content-Type: application/json' -d '{"alerts":' "$B/alerts" && body_has alert_badjson invalid_json
-get alert_noname 400 -H 'Content-Type: application/json' -d '{"alerts":[{"status":"firing","labels":{}}]}' "$B/alerts" \
+get alert_badjson 400 "${AT[@]}" -H 'Content-Type: application/json' -d '{"alerts":' "$B/alerts" && body_has alert_badjson invalid_json
+get alert_noname 400 "${AT[@]}" -H 'Content-Type: application/json' -d '{"alerts":[{"status":"firing","labels":{}}]}' "$B/alerts" \
     && body_has alert_noname invalid_payload
-get alert_noarr 400 -H 'Content-Type: application/json' -d '{"status":"firing"}' "$B/alerts"
-get alert_ctype 415 -H 'Content-Type: text/plain' -d 'x' "$B/alerts"
+get alert_noarr 400 "${AT[@]}" -H 'Content-Type: application/json' -d '{"status":"firing"}' "$B/alerts"
+get alert_ctype 415 "${AT[@]}" -H 'Content-Type: text/plain' -d 'x' "$B/alerts"
 
 # API key: job routes need it, probes and metrics do not.
 get noauth 401 "$B/jobs" && body_has noauth '"code":"unauthorized"'
@@ -64,8 +87,13 @@ get too_long 422 "${A[@]}" -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=ti
 
 # Zip: wait=true with Accept: application/zip, then GET /jobs/{id}/zip.
 sox "$GOLDEN/inputs/mix_3s.wav" "$WORK/short.wav" trim 0 1.5
-if get zipwait 200 "${A[@]}" -H 'Accept: application/zip' -F "file=@$WORK/short.wav" -F model_name=tiny4s "$B/separate?wait=true"; then
+# Download names: <track>_stems.zip and <track>_<stem>.<ext>, the track being
+# the upload's name without its extension (RFC 6266 filename + filename*).
+if get zipwait 200 "${A[@]}" -H 'Accept: application/zip' -F "file=@$WORK/short.wav;filename=Ma chanson: é*.wav" -F model_name=tiny4s "$B/separate?wait=true"; then
     grep -qi '^Content-Type: application/zip' "$WORK/zipwait.hdr" || fail "wait=true zip content type"
+    cd_want="attachment; filename=\"Ma chanson_ ____stems.zip\"; filename*=UTF-8''Ma%20chanson_%20%C3%A9__stems.zip"
+    [ "$(hdr zipwait Content-Disposition)" = "$(printf '%s' "$cd_want" | tr -d ' ')" ] \
+        && pass "zip Content-Disposition" || fail "zip Content-Disposition: $(hdr zipwait Content-Disposition)"
     unzip -l "$WORK/zipwait.body" >"$WORK/zipwait.list" 2>&1 || fail "not a zip: $(cat "$WORK/zipwait.list")"
     for s in drums bass other vocals; do grep -q "$s.wav" "$WORK/zipwait.list" || fail "zip lacks $s.wav"; done
     unzip -tq "$WORK/zipwait.body" >/dev/null || fail "zip CRC test failed"
@@ -77,7 +105,11 @@ if get zjob 202 "${A[@]}" -F "file=@$WORK/short.wav" -F model_name=tiny4s -F two
     get zip 200 "${A[@]}" "$B/jobs/$ZID/zip" && unzip -l "$WORK/zip.body" | grep -q no_vocals.wav \
         || fail "zip lacks no_vocals.wav"
     mkdir -p "$WORK/unz" && (cd "$WORK/unz" && unzip -q "$WORK/zip.body")
+    [ "$(hdr zip Content-Disposition)" = "attachment;filename=\"short_stems.zip\";filename*=UTF-8''short_stems.zip" ] \
+        && pass "zip download name" || fail "zip download name: $(hdr zip Content-Disposition)"
     get zstem 200 "${A[@]}" "$B/jobs/$ZID/stems/vocals"
+    [ "$(hdr zstem Content-Disposition)" = "attachment;filename=\"short_vocals.wav\";filename*=UTF-8''short_vocals.wav" ] \
+        && pass "stem download name" || fail "stem download name: $(hdr zstem Content-Disposition)"
     cmp -s "$WORK/zstem.body" "$WORK/unz/vocals.wav" && pass "zip entry equals the stem" || fail "zip entry differs from the stem"
 fi
 get zip_404 404 "${A[@]}" "$B/jobs/0123456789abcdef0123456789abcdef/zip"
@@ -119,6 +151,12 @@ if get metrics 200 "$B/metrics"; then
     done
     body_has metrics 'alerts_received_total{alertname="HighCPU",severity="warning",status="firing"} 1'
     body_has metrics 'alerts_received_total{alertname="DiskFull",severity="critical",status="resolved"} 1'
+    body_has metrics 'alerts_received_total{alertname="DemixDown",severity="critical",status="firing"} 1'
+    body_has metrics 'alerts_received_total{alertname="other",severity="critical",status="firing"} 28[0-9]$'
+    [ "$(grep -c '^alerts_received_total{' "$WORK/metrics.body")" -le 19 ] && pass "alert series bounded" \
+        || fail "alert series: $(grep -c '^alerts_received_total{' "$WORK/metrics.body")"
+    # wait=true separations have their own endpoint label (out of the latency panel).
+    body_has metrics '^http_request_duration_seconds_count{method="POST",endpoint="/separate?wait=true"} '
     body_has metrics 'circuit_breaker_transitions_total{breaker="model:broken",from="half_open",to="closed"} 1'
     grep -q '^gpu_' "$WORK/metrics.body" && fail "gpu metrics without a GPU"
     if command -v promtool >/dev/null; then
@@ -188,4 +226,31 @@ for f in sys.argv[1:]:
     for n, l in enumerate(open(f), 1):
         json.loads(l)
 ' "$L1" "$L2" "$L3" && pass "log lines are JSON" || fail "invalid log line"
+# Every line is valid UTF-8 (the 60 x "é" alert and its cut label among them).
+python3 -c '
+import sys
+for f in sys.argv[1:]: open(f, "rb").read().decode("utf-8")
+' "$L1" "$L2" "$L3" && pass "log lines are UTF-8" || fail "a log line is not valid UTF-8"
+
+# ---- 4. --log-format text: a newline in a form field cannot forge a line ------------------
+# (lib.sh's start reads the JSON startup line: here the text one.)
+L4="$WORK/s4.log"
+"$DEMIX" serve --host 127.0.0.1 --port 0 --repo "$GOLDEN/models" --data-dir "$WORK/d4" --log-format text 2>"$L4" &
+PID=$!
+PIDS+=("$PID")
+port=
+for _ in $(seq 300); do
+    port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$L4" | head -n1 | sed 's/.*://')
+    [ -n "$port" ] && break
+    sleep 0.1
+done
+B="http://127.0.0.1:$port"
+FORGED='2031-01-01T00:00:00.000Z error   demix.auth [-] admin login'
+get forge 400 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F "model_name=x
+$FORGED" "$B/separate"
+grep -qF "model 'x\\n$FORGED'" "$L4" && pass "text log: the newline shown as \\n" \
+    || fail "text log lacks the escaped field: $(grep unknown_model "$L4" | head -n 2)"
+awk -v f="$FORGED" 'index($0, f) == 1 { found = 1 } END { exit !found }' "$L4" \
+    && fail "text log: a form field forged a log line"
+stop_term 30
 finish

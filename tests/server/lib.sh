@@ -20,7 +20,10 @@ start() {
     # Only this server's startup line counts: earlier ones may share the log.
     local n0=0
     [ -f "$log" ] && n0=$(wc -l <"$log")
-    "$DEMIX" serve --host 127.0.0.1 --port 0 --repo "$GOLDEN/models" "$@" 2>>"$log" &
+    # NO_REPO=1: no --repo, so the server uses the model cache (DEMIX_MODELS).
+    local repo=(--repo "$GOLDEN/models")
+    [ -n "${NO_REPO:-}" ] && repo=()
+    "$DEMIX" serve --host 127.0.0.1 --port 0 "${repo[@]}" "$@" 2>>"$log" &
     PID=$!
     PIDS+=("$PID")
     local port=

@@ -78,6 +78,10 @@ const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-s
 const context = await browser.newContext({ viewport: { width: 1100, height: 900 }, acceptDownloads: true });
 const page = await context.newPage();
 const pageErrors = [];
+// Requests for a zip: the page must not fetch one before the user asks
+// (the server builds and keeps it: a probe doubles every job's disk).
+const zipRequests = [];
+page.on('request', (req) => { if (/\/jobs\/[^/]+\/zip$/.test(new URL(req.url()).pathname)) zipRequests.push(req.url()); });
 page.on('pageerror', (e) => pageErrors.push(String(e)));
 // Failed requests are expected here (404, 422): only script errors count.
 page.on('console', (m) => { if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) pageErrors.push('console: ' + m.text()); });
@@ -117,6 +121,10 @@ try {
   await page.waitForFunction(() => document.querySelectorAll('#model option[value]:not([value=""])').length > 0);
   const models = await page.$$eval('#model option', (o) => o.map((x) => x.value));
   check(models.includes(MODEL), 'model picker filled from GET /models', models.join(','));
+  // The stems picker follows each model's `sources` from GET /models (tiny6s: 6, with guitar and piano).
+  await page.selectOption('#model', 'tiny6s');
+  const six = await page.$$eval('#stems option', (o) => o.map((x) => x.value).filter(Boolean));
+  check(six.length === 6 && six.includes('guitar') && six.includes('piano'), 'stems of tiny6s from its sources', six.join(','));
   await page.selectOption('#model', MODEL);
   check((await page.textContent('#model-desc')).length > 10, 'model description shown');
   const stemOptions = await page.$$eval('#stems option', (o) => o.map((x) => x.value).filter(Boolean));
@@ -208,6 +216,11 @@ try {
   check(overflow <= 0, 'no horizontal scrolling at phone width', overflow + ' px');
   await page.setViewportSize({ width: 1100, height: 900 });
 
+  // ---- downloads: names the server gives (<track>_<stem>.<ext>, <track>_stems.zip) ----
+  const stemName = await page.getAttribute('.stem[data-stem="vocals"] a.button', 'download');
+  check(stemName === 'mix_12s_vocals.wav', 'stem download named <track>_<stem>.<ext>', stemName);
+  check(zipRequests.length === 0, 'the page does not fetch the zip before it is asked for', zipRequests.join(' '));
+
   // ---- download all (zip) ----
   const zipDisabled = await page.getAttribute('#zip', 'aria-disabled');
   if (zipDisabled === 'true') {
@@ -215,6 +228,7 @@ try {
   } else {
     const [dl] = await Promise.all([page.waitForEvent('download', { timeout: 30000 }), page.click('#zip')]);
     const zipPath = path.join(OUT, 'stems.zip');
+    check(dl.suggestedFilename() === 'mix_12s_stems.zip', 'zip named <track>_stems.zip', dl.suggestedFilename());
     await dl.saveAs(zipPath);
     const z = spawnSync('python3', ['-c',
       'import sys,zipfile; z=zipfile.ZipFile(sys.argv[1]); bad=z.testzip(); print(bad or "", end="|"); print(",".join(z.namelist()))', zipPath],

@@ -1,0 +1,578 @@
+/*
+ * queue.c - separation jobs of `demix serve`: the job objects, the history
+ * of known jobs and the bounded queue that feeds the worker pool.
+ *
+ * Design of the queue
+ *   Every job lives in one list (all_jobs, newest first) guarded by one mutex
+ *   (jobs_lock); the queue is a FIFO of the same objects linked through
+ *   job->next, bounded by queue_max so that a burst of uploads is refused
+ *   with 503 instead of filling the disk and memory. N worker threads
+ *   (runner.c) wait on a condition variable for the FIFO to become
+ *   non-empty, take the head and run it without the lock held. State
+ *   changes (progress, done, failed) are written under the lock and
+ *   broadcast on job_cv, which is what `wait=true` requests and shutdown
+ *   sleep on. Each queued job knows its place (queue_pos, 1 = next to run),
+ *   renumbered whenever the FIFO changes (it is short: at most queue_max).
+ *   Jobs are reference counted: the list holds one reference, the queue or
+ *   the worker running it one, and every HTTP request looking at it one, so
+ *   DELETE can forget a running job while the worker still finishes with it.
+ *   Cancellation is the engine's own: an atomic flag polled between segments.
+ *
+ * Durability
+ *   A job is accepted only once its row is in SQLite (store.c): submit
+ *   reserves a queue slot, writes the row outside jobs_lock (a slow or
+ *   locked database must not stall every reader of the queue), and only
+ *   then makes the job visible. If the write fails the caller is told why
+ *   (503 store_unavailable, 507 insufficient_storage) and removes the
+ *   job's files, so no 202 is ever given for a job a crash would lose.
+ *   Later state changes are written under jobs_lock, so the row and the
+ *   memory agree. Deletion removes the row first and the folder after (when
+ *   the last reference goes): a crash in between leaves a folder no row
+ *   owns, which recovery.c removes at the next start; the other order
+ *   could bring back a job whose files are gone.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "jobs_int.h"
+
+/* ---- random ids -------------------------------------------------------------- */
+
+int dmx_random_hex(char *out, size_t n_bytes) {
+    unsigned char b[64];
+    if (n_bytes > sizeof b) return -1;
+    size_t got = 0;
+    while (got < n_bytes) {
+        ssize_t k = getrandom(b + got, n_bytes - got, 0);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        got += (size_t)k;
+    }
+    for (size_t i = 0; i < n_bytes; i++) sprintf(out + 2 * i, "%02x", b[i]);
+    out[2 * n_bytes] = '\0';
+    return 0;
+}
+
+/* ---- state ------------------------------------------------------------------- */
+
+static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t queue_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t job_cv = PTHREAD_COND_INITIALIZER;
+static dmx_job *queue_head, *queue_tail;
+static int queue_len, queue_cap, n_reserved, n_active;
+static int stopping;      /* workers take nothing more, submit refuses */
+static int shutting_down; /* wait=true requests give up */
+
+/* Every known job, newest first; bounded by DMX_MAX_HISTORY. */
+static dmx_job **all_jobs;
+static int n_all;
+
+const char *dmx_job_state_name(dmx_job_state s) {
+    static const char *names[] = {"queued", "running", "done", "failed", "cancelled"};
+    return names[s];
+}
+
+int dmx__job_terminal(dmx_job_state s) {
+    return s == JOB_DONE || s == JOB_FAILED || s == JOB_CANCELLED;
+}
+
+int dmx__queue_init(int cap) {
+    queue_cap = cap;
+    all_jobs = calloc(DMX_MAX_HISTORY, sizeof *all_jobs);
+    return all_jobs ? 0 : -1;
+}
+
+/* ---- job objects -------------------------------------------------------------- */
+
+void dmx__job_free(dmx_job *j) {
+    free(j->dir);
+    free(j->input);
+    free(j->upload_name);
+    free(j);
+}
+
+void dmx__dir_clear(const char *dir, const char *keep, int rmdir_too) {
+    if (!dir) return;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (keep && !strcmp(e->d_name, keep)) continue;
+        char *p = NULL;
+        if (asprintf(&p, "%s/%s", dir, e->d_name) >= 0) unlink(p);
+        free(p);
+    }
+    if (d) closedir(d);
+    if (rmdir_too) rmdir(dir);
+}
+
+/* The last reference is gone: a deleted job takes its folder with it. */
+static void job_release(dmx_job *j) {
+    if (j->deleted) dmx__dir_clear(j->dir, NULL, 1);
+    dmx__job_free(j);
+}
+
+dmx_job *dmx_job_new(void) {
+    dmx_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    if (dmx_random_hex(j->id, 16) < 0) {
+        free(j);
+        return NULL;
+    }
+    j->refs = 1;
+    j->state = JOB_QUEUED;
+    j->created = dmx_srv_wall();
+    return j;
+}
+
+void dmx_job_put(dmx_job *j) {
+    if (!j) return;
+    pthread_mutex_lock(&jobs_lock);
+    int last = --j->refs == 0;
+    pthread_mutex_unlock(&jobs_lock);
+    if (last) job_release(j);
+}
+
+/* ---- the FIFO (jobs_lock held) ------------------------------------------------- */
+
+static void renumber_locked(void) {
+    int k = 1;
+    for (dmx_job *q = queue_head; q; q = q->next) q->queue_pos = k++;
+}
+
+static void queue_push_locked(dmx_job *j) {
+    j->next = NULL;
+    if (queue_tail)
+        queue_tail->next = j;
+    else
+        queue_head = j;
+    queue_tail = j;
+    queue_len++;
+    j->queue_pos = queue_len;
+}
+
+static dmx_job *queue_pop_locked(void) {
+    dmx_job *j = queue_head;
+    if (!j) return NULL;
+    queue_head = j->next;
+    if (!queue_head) queue_tail = NULL;
+    queue_len--;
+    j->next = NULL;
+    j->queue_pos = 0;
+    renumber_locked();
+    return j;
+}
+
+/* 1 if j was queued and has been taken out. */
+static int queue_remove_locked(dmx_job *j) {
+    dmx_job *prev = NULL;
+    for (dmx_job *q = queue_head; q; prev = q, q = q->next) {
+        if (q != j) continue;
+        if (prev)
+            prev->next = j->next;
+        else
+            queue_head = j->next;
+        if (queue_tail == j) queue_tail = prev;
+        queue_len--;
+        j->next = NULL;
+        j->queue_pos = 0;
+        renumber_locked();
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- submit, look up, wait, delete ---------------------------------------------- */
+
+int dmx_job_submit(dmx_job *j, dmx_srv_error *why) {
+    pthread_mutex_lock(&jobs_lock);
+    if (stopping || queue_len + n_reserved >= queue_cap) {
+        *why = stopping ? DMX_E_SHUTTING_DOWN : DMX_E_QUEUE_FULL;
+        pthread_mutex_unlock(&jobs_lock);
+        return -1;
+    }
+    n_reserved++;
+    pthread_mutex_unlock(&jobs_lock);
+
+    /* Durable first: nobody can see the job until its row is stored. */
+    int saved = dmx_store_save(j);
+
+    pthread_mutex_lock(&jobs_lock);
+    n_reserved--;
+    if (saved < 0) {
+        *why = saved == DMX_STORE_FULL ? DMX_E_INSUFFICIENT_STORAGE : DMX_E_STORE_UNAVAILABLE;
+        pthread_mutex_unlock(&jobs_lock);
+        return -1;
+    }
+    /* History: drop the oldest finished job when full. */
+    if (n_all == DMX_MAX_HISTORY) {
+        dmx_job *old = all_jobs[--n_all];
+        old->deleted = 1;
+        dmx_store_delete(old->id);
+        if (--old->refs == 0) {
+            pthread_mutex_unlock(&jobs_lock);
+            job_release(old);
+            pthread_mutex_lock(&jobs_lock);
+        }
+    }
+    memmove(all_jobs + 1, all_jobs, (size_t)n_all * sizeof *all_jobs);
+    all_jobs[0] = j;
+    n_all++;
+    j->refs += 2; /* the history list and the queue */
+    queue_push_locked(j);
+    pthread_cond_signal(&queue_cv);
+    pthread_mutex_unlock(&jobs_lock);
+    return 0;
+}
+
+dmx_job *dmx_job_get(const char *id) {
+    dmx_job *r = NULL;
+    pthread_mutex_lock(&jobs_lock);
+    for (int i = 0; i < n_all; i++)
+        if (!strcmp(all_jobs[i]->id, id)) {
+            r = all_jobs[i];
+            r->refs++;
+            break;
+        }
+    pthread_mutex_unlock(&jobs_lock);
+    return r;
+}
+
+int dmx_job_wait(dmx_job *j) {
+    pthread_mutex_lock(&jobs_lock);
+    while (!dmx__job_terminal(j->state) && !shutting_down) pthread_cond_wait(&job_cv, &jobs_lock);
+    int r = dmx__job_terminal(j->state) ? 0 : -1;
+    pthread_mutex_unlock(&jobs_lock);
+    return r;
+}
+
+void dmx_job_delete(dmx_job *j) {
+    pthread_mutex_lock(&jobs_lock);
+    atomic_store(&j->cancel, 1);
+    /* A queued job leaves the queue now, so it never runs. */
+    if (queue_remove_locked(j)) {
+        j->refs--; /* the queue's reference; the caller still holds one */
+        j->state = JOB_CANCELLED;
+        j->finished = dmx_srv_wall();
+    }
+    for (int i = 0; i < n_all; i++)
+        if (all_jobs[i] == j) {
+            memmove(all_jobs + i, all_jobs + i + 1, (size_t)(n_all - i - 1) * sizeof *all_jobs);
+            n_all--;
+            j->refs--;
+            break;
+        }
+    /* Row first, folder when the last reference goes (a running worker may
+     * still be writing into it); see "Durability" above. */
+    j->deleted = 1;
+    dmx_store_delete(j->id);
+    pthread_cond_broadcast(&job_cv);
+    pthread_mutex_unlock(&jobs_lock);
+}
+
+int dmx_jobs_queue_depth(void) {
+    pthread_mutex_lock(&jobs_lock);
+    int n = queue_len;
+    pthread_mutex_unlock(&jobs_lock);
+    return n;
+}
+
+int dmx_jobs_active(void) {
+    pthread_mutex_lock(&jobs_lock);
+    int n = n_active;
+    pthread_mutex_unlock(&jobs_lock);
+    return n;
+}
+
+int dmx_job_is_done(dmx_job *j) {
+    pthread_mutex_lock(&jobs_lock);
+    int r = j->state == JOB_DONE;
+    pthread_mutex_unlock(&jobs_lock);
+    return r;
+}
+
+/* ---- JSON --------------------------------------------------------------------- */
+
+static void add_time(cJSON *o, const char *key, double t) {
+    if (t <= 0) {
+        cJSON_AddNullToObject(o, key);
+        return;
+    }
+    time_t s = (time_t)t;
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char b[40];
+    size_t k = strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(b + k, sizeof b - k, ".%03dZ", (int)((t - (double)s) * 1000));
+    cJSON_AddStringToObject(o, key, b);
+}
+
+static cJSON *job_json_locked(dmx_job *j) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "status", dmx_job_state_name(j->state));
+    cJSON_AddNumberToObject(o, "progress", j->progress);
+    /* 1 = the next job a worker takes; null unless queued. */
+    if (j->state == JOB_QUEUED && j->queue_pos > 0)
+        cJSON_AddNumberToObject(o, "queue_position", j->queue_pos);
+    else
+        cJSON_AddNullToObject(o, "queue_position");
+    cJSON_AddStringToObject(o, "model", j->model);
+    if (j->two_stems[0])
+        cJSON_AddStringToObject(o, "two_stems", j->two_stems);
+    else
+        cJSON_AddNullToObject(o, "two_stems");
+    cJSON_AddStringToObject(o, "format", j->format);
+    cJSON_AddNumberToObject(o, "shifts", j->shifts);
+    cJSON_AddNumberToObject(o, "overlap", j->overlap);
+    if (j->upload_name) cJSON_AddStringToObject(o, "filename", j->upload_name);
+    cJSON_AddNumberToObject(o, "file_size_bytes", (double)j->file_size);
+    if (j->audio_seconds > 0)
+        cJSON_AddNumberToObject(o, "audio_seconds", j->audio_seconds);
+    else
+        cJSON_AddNullToObject(o, "audio_seconds");
+    add_time(o, "created_at", j->created);
+    add_time(o, "started_at", j->started);
+    add_time(o, "finished_at", j->finished);
+    /* ETA from the progress rate so far. */
+    if (j->state == JOB_RUNNING && j->progress > 0.01)
+        cJSON_AddNumberToObject(o, "eta_seconds",
+                                (dmx_srv_wall() - j->started) * (1 - j->progress) / j->progress);
+    else
+        cJSON_AddNullToObject(o, "eta_seconds");
+    cJSON *stems = cJSON_CreateArray();
+    for (int i = 0; i < j->n_stems; i++) {
+        cJSON *s = cJSON_CreateObject();
+        char url[256];
+        snprintf(url, sizeof url, "/jobs/%s/stems/%s", j->id, j->stems[i]);
+        cJSON_AddStringToObject(s, "name", j->stems[i]);
+        cJSON_AddStringToObject(s, "url", url);
+        cJSON_AddItemToArray(stems, s);
+    }
+    cJSON_AddItemToObject(o, "stems", stems);
+    if (j->state == JOB_FAILED || j->state == JOB_CANCELLED) {
+        cJSON *e = cJSON_CreateObject();
+        const char *cancelled = dmx_error_code(DMX_E_CANCELLED);
+        cJSON_AddStringToObject(e, "code", j->error_code[0] ? j->error_code : cancelled);
+        cJSON_AddStringToObject(e, "message", j->error[0] ? j->error : cancelled);
+        cJSON_AddItemToObject(o, "error", e);
+    } else {
+        cJSON_AddNullToObject(o, "error");
+    }
+    return o;
+}
+
+cJSON *dmx_job_json(dmx_job *j) {
+    pthread_mutex_lock(&jobs_lock);
+    cJSON *o = job_json_locked(j);
+    pthread_mutex_unlock(&jobs_lock);
+    return o;
+}
+
+cJSON *dmx_jobs_list_json(int limit, int offset) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *arr = cJSON_CreateArray();
+    pthread_mutex_lock(&jobs_lock);
+    for (int i = offset; i < n_all && i < offset + limit; i++)
+        cJSON_AddItemToArray(arr, job_json_locked(all_jobs[i]));
+    cJSON_AddNumberToObject(o, "total", n_all);
+    pthread_mutex_unlock(&jobs_lock);
+    cJSON_AddNumberToObject(o, "limit", limit);
+    cJSON_AddNumberToObject(o, "offset", offset);
+    cJSON_AddItemToObject(o, "jobs", arr);
+    return o;
+}
+
+/* ---- results -------------------------------------------------------------------- */
+
+char *dmx_job_stem_path(dmx_job *j, const char *stem) {
+    char *p = NULL;
+    pthread_mutex_lock(&jobs_lock);
+    if (j->state == JOB_DONE)
+        for (int i = 0; i < j->n_stems; i++)
+            if (!strcmp(j->stems[i], stem)) {
+                if (asprintf(&p, "%s/%s.%s", j->dir, stem, j->format) < 0) p = NULL;
+                break;
+            }
+    pthread_mutex_unlock(&jobs_lock);
+    return p;
+}
+
+int dmx_job_stem_files(dmx_job *j, char ***paths, char ***names) {
+    *paths = *names = NULL;
+    pthread_mutex_lock(&jobs_lock);
+    int n = j->state == JOB_DONE ? j->n_stems : 0;
+    char **p = calloc((size_t)n + 1, sizeof *p), **q = calloc((size_t)n + 1, sizeof *q);
+    for (int i = 0; p && q && i < n; i++) {
+        if (asprintf(&p[i], "%s/%s.%s", j->dir, j->stems[i], j->format) < 0) p[i] = NULL;
+        if (asprintf(&q[i], "%s.%s", j->stems[i], j->format) < 0) q[i] = NULL;
+        if (!p[i] || !q[i]) n = -1;
+    }
+    pthread_mutex_unlock(&jobs_lock);
+    if (!p || !q || n <= 0) { /* also when there is nothing to list */
+        dmx_strv_free(p, n < 0 ? j->n_stems : 0);
+        dmx_strv_free(q, n < 0 ? j->n_stems : 0);
+        return 0;
+    }
+    *paths = p;
+    *names = q;
+    return n;
+}
+
+void dmx_strv_free(char **v, int n) {
+    if (!v) return;
+    for (int i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+/* ---- the worker side -------------------------------------------------------------- */
+
+dmx_job *dmx__queue_take(void) {
+    pthread_mutex_lock(&jobs_lock);
+    while (!stopping && !queue_head) pthread_cond_wait(&queue_cv, &jobs_lock);
+    dmx_job *j = stopping ? NULL : queue_pop_locked();
+    if (j) {
+        j->state = JOB_RUNNING;
+        j->started = dmx_srv_wall();
+        n_active++;
+        dmx_store_save(j);
+        pthread_cond_broadcast(&job_cv);
+    }
+    pthread_mutex_unlock(&jobs_lock);
+    return j;
+}
+
+void dmx__queue_finish(dmx_job *j, dmx_job_state st, int requeue) {
+    pthread_mutex_lock(&jobs_lock);
+    if (requeue) {
+        /* Back to the start: the next process runs it again. */
+        j->state = JOB_QUEUED;
+        j->progress = 0;
+        j->started = 0;
+        j->error[0] = j->error_code[0] = '\0';
+    } else {
+        j->state = st;
+        if (st == JOB_DONE) j->progress = 1;
+        j->finished = dmx_srv_wall();
+    }
+    if (!j->deleted) dmx_store_save(j);
+    n_active--;
+    pthread_cond_broadcast(&job_cv);
+    int last = --j->refs == 0;
+    pthread_mutex_unlock(&jobs_lock);
+    if (last) job_release(j);
+}
+
+void dmx__job_progress(dmx_job *j, double progress) {
+    pthread_mutex_lock(&jobs_lock);
+    j->progress = progress;
+    pthread_mutex_unlock(&jobs_lock);
+}
+
+void dmx__job_fail(dmx_job *j, dmx_srv_error e, const char *fmt, ...) {
+    char msg[sizeof j->error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "job", j->id);
+    cJSON_AddStringToObject(f, "error_code", dmx_error_code(e));
+    cJSON_AddStringToObject(f, "detail", msg);
+    dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "job_error", j->request_id, f, "job %s: %s", j->id,
+                dmx_error_code(e));
+    dmx_error_scrub_paths(msg);
+    pthread_mutex_lock(&jobs_lock);
+    snprintf(j->error, sizeof j->error, "%s", msg);
+    snprintf(j->error_code, sizeof j->error_code, "%s", dmx_error_code(e));
+    pthread_mutex_unlock(&jobs_lock);
+}
+
+void dmx__job_set_stems(dmx_job *j, char names[][DMX_MAX_STEM_NAME], int n) {
+    pthread_mutex_lock(&jobs_lock);
+    for (int s = 0; s < n && s < DMX_JOB_MAX_STEMS; s++)
+        snprintf(j->stems[s], sizeof j->stems[s], "%.79s", names[s]);
+    j->n_stems = n < DMX_JOB_MAX_STEMS ? n : DMX_JOB_MAX_STEMS;
+    pthread_mutex_unlock(&jobs_lock);
+}
+
+/* ---- recovery, janitor, shutdown ----------------------------------------------------- */
+
+void dmx__queue_restore(dmx_job **v, int n) {
+    pthread_mutex_lock(&jobs_lock);
+    for (int i = n - 1; i >= 0; i--)
+        if (v[i]->state == JOB_QUEUED) {
+            /* The queue's reference; recovered jobs may exceed queue_max:
+             * they were accepted once and are not refused now. */
+            v[i]->refs++;
+            queue_push_locked(v[i]);
+        }
+    for (int i = 0; i < n && n_all < DMX_MAX_HISTORY; i++) all_jobs[n_all++] = v[i];
+    pthread_mutex_unlock(&jobs_lock);
+}
+
+dmx_job *dmx__jobs_expired(double limit) {
+    dmx_job *victim = NULL;
+    pthread_mutex_lock(&jobs_lock);
+    for (int i = n_all - 1; i >= 0 && !victim; i--)
+        if (dmx__job_terminal(all_jobs[i]->state) && all_jobs[i]->finished > 0 &&
+            all_jobs[i]->finished < limit) {
+            victim = all_jobs[i];
+            victim->refs++;
+        }
+    pthread_mutex_unlock(&jobs_lock);
+    return victim;
+}
+
+void dmx__queue_stop(double grace) {
+    pthread_mutex_lock(&jobs_lock);
+    /* Workers take nothing new; queued jobs stay queued in the store. */
+    stopping = 1;
+    pthread_cond_broadcast(&queue_cv);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double t = (double)ts.tv_sec + ts.tv_nsec / 1e9 + grace;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    while (n_active > 0)
+        if (pthread_cond_timedwait(&job_cv, &jobs_lock, &ts) != 0) break;
+    if (n_active > 0) {
+        dmx_srv_log(DMX_LOG_WARN, "demix.jobs", "shutdown", NULL, NULL,
+                    "grace period over: checkpointing %d running job(s) as queued", n_active);
+        for (int i = 0; i < n_all; i++)
+            if (all_jobs[i]->state == JOB_RUNNING) {
+                all_jobs[i]->shutdown = 1;
+                atomic_store(&all_jobs[i]->cancel, 1);
+            }
+    }
+    pthread_mutex_unlock(&jobs_lock);
+}
+
+void dmx__queue_release_waiters(void) {
+    pthread_mutex_lock(&jobs_lock);
+    shutting_down = 1;
+    pthread_cond_broadcast(&job_cv);
+    pthread_mutex_unlock(&jobs_lock);
+}
+
+void dmx__queue_free(void) {
+    pthread_mutex_lock(&jobs_lock);
+    while (queue_head) queue_pop_locked()->refs--;
+    for (int i = 0; i < n_all; i++)
+        if (--all_jobs[i]->refs == 0) dmx__job_free(all_jobs[i]);
+    n_all = 0;
+    free(all_jobs);
+    all_jobs = NULL;
+    pthread_mutex_unlock(&jobs_lock);
+}

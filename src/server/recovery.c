@@ -1,0 +1,227 @@
+/*
+ * recovery.c - what `demix serve` does with the data folder at start-up
+ * and over time: recovery of the stored jobs, the sweep of folders no job
+ * owns, and the janitor that expires finished jobs (--ttl).
+ *
+ * At start-up (before any worker or request runs) the newest
+ * DMX_MAX_HISTORY rows come back from SQLite: finished jobs stay
+ * downloadable, and jobs that were queued or running when the process died
+ * (kill -9, power cut) go back to the queue, oldest first (their input is
+ * still in their folder; what an interrupted run wrote is partial and
+ * removed). Then every folder under jobs/ is checked against the rows: a
+ * folder no row owns was left by a crash between a row's deletion and its
+ * files' (DELETE, TTL) or between an upload's move and its row's insert,
+ * and is removed; so are uploads cut off in uploads/. The folder, not the
+ * row, is what a crash can orphan: queue.c always deletes the row first.
+ *
+ * The janitor thread wakes every ttl/4 (at most a minute) and deletes
+ * finished jobs older than --ttl (from their end) with their files;
+ * running and queued jobs never expire.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "jobs_int.h"
+
+typedef struct loaded_rows {
+    dmx_job **v;
+    int n, cap;
+} loaded_rows;
+
+static int collect_row(void *user, dmx_job *j) {
+    loaded_rows *r = user;
+    if (r->n == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 64;
+        dmx_job **nv = realloc(r->v, (size_t)cap * sizeof *nv);
+        if (!nv) {
+            dmx__job_free(j);
+            return -1;
+        }
+        r->v = nv;
+        r->cap = cap;
+    }
+    r->v[r->n++] = j;
+    return 0;
+}
+
+/* A queued or running row: back to the queue, or failed if its input is
+ * gone. */
+static int requeue(dmx_job *j) {
+    j->state = JOB_QUEUED;
+    j->progress = 0;
+    j->started = 0;
+    /* What an interrupted run wrote (".part" stems, spills) is partial by
+     * definition and would outlive a job that cannot run. */
+    dmx__dir_clear(j->dir, "input", 0);
+    int back = access(j->input, R_OK) == 0;
+    if (!back) {
+        j->state = JOB_FAILED;
+        j->finished = dmx_srv_wall();
+        snprintf(j->error_code, sizeof j->error_code, "%s", dmx_error_code(DMX_E_INPUT_LOST));
+        snprintf(j->error, sizeof j->error, "the uploaded file was lost in a restart");
+    } else {
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "job", j->id);
+        cJSON_AddStringToObject(f, "model", j->model);
+        dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "job_requeued", j->request_id, f,
+                    "job %s re-queued after a restart", j->id);
+    }
+    dmx_store_save(j);
+    return back;
+}
+
+static int is_job_id(const char *s) {
+    size_t n = strspn(s, "0123456789abcdef");
+    return n == 32 && s[n] == '\0';
+}
+
+/* Removes each jobs/ID folder whose ID is not among the rows. */
+static int sweep_orphans(dmx_job **v, int n) {
+    char *dir = NULL;
+    if (asprintf(&dir, "%s/jobs", dmx_srv_cfg.data_dir) < 0) return 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int removed = 0;
+    while (d && (e = readdir(d))) {
+        if (!is_job_id(e->d_name)) continue;
+        int owned = 0;
+        for (int i = 0; i < n && !owned; i++) owned = v[i] && !strcmp(v[i]->id, e->d_name);
+        if (owned) continue;
+        char *p = NULL;
+        if (asprintf(&p, "%s/%s", dir, e->d_name) < 0) continue;
+        dmx__dir_clear(p, NULL, 1);
+        free(p);
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "job", e->d_name);
+        dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "orphan_removed", NULL, f,
+                    "removed folder of job %s: no stored job owns it", e->d_name);
+        removed++;
+    }
+    if (d) closedir(d);
+    free(dir);
+    return removed;
+}
+
+int dmx__recover(void) {
+    /* No request is in flight yet: whatever is in uploads/ was cut off by a
+     * crash and will never become a job. */
+    char *up = NULL;
+    if (asprintf(&up, "%s/uploads", dmx_srv_cfg.data_dir) >= 0) dmx__dir_clear(up, NULL, 0);
+    free(up);
+
+    loaded_rows rows = {0};
+    if (dmx_store_load(collect_row, &rows, DMX_MAX_HISTORY) < 0) {
+        free(rows.v);
+        return -1;
+    }
+    int requeued = 0, kept = 0;
+    /* Rows come back newest first; re-queue oldest first. */
+    for (int i = rows.n - 1; i >= 0; i--) {
+        dmx_job *j = rows.v[i];
+        if (asprintf(&j->dir, "%s/jobs/%s", dmx_srv_cfg.data_dir, j->id) < 0 ||
+            asprintf(&j->input, "%s/input", j->dir) < 0) {
+            dmx__job_free(j);
+            rows.v[i] = NULL;
+            continue;
+        }
+        j->refs = 1; /* the history list */
+        if (!dmx__job_terminal(j->state)) requeued += requeue(j);
+        kept++;
+    }
+    /* Rows past the history (never shown again) go, so their folders may. */
+    if (rows.n == DMX_MAX_HISTORY && rows.v[rows.n - 1])
+        dmx_store_delete_older(rows.v[rows.n - 1]->created);
+    int orphans = sweep_orphans(rows.v, rows.n);
+    int k = 0;
+    for (int i = 0; i < rows.n; i++)
+        if (rows.v[i]) rows.v[k++] = rows.v[i];
+    dmx__queue_restore(rows.v, k);
+    free(rows.v);
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddNumberToObject(f, "jobs", kept);
+    cJSON_AddNumberToObject(f, "requeued", requeued);
+    cJSON_AddNumberToObject(f, "orphans_removed", orphans);
+    dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "recovery", NULL, f,
+                "%d stored job(s), %d re-queued, %d orphaned folder(s) removed", kept, requeued,
+                orphans);
+    return 0;
+}
+
+void dmx__sweep_expired(void) {
+    double limit = dmx_srv_wall() - dmx_srv_cfg.ttl_seconds;
+    dmx_job *victim;
+    while ((victim = dmx__jobs_expired(limit))) {
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "job", victim->id);
+        dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "job_expired", victim->request_id, f,
+                    "job %s expired", victim->id);
+        dmx_job_delete(victim);
+        dmx_job_put(victim);
+    }
+}
+
+/* ---- the janitor thread ----------------------------------------------------------- */
+
+static pthread_mutex_t janitor_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t janitor_cv = PTHREAD_COND_INITIALIZER;
+static int janitor_stopping, janitor_running;
+static pthread_t janitor;
+
+static void *janitor_main(void *arg) {
+    (void)arg;
+    /* Often enough that a result outlives its TTL by at most a quarter of
+     * it (and never more than a minute). */
+    double every = dmx_srv_cfg.ttl_seconds / 4;
+    if (every > 60) every = 60;
+    if (every < 0.2) every = 0.2;
+    pthread_mutex_lock(&janitor_lock);
+    while (!janitor_stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double t = (double)ts.tv_sec + ts.tv_nsec / 1e9 + every;
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&janitor_cv, &janitor_lock, &ts);
+        if (janitor_stopping) break;
+        pthread_mutex_unlock(&janitor_lock);
+        dmx__sweep_expired();
+        pthread_mutex_lock(&janitor_lock);
+    }
+    pthread_mutex_unlock(&janitor_lock);
+    return NULL;
+}
+
+int dmx__janitor_start(void) {
+    if (pthread_create(&janitor, NULL, janitor_main, NULL)) return -1;
+    janitor_running = 1;
+    return 0;
+}
+
+void dmx__janitor_stop(void) {
+    pthread_mutex_lock(&janitor_lock);
+    janitor_stopping = 1;
+    pthread_cond_broadcast(&janitor_cv);
+    pthread_mutex_unlock(&janitor_lock);
+    if (janitor_running) pthread_join(janitor, NULL);
+    janitor_running = 0;
+}
+
+/* ---- free space ------------------------------------------------------------------- */
+
+int dmx_data_disk_low(int64_t *free_bytes) {
+    struct statvfs v;
+    if (statvfs(dmx_srv_cfg.data_dir, &v) != 0) {
+        if (free_bytes) *free_bytes = -1;
+        return 0; /* unknown: the writes themselves will tell */
+    }
+    int64_t f = (int64_t)v.f_bavail * (int64_t)v.f_frsize;
+    if (free_bytes) *free_bytes = f;
+    return f < dmx_srv_cfg.min_free_disk_bytes;
+}
