@@ -420,44 +420,66 @@ static int attn_softmax(const dmx__roformer *n, dmx__arena *ar, const rf_block *
     return 0;
 }
 
-/* Linear attention over one sequence of N tokens, x (N, D) += attn(x). */
+/* Linear attention over one sequence of N tokens, x (N, D) += attn(x), in
+ * two passes over blocks of TOKENS tokens so no whole-sequence q, k, v is
+ * held: pass 1 sums each head's q/k column norms and its Gram matrix
+ * G = q^T k (Dh x Dh); since l2norm along the tokens only scales columns,
+ * softmax_j(8 * (q / |q|_col * e^temp)^T (k / |k|_col)) is formed from G;
+ * pass 2 recomputes v and adds out = v A^T through to_out. */
 static int attn_linear(const dmx__roformer *n, dmx__arena *ar, const rf_block *k, float *x, int N) {
     const int D = n->D, H = n->H, Dh = n->Dh, inner = H * Dh;
+    const int B = N < TOKENS ? N : TOKENS;
     dmx__arena_mark m = dmx__arena_save(ar);
-    float *h = dmx__arena_floats(ar, (size_t)N * D);
-    float *qkv = dmx__arena_floats(ar, (size_t)N * 3 * inner);
-    float *o = dmx__arena_floats(ar, (size_t)N * inner);
-    float *A = dmx__arena_floats(ar, (size_t)Dh * Dh);
-    if (!h || !qkv || !o || !A) {
+    float *h = dmx__arena_floats(ar, (size_t)B * D);
+    float *qkv = dmx__arena_floats(ar, (size_t)B * 3 * inner);
+    float *o = dmx__arena_floats(ar, (size_t)B * inner);
+    float *G = dmx__arena_zeros(ar, (size_t)H * Dh * Dh);
+    float *nq = dmx__arena_zeros(ar, (size_t)2 * inner); /* |q| then |k| per (head, d), as sums of squares */
+    if (!h || !qkv || !o || !G || !nq) {
         dmx__arena_restore(ar, m);
         return -1;
     }
-    rms_norm(x, D, h, D, N, D, k->norm);
-    dmx__sgemm(0, 1, N, 3 * inner, D, 1.0f, h, D, k->w_qkv, D, 0.0f, qkv, 3 * inner);
-    for (int hh = 0; hh < H; hh++) {
-        float *Q = qkv + hh * Dh, *K = Q + inner, *V = Q + 2 * inner;
-        float te = expf(k->temperature[hh]);
-        /* l2norm along the token axis (F.normalize, eps 1e-12), then q *= exp(temperature) */
-        for (int w = 0; w < 2; w++) {
-            float *M = w ? K : Q;
-            for (int d = 0; d < Dh; d++) {
-                double ss = 0;
-                for (int i = 0; i < N; i++) ss += (double)M[(size_t)i * 3 * inner + d] * M[(size_t)i * 3 * inner + d];
-                float nrm = (float)sqrt(ss);
-                float inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
-                for (int i = 0; i < N; i++) {
-                    float v = M[(size_t)i * 3 * inner + d] * inv;
-                    M[(size_t)i * 3 * inner + d] = w ? v : v * te;
-                }
-            }
-        }
-        /* A (Dh x Dh) = softmax_j(8 * sum_n q[n,i] k[n,j]) */
-        dmx__sgemm(1, 0, Dh, Dh, N, 8.0f, Q, 3 * inner, K, 3 * inner, 0.0f, A, Dh);
-        dmx__softmax_rows(A, Dh, Dh);
-        /* out[n, i] = sum_j A[i,j] v[n,j] */
-        dmx__sgemm(0, 1, N, Dh, Dh, 1.0f, V, 3 * inner, A, Dh, 0.0f, o + hh * Dh, inner);
+    double *ss = (double *)dmx__arena_zeros(ar, (size_t)4 * inner); /* 2 * inner doubles */
+    if (!ss) {
+        dmx__arena_restore(ar, m);
+        return -1;
     }
-    dmx__sgemm(0, 1, N, D, inner, 1.0f, o, inner, k->w_out, inner, 1.0f, x, D);
+    for (int t0 = 0; t0 < N; t0 += B) {
+        int nb = N - t0 < B ? N - t0 : B;
+        rms_norm(x + (size_t)t0 * D, D, h, D, nb, D, k->norm);
+        dmx__sgemm(0, 1, nb, 2 * inner, D, 1.0f, h, D, k->w_qkv, D, 0.0f, qkv, 3 * inner);
+        for (int i = 0; i < nb; i++)
+            for (int j = 0; j < 2 * inner; j++) {
+                double v = qkv[(size_t)i * 3 * inner + j];
+                ss[j] += v * v;
+            }
+        for (int hh = 0; hh < H; hh++)
+            dmx__sgemm(1, 0, Dh, Dh, nb, 1.0f, qkv + hh * Dh, 3 * inner, qkv + inner + hh * Dh, 3 * inner, 1.0f,
+                       G + (size_t)hh * Dh * Dh, Dh);
+    }
+    for (int j = 0; j < 2 * inner; j++) {
+        float nrm = (float)sqrt(ss[j]);
+        nq[j] = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
+    }
+    for (int hh = 0; hh < H; hh++) {
+        float *A = G + (size_t)hh * Dh * Dh;
+        float te = expf(k->temperature[hh]);
+        for (int i = 0; i < Dh; i++)
+            for (int j = 0; j < Dh; j++)
+                A[i * Dh + j] = 8.0f * (A[i * Dh + j] * (nq[hh * Dh + i] * te) * nq[inner + hh * Dh + j]);
+        dmx__softmax_rows(A, Dh, Dh);
+    }
+    for (int t0 = 0; t0 < N; t0 += B) {
+        int nb = N - t0 < B ? N - t0 : B;
+        float *xb = x + (size_t)t0 * D;
+        rms_norm(xb, D, h, D, nb, D, k->norm);
+        float *v = qkv; /* (nb, inner) */
+        dmx__sgemm(0, 1, nb, inner, D, 1.0f, h, D, k->w_qkv + (size_t)2 * inner * D, D, 0.0f, v, inner);
+        for (int hh = 0; hh < H; hh++)
+            dmx__sgemm(0, 1, nb, Dh, Dh, 1.0f, v + hh * Dh, inner, G + (size_t)hh * Dh * Dh, Dh, 0.0f, o + hh * Dh,
+                       inner);
+        dmx__sgemm(0, 1, nb, D, inner, 1.0f, o, inner, k->w_out, inner, 1.0f, xb, D);
+    }
     dmx__arena_restore(ar, m);
     return 0;
 }
