@@ -26,7 +26,7 @@ if [ "${DEMIX_SKIP_TSAN:-0}" != 1 ]; then
   BUILD_DIR=build-tsan CMAKE_ARGS="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DDEMIX_SANITIZE=thread" ./scripts/setup.sh
   rm -rf build-tsan/tsan-reports && mkdir -p build-tsan/tsan-reports
   TSAN_OPTIONS="halt_on_error=1 exitcode=66 ignore_noninstrumented_modules=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp log_path=$PWD/build-tsan/tsan-reports/tsan" \
-    ctest --test-dir build-tsan --output-on-failure -j2 -R '^(test_api|test_stream|test_resilience|cli_tracks|server_.*)$' || rc=$?
+    ctest --test-dir build-tsan --output-on-failure -j2 -R '^(test_api|test_stream|test_resilience|test_threads|cli_tracks|server_.*)$' || rc=$?
   if [ -n "$(ls -A build-tsan/tsan-reports)" ]; then
     cat build-tsan/tsan-reports/* >&2
     echo "ThreadSanitizer reported races (above)" >&2

@@ -24,6 +24,7 @@ demix_cli_test(cli_golden_tiny4s golden.sh tiny4s mix_12s tiny4s_separate_12s
                drums bass other vocals)
 demix_cli_test(cli_golden_tiny6s golden.sh tiny6s mix_3s tiny6s_separate_3s
                drums bass other vocals guitar piano)
+demix_cli_test(cli_zoo_demucs zoo_demucs.sh)
 demix_cli_test(cli_usage usage.sh)
 demix_cli_test(cli_errors errors.sh)
 demix_cli_test(cli_two_stems two_stems.sh)

@@ -27,6 +27,7 @@
 
 #include "ckpt.h"
 #include "demix/status.h"
+#include "net.h"
 #include "pickle.h"
 #include "testutil.h"
 
@@ -1541,6 +1542,116 @@ static void expect_pickle(const void *p, size_t n, dmx_status want, const char *
 }
 #define EXPECT_PICKLE(lit, want, phrase) expect_pickle(lit, sizeof(lit) - 1, want, phrase, __LINE__)
 
+/* DiffQ states (zoo fixtures): the supported forms load as quantized
+ * checkpoints awaiting names; every other quantizer or packing is refused
+ * by name. The edits patch the fixture's pickle and rebuild the archive. */
+static unsigned char *find_bytes(const unsigned char *hay, size_t n, const char *needle, size_t nl) {
+    for (size_t i = 0; i + nl <= n; i++)
+        if (!memcmp(hay + i, needle, nl)) return (unsigned char *)hay + i;
+    return NULL;
+}
+
+static void test_diffq(void) {
+    static const char *const files[] = {"zoo/models/mdx_q_demucs_tiny.th", "zoo/models/mdx_extra_q_hdemucs_tiny.th"};
+    for (int fi = 0; fi < 2; fi++) {
+        size_t len;
+        unsigned char *f = read_file(golden_path(files[fi]), &len);
+        REQUIRE(f);
+        const char *seed_dir = getenv("DEMIX_FUZZ_SEED_DIR");
+        if (fi == 0 && seed_dir && *seed_dir) { /* seed for tests/fuzz/fuzz_ckpt.c */
+            char sp[4096];
+            snprintf(sp, sizeof sp, "%s/diffq.th", seed_dir);
+            CHECK(write_file(sp, f, len) == 0);
+        }
+        dmx__ckpt *ck = EXPECT_LOAD(f, len, DMX_OK, NULL);
+        CHECK(ck && dmx__ckpt_is_quantized(ck) && dmx__ckpt_n_tensors(ck) == 0);
+        CHECK(ck && !strcmp(dmx__ckpt_klass(ck), "demucs.demucs.Demucs") == (fi == 0));
+        dmx__ckpt_free(ck);
+        static tz_entry es[4096];
+        size_t ne = tz_list(f, len, es, 4096);
+        const tz_entry *pe = tz_find(es, ne, "archive/data.pkl");
+        REQUIRE(pe);
+        unsigned char *pk = malloc(pe->size + 64);
+        REQUIRE(pk);
+        rebuild_edit rp = {.replace = "archive/data.pkl", .with = pk, .with_len = pe->size};
+        size_t rl;
+        unsigned char *r;
+        /* another quantizer class: GLOBAL lines replaced (lengths may differ) */
+        {
+            const char *old = "diffq.diffq\nDiffQuantizer\n", *rep = "diffq.uniform\nUniformQuantizer\n";
+            unsigned char *at = find_bytes(pe->data, pe->size, old, strlen(old));
+            REQUIRE(at);
+            size_t pre = (size_t)(at - pe->data), ol = strlen(old), nl = strlen(rep);
+            memcpy(pk, pe->data, pre);
+            memcpy(pk + pre, rep, nl);
+            memcpy(pk + pre + nl, at + ol, pe->size - pre - ol);
+            rp.with_len = pe->size - ol + nl;
+            r = rebuild(f, len, &rp, NULL, &rl);
+            EXPECT_LOAD(r, rl, DMX_ERR_UNSUPPORTED,
+                        "quantizer diffq.uniform.UniformQuantizer is not supported (only diffq.diffq.DiffQuantizer");
+            free(r);
+            rp.with_len = pe->size;
+        }
+        /* meta flags: packed=False; torch_pack=True (newer meta only) */
+        struct {
+            const char *key;
+            unsigned char from, to;
+            const char *phrase;
+        } flags[] = {
+            {"\x06\x00\x00\x00packed", 0x88, 0x89, "DiffQ state with packed=False is not supported"},
+            {"\x0a\x00\x00\x00torch_pack", 0x89, 0x88, "DiffQ state packed with torch_pack=True is not supported"},
+        };
+        for (int k = 0; k < 2; k++) {
+            memcpy(pk, pe->data, pe->size);
+            unsigned char *at = find_bytes(pk, pe->size, flags[k].key, strlen(flags[k].key + 4) + 4);
+            if (!at) {
+                CHECK(fi == 0 && k == 1); /* diffq <= 0.2.1 wrote no torch_pack */
+                continue;
+            }
+            /* the value follows the key and its BINPUT memo (r + 4 bytes) */
+            unsigned char *v = at + 4 + strlen(flags[k].key + 4);
+            REQUIRE(v[0] == 'r' && v[5] == flags[k].from);
+            v[5] = flags[k].to;
+            r = rebuild(f, len, &rp, NULL, &rl);
+            EXPECT_LOAD(r, rl, DMX_ERR_UNSUPPORTED, flags[k].phrase);
+            free(r);
+        }
+        /* damaged packed data (archives rebuilt, so the CRCs hold): any status
+         * from the network build, never a crash (ASan/UBSan builds) */
+        if (fi == 0) {
+            unsigned seed = 7;
+            int built = 0;
+            for (int it = 0; it < 40; it++) {
+                seed = seed * 1103515245u + 12345u;
+                const tz_entry *e = &es[seed % ne];
+                if (strncmp(e->name, "archive/data/", 13) || !e->size) continue;
+                unsigned char *copy = malloc(e->size);
+                REQUIRE(copy);
+                memcpy(copy, e->data, e->size);
+                for (int k = 0; k < 4; k++) {
+                    seed = seed * 1103515245u + 12345u;
+                    copy[(seed >> 4) % e->size] ^= (unsigned char)(1u << (seed % 8));
+                }
+                rebuild_edit de = {.replace = e->name, .with = copy, .with_len = e->size};
+                r = rebuild(f, len, &de, NULL, &rl);
+                dmx__ckpt *dc = NULL;
+                if (dmx__ckpt_load_mem(r, rl, "damaged", &dc) == DMX_OK) {
+                    dmx__net *n = NULL;
+                    if (dmx__net_build(dc, &n) == DMX_OK) {
+                        built++;
+                        dmx__net_free(n);
+                    }
+                }
+                free(r);
+                free(copy);
+            }
+            printf("  damaged DiffQ data: %d of the rebuilt archives still built\n", built);
+        }
+        free(pk);
+        free(f);
+    }
+}
+
 static void test_hostile(void) {
     EXPECT_PICKLE("", DMX_ERR_CORRUPT, "pickle ended without STOP");
     EXPECT_PICKLE("\x80\x02}", DMX_ERR_CORRUPT, "pickle ended without STOP");
@@ -1612,5 +1723,6 @@ int main(void) {
     test_damage();
     test_synth();
     test_hostile();
+    test_diffq();
     return dmx_test_done("test_ckpt");
 }

@@ -12,6 +12,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +41,10 @@ struct dmx__ckpt {
     size_t index_cap;
     dmx__pickle *pk;         /* owns the kwargs values */
     const dmx__pv *kwargs;   /* DICT */
+    struct dq_state *dq;     /* a DiffQ state awaiting names (dmx__ckpt_dequantize), or NULL */
 };
+
+static void dq_free(struct dq_state *q);
 
 /* ---- fp16 / bf16 widening --------------------------------------------------- */
 
@@ -280,6 +285,7 @@ void dmx__ckpt_free(dmx__ckpt *ck) {
     free(ck->tensors);
     free(ck->index);
     free(ck->klass);
+    dq_free(ck->dq);
     dmx__pickle_free(ck->pk);
     free(ck);
 }
@@ -446,9 +452,11 @@ static dmx_status load_tensor(loader *L, const char *name, const dmx__pv *v, dmx
     return DMX_OK;
 }
 
+static dmx_status load_quantized(loader *L, dmx__ckpt *ck, const dmx__pv *state);
+
 static dmx_status load_state(loader *L, dmx__ckpt *ck, const dmx__pv *state) {
-    if (dmx__pv_dict_get(state, "__quantized"))
-        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: " QUANT_MSG " (state has a '__quantized' key)", L->what);
+    const dmx__pv *qflag = dmx__pv_dict_get(state, "__quantized");
+    if (qflag) return load_quantized(L, ck, state);
     size_t n = state->u.dict.n;
     ck->tensors = calloc(n ? n : 1, sizeof *ck->tensors);
     if (!ck->tensors) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
@@ -796,5 +804,414 @@ dmx_status dmx__ckpt_kw_numlist(const dmx__ckpt *ck, const char *key, double *ou
         if (i < cap) out[i] = d;
     }
     *n = v->u.seq.n;
+    return DMX_OK;
+}
+
+/* ---- parameter lists (DiffQ naming) ---------------------------------------- */
+
+dmx_status dmx__param_list_add(dmx__param_list *l, const char *name, int ndim, const int64_t *shape) {
+    if (ndim < 0 || ndim > DMX__MAX_DIMS) return dmx__fail(DMX_ERR_MODEL, "parameter '%s': %d dims", name, ndim);
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        dmx__param_spec *v = realloc(l->v, cap * sizeof *v);
+        if (!v) return dmx__fail(DMX_ERR_NOMEM, "out of memory listing parameters");
+        l->v = v;
+        l->cap = cap;
+    }
+    dmx__param_spec *p = &l->v[l->n];
+    memset(p, 0, sizeof *p);
+    p->name = strdup(name);
+    if (!p->name) return dmx__fail(DMX_ERR_NOMEM, "out of memory listing parameters");
+    p->ndim = ndim;
+    for (int i = 0; i < ndim; i++) p->shape[i] = shape[i];
+    l->n++;
+    return DMX_OK;
+}
+
+void dmx__param_list_free(dmx__param_list *l) {
+    if (!l) return;
+    for (size_t i = 0; i < l->n; i++) free(l->v[i].name);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+/* ---- DiffQ-quantized states ---------------------------------------------------
+ *
+ * diffq's get_quantized_state() (facebookresearch/diffq, base.py/diffq.py):
+ *   {'quantized': [(levels, (min, max), packed_bits), ...],
+ *    'float16': [...], 'others': [...],
+ *    'meta': {'init_kwargs': {...}, 'klass': DiffQuantizer, 'packed': True,
+ *             ['torch_pack': False]}, '__quantized': True}
+ * Parameters with more than floor(min_size * 2^20 / 4) values are quantized
+ * per group of group_size values with a bit width b (min_bits + the packed
+ * value); levels[b - 1] packs the levels of all b-bit groups in group order.
+ * Bitpack layout (bitpack.pyx): an int64 tensor (lines, nbits, 32) holds
+ * 2048 values a line; bit j of value line*2048 + 32*k + i is bit k of
+ * word[line, j, i]. Restored value: level * (1 / (2^b - 1)) * (float)(max -
+ * min) + (float)min in float32, as diffq.uniform.uniform_unquantize. */
+
+#define DQ_MAX_BITS 14
+
+typedef struct dq_packed {
+    uint64_t *w;    /* (lines, nbits, 32) */
+    int64_t lines;
+    int nbits;
+} dq_packed;
+
+typedef struct dq_entry {
+    double mn, mx;
+    dq_packed bits;
+    dq_packed levels[DQ_MAX_BITS]; /* [b - 1]; w NULL when None */
+} dq_entry;
+
+struct dq_state {
+    dq_entry *q;
+    size_t nq;
+    dmx__tensor *small; /* 'others' (or 'float16'), loaded as fp32, unnamed */
+    size_t nsmall;
+    double min_size;
+    int64_t group_size, min_bits;
+    char **exclude;     /* fnmatch patterns */
+    size_t nexclude;
+};
+
+static void dq_free(struct dq_state *q) {
+    if (!q) return;
+    for (size_t i = 0; i < q->nq; i++) {
+        free(q->q[i].bits.w);
+        for (int b = 0; b < DQ_MAX_BITS; b++) free(q->q[i].levels[b].w);
+    }
+    free(q->q);
+    for (size_t i = 0; i < q->nsmall; i++) {
+        free(q->small[i].name);
+        free(q->small[i].data);
+    }
+    free(q->small);
+    for (size_t i = 0; i < q->nexclude; i++) free(q->exclude[i]);
+    free(q->exclude);
+    free(q);
+}
+
+int dmx__ckpt_is_quantized(const dmx__ckpt *ck) { return ck && ck->dq; }
+
+/* value k of a packed array */
+static unsigned dq_value(const dq_packed *p, int64_t k) {
+    int64_t line = k / 2048, r = k % 2048;
+    int bit = (int)(r / 32), idx = (int)(r % 32);
+    const uint64_t *w = p->w + (size_t)line * p->nbits * 32;
+    unsigned v = 0;
+    for (int j = 0; j < p->nbits; j++) v |= (unsigned)((w[(size_t)j * 32 + idx] >> bit) & 1u) << j;
+    return v;
+}
+
+/* An int64 bit-packed tensor (lines, nbits, 32). */
+static dmx_status load_packed(loader *L, const char *what, const dmx__pv *v, dq_packed *out) {
+    if (!v || v->type != DMX__PV_TENSOR)
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s is a %s, not a packed tensor", L->what, what,
+                         v ? dmx__pv_type_name(v) : "missing value");
+    const dmx__pv_tensor *t = v->u.tensor;
+    const dmx__pv_storage *s = t->storage->u.storage;
+    int untyped = !strcmp(s->type, "torch.UntypedStorage");
+    int is_long = !strcmp(s->type, "torch.LongStorage") ||
+                  (untyped && t->dtype && (!strcmp(t->dtype, "torch.int64") || !strcmp(t->dtype, "torch.long")));
+    if (!is_long)
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s is stored as %s, expected int64", L->what, what, s->type);
+    if (t->ndim != 3 || t->size[2] != 32 || t->size[1] < 1 || t->size[1] > 16 || t->size[0] < 0 ||
+        t->size[0] > (1 << 24))
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s has a shape other than (lines, 1..16 bits, 32)", L->what,
+                         what);
+    int64_t numel = t->size[0] * t->size[1] * 32;
+    if (t->stride[2] != 1 || t->stride[1] != 32 || (t->size[0] > 1 && t->stride[0] != t->size[1] * 32))
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s is not contiguous", L->what, what);
+    size_t kl = strlen(s->key);
+    char rest[300];
+    if (kl > 200) return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s: storage key is too long", L->what, what);
+    snprintf(rest, sizeof rest, "data/%s", s->key);
+    const dmx__zip_entry *e = find_entry(L, rest);
+    if (!e) return dmx__fail(DMX_ERR_CORRUPT, "%s: storage entry of DiffQ %s is missing", L->what, what);
+    uint64_t snumel = untyped ? (uint64_t)s->numel / 8 : (uint64_t)s->numel;
+    if (e->size != snumel * 8 || t->offset < 0 || (uint64_t)t->offset + (uint64_t)numel > snumel)
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s does not fit its storage entry '%s'", L->what, what,
+                         e->name);
+    L->total_elems += (uint64_t)numel;
+    if (L->total_elems > L->max_elems)
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensors expand to more than %llu elements", L->what,
+                         (unsigned long long)L->max_elems);
+    out->lines = t->size[0];
+    out->nbits = (int)t->size[1];
+    out->w = malloc((size_t)(numel ? numel : 1) * 8);
+    if (!out->w) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
+    memcpy(out->w, dmx__zip_data(&L->zip, e) + (size_t)t->offset * 8, (size_t)numel * 8);
+    return DMX_OK;
+}
+
+static int pv_is_seq(const dmx__pv *v) { return v && (v->type == DMX__PV_LIST || v->type == DMX__PV_TUPLE); }
+
+static int pv_num(const dmx__pv *v, double *out) {
+    if (!v) return 0;
+    if (v->type == DMX__PV_FLOAT) *out = v->u.f;
+    else if (v->type == DMX__PV_INT) *out = (double)v->u.i;
+    else if (v->type == DMX__PV_BOOL) *out = v->u.b;
+    else return 0;
+    return 1;
+}
+
+static dmx_status load_quantized(loader *L, dmx__ckpt *ck, const dmx__pv *state) {
+    const dmx__pv *meta = dmx__pv_dict_get(state, "meta");
+    const dmx__pv *quant = dmx__pv_dict_get(state, "quantized");
+    const dmx__pv *others = dmx__pv_dict_get(state, "others");
+    const dmx__pv *f16 = dmx__pv_dict_get(state, "float16");
+    if (!meta || meta->type != DMX__PV_DICT || !pv_is_seq(quant) || !pv_is_seq(others))
+        return dmx__fail(DMX_ERR_UNSUPPORTED,
+                         "%s: " QUANT_MSG " in this form (state has a '__quantized' key but not DiffQ's 'meta', "
+                         "'quantized' and 'others' entries)",
+                         L->what);
+    const dmx__pv *klass = dmx__pv_dict_get(meta, "klass");
+    const char *kname = klass && klass->type == DMX__PV_GLOBAL ? klass->u.global.full : NULL;
+    if (!kname || strcmp(kname, "diffq.diffq.DiffQuantizer"))
+        return dmx__fail(DMX_ERR_UNSUPPORTED,
+                         "%s: quantizer %s is not supported (only diffq.diffq.DiffQuantizer states load)", L->what,
+                         kname ? kname : klass ? dmx__pv_type_name(klass) : "(none named in meta)");
+    const dmx__pv *packed = dmx__pv_dict_get(meta, "packed");
+    const dmx__pv *tpack = dmx__pv_dict_get(meta, "torch_pack");
+    if (!packed || !((packed->type == DMX__PV_BOOL && packed->u.b) || (packed->type == DMX__PV_INT && packed->u.i)))
+        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: DiffQ state with packed=False is not supported", L->what);
+    if (tpack && !((tpack->type == DMX__PV_BOOL && !tpack->u.b) || (tpack->type == DMX__PV_INT && !tpack->u.i) ||
+                   tpack->type == DMX__PV_NONE))
+        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: DiffQ state packed with torch_pack=True is not supported", L->what);
+    struct dq_state *q = calloc(1, sizeof *q);
+    if (!q) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
+    ck->dq = q;
+    /* DiffQuantizer's defaults, then init_kwargs */
+    q->min_size = 0.01;
+    q->group_size = 1;
+    q->min_bits = 2;
+    int use_f16 = 0;
+    const dmx__pv *ik = dmx__pv_dict_get(meta, "init_kwargs");
+    if (ik && ik->type != DMX__PV_DICT)
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ meta.init_kwargs is a %s", L->what, dmx__pv_type_name(ik));
+    for (size_t i = 0; ik && i < ik->u.dict.n; i++) {
+        const dmx__pv *k = ik->u.dict.keys[i], *v = ik->u.dict.vals[i];
+        if (k->type != DMX__PV_STR) return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ init_kwargs key", L->what);
+        const char *key = k->u.str.s;
+        double d;
+        if (!strcmp(key, "min_size") && pv_num(v, &d)) q->min_size = d;
+        else if (!strcmp(key, "group_size") && pv_num(v, &d) && d == (int64_t)d) q->group_size = (int64_t)d;
+        else if (!strcmp(key, "min_bits") && pv_num(v, &d) && d == (int64_t)d) q->min_bits = (int64_t)d;
+        else if (!strcmp(key, "float16") && pv_num(v, &d)) use_f16 = d != 0;
+        else if (!strcmp(key, "exclude") && (pv_is_seq(v) || v->type == DMX__PV_NONE)) {
+            size_t n = v->type == DMX__PV_NONE ? 0 : v->u.seq.n;
+            q->exclude = calloc(n ? n : 1, sizeof *q->exclude);
+            if (!q->exclude) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
+            for (size_t j = 0; j < n; j++) {
+                const dmx__pv *pat = v->u.seq.items[j];
+                if (pat->type != DMX__PV_STR)
+                    return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ exclude pattern %zu is a %s", L->what, j,
+                                     dmx__pv_type_name(pat));
+                if (!(q->exclude[j] = strdup(pat->u.str.s))) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
+                q->nexclude = j + 1;
+            }
+        } else if (!strcmp(key, "min_size") || !strcmp(key, "group_size") || !strcmp(key, "min_bits") ||
+                   !strcmp(key, "float16") || !strcmp(key, "exclude"))
+            return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ init_kwargs '%s' is a %s", L->what, key,
+                             dmx__pv_type_name(v));
+        /* max_bits, init_bits, extra_bits, param, noise, suffix, detect_bound:
+         * training-time only */
+    }
+    if (q->group_size < 0 || q->group_size > (1 << 20) || q->min_bits < 0 || q->min_bits > DQ_MAX_BITS ||
+        !(q->min_size >= 0))
+        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: DiffQ group_size %lld / min_bits %lld / min_size %g", L->what,
+                         (long long)q->group_size, (long long)q->min_bits, q->min_size);
+    if (q->group_size == 0)
+        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: DiffQ group_size 0 (one group per tensor) is not supported",
+                         L->what);
+    /* small parameters: 'others' (or 'float16' when the quantizer kept them in half precision) */
+    const dmx__pv *small = use_f16 ? f16 : others;
+    if (!pv_is_seq(small)) return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ state without its 'float16' list", L->what);
+    if (use_f16 ? others->u.seq.n != 0 : (pv_is_seq(f16) && f16->u.seq.n != 0))
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ state with both 'float16' and 'others' parameters", L->what);
+    q->small = calloc(small->u.seq.n ? small->u.seq.n : 1, sizeof *q->small);
+    q->q = calloc(quant->u.seq.n ? quant->u.seq.n : 1, sizeof *q->q);
+    if (!q->small || !q->q) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
+    for (size_t i = 0; i < small->u.seq.n; i++) {
+        char nm[48];
+        snprintf(nm, sizeof nm, "%s[%zu]", use_f16 ? "float16" : "others", i);
+        q->nsmall = i + 1;
+        if (!(q->small[i].name = strdup(nm))) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
+        dmx_status s = load_tensor(L, nm, small->u.seq.items[i], &q->small[i]);
+        if (s != DMX_OK) return s;
+    }
+    for (size_t i = 0; i < quant->u.seq.n; i++) {
+        const dmx__pv *e = quant->u.seq.items[i];
+        char what[64];
+        q->nq = i + 1;
+        dq_entry *d = &q->q[i];
+        if (!pv_is_seq(e) || e->u.seq.n != 3 || !pv_is_seq(e->u.seq.items[0]) || !pv_is_seq(e->u.seq.items[1]) ||
+            e->u.seq.items[1]->u.seq.n != 2 || !pv_num(e->u.seq.items[1]->u.seq.items[0], &d->mn) ||
+            !pv_num(e->u.seq.items[1]->u.seq.items[1], &d->mx))
+            return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ quantized[%zu] is not (levels, (min, max), packed_bits)",
+                             L->what, i);
+        const dmx__pv *lv = e->u.seq.items[0];
+        if (lv->u.seq.n != DQ_MAX_BITS)
+            return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ quantized[%zu] has %zu level lists, expected %d", L->what,
+                             i, lv->u.seq.n, DQ_MAX_BITS);
+        snprintf(what, sizeof what, "quantized[%zu] bits", i);
+        dmx_status s = load_packed(L, what, e->u.seq.items[2], &d->bits);
+        if (s != DMX_OK) return s;
+        for (int b = 0; b < DQ_MAX_BITS; b++) {
+            const dmx__pv *p = lv->u.seq.items[b];
+            if (p->type == DMX__PV_NONE) continue;
+            snprintf(what, sizeof what, "quantized[%zu] levels[%d]", i, b);
+            if ((s = load_packed(L, what, p, &d->levels[b])) != DMX_OK) return s;
+            if (d->levels[b].nbits != b + 1)
+                return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s packs %d bits, expected %d", L->what, what,
+                                 d->levels[b].nbits, b + 1);
+        }
+    }
+    ck->tensors = calloc(1, sizeof *ck->tensors);
+    if (!ck->tensors) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
+    return DMX_OK;
+}
+
+static int dq_excluded(const struct dq_state *q, const char *full) {
+    const char *dot = strrchr(full, '.');
+    const char *local = dot ? dot + 1 : full;
+    for (size_t i = 0; i < q->nexclude; i++)
+        if (!fnmatch(q->exclude[i], full, 0) || !fnmatch(q->exclude[i], local, 0)) return 1;
+    return 0;
+}
+
+/* Unpacks and dequantizes entry d into dst (numel values). */
+static dmx_status dq_restore(const struct dq_state *q, const dq_entry *d, const dmx__param_spec *p, size_t numel,
+                             float *dst) {
+    const int64_t G = q->group_size, groups = (int64_t)numel / G;
+    if ((int64_t)numel % G)
+        return dmx__fail(DMX_ERR_MODEL, "DiffQ parameter '%s': %zu values are not groups of %lld", p->name, numel,
+                         (long long)G);
+    if (d->bits.lines * 2048 < groups)
+        return dmx__fail(DMX_ERR_MODEL, "DiffQ parameter '%s': %lld groups but %lld packed bit widths", p->name,
+                         (long long)groups, (long long)d->bits.lines * 2048);
+    int64_t used[DQ_MAX_BITS] = {0}; /* groups of each width so far */
+    const float fmx_mn = (float)(d->mx - d->mn), fmn = (float)d->mn;
+    for (int64_t g = 0; g < groups; g++) {
+        int64_t b = (int64_t)dq_value(&d->bits, g) + q->min_bits;
+        if (b < 1 || b > DQ_MAX_BITS)
+            return dmx__fail(DMX_ERR_CORRUPT, "DiffQ parameter '%s': group %lld has %lld bits (1..%d restorable)",
+                             p->name, (long long)g, (long long)b, DQ_MAX_BITS);
+        const dq_packed *lp = &d->levels[b - 1];
+        int64_t k0 = used[b - 1]++ * G;
+        if (!lp->w || lp->lines * 2048 < k0 + G)
+            return dmx__fail(DMX_ERR_CORRUPT, "DiffQ parameter '%s': levels of its %lld-bit groups are missing",
+                             p->name, (long long)b);
+        float unit = 1.0f / (ldexpf(1.0f, (int)b) - 1.0f);
+        for (int64_t e = 0; e < G; e++) {
+            volatile float pv = (float)dq_value(lp, k0 + e) * unit; /* no fused multiply-add: torch rounds each op */
+            volatile float sc = pv * fmx_mn;
+            dst[g * G + e] = sc + fmn;
+        }
+    }
+    return DMX_OK;
+}
+
+dmx_status dmx__ckpt_dequantize(dmx__ckpt *ck, const dmx__param_list *params) {
+    if (!ck || !ck->dq) return DMX_OK;
+    struct dq_state *q = ck->dq;
+    const double min_params = floor(q->min_size * 1048576.0 / 4.0);
+    size_t n = params->n, jq = 0, js = 0;
+    dmx__tensor *ts = calloc(n ? n : 1, sizeof *ts);
+    size_t *from = malloc((n ? n : 1) * sizeof *from); /* small entry moved into ts[i], or SIZE_MAX */
+    if (!ts || !from) {
+        free(ts);
+        free(from);
+        return dmx__fail(DMX_ERR_NOMEM, "out of memory dequantizing");
+    }
+    for (size_t k = 0; k < n; k++) from[k] = SIZE_MAX;
+    dmx_status s = DMX_OK;
+    size_t i;
+    for (i = 0; i < n && s == DMX_OK; i++) {
+        const dmx__param_spec *p = &params->v[i];
+        size_t numel = 1;
+        int bad = 0;
+        for (int d = 0; d < p->ndim; d++)
+            bad |= p->shape[d] < 0 || __builtin_mul_overflow(numel, (size_t)p->shape[d], &numel);
+        if (bad) {
+            s = dmx__fail(DMX_ERR_MODEL, "parameter '%s' has an impossible shape", p->name);
+            break;
+        }
+        dmx__tensor *t = &ts[i];
+        if (!(t->name = strdup(p->name))) {
+            s = dmx__fail(DMX_ERR_NOMEM, "out of memory dequantizing");
+            break;
+        }
+        t->ndim = p->ndim;
+        memcpy(t->shape, p->shape, sizeof t->shape);
+        t->numel = numel;
+        if ((double)numel <= min_params || dq_excluded(q, p->name)) {
+            if (js >= q->nsmall) {
+                s = dmx__fail(DMX_ERR_MODEL, "DiffQ state has %zu small parameters, the architecture more ('%s')",
+                              q->nsmall, p->name);
+                break;
+            }
+            dmx__tensor *o = &q->small[js];
+            int ok = o->ndim == p->ndim;
+            for (int d = 0; ok && d < p->ndim; d++) ok = o->shape[d] == p->shape[d];
+            if (!ok) {
+                s = dmx__fail(DMX_ERR_MODEL, "DiffQ %s has %zu values where the architecture has '%s' (%zu values)",
+                              o->name, o->numel, p->name, numel);
+                break;
+            }
+            t->data = o->data; /* moved (back on failure) */
+            o->data = NULL;
+            from[i] = js++;
+        } else {
+            if (jq >= q->nq) {
+                s = dmx__fail(DMX_ERR_MODEL, "DiffQ state has %zu quantized parameters, the architecture more ('%s')",
+                              q->nq, p->name);
+                break;
+            }
+            /* every value needs a packed level: bounds the allocation by the file */
+            const dq_entry *e = &q->q[jq];
+            uint64_t cap = 0;
+            for (int b = 0; b < DQ_MAX_BITS; b++) cap += e->levels[b].w ? (uint64_t)e->levels[b].lines * 2048 : 0;
+            if ((uint64_t)numel > cap) {
+                s = dmx__fail(DMX_ERR_MODEL, "DiffQ quantized[%zu] packs at most %llu levels but '%s' has %zu values",
+                              jq, (unsigned long long)cap, p->name, numel);
+                break;
+            }
+            t->data = alloc_floats(numel);
+            if (!t->data) {
+                s = dmx__fail(DMX_ERR_NOMEM, "out of memory dequantizing '%s'", p->name);
+                break;
+            }
+            s = dq_restore(q, &q->q[jq++], p, numel, t->data);
+        }
+    }
+    if (s == DMX_OK && (js != q->nsmall || jq != q->nq))
+        s = dmx__fail(DMX_ERR_MODEL,
+                      "DiffQ state has %zu quantized and %zu other parameters, the architecture %zu and %zu", q->nq,
+                      q->nsmall, jq, js);
+    if (s != DMX_OK) {
+        /* leave the state as it was, so a corrected list can be tried */
+        for (size_t k = 0; k < n; k++) {
+            free(ts[k].name);
+            if (from[k] != SIZE_MAX) q->small[from[k]].data = ts[k].data;
+            else free(ts[k].data);
+        }
+        free(ts);
+        free(from);
+        return s;
+    }
+    free(from);
+    free(ck->tensors);
+    ck->tensors = ts;
+    ck->n = n;
+    free(ck->index);
+    ck->index = NULL;
+    int oom = 0;
+    size_t dup = build_index(ck, &oom);
+    dq_free(q);
+    ck->dq = NULL;
+    if (oom) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
+    if (dup != SIZE_MAX) return dmx__fail(DMX_ERR_MODEL, "parameter '%s' listed twice", ck->tensors[dup].name);
     return DMX_OK;
 }

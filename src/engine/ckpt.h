@@ -103,6 +103,42 @@ dmx_status dmx__ckpt_kw_numlist(const dmx__ckpt *ck, const char *key,
 size_t dmx__ckpt_kw_count(const dmx__ckpt *ck);
 const char *dmx__ckpt_kw_key_at(const dmx__ckpt *ck, size_t i);
 
+/*
+ * DiffQ-quantized states (upstream's `state['__quantized']`, mdx_q and
+ * mdx_extra_q). Their entries carry no names: diffq lists them in the
+ * model's named_parameters() order, the large ones (more than 52428 values)
+ * bit-packed per group of values, the others as plain tensors. Such a
+ * checkpoint loads with no tensors and dmx__ckpt_is_quantized() true; the
+ * network builder then lists its parameters in that order (a dmx__param_list,
+ * see bind.h) and dmx__ckpt_dequantize() unpacks and dequantizes the packed
+ * ones exactly as diffq restores them and names every tensor, after which
+ * the checkpoint is an ordinary one.
+ */
+typedef struct dmx__param_spec {
+    char *name;
+    int ndim;
+    int64_t shape[DMX__MAX_DIMS];
+} dmx__param_spec;
+
+typedef struct dmx__param_list {
+    dmx__param_spec *v; /* (n) owned */
+    size_t n, cap;
+} dmx__param_list;
+
+/* Appends a copy of `name`; DMX_OK or DMX_ERR_NOMEM. */
+dmx_status dmx__param_list_add(dmx__param_list *l, const char *name, int ndim, const int64_t *shape);
+void dmx__param_list_free(dmx__param_list *l);
+
+/* 1 while the checkpoint holds a DiffQ state not yet dequantized. */
+int dmx__ckpt_is_quantized(const dmx__ckpt *ck);
+
+/* Names and dequantizes the DiffQ state with the model's parameter list (in
+ * named_parameters() order). DMX_ERR_MODEL when the list does not match the
+ * state (count, sizes, shapes of the plain entries), naming the parameter;
+ * DMX_ERR_CORRUPT for inconsistent packed data; DMX_ERR_NOMEM. No-op (DMX_OK)
+ * on a checkpoint that is not quantized. */
+dmx_status dmx__ckpt_dequantize(dmx__ckpt *ck, const dmx__param_list *params);
+
 /* IEEE half -> float widening used for fp16 storages: exact for every input
  * (subnormals, infinities; NaNs keep their payload and are quieted, matching
  * F16C's vcvtph2ps). The array version uses F16C when compiled in and gives

@@ -21,6 +21,7 @@ static const struct {
     const dmx__net_vt *vt;
 } families[] = {
     {"demucs.htdemucs.HTDemucs", &dmx__htdemucs_vt},
+    {"demucs.demucs.Demucs", &dmx__demucs_vt},
     {"models.bs_roformer.bs_roformer.BSRoformer", &dmx__bs_roformer_vt},
     {"models.bs_roformer.mel_band_roformer.MelBandRoformer", &dmx__mel_band_roformer_vt},
 };

@@ -90,5 +90,6 @@ int64_t dmx__segment_length(int64_t num, int64_t den, double seconds, int sample
 
 /* The families (each in its own module). */
 extern const dmx__net_vt dmx__htdemucs_vt;
+extern const dmx__net_vt dmx__demucs_vt; /* demucs.c: demucs.demucs.Demucs (time domain) */
 
 #endif

@@ -7,19 +7,25 @@
  *
  * tests/fuzz.cmake builds it as fuzz_ckpt (libFuzzer, clang) and replay_ckpt
  * (any compiler); scripts/fuzz.sh runs it. Seed corpus: tests/fuzz/corpus/ckpt
- * (synth.th / synth.pkl are what test_ckpt writes with DEMIX_FUZZ_SEED_DIR).
+ * (synth.th / synth.pkl are what test_ckpt writes with DEMIX_FUZZ_SEED_DIR,
+ * as is diffq.th, a DiffQ-quantized state whose network build unpacks it).
  */
 #include <stddef.h>
 #include <stdint.h>
 
 #include "ckpt.h"
+#include "net.h"
 #include "pickle.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dmx__ckpt *ck = NULL;
-    if (dmx__ckpt_load_mem(data, size, "fuzz.th", &ck) == DMX_OK) {
+    if (dmx__ckpt_load_mem(data, size, "fuzz.th", &ck) == DMX_OK && dmx__ckpt_is_quantized(ck)) {
+        /* a DiffQ state is named and unpacked by the network build */
+        dmx__net *n = NULL;
+        if (dmx__net_build(ck, &n) == DMX_OK) dmx__net_free(n); /* takes ck */
+    } else if (ck) {
         /* touch what a model builder reads */
         for (size_t i = 0; i < dmx__ckpt_n_tensors(ck); i++) {
             const dmx__tensor *t = dmx__ckpt_tensor_at(ck, i);

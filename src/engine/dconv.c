@@ -1,0 +1,204 @@
+/*
+ * dconv.c - the DConv residual branch (see dconv.h).
+ */
+#include "dconv.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
+#include "ops.h"
+
+#define NOMEM() dmx__fail(DMX_ERR_NOMEM, "out of memory in a DConv branch")
+
+dmx__dconvx_opts dmx__dconvx_opts_default(void) {
+    dmx__dconvx_opts o = {2, 4.0, 1e-4, 1, 0, 4, 4, 0, 1, 3, 1};
+    return o;
+}
+
+void dmx__dconvx_bind_b(dmx__binder *b, const char *prefix, int channels, const dmx__dconvx_opts *o,
+                        dmx__dconvx *d) {
+    memset(d, 0, sizeof *d);
+    if (b->st != DMX_OK) return;
+    int depth = o->depth < 0 ? -o->depth : o->depth;
+    double hd = o->compress > 0 ? channels / o->compress : 0;
+    int hidden = hd >= 1 && hd <= (1 << 20) ? (int)hd : 0;
+    if (depth > DMX__DCONV_MAX_DEPTH || o->kernel < 1 || o->kernel % 2 == 0 || hidden < 1 ||
+        (o->attn && (o->heads < 1 || hidden % o->heads || o->ndecay < 0))) {
+        b->st = dmx__fail(DMX_ERR_MODEL,
+                          "%s: unsupported DConv (channels %d, depth %d, compress %g, kernel %d, attn %d, heads %d)",
+                          prefix, channels, o->depth, o->compress, o->kernel, o->attn, o->heads);
+        return;
+    }
+    int64_t start = b->n_params;
+    d->channels = channels;
+    d->hidden = hidden;
+    d->depth = depth;
+    d->kernel = o->kernel;
+    d->norm = o->norm;
+    d->gelu = o->gelu;
+    const int64_t C = channels, Hd = hidden;
+    char p[256], name[300];
+    for (int i = 0; i < depth; i++) {
+        dmx__dconvx_layer *L = &d->layers[i];
+        L->dilation = o->depth > 0 ? 1 << i : 1;
+        snprintf(p, sizeof p, "%s.layers.%d", prefix, i);
+        snprintf(name, sizeof name, "%s.0.weight", p);
+        L->conv1_w = dmx__bind3(b, Hd, C, o->kernel, name);
+        snprintf(name, sizeof name, "%s.0.bias", p);
+        L->conv1_b = dmx__bind1(b, Hd, name);
+        if (o->norm) {
+            snprintf(name, sizeof name, "%s.1.weight", p);
+            L->norm1_w = dmx__bind1(b, Hd, name);
+            snprintf(name, sizeof name, "%s.1.bias", p);
+            L->norm1_b = dmx__bind1(b, Hd, name);
+        }
+        int idx = 3;
+        if (o->lstm) {
+            L->has_lstm = 1;
+            snprintf(name, sizeof name, "%s.%d", p, idx++);
+            dmx__blstm_bind(b, &L->lstm, name, hidden, 2, 200, 1);
+        }
+        if (o->attn) {
+            L->has_attn = 1;
+            snprintf(name, sizeof name, "%s.%d", p, idx++);
+            dmx__localstate_bind(b, &L->attn, name, hidden, o->heads, o->ndecay);
+        }
+        snprintf(name, sizeof name, "%s.%d.weight", p, idx);
+        L->conv2_w = dmx__bind3(b, 2 * C, Hd, 1, name);
+        snprintf(name, sizeof name, "%s.%d.bias", p, idx);
+        L->conv2_b = dmx__bind1(b, 2 * C, name);
+        if (o->norm) {
+            snprintf(name, sizeof name, "%s.%d.weight", p, idx + 1);
+            L->norm2_w = dmx__bind1(b, 2 * C, name);
+            snprintf(name, sizeof name, "%s.%d.bias", p, idx + 1);
+            L->norm2_b = dmx__bind1(b, 2 * C, name);
+        }
+        snprintf(name, sizeof name, "%s.%d.scale", p, idx + 3);
+        L->scale = dmx__bind1(b, C, name);
+    }
+    d->n_params = b->n_params - start;
+}
+
+dmx_status dmx__dconvx_bind(dmx__ckpt *ck, const char *prefix, int channels, const dmx__dconvx_opts *o,
+                            dmx__dconvx *out) {
+    dmx__binder b;
+    dmx_status s = dmx__binder_init(&b, ck, NULL);
+    if (s == DMX_OK) {
+        dmx__dconvx_bind_b(&b, prefix, channels, o, out);
+        s = b.st;
+    }
+    dmx__binder_done(&b);
+    return s;
+}
+
+/* x[c, t0 + q] += scale[c] * g[c, q] for q < n */
+static void add_scaled(float *x, int T, int t0, const float *g, int n, int C, const float *scale) {
+    for (int c = 0; c < C; c++) {
+        float sc = scale[c];
+        float *xc = x + (size_t)c * T + t0;
+        const float *gc = g + (size_t)c * n;
+        for (int q = 0; q < n; q++) xc[q] += sc * gc[q];
+    }
+}
+
+/* One batch item x (C, T). */
+static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, int T, dmx__tap_fn tap,
+                              void *tap_user, const char *tname) {
+    char nm[200];
+    const int C = d->channels, Hd = d->hidden;
+    dmx__arena_mark mk = dmx__arena_save(ar);
+    /* The 2C-channel half (1x1 conv, GroupNorm(1), GLU) runs in column
+     * blocks so a long sequence never holds 2C x T floats; with a norm in
+     * two passes (statistics first, as GroupNorm(1) needs the whole
+     * sequence), recomputing the cheap 1x1 product. */
+    const size_t budget = (size_t)1 << 20; /* floats */
+    int cb = T;
+    if ((size_t)2 * C * T > budget) {
+        cb = (int)(budget / ((size_t)2 * C)) / 64 * 64;
+        if (cb < 64) cb = 64;
+        if (cb > T) cb = T;
+    }
+    float *h = dmx__arena_floats(ar, (size_t)Hd * T);
+    float *h2 = dmx__arena_floats(ar, (size_t)2 * C * cb);
+    if (!h || !h2) return NOMEM();
+    for (int i = 0; i < d->depth; i++) {
+        const dmx__dconvx_layer *L = &d->layers[i];
+        int pad = L->dilation * (d->kernel / 2);
+        dmx__conv_geom g1 = {C, Hd, 1, d->kernel, 1, 1, 0, pad, 1, L->dilation};
+        if (dmx__conv2d(ar, &g1, x, 1, T, L->conv1_w, L->conv1_b, h)) return NOMEM();
+        if (d->norm) dmx__group_norm(h, Hd, 1, T, 1, L->norm1_w, L->norm1_b, 1e-5f);
+        if (d->gelu) dmx__gelu(h, (size_t)Hd * T);
+        else dmx__relu(h, (size_t)Hd * T);
+        dmx_status s;
+        if (L->has_lstm) {
+            if ((s = dmx__blstm_forward(&L->lstm, ar, h, T)) != DMX_OK) return s;
+            if (tap) {
+                snprintf(nm, sizeof nm, "%s_dconv%d_blstm", tname, i);
+                tap(tap_user, nm, h, Hd, 1, T);
+            }
+        }
+        if (L->has_attn) {
+            if ((s = dmx__localstate_forward(&L->attn, ar, h, T)) != DMX_OK) return s;
+            if (tap) {
+                snprintf(nm, sizeof nm, "%s_dconv%d_localstate", tname, i);
+                tap(tap_user, nm, h, Hd, 1, T);
+            }
+        }
+        if (cb == T) {
+            dmx__sgemm(0, 0, 2 * C, T, Hd, 1.0f, L->conv2_w, Hd, h, T, 0.0f, h2, T);
+            dmx__add_bias(h2, L->conv2_b, 2 * C, (size_t)T);
+            if (d->norm) dmx__group_norm(h2, 2 * C, 1, T, 1, L->norm2_w, L->norm2_b, 1e-5f);
+            dmx__glu(h2, h2, 2 * C, (size_t)T);
+            add_scaled(x, T, 0, h2, T, C, L->scale);
+            continue;
+        }
+        double s1 = 0, s2 = 0;
+        for (int pass = d->norm ? 0 : 1; pass < 2; pass++) {
+            float mean = 0, rstd = 0;
+            if (pass == 1 && d->norm) {
+                double cnt = 2.0 * C * T, mu = s1 / cnt, var = s2 / cnt - mu * mu;
+                mean = (float)mu;
+                rstd = (float)(1.0 / sqrt((var > 0 ? var : 0) + 1e-5));
+            }
+            for (int t0 = 0; t0 < T; t0 += cb) {
+                int n = T - t0 < cb ? T - t0 : cb;
+                dmx__sgemm(0, 0, 2 * C, n, Hd, 1.0f, L->conv2_w, Hd, h + t0, T, 0.0f, h2, n);
+                dmx__add_bias(h2, L->conv2_b, 2 * C, (size_t)n);
+                if (pass == 0) {
+                    for (size_t q = 0; q < (size_t)2 * C * n; q++) {
+                        s1 += h2[q];
+                        s2 += (double)h2[q] * h2[q];
+                    }
+                    continue;
+                }
+                if (d->norm)
+                    for (int c = 0; c < 2 * C; c++) {
+                        float *pc = h2 + (size_t)c * n;
+                        float sc = rstd * L->norm2_w[c], be = L->norm2_b[c];
+                        for (int q = 0; q < n; q++) pc[q] = (pc[q] - mean) * sc + be;
+                    }
+                dmx__glu(h2, h2, 2 * C, (size_t)n);
+                add_scaled(x, T, t0, h2, n, C, L->scale);
+            }
+        }
+    }
+    dmx__arena_restore(ar, mk);
+    return DMX_OK;
+}
+
+dmx_status dmx__dconvx_forward(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C, int T) {
+    return dmx__dconvx_forward_tap(d, ar, x, B, C, T, NULL, NULL, NULL);
+}
+
+dmx_status dmx__dconvx_forward_tap(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C, int T,
+                                   dmx__tap_fn tap, void *tap_user, const char *name) {
+    DMX_ASSERT(C == d->channels);
+    if (B != 1 || !name) tap = NULL;
+    for (int b = 0; b < B; b++) {
+        dmx_status s = forward_one(d, ar, x + (size_t)b * C * T, T, tap, tap_user, name);
+        if (s != DMX_OK) return s;
+    }
+    return DMX_OK;
+}
