@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config
-      libopenblas-dev libfftw3-dev zlib1g-dev
+      libopenblas-dev libfftw3-dev zlib1g-dev libyaml-dev
       libavformat-dev libavcodec-dev libswresample-dev libavutil-dev
       libcurl4-openssl-dev libssl-dev
       libmicrohttpd-dev libcjson-dev libsqlite3-dev curl

@@ -1,6 +1,7 @@
 # fuzz.cmake - fuzz targets for every parser of outside input (tests/fuzz/):
 #   ckpt     zip reader + checkpoint loader + pickle VM (src/engine)
 #   bagyaml  bag-of-models YAML (src/engine/bagyaml.c)
+#   rfconfig MSST model configs: YAML tree + RoFormer config reader
 #   audio    FFmpeg decode wrapper (src/audio/decode.c)
 #   alerts   Alertmanager webhook JSON (src/server/alerts.c; links demix_observ only)
 #   http     whole HTTP connections through the real daemon (src/server)
@@ -85,6 +86,7 @@ endfunction()
 # ---- engine: checkpoints, pickles, bag YAML ------------------------------------
 dmx_fuzz_replay(ckpt demix)
 dmx_fuzz_replay(bagyaml demix)
+dmx_fuzz_replay(rfconfig demix)
 if(_dmx_fz_clang)
   dmx_fuzz_lib(dmx_fz_ckpt ${_dmx_fz_eng}/zip.c ${_dmx_fz_eng}/pickle.c ${_dmx_fz_eng}/ckpt.c
                ${_dmx_fz_eng}/error.c)
@@ -93,6 +95,10 @@ if(_dmx_fz_clang)
   dmx_fuzz_lib(dmx_fz_bagyaml ${_dmx_fz_eng}/bagyaml.c ${_dmx_fz_eng}/error.c)
   target_link_libraries(dmx_fz_bagyaml PUBLIC demix m)
   dmx_fuzz_binary(bagyaml dmx_fz_bagyaml)
+  dmx_fuzz_lib(dmx_fz_rfconfig ${_dmx_fz_eng}/yamltree.c ${_dmx_fz_eng}/roformer_config.c
+               ${_dmx_fz_eng}/roformer_bands.c ${_dmx_fz_eng}/error.c)
+  target_link_libraries(dmx_fz_rfconfig PUBLIC demix PkgConfig::YAML m)
+  dmx_fuzz_binary(rfconfig dmx_fz_rfconfig)
 endif()
 
 # ---- audio decoding -----------------------------------------------------------

@@ -172,5 +172,21 @@ int main(void) {
         dmx__glu(g, o, 2, 2);
         CHECK(fabsf(o[0] - 0.5f) < 1e-7f && fabsf(o[1] - 2.0f / (1.0f + expf(-1.0f))) < 1e-6f);
     }
+    /* tanh (vectorised) against double tanh over a wide range, tails included */
+    {
+        size_t n = 1003;
+        float *x = malloc(sizeof(float) * n);
+        double worst = 0;
+        for (size_t i = 0; i < n; i++) x[i] = -12.0f + 24.0f * (float)i / (float)(n - 1);
+        float *y = malloc(sizeof(float) * n);
+        memcpy(y, x, sizeof(float) * n);
+        dmx__tanh(y, n);
+        for (size_t i = 0; i < n; i++) {
+            double d = fabs(y[i] - tanh((double)x[i]));
+            worst = d > worst ? d : worst;
+        }
+        CHECK_MSG(worst < 5e-7, "tanh: max error %.3e", worst);
+        free(x), free(y);
+    }
     return dmx_test_done("test_ops");
 }

@@ -480,7 +480,29 @@ static dmx_status load_state(loader *L, dmx__ckpt *ck, const dmx__pv *state) {
     return DMX_OK;
 }
 
+/* A bare state dict (MSST's RoFormer files): the top-level dict itself, or
+ * MSST's loader's unwrapping: 'state', then 'state_dict', then
+ * 'model_state_dict' when present (utils/model_utils.py load_start_checkpoint). */
+static dmx_status load_bare(loader *L, dmx__ckpt *ck, const dmx__pv *root) {
+    static const char *const wrappers[] = {"state", "state_dict", "model_state_dict"};
+    for (int i = 0; i < 3; i++) {
+        const dmx__pv *w = dmx__pv_dict_get(root, wrappers[i]);
+        if (!w) continue;
+        if (w->type != DMX__PV_DICT)
+            return dmx__fail(DMX_ERR_CORRUPT, "%s: '%s' is a %s, expected a state dict", L->what, wrappers[i],
+                             dmx__pv_type_name(w));
+        root = w;
+    }
+    return load_state(L, ck, root);
+}
+
+static dmx_status load_buf_ex(const unsigned char *buf, size_t len, const char *what, int bare, dmx__ckpt **out);
+
 static dmx_status load_buf(const unsigned char *buf, size_t len, const char *what, dmx__ckpt **out) {
+    return load_buf_ex(buf, len, what, 0, out);
+}
+
+static dmx_status load_buf_ex(const unsigned char *buf, size_t len, const char *what, int bare, dmx__ckpt **out) {
     loader L = {0};
     L.what = what;
     char *prefix = NULL;
@@ -520,6 +542,10 @@ static dmx_status load_buf(const unsigned char *buf, size_t len, const char *wha
     if (root->type != DMX__PV_DICT) {
         s = dmx__fail(DMX_ERR_UNSUPPORTED, "%s: top-level object is a %s, expected the dict of a Demucs checkpoint",
                       what, dmx__pv_type_name(root));
+        goto done;
+    }
+    if (bare) {
+        s = load_bare(&L, ck, root);
         goto done;
     }
     const dmx__pv *klass = dmx__pv_dict_get(root, "klass");
@@ -587,7 +613,21 @@ dmx_status dmx__ckpt_load_mem(const void *buf, size_t len, const char *name, dmx
     return load_buf(buf ? buf : empty, len, name ? name : "checkpoint", out);
 }
 
-dmx_status dmx__ckpt_load(const char *path, dmx__ckpt **out) {
+static dmx_status load_path(const char *path, int bare, dmx__ckpt **out);
+
+dmx_status dmx__ckpt_load(const char *path, dmx__ckpt **out) { return load_path(path, 0, out); }
+
+dmx_status dmx__ckpt_load_state_dict(const char *path, dmx__ckpt **out) { return load_path(path, 1, out); }
+
+dmx_status dmx__ckpt_load_state_dict_mem(const void *buf, size_t len, const char *name, dmx__ckpt **out) {
+    if (!out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__ckpt_load_state_dict_mem: out is NULL");
+    *out = NULL;
+    if (!buf && len) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__ckpt_load_state_dict_mem: buf is NULL");
+    static const unsigned char empty[1];
+    return load_buf_ex(buf ? buf : empty, len, name ? name : "checkpoint", 1, out);
+}
+
+static dmx_status load_path(const char *path, int bare, dmx__ckpt **out) {
     if (!out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__ckpt_load: out is NULL");
     *out = NULL;
     if (!path) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__ckpt_load: path is NULL");
@@ -605,7 +645,7 @@ dmx_status dmx__ckpt_load(const char *path, dmx__ckpt **out) {
     size_t len = (size_t)st.st_size;
     if (len == 0) {
         close(fd);
-        return load_buf((const unsigned char *)"", 0, path, out);
+        return load_buf_ex((const unsigned char *)"", 0, path, bare, out);
     }
     /* Map the file read-only: data is converted straight from the page cache
      * and the mapping is dropped before returning. */
@@ -635,7 +675,7 @@ dmx_status dmx__ckpt_load(const char *path, dmx__ckpt **out) {
         (void)madvise(map, len, MADV_POPULATE_READ);
     }
     close(fd);
-    dmx_status s = load_buf(map ? map : heap, len, path, out);
+    dmx_status s = load_buf_ex(map ? map : heap, len, path, bare, out);
     if (map) munmap(map, len);
     free(heap);
     return s;

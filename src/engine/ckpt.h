@@ -45,6 +45,14 @@ dmx_status dmx__ckpt_load(const char *path, dmx__ckpt **out);
 dmx_status dmx__ckpt_load_mem(const void *buf, size_t len, const char *name,
                               dmx__ckpt **out);
 
+/* Same for a bare torch.save'd state dict (MSST's RoFormer .ckpt files): the
+ * top-level dict name -> tensor, or MSST's wrappers ('state', 'state_dict',
+ * 'model_state_dict', unwrapped in that order as its loader does; the other
+ * entries of a training checkpoint are ignored). klass is NULL, there are no
+ * kwargs. */
+dmx_status dmx__ckpt_load_state_dict(const char *path, dmx__ckpt **out);
+dmx_status dmx__ckpt_load_state_dict_mem(const void *buf, size_t len, const char *name, dmx__ckpt **out);
+
 /* Frees everything; NULL is a no-op. */
 void dmx__ckpt_free(dmx__ckpt *ck);
 

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "roformer.h"
 
 static const struct {
     const char *klass;
@@ -22,6 +23,8 @@ static const struct {
     {"demucs.htdemucs.HTDemucs", &dmx__htdemucs_vt},
     {"demucs.demucs.Demucs", &dmx__demucs_vt},
     {"demucs.hdemucs.HDemucs", &dmx__hdemucs_vt},
+    {"models.bs_roformer.bs_roformer.BSRoformer", &dmx__bs_roformer_vt},
+    {"models.bs_roformer.mel_band_roformer.MelBandRoformer", &dmx__mel_band_roformer_vt},
 };
 
 #define N_FAMILIES (sizeof families / sizeof families[0])

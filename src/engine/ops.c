@@ -23,6 +23,7 @@
 typedef __m512 vf;
 __m512 _ZGVeN16v_expf(__m512);
 __m512 _ZGVeN16v_erff(__m512);
+__m512 _ZGVeN16v_tanhf(__m512);
 #define V_LOAD _mm512_loadu_ps
 #define V_STORE _mm512_storeu_ps
 #define V_SET1 _mm512_set1_ps
@@ -33,6 +34,7 @@ __m512 _ZGVeN16v_erff(__m512);
 #define V_MAX _mm512_max_ps
 #define V_EXP _ZGVeN16v_expf
 #define V_ERF _ZGVeN16v_erff
+#define V_TANH _ZGVeN16v_tanhf
 static inline float v_hsum(vf v) { return _mm512_reduce_add_ps(v); }
 static inline float v_hmax(vf v) { return _mm512_reduce_max_ps(v); }
 #elif defined(__AVX2__)
@@ -40,6 +42,7 @@ static inline float v_hmax(vf v) { return _mm512_reduce_max_ps(v); }
 typedef __m256 vf;
 __m256 _ZGVdN8v_expf(__m256);
 __m256 _ZGVdN8v_erff(__m256);
+__m256 _ZGVdN8v_tanhf(__m256);
 #define V_LOAD _mm256_loadu_ps
 #define V_STORE _mm256_storeu_ps
 #define V_SET1 _mm256_set1_ps
@@ -50,6 +53,7 @@ __m256 _ZGVdN8v_erff(__m256);
 #define V_MAX _mm256_max_ps
 #define V_EXP _ZGVdN8v_expf
 #define V_ERF _ZGVdN8v_erff
+#define V_TANH _ZGVdN8v_tanhf
 static inline float v_hsum(vf v) {
     float t[8];
     _mm256_storeu_ps(t, v);
@@ -328,6 +332,14 @@ void dmx__gelu(float *x, size_t n) {
         float v = x[i];
         x[i] = 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2));
     }
+}
+
+void dmx__tanh(float *x, size_t n) {
+    size_t i = 0;
+#ifdef VW
+    for (; i + VW <= n; i += VW) V_STORE(x + i, V_TANH(V_LOAD(x + i)));
+#endif
+    for (; i < n; i++) x[i] = tanhf(x[i]);
 }
 
 void dmx__relu(float *x, size_t n) {

@@ -68,6 +68,8 @@ void dmx__layer_norm(const float *x, float *y, int N, int C, const float *gamma,
 /* Exact (erf) GELU in place. */
 void dmx__gelu(float *x, size_t n);
 void dmx__relu(float *x, size_t n);
+/* tanh in place (libmvec's vector tanhf where available: a few ulp). */
+void dmx__tanh(float *x, size_t n);
 
 /* GLU over channels: y (C/2, L) = x[:C/2] * sigmoid(x[C/2:]) for x (C, L). */
 void dmx__glu(const float *x, float *y, int C, size_t L);
