@@ -130,7 +130,9 @@ healthy "size limit"
 # ---- 5. audio that is too long, empty, non-finite, unusual ----------------------------------------------------
 # Three hours of silence at 1 kHz: 0.8 MB of FLAC.
 ffmpeg -v error -y -f lavfi -i anullsrc=r=1000:cl=mono -t 10800 -c:a flac "$WORK/3h.flac"
-ffmpeg -v error -y -i "$WORK/3h.flac" -c copy -f flac pipe: >"$WORK/3h_pipe.flac" # no length in STREAMINFO
+# Encoded straight into a pipe: no length in STREAMINFO (a `-c copy` would
+# copy the first file's STREAMINFO, length included).
+ffmpeg -v error -y -f lavfi -i anullsrc=r=1000:cl=mono -t 10800 -c:a flac -f flac pipe: >"$WORK/3h_pipe.flac"
 t0=$(date +%s.%N)
 err long_flac 422 audio_too_long "${A[@]}" -F "file=@$WORK/3h.flac" -F model_name=tiny4s "$B/separate"
 err long_nolen 422 audio_too_long "${A[@]}" -F "file=@$WORK/3h_pipe.flac" -F model_name=tiny4s "$B/separate"
