@@ -48,7 +48,8 @@ static int n_probe_cache;
 
 static int probe_cached(const char *path, dmx_repo_probe_info *out) {
     struct stat st;
-    if (stat(path, &st) != 0) return 0;
+    /* Only regular files are read here: a FIFO would block GET /models. */
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
     int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
     pthread_mutex_lock(&probe_lock);
     probe_entry *e = NULL;

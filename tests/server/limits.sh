@@ -86,7 +86,9 @@ stop_term 30
 # ---- 4. queue_position ---------------------------------------------------------------------------
 start "$L" --data-dir "$WORK/d4" --workers 1 --rate-limit 0
 sox -V1 "$GOLDEN/inputs/mix_12s.wav" "$GOLDEN/inputs/mix_12s.wav" "$WORK/24s.wav"
-get q1 202 -F "file=@$WORK/24s.wav" -F model_name=tiny4s -F shifts=2 "$B/separate"
+# Job 1 must still run while positions are read, even on a loaded machine:
+# long enough (shifts=8), and deleted once read so the rest need not wait.
+get q1 202 -F "file=@$WORK/24s.wav" -F model_name=tiny4s -F shifts=8 "$B/separate"
 get q2 202 -F "file=@$W3" -F model_name=tiny4s "$B/separate"
 get q3 202 -F "file=@$W3" -F model_name=tiny4s "$B/separate"
 Q1=$(json q1 'd["id"]'); Q2=$(json q2 'd["id"]'); Q3=$(json q3 'd["id"]')
@@ -110,6 +112,7 @@ if [ "$(json p1 'd["status"]')" = running ] && [ "$(json p2 'd["status"]')" = qu
 else
     fail "job 1 not running with job 2 queued: $(cat "$WORK/p1.body")"
 fi
+get p1del 200 -X DELETE "$B/jobs/$Q1"
 [ "$(wait_job "$Q3" 1200)" = done ] || fail "q3: $(cat "$WORK/wait.body")"
 [ "$(json wait 'd["queue_position"]')" = None ] && pass "null once done" || fail "done job: $(cat "$WORK/wait.body")"
 stop_term 30
@@ -136,7 +139,9 @@ get loaded_during 200 --max-time 60 -F "file=@$W3" -F model_name=tiny4s -F two_s
     && pass "a job on a loaded model runs during a load"
 kill -0 "$S1" 2>/dev/null && kill -0 "$S2" 2>/dev/null && pass "both requests for the slow model wait" \
     || fail "a slow-model request ended early: $(cat "$WORK/slow1.body" "$WORK/slow2.body")"
-printf 'not a checkpoint' >"$R5/slow.th" # opens the other end: the load proceeds (and fails)
+# Opens the other end: the load proceeds (and fails). Bounded, so a server
+# that never opens the FIFO fails the test instead of hanging it.
+timeout 600 sh -c "printf 'not a checkpoint' >'$R5/slow.th'" || fail "the server never opened slow.th"
 wait "$S1" "$S2"
 [ "$(cat "$WORK/slow1.code")" = 503 ] && [ "$(cat "$WORK/slow2.code")" = 503 ] \
     && pass "both got the load's outcome (503)" || fail "slow: $(cat "$WORK/slow1.code") $(cat "$WORK/slow2.code")"
