@@ -36,7 +36,8 @@ endif()
 # cache: no --repo, models from the cache under upstream's file names.
 # limits: no heavy work on the HTTP thread, no paths in errors, low disk,
 # queue_position, model loads that block nothing else.
-foreach(t api features persist hostile faults durability limits cache http_edges)
+# zoo: HDemucs and mdx bags from a repo of the zoo fixtures, stems = the CLI's.
+foreach(t api features persist hostile faults durability limits cache http_edges zoo)
   add_test(NAME server_${t}
            COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/${t}.sh)
   set_tests_properties(server_${t} PROPERTIES

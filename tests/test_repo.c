@@ -288,6 +288,13 @@ static void test_probe(void) {
     CHECK(!strcmp(pi.sources[0], "drums") && !strcmp(pi.sources[5], "piano"));
     CHECK_MSG(dmx_repo_probe(golden_path("models/tinybag.yaml"), &pi) == DMX_OK, "%s", dmx_last_error());
     CHECK(pi.n_sources == 4 && !strcmp(pi.sources[3], "vocals"));
+    CHECK(!strcmp(pi.families, "HTDemucs"));
+    /* a mixed bag names every member's family (was the first member's only) */
+    CHECK_MSG(dmx_repo_probe(golden_path("zoo/models/mdx_tiny.yaml"), &pi) == DMX_OK, "%s", dmx_last_error());
+    CHECK_MSG(!strcmp(pi.families, "Demucs+HDemucs") && pi.family == DMX_REPO_FAMILY_DEMUCS, "%s", pi.families);
+    CHECK(pi.n_sources == 4 && !strcmp(pi.sources[0], "drums"));
+    CHECK_MSG(dmx_repo_probe(golden_path("zoo/models/mmi_tiny.yaml"), &pi) == DMX_OK, "%s", dmx_last_error());
+    CHECK_MSG(!strcmp(pi.families, "HDemucs"), "%s", pi.families);
     /* a truncated checkpoint is an error, not a crash */
     size_t len = 0;
     unsigned char *buf = read_file(p6, &len);

@@ -206,10 +206,12 @@ typedef struct dmx_repo_probe_info {
     char klass[128];                                 /* class name, e.g. "HTDemucs" */
     int32_t n_sources;
     char sources[DMX_REPO_MAX_SOURCES][64];          /* (n_sources) */
+    char families[32]; /* as dmx_repo_model_families: "HDemucs", "Demucs+HDemucs" */
 } dmx_repo_probe_info;
 
-/* For a bag YAML, the first member's checkpoint is probed. Statuses as
- * dmx_model_load's for an unreadable or damaged file. */
+/* For a bag YAML, every member's checkpoint is probed: `families` names each
+ * member's family once (member order), the rest is the first member's.
+ * Statuses as dmx_model_load's for an unreadable or damaged file. */
 dmx_status dmx_repo_probe(const char *path, dmx_repo_probe_info *out);
 
 #ifdef __cplusplus

@@ -699,7 +699,7 @@ static void describe(const char *dir, const dmx_repo_item *it, char *fam, size_t
     char *p = path_join(dir, it->file);
     dmx_repo_probe_info pi;
     if (dmx_repo_probe(p, &pi) == DMX_OK) {
-        snprintf(fam, fn, "%s", dmx_repo_family_name(pi.family));
+        snprintf(fam, fn, "%s", pi.families);
         src[0] = '\0';
         for (int32_t i = 0; i < pi.n_sources; i++) {
             size_t l = strlen(src);

@@ -1,15 +1,17 @@
 /*
- * bagyaml.c - parser for upstream's bag-of-models YAML subset and the
- * LocalRepo checkpoint lookup (see bagyaml.h).
+ * bagyaml.c - upstream's bag-of-models YAML files (see bagyaml.h) and the
+ * LocalRepo checkpoint lookup.
  *
- * The parser is a single pass over the text with an explicit line counter so
- * every error can say where it is. It first builds a tiny tree (scalars and
- * lists) for each top-level key, then interprets the known keys; unknown keys
- * are parsed (so syntax errors anywhere are still reported) and dropped.
+ * The text goes through libyaml (yamltree.c, the reader the RoFormer configs
+ * use) into a tree whose nodes carry their source line; this file only
+ * interprets the tree: `models`, `weights` and `segment`, each error naming
+ * the field and the line it is on. Unknown keys were parsed (so a syntax
+ * error anywhere is reported) and are ignored, as upstream ignores them.
  */
 #include "bagyaml.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,437 +20,21 @@
 
 #include "demix/repo.h"
 #include "error.h"
-#include "pickle.h" /* dmx__strtod_c */
+#include "yamltree.h"
 
-#define MAX_DEPTH 16
 #define MAX_FILE (1u << 20)
 
-typedef struct ynode {
-    int is_list;
-    int line;
-    int quoted;
-    char *s; /* scalar text */
-    struct ynode **items;
-    size_t n, cap;
-} ynode;
-
-typedef struct yparser {
-    const char *t;
-    size_t len, pos;
-    int line;
-} yparser;
-
-static void node_free(ynode *n) {
-    if (!n) return;
-    for (size_t i = 0; i < n->n; i++) node_free(n->items[i]);
-    free(n->items);
-    free(n->s);
-    free(n);
-}
-
-static ynode *node_new(int is_list, int line) {
-    ynode *n = calloc(1, sizeof *n);
-    if (n) {
-        n->is_list = is_list;
-        n->line = line;
-    }
-    return n;
-}
-
-static int node_add(ynode *l, ynode *it) {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 8;
-        ynode **p = realloc(l->items, cap * sizeof *p);
-        if (!p) return 0;
-        l->items = p;
-        l->cap = cap;
-    }
-    l->items[l->n++] = it;
-    return 1;
-}
-
-static dmx_status perr(int line, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static dmx_status perr(int line, const char *fmt, ...) {
+/* "WHAT: line N: message" (WHAT: the file, or "bag YAML" for text). */
+static dmx_status perr(const char *what, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static dmx_status perr(const char *what, int line, const char *fmt, ...) {
     char msg[400];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return dmx__fail(DMX_ERR_CORRUPT, "line %d: %s", line, msg);
+    return dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: %s", what, line, msg);
 }
 static dmx_status oom(void) { return dmx__fail(DMX_ERR_NOMEM, "bag YAML: out of memory"); }
-
-/* ---- lexing helpers ------------------------------------------------------- */
-
-static int peek(const yparser *P) { return P->pos < P->len ? (unsigned char)P->t[P->pos] : -1; }
-static int peek_at(const yparser *P, size_t k) {
-    return P->pos + k < P->len ? (unsigned char)P->t[P->pos + k] : -1;
-}
-static int at_eol(const yparser *P) {
-    int c = peek(P);
-    return c == -1 || c == '\n' || (c == '\r' && (peek_at(P, 1) == '\n' || peek_at(P, 1) == -1));
-}
-static void skip_blanks(yparser *P) {
-    while (peek(P) == ' ' || peek(P) == '\t') P->pos++;
-}
-/* Past the end of the current line (comments included). */
-static void next_line(yparser *P) {
-    while (P->pos < P->len && P->t[P->pos] != '\n') P->pos++;
-    if (P->pos < P->len) {
-        P->pos++;
-        P->line++;
-    }
-}
-/* After a value: only blanks and a comment may follow on the line. */
-static dmx_status end_of_line(yparser *P) {
-    skip_blanks(P);
-    if (peek(P) == '#' || at_eol(P)) {
-        next_line(P);
-        return DMX_OK;
-    }
-    return perr(P->line, "unexpected '%c' after the value", peek(P));
-}
-
-/* ---- scalars ---------------------------------------------------------------- */
-
-static dmx_status quoted(yparser *P, ynode **out) {
-    int q = peek(P), line = P->line;
-    P->pos++;
-    size_t cap = 32, n = 0;
-    char *s = malloc(cap);
-    if (!s) return oom();
-    for (;;) {
-        int c = peek(P);
-        if (c == -1 || c == '\n') {
-            free(s);
-            return perr(line, "unterminated %s-quoted string", q == '\'' ? "single" : "double");
-        }
-        P->pos++;
-        if (c == q) {
-            if (q == '\'' && peek(P) == '\'') { /* '' is a literal quote */
-                P->pos++;
-            } else {
-                break;
-            }
-        } else if (q == '"' && c == '\\') {
-            int e = peek(P);
-            P->pos++;
-            switch (e) {
-            case '"': case '\\': case '/': c = e; break;
-            case 'n': c = '\n'; break;
-            case 't': c = '\t'; break;
-            default:
-                free(s);
-                return perr(line, "unsupported escape sequence in a double-quoted string");
-            }
-        }
-        if (n + 2 > cap) {
-            cap *= 2;
-            char *r = realloc(s, cap);
-            if (!r) {
-                free(s);
-                return oom();
-            }
-            s = r;
-        }
-        s[n++] = (char)c;
-    }
-    s[n] = '\0';
-    ynode *nd = node_new(0, line);
-    if (!nd) {
-        free(s);
-        return oom();
-    }
-    nd->s = s;
-    nd->quoted = 1;
-    *out = nd;
-    return DMX_OK;
-}
-
-/* Plain scalar: up to the end of line or a comment; in a flow list also up to
- * ',', '[', ']', '{', '}'. */
-static dmx_status plain(yparser *P, int in_flow, ynode **out) {
-    size_t start = P->pos, end = P->pos;
-    for (;;) {
-        int c = peek(P);
-        if (c == -1 || c == '\n' || at_eol(P)) break;
-        if (in_flow && (c == ',' || c == '[' || c == ']' || c == '{' || c == '}')) break;
-        if (c == '#' && P->pos > start && (P->t[P->pos - 1] == ' ' || P->t[P->pos - 1] == '\t')) break;
-        P->pos++;
-        if (c != ' ' && c != '\t') end = P->pos;
-    }
-    if (end == start) return perr(P->line, "expected a value");
-    const char *s = P->t + start;
-    size_t n = end - start;
-    if (s[0] == '&' || s[0] == '*' || s[0] == '!')
-        return perr(P->line, "anchors, aliases and tags are not supported");
-    if (s[0] == '|' || s[0] == '>') return perr(P->line, "block scalars are not supported");
-    if (s[0] == '{') return perr(P->line, "flow mappings are not supported");
-    if (memchr(s, '\0', n)) return perr(P->line, "NUL byte in the text");
-    ynode *nd = node_new(0, P->line);
-    if (!nd) return oom();
-    nd->s = malloc(n + 1);
-    if (!nd->s) {
-        free(nd);
-        return oom();
-    }
-    memcpy(nd->s, s, n);
-    nd->s[n] = '\0';
-    *out = nd;
-    return DMX_OK;
-}
-
-/* ---- flow lists ------------------------------------------------------------- */
-
-/* Blanks, newlines and comments inside a flow collection. */
-static void skip_flow_space(yparser *P) {
-    for (;;) {
-        int c = peek(P);
-        if (c == ' ' || c == '\t' || c == '\r') P->pos++;
-        else if (c == '\n') {
-            P->pos++;
-            P->line++;
-        } else if (c == '#') {
-            while (P->pos < P->len && P->t[P->pos] != '\n') P->pos++;
-        } else {
-            return;
-        }
-    }
-}
-
-static dmx_status flow_list(yparser *P, int depth, ynode **out) {
-    int line = P->line;
-    if (depth >= MAX_DEPTH) return perr(line, "lists nested more than %d deep", MAX_DEPTH);
-    P->pos++; /* '[' */
-    ynode *l = node_new(1, line);
-    if (!l) return oom();
-    dmx_status st;
-    for (;;) {
-        skip_flow_space(P);
-        int c = peek(P);
-        if (c == -1) {
-            st = perr(line, "unterminated '[' (no matching ']' before the end of the text)");
-            goto fail;
-        }
-        if (c == ']') {
-            P->pos++;
-            *out = l;
-            return DMX_OK;
-        }
-        if (c == ',') {
-            st = perr(P->line, "missing value before ','");
-            goto fail;
-        }
-        ynode *it = NULL;
-        if (c == '[') st = flow_list(P, depth + 1, &it);
-        else if (c == '\'' || c == '"') st = quoted(P, &it);
-        else if (c == '{') st = perr(P->line, "flow mappings are not supported");
-        else st = plain(P, 1, &it);
-        if (st != DMX_OK) goto fail;
-        if (!node_add(l, it)) {
-            node_free(it);
-            st = oom();
-            goto fail;
-        }
-        skip_flow_space(P);
-        c = peek(P);
-        if (c == ',') {
-            P->pos++;
-        } else if (c != ']') {
-            if (c == -1) st = perr(line, "unterminated '[' (no matching ']' before the end of the text)");
-            else st = perr(P->line, "expected ',' or ']' but found '%c'", c);
-            goto fail;
-        }
-    }
-fail:
-    node_free(l);
-    return st;
-}
-
-/* A value that starts on the current line (after "key:" or "- "). */
-static dmx_status inline_value(yparser *P, ynode **out) {
-    int c = peek(P);
-    dmx_status st;
-    if (c == '[') st = flow_list(P, 0, out);
-    else if (c == '\'' || c == '"') st = quoted(P, out);
-    else st = plain(P, 0, out);
-    if (st != DMX_OK) return st;
-    st = end_of_line(P);
-    if (st != DMX_OK) {
-        node_free(*out);
-        *out = NULL;
-    }
-    return st;
-}
-
-/* Counts the indentation of the line at P->pos (which must be a line start);
- * returns -1 for a blank or comment-only line, -2 for a tab in the indent. */
-static int line_indent(const yparser *P) {
-    size_t p = P->pos;
-    while (p < P->len && P->t[p] == ' ') p++;
-    if (p < P->len && P->t[p] == '\t') return -2;
-    if (p >= P->len || P->t[p] == '\n' || P->t[p] == '#' ||
-        (P->t[p] == '\r' && (p + 1 >= P->len || P->t[p + 1] == '\n')))
-        return -1;
-    return (int)(p - P->pos);
-}
-
-static int is_item_start(const yparser *P, int indent) {
-    size_t p = P->pos + (size_t)indent;
-    if (p >= P->len || P->t[p] != '-') return 0;
-    return p + 1 >= P->len || P->t[p + 1] == ' ' || P->t[p + 1] == '\t' || P->t[p + 1] == '\n' ||
-           P->t[p + 1] == '\r';
-}
-
-/* `- item` lines at exactly `indent`; stops before the first other line. */
-static dmx_status block_list(yparser *P, int indent, ynode **out) {
-    ynode *l = node_new(1, P->line);
-    if (!l) return oom();
-    dmx_status st;
-    while (P->pos < P->len) {
-        int ind = line_indent(P);
-        if (ind == -2) {
-            st = perr(P->line, "tabs are not allowed in indentation");
-            goto fail;
-        }
-        if (ind == -1) {
-            next_line(P);
-            continue;
-        }
-        if (ind < indent || (ind == indent && !is_item_start(P, ind))) break;
-        if (ind > indent) {
-            st = perr(P->line, "unexpected indentation");
-            goto fail;
-        }
-        P->pos += (size_t)ind + 1;
-        skip_blanks(P);
-        if (at_eol(P) || peek(P) == '#') {
-            st = perr(P->line, "empty list item (nested block values are not supported)");
-            goto fail;
-        }
-        if (peek(P) == '-' && (peek_at(P, 1) == ' ' || peek_at(P, 1) == -1 || peek_at(P, 1) == '\n')) {
-            st = perr(P->line, "nested block lists are not supported; write the inner list as [a, b]");
-            goto fail;
-        }
-        ynode *it = NULL;
-        if ((st = inline_value(P, &it)) != DMX_OK) goto fail;
-        if (!node_add(l, it)) {
-            node_free(it);
-            st = oom();
-            goto fail;
-        }
-    }
-    *out = l;
-    return DMX_OK;
-fail:
-    node_free(l);
-    return st;
-}
-
-/* ---- document ---------------------------------------------------------------- */
-
-typedef struct entry {
-    char key[64];
-    int line;
-    ynode *val; /* NULL for an empty value */
-} entry;
-
-static int is_key_char(int c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-           c == '.';
-}
-
-static dmx_status parse_doc(yparser *P, entry *ents, size_t cap, size_t *n_ents) {
-    size_t n = 0;
-    int seen_key = 0;
-    dmx_status st = DMX_OK;
-    while (P->pos < P->len) {
-        int ind = line_indent(P);
-        if (ind == -2) return perr(P->line, "tabs are not allowed in indentation");
-        if (ind == -1) {
-            next_line(P);
-            continue;
-        }
-        if (ind > 0) return perr(P->line, "unexpected indentation");
-        const char *l = P->t + P->pos;
-        size_t rem = P->len - P->pos;
-        if (rem >= 3 && !memcmp(l, "---", 3) && (rem == 3 || l[3] == ' ' || l[3] == '\n' || l[3] == '\r')) {
-            if (seen_key) return perr(P->line, "multiple YAML documents are not supported");
-            next_line(P);
-            continue;
-        }
-        if (rem >= 3 && !memcmp(l, "...", 3) && (rem == 3 || l[3] == ' ' || l[3] == '\n' || l[3] == '\r')) break;
-        if (l[0] == '-') return perr(P->line, "expected 'key: value' at the top level, found a list item");
-        size_t k = 0;
-        while (k < rem && is_key_char((unsigned char)l[k])) k++;
-        if (k == 0 || k >= rem || l[k] != ':' ||
-            !(k + 1 == rem || l[k + 1] == ' ' || l[k + 1] == '\t' || l[k + 1] == '\n' || l[k + 1] == '\r'))
-            return perr(P->line, "expected 'key: value'");
-        if (k >= sizeof ents[0].key) return perr(P->line, "key is too long");
-        for (size_t i = 0; i < n; i++) {
-            if (strlen(ents[i].key) == k && !memcmp(ents[i].key, l, k))
-                return perr(P->line, "duplicate key '%s' (first on line %d)", ents[i].key, ents[i].line);
-        }
-        if (n == cap) return perr(P->line, "too many top-level keys");
-        entry *e = &ents[n++];
-        memcpy(e->key, l, k);
-        e->key[k] = '\0';
-        e->line = P->line;
-        e->val = NULL;
-        *n_ents = n;
-        seen_key = 1;
-        P->pos += k + 1;
-        skip_blanks(P);
-        if (at_eol(P) || peek(P) == '#') {
-            /* Value on the following lines: a block list (at any indent,
-             * including 0 as YAML allows under a mapping key), or nothing. */
-            next_line(P);
-            while (P->pos < P->len && line_indent(P) == -1) next_line(P);
-            if (P->pos >= P->len) break;
-            int ind2 = line_indent(P);
-            if (ind2 == -2) return perr(P->line, "tabs are not allowed in indentation");
-            if (is_item_start(P, ind2)) {
-                if ((st = block_list(P, ind2, &e->val)) != DMX_OK) return st;
-            } else if (ind2 > 0) {
-                return perr(P->line, "nested mappings are not supported");
-            }
-            continue;
-        }
-        if ((st = inline_value(P, &e->val)) != DMX_OK) return st;
-    }
-    return DMX_OK;
-}
-
-/* ---- interpretation --------------------------------------------------------- */
-
-static int is_null(const ynode *v) {
-    return !v || (!v->is_list && !v->quoted && (!strcmp(v->s, "null") || !strcmp(v->s, "~") || !strcmp(v->s, "Null") ||
-                                                 !strcmp(v->s, "NULL")));
-}
-
-/* Decimal int/float in YAML's plain style: [+-] digits [. digits] [e [+-] digits]. */
-static int number_of(const ynode *v, double *out) {
-    if (v->is_list || v->quoted) return 0;
-    const char *s = v->s;
-    size_t i = 0, digits = 0;
-    if (s[i] == '+' || s[i] == '-') i++;
-    while (s[i] >= '0' && s[i] <= '9') i++, digits++;
-    if (s[i] == '.') {
-        i++;
-        while (s[i] >= '0' && s[i] <= '9') i++, digits++;
-    }
-    if (!digits) return 0;
-    if (s[i] == 'e' || s[i] == 'E') {
-        i++;
-        if (s[i] == '+' || s[i] == '-') i++;
-        if (!(s[i] >= '0' && s[i] <= '9')) return 0;
-        while (s[i] >= '0' && s[i] <= '9') i++;
-    }
-    if (s[i]) return 0;
-    char *end;
-    *out = dmx__strtod_c(s, &end);
-    return *end == '\0';
-}
 
 void dmx__bag_spec_free(dmx__bag_spec *spec) {
     if (!spec) return;
@@ -458,36 +44,49 @@ void dmx__bag_spec_free(dmx__bag_spec *spec) {
     free(spec);
 }
 
-static dmx_status interpret(entry *ents, size_t n, dmx__bag_spec *spec) {
-    const entry *em = NULL, *ew = NULL, *es = NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (!strcmp(ents[i].key, "models")) em = &ents[i];
-        else if (!strcmp(ents[i].key, "weights")) ew = &ents[i];
-        else if (!strcmp(ents[i].key, "segment")) es = &ents[i];
+/* A finite int or float in YAML 1.1's plain style (a quoted "2" is text). */
+static int number_of(const dmx__ynode *v, double *out) {
+    return dmx__yaml_float(v, out) == 0 && isfinite(*out);
+}
+
+static dmx_status interpret(const dmx__ynode *root, const char *what, dmx__bag_spec *spec) {
+    if (root->kind == DMX__Y_SEQ)
+        return perr(what, root->line, "expected 'key: value' at the top level, found a list item");
+    if (root->kind != DMX__Y_MAP) {
+        if (dmx__yaml_is_null(root)) return dmx__fail(DMX_ERR_CORRUPT, "%s: no 'models' key: not a bag of models", what);
+        return perr(what, root->line, "expected 'key: value' at the top level, found a %s",
+                    dmx__yaml_type_name(root));
     }
-    if (!em) return dmx__fail(DMX_ERR_CORRUPT, "no 'models' key: not a bag of models");
-    if (!em->val || !em->val->is_list)
-        return perr(em->line, "'models' must be a list of model names");
-    if (em->val->n == 0) return perr(em->line, "'models' is empty");
-    spec->models = calloc(em->val->n, sizeof *spec->models);
+    const dmx__ynode *m = dmx__yaml_get(root, "models");
+    const dmx__ynode *w = dmx__yaml_get(root, "weights");
+    const dmx__ynode *sg = dmx__yaml_get(root, "segment");
+    if (!m) return dmx__fail(DMX_ERR_CORRUPT, "%s: no 'models' key: not a bag of models", what);
+    if (m->kind != DMX__Y_SEQ)
+        return perr(what, m->line, "'models' must be a list of model names, not a %s", dmx__yaml_type_name(m));
+    if (m->n == 0) return perr(what, m->line, "'models' is empty");
+    spec->models = calloc(m->n, sizeof *spec->models);
     if (!spec->models) return oom();
-    for (size_t i = 0; i < em->val->n; i++) {
-        const ynode *it = em->val->items[i];
-        if (it->is_list || !it->s[0]) return perr(it->line, "'models' item %zu is not a model name", i + 1);
-        spec->models[i] = strdup(it->s);
+    for (size_t i = 0; i < m->n; i++) {
+        const dmx__ynode *it = m->items[i];
+        const char *name;
+        if (dmx__yaml_str(it, &name) != 0 || !name[0])
+            return perr(what, it->line, "'models' item %zu is not a model name (a %s)", i + 1,
+                        dmx__yaml_type_name(it));
+        spec->models[i] = strdup(name);
         spec->n_models = i + 1;
         if (!spec->models[i]) return oom();
     }
 
-    if (ew && !is_null(ew->val)) {
-        const ynode *w = ew->val;
-        if (!w->is_list) return perr(ew->line, "'weights' must be a list of rows");
+    if (w && !dmx__yaml_is_null(w)) {
+        if (w->kind != DMX__Y_SEQ)
+            return perr(what, w->line, "'weights' must be a list of rows, not a %s", dmx__yaml_type_name(w));
         if (w->n != spec->n_models)
-            return perr(w->line, "'weights' has %zu rows but there are %zu models", w->n, spec->n_models);
+            return perr(what, w->line, "'weights' has %zu rows but there are %zu models", w->n, spec->n_models);
         for (size_t r = 0; r < w->n; r++) {
-            const ynode *row = w->items[r];
-            if (!row->is_list) return perr(row->line, "'weights' row %zu is not a list of numbers", r + 1);
-            if (row->n == 0) return perr(row->line, "'weights' row %zu is empty", r + 1);
+            const dmx__ynode *row = w->items[r];
+            if (row->kind != DMX__Y_SEQ)
+                return perr(what, row->line, "'weights' row %zu is not a list of numbers", r + 1);
+            if (row->n == 0) return perr(what, row->line, "'weights' row %zu is empty", r + 1);
             if (r == 0) {
                 spec->weight_cols = row->n;
                 spec->weight_rows = w->n;
@@ -495,44 +94,39 @@ static dmx_status interpret(entry *ents, size_t n, dmx__bag_spec *spec) {
                 spec->weights = calloc(w->n * row->n, sizeof *spec->weights);
                 if (!spec->weights) return oom();
             } else if (row->n != spec->weight_cols) {
-                return perr(row->line, "'weights' row %zu has %zu values but row 1 has %zu", r + 1, row->n,
+                return perr(what, row->line, "'weights' row %zu has %zu values but row 1 has %zu", r + 1, row->n,
                             spec->weight_cols);
             }
             for (size_t c = 0; c < row->n; c++) {
                 if (!number_of(row->items[c], &spec->weights[r * spec->weight_cols + c]))
-                    return perr(row->items[c]->line, "'weights' row %zu, column %zu is not a number", r + 1, c + 1);
+                    return perr(what, row->items[c]->line, "'weights' row %zu, column %zu is not a number (a %s)",
+                                r + 1, c + 1, dmx__yaml_type_name(row->items[c]));
             }
         }
     }
-    if (es && !is_null(es->val)) {
-        if (!number_of(es->val, &spec->segment) || !(spec->segment > 0))
-            return perr(es->line, "'segment' must be a positive number of seconds");
+    if (sg && !dmx__yaml_is_null(sg)) {
+        if (!number_of(sg, &spec->segment) || !(spec->segment > 0))
+            return perr(what, sg->line, "'segment' must be a positive number of seconds");
         spec->has_segment = 1;
     }
     return DMX_OK;
 }
 
-dmx_status dmx__bag_yaml_parse(const char *text, size_t len, dmx__bag_spec **out) {
-    if (!out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__bag_yaml_parse: out is NULL");
-    *out = NULL;
-    if (!text && len) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__bag_yaml_parse: text is NULL");
-    yparser P = {text ? text : "", len, 0, 1};
-    if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) P.pos = 3; /* UTF-8 BOM */
-    if (memchr(P.t, '\0', len)) {
-        const char *z = memchr(P.t, '\0', len);
+/* Parses text[0..len); messages start with `what`. */
+static dmx_status parse_as(const char *text, size_t len, const char *what, dmx__bag_spec **out) {
+    /* libyaml would call a NUL "special characters are not allowed": say it plainly. */
+    const char *z = len ? memchr(text, '\0', len) : NULL;
+    if (z) {
         int line = 1;
-        for (const char *c = P.t; c < z; c++) line += *c == '\n';
-        return perr(line, "NUL byte in the text");
+        for (const char *c = text; c < z; c++) line += *c == '\n';
+        return perr(what, line, "NUL byte in the text");
     }
-    entry ents[32];
-    size_t n = 0;
-    dmx__bag_spec *spec = NULL;
-    dmx_status st = parse_doc(&P, ents, sizeof ents / sizeof ents[0], &n);
-    if (st == DMX_OK) {
-        spec = calloc(1, sizeof *spec);
-        st = spec ? interpret(ents, n, spec) : oom();
-    }
-    for (size_t i = 0; i < n; i++) node_free(ents[i].val);
+    dmx__ynode *root = NULL;
+    dmx_status st = dmx__yaml_parse(text, len, what, &root);
+    if (st != DMX_OK) return st;
+    dmx__bag_spec *spec = calloc(1, sizeof *spec);
+    st = spec ? interpret(root, what, spec) : oom();
+    dmx__yaml_free(root);
     if (st != DMX_OK) {
         dmx__bag_spec_free(spec);
         return st;
@@ -541,11 +135,11 @@ dmx_status dmx__bag_yaml_parse(const char *text, size_t len, dmx__bag_spec **out
     return DMX_OK;
 }
 
-/* Re-raises the current error with `prefix: ` in front. */
-static dmx_status prefix_error(dmx_status s, const char *prefix) {
-    char msg[1024];
-    snprintf(msg, sizeof msg, "%s", dmx_last_error());
-    return dmx__fail(s, "%s: %s", prefix, msg);
+dmx_status dmx__bag_yaml_parse(const char *text, size_t len, dmx__bag_spec **out) {
+    if (!out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__bag_yaml_parse: out is NULL");
+    *out = NULL;
+    if (!text && len) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__bag_yaml_parse: text is NULL");
+    return parse_as(text ? text : "", len, "bag YAML", out);
 }
 
 dmx_status dmx__bag_yaml_load(const char *path, dmx__bag_spec **out) {
@@ -573,10 +167,9 @@ dmx_status dmx__bag_yaml_load(const char *path, dmx__bag_spec **out) {
         free(buf);
         return dmx__fail(DMX_ERR_CORRUPT, "%s: larger than %u bytes: not a bag file", path, MAX_FILE);
     }
-    dmx_status s = dmx__bag_yaml_parse(buf, n, out);
+    dmx_status s = parse_as(buf, n, path, out);
     free(buf);
-    if (s != DMX_OK) return prefix_error(s, path);
-    return DMX_OK;
+    return s;
 }
 
 /* ---- member lookup: the registry's rule (repo.c) -------------------------- */

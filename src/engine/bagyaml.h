@@ -11,11 +11,12 @@
  *     ]
  *     segment: 44
  *
- * Only the YAML subset such files use is accepted: top-level `key: value`
- * lines, flow lists (nested, spanning lines, trailing commas allowed), block
- * lists (`- item`), plain / 'single' / "double" quoted scalars and comments.
- * Unknown top-level keys are parsed and ignored, as upstream ignores them.
- * Anything else fails with DMX_ERR_CORRUPT and a message with the line number.
+ * The text is read as YAML 1.1 by libyaml (yamltree.h, as PyYAML reads it
+ * for upstream): flow or block lists, any quoting, comments, tags; aliases,
+ * merge keys, duplicate keys and several documents are refused. Weights and
+ * the segment are plain ints or floats (a quoted "1" is text). Unknown
+ * top-level keys are parsed and ignored, as upstream ignores them. Anything
+ * else fails with DMX_ERR_CORRUPT and "WHAT: line N: ..." naming the field.
  */
 #ifndef DMX_ENGINE_BAGYAML_H
 #define DMX_ENGINE_BAGYAML_H
@@ -37,11 +38,13 @@ typedef struct dmx__bag_spec {
 
 /* Parses YAML text (need not be NUL-terminated). Requires a non-empty
  * `models` list of strings; `weights`, if present, must have one row per
- * model and rows of equal, non-zero length. On failure *out = NULL and the
- * message says "line N: ...". */
+ * model and rows of equal, non-zero length, all finite numbers. On failure
+ * *out = NULL and the message says "bag YAML: line N: ..." (except a missing
+ * `models` key, which has no line). */
 dmx_status dmx__bag_yaml_parse(const char *text, size_t len, dmx__bag_spec **out);
 
-/* Reads and parses a file; messages are prefixed with the path.
+/* Reads and parses a file (at most 1 MiB); messages start with the path
+ * instead of "bag YAML".
  * DMX_ERR_NOT_FOUND / DMX_ERR_IO when the file cannot be read. */
 dmx_status dmx__bag_yaml_load(const char *path, dmx__bag_spec **out);
 

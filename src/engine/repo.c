@@ -582,6 +582,7 @@ static dmx_status probe_checkpoint(const char *path, dmx_repo_probe_info *out) {
     if (map == MAP_FAILED) return dmx__fail(DMX_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
     dmx_status st = probe_buf(map, len, path, out);
     munmap(map, len);
+    if (st == DMX_OK) snprintf(out->families, sizeof out->families, "%s", dmx_repo_family_name(out->family));
     return st;
 }
 
@@ -595,12 +596,23 @@ dmx_status dmx_repo_probe(const char *path, dmx_repo_probe_info *out) {
     if (st != DMX_OK) return st;
     const char *slash = strrchr(path, '/');
     char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    dmx_repo_hit h;
     if (!dir) st = dmx__fail(DMX_ERR_NOMEM, "out of memory");
-    else st = dmx_repo_find_checkpoint(dir, spec->models[0], &h);
-    if (st == DMX_OK) {
-        st = probe_checkpoint(h.path, out);
+    /* Member 0 fills `out`; the others add their family, each once. */
+    unsigned seen = 0;
+    for (size_t i = 0; st == DMX_OK && i < spec->n_models; i++) {
+        dmx_repo_hit h;
+        dmx_repo_probe_info mi;
+        st = dmx_repo_find_checkpoint(dir, spec->models[i], &h);
+        if (st != DMX_OK) break;
+        st = probe_checkpoint(h.path, i ? &mi : out);
         dmx_repo_hit_clear(&h);
+        if (st != DMX_OK) break;
+        dmx_repo_family f = i ? mi.family : out->family;
+        if (i == 0) out->families[0] = '\0';
+        if (seen & (1u << f)) continue;
+        seen |= 1u << f;
+        size_t l = strlen(out->families);
+        snprintf(out->families + l, sizeof out->families - l, "%s%s", l ? "+" : "", dmx_repo_family_name(f));
     }
     free(dir);
     dmx__bag_spec_free(spec);

@@ -117,7 +117,7 @@ static void add_model_json(cJSON *arr, const char *name, const dmx_repo_hit *h, 
         }
     } else if (probe_cached(h->path, &pi)) {
         for (int32_t i = 0; i < pi.n_sources; i++) cJSON_AddItemToArray(src, cJSON_CreateString(pi.sources[i]));
-        cJSON_AddStringToObject(o, "family", dmx_repo_family_name(pi.family));
+        cJSON_AddStringToObject(o, "family", pi.families);
     } else {
         cJSON_AddStringToObject(o, "family", "unknown"); /* unreadable: `sources` stays empty */
     }
