@@ -288,6 +288,7 @@ int dmx_serve_main(int argc, char **argv) {
     cJSON_AddNumberToObject(f, "workers", c->workers);
     cJSON_AddNumberToObject(f, "threads_per_job", tp.threads_per_job);
     cJSON_AddStringToObject(f, "data_dir", c->data_dir);
+    cJSON_AddStringToObject(f, "store", dmx_store_kind()); /* never the URI: it may hold a password */
     cJSON_AddStringToObject(f, "repo", c->repo ? c->repo : "");
     cJSON_AddStringToObject(f, "version", DEMIX_SERVER_VERSION);
     cJSON_AddBoolToObject(f, "api_key", c->api_key != NULL);

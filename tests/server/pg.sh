@@ -38,6 +38,8 @@ c.commit()
 PY
 start "$WORK/old.log" --data-dir "$WORK/old" --store "sqlite:$WORK/old/demix.db"
 get old_ready 200 "$B/readyz"
+grep '"event_type":"startup"' "$WORK/old.log" | grep -q '"store":"sqlite"' && pass "startup line: sqlite" \
+    || fail "startup line: $(grep '"event_type":"startup"' "$WORK/old.log")"
 stop_term 60
 sq() { python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchall())" "$@"; }
 [ "$(sq "$WORK/old/demix.db" 'SELECT version FROM schema_version')" = "[(1,)]" ] \
@@ -109,6 +111,8 @@ wait_ready() {
 # ---- schema, a job's row ------------------------------------------------------------
 start "$L" --data-dir "$D" --workers 1 --store "$URI"
 grep -qF "$URI" "$L" && fail "the connection URI is in the log"
+grep '"event_type":"startup"' "$L" | grep -q '"store":"postgresql"' && pass "startup line names the store" \
+    || fail "startup line: $(grep '"event_type":"startup"' "$L")"
 [ "$(sql 'SELECT version FROM schema_version')" = 1 ] && pass "schema_version is 1" \
     || fail "schema_version: '$(sql 'SELECT * FROM schema_version')'"
 get ready0 200 "$B/readyz"
