@@ -22,6 +22,10 @@ command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 # ThreadSanitizer, wrk for bench/load.sh.
 PKGS+=(clang libclang-rt-14-dev wrk)
 
+# The PostgreSQL job store (issue 13): libpq to build, the server binaries
+# for tests/server/pg.sh's throwaway cluster.
+PKGS+=(libpq-dev postgresql)
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

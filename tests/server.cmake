@@ -46,6 +46,14 @@ foreach(t api features persist hostile faults durability limits cache http_edges
     ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_${t}")
 endforeach()
 
+# pg: the PostgreSQL job store (--store postgresql://) against a throwaway
+# cluster the script starts (initdb as nobody, Unix socket); skipped (77)
+# without the postgresql package.
+add_test(NAME server_pg COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/pg.sh)
+set_tests_properties(server_pg PROPERTIES
+  LABELS "server" TIMEOUT 900 SKIP_RETURN_CODE 77
+  ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_pg")
+
 # test_observ: UTF-8 truncation, metric label values and the alert series
 # budget, zero-declared counters, text log escaping, the engine log rate
 # limit, ZIP64 (tests/server/test_observ.c).

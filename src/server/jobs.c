@@ -8,7 +8,7 @@
  *   recovery.c    start-up recovery, the orphan sweep, the TTL janitor
  *   modelcache.c  models loaded once and shared, loads outside the lock
  *   models.c      the model registry (names -> files)
- *   store.c       the job table in SQLite
+ *   store.c       the job table (store.h): SQLite or PostgreSQL
  *
  * Shutdown (SIGTERM)
  *   The HTTP side stops accepting first; then workers stop taking jobs,
@@ -19,13 +19,16 @@
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "jobs_int.h"
 
 int dmx_jobs_start(int n, int qmax) {
     if (dmx__queue_init(qmax) < 0) return -1;
     char *dbp = NULL;
-    if (asprintf(&dbp, "%s/demix.db", dmx_srv_cfg.data_dir) < 0) return -1;
+    if (dmx_srv_cfg.store ? !(dbp = strdup(dmx_srv_cfg.store))
+                          : asprintf(&dbp, "sqlite:%s/demix.db", dmx_srv_cfg.data_dir) < 0)
+        return -1;
     int rc = dmx_store_open(dbp);
     free(dbp);
     if (rc < 0 || dmx__recover() < 0) return -1;

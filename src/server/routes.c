@@ -64,6 +64,8 @@ static enum MHD_Result h_readyz(struct MHD_Connection *c, dmx_req *r, const char
         why = "job queue full";
     else if (dmx_breakers_any_open())
         why = "a circuit breaker is open";
+    else if (!dmx_store_ready())
+        why = "the job store is unreachable";
     else if (dmx_data_disk_low(NULL))
         why = "free disk space in the data folder is below --min-free-disk";
     if (why) return dmx_respond_error(c, r, "not_ready", "%s", why);
@@ -370,7 +372,7 @@ static const dmx_route_info ROUTES[] = {
     {"GET", "/static/{stem}", dmx_web_static, 0, "A file of the web page.", "200 304 404", "*/*"},
     {"GET", "/livez", h_livez, 0, "Liveness probe: the process answers.", "200", "application/json"},
     {"GET", "/health", h_health, 0, "Health: version, uptime, models, breakers, queue, disk.", "200", "application/json"},
-    {"GET", "/readyz", h_readyz, 0, "Readiness probe: 503 while no model can run, a breaker is open, the queue is full or the disk is low.", "200 503", "application/json"},
+    {"GET", "/readyz", h_readyz, 0, "Readiness probe: 503 while no model can run, a breaker is open, the queue is full, the job store is unreachable or the disk is low.", "200 503", "application/json"},
     {"GET", "/models", h_models, 0, "Available and loaded models.", "200", "application/json"},
     {"GET", "/metrics", h_metrics, 0, "Prometheus metrics (text format 0.0.4).", "200", "text/plain"},
     {"GET", "/openapi.json", h_openapi, 0, "This API as an OpenAPI 3 document.", "200", "application/json"},

@@ -41,6 +41,7 @@ static const opt OPTS[] = {
     {"port", "DEMIX_PORT", OPT_INT, &C->port, 0, 65535, "TCP port; 0 picks a free one (8000)"},
     {"repo", "DEMIX_REPO", OPT_STR, &C->repo, 0, 0, "folder of .th/.yaml models (default: the model cache)"},
     {"data-dir", "DEMIX_DATA_DIR", OPT_STR, &C->data_dir, 0, 0, "demix.db, uploads and results (demix-data)"},
+    {"store", "DEMIX_STORE", OPT_STR, &C->store, 0, 0, "job store: sqlite:PATH or postgresql://... (sqlite:DATA_DIR/demix.db)"},
     {"workers", "DEMIX_WORKERS", OPT_INT, &C->workers, 1, 256, "parallel jobs (1; 2 from 8 cores, 4 from 16)"},
     {"max-upload-mb", "DEMIX_MAX_UPLOAD_MB", OPT_MB, &C->max_upload_bytes, 1, 1 << 20, "upload limit in MiB (200)"},
     {"queue", "DEMIX_QUEUE", OPT_INT, &C->queue_max, 1, 100000, "queued jobs before 503 (64)"},
@@ -287,6 +288,7 @@ int dmx_serve_main(int argc, char **argv) {
     cJSON_AddNumberToObject(f, "workers", c->workers);
     cJSON_AddNumberToObject(f, "threads_per_job", tp.threads_per_job);
     cJSON_AddStringToObject(f, "data_dir", c->data_dir);
+    cJSON_AddStringToObject(f, "store", dmx_store_kind()); /* never the URI: it may hold a password */
     cJSON_AddStringToObject(f, "repo", c->repo ? c->repo : "");
     cJSON_AddStringToObject(f, "version", DEMIX_SERVER_VERSION);
     cJSON_AddBoolToObject(f, "api_key", c->api_key != NULL);

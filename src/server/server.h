@@ -30,6 +30,7 @@ typedef struct dmx_srv_config {
     int port;
     const char *repo;     /* model folder, or NULL for the cache */
     const char *data_dir; /* demix.db, uploads and job results */
+    const char *store;    /* --store: sqlite:PATH or postgresql://...; NULL = DATA_DIR/demix.db */
     int workers;
     int64_t max_upload_bytes;
     int queue_max;
@@ -258,9 +259,10 @@ cJSON *dmx_models_json(void);
 /* 1 if at least one model file is available. */
 int dmx_models_any_available(void);
 
-/* ---- store.c: the job table in SQLite ------------------------------------- */
+/* ---- store.c: the job table (store.h: SQLite or PostgreSQL) ---------------- */
 
-int dmx_store_open(const char *path);
+/* TARGET: "sqlite:PATH" or a postgresql:// URI (store.h). 0 or -1. */
+int dmx_store_open(const char *target);
 void dmx_store_close(void);
 /* Inserts or replaces the job's row (the caller keeps it stable): 0, -1,
  * or DMX_STORE_FULL when the disk (or database) is full. */
@@ -273,6 +275,9 @@ int dmx_store_delete(const char *id);
 int dmx_store_load(int (*fn)(void *user, dmx_job *j), void *user, int limit);
 /* Removes rows created before the time; returns how many or -1. */
 int dmx_store_delete_older(double created_before);
+/* 1 when the store answers now (/readyz); "sqlite" or "postgresql". */
+int dmx_store_ready(void);
+const char *dmx_store_kind(void);
 
 /* ---- resilience.c: rate limiter, circuit breakers, retries ------------------- */
 

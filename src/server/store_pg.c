@@ -1,0 +1,392 @@
+/*
+ * store_pg.c - the job store (store.h) in PostgreSQL through libpq:
+ * `--store postgresql://USER@HOST/DB?...` (any libpq connection URI).
+ *
+ * The same table and semantics as store_sqlite.c: one row per job, written
+ * on every state change, an upsert keyed by id. Every value is a statement
+ * parameter (PQexecParams, text format); only the fixed schema DDL is sent
+ * as plain text.
+ *
+ * Schema: created or migrated on every (re)connection, inside a transaction
+ * holding a transaction-scoped advisory lock, so nodes starting together do
+ * not race; schema_version holds one row with the version.
+ *
+ * The connection going away (a database restart, a network cut): libpq
+ * reports CONNECTION_BAD after the failed statement; the next call
+ * reconnects at once, then with a doubling backoff (0.2 s .. 5 s) while the
+ * server stays away. Meanwhile calls fail fast (-1: submissions answer
+ * 503, /readyz says not ready) and the process keeps running. A state
+ * change of an accepted job (running, done, failed, cancelled) or a delete
+ * that could not be written is kept in memory, latest per job, and written
+ * on reconnection, so a job accepted before the outage ends in the database
+ * as it ended in the service. A queued row is never kept (that is the
+ * submission, refused with 503, or a checkpoint whose stored "running" row
+ * a restart re-queues anyway). TCP keepalives and tcp_user_timeout bound how
+ * long a statement waits on a dead peer.
+ *
+ * One connection, serialised by pg_lock (the write rate is a few rows per
+ * job). Callers hold queue.c's jobs lock around saves, so a connection
+ * attempt (connect_timeout 5 s) can hold them that long, at most once per
+ * backoff period.
+ */
+#define _GNU_SOURCE
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store.h"
+
+#define N_COLS 17
+#define MAX_PENDING 4096
+
+static PGconn *conn;
+static char *uri;
+static pthread_mutex_t pg_lock = PTHREAD_MUTEX_INITIALIZER;
+static double next_try, backoff; /* monotonic seconds */
+static int was_down;
+static double ready_checked;     /* last /readyz ping, monotonic */
+static int ready_cached;
+
+/* A row (or a delete) that could not be written while disconnected. */
+typedef struct pending {
+    char id[64];
+    int del;
+    char *vals[N_COLS];
+} pending;
+static pending *pend;
+static int n_pend;
+
+static double mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void log_pg(const char *what, const char *detail) {
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "type", "storage");
+    cJSON_AddStringToObject(f, "detail", detail ? detail : "?");
+    dmx_srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, f, "postgresql: %s failed", what);
+}
+
+static const char SCHEMA[] =
+    "BEGIN;"
+    "SELECT pg_advisory_xact_lock(7314002);"
+    "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS jobs ("
+    " id text PRIMARY KEY, request_id text, model text NOT NULL, two_stems text,"
+    " format text NOT NULL, shifts integer, overlap double precision, upload_name text,"
+    " state text NOT NULL, error text, error_code text, stems text,"
+    " file_size bigint, audio_seconds double precision,"
+    " created double precision, started double precision, finished double precision);"
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);"
+    "COMMIT;";
+
+/* Creates the tables and records the version (under pg_lock, connected). */
+static int schema_migrate(void) {
+    PGresult *r = PQexec(conn, SCHEMA);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) log_pg("schema creation", PQerrorMessage(conn));
+    PQclear(r);
+    if (!ok) {
+        PQclear(PQexec(conn, "ROLLBACK"));
+        return -1;
+    }
+    r = PQexec(conn, "SELECT coalesce(max(version), 0) FROM schema_version");
+    int v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    if (v < 0) {
+        log_pg("reading schema_version", PQerrorMessage(conn));
+        return -1;
+    }
+    if (v > DMX_STORE_SCHEMA_VERSION) {
+        dmx_srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, NULL,
+                    "postgresql: the database has schema version %d, newer than this demix (%d)",
+                    v, DMX_STORE_SCHEMA_VERSION);
+        return -1;
+    }
+    if (v == DMX_STORE_SCHEMA_VERSION) return 0;
+    /* 0 -> 1: the tables exist; record the version unless a node starting
+     * beside us just did. Later versions add their steps here. */
+    char ver[16];
+    snprintf(ver, sizeof ver, "%d", DMX_STORE_SCHEMA_VERSION);
+    const char *p[1] = {ver};
+    r = PQexecParams(conn,
+                     "INSERT INTO schema_version (version) SELECT $1::integer"
+                     " WHERE NOT EXISTS (SELECT 1 FROM schema_version)",
+                     1, NULL, p, NULL, NULL, 0);
+    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) log_pg("recording schema_version", PQerrorMessage(conn));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+static void pending_free(pending *p) {
+    for (int i = 0; i < N_COLS; i++) free(p->vals[i]);
+    memset(p, 0, sizeof *p);
+}
+
+static int exec_row(const char *const *vals);
+static int exec_delete(const char *id);
+
+/* Writes what waited for the connection, oldest first; stops at the first
+ * failure (the rest waits for the next reconnection). */
+static void pending_flush(void) {
+    static int flushing; /* a reconnection inside the flush must not flush again */
+    if (flushing) return;
+    flushing = 1;
+    int k = 0;
+    for (; k < n_pend; k++) {
+        int rc = pend[k].del ? exec_delete(pend[k].id) : exec_row((const char *const *)pend[k].vals);
+        if (rc < 0 && PQstatus(conn) != CONNECTION_OK) break;
+        pending_free(&pend[k]);
+    }
+    if (k > 0) {
+        memmove(pend, pend + k, (size_t)(n_pend - k) * sizeof *pend);
+        n_pend -= k;
+        dmx_srv_log(DMX_LOG_INFO, "demix.store", "store_flushed", NULL, NULL,
+                    "postgresql: wrote %d job change(s) kept during the outage", k);
+    }
+    flushing = 0;
+}
+
+/* Connected, or reconnects if the backoff allows: 1 if usable (under pg_lock). */
+static int ensure_conn(void) {
+    if (conn && PQstatus(conn) == CONNECTION_OK) return 1;
+    double now = mono();
+    if (now < next_try) return 0;
+    if (conn) PQfinish(conn);
+    /* The URI first (expand_dbname), then our settings on top of it. */
+    const char *kw[] = {"dbname", "connect_timeout", "keepalives", "keepalives_idle",
+                        "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                        "application_name", NULL};
+    const char *val[] = {uri, "5", "1", "10", "5", "3", "15000", "demix", NULL};
+    conn = PQconnectdbParams(kw, val, 1);
+    if (PQstatus(conn) != CONNECTION_OK || schema_migrate() < 0) {
+        if (!was_down) log_pg("connection", conn ? PQerrorMessage(conn) : "out of memory");
+        was_down = 1;
+        PQfinish(conn);
+        conn = NULL;
+        backoff = backoff <= 0 ? 0.2 : backoff * 2 > 5 ? 5 : backoff * 2;
+        next_try = now + backoff;
+        return 0;
+    }
+    backoff = 0;
+    next_try = 0;
+    if (was_down)
+        dmx_srv_log(DMX_LOG_INFO, "demix.store", "store_reconnected", NULL, NULL,
+                    "postgresql: connected again");
+    was_down = 0;
+    if (n_pend) pending_flush();
+    return 1;
+}
+
+/* Runs a statement; on a lost connection, reconnects once and retries (the
+ * usual case after a database restart: the old socket is dead, the server
+ * is back). The result, or NULL if not connected. */
+static PGresult *run(const char *sql, int n, const char *const *vals) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!ensure_conn()) return NULL;
+        PGresult *r = PQexecParams(conn, sql, n, NULL, vals, NULL, NULL, 0);
+        if (PQstatus(conn) == CONNECTION_OK) return r;
+        PQclear(r);
+        if (!was_down) log_pg("statement (connection lost)", PQerrorMessage(conn));
+        was_down = 1;
+        next_try = 0; /* reconnect at once, then back off */
+    }
+    return NULL;
+}
+
+static int result_status(PGresult *r, const char *what) {
+    if (!r) return -1;
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return 0;
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    log_pg(what, PQresultErrorMessage(r));
+    /* 53100 disk_full, 53200 out_of_memory: the 507 case. */
+    return state && !strcmp(state, "53100") ? DMX_STORE_FULL : -1;
+}
+
+static int exec_row(const char *const *vals) {
+    static const char SQL[] =
+        "INSERT INTO jobs (id, request_id, model, two_stems, format, shifts, overlap,"
+        " upload_name, state, error, error_code, stems, file_size, audio_seconds, created,"
+        " started, finished) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
+        " ON CONFLICT (id) DO UPDATE SET request_id = EXCLUDED.request_id,"
+        " model = EXCLUDED.model, two_stems = EXCLUDED.two_stems, format = EXCLUDED.format,"
+        " shifts = EXCLUDED.shifts, overlap = EXCLUDED.overlap,"
+        " upload_name = EXCLUDED.upload_name, state = EXCLUDED.state, error = EXCLUDED.error,"
+        " error_code = EXCLUDED.error_code, stems = EXCLUDED.stems,"
+        " file_size = EXCLUDED.file_size, audio_seconds = EXCLUDED.audio_seconds,"
+        " created = EXCLUDED.created, started = EXCLUDED.started, finished = EXCLUDED.finished";
+    PGresult *r = run(SQL, N_COLS, vals);
+    int rc = result_status(r, "save");
+    PQclear(r);
+    return rc;
+}
+
+static int exec_delete(const char *id) {
+    const char *p[1] = {id};
+    PGresult *r = run("DELETE FROM jobs WHERE id = $1", 1, p);
+    int rc = result_status(r, "delete");
+    PQclear(r);
+    return rc;
+}
+
+/* Keeps a change for the reconnection; the latest per job wins. */
+static void pending_keep(const char *id, int del, char *const *vals) {
+    int k = 0;
+    while (k < n_pend && strcmp(pend[k].id, id)) k++;
+    if (k < n_pend) {
+        pending_free(&pend[k]);
+        memmove(pend + k, pend + k + 1, (size_t)(n_pend - k - 1) * sizeof *pend);
+        n_pend--;
+    }
+    if (!pend && !(pend = calloc(MAX_PENDING, sizeof *pend))) return;
+    if (n_pend == MAX_PENDING) {
+        log_pg("keeping a change during the outage", "too many kept; the oldest is dropped");
+        pending_free(&pend[0]);
+        memmove(pend, pend + 1, (size_t)(n_pend - 1) * sizeof *pend);
+        n_pend--;
+    }
+    pending *p = &pend[n_pend++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->id, sizeof p->id, "%s", id);
+    p->del = del;
+    for (int i = 0; i < N_COLS && vals; i++) p->vals[i] = vals[i] ? strdup(vals[i]) : NULL;
+}
+
+static int pg_open(const char *target) {
+    pthread_mutex_lock(&pg_lock);
+    free(uri);
+    uri = strdup(target);
+    next_try = 0;
+    int ok = uri && ensure_conn();
+    pthread_mutex_unlock(&pg_lock);
+    return ok ? 0 : -1;
+}
+
+static void pg_close(void) {
+    pthread_mutex_lock(&pg_lock);
+    if (conn) {
+        if (n_pend) pending_flush();
+        PQfinish(conn);
+    }
+    conn = NULL;
+    for (int k = 0; k < n_pend; k++) pending_free(&pend[k]);
+    if (n_pend)
+        log_pg("writing kept changes at shutdown", "the database is away; a restart re-runs them");
+    free(pend);
+    pend = NULL;
+    n_pend = 0;
+    free(uri);
+    uri = NULL;
+    pthread_mutex_unlock(&pg_lock);
+}
+
+static int pg_save(const dmx_job *j) {
+    char stems[DMX_JOB_MAX_STEMS * 81], num[8][32];
+    dmx__store_join_stems(j, stems, sizeof stems);
+    snprintf(num[0], sizeof num[0], "%d", j->shifts);
+    snprintf(num[1], sizeof num[1], "%.17g", j->overlap);
+    snprintf(num[2], sizeof num[2], "%lld", (long long)j->file_size);
+    snprintf(num[3], sizeof num[3], "%.17g", j->audio_seconds);
+    snprintf(num[4], sizeof num[4], "%.17g", j->created);
+    snprintf(num[5], sizeof num[5], "%.17g", j->started);
+    snprintf(num[6], sizeof num[6], "%.17g", j->finished);
+    char *vals[N_COLS] = {(char *)j->id, (char *)j->request_id, (char *)j->model,
+                          (char *)j->two_stems, (char *)j->format, num[0], num[1],
+                          j->upload_name ? j->upload_name : "",
+                          (char *)dmx_job_state_name(j->state), (char *)j->error,
+                          (char *)j->error_code, stems, num[2], num[3], num[4], num[5], num[6]};
+    pthread_mutex_lock(&pg_lock);
+    int rc = exec_row((const char *const *)vals);
+    if (rc < 0 && !(conn && PQstatus(conn) == CONNECTION_OK) && j->state != JOB_QUEUED)
+        pending_keep(j->id, 0, vals);
+    pthread_mutex_unlock(&pg_lock);
+    return rc;
+}
+
+static int pg_delete(const char *id) {
+    pthread_mutex_lock(&pg_lock);
+    int rc = exec_delete(id);
+    if (rc < 0 && !(conn && PQstatus(conn) == CONNECTION_OK)) pending_keep(id, 1, NULL);
+    pthread_mutex_unlock(&pg_lock);
+    return rc;
+}
+
+static int pg_load(int (*fn)(void *user, dmx_job *j), void *user, int limit) {
+    static const char SQL[] =
+        "SELECT id, request_id, model, two_stems, format, shifts, overlap, upload_name, state,"
+        " error, error_code, stems, file_size, audio_seconds, created, started, finished"
+        " FROM jobs ORDER BY created DESC LIMIT $1";
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[1] = {lim};
+    pthread_mutex_lock(&pg_lock);
+    PGresult *r = run(SQL, 1, p);
+    int n = result_status(r, "load") < 0 ? -1 : 0;
+    for (int row = 0; n >= 0 && row < PQntuples(r); row++) {
+        dmx_job *j = calloc(1, sizeof *j);
+        if (!j) break;
+        int k = 0;
+#define COL() PQgetvalue(r, row, k++)
+        snprintf(j->id, sizeof j->id, "%s", COL());
+        snprintf(j->request_id, sizeof j->request_id, "%s", COL());
+        snprintf(j->model, sizeof j->model, "%s", COL());
+        snprintf(j->two_stems, sizeof j->two_stems, "%s", COL());
+        snprintf(j->format, sizeof j->format, "%s", COL());
+        j->shifts = atoi(COL());
+        j->overlap = strtod(COL(), NULL);
+        const char *un = COL();
+        j->upload_name = *un ? strdup(un) : NULL;
+        j->state = dmx__store_state_from_name(COL());
+        snprintf(j->error, sizeof j->error, "%s", COL());
+        snprintf(j->error_code, sizeof j->error_code, "%s", COL());
+        dmx__store_split_stems(j, COL());
+        j->file_size = strtoll(COL(), NULL, 10);
+        j->audio_seconds = strtod(COL(), NULL);
+        j->created = strtod(COL(), NULL);
+        j->started = strtod(COL(), NULL);
+        j->finished = strtod(COL(), NULL);
+#undef COL
+        n++;
+        if (fn(user, j) < 0) break;
+    }
+    PQclear(r);
+    pthread_mutex_unlock(&pg_lock);
+    return n;
+}
+
+static int pg_delete_older(double created_before) {
+    char t[32];
+    snprintf(t, sizeof t, "%.17g", created_before);
+    const char *p[1] = {t};
+    pthread_mutex_lock(&pg_lock);
+    PGresult *r = run("DELETE FROM jobs WHERE created < $1", 1, p);
+    int n = result_status(r, "delete older") < 0 ? -1 : atoi(PQcmdTuples(r));
+    PQclear(r);
+    pthread_mutex_unlock(&pg_lock);
+    return n;
+}
+
+/* /readyz asks on every probe: one round trip at most once a second. */
+static int pg_ready(void) {
+    pthread_mutex_lock(&pg_lock);
+    double now = mono();
+    if (now - ready_checked >= 1.0 || !ready_cached) {
+        PGresult *r = run("SELECT 1", 0, NULL);
+        ready_cached = r && PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+        ready_checked = now;
+    }
+    int ok = ready_cached;
+    pthread_mutex_unlock(&pg_lock);
+    return ok;
+}
+
+const dmx__store_vt dmx__store_pg = {"postgresql", pg_open, pg_close, pg_save, pg_delete,
+                                      pg_load, pg_delete_older, pg_ready};

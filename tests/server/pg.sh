@@ -1,0 +1,190 @@
+# pg.sh - `demix serve --store postgresql://...` against a real, throwaway
+# PostgreSQL cluster this script starts itself: initdb in a temporary folder
+# as an unprivileged user (nobody when run as root: PostgreSQL refuses
+# root), listening only on a Unix socket in that folder. Checks: the schema
+# and its version row are created; a job's row is in PostgreSQL; kill -9 of
+# demix mid-job, restart -> the job is re-queued from PostgreSQL and
+# finishes; PostgreSQL stopped mid-run -> /readyz not ready and
+# submissions 503 while it is away, the accepted jobs still run to the end;
+# started again -> ready again, the jobs' final states written to the
+# database (kept in memory meanwhile) and nothing re-run on a restart. The cluster is stopped
+# and removed on exit. Exit 77 (skipped) when PostgreSQL is not installed.
+. "$(dirname "$0")/lib.sh"
+
+# ---- --store parsing and the SQLite schema version (no PostgreSQL needed) -------------
+# refuse NAME ARGS...: demix serve must exit non-zero, logging NAME's pattern.
+refuse() {
+    local pat=$1; shift
+    if timeout 120 "$DEMIX" serve --host 127.0.0.1 --port 0 --repo "$GOLDEN/models" "$@" \
+        >"$WORK/refuse.log" 2>&1; then
+        fail "demix serve $* started"
+    else
+        grep -q -- "$pat" "$WORK/refuse.log" && pass "refused: $pat" \
+            || fail "refusal without '$pat': $(tail -n 3 "$WORK/refuse.log")"
+    fi
+}
+refuse "expected sqlite:PATH or postgresql" --data-dir "$WORK/d0" --store "mysql://x"
+refuse "expected sqlite:PATH or postgresql" --data-dir "$WORK/d0" --store "sqlite:"
+# A demix.db from before schema_version (the jobs table only) is version 1.
+mkdir -p "$WORK/old"
+python3 - "$WORK/old/demix.db" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+c.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, request_id TEXT, model TEXT NOT NULL, two_stems TEXT,"
+          " format TEXT NOT NULL, shifts INTEGER, overlap REAL, upload_name TEXT, state TEXT NOT NULL,"
+          " error TEXT, error_code TEXT, stems TEXT, file_size INTEGER, audio_seconds REAL,"
+          " created REAL, started REAL, finished REAL)")
+c.commit()
+PY
+start "$WORK/old.log" --data-dir "$WORK/old" --store "sqlite:$WORK/old/demix.db"
+get old_ready 200 "$B/readyz"
+grep '"event_type":"startup"' "$WORK/old.log" | grep -q '"store":"sqlite"' && pass "startup line: sqlite" \
+    || fail "startup line: $(grep '"event_type":"startup"' "$WORK/old.log")"
+stop_term 60
+sq() { python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchall())" "$@"; }
+[ "$(sq "$WORK/old/demix.db" 'SELECT version FROM schema_version')" = "[(1,)]" ] \
+    && pass "old SQLite file migrated to schema version 1" || fail "sqlite schema_version: $(sq "$WORK/old/demix.db" 'SELECT * FROM schema_version')"
+python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('UPDATE schema_version SET version = 99'); c.commit()" "$WORK/old/demix.db"
+refuse "newer than this demix" --data-dir "$WORK/old"
+
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/initdb" ]; then
+    echo "PostgreSQL server binaries not found (apt-get install postgresql): skipped"
+    exit 77
+fi
+
+PGT=$(mktemp -d /tmp/demix-pg.XXXXXX)
+AS=()
+if [ "$(id -u)" -eq 0 ]; then
+    chown nobody "$PGT"
+    AS=(runuser -u nobody --)
+fi
+chmod 755 "$PGT"
+pgstop() { "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGT/db" -m fast -w -t 120 stop >/dev/null 2>&1; }
+pgstart() {
+    "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGT/db" -l "$PGT/pg.log" -w -t 300 \
+        -o "-k $PGT -c listen_addresses= -c fsync=off" start >/dev/null
+}
+all_cleanup() {
+    cleanup
+    pgstop
+    rm -rf "$PGT"
+}
+trap all_cleanup EXIT
+
+"${AS[@]}" "$PGBIN/initdb" -D "$PGT/db" -U demix --auth=trust -E UTF8 --no-sync >"$WORK/initdb.log" 2>&1 \
+    || { cat "$WORK/initdb.log" >&2; exit 1; }
+pgstart || { cat "$PGT/pg.log" >&2; exit 1; }
+"$PGBIN/createdb" -h "$PGT" -U demix demix || exit 1
+URI="postgresql://demix@/demix?host=$PGT"
+sql() { "$PGBIN/psql" -h "$PGT" -U demix -d demix -Atq -c "$1"; }
+# row_state ID: the job's state as PostgreSQL has it.
+row_state() { sql "SELECT state FROM jobs WHERE id = '$1'"; }
+
+D="$WORK/data"
+L="$WORK/server.log"
+cp "$GOLDEN/inputs/mix_12s.wav" "$WORK/long.wav"
+
+# wait_running ID: polls until the job leaves "queued"; prints its state.
+wait_running() {
+    local st=
+    for _ in $(seq 2400); do
+        curl -sS --max-time 10 -o "$WORK/run.body" "$B/jobs/$1" || break
+        st=$(json run 'd.get("status", "")' 2>/dev/null)
+        [ "$st" != queued ] && break
+        sleep 0.05
+    done
+    echo "$st"
+}
+# wait_ready WANT_CODE SECONDS: polls /readyz until it answers WANT_CODE.
+wait_ready() {
+    local code= i
+    for i in $(seq $(($2 * 5))); do
+        code=$(curl -sS --max-time 20 -o "$WORK/ready.body" -w '%{http_code}' "$B/readyz")
+        [ "$code" = "$1" ] && return 0
+        sleep 0.2
+    done
+    echo "readyz: last HTTP $code: $(cat "$WORK/ready.body")" >&2
+    return 1
+}
+
+# ---- schema, a job's row ------------------------------------------------------------
+start "$L" --data-dir "$D" --workers 1 --store "$URI"
+grep -qF "$URI" "$L" && fail "the connection URI is in the log"
+grep '"event_type":"startup"' "$L" | grep -q '"store":"postgresql"' && pass "startup line names the store" \
+    || fail "startup line: $(grep '"event_type":"startup"' "$L")"
+[ "$(sql 'SELECT version FROM schema_version')" = 1 ] && pass "schema_version is 1" \
+    || fail "schema_version: '$(sql 'SELECT * FROM schema_version')'"
+get ready0 200 "$B/readyz"
+if get sync 200 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s "$B/separate?wait=true"; then
+    SID=$(json sync 'd["id"]')
+    [ "$(row_state "$SID")" = done ] && pass "finished job stored in PostgreSQL" \
+        || fail "job row in PostgreSQL: '$(row_state "$SID")'"
+    [ "$(sql "SELECT stems FROM jobs WHERE id = '$SID'")" = "drums,bass,other,vocals" ] \
+        && pass "stems stored" || fail "stems: '$(sql "SELECT stems FROM jobs WHERE id = '$SID'")'"
+fi
+# Hostile values travel as parameters, never as SQL.
+get quote 202 -F "file=@$GOLDEN/inputs/mix_3s.wav;filename=it's'); DROP TABLE jobs --.wav" \
+    -F model_name=tiny4s "$B/separate"
+QUOTE=$(json quote 'd["id"]')
+[ "$(sql "SELECT count(*) FROM jobs WHERE id = '$QUOTE'")" = 1 ] && pass "quoted file name stored" \
+    || fail "job with a quote in its file name not stored"
+[ "$(wait_job "$QUOTE" 1200)" = done ] || fail "quoted job: $(cat "$WORK/wait.body")"
+
+# ---- kill -9 of demix mid-job: re-queued from PostgreSQL ------------------------------
+get long 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s -F shifts=4 "$B/separate"
+LID=$(json long 'd["id"]')
+st=$(wait_running "$LID")
+[ "$st" = running ] && pass "job running before kill -9" || fail "job was '$st' before kill -9"
+[ "$(row_state "$LID")" = running ] && pass "running state in PostgreSQL" \
+    || fail "row state before kill: '$(row_state "$LID")'"
+kill -9 "$PID"; wait "$PID" 2>/dev/null
+start "$L" --data-dir "$D" --workers 1 --store "$URI"
+tail -n 20 "$L" | grep -q '"event_type":"recovery".*"requeued":1' && pass "interrupted job re-queued" \
+    || fail "interrupted job not re-queued: $(tail -n 5 "$L")"
+[ "$(wait_job "$LID" 3000)" = done ] && pass "interrupted job finished after restart" \
+    || fail "interrupted job: $(cat "$WORK/wait.body")"
+[ "$(row_state "$LID")" = done ] && pass "re-run job done in PostgreSQL" || fail "row: '$(row_state "$LID")'"
+get old 200 "$B/jobs/$SID"
+
+# ---- PostgreSQL restart mid-run --------------------------------------------------------
+get r1 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s -F shifts=4 "$B/separate"
+R1=$(json r1 'd["id"]')
+get r2 202 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s "$B/separate"
+R2=$(json r2 'd["id"]')
+[ "$(wait_running "$R1")" = running ] || fail "job not running before the database restart"
+pgstop || fail "pg_ctl stop failed"
+wait_ready 503 120 && pass "/readyz not ready while PostgreSQL is away" || fail "/readyz stayed ready"
+grep -q '"job store is unreachable\|the job store is unreachable' "$WORK/ready.body" \
+    && pass "readyz names the store" || fail "readyz body: $(cat "$WORK/ready.body")"
+get refused 503 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s "$B/separate"
+kill -0 "$PID" 2>/dev/null && pass "demix alive without its database" || fail "demix died"
+# Both accepted jobs run to the end while the database is away; their state
+# changes are kept and written when it is back.
+for id in "$R1" "$R2"; do
+    [ "$(wait_job "$id" 3000)" = done ] && pass "job $id done while PostgreSQL is away" \
+        || fail "job $id: $(cat "$WORK/wait.body")"
+done
+[ "$(row_state "$R1" 2>/dev/null)" = "" ] || fail "psql answered while PostgreSQL was stopped"
+pgstart || { fail "PostgreSQL did not restart"; cat "$PGT/pg.log" >&2; }
+wait_ready 200 180 && pass "/readyz ready again after PostgreSQL came back" || fail "/readyz not ready again"
+grep -q '"event_type":"store_flushed"' "$L" && pass "kept changes written on reconnection" \
+    || fail "no store_flushed event"
+for id in "$R1" "$R2"; do
+    [ "$(row_state "$id")" = done ] && pass "job $id done in PostgreSQL" || fail "job $id row: '$(row_state "$id")'"
+done
+get r1_after 200 "$B/jobs/$R1" && body_has r1_after '"status":"done"'
+[ "$(sql "SELECT count(*) FROM jobs")" = 5 ] && pass "5 accepted jobs stored, none refused" \
+    || fail "rows: $(sql "SELECT id, state FROM jobs")"
+# After a demix restart the jobs come back from PostgreSQL as they ended.
+stop_term 60
+start "$L" --data-dir "$D" --workers 1 --store "$URI"
+tail -n 20 "$L" | grep -q '"event_type":"recovery".*"requeued":0' && pass "nothing re-run after the outage" \
+    || fail "recovery after the outage: $(tail -n 5 "$L")"
+get r2_after 200 "$B/jobs/$R2" && body_has r2_after '"status":"done"'
+get after 200 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s "$B/separate?wait=true"
+stop_term 60
+# A database whose schema is newer than this binary is refused.
+sql "UPDATE schema_version SET version = 99"
+refuse "newer than this demix" --data-dir "$D" --store "$URI"
+finish
