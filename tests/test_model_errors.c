@@ -109,8 +109,10 @@ int main(void) {
     /* t_layer_scale=False: the checkpoint's gamma tensors are left over */
     expect(patched("t_layer_scaleq7\x88", "t_layer_scaleq7\x89", 16, NULL), DMX_ERR_MODEL,
            "unexpected tensor 'crosstransformer.layers.0.gamma_1.scale'", "unexpected tensor");
-    /* cac=False (magnitude masking + Wiener filtering) is not implemented */
-    expect(patched("cacq\x13\x88", "cacq\x13\x89", 6, NULL), DMX_ERR_UNSUPPORTED, "cac", "cac=False");
+    /* cac=False (an amplitude model): the input layer takes magnitudes, one
+     * channel per audio channel, so these complex-as-channels tensors misfit */
+    expect(patched("cacq\x13\x88", "cacq\x13\x89", 6, NULL), DMX_ERR_MODEL,
+           "tensor 'encoder.0.conv.weight' has shape", "cac=False");
     /* and the unpatched bytes, through the same path, load fine */
     {
         char path[] = "/tmp/demix_test_model_XXXXXX";

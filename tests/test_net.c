@@ -6,7 +6,9 @@
  *     known ones);
  *   - the bag `segment:` override never touching an HTDemucs member;
  *   - HTDemucs kwargs upstream runs: t_emb='scaled', a float `segment`, and
- *     use_train_segment=False (every chunk at its own length), against
+ *     use_train_segment=False (every chunk at its own length), amplitude
+ *     models (cac=False: magnitudes in, masks out, Wiener filtering with
+ *     wiener_iters 0, and 2 with a residual source), against
  *     tests/data/refgen (made by tools/refgen/gen.py with upstream's code;
  *     see the README there).
  */
@@ -41,6 +43,19 @@ static float *sines_input(int A, int64_t L) {
             x[(size_t)c * L + i] =
                 (float)(0.1 * sin(2 * M_PI * 97.5 * (c + 1) * t) + 0.05 * sin(2 * M_PI * 1201.0 * t + c));
         }
+    return x;
+}
+
+/* tools/refgen/gen.py's noise_input(): a 64-bit LCG's top 24 bits, channel
+ * after channel, scaled in float64 to [-0.1, 0.1) and rounded. */
+static float *noise_input(int A, int64_t L) {
+    float *x = malloc(sizeof(float) * (size_t)A * L);
+    REQUIRE(x);
+    uint64_t st = 12345;
+    for (int64_t i = 0; i < A * L; i++) {
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        x[i] = (float)(((double)(st >> 40) / 16777216.0 - 0.5) * 0.2);
+    }
     return x;
 }
 
@@ -186,11 +201,75 @@ static void test_no_train_segment(void) {
     dmx_model_free(m);
 }
 
+/* cac=False: upstream's _magnitude in, _mask (openunmix's wiener) out; a
+ * 0.25 s training length, so the 8820-sample input is padded and the iSTFT
+ * runs at the training length. */
+static void test_mask_forward(const char *name, int wiener_iters, int residual) {
+    char th[64], npy[64];
+    snprintf(th, sizeof th, "%s.th", name);
+    snprintf(npy, sizeof npy, "%s_out.npy", name);
+    dmx_model *m = load(refgen_path(th));
+    const dmx__net *net = m->members[0];
+    CHECK(net->desc.training_length == 11025);
+    const int A = 2, S = 4, L = 8820, SUB = 9;
+    /* noise, not sines: the masks take the mixture's phase, which is
+     * ill-conditioned (FFT rounding) in the near-empty bins of pure tones */
+    float *x = noise_input(A, L);
+    float *out = malloc(sizeof(float) * S * A * L);
+    dmx__arena ar;
+    dmx__arena_init(&ar);
+    dmx_status st = dmx__net_forward(net, &ar, x, L, out, NULL, NULL);
+    CHECK_MSG(st == DMX_OK, "%s forward: %s", name, dmx_last_error());
+    npy_array ref;
+    REQUIRE(npy_load(refgen_path(npy), &ref) == 0);
+    int n_sub = (L + SUB - 1) / SUB;
+    REQUIRE(ref.numel == (size_t)S * A * n_sub);
+    float *sub = malloc(sizeof(float) * ref.numel);
+    for (int k = 0; k < S * A; k++)
+        for (int i = 0; i < n_sub; i++) sub[(size_t)k * n_sub + i] = out[(size_t)k * L + (size_t)i * SUB];
+    double mad, mref, r = rel_max_err(sub, ref.data, ref.numel, &mad, &mref);
+    printf("%-12s cac=False wiener_iters=%d residual=%d ratio = %.3e (max|ref| %.3e)\n", name, wiener_iters,
+           residual, r, mref);
+    CHECK_MSG(r <= 1e-4, "%s (cac=False) forward: ratio %.3e", name, r);
+    dmx__arena_free(&ar);
+    free(sub);
+    free(out);
+    free(x);
+    npy_free(&ref);
+    dmx_model_free(m);
+}
+
+/* HTDemucs.__init__ asserts wiener_iters == end_iters: a checkpoint that
+ * breaks it is refused by name (end_iters patched 2 -> 3 in the pickle). */
+static void test_mask_bad_end_iters(void) {
+    size_t n = 0;
+    unsigned char *buf = read_file(refgen_path("htd_wiener.th"), &n);
+    REQUIRE(buf);
+    /* the kwarg's key, a memo put (q, one byte), then BININT1 2 (K \x02) */
+    unsigned char *p = memmem(buf, n, "end_iters", 9);
+    REQUIRE(p && p + 13 <= buf + n && p[9] == 'q' && p[11] == 'K' && p[12] == 2);
+    p[12] = 3;
+    dmx_test_fix_pkl_crc(buf, n);
+    char path[] = "/tmp/demix_test_net_XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0 && write(fd, buf, n) == (ssize_t)n);
+    close(fd);
+    dmx_model *m = NULL;
+    dmx_status st = dmx_model_load(path, &m);
+    printf("end_iters 3, wiener_iters 2 -> %s: %s\n", dmx_status_name(st), dmx_last_error());
+    CHECK(st == DMX_ERR_MODEL && m == NULL && strstr(dmx_last_error(), "wiener_iters == end_iters"));
+    unlink(path);
+    free(buf);
+}
+
 int main(void) {
     test_segment_length();
     test_dispatch();
     test_bag_segment_fixed();
     test_scaled_float_segment();
     test_no_train_segment();
+    test_mask_forward("htd_mask", 0, 0);
+    test_mask_forward("htd_wiener", 2, 1);
+    test_mask_bad_end_iters();
     return dmx_test_done("test_net");
 }

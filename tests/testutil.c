@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <zlib.h>
 #include <string.h>
 
 int dmx_test_failures = 0;
@@ -107,4 +108,38 @@ double rel_max_err(const float *ours, const float *ref, size_t n,
     if (max_abs_diff) *max_abs_diff = md;
     if (max_abs_ref) *max_abs_ref = mr;
     return mr > 0 ? md / mr : md;
+}
+
+static uint32_t rd32(const unsigned char *p) { return p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t)p[3] << 24); }
+static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static void wr32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* see testutil.h (the same code as test_model_errors.c's fix_pkl_crc) */
+void dmx_test_fix_pkl_crc(unsigned char *b, size_t len) {
+    size_t eocd = len - 22;
+    while (eocd > 0 && rd32(b + eocd) != 0x06054b50) eocd--;
+    REQUIRE(eocd > 0);
+    uint32_t cd = rd32(b + eocd + 16);
+    uint16_t n = rd16(b + eocd + 10);
+    size_t p = cd;
+    for (int i = 0; i < n; i++) {
+        REQUIRE(rd32(b + p) == 0x02014b50);
+        uint16_t nl = rd16(b + p + 28), el = rd16(b + p + 30), cl = rd16(b + p + 32);
+        const char *name = (const char *)b + p + 46;
+        if (nl >= 8 && memcmp(name + nl - 8, "data.pkl", 8) == 0) {
+            uint32_t lho = rd32(b + p + 42), size = rd32(b + p + 20);
+            size_t data = lho + 30 + rd16(b + lho + 26) + rd16(b + lho + 28);
+            uint32_t crc = (uint32_t)crc32(0L, b + data, size);
+            wr32(b + p + 16, crc);
+            wr32(b + lho + 14, crc);
+            /* torch.save writes a data descriptor (flag bit 3) after the data */
+            if (rd16(b + lho + 6) & 8) {
+                unsigned char *dd = b + data + size;
+                wr32(rd32(dd) == 0x08074b50 ? dd + 4 : dd, crc);
+            }
+        }
+        p += 46 + nl + el + cl;
+    }
 }

@@ -67,5 +67,9 @@ double rel_max_err(const float *ours, const float *ref, size_t n,
 unsigned char *read_file(const char *path, size_t *len);
 /* Writes a whole file; 0 on success. */
 int write_file(const char *path, const void *buf, size_t len);
+/* A torch.save zip (len bytes) whose data.pkl was patched in place: recomputes
+ * the CRC-32 of every entry named *data.pkl (central directory, local header,
+ * data descriptor) so the loader reads the patched pickle. */
+void dmx_test_fix_pkl_crc(unsigned char *b, size_t len);
 
 #endif

@@ -804,9 +804,7 @@ static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, 
     if (m->cac) {
         memcpy(x, z, sizeof(float) * nx);
     } else {
-        for (int c = 0; c < A; c++)
-            for (size_t i = 0; i < plane; i++)
-                x[(size_t)c * plane + i] = hypotf(z[(size_t)c * 2 * plane + i], z[((size_t)c * 2 + 1) * plane + i]);
+        dmx__wiener_magnitude(z, A, plane, x);
     }
     float mean, std, meant, stdt;
     mean_std(x, nx, &mean, &std);

@@ -94,6 +94,9 @@ typedef struct dmx__htdemucs {
     double segment;             /* seconds */
     int training_length;        /* int(segment * samplerate) */
     int use_train_segment;
+    int cac;                    /* complex as channels; 0: magnitudes in, masks out */
+    int wiener_iters;           /* cac=0: < 0 plain masking, >= 0 Wiener EM iterations */
+    int wiener_residual;        /* cac=0: Wiener filtering with a residual source */
     int nfft, hop, depth;
     int n_enc, n_tenc;
     dmx__hlayer enc[DMX__MAX_DEPTH], tenc[DMX__MAX_DEPTH];

@@ -304,8 +304,10 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
         channels_time = (int)kw_int(b, "channels_time", 0);
     int growth = (int)kw_int(b, "growth", 2);
     m->nfft = (int)kw_int(b, "nfft", 4096);
-    int wiener_iters = (int)kw_int(b, "wiener_iters", 0);
-    int cac = kw_bool(b, "cac", 1);
+    m->wiener_iters = (int)kw_int(b, "wiener_iters", 0);
+    int end_iters = (int)kw_int(b, "end_iters", 0);
+    m->wiener_residual = kw_bool(b, "wiener_residual", 0);
+    m->cac = kw_bool(b, "cac", 1);
     m->depth = (int)kw_int(b, "depth", 4);
     int rewrite = kw_bool(b, "rewrite", 1);
     double freq_emb = kw_num(b, "freq_emb", 0.2);
@@ -358,8 +360,15 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
             goto fail;
         }
     }
-    if (!cac) { unsupported_kw(b, "cac", "only complex-as-channels models (cac=True) are supported"); goto fail; }
-    (void)wiener_iters;
+    if (m->wiener_iters != end_iters) { /* HTDemucs.__init__ asserts it */
+        b->st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs: HTDemucs needs wiener_iters == end_iters (%d, %d)",
+                          m->wiener_iters, end_iters);
+        goto fail;
+    }
+    if (!m->cac && m->wiener_iters > 0 && m->audio_channels > 2) {
+        unsupported_kw(b, "wiener_iters", "Wiener EM iterations need mono or stereo audio (as open-unmix)");
+        goto fail;
+    }
     if (strcmp(t_emb, "sin") != 0 && strcmp(t_emb, "cape") != 0 && strcmp(t_emb, "scaled") != 0) {
         unsupported_kw(b, "t_emb", "only 'sin', 'cape' and 'scaled' position embeddings are supported");
         goto fail;
@@ -397,7 +406,8 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
 
     /* --- encoder / decoder geometry, exactly as HTDemucs.__init__ --- */
     int S = m->n_sources, A = m->audio_channels;
-    int chin = A, chin_z = 2 * A;
+    const int nz = m->cac ? 2 : 1; /* spectrogram channels per audio channel */
+    int chin = A, chin_z = nz * A;
     int chout = channels_time ? channels_time : channels, chout_z = channels;
     int freqs = m->nfft / 2;
     char prefix[64];
@@ -432,7 +442,7 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
         }
         if (index == 0) {
             chin = A * S;
-            chin_z = 2 * chin;
+            chin_z = nz * chin;
         }
         /* decoders are stored in execution order: decoder.0 is the deepest */
         int di = m->depth - 1 - index;

@@ -8,6 +8,8 @@
  * frequency bins and T the STFT frames; time branch (C, T) which is the same
  * as (C, 1, T). Every layer is expressed as a 2D convolution over (C, H, W)
  * with H = frequency, W = time. All scratch comes from the caller's arena.
+ * Amplitude models (cac=False) take the mixture's magnitudes and output
+ * magnitudes, made complex by wiener.c as upstream's _mask does.
  */
 #include <math.h>
 #include <stdio.h>
@@ -16,7 +18,7 @@
 
 #include "error.h"
 #include "htdemucs.h"
-
+#include "wiener.h"
 
 #define NOMEM() dmx__fail(DMX_ERR_NOMEM, "out of memory in the HTDemucs forward pass")
 
@@ -307,20 +309,28 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
     char name[32];
     const int nb = m->nfft / 2;
     const int le = dmx__spec_frames(m->stft, TL);
+    const int nz = m->cac ? 2 : 1; /* network channels per audio channel */
+    const size_t plane = (size_t)nb * le;
 
+    /* cac=False: the mixture's complex spectrogram z (A, 2, nb, le) lives
+     * until the masks are applied, below everything the pass compacts */
+    float *z = NULL;
+    if (!m->cac && !(z = dmx__arena_floats(ar, (size_t)A * 2 * plane))) { st = NOMEM(); goto done; }
+    dmx__arena_mark body = dmx__arena_save(ar);
     /* zero-padded mix (A, TL) */
     float *mixp = dmx__arena_floats(ar, (size_t)A * TL);
-    float *x = dmx__arena_floats(ar, (size_t)2 * A * nb * le);
+    float *x = dmx__arena_floats(ar, (size_t)nz * A * plane);
     float *xt = dmx__arena_floats(ar, (size_t)A * TL);
     if (!mixp || !x || !xt) { st = NOMEM(); goto done; }
     for (int c = 0; c < A; c++) {
         memcpy(mixp + (size_t)c * TL, mix + (size_t)c * len, sizeof(float) * len);
         memset(mixp + (size_t)c * TL + len, 0, sizeof(float) * (TL - len));
     }
-    if (dmx__spec(m->stft, ar, mixp, A, TL, x)) { st = NOMEM(); goto done; }
-    TAP("spec", x, 2 * A, nb, le);
+    if (dmx__spec(m->stft, ar, mixp, A, TL, m->cac ? x : z)) { st = NOMEM(); goto done; }
+    TAP("spec", m->cac ? x : z, 2 * A, nb, le);
+    if (!m->cac) dmx__wiener_magnitude(z, A, plane, x); /* upstream's _magnitude */
     float mean, std, meant, stdt;
-    size_t nx = (size_t)2 * A * nb * le;
+    size_t nx = (size_t)nz * A * plane;
     mean_std(x, nx, &mean, &std);
     {
         float den = 1e-5f + std;
@@ -381,15 +391,15 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
              * share one block, so the moves only go down). */
             dmx__arena_mark keep = dmx__arena_save(ar);
             size_t nts = (size_t)m->tenc[0].chout * Tt, nxs = (size_t)el->chout * F * T;
-            dmx__arena_restore(ar, top);
-            float *nt = top.cur == keep.cur ? dmx__arena_floats(ar, nts) : NULL;
+            dmx__arena_restore(ar, body);
+            float *nt = body.cur == keep.cur ? dmx__arena_floats(ar, nts) : NULL;
             float *nx = nt ? dmx__arena_floats(ar, nxs) : NULL;
             if (nx && ar->cur == keep.cur && nt <= xt && nx <= x) {
                 memmove(nt, xt, sizeof(float) * nts);
                 memmove(nx, x, sizeof(float) * nxs);
                 xt = saved_t[0] = nt;
                 x = nx;
-                base_mark = top;
+                base_mark = body;
             } else {
                 dmx__arena_restore(ar, keep);
             }
@@ -454,7 +464,7 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
         int h, w;
         int need_pre = idx >= offset && m->tdec[idx - offset].empty;
         /* the layer taps (tests) want the whole last decoder output */
-        int to_wave = !tap && idx == m->depth - 1 && dl->freq && !dl->empty && !need_pre &&
+        int to_wave = m->cac && !tap && idx == m->depth - 1 && dl->freq && !dl->empty && !need_pre &&
                       !dl->norm2.groups && dl->chout % S == 0;
         float *nx3 = NULL;
         if (to_wave) {
@@ -523,13 +533,25 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
     }
     (void)stT;
 
-    /* de-normalise the spectrogram estimate, back to waveforms */
+    /* de-normalise the spectrogram estimate (cac=False: magnitudes, turned
+     * into complex spectrograms by upstream's _mask), back to waveforms */
     {
         if (!wav) {
-            size_t n = (size_t)S * A * 2 * F * T;
+            size_t n = (size_t)S * A * nz * F * T;
             for (size_t i = 0; i < n; i++) x[i] = x[i] * std + mean;
+            float *zout = x;
+            if (!m->cac) {
+                if (F != nb || T != le) {
+                    st = dmx__fail(DMX_ERR_INVALID_ARG, "decoder output (%d, %d) for a (%d, %d) spectrogram", F, T, nb, le);
+                    goto done;
+                }
+                if (!(zout = dmx__arena_floats(ar, (size_t)S * A * 2 * plane))) { st = NOMEM(); goto done; }
+                st = dmx__wiener(ar, x, z, S, A, nb, le, m->wiener_iters, m->wiener_residual, zout);
+                if (st != DMX_OK) goto done;
+            }
+            TAP("mask_out", zout, S * A * 2, nb, le);
             wav = dmx__arena_floats(ar, (size_t)S * A * TL);
-            if (!wav || dmx__ispec(m->stft, ar, x, S * A, T, TL, wav)) { st = NOMEM(); goto done; }
+            if (!wav || dmx__ispec(m->stft, ar, zout, S * A, T, TL, wav)) { st = NOMEM(); goto done; }
         }
         for (int s = 0; s < S; s++)
             for (int c = 0; c < A; c++) {

@@ -118,6 +118,13 @@ static void em_bin(cpx *y, const cpx *x, float *v, cpx *R, int Tw, int Sr, int C
     }
 }
 
+void dmx__wiener_magnitude(const float *spec, int C, size_t plane, float *mag) {
+    for (int c = 0; c < C; c++) {
+        const float *re = spec + (size_t)c * 2 * plane, *im = re + plane;
+        for (size_t i = 0; i < plane; i++) mag[(size_t)c * plane + i] = hypotf(re[i], im[i]);
+    }
+}
+
 dmx_status dmx__wiener(dmx__arena *ar, const float *mag, const float *mix, int S, int C, int F,
                        int T, int iters, int residual, float *out) {
     if (S < 1 || C < 1 || F < 1 || T < 1 || (iters > 0 && C > 2))

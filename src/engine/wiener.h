@@ -1,6 +1,7 @@
 /*
  * wiener.h - internal: turning estimated magnitude spectrograms into complex
- * ones, as HDemucs._mask does for amplitude (cac=False) models.
+ * ones, as HDemucs._mask and HTDemucs._mask do for amplitude (cac=False)
+ * models (both call it identically), and their `_magnitude` input.
  *
  * iters >= 0: openunmix.filtering.wiener exactly as HDemucs._wiener calls it:
  * windows of 300 STFT frames, each filtered on its own: the sources get the
@@ -19,6 +20,11 @@
 #include "demix/status.h"
 
 #define DMX__WIENER_WINDOW 300 /* frames per wiener() call (HDemucs._wiener) */
+
+/* The amplitude models' input (upstream's `_magnitude` with cac=False,
+ * z.abs()): spec (C, 2, F·T in `plane`) as dmx__spec writes it, mag (C, plane)
+ * receives |re + i·im| per bin. */
+void dmx__wiener_magnitude(const float *spec, int C, size_t plane, float *mag);
 
 /* mag (S, C, F, T) magnitudes; mix (C, 2, F, T): per channel the real plane
  * then the imaginary plane (dmx__spec's layout); out (S, C, 2, F, T), the
