@@ -583,7 +583,7 @@ int cmd_separate(int argc, char **argv) {
         /* A damaged download is the likely cause when it came from the cache. */
         cli_err("cannot load model %s from %s: %s%s", cfg.name, model_path,
                 *d ? d : dmx_status_str(st),
-                cfg.repo ? "" : " (check the cache with 'demix models verify')");
+                cfg.repo || model_config ? "" : " (check the cache with 'demix models verify')");
         exit_rc = EXIT_RUNTIME;
         goto cleanup;
     }

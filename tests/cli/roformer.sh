@@ -38,5 +38,11 @@ if [ "$how" = config ]; then
     expect_rc half 2 separate --model-config "$RF/models/$model.yaml" "$MIX3" -o "$WORK/x" &&
         expect_one_line_error half
     expect_rc both 2 separate "${sel[@]}" -n htdemucs "$MIX3" -o "$WORK/x" && expect_one_line_error both
+    # a checkpoint that is not there: a clear one-line error, nothing written
+    expect_rc nockpt 1 separate --model-config "$RF/models/$model.yaml" --checkpoint "$WORK/none.ckpt" \
+        "$MIX3" -o "$WORK/y" && expect_one_line_error nockpt
+    grep -q "none.ckpt: cannot open" "$WORK/nockpt.err" && ! grep -q "models verify" "$WORK/nockpt.err" \
+        || fail "nockpt: the error should name the checkpoint and not the cache"
+    [ -e "$WORK/y" ] && find "$WORK/y" -type f | grep -q . && fail "nockpt wrote files"
 fi
 finish
