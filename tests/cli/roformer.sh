@@ -38,6 +38,10 @@ if [ "$how" = config ]; then
     expect_rc half 2 separate --model-config "$RF/models/$model.yaml" "$MIX3" -o "$WORK/x" &&
         expect_one_line_error half
     expect_rc both 2 separate "${sel[@]}" -n htdemucs "$MIX3" -o "$WORK/x" && expect_one_line_error both
+    # `demix models list --repo` shows the pair as one model with its stems
+    expect_rc list 0 models list --repo "$RF/models" &&
+        { grep -q "^$model  *BSRoformer  *vocals .*MSST config: " "$WORK/list.out" ||
+              fail "models list: no MSST config line for $model: $(cat "$WORK/list.out")"; }
     # a checkpoint that is not there: a clear one-line error, nothing written
     expect_rc nockpt 1 separate --model-config "$RF/models/$model.yaml" --checkpoint "$WORK/none.ckpt" \
         "$MIX3" -o "$WORK/y" && expect_one_line_error nockpt
