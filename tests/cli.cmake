@@ -24,6 +24,12 @@ demix_cli_test(cli_golden_tiny4s golden.sh tiny4s mix_12s tiny4s_separate_12s
                drums bass other vocals)
 demix_cli_test(cli_golden_tiny6s golden.sh tiny6s mix_3s tiny6s_separate_3s
                drums bass other vocals guitar piano)
+demix_cli_test(cli_golden_bs_roformer roformer.sh config bs_roformer_tiny
+               bs_roformer_tiny_demix_12s 1 vocals)
+demix_cli_test(cli_golden_mel_band_roformer roformer.sh name mel_band_roformer_tiny
+               mel_band_roformer_tiny_demix_12s 1 vocals)
+demix_cli_test(cli_golden_bs_roformer_4stem roformer.sh name bs_roformer_4stem_tiny
+               bs_roformer_4stem_tiny_demix_12s 8 drums bass other vocals)
 demix_cli_test(cli_zoo_demucs zoo_demucs.sh)
 demix_cli_test(cli_usage usage.sh)
 demix_cli_test(cli_errors errors.sh)

@@ -54,6 +54,17 @@ set_tests_properties(server_pg PROPERTIES
   LABELS "server" TIMEOUT 900 SKIP_RETURN_CODE 77
   ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_pg")
 
+# roformer: RoFormer models (MSST config + checkpoint) in --repo, listed and
+# separated; the stem is checked with the CLI tests' checker.
+if(TARGET demix_cli_check)
+  add_test(NAME server_roformer
+           COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/roformer.sh)
+  set_tests_properties(server_roformer PROPERTIES
+    LABELS "server"
+    TIMEOUT 600
+    ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;CHECK=$<TARGET_FILE:demix_cli_check>;GOLDEN=${DEMIX_GOLDEN_DIR};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_roformer")
+endif()
+
 # test_observ: UTF-8 truncation, metric label values and the alert series
 # budget, zero-declared counters, text log escaping, the engine log rate
 # limit, ZIP64 (tests/server/test_observ.c).

@@ -1,6 +1,7 @@
 /*
- * demix.h - the demix engine: load Demucs v4 (HTDemucs) checkpoints and bags,
- * and separate audio into stems on the CPU.
+ * demix.h - the demix engine: load Demucs checkpoints and bags, and
+ * BS-/Mel-Band RoFormers from MSST configs, and separate audio into stems on
+ * the CPU.
  *
  * Objects and ownership
  *   dmx_model    A loaded model or bag of models. Read-only after
@@ -63,6 +64,23 @@ void dmx_log_set(dmx_log_fn fn, void *user);
  * *out = NULL and the status says why (DMX_ERR_IO, DMX_ERR_CORRUPT,
  * DMX_ERR_UNSUPPORTED, DMX_ERR_MODEL, DMX_ERR_NOMEM). */
 dmx_status dmx_model_load(const char *path, dmx_model **out);
+/* A `.yaml` that is an MSST config (repo.h's rule: a `model:` section) is
+ * loaded as dmx_model_load_config(path, NAME.ckpt beside it). */
+
+/* Loads a BS-RoFormer or Mel-Band RoFormer from an MSST (ZFTurbo's
+ * Music-Source-Separation-Training) YAML config and its checkpoint (a state
+ * dict, `{'state_dict': ...}` or an MSST training checkpoint). The model has
+ * one member; its sources are the config's instruments (training.
+ * target_instrument, else training.instruments), its segment the config's
+ * chunk_size. Its streams and dmx_separate() run MSST's whole-track chunking
+ * (chunk_size, inference.num_overlap, batch size 1) instead of upstream
+ * Demucs' apply_model: the options shifts, seed, overlap, segment, split,
+ * transition_power and normalize do not apply and are ignored (no
+ * normalisation: dmx_stream_analyze accepts and ignores its input), and
+ * progress counts output frames (total = the song's frames). Ownership and
+ * statuses as dmx_model_load (DMX_ERR_UNSUPPORTED for config options demix
+ * does not implement). */
+dmx_status dmx_model_load_config(const char *config_path, const char *ckpt_path, dmx_model **out);
 void dmx_model_free(dmx_model *m);
 
 /* Number of sources (stems) the model outputs, e.g. 4 or 6. */

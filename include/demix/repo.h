@@ -15,6 +15,10 @@
  *     case-sensitive.
  *   - a bag of models is `NAME.yaml` (models, weights, segment); its members
  *     are signatures resolved as checkpoints in the same folder.
+ *   - a `NAME.yaml` with a top-level `model:` section is instead an MSST
+ *     config (BS-RoFormer, Mel-Band RoFormer); its checkpoint is `NAME.ckpt`
+ *     in the same folder (dmx_repo_config_checkpoint, the one place of this
+ *     rule). Such a NAME resolves, lists and probes like a bag.
  *   - a name resolves to a checkpoint whose SIG is the name first, then to a
  *     bag NAME.yaml. Two checkpoints with the same SIG (e.g. `x.th` and
  *     `x-ab12.th`) are an error for that name ("delete all but one").
@@ -52,9 +56,12 @@ typedef enum dmx_repo_family {
     DMX_REPO_FAMILY_HTDEMUCS = 1, /* demucs.htdemucs.HTDemucs, Hybrid Transformer (v4) */
     DMX_REPO_FAMILY_HDEMUCS = 2,  /* demucs.hdemucs.HDemucs, Hybrid Demucs (v3) */
     DMX_REPO_FAMILY_DEMUCS = 3,   /* demucs.demucs.Demucs, time domain (v2) */
+    DMX_REPO_FAMILY_BS_ROFORMER = 4,       /* MSST's BSRoformer (an MSST config + .ckpt) */
+    DMX_REPO_FAMILY_MEL_BAND_ROFORMER = 5, /* MSST's MelBandRoformer */
 } dmx_repo_family;
 
-/* "HTDemucs", "HDemucs", "Demucs" or "unknown" (static). */
+/* "HTDemucs", "HDemucs", "Demucs", "BSRoformer", "MelBandRoformer" or
+ * "unknown" (static). */
 const char *dmx_repo_family_name(dmx_repo_family f);
 /* Family of a checkpoint class name, with or without its module
  * ("HDemucs", "demucs.hdemucs.HDemucs"); UNKNOWN for anything else. */
@@ -197,6 +204,14 @@ dmx_status dmx_repo_resolve(const char *repo, const char *name, dmx_repo_hit *ou
 
 void dmx_repo_hit_clear(dmx_repo_hit *h);
 
+/* Whether the YAML file at `yaml_path` is an MSST config (a top-level
+ * `model:` section) rather than a bag: DMX_OK with *ckpt = its checkpoint's
+ * path (NAME.yaml -> NAME.ckpt beside it, malloc'ed, caller frees; not
+ * checked to exist), or DMX_OK with *ckpt = NULL for any other YAML.
+ * DMX_ERR_NOT_FOUND / DMX_ERR_IO / DMX_ERR_CORRUPT when it cannot be read or
+ * parsed. dmx_model_load() and dmx_repo_probe() decide with it. */
+dmx_status dmx_repo_config_checkpoint(const char *yaml_path, char **ckpt);
+
 /* ---- what a checkpoint file holds ------------------------------------------- */
 
 /* Reads a checkpoint's class and `sources` kwarg without loading its
@@ -210,8 +225,10 @@ typedef struct dmx_repo_probe_info {
 } dmx_repo_probe_info;
 
 /* For a bag YAML, every member's checkpoint is probed: `families` names each
- * member's family once (member order), the rest is the first member's.
- * Statuses as dmx_model_load's for an unreadable or damaged file. */
+ * member's family once (member order), the rest is the first member's. For
+ * an MSST config, the config gives the family and the stems (its checkpoint
+ * must exist, DMX_ERR_NOT_FOUND otherwise). Statuses as dmx_model_load's for
+ * an unreadable or damaged file. */
 dmx_status dmx_repo_probe(const char *path, dmx_repo_probe_info *out);
 
 #ifdef __cplusplus

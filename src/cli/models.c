@@ -684,8 +684,9 @@ static int64_t file_size(const char *p) {
 }
 
 /* Family and sources of a folder entry: the table's for a known file, else
- * read from the checkpoint (or a bag's first member). */
-static void describe(const char *dir, const dmx_repo_item *it, char *fam, size_t fn, char *src, size_t sn) {
+ * read from the checkpoint (or a bag's first member, or an MSST config).
+ * Returns the family. */
+static dmx_repo_family describe(const char *dir, const dmx_repo_item *it, char *fam, size_t fn, char *src, size_t sn) {
     const dmx_repo_file *f = it->entry.kind == DMX_REPO_CHECKPOINT ? dmx_repo_file_find(it->entry.name) : NULL;
     if (f && !strcmp(f->checksum, it->entry.checksum)) {
         snprintf(fam, fn, "%s", dmx_repo_family_name(f->family));
@@ -694,10 +695,11 @@ static void describe(const char *dir, const dmx_repo_item *it, char *fam, size_t
             size_t l = strlen(src);
             snprintf(src + l, sn - l, "%s%s", i ? ", " : "", f->sources[i]);
         }
-        return;
+        return f->family;
     }
     char *p = path_join(dir, it->file);
     dmx_repo_probe_info pi;
+    pi.family = DMX_REPO_FAMILY_UNKNOWN;
     if (dmx_repo_probe(p, &pi) == DMX_OK) {
         snprintf(fam, fn, "%s", pi.families);
         src[0] = '\0';
@@ -710,6 +712,7 @@ static void describe(const char *dir, const dmx_repo_item *it, char *fam, size_t
         snprintf(src, sn, "(unreadable)");
     }
     free(p);
+    return pi.family;
 }
 
 #define LIST_FMT "%-24s %-15s %-42s %-10s %s\n"
@@ -731,11 +734,13 @@ static void list_folder(const char *dir, int skip_known, int *count) {
             printf(LIST_FMT, it->file, "-", "-", "-", "unusable:");
             printf("    %s\n", it->problem);
         } else {
-            describe(dir, it, fam, sizeof fam, src, sizeof src);
+            dmx_repo_family f = describe(dir, it, fam, sizeof fam, src, sizeof src);
+            int msst = f == DMX_REPO_FAMILY_BS_ROFORMER || f == DMX_REPO_FAMILY_MEL_BAND_ROFORMER;
             format_bytes(file_size(p), size, sizeof size);
             if (it->entry.kind == DMX_REPO_BAG) snprintf(size, sizeof size, "-");
             char status[4200];
-            snprintf(status, sizeof status, "%s: %s", it->entry.kind == DMX_REPO_BAG ? "bag" : "local", p);
+            snprintf(status, sizeof status, "%s: %s",
+                     msst ? "MSST config" : it->entry.kind == DMX_REPO_BAG ? "bag" : "local", p);
             printf(LIST_FMT, it->entry.name, fam, src, size, status);
         }
         free(p);

@@ -367,7 +367,7 @@ static const int MP3_BITRATES[] = {32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 19
 enum {
     O_REPO = 256, O_FILENAME, O_SHIFTS, O_SEED, O_OVERLAP, O_SEGMENT, O_NO_SPLIT, O_TWO_STEMS,
     O_OTHER_METHOD, O_INT24, O_FLOAT32, O_FLAC, O_MP3, O_MP3_BITRATE, O_MP3_PRESET, O_CLIP_MODE,
-    O_LIST_MODELS, O_VERSION, O_THREADS
+    O_LIST_MODELS, O_VERSION, O_THREADS, O_MODEL_CONFIG, O_CHECKPOINT
 };
 
 static char *abs_path(const char *p) {
@@ -385,6 +385,8 @@ int cmd_separate(int argc, char **argv) {
         {"name", required_argument, NULL, 'n'},
         {"sig", required_argument, NULL, 's'},
         {"repo", required_argument, NULL, O_REPO},
+        {"model-config", required_argument, NULL, O_MODEL_CONFIG},
+        {"checkpoint", required_argument, NULL, O_CHECKPOINT},
         {"out", required_argument, NULL, 'o'},
         {"filename", required_argument, NULL, O_FILENAME},
         {"device", required_argument, NULL, 'd'},
@@ -417,6 +419,8 @@ int cmd_separate(int argc, char **argv) {
         .other_method = OM_ADD, .clip_mode = CLIP_RESCALE, .shifts = 1, .split = 1, .jobs = 1,
         .seed = 0, .overlap = 0.25, .segment = 0,
     };
+    const char *model_config = NULL, *checkpoint = NULL; /* an MSST config + its checkpoint */
+    char *config_name = NULL;
     int int24 = 0, float32 = 0, flac = 0, mp3 = 0, verbose = 0, quiet = 0, list_models = 0;
     int name_given = 0, sig_given = 0;
     int seg_given = 0;
@@ -432,6 +436,8 @@ int cmd_separate(int argc, char **argv) {
         case 'n': cfg.name = optarg; name_given = 1; break;
         case 's': cfg.name = optarg; sig_given = 1; break; /* one model, by signature */
         case O_REPO: cfg.repo = optarg; break;
+        case O_MODEL_CONFIG: model_config = optarg; break;
+        case O_CHECKPOINT: checkpoint = optarg; break;
         case 'o': cfg.out = optarg; break;
         case O_FILENAME: cfg.filename = optarg; break;
         case 'd': device = optarg; break;
@@ -503,6 +509,10 @@ int cmd_separate(int argc, char **argv) {
     if (name_given && sig_given)
         return cli_usage_error(cmd, "-n/--name and -s/--sig are mutually exclusive (as upstream's)");
     cli_verbosity = quiet ? -1 : verbose ? 1 : 0;
+    if (!model_config != !checkpoint)
+        return cli_usage_error(cmd, "--model-config and --checkpoint go together (an MSST config and its checkpoint)");
+    if (model_config && (name_given || sig_given || cfg.repo))
+        return cli_usage_error(cmd, "--model-config/--checkpoint name the model; they exclude -n, -s and --repo");
     if (int24 && float32) return cli_usage_error(cmd, "--int24 and --float32 contradict each other");
     if (flac && mp3) return cli_usage_error(cmd, "--flac and --mp3 contradict each other");
     if (flac && float32) return cli_usage_error(cmd, "--float32 is for WAV output; FLAC stores integers only (use --int24)");
@@ -545,8 +555,16 @@ int cmd_separate(int argc, char **argv) {
     char *base_dir = NULL, *abs_base = NULL;
     if (n_tracks == 0) goto cleanup;
 
-    /* The model. */
-    if ((rc = models_resolve(cfg.name, cfg.repo, 1, &model_path)) != EXIT_OK) {
+    /* The model: an MSST config and checkpoint as given (named after the
+     * config file, for the output folder), else by name. */
+    if (model_config) {
+        const char *b = strrchr(model_config, '/');
+        config_name = xstrdup(b ? b + 1 : model_config);
+        char *dot = strrchr(config_name, '.');
+        if (dot && dot != config_name) *dot = '\0';
+        cfg.name = config_name;
+        model_path = xstrdup(model_config);
+    } else if ((rc = models_resolve(cfg.name, cfg.repo, 1, &model_path)) != EXIT_OK) {
         exit_rc = rc;
         goto cleanup;
     }
@@ -558,13 +576,14 @@ int cmd_separate(int argc, char **argv) {
         goto cleanup;
     }
     double tl = cli_now();
-    dmx_status st = dmx_model_load(model_path, &model);
+    dmx_status st = model_config ? dmx_model_load_config(model_config, checkpoint, &model)
+                                 : dmx_model_load(model_path, &model);
     if (st != DMX_OK) {
         const char *d = dmx_last_error();
         /* A damaged download is the likely cause when it came from the cache. */
         cli_err("cannot load model %s from %s: %s%s", cfg.name, model_path,
                 *d ? d : dmx_status_str(st),
-                cfg.repo ? "" : " (check the cache with 'demix models verify')");
+                cfg.repo || model_config ? "" : " (check the cache with 'demix models verify')");
         exit_rc = EXIT_RUNTIME;
         goto cleanup;
     }
@@ -731,6 +750,7 @@ cleanup:
     free(base_dir);
     free(abs_base);
     free(model_path);
+    free(config_name);
     dmx_model_free(model);
     return exit_rc;
 }

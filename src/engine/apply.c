@@ -39,6 +39,10 @@
  * threads — and the rounding — of other streams running at the same time.
  * Accumulation happens in segment order in the calling thread, so results
  * are bit-identical for any T and whatever else the process runs.
+ *
+ * RoFormer models (loaded from an MSST config) do not use any of this: the
+ * same dmx_stream API forwards to MSST's whole-track chunking
+ * (roformer_demix.h), so callers have one stream interface for every model.
  */
 #include "apply.h"
 
@@ -49,6 +53,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "roformer_demix.h"
 #include "threads.h"
 
 #define MAX_TRACKS 1024
@@ -92,6 +97,10 @@ struct dmx_stream {
     float *emit_buf;        /* (S*A, EMIT_BLOCK) */
     int64_t done, total;    /* progress */
     dmx_status error;       /* sticky */
+    /* RoFormer models: MSST's chunking (roformer_demix.h) instead of all of
+     * the above; the stream only forwards, with progress and cancel */
+    const dmx__roformer *rfnet;
+    dmx__rf_stream *rf;
 };
 
 #define EMIT_BLOCK 16384
@@ -368,6 +377,27 @@ void dmx_separate_opts_init(dmx_separate_opts *o) {
     o->normalize = 1;
 }
 
+/* ---------------------------------------------------------------- RoFormer */
+
+const dmx__roformer *dmx__model_roformer(const dmx_model *m) {
+    if (!m || m->n_members != 1) return NULL;
+    const dmx__net *n = m->members[0];
+    return n->vt == &dmx__bs_roformer_vt || n->vt == &dmx__mel_band_roformer_vt ? n->impl : NULL;
+}
+
+/* The RoFormer stream's writer: cancel and progress (in output frames) around
+ * the caller's. */
+static dmx_status rf_write(void *user, const float *const *stems, int64_t frames) {
+    dmx_stream *st = user;
+    if (cancelled(st)) return dmx__fail(DMX_ERR_CANCELLED, "cancelled");
+    dmx_status e = st->write(st->write_user, stems, frames);
+    if (e != DMX_OK) return e;
+    st->done += frames;
+    if (st->o.progress && st->o.progress(st->o.progress_user, st->done, st->total))
+        return dmx__fail(DMX_ERR_CANCELLED, "cancelled");
+    return DMX_OK;
+}
+
 static dmx_status check_opts(const dmx_model *m, const dmx_separate_opts *o) {
     if (!(o->overlap >= 0.0 && o->overlap < 1.0))
         return dmx__fail(DMX_ERR_INVALID_ARG, "overlap must be in [0, 1), got %g", o->overlap);
@@ -396,11 +426,13 @@ dmx_status dmx_stream_new(dmx_session *s, const dmx_separate_opts *opts, dmx_wri
         dmx_separate_opts_init(&def);
         opts = &def;
     }
-    dmx_status e = check_opts(s->model, opts);
+    const dmx__roformer *rfnet = dmx__model_roformer(s->model);
+    dmx_status e = rfnet ? DMX_OK : check_opts(s->model, opts);
     if (e != DMX_OK) return e;
     dmx_stream *st = calloc(1, sizeof *st);
     if (!st) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
     st->s = s;
+    st->rfnet = rfnet;
     st->o = *opts;
     st->write = write;
     st->write_user = user;
@@ -419,6 +451,7 @@ dmx_status dmx_stream_new(dmx_session *s, const dmx_separate_opts *opts, dmx_wri
 dmx_status dmx_stream_analyze(dmx_stream *st, const float *const *in, int64_t frames) {
     if (!st || (!in && frames)) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_analyze: NULL argument");
     if (st->started) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_analyze after dmx_stream_start");
+    if (st->rfnet) return DMX_OK; /* MSST's demix does not normalise */
     /* ref = mix.mean(0), accumulated in double for its mean and std */
     for (int64_t i = 0; i < frames; i++) {
         float r = 0;
@@ -436,6 +469,13 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
     if (!st) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_start: NULL stream");
     if (st->started) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_start called twice");
     if (total_frames < 1) return dmx__fail(DMX_ERR_INVALID_ARG, "no audio to separate");
+    if (st->rfnet) {
+        st->n = total_frames;
+        st->total = total_frames;
+        dmx_status e = dmx__rf_stream_new(st->rfnet, total_frames, st->threads, rf_write, st, &st->rf);
+        if (e == DMX_OK) st->started = 1;
+        return e;
+    }
     if (st->o.normalize && st->analyzed != total_frames)
         return dmx__fail(DMX_ERR_INVALID_ARG, "normalisation analysed %lld frames but the stream has %lld",
                          (long long)st->analyzed, (long long)total_frames);
@@ -536,6 +576,12 @@ dmx_status dmx_stream_feed(dmx_stream *st, const float *const *in, int64_t frame
     if (!st || (!in && frames)) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_feed: NULL argument");
     if (!st->started) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_feed before dmx_stream_start");
     if (st->error != DMX_OK) return st->error;
+    if (st->rf) {
+        if (cancelled(st)) return st->error = dmx__fail(DMX_ERR_CANCELLED, "cancelled");
+        dmx_status e = dmx__rf_stream_feed(st->rf, in, frames);
+        if (e != DMX_OK) st->error = e;
+        return e;
+    }
     if (st->in_base + st->in_len + frames > st->n)
         return dmx__fail(DMX_ERR_INVALID_ARG, "more frames fed than announced to dmx_stream_start");
     int64_t pos = 0;
@@ -575,6 +621,11 @@ dmx_status dmx_stream_finish(dmx_stream *st) {
     if (!st) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_finish: NULL stream");
     if (!st->started) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_finish before dmx_stream_start");
     if (st->error != DMX_OK) return st->error;
+    if (st->rf) {
+        dmx_status e = dmx__rf_stream_finish(st->rf);
+        if (e != DMX_OK) st->error = e;
+        return e;
+    }
     if (st->in_base + st->in_len != st->n)
         return st->error = dmx__fail(DMX_ERR_INVALID_ARG, "stream ended after %lld of %lld announced frames",
                                      (long long)(st->in_base + st->in_len), (long long)st->n);
@@ -587,6 +638,7 @@ dmx_status dmx_stream_finish(dmx_stream *st) {
 
 void dmx_stream_free(dmx_stream *st) {
     if (!st) return;
+    dmx__rf_stream_free(st->rf);
     for (int i = 0; i < st->n_tracks; i++) {
         dmx__big_free(st->tracks[i].acc);
         dmx__big_free(st->tracks[i].sw);

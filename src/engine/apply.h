@@ -42,4 +42,10 @@ struct dmx_session {
     dmx__worker workers[DMX__MAX_WORKERS];
 };
 
+/* The RoFormer network of a model loaded from an MSST config
+ * (dmx_model_load_config), or NULL: such models stream through MSST's
+ * chunking (roformer_demix.h) instead of apply_model's. */
+struct dmx__roformer;
+const struct dmx__roformer *dmx__model_roformer(const dmx_model *m);
+
 #endif

@@ -1,7 +1,9 @@
 /*
  * model.c - the public engine API (demix.h): loading models and bags
  * (upstream's BagOfModels: members of any family, per-source weights, the
- * `segment:` override), model queries and sessions. Members are networks
+ * `segment:` override), RoFormer models from an MSST config and checkpoint
+ * (one member; apply.c streams them through MSST's chunking), model queries
+ * and sessions. Members are networks
  * behind net.h; everything here reads their dmx__net_desc.
  */
 #include <math.h>
@@ -13,7 +15,9 @@
 #include "bagyaml.h"
 #include "ckpt.h"
 #include "demix/demix.h"
+#include "demix/repo.h"
 #include "error.h"
+#include "roformer.h"
 
 /* ------------------------------------------------------------------- models */
 
@@ -118,6 +122,32 @@ static dmx_status load_bag(const char *path, dmx_model *m) {
     return st;
 }
 
+static dmx_status finish_or_free(dmx_model *m, dmx_status st, const char *path, dmx_model **out) {
+    if (st == DMX_OK && m->n_members == 0) st = dmx__fail(DMX_ERR_MODEL, "%s: bag lists no models", path);
+    if (st == DMX_OK) st = finish_model(m);
+    if (st != DMX_OK) {
+        dmx_model_free(m);
+        return st;
+    }
+    *out = m;
+    return DMX_OK;
+}
+
+dmx_status dmx_model_load_config(const char *config_path, const char *ckpt_path, dmx_model **out) {
+    dmx__clear_error();
+    if (!out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_model_load_config: out is NULL");
+    *out = NULL;
+    if (!config_path || !ckpt_path) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_model_load_config: NULL path");
+    dmx_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->members = calloc(1, sizeof *m->members))) {
+        free(m);
+        return dmx__fail(DMX_ERR_NOMEM, "out of memory");
+    }
+    dmx_status st = dmx__roformer_net_load(config_path, ckpt_path, &m->members[0]);
+    if (st == DMX_OK) m->n_members = 1;
+    return finish_or_free(m, st, config_path, out);
+}
+
 dmx_status dmx_model_load(const char *path, dmx_model **out) {
     dmx__clear_error();
     if (!out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_model_load: out is NULL");
@@ -127,6 +157,15 @@ dmx_status dmx_model_load(const char *path, dmx_model **out) {
     if (!m) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
     dmx_status st;
     if (ends_with(path, ".yaml") || ends_with(path, ".yml")) {
+        /* an MSST config (repo.h's rule) or an upstream bag */
+        char *ckpt = NULL;
+        st = dmx_repo_config_checkpoint(path, &ckpt);
+        if (st != DMX_OK || ckpt) {
+            free(m);
+            if (st == DMX_OK) st = dmx_model_load_config(path, ckpt, out);
+            free(ckpt);
+            return st;
+        }
         st = load_bag(path, m);
     } else {
         m->members = calloc(1, sizeof *m->members);
@@ -136,14 +175,7 @@ dmx_status dmx_model_load(const char *path, dmx_model **out) {
             if (st == DMX_OK) m->n_members = 1;
         }
     }
-    if (st == DMX_OK && m->n_members == 0) st = dmx__fail(DMX_ERR_MODEL, "%s: bag lists no models", path);
-    if (st == DMX_OK) st = finish_model(m);
-    if (st != DMX_OK) {
-        dmx_model_free(m);
-        return st;
-    }
-    *out = m;
-    return DMX_OK;
+    return finish_or_free(m, st, path, out);
 }
 
 void dmx_model_free(dmx_model *m) {

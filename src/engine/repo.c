@@ -29,6 +29,8 @@
 #include "bagyaml.h"
 #include "error.h"
 #include "pickle.h"
+#include "roformer_config.h"
+#include "yamltree.h"
 #include "zip.h"
 
 #define ROOT_URL "https://dl.fbaipublicfiles.com/demucs/"
@@ -123,6 +125,8 @@ const char *dmx_repo_family_name(dmx_repo_family f) {
     case DMX_REPO_FAMILY_HTDEMUCS: return "HTDemucs";
     case DMX_REPO_FAMILY_HDEMUCS: return "HDemucs";
     case DMX_REPO_FAMILY_DEMUCS: return "Demucs";
+    case DMX_REPO_FAMILY_BS_ROFORMER: return "BSRoformer";
+    case DMX_REPO_FAMILY_MEL_BAND_ROFORMER: return "MelBandRoformer";
     default: return "unknown";
     }
 }
@@ -134,6 +138,8 @@ dmx_repo_family dmx_repo_family_of_class(const char *klass) {
     if (!strcmp(n, "HTDemucs")) return DMX_REPO_FAMILY_HTDEMUCS;
     if (!strcmp(n, "HDemucs")) return DMX_REPO_FAMILY_HDEMUCS;
     if (!strcmp(n, "Demucs")) return DMX_REPO_FAMILY_DEMUCS;
+    if (!strcmp(n, "BSRoformer")) return DMX_REPO_FAMILY_BS_ROFORMER;
+    if (!strcmp(n, "MelBandRoformer")) return DMX_REPO_FAMILY_MEL_BAND_ROFORMER;
     return DMX_REPO_FAMILY_UNKNOWN;
 }
 
@@ -586,13 +592,60 @@ static dmx_status probe_checkpoint(const char *path, dmx_repo_probe_info *out) {
     return st;
 }
 
+dmx_status dmx_repo_config_checkpoint(const char *yaml_path, char **ckpt) {
+    if (!ckpt) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_repo_config_checkpoint: NULL argument");
+    *ckpt = NULL;
+    if (!yaml_path) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_repo_config_checkpoint: NULL argument");
+    dmx__ynode *root = NULL;
+    dmx_status st = dmx__yaml_load(yaml_path, &root);
+    if (st != DMX_OK) return st;
+    int msst = dmx__yaml_get(root, "model") != NULL;
+    dmx__yaml_free(root);
+    if (!msst) return DMX_OK;
+    size_t n = strlen(yaml_path);
+    size_t stem = ends_with(yaml_path, n, ".yaml") ? n - 5 : ends_with(yaml_path, n, ".yml") ? n - 4 : n;
+    if (!(*ckpt = malloc(stem + 6))) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
+    memcpy(*ckpt, yaml_path, stem);
+    memcpy(*ckpt + stem, ".ckpt", 6);
+    return DMX_OK;
+}
+
+/* An MSST config: family and stems from the config; its checkpoint must be
+ * a regular file (its tensors are checked when the model loads). */
+static dmx_status probe_config(const char *path, const char *ckpt, dmx_repo_probe_info *out) {
+    dmx__rf_config *cfg = malloc(sizeof *cfg);
+    if (!cfg) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
+    dmx_status st = dmx__rf_config_load(path, cfg);
+    struct stat sb;
+    if (st == DMX_OK && (stat(ckpt, &sb) != 0 || !S_ISREG(sb.st_mode)))
+        st = dmx__fail(DMX_ERR_NOT_FOUND, "%s: its checkpoint %s is missing", path, ckpt);
+    if (st == DMX_OK) {
+        out->family = cfg->kind == DMX__RF_BS ? DMX_REPO_FAMILY_BS_ROFORMER : DMX_REPO_FAMILY_MEL_BAND_ROFORMER;
+        snprintf(out->klass, sizeof out->klass, "%s", dmx_repo_family_name(out->family));
+        snprintf(out->families, sizeof out->families, "%s", dmx_repo_family_name(out->family));
+        for (int i = 0; i < cfg->num_stems && i < DMX_REPO_MAX_SOURCES; i++) {
+            snprintf(out->sources[i], sizeof out->sources[i], "%s", cfg->stems[i]);
+            out->n_sources = i + 1;
+        }
+    }
+    free(cfg);
+    return st;
+}
+
 dmx_status dmx_repo_probe(const char *path, dmx_repo_probe_info *out) {
     if (!path || !out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_repo_probe: NULL argument");
     memset(out, 0, sizeof *out);
     size_t n = strlen(path);
     if (!ends_with(path, n, ".yaml")) return probe_checkpoint(path, out);
+    char *ckpt = NULL;
+    dmx_status st = dmx_repo_config_checkpoint(path, &ckpt);
+    if (st != DMX_OK || ckpt) {
+        if (st == DMX_OK) st = probe_config(path, ckpt, out);
+        free(ckpt);
+        return st;
+    }
     dmx__bag_spec *spec = NULL;
-    dmx_status st = dmx__bag_yaml_load(path, &spec);
+    st = dmx__bag_yaml_load(path, &spec);
     if (st != DMX_OK) return st;
     const char *slash = strrchr(path, '/');
     char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# roformer.sh HOW MODEL REF STRIDE SOURCE... - `demix separate` end to end
+# with a golden BS-/Mel-Band RoFormer (an MSST config + checkpoint) against
+# MSST's whole-track demix() output (golden/roformer/README.md): the input
+# is mix_12s as float WAV, the stems float32 WAV, no clipping. HOW is
+# `config` (--model-config/--checkpoint) or `name` (-n MODEL --repo, the
+# registry's NAME.yaml + NAME.ckpt rule). STRIDE > 1: the reference holds
+# every STRIDE-th sample.
+. "$(dirname "$0")/lib.sh"
+how=$1 model=$2 ref=$3 stride=$4; shift 4
+n_src=$#
+RF="$GOLDEN/roformer"
+if [ "$how" = config ]; then
+    sel=(--model-config "$RF/models/$model.yaml" --checkpoint "$RF/models/$model.ckpt")
+else
+    sel=(--repo "$RF/models" -n "$model")
+fi
+if expect_rc separate 0 separate "${sel[@]}" --float32 --clip-mode none \
+        "$GOLDEN/inputs/mix_12s.wav" -o "$WORK/out"; then
+    files=()
+    for s in "$@"; do files+=("$WORK/out/$model/mix_12s/$s.wav"); done
+    if [ "$stride" = 1 ]; then
+        set -- golden "$RF/outputs/$ref.npy" 1e-4 "${files[@]}"
+    else
+        set -- golden_sub "$RF/outputs/$ref.npy" 1e-4 "$stride" "${files[@]}"
+    fi
+    if "$CHECK" "$@"; then
+        pass "$model ($how) on mix_12s matches $ref.npy"
+    else
+        fail "$model ($how) on mix_12s differs from $ref.npy"
+    fi
+fi
+# the stems are the config's instruments, and nothing else is written
+n=$(find "$WORK/out/$model/mix_12s" -type f 2>/dev/null | wc -l)
+if [ "$n" -eq "$n_src" ]; then pass "$n stem files"; else fail "$n stem files, expected $n_src"; fi
+if [ "$how" = config ]; then
+    # the pair goes together, and names the model on its own
+    expect_rc half 2 separate --model-config "$RF/models/$model.yaml" "$MIX3" -o "$WORK/x" &&
+        expect_one_line_error half
+    expect_rc both 2 separate "${sel[@]}" -n htdemucs "$MIX3" -o "$WORK/x" && expect_one_line_error both
+    # `demix models list --repo` shows the pair as one model with its stems
+    expect_rc list 0 models list --repo "$RF/models" &&
+        { grep -q "^$model  *BSRoformer  *vocals .*MSST config: " "$WORK/list.out" ||
+              fail "models list: no MSST config line for $model: $(cat "$WORK/list.out")"; }
+    # a checkpoint that is not there: a clear one-line error, nothing written
+    expect_rc nockpt 1 separate --model-config "$RF/models/$model.yaml" --checkpoint "$WORK/none.ckpt" \
+        "$MIX3" -o "$WORK/y" && expect_one_line_error nockpt
+    grep -q "none.ckpt: cannot open" "$WORK/nockpt.err" && ! grep -q "models verify" "$WORK/nockpt.err" \
+        || fail "nockpt: the error should name the checkpoint and not the cache"
+    [ -e "$WORK/y" ] && find "$WORK/y" -type f | grep -q . && fail "nockpt wrote files"
+fi
+finish
