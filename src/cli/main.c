@@ -13,13 +13,13 @@
 #include "demix/audio.h"
 
 #ifdef DEMIX_HAVE_SERVER
-int dmx_serve_main(int argc, char **argv); /* src/server/serve.c */
+int srv_serve_main(int argc, char **argv); /* src/server/serve.c */
 #endif
 
 #ifdef DEMIX_HAVE_SERVER
 /* `demix serve` lives in src/server (library demix_server), which defines
  * DEMIX_HAVE_SERVER for this target when it is built. */
-int dmx_serve_main(int argc, char **argv);
+int srv_serve_main(int argc, char **argv);
 #define SERVE_USAGE "    demix serve [OPTIONS]\n"
 #define SERVE_COMMAND "    serve      Run the HTTP API. See 'demix serve --help'.\n"
 #else
@@ -300,7 +300,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "separate")) return exit_status(cmd_separate(argc - 1, argv + 1));
     if (!strcmp(cmd, "models")) return exit_status(cmd_models(argc - 1, argv + 1));
 #ifdef DEMIX_HAVE_SERVER
-    if (!strcmp(cmd, "serve")) return dmx_serve_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) return srv_serve_main(argc - 1, argv + 1);
 #endif
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
         print_main_help(stdout);

@@ -41,7 +41,7 @@ static const char *check_alert(const cJSON *a) {
     return NULL;
 }
 
-int dmx_alerts_receive(const char *body, size_t len, const char *request_id,
+int srv_alerts_receive(const char *body, size_t len, const char *request_id,
                        const char **why) {
     *why = NULL;
     cJSON *doc = body ? cJSON_ParseWithLength(body, len) : NULL;
@@ -65,7 +65,7 @@ int dmx_alerts_receive(const char *body, size_t len, const char *request_id,
         const char *name = str_field(labels, "alertname");
         const char *sev = str_field(labels, "severity");
         const char *st = str_field(a, "status");
-        dmx_metrics_alert(name, sev ? sev : "none", st);
+        srv_metrics_alert(name, sev ? sev : "none", st);
         cJSON *f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "alertname", name);
         cJSON_AddStringToObject(f, "severity", sev ? sev : "none");
@@ -81,7 +81,7 @@ int dmx_alerts_receive(const char *body, size_t len, const char *request_id,
         if (receiver) cJSON_AddStringToObject(f, "receiver", receiver);
         if (group) cJSON_AddStringToObject(f, "group_key", group);
         const char *summary = ann ? str_field(ann, "summary") : NULL;
-        dmx_srv_log(!strcmp(st, "firing") && sev && !strcmp(sev, "critical") ? DMX_LOG_ERROR
+        srv_log(!strcmp(st, "firing") && sev && !strcmp(sev, "critical") ? DMX_LOG_ERROR
                     : !strcmp(st, "firing")                                  ? DMX_LOG_WARN
                                                                              : DMX_LOG_INFO,
                     "demix.alerts", "alert", request_id, f, "alert %s %s%s%s", name, st,

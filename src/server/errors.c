@@ -1,5 +1,5 @@
 /*
- * errors.c - lookups in the error table of errors.h (DMX_SRV_ERROR_MAP).
+ * errors.c - lookups in the error table of errors.h (SRV_ERROR_MAP).
  */
 #include <string.h>
 
@@ -9,27 +9,27 @@ static const struct {
     const char *code;
     int status;
 } TABLE[] = {
-#define DMX__SRV_ERROR_ROW(e, code, status, job) {code, status},
-    DMX_SRV_ERROR_MAP(DMX__SRV_ERROR_ROW)
-#undef DMX__SRV_ERROR_ROW
+#define SRV__ERROR_ROW(e, code, status, job) {code, status},
+    SRV_ERROR_MAP(SRV__ERROR_ROW)
+#undef SRV__ERROR_ROW
 };
 
-const char *dmx_error_code(dmx_srv_error e) {
-    return (unsigned)e < DMX_E_COUNT ? TABLE[e].code : "internal";
+const char *srv_error_code(srv_error e) {
+    return (unsigned)e < SRV_E_COUNT ? TABLE[e].code : "internal";
 }
 
-int dmx_error_status_of(dmx_srv_error e) {
-    return (unsigned)e < DMX_E_COUNT ? TABLE[e].status : 500;
+int srv_error_status_of(srv_error e) {
+    return (unsigned)e < SRV_E_COUNT ? TABLE[e].status : 500;
 }
 
-const char *dmx_error_code_at(size_t i, int *status) {
-    if (i >= (size_t)DMX_E_COUNT) return NULL;
+const char *srv_error_code_at(size_t i, int *status) {
+    if (i >= (size_t)SRV_E_COUNT) return NULL;
     *status = TABLE[i].status;
     return TABLE[i].code;
 }
 
-int dmx_error_status(const char *code) {
-    for (int i = 0; i < DMX_E_COUNT; i++)
+int srv_error_status(const char *code) {
+    for (int i = 0; i < SRV_E_COUNT; i++)
         if (!strcmp(TABLE[i].code, code)) return TABLE[i].status;
     return 500;
 }
@@ -37,7 +37,7 @@ int dmx_error_status(const char *code) {
 /* Characters that end a word that may be a path. */
 static int path_delim(char c) { return c == '\0' || strchr(" \t\n'\"`,;:()[]<>", c) != NULL; }
 
-void dmx_error_scrub_paths(char *msg) {
+void srv_error_scrub_paths(char *msg) {
     char *w = msg;
     for (const char *p = msg; *p;) {
         if (path_delim(*p)) {

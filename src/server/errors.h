@@ -3,7 +3,7 @@
  * table (like DMX_STATUS_MAP in include/demix/status.h): the code string
  * that API clients match on, the HTTP status it is answered with, and
  * whether a job can end with it (a job's "error.code"). Request errors
- * (dmx_respond_error) and job errors (runner.c, recovery.c) both come from
+ * (srv_respond_error) and job errors (runner.c, recovery.c) both come from
  * here, so a code and its status are written once.
  */
 #ifndef DEMIX_SERVER_ERRORS_H
@@ -12,7 +12,7 @@
 #include <stddef.h>
 
 /* X(ENUM, "code", HTTP status, 1 if a job can end with it) */
-#define DMX_SRV_ERROR_MAP(X)                                                   \
+#define SRV_ERROR_MAP(X)                                                   \
     X(INVALID_ARGUMENT, "invalid_argument", 400, 1)                            \
     X(MISSING_FILE, "missing_file", 400, 0)                                    \
     X(UNKNOWN_MODEL, "unknown_model", 400, 0)                                  \
@@ -45,24 +45,24 @@
     X(TIMEOUT, "timeout", 504, 1)                                              \
     X(INSUFFICIENT_STORAGE, "insufficient_storage", 507, 0)
 
-typedef enum dmx_srv_error {
-#define DMX__SRV_ERROR_ENUM(e, code, status, job) DMX_E_##e,
-    DMX_SRV_ERROR_MAP(DMX__SRV_ERROR_ENUM)
-#undef DMX__SRV_ERROR_ENUM
-    DMX_E_COUNT
-} dmx_srv_error;
+typedef enum srv_error {
+#define SRV__ERROR_ENUM(e, code, status, job) SRV_E_##e,
+    SRV_ERROR_MAP(SRV__ERROR_ENUM)
+#undef SRV__ERROR_ENUM
+    SRV_E_COUNT
+} srv_error;
 
 /* The code string ("queue_full"); static, never NULL. */
-const char *dmx_error_code(dmx_srv_error e);
+const char *srv_error_code(srv_error e);
 /* The HTTP status of an error code (500 for a code not in the table). */
-int dmx_error_status(const char *code);
-int dmx_error_status_of(dmx_srv_error e);
+int srv_error_status(const char *code);
+int srv_error_status_of(srv_error e);
 /* The i-th code of the table and its status; NULL past the end (for
  * metrics that create every error series at 0). */
-const char *dmx_error_code_at(size_t i, int *status);
+const char *srv_error_code_at(size_t i, int *status);
 /* Messages for clients name no server path: every word holding a '/' is
  * cut down to its last component, in place ("data/jobs/ID/input: x" ->
  * "input: x"). Log the message first if the path matters. */
-void dmx_error_scrub_paths(char *msg);
+void srv_error_scrub_paths(char *msg);
 
 #endif

@@ -27,7 +27,7 @@ static int valid_request_id(const char *s) {
     return 1;
 }
 
-void dmx_utf8_clean(char *s, int no_controls) {
+void srv_utf8_clean(char *s, int no_controls) {
     unsigned char *p = (unsigned char *)s;
     while (*p) {
         unsigned c = *p;
@@ -51,7 +51,7 @@ void dmx_utf8_clean(char *s, int no_controls) {
     }
 }
 
-void dmx_req_header(dmx_req *r, const char *name, const char *fmt, ...) {
+void srv_req_header(srv_req *r, const char *name, const char *fmt, ...) {
     if (r->n_extra == MAX_EXTRA_HEADERS) return;
     snprintf(r->extra_name[r->n_extra], sizeof r->extra_name[0], "%s", name);
     va_list ap;
@@ -61,7 +61,7 @@ void dmx_req_header(dmx_req *r, const char *name, const char *fmt, ...) {
     r->n_extra++;
 }
 
-enum MHD_Result dmx_respond(struct MHD_Connection *c, dmx_req *r, int status,
+enum MHD_Result srv_respond(struct MHD_Connection *c, srv_req *r, int status,
                             struct MHD_Response *resp, int64_t bytes) {
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, "X-Request-ID", r->request_id);
@@ -70,16 +70,16 @@ enum MHD_Result dmx_respond(struct MHD_Connection *c, dmx_req *r, int status,
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->responded = 1;
-    double dt = dmx_srv_now() - r->t0;
+    double dt = srv_now() - r->t0;
     if (ret != MHD_YES) {
         /* Nothing reaches the client (libmicrohttpd closes the connection):
          * say so, and count no response that was never sent. */
-        dmx_srv_log(DMX_LOG_WARN, "demix.http", "response_not_queued", r->request_id, NULL,
+        srv_log(DMX_LOG_WARN, "demix.http", "response_not_queued", r->request_id, NULL,
                     "%s %s: the %d response could not be queued; connection closed", r->method,
                     r->endpoint, status);
         return ret;
     }
-    dmx_metrics_http(r->method, r->endpoint, status, dt);
+    srv_metrics_http(r->method, r->endpoint, status, dt);
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "method", r->method);
     cJSON_AddStringToObject(f, "endpoint", r->endpoint);
@@ -87,13 +87,13 @@ enum MHD_Result dmx_respond(struct MHD_Connection *c, dmx_req *r, int status,
     cJSON_AddNumberToObject(f, "duration_seconds", dt);
     cJSON_AddNumberToObject(f, "bytes", (double)bytes);
     cJSON_AddStringToObject(f, "client", r->client);
-    dmx_srv_log(status >= 500 ? DMX_LOG_ERROR : status >= 400 ? DMX_LOG_WARN : DMX_LOG_INFO,
+    srv_log(status >= 500 ? DMX_LOG_ERROR : status >= 400 ? DMX_LOG_WARN : DMX_LOG_INFO,
                 "demix.http", "request", r->request_id, f, "%s %s %d", r->method, r->endpoint,
                 status);
     return ret;
 }
 
-enum MHD_Result dmx_respond_json(struct MHD_Connection *c, dmx_req *r, int status, cJSON *body,
+enum MHD_Result srv_respond_json(struct MHD_Connection *c, srv_req *r, int status, cJSON *body,
                                  const char *hname, const char *hvalue) {
     char *s = cJSON_PrintUnformatted(body);
     cJSON_Delete(body);
@@ -107,19 +107,19 @@ enum MHD_Result dmx_respond_json(struct MHD_Connection *c, dmx_req *r, int statu
     }
     MHD_add_response_header(resp, "Content-Type", "application/json");
     if (hname) MHD_add_response_header(resp, hname, hvalue);
-    return dmx_respond(c, r, status, resp, (int64_t)n);
+    return srv_respond(c, r, status, resp, (int64_t)n);
 }
 
-enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, const char *code,
+enum MHD_Result srv_respond_error(struct MHD_Connection *c, srv_req *r, const char *code,
                                   const char *fmt, ...) {
-    int status = dmx_error_status(code);
+    int status = srv_error_status(code);
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     /* Messages quote client input (paths, field values): keep the JSON valid. */
-    dmx_utf8_clean(msg, 0);
+    srv_utf8_clean(msg, 0);
     cJSON *o = cJSON_CreateObject(), *e = cJSON_CreateObject();
     cJSON_AddStringToObject(e, "code", code);
     cJSON_AddStringToObject(e, "message", msg);
@@ -129,7 +129,7 @@ enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, const ch
     cJSON_AddStringToObject(f, "type", code);
     cJSON_AddStringToObject(f, "endpoint", r->endpoint);
     cJSON_AddStringToObject(f, "detail", msg);
-    dmx_srv_log(status >= 500 ? DMX_LOG_ERROR : DMX_LOG_WARN, "demix.http", "error",
+    srv_log(status >= 500 ? DMX_LOG_ERROR : DMX_LOG_WARN, "demix.http", "error",
                 r->request_id, f, "%s", msg);
     const char *hn = NULL, *hv = NULL;
     char ra[16];
@@ -137,8 +137,8 @@ enum MHD_Result dmx_respond_error(struct MHD_Connection *c, dmx_req *r, const ch
     if (status == 503 || status == 429) hn = "Retry-After", hv = ra;
     if (status == 401) hn = "WWW-Authenticate", hv = "Bearer realm=\"demix\"";
     /* (405: on_request adds the route's own Allow header) */
-    enum MHD_Result ret = dmx_respond_json(c, r, status, o, hn, hv);
-    if (ret == MHD_YES) dmx_metrics_error(code, r->endpoint); /* only errors sent */
+    enum MHD_Result ret = srv_respond_json(c, r, status, o, hn, hv);
+    if (ret == MHD_YES) srv_metrics_error(code, r->endpoint); /* only errors sent */
     return ret;
 }
 
@@ -162,7 +162,7 @@ static int canon_ip(const char *s, size_t len, char *out, size_t n) {
 
 /* Is addr (canonical) one of the comma-separated --trusted-proxies? */
 static int trusted(const char *addr) {
-    const char *l = dmx_srv_cfg.trusted_proxies;
+    const char *l = srv_cfg.trusted_proxies;
     while (l && *l) {
         const char *e = strchrnul(l, ',');
         char t[INET6_ADDRSTRLEN + 1];
@@ -245,10 +245,10 @@ static int authorized(struct MHD_Connection *c) {
     if (!h || strncasecmp(h, "Bearer ", 7)) return 0;
     h += 7;
     while (*h == ' ') h++;
-    return key_matches(h, dmx_srv_cfg.api_key);
+    return key_matches(h, srv_cfg.api_key);
 }
 
-int dmx_collect_body(dmx_req *r, const char *upload, size_t *upload_size) {
+int srv_collect_body(srv_req *r, const char *upload, size_t *upload_size) {
     if (!*upload_size) return 1;
     if (!r->body_too_large) {
         if (r->body_len + *upload_size > MAX_JSON_BODY) {
@@ -287,12 +287,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls) {
     (void)version;
-    dmx_req *r = *con_cls;
+    srv_req *r = *con_cls;
     if (!r) {
         r = calloc(1, sizeof *r);
         if (!r) return MHD_NO;
         *con_cls = r;
-        r->t0 = dmx_srv_now();
+        r->t0 = srv_now();
         /* Metric labels and log fields take the method from a fixed set: a
          * client inventing methods must not fill the metric series table. */
         static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
@@ -304,7 +304,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (rid && valid_request_id(rid))
             snprintf(r->request_id, sizeof r->request_id, "%s", rid);
         else
-            dmx_random_hex(r->request_id, 16);
+            srv_random_hex(r->request_id, 16);
         r->endpoint = "unmatched";
         client_address(c, r->client, sizeof r->client);
         /* GET, HEAD and DELETE take no body. One that comes anyway is read
@@ -316,7 +316,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         long long len = cl ? strtoll(cl, NULL, 10) : 0;
         if (takes_no_body(method) && len > MAX_IGNORED_BODY)
-            return dmx_respond_error(c, r, "payload_too_large",
+            return srv_respond_error(c, r, "payload_too_large",
                                      "%s takes no request body (this one has %lld bytes)", method,
                                      len);
         if (takes_no_body(method)) return MHD_YES;
@@ -333,7 +333,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (r->ignored_body > MAX_IGNORED_BODY) {
             /* chunked, so no Content-Length to refuse up front: nothing can
              * be answered in the middle of a body, so close */
-            dmx_srv_log(DMX_LOG_WARN, "demix.http", "error", r->request_id, NULL,
+            srv_log(DMX_LOG_WARN, "demix.http", "error", r->request_id, NULL,
                         "%s with a body over %d bytes: connection closed", r->method,
                         MAX_IGNORED_BODY);
             return MHD_NO;
@@ -342,27 +342,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     int mismatch = 0;
     /* HEAD is GET without the body (libmicrohttpd leaves the body out) */
-    const dmx_route_info *rt = dmx_route(strcmp(method, "HEAD") ? method : "GET", url, r, &mismatch);
+    const srv_route_info *rt = srv_route(strcmp(method, "HEAD") ? method : "GET", url, r, &mismatch);
     if (cls && !probe_route(r->endpoint)) {
         r->endpoint = "unmatched";
-        return dmx_respond_error(c, r, "not_found",
+        return srv_respond_error(c, r, "not_found",
                                  "the probe listener serves /livez, /health, /readyz and /metrics");
     }
     if (!rt) {
         if (mismatch) {
             char allow[sizeof r->extra_value[0]];
-            dmx_route_allow(url, allow, sizeof allow);
-            dmx_req_header(r, "Allow", "%s", allow);
-            return dmx_respond_error(c, r, "method_not_allowed", "%s is not allowed on %s",
+            srv_route_allow(url, allow, sizeof allow);
+            srv_req_header(r, "Allow", "%s", allow);
+            return srv_respond_error(c, r, "method_not_allowed", "%s is not allowed on %s",
                                      method, r->endpoint);
         }
-        return dmx_respond_error(c, r, "not_found", "no route for %s %s", method, url);
+        return srv_respond_error(c, r, "not_found", "no route for %s %s", method, url);
     }
-    if (rt->auth && dmx_srv_cfg.api_key && !authorized(c))
-        return dmx_respond_error(c, r, "unauthorized",
+    if (rt->auth && srv_cfg.api_key && !authorized(c))
+        return srv_respond_error(c, r, "unauthorized",
                                  "this route needs 'Authorization: Bearer <API key>'");
     if (r->ignored_body)
-        return dmx_respond_error(c, r, "invalid_argument",
+        return srv_respond_error(c, r, "invalid_argument",
                                  "%s %s takes no request body; %lld bytes were sent", method,
                                  r->endpoint, (long long)r->ignored_body);
     return rt->h(c, r, upload, upload_size);
@@ -373,7 +373,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)cls;
     (void)c;
     (void)toe;
-    dmx_req *r = *con_cls;
+    srv_req *r = *con_cls;
     if (!r) return;
     if (r->route_state_free) r->route_state_free(r->route_state);
     free(r->body);
@@ -387,7 +387,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && msg[n - 1] == '\n') msg[--n] = '\0';
-    dmx_srv_log(DMX_LOG_WARN, "demix.mhd", "http_internal", NULL, NULL, "%s", msg);
+    srv_log(DMX_LOG_WARN, "demix.mhd", "http_internal", NULL, NULL, "%s", msg);
 }
 
 static int hexval(char c) {
@@ -413,7 +413,7 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
     return (size_t)(w - s);
 }
 
-struct MHD_Daemon *dmx_http_start(const char *host, int port, int probes_only, int *bound_port) {
+struct MHD_Daemon *srv_http_start(const char *host, int port, int probes_only, int *bound_port) {
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
@@ -424,9 +424,9 @@ struct MHD_Daemon *dmx_http_start(const char *host, int port, int probes_only, i
      * small and not per address; the main one's is --max-connections, of
      * which one address gets at most --max-connections-per-ip, so a flood
      * of idle sockets from one address leaves room for everyone else. */
-    unsigned limit = probes_only ? 16u : (unsigned)dmx_srv_cfg.max_connections;
-    unsigned per_ip = probes_only ? 0u : (unsigned)dmx_srv_cfg.max_connections_per_ip;
-    unsigned timeout = (unsigned)ceil(dmx_srv_cfg.idle_timeout_seconds);
+    unsigned limit = probes_only ? 16u : (unsigned)srv_cfg.max_connections;
+    unsigned per_ip = probes_only ? 0u : (unsigned)srv_cfg.max_connections_per_ip;
+    unsigned timeout = (unsigned)ceil(srv_cfg.idle_timeout_seconds);
     if (probes_only && timeout > 10) timeout = 10;
     struct MHD_Daemon *d = MHD_start_daemon(
         /* ITC: lets shutdown quiesce the listening socket (stop accepting)

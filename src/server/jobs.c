@@ -23,32 +23,32 @@
 
 #include "jobs_int.h"
 
-int dmx_jobs_start(int n, int qmax) {
-    if (dmx__queue_init(qmax) < 0) return -1;
+int srv_jobs_start(int n, int qmax) {
+    if (srv__queue_init(qmax) < 0) return -1;
     char *dbp = NULL;
-    if (dmx_srv_cfg.store ? !(dbp = strdup(dmx_srv_cfg.store))
-                          : asprintf(&dbp, "sqlite:%s/demix.db", dmx_srv_cfg.data_dir) < 0)
+    if (srv_cfg.store ? !(dbp = strdup(srv_cfg.store))
+                          : asprintf(&dbp, "sqlite:%s/demix.db", srv_cfg.data_dir) < 0)
         return -1;
-    int rc = dmx_store_open(dbp);
+    int rc = srv_store_open(dbp);
     free(dbp);
-    if (rc < 0 || dmx__recover() < 0) return -1;
-    dmx__sweep_expired();
-    if (dmx__runner_start(n) < 0) return -1;
-    dmx__janitor_start();
+    if (rc < 0 || srv__recover() < 0) return -1;
+    srv__sweep_expired();
+    if (srv__runner_start(n) < 0) return -1;
+    srv__janitor_start();
     return 0;
 }
 
-void dmx_jobs_stop(double grace) {
-    dmx__queue_stop(grace);
-    dmx__janitor_stop();
-    dmx__runner_join();
+void srv_jobs_stop(double grace) {
+    srv__queue_stop(grace);
+    srv__janitor_stop();
+    srv__runner_join();
     /* Requests blocked in wait=true give up (they answer 503). */
-    dmx__queue_release_waiters();
+    srv__queue_release_waiters();
 }
 
 /* After the HTTP daemon has stopped (no request holds a job any more). */
-void dmx_jobs_free(void) {
-    dmx__queue_free();
-    dmx__models_free();
-    dmx_store_close();
+void srv_jobs_free(void) {
+    srv__queue_free();
+    srv__models_free();
+    srv_store_close();
 }

@@ -8,14 +8,14 @@
  * level. A mutex keeps lines from different threads whole.
  *
  * Every string that reaches a line is valid UTF-8, whatever was cut:
- * dmx_utf8_copy() is the one truncation rule (also used for metric label
+ * srv_utf8_copy() is the one truncation rule (also used for metric label
  * values). Engine and FFmpeg messages pass a token bucket (a burst of
  * ENGINE_BURST lines, then ENGINE_RATE per second); what it drops is
  * counted and reported by one "log_suppressed" line when lines flow again
- * or at the next dmx_srv_log_flush() (the system metrics thread calls it).
+ * or at the next srv_log_flush() (the system metrics thread calls it).
  *
  * A leaf: it needs cJSON and nothing else of the server (its settings come
- * through dmx_srv_log_configure()).
+ * through srv_log_configure()).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -31,7 +31,7 @@ static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static int log_text;               /* 1: text lines */
 static int log_level = DMX_LOG_INFO;
 
-void dmx_srv_log_configure(int text, int level) {
+void srv_log_configure(int text, int level) {
     log_text = text;
     log_level = level;
 }
@@ -54,7 +54,7 @@ static size_t utf8_char(const unsigned char *p) {
     return n;
 }
 
-size_t dmx_utf8_copy(char *dst, size_t cap, const char *src) {
+size_t srv_utf8_copy(char *dst, size_t cap, const char *src) {
     if (!cap) return 0;
     const unsigned char *p = (const unsigned char *)(src ? src : "");
     size_t k = 0;
@@ -93,9 +93,9 @@ static int utf8_valid(const char *s) {
 static void clean_strings(cJSON *o) {
     for (; o; o = o->next) {
         if (o->string && !utf8_valid(o->string))
-            dmx_utf8_copy(o->string, strlen(o->string) + 1, o->string);
+            srv_utf8_copy(o->string, strlen(o->string) + 1, o->string);
         if (cJSON_IsString(o) && o->valuestring && !utf8_valid(o->valuestring))
-            dmx_utf8_copy(o->valuestring, strlen(o->valuestring) + 1, o->valuestring);
+            srv_utf8_copy(o->valuestring, strlen(o->valuestring) + 1, o->valuestring);
         clean_strings(o->child);
     }
 }
@@ -112,16 +112,16 @@ static void text_escape(char *out, size_t cap, const char *s) {
         else out[k++] = (char)*p;
     }
     out[k] = '\0';
-    dmx_utf8_copy(out, cap, out); /* a cut at cap must not split a character */
+    srv_utf8_copy(out, cap, out); /* a cut at cap must not split a character */
 }
 
-double dmx_srv_now(void) {
+double srv_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-double dmx_srv_wall(void) {
+double srv_wall(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
@@ -136,7 +136,7 @@ static const char *level_name(dmx_log_level l) {
     }
 }
 
-void dmx_srv_log(dmx_log_level level, const char *logger, const char *event_type,
+void srv_log(dmx_log_level level, const char *logger, const char *event_type,
                  const char *request_id, cJSON *fields, const char *fmt, ...) {
     if ((int)level < log_level) {
         cJSON_Delete(fields);
@@ -147,9 +147,9 @@ void dmx_srv_log(dmx_log_level level, const char *logger, const char *event_type
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    dmx_utf8_copy(msg, sizeof msg, msg);
+    srv_utf8_copy(msg, sizeof msg, msg);
     char rid[80];
-    dmx_utf8_copy(rid, sizeof rid, request_id ? request_id : "");
+    srv_utf8_copy(rid, sizeof rid, request_id ? request_id : "");
     if (fields) clean_strings(fields->child);
 
     struct timespec ts;
@@ -220,18 +220,18 @@ static void report_dropped(void) {
     if (!n) return;
     cJSON *f = cJSON_CreateObject();
     cJSON_AddNumberToObject(f, "dropped", (double)n);
-    cJSON_AddNumberToObject(f, "seconds", dmx_srv_now() - since);
-    dmx_srv_log(DMX_LOG_WARN, "demix.engine", "log_suppressed", NULL, f,
+    cJSON_AddNumberToObject(f, "seconds", srv_now() - since);
+    srv_log(DMX_LOG_WARN, "demix.engine", "log_suppressed", NULL, f,
                 "%ld engine/FFmpeg log lines dropped by the rate limit (%g/s, burst %g)", n,
                 ENGINE_RATE, ENGINE_BURST);
 }
 
-void dmx_srv_log_flush(void) { report_dropped(); }
+void srv_log_flush(void) { report_dropped(); }
 
-void dmx_srv_engine_log(void *user, dmx_log_level level, const char *msg) {
+void srv_engine_log(void *user, dmx_log_level level, const char *msg) {
     (void)user;
     if ((int)level < log_level) return; /* dropped lines cost no tokens */
-    double now = dmx_srv_now();
+    double now = srv_now();
     pthread_mutex_lock(&eng_lock);
     if (eng_last > 0) eng_tokens += (now - eng_last) * ENGINE_RATE;
     if (eng_tokens > ENGINE_BURST) eng_tokens = ENGINE_BURST;
@@ -249,8 +249,8 @@ void dmx_srv_engine_log(void *user, dmx_log_level level, const char *msg) {
     /* Engine messages may end in a newline; a JSON string keeps it escaped,
      * but a trailing one is noise. */
     char buf[2048];
-    dmx_utf8_copy(buf, sizeof buf, msg);
+    srv_utf8_copy(buf, sizeof buf, msg);
     size_t n = strlen(buf);
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = '\0';
-    dmx_srv_log(level, "demix.engine", "engine", NULL, NULL, "%s", buf);
+    srv_log(level, "demix.engine", "engine", NULL, NULL, "%s", buf);
 }

@@ -10,9 +10,9 @@
  * out real ones. Label values are valid UTF-8 whatever is cut.
  *
  * A leaf: the gauges of jobs, breakers, the rate limiter and the host come
- * in a dmx_metrics_gauges snapshot from the caller; it calls nothing of
+ * in a srv_metrics_gauges snapshot from the caller; it calls nothing of
  * the rest of the server. Counters that feed increase() are declared at 0
- * up front (dmx_metrics_declare_*).
+ * up front (srv_metrics_declare_*).
  *
  * Name notes: the spec's `temp_files_total` is exported as the gauge
  * `temp_files`, since `_total` is reserved for counters; `queue_depth` and
@@ -37,14 +37,14 @@
 
 static const char *const KNOWN_ALERTS[] = {
 #define X(name) name,
-    DMX_KNOWN_ALERTS(X)
+    SRV_KNOWN_ALERTS(X)
 #undef X
 };
 #define N_KNOWN_ALERTS ((int)(sizeof KNOWN_ALERTS / sizeof *KNOWN_ALERTS))
 static const char *const SEVERITIES[] = {"critical", "warning", "info", "none", "other"};
 #define N_SEVERITIES ((int)(sizeof SEVERITIES / sizeof *SEVERITIES))
 /* Every name the alert family can hold × severity × firing/resolved. */
-#define ALERT_SERIES ((N_KNOWN_ALERTS + DMX_METRICS_OUTSIDE_ALERTS + 1) * N_SEVERITIES * 2)
+#define ALERT_SERIES ((N_KNOWN_ALERTS + SRV_METRICS_OUTSIDE_ALERTS + 1) * N_SEVERITIES * 2)
 
 typedef struct series {
     char labels[256]; /* rendered: method="GET",endpoint="/health" */
@@ -83,7 +83,7 @@ static family sep_dur = {.name = "separation_duration_seconds",
                          .bounds = SEP_BOUNDS, .n_bounds = NB(SEP_BOUNDS)};
 static family err_total = {.name = "errors_total", .help = "Errors by type and route.",
                            .type = "counter"};
-/* Sizes: bounds fitted to the upload limit by dmx_metrics_init(). */
+/* Sizes: bounds fitted to the upload limit by srv_metrics_init(). */
 static double SIZE_BOUNDS[MAX_BUCKETS];
 static const double AUDIO_BOUNDS[] = {1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600};
 static const double LOAD_BOUNDS[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
@@ -108,7 +108,7 @@ static family alerts_total = {.name = "alerts_received_total",
                               .help = "Alerts received from Alertmanager on POST /alerts.",
                               .type = "counter", .cap = ALERT_SERIES, .s = alert_series};
 /* Alert names outside the known list that got their own series. */
-static char outside_alerts[DMX_METRICS_OUTSIDE_ALERTS][96];
+static char outside_alerts[SRV_METRICS_OUTSIDE_ALERTS][96];
 static int n_outside_alerts;
 static family br_trans = {.name = "circuit_breaker_transitions_total",
                           .help = "Circuit breaker state changes.", .type = "counter"};
@@ -116,11 +116,11 @@ static double rate_limited, retries;
 
 static pthread_mutex_t mlock = PTHREAD_MUTEX_INITIALIZER;
 
-/* A label value as the format wants it: valid UTF-8 (dmx_utf8_copy), with
+/* A label value as the format wants it: valid UTF-8 (srv_utf8_copy), with
  * backslash, quote and newline escaped, cut only between characters. */
 static void esc(char *out, size_t n, const char *v) {
     char clean[512];
-    dmx_utf8_copy(clean, sizeof clean, v);
+    srv_utf8_copy(clean, sizeof clean, v);
     size_t k = 0;
     for (const char *p = clean; *p && k + 2 < n; p++) {
         if (*p == '\\' || *p == '"') out[k++] = '\\', out[k++] = *p;
@@ -128,7 +128,7 @@ static void esc(char *out, size_t n, const char *v) {
         else out[k++] = *p;
     }
     out[k] = '\0';
-    dmx_utf8_copy(out, n, out); /* a cut inside a character drops all of it */
+    srv_utf8_copy(out, n, out); /* a cut inside a character drops all of it */
 }
 
 static series *find(family *f, const char *labels) {
@@ -167,7 +167,7 @@ static void observe(family *f, const char *labels, double v) {
         if (v <= f->bounds[b]) s->buckets[b]++;
 }
 
-void dmx_metrics_http(const char *method, const char *endpoint, int status, double seconds) {
+void srv_metrics_http(const char *method, const char *endpoint, int status, double seconds) {
     char m[32], e[128], l[256];
     esc(m, sizeof m, method);
     esc(e, sizeof e, endpoint);
@@ -179,7 +179,7 @@ void dmx_metrics_http(const char *method, const char *endpoint, int status, doub
     pthread_mutex_unlock(&mlock);
 }
 
-void dmx_metrics_separation(const char *model, const char *status, double seconds) {
+void srv_metrics_separation(const char *model, const char *status, double seconds) {
     char m[128], s[32], l[256];
     esc(m, sizeof m, model);
     esc(s, sizeof s, status);
@@ -191,7 +191,7 @@ void dmx_metrics_separation(const char *model, const char *status, double second
     pthread_mutex_unlock(&mlock);
 }
 
-void dmx_metrics_error(const char *type, const char *endpoint) {
+void srv_metrics_error(const char *type, const char *endpoint) {
     char t[64], e[128], l[256];
     esc(t, sizeof t, type);
     esc(e, sizeof e, endpoint);
@@ -201,7 +201,7 @@ void dmx_metrics_error(const char *type, const char *endpoint) {
     pthread_mutex_unlock(&mlock);
 }
 
-void dmx_metrics_declare_separation(const char *model, const char *status) {
+void srv_metrics_declare_separation(const char *model, const char *status) {
     char m[128], s[32], l[256];
     esc(m, sizeof m, model);
     esc(s, sizeof s, status);
@@ -213,7 +213,7 @@ void dmx_metrics_declare_separation(const char *model, const char *status) {
     pthread_mutex_unlock(&mlock);
 }
 
-void dmx_metrics_declare_error(const char *type, const char *endpoint) {
+void srv_metrics_declare_error(const char *type, const char *endpoint) {
     char t[64], e[128], l[256];
     esc(t, sizeof t, type);
     esc(e, sizeof e, endpoint);
@@ -223,7 +223,7 @@ void dmx_metrics_declare_error(const char *type, const char *endpoint) {
     pthread_mutex_unlock(&mlock);
 }
 
-void dmx_metrics_init(int64_t max_upload_bytes) {
+void srv_metrics_init(int64_t max_upload_bytes) {
     pthread_mutex_lock(&mlock);
     int n = 0;
     for (double b = 64 * 1024; b < (double)max_upload_bytes && n < MAX_BUCKETS - 1; b *= 4)
@@ -233,7 +233,7 @@ void dmx_metrics_init(int64_t max_upload_bytes) {
     pthread_mutex_unlock(&mlock);
 }
 
-void dmx_metrics_job(int64_t file_bytes, double audio_seconds, double queue_wait_seconds) {
+void srv_metrics_job(int64_t file_bytes, double audio_seconds, double queue_wait_seconds) {
     pthread_mutex_lock(&mlock);
     observe(&sep_size, "", (double)file_bytes);
     if (audio_seconds > 0) observe(&sep_audio, "", audio_seconds);
@@ -250,8 +250,8 @@ static void observe_model(family *f, const char *model, double v) {
     pthread_mutex_unlock(&mlock);
 }
 
-void dmx_metrics_model_load(const char *model, double s) { observe_model(&load_dur, model, s); }
-void dmx_metrics_inference(const char *model, double s) { observe_model(&inf_dur, model, s); }
+void srv_metrics_model_load(const char *model, double s) { observe_model(&load_dur, model, s); }
+void srv_metrics_inference(const char *model, double s) { observe_model(&inf_dur, model, s); }
 
 /* The alertname label for NAME (escaped): its own within the budget, else
  * "other". Called with mlock held. */
@@ -261,12 +261,12 @@ static const char *alert_label(const char *name, char *a, size_t n) {
     esc(a, n, name);
     for (int i = 0; i < n_outside_alerts; i++)
         if (!strcmp(a, outside_alerts[i])) return a;
-    if (n_outside_alerts == DMX_METRICS_OUTSIDE_ALERTS || !strcmp(a, "other")) return "other";
+    if (n_outside_alerts == SRV_METRICS_OUTSIDE_ALERTS || !strcmp(a, "other")) return "other";
     snprintf(outside_alerts[n_outside_alerts++], sizeof outside_alerts[0], "%s", a);
     return a;
 }
 
-void dmx_metrics_alert(const char *alertname, const char *severity, const char *status) {
+void srv_metrics_alert(const char *alertname, const char *severity, const char *status) {
     char a[96], l[256];
     const char *s = "other";
     for (int i = 0; i < N_SEVERITIES; i++)
@@ -279,7 +279,7 @@ void dmx_metrics_alert(const char *alertname, const char *severity, const char *
     pthread_mutex_unlock(&mlock);
 }
 
-void dmx_metrics_breaker_transition(const char *breaker, const char *from, const char *to) {
+void srv_metrics_breaker_transition(const char *breaker, const char *from, const char *to) {
     char b[160], l[256];
     esc(b, sizeof b, breaker);
     snprintf(l, sizeof l, "breaker=\"%s\",from=\"%s\",to=\"%s\"", b, from, to);
@@ -288,13 +288,13 @@ void dmx_metrics_breaker_transition(const char *breaker, const char *from, const
     pthread_mutex_unlock(&mlock);
 }
 
-void dmx_metrics_rate_limited(void) {
+void srv_metrics_rate_limited(void) {
     pthread_mutex_lock(&mlock);
     rate_limited++;
     pthread_mutex_unlock(&mlock);
 }
 
-void dmx_metrics_retry(void) {
+void srv_metrics_retry(void) {
     pthread_mutex_lock(&mlock);
     retries++;
     pthread_mutex_unlock(&mlock);
@@ -399,8 +399,8 @@ static void gauge(buf *b, const char *name, const char *help, double v) {
     bprintf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name, v);
 }
 
-static void render_system(buf *b, const dmx_sys_sample *sys) {
-    dmx_sys_sample x = *sys;
+static void render_system(buf *b, const srv_sys_sample *sys) {
+    srv_sys_sample x = *sys;
     gauge(b, "cpu_usage_percent", "Host CPU busy time over the last sampling period, percent.", x.cpu_percent);
     gauge(b, "memory_usage_bytes", "Host memory in use (total minus available).", x.mem_used);
     gauge(b, "memory_available_bytes", "Host memory available for new allocations.", x.mem_avail);
@@ -412,7 +412,7 @@ static void render_system(buf *b, const dmx_sys_sample *sys) {
     gauge(b, "temp_storage_bytes", "Bytes held in those files.", (double)x.temp_bytes);
 }
 
-char *dmx_metrics_render(const dmx_metrics_gauges *g) {
+char *srv_metrics_render(const srv_metrics_gauges *g) {
     buf b = {0};
     bprintf(&b, "# HELP demix_build_info Build information.\n# TYPE demix_build_info gauge\n"
                 "demix_build_info{version=\"%s\",engine=\"%s\"} 1\n",

@@ -35,9 +35,9 @@ static pthread_cond_t cache_cv = PTHREAD_COND_INITIALIZER;
 static cached_model *cache;
 static atomic_int n_models_loaded;
 
-int dmx_models_loaded(void) { return atomic_load(&n_models_loaded); }
+int srv_models_loaded(void) { return atomic_load(&n_models_loaded); }
 
-int dmx_models_is_loaded(const char *name) {
+int srv_models_is_loaded(const char *name) {
     int loaded = 0;
     pthread_mutex_lock(&cache_lock);
     for (cached_model *m = cache; m && !loaded; m = m->next)
@@ -53,21 +53,21 @@ static dmx_model *load(const char *name, const char *path, const char *request_i
     char breaker[160];
     snprintf(breaker, sizeof breaker, "model:%s", name);
     int retry_after = 0;
-    if (dmx_breaker_acquire(breaker, &retry_after) < 0) {
+    if (srv_breaker_acquire(breaker, &retry_after) < 0) {
         snprintf(err, errn, "model '%s' is unavailable (circuit open, retry in %d s)", name,
                  retry_after);
         return NULL;
     }
-    double t0 = dmx_srv_now();
+    double t0 = srv_now();
     dmx_model *mod = NULL;
     dmx_status st;
     for (int attempt = 0;; attempt++) {
         st = dmx_model_load(path, &mod);
-        if (st == DMX_OK || !dmx_transient(st) || attempt >= dmx_srv_cfg.retries) break;
-        dmx_metrics_retry();
-        dmx_backoff_sleep(attempt, NULL);
+        if (st == DMX_OK || !srv_transient(st) || attempt >= srv_cfg.retries) break;
+        srv_metrics_retry();
+        srv_backoff_sleep(attempt, NULL);
     }
-    dmx_breaker_record(breaker, st == DMX_OK);
+    srv_breaker_record(breaker, st == DMX_OK);
     if (st != DMX_OK) {
         const char *d = dmx_last_error();
         snprintf(err, errn, "cannot load model '%s': %s", name, *d ? d : dmx_status_str(st));
@@ -75,23 +75,23 @@ static dmx_model *load(const char *name, const char *path, const char *request_i
         cJSON_AddStringToObject(f, "model", name);
         cJSON_AddStringToObject(f, "status", "failed");
         cJSON_AddStringToObject(f, "error", err);
-        dmx_srv_log(DMX_LOG_WARN, "demix.models", "model_load", request_id, f,
+        srv_log(DMX_LOG_WARN, "demix.models", "model_load", request_id, f,
                     "cannot load model %s", name);
-        dmx_error_scrub_paths(err);
+        srv_error_scrub_paths(err);
         return NULL;
     }
-    dmx_metrics_model_load(name, dmx_srv_now() - t0);
+    srv_metrics_model_load(name, srv_now() - t0);
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "model", name);
     cJSON_AddStringToObject(f, "path", path);
-    cJSON_AddNumberToObject(f, "duration_seconds", dmx_srv_now() - t0);
+    cJSON_AddNumberToObject(f, "duration_seconds", srv_now() - t0);
     cJSON_AddNumberToObject(f, "sources", dmx_model_n_sources(mod));
-    dmx_srv_log(DMX_LOG_INFO, "demix.models", "model_load", request_id, f, "loaded model %s",
+    srv_log(DMX_LOG_INFO, "demix.models", "model_load", request_id, f, "loaded model %s",
                 name);
     return mod;
 }
 
-const dmx_model *dmx_model_get(const char *name, const char *request_id, char *err,
+const dmx_model *srv_model_get(const char *name, const char *request_id, char *err,
                                size_t errn) {
     pthread_mutex_lock(&cache_lock);
     cached_model *e = cache;
@@ -114,7 +114,7 @@ const dmx_model *dmx_model_get(const char *name, const char *request_id, char *e
 
     /* Only names that resolve to a file get an entry, so the list stays as
      * short as the model folder whatever names clients send. */
-    char *path = dmx_models_resolve(name);
+    char *path = srv_models_resolve(name);
     if (!path) {
         snprintf(err, errn, "model '%s' not found", name);
         return NULL;
@@ -126,7 +126,7 @@ const dmx_model *dmx_model_get(const char *name, const char *request_id, char *e
     if (e && (e->loading || e->model)) {
         pthread_mutex_unlock(&cache_lock);
         free(path);
-        return dmx_model_get(name, request_id, err, errn);
+        return srv_model_get(name, request_id, err, errn);
     }
     if (!e) {
         e = calloc(1, sizeof *e);
@@ -158,7 +158,7 @@ const dmx_model *dmx_model_get(const char *name, const char *request_id, char *e
     return mod;
 }
 
-void dmx__models_free(void) {
+void srv__models_free(void) {
     pthread_mutex_lock(&cache_lock);
     while (cache) {
         cached_model *m = cache;

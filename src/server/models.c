@@ -22,9 +22,9 @@
  * functions only shape its answers for the service. The folder is --repo,
  * or the cache when there is none. */
 
-char *dmx_models_resolve(const char *name) {
+char *srv_models_resolve(const char *name) {
     dmx_repo_hit h;
-    if (dmx_repo_resolve(dmx_srv_cfg.repo, name, &h) != DMX_OK) return NULL;
+    if (dmx_repo_resolve(srv_cfg.repo, name, &h) != DMX_OK) return NULL;
     char *p = h.path;
     h.path = NULL;
     dmx_repo_hit_clear(&h);
@@ -89,7 +89,7 @@ static void add_model_json(cJSON *arr, const char *name, const dmx_repo_hit *h, 
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", name);
     cJSON_AddStringToObject(o, "file", h->file);
-    cJSON_AddStringToObject(o, "location", dmx_srv_cfg.repo ? "repo" : "cache");
+    cJSON_AddStringToObject(o, "location", srv_cfg.repo ? "repo" : "cache");
     cJSON_AddStringToObject(o, "kind", h->kind == DMX_REPO_BAG ? "bag" : "checkpoint");
     cJSON *src = cJSON_AddArrayToObject(o, "sources");
     const dmx_repo_model *m = h->known;
@@ -122,7 +122,7 @@ static void add_model_json(cJSON *arr, const char *name, const dmx_repo_hit *h, 
         cJSON_AddStringToObject(o, "family", "unknown"); /* unreadable: `sources` stays empty */
     }
     cJSON_AddNumberToObject(o, "size_bytes", (double)size);
-    cJSON_AddBoolToObject(o, "loaded", dmx_models_is_loaded(name));
+    cJSON_AddBoolToObject(o, "loaded", srv_models_is_loaded(name));
     cJSON_AddItemToArray(arr, o);
 }
 
@@ -134,13 +134,13 @@ static int claimed_by_known(const dmx_repo_item *it) {
     return f && !strcmp(f->checksum, it->entry.checksum);
 }
 
-cJSON *dmx_models_json(void) {
+cJSON *srv_models_json(void) {
     cJSON *arr = cJSON_CreateArray();
     char *dir = NULL;
-    if (dmx_srv_cfg.repo) dir = strdup(dmx_srv_cfg.repo);
+    if (srv_cfg.repo) dir = strdup(srv_cfg.repo);
     else if (dmx_repo_cache_dir(&dir) != DMX_OK) dir = NULL;
     if (!dir) return arr;
-    if (!dmx_srv_cfg.repo) {
+    if (!srv_cfg.repo) {
         /* Upstream's names first, each under the name users type. */
         for (size_t i = 0; i < dmx_repo_n_models(); i++) {
             const dmx_repo_model *m = dmx_repo_model_at(i);
@@ -154,7 +154,7 @@ cJSON *dmx_models_json(void) {
     if (dmx_repo_scan(dir, &l) == DMX_OK) {
         for (size_t i = 0; i < l->n; i++) {
             const dmx_repo_item *it = &l->items[i];
-            if (it->problem || (!dmx_srv_cfg.repo && claimed_by_known(it))) continue;
+            if (it->problem || (!srv_cfg.repo && claimed_by_known(it))) continue;
             /* A checkpoint wins over a bag of the same name: list the name once. */
             int shadowed = 0;
             for (size_t j = 0; j < l->n && it->entry.kind == DMX_REPO_BAG; j++)
@@ -175,9 +175,9 @@ cJSON *dmx_models_json(void) {
 
 /* /health and /readyz ask on every probe: one folder scan, no JSON, no
  * checkpoint reads. A usable model file in the folder is enough. */
-int dmx_models_any_available(void) {
+int srv_models_any_available(void) {
     char *dir = NULL;
-    if (dmx_srv_cfg.repo) dir = strdup(dmx_srv_cfg.repo);
+    if (srv_cfg.repo) dir = strdup(srv_cfg.repo);
     else if (dmx_repo_cache_dir(&dir) != DMX_OK) dir = NULL;
     dmx_repo_list *l = NULL;
     int found = 0;

@@ -59,8 +59,8 @@ static cJSON *separate_body(void) {
                  "\"overlap\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1,\"exclusiveMaximum\":true,\"default\":%g},"
                  "\"wait\":{\"type\":\"boolean\",\"default\":false,\"description\":\"block until done (also a query parameter); "
                  "with Accept: application/zip the answer is the stems as a zip\"}}}}}}",
-                 DMX_SEP_DEFAULT_MODEL, DMX_SEP_DEFAULT_FORMAT, DMX_SEP_MAX_SHIFTS,
-                 DMX_SEP_DEFAULT_SHIFTS, DMX_SEP_DEFAULT_OVERLAP) < 0)
+                 SRV_SEP_DEFAULT_MODEL, SRV_SEP_DEFAULT_FORMAT, SRV_SEP_MAX_SHIFTS,
+                 SRV_SEP_DEFAULT_SHIFTS, SRV_SEP_DEFAULT_OVERLAP) < 0)
         return NULL;
     cJSON *rb = cJSON_Parse(s);
     free(s);
@@ -80,7 +80,7 @@ static const struct {
 };
 
 /* The 2xx content of route rt: a schema for JSON, a string otherwise. */
-static cJSON *ok_content(const dmx_route_info *rt) {
+static cJSON *ok_content(const srv_route_info *rt) {
     cJSON *ct = cJSON_CreateObject(), *media = cJSON_AddObjectToObject(ct, rt->produces);
     const char *schema = NULL;
     int known = 0;
@@ -171,7 +171,7 @@ static cJSON *build(void) {
                             "carries X-Request-ID. See docs/API.md.");
     cJSON *paths = cJSON_AddObjectToObject(doc, "paths");
     size_t n;
-    const dmx_route_info *rt = dmx_routes(&n);
+    const srv_route_info *rt = srv_routes(&n);
     for (size_t i = 0; i < n; i++) {
         cJSON *p = cJSON_GetObjectItemCaseSensitive(paths, rt[i].tmpl);
         if (!p) p = cJSON_AddObjectToObject(paths, rt[i].tmpl);
@@ -210,7 +210,7 @@ static cJSON *build(void) {
             snprintf(lim, sizeof lim,
                      "{\"name\":\"limit\",\"in\":\"query\",\"schema\":{\"type\":\"integer\","
                      "\"minimum\":1,\"maximum\":%d,\"default\":%d}}",
-                     DMX_JOBS_MAX_LIMIT, DMX_JOBS_DEFAULT_LIMIT);
+                     SRV_JOBS_MAX_LIMIT, SRV_JOBS_DEFAULT_LIMIT);
             cJSON_AddItemToArray(params, cJSON_Parse(lim));
             cJSON_AddItemToArray(params, cJSON_Parse("{\"name\":\"offset\",\"in\":\"query\",\"schema\":{\"type\":\"integer\",\"minimum\":0,\"default\":0}}"));
         }
@@ -250,7 +250,7 @@ static cJSON *build(void) {
     return doc;
 }
 
-char *dmx_openapi_json(void) {
+char *srv_openapi_json(void) {
     cJSON *d = build();
     char *s = cJSON_Print(d);
     cJSON_Delete(d);
@@ -272,7 +272,7 @@ static void html_esc(FILE *f, const char *s) {
     }
 }
 
-char *dmx_openapi_html(void) {
+char *srv_openapi_html(void) {
     cJSON *d = build();
     char *out = NULL;
     size_t len = 0;

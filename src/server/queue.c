@@ -47,7 +47,7 @@
 
 /* ---- random ids -------------------------------------------------------------- */
 
-int dmx_random_hex(char *out, size_t n_bytes) {
+int srv_random_hex(char *out, size_t n_bytes) {
     unsigned char b[64];
     if (n_bytes > sizeof b) return -1;
     size_t got = 0;
@@ -69,40 +69,40 @@ int dmx_random_hex(char *out, size_t n_bytes) {
 static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t queue_cv = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t job_cv = PTHREAD_COND_INITIALIZER;
-static dmx_job *queue_head, *queue_tail;
+static srv_job *queue_head, *queue_tail;
 static int queue_len, queue_cap, n_reserved, n_active;
 static int stopping;      /* workers take nothing more, submit refuses */
 static int shutting_down; /* wait=true requests give up */
 
-/* Every known job, newest first; bounded by DMX_MAX_HISTORY. */
-static dmx_job **all_jobs;
+/* Every known job, newest first; bounded by SRV_MAX_HISTORY. */
+static srv_job **all_jobs;
 static int n_all;
 
-const char *dmx_job_state_name(dmx_job_state s) {
+const char *srv_job_state_name(srv_job_state s) {
     static const char *names[] = {"queued", "running", "done", "failed", "cancelled"};
     return names[s];
 }
 
-int dmx__job_terminal(dmx_job_state s) {
+int srv__job_terminal(srv_job_state s) {
     return s == JOB_DONE || s == JOB_FAILED || s == JOB_CANCELLED;
 }
 
-int dmx__queue_init(int cap) {
+int srv__queue_init(int cap) {
     queue_cap = cap;
-    all_jobs = calloc(DMX_MAX_HISTORY, sizeof *all_jobs);
+    all_jobs = calloc(SRV_MAX_HISTORY, sizeof *all_jobs);
     return all_jobs ? 0 : -1;
 }
 
 /* ---- job objects -------------------------------------------------------------- */
 
-void dmx__job_free(dmx_job *j) {
+void srv__job_free(srv_job *j) {
     free(j->dir);
     free(j->input);
     free(j->upload_name);
     free(j);
 }
 
-void dmx__dir_clear(const char *dir, const char *keep, int rmdir_too) {
+void srv__dir_clear(const char *dir, const char *keep, int rmdir_too) {
     if (!dir) return;
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -118,25 +118,25 @@ void dmx__dir_clear(const char *dir, const char *keep, int rmdir_too) {
 }
 
 /* The last reference is gone: a deleted job takes its folder with it. */
-static void job_release(dmx_job *j) {
-    if (j->deleted) dmx__dir_clear(j->dir, NULL, 1);
-    dmx__job_free(j);
+static void job_release(srv_job *j) {
+    if (j->deleted) srv__dir_clear(j->dir, NULL, 1);
+    srv__job_free(j);
 }
 
-dmx_job *dmx_job_new(void) {
-    dmx_job *j = calloc(1, sizeof *j);
+srv_job *srv_job_new(void) {
+    srv_job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
-    if (dmx_random_hex(j->id, 16) < 0) {
+    if (srv_random_hex(j->id, 16) < 0) {
         free(j);
         return NULL;
     }
     j->refs = 1;
     j->state = JOB_QUEUED;
-    j->created = dmx_srv_wall();
+    j->created = srv_wall();
     return j;
 }
 
-void dmx_job_put(dmx_job *j) {
+void srv_job_put(srv_job *j) {
     if (!j) return;
     pthread_mutex_lock(&jobs_lock);
     int last = --j->refs == 0;
@@ -148,10 +148,10 @@ void dmx_job_put(dmx_job *j) {
 
 static void renumber_locked(void) {
     int k = 1;
-    for (dmx_job *q = queue_head; q; q = q->next) q->queue_pos = k++;
+    for (srv_job *q = queue_head; q; q = q->next) q->queue_pos = k++;
 }
 
-static void queue_push_locked(dmx_job *j) {
+static void queue_push_locked(srv_job *j) {
     j->next = NULL;
     if (queue_tail)
         queue_tail->next = j;
@@ -162,8 +162,8 @@ static void queue_push_locked(dmx_job *j) {
     j->queue_pos = queue_len;
 }
 
-static dmx_job *queue_pop_locked(void) {
-    dmx_job *j = queue_head;
+static srv_job *queue_pop_locked(void) {
+    srv_job *j = queue_head;
     if (!j) return NULL;
     queue_head = j->next;
     if (!queue_head) queue_tail = NULL;
@@ -175,9 +175,9 @@ static dmx_job *queue_pop_locked(void) {
 }
 
 /* 1 if j was queued and has been taken out. */
-static int queue_remove_locked(dmx_job *j) {
-    dmx_job *prev = NULL;
-    for (dmx_job *q = queue_head; q; prev = q, q = q->next) {
+static int queue_remove_locked(srv_job *j) {
+    srv_job *prev = NULL;
+    for (srv_job *q = queue_head; q; prev = q, q = q->next) {
         if (q != j) continue;
         if (prev)
             prev->next = j->next;
@@ -195,10 +195,10 @@ static int queue_remove_locked(dmx_job *j) {
 
 /* ---- submit, look up, wait, delete ---------------------------------------------- */
 
-int dmx_job_submit(dmx_job *j, dmx_srv_error *why) {
+int srv_job_submit(srv_job *j, srv_error *why) {
     pthread_mutex_lock(&jobs_lock);
     if (stopping || queue_len + n_reserved >= queue_cap) {
-        *why = stopping ? DMX_E_SHUTTING_DOWN : DMX_E_QUEUE_FULL;
+        *why = stopping ? SRV_E_SHUTTING_DOWN : SRV_E_QUEUE_FULL;
         pthread_mutex_unlock(&jobs_lock);
         return -1;
     }
@@ -206,20 +206,20 @@ int dmx_job_submit(dmx_job *j, dmx_srv_error *why) {
     pthread_mutex_unlock(&jobs_lock);
 
     /* Durable first: nobody can see the job until its row is stored. */
-    int saved = dmx_store_save(j);
+    int saved = srv_store_save(j);
 
     pthread_mutex_lock(&jobs_lock);
     n_reserved--;
     if (saved < 0) {
-        *why = saved == DMX_STORE_FULL ? DMX_E_INSUFFICIENT_STORAGE : DMX_E_STORE_UNAVAILABLE;
+        *why = saved == SRV_STORE_FULL ? SRV_E_INSUFFICIENT_STORAGE : SRV_E_STORE_UNAVAILABLE;
         pthread_mutex_unlock(&jobs_lock);
         return -1;
     }
     /* History: drop the oldest finished job when full. */
-    if (n_all == DMX_MAX_HISTORY) {
-        dmx_job *old = all_jobs[--n_all];
+    if (n_all == SRV_MAX_HISTORY) {
+        srv_job *old = all_jobs[--n_all];
         old->deleted = 1;
-        dmx_store_delete(old->id);
+        srv_store_delete(old->id);
         if (--old->refs == 0) {
             pthread_mutex_unlock(&jobs_lock);
             job_release(old);
@@ -236,8 +236,8 @@ int dmx_job_submit(dmx_job *j, dmx_srv_error *why) {
     return 0;
 }
 
-dmx_job *dmx_job_get(const char *id) {
-    dmx_job *r = NULL;
+srv_job *srv_job_get(const char *id) {
+    srv_job *r = NULL;
     pthread_mutex_lock(&jobs_lock);
     for (int i = 0; i < n_all; i++)
         if (!strcmp(all_jobs[i]->id, id)) {
@@ -249,22 +249,22 @@ dmx_job *dmx_job_get(const char *id) {
     return r;
 }
 
-int dmx_job_wait(dmx_job *j) {
+int srv_job_wait(srv_job *j) {
     pthread_mutex_lock(&jobs_lock);
-    while (!dmx__job_terminal(j->state) && !shutting_down) pthread_cond_wait(&job_cv, &jobs_lock);
-    int r = dmx__job_terminal(j->state) ? 0 : -1;
+    while (!srv__job_terminal(j->state) && !shutting_down) pthread_cond_wait(&job_cv, &jobs_lock);
+    int r = srv__job_terminal(j->state) ? 0 : -1;
     pthread_mutex_unlock(&jobs_lock);
     return r;
 }
 
-void dmx_job_delete(dmx_job *j) {
+void srv_job_delete(srv_job *j) {
     pthread_mutex_lock(&jobs_lock);
     atomic_store(&j->cancel, 1);
     /* A queued job leaves the queue now, so it never runs. */
     if (queue_remove_locked(j)) {
         j->refs--; /* the queue's reference; the caller still holds one */
         j->state = JOB_CANCELLED;
-        j->finished = dmx_srv_wall();
+        j->finished = srv_wall();
     }
     for (int i = 0; i < n_all; i++)
         if (all_jobs[i] == j) {
@@ -276,26 +276,26 @@ void dmx_job_delete(dmx_job *j) {
     /* Row first, folder when the last reference goes (a running worker may
      * still be writing into it); see "Durability" above. */
     j->deleted = 1;
-    dmx_store_delete(j->id);
+    srv_store_delete(j->id);
     pthread_cond_broadcast(&job_cv);
     pthread_mutex_unlock(&jobs_lock);
 }
 
-int dmx_jobs_queue_depth(void) {
+int srv_jobs_queue_depth(void) {
     pthread_mutex_lock(&jobs_lock);
     int n = queue_len;
     pthread_mutex_unlock(&jobs_lock);
     return n;
 }
 
-int dmx_jobs_active(void) {
+int srv_jobs_active(void) {
     pthread_mutex_lock(&jobs_lock);
     int n = n_active;
     pthread_mutex_unlock(&jobs_lock);
     return n;
 }
 
-int dmx_job_is_done(dmx_job *j) {
+int srv_job_is_done(srv_job *j) {
     pthread_mutex_lock(&jobs_lock);
     int r = j->state == JOB_DONE;
     pthread_mutex_unlock(&jobs_lock);
@@ -318,10 +318,10 @@ static void add_time(cJSON *o, const char *key, double t) {
     cJSON_AddStringToObject(o, key, b);
 }
 
-static cJSON *job_json_locked(dmx_job *j) {
+static cJSON *job_json_locked(srv_job *j) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", j->id);
-    cJSON_AddStringToObject(o, "status", dmx_job_state_name(j->state));
+    cJSON_AddStringToObject(o, "status", srv_job_state_name(j->state));
     cJSON_AddNumberToObject(o, "progress", j->progress);
     /* 1 = the next job a worker takes; null unless queued. */
     if (j->state == JOB_QUEUED && j->queue_pos > 0)
@@ -348,7 +348,7 @@ static cJSON *job_json_locked(dmx_job *j) {
     /* ETA from the progress rate so far. */
     if (j->state == JOB_RUNNING && j->progress > 0.01)
         cJSON_AddNumberToObject(o, "eta_seconds",
-                                (dmx_srv_wall() - j->started) * (1 - j->progress) / j->progress);
+                                (srv_wall() - j->started) * (1 - j->progress) / j->progress);
     else
         cJSON_AddNullToObject(o, "eta_seconds");
     cJSON *stems = cJSON_CreateArray();
@@ -363,7 +363,7 @@ static cJSON *job_json_locked(dmx_job *j) {
     cJSON_AddItemToObject(o, "stems", stems);
     if (j->state == JOB_FAILED || j->state == JOB_CANCELLED) {
         cJSON *e = cJSON_CreateObject();
-        const char *cancelled = dmx_error_code(DMX_E_CANCELLED);
+        const char *cancelled = srv_error_code(SRV_E_CANCELLED);
         cJSON_AddStringToObject(e, "code", j->error_code[0] ? j->error_code : cancelled);
         cJSON_AddStringToObject(e, "message", j->error[0] ? j->error : cancelled);
         cJSON_AddItemToObject(o, "error", e);
@@ -373,14 +373,14 @@ static cJSON *job_json_locked(dmx_job *j) {
     return o;
 }
 
-cJSON *dmx_job_json(dmx_job *j) {
+cJSON *srv_job_json(srv_job *j) {
     pthread_mutex_lock(&jobs_lock);
     cJSON *o = job_json_locked(j);
     pthread_mutex_unlock(&jobs_lock);
     return o;
 }
 
-cJSON *dmx_jobs_list_json(int limit, int offset) {
+cJSON *srv_jobs_list_json(int limit, int offset) {
     cJSON *o = cJSON_CreateObject();
     cJSON *arr = cJSON_CreateArray();
     pthread_mutex_lock(&jobs_lock);
@@ -396,7 +396,7 @@ cJSON *dmx_jobs_list_json(int limit, int offset) {
 
 /* ---- results -------------------------------------------------------------------- */
 
-char *dmx_job_stem_path(dmx_job *j, const char *stem) {
+char *srv_job_stem_path(srv_job *j, const char *stem) {
     char *p = NULL;
     pthread_mutex_lock(&jobs_lock);
     if (j->state == JOB_DONE)
@@ -409,7 +409,7 @@ char *dmx_job_stem_path(dmx_job *j, const char *stem) {
     return p;
 }
 
-int dmx_job_stem_files(dmx_job *j, char ***paths, char ***names) {
+int srv_job_stem_files(srv_job *j, char ***paths, char ***names) {
     *paths = *names = NULL;
     pthread_mutex_lock(&jobs_lock);
     int n = j->state == JOB_DONE ? j->n_stems : 0;
@@ -421,8 +421,8 @@ int dmx_job_stem_files(dmx_job *j, char ***paths, char ***names) {
     }
     pthread_mutex_unlock(&jobs_lock);
     if (!p || !q || n <= 0) { /* also when there is nothing to list */
-        dmx_strv_free(p, n < 0 ? j->n_stems : 0);
-        dmx_strv_free(q, n < 0 ? j->n_stems : 0);
+        srv_strv_free(p, n < 0 ? j->n_stems : 0);
+        srv_strv_free(q, n < 0 ? j->n_stems : 0);
         return 0;
     }
     *paths = p;
@@ -430,7 +430,7 @@ int dmx_job_stem_files(dmx_job *j, char ***paths, char ***names) {
     return n;
 }
 
-void dmx_strv_free(char **v, int n) {
+void srv_strv_free(char **v, int n) {
     if (!v) return;
     for (int i = 0; i < n; i++) free(v[i]);
     free(v);
@@ -438,22 +438,22 @@ void dmx_strv_free(char **v, int n) {
 
 /* ---- the worker side -------------------------------------------------------------- */
 
-dmx_job *dmx__queue_take(void) {
+srv_job *srv__queue_take(void) {
     pthread_mutex_lock(&jobs_lock);
     while (!stopping && !queue_head) pthread_cond_wait(&queue_cv, &jobs_lock);
-    dmx_job *j = stopping ? NULL : queue_pop_locked();
+    srv_job *j = stopping ? NULL : queue_pop_locked();
     if (j) {
         j->state = JOB_RUNNING;
-        j->started = dmx_srv_wall();
+        j->started = srv_wall();
         n_active++;
-        dmx_store_save(j);
+        srv_store_save(j);
         pthread_cond_broadcast(&job_cv);
     }
     pthread_mutex_unlock(&jobs_lock);
     return j;
 }
 
-void dmx__queue_finish(dmx_job *j, dmx_job_state st, int requeue) {
+void srv__queue_finish(srv_job *j, srv_job_state st, int requeue) {
     pthread_mutex_lock(&jobs_lock);
     if (requeue) {
         /* Back to the start: the next process runs it again. */
@@ -464,9 +464,9 @@ void dmx__queue_finish(dmx_job *j, dmx_job_state st, int requeue) {
     } else {
         j->state = st;
         if (st == JOB_DONE) j->progress = 1;
-        j->finished = dmx_srv_wall();
+        j->finished = srv_wall();
     }
-    if (!j->deleted) dmx_store_save(j);
+    if (!j->deleted) srv_store_save(j);
     n_active--;
     pthread_cond_broadcast(&job_cv);
     int last = --j->refs == 0;
@@ -474,13 +474,13 @@ void dmx__queue_finish(dmx_job *j, dmx_job_state st, int requeue) {
     if (last) job_release(j);
 }
 
-void dmx__job_progress(dmx_job *j, double progress) {
+void srv__job_progress(srv_job *j, double progress) {
     pthread_mutex_lock(&jobs_lock);
     j->progress = progress;
     pthread_mutex_unlock(&jobs_lock);
 }
 
-void dmx__job_fail(dmx_job *j, dmx_srv_error e, const char *fmt, ...) {
+void srv__job_fail(srv_job *j, srv_error e, const char *fmt, ...) {
     char msg[sizeof j->error];
     va_list ap;
     va_start(ap, fmt);
@@ -488,28 +488,28 @@ void dmx__job_fail(dmx_job *j, dmx_srv_error e, const char *fmt, ...) {
     va_end(ap);
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "job", j->id);
-    cJSON_AddStringToObject(f, "error_code", dmx_error_code(e));
+    cJSON_AddStringToObject(f, "error_code", srv_error_code(e));
     cJSON_AddStringToObject(f, "detail", msg);
-    dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "job_error", j->request_id, f, "job %s: %s", j->id,
-                dmx_error_code(e));
-    dmx_error_scrub_paths(msg);
+    srv_log(DMX_LOG_INFO, "demix.jobs", "job_error", j->request_id, f, "job %s: %s", j->id,
+                srv_error_code(e));
+    srv_error_scrub_paths(msg);
     pthread_mutex_lock(&jobs_lock);
     snprintf(j->error, sizeof j->error, "%s", msg);
-    snprintf(j->error_code, sizeof j->error_code, "%s", dmx_error_code(e));
+    snprintf(j->error_code, sizeof j->error_code, "%s", srv_error_code(e));
     pthread_mutex_unlock(&jobs_lock);
 }
 
-void dmx__job_set_stems(dmx_job *j, char names[][DMX_MAX_STEM_NAME], int n) {
+void srv__job_set_stems(srv_job *j, char names[][DMX_MAX_STEM_NAME], int n) {
     pthread_mutex_lock(&jobs_lock);
-    for (int s = 0; s < n && s < DMX_JOB_MAX_STEMS; s++)
+    for (int s = 0; s < n && s < SRV_JOB_MAX_STEMS; s++)
         snprintf(j->stems[s], sizeof j->stems[s], "%.79s", names[s]);
-    j->n_stems = n < DMX_JOB_MAX_STEMS ? n : DMX_JOB_MAX_STEMS;
+    j->n_stems = n < SRV_JOB_MAX_STEMS ? n : SRV_JOB_MAX_STEMS;
     pthread_mutex_unlock(&jobs_lock);
 }
 
 /* ---- recovery, janitor, shutdown ----------------------------------------------------- */
 
-void dmx__queue_restore(dmx_job **v, int n) {
+void srv__queue_restore(srv_job **v, int n) {
     pthread_mutex_lock(&jobs_lock);
     for (int i = n - 1; i >= 0; i--)
         if (v[i]->state == JOB_QUEUED) {
@@ -518,15 +518,15 @@ void dmx__queue_restore(dmx_job **v, int n) {
             v[i]->refs++;
             queue_push_locked(v[i]);
         }
-    for (int i = 0; i < n && n_all < DMX_MAX_HISTORY; i++) all_jobs[n_all++] = v[i];
+    for (int i = 0; i < n && n_all < SRV_MAX_HISTORY; i++) all_jobs[n_all++] = v[i];
     pthread_mutex_unlock(&jobs_lock);
 }
 
-dmx_job *dmx__jobs_expired(double limit) {
-    dmx_job *victim = NULL;
+srv_job *srv__jobs_expired(double limit) {
+    srv_job *victim = NULL;
     pthread_mutex_lock(&jobs_lock);
     for (int i = n_all - 1; i >= 0 && !victim; i--)
-        if (dmx__job_terminal(all_jobs[i]->state) && all_jobs[i]->finished > 0 &&
+        if (srv__job_terminal(all_jobs[i]->state) && all_jobs[i]->finished > 0 &&
             all_jobs[i]->finished < limit) {
             victim = all_jobs[i];
             victim->refs++;
@@ -535,7 +535,7 @@ dmx_job *dmx__jobs_expired(double limit) {
     return victim;
 }
 
-void dmx__queue_stop(double grace) {
+void srv__queue_stop(double grace) {
     pthread_mutex_lock(&jobs_lock);
     /* Workers take nothing new; queued jobs stay queued in the store. */
     stopping = 1;
@@ -548,7 +548,7 @@ void dmx__queue_stop(double grace) {
     while (n_active > 0)
         if (pthread_cond_timedwait(&job_cv, &jobs_lock, &ts) != 0) break;
     if (n_active > 0) {
-        dmx_srv_log(DMX_LOG_WARN, "demix.jobs", "shutdown", NULL, NULL,
+        srv_log(DMX_LOG_WARN, "demix.jobs", "shutdown", NULL, NULL,
                     "grace period over: checkpointing %d running job(s) as queued", n_active);
         for (int i = 0; i < n_all; i++)
             if (all_jobs[i]->state == JOB_RUNNING) {
@@ -559,18 +559,18 @@ void dmx__queue_stop(double grace) {
     pthread_mutex_unlock(&jobs_lock);
 }
 
-void dmx__queue_release_waiters(void) {
+void srv__queue_release_waiters(void) {
     pthread_mutex_lock(&jobs_lock);
     shutting_down = 1;
     pthread_cond_broadcast(&job_cv);
     pthread_mutex_unlock(&jobs_lock);
 }
 
-void dmx__queue_free(void) {
+void srv__queue_free(void) {
     pthread_mutex_lock(&jobs_lock);
     while (queue_head) queue_pop_locked()->refs--;
     for (int i = 0; i < n_all; i++)
-        if (--all_jobs[i]->refs == 0) dmx__job_free(all_jobs[i]);
+        if (--all_jobs[i]->refs == 0) srv__job_free(all_jobs[i]);
     n_all = 0;
     free(all_jobs);
     all_jobs = NULL;

@@ -4,7 +4,7 @@
  * owns, and the janitor that expires finished jobs (--ttl).
  *
  * At start-up (before any worker or request runs) the newest
- * DMX_MAX_HISTORY rows come back from SQLite: finished jobs stay
+ * SRV_MAX_HISTORY rows come back from SQLite: finished jobs stay
  * downloadable, and jobs that were queued or running when the process died
  * (kill -9, power cut) go back to the queue, oldest first (their input is
  * still in their folder; what an interrupted run wrote is partial and
@@ -31,17 +31,17 @@
 #include "jobs_int.h"
 
 typedef struct loaded_rows {
-    dmx_job **v;
+    srv_job **v;
     int n, cap;
 } loaded_rows;
 
-static int collect_row(void *user, dmx_job *j) {
+static int collect_row(void *user, srv_job *j) {
     loaded_rows *r = user;
     if (r->n == r->cap) {
         int cap = r->cap ? 2 * r->cap : 64;
-        dmx_job **nv = realloc(r->v, (size_t)cap * sizeof *nv);
+        srv_job **nv = realloc(r->v, (size_t)cap * sizeof *nv);
         if (!nv) {
-            dmx__job_free(j);
+            srv__job_free(j);
             return -1;
         }
         r->v = nv;
@@ -53,27 +53,27 @@ static int collect_row(void *user, dmx_job *j) {
 
 /* A queued or running row: back to the queue, or failed if its input is
  * gone. */
-static int requeue(dmx_job *j) {
+static int requeue(srv_job *j) {
     j->state = JOB_QUEUED;
     j->progress = 0;
     j->started = 0;
     /* What an interrupted run wrote (".part" stems, spills) is partial by
      * definition and would outlive a job that cannot run. */
-    dmx__dir_clear(j->dir, "input", 0);
+    srv__dir_clear(j->dir, "input", 0);
     int back = access(j->input, R_OK) == 0;
     if (!back) {
         j->state = JOB_FAILED;
-        j->finished = dmx_srv_wall();
-        snprintf(j->error_code, sizeof j->error_code, "%s", dmx_error_code(DMX_E_INPUT_LOST));
+        j->finished = srv_wall();
+        snprintf(j->error_code, sizeof j->error_code, "%s", srv_error_code(SRV_E_INPUT_LOST));
         snprintf(j->error, sizeof j->error, "the uploaded file was lost in a restart");
     } else {
         cJSON *f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "job", j->id);
         cJSON_AddStringToObject(f, "model", j->model);
-        dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "job_requeued", j->request_id, f,
+        srv_log(DMX_LOG_INFO, "demix.jobs", "job_requeued", j->request_id, f,
                     "job %s re-queued after a restart", j->id);
     }
-    dmx_store_save(j);
+    srv_store_save(j);
     return back;
 }
 
@@ -83,9 +83,9 @@ static int is_job_id(const char *s) {
 }
 
 /* Removes each jobs/ID folder whose ID is not among the rows. */
-static int sweep_orphans(dmx_job **v, int n) {
+static int sweep_orphans(srv_job **v, int n) {
     char *dir = NULL;
-    if (asprintf(&dir, "%s/jobs", dmx_srv_cfg.data_dir) < 0) return 0;
+    if (asprintf(&dir, "%s/jobs", srv_cfg.data_dir) < 0) return 0;
     DIR *d = opendir(dir);
     struct dirent *e;
     int removed = 0;
@@ -96,11 +96,11 @@ static int sweep_orphans(dmx_job **v, int n) {
         if (owned) continue;
         char *p = NULL;
         if (asprintf(&p, "%s/%s", dir, e->d_name) < 0) continue;
-        dmx__dir_clear(p, NULL, 1);
+        srv__dir_clear(p, NULL, 1);
         free(p);
         cJSON *f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "job", e->d_name);
-        dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "orphan_removed", NULL, f,
+        srv_log(DMX_LOG_INFO, "demix.jobs", "orphan_removed", NULL, f,
                     "removed folder of job %s: no stored job owns it", e->d_name);
         removed++;
     }
@@ -109,61 +109,61 @@ static int sweep_orphans(dmx_job **v, int n) {
     return removed;
 }
 
-int dmx__recover(void) {
+int srv__recover(void) {
     /* No request is in flight yet: whatever is in uploads/ was cut off by a
      * crash and will never become a job. */
     char *up = NULL;
-    if (asprintf(&up, "%s/uploads", dmx_srv_cfg.data_dir) >= 0) dmx__dir_clear(up, NULL, 0);
+    if (asprintf(&up, "%s/uploads", srv_cfg.data_dir) >= 0) srv__dir_clear(up, NULL, 0);
     free(up);
 
     loaded_rows rows = {0};
-    if (dmx_store_load(collect_row, &rows, DMX_MAX_HISTORY) < 0) {
+    if (srv_store_load(collect_row, &rows, SRV_MAX_HISTORY) < 0) {
         free(rows.v);
         return -1;
     }
     int requeued = 0, kept = 0;
     /* Rows come back newest first; re-queue oldest first. */
     for (int i = rows.n - 1; i >= 0; i--) {
-        dmx_job *j = rows.v[i];
-        if (asprintf(&j->dir, "%s/jobs/%s", dmx_srv_cfg.data_dir, j->id) < 0 ||
+        srv_job *j = rows.v[i];
+        if (asprintf(&j->dir, "%s/jobs/%s", srv_cfg.data_dir, j->id) < 0 ||
             asprintf(&j->input, "%s/input", j->dir) < 0) {
-            dmx__job_free(j);
+            srv__job_free(j);
             rows.v[i] = NULL;
             continue;
         }
         j->refs = 1; /* the history list */
-        if (!dmx__job_terminal(j->state)) requeued += requeue(j);
+        if (!srv__job_terminal(j->state)) requeued += requeue(j);
         kept++;
     }
     /* Rows past the history (never shown again) go, so their folders may. */
-    if (rows.n == DMX_MAX_HISTORY && rows.v[rows.n - 1])
-        dmx_store_delete_older(rows.v[rows.n - 1]->created);
+    if (rows.n == SRV_MAX_HISTORY && rows.v[rows.n - 1])
+        srv_store_delete_older(rows.v[rows.n - 1]->created);
     int orphans = sweep_orphans(rows.v, rows.n);
     int k = 0;
     for (int i = 0; i < rows.n; i++)
         if (rows.v[i]) rows.v[k++] = rows.v[i];
-    dmx__queue_restore(rows.v, k);
+    srv__queue_restore(rows.v, k);
     free(rows.v);
     cJSON *f = cJSON_CreateObject();
     cJSON_AddNumberToObject(f, "jobs", kept);
     cJSON_AddNumberToObject(f, "requeued", requeued);
     cJSON_AddNumberToObject(f, "orphans_removed", orphans);
-    dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "recovery", NULL, f,
+    srv_log(DMX_LOG_INFO, "demix.jobs", "recovery", NULL, f,
                 "%d stored job(s), %d re-queued, %d orphaned folder(s) removed", kept, requeued,
                 orphans);
     return 0;
 }
 
-void dmx__sweep_expired(void) {
-    double limit = dmx_srv_wall() - dmx_srv_cfg.ttl_seconds;
-    dmx_job *victim;
-    while ((victim = dmx__jobs_expired(limit))) {
+void srv__sweep_expired(void) {
+    double limit = srv_wall() - srv_cfg.ttl_seconds;
+    srv_job *victim;
+    while ((victim = srv__jobs_expired(limit))) {
         cJSON *f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "job", victim->id);
-        dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "job_expired", victim->request_id, f,
+        srv_log(DMX_LOG_INFO, "demix.jobs", "job_expired", victim->request_id, f,
                     "job %s expired", victim->id);
-        dmx_job_delete(victim);
-        dmx_job_put(victim);
+        srv_job_delete(victim);
+        srv_job_put(victim);
     }
 }
 
@@ -178,7 +178,7 @@ static void *janitor_main(void *arg) {
     (void)arg;
     /* Often enough that a result outlives its TTL by at most a quarter of
      * it (and never more than a minute). */
-    double every = dmx_srv_cfg.ttl_seconds / 4;
+    double every = srv_cfg.ttl_seconds / 4;
     if (every > 60) every = 60;
     if (every < 0.2) every = 0.2;
     pthread_mutex_lock(&janitor_lock);
@@ -191,20 +191,20 @@ static void *janitor_main(void *arg) {
         pthread_cond_timedwait(&janitor_cv, &janitor_lock, &ts);
         if (janitor_stopping) break;
         pthread_mutex_unlock(&janitor_lock);
-        dmx__sweep_expired();
+        srv__sweep_expired();
         pthread_mutex_lock(&janitor_lock);
     }
     pthread_mutex_unlock(&janitor_lock);
     return NULL;
 }
 
-int dmx__janitor_start(void) {
+int srv__janitor_start(void) {
     if (pthread_create(&janitor, NULL, janitor_main, NULL)) return -1;
     janitor_running = 1;
     return 0;
 }
 
-void dmx__janitor_stop(void) {
+void srv__janitor_stop(void) {
     pthread_mutex_lock(&janitor_lock);
     janitor_stopping = 1;
     pthread_cond_broadcast(&janitor_cv);
@@ -215,13 +215,13 @@ void dmx__janitor_stop(void) {
 
 /* ---- free space ------------------------------------------------------------------- */
 
-int dmx_data_disk_low(int64_t *free_bytes) {
+int srv_data_disk_low(int64_t *free_bytes) {
     struct statvfs v;
-    if (statvfs(dmx_srv_cfg.data_dir, &v) != 0) {
+    if (statvfs(srv_cfg.data_dir, &v) != 0) {
         if (free_bytes) *free_bytes = -1;
         return 0; /* unknown: the writes themselves will tell */
     }
     int64_t f = (int64_t)v.f_bavail * (int64_t)v.f_frsize;
     if (free_bytes) *free_bytes = f;
-    return f < dmx_srv_cfg.min_free_disk_bytes;
+    return f < srv_cfg.min_free_disk_bytes;
 }

@@ -31,7 +31,7 @@
 typedef struct bucket {
     char client[64];
     double tokens;
-    double last; /* dmx_srv_now() of the last refill */
+    double last; /* srv_now() of the last refill */
 } bucket;
 
 static bucket buckets[MAX_BUCKETS];
@@ -44,14 +44,14 @@ static void refill(bucket *b, double now, double per_s, double burst) {
     b->last = now;
 }
 
-int dmx_ratelimit_take(const char *client, int *remaining, int *reset, int *retry_after) {
-    double per_s = dmx_srv_cfg.rate_per_minute / 60.0;
-    double burst = dmx_srv_cfg.rate_burst > 0 ? dmx_srv_cfg.rate_burst : 1;
+int srv_ratelimit_take(const char *client, int *remaining, int *reset, int *retry_after) {
+    double per_s = srv_cfg.rate_per_minute / 60.0;
+    double burst = srv_cfg.rate_burst > 0 ? srv_cfg.rate_burst : 1;
     *remaining = (int)burst;
     *reset = 0;
     *retry_after = 0;
     if (per_s <= 0) return 1;
-    double now = dmx_srv_now();
+    double now = srv_now();
     pthread_mutex_lock(&rl_lock);
     bucket *b = NULL;
     for (int i = 0; i < n_buckets;) {
@@ -93,7 +93,7 @@ int dmx_ratelimit_take(const char *client, int *remaining, int *reset, int *retr
     return ok;
 }
 
-int dmx_ratelimit_buckets(void) {
+int srv_ratelimit_buckets(void) {
     pthread_mutex_lock(&rl_lock);
     int n = n_buckets;
     pthread_mutex_unlock(&rl_lock);
@@ -106,9 +106,9 @@ int dmx_ratelimit_buckets(void) {
 
 typedef struct breaker {
     char name[160];
-    dmx_breaker_state state;
+    srv_breaker_state state;
     int failures;    /* consecutive, while closed */
-    double opened;   /* dmx_srv_now() when it opened */
+    double opened;   /* srv_now() when it opened */
     int probes;      /* trial calls in flight while half-open */
 } breaker;
 
@@ -116,7 +116,7 @@ static breaker breakers[MAX_BREAKERS];
 static int n_breakers;
 static pthread_mutex_t br_lock = PTHREAD_MUTEX_INITIALIZER;
 
-const char *dmx_breaker_state_name(dmx_breaker_state s) {
+const char *srv_breaker_state_name(srv_breaker_state s) {
     static const char *n[] = {"closed", "open", "half_open"};
     return n[s];
 }
@@ -131,26 +131,26 @@ static breaker *br_find(const char *name) {
     return b;
 }
 
-static void transition(breaker *b, dmx_breaker_state to) {
-    dmx_breaker_state from = b->state;
+static void transition(breaker *b, srv_breaker_state to) {
+    srv_breaker_state from = b->state;
     if (from == to) return;
     b->state = to;
-    if (to == DMX_BREAKER_OPEN) b->opened = dmx_srv_now();
-    if (to != DMX_BREAKER_HALF_OPEN) b->probes = 0;
-    if (to == DMX_BREAKER_CLOSED) b->failures = 0;
-    dmx_metrics_breaker_transition(b->name, dmx_breaker_state_name(from),
-                                   dmx_breaker_state_name(to));
+    if (to == SRV_BREAKER_OPEN) b->opened = srv_now();
+    if (to != SRV_BREAKER_HALF_OPEN) b->probes = 0;
+    if (to == SRV_BREAKER_CLOSED) b->failures = 0;
+    srv_metrics_breaker_transition(b->name, srv_breaker_state_name(from),
+                                   srv_breaker_state_name(to));
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "breaker", b->name);
-    cJSON_AddStringToObject(f, "from", dmx_breaker_state_name(from));
-    cJSON_AddStringToObject(f, "to", dmx_breaker_state_name(to));
-    dmx_srv_log(to == DMX_BREAKER_OPEN ? DMX_LOG_WARN : DMX_LOG_INFO, "demix.breaker",
+    cJSON_AddStringToObject(f, "from", srv_breaker_state_name(from));
+    cJSON_AddStringToObject(f, "to", srv_breaker_state_name(to));
+    srv_log(to == SRV_BREAKER_OPEN ? DMX_LOG_WARN : DMX_LOG_INFO, "demix.breaker",
                 "circuit_breaker", NULL, f, "circuit breaker %s: %s -> %s", b->name,
-                dmx_breaker_state_name(from), dmx_breaker_state_name(to));
+                srv_breaker_state_name(from), srv_breaker_state_name(to));
 }
 
 static int remaining_open(const breaker *b) {
-    double left = b->opened + dmx_srv_cfg.breaker_open_seconds - dmx_srv_now();
+    double left = b->opened + srv_cfg.breaker_open_seconds - srv_now();
     return left > 0 ? (int)ceil(left) : 0;
 }
 
@@ -159,17 +159,17 @@ static int br_gate(const char *name, int *retry_after, int take) {
     pthread_mutex_lock(&br_lock);
     breaker *b = br_find(name);
     int r = 0;
-    if (b && b->state == DMX_BREAKER_OPEN) {
+    if (b && b->state == SRV_BREAKER_OPEN) {
         int left = remaining_open(b);
         if (left > 0) {
             *retry_after = left;
             r = -1;
         } else if (take) {
-            transition(b, DMX_BREAKER_HALF_OPEN);
+            transition(b, SRV_BREAKER_HALF_OPEN);
         }
     }
-    if (b && r == 0 && take && b->state == DMX_BREAKER_HALF_OPEN) {
-        int max = dmx_srv_cfg.breaker_probes > 0 ? dmx_srv_cfg.breaker_probes : 1;
+    if (b && r == 0 && take && b->state == SRV_BREAKER_HALF_OPEN) {
+        int max = srv_cfg.breaker_probes > 0 ? srv_cfg.breaker_probes : 1;
         if (b->probes >= max) {
             *retry_after = 1;
             r = -1;
@@ -181,21 +181,21 @@ static int br_gate(const char *name, int *retry_after, int take) {
     return r;
 }
 
-int dmx_breaker_acquire(const char *name, int *retry_after) { return br_gate(name, retry_after, 1); }
-int dmx_breaker_check(const char *name, int *retry_after) { return br_gate(name, retry_after, 0); }
+int srv_breaker_acquire(const char *name, int *retry_after) { return br_gate(name, retry_after, 1); }
+int srv_breaker_check(const char *name, int *retry_after) { return br_gate(name, retry_after, 0); }
 
-void dmx_breaker_record(const char *name, int ok) {
+void srv_breaker_record(const char *name, int ok) {
     pthread_mutex_lock(&br_lock);
     breaker *b = br_find(name);
     if (b) {
-        if (b->state == DMX_BREAKER_HALF_OPEN) {
+        if (b->state == SRV_BREAKER_HALF_OPEN) {
             if (b->probes > 0) b->probes--;
-            transition(b, ok ? DMX_BREAKER_CLOSED : DMX_BREAKER_OPEN);
+            transition(b, ok ? SRV_BREAKER_CLOSED : SRV_BREAKER_OPEN);
         } else if (ok) {
             b->failures = 0;
-        } else if (b->state == DMX_BREAKER_CLOSED &&
-                   ++b->failures >= (dmx_srv_cfg.breaker_threshold > 0 ? dmx_srv_cfg.breaker_threshold : 1)) {
-            transition(b, DMX_BREAKER_OPEN);
+        } else if (b->state == SRV_BREAKER_CLOSED &&
+                   ++b->failures >= (srv_cfg.breaker_threshold > 0 ? srv_cfg.breaker_threshold : 1)) {
+            transition(b, SRV_BREAKER_OPEN);
         }
     }
     pthread_mutex_unlock(&br_lock);
@@ -203,29 +203,29 @@ void dmx_breaker_record(const char *name, int ok) {
 
 /* An open breaker whose period is over reports half_open: that is what the
  * next call will find. */
-static dmx_breaker_state visible(const breaker *b) {
-    if (b->state == DMX_BREAKER_OPEN && remaining_open(b) == 0) return DMX_BREAKER_HALF_OPEN;
+static srv_breaker_state visible(const breaker *b) {
+    if (b->state == SRV_BREAKER_OPEN && remaining_open(b) == 0) return SRV_BREAKER_HALF_OPEN;
     return b->state;
 }
 
-cJSON *dmx_breakers_json(void) {
+cJSON *srv_breakers_json(void) {
     cJSON *o = cJSON_CreateObject();
     pthread_mutex_lock(&br_lock);
     for (int i = 0; i < n_breakers; i++)
-        cJSON_AddStringToObject(o, breakers[i].name, dmx_breaker_state_name(visible(&breakers[i])));
+        cJSON_AddStringToObject(o, breakers[i].name, srv_breaker_state_name(visible(&breakers[i])));
     pthread_mutex_unlock(&br_lock);
     return o;
 }
 
-int dmx_breakers_any_open(void) {
+int srv_breakers_any_open(void) {
     int n = 0;
     pthread_mutex_lock(&br_lock);
-    for (int i = 0; i < n_breakers; i++) n += visible(&breakers[i]) == DMX_BREAKER_OPEN;
+    for (int i = 0; i < n_breakers; i++) n += visible(&breakers[i]) == SRV_BREAKER_OPEN;
     pthread_mutex_unlock(&br_lock);
     return n > 0;
 }
 
-void dmx_breakers_each(void (*fn)(void *user, const char *name, dmx_breaker_state s), void *user) {
+void srv_breakers_each(void (*fn)(void *user, const char *name, srv_breaker_state s), void *user) {
     pthread_mutex_lock(&br_lock);
     for (int i = 0; i < n_breakers; i++) fn(user, breakers[i].name, visible(&breakers[i]));
     pthread_mutex_unlock(&br_lock);
@@ -233,10 +233,10 @@ void dmx_breakers_each(void (*fn)(void *user, const char *name, dmx_breaker_stat
 
 /* ---- retries --------------------------------------------------------------------------- */
 
-int dmx_transient(dmx_status st) { return st == DMX_ERR_IO || st == DMX_ERR_NOMEM; }
+int srv_transient(dmx_status st) { return st == DMX_ERR_IO || st == DMX_ERR_NOMEM; }
 
-double dmx_backoff_delay(int attempt, double u) {
-    double cap = dmx_srv_cfg.retry_base_seconds * pow(2.0, attempt > 0 ? attempt : 0);
+double srv_backoff_delay(int attempt, double u) {
+    double cap = srv_cfg.retry_base_seconds * pow(2.0, attempt > 0 ? attempt : 0);
     if (!(cap <= 30)) cap = 30; /* also for an overflow to inf */
     if (!(u >= 0)) u = 0;
     if (u > 1) u = 1;
@@ -244,11 +244,11 @@ double dmx_backoff_delay(int attempt, double u) {
     return cap * u;
 }
 
-void dmx_backoff_sleep(int attempt, atomic_int *cancel) {
+void srv_backoff_sleep(int attempt, atomic_int *cancel) {
     uint32_t r = 0;
     if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint32_t)rand();
-    double end = dmx_srv_now() + dmx_backoff_delay(attempt, (double)r / 4294967296.0);
-    while (dmx_srv_now() < end) {
+    double end = srv_now() + srv_backoff_delay(attempt, (double)r / 4294967296.0);
+    while (srv_now() < end) {
         if (cancel && atomic_load(cancel)) return;
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);

@@ -23,61 +23,61 @@ static const char *query(struct MHD_Connection *c, const char *k) {
     return MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, k);
 }
 
-static enum MHD_Result send_fd(struct MHD_Connection *c, dmx_req *r, int fd, const char *ctype,
+static enum MHD_Result send_fd(struct MHD_Connection *c, srv_req *r, int fd, const char *ctype,
                                const char *filename);
 
 /* ---- probes, models, metrics ----------------------------------------------------- */
 
-static enum MHD_Result h_livez(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+static enum MHD_Result h_livez(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", "ok");
-    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+    return srv_respond_json(c, r, 200, o, NULL, NULL);
 }
 
-static enum MHD_Result h_health(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
-    int avail = dmx_models_any_available();
-    int depth = dmx_jobs_queue_depth();
-    int disk_low = dmx_data_disk_low(NULL);
-    int degraded = !avail || depth >= dmx_srv_cfg.queue_max || dmx_breakers_any_open() || disk_low;
+static enum MHD_Result h_health(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
+    int avail = srv_models_any_available();
+    int depth = srv_jobs_queue_depth();
+    int disk_low = srv_data_disk_low(NULL);
+    int degraded = !avail || depth >= srv_cfg.queue_max || srv_breakers_any_open() || disk_low;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", degraded ? "degraded" : "ok");
     cJSON_AddStringToObject(o, "version", DEMIX_SERVER_VERSION);
-    cJSON_AddNumberToObject(o, "uptime_seconds", dmx_srv_now() - dmx_srv_start_time);
-    cJSON_AddNumberToObject(o, "models_loaded", dmx_models_loaded());
+    cJSON_AddNumberToObject(o, "uptime_seconds", srv_now() - srv_start_time);
+    cJSON_AddNumberToObject(o, "models_loaded", srv_models_loaded());
     cJSON_AddNumberToObject(o, "queue_depth", depth);
-    cJSON_AddNumberToObject(o, "queue_capacity", dmx_srv_cfg.queue_max);
-    cJSON_AddNumberToObject(o, "active_jobs", dmx_jobs_active());
-    cJSON_AddNumberToObject(o, "workers", dmx_srv_cfg.workers);
-    cJSON_AddItemToObject(o, "circuit_breakers", dmx_breakers_json());
+    cJSON_AddNumberToObject(o, "queue_capacity", srv_cfg.queue_max);
+    cJSON_AddNumberToObject(o, "active_jobs", srv_jobs_active());
+    cJSON_AddNumberToObject(o, "workers", srv_cfg.workers);
+    cJSON_AddItemToObject(o, "circuit_breakers", srv_breakers_json());
     cJSON_AddBoolToObject(o, "disk_low", disk_low);
     struct statvfs v;
-    if (statvfs(dmx_srv_cfg.data_dir, &v) == 0)
+    if (statvfs(srv_cfg.data_dir, &v) == 0)
         cJSON_AddNumberToObject(o, "disk_free_bytes", (double)v.f_bavail * (double)v.f_frsize);
-    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+    return srv_respond_json(c, r, 200, o, NULL, NULL);
 }
 
-static enum MHD_Result h_readyz(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+static enum MHD_Result h_readyz(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
     const char *why = NULL;
-    if (!dmx_models_any_available())
+    if (!srv_models_any_available())
         why = "no model available";
-    else if (dmx_jobs_queue_depth() >= dmx_srv_cfg.queue_max)
+    else if (srv_jobs_queue_depth() >= srv_cfg.queue_max)
         why = "job queue full";
-    else if (dmx_breakers_any_open())
+    else if (srv_breakers_any_open())
         why = "a circuit breaker is open";
-    else if (!dmx_store_ready())
+    else if (!srv_store_ready())
         why = "the job store is unreachable";
-    else if (dmx_data_disk_low(NULL))
+    else if (srv_data_disk_low(NULL))
         why = "free disk space in the data folder is below --min-free-disk";
-    if (why) return dmx_respond_error(c, r, "not_ready", "%s", why);
+    if (why) return srv_respond_error(c, r, "not_ready", "%s", why);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", "ready");
-    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+    return srv_respond_json(c, r, 200, o, NULL, NULL);
 }
 
-static enum MHD_Result h_models(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+static enum MHD_Result h_models(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddItemToObject(o, "models", dmx_models_json());
-    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+    cJSON_AddItemToObject(o, "models", srv_models_json());
+    return srv_respond_json(c, r, 200, o, NULL, NULL);
 }
 
 /* Breaker states gathered for one scrape. */
@@ -87,7 +87,7 @@ typedef struct breaker_list {
     int *states;
 } breaker_list;
 
-static void collect_breaker(void *user, const char *name, dmx_breaker_state st) {
+static void collect_breaker(void *user, const char *name, srv_breaker_state st) {
     breaker_list *l = user;
     if (l->n == l->cap) {
         int cap = l->cap ? 2 * l->cap : 8;
@@ -105,87 +105,87 @@ static void collect_breaker(void *user, const char *name, dmx_breaker_state st) 
 /* Separations of every available model (each terminal status) and every
  * error a route can answer (the error table's codes whose status the route
  * lists) exist at 0 from the start: increase() then sees the first event. */
-void dmx_routes_declare_metrics(void) {
-    static const dmx_job_state terminal[] = {JOB_DONE, JOB_FAILED, JOB_CANCELLED};
-    cJSON *models = dmx_models_json(), *m;
+void srv_routes_declare_metrics(void) {
+    static const srv_job_state terminal[] = {JOB_DONE, JOB_FAILED, JOB_CANCELLED};
+    cJSON *models = srv_models_json(), *m;
     cJSON_ArrayForEach(m, models) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(m, "name");
         if (!cJSON_IsString(name)) continue;
         for (size_t k = 0; k < sizeof terminal / sizeof *terminal; k++)
-            dmx_metrics_declare_separation(name->valuestring, dmx_job_state_name(terminal[k]));
+            srv_metrics_declare_separation(name->valuestring, srv_job_state_name(terminal[k]));
     }
     cJSON_Delete(models);
     size_t n;
-    const dmx_route_info *rt = dmx_routes(&n);
+    const srv_route_info *rt = srv_routes(&n);
     const char *code;
     int status;
     for (size_t i = 0; i < n; i++)
-        for (size_t e = 0; (code = dmx_error_code_at(e, &status)); e++) {
+        for (size_t e = 0; (code = srv_error_code_at(e, &status)); e++) {
             char st[8];
             snprintf(st, sizeof st, "%d", status);
             /* the statuses are space-separated three-digit words */
             for (const char *p = rt[i].responses; (p = strstr(p, st)); p += 3)
                 if ((p == rt[i].responses || p[-1] == ' ') && (p[3] == ' ' || !p[3])) {
-                    dmx_metrics_declare_error(code, rt[i].tmpl);
+                    srv_metrics_declare_error(code, rt[i].tmpl);
                     break;
                 }
         }
 }
 
-static enum MHD_Result h_metrics(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+static enum MHD_Result h_metrics(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
     /* Models that appeared since the start get their zero series too. */
-    dmx_routes_declare_metrics();
+    srv_routes_declare_metrics();
     breaker_list bl = {0};
-    dmx_breakers_each(collect_breaker, &bl);
-    dmx_metrics_gauges g = {
-        .models_loaded = dmx_models_loaded(),
-        .active_sessions = dmx_jobs_active(),
-        .queue_depth = dmx_jobs_queue_depth(),
-        .rate_limit_buckets = dmx_ratelimit_buckets(),
-        .process_start_time = dmx_srv_wall() - (dmx_srv_now() - dmx_srv_start_time),
+    srv_breakers_each(collect_breaker, &bl);
+    srv_metrics_gauges g = {
+        .models_loaded = srv_models_loaded(),
+        .active_sessions = srv_jobs_active(),
+        .queue_depth = srv_jobs_queue_depth(),
+        .rate_limit_buckets = srv_ratelimit_buckets(),
+        .process_start_time = srv_wall() - (srv_now() - srv_start_time),
         .n_breakers = bl.n,
         .breaker_names = (const char *const *)bl.names,
         .breaker_states = bl.states,
     };
-    dmx_sysmetrics_get(&g.sys);
-    char *s = dmx_metrics_render(&g);
-    dmx_strv_free(bl.names, bl.n);
+    srv_sysmetrics_get(&g.sys);
+    char *s = srv_metrics_render(&g);
+    srv_strv_free(bl.names, bl.n);
     free(bl.states);
-    if (!s) return dmx_respond_error(c, r, "internal", "out of memory");
+    if (!s) return srv_respond_error(c, r, "internal", "out of memory");
     size_t len = strlen(s);
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, s, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-    return dmx_respond(c, r, 200, resp, (int64_t)len);
+    return srv_respond(c, r, 200, resp, (int64_t)len);
 }
 
 /* ---- jobs --------------------------------------------------------------------------- */
 
-static enum MHD_Result h_jobs(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
+static enum MHD_Result h_jobs(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
     const char *l = query(c, "limit"), *o = query(c, "offset");
-    int limit = l ? atoi(l) : DMX_JOBS_DEFAULT_LIMIT, offset = o ? atoi(o) : 0;
-    if (limit < 1 || limit > DMX_JOBS_MAX_LIMIT || offset < 0)
-        return dmx_respond_error(c, r, dmx_error_code(DMX_E_INVALID_ARGUMENT),
-                                 "limit must be 1..%d and offset >= 0", DMX_JOBS_MAX_LIMIT);
-    return dmx_respond_json(c, r, 200, dmx_jobs_list_json(limit, offset), NULL, NULL);
+    int limit = l ? atoi(l) : SRV_JOBS_DEFAULT_LIMIT, offset = o ? atoi(o) : 0;
+    if (limit < 1 || limit > SRV_JOBS_MAX_LIMIT || offset < 0)
+        return srv_respond_error(c, r, srv_error_code(SRV_E_INVALID_ARGUMENT),
+                                 "limit must be 1..%d and offset >= 0", SRV_JOBS_MAX_LIMIT);
+    return srv_respond_json(c, r, 200, srv_jobs_list_json(limit, offset), NULL, NULL);
 }
 
-static enum MHD_Result h_job(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
-    dmx_job *j = dmx_job_get(r->id);
-    if (!j) return dmx_respond_error(c, r, dmx_error_code(DMX_E_JOB_NOT_FOUND), "no job %s", r->id);
-    cJSON *o = dmx_job_json(j);
-    dmx_job_put(j);
-    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+static enum MHD_Result h_job(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
+    srv_job *j = srv_job_get(r->id);
+    if (!j) return srv_respond_error(c, r, srv_error_code(SRV_E_JOB_NOT_FOUND), "no job %s", r->id);
+    cJSON *o = srv_job_json(j);
+    srv_job_put(j);
+    return srv_respond_json(c, r, 200, o, NULL, NULL);
 }
 
-static enum MHD_Result h_job_delete(struct MHD_Connection *c, dmx_req *r, const char *u,
+static enum MHD_Result h_job_delete(struct MHD_Connection *c, srv_req *r, const char *u,
                                     size_t *n) {
-    dmx_job *j = dmx_job_get(r->id);
-    if (!j) return dmx_respond_error(c, r, dmx_error_code(DMX_E_JOB_NOT_FOUND), "no job %s", r->id);
-    dmx_job_delete(j);
-    cJSON *o = dmx_job_json(j);
-    dmx_job_put(j);
+    srv_job *j = srv_job_get(r->id);
+    if (!j) return srv_respond_error(c, r, srv_error_code(SRV_E_JOB_NOT_FOUND), "no job %s", r->id);
+    srv_job_delete(j);
+    cJSON *o = srv_job_json(j);
+    srv_job_put(j);
     cJSON_AddBoolToObject(o, "deleted", 1);
-    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+    return srv_respond_json(c, r, 200, o, NULL, NULL);
 }
 
 /* ---- downloads ------------------------------------------------------------------------ */
@@ -196,7 +196,7 @@ static enum MHD_Result h_job_delete(struct MHD_Connection *c, dmx_req *r, const 
  * "stems" when nothing is left. */
 static void track_name(const char *upload, char *out, size_t cap) {
     char t[128];
-    dmx_utf8_copy(t, sizeof t, upload ? upload : "");
+    srv_utf8_copy(t, sizeof t, upload ? upload : "");
     char *dot = strrchr(t, '.');
     if (dot && dot != t) *dot = '\0';
     for (unsigned char *p = (unsigned char *)t; *p; p++)
@@ -205,7 +205,7 @@ static void track_name(const char *upload, char *out, size_t cap) {
     while (*b == ' ' || *b == '.') b++;
     size_t n = strlen(b);
     while (n && (b[n - 1] == ' ' || b[n - 1] == '.')) b[--n] = '\0';
-    dmx_utf8_copy(out, cap < 101 ? cap : 101, *b ? b : "stems");
+    srv_utf8_copy(out, cap < 101 ? cap : 101, *b ? b : "stems");
 }
 
 /* Content-Disposition for NAME (valid UTF-8, no quotes or controls): RFC
@@ -223,20 +223,20 @@ static void disposition(const char *name, char *out, size_t cap) {
     if (k < cap) out[k] = '\0';
 }
 
-static enum MHD_Result h_stem(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
-    dmx_job *j = dmx_job_get(r->id);
-    if (!j) return dmx_respond_error(c, r, "job_not_found", "no job %s", r->id);
-    char *path = dmx_job_stem_path(j, r->stem);
+static enum MHD_Result h_stem(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
+    srv_job *j = srv_job_get(r->id);
+    if (!j) return srv_respond_error(c, r, "job_not_found", "no job %s", r->id);
+    char *path = srv_job_stem_path(j, r->stem);
     char fmt[8], track[128];
     snprintf(fmt, sizeof fmt, "%s", j->format);
     track_name(j->upload_name, track, sizeof track);
-    dmx_job_put(j);
+    srv_job_put(j);
     if (!path)
-        return dmx_respond_error(c, r, "stem_not_found",
+        return srv_respond_error(c, r, "stem_not_found",
                                  "job %s has no stem '%s' (or is not done)", r->id, r->stem);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     free(path);
-    if (fd < 0) return dmx_respond_error(c, r, "stem_not_found", "stem file is gone");
+    if (fd < 0) return srv_respond_error(c, r, "stem_not_found", "stem file is gone");
     char fname[256];
     snprintf(fname, sizeof fname, "%s_%s.%s", track, r->stem, fmt);
     return send_fd(c, r, fd,
@@ -245,12 +245,12 @@ static enum MHD_Result h_stem(struct MHD_Connection *c, dmx_req *r, const char *
 }
 
 /* Sends a file from disk (takes fd) as an attachment named FILENAME. */
-static enum MHD_Result send_fd(struct MHD_Connection *c, dmx_req *r, int fd, const char *ctype,
+static enum MHD_Result send_fd(struct MHD_Connection *c, srv_req *r, int fd, const char *ctype,
                                const char *filename) {
     struct stat st;
     if (fstat(fd, &st) < 0) {
         close(fd);
-        return dmx_respond_error(c, r, "stem_not_found", "file is gone");
+        return srv_respond_error(c, r, "stem_not_found", "file is gone");
     }
     struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
     if (!resp) {
@@ -261,35 +261,35 @@ static enum MHD_Result send_fd(struct MHD_Connection *c, dmx_req *r, int fd, con
     char disp[1024];
     disposition(filename, disp, sizeof disp);
     MHD_add_response_header(resp, "Content-Disposition", disp);
-    return dmx_respond(c, r, 200, resp, (int64_t)st.st_size);
+    return srv_respond(c, r, 200, resp, (int64_t)st.st_size);
 }
 
 /* The job's stems as one zip (built once, then kept with the stems). */
-enum MHD_Result dmx_send_zip(struct MHD_Connection *c, dmx_req *r, dmx_job *j) {
+enum MHD_Result srv_send_zip(struct MHD_Connection *c, srv_req *r, srv_job *j) {
     char **paths, **names;
-    int n = dmx_job_stem_files(j, &paths, &names);
+    int n = srv_job_stem_files(j, &paths, &names);
     if (n == 0) {
-        dmx_job_put(j);
-        return dmx_respond_error(c, r, "job_not_done", "job %s has no results (yet)", r->id);
+        srv_job_put(j);
+        return srv_respond_error(c, r, "job_not_done", "job %s has no results (yet)", r->id);
     }
     char *zp = NULL, track[128], fname[160];
     track_name(j->upload_name, track, sizeof track);
     snprintf(fname, sizeof fname, "%s_stems.zip", track);
     if (asprintf(&zp, "%s/stems.zip", j->dir) < 0) zp = NULL;
-    dmx_job_put(j);
+    srv_job_put(j);
     int fd = zp ? open(zp, O_RDONLY | O_CLOEXEC) : -1;
-    if (zp && fd < 0 && dmx_zip_write(zp, paths, names, n) == 0) fd = open(zp, O_RDONLY | O_CLOEXEC);
+    if (zp && fd < 0 && srv_zip_write(zp, paths, names, n) == 0) fd = open(zp, O_RDONLY | O_CLOEXEC);
     free(zp);
-    dmx_strv_free(paths, n);
-    dmx_strv_free(names, n);
-    if (fd < 0) return dmx_respond_error(c, r, "storage_error", "cannot build the zip");
+    srv_strv_free(paths, n);
+    srv_strv_free(names, n);
+    if (fd < 0) return srv_respond_error(c, r, "storage_error", "cannot build the zip");
     return send_fd(c, r, fd, "application/zip", fname);
 }
 
-static enum MHD_Result h_zip(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
-    dmx_job *j = dmx_job_get(r->id);
-    if (!j) return dmx_respond_error(c, r, "job_not_found", "no job %s", r->id);
-    return dmx_send_zip(c, r, j);
+static enum MHD_Result h_zip(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
+    srv_job *j = srv_job_get(r->id);
+    if (!j) return srv_respond_error(c, r, "job_not_found", "no job %s", r->id);
+    return srv_send_zip(c, r, j);
 }
 
 /* ---- POST /alerts ----------------------------------------------------------------------- */
@@ -305,11 +305,11 @@ static int secret_matches(const char *given, const char *secret) {
 /* With --alerts-token, Alertmanager must send it as a bearer token
  * (webhook_config http_config.authorization); the answer waits for the
  * (bounded) body, like every refusal of a request with one. */
-static enum MHD_Result h_alerts(struct MHD_Connection *c, dmx_req *r, const char *upload,
+static enum MHD_Result h_alerts(struct MHD_Connection *c, srv_req *r, const char *upload,
                                 size_t *upload_size) {
     if (!r->started_upload) {
         r->started_upload = 1;
-        const char *tok = dmx_srv_cfg.alerts_token;
+        const char *tok = srv_cfg.alerts_token;
         const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
         if (tok && *tok) {
@@ -327,38 +327,38 @@ static enum MHD_Result h_alerts(struct MHD_Connection *c, dmx_req *r, const char
         }
         return MHD_YES;
     }
-    if (!dmx_collect_body(r, upload, upload_size)) return MHD_YES;
-    if (r->refuse) return dmx_respond_error(c, r, r->refuse, "%s", r->refuse_msg);
+    if (!srv_collect_body(r, upload, upload_size)) return MHD_YES;
+    if (r->refuse) return srv_respond_error(c, r, r->refuse, "%s", r->refuse_msg);
     if (r->body_too_large)
-        return dmx_respond_error(c, r, "payload_too_large", "the payload exceeds %d bytes",
+        return srv_respond_error(c, r, "payload_too_large", "the payload exceeds %d bytes",
                                  MAX_JSON_BODY);
     const char *why;
-    int n = dmx_alerts_receive(r->body, r->body_len, r->request_id, &why);
-    if (n == -1) return dmx_respond_error(c, r, "invalid_json", "the body is not valid JSON");
-    if (n < 0) return dmx_respond_error(c, r, "invalid_payload", "%s", why);
+    int n = srv_alerts_receive(r->body, r->body_len, r->request_id, &why);
+    if (n == -1) return srv_respond_error(c, r, "invalid_json", "the body is not valid JSON");
+    if (n < 0) return srv_respond_error(c, r, "invalid_payload", "%s", why);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", "ok");
     cJSON_AddNumberToObject(o, "received", n);
-    return dmx_respond_json(c, r, 200, o, NULL, NULL);
+    return srv_respond_json(c, r, 200, o, NULL, NULL);
 }
 
 /* ---- documentation -------------------------------------------------------------------- */
 
-static enum MHD_Result send_text(struct MHD_Connection *c, dmx_req *r, char *s,
+static enum MHD_Result send_text(struct MHD_Connection *c, srv_req *r, char *s,
                                  const char *ctype) {
-    if (!s) return dmx_respond_error(c, r, "internal", "out of memory");
+    if (!s) return srv_respond_error(c, r, "internal", "out of memory");
     size_t len = strlen(s);
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, s, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", ctype);
-    return dmx_respond(c, r, 200, resp, (int64_t)len);
+    return srv_respond(c, r, 200, resp, (int64_t)len);
 }
 
-static enum MHD_Result h_openapi(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
-    return send_text(c, r, dmx_openapi_json(), "application/json");
+static enum MHD_Result h_openapi(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
+    return send_text(c, r, srv_openapi_json(), "application/json");
 }
 
-static enum MHD_Result h_docs(struct MHD_Connection *c, dmx_req *r, const char *u, size_t *n) {
-    return send_text(c, r, dmx_openapi_html(), "text/html; charset=utf-8");
+static enum MHD_Result h_docs(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
+    return send_text(c, r, srv_openapi_html(), "text/html; charset=utf-8");
 }
 
 /* ---- the table ---------------------------------------------------------------------- */
@@ -367,9 +367,9 @@ static enum MHD_Result h_docs(struct MHD_Connection *c, dmx_req *r, const char *
 #include "web.h"
 
 /* Method, template, handler, needs the API key, summary, statuses, 2xx type. */
-static const dmx_route_info ROUTES[] = {
-    {"GET", "/", dmx_web_index, 0, "The web page (index.html).", "200 304", "text/html"},
-    {"GET", "/static/{stem}", dmx_web_static, 0, "A file of the web page.", "200 304 404", "*/*"},
+static const srv_route_info ROUTES[] = {
+    {"GET", "/", srv_web_index, 0, "The web page (index.html).", "200 304", "text/html"},
+    {"GET", "/static/{stem}", srv_web_static, 0, "A file of the web page.", "200 304 404", "*/*"},
     {"GET", "/livez", h_livez, 0, "Liveness probe: the process answers.", "200", "application/json"},
     {"GET", "/health", h_health, 0, "Health: version, uptime, models, breakers, queue, disk.", "200", "application/json"},
     {"GET", "/readyz", h_readyz, 0, "Readiness probe: 503 while no model can run, a breaker is open, the queue is full, the job store is unreachable or the disk is low.", "200 503", "application/json"},
@@ -378,7 +378,7 @@ static const dmx_route_info ROUTES[] = {
     {"GET", "/openapi.json", h_openapi, 0, "This API as an OpenAPI 3 document.", "200", "application/json"},
     {"GET", "/docs", h_docs, 0, "This API as a readable page.", "200", "text/html"},
     {"POST", "/alerts", h_alerts, 0, "Alertmanager webhook receiver: logs and counts each alert (bearer token when --alerts-token is set).", "200 400 401 413 415", "application/json"},
-    {"POST", "/separate", dmx_h_separate, 1, "Upload audio (multipart: file, model_name, two_stems, format, shifts, overlap, wait) and start a separation job.", "200 202 400 401 413 415 422 429 503 507", "application/json"},
+    {"POST", "/separate", srv_h_separate, 1, "Upload audio (multipart: file, model_name, two_stems, format, shifts, overlap, wait) and start a separation job.", "200 202 400 401 413 415 422 429 503 507", "application/json"},
     {"GET", "/jobs", h_jobs, 1, "Recent jobs, newest first (limit, offset).", "200 400 401", "application/json"},
     {"GET", "/jobs/{id}", h_job, 1, "A job: status, progress, ETA, stems, error.", "200 401 404", "application/json"},
     {"DELETE", "/jobs/{id}", h_job_delete, 1, "Cancel a job and delete its files.", "200 401 404", "application/json"},
@@ -386,13 +386,13 @@ static const dmx_route_info ROUTES[] = {
     {"GET", "/jobs/{id}/zip", h_zip, 1, "Download all stems as a zip.", "200 401 404 409", "application/zip"},
 };
 
-const dmx_route_info *dmx_routes(size_t *n) {
+const srv_route_info *srv_routes(size_t *n) {
     *n = sizeof ROUTES / sizeof *ROUTES;
     return ROUTES;
 }
 
 /* Matches PATH against TMPL segment by segment, capturing {id} and {stem}. */
-static int match(const char *tmpl, const char *path, dmx_req *r) {
+static int match(const char *tmpl, const char *path, srv_req *r) {
     char id[sizeof r->id] = "", stem[sizeof r->stem] = "";
     while (*tmpl && *path) {
         if (*tmpl != '/' || *path != '/') return 0;
@@ -416,7 +416,7 @@ static int match(const char *tmpl, const char *path, dmx_req *r) {
     return 1;
 }
 
-const dmx_route_info *dmx_route(const char *method, const char *path, dmx_req *r,
+const srv_route_info *srv_route(const char *method, const char *path, srv_req *r,
                                 int *mismatch) {
     *mismatch = 0;
     for (size_t i = 0; i < sizeof ROUTES / sizeof *ROUTES; i++) {
@@ -428,8 +428,8 @@ const dmx_route_info *dmx_route(const char *method, const char *path, dmx_req *r
     return NULL;
 }
 
-size_t dmx_route_allow(const char *path, char *out, size_t n) {
-    dmx_req scratch; /* match() writes the path parameters here */
+size_t srv_route_allow(const char *path, char *out, size_t n) {
+    srv_req scratch; /* match() writes the path parameters here */
     size_t k = 0;
     out[0] = '\0';
     for (size_t i = 0; i < sizeof ROUTES / sizeof *ROUTES; i++) {

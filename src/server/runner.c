@@ -6,12 +6,12 @@
  * Each worker owns one dmx_session for the model it ran last (sessions
  * hold per-run scratch memory and are never shared); models come shared
  * and read-only from the cache (modelcache.c). Transient failures (I/O,
- * allocation: dmx_transient) are retried with full-jitter backoff
+ * allocation: srv_transient) are retried with full-jitter backoff
  * (--retries); bad input never is. The per-job wall limit (--job-timeout)
  * cancels through the engine's flag from the progress callback and ends
  * the job failed with code "timeout". Every job error code comes from the
  * table in errors.h, and its message reaches the client without server
- * paths (dmx__job_fail). Heavy work on the upload (counting the length of
+ * paths (srv__job_fail). Heavy work on the upload (counting the length of
  * audio whose container does not say it) happens here, in the bounded
  * pool, not on the HTTP thread: the pipeline stops at --max-duration.
  */
@@ -37,13 +37,13 @@ typedef struct worker_state {
 } worker_state;
 
 typedef struct run_ctx {
-    dmx_job *j;
-    double deadline; /* dmx_srv_now() limit, 0 = none */
+    srv_job *j;
+    double deadline; /* srv_now() limit, 0 = none */
 } run_ctx;
 
 /* 1 (and the job cancelled as timed out) once the wall limit has passed. */
 static int over_time(run_ctx *x) {
-    if (x->deadline <= 0 || dmx_srv_now() < x->deadline) return 0;
+    if (x->deadline <= 0 || srv_now() < x->deadline) return 0;
     x->j->timed_out = 1;
     atomic_store(&x->j->cancel, 1);
     return 1;
@@ -52,7 +52,7 @@ static int over_time(run_ctx *x) {
 static int on_progress(void *user, int64_t done, int64_t total) {
     run_ctx *x = user;
     /* Keep a little room for encoding so 1.0 means "files written". */
-    dmx__job_progress(x->j, total > 0 ? 0.95 * (double)done / (double)total : 0);
+    srv__job_progress(x->j, total > 0 ? 0.95 * (double)done / (double)total : 0);
     return over_time(x) || atomic_load(&x->j->cancel);
 }
 
@@ -63,14 +63,14 @@ static const char *detail(dmx_status st) {
 }
 
 /* The worker's session for model m (re-made when the model changes). */
-static int use_model(worker_state *w, dmx_job *j, const dmx_model *m) {
+static int use_model(worker_state *w, srv_job *j, const dmx_model *m) {
     if (w->model == m) return 0;
     dmx_session_free(w->session);
     w->session = NULL;
     w->model = NULL;
     dmx_status st = dmx_session_new(m, &w->session);
     if (st != DMX_OK) {
-        dmx__job_fail(j, DMX_E_INTERNAL, "cannot create a session: %s", dmx_status_str(st));
+        srv__job_fail(j, SRV_E_INTERNAL, "cannot create a session: %s", dmx_status_str(st));
         return -1;
     }
     w->model = m;
@@ -78,63 +78,63 @@ static int use_model(worker_state *w, dmx_job *j, const dmx_model *m) {
 }
 
 /* A pipeline status as the job's error. */
-static dmx_job_state fail_with(dmx_job *j, dmx_status st, int64_t frames_read) {
+static srv_job_state fail_with(srv_job *j, dmx_status st, int64_t frames_read) {
     if (st == DMX_ERR_CANCELLED || atomic_load(&j->cancel)) {
         /* a timeout also cancels (through the progress callback); the worker
          * reports j->timed_out jobs as failed with code "timeout" */
-        dmx__job_fail(j, DMX_E_CANCELLED, "cancelled");
+        srv__job_fail(j, SRV_E_CANCELLED, "cancelled");
         return JOB_CANCELLED;
     }
     if (st == DMX_ERR_BAD_INPUT) /* the pipeline's only BAD_INPUT: past max_frames */
-        dmx__job_fail(j, DMX_E_AUDIO_TOO_LONG, "the audio lasts longer than this server's limit of %g s",
-                      dmx_srv_cfg.max_duration_seconds);
+        srv__job_fail(j, SRV_E_AUDIO_TOO_LONG, "the audio lasts longer than this server's limit of %g s",
+                      srv_cfg.max_duration_seconds);
     else if (st == DMX_ERR_DECODE || (st == DMX_ERR_IO && frames_read == 0))
-        dmx__job_fail(j, DMX_E_UNDECODABLE_AUDIO, "%s", detail(st));
+        srv__job_fail(j, SRV_E_UNDECODABLE_AUDIO, "%s", detail(st));
     else if (st == DMX_ERR_ENCODE || st == DMX_ERR_IO)
-        dmx__job_fail(j, DMX_E_ENCODE_FAILED, "cannot write the stems: %s", detail(st));
+        srv__job_fail(j, SRV_E_ENCODE_FAILED, "cannot write the stems: %s", detail(st));
     else
-        dmx__job_fail(j, DMX_E_SEPARATION_FAILED, "%s", detail(st));
+        srv__job_fail(j, SRV_E_SEPARATION_FAILED, "%s", detail(st));
     return JOB_FAILED;
 }
 
 /* Runs the job; returns its final state. */
-static dmx_job_state run_job(worker_state *w, dmx_job *j) {
+static srv_job_state run_job(worker_state *w, srv_job *j) {
     char err[512];
     run_ctx x = {j, 0};
-    if (dmx_srv_cfg.job_timeout_seconds > 0) x.deadline = dmx_srv_now() + dmx_srv_cfg.job_timeout_seconds;
-    const dmx_model *m = dmx_model_get(j->model, j->request_id, err, sizeof err);
+    if (srv_cfg.job_timeout_seconds > 0) x.deadline = srv_now() + srv_cfg.job_timeout_seconds;
+    const dmx_model *m = srv_model_get(j->model, j->request_id, err, sizeof err);
     if (!m) {
-        dmx__job_fail(j, DMX_E_MODEL_UNAVAILABLE, "%s", err);
+        srv__job_fail(j, SRV_E_MODEL_UNAVAILABLE, "%s", err);
         return JOB_FAILED;
     }
     if (use_model(w, j, m) < 0) return JOB_FAILED;
     int k2 = -1;
     if (j->two_stems[0] && (k2 = dmx_model_source_index(m, j->two_stems)) < 0) {
-        dmx__job_fail(j, DMX_E_INVALID_ARGUMENT, "model %s has no source '%s'", j->model, j->two_stems);
+        srv__job_fail(j, SRV_E_INVALID_ARGUMENT, "model %s has no source '%s'", j->model, j->two_stems);
         return JOB_FAILED;
     }
     dmx_audio_format fmt;
     if (dmx_audio_format_from_name(j->format, &fmt) != DMX_OK ||
         !dmx_audio_container_available(fmt.container)) {
-        dmx__job_fail(j, DMX_E_INVALID_ARGUMENT, "output format '%s' is not available", j->format);
+        srv__job_fail(j, SRV_E_INVALID_ARGUMENT, "output format '%s' is not available", j->format);
         return JOB_FAILED;
     }
 
     /* The stems to write: all, or STEM and no_STEM (sum of the others, as
      * the CLI's default --other-method add). */
-    char names[DMX_JOB_MAX_STEMS + 1][DMX_MAX_STEM_NAME];
-    int n_out = dmx_file_stems(m, k2 >= 0 ? j->two_stems : NULL, DMX_OTHER_ADD, names, DMX_JOB_MAX_STEMS);
-    if (n_out < 1 || n_out > DMX_JOB_MAX_STEMS) {
-        dmx__job_fail(j, DMX_E_INTERNAL, "cannot name the stems of model %s", j->model);
+    char names[SRV_JOB_MAX_STEMS + 1][DMX_MAX_STEM_NAME];
+    int n_out = dmx_file_stems(m, k2 >= 0 ? j->two_stems : NULL, DMX_OTHER_ADD, names, SRV_JOB_MAX_STEMS);
+    if (n_out < 1 || n_out > SRV_JOB_MAX_STEMS) {
+        srv__job_fail(j, SRV_E_INTERNAL, "cannot name the stems of model %s", j->model);
         return JOB_FAILED;
     }
-    char *paths[DMX_JOB_MAX_STEMS] = {0};
+    char *paths[SRV_JOB_MAX_STEMS] = {0};
     int ok = 1;
     for (int s = 0; s < n_out; s++)
         if (asprintf(&paths[s], "%s/%s.%s", j->dir, names[s], j->format) < 0) paths[s] = NULL, ok = 0;
     if (!ok) {
         for (int q = 0; q < n_out; q++) free(paths[q]);
-        dmx__job_fail(j, DMX_E_OUT_OF_MEMORY, "out of memory");
+        srv__job_fail(j, SRV_E_OUT_OF_MEMORY, "out of memory");
         return JOB_FAILED;
     }
 
@@ -151,73 +151,73 @@ static dmx_job_state run_job(worker_state *w, dmx_job *j) {
      * pass 1 stops just past --max-duration */
     dmx_file_job fj = {j->input, k2 >= 0 ? j->two_stems : NULL, DMX_OTHER_ADD, DMX_CLIP_RESCALE, fmt,
                        (const char *const *)paths, n_out,
-                       (int64_t)(dmx_srv_cfg.max_duration_seconds * dmx_model_samplerate(m))};
+                       (int64_t)(srv_cfg.max_duration_seconds * dmx_model_samplerate(m))};
     dmx_status st;
     int64_t n = 0;
-    double t_inf = dmx_srv_now();
+    double t_inf = srv_now();
     for (int attempt = 0;; attempt++) {
         st = dmx_separate_file(w->session, &fj, &o, &n);
         /* transient failures only (I/O, memory); never bad input */
-        if (st == DMX_OK || !dmx_transient(st) || attempt >= dmx_srv_cfg.retries || atomic_load(&j->cancel))
+        if (st == DMX_OK || !srv_transient(st) || attempt >= srv_cfg.retries || atomic_load(&j->cancel))
             break;
-        dmx_metrics_retry();
-        dmx_backoff_sleep(attempt, &j->cancel);
+        srv_metrics_retry();
+        srv_backoff_sleep(attempt, &j->cancel);
     }
     for (int s = 0; s < n_out; s++) free(paths[s]);
     if (st != DMX_OK) return fail_with(j, st, n);
-    dmx_metrics_inference(j->model, dmx_srv_now() - t_inf);
-    dmx__job_set_stems(j, names, n_out);
+    srv_metrics_inference(j->model, srv_now() - t_inf);
+    srv__job_set_stems(j, names, n_out);
     return JOB_DONE;
 }
 
-static void log_start(const dmx_job *j) {
+static void log_start(const srv_job *j) {
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "job", j->id);
     cJSON_AddStringToObject(f, "model", j->model);
-    dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "separation_start", j->request_id, f,
+    srv_log(DMX_LOG_INFO, "demix.jobs", "separation_start", j->request_id, f,
                 "job %s started", j->id);
 }
 
-static void log_end(const dmx_job *j, dmx_job_state st, int requeue, double dt) {
+static void log_end(const srv_job *j, srv_job_state st, int requeue, double dt) {
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "job", j->id);
     cJSON_AddStringToObject(f, "model", j->model);
-    cJSON_AddStringToObject(f, "status", requeue ? "checkpointed" : dmx_job_state_name(st));
+    cJSON_AddStringToObject(f, "status", requeue ? "checkpointed" : srv_job_state_name(st));
     cJSON_AddNumberToObject(f, "processing_duration_seconds", dt);
     cJSON_AddNumberToObject(f, "audio_seconds", j->audio_seconds);
     if (st != JOB_DONE) cJSON_AddStringToObject(f, "error", j->error);
     if (st != JOB_DONE) cJSON_AddStringToObject(f, "error_code", j->error_code);
-    dmx_srv_log(st == JOB_FAILED ? DMX_LOG_WARN : DMX_LOG_INFO, "demix.jobs", "separation",
+    srv_log(st == JOB_FAILED ? DMX_LOG_WARN : DMX_LOG_INFO, "demix.jobs", "separation",
                 j->request_id, f, "job %s %s", j->id,
-                requeue ? "checkpointed as queued" : dmx_job_state_name(st));
+                requeue ? "checkpointed as queued" : srv_job_state_name(st));
 }
 
 static void *worker_main(void *arg) {
     worker_state w = {0};
     w.n_threads = (int)(intptr_t)arg;
-    dmx_job *j;
-    while ((j = dmx__queue_take())) {
-        dmx_metrics_job(j->file_size, j->audio_seconds, j->started - j->created);
+    srv_job *j;
+    while ((j = srv__queue_take())) {
+        srv_metrics_job(j->file_size, j->audio_seconds, j->started - j->created);
         log_start(j);
-        double t0 = dmx_srv_now();
-        dmx_job_state st = run_job(&w, j);
-        double dt = dmx_srv_now() - t0;
+        double t0 = srv_now();
+        srv_job_state st = run_job(&w, j);
+        double dt = srv_now() - t0;
         if (st != JOB_DONE && st != JOB_CANCELLED && atomic_load(&j->cancel)) st = JOB_CANCELLED;
         if (st == JOB_CANCELLED && j->timed_out) {
             st = JOB_FAILED;
-            dmx__job_fail(j, DMX_E_TIMEOUT, "the job ran past its limit of %g s",
-                          dmx_srv_cfg.job_timeout_seconds);
+            srv__job_fail(j, SRV_E_TIMEOUT, "the job ran past its limit of %g s",
+                          srv_cfg.job_timeout_seconds);
         }
         int requeue = st == JOB_CANCELLED && j->shutdown;
-        if (!requeue) dmx_metrics_separation(j->model, dmx_job_state_name(st), dt);
+        if (!requeue) srv_metrics_separation(j->model, srv_job_state_name(st), dt);
         log_end(j, st, requeue, dt);
-        dmx__queue_finish(j, st, requeue);
+        srv__queue_finish(j, st, requeue);
     }
     dmx_session_free(w.session);
     return NULL;
 }
 
-int dmx__runner_start(int n) {
+int srv__runner_start(int n) {
     workers = calloc((size_t)n, sizeof *workers);
     if (!workers) return -1;
     /* demix.h's one rule for dividing the CPUs between the workers */
@@ -229,7 +229,7 @@ int dmx__runner_start(int n) {
     return 0;
 }
 
-void dmx__runner_join(void) {
+void srv__runner_join(void) {
     for (int i = 0; i < n_workers; i++) pthread_join(workers[i], NULL);
     free(workers);
     workers = NULL;

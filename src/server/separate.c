@@ -6,7 +6,7 @@
  * --max-upload-mb) and keeps the text fields as received. When the body
  * is complete, separate_finish runs small steps, each either passing or
  * giving the one error the client gets: the upload's own outcome, the
- * form (dmx_separate_parse: pure, the defaults written once), free disk
+ * form (srv_separate_parse: pure, the defaults written once), free disk
  * space, the model (known, breaker closed, the two_stems source exists),
  * a probe of the audio (decodable; refused at once if its container says
  * it is too long), the job's folder, and submission (which returns only
@@ -32,9 +32,9 @@
 
 /* ---- the form, as data ---------------------------------------------------------- */
 
-const dmx_separate_request dmx_separate_defaults = {
-    .model = DMX_SEP_DEFAULT_MODEL, .two_stems = "", .format = DMX_SEP_DEFAULT_FORMAT,
-    .shifts = DMX_SEP_DEFAULT_SHIFTS, .overlap = DMX_SEP_DEFAULT_OVERLAP, .wait = 0};
+const srv_separate_request srv_separate_defaults = {
+    .model = SRV_SEP_DEFAULT_MODEL, .two_stems = "", .format = SRV_SEP_DEFAULT_FORMAT,
+    .shifts = SRV_SEP_DEFAULT_SHIFTS, .overlap = SRV_SEP_DEFAULT_OVERLAP, .wait = 0};
 
 static int truthy(const char *s) {
     return s && (!strcmp(s, "1") || !strcasecmp(s, "true") || !strcasecmp(s, "yes"));
@@ -49,15 +49,15 @@ static int parse_int(const char *s, long lo, long hi, long *out) {
     return 0;
 }
 
-static int invalid(dmx_srv_error *code, char *msg, size_t n, const char *text) {
-    *code = DMX_E_INVALID_ARGUMENT;
+static int invalid(srv_error *code, char *msg, size_t n, const char *text) {
+    *code = SRV_E_INVALID_ARGUMENT;
     snprintf(msg, n, "%s", text);
     return -1;
 }
 
-int dmx_separate_parse(const dmx_separate_fields *f, dmx_separate_request *q,
-                       dmx_srv_error *code, char *msg, size_t n) {
-    *q = dmx_separate_defaults;
+int srv_separate_parse(const srv_separate_fields *f, srv_separate_request *q,
+                       srv_error *code, char *msg, size_t n) {
+    *q = srv_separate_defaults;
     if (f->model_name[0]) {
         if (strlen(f->model_name) >= sizeof q->model)
             return invalid(code, msg, n, "model_name is too long");
@@ -72,8 +72,8 @@ int dmx_separate_parse(const dmx_separate_fields *f, dmx_separate_request *q,
         snprintf(q->format, sizeof q->format, "%.7s", f->format);
     }
     long shifts = q->shifts;
-    if (f->shifts[0] && parse_int(f->shifts, 0, DMX_SEP_MAX_SHIFTS, &shifts))
-        return invalid(code, msg, n, "shifts must be 0.." DMX__STR(DMX_SEP_MAX_SHIFTS));
+    if (f->shifts[0] && parse_int(f->shifts, 0, SRV_SEP_MAX_SHIFTS, &shifts))
+        return invalid(code, msg, n, "shifts must be 0.." SRV__STR(SRV_SEP_MAX_SHIFTS));
     q->shifts = (int)shifts;
     if (f->overlap[0]) {
         char *end;
@@ -97,11 +97,11 @@ typedef struct sep_state {
     int64_t file_next_off; /* offset the current 'file' part expects next */
     int too_large, write_failed, saw_file, malformed;
     int refusing; /* answer `refuse` once the body is read */
-    dmx_srv_error refuse;
+    srv_error refuse;
     char refuse_msg[640];
-    char bad_field[DMX_FORM_FIELD]; /* a field given twice or too long: 400 */
+    char bad_field[SRV_FORM_FIELD]; /* a field given twice or too long: 400 */
     int bad_field_long;             /* 1: too long, 0: given twice */
-    dmx_separate_fields f;
+    srv_separate_fields f;
 } sep_state;
 
 /* Ends the request's state; an upload that did not become a job goes. */
@@ -123,11 +123,11 @@ static char *clean_filename(const char *name) {
     for (const char *p = name; *p; p++)
         if ((*p == '/' || *p == '\\') && p[1]) b = p + 1;
     char *s = strndup(b, 255);
-    if (s) dmx_utf8_clean(s, 1);
+    if (s) srv_utf8_clean(s, 1);
     return s;
 }
 
-static void store_file_part(dmx_req *r, sep_state *s, const char *filename, const char *data,
+static void store_file_part(srv_req *r, sep_state *s, const char *filename, const char *data,
                             uint64_t off, size_t size) {
     /* A second file part starts again at offset 0: two files in one
      * request would be concatenated into one upload, so refuse it. */
@@ -137,7 +137,7 @@ static void store_file_part(dmx_req *r, sep_state *s, const char *filename, cons
     s->file_next_off = (int64_t)(off + size);
     if (!s->upload_name && filename) s->upload_name = clean_filename(filename);
     if (s->bad_field[0] || s->too_large || s->write_failed || size == 0) return;
-    if ((int64_t)(s->upload_bytes + size) > dmx_srv_cfg.max_upload_bytes) {
+    if ((int64_t)(s->upload_bytes + size) > srv_cfg.max_upload_bytes) {
         /* Keep reading (to answer 413 properly) but stop storing. */
         s->too_large = 1;
         if (s->upload) fclose(s->upload);
@@ -148,8 +148,8 @@ static void store_file_part(dmx_req *r, sep_state *s, const char *filename, cons
         /* Named by the server only: a request id is the client's to
          * choose, so two uploads could share it. */
         char name[33];
-        if (dmx_random_hex(name, 16) < 0 ||
-            asprintf(&s->upload_path, "%s/uploads/%s.upload", dmx_srv_cfg.data_dir, name) < 0) {
+        if (srv_random_hex(name, 16) < 0 ||
+            asprintf(&s->upload_path, "%s/uploads/%s.upload", srv_cfg.data_dir, name) < 0) {
             s->upload_path = NULL;
             s->write_failed = 1;
             return;
@@ -172,7 +172,7 @@ static enum MHD_Result on_post_field(void *cls, enum MHD_ValueKind kind, const c
                                      const char *encoding, const char *data, uint64_t off,
                                      size_t size) {
     (void)kind, (void)ctype, (void)encoding;
-    dmx_req *r = cls;
+    srv_req *r = cls;
     sep_state *s = r->route_state;
     /* A part without a name (MHD passes NULL): nothing we read. */
     if (!key) return MHD_YES;
@@ -180,7 +180,7 @@ static enum MHD_Result on_post_field(void *cls, enum MHD_ValueKind kind, const c
         store_file_part(r, s, filename, data, off, size);
         return MHD_YES;
     }
-    dmx_separate_fields *f = &s->f;
+    srv_separate_fields *f = &s->f;
     char *dst = !strcmp(key, "model_name") ? f->model_name
                 : !strcmp(key, "two_stems") ? f->two_stems
                 : !strcmp(key, "format")    ? f->format
@@ -192,7 +192,7 @@ static enum MHD_Result on_post_field(void *cls, enum MHD_ValueKind kind, const c
     size_t have = strlen(dst);
     /* A field given twice (its value restarts at 0) or longer than we keep
      * is refused as a whole rather than silently truncated or defaulted. */
-    if ((off == 0 && have > 0) || off != have || have + size >= DMX_FORM_FIELD) {
+    if ((off == 0 && have > 0) || off != have || have + size >= SRV_FORM_FIELD) {
         if (!s->bad_field[0]) {
             snprintf(s->bad_field, sizeof s->bad_field, "%.64s", key);
             s->bad_field_long = !(off == 0 && have > 0);
@@ -208,13 +208,13 @@ static enum MHD_Result on_post_field(void *cls, enum MHD_ValueKind kind, const c
 
 /* The one error a request gets. */
 typedef struct answer {
-    dmx_srv_error code;
+    srv_error code;
     char msg[640];
 } answer;
 
-static int refuse(answer *a, dmx_srv_error code, const char *fmt, ...)
+static int refuse(answer *a, srv_error code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static int refuse(answer *a, dmx_srv_error code, const char *fmt, ...) {
+static int refuse(answer *a, srv_error code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(a->msg, sizeof a->msg, fmt, ap);
@@ -229,52 +229,52 @@ static int upload_outcome(sep_state *s, answer *a) {
         s->upload = NULL;
     }
     if (s->too_large)
-        return refuse(a, DMX_E_PAYLOAD_TOO_LARGE, "upload exceeds %lld bytes",
-                      (long long)dmx_srv_cfg.max_upload_bytes);
-    if (s->write_failed) return refuse(a, DMX_E_STORAGE_ERROR, "cannot store the upload");
-    if (s->malformed) return refuse(a, DMX_E_INVALID_ARGUMENT, "malformed multipart/form-data body");
+        return refuse(a, SRV_E_PAYLOAD_TOO_LARGE, "upload exceeds %lld bytes",
+                      (long long)srv_cfg.max_upload_bytes);
+    if (s->write_failed) return refuse(a, SRV_E_STORAGE_ERROR, "cannot store the upload");
+    if (s->malformed) return refuse(a, SRV_E_INVALID_ARGUMENT, "malformed multipart/form-data body");
     if (s->bad_field[0])
-        return refuse(a, DMX_E_INVALID_ARGUMENT,
+        return refuse(a, SRV_E_INVALID_ARGUMENT,
                       s->bad_field_long ? "the field '%s' is longer than %d bytes"
                                         : "the field '%s' is given more than once",
-                      s->bad_field, DMX_FORM_FIELD - 1);
+                      s->bad_field, SRV_FORM_FIELD - 1);
     if (!s->saw_file || !s->upload_path)
-        return refuse(a, DMX_E_MISSING_FILE,
+        return refuse(a, SRV_E_MISSING_FILE,
                       "the multipart field 'file' is required and must not be empty");
     return 0;
 }
 
-static int parse_form(const sep_state *s, dmx_separate_request *q, answer *a) {
-    return dmx_separate_parse(&s->f, q, &a->code, a->msg, sizeof a->msg);
+static int parse_form(const sep_state *s, srv_separate_request *q, answer *a) {
+    return srv_separate_parse(&s->f, q, &a->code, a->msg, sizeof a->msg);
 }
 
 static int check_disk(answer *a) {
     int64_t free_bytes = 0;
-    if (!dmx_data_disk_low(&free_bytes)) return 0;
-    return refuse(a, DMX_E_INSUFFICIENT_STORAGE,
+    if (!srv_data_disk_low(&free_bytes)) return 0;
+    return refuse(a, SRV_E_INSUFFICIENT_STORAGE,
                   "the server is low on disk space (%lld MiB free, needs %lld); retry later",
-                  (long long)(free_bytes >> 20), (long long)(dmx_srv_cfg.min_free_disk_bytes >> 20));
+                  (long long)(free_bytes >> 20), (long long)(srv_cfg.min_free_disk_bytes >> 20));
 }
 
 /* The model exists, its breaker is not open, and it has the two_stems source. */
-static int check_model(const dmx_separate_request *q, dmx_req *r, answer *a) {
-    char *path = dmx_models_resolve(q->model);
-    if (!path) return refuse(a, DMX_E_UNKNOWN_MODEL, "model '%s' is not available", q->model);
+static int check_model(const srv_separate_request *q, srv_req *r, answer *a) {
+    char *path = srv_models_resolve(q->model);
+    if (!path) return refuse(a, SRV_E_UNKNOWN_MODEL, "model '%s' is not available", q->model);
     free(path);
     char breaker[160];
     snprintf(breaker, sizeof breaker, "model:%s", q->model);
-    if (dmx_breaker_check(breaker, &r->retry_after) < 0)
-        return refuse(a, DMX_E_MODEL_UNAVAILABLE, "model '%s' failed to load repeatedly; retry in %d s",
+    if (srv_breaker_check(breaker, &r->retry_after) < 0)
+        return refuse(a, SRV_E_MODEL_UNAVAILABLE, "model '%s' failed to load repeatedly; retry in %d s",
                       q->model, r->retry_after);
     if (!q->two_stems[0]) return 0;
     /* The source names live in the checkpoint: load it now (it is shared
      * and cached, so the job would need it anyway) to refuse an unknown
      * stem while the client is still here. */
     char err[512];
-    const dmx_model *m = dmx_model_get(q->model, r->request_id, err, sizeof err);
+    const dmx_model *m = srv_model_get(q->model, r->request_id, err, sizeof err);
     if (!m) {
-        dmx_breaker_check(breaker, &r->retry_after);
-        return refuse(a, DMX_E_MODEL_UNAVAILABLE, "%s", err);
+        srv_breaker_check(breaker, &r->retry_after);
+        return refuse(a, SRV_E_MODEL_UNAVAILABLE, "%s", err);
     }
     if (dmx_model_source_index(m, q->two_stems) >= 0) return 0;
     char list[512] = "";
@@ -282,7 +282,7 @@ static int check_model(const dmx_separate_request *q, dmx_req *r, answer *a) {
     for (int i = 0; i < dmx_model_n_sources(m) && k < sizeof list; i++)
         k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", i ? ", " : "",
                               dmx_model_source_name(m, i));
-    return refuse(a, DMX_E_UNKNOWN_SOURCE, "model %s has no source '%s' (it has: %s)", q->model,
+    return refuse(a, SRV_E_UNKNOWN_SOURCE, "model %s has no source '%s' (it has: %s)", q->model,
                   q->two_stems, list);
 }
 
@@ -295,16 +295,16 @@ static int probe_audio(const char *path, double *seconds, answer *a) {
     if (st != DMX_OK) {
         char d[512];
         snprintf(d, sizeof d, "%s", *dmx_last_error() ? dmx_last_error() : dmx_status_str(st));
-        dmx_error_scrub_paths(d); /* the detail names our own file */
-        return refuse(a, DMX_E_UNDECODABLE_AUDIO, "the upload is not audio: %s", d);
+        srv_error_scrub_paths(d); /* the detail names our own file */
+        return refuse(a, SRV_E_UNDECODABLE_AUDIO, "the upload is not audio: %s", d);
     }
     int64_t frames = dmx_decoder_duration_hint(dec);
     int32_t rate = dmx_decoder_rate(dec);
     dmx_decoder_close(dec);
     *seconds = frames > 0 && rate > 0 ? (double)frames / rate : 0;
-    double limit = dmx_srv_cfg.max_duration_seconds;
+    double limit = srv_cfg.max_duration_seconds;
     if (limit > 0 && *seconds > limit)
-        return refuse(a, DMX_E_AUDIO_TOO_LONG, "the audio lasts %.1f s; this server takes at most %g s",
+        return refuse(a, SRV_E_AUDIO_TOO_LONG, "the audio lasts %.1f s; this server takes at most %g s",
                       *seconds, limit);
     return 0;
 }
@@ -312,11 +312,11 @@ static int probe_audio(const char *path, double *seconds, answer *a) {
 static int mkdir_one(const char *p) { return mkdir(p, 0755) == 0 || errno == EEXIST ? 0 : -1; }
 
 /* The job, with the upload moved into its folder; NULL on failure. */
-static dmx_job *make_job(const dmx_separate_request *q, sep_state *s, const dmx_req *r,
+static srv_job *make_job(const srv_separate_request *q, sep_state *s, const srv_req *r,
                          double seconds, answer *a) {
-    dmx_job *j = dmx_job_new();
+    srv_job *j = srv_job_new();
     if (!j) {
-        refuse(a, DMX_E_INTERNAL, "cannot create a job");
+        refuse(a, SRV_E_INTERNAL, "cannot create a job");
         return NULL;
     }
     snprintf(j->request_id, sizeof j->request_id, "%s", r->request_id);
@@ -329,12 +329,12 @@ static dmx_job *make_job(const dmx_separate_request *q, sep_state *s, const dmx_
     j->audio_seconds = seconds;
     j->upload_name = s->upload_name;
     s->upload_name = NULL;
-    if (asprintf(&j->dir, "%s/jobs/%s", dmx_srv_cfg.data_dir, j->id) < 0) j->dir = NULL;
+    if (asprintf(&j->dir, "%s/jobs/%s", srv_cfg.data_dir, j->id) < 0) j->dir = NULL;
     if (!j->dir || mkdir_one(j->dir) < 0 || asprintf(&j->input, "%s/input", j->dir) < 0 ||
         rename(s->upload_path, j->input) < 0) {
         if (j->dir) rmdir(j->dir);
-        dmx_job_put(j);
-        refuse(a, DMX_E_STORAGE_ERROR, "cannot store the job");
+        srv_job_put(j);
+        refuse(a, SRV_E_STORAGE_ERROR, "cannot store the job");
         return NULL;
     }
     free(s->upload_path);
@@ -343,27 +343,27 @@ static dmx_job *make_job(const dmx_separate_request *q, sep_state *s, const dmx_
 }
 
 /* Queues the job once durable; on failure its files and the job go. */
-static int submit(dmx_job *j, answer *a) {
-    dmx_srv_error why;
-    if (dmx_job_submit(j, &why) == 0) return 0;
+static int submit(srv_job *j, answer *a) {
+    srv_error why;
+    if (srv_job_submit(j, &why) == 0) return 0;
     unlink(j->input);
     rmdir(j->dir);
-    dmx_job_put(j);
+    srv_job_put(j);
     switch (why) {
-    case DMX_E_QUEUE_FULL: return refuse(a, why, "the job queue is full; retry later");
-    case DMX_E_SHUTTING_DOWN: return refuse(a, why, "the server is shutting down; retry later");
-    case DMX_E_INSUFFICIENT_STORAGE:
+    case SRV_E_QUEUE_FULL: return refuse(a, why, "the job queue is full; retry later");
+    case SRV_E_SHUTTING_DOWN: return refuse(a, why, "the server is shutting down; retry later");
+    case SRV_E_INSUFFICIENT_STORAGE:
         return refuse(a, why, "the server's disk is full: the job could not be stored");
-    default: return refuse(a, DMX_E_STORE_UNAVAILABLE, "the job could not be stored; retry later");
+    default: return refuse(a, SRV_E_STORE_UNAVAILABLE, "the job could not be stored; retry later");
     }
 }
 
-static void log_queued(const dmx_req *r, const dmx_job *j) {
+static void log_queued(const srv_req *r, const srv_job *j) {
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "job", j->id);
     cJSON_AddStringToObject(f, "model", j->model);
     cJSON_AddNumberToObject(f, "file_size_bytes", (double)j->file_size);
-    dmx_srv_log(DMX_LOG_INFO, "demix.jobs", "job_queued", r->request_id, f, "job %s queued", j->id);
+    srv_log(DMX_LOG_INFO, "demix.jobs", "job_queued", r->request_id, f, "job %s queued", j->id);
 }
 
 static int wants_zip(struct MHD_Connection *c) {
@@ -372,33 +372,33 @@ static int wants_zip(struct MHD_Connection *c) {
 }
 
 /* 202 with the job, or with wait the finished job (or its zip). Takes j. */
-static enum MHD_Result respond_job(struct MHD_Connection *c, dmx_req *r, dmx_job *j, int wait) {
+static enum MHD_Result respond_job(struct MHD_Connection *c, srv_req *r, srv_job *j, int wait) {
     char loc[64];
     snprintf(loc, sizeof loc, "/jobs/%s", j->id);
-    if (wait) r->endpoint = DMX_ENDPOINT_SEPARATE_WAIT; /* kept out of the latency panel */
-    if (wait && dmx_job_wait(j) < 0) {
-        dmx_job_put(j);
-        return dmx_respond_error(c, r, dmx_error_code(DMX_E_SHUTTING_DOWN),
+    if (wait) r->endpoint = SRV_ENDPOINT_SEPARATE_WAIT; /* kept out of the latency panel */
+    if (wait && srv_job_wait(j) < 0) {
+        srv_job_put(j);
+        return srv_respond_error(c, r, srv_error_code(SRV_E_SHUTTING_DOWN),
                                  "the server is shutting down; job %s stays queued", loc + 6);
     }
     /* Accept: application/zip gets the stems themselves when they exist;
      * a failed job still answers with its JSON, which says why. */
-    if (wait && wants_zip(c) && dmx_job_is_done(j)) return dmx_send_zip(c, r, j);
-    cJSON *o = dmx_job_json(j);
-    dmx_job_put(j);
-    return dmx_respond_json(c, r, wait ? 200 : 202, o, "Location", loc);
+    if (wait && wants_zip(c) && srv_job_is_done(j)) return srv_send_zip(c, r, j);
+    cJSON *o = srv_job_json(j);
+    srv_job_put(j);
+    return srv_respond_json(c, r, wait ? 200 : 202, o, "Location", loc);
 }
 
-static enum MHD_Result separate_finish(struct MHD_Connection *c, dmx_req *r) {
+static enum MHD_Result separate_finish(struct MHD_Connection *c, srv_req *r) {
     sep_state *s = r->route_state;
     answer a;
-    dmx_separate_request q;
+    srv_separate_request q;
     double seconds = 0;
-    dmx_job *j = NULL;
+    srv_job *j = NULL;
     if (upload_outcome(s, &a) < 0 || parse_form(s, &q, &a) < 0 || check_disk(&a) < 0 ||
         check_model(&q, r, &a) < 0 || probe_audio(s->upload_path, &seconds, &a) < 0 ||
         !(j = make_job(&q, s, r, seconds, &a)) || submit(j, &a) < 0)
-        return dmx_respond_error(c, r, dmx_error_code(a.code), "%s", a.msg);
+        return srv_respond_error(c, r, srv_error_code(a.code), "%s", a.msg);
     log_queued(r, j);
     const char *qw = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait");
     return respond_job(c, r, j, q.wait || truthy(qw));
@@ -406,39 +406,39 @@ static enum MHD_Result separate_finish(struct MHD_Connection *c, dmx_req *r) {
 
 /* ---- the handler ---------------------------------------------------------------------- */
 
-static void refuse_after_body(sep_state *s, dmx_srv_error code, const char *msg) {
+static void refuse_after_body(sep_state *s, srv_error code, const char *msg) {
     s->refusing = 1;
     s->refuse = code;
     snprintf(s->refuse_msg, sizeof s->refuse_msg, "%s", msg);
 }
 
 /* First call: rate limit and what the headers alone decide. */
-static enum MHD_Result separate_begin(struct MHD_Connection *c, dmx_req *r) {
+static enum MHD_Result separate_begin(struct MHD_Connection *c, srv_req *r) {
     sep_state *s = calloc(1, sizeof *s);
     if (!s) return MHD_NO;
     r->route_state = s;
     r->route_state_free = sep_free;
     /* Rate limit before reading a byte of the upload. */
     int remaining, reset, retry;
-    int ok = dmx_ratelimit_take(r->client, &remaining, &reset, &retry);
-    if (dmx_srv_cfg.rate_per_minute > 0) {
+    int ok = srv_ratelimit_take(r->client, &remaining, &reset, &retry);
+    if (srv_cfg.rate_per_minute > 0) {
         /* draft-ietf-httpapi-ratelimit-headers: quota per window (s). */
-        dmx_req_header(r, "RateLimit-Policy", "%d;w=%d;burst=%d", (int)dmx_srv_cfg.rate_per_minute,
-                       60, dmx_srv_cfg.rate_burst);
-        dmx_req_header(r, "RateLimit", "limit=%d, remaining=%d, reset=%d", dmx_srv_cfg.rate_burst,
+        srv_req_header(r, "RateLimit-Policy", "%d;w=%d;burst=%d", (int)srv_cfg.rate_per_minute,
+                       60, srv_cfg.rate_burst);
+        srv_req_header(r, "RateLimit", "limit=%d, remaining=%d, reset=%d", srv_cfg.rate_burst,
                        remaining, reset);
     }
     if (!ok) {
         r->retry_after = retry;
-        dmx_metrics_rate_limited();
-        return dmx_respond_error(c, r, dmx_error_code(DMX_E_RATE_LIMITED),
+        srv_metrics_rate_limited();
+        return srv_respond_error(c, r, srv_error_code(SRV_E_RATE_LIMITED),
                                  "too many separation requests from %s; retry in %d s", r->client,
                                  retry);
     }
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-    if (cl && strtoll(cl, NULL, 10) > dmx_srv_cfg.max_upload_bytes + 64 * 1024)
-        return dmx_respond_error(c, r, dmx_error_code(DMX_E_PAYLOAD_TOO_LARGE),
-                                 "upload exceeds %lld bytes", (long long)dmx_srv_cfg.max_upload_bytes);
+    if (cl && strtoll(cl, NULL, 10) > srv_cfg.max_upload_bytes + 64 * 1024)
+        return srv_respond_error(c, r, srv_error_code(SRV_E_PAYLOAD_TOO_LARGE),
+                                 "upload exceeds %lld bytes", (long long)srv_cfg.max_upload_bytes);
     /* A body of acceptable size is read (and dropped) before these answers:
      * answering first makes libmicrohttpd close the connection while the
      * client is still sending, which it sees as a broken pipe instead of
@@ -446,16 +446,16 @@ static enum MHD_Result separate_begin(struct MHD_Connection *c, dmx_req *r) {
     answer a;
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
     if (!ct || strncasecmp(ct, "multipart/form-data", 19))
-        refuse_after_body(s, DMX_E_UNSUPPORTED_MEDIA_TYPE, "POST /separate takes multipart/form-data");
+        refuse_after_body(s, SRV_E_UNSUPPORTED_MEDIA_TYPE, "POST /separate takes multipart/form-data");
     else if (check_disk(&a) < 0)
         refuse_after_body(s, a.code, a.msg);
     else if (!(s->pp = MHD_create_post_processor(c, 64 * 1024, on_post_field, r)))
-        refuse_after_body(s, DMX_E_UNSUPPORTED_MEDIA_TYPE,
+        refuse_after_body(s, SRV_E_UNSUPPORTED_MEDIA_TYPE,
                           "malformed multipart/form-data (boundary missing?)");
     return MHD_YES;
 }
 
-enum MHD_Result dmx_h_separate(struct MHD_Connection *c, dmx_req *r, const char *upload,
+enum MHD_Result srv_h_separate(struct MHD_Connection *c, srv_req *r, const char *upload,
                                size_t *upload_size) {
     if (!r->started_upload) {
         r->started_upload = 1;
@@ -464,22 +464,22 @@ enum MHD_Result dmx_h_separate(struct MHD_Connection *c, dmx_req *r, const char 
     sep_state *s = r->route_state;
     s->body_bytes += (int64_t)*upload_size;
     if (s->refusing) {
-        if (s->body_bytes > dmx_srv_cfg.max_upload_bytes + 64 * 1024) /* chunked, unbounded */
-            return dmx_respond_error(c, r, dmx_error_code(DMX_E_PAYLOAD_TOO_LARGE),
+        if (s->body_bytes > srv_cfg.max_upload_bytes + 64 * 1024) /* chunked, unbounded */
+            return srv_respond_error(c, r, srv_error_code(SRV_E_PAYLOAD_TOO_LARGE),
                                      "upload exceeds %lld bytes",
-                                     (long long)dmx_srv_cfg.max_upload_bytes);
+                                     (long long)srv_cfg.max_upload_bytes);
         if (*upload_size) {
             *upload_size = 0;
             return MHD_YES;
         }
-        return dmx_respond_error(c, r, dmx_error_code(s->refuse), "%s", s->refuse_msg);
+        return srv_respond_error(c, r, srv_error_code(s->refuse), "%s", s->refuse_msg);
     }
     if (*upload_size) {
         /* Past the limit the rest is read only to answer 413 (MHD cannot
          * answer before the body is in); a body far past it (chunked, so
          * no Content-Length to refuse up front) is cut off instead. */
-        if (s->too_large && s->body_bytes > 2 * dmx_srv_cfg.max_upload_bytes + (1 << 20)) {
-            dmx_srv_log(DMX_LOG_WARN, "demix.http", "error", r->request_id, NULL,
+        if (s->too_large && s->body_bytes > 2 * srv_cfg.max_upload_bytes + (1 << 20)) {
+            srv_log(DMX_LOG_WARN, "demix.http", "error", r->request_id, NULL,
                         "upload far past the limit: connection closed");
             return MHD_NO;
         }

@@ -1,6 +1,6 @@
 /*
  * separate.h - the form of POST /separate as data: the fields as received
- * and the validated request they make. dmx_separate_parse() is pure (no
+ * and the validated request they make. srv_separate_parse() is pure (no
  * I/O, no globals) so a unit test can cover every field rule.
  */
 #ifndef DEMIX_SERVER_SEPARATE_H
@@ -10,43 +10,43 @@
 
 #include "errors.h"
 
-#define DMX_FORM_FIELD 256 /* bytes kept per text field, NUL included */
+#define SRV_FORM_FIELD 256 /* bytes kept per text field, NUL included */
 
-/* POST /separate's defaults and bounds, written once: dmx_separate_defaults
+/* POST /separate's defaults and bounds, written once: srv_separate_defaults
  * and the parser apply them and /openapi.json documents them. 1 shift like upstream's CLI and
  * Separator (and `demix separate`), so the same request gives the same
  * stems everywhere. */
-#define DMX_SEP_DEFAULT_MODEL "htdemucs"
-#define DMX_SEP_DEFAULT_FORMAT "wav"
-#define DMX_SEP_DEFAULT_SHIFTS 1
-#define DMX_SEP_MAX_SHIFTS 100
-#define DMX__STR2(x) #x
-#define DMX__STR(x) DMX__STR2(x)
-#define DMX_SEP_DEFAULT_OVERLAP 0.25
+#define SRV_SEP_DEFAULT_MODEL "htdemucs"
+#define SRV_SEP_DEFAULT_FORMAT "wav"
+#define SRV_SEP_DEFAULT_SHIFTS 1
+#define SRV_SEP_MAX_SHIFTS 100
+#define SRV__STR2(x) #x
+#define SRV__STR(x) SRV__STR2(x)
+#define SRV_SEP_DEFAULT_OVERLAP 0.25
 
 /* The text fields as sent ("" when absent). */
-typedef struct dmx_separate_fields {
-    char model_name[DMX_FORM_FIELD], two_stems[DMX_FORM_FIELD], format[DMX_FORM_FIELD],
-        shifts[DMX_FORM_FIELD], overlap[DMX_FORM_FIELD], wait[DMX_FORM_FIELD];
-} dmx_separate_fields;
+typedef struct srv_separate_fields {
+    char model_name[SRV_FORM_FIELD], two_stems[SRV_FORM_FIELD], format[SRV_FORM_FIELD],
+        shifts[SRV_FORM_FIELD], overlap[SRV_FORM_FIELD], wait[SRV_FORM_FIELD];
+} srv_separate_fields;
 
-/* A valid request; an absent field takes its default (dmx_separate_defaults). */
-typedef struct dmx_separate_request {
+/* A valid request; an absent field takes its default (srv_separate_defaults). */
+typedef struct srv_separate_request {
     char model[100];    /* a model name (not yet known to exist) */
     char two_stems[60]; /* "" = all stems */
     char format[8];     /* wav, flac or mp3 */
     int shifts;         /* 0..100 */
     double overlap;     /* [0, 1) */
     int wait;           /* answer when the job ends */
-} dmx_separate_request;
+} srv_separate_request;
 
 /* The defaults: htdemucs, all stems, wav, 1 shift (as upstream's CLI and
  * `demix separate`), overlap 0.25, no wait. */
-extern const dmx_separate_request dmx_separate_defaults;
+extern const srv_separate_request srv_separate_defaults;
 
 /* Validates the fields into *out. Returns 0, or -1 with *code (always
- * DMX_E_INVALID_ARGUMENT today) and a message for the client in msg. */
-int dmx_separate_parse(const dmx_separate_fields *f, dmx_separate_request *out,
-                       dmx_srv_error *code, char *msg, size_t msgn);
+ * SRV_E_INVALID_ARGUMENT today) and a message for the client in msg. */
+int srv_separate_parse(const srv_separate_fields *f, srv_separate_request *out,
+                       srv_error *code, char *msg, size_t msgn);
 
 #endif

@@ -20,8 +20,8 @@
 #include "http.h"
 #include "server.h"
 
-dmx_srv_config dmx_srv_cfg;
-double dmx_srv_start_time;
+srv_config srv_cfg;
+double srv_start_time;
 
 /* Every option: flag, environment variable, kind, destination, bounds,
  * help. The environment is read first, flags override it; docs/API.md
@@ -35,7 +35,7 @@ typedef struct opt {
     const char *help;
 } opt;
 
-#define C (&dmx_srv_cfg)
+#define C (&srv_cfg)
 static const opt OPTS[] = {
     {"host", "DEMIX_HOST", OPT_STR, &C->host, 0, 0, "IPv4 address to listen on (127.0.0.1)"},
     {"port", "DEMIX_PORT", OPT_INT, &C->port, 0, 65535, "TCP port; 0 picks a free one (8000)"},
@@ -136,7 +136,7 @@ static int mkdirs(const char *p) {
     return mkdir(buf, 0755) < 0 && errno != EEXIST ? -1 : 0;
 }
 
-void dmx_srv_config_defaults(dmx_srv_config *c) {
+void srv_config_defaults(srv_config *c) {
     memset(c, 0, sizeof *c);
     c->host = "127.0.0.1";
     c->port = 8000;
@@ -169,9 +169,9 @@ void dmx_srv_config_defaults(dmx_srv_config *c) {
     c->log_level = DMX_LOG_INFO;
 }
 
-int dmx_serve_main(int argc, char **argv) {
-    dmx_srv_config *c = &dmx_srv_cfg;
-    dmx_srv_config_defaults(c);
+int srv_serve_main(int argc, char **argv) {
+    srv_config *c = &srv_cfg;
+    srv_config_defaults(c);
     for (int i = 0; i < N_OPTS; i++) {
         const char *e = getenv(OPTS[i].env);
         if (e && *e && set_opt(&OPTS[i], e, OPTS[i].env)) return 2;
@@ -236,51 +236,51 @@ int dmx_serve_main(int argc, char **argv) {
      * and so the job, not kill the whole server. */
     signal(SIGXFSZ, SIG_IGN);
 
-    dmx_srv_start_time = dmx_srv_now();
-    dmx_srv_log_configure(c->log_text, c->log_level);
-    dmx_log_set(dmx_srv_engine_log, NULL);
+    srv_start_time = srv_now();
+    srv_log_configure(c->log_text, c->log_level);
+    dmx_log_set(srv_engine_log, NULL);
     /* demix.h's one rule: workers x threads per job never exceed the CPUs
      * (jobs.c gives each worker its share with the same call). */
     dmx_thread_plan tp = dmx_threads_divide(dmx_cpu_count(), c->workers, 0);
     if (tp.jobs < c->workers) {
-        dmx_srv_log(DMX_LOG_WARN, "demix.server", "startup", NULL, NULL,
+        srv_log(DMX_LOG_WARN, "demix.server", "startup", NULL, NULL,
                     "--workers %d: running %d (one per CPU; more would oversubscribe them)", c->workers,
                     tp.jobs);
         c->workers = tp.jobs;
     }
-    dmx_metrics_init(c->max_upload_bytes);
-    if (dmx_jobs_start(c->workers, c->queue_max) < 0) {
-        dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
+    srv_metrics_init(c->max_upload_bytes);
+    if (srv_jobs_start(c->workers, c->queue_max) < 0) {
+        srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
                     "cannot open the job store or start the worker threads");
-        dmx_jobs_stop(0);
-        dmx_jobs_free();
+        srv_jobs_stop(0);
+        srv_jobs_free();
         return 1;
     }
     int port = 0;
-    struct MHD_Daemon *d = dmx_http_start(c->host, c->port, 0, &port);
+    struct MHD_Daemon *d = srv_http_start(c->host, c->port, 0, &port);
     if (!d) {
-        dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
+        srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
                     "cannot listen on %s:%d (address in use, or not an IPv4 address?)", c->host,
                     c->port);
-        dmx_jobs_stop(0);
-        dmx_jobs_free();
+        srv_jobs_stop(0);
+        srv_jobs_free();
         return 1;
     }
     /* Probes on a port of their own stay answerable whatever fills the
      * main one (many clients each under the per-address limit). */
     struct MHD_Daemon *pd = NULL;
     int probe_port = -1;
-    if (c->probe_port >= 0 && !(pd = dmx_http_start(c->host, c->probe_port, 1, &probe_port))) {
-        dmx_srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
+    if (c->probe_port >= 0 && !(pd = srv_http_start(c->host, c->probe_port, 1, &probe_port))) {
+        srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
                     "cannot listen on %s:%d for the probes (address in use?)", c->host,
                     c->probe_port);
         MHD_stop_daemon(d);
-        dmx_jobs_stop(0);
-        dmx_jobs_free();
+        srv_jobs_stop(0);
+        srv_jobs_free();
         return 1;
     }
-    dmx_routes_declare_metrics();
-    dmx_sysmetrics_start();
+    srv_routes_declare_metrics();
+    srv_sysmetrics_start();
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "host", c->host);
     cJSON_AddNumberToObject(f, "port", port);
@@ -288,29 +288,29 @@ int dmx_serve_main(int argc, char **argv) {
     cJSON_AddNumberToObject(f, "workers", c->workers);
     cJSON_AddNumberToObject(f, "threads_per_job", tp.threads_per_job);
     cJSON_AddStringToObject(f, "data_dir", c->data_dir);
-    cJSON_AddStringToObject(f, "store", dmx_store_kind()); /* never the URI: it may hold a password */
+    cJSON_AddStringToObject(f, "store", srv_store_kind()); /* never the URI: it may hold a password */
     cJSON_AddStringToObject(f, "repo", c->repo ? c->repo : "");
     cJSON_AddStringToObject(f, "version", DEMIX_SERVER_VERSION);
     cJSON_AddBoolToObject(f, "api_key", c->api_key != NULL);
     cJSON_AddNumberToObject(f, "rate_limit_per_minute", c->rate_per_minute);
-    dmx_srv_log(DMX_LOG_INFO, "demix.server", "startup", NULL, f, "listening on http://%s:%d",
+    srv_log(DMX_LOG_INFO, "demix.server", "startup", NULL, f, "listening on http://%s:%d",
                 c->host, port);
 
     int sig = 0;
     sigwait(&stop, &sig);
-    dmx_srv_log(DMX_LOG_INFO, "demix.server", "shutdown", NULL, NULL,
+    srv_log(DMX_LOG_INFO, "demix.server", "shutdown", NULL, NULL,
                 "signal %d: stopping", sig);
     /* 1. Stop accepting: new connections are refused from here on. */
     MHD_socket lfd = MHD_quiesce_daemon(d);
     if (lfd != MHD_INVALID_SOCKET) close(lfd);
     /* 2. Running jobs finish within the grace period or are checkpointed
      *    as queued; queued ones stay in the store for the next start. */
-    dmx_jobs_stop(c->grace_seconds);
+    srv_jobs_stop(c->grace_seconds);
     /* 3. Requests in flight (wait=true was woken) complete; then exit. */
     MHD_stop_daemon(d);
     if (pd) MHD_stop_daemon(pd);
-    dmx_sysmetrics_stop();
-    dmx_jobs_free();
-    dmx_srv_log(DMX_LOG_INFO, "demix.server", "shutdown", NULL, NULL, "stopped");
+    srv_sysmetrics_stop();
+    srv_jobs_free();
+    srv_log(DMX_LOG_INFO, "demix.server", "shutdown", NULL, NULL, "stopped");
     return 0;
 }

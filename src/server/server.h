@@ -3,7 +3,7 @@
  * logging (log.c), metrics (metrics.c), the jobs (jobs.c and the files it
  * lists), the models (models.c, modelcache.c) and the HTTP front end
  * (http.c, routes.c, separate.c). Internal to the
- * server; the only entry point used elsewhere is dmx_serve_main().
+ * server; the only entry point used elsewhere is srv_serve_main().
  */
 #ifndef DEMIX_SERVER_H
 #define DEMIX_SERVER_H
@@ -22,10 +22,10 @@
 #endif
 
 /* Entry point of `demix serve`; argv[0] is "serve". Returns an exit status. */
-int dmx_serve_main(int argc, char **argv);
+int srv_serve_main(int argc, char **argv);
 
 /* Every field has a flag and a DEMIX_* variable (serve.c, docs/API.md). */
-typedef struct dmx_srv_config {
+typedef struct srv_config {
     const char *host;
     int port;
     const char *repo;     /* model folder, or NULL for the cache */
@@ -56,94 +56,94 @@ typedef struct dmx_srv_config {
     const char *alerts_token;    /* NULL: POST /alerts is open */
     int log_text;                /* 1: human-readable lines instead of JSON */
     int log_level;               /* a dmx_log_level: lines below it are dropped */
-} dmx_srv_config;
+} srv_config;
 
-extern dmx_srv_config dmx_srv_cfg;
+extern srv_config srv_cfg;
 /* Every field at its documented default (serve.c: the one place defaults are written). */
-void dmx_srv_config_defaults(dmx_srv_config *c);
-extern double dmx_srv_start_time; /* dmx_srv_now() at startup */
+void srv_config_defaults(srv_config *c);
+extern double srv_start_time; /* srv_now() at startup */
 
 /* Seconds on a monotonic clock / since the Unix epoch. */
-double dmx_srv_now(void);
-double dmx_srv_wall(void);
+double srv_now(void);
+double srv_wall(void);
 
 /* ---- log.c (a leaf: cJSON only) --------------------------------------------- */
 
 /* Output format (1: text lines) and the lowest level written; JSON and
  * info until called. */
-void dmx_srv_log_configure(int text, int level);
+void srv_log_configure(int text, int level);
 /* Copies src (NULL = "") into dst of cap bytes as valid UTF-8: invalid bytes
  * become '?', and a cut at cap never splits a character. dst may be src.
  * Returns the length. The one truncation rule for log and label strings. */
-size_t dmx_utf8_copy(char *dst, size_t cap, const char *src);
+size_t srv_utf8_copy(char *dst, size_t cap, const char *src);
 
 /* Writes one JSON line on stderr. `fields` (may be NULL) is consumed and
  * becomes the "fields" object; request_id may be NULL. Thread-safe. */
-void dmx_srv_log(dmx_log_level level, const char *logger, const char *event_type,
+void srv_log(dmx_log_level level, const char *logger, const char *event_type,
                  const char *request_id, cJSON *fields, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 /* Sink for dmx_log_set(): engine and FFmpeg messages as log lines, rate
  * limited (a burst, then a few per second); the count of dropped ones is
- * logged when lines pass again or at dmx_srv_log_flush(). */
-void dmx_srv_engine_log(void *user, dmx_log_level level, const char *msg);
-void dmx_srv_log_flush(void);
+ * logged when lines pass again or at srv_log_flush(). */
+void srv_engine_log(void *user, dmx_log_level level, const char *msg);
+void srv_log_flush(void);
 
 /* ---- metrics.c (a leaf: needs log.c only) ---------------------------------- */
 
-void dmx_metrics_http(const char *method, const char *endpoint, int status, double seconds);
-void dmx_metrics_separation(const char *model, const char *status, double seconds);
-void dmx_metrics_error(const char *type, const char *endpoint);
-void dmx_metrics_job(int64_t file_bytes, double audio_seconds, double queue_wait_seconds);
-void dmx_metrics_model_load(const char *model, double seconds);
-void dmx_metrics_inference(const char *model, double seconds);
+void srv_metrics_http(const char *method, const char *endpoint, int status, double seconds);
+void srv_metrics_separation(const char *model, const char *status, double seconds);
+void srv_metrics_error(const char *type, const char *endpoint);
+void srv_metrics_job(int64_t file_bytes, double audio_seconds, double queue_wait_seconds);
+void srv_metrics_model_load(const char *model, double seconds);
+void srv_metrics_inference(const char *model, double seconds);
 /* alertname and severity come from outside: names of deploy's alert rules
- * always get their own series, at most DMX_METRICS_OUTSIDE_ALERTS other
+ * always get their own series, at most SRV_METRICS_OUTSIDE_ALERTS other
  * names do, later ones are counted as alertname="other"; severities other
  * than critical, warning, info and none become "other". */
-#define DMX_METRICS_OUTSIDE_ALERTS 16
-void dmx_metrics_alert(const char *alertname, const char *severity, const char *status);
-void dmx_metrics_rate_limited(void);
-void dmx_metrics_retry(void);
-void dmx_metrics_breaker_transition(const char *breaker, const char *from, const char *to);
+#define SRV_METRICS_OUTSIDE_ALERTS 16
+void srv_metrics_alert(const char *alertname, const char *severity, const char *status);
+void srv_metrics_rate_limited(void);
+void srv_metrics_retry(void);
+void srv_metrics_breaker_transition(const char *breaker, const char *from, const char *to);
 /* Series that exist at 0 before their first event, so that increase() and
  * rate() see the first one: separations_total{model,status} (and the
  * model's duration histogram), errors_total{type,endpoint}. Idempotent. */
-void dmx_metrics_declare_separation(const char *model, const char *status);
-void dmx_metrics_declare_error(const char *type, const char *endpoint);
+void srv_metrics_declare_separation(const char *model, const char *status);
+void srv_metrics_declare_error(const char *type, const char *endpoint);
 /* Sizes the upload-size histogram buckets to the upload limit. */
-void dmx_metrics_init(int64_t max_upload_bytes);
+void srv_metrics_init(int64_t max_upload_bytes);
 
-typedef struct dmx_sys_sample {
+typedef struct srv_sys_sample {
     double cpu_percent, mem_used, mem_avail, mem_percent, disk_used, disk_free;
     int64_t temp_files, temp_bytes;
-    int disk_low; /* dmx_data_disk_low() */
-} dmx_sys_sample;
+    int disk_low; /* srv_data_disk_low() */
+} srv_sys_sample;
 
 /* The gauges of one scrape, gathered by the caller (GET /metrics) so the
  * renderer calls nothing of jobs, resilience or the store. */
-typedef struct dmx_metrics_gauges {
+typedef struct srv_metrics_gauges {
     int models_loaded, active_sessions, queue_depth, rate_limit_buckets;
     double process_start_time; /* Unix time */
-    dmx_sys_sample sys;
+    srv_sys_sample sys;
     int n_breakers;
     const char *const *breaker_names; /* n_breakers each */
     const int *breaker_states;        /* 0 closed, 1 open, 2 half-open */
-} dmx_metrics_gauges;
+} srv_metrics_gauges;
 /* Prometheus text exposition (0.0.4) of the counters and `g`; malloc'ed. */
-char *dmx_metrics_render(const dmx_metrics_gauges *g);
+char *srv_metrics_render(const srv_metrics_gauges *g);
 
 /* routes.c: declares at 0 the counters the route table, the error table and
  * the available models imply (serve.c at start, GET /metrics per scrape). */
-void dmx_routes_declare_metrics(void);
+void srv_routes_declare_metrics(void);
 
 /* ---- sysmetrics.c ---------------------------------------------------------- */
 
 /* Background thread refreshing the system gauges every
  * metrics_interval_seconds and logging them (event_type system_metrics). */
-int dmx_sysmetrics_start(void);
+int srv_sysmetrics_start(void);
 /* The latest sample (zeros before the first). */
-void dmx_sysmetrics_get(dmx_sys_sample *out);
-void dmx_sysmetrics_stop(void);
+void srv_sysmetrics_get(srv_sys_sample *out);
+void srv_sysmetrics_stop(void);
 
 /* ---- alerts.c (a leaf: log.c and metrics.c) --------------------------------- */
 
@@ -151,16 +151,16 @@ void dmx_sysmetrics_stop(void);
  * (no HTTP: tests/fuzz/fuzz_alerts.c calls it directly). Returns the number
  * of alerts, -1 if the body is not JSON, -2 if the payload is malformed
  * (*why says how; the batch is then refused whole, nothing logged). */
-int dmx_alerts_receive(const char *body, size_t len, const char *request_id,
+int srv_alerts_receive(const char *body, size_t len, const char *request_id,
                        const char **why);
 
 /* ---- jobs.c, queue.c: the job queue ------------------------------------------ */
 
-typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED } dmx_job_state;
+typedef enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED } srv_job_state;
 
-#define DMX_JOB_MAX_STEMS 8
+#define SRV_JOB_MAX_STEMS 8
 
-typedef struct dmx_job {
+typedef struct srv_job {
     char id[33];
     char request_id[65];
     char model[128];
@@ -174,12 +174,12 @@ typedef struct dmx_job {
     int64_t file_size;     /* upload bytes */
     double audio_seconds;  /* from the container, 0 if unknown */
     /* Guarded by the jobs lock: */
-    dmx_job_state state;
+    srv_job_state state;
     double progress;
     char error[512];
     char error_code[32];
     int n_stems;
-    char stems[DMX_JOB_MAX_STEMS][80];
+    char stems[SRV_JOB_MAX_STEMS][80];
     double created, started, finished; /* wall clock */
     int refs;
     int deleted;
@@ -187,97 +187,97 @@ typedef struct dmx_job {
     int shutdown;     /* cancelled by SIGTERM: checkpointed as queued */
     int timed_out;    /* cancelled by the wall limit */
     int queue_pos;    /* 1-based place in the queue while queued, else 0 */
-    struct dmx_job *next; /* queue link */
-} dmx_job;
+    struct srv_job *next; /* queue link */
+} srv_job;
 
 /* Opens DATA_DIR/demix.db, re-queues interrupted jobs, starts the worker
  * threads and the janitor. Returns 0 or -1. */
-int dmx_jobs_start(int n_workers, int queue_max);
+int srv_jobs_start(int n_workers, int queue_max);
 /* Stops taking jobs, lets running ones finish for up to grace seconds,
  * then cancels them and records them as queued (a restart runs them
  * again); joins the workers and frees everything. */
-void dmx_jobs_stop(double grace);
+void srv_jobs_stop(double grace);
 /* Frees the jobs, models and the store once no request can use them. */
-void dmx_jobs_free(void);
+void srv_jobs_free(void);
 /* New job (refs = 1, owned by the caller) with a fresh 128-bit id; the
  * caller fills in the request (separate.c holds the defaults). */
-dmx_job *dmx_job_new(void);
+srv_job *srv_job_new(void);
 /* Stores the job's row and queues it (the queue takes its own reference).
  * Returns 0 once the job is durable and queued, or -1 with *why:
- * DMX_E_QUEUE_FULL, DMX_E_SHUTTING_DOWN, DMX_E_STORE_UNAVAILABLE (the row
- * could not be written) or DMX_E_INSUFFICIENT_STORAGE (the disk is full);
+ * SRV_E_QUEUE_FULL, SRV_E_SHUTTING_DOWN, SRV_E_STORE_UNAVAILABLE (the row
+ * could not be written) or SRV_E_INSUFFICIENT_STORAGE (the disk is full);
  * then nothing refers to the job and the caller removes its files. */
-int dmx_job_submit(dmx_job *j, dmx_srv_error *why);
-/* Looks up by id; NULL or a new reference to drop with dmx_job_put(). */
-dmx_job *dmx_job_get(const char *id);
-void dmx_job_put(dmx_job *j);
+int srv_job_submit(srv_job *j, srv_error *why);
+/* Looks up by id; NULL or a new reference to drop with srv_job_put(). */
+srv_job *srv_job_get(const char *id);
+void srv_job_put(srv_job *j);
 /* Waits until the job ends (done, failed or cancelled): 0, or -1 when the
  * server is shutting down first. */
-int dmx_job_wait(dmx_job *j);
+int srv_job_wait(srv_job *j);
 /* Cancels a queued/running job, forgets it and deletes its files. */
-void dmx_job_delete(dmx_job *j);
+void srv_job_delete(srv_job *j);
 /* 1 if the job finished successfully. */
-int dmx_job_is_done(dmx_job *j);
+int srv_job_is_done(srv_job *j);
 /* JSON of the job (takes the jobs lock). */
-cJSON *dmx_job_json(dmx_job *j);
+cJSON *srv_job_json(srv_job *j);
 /* The `limit` most recent jobs, newest first. */
-cJSON *dmx_jobs_list_json(int limit, int offset);
-const char *dmx_job_state_name(dmx_job_state s);
-int dmx_jobs_queue_depth(void);
-int dmx_jobs_active(void);
+cJSON *srv_jobs_list_json(int limit, int offset);
+const char *srv_job_state_name(srv_job_state s);
+int srv_jobs_queue_depth(void);
+int srv_jobs_active(void);
 /* Path of a finished job's stem file (malloc'ed) or NULL. */
-char *dmx_job_stem_path(dmx_job *j, const char *stem);
+char *srv_job_stem_path(srv_job *j, const char *stem);
 
 /* Paths and names of a finished job's stems (malloc'ed arrays of malloc'ed
- * strings, free with dmx_strv_free); the count, 0 if not done. */
-int dmx_job_stem_files(dmx_job *j, char ***paths, char ***names);
-void dmx_strv_free(char **v, int n);
+ * strings, free with srv_strv_free); the count, 0 if not done. */
+int srv_job_stem_files(srv_job *j, char ***paths, char ***names);
+void srv_strv_free(char **v, int n);
 
 /* ---- recovery.c: the data folder ------------------------------------------------ */
 
 /* 1 when the data folder's file system has less free space than
  * --min-free-disk (uploads are then refused with 507, /readyz is not
  * ready); *free_bytes (may be NULL) gets the free space. */
-int dmx_data_disk_low(int64_t *free_bytes);
+int srv_data_disk_low(int64_t *free_bytes);
 
 /* ---- modelcache.c ------------------------------------------------------------ */
 
 /* The shared model NAME, loaded on first use through its circuit breaker
  * and with retries (a load in progress is waited for, not repeated); NULL
  * with a message in err on failure (no server path in it). */
-const dmx_model *dmx_model_get(const char *name, const char *request_id, char *err, size_t errn);
+const dmx_model *srv_model_get(const char *name, const char *request_id, char *err, size_t errn);
 /* Models loaded so far; 1 if NAME is one of them. */
-int dmx_models_loaded(void);
-int dmx_models_is_loaded(const char *name);
+int srv_models_loaded(void);
+int srv_models_is_loaded(const char *name);
 
 /* ---- models.c: the model registry --------------------------------------------- */
 
 /* Resolves NAME in --repo (or the cache) to a file. */
-char *dmx_models_resolve(const char *name);
+char *srv_models_resolve(const char *name);
 /* JSON array of the available models, with source and loaded flag. */
-cJSON *dmx_models_json(void);
+cJSON *srv_models_json(void);
 /* 1 if at least one model file is available. */
-int dmx_models_any_available(void);
+int srv_models_any_available(void);
 
 /* ---- store.c: the job table (store.h: SQLite or PostgreSQL) ---------------- */
 
 /* TARGET: "sqlite:PATH" or a postgresql:// URI (store.h). 0 or -1. */
-int dmx_store_open(const char *target);
-void dmx_store_close(void);
+int srv_store_open(const char *target);
+void srv_store_close(void);
 /* Inserts or replaces the job's row (the caller keeps it stable): 0, -1,
- * or DMX_STORE_FULL when the disk (or database) is full. */
-#define DMX_STORE_FULL (-2)
-int dmx_store_save(const dmx_job *j);
-int dmx_store_delete(const char *id);
+ * or SRV_STORE_FULL when the disk (or database) is full. */
+#define SRV_STORE_FULL (-2)
+int srv_store_save(const srv_job *j);
+int srv_store_delete(const char *id);
 /* Calls fn with each stored job (newest first, at most limit), as a new
- * dmx_job (refs 0) that fn owns; fn must not call the store. Returns the
+ * srv_job (refs 0) that fn owns; fn must not call the store. Returns the
  * count, or -1 if the table cannot be read. */
-int dmx_store_load(int (*fn)(void *user, dmx_job *j), void *user, int limit);
+int srv_store_load(int (*fn)(void *user, srv_job *j), void *user, int limit);
 /* Removes rows created before the time; returns how many or -1. */
-int dmx_store_delete_older(double created_before);
+int srv_store_delete_older(double created_before);
 /* 1 when the store answers now (/readyz); "sqlite" or "postgresql". */
-int dmx_store_ready(void);
-const char *dmx_store_kind(void);
+int srv_store_ready(void);
+const char *srv_store_kind(void);
 
 /* ---- resilience.c: rate limiter, circuit breakers, retries ------------------- */
 
@@ -285,44 +285,44 @@ const char *dmx_store_kind(void);
  * way *remaining gets the whole tokens left and *reset the seconds until
  * the bucket is full again; when limited *retry_after is the wait for one
  * token (whole seconds, >= 1). */
-int dmx_ratelimit_take(const char *client, int *remaining, int *reset, int *retry_after);
+int srv_ratelimit_take(const char *client, int *remaining, int *reset, int *retry_after);
 /* Buckets held now (idle ones are evicted). */
-int dmx_ratelimit_buckets(void);
+int srv_ratelimit_buckets(void);
 
-typedef enum { DMX_BREAKER_CLOSED, DMX_BREAKER_OPEN, DMX_BREAKER_HALF_OPEN } dmx_breaker_state;
-const char *dmx_breaker_state_name(dmx_breaker_state s);
+typedef enum { SRV_BREAKER_CLOSED, SRV_BREAKER_OPEN, SRV_BREAKER_HALF_OPEN } srv_breaker_state;
+const char *srv_breaker_state_name(srv_breaker_state s);
 /* 0 if a call may go ahead (taking a half-open probe slot when due), -1
  * when open (*retry_after: seconds until a probe is admitted). */
-int dmx_breaker_acquire(const char *name, int *retry_after);
+int srv_breaker_acquire(const char *name, int *retry_after);
 /* Like acquire but takes nothing: for refusing requests early. */
-int dmx_breaker_check(const char *name, int *retry_after);
+int srv_breaker_check(const char *name, int *retry_after);
 /* Outcome of an acquired call. */
-void dmx_breaker_record(const char *name, int ok);
+void srv_breaker_record(const char *name, int ok);
 /* {"name": "closed", ...} */
-cJSON *dmx_breakers_json(void);
-int dmx_breakers_any_open(void);
+cJSON *srv_breakers_json(void);
+int srv_breakers_any_open(void);
 /* Calls fn for each breaker with its state. */
-void dmx_breakers_each(void (*fn)(void *user, const char *name, dmx_breaker_state s), void *user);
+void srv_breakers_each(void (*fn)(void *user, const char *name, srv_breaker_state s), void *user);
 
 /* 1 for failures worth retrying: temporary I/O errors and allocation failures. */
-int dmx_transient(dmx_status st);
+int srv_transient(dmx_status st);
 /* Sleeps the full-jitter backoff before retry number `attempt` (0-based):
  * uniform in [0, min(30 s, base * 2^attempt)]; wakes early if *cancel. */
-void dmx_backoff_sleep(int attempt, atomic_int *cancel);
+void srv_backoff_sleep(int attempt, atomic_int *cancel);
 /* The delay it sleeps for a uniform draw u in [0, 1]: u times the cap. */
-double dmx_backoff_delay(int attempt, double u);
+double srv_backoff_delay(int attempt, double u);
 
 /* ---- zip.c ------------------------------------------------------------------- */
 
 /* Writes a stored (uncompressed: audio does not deflate) zip of the files
  * under the given entry names to out_path via a temporary file, with ZIP64
  * records where sizes or offsets need them. 0 or -1. */
-int dmx_zip_write(const char *out_path, char *const *files, char *const *names, int n);
+int srv_zip_write(const char *out_path, char *const *files, char *const *names, int n);
 /* Sizes and offsets at or above this get ZIP64 records (0xFFFFFFFF; tests
  * lower it to check the ZIP64 paths with small files). */
-extern uint64_t dmx_zip64_threshold;
+extern uint64_t srv_zip64_threshold;
 
 /* Random lowercase hex of n_bytes bytes into out (2 * n_bytes + 1). */
-int dmx_random_hex(char *out, size_t n_bytes);
+int srv_random_hex(char *out, size_t n_bytes);
 
 #endif

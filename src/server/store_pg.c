@@ -69,7 +69,7 @@ static void log_pg(const char *what, const char *detail) {
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "type", "storage");
     cJSON_AddStringToObject(f, "detail", detail ? detail : "?");
-    dmx_srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, f, "postgresql: %s failed", what);
+    srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, f, "postgresql: %s failed", what);
 }
 
 static const char SCHEMA[] =
@@ -102,17 +102,17 @@ static int schema_migrate(void) {
         log_pg("reading schema_version", PQerrorMessage(conn));
         return -1;
     }
-    if (v > DMX_STORE_SCHEMA_VERSION) {
-        dmx_srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, NULL,
+    if (v > SRV_STORE_SCHEMA_VERSION) {
+        srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, NULL,
                     "postgresql: the database has schema version %d, newer than this demix (%d)",
-                    v, DMX_STORE_SCHEMA_VERSION);
+                    v, SRV_STORE_SCHEMA_VERSION);
         return -1;
     }
-    if (v == DMX_STORE_SCHEMA_VERSION) return 0;
+    if (v == SRV_STORE_SCHEMA_VERSION) return 0;
     /* 0 -> 1: the tables exist; record the version unless a node starting
      * beside us just did. Later versions add their steps here. */
     char ver[16];
-    snprintf(ver, sizeof ver, "%d", DMX_STORE_SCHEMA_VERSION);
+    snprintf(ver, sizeof ver, "%d", SRV_STORE_SCHEMA_VERSION);
     const char *p[1] = {ver};
     r = PQexecParams(conn,
                      "INSERT INTO schema_version (version) SELECT $1::integer"
@@ -147,7 +147,7 @@ static void pending_flush(void) {
     if (k > 0) {
         memmove(pend, pend + k, (size_t)(n_pend - k) * sizeof *pend);
         n_pend -= k;
-        dmx_srv_log(DMX_LOG_INFO, "demix.store", "store_flushed", NULL, NULL,
+        srv_log(DMX_LOG_INFO, "demix.store", "store_flushed", NULL, NULL,
                     "postgresql: wrote %d job change(s) kept during the outage", k);
     }
     flushing = 0;
@@ -177,7 +177,7 @@ static int ensure_conn(void) {
     backoff = 0;
     next_try = 0;
     if (was_down)
-        dmx_srv_log(DMX_LOG_INFO, "demix.store", "store_reconnected", NULL, NULL,
+        srv_log(DMX_LOG_INFO, "demix.store", "store_reconnected", NULL, NULL,
                     "postgresql: connected again");
     was_down = 0;
     if (n_pend) pending_flush();
@@ -207,7 +207,7 @@ static int result_status(PGresult *r, const char *what) {
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     log_pg(what, PQresultErrorMessage(r));
     /* 53100 disk_full, 53200 out_of_memory: the 507 case. */
-    return state && !strcmp(state, "53100") ? DMX_STORE_FULL : -1;
+    return state && !strcmp(state, "53100") ? SRV_STORE_FULL : -1;
 }
 
 static int exec_row(const char *const *vals) {
@@ -287,9 +287,9 @@ static void pg_close(void) {
     pthread_mutex_unlock(&pg_lock);
 }
 
-static int pg_save(const dmx_job *j) {
-    char stems[DMX_JOB_MAX_STEMS * 81], num[8][32];
-    dmx__store_join_stems(j, stems, sizeof stems);
+static int pg_save(const srv_job *j) {
+    char stems[SRV_JOB_MAX_STEMS * 81], num[8][32];
+    srv__store_join_stems(j, stems, sizeof stems);
     snprintf(num[0], sizeof num[0], "%d", j->shifts);
     snprintf(num[1], sizeof num[1], "%.17g", j->overlap);
     snprintf(num[2], sizeof num[2], "%lld", (long long)j->file_size);
@@ -300,7 +300,7 @@ static int pg_save(const dmx_job *j) {
     char *vals[N_COLS] = {(char *)j->id, (char *)j->request_id, (char *)j->model,
                           (char *)j->two_stems, (char *)j->format, num[0], num[1],
                           j->upload_name ? j->upload_name : "",
-                          (char *)dmx_job_state_name(j->state), (char *)j->error,
+                          (char *)srv_job_state_name(j->state), (char *)j->error,
                           (char *)j->error_code, stems, num[2], num[3], num[4], num[5], num[6]};
     pthread_mutex_lock(&pg_lock);
     int rc = exec_row((const char *const *)vals);
@@ -318,7 +318,7 @@ static int pg_delete(const char *id) {
     return rc;
 }
 
-static int pg_load(int (*fn)(void *user, dmx_job *j), void *user, int limit) {
+static int pg_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
     static const char SQL[] =
         "SELECT id, request_id, model, two_stems, format, shifts, overlap, upload_name, state,"
         " error, error_code, stems, file_size, audio_seconds, created, started, finished"
@@ -330,7 +330,7 @@ static int pg_load(int (*fn)(void *user, dmx_job *j), void *user, int limit) {
     PGresult *r = run(SQL, 1, p);
     int n = result_status(r, "load") < 0 ? -1 : 0;
     for (int row = 0; n >= 0 && row < PQntuples(r); row++) {
-        dmx_job *j = calloc(1, sizeof *j);
+        srv_job *j = calloc(1, sizeof *j);
         if (!j) break;
         int k = 0;
 #define COL() PQgetvalue(r, row, k++)
@@ -343,10 +343,10 @@ static int pg_load(int (*fn)(void *user, dmx_job *j), void *user, int limit) {
         j->overlap = strtod(COL(), NULL);
         const char *un = COL();
         j->upload_name = *un ? strdup(un) : NULL;
-        j->state = dmx__store_state_from_name(COL());
+        j->state = srv__store_state_from_name(COL());
         snprintf(j->error, sizeof j->error, "%s", COL());
         snprintf(j->error_code, sizeof j->error_code, "%s", COL());
-        dmx__store_split_stems(j, COL());
+        srv__store_split_stems(j, COL());
         j->file_size = strtoll(COL(), NULL, 10);
         j->audio_seconds = strtod(COL(), NULL);
         j->created = strtod(COL(), NULL);
@@ -388,5 +388,5 @@ static int pg_ready(void) {
     return ok;
 }
 
-const dmx__store_vt dmx__store_pg = {"postgresql", pg_open, pg_close, pg_save, pg_delete,
+const srv__store_vt srv__store_pg = {"postgresql", pg_open, pg_close, pg_save, pg_delete,
                                       pg_load, pg_delete_older, pg_ready};

@@ -16,7 +16,7 @@
  * queue.c and recovery.c are the callers (through store.c); they write a row on every state
  * change (not on progress ticks, which are not worth a disk write). A job
  * is acknowledged only after its first row is written (queue.c), so every
- * failure is reported: SQLITE_FULL as DMX_STORE_FULL (the server answers
+ * failure is reported: SQLITE_FULL as SRV_STORE_FULL (the server answers
  * 507), anything else (I/O error, a database locked by another process
  * past the busy timeout) as -1 (503).
  */
@@ -36,7 +36,7 @@ static void log_db_error(const char *what) {
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "type", "storage");
     cJSON_AddStringToObject(f, "detail", db ? sqlite3_errmsg(db) : "no database");
-    dmx_srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, f, "sqlite: %s failed", what);
+    srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, f, "sqlite: %s failed", what);
 }
 
 static const char SCHEMA[] =
@@ -65,19 +65,19 @@ static int schema_version(void) {
 static int schema_migrate(void) {
     int v = schema_version();
     if (v < 0) return -1;
-    if (v > DMX_STORE_SCHEMA_VERSION) {
-        dmx_srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, NULL,
+    if (v > SRV_STORE_SCHEMA_VERSION) {
+        srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, NULL,
                     "sqlite: the database has schema version %d, newer than this demix (%d)", v,
-                    DMX_STORE_SCHEMA_VERSION);
+                    SRV_STORE_SCHEMA_VERSION);
         return -1;
     }
-    if (v == DMX_STORE_SCHEMA_VERSION) return 0;
+    if (v == SRV_STORE_SCHEMA_VERSION) return 0;
     /* Version 0 -> 1: the tables exist; record the version. Later versions
      * add their steps here, each in one transaction with the row. */
     sqlite3_stmt *s = NULL;
     int rc = sqlite3_prepare_v2(db, "INSERT INTO schema_version (version) VALUES (?)", -1, &s, NULL);
     if (rc == SQLITE_OK) {
-        sqlite3_bind_int(s, 1, DMX_STORE_SCHEMA_VERSION);
+        sqlite3_bind_int(s, 1, SRV_STORE_SCHEMA_VERSION);
         rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
     }
     sqlite3_finalize(s);
@@ -100,7 +100,7 @@ static int sq_open(const char *path) {
     if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
                      &err) != SQLITE_OK ||
         sqlite3_exec(db, SCHEMA, NULL, NULL, &err) != SQLITE_OK || schema_migrate() < 0) {
-        dmx_srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, NULL, "sqlite: %s",
+        srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, NULL, "sqlite: %s",
                     err ? err : "?");
         sqlite3_free(err);
         sqlite3_close(db);
@@ -117,13 +117,13 @@ static void sq_close(void) {
     pthread_mutex_unlock(&store_lock);
 }
 
-static int sq_save(const dmx_job *j) {
+static int sq_save(const srv_job *j) {
     static const char SQL[] =
         "INSERT OR REPLACE INTO jobs (id, request_id, model, two_stems, format, shifts, overlap,"
         " upload_name, state, error, error_code, stems, file_size, audio_seconds, created,"
         " started, finished) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
-    char stems[DMX_JOB_MAX_STEMS * 81];
-    dmx__store_join_stems(j, stems, sizeof stems);
+    char stems[SRV_JOB_MAX_STEMS * 81];
+    srv__store_join_stems(j, stems, sizeof stems);
     pthread_mutex_lock(&store_lock);
     sqlite3_stmt *s = NULL;
     int rc = db ? sqlite3_prepare_v2(db, SQL, -1, &s, NULL) : SQLITE_MISUSE;
@@ -137,7 +137,7 @@ static int sq_save(const dmx_job *j) {
         sqlite3_bind_int(s, k++, j->shifts);
         sqlite3_bind_double(s, k++, j->overlap);
         sqlite3_bind_text(s, k++, j->upload_name ? j->upload_name : "", -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, k++, dmx_job_state_name(j->state), -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, k++, srv_job_state_name(j->state), -1, SQLITE_STATIC);
         sqlite3_bind_text(s, k++, j->error, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, k++, j->error_code, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, k++, stems, -1, SQLITE_STATIC);
@@ -152,7 +152,7 @@ static int sq_save(const dmx_job *j) {
     if (rc != SQLITE_OK) log_db_error("save");
     sqlite3_finalize(s);
     pthread_mutex_unlock(&store_lock);
-    return rc == SQLITE_OK ? 0 : (rc & 0xff) == SQLITE_FULL ? DMX_STORE_FULL : -1;
+    return rc == SQLITE_OK ? 0 : (rc & 0xff) == SQLITE_FULL ? SRV_STORE_FULL : -1;
 }
 
 static int sq_delete(const char *id) {
@@ -175,7 +175,7 @@ static const char *col(sqlite3_stmt *s, int i) {
     return t ? (const char *)t : "";
 }
 
-static int sq_load(int (*fn)(void *user, dmx_job *j), void *user, int limit) {
+static int sq_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
     static const char SQL[] =
         "SELECT id, request_id, model, two_stems, format, shifts, overlap, upload_name, state,"
         " error, error_code, stems, file_size, audio_seconds, created, started, finished"
@@ -186,7 +186,7 @@ static int sq_load(int (*fn)(void *user, dmx_job *j), void *user, int limit) {
     int n = 0, step = SQLITE_DONE;
     if (rc == SQLITE_OK) sqlite3_bind_int(s, 1, limit);
     while (rc == SQLITE_OK && (step = sqlite3_step(s)) == SQLITE_ROW) {
-        dmx_job *j = calloc(1, sizeof *j);
+        srv_job *j = calloc(1, sizeof *j);
         if (!j) break;
         int k = 0;
         snprintf(j->id, sizeof j->id, "%s", col(s, k++));
@@ -198,10 +198,10 @@ static int sq_load(int (*fn)(void *user, dmx_job *j), void *user, int limit) {
         j->overlap = sqlite3_column_double(s, k++);
         const char *un = col(s, k++);
         j->upload_name = *un ? strdup(un) : NULL;
-        j->state = dmx__store_state_from_name(col(s, k++));
+        j->state = srv__store_state_from_name(col(s, k++));
         snprintf(j->error, sizeof j->error, "%s", col(s, k++));
         snprintf(j->error_code, sizeof j->error_code, "%s", col(s, k++));
-        dmx__store_split_stems(j, col(s, k++));
+        srv__store_split_stems(j, col(s, k++));
         j->file_size = sqlite3_column_int64(s, k++);
         j->audio_seconds = sqlite3_column_double(s, k++);
         j->created = sqlite3_column_double(s, k++);
@@ -236,5 +236,5 @@ static int sq_delete_older(double created_before) {
 
 static int sq_ready(void) { return db != NULL; }
 
-const dmx__store_vt dmx__store_sqlite = {"sqlite", sq_open, sq_close, sq_save, sq_delete,
+const srv__store_vt srv__store_sqlite = {"sqlite", sq_open, sq_close, sq_save, sq_delete,
                                           sq_load, sq_delete_older, sq_ready};

@@ -20,11 +20,11 @@
 
 static pthread_mutex_t sys_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t sys_cv = PTHREAD_COND_INITIALIZER;
-static dmx_sys_sample latest;
+static srv_sys_sample latest;
 static int sys_stop, sys_running;
 static pthread_t sys_thread;
 
-void dmx_sysmetrics_get(dmx_sys_sample *out) {
+void srv_sysmetrics_get(srv_sys_sample *out) {
     pthread_mutex_lock(&sys_lock);
     *out = latest;
     pthread_mutex_unlock(&sys_lock);
@@ -45,7 +45,7 @@ static int read_cpu(unsigned long long *busy, unsigned long long *total) {
     return 0;
 }
 
-static void read_mem(dmx_sys_sample *s) {
+static void read_mem(srv_sys_sample *s) {
     FILE *f = fopen("/proc/meminfo", "r");
     if (!f) return;
     char line[256];
@@ -63,7 +63,7 @@ static void read_mem(dmx_sys_sample *s) {
 
 /* Files and bytes below dir, `depth` levels down (uploads/ is flat,
  * jobs/ID/ one level deeper). */
-static void count_files(const char *dir, int depth, dmx_sys_sample *s) {
+static void count_files(const char *dir, int depth, srv_sys_sample *s) {
     DIR *d = opendir(dir);
     struct dirent *e;
     while (d && (e = readdir(d))) {
@@ -84,7 +84,7 @@ static void count_files(const char *dir, int depth, dmx_sys_sample *s) {
     if (d) closedir(d);
 }
 
-static void sample(dmx_sys_sample *s, unsigned long long *busy0, unsigned long long *total0) {
+static void sample(srv_sys_sample *s, unsigned long long *busy0, unsigned long long *total0) {
     unsigned long long busy, total;
     if (read_cpu(&busy, &total) == 0) {
         if (total > *total0)
@@ -94,15 +94,15 @@ static void sample(dmx_sys_sample *s, unsigned long long *busy0, unsigned long l
     }
     read_mem(s);
     struct statvfs v;
-    if (statvfs(dmx_srv_cfg.data_dir, &v) == 0) {
+    if (statvfs(srv_cfg.data_dir, &v) == 0) {
         s->disk_free = (double)v.f_bavail * (double)v.f_frsize;
         s->disk_used = (double)(v.f_blocks - v.f_bfree) * (double)v.f_frsize;
-        s->disk_low = s->disk_free < (double)dmx_srv_cfg.min_free_disk_bytes;
+        s->disk_low = s->disk_free < (double)srv_cfg.min_free_disk_bytes;
     }
     char *p = NULL;
-    if (asprintf(&p, "%s/uploads", dmx_srv_cfg.data_dir) >= 0) count_files(p, 0, s);
+    if (asprintf(&p, "%s/uploads", srv_cfg.data_dir) >= 0) count_files(p, 0, s);
     free(p);
-    if (asprintf(&p, "%s/jobs", dmx_srv_cfg.data_dir) >= 0) count_files(p, 1, s);
+    if (asprintf(&p, "%s/jobs", srv_cfg.data_dir) >= 0) count_files(p, 1, s);
     free(p);
 }
 
@@ -126,10 +126,10 @@ static void *sys_main(void *arg) {
     read_cpu(&busy0, &total0);
     /* The first CPU figure needs an interval: a short one, so the gauges
      * are filled soon after start-up. */
-    double every = dmx_srv_cfg.metrics_interval_seconds;
+    double every = srv_cfg.metrics_interval_seconds;
     if (wait_for(every < 1 ? every : 1)) return NULL;
     for (;;) {
-        dmx_sys_sample s = {0};
+        srv_sys_sample s = {0};
         sample(&s, &busy0, &total0);
         pthread_mutex_lock(&sys_lock);
         latest = s;
@@ -143,22 +143,22 @@ static void *sys_main(void *arg) {
         cJSON_AddNumberToObject(f, "disk_free_bytes", s.disk_free);
         cJSON_AddNumberToObject(f, "temp_files", (double)s.temp_files);
         cJSON_AddNumberToObject(f, "temp_storage_bytes", (double)s.temp_bytes);
-        cJSON_AddNumberToObject(f, "active_sessions", dmx_jobs_active());
-        cJSON_AddNumberToObject(f, "queue_depth", dmx_jobs_queue_depth());
-        dmx_srv_log(DMX_LOG_INFO, "demix.system", "system_metrics", NULL, f, "system metrics");
-        dmx_srv_log_flush(); /* engine lines the rate limit dropped since */
+        cJSON_AddNumberToObject(f, "active_sessions", srv_jobs_active());
+        cJSON_AddNumberToObject(f, "queue_depth", srv_jobs_queue_depth());
+        srv_log(DMX_LOG_INFO, "demix.system", "system_metrics", NULL, f, "system metrics");
+        srv_log_flush(); /* engine lines the rate limit dropped since */
         if (wait_for(every)) break;
     }
     return NULL;
 }
 
-int dmx_sysmetrics_start(void) {
+int srv_sysmetrics_start(void) {
     if (pthread_create(&sys_thread, NULL, sys_main, NULL)) return -1;
     sys_running = 1;
     return 0;
 }
 
-void dmx_sysmetrics_stop(void) {
+void srv_sysmetrics_stop(void) {
     if (!sys_running) return;
     pthread_mutex_lock(&sys_lock);
     sys_stop = 1;

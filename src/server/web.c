@@ -10,9 +10,9 @@
 
 #include "web.h"
 
-const dmx_web_asset *dmx_web_find(const char *name) {
-    for (size_t i = 0; i < dmx_web_n_assets; i++)
-        if (!strcmp(dmx_web_assets[i].name, name)) return &dmx_web_assets[i];
+const srv_web_asset *srv_web_find(const char *name) {
+    for (size_t i = 0; i < srv_web_n_assets; i++)
+        if (!strcmp(srv_web_assets[i].name, name)) return &srv_web_assets[i];
     return NULL;
 }
 
@@ -38,7 +38,7 @@ static const char *content_type(const char *name) {
 }
 
 /* 1 if the If-None-Match header lists the asset's ETag (or is "*"). */
-static int not_modified(struct MHD_Connection *c, const dmx_web_asset *a) {
+static int not_modified(struct MHD_Connection *c, const srv_web_asset *a) {
     const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
     if (!inm) return 0;
     if (!strcmp(inm, "*")) return 1;
@@ -50,8 +50,8 @@ static int not_modified(struct MHD_Connection *c, const dmx_web_asset *a) {
     return 0;
 }
 
-static enum MHD_Result send_asset(struct MHD_Connection *c, dmx_req *r,
-                                  const dmx_web_asset *a) {
+static enum MHD_Result send_asset(struct MHD_Connection *c, srv_req *r,
+                                  const srv_web_asset *a) {
     int nm = not_modified(c, a);
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         nm ? 0 : a->size, nm ? NULL : (void *)a->data, MHD_RESPMEM_PERSISTENT);
@@ -69,23 +69,23 @@ static enum MHD_Result send_asset(struct MHD_Connection *c, dmx_req *r,
                                 "base-uri 'none'; frame-ancestors 'none'");
         MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
     }
-    return dmx_respond(c, r, nm ? 304 : 200, resp, nm ? 0 : (int64_t)a->size);
+    return srv_respond(c, r, nm ? 304 : 200, resp, nm ? 0 : (int64_t)a->size);
 }
 
-enum MHD_Result dmx_web_index(struct MHD_Connection *c, dmx_req *r, const char *upload,
+enum MHD_Result srv_web_index(struct MHD_Connection *c, srv_req *r, const char *upload,
                               size_t *upload_size) {
     (void)upload;
     (void)upload_size;
-    const dmx_web_asset *a = dmx_web_find("index.html");
-    if (!a) return dmx_respond_error(c, r, "not_found", "this build has no web page");
+    const srv_web_asset *a = srv_web_find("index.html");
+    if (!a) return srv_respond_error(c, r, "not_found", "this build has no web page");
     return send_asset(c, r, a);
 }
 
-enum MHD_Result dmx_web_static(struct MHD_Connection *c, dmx_req *r, const char *upload,
+enum MHD_Result srv_web_static(struct MHD_Connection *c, srv_req *r, const char *upload,
                                size_t *upload_size) {
     (void)upload;
     (void)upload_size;
-    const dmx_web_asset *a = dmx_web_find(r->stem);
-    if (!a) return dmx_respond_error(c, r, "not_found", "no static file '%s'", r->stem);
+    const srv_web_asset *a = srv_web_find(r->stem);
+    if (!a) return srv_respond_error(c, r, "not_found", "no static file '%s'", r->stem);
     return send_asset(c, r, a);
 }

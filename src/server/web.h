@@ -10,23 +10,23 @@
 
 #include "http.h"
 
-typedef struct dmx_web_asset {
+typedef struct srv_web_asset {
     const char *name;          /* file name in web/ */
     const unsigned char *data; /* NUL-terminated copy of the bytes */
     size_t size;
     const char *etag;          /* quoted strong validator */
-} dmx_web_asset;
+} srv_web_asset;
 
-extern const dmx_web_asset dmx_web_assets[];
-extern const size_t dmx_web_n_assets;
+extern const srv_web_asset srv_web_assets[];
+extern const size_t srv_web_n_assets;
 
 /* Looks up an embedded file by name; NULL if there is none. */
-const dmx_web_asset *dmx_web_find(const char *name);
+const srv_web_asset *srv_web_find(const char *name);
 
 /* GET / and GET /static/{name} (the name is captured in r->stem). */
-enum MHD_Result dmx_web_index(struct MHD_Connection *c, dmx_req *r, const char *upload,
+enum MHD_Result srv_web_index(struct MHD_Connection *c, srv_req *r, const char *upload,
                               size_t *upload_size);
-enum MHD_Result dmx_web_static(struct MHD_Connection *c, dmx_req *r, const char *upload,
+enum MHD_Result srv_web_static(struct MHD_Connection *c, srv_req *r, const char *upload,
                                size_t *upload_size);
 
 #endif

@@ -1,6 +1,6 @@
 # cmake -DWEB_DIR=web -DOUT=web_assets.c -P web_assets.cmake
 # Writes every regular file of WEB_DIR (sorted, dot files skipped) as a C
-# array plus the table dmx_web_assets[] (name, bytes, size, ETag) that
+# array plus the table srv_web_assets[] (name, bytes, size, ETag) that
 # web.c serves. The ETag is the file's SHA-256 prefix, so it changes
 # exactly when the content does.
 file(GLOB files LIST_DIRECTORIES false RELATIVE ${WEB_DIR} ${WEB_DIR}/*)
@@ -23,5 +23,5 @@ foreach(f ${files})
   string(APPEND table "    {\"${f}\", asset_${i}, ${size}, \"\\\"${etag}\\\"\"},\n")
   math(EXPR i "${i} + 1")
 endforeach()
-string(APPEND body "\nconst dmx_web_asset dmx_web_assets[] = {\n${table}};\nconst size_t dmx_web_n_assets = ${i};\n")
+string(APPEND body "\nconst srv_web_asset srv_web_assets[] = {\n${table}};\nconst size_t srv_web_n_assets = ${i};\n")
 file(WRITE ${OUT} "${body}")

@@ -6,7 +6,7 @@
  * to its final name and renamed, so a reader never sees half a file.
  *
  * ZIP64 (APPNOTE 6.3.x, 4.3.14-4.5.3): an hour of 6 WAV stems passes 4 GiB.
- * An entry whose size reaches dmx_zip64_threshold gets a ZIP64 extra field
+ * An entry whose size reaches srv_zip64_threshold gets a ZIP64 extra field
  * with its sizes in the local header (its size is known from stat() before
  * it is copied); an entry whose offset or size reaches it gets one in the
  * central directory; a directory that starts or ends past it gets the ZIP64
@@ -25,7 +25,7 @@
 
 #include "server.h"
 
-uint64_t dmx_zip64_threshold = 0xFFFFFFFFu;
+uint64_t srv_zip64_threshold = 0xFFFFFFFFu;
 
 static void le16(unsigned char *p, uint32_t v) { p[0] = (unsigned char)v, p[1] = (unsigned char)(v >> 8); }
 static void le32(unsigned char *p, uint32_t v) { le16(p, v & 0xffff), le16(p + 2, v >> 16); }
@@ -53,7 +53,7 @@ static int copy_entry(FILE *out, FILE *in, uint64_t want, entry *e) {
     return 0;
 }
 
-static uint32_t cap32(uint64_t v) { return v >= dmx_zip64_threshold ? 0xFFFFFFFFu : (uint32_t)v; }
+static uint32_t cap32(uint64_t v) { return v >= srv_zip64_threshold ? 0xFFFFFFFFu : (uint32_t)v; }
 
 /* One entry: local header (with a ZIP64 extra when its size needs one),
  * name, data. */
@@ -67,7 +67,7 @@ static int write_entry(FILE *out, const char *file, const char *name, entry *e) 
     }
     off_t off = ftello(out);
     uint64_t size = (uint64_t)st.st_size;
-    int z64 = size >= dmx_zip64_threshold;
+    int z64 = size >= srv_zip64_threshold;
     size_t nl = strlen(name);
     unsigned char h[30 + 20];
     memset(h, 0, sizeof h);
@@ -108,8 +108,8 @@ static int write_central(FILE *out, const char *name, const entry *e) {
     size_t nl = strlen(name);
     unsigned char h[46], x[4 + 24];
     size_t xl = 4;
-    if (e->size >= dmx_zip64_threshold) le64(x + xl, e->size), le64(x + xl + 8, e->size), xl += 16;
-    if (e->offset >= dmx_zip64_threshold) le64(x + xl, e->offset), xl += 8;
+    if (e->size >= srv_zip64_threshold) le64(x + xl, e->size), le64(x + xl + 8, e->size), xl += 16;
+    if (e->offset >= srv_zip64_threshold) le64(x + xl, e->offset), xl += 8;
     if (xl == 4) xl = 0;
     le16(x, 0x0001);
     le16(x + 2, (uint32_t)(xl ? xl - 4 : 0));
@@ -134,8 +134,8 @@ static int write_central(FILE *out, const char *name, const entry *e) {
  * the directory's offset, size or count needs them. */
 static int write_end(FILE *out, uint64_t n, uint64_t cd, uint64_t cd_end) {
     uint64_t cd_size = cd_end - cd;
-    int z64 = n >= 0xFFFF || cd >= dmx_zip64_threshold || cd_size >= dmx_zip64_threshold ||
-              cd_end >= dmx_zip64_threshold;
+    int z64 = n >= 0xFFFF || cd >= srv_zip64_threshold || cd_size >= srv_zip64_threshold ||
+              cd_end >= srv_zip64_threshold;
     unsigned char h[56 + 20 + 22];
     size_t k = 0;
     memset(h, 0, sizeof h);
@@ -162,10 +162,10 @@ static int write_end(FILE *out, uint64_t n, uint64_t cd, uint64_t cd_end) {
     return fwrite(h, 1, k, out) == k ? 0 : -1;
 }
 
-int dmx_zip_write(const char *out_path, char *const *files, char *const *names, int n) {
+int srv_zip_write(const char *out_path, char *const *files, char *const *names, int n) {
     char *tmp = NULL;
     char rnd[17];
-    if (dmx_random_hex(rnd, 8) < 0 || asprintf(&tmp, "%s.%s.part", out_path, rnd) < 0) return -1;
+    if (srv_random_hex(rnd, 8) < 0 || asprintf(&tmp, "%s.%s.part", out_path, rnd) < 0) return -1;
     FILE *out = fopen(tmp, "wbx");
     entry *ents = calloc((size_t)n + 1, sizeof *ents);
     int rc = out && ents ? 0 : -1;

@@ -2,7 +2,7 @@
  * fuzz_http.c - fuzz target for the HTTP service: each input is the raw byte
  * stream of one client connection (request line, headers, body; several
  * pipelined requests too), handled by the real daemon of `demix serve`
- * (src/server/http.c dmx_http_start: request ids, client address and
+ * (src/server/http.c srv_http_start: request ids, client address and
  * X-Forwarded-For, API key, routing in routes.c, POST /separate multipart
  * uploads, POST /alerts JSON in alerts.c, the probes, metrics, docs and web
  * page).
@@ -106,8 +106,8 @@ static void setup(void) {
     write_text(p, "models: ['htdemucs']\n");
 
     /* As serve.c sets it up, with limits that keep runs small. */
-    dmx_srv_config *c = &dmx_srv_cfg;
-    dmx_srv_config_defaults(c);
+    srv_config *c = &srv_cfg;
+    srv_config_defaults(c);
     c->host = "127.0.0.1";
     c->repo = repo;
     c->data_dir = data_dir;
@@ -136,17 +136,17 @@ static void setup(void) {
         if (null) stderr = null;
     }
     signal(SIGPIPE, SIG_IGN);
-    dmx_srv_start_time = dmx_srv_now();
-    dmx_srv_log_configure(0, c->log_level);
-    dmx_log_set(dmx_srv_engine_log, NULL);
-    dmx_metrics_init(c->max_upload_bytes);
-    if (dmx_jobs_start(c->workers, c->queue_max) < 0) die("dmx_jobs_start");
+    srv_start_time = srv_now();
+    srv_log_configure(0, c->log_level);
+    dmx_log_set(srv_engine_log, NULL);
+    srv_metrics_init(c->max_upload_bytes);
+    if (srv_jobs_start(c->workers, c->queue_max) < 0) die("srv_jobs_start");
     /* Stopped at once: submissions are refused (queue_full), so no separation
      * runs and no job outlives the request that made it. */
-    dmx_jobs_stop(0);
+    srv_jobs_stop(0);
     int port = 0;
-    daemon_ = dmx_http_start(c->host, 0, 0, &port);
-    if (!daemon_) die("dmx_http_start");
+    daemon_ = srv_http_start(c->host, 0, 0, &port);
+    if (!daemon_) die("srv_http_start");
 }
 
 static unsigned connections(void) {

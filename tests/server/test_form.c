@@ -1,8 +1,8 @@
 /*
  * test_form.c - unit test of the pure parts of POST /separate and of the
- * error table: dmx_separate_parse (defaults, every field's rule),
- * dmx_error_scrub_paths (no server path in client messages) and
- * DMX_SRV_ERROR_MAP lookups. No server runs.
+ * error table: srv_separate_parse (defaults, every field's rule),
+ * srv_error_scrub_paths (no server path in client messages) and
+ * SRV_ERROR_MAP lookups. No server runs.
  */
 #include <string.h>
 
@@ -10,8 +10,8 @@
 #include "testutil.h"
 
 static int parse(const char *model, const char *stems, const char *fmt, const char *shifts,
-                 const char *overlap, const char *wait, dmx_separate_request *q) {
-    dmx_separate_fields f;
+                 const char *overlap, const char *wait, srv_separate_request *q) {
+    srv_separate_fields f;
     memset(&f, 0, sizeof f);
     snprintf(f.model_name, sizeof f.model_name, "%s", model);
     snprintf(f.two_stems, sizeof f.two_stems, "%s", stems);
@@ -19,18 +19,18 @@ static int parse(const char *model, const char *stems, const char *fmt, const ch
     snprintf(f.shifts, sizeof f.shifts, "%s", shifts);
     snprintf(f.overlap, sizeof f.overlap, "%s", overlap);
     snprintf(f.wait, sizeof f.wait, "%s", wait);
-    dmx_srv_error code = DMX_E_COUNT;
+    srv_error code = SRV_E_COUNT;
     char msg[256] = "";
-    int rc = dmx_separate_parse(&f, q, &code, msg, sizeof msg);
+    int rc = srv_separate_parse(&f, q, &code, msg, sizeof msg);
     if (rc < 0) {
-        CHECK(code == DMX_E_INVALID_ARGUMENT);
+        CHECK(code == SRV_E_INVALID_ARGUMENT);
         CHECK(msg[0] != '\0');
     }
     return rc;
 }
 
 static void test_parse(void) {
-    dmx_separate_request q;
+    srv_separate_request q;
     REQUIRE(parse("", "", "", "", "", "", &q) == 0);
     CHECK(!strcmp(q.model, "htdemucs") && !q.two_stems[0] && !strcmp(q.format, "wav"));
     CHECK(q.shifts == 1 && q.overlap == 0.25 && q.wait == 0);
@@ -67,7 +67,7 @@ static void test_parse(void) {
 static void scrub(const char *in, const char *want) {
     char b[256];
     snprintf(b, sizeof b, "%s", in);
-    dmx_error_scrub_paths(b);
+    srv_error_scrub_paths(b);
     CHECK_MSG(!strcmp(b, want), "'%s' -> '%s', want '%s'", in, b, want);
 }
 
@@ -83,18 +83,18 @@ static void test_scrub(void) {
 }
 
 static void test_table(void) {
-    CHECK(dmx_error_status("queue_full") == 503);
-    CHECK(dmx_error_status("insufficient_storage") == 507);
-    CHECK(dmx_error_status("store_unavailable") == 503);
-    CHECK(dmx_error_status("job_not_found") == 404);
-    CHECK(dmx_error_status("no such code") == 500);
-    for (int e = 0; e < DMX_E_COUNT; e++) {
-        const char *code = dmx_error_code((dmx_srv_error)e);
+    CHECK(srv_error_status("queue_full") == 503);
+    CHECK(srv_error_status("insufficient_storage") == 507);
+    CHECK(srv_error_status("store_unavailable") == 503);
+    CHECK(srv_error_status("job_not_found") == 404);
+    CHECK(srv_error_status("no such code") == 500);
+    for (int e = 0; e < SRV_E_COUNT; e++) {
+        const char *code = srv_error_code((srv_error)e);
         /* each code once: the lookup by name finds this row's status */
-        CHECK_MSG(dmx_error_status(code) == dmx_error_status_of((dmx_srv_error)e), "%s", code);
-        for (int k = 0; k < e; k++) CHECK(strcmp(code, dmx_error_code((dmx_srv_error)k)));
+        CHECK_MSG(srv_error_status(code) == srv_error_status_of((srv_error)e), "%s", code);
+        for (int k = 0; k < e; k++) CHECK(strcmp(code, srv_error_code((srv_error)k)));
     }
-    CHECK(!strcmp(dmx_error_code(DMX_E_AUDIO_TOO_LONG), "audio_too_long"));
+    CHECK(!strcmp(srv_error_code(SRV_E_AUDIO_TOO_LONG), "audio_too_long"));
 }
 
 int main(void) {

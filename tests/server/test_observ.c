@@ -49,19 +49,19 @@ static int valid_utf8(const char *s) {
 static void test_utf8_copy(void) {
     char e60[121] = "", out[96];
     for (int i = 0; i < 60; i++) strcat(e60, "\xc3\xa9");
-    size_t n = dmx_utf8_copy(out, sizeof out, e60);
+    size_t n = srv_utf8_copy(out, sizeof out, e60);
     CHECK(n == 94 && valid_utf8(out), "60 x e-acute cut to 95 bytes: %zu bytes, valid %d", n,
           valid_utf8(out));
-    n = dmx_utf8_copy(out, 6, "ab\xe2\x82\xac"); /* "ab€" needs 6 bytes with the NUL */
+    n = srv_utf8_copy(out, 6, "ab\xe2\x82\xac"); /* "ab€" needs 6 bytes with the NUL */
     CHECK(n == 5 && !strcmp(out, "ab\xe2\x82\xac"), "fits exactly: %s", out);
-    n = dmx_utf8_copy(out, 5, "ab\xe2\x82\xac");
+    n = srv_utf8_copy(out, 5, "ab\xe2\x82\xac");
     CHECK(n == 2 && !strcmp(out, "ab"), "a character that does not fit is dropped whole: %s", out);
-    dmx_utf8_copy(out, sizeof out, "a\xff" "b\xc0\xafz\xed\xa0\x80!");
+    srv_utf8_copy(out, sizeof out, "a\xff" "b\xc0\xafz\xed\xa0\x80!");
     CHECK(valid_utf8(out) && out[0] == 'a' && out[1] == '?' && out[2] == 'b', "invalid bytes: %s", out);
     char cut[] = "xy\xe2\x82"; /* a truncation upstream cut the last character */
-    dmx_utf8_copy(cut, sizeof cut, cut);
+    srv_utf8_copy(cut, sizeof cut, cut);
     CHECK(!strcmp(cut, "xy"), "a cut character at the end is dropped: %s", cut);
-    dmx_utf8_copy(out, sizeof out, NULL);
+    srv_utf8_copy(out, sizeof out, NULL);
     CHECK(!strcmp(out, ""), "NULL is the empty string");
 }
 
@@ -75,26 +75,26 @@ static int count_lines(const char *text, const char *needle) {
 static void test_metrics(void) {
     char e60[121] = "";
     for (int i = 0; i < 60; i++) strcat(e60, "\xc3\xa9");
-    dmx_metrics_alert(e60, "warning", "firing");
-    dmx_metrics_alert("a\"b\\c\nd", "made-up", "firing");
+    srv_metrics_alert(e60, "warning", "firing");
+    srv_metrics_alert("a\"b\\c\nd", "made-up", "firing");
     char name[32];
     for (int i = 0; i < 300; i++) {
         snprintf(name, sizeof name, "Invented%d", i);
-        dmx_metrics_alert(name, "critical", "firing");
+        srv_metrics_alert(name, "critical", "firing");
     }
-    dmx_metrics_alert("DemixDown", "critical", "firing");
-    dmx_metrics_alert("DemixDown", "critical", "resolved");
-    dmx_metrics_declare_separation("htdemucs", "done");
-    dmx_metrics_declare_error("queue_full", "/separate");
+    srv_metrics_alert("DemixDown", "critical", "firing");
+    srv_metrics_alert("DemixDown", "critical", "resolved");
+    srv_metrics_declare_separation("htdemucs", "done");
+    srv_metrics_declare_error("queue_full", "/separate");
     /* Declared series leave room for real ones: 300 declared models do not
      * stop a real separation from being counted. */
     for (int i = 0; i < 300; i++) {
         snprintf(name, sizeof name, "model%d", i);
-        dmx_metrics_declare_separation(name, "done");
+        srv_metrics_declare_separation(name, "done");
     }
-    dmx_metrics_separation("real", "done", 1.0);
-    dmx_metrics_gauges g = {.models_loaded = 2, .queue_depth = 3};
-    char *t = dmx_metrics_render(&g);
+    srv_metrics_separation("real", "done", 1.0);
+    srv_metrics_gauges g = {.models_loaded = 2, .queue_depth = 3};
+    char *t = srv_metrics_render(&g);
     CHECK(t != NULL, "render");
     if (!t) return;
     CHECK(valid_utf8(t), "the exposition is valid UTF-8");
@@ -160,10 +160,10 @@ static char *capture(void (*fn)(void)) {
 }
 
 static void log_forged(void) {
-    dmx_srv_log_configure(1, DMX_LOG_INFO);
-    dmx_srv_log(DMX_LOG_INFO, "demix.test", "test", "rid\nX", NULL,
+    srv_log_configure(1, DMX_LOG_INFO);
+    srv_log(DMX_LOG_INFO, "demix.test", "test", "rid\nX", NULL,
                 "model 'x'\n2026-01-01T00:00:00.000Z error   demix.auth [-] forged\x1b[2J");
-    dmx_srv_log_configure(0, DMX_LOG_INFO);
+    srv_log_configure(0, DMX_LOG_INFO);
 }
 
 static void test_text_log(void) {
@@ -177,7 +177,7 @@ static void test_text_log(void) {
 static void log_long(void) {
     char msg[3000] = "";
     for (int i = 0; i < 1400; i++) strcat(msg, "\xc3\xa9");
-    dmx_srv_log(DMX_LOG_INFO, "demix.test", "test", NULL, NULL, "%s", msg);
+    srv_log(DMX_LOG_INFO, "demix.test", "test", NULL, NULL, "%s", msg);
 }
 
 static void test_long_log(void) {
@@ -188,8 +188,8 @@ static void test_long_log(void) {
 
 static void log_flood(void) {
     for (int i = 0; i < 1373; i++)
-        dmx_srv_engine_log(NULL, DMX_LOG_WARN, "[flac @ 0x1] invalid residual\n");
-    dmx_srv_log_flush();
+        srv_engine_log(NULL, DMX_LOG_WARN, "[flac @ 0x1] invalid residual\n");
+    srv_log_flush();
 }
 
 static void test_engine_rate_limit(void) {
@@ -225,10 +225,10 @@ static void test_zip(uint64_t threshold, const char *what) {
         write_file(paths[i], 3000 + 1000 * (size_t)i, i);
     }
     snprintf(zp, sizeof zp, "%s/stems.zip", dir);
-    dmx_zip64_threshold = threshold;
-    int rc = dmx_zip_write(zp, paths, names, 3);
-    dmx_zip64_threshold = 0xFFFFFFFFu;
-    CHECK(rc == 0, "%s: dmx_zip_write", what);
+    srv_zip64_threshold = threshold;
+    int rc = srv_zip_write(zp, paths, names, 3);
+    srv_zip64_threshold = 0xFFFFFFFFu;
+    CHECK(rc == 0, "%s: srv_zip_write", what);
     /* python3's zipfile: every entry's CRC, the names and contents. */
     snprintf(cmd, sizeof cmd,
              "python3 -c 'import sys,zipfile\n"

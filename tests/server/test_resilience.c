@@ -18,18 +18,18 @@
 
 /* ---- what resilience.c needs from the rest of the server ------------------------------ */
 
-dmx_srv_config dmx_srv_cfg;
+srv_config srv_cfg;
 static double fake_now = 1000;
-double dmx_srv_now(void) { return fake_now; }
+double srv_now(void) { return fake_now; }
 
-void dmx_srv_log(dmx_log_level level, const char *logger, const char *event_type,
+void srv_log(dmx_log_level level, const char *logger, const char *event_type,
                  const char *request_id, cJSON *fields, const char *fmt, ...) {
     (void)level, (void)logger, (void)event_type, (void)request_id, (void)fmt;
     cJSON_Delete(fields);
 }
 
 static char transitions[1024]; /* "name:from>to " for each transition, in order */
-void dmx_metrics_breaker_transition(const char *breaker, const char *from, const char *to) {
+void srv_metrics_breaker_transition(const char *breaker, const char *from, const char *to) {
     size_t k = strlen(transitions);
     snprintf(transitions + k, sizeof transitions - k, "%s:%s>%s ", breaker, from, to);
 }
@@ -48,13 +48,13 @@ static int failures;
     } while (0)
 
 static int take(const char *client, int *remaining, int *reset, int *retry) {
-    return dmx_ratelimit_take(client, remaining, reset, retry);
+    return srv_ratelimit_take(client, remaining, reset, retry);
 }
 
 static void test_bucket(void) {
     int rem, reset, retry;
-    dmx_srv_cfg.rate_per_minute = 60; /* one token a second */
-    dmx_srv_cfg.rate_burst = 3;
+    srv_cfg.rate_per_minute = 60; /* one token a second */
+    srv_cfg.rate_burst = 3;
     /* a new client has the whole burst */
     for (int i = 0; i < 3; i++) {
         CHECK(take("a", &rem, &reset, &retry) == 1, "take %d refused", i);
@@ -79,8 +79,8 @@ static void test_bucket(void) {
     CHECK(ok == 3, "%d takes after a long pause, burst is 3", ok);
 
     /* a slow rate: Retry-After is the wait for one whole token */
-    dmx_srv_cfg.rate_per_minute = 6; /* 0.1 token/s */
-    dmx_srv_cfg.rate_burst = 1;
+    srv_cfg.rate_per_minute = 6; /* 0.1 token/s */
+    srv_cfg.rate_burst = 1;
     fake_now += 1000;
     CHECK(take("slow", &rem, &reset, &retry) == 1, "slow: first take refused");
     CHECK(take("slow", &rem, &reset, &retry) == 0 && retry == 10, "slow: retry_after %d, want 10",
@@ -92,21 +92,21 @@ static void test_bucket(void) {
     /* eviction: a bucket that has refilled completely is forgotten */
     fake_now += 1000;
     CHECK(take("c", &rem, &reset, &retry) == 1, "c refused");
-    CHECK(dmx_ratelimit_buckets() == 1, "%d buckets; idle ones should be evicted",
-          dmx_ratelimit_buckets());
+    CHECK(srv_ratelimit_buckets() == 1, "%d buckets; idle ones should be evicted",
+          srv_ratelimit_buckets());
     /* a full table of limited clients: a newcomer is still served, memory is bounded */
     char name[32];
     for (int i = 0; i < 5000; i++) {
         snprintf(name, sizeof name, "10.0.%d.%d", i / 256, i % 256);
         take(name, &rem, &reset, &retry);
     }
-    int n = dmx_ratelimit_buckets();
+    int n = srv_ratelimit_buckets();
     CHECK(n == 4096, "%d buckets after 5000 clients (table of 4096)", n);
     CHECK(take("newcomer", &rem, &reset, &retry) == 1, "newcomer refused when the table is full");
-    CHECK(dmx_ratelimit_buckets() == n, "table grew past its bound");
+    CHECK(srv_ratelimit_buckets() == n, "table grew past its bound");
 
     /* rate 0: no limit at all */
-    dmx_srv_cfg.rate_per_minute = 0;
+    srv_cfg.rate_per_minute = 0;
     ok = 0;
     for (int i = 0; i < 100; i++) ok += take("x", &rem, &reset, &retry);
     CHECK(ok == 100, "rate 0 limited %d of 100", 100 - ok);
@@ -117,13 +117,13 @@ static atomic_int passed;
 static void *taker(void *arg) {
     (void)arg;
     int rem, reset, retry;
-    for (int i = 0; i < 200; i++) passed += dmx_ratelimit_take("shared", &rem, &reset, &retry);
+    for (int i = 0; i < 200; i++) passed += srv_ratelimit_take("shared", &rem, &reset, &retry);
     return NULL;
 }
 
 static void test_bucket_threads(void) {
-    dmx_srv_cfg.rate_per_minute = 60;
-    dmx_srv_cfg.rate_burst = 25;
+    srv_cfg.rate_per_minute = 60;
+    srv_cfg.rate_burst = 25;
     fake_now += 1000;
     pthread_t th[8];
     for (int i = 0; i < 8; i++) pthread_create(&th[i], NULL, taker, NULL);
@@ -133,7 +133,7 @@ static void test_bucket_threads(void) {
 }
 
 static const char *shown(const char *name) {
-    cJSON *o = dmx_breakers_json();
+    cJSON *o = srv_breakers_json();
     static char buf[32];
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, name);
     snprintf(buf, sizeof buf, "%s", cJSON_IsString(s) ? s->valuestring : "(none)");
@@ -143,48 +143,48 @@ static const char *shown(const char *name) {
 
 static void test_breaker(void) {
     int retry;
-    dmx_srv_cfg.breaker_threshold = 3;
-    dmx_srv_cfg.breaker_open_seconds = 10;
-    dmx_srv_cfg.breaker_probes = 1;
+    srv_cfg.breaker_threshold = 3;
+    srv_cfg.breaker_open_seconds = 10;
+    srv_cfg.breaker_probes = 1;
     const char *m = "model:m";
     /* closed: a success resets the count of consecutive failures */
-    CHECK(dmx_breaker_acquire(m, &retry) == 0, "new breaker refuses");
-    dmx_breaker_record(m, 0);
-    dmx_breaker_record(m, 0);
-    dmx_breaker_record(m, 1);
-    dmx_breaker_record(m, 0);
-    dmx_breaker_record(m, 0);
+    CHECK(srv_breaker_acquire(m, &retry) == 0, "new breaker refuses");
+    srv_breaker_record(m, 0);
+    srv_breaker_record(m, 0);
+    srv_breaker_record(m, 1);
+    srv_breaker_record(m, 0);
+    srv_breaker_record(m, 0);
     CHECK(!strcmp(shown(m), "closed"), "state %s after 2 failures since a success", shown(m));
-    CHECK(dmx_breaker_check(m, &retry) == 0 && retry == 0, "closed breaker refuses");
+    CHECK(srv_breaker_check(m, &retry) == 0 && retry == 0, "closed breaker refuses");
     /* the threshold opens it */
-    dmx_breaker_record(m, 0);
+    srv_breaker_record(m, 0);
     CHECK(!strcmp(shown(m), "open"), "state %s after 3 consecutive failures", shown(m));
-    CHECK(dmx_breakers_any_open(), "any_open is 0 with an open breaker");
-    CHECK(dmx_breaker_check(m, &retry) == -1 && retry == 10, "open: check %d s", retry);
-    CHECK(dmx_breaker_acquire(m, &retry) == -1 && retry == 10, "open: acquire %d s", retry);
+    CHECK(srv_breakers_any_open(), "any_open is 0 with an open breaker");
+    CHECK(srv_breaker_check(m, &retry) == -1 && retry == 10, "open: check %d s", retry);
+    CHECK(srv_breaker_acquire(m, &retry) == -1 && retry == 10, "open: acquire %d s", retry);
     fake_now += 4;
-    CHECK(dmx_breaker_acquire(m, &retry) == -1 && retry == 6, "open after 4 s: retry %d", retry);
+    CHECK(srv_breaker_acquire(m, &retry) == -1 && retry == 6, "open after 4 s: retry %d", retry);
     /* after the open period it shows half_open and admits one probe */
     fake_now += 6.5;
     CHECK(!strcmp(shown(m), "half_open"), "state %s after the open period", shown(m));
-    CHECK(!dmx_breakers_any_open(), "any_open after the open period");
-    CHECK(dmx_breaker_check(m, &retry) == 0, "check refuses when a probe is due");
-    CHECK(dmx_breaker_acquire(m, &retry) == 0, "the probe is refused");
-    CHECK(dmx_breaker_acquire(m, &retry) == -1 && retry == 1, "a 2nd probe admitted (probes=1)");
+    CHECK(!srv_breakers_any_open(), "any_open after the open period");
+    CHECK(srv_breaker_check(m, &retry) == 0, "check refuses when a probe is due");
+    CHECK(srv_breaker_acquire(m, &retry) == 0, "the probe is refused");
+    CHECK(srv_breaker_acquire(m, &retry) == -1 && retry == 1, "a 2nd probe admitted (probes=1)");
     /* a failed probe opens it again for a whole period */
-    dmx_breaker_record(m, 0);
+    srv_breaker_record(m, 0);
     CHECK(!strcmp(shown(m), "open"), "state %s after a failed probe", shown(m));
-    CHECK(dmx_breaker_acquire(m, &retry) == -1 && retry == 10, "reopened: retry %d", retry);
+    CHECK(srv_breaker_acquire(m, &retry) == -1 && retry == 10, "reopened: retry %d", retry);
     /* a successful probe closes it */
     fake_now += 10.5;
-    CHECK(dmx_breaker_acquire(m, &retry) == 0, "second probe refused");
-    dmx_breaker_record(m, 1);
+    CHECK(srv_breaker_acquire(m, &retry) == 0, "second probe refused");
+    srv_breaker_record(m, 1);
     CHECK(!strcmp(shown(m), "closed"), "state %s after a good probe", shown(m));
-    CHECK(dmx_breaker_acquire(m, &retry) == 0 && dmx_breaker_acquire(m, &retry) == 0,
+    CHECK(srv_breaker_acquire(m, &retry) == 0 && srv_breaker_acquire(m, &retry) == 0,
           "closed breaker limits calls");
     /* and it counts failures from zero again */
-    dmx_breaker_record(m, 0);
-    dmx_breaker_record(m, 0);
+    srv_breaker_record(m, 0);
+    srv_breaker_record(m, 0);
     CHECK(!strcmp(shown(m), "closed"), "state %s: failures before it opened still counted",
           shown(m));
     const char *want = "model:m:closed>open model:m:open>half_open model:m:half_open>open "
@@ -192,42 +192,42 @@ static void test_breaker(void) {
     CHECK(!strcmp(transitions, want), "transitions:\n  %s\nwant:\n  %s", transitions, want);
 
     /* several probe slots */
-    dmx_srv_cfg.breaker_threshold = 1;
-    dmx_srv_cfg.breaker_probes = 2;
+    srv_cfg.breaker_threshold = 1;
+    srv_cfg.breaker_probes = 2;
     const char *p = "model:p";
-    dmx_breaker_record(p, 0);
+    srv_breaker_record(p, 0);
     CHECK(!strcmp(shown(p), "open"), "threshold 1: state %s", shown(p));
     fake_now += 11;
-    CHECK(dmx_breaker_acquire(p, &retry) == 0, "probe 1 refused");
-    CHECK(dmx_breaker_acquire(p, &retry) == 0, "probe 2 refused");
-    CHECK(dmx_breaker_acquire(p, &retry) == -1, "probe 3 admitted with 2 slots");
+    CHECK(srv_breaker_acquire(p, &retry) == 0, "probe 1 refused");
+    CHECK(srv_breaker_acquire(p, &retry) == 0, "probe 2 refused");
+    CHECK(srv_breaker_acquire(p, &retry) == -1, "probe 3 admitted with 2 slots");
     /* breakers are independent */
-    CHECK(dmx_breaker_acquire("model:other", &retry) == 0, "another breaker refuses");
+    CHECK(srv_breaker_acquire("model:other", &retry) == 0, "another breaker refuses");
 }
 
 static void test_backoff(void) {
-    dmx_srv_cfg.retry_base_seconds = 0.5;
+    srv_cfg.retry_base_seconds = 0.5;
     for (int a = 0; a < 64; a++) {
         double cap = fmin(0.5 * pow(2, a), 30);
-        CHECK(dmx_backoff_delay(a, 0) == 0, "attempt %d: u=0 gives %g", a, dmx_backoff_delay(a, 0));
-        double hi = dmx_backoff_delay(a, 1);
+        CHECK(srv_backoff_delay(a, 0) == 0, "attempt %d: u=0 gives %g", a, srv_backoff_delay(a, 0));
+        double hi = srv_backoff_delay(a, 1);
         CHECK(fabs(hi - cap) < 1e-12, "attempt %d: cap %g, want %g", a, hi, cap);
-        double mid = dmx_backoff_delay(a, 0.5);
+        double mid = srv_backoff_delay(a, 0.5);
         CHECK(mid >= 0 && mid <= cap && fabs(mid - cap / 2) < 1e-12, "attempt %d: %g", a, mid);
     }
-    CHECK(dmx_backoff_delay(100000, 1) == 30, "huge attempt: %g", dmx_backoff_delay(100000, 1));
-    CHECK(dmx_backoff_delay(-3, 1) == 0.5, "negative attempt: %g", dmx_backoff_delay(-3, 1));
-    CHECK(dmx_backoff_delay(2, 7) <= 2 && dmx_backoff_delay(2, NAN) == 0, "u out of range");
+    CHECK(srv_backoff_delay(100000, 1) == 30, "huge attempt: %g", srv_backoff_delay(100000, 1));
+    CHECK(srv_backoff_delay(-3, 1) == 0.5, "negative attempt: %g", srv_backoff_delay(-3, 1));
+    CHECK(srv_backoff_delay(2, 7) <= 2 && srv_backoff_delay(2, NAN) == 0, "u out of range");
     /* a cancelled sleep returns at once, whatever the delay (the fake
      * clock does not move, so a sleep that ignored it would never end) */
     atomic_int cancel = 1;
-    dmx_srv_cfg.retry_base_seconds = 60;
-    dmx_backoff_sleep(5, &cancel);
+    srv_cfg.retry_base_seconds = 60;
+    srv_backoff_sleep(5, &cancel);
     /* base 0: no delay at all */
-    dmx_srv_cfg.retry_base_seconds = 0;
-    dmx_backoff_sleep(5, NULL);
-    CHECK(dmx_transient(DMX_ERR_IO) && dmx_transient(DMX_ERR_NOMEM) &&
-              !dmx_transient(DMX_ERR_DECODE) && !dmx_transient(DMX_OK),
+    srv_cfg.retry_base_seconds = 0;
+    srv_backoff_sleep(5, NULL);
+    CHECK(srv_transient(DMX_ERR_IO) && srv_transient(DMX_ERR_NOMEM) &&
+              !srv_transient(DMX_ERR_DECODE) && !srv_transient(DMX_OK),
           "transient classification");
 }
 
