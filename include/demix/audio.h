@@ -143,9 +143,9 @@ typedef enum dmx_audio_depth {
  * ownership. */
 typedef struct dmx_audio_format {
     dmx_audio_container container;
-    dmx_audio_depth depth;   /* WAV: S16/S24/F32; FLAC: S16/S24 */
-    int32_t mp3_bitrate;     /* MP3 constant bitrate in kbit/s (32..320); default 320 */
-    int32_t mp3_preset;      /* MP3 encoder quality 2 (best) .. 7 (fastest), LAME's -q,
+    dmx_audio_depth depth; /* WAV: S16/S24/F32; FLAC: S16/S24 */
+    int32_t mp3_bitrate;   /* MP3 constant bitrate in kbit/s (32..320); default 320 */
+    int32_t mp3_preset;    /* MP3 encoder quality 2 (best) .. 7 (fastest), LAME's -q,
                                 as upstream --mp3-preset; default 2 */
 } dmx_audio_format;
 

@@ -112,18 +112,18 @@ int64_t dmx_model_n_params(const dmx_model *m);
 typedef int (*dmx_progress_fn)(void *user, int64_t done, int64_t total);
 
 typedef struct dmx_separate_opts {
-    int32_t shifts;          /* random time shifts averaged (upstream `shifts`); 0 = none */
-    uint64_t seed;           /* seed for the shift offsets (reproducible) */
-    double overlap;          /* segment overlap fraction, [0, 1); default 0.25 */
-    double segment;          /* seconds per segment; 0 = the model's own */
-    int32_t split;           /* 1: split into overlapping segments (default); 0: whole input at once */
-    double transition_power; /* exponent of the triangular cross-fade weights; default 1 */
-    int32_t normalize;       /* 1: upstream separator pipeline (normalise by the mono
+    int32_t shifts; /* random time shifts averaged (upstream `shifts`); 0 = none */
+    uint64_t seed;  /* seed for the shift offsets (reproducible) */
+    double overlap; /* segment overlap fraction, [0, 1); default 0.25 */
+    double segment; /* seconds per segment; 0 = the model's own */
+    int32_t split;  /* 1: split into overlapping segments (default); 0: whole input at once */
+    double transition_power;  /* exponent of the triangular cross-fade weights; default 1 */
+    int32_t normalize;        /* 1: upstream separator pipeline (normalise by the mono
                                 reference's mean/std, separate, de-normalise); default 1 */
-    int32_t n_threads;       /* compute threads for this run; 0 = dmx_cpu_count() */
-    dmx_progress_fn progress;/* may be NULL */
+    int32_t n_threads;        /* compute threads for this run; 0 = dmx_cpu_count() */
+    dmx_progress_fn progress; /* may be NULL */
     void *progress_user;
-    atomic_int *cancel;      /* optional: set to non-zero from any thread to cancel */
+    atomic_int *cancel; /* optional: set to non-zero from any thread to cancel */
 } dmx_separate_opts;
 
 /* Fills `o` with upstream's defaults (shifts 0, overlap 0.25, split, power 1,

@@ -49,15 +49,15 @@ int32_t dmx_file_stems(const dmx_model *m, const char *two_stems, dmx_other_meth
                        char (*names)[DMX_MAX_STEM_NAME], int32_t cap);
 
 typedef struct dmx_file_job {
-    const char *input;             /* audio file to separate (any format FFmpeg reads) */
-    const char *two_stems;         /* NULL: all sources */
+    const char *input;     /* audio file to separate (any format FFmpeg reads) */
+    const char *two_stems; /* NULL: all sources */
     dmx_other_method other_method;
     dmx_clip_mode clip_mode;
-    dmx_audio_format format;       /* output format */
-    const char *const *outputs;    /* one path per output stem, in dmx_file_stems order;
+    dmx_audio_format format;    /* output format */
+    const char *const *outputs; /* one path per output stem, in dmx_file_stems order;
                                       their directories must exist */
     int32_t n_outputs;
-    int64_t max_frames;            /* 0: any length; else longer input (frames at the model
+    int64_t max_frames; /* 0: any length; else longer input (frames at the model
                                       rate) fails with DMX_ERR_BAD_INPUT as soon as decoding
                                       passes it, before any separation work */
 } dmx_file_job;

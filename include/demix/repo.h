@@ -53,9 +53,9 @@ extern "C" {
 /* Network class a checkpoint needs (its `klass`). */
 typedef enum dmx_repo_family {
     DMX_REPO_FAMILY_UNKNOWN = 0,
-    DMX_REPO_FAMILY_HTDEMUCS = 1, /* demucs.htdemucs.HTDemucs, Hybrid Transformer (v4) */
-    DMX_REPO_FAMILY_HDEMUCS = 2,  /* demucs.hdemucs.HDemucs, Hybrid Demucs (v3) */
-    DMX_REPO_FAMILY_DEMUCS = 3,   /* demucs.demucs.Demucs, time domain (v2) */
+    DMX_REPO_FAMILY_HTDEMUCS = 1,          /* demucs.htdemucs.HTDemucs, Hybrid Transformer (v4) */
+    DMX_REPO_FAMILY_HDEMUCS = 2,           /* demucs.hdemucs.HDemucs, Hybrid Demucs (v3) */
+    DMX_REPO_FAMILY_DEMUCS = 3,            /* demucs.demucs.Demucs, time domain (v2) */
     DMX_REPO_FAMILY_BS_ROFORMER = 4,       /* MSST's BSRoformer (an MSST config + .ckpt) */
     DMX_REPO_FAMILY_MEL_BAND_ROFORMER = 5, /* MSST's MelBandRoformer */
 } dmx_repo_family;
@@ -89,7 +89,7 @@ typedef struct dmx_repo_model {
     const char *description; /* one sentence for lists and the web page */
     int32_t n_members;
     const char *members[DMX_REPO_MAX_MEMBERS]; /* signatures in YAML order (repeats allowed) */
-    const char *yaml;        /* upstream's NAME.yaml content (models, weights, segment) */
+    const char *yaml; /* upstream's NAME.yaml content (models, weights, segment) */
     /* 1 when the YAML is one member with no weights and no segment: loading
      * that member's checkpoint is the same model (htdemucs, htdemucs_6s), so
      * no YAML file is needed in the cache. */
@@ -98,7 +98,7 @@ typedef struct dmx_repo_model {
 
 /* The known models, in upstream's documentation order. */
 size_t dmx_repo_n_models(void);
-const dmx_repo_model *dmx_repo_model_at(size_t i); /* NULL past the end */
+const dmx_repo_model *dmx_repo_model_at(size_t i);           /* NULL past the end */
 const dmx_repo_model *dmx_repo_model_find(const char *name); /* exact name or NULL */
 
 /* The known checkpoint files (files.txt order). */
@@ -177,10 +177,10 @@ void dmx_repo_list_free(dmx_repo_list *l);
 
 /* Result of a lookup. */
 typedef struct dmx_repo_hit {
-    char *path;     /* the file dmx_model_load() gets: a .th or a bag .yaml */
-    char *file;     /* its name within its folder */
+    char *path; /* the file dmx_model_load() gets: a .th or a bag .yaml */
+    char *file; /* its name within its folder */
     dmx_repo_kind kind;
-    char *checksum; /* the hex in the file name, "" when none (always "" for a bag) */
+    char *checksum;              /* the hex in the file name, "" when none (always "" for a bag) */
     const dmx_repo_model *known; /* the upstream model of that name, or NULL */
 } dmx_repo_hit;
 
@@ -218,9 +218,9 @@ dmx_status dmx_repo_config_checkpoint(const char *yaml_path, char **ckpt);
  * tensors (the archive is still checked entry by entry). */
 typedef struct dmx_repo_probe_info {
     dmx_repo_family family;
-    char klass[128];                                 /* class name, e.g. "HTDemucs" */
+    char klass[128]; /* class name, e.g. "HTDemucs" */
     int32_t n_sources;
-    char sources[DMX_REPO_MAX_SOURCES][64];          /* (n_sources) */
+    char sources[DMX_REPO_MAX_SOURCES][64]; /* (n_sources) */
     char families[32]; /* as dmx_repo_model_families: "HDemucs", "Demucs+HDemucs" */
 } dmx_repo_probe_info;
 

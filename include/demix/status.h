@@ -18,22 +18,22 @@ extern "C" {
 #endif
 
 /* X(name, value, description) */
-#define DMX_STATUS_MAP(X)                                                        \
-    X(DMX_OK, 0, "success")                                                      \
-    X(DMX_ERR_INVALID_ARG, -1, "invalid argument")                               \
-    X(DMX_ERR_NOMEM, -2, "out of memory")                                        \
-    X(DMX_ERR_IO, -3, "I/O error")                                               \
-    X(DMX_ERR_NOT_FOUND, -4, "not found")                                        \
-    X(DMX_ERR_CORRUPT, -5, "corrupt or truncated file")                          \
-    X(DMX_ERR_UNSUPPORTED, -6, "unsupported format or feature")                  \
-    X(DMX_ERR_MODEL, -7, "checkpoint does not match the model architecture")     \
-    X(DMX_ERR_BAD_INPUT, -8, "bad input data")                                   \
-    X(DMX_ERR_DECODE, -9, "audio could not be decoded")                          \
-    X(DMX_ERR_ENCODE, -10, "audio could not be encoded")                         \
-    X(DMX_ERR_CANCELLED, -11, "cancelled")                                       \
-    X(DMX_ERR_TIMEOUT, -12, "timed out")                                         \
-    X(DMX_ERR_NETWORK, -13, "network error")                                     \
-    X(DMX_ERR_CHECKSUM, -14, "checksum mismatch")                                \
+#define DMX_STATUS_MAP(X)                                                    \
+    X(DMX_OK, 0, "success")                                                  \
+    X(DMX_ERR_INVALID_ARG, -1, "invalid argument")                           \
+    X(DMX_ERR_NOMEM, -2, "out of memory")                                    \
+    X(DMX_ERR_IO, -3, "I/O error")                                           \
+    X(DMX_ERR_NOT_FOUND, -4, "not found")                                    \
+    X(DMX_ERR_CORRUPT, -5, "corrupt or truncated file")                      \
+    X(DMX_ERR_UNSUPPORTED, -6, "unsupported format or feature")              \
+    X(DMX_ERR_MODEL, -7, "checkpoint does not match the model architecture") \
+    X(DMX_ERR_BAD_INPUT, -8, "bad input data")                               \
+    X(DMX_ERR_DECODE, -9, "audio could not be decoded")                      \
+    X(DMX_ERR_ENCODE, -10, "audio could not be encoded")                     \
+    X(DMX_ERR_CANCELLED, -11, "cancelled")                                   \
+    X(DMX_ERR_TIMEOUT, -12, "timed out")                                     \
+    X(DMX_ERR_NETWORK, -13, "network error")                                 \
+    X(DMX_ERR_CHECKSUM, -14, "checksum mismatch")                            \
     X(DMX_ERR_INTERNAL, -15, "internal error")
 
 typedef enum dmx_status {

@@ -41,7 +41,7 @@ static void av_log_cb(void *avcl, int level, const char *fmt, va_list vl) {
     size_t n = strlen(line);
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
     if (n == 0) return;
-    dmx_log_level l = level <= AV_LOG_ERROR ? DMX_LOG_WARN
+    dmx_log_level l = level <= AV_LOG_ERROR     ? DMX_LOG_WARN
                       : level <= AV_LOG_WARNING ? DMX_LOG_INFO
                                                 : DMX_LOG_DEBUG;
     dmx__log(l, "ffmpeg: %s", line);
@@ -68,21 +68,30 @@ dmx_status dmx__av_fail(dmx_status s, int averr, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (av_strerror(averr, err, sizeof err) < 0)
-        snprintf(err, sizeof err, "error %d", averr);
+    if (av_strerror(averr, err, sizeof err) < 0) snprintf(err, sizeof err, "error %d", averr);
     return dmx__fail(s, "%s: %s", msg, err);
 }
 
 int dmx__averr_is_os(int averr) {
     switch (averr) {
-    case AVERROR(ENOENT): case AVERROR(EACCES): case AVERROR(EIO):
-    case AVERROR(ENOSPC): case AVERROR(EISDIR): case AVERROR(ENOTDIR): case AVERROR(EROFS):
-    case AVERROR(EMFILE): case AVERROR(ENFILE): case AVERROR(ENAMETOOLONG):
-    case AVERROR(EDQUOT): case AVERROR(EFBIG): case AVERROR(ELOOP): case AVERROR(EBADF):
-    case AVERROR(EXDEV): case AVERROR(ENXIO): case AVERROR(ENODEV):
-        return 1;
-    default:
-        return 0;
+        case AVERROR(ENOENT):
+        case AVERROR(EACCES):
+        case AVERROR(EIO):
+        case AVERROR(ENOSPC):
+        case AVERROR(EISDIR):
+        case AVERROR(ENOTDIR):
+        case AVERROR(EROFS):
+        case AVERROR(EMFILE):
+        case AVERROR(ENFILE):
+        case AVERROR(ENAMETOOLONG):
+        case AVERROR(EDQUOT):
+        case AVERROR(EFBIG):
+        case AVERROR(ELOOP):
+        case AVERROR(EBADF):
+        case AVERROR(EXDEV):
+        case AVERROR(ENXIO):
+        case AVERROR(ENODEV): return 1;
+        default: return 0;
     }
 }
 

@@ -41,11 +41,11 @@ struct dmx_decoder {
     SwrContext *swr;
     int swr_in_rate; /* input rate swr was made for */
     int demux_eof, dec_eof, done;
-    int64_t frames_out;   /* output frames produced since (re)open */
-    int64_t errors;       /* packets that failed to decode */
+    int64_t frames_out; /* output frames produced since (re)open */
+    int64_t errors;     /* packets that failed to decode */
     int consecutive_errors;
-    int last_err;         /* last libav decode error, for messages */
-    dmx_status sticky;    /* a fatal error seen while decoding */
+    int last_err;      /* last libav decode error, for messages */
+    dmx_status sticky; /* a fatal error seen while decoding */
 
     /* planar float scratch at the source rate, out_ch channels (resampler input) */
     float *conv[MAX_CH];
@@ -98,41 +98,41 @@ static void load_channel(const AVFrame *f, int ch, float *dst) {
     const int stride = planar ? 1 : nch;
     const int off = planar ? 0 : ch;
     switch (av_get_packed_sample_fmt(f->format)) {
-    case AV_SAMPLE_FMT_U8: {
-        const uint8_t *s = base;
-        for (int i = 0; i < n; i++) dst[i] = (s[i * stride + off] - 0x80) * (1.0f / (1 << 7));
-        break;
-    }
-    case AV_SAMPLE_FMT_S16: {
-        const int16_t *s = (const int16_t *)base;
-        for (int i = 0; i < n; i++) dst[i] = s[i * stride + off] * (1.0f / (1 << 15));
-        break;
-    }
-    case AV_SAMPLE_FMT_S32: {
-        const int32_t *s = (const int32_t *)base;
-        for (int i = 0; i < n; i++) dst[i] = (float)s[i * stride + off] * (1.0f / (1U << 31));
-        break;
-    }
-    case AV_SAMPLE_FMT_S64: {
-        const int64_t *s = (const int64_t *)base;
-        for (int i = 0; i < n; i++)
-            dst[i] = (float)s[i * stride + off] * (1.0f / (float)(UINT64_C(1) << 63));
-        break;
-    }
-    case AV_SAMPLE_FMT_FLT: {
-        const float *s = (const float *)base;
-        if (stride == 1) memcpy(dst, s, (size_t)n * sizeof(float));
-        else for (int i = 0; i < n; i++) dst[i] = s[i * stride + off];
-        break;
-    }
-    case AV_SAMPLE_FMT_DBL: {
-        const double *s = (const double *)base;
-        for (int i = 0; i < n; i++) dst[i] = (float)s[i * stride + off];
-        break;
-    }
-    default: /* rejected before we get here */
-        memset(dst, 0, (size_t)n * sizeof(float));
-        break;
+        case AV_SAMPLE_FMT_U8: {
+            const uint8_t *s = base;
+            for (int i = 0; i < n; i++) dst[i] = (s[i * stride + off] - 0x80) * (1.0f / (1 << 7));
+            break;
+        }
+        case AV_SAMPLE_FMT_S16: {
+            const int16_t *s = (const int16_t *)base;
+            for (int i = 0; i < n; i++) dst[i] = s[i * stride + off] * (1.0f / (1 << 15));
+            break;
+        }
+        case AV_SAMPLE_FMT_S32: {
+            const int32_t *s = (const int32_t *)base;
+            for (int i = 0; i < n; i++) dst[i] = (float)s[i * stride + off] * (1.0f / (1U << 31));
+            break;
+        }
+        case AV_SAMPLE_FMT_S64: {
+            const int64_t *s = (const int64_t *)base;
+            for (int i = 0; i < n; i++)
+                dst[i] = (float)s[i * stride + off] * (1.0f / (float)(UINT64_C(1) << 63));
+            break;
+        }
+        case AV_SAMPLE_FMT_FLT: {
+            const float *s = (const float *)base;
+            if (stride == 1)
+                memcpy(dst, s, (size_t)n * sizeof(float));
+            else
+                for (int i = 0; i < n; i++) dst[i] = s[i * stride + off];
+            break;
+        }
+        case AV_SAMPLE_FMT_DBL: {
+            const double *s = (const double *)base;
+            for (int i = 0; i < n; i++) dst[i] = (float)s[i * stride + off];
+            break;
+        }
+        default: /* rejected before we get here */ memset(dst, 0, (size_t)n * sizeof(float)); break;
     }
 }
 
@@ -157,8 +157,10 @@ static int map_channels(dmx_decoder *d, const AVFrame *f, float *const *dst) {
         return 0;
     }
     for (int c = 0; c < d->out_ch; c++) {
-        if (nch == 1 && c > 0) memcpy(dst[c], dst[0], (size_t)n * sizeof(float));
-        else load_channel(f, c, dst[c]);
+        if (nch == 1 && c > 0)
+            memcpy(dst[c], dst[0], (size_t)n * sizeof(float));
+        else
+            load_channel(f, c, dst[c]);
     }
     return 0;
 }
@@ -205,17 +207,18 @@ static dmx_status swr_setup(dmx_decoder *d, int in_rate) {
 
 static int supported_sample_fmt(int fmt) {
     switch (av_get_packed_sample_fmt(fmt)) {
-    case AV_SAMPLE_FMT_U8: case AV_SAMPLE_FMT_S16: case AV_SAMPLE_FMT_S32:
-    case AV_SAMPLE_FMT_S64: case AV_SAMPLE_FMT_FLT: case AV_SAMPLE_FMT_DBL:
-        return 1;
-    default:
-        return 0;
+        case AV_SAMPLE_FMT_U8:
+        case AV_SAMPLE_FMT_S16:
+        case AV_SAMPLE_FMT_S32:
+        case AV_SAMPLE_FMT_S64:
+        case AV_SAMPLE_FMT_FLT:
+        case AV_SAMPLE_FMT_DBL: return 1;
+        default: return 0;
     }
 }
 
 static dmx_status check_channels(const dmx_decoder *d, int nch) {
-    if (nch < 1)
-        return dmx__fail(DMX_ERR_DECODE, "%s: audio stream has no channels", d->path);
+    if (nch < 1) return dmx__fail(DMX_ERR_DECODE, "%s: audio stream has no channels", d->path);
     if (nch != d->out_ch && d->out_ch != 1 && nch != 1 && nch < d->out_ch)
         return dmx__fail(DMX_ERR_UNSUPPORTED,
                          "%s: audio has %d channels; cannot make %d (only mono is expanded)",
@@ -300,8 +303,7 @@ static dmx_status step(dmx_decoder *d) {
         d->errors++;
         d->last_err = ret;
         if (++d->consecutive_errors > MAX_CONSECUTIVE_ERRORS)
-            return dmx__av_fail(DMX_ERR_DECODE, ret, "%s: audio stream cannot be decoded",
-                                d->path);
+            return dmx__av_fail(DMX_ERR_DECODE, ret, "%s: audio stream cannot be decoded", d->path);
         return DMX_OK;
     }
     if (d->demux_eof) { /* flushed but the decoder wants more: treat as the end */
@@ -358,14 +360,18 @@ static dmx_status fill(dmx_decoder *d, int64_t want) {
  * are refused: a decoder reads the one file it was given. */
 static int deny_io_open(AVFormatContext *s, AVIOContext **pb, const char *url, int flags,
                         AVDictionary **options) {
-    (void)s; (void)pb; (void)url; (void)flags; (void)options;
+    (void)s;
+    (void)pb;
+    (void)url;
+    (void)flags;
+    (void)options;
     return AVERROR(EPERM);
 }
 
 /* Demuxers that open further resources named inside the file. */
 static int demuxer_allowed(const AVInputFormat *f) {
-    static const char *const refused[] = {"concat", "hls", "applehttp", "dash", "imf", "sdp",
-                                          "rtsp", "rtp", "image2", "tee", "ffconcat"};
+    static const char *const refused[] = {"concat", "hls", "applehttp", "dash", "imf",     "sdp",
+                                          "rtsp",   "rtp", "image2",    "tee",  "ffconcat"};
     if (!f || (f->flags & AVFMT_NOFILE)) return 0;
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
         if (strcmp(f->name, refused[i]) == 0) return 0;
@@ -414,8 +420,10 @@ static dmx_status open_stream(dmx_decoder *d) {
     }
     if (!demuxer_allowed(ifmt)) {
         close_pb(d);
-        return dmx__fail(DMX_ERR_DECODE, "%s: %s files (which refer to other files) are not "
-                         "accepted", d->path, ifmt->name);
+        return dmx__fail(DMX_ERR_DECODE,
+                         "%s: %s files (which refer to other files) are not "
+                         "accepted",
+                         d->path, ifmt->name);
     }
     d->fmt->pb = d->pb;
     d->fmt->io_open = deny_io_open;
@@ -468,11 +476,10 @@ static dmx_status open_stream(dmx_decoder *d) {
                 codec = avcodec_get_name(d->fmt->streams[i]->codecpar->codec_id);
                 break;
             }
-        dmx_status st =
-            has_audio ? dmx__fail(DMX_ERR_DECODE, "%s: no decoder for audio codec %s", d->path,
-                                  codec)
-                      : dmx__fail(DMX_ERR_DECODE, "%s: no audio stream (%s data)", d->path,
-                                  d->fmt->iformat->name);
+        dmx_status st = has_audio ? dmx__fail(DMX_ERR_DECODE, "%s: no decoder for audio codec %s",
+                                              d->path, codec)
+                                  : dmx__fail(DMX_ERR_DECODE, "%s: no audio stream (%s data)",
+                                              d->path, d->fmt->iformat->name);
         avformat_close_input(&d->fmt);
         close_pb(d);
         return st;

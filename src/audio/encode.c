@@ -87,27 +87,36 @@ static int codec_has_rate(const AVCodec *c, int rate) {
 int dmx__audio_codec_names(const dmx_audio_format *f, const char **muxer, const char **encoder,
                            enum AVSampleFormat *sfmt) {
     switch (f->container) {
-    case DMX_AUDIO_WAV:
-        *muxer = "wav";
-        switch (f->depth) {
-        case DMX_DEPTH_S16: *encoder = "pcm_s16le"; *sfmt = AV_SAMPLE_FMT_S16; return 0;
-        case DMX_DEPTH_S24: *encoder = "pcm_s24le"; *sfmt = AV_SAMPLE_FMT_S32; return 0;
-        case DMX_DEPTH_F32: *encoder = "pcm_f32le"; *sfmt = AV_SAMPLE_FMT_FLT; return 0;
-        }
-        return -1;
-    case DMX_AUDIO_FLAC:
-        *muxer = "flac";
-        *encoder = "flac";
-        switch (f->depth) {
-        case DMX_DEPTH_S16: *sfmt = AV_SAMPLE_FMT_S16; return 0;
-        case DMX_DEPTH_S24: *sfmt = AV_SAMPLE_FMT_S32; return 0;
-        default: return -1;
-        }
-    case DMX_AUDIO_MP3:
-        *muxer = "mp3";
-        *encoder = "libmp3lame";
-        *sfmt = AV_SAMPLE_FMT_S16P;
-        return 0;
+        case DMX_AUDIO_WAV:
+            *muxer = "wav";
+            switch (f->depth) {
+                case DMX_DEPTH_S16:
+                    *encoder = "pcm_s16le";
+                    *sfmt = AV_SAMPLE_FMT_S16;
+                    return 0;
+                case DMX_DEPTH_S24:
+                    *encoder = "pcm_s24le";
+                    *sfmt = AV_SAMPLE_FMT_S32;
+                    return 0;
+                case DMX_DEPTH_F32:
+                    *encoder = "pcm_f32le";
+                    *sfmt = AV_SAMPLE_FMT_FLT;
+                    return 0;
+            }
+            return -1;
+        case DMX_AUDIO_FLAC:
+            *muxer = "flac";
+            *encoder = "flac";
+            switch (f->depth) {
+                case DMX_DEPTH_S16: *sfmt = AV_SAMPLE_FMT_S16; return 0;
+                case DMX_DEPTH_S24: *sfmt = AV_SAMPLE_FMT_S32; return 0;
+                default: return -1;
+            }
+        case DMX_AUDIO_MP3:
+            *muxer = "mp3";
+            *encoder = "libmp3lame";
+            *sfmt = AV_SAMPLE_FMT_S16P;
+            return 0;
     }
     return -1;
 }
@@ -147,47 +156,47 @@ static void convert_into(dmx_encoder *e, const float *const *planar, int64_t src
                          int n) {
     const int ch = e->ch;
     switch (e->sfmt) {
-    case AV_SAMPLE_FMT_S16: {
-        int16_t *d = (int16_t *)e->frame->data[0] + (size_t)at * ch;
-        for (int c = 0; c < ch; c++) {
-            const float *s = planar[c] + src_off;
-            for (int i = 0; i < n; i++) d[(size_t)i * ch + c] = f_to_s16(s[i]);
+        case AV_SAMPLE_FMT_S16: {
+            int16_t *d = (int16_t *)e->frame->data[0] + (size_t)at * ch;
+            for (int c = 0; c < ch; c++) {
+                const float *s = planar[c] + src_off;
+                for (int i = 0; i < n; i++) d[(size_t)i * ch + c] = f_to_s16(s[i]);
+            }
+            break;
         }
-        break;
-    }
-    case AV_SAMPLE_FMT_S32: { /* 24-bit in the high bits, as pcm_s24le/flac expect */
-        int32_t *d = (int32_t *)e->frame->data[0] + (size_t)at * ch;
-        for (int c = 0; c < ch; c++) {
-            const float *s = planar[c] + src_off;
-            for (int i = 0; i < n; i++) d[(size_t)i * ch + c] = f_to_s24(s[i]) * 256;
+        case AV_SAMPLE_FMT_S32: { /* 24-bit in the high bits, as pcm_s24le/flac expect */
+            int32_t *d = (int32_t *)e->frame->data[0] + (size_t)at * ch;
+            for (int c = 0; c < ch; c++) {
+                const float *s = planar[c] + src_off;
+                for (int i = 0; i < n; i++) d[(size_t)i * ch + c] = f_to_s24(s[i]) * 256;
+            }
+            break;
         }
-        break;
-    }
-    case AV_SAMPLE_FMT_FLT: {
-        float *d = (float *)e->frame->data[0] + (size_t)at * ch;
-        for (int c = 0; c < ch; c++) {
-            const float *s = planar[c] + src_off;
-            for (int i = 0; i < n; i++) d[(size_t)i * ch + c] = s[i];
+        case AV_SAMPLE_FMT_FLT: {
+            float *d = (float *)e->frame->data[0] + (size_t)at * ch;
+            for (int c = 0; c < ch; c++) {
+                const float *s = planar[c] + src_off;
+                for (int i = 0; i < n; i++) d[(size_t)i * ch + c] = s[i];
+            }
+            break;
         }
-        break;
-    }
-    case AV_SAMPLE_FMT_S16P:
-        for (int c = 0; c < ch; c++) {
-            int16_t *d = (int16_t *)e->frame->extended_data[c] + at;
-            const float *s = planar[c] + src_off;
-            for (int i = 0; i < n; i++) d[i] = f_to_s16_upstream(s[i]);
-        }
-        break;
-    default:
-        break;
+        case AV_SAMPLE_FMT_S16P:
+            for (int c = 0; c < ch; c++) {
+                int16_t *d = (int16_t *)e->frame->extended_data[c] + at;
+                const float *s = planar[c] + src_off;
+                for (int i = 0; i < n; i++) d[i] = f_to_s16_upstream(s[i]);
+            }
+            break;
+        default: break;
     }
 }
 
 /* ---- codec / muxer plumbing -------------------------------------------------- */
 
 static dmx_status fail_io_or(dmx_encoder *e, int ret, dmx_status otherwise, const char *what) {
-    dmx_status s = dmx__averr_is_os(ret) ? DMX_ERR_IO : ret == AVERROR(ENOMEM) ? DMX_ERR_NOMEM
-                                                                               : otherwise;
+    dmx_status s = dmx__averr_is_os(ret)    ? DMX_ERR_IO
+                   : ret == AVERROR(ENOMEM) ? DMX_ERR_NOMEM
+                                            : otherwise;
     return dmx__av_fail(s, ret, "%s %s", what, e->path);
 }
 
@@ -256,8 +265,8 @@ static dmx_status setup(dmx_encoder *e) {
         if (e->sfmt == AV_SAMPLE_FMT_S16P && codec_has_sample_fmt(e->codec, AV_SAMPLE_FMT_S16))
             e->sfmt = AV_SAMPLE_FMT_S16; /* not expected for libmp3lame */
         else
-            return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: encoder %s lacks sample format %s",
-                             e->path, encoder, av_get_sample_fmt_name(e->sfmt));
+            return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: encoder %s lacks sample format %s", e->path,
+                             encoder, av_get_sample_fmt_name(e->sfmt));
     }
     if (!codec_has_rate(e->codec, e->rate))
         return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: %s cannot encode at %d Hz", e->path,
@@ -351,8 +360,10 @@ dmx_status dmx_encoder_open(const char *path, const dmx_audio_format *fmt, int32
         return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_encoder_open: bad channel count %d",
                          (int)channels);
     dmx_audio_format f;
-    if (fmt) f = *fmt;
-    else dmx_audio_format_init(&f, DMX_AUDIO_WAV);
+    if (fmt)
+        f = *fmt;
+    else
+        dmx_audio_format_init(&f, DMX_AUDIO_WAV);
     if ((unsigned)f.container > DMX_AUDIO_MP3 || (unsigned)f.depth > DMX_DEPTH_F32)
         return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_encoder_open: bad format");
     if (f.mp3_bitrate == 0) f.mp3_bitrate = 320;
@@ -382,8 +393,10 @@ dmx_status dmx_encoder_open(const char *path, const dmx_audio_format *fmt, int32
     e->ch = channels;
     dmx_status st = setup(e);
     if (st) {
-        if (e->oc && e->oc->pb) dmx_encoder_abort(e); /* the .part exists: delete it */
-        else free_encoder(e);
+        if (e->oc && e->oc->pb)
+            dmx_encoder_abort(e); /* the .part exists: delete it */
+        else
+            free_encoder(e);
         return st;
     }
     dmx__clear_error();

@@ -69,8 +69,8 @@ static void compute_supported(void) {
     size_t len = 0;
     for (int c = 0; c < (int)(sizeof k_ext / sizeof k_ext[0]); c++) {
         if (!dmx_audio_container_available((dmx_audio_container)c)) continue;
-        int n = snprintf(g_supported + len, sizeof g_supported - len, "%s%s", len ? " " : "",
-                         k_ext[c]);
+        int n =
+            snprintf(g_supported + len, sizeof g_supported - len, "%s%s", len ? " " : "", k_ext[c]);
         if (n > 0) len += (size_t)n;
     }
 }

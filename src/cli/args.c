@@ -49,7 +49,8 @@ int parse_u64_opt(const char *cmd, const char *opt, const char *s, uint64_t *out
     if (!*s || *s == '-' || isspace((unsigned char)*s))
         return cli_usage_error(cmd, "%s expects a non-negative integer, got '%s'", opt, s);
     unsigned long long v = strtoull(s, &end, 10);
-    if (*end || errno) return cli_usage_error(cmd, "%s expects a non-negative integer, got '%s'", opt, s);
+    if (*end || errno)
+        return cli_usage_error(cmd, "%s expects a non-negative integer, got '%s'", opt, s);
     *out = (uint64_t)v;
     return 0;
 }
@@ -59,10 +60,9 @@ int parse_u64_opt(const char *cmd, const char *opt, const char *s, uint64_t *out
  * know; the offending word is normally argv[optind - 1]. */
 int report_getopt_error(const char *cmd, int argc, char **argv, int ret) {
     const char *word = (optind - 1 >= 0 && optind - 1 < argc) ? argv[optind - 1] : "?";
-    if (ret == ':') {
-        return cli_usage_error(cmd, "option '%s' needs a value", word);
-    }
-    if (optopt && !(word[0] == '-' && word[1] == '-')) return cli_usage_error(cmd, "unknown option '-%c'", optopt);
+    if (ret == ':') { return cli_usage_error(cmd, "option '%s' needs a value", word); }
+    if (optopt && !(word[0] == '-' && word[1] == '-'))
+        return cli_usage_error(cmd, "unknown option '-%c'", optopt);
     return cli_usage_error(cmd, "unknown option '%s'", word);
 }
 

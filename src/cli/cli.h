@@ -22,8 +22,8 @@
 /* Exit statuses (documented in --help). */
 enum {
     EXIT_OK = 0,
-    EXIT_RUNTIME = 1,   /* a track, a model or a download failed */
-    EXIT_USAGE = 2,     /* bad or contradictory command line */
+    EXIT_RUNTIME = 1,    /* a track, a model or a download failed */
+    EXIT_USAGE = 2,      /* bad or contradictory command line */
     EXIT_INTERRUPT = 130 /* commands return it; main.c exits with 128 + the signal */
 };
 
@@ -45,7 +45,8 @@ int cli_interrupt_exit(void);
  * cleared first and redrawn after; they are safe to call from any thread. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));  /* "demix: ..." */
 void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* unless quiet */
-void cli_info(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* stdout, unless quiet */
+void cli_info(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2))); /* stdout, unless quiet */
 void cli_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* only with -v */
 /* Prints "demix: MSG (see 'demix CMD --help')" and returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -20,10 +20,10 @@ int srv_serve_main(int argc, char **argv); /* src/server/serve.c */
 /* `demix serve` lives in src/server (library demix_server), which defines
  * DEMIX_HAVE_SERVER for this target when it is built. */
 int srv_serve_main(int argc, char **argv);
-#define SERVE_USAGE "    demix serve [OPTIONS]\n"
+#define SERVE_USAGE   "    demix serve [OPTIONS]\n"
 #define SERVE_COMMAND "    serve      Run the HTTP API. See 'demix serve --help'.\n"
 #else
-#define SERVE_USAGE ""
+#define SERVE_USAGE   ""
 #define SERVE_COMMAND ""
 #endif
 
@@ -94,8 +94,7 @@ void print_main_help(FILE *f) {
             "\n"
             "USAGE\n"
             "    demix separate [OPTIONS] TRACK...\n"
-            "    demix models {list | fetch NAME... | verify [NAME...] | path NAME}\n"
-            SERVE_USAGE
+            "    demix models {list | fetch NAME... | verify [NAME...] | path NAME}\n" SERVE_USAGE
             "    demix --help | --version\n"
             "\n"
             "DESCRIPTION\n"
@@ -107,9 +106,7 @@ void print_main_help(FILE *f) {
             "COMMANDS\n"
             "    separate   Separate tracks into stems. See 'demix separate --help'.\n"
             "    models     List, download, verify and locate models.\n"
-            "               See 'demix models --help'.\n"
-            SERVE_COMMAND
-            "\n"
+            "               See 'demix models --help'.\n" SERVE_COMMAND "\n"
             "OPTIONS\n"
             "    -h, --help     Show this text.\n"
             "    --version      Show the version.\n"

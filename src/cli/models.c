@@ -119,7 +119,8 @@ static int sha256_file(const char *path, char hex[65]) {
  * unreadable, 2 no checksum in the name. */
 static int verify_named_file(const char *path, const char *name, char got[65], char expect[65]) {
     dmx_repo_entry e;
-    if (dmx_repo_parse_name(name, &e) != DMX_OK || e.kind != DMX_REPO_CHECKPOINT || !e.checksum[0]) return 2;
+    if (dmx_repo_parse_name(name, &e) != DMX_OK || e.kind != DMX_REPO_CHECKPOINT || !e.checksum[0])
+        return 2;
     snprintf(expect, 65, "%s", e.checksum);
     if (sha256_file(path, got) != 0) return -1;
     return strncmp(got, expect, strlen(expect)) == 0;
@@ -284,8 +285,8 @@ static int fetch_file(const char *cache, const char *file, const char *model) {
     CURL *h = NULL;
 
     if (mkdir_p(cache, NULL, NULL) != 0) {
-        cli_err("cannot create the model cache %s: %s (set DEMIX_MODELS to another folder)",
-                cache, strerror(errno));
+        cli_err("cannot create the model cache %s: %s (set DEMIX_MODELS to another folder)", cache,
+                strerror(errno));
         goto out;
     }
     int done_by_other;
@@ -477,15 +478,17 @@ static int write_bag_yaml(const char *cache, const dmx_repo_model *m) {
 }
 
 /* Makes one known file present in the cache (verifying it first if asked). */
-static int fetch_known_file(const char *cache, const char *file, const char *model, int verify_present) {
+static int fetch_known_file(const char *cache, const char *file, const char *model,
+                            int verify_present) {
     char *p = path_join(cache, file);
     int rc = EXIT_OK;
     if (path_exists(p) && verify_present) {
         char got[65], expect[65];
         int v = verify_named_file(p, file, got, expect);
         if (v == 0) {
-            cli_warn("%s does not match its checksum (sha256 %.8s..., expected %s); downloading it again", p, got,
-                     expect);
+            cli_warn("%s does not match its checksum (sha256 %.8s..., expected %s); downloading it "
+                     "again",
+                     p, got, expect);
             unlink(p);
         } else if (v < 0) {
             cli_err("cannot read %s: %s", p, strerror(errno));
@@ -507,13 +510,15 @@ static int fetch_known_model(const char *cache, const dmx_repo_model *m, int ver
     const dmx_repo_file *files[DMX_REPO_MAX_MEMBERS];
     int n = model_files(m, files);
     int rc = EXIT_OK;
-    for (int i = 0; i < n && rc == EXIT_OK; i++) rc = fetch_known_file(cache, files[i]->file, m->name, verify_present);
+    for (int i = 0; i < n && rc == EXIT_OK; i++)
+        rc = fetch_known_file(cache, files[i]->file, m->name, verify_present);
     if (rc == EXIT_OK && !m->direct) rc = write_bag_yaml(cache, m);
     progress_shutdown();
     return rc;
 }
 
-static int fetch_one_file(const char *cache, const char *file, const char *model, int verify_present) {
+static int fetch_one_file(const char *cache, const char *file, const char *model,
+                          int verify_present) {
     curl_once();
     progress_init(1);
     int rc = fetch_known_file(cache, file, model, verify_present);
@@ -575,8 +580,8 @@ static int check_hit(const dmx_repo_hit *h) {
     char got[65], expect[65];
     int v = verify_named_file(h->path, h->file, got, expect);
     if (v == 0) {
-        cli_err("checksum mismatch for %s: its sha256 starts with %.*s, expected %s", h->path, (int)strlen(expect),
-                got, expect);
+        cli_err("checksum mismatch for %s: its sha256 starts with %.*s, expected %s", h->path,
+                (int)strlen(expect), got, expect);
         return -1;
     }
     if (v < 0) {
@@ -645,7 +650,8 @@ int models_resolve(const char *name, const char *repo, int allow_fetch, char **p
                     free(p);
                 }
                 if (have < nf)
-                    cli_info("Model %s (%s) is not in the cache %s yet; downloading it", name, size, cache);
+                    cli_info("Model %s (%s) is not in the cache %s yet; downloading it", name, size,
+                             cache);
                 rc = fetch_known_model(cache, m, 0);
             } else {
                 rc = fetch_one_file(cache, f->file, name, 0);
@@ -660,9 +666,10 @@ int models_resolve(const char *name, const char *repo, int allow_fetch, char **p
         if (st == DMX_ERR_NOT_FOUND && !h.known && !dmx_repo_file_find(name)) {
             char names[512];
             known_names(names, sizeof names);
-            cli_err("unknown model '%s': not in the cache %s, and upstream publishes only %s (or their "
-                    "signatures); use --repo DIR for models kept elsewhere",
-                    name, cache, names);
+            cli_err(
+                "unknown model '%s': not in the cache %s, and upstream publishes only %s (or their "
+                "signatures); use --repo DIR for models kept elsewhere",
+                name, cache, names);
         } else {
             cli_err("%s", dmx_last_error());
         }
@@ -686,8 +693,10 @@ static int64_t file_size(const char *p) {
 /* Family and sources of a folder entry: the table's for a known file, else
  * read from the checkpoint (or a bag's first member, or an MSST config).
  * Returns the family. */
-static dmx_repo_family describe(const char *dir, const dmx_repo_item *it, char *fam, size_t fn, char *src, size_t sn) {
-    const dmx_repo_file *f = it->entry.kind == DMX_REPO_CHECKPOINT ? dmx_repo_file_find(it->entry.name) : NULL;
+static dmx_repo_family describe(const char *dir, const dmx_repo_item *it, char *fam, size_t fn,
+                                char *src, size_t sn) {
+    const dmx_repo_file *f =
+        it->entry.kind == DMX_REPO_CHECKPOINT ? dmx_repo_file_find(it->entry.name) : NULL;
     if (f && !strcmp(f->checksum, it->entry.checksum)) {
         snprintf(fam, fn, "%s", dmx_repo_family_name(f->family));
         src[0] = '\0';
@@ -725,7 +734,9 @@ static void list_folder(const char *dir, int skip_known, int *count) {
         const dmx_repo_item *it = &l->items[i];
         if (skip_known) {
             const dmx_repo_file *f = dmx_repo_file_find(it->entry.name);
-            if (it->entry.kind == DMX_REPO_CHECKPOINT && f && !strcmp(f->checksum, it->entry.checksum)) continue;
+            if (it->entry.kind == DMX_REPO_CHECKPOINT && f &&
+                !strcmp(f->checksum, it->entry.checksum))
+                continue;
             if (it->entry.kind == DMX_REPO_BAG && dmx_repo_model_find(it->entry.name)) continue;
         }
         char *p = path_join(dir, it->file);
@@ -740,7 +751,10 @@ static void list_folder(const char *dir, int skip_known, int *count) {
             if (it->entry.kind == DMX_REPO_BAG) snprintf(size, sizeof size, "-");
             char status[4200];
             snprintf(status, sizeof status, "%s: %s",
-                     msst ? "MSST config" : it->entry.kind == DMX_REPO_BAG ? "bag" : "local", p);
+                     msst                             ? "MSST config"
+                     : it->entry.kind == DMX_REPO_BAG ? "bag"
+                                                      : "local",
+                     p);
             printf(LIST_FMT, it->entry.name, fam, src, size, status);
         }
         free(p);
@@ -787,8 +801,10 @@ static int models_list(const char *repo) {
         } else {
             approx_size(m, size, sizeof size);
             char status[64];
-            if (present) snprintf(status, sizeof status, "partly cached (%d of %d files)", present, total);
-            else snprintf(status, sizeof status, "not cached");
+            if (present)
+                snprintf(status, sizeof status, "partly cached (%d of %d files)", present, total);
+            else
+                snprintf(status, sizeof status, "not cached");
             printf(LIST_FMT, m->name, fam, src, size, status);
         }
         dmx_repo_hit_clear(&h);
@@ -813,7 +829,8 @@ int models_list_upstream(const char *repo) {
         if (!repo) {
             size_t n = bags ? dmx_repo_n_models() : dmx_repo_n_files();
             for (size_t i = 0; i < n; i++)
-                printf("%s%s", k++ ? "\n    " : "", bags ? dmx_repo_model_at(i)->name : dmx_repo_file_at(i)->sig);
+                printf("%s%s", k++ ? "\n    " : "",
+                       bags ? dmx_repo_model_at(i)->name : dmx_repo_file_at(i)->sig);
         } else {
             dmx_repo_list *l = NULL;
             if (dmx_repo_scan(repo, &l) == DMX_OK) {
@@ -848,7 +865,8 @@ static int models_fetch(const char *name) {
         rc = fetch_known_model(cache, m, 1);
         if (rc == EXIT_OK) {
             dmx_repo_hit h;
-            if (dmx_repo_resolve(NULL, name, &h) == DMX_OK) cli_info("Model %s is ready: %s", name, h.path);
+            if (dmx_repo_resolve(NULL, name, &h) == DMX_OK)
+                cli_info("Model %s is ready: %s", name, h.path);
             dmx_repo_hit_clear(&h);
         }
     } else if (f || (dmx_repo_name_valid(name) && dmx_repo_parse_name(name, &e) == DMX_OK &&
@@ -857,10 +875,11 @@ static int models_fetch(const char *name) {
     } else {
         char names[512];
         known_names(names, sizeof names);
-        rc = cli_usage_error("models",
-                             "cannot fetch '%s': expected one of %s, a signature of theirs, or a checkpoint file "
-                             "name SIG-CHECKSUM.th",
-                             name, names);
+        rc = cli_usage_error(
+            "models",
+            "cannot fetch '%s': expected one of %s, a signature of theirs, or a checkpoint file "
+            "name SIG-CHECKSUM.th",
+            name, names);
     }
     free(cache);
     return rc;
@@ -881,7 +900,8 @@ static int verify_one(const char *dir, const char *file) {
         else if (v == 2)
             printf("no hash   %s (nothing to verify)\n", p);
         else if (v == 0) {
-            printf("MISMATCH  %s (sha256 %.*s..., expected %s)\n", p, (int)strlen(expect), got, expect);
+            printf("MISMATCH  %s (sha256 %.*s..., expected %s)\n", p, (int)strlen(expect), got,
+                   expect);
             ok = 0;
         } else {
             printf("ERROR     %s (%s)\n", p, strerror(errno));
@@ -912,7 +932,9 @@ static int models_verify(char **names, int n, const char *repo) {
         char **v = list_dir(dir, ".th", ".part", &k);
         for (size_t i = 0; i < k; i++) {
             if (ends_with(v[i], ".part")) {
-                printf("partial   %s/%s (an unfinished download; 'demix models fetch' resumes it)\n", dir, v[i]);
+                printf(
+                    "partial   %s/%s (an unfinished download; 'demix models fetch' resumes it)\n",
+                    dir, v[i]);
                 continue;
             }
             bad += !verify_one(dir, v[i]);
@@ -1012,11 +1034,11 @@ int cmd_models(int argc, char **argv) {
     optind = 1;
     while ((c = getopt_long(argc, argv, ":hvq", longopts, NULL)) != -1) {
         switch (c) {
-        case 'r': repo = optarg; break;
-        case 'h': print_models_help(stdout); return EXIT_OK;
-        case 'v': cli_verbosity = 1; break;
-        case 'q': cli_verbosity = -1; break;
-        default: return report_getopt_error("models", argc, argv, c);
+            case 'r': repo = optarg; break;
+            case 'h': print_models_help(stdout); return EXIT_OK;
+            case 'v': cli_verbosity = 1; break;
+            case 'q': cli_verbosity = -1; break;
+            default: return report_getopt_error("models", argc, argv, c);
         }
     }
     if (optind >= argc)
@@ -1029,7 +1051,9 @@ int cmd_models(int argc, char **argv) {
         return models_list(repo);
     }
     if (!strcmp(action, "fetch")) {
-        if (repo) return cli_usage_error("models", "'models fetch' downloads into the cache; --repo does not apply");
+        if (repo)
+            return cli_usage_error(
+                "models", "'models fetch' downloads into the cache; --repo does not apply");
         if (!nargs) return cli_usage_error("models", "'models fetch' needs a model name");
         int rc = EXIT_OK;
         for (int i = 0; i < nargs && rc != EXIT_INTERRUPT; i++) {
@@ -1041,7 +1065,8 @@ int cmd_models(int argc, char **argv) {
     }
     if (!strcmp(action, "verify")) return models_verify(args, nargs, repo);
     if (!strcmp(action, "path")) {
-        if (nargs != 1) return cli_usage_error("models", "'models path' needs exactly one model name");
+        if (nargs != 1)
+            return cli_usage_error("models", "'models path' needs exactly one model name");
         return models_path(args[0], repo);
     }
     return cli_usage_error("models", "unknown action '%s' (expected list, fetch, verify or path)",

@@ -80,16 +80,16 @@ static char *expand_template(const char *t, const char *track, const char *track
     const char *vals[] = {track, trackext, stem, ext};
     size_t cap = strlen(t) + 256, len = 0;
     char *out = xmalloc(cap);
-#define PUT(s, n)                                                                            \
-    do {                                                                                     \
-        size_t n_ = (n);                                                                     \
-        if (len + n_ + 1 > cap) {                                                            \
-            cap = 2 * (len + n_ + 1);                                                        \
-            out = realloc(out, cap);                                                         \
-            if (!out) abort();                                                               \
-        }                                                                                    \
-        memcpy(out + len, (s), n_);                                                          \
-        len += n_;                                                                           \
+#define PUT(s, n)                     \
+    do {                              \
+        size_t n_ = (n);              \
+        if (len + n_ + 1 > cap) {     \
+            cap = 2 * (len + n_ + 1); \
+            out = realloc(out, cap);  \
+            if (!out) abort();        \
+        }                             \
+        memcpy(out + len, (s), n_);   \
+        len += n_;                    \
     } while (0)
     for (const char *p = t; *p;) {
         if (p[0] == '{' && p[1] == '{') {
@@ -148,10 +148,10 @@ static void split_track_name(const char *path, char **name, char **ext) {
 /* Extensions taken from a folder: what FFmpeg commonly decodes as audio. A
  * folder often holds cover art, cue sheets and notes, which are skipped. */
 static int has_audio_extension(const char *name) {
-    static const char *exts[] = {"wav",  "wave", "flac", "mp3", "ogg", "oga",  "opus", "m4a",
-                                 "mp4",  "aac",  "wma",  "aif", "aiff", "aifc", "alac", "ape",
-                                 "wv",   "mka",  "mkv",  "webm", "caf", "au",   "snd",  "mp2",
-                                 "ac3",  "w64",  "rf64", "tta", "mpc", "spx",  "amr",  "mov"};
+    static const char *exts[] = {"wav", "wave", "flac", "mp3",  "ogg",  "oga",  "opus", "m4a",
+                                 "mp4", "aac",  "wma",  "aif",  "aiff", "aifc", "alac", "ape",
+                                 "wv",  "mka",  "mkv",  "webm", "caf",  "au",   "snd",  "mp2",
+                                 "ac3", "w64",  "rf64", "tta",  "mpc",  "spx",  "amr",  "mov"};
     const char *dot = strrchr(name, '.');
     if (!dot) return 0;
     for (size_t i = 0; i < sizeof exts / sizeof *exts; i++)
@@ -293,8 +293,13 @@ static int do_track(run *r, dmx_session *sess, track *t, int slot) {
     o.progress = on_progress;
     o.progress_user = &pc;
     o.cancel = &cli_cancel;
-    dmx_file_job job = {t->path, cfg->two_stems, (dmx_other_method)cfg->other_method,
-                        (dmx_clip_mode)cfg->clip_mode, cfg->fmt, (const char *const *)t->outs, r->n_stems,
+    dmx_file_job job = {t->path,
+                        cfg->two_stems,
+                        (dmx_other_method)cfg->other_method,
+                        (dmx_clip_mode)cfg->clip_mode,
+                        cfg->fmt,
+                        (const char *const *)t->outs,
+                        r->n_stems,
                         0 /* no length limit */};
     const char *base = strrchr(t->path, '/') ? strrchr(t->path, '/') + 1 : t->path;
     progress_start(slot, base, PROGRESS_SEGMENTS);
@@ -365,9 +370,27 @@ static void *worker(void *p) {
 static const int MP3_BITRATES[] = {32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320};
 
 enum {
-    O_REPO = 256, O_FILENAME, O_SHIFTS, O_SEED, O_OVERLAP, O_SEGMENT, O_NO_SPLIT, O_TWO_STEMS,
-    O_OTHER_METHOD, O_INT24, O_FLOAT32, O_FLAC, O_MP3, O_MP3_BITRATE, O_MP3_PRESET, O_CLIP_MODE,
-    O_LIST_MODELS, O_VERSION, O_THREADS, O_MODEL_CONFIG, O_CHECKPOINT
+    O_REPO = 256,
+    O_FILENAME,
+    O_SHIFTS,
+    O_SEED,
+    O_OVERLAP,
+    O_SEGMENT,
+    O_NO_SPLIT,
+    O_TWO_STEMS,
+    O_OTHER_METHOD,
+    O_INT24,
+    O_FLOAT32,
+    O_FLAC,
+    O_MP3,
+    O_MP3_BITRATE,
+    O_MP3_PRESET,
+    O_CLIP_MODE,
+    O_LIST_MODELS,
+    O_VERSION,
+    O_THREADS,
+    O_MODEL_CONFIG,
+    O_CHECKPOINT
 };
 
 static char *abs_path(const char *p) {
@@ -415,9 +438,17 @@ int cmd_separate(int argc, char **argv) {
     };
     const char *cmd = "separate";
     sep_cfg cfg = {
-        .name = "htdemucs", .out = "separated", .filename = "{track}/{stem}.{ext}",
-        .other_method = OM_ADD, .clip_mode = CLIP_RESCALE, .shifts = 1, .split = 1, .jobs = 1,
-        .seed = 0, .overlap = 0.25, .segment = 0,
+        .name = "htdemucs",
+        .out = "separated",
+        .filename = "{track}/{stem}.{ext}",
+        .other_method = OM_ADD,
+        .clip_mode = CLIP_RESCALE,
+        .shifts = 1,
+        .split = 1,
+        .jobs = 1,
+        .seed = 0,
+        .overlap = 0.25,
+        .segment = 0,
     };
     const char *model_config = NULL, *checkpoint = NULL; /* an MSST config + its checkpoint */
     char *config_name = NULL;
@@ -433,95 +464,128 @@ int cmd_separate(int argc, char **argv) {
     optind = 1;
     while ((c = getopt_long(argc, argv, ":n:s:o:d:j:vqh", longopts, NULL)) != -1) {
         switch (c) {
-        case 'n': cfg.name = optarg; name_given = 1; break;
-        case 's': cfg.name = optarg; sig_given = 1; break; /* one model, by signature */
-        case O_REPO: cfg.repo = optarg; break;
-        case O_MODEL_CONFIG: model_config = optarg; break;
-        case O_CHECKPOINT: checkpoint = optarg; break;
-        case 'o': cfg.out = optarg; break;
-        case O_FILENAME: cfg.filename = optarg; break;
-        case 'd': device = optarg; break;
-        case O_SHIFTS:
-            if ((rc = parse_long_opt(cmd, "--shifts", optarg, 0, 100, &lv))) return rc;
-            cfg.shifts = (int)lv;
-            break;
-        case O_SEED:
-            if ((rc = parse_u64_opt(cmd, "--seed", optarg, &cfg.seed))) return rc;
-            break;
-        case O_OVERLAP:
-            if ((rc = parse_double_opt(cmd, "--overlap", optarg, 0, 1, 0, &cfg.overlap))) return rc;
-            break;
-        case O_SEGMENT:
-            if ((rc = parse_double_opt(cmd, "--segment", optarg, 0, 1e9, 1, &cfg.segment))) return rc;
-            if (cfg.segment <= 0) return cli_usage_error(cmd, "--segment must be positive");
-            seg_given = 1;
-            break;
-        case O_NO_SPLIT: cfg.split = 0; break;
-        case O_TWO_STEMS: cfg.two_stems = optarg; break;
-        case O_OTHER_METHOD:
-            if (!strcmp(optarg, "add")) cfg.other_method = OM_ADD;
-            else if (!strcmp(optarg, "minus")) cfg.other_method = OM_MINUS;
-            else if (!strcmp(optarg, "none")) cfg.other_method = OM_NONE;
-            else return cli_usage_error(cmd, "--other-method must be add, minus or none, got '%s'", optarg);
-            break;
-        case O_INT24: int24 = 1; break;
-        case O_FLOAT32: float32 = 1; break;
-        case O_FLAC: flac = 1; break;
-        case O_MP3: mp3 = 1; break;
-        case O_MP3_BITRATE: {
-            if ((rc = parse_long_opt(cmd, "--mp3-bitrate", optarg, 8, 640, &mp3_bitrate))) return rc;
-            int valid = 0;
-            for (size_t i = 0; i < sizeof MP3_BITRATES / sizeof *MP3_BITRATES; i++)
-                valid |= MP3_BITRATES[i] == mp3_bitrate;
-            if (!valid)
-                return cli_usage_error(cmd, "--mp3-bitrate %ld is not an MP3 bitrate (32, 40, 48, 56, "
-                                       "64, 80, 96, 112, 128, 160, 192, 224, 256 or 320)", mp3_bitrate);
-            break;
-        }
-        case O_MP3_PRESET:
-            if ((rc = parse_long_opt(cmd, "--mp3-preset", optarg, 2, 7, &mp3_preset))) return rc;
-            break;
-        case O_CLIP_MODE:
-            if (!strcmp(optarg, "rescale")) cfg.clip_mode = CLIP_RESCALE;
-            else if (!strcmp(optarg, "clamp")) cfg.clip_mode = CLIP_CLAMP;
-            else if (!strcmp(optarg, "none")) cfg.clip_mode = CLIP_NONE;
-            else return cli_usage_error(cmd, "--clip-mode must be rescale, clamp or none, got '%s'", optarg);
-            break;
-        case 'j':
-            if ((rc = parse_long_opt(cmd, "--jobs", optarg, 0, 256, &lv))) return rc;
-            cfg.jobs = lv > 0 ? (int)lv : 1; /* upstream's 0 means "no extra workers" */
-            break;
-        case O_THREADS:
-            if ((rc = parse_long_opt(cmd, "--threads", optarg, 1, 256, &lv))) return rc;
-            cfg.threads = (int)lv;
-            break;
-        case 'v': verbose = 1; break;
-        case 'q': quiet = 1; break;
-        case O_LIST_MODELS: list_models = 1; break;
-        case 'h': print_separate_help(stdout); return EXIT_OK;
-        case O_VERSION: printf("demix %s\n", DEMIX_CLI_VERSION); return EXIT_OK;
-        default: return report_getopt_error(cmd, argc, argv, c);
+            case 'n':
+                cfg.name = optarg;
+                name_given = 1;
+                break;
+            case 's':
+                cfg.name = optarg;
+                sig_given = 1;
+                break; /* one model, by signature */
+            case O_REPO: cfg.repo = optarg; break;
+            case O_MODEL_CONFIG: model_config = optarg; break;
+            case O_CHECKPOINT: checkpoint = optarg; break;
+            case 'o': cfg.out = optarg; break;
+            case O_FILENAME: cfg.filename = optarg; break;
+            case 'd': device = optarg; break;
+            case O_SHIFTS:
+                if ((rc = parse_long_opt(cmd, "--shifts", optarg, 0, 100, &lv))) return rc;
+                cfg.shifts = (int)lv;
+                break;
+            case O_SEED:
+                if ((rc = parse_u64_opt(cmd, "--seed", optarg, &cfg.seed))) return rc;
+                break;
+            case O_OVERLAP:
+                if ((rc = parse_double_opt(cmd, "--overlap", optarg, 0, 1, 0, &cfg.overlap)))
+                    return rc;
+                break;
+            case O_SEGMENT:
+                if ((rc = parse_double_opt(cmd, "--segment", optarg, 0, 1e9, 1, &cfg.segment)))
+                    return rc;
+                if (cfg.segment <= 0) return cli_usage_error(cmd, "--segment must be positive");
+                seg_given = 1;
+                break;
+            case O_NO_SPLIT: cfg.split = 0; break;
+            case O_TWO_STEMS: cfg.two_stems = optarg; break;
+            case O_OTHER_METHOD:
+                if (!strcmp(optarg, "add"))
+                    cfg.other_method = OM_ADD;
+                else if (!strcmp(optarg, "minus"))
+                    cfg.other_method = OM_MINUS;
+                else if (!strcmp(optarg, "none"))
+                    cfg.other_method = OM_NONE;
+                else
+                    return cli_usage_error(
+                        cmd, "--other-method must be add, minus or none, got '%s'", optarg);
+                break;
+            case O_INT24: int24 = 1; break;
+            case O_FLOAT32: float32 = 1; break;
+            case O_FLAC: flac = 1; break;
+            case O_MP3: mp3 = 1; break;
+            case O_MP3_BITRATE: {
+                if ((rc = parse_long_opt(cmd, "--mp3-bitrate", optarg, 8, 640, &mp3_bitrate)))
+                    return rc;
+                int valid = 0;
+                for (size_t i = 0; i < sizeof MP3_BITRATES / sizeof *MP3_BITRATES; i++)
+                    valid |= MP3_BITRATES[i] == mp3_bitrate;
+                if (!valid)
+                    return cli_usage_error(
+                        cmd,
+                        "--mp3-bitrate %ld is not an MP3 bitrate (32, 40, 48, 56, "
+                        "64, 80, 96, 112, 128, 160, 192, 224, 256 or 320)",
+                        mp3_bitrate);
+                break;
+            }
+            case O_MP3_PRESET:
+                if ((rc = parse_long_opt(cmd, "--mp3-preset", optarg, 2, 7, &mp3_preset)))
+                    return rc;
+                break;
+            case O_CLIP_MODE:
+                if (!strcmp(optarg, "rescale"))
+                    cfg.clip_mode = CLIP_RESCALE;
+                else if (!strcmp(optarg, "clamp"))
+                    cfg.clip_mode = CLIP_CLAMP;
+                else if (!strcmp(optarg, "none"))
+                    cfg.clip_mode = CLIP_NONE;
+                else
+                    return cli_usage_error(
+                        cmd, "--clip-mode must be rescale, clamp or none, got '%s'", optarg);
+                break;
+            case 'j':
+                if ((rc = parse_long_opt(cmd, "--jobs", optarg, 0, 256, &lv))) return rc;
+                cfg.jobs = lv > 0 ? (int)lv : 1; /* upstream's 0 means "no extra workers" */
+                break;
+            case O_THREADS:
+                if ((rc = parse_long_opt(cmd, "--threads", optarg, 1, 256, &lv))) return rc;
+                cfg.threads = (int)lv;
+                break;
+            case 'v': verbose = 1; break;
+            case 'q': quiet = 1; break;
+            case O_LIST_MODELS: list_models = 1; break;
+            case 'h': print_separate_help(stdout); return EXIT_OK;
+            case O_VERSION: printf("demix %s\n", DEMIX_CLI_VERSION); return EXIT_OK;
+            default: return report_getopt_error(cmd, argc, argv, c);
         }
     }
 
     /* Contradictions are refused up front, before any work. */
-    if (verbose && quiet) return cli_usage_error(cmd, "--verbose and --quiet contradict each other");
+    if (verbose && quiet)
+        return cli_usage_error(cmd, "--verbose and --quiet contradict each other");
     if (name_given && sig_given)
-        return cli_usage_error(cmd, "-n/--name and -s/--sig are mutually exclusive (as upstream's)");
+        return cli_usage_error(cmd,
+                               "-n/--name and -s/--sig are mutually exclusive (as upstream's)");
     cli_verbosity = quiet ? -1 : verbose ? 1 : 0;
     if (!model_config != !checkpoint)
-        return cli_usage_error(cmd, "--model-config and --checkpoint go together (an MSST config and its checkpoint)");
+        return cli_usage_error(
+            cmd, "--model-config and --checkpoint go together (an MSST config and its checkpoint)");
     if (model_config && (name_given || sig_given || cfg.repo))
-        return cli_usage_error(cmd, "--model-config/--checkpoint name the model; they exclude -n, -s and --repo");
-    if (int24 && float32) return cli_usage_error(cmd, "--int24 and --float32 contradict each other");
+        return cli_usage_error(
+            cmd, "--model-config/--checkpoint name the model; they exclude -n, -s and --repo");
+    if (int24 && float32)
+        return cli_usage_error(cmd, "--int24 and --float32 contradict each other");
     if (flac && mp3) return cli_usage_error(cmd, "--flac and --mp3 contradict each other");
-    if (flac && float32) return cli_usage_error(cmd, "--float32 is for WAV output; FLAC stores integers only (use --int24)");
+    if (flac && float32)
+        return cli_usage_error(
+            cmd, "--float32 is for WAV output; FLAC stores integers only (use --int24)");
     if (mp3 && (int24 || float32))
-        return cli_usage_error(cmd, "%s sets the WAV/FLAC sample format and has no meaning with --mp3",
+        return cli_usage_error(cmd,
+                               "%s sets the WAV/FLAC sample format and has no meaning with --mp3",
                                int24 ? "--int24" : "--float32");
-    if (!cfg.split && seg_given) return cli_usage_error(cmd, "--segment and --no-split contradict each other");
+    if (!cfg.split && seg_given)
+        return cli_usage_error(cmd, "--segment and --no-split contradict each other");
     if (strcasecmp(device, "cpu"))
-        return cli_usage_error(cmd, "--device %s is not available: this build of demix runs on the CPU only", device);
+        return cli_usage_error(
+            cmd, "--device %s is not available: this build of demix runs on the CPU only", device);
     if (list_models) return models_list_upstream(cfg.repo); /* upstream's form */
     if (optind >= argc) return cli_usage_error(cmd, "no tracks given");
 
@@ -570,8 +634,9 @@ int cmd_separate(int argc, char **argv) {
     }
     size_t mpl = strlen(model_path);
     if (sig_given && mpl > 5 && !strcmp(model_path + mpl - 5, ".yaml")) {
-        cli_err("'%s' is a bag of models (%s); -s/--sig takes one model's signature, use -n for a bag",
-                cfg.name, model_path);
+        cli_err(
+            "'%s' is a bag of models (%s); -s/--sig takes one model's signature, use -n for a bag",
+            cfg.name, model_path);
         exit_rc = EXIT_RUNTIME;
         goto cleanup;
     }
@@ -592,23 +657,29 @@ int cmd_separate(int argc, char **argv) {
         char srcs[512] = "";
         for (int s = 0; s < S; s++) {
             size_t l = strlen(srcs);
-            snprintf(srcs + l, sizeof srcs - l, "%s%s", s ? ", " : "", dmx_model_source_name(model, s));
+            snprintf(srcs + l, sizeof srcs - l, "%s%s", s ? ", " : "",
+                     dmx_model_source_name(model, s));
         }
-        cli_debug("model %s (%s): %d sources (%s), %d Hz, %d channels, segment %.2f s, %d member%s, "
-                  "%.1f M parameters, loaded in %.2f s",
-                  cfg.name, model_path, S, srcs, dmx_model_samplerate(model), dmx_model_channels(model),
-                  dmx_model_segment(model), dmx_model_n_members(model),
-                  dmx_model_n_members(model) == 1 ? "" : "s", dmx_model_n_params(model) / 1e6,
-                  cli_now() - tl);
+        cli_debug(
+            "model %s (%s): %d sources (%s), %d Hz, %d channels, segment %.2f s, %d member%s, "
+            "%.1f M parameters, loaded in %.2f s",
+            cfg.name, model_path, S, srcs, dmx_model_samplerate(model), dmx_model_channels(model),
+            dmx_model_segment(model), dmx_model_n_members(model),
+            dmx_model_n_members(model) == 1 ? "" : "s", dmx_model_n_params(model) / 1e6,
+            cli_now() - tl);
         if (cfg.two_stems && dmx_model_source_index(model, cfg.two_stems) < 0) {
-            exit_rc = cli_usage_error(cmd, "--two-stems %s: the model %s has no such source; STEM must "
-                                      "be one of %s", cfg.two_stems, cfg.name, srcs);
+            exit_rc = cli_usage_error(cmd,
+                                      "--two-stems %s: the model %s has no such source; STEM must "
+                                      "be one of %s",
+                                      cfg.two_stems, cfg.name, srcs);
             goto cleanup;
         }
     }
     if (seg_given && cfg.segment > dmx_model_max_segment(model) + 1e-9) {
-        exit_rc = cli_usage_error(cmd, "--segment %g is longer than the %.2f s the model %s was trained "
-                                  "on; use at most that", cfg.segment, dmx_model_max_segment(model), cfg.name);
+        exit_rc = cli_usage_error(cmd,
+                                  "--segment %g is longer than the %.2f s the model %s was trained "
+                                  "on; use at most that",
+                                  cfg.segment, dmx_model_max_segment(model), cfg.name);
         goto cleanup;
     }
 
@@ -625,8 +696,8 @@ int cmd_separate(int argc, char **argv) {
         if (n_stems == 2) {
             /* Upstream's names: no_STEM for the sum of the others, minus_STEM
              * for the mix minus STEM. */
-            owned_names[1] = xasprintf("%s_%s", cfg.other_method == OM_MINUS ? "minus" : "no",
-                                       cfg.two_stems);
+            owned_names[1] =
+                xasprintf("%s_%s", cfg.other_method == OM_MINUS ? "minus" : "no", cfg.two_stems);
             stems[1] = owned_names[1];
         }
     }
@@ -635,7 +706,8 @@ int cmd_separate(int argc, char **argv) {
         track *t = &tracks[i];
         t->outs = xcalloc((size_t)n_stems, sizeof *t->outs);
         for (int s = 0; s < n_stems; s++) {
-            char *rel = expand_template(cfg.filename, t->track, t->trackext, stems[s], ext, err, sizeof err);
+            char *rel = expand_template(cfg.filename, t->track, t->trackext, stems[s], ext, err,
+                                        sizeof err);
             t->outs[s] = path_join(base_dir, rel);
             free(rel);
         }
@@ -650,9 +722,11 @@ int cmd_separate(int argc, char **argv) {
         qsort(all, total, sizeof *all, cmp_str);
         for (size_t k = 1; k < total; k++)
             if (!strcmp(all[k], all[k - 1])) {
-                exit_rc = cli_usage_error(cmd, "two outputs would be written to %s; put {track} and "
+                exit_rc = cli_usage_error(cmd,
+                                          "two outputs would be written to %s; put {track} and "
                                           "{stem} (and {trackext} for tracks that differ only in "
-                                          "extension) in --filename", all[k]);
+                                          "extension) in --filename",
+                                          all[k]);
                 free(all);
                 free(owned_names[1]);
                 owned_names[1] = NULL;
@@ -721,16 +795,20 @@ int cmd_separate(int argc, char **argv) {
         exit_rc = EXIT_INTERRUPT;
         int sig = atomic_load(&cli_cancel);
         cli_err("interrupted by %s; %d of %zu tracks were separated",
-                sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "Ctrl-C", n_ok, n_tracks);
+                sig == SIGTERM  ? "SIGTERM"
+                : sig == SIGHUP ? "SIGHUP"
+                                : "Ctrl-C",
+                n_ok, n_tracks);
     } else if (n_failed || n_missing) {
         exit_rc = EXIT_RUNTIME;
         /* With one track its own error already says everything. */
         if (n_tracks + (size_t)n_missing > 1)
             cli_err("%d of %zu track%s failed; %d separated into %s", n_failed + n_missing,
-                n_tracks + (size_t)n_missing, n_tracks + n_missing == 1 ? "" : "s", n_ok, abs_base);
+                    n_tracks + (size_t)n_missing, n_tracks + n_missing == 1 ? "" : "s", n_ok,
+                    abs_base);
     } else {
-        cli_info("Done: %d track%s separated with %s in %s; stems are in %s", n_ok, n_ok == 1 ? "" : "s",
-                 cfg.name, el, abs_base);
+        cli_info("Done: %d track%s separated with %s in %s; stems are in %s", n_ok,
+                 n_ok == 1 ? "" : "s", cfg.name, el, abs_base);
     }
     free(owned_names[1]);
 

@@ -67,9 +67,9 @@ typedef struct track {
     int64_t fixed_valid; /* > 0: the model length of every chunk (a fixed-segment
                           * network given a segment), else valid_length(chunk) */
     int64_t n_chunks, next;
-    float *acc;          /* (sources*channels, ring) weighted sums, indexed by t % ring */
-    float *sw;           /* (ring) summed weights */
-    float *weight;       /* (sl) cross-fade weights, shared by tracks of equal sl (not owned if shared) */
+    float *acc;    /* (sources*channels, ring) weighted sums, indexed by t % ring */
+    float *sw;     /* (ring) summed weights */
+    float *weight; /* (sl) cross-fade weights, shared by tracks of equal sl (not owned if shared) */
     int owns_weight;
 } track;
 
@@ -79,24 +79,24 @@ struct dmx_stream {
     dmx_write_fn write;
     void *write_user;
     int S, A, threads, shifts;
-    int64_t max_valid;      /* longest model input of any evaluation */
+    int64_t max_valid; /* longest model input of any evaluation */
     /* normalisation (upstream separator): statistics of the mono reference */
-    double mean_acc, m2;    /* pass 1: Welford's running mean and squared deviations */
+    double mean_acc, m2; /* pass 1: Welford's running mean and squared deviations */
     int64_t analyzed;
-    float mean, den;        /* x = (in - mean) / den ; out = est * den + mean */
+    float mean, den; /* x = (in - mean) / den ; out = est * den + mean */
     int started, finished_input;
-    int64_t n;              /* total frames */
+    int64_t n; /* total frames */
     /* normalised input window x[in_base, in_base + in_len) */
-    float *in;              /* (A, in_cap) */
+    float *in; /* (A, in_cap) */
     int64_t in_cap, in_base, in_len;
     /* tracks and their accumulator rings */
     int n_tracks;
     track tracks[MAX_TRACKS];
     int64_t ring;
-    int64_t emitted;        /* frames handed to the caller */
-    float *emit_buf;        /* (S*A, EMIT_BLOCK) */
-    int64_t done, total;    /* progress */
-    dmx_status error;       /* sticky */
+    int64_t emitted;     /* frames handed to the caller */
+    float *emit_buf;     /* (S*A, EMIT_BLOCK) */
+    int64_t done, total; /* progress */
+    dmx_status error;    /* sticky */
     /* RoFormer models: MSST's chunking (roformer_demix.h) instead of all of
      * the above; the stream only forwards, with progress and cancel */
     const dmx__roformer *rfnet;
@@ -207,7 +207,8 @@ static dmx_status worker_get(dmx_stream *st, int i, dmx__worker **out) {
         dmx__big_free(w->seg_in);
         dmx__big_free(w->seg_out);
         w->seg_in = dmx__big_alloc(sizeof(float) * (size_t)m->channels * st->max_valid);
-        w->seg_out = dmx__big_alloc(sizeof(float) * (size_t)m->n_sources * m->channels * st->max_valid);
+        w->seg_out =
+            dmx__big_alloc(sizeof(float) * (size_t)m->n_sources * m->channels * st->max_valid);
         w->cap = w->seg_in && w->seg_out ? st->max_valid : 0;
         if (!w->cap) return dmx__fail(DMX_ERR_NOMEM, "out of memory for segment buffers");
     }
@@ -256,7 +257,8 @@ static dmx_status accumulate(dmx_stream *st, track *t, int64_t j, const dmx__wor
     int64_t len = chunk_len(t, j), lo = (valid - len) / 2, ct = chunk_t(t, j);
     int64_t end = ct + len < st->n ? ct + len : st->n;
     if (end - st->emitted > st->ring)
-        return dmx__fail(DMX_ERR_INTERNAL, "accumulator ring overrun (%lld samples pending, ring %lld)",
+        return dmx__fail(DMX_ERR_INTERNAL,
+                         "accumulator ring overrun (%lld samples pending, ring %lld)",
                          (long long)(end - st->emitted), (long long)st->ring);
     for (int64_t i = 0; i < len; i++) {
         int64_t tt = ct + i;
@@ -345,11 +347,14 @@ static dmx_status pump(dmx_stream *st) {
         }
         pthread_t tid[DMX__MAX_WORKERS];
         int started[DMX__MAX_WORKERS] = {0};
-        for (int b = 1; b < nb; b++) started[b] = pthread_create(&tid[b], NULL, job_main, &jobs[b]) == 0;
+        for (int b = 1; b < nb; b++)
+            started[b] = pthread_create(&tid[b], NULL, job_main, &jobs[b]) == 0;
         job_main(&jobs[0]);
         for (int b = 1; b < nb; b++) {
-            if (started[b]) pthread_join(tid[b], NULL);
-            else job_main(&jobs[b]); /* no thread to be had: run it here */
+            if (started[b])
+                pthread_join(tid[b], NULL);
+            else
+                job_main(&jobs[b]); /* no thread to be had: run it here */
         }
         for (int b = 0; b < nb; b++) {
             if (jobs[b].status != DMX_OK) return dmx__fail(jobs[b].status, "%s", jobs[b].err);
@@ -358,7 +363,8 @@ static dmx_status pump(dmx_stream *st) {
             jobs[b].t->next++;
             st->done++;
             if (st->o.progress && st->o.progress(st->o.progress_user, st->done, st->total))
-                return dmx__fail(DMX_ERR_CANCELLED, "separation cancelled by the progress callback");
+                return dmx__fail(DMX_ERR_CANCELLED,
+                                 "separation cancelled by the progress callback");
         }
         dmx_status s = emit(st, final_limit(st));
         if (s != DMX_OK) return s;
@@ -402,7 +408,8 @@ static dmx_status check_opts(const dmx_model *m, const dmx_separate_opts *o) {
     if (!(o->overlap >= 0.0 && o->overlap < 1.0))
         return dmx__fail(DMX_ERR_INVALID_ARG, "overlap must be in [0, 1), got %g", o->overlap);
     if (!(o->transition_power >= 1.0))
-        return dmx__fail(DMX_ERR_INVALID_ARG, "transition_power must be >= 1, got %g", o->transition_power);
+        return dmx__fail(DMX_ERR_INVALID_ARG, "transition_power must be >= 1, got %g",
+                         o->transition_power);
     if (o->shifts < 0 || o->shifts > 100)
         return dmx__fail(DMX_ERR_INVALID_ARG, "shifts must be in 0..100, got %d", o->shifts);
     if (o->segment < 0 || (o->segment > 0 && o->segment > m->max_segment + 1e-9))
@@ -420,7 +427,8 @@ dmx_status dmx_stream_new(dmx_session *s, const dmx_separate_opts *opts, dmx_wri
     dmx__clear_error();
     if (!out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_new: out is NULL");
     *out = NULL;
-    if (!s || !write) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_new: NULL session or callback");
+    if (!s || !write)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_new: NULL session or callback");
     dmx_separate_opts def;
     if (!opts) {
         dmx_separate_opts_init(&def);
@@ -449,8 +457,10 @@ dmx_status dmx_stream_new(dmx_session *s, const dmx_separate_opts *opts, dmx_wri
 }
 
 dmx_status dmx_stream_analyze(dmx_stream *st, const float *const *in, int64_t frames) {
-    if (!st || (!in && frames)) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_analyze: NULL argument");
-    if (st->started) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_analyze after dmx_stream_start");
+    if (!st || (!in && frames))
+        return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_analyze: NULL argument");
+    if (st->started)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_analyze after dmx_stream_start");
     if (st->rfnet) return DMX_OK; /* MSST's demix does not normalise */
     /* ref = mix.mean(0), accumulated in double for its mean and std */
     for (int64_t i = 0; i < frames; i++) {
@@ -472,12 +482,14 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
     if (st->rfnet) {
         st->n = total_frames;
         st->total = total_frames;
-        dmx_status e = dmx__rf_stream_new(st->rfnet, total_frames, st->threads, rf_write, st, &st->rf);
+        dmx_status e =
+            dmx__rf_stream_new(st->rfnet, total_frames, st->threads, rf_write, st, &st->rf);
         if (e == DMX_OK) st->started = 1;
         return e;
     }
     if (st->o.normalize && st->analyzed != total_frames)
-        return dmx__fail(DMX_ERR_INVALID_ARG, "normalisation analysed %lld frames but the stream has %lld",
+        return dmx__fail(DMX_ERR_INVALID_ARG,
+                         "normalisation analysed %lld frames but the stream has %lld",
                          (long long)st->analyzed, (long long)total_frames);
     const dmx_model *m = st->s->model;
     st->n = total_frames;
@@ -508,10 +520,13 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
              * valid_length raises, or padded() asserts, otherwise) */
             int64_t v0 = chunk_valid(t, 0);
             if (v0 < chunk_len(t, 0))
-                return dmx__fail(DMX_ERR_INVALID_ARG,
-                                 st->o.split ? "segment of %lld samples is longer than the model accepts (%lld samples)"
-                                             : "input of %lld samples is longer than the model segment (%lld samples); enable splitting",
-                                 (long long)chunk_len(t, 0), (long long)v0);
+                return dmx__fail(
+                    DMX_ERR_INVALID_ARG,
+                    st->o.split
+                        ? "segment of %lld samples is longer than the model accepts (%lld samples)"
+                        : "input of %lld samples is longer than the model segment (%lld samples); "
+                          "enable splitting",
+                    (long long)chunk_len(t, 0), (long long)v0);
             for (int64_t c = 0; c < t->n_chunks; c++) {
                 int64_t v = chunk_valid(t, c);
                 if (v > st->max_valid) st->max_valid = v;
@@ -548,7 +563,8 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
         /* th.cat([arange(1, sl//2 + 1), arange(sl - sl//2, 0, -1)]) / max, ** power */
         t->weight = malloc(sizeof(float) * (size_t)t->sl);
         t->owns_weight = 1;
-        if (!t->acc || !t->sw || !t->weight) return dmx__fail(DMX_ERR_NOMEM, "out of memory for accumulators");
+        if (!t->acc || !t->sw || !t->weight)
+            return dmx__fail(DMX_ERR_NOMEM, "out of memory for accumulators");
         if (!st->o.split) {
             for (int64_t x = 0; x < t->sl; x++) t->weight[x] = 1.0f;
             continue;
@@ -561,20 +577,24 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
         }
         for (int64_t x = 0; x < t->sl; x++) {
             t->weight[x] = t->weight[x] / mx;
-            if (st->o.transition_power != 1.0) t->weight[x] = powf(t->weight[x], (float)st->o.transition_power);
+            if (st->o.transition_power != 1.0)
+                t->weight[x] = powf(t->weight[x], (float)st->o.transition_power);
         }
     }
     st->emit_buf = dmx__big_alloc(sizeof(float) * (size_t)K * EMIT_BLOCK);
     st->in_cap = max_span + st->max_valid + EMIT_BLOCK;
     st->in = dmx__big_alloc(sizeof(float) * (size_t)st->A * st->in_cap);
-    if (!st->emit_buf || !st->in) return dmx__fail(DMX_ERR_NOMEM, "out of memory for stream buffers");
+    if (!st->emit_buf || !st->in)
+        return dmx__fail(DMX_ERR_NOMEM, "out of memory for stream buffers");
     st->started = 1;
     return DMX_OK;
 }
 
 dmx_status dmx_stream_feed(dmx_stream *st, const float *const *in, int64_t frames) {
-    if (!st || (!in && frames)) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_feed: NULL argument");
-    if (!st->started) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_feed before dmx_stream_start");
+    if (!st || (!in && frames))
+        return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_feed: NULL argument");
+    if (!st->started)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_feed before dmx_stream_start");
     if (st->error != DMX_OK) return st->error;
     if (st->rf) {
         if (cancelled(st)) return st->error = dmx__fail(DMX_ERR_CANCELLED, "cancelled");
@@ -599,7 +619,8 @@ dmx_status dmx_stream_feed(dmx_stream *st, const float *const *in, int64_t frame
             st->in_len -= drop;
         }
         int64_t room = st->in_cap - st->in_len;
-        if (room <= 0) return st->error = dmx__fail(DMX_ERR_INTERNAL, "stream input window overflow");
+        if (room <= 0)
+            return st->error = dmx__fail(DMX_ERR_INTERNAL, "stream input window overflow");
         int64_t take = frames - pos < room ? frames - pos : room;
         for (int c = 0; c < st->A; c++) {
             float *b = st->in + (size_t)c * st->in_cap + st->in_len;
@@ -619,7 +640,8 @@ dmx_status dmx_stream_feed(dmx_stream *st, const float *const *in, int64_t frame
 
 dmx_status dmx_stream_finish(dmx_stream *st) {
     if (!st) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_finish: NULL stream");
-    if (!st->started) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_finish before dmx_stream_start");
+    if (!st->started)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_finish before dmx_stream_start");
     if (st->error != DMX_OK) return st->error;
     if (st->rf) {
         dmx_status e = dmx__rf_stream_finish(st->rf);
@@ -627,7 +649,8 @@ dmx_status dmx_stream_finish(dmx_stream *st) {
         return e;
     }
     if (st->in_base + st->in_len != st->n)
-        return st->error = dmx__fail(DMX_ERR_INVALID_ARG, "stream ended after %lld of %lld announced frames",
+        return st->error = dmx__fail(DMX_ERR_INVALID_ARG,
+                                     "stream ended after %lld of %lld announced frames",
                                      (long long)(st->in_base + st->in_len), (long long)st->n);
     st->finished_input = 1;
     dmx_status s = pump(st);
@@ -658,7 +681,8 @@ typedef struct copy_out {
 
 static dmx_status copy_write(void *user, const float *const *stems, int64_t frames) {
     copy_out *c = user;
-    for (int k = 0; k < c->K; k++) memcpy(c->out[k] + c->pos, stems[k], sizeof(float) * (size_t)frames);
+    for (int k = 0; k < c->K; k++)
+        memcpy(c->out[k] + c->pos, stems[k], sizeof(float) * (size_t)frames);
     c->pos += frames;
     return DMX_OK;
 }

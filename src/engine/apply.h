@@ -12,14 +12,14 @@
 
 struct dmx_model {
     int n_members;
-    dmx__net **members;        /* (n_members), owned */
-    float *weights;            /* (n_members, n_sources) */
-    int weights_given;         /* from the bag file, else all ones */
-    double *totals;            /* (n_sources) column sums of weights */
+    dmx__net **members; /* (n_members), owned */
+    float *weights;     /* (n_members, n_sources) */
+    int weights_given;  /* from the bag file, else all ones */
+    double *totals;     /* (n_sources) column sums of weights */
     int n_sources, channels, samplerate;
     const char *sources[DMX__MAX_SOURCES]; /* owned by members[0] */
-    double segment;            /* smallest member segment, seconds */
-    double max_segment;        /* longest segment a caller may ask for: upstream's
+    double segment;                        /* smallest member segment, seconds */
+    double max_segment;                    /* longest segment a caller may ask for: upstream's
                                 * max_allowed_segment (smallest segment of the
                                 * fixed-segment members; INFINITY if none) */
     int64_t n_params;
@@ -30,15 +30,15 @@ struct dmx_model {
 /* Scratch of one thread evaluating segments: sized on first use, reused for
  * every later segment (the arena is compacted after its first pass). */
 typedef struct dmx__worker {
-    dmx__arena arena;          /* activations of one forward pass */
-    float *seg_in;             /* (channels, cap) one model input */
-    float *seg_out;            /* (sources, channels, cap) its output */
-    int64_t cap;               /* samples per channel of seg_in/seg_out */
+    dmx__arena arena; /* activations of one forward pass */
+    float *seg_in;    /* (channels, cap) one model input */
+    float *seg_out;   /* (sources, channels, cap) its output */
+    int64_t cap;      /* samples per channel of seg_in/seg_out */
 } dmx__worker;
 
 struct dmx_session {
     const dmx_model *model;
-    int n_workers;             /* workers[0..n_workers) are allocated */
+    int n_workers; /* workers[0..n_workers) are allocated */
     dmx__worker workers[DMX__MAX_WORKERS];
 };
 

@@ -43,7 +43,8 @@ void dmx__big_free(void *p) { free(p); }
 
 static unsigned char *block_map(size_t bytes, dmx__arena_block *b) {
     size_t len = bytes + HUGE_PAGE; /* slack to align to a huge page */
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *p =
+        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return NULL;
     uintptr_t a = ((uintptr_t)p + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
 #ifdef MADV_HUGEPAGE

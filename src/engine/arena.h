@@ -17,15 +17,15 @@
 typedef struct dmx__arena_block {
     unsigned char *data;
     size_t size, used;
-    void *map;      /* the mapping (data is its first huge-page boundary) */
+    void *map; /* the mapping (data is its first huge-page boundary) */
     size_t map_len;
 } dmx__arena_block;
 
 typedef struct dmx__arena {
     dmx__arena_block *blocks; /* (n_blocks), blocks after `cur` are empty */
     int n_blocks, cap_blocks, cur;
-    size_t in_use;            /* bytes handed out now (including alignment) */
-    size_t high_water;        /* most bytes ever in use */
+    size_t in_use;     /* bytes handed out now (including alignment) */
+    size_t high_water; /* most bytes ever in use */
 } dmx__arena;
 
 typedef struct dmx__arena_mark {

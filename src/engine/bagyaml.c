@@ -25,7 +25,8 @@
 #define MAX_FILE (1u << 20)
 
 /* "WHAT: line N: message" (WHAT: the file, or "bag YAML" for text). */
-static dmx_status perr(const char *what, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static dmx_status perr(const char *what, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static dmx_status perr(const char *what, int line, const char *fmt, ...) {
     char msg[400];
     va_list ap;
@@ -53,7 +54,8 @@ static dmx_status interpret(const dmx__ynode *root, const char *what, dmx__bag_s
     if (root->kind == DMX__Y_SEQ)
         return perr(what, root->line, "expected 'key: value' at the top level, found a list item");
     if (root->kind != DMX__Y_MAP) {
-        if (dmx__yaml_is_null(root)) return dmx__fail(DMX_ERR_CORRUPT, "%s: no 'models' key: not a bag of models", what);
+        if (dmx__yaml_is_null(root))
+            return dmx__fail(DMX_ERR_CORRUPT, "%s: no 'models' key: not a bag of models", what);
         return perr(what, root->line, "expected 'key: value' at the top level, found a %s",
                     dmx__yaml_type_name(root));
     }
@@ -62,7 +64,8 @@ static dmx_status interpret(const dmx__ynode *root, const char *what, dmx__bag_s
     const dmx__ynode *sg = dmx__yaml_get(root, "segment");
     if (!m) return dmx__fail(DMX_ERR_CORRUPT, "%s: no 'models' key: not a bag of models", what);
     if (m->kind != DMX__Y_SEQ)
-        return perr(what, m->line, "'models' must be a list of model names, not a %s", dmx__yaml_type_name(m));
+        return perr(what, m->line, "'models' must be a list of model names, not a %s",
+                    dmx__yaml_type_name(m));
     if (m->n == 0) return perr(what, m->line, "'models' is empty");
     spec->models = calloc(m->n, sizeof *spec->models);
     if (!spec->models) return oom();
@@ -79,9 +82,11 @@ static dmx_status interpret(const dmx__ynode *root, const char *what, dmx__bag_s
 
     if (w && !dmx__yaml_is_null(w)) {
         if (w->kind != DMX__Y_SEQ)
-            return perr(what, w->line, "'weights' must be a list of rows, not a %s", dmx__yaml_type_name(w));
+            return perr(what, w->line, "'weights' must be a list of rows, not a %s",
+                        dmx__yaml_type_name(w));
         if (w->n != spec->n_models)
-            return perr(what, w->line, "'weights' has %zu rows but there are %zu models", w->n, spec->n_models);
+            return perr(what, w->line, "'weights' has %zu rows but there are %zu models", w->n,
+                        spec->n_models);
         for (size_t r = 0; r < w->n; r++) {
             const dmx__ynode *row = w->items[r];
             if (row->kind != DMX__Y_SEQ)
@@ -94,13 +99,14 @@ static dmx_status interpret(const dmx__ynode *root, const char *what, dmx__bag_s
                 spec->weights = calloc(w->n * row->n, sizeof *spec->weights);
                 if (!spec->weights) return oom();
             } else if (row->n != spec->weight_cols) {
-                return perr(what, row->line, "'weights' row %zu has %zu values but row 1 has %zu", r + 1, row->n,
-                            spec->weight_cols);
+                return perr(what, row->line, "'weights' row %zu has %zu values but row 1 has %zu",
+                            r + 1, row->n, spec->weight_cols);
             }
             for (size_t c = 0; c < row->n; c++) {
                 if (!number_of(row->items[c], &spec->weights[r * spec->weight_cols + c]))
-                    return perr(what, row->items[c]->line, "'weights' row %zu, column %zu is not a number (a %s)",
-                                r + 1, c + 1, dmx__yaml_type_name(row->items[c]));
+                    return perr(what, row->items[c]->line,
+                                "'weights' row %zu, column %zu is not a number (a %s)", r + 1,
+                                c + 1, dmx__yaml_type_name(row->items[c]));
             }
         }
     }
@@ -149,7 +155,8 @@ dmx_status dmx__bag_yaml_load(const char *path, dmx__bag_spec **out) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         int e = errno;
-        return dmx__fail(e == ENOENT ? DMX_ERR_NOT_FOUND : DMX_ERR_IO, "%s: cannot open: %s", path, strerror(e));
+        return dmx__fail(e == ENOENT ? DMX_ERR_NOT_FOUND : DMX_ERR_IO, "%s: cannot open: %s", path,
+                         strerror(e));
     }
     char *buf = malloc(MAX_FILE + 1);
     if (!buf) {
@@ -165,7 +172,8 @@ dmx_status dmx__bag_yaml_load(const char *path, dmx__bag_spec **out) {
     }
     if (n > MAX_FILE) {
         free(buf);
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: larger than %u bytes: not a bag file", path, MAX_FILE);
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: larger than %u bytes: not a bag file", path,
+                         MAX_FILE);
     }
     dmx_status s = parse_as(buf, n, path, out);
     free(buf);
@@ -174,17 +182,23 @@ dmx_status dmx__bag_yaml_load(const char *path, dmx__bag_spec **out) {
 
 /* ---- member lookup: the registry's rule (repo.c) -------------------------- */
 
-dmx_status dmx__bag_resolve_ex(const char *yaml_path, const char *name, char **path_out, char **checksum_out) {
-    if (!path_out || !yaml_path || !name) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__bag_resolve: NULL argument");
+dmx_status dmx__bag_resolve_ex(const char *yaml_path, const char *name, char **path_out,
+                               char **checksum_out) {
+    if (!path_out || !yaml_path || !name)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__bag_resolve: NULL argument");
     *path_out = NULL;
     if (checksum_out) *checksum_out = NULL;
     if (!dmx_repo_name_valid(name))
-        return dmx__fail(DMX_ERR_INVALID_ARG, "bag member name '%s' is not a plain file name", name);
+        return dmx__fail(DMX_ERR_INVALID_ARG, "bag member name '%s' is not a plain file name",
+                         name);
     const char *slash = strrchr(yaml_path, '/');
     char *dir;
-    if (!slash) dir = strdup(".");
-    else if (slash == yaml_path) dir = strdup("/");
-    else dir = strndup(yaml_path, (size_t)(slash - yaml_path));
+    if (!slash)
+        dir = strdup(".");
+    else if (slash == yaml_path)
+        dir = strdup("/");
+    else
+        dir = strndup(yaml_path, (size_t)(slash - yaml_path));
     if (!dir) return oom();
     dmx_repo_hit h;
     dmx_status s = dmx_repo_find_checkpoint(dir, name, &h);

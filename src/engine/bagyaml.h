@@ -33,7 +33,7 @@ typedef struct dmx__bag_spec {
     size_t weight_cols; /* one per source; 0 when absent */
     double *weights;    /* (weight_rows * weight_cols) row-major, or NULL */
     int has_segment;
-    double segment;     /* seconds, when has_segment */
+    double segment; /* seconds, when has_segment */
 } dmx__bag_spec;
 
 /* Parses YAML text (need not be NUL-terminated). Requires a non-empty

@@ -18,7 +18,8 @@ dmx_status dmx__binder_init(dmx__binder *b, dmx__ckpt *ck, dmx__param_list *coll
     if (!collect) {
         size_t n = dmx__ckpt_n_tensors(ck);
         b->used = calloc(n ? n : 1, 1);
-        if (!b->used) return b->st = dmx__fail(DMX_ERR_NOMEM, "out of memory binding the checkpoint");
+        if (!b->used)
+            return b->st = dmx__fail(DMX_ERR_NOMEM, "out of memory binding the checkpoint");
     }
     return DMX_OK;
 }
@@ -51,15 +52,16 @@ static const float *bind_name(dmx__binder *b, int ndim, const int64_t *shape, co
     char s1[160], s2[160];
     if (!t) {
         b->st = dmx__fail(DMX_ERR_MODEL,
-                          "missing tensor '%s' (expected shape %s from the checkpoint's kwargs)", name,
-                          fmt_shape(s1, sizeof s1, ndim, shape));
+                          "missing tensor '%s' (expected shape %s from the checkpoint's kwargs)",
+                          name, fmt_shape(s1, sizeof s1, ndim, shape));
         return NULL;
     }
     int ok = t->ndim == ndim;
     for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
     if (!ok) {
-        b->st = dmx__fail(DMX_ERR_MODEL, "tensor '%s' has shape %s but the architecture expects %s", name,
-                          fmt_shape(s1, sizeof s1, t->ndim, t->shape), fmt_shape(s2, sizeof s2, ndim, shape));
+        b->st = dmx__fail(DMX_ERR_MODEL, "tensor '%s' has shape %s but the architecture expects %s",
+                          name, fmt_shape(s1, sizeof s1, t->ndim, t->shape),
+                          fmt_shape(s2, sizeof s2, ndim, shape));
         return NULL;
     }
     b->used[t - dmx__ckpt_tensor_at(b->ck, 0)] = 1; /* tensors are one array */
@@ -96,7 +98,8 @@ dmx_status dmx__bind_check_unused(dmx__binder *b, const char *family) {
     size_t n = dmx__ckpt_n_tensors(b->ck);
     for (size_t i = 0; i < n; i++)
         if (!b->used[i])
-            return b->st = dmx__fail(DMX_ERR_MODEL, "unexpected tensor '%s' in the checkpoint (not part of the %s "
+            return b->st = dmx__fail(DMX_ERR_MODEL,
+                                     "unexpected tensor '%s' in the checkpoint (not part of the %s "
                                      "architecture its kwargs describe)",
                                      dmx__ckpt_tensor_at(b->ck, i)->name, family);
     return DMX_OK;

@@ -24,8 +24,8 @@ typedef struct dmx__binder {
     dmx__ckpt *ck;
     dmx__param_list *collect; /* non-NULL: collect pass */
     dmx_status st;
-    int64_t n_params;         /* values bound (or collected) so far */
-    unsigned char *used;      /* (n_tensors) bind pass: which tensors were bound */
+    int64_t n_params;    /* values bound (or collected) so far */
+    unsigned char *used; /* (n_tensors) bind pass: which tensors were bound */
 } dmx__binder;
 
 /* Starts a pass over `ck` (collect != NULL: the collect pass, appending to

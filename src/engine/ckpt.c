@@ -39,9 +39,9 @@ struct dmx__ckpt {
     size_t n;
     size_t *index; /* open addressing over tensors by name; SIZE_MAX = empty */
     size_t index_cap;
-    dmx__pickle *pk;         /* owns the kwargs values */
-    const dmx__pv *kwargs;   /* DICT */
-    struct dq_state *dq;     /* a DiffQ state awaiting names (dmx__ckpt_dequantize), or NULL */
+    dmx__pickle *pk;       /* owns the kwargs values */
+    const dmx__pv *kwargs; /* DICT */
+    struct dq_state *dq;   /* a DiffQ state awaiting names (dmx__ckpt_dequantize), or NULL */
 };
 
 static void dq_free(struct dq_state *q);
@@ -102,14 +102,20 @@ static const char *const dt_name[] = {"float16", "bfloat16", "float32", "float64
 enum { KIND_FLOAT, KIND_INTEGER, KIND_UNKNOWN, KIND_UNTYPED };
 
 static int storage_kind(const char *type, dtype *dt) {
-    static const struct { const char *name; dtype dt; } fl[] = {
-        {"torch.HalfStorage", DT_F16}, {"torch.BFloat16Storage", DT_BF16},
-        {"torch.FloatStorage", DT_F32}, {"torch.DoubleStorage", DT_F64},
+    static const struct {
+        const char *name;
+        dtype dt;
+    } fl[] = {
+        {"torch.HalfStorage", DT_F16},
+        {"torch.BFloat16Storage", DT_BF16},
+        {"torch.FloatStorage", DT_F32},
+        {"torch.DoubleStorage", DT_F64},
     };
     static const char *const ints[] = {
-        "torch.LongStorage", "torch.IntStorage", "torch.ShortStorage", "torch.CharStorage",
-        "torch.ByteStorage", "torch.BoolStorage", "torch.QInt8Storage", "torch.QUInt8Storage",
-        "torch.QInt32Storage", "torch.QUInt4x2Storage", "torch.QUInt2x4Storage",
+        "torch.LongStorage",     "torch.IntStorage",      "torch.ShortStorage",
+        "torch.CharStorage",     "torch.ByteStorage",     "torch.BoolStorage",
+        "torch.QInt8Storage",    "torch.QUInt8Storage",   "torch.QInt32Storage",
+        "torch.QUInt4x2Storage", "torch.QUInt2x4Storage",
     };
     for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
         if (!strcmp(type, fl[i].name)) {
@@ -123,15 +129,19 @@ static int storage_kind(const char *type, dtype *dt) {
 }
 
 static int dtype_kind(const char *name, dtype *dt) {
-    static const struct { const char *name; dtype dt; } fl[] = {
-        {"torch.float16", DT_F16}, {"torch.half", DT_F16},     {"torch.bfloat16", DT_BF16},
-        {"torch.float32", DT_F32}, {"torch.float", DT_F32},    {"torch.float64", DT_F64},
+    static const struct {
+        const char *name;
+        dtype dt;
+    } fl[] = {
+        {"torch.float16", DT_F16}, {"torch.half", DT_F16},  {"torch.bfloat16", DT_BF16},
+        {"torch.float32", DT_F32}, {"torch.float", DT_F32}, {"torch.float64", DT_F64},
         {"torch.double", DT_F64},
     };
     static const char *const ints[] = {
-        "torch.int8",  "torch.uint8", "torch.int16",  "torch.short",  "torch.int32",   "torch.int",
-        "torch.int64", "torch.long",  "torch.bool",   "torch.qint8",  "torch.quint8",  "torch.qint32",
-        "torch.quint4x2", "torch.quint2x4", "torch.uint16", "torch.uint32", "torch.uint64",
+        "torch.int8",   "torch.uint8",  "torch.int16",    "torch.short",    "torch.int32",
+        "torch.int",    "torch.int64",  "torch.long",     "torch.bool",     "torch.qint8",
+        "torch.quint8", "torch.qint32", "torch.quint4x2", "torch.quint2x4", "torch.uint16",
+        "torch.uint32", "torch.uint64",
     };
     for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
         if (!strcmp(name, fl[i].name)) {
@@ -149,26 +159,22 @@ static int dtype_kind(const char *name, dtype *dt) {
 
 static void convert_run(const unsigned char *src, float *dst, size_t n, dtype dt) {
     switch (dt) {
-    case DT_F16:
-        dmx__f16_to_f32(src, dst, n);
-        break;
-    case DT_BF16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            dst[i] = bf16_to_f32(h);
-        }
-        break;
-    case DT_F32:
-        memcpy(dst, src, n * 4);
-        break;
-    case DT_F64:
-        for (size_t i = 0; i < n; i++) {
-            double d;
-            memcpy(&d, src + 8 * i, 8);
-            dst[i] = (float)d;
-        }
-        break;
+        case DT_F16: dmx__f16_to_f32(src, dst, n); break;
+        case DT_BF16:
+            for (size_t i = 0; i < n; i++) {
+                uint16_t h;
+                memcpy(&h, src + 2 * i, 2);
+                dst[i] = bf16_to_f32(h);
+            }
+            break;
+        case DT_F32: memcpy(dst, src, n * 4); break;
+        case DT_F64:
+            for (size_t i = 0; i < n; i++) {
+                double d;
+                memcpy(&d, src + 8 * i, 8);
+                dst[i] = (float)d;
+            }
+            break;
     }
 }
 
@@ -291,7 +297,7 @@ void dmx__ckpt_free(dmx__ckpt *ck) {
 }
 
 typedef struct loader {
-    const char *what;   /* file name for messages */
+    const char *what; /* file name for messages */
     dmx__zip zip;
     const char *prefix; /* "<prefix>/" without the slash, NUL-terminated copy */
     size_t prefix_len;
@@ -308,12 +314,14 @@ static dmx_status find_prefix(loader *L, char **prefix) {
         if (nl <= sl || strcmp(nm + nl - sl, suffix) != 0) continue;
         if (memchr(nm, '/', nl - sl)) continue; /* only a single top-level prefix */
         if (found)
-            return dmx__fail(DMX_ERR_CORRUPT, "%s: several pickles ('%s', '%s'): not a single torch.save archive",
+            return dmx__fail(DMX_ERR_CORRUPT,
+                             "%s: several pickles ('%s', '%s'): not a single torch.save archive",
                              L->what, found->name, nm);
         found = &L->zip.entries[i];
     }
     if (!found)
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: no '<prefix>/data.pkl' entry: not a torch.save archive", L->what);
+        return dmx__fail(DMX_ERR_CORRUPT,
+                         "%s: no '<prefix>/data.pkl' entry: not a torch.save archive", L->what);
     size_t pl = strlen(found->name) - sl;
     *prefix = malloc(pl + 1);
     if (!*prefix) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
@@ -325,7 +333,8 @@ static dmx_status find_prefix(loader *L, char **prefix) {
 static const dmx__zip_entry *find_entry(loader *L, const char *rest) {
     size_t rl = strlen(rest);
     char stackbuf[256];
-    char *nm = L->prefix_len + rl + 2 <= sizeof stackbuf ? stackbuf : malloc(L->prefix_len + rl + 2);
+    char *nm =
+        L->prefix_len + rl + 2 <= sizeof stackbuf ? stackbuf : malloc(L->prefix_len + rl + 2);
     if (!nm) return NULL;
     memcpy(nm, L->prefix, L->prefix_len);
     nm[L->prefix_len] = '/';
@@ -339,10 +348,10 @@ static const dmx__zip_entry *find_entry(loader *L, const char *rest) {
 static dmx_status load_tensor(loader *L, const char *name, const dmx__pv *v, dmx__tensor *out) {
     if (v->type != DMX__PV_TENSOR) {
         if (v->type == DMX__PV_OBJECT && strstr(dmx__pv_type_name(v), "qtensor"))
-            return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: " QUANT_MSG " (state entry '%s' is a %s)", L->what, name,
-                             dmx__pv_type_name(v));
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: state entry '%s' is a %s, not a tensor", L->what, name,
-                         dmx__pv_type_name(v));
+            return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: " QUANT_MSG " (state entry '%s' is a %s)",
+                             L->what, name, dmx__pv_type_name(v));
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: state entry '%s' is a %s, not a tensor", L->what,
+                         name, dmx__pv_type_name(v));
     }
     const dmx__pv_tensor *t = v->u.tensor;
     const dmx__pv_storage *s = t->storage->u.storage;
@@ -355,72 +364,84 @@ static dmx_status load_tensor(loader *L, const char *name, const dmx__pv *v, dmx
     if (t->dtype) {
         int k2 = dtype_kind(t->dtype, &dt2);
         if (k2 == KIND_INTEGER)
-            return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: " QUANT_MSG " (state tensor '%s' has dtype %s)", L->what,
-                             name, t->dtype);
+            return dmx__fail(DMX_ERR_UNSUPPORTED,
+                             "%s: " QUANT_MSG " (state tensor '%s' has dtype %s)", L->what, name,
+                             t->dtype);
         if (k2 != KIND_FLOAT)
-            return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: state tensor '%s': dtype %s is not supported", L->what, name,
+            return dmx__fail(DMX_ERR_UNSUPPORTED,
+                             "%s: state tensor '%s': dtype %s is not supported", L->what, name,
                              t->dtype);
         if (untyped) {
             kind = KIND_FLOAT;
             dt = dt2;
         } else if (kind == KIND_FLOAT && dt != dt2) {
-            return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensor '%s': dtype %s disagrees with its %s", L->what,
-                             name, t->dtype, s->type);
+            return dmx__fail(DMX_ERR_CORRUPT,
+                             "%s: state tensor '%s': dtype %s disagrees with its %s", L->what, name,
+                             t->dtype, s->type);
         }
     }
     if (kind == KIND_INTEGER)
-        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: " QUANT_MSG " (state tensor '%s' has a %s)", L->what, name,
-                         s->type);
+        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: " QUANT_MSG " (state tensor '%s' has a %s)",
+                         L->what, name, s->type);
     if (kind == KIND_UNTYPED)
-        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: state tensor '%s': untyped storage without a dtype", L->what,
-                         name);
+        return dmx__fail(DMX_ERR_UNSUPPORTED,
+                         "%s: state tensor '%s': untyped storage without a dtype", L->what, name);
     if (kind != KIND_FLOAT)
-        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: state tensor '%s': storage type %s is not supported", L->what,
-                         name, s->type);
+        return dmx__fail(DMX_ERR_UNSUPPORTED,
+                         "%s: state tensor '%s': storage type %s is not supported", L->what, name,
+                         s->type);
     size_t es = dt_size[dt];
 
     /* storage entry and its size */
     size_t kl = strlen(s->key);
     char rest[300];
-    if (kl > 200) return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensor '%s': storage key is too long", L->what, name);
+    if (kl > 200)
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensor '%s': storage key is too long", L->what,
+                         name);
     snprintf(rest, sizeof rest, "data/%s", s->key);
     const dmx__zip_entry *e = find_entry(L, rest);
     if (!e)
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: storage entry '%s/data/%s' of state tensor '%s' is missing", L->what,
+        return dmx__fail(DMX_ERR_CORRUPT,
+                         "%s: storage entry '%s/data/%s' of state tensor '%s' is missing", L->what,
                          L->prefix, s->key, name);
     uint64_t snumel = (uint64_t)s->numel, sbytes;
     if (untyped) {
         /* an untyped storage counts bytes */
         if (snumel % es)
-            return dmx__fail(DMX_ERR_CORRUPT, "%s: storage '%s' of %llu bytes is not a whole number of %s",
-                             L->what, e->name, (unsigned long long)snumel, dt_name[dt]);
+            return dmx__fail(DMX_ERR_CORRUPT,
+                             "%s: storage '%s' of %llu bytes is not a whole number of %s", L->what,
+                             e->name, (unsigned long long)snumel, dt_name[dt]);
         sbytes = snumel;
         snumel /= es;
     } else if (__builtin_mul_overflow(snumel, (uint64_t)es, &sbytes)) {
         return dmx__fail(DMX_ERR_CORRUPT, "%s: storage '%s' size overflows", L->what, e->name);
     }
     if (e->size != sbytes)
-        return dmx__fail(DMX_ERR_CORRUPT,
-                         "%s: storage entry '%s' has %llu bytes, expected %llu elements x %zu bytes (%s) = %llu",
-                         L->what, e->name, (unsigned long long)e->size, (unsigned long long)snumel, es,
-                         dt_name[dt], (unsigned long long)sbytes);
+        return dmx__fail(
+            DMX_ERR_CORRUPT,
+            "%s: storage entry '%s' has %llu bytes, expected %llu elements x %zu bytes (%s) = %llu",
+            L->what, e->name, (unsigned long long)e->size, (unsigned long long)snumel, es,
+            dt_name[dt], (unsigned long long)sbytes);
 
     /* shape, bounds */
     uint64_t numel = 1, maxoff = (uint64_t)t->offset;
     for (int d = 0; d < t->ndim; d++) {
         if (__builtin_mul_overflow(numel, (uint64_t)t->size[d], &numel) || numel > (1ull << 40))
-            return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensor '%s': shape is too large", L->what, name);
+            return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensor '%s': shape is too large", L->what,
+                             name);
     }
     if (numel > 0) {
         for (int d = 0; d < t->ndim; d++) {
             uint64_t span;
             if (__builtin_mul_overflow((uint64_t)(t->size[d] - 1), (uint64_t)t->stride[d], &span) ||
                 __builtin_add_overflow(maxoff, span, &maxoff))
-                return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensor '%s': strides overflow", L->what, name);
+                return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensor '%s': strides overflow",
+                                 L->what, name);
         }
         if (maxoff >= snumel)
             return dmx__fail(DMX_ERR_CORRUPT,
-                             "%s: state tensor '%s' (storage offset %lld) reads element %llu of a storage of %llu "
+                             "%s: state tensor '%s' (storage offset %lld) reads element %llu of a "
+                             "storage of %llu "
                              "elements",
                              L->what, name, (long long)t->offset, (unsigned long long)maxoff,
                              (unsigned long long)snumel);
@@ -428,16 +449,16 @@ static dmx_status load_tensor(loader *L, const char *name, const dmx__pv *v, dmx
     /* Overlapping views could expand a small file into a huge allocation. */
     L->total_elems += numel;
     if (L->total_elems > L->max_elems)
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensors expand to more than %llu elements", L->what,
-                         (unsigned long long)L->max_elems);
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensors expand to more than %llu elements",
+                         L->what, (unsigned long long)L->max_elems);
 
     out->ndim = t->ndim;
     for (int d = 0; d < t->ndim; d++) out->shape[d] = t->size[d];
     out->numel = (size_t)numel;
     out->data = alloc_floats((size_t)numel);
     if (!out->data)
-        return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory for state tensor '%s' (%llu elements)", L->what, name,
-                         (unsigned long long)numel);
+        return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory for state tensor '%s' (%llu elements)",
+                         L->what, name, (unsigned long long)numel);
     if (numel == 0) return DMX_OK;
 
     const unsigned char *base = dmx__zip_data(&L->zip, e);
@@ -447,8 +468,10 @@ static dmx_status load_tensor(loader *L, const char *name, const dmx__pv *v, dmx
         if (t->size[d] != 1 && t->stride[d] != expect) contiguous = 0;
         expect *= t->size[d];
     }
-    if (contiguous) convert_run(base + (size_t)t->offset * es, out->data, (size_t)numel, dt);
-    else gather(base, dt, t, out->data);
+    if (contiguous)
+        convert_run(base + (size_t)t->offset * es, out->data, (size_t)numel, dt);
+    else
+        gather(base, dt, t, out->data);
     return DMX_OK;
 }
 
@@ -476,7 +499,8 @@ static dmx_status load_state(loader *L, dmx__ckpt *ck, const dmx__pv *state) {
     size_t dup = build_index(ck, &oom);
     if (oom) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
     if (dup != SIZE_MAX)
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensor '%s' appears twice", L->what, ck->tensors[dup].name);
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensor '%s' appears twice", L->what,
+                         ck->tensors[dup].name);
     return DMX_OK;
 }
 
@@ -489,20 +513,23 @@ static dmx_status load_bare(loader *L, dmx__ckpt *ck, const dmx__pv *root) {
         const dmx__pv *w = dmx__pv_dict_get(root, wrappers[i]);
         if (!w) continue;
         if (w->type != DMX__PV_DICT)
-            return dmx__fail(DMX_ERR_CORRUPT, "%s: '%s' is a %s, expected a state dict", L->what, wrappers[i],
-                             dmx__pv_type_name(w));
+            return dmx__fail(DMX_ERR_CORRUPT, "%s: '%s' is a %s, expected a state dict", L->what,
+                             wrappers[i], dmx__pv_type_name(w));
         root = w;
     }
     return load_state(L, ck, root);
 }
 
-static dmx_status load_buf_ex(const unsigned char *buf, size_t len, const char *what, int bare, dmx__ckpt **out);
+static dmx_status load_buf_ex(const unsigned char *buf, size_t len, const char *what, int bare,
+                              dmx__ckpt **out);
 
-static dmx_status load_buf(const unsigned char *buf, size_t len, const char *what, dmx__ckpt **out) {
+static dmx_status load_buf(const unsigned char *buf, size_t len, const char *what,
+                           dmx__ckpt **out) {
     return load_buf_ex(buf, len, what, 0, out);
 }
 
-static dmx_status load_buf_ex(const unsigned char *buf, size_t len, const char *what, int bare, dmx__ckpt **out) {
+static dmx_status load_buf_ex(const unsigned char *buf, size_t len, const char *what, int bare,
+                              dmx__ckpt **out) {
     loader L = {0};
     L.what = what;
     char *prefix = NULL;
@@ -519,7 +546,8 @@ static dmx_status load_buf_ex(const unsigned char *buf, size_t len, const char *
     if (bo) {
         const char *d = (const char *)dmx__zip_data(&L.zip, bo);
         if (bo->size == 3 && !memcmp(d, "big", 3)) {
-            s = dmx__fail(DMX_ERR_UNSUPPORTED, "%s: big-endian checkpoints are not supported", what);
+            s = dmx__fail(DMX_ERR_UNSUPPORTED, "%s: big-endian checkpoints are not supported",
+                          what);
             goto done;
         }
         if (!(bo->size == 6 && !memcmp(d, "little", 6))) {
@@ -536,11 +564,14 @@ static dmx_status load_buf_ex(const unsigned char *buf, size_t len, const char *
     const dmx__zip_entry *pe = find_entry(&L, "data.pkl");
     char pwhat[512];
     snprintf(pwhat, sizeof pwhat, "%s: %s", what, pe->name);
-    if ((s = dmx__pickle_run(dmx__zip_data(&L.zip, pe), (size_t)pe->size, pwhat, &ck->pk)) != DMX_OK) goto done;
+    if ((s = dmx__pickle_run(dmx__zip_data(&L.zip, pe), (size_t)pe->size, pwhat, &ck->pk)) !=
+        DMX_OK)
+        goto done;
 
     const dmx__pv *root = dmx__pickle_result(ck->pk);
     if (root->type != DMX__PV_DICT) {
-        s = dmx__fail(DMX_ERR_UNSUPPORTED, "%s: top-level object is a %s, expected the dict of a Demucs checkpoint",
+        s = dmx__fail(DMX_ERR_UNSUPPORTED,
+                      "%s: top-level object is a %s, expected the dict of a Demucs checkpoint",
                       what, dmx__pv_type_name(root));
         goto done;
     }
@@ -554,35 +585,46 @@ static dmx_status load_buf_ex(const unsigned char *buf, size_t len, const char *
     const dmx__pv *state = dmx__pv_dict_get(root, "state");
     if (!klass || !kwargs || !state) {
         s = dmx__fail(DMX_ERR_UNSUPPORTED,
-                      "%s: not a Demucs checkpoint: no '%s' entry (a bare state dict or another model's file?)",
-                      what, !klass ? "klass" : !kwargs ? "kwargs" : "state");
+                      "%s: not a Demucs checkpoint: no '%s' entry (a bare state dict or another "
+                      "model's file?)",
+                      what,
+                      !klass    ? "klass"
+                      : !kwargs ? "kwargs"
+                                : "state");
         goto done;
     }
     if (klass->type != DMX__PV_GLOBAL) {
-        s = dmx__fail(DMX_ERR_CORRUPT, "%s: 'klass' is a %s, expected a class", what, dmx__pv_type_name(klass));
+        s = dmx__fail(DMX_ERR_CORRUPT, "%s: 'klass' is a %s, expected a class", what,
+                      dmx__pv_type_name(klass));
         goto done;
     }
-    if (args && !((args->type == DMX__PV_TUPLE || args->type == DMX__PV_LIST) && args->u.seq.n == 0)) {
+    if (args &&
+        !((args->type == DMX__PV_TUPLE || args->type == DMX__PV_LIST) && args->u.seq.n == 0)) {
         if (args->type == DMX__PV_TUPLE || args->type == DMX__PV_LIST)
-            s = dmx__fail(DMX_ERR_UNSUPPORTED, "%s: positional constructor 'args' are not supported (%zu given)", what,
+            s = dmx__fail(DMX_ERR_UNSUPPORTED,
+                          "%s: positional constructor 'args' are not supported (%zu given)", what,
                           args->u.seq.n);
         else
-            s = dmx__fail(DMX_ERR_CORRUPT, "%s: 'args' is a %s, expected a tuple", what, dmx__pv_type_name(args));
+            s = dmx__fail(DMX_ERR_CORRUPT, "%s: 'args' is a %s, expected a tuple", what,
+                          dmx__pv_type_name(args));
         goto done;
     }
     if (kwargs->type != DMX__PV_DICT) {
-        s = dmx__fail(DMX_ERR_CORRUPT, "%s: 'kwargs' is a %s, expected a dict", what, dmx__pv_type_name(kwargs));
+        s = dmx__fail(DMX_ERR_CORRUPT, "%s: 'kwargs' is a %s, expected a dict", what,
+                      dmx__pv_type_name(kwargs));
         goto done;
     }
     for (size_t i = 0; i < kwargs->u.dict.n; i++) {
         const dmx__pv *k = kwargs->u.dict.keys[i];
         if (k->type != DMX__PV_STR || strlen(k->u.str.s) != k->u.str.len) {
-            s = dmx__fail(DMX_ERR_CORRUPT, "%s: kwargs key %zu is a %s, not a name", what, i, dmx__pv_type_name(k));
+            s = dmx__fail(DMX_ERR_CORRUPT, "%s: kwargs key %zu is a %s, not a name", what, i,
+                          dmx__pv_type_name(k));
             goto done;
         }
     }
     if (state->type != DMX__PV_DICT) {
-        s = dmx__fail(DMX_ERR_CORRUPT, "%s: 'state' is a %s, expected a dict", what, dmx__pv_type_name(state));
+        s = dmx__fail(DMX_ERR_CORRUPT, "%s: 'state' is a %s, expected a dict", what,
+                      dmx__pv_type_name(state));
         goto done;
     }
     ck->kwargs = kwargs;
@@ -617,12 +659,16 @@ static dmx_status load_path(const char *path, int bare, dmx__ckpt **out);
 
 dmx_status dmx__ckpt_load(const char *path, dmx__ckpt **out) { return load_path(path, 0, out); }
 
-dmx_status dmx__ckpt_load_state_dict(const char *path, dmx__ckpt **out) { return load_path(path, 1, out); }
+dmx_status dmx__ckpt_load_state_dict(const char *path, dmx__ckpt **out) {
+    return load_path(path, 1, out);
+}
 
-dmx_status dmx__ckpt_load_state_dict_mem(const void *buf, size_t len, const char *name, dmx__ckpt **out) {
+dmx_status dmx__ckpt_load_state_dict_mem(const void *buf, size_t len, const char *name,
+                                         dmx__ckpt **out) {
     if (!out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__ckpt_load_state_dict_mem: out is NULL");
     *out = NULL;
-    if (!buf && len) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__ckpt_load_state_dict_mem: buf is NULL");
+    if (!buf && len)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__ckpt_load_state_dict_mem: buf is NULL");
     static const unsigned char empty[1];
     return load_buf_ex(buf ? buf : empty, len, name ? name : "checkpoint", 1, out);
 }
@@ -634,13 +680,15 @@ static dmx_status load_path(const char *path, int bare, dmx__ckpt **out) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        return dmx__fail(e == ENOENT ? DMX_ERR_NOT_FOUND : DMX_ERR_IO, "%s: cannot open: %s", path, strerror(e));
+        return dmx__fail(e == ENOENT ? DMX_ERR_NOT_FOUND : DMX_ERR_IO, "%s: cannot open: %s", path,
+                         strerror(e));
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         int e = errno;
         close(fd);
-        return dmx__fail(DMX_ERR_IO, "%s: not a regular file%s%s", path, e ? ": " : "", e ? strerror(e) : "");
+        return dmx__fail(DMX_ERR_IO, "%s: not a regular file%s%s", path, e ? ": " : "",
+                         e ? strerror(e) : "");
     }
     size_t len = (size_t)st.st_size;
     if (len == 0) {
@@ -666,7 +714,8 @@ static dmx_status load_path(const char *path, int bare, dmx__ckpt **out) {
                 int e = r < 0 ? errno : 0;
                 free(heap);
                 close(fd);
-                return dmx__fail(DMX_ERR_IO, "%s: read failed: %s", path, e ? strerror(e) : "unexpected end of file");
+                return dmx__fail(DMX_ERR_IO, "%s: read failed: %s", path,
+                                 e ? strerror(e) : "unexpected end of file");
             }
             got += (size_t)r;
         }
@@ -688,7 +737,9 @@ size_t dmx__ckpt_n_tensors(const dmx__ckpt *ck) { return ck ? ck->n : 0; }
 const dmx__tensor *dmx__ckpt_tensor_at(const dmx__ckpt *ck, size_t i) {
     return ck && i < ck->n ? &ck->tensors[i] : NULL;
 }
-const dmx__tensor *dmx__ckpt_find(const dmx__ckpt *ck, const char *name) { return find_tensor(ck, name); }
+const dmx__tensor *dmx__ckpt_find(const dmx__ckpt *ck, const char *name) {
+    return find_tensor(ck, name);
+}
 
 float *dmx__ckpt_steal(dmx__ckpt *ck, const char *name) {
     dmx__tensor *t = find_tensor(ck, name);
@@ -698,7 +749,9 @@ float *dmx__ckpt_steal(dmx__ckpt *ck, const char *name) {
     return d;
 }
 
-size_t dmx__ckpt_kw_count(const dmx__ckpt *ck) { return ck && ck->kwargs ? ck->kwargs->u.dict.n : 0; }
+size_t dmx__ckpt_kw_count(const dmx__ckpt *ck) {
+    return ck && ck->kwargs ? ck->kwargs->u.dict.n : 0;
+}
 const char *dmx__ckpt_kw_key_at(const dmx__ckpt *ck, size_t i) {
     if (!ck || !ck->kwargs || i >= ck->kwargs->u.dict.n) return NULL;
     return ck->kwargs->u.dict.keys[i]->u.str.s;
@@ -719,35 +772,41 @@ static dmx_status kw_missing(const char *key) {
     return dmx__fail(DMX_ERR_NOT_FOUND, "checkpoint kwargs have no '%s'", key ? key : "(null)");
 }
 static dmx_status kw_wrong(const char *key, const dmx__pv *v, const char *expected) {
-    return dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs '%s' is a %s, expected %s", key, dmx__pv_type_name(v),
-                     expected);
+    return dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs '%s' is a %s, expected %s", key,
+                     dmx__pv_type_name(v), expected);
 }
 
 static int num_of(const dmx__pv *v, double *out) {
     switch (v->type) {
-    case DMX__PV_INT: *out = (double)v->u.i; return 1;
-    case DMX__PV_BOOL: *out = v->u.b; return 1;
-    case DMX__PV_FLOAT: *out = v->u.f; return 1;
-    case DMX__PV_FRACTION: *out = (double)v->u.frac.num / (double)v->u.frac.den; return 1;
-    default: return 0;
+        case DMX__PV_INT: *out = (double)v->u.i; return 1;
+        case DMX__PV_BOOL: *out = v->u.b; return 1;
+        case DMX__PV_FLOAT: *out = v->u.f; return 1;
+        case DMX__PV_FRACTION: *out = (double)v->u.frac.num / (double)v->u.frac.den; return 1;
+        default: return 0;
     }
 }
 
 dmx_status dmx__ckpt_kw_int(const dmx__ckpt *ck, const char *key, int64_t *out) {
     const dmx__pv *v = kw(ck, key);
     if (!v) return kw_missing(key);
-    if (v->type == DMX__PV_INT) *out = v->u.i;
-    else if (v->type == DMX__PV_BOOL) *out = v->u.b;
-    else return kw_wrong(key, v, "an int");
+    if (v->type == DMX__PV_INT)
+        *out = v->u.i;
+    else if (v->type == DMX__PV_BOOL)
+        *out = v->u.b;
+    else
+        return kw_wrong(key, v, "an int");
     return DMX_OK;
 }
 
 dmx_status dmx__ckpt_kw_bool(const dmx__ckpt *ck, const char *key, int *out) {
     const dmx__pv *v = kw(ck, key);
     if (!v) return kw_missing(key);
-    if (v->type == DMX__PV_BOOL) *out = v->u.b;
-    else if (v->type == DMX__PV_INT) *out = v->u.i != 0;
-    else return kw_wrong(key, v, "a bool");
+    if (v->type == DMX__PV_BOOL)
+        *out = v->u.b;
+    else if (v->type == DMX__PV_INT)
+        *out = v->u.i != 0;
+    else
+        return kw_wrong(key, v, "a bool");
     return DMX_OK;
 }
 
@@ -761,10 +820,14 @@ dmx_status dmx__ckpt_kw_num(const dmx__ckpt *ck, const char *key, double *out) {
 dmx_status dmx__ckpt_kw_fraction(const dmx__ckpt *ck, const char *key, int64_t *num, int64_t *den) {
     const dmx__pv *v = kw(ck, key);
     if (!v) return kw_missing(key);
-    if (v->type == DMX__PV_INT) *num = v->u.i, *den = 1;
-    else if (v->type == DMX__PV_BOOL) *num = v->u.b, *den = 1;
-    else if (v->type == DMX__PV_FRACTION) *num = v->u.frac.num, *den = v->u.frac.den;
-    else return kw_wrong(key, v, "an int or a Fraction");
+    if (v->type == DMX__PV_INT)
+        *num = v->u.i, *den = 1;
+    else if (v->type == DMX__PV_BOOL)
+        *num = v->u.b, *den = 1;
+    else if (v->type == DMX__PV_FRACTION)
+        *num = v->u.frac.num, *den = v->u.frac.den;
+    else
+        return kw_wrong(key, v, "an int or a Fraction");
     return DMX_OK;
 }
 
@@ -776,30 +839,35 @@ dmx_status dmx__ckpt_kw_str(const dmx__ckpt *ck, const char *key, const char **o
     return DMX_OK;
 }
 
-dmx_status dmx__ckpt_kw_strlist(const dmx__ckpt *ck, const char *key, const char **out, size_t cap, size_t *n) {
+dmx_status dmx__ckpt_kw_strlist(const dmx__ckpt *ck, const char *key, const char **out, size_t cap,
+                                size_t *n) {
     const dmx__pv *v = kw(ck, key);
     if (!v) return kw_missing(key);
-    if (v->type != DMX__PV_LIST && v->type != DMX__PV_TUPLE) return kw_wrong(key, v, "a list of str");
+    if (v->type != DMX__PV_LIST && v->type != DMX__PV_TUPLE)
+        return kw_wrong(key, v, "a list of str");
     for (size_t i = 0; i < v->u.seq.n; i++) {
         const dmx__pv *it = v->u.seq.items[i];
         if (it->type != DMX__PV_STR)
-            return dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs '%s'[%zu] is a %s, expected a str", key, i,
-                             dmx__pv_type_name(it));
+            return dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs '%s'[%zu] is a %s, expected a str",
+                             key, i, dmx__pv_type_name(it));
         if (i < cap) out[i] = it->u.str.s;
     }
     *n = v->u.seq.n;
     return DMX_OK;
 }
 
-dmx_status dmx__ckpt_kw_numlist(const dmx__ckpt *ck, const char *key, double *out, size_t cap, size_t *n) {
+dmx_status dmx__ckpt_kw_numlist(const dmx__ckpt *ck, const char *key, double *out, size_t cap,
+                                size_t *n) {
     const dmx__pv *v = kw(ck, key);
     if (!v) return kw_missing(key);
-    if (v->type != DMX__PV_LIST && v->type != DMX__PV_TUPLE) return kw_wrong(key, v, "a list of numbers");
+    if (v->type != DMX__PV_LIST && v->type != DMX__PV_TUPLE)
+        return kw_wrong(key, v, "a list of numbers");
     for (size_t i = 0; i < v->u.seq.n; i++) {
         const dmx__pv *it = v->u.seq.items[i];
         double d;
         if (!num_of(it, &d))
-            return dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs '%s'[%zu] is a %s, expected a number", key, i,
+            return dmx__fail(DMX_ERR_MODEL,
+                             "checkpoint kwargs '%s'[%zu] is a %s, expected a number", key, i,
                              dmx__pv_type_name(it));
         if (i < cap) out[i] = d;
     }
@@ -809,8 +877,10 @@ dmx_status dmx__ckpt_kw_numlist(const dmx__ckpt *ck, const char *key, double *ou
 
 /* ---- parameter lists (DiffQ naming) ---------------------------------------- */
 
-dmx_status dmx__param_list_add(dmx__param_list *l, const char *name, int ndim, const int64_t *shape) {
-    if (ndim < 0 || ndim > DMX__MAX_DIMS) return dmx__fail(DMX_ERR_MODEL, "parameter '%s': %d dims", name, ndim);
+dmx_status dmx__param_list_add(dmx__param_list *l, const char *name, int ndim,
+                               const int64_t *shape) {
+    if (ndim < 0 || ndim > DMX__MAX_DIMS)
+        return dmx__fail(DMX_ERR_MODEL, "parameter '%s': %d dims", name, ndim);
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 64;
         dmx__param_spec *v = realloc(l->v, cap * sizeof *v);
@@ -853,7 +923,7 @@ void dmx__param_list_free(dmx__param_list *l) {
 #define DQ_MAX_BITS 14
 
 typedef struct dq_packed {
-    uint64_t *w;    /* (lines, nbits, 32) */
+    uint64_t *w; /* (lines, nbits, 32) */
     int64_t lines;
     int nbits;
 } dq_packed;
@@ -871,7 +941,7 @@ struct dq_state {
     size_t nsmall;
     double min_size;
     int64_t group_size, min_bits;
-    char **exclude;     /* fnmatch patterns */
+    char **exclude; /* fnmatch patterns */
     size_t nexclude;
 };
 
@@ -907,36 +977,43 @@ static unsigned dq_value(const dq_packed *p, int64_t k) {
 /* An int64 bit-packed tensor (lines, nbits, 32). */
 static dmx_status load_packed(loader *L, const char *what, const dmx__pv *v, dq_packed *out) {
     if (!v || v->type != DMX__PV_TENSOR)
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s is a %s, not a packed tensor", L->what, what,
-                         v ? dmx__pv_type_name(v) : "missing value");
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s is a %s, not a packed tensor", L->what,
+                         what, v ? dmx__pv_type_name(v) : "missing value");
     const dmx__pv_tensor *t = v->u.tensor;
     const dmx__pv_storage *s = t->storage->u.storage;
     int untyped = !strcmp(s->type, "torch.UntypedStorage");
     int is_long = !strcmp(s->type, "torch.LongStorage") ||
-                  (untyped && t->dtype && (!strcmp(t->dtype, "torch.int64") || !strcmp(t->dtype, "torch.long")));
+                  (untyped && t->dtype &&
+                   (!strcmp(t->dtype, "torch.int64") || !strcmp(t->dtype, "torch.long")));
     if (!is_long)
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s is stored as %s, expected int64", L->what, what, s->type);
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s is stored as %s, expected int64", L->what,
+                         what, s->type);
     if (t->ndim != 3 || t->size[2] != 32 || t->size[1] < 1 || t->size[1] > 16 || t->size[0] < 0 ||
         t->size[0] > (1 << 24))
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s has a shape other than (lines, 1..16 bits, 32)", L->what,
+        return dmx__fail(DMX_ERR_CORRUPT,
+                         "%s: DiffQ %s has a shape other than (lines, 1..16 bits, 32)", L->what,
                          what);
     int64_t numel = t->size[0] * t->size[1] * 32;
-    if (t->stride[2] != 1 || t->stride[1] != 32 || (t->size[0] > 1 && t->stride[0] != t->size[1] * 32))
+    if (t->stride[2] != 1 || t->stride[1] != 32 ||
+        (t->size[0] > 1 && t->stride[0] != t->size[1] * 32))
         return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s is not contiguous", L->what, what);
     size_t kl = strlen(s->key);
     char rest[300];
-    if (kl > 200) return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s: storage key is too long", L->what, what);
+    if (kl > 200)
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s: storage key is too long", L->what, what);
     snprintf(rest, sizeof rest, "data/%s", s->key);
     const dmx__zip_entry *e = find_entry(L, rest);
-    if (!e) return dmx__fail(DMX_ERR_CORRUPT, "%s: storage entry of DiffQ %s is missing", L->what, what);
+    if (!e)
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: storage entry of DiffQ %s is missing", L->what,
+                         what);
     uint64_t snumel = untyped ? (uint64_t)s->numel / 8 : (uint64_t)s->numel;
     if (e->size != snumel * 8 || t->offset < 0 || (uint64_t)t->offset + (uint64_t)numel > snumel)
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s does not fit its storage entry '%s'", L->what, what,
-                         e->name);
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s does not fit its storage entry '%s'",
+                         L->what, what, e->name);
     L->total_elems += (uint64_t)numel;
     if (L->total_elems > L->max_elems)
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensors expand to more than %llu elements", L->what,
-                         (unsigned long long)L->max_elems);
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: state tensors expand to more than %llu elements",
+                         L->what, (unsigned long long)L->max_elems);
     out->lines = t->size[0];
     out->nbits = (int)t->size[1];
     out->w = malloc((size_t)(numel ? numel : 1) * 8);
@@ -945,14 +1022,20 @@ static dmx_status load_packed(loader *L, const char *what, const dmx__pv *v, dq_
     return DMX_OK;
 }
 
-static int pv_is_seq(const dmx__pv *v) { return v && (v->type == DMX__PV_LIST || v->type == DMX__PV_TUPLE); }
+static int pv_is_seq(const dmx__pv *v) {
+    return v && (v->type == DMX__PV_LIST || v->type == DMX__PV_TUPLE);
+}
 
 static int pv_num(const dmx__pv *v, double *out) {
     if (!v) return 0;
-    if (v->type == DMX__PV_FLOAT) *out = v->u.f;
-    else if (v->type == DMX__PV_INT) *out = (double)v->u.i;
-    else if (v->type == DMX__PV_BOOL) *out = v->u.b;
-    else return 0;
+    if (v->type == DMX__PV_FLOAT)
+        *out = v->u.f;
+    else if (v->type == DMX__PV_INT)
+        *out = (double)v->u.i;
+    else if (v->type == DMX__PV_BOOL)
+        *out = v->u.b;
+    else
+        return 0;
     return 1;
 }
 
@@ -963,22 +1046,30 @@ static dmx_status load_quantized(loader *L, dmx__ckpt *ck, const dmx__pv *state)
     const dmx__pv *f16 = dmx__pv_dict_get(state, "float16");
     if (!meta || meta->type != DMX__PV_DICT || !pv_is_seq(quant) || !pv_is_seq(others))
         return dmx__fail(DMX_ERR_UNSUPPORTED,
-                         "%s: " QUANT_MSG " in this form (state has a '__quantized' key but not DiffQ's 'meta', "
+                         "%s: " QUANT_MSG
+                         " in this form (state has a '__quantized' key but not DiffQ's 'meta', "
                          "'quantized' and 'others' entries)",
                          L->what);
     const dmx__pv *klass = dmx__pv_dict_get(meta, "klass");
     const char *kname = klass && klass->type == DMX__PV_GLOBAL ? klass->u.global.full : NULL;
     if (!kname || strcmp(kname, "diffq.diffq.DiffQuantizer"))
-        return dmx__fail(DMX_ERR_UNSUPPORTED,
-                         "%s: quantizer %s is not supported (only diffq.diffq.DiffQuantizer states load)", L->what,
-                         kname ? kname : klass ? dmx__pv_type_name(klass) : "(none named in meta)");
+        return dmx__fail(
+            DMX_ERR_UNSUPPORTED,
+            "%s: quantizer %s is not supported (only diffq.diffq.DiffQuantizer states load)",
+            L->what,
+            kname   ? kname
+            : klass ? dmx__pv_type_name(klass)
+                    : "(none named in meta)");
     const dmx__pv *packed = dmx__pv_dict_get(meta, "packed");
     const dmx__pv *tpack = dmx__pv_dict_get(meta, "torch_pack");
-    if (!packed || !((packed->type == DMX__PV_BOOL && packed->u.b) || (packed->type == DMX__PV_INT && packed->u.i)))
-        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: DiffQ state with packed=False is not supported", L->what);
-    if (tpack && !((tpack->type == DMX__PV_BOOL && !tpack->u.b) || (tpack->type == DMX__PV_INT && !tpack->u.i) ||
-                   tpack->type == DMX__PV_NONE))
-        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: DiffQ state packed with torch_pack=True is not supported", L->what);
+    if (!packed || !((packed->type == DMX__PV_BOOL && packed->u.b) ||
+                     (packed->type == DMX__PV_INT && packed->u.i)))
+        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: DiffQ state with packed=False is not supported",
+                         L->what);
+    if (tpack && !((tpack->type == DMX__PV_BOOL && !tpack->u.b) ||
+                   (tpack->type == DMX__PV_INT && !tpack->u.i) || tpack->type == DMX__PV_NONE))
+        return dmx__fail(DMX_ERR_UNSUPPORTED,
+                         "%s: DiffQ state packed with torch_pack=True is not supported", L->what);
     struct dq_state *q = calloc(1, sizeof *q);
     if (!q) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
     ck->dq = q;
@@ -989,16 +1080,22 @@ static dmx_status load_quantized(loader *L, dmx__ckpt *ck, const dmx__pv *state)
     int use_f16 = 0;
     const dmx__pv *ik = dmx__pv_dict_get(meta, "init_kwargs");
     if (ik && ik->type != DMX__PV_DICT)
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ meta.init_kwargs is a %s", L->what, dmx__pv_type_name(ik));
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ meta.init_kwargs is a %s", L->what,
+                         dmx__pv_type_name(ik));
     for (size_t i = 0; ik && i < ik->u.dict.n; i++) {
         const dmx__pv *k = ik->u.dict.keys[i], *v = ik->u.dict.vals[i];
-        if (k->type != DMX__PV_STR) return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ init_kwargs key", L->what);
+        if (k->type != DMX__PV_STR)
+            return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ init_kwargs key", L->what);
         const char *key = k->u.str.s;
         double d;
-        if (!strcmp(key, "min_size") && pv_num(v, &d)) q->min_size = d;
-        else if (!strcmp(key, "group_size") && pv_num(v, &d) && d == (int64_t)d) q->group_size = (int64_t)d;
-        else if (!strcmp(key, "min_bits") && pv_num(v, &d) && d == (int64_t)d) q->min_bits = (int64_t)d;
-        else if (!strcmp(key, "float16") && pv_num(v, &d)) use_f16 = d != 0;
+        if (!strcmp(key, "min_size") && pv_num(v, &d))
+            q->min_size = d;
+        else if (!strcmp(key, "group_size") && pv_num(v, &d) && d == (int64_t)d)
+            q->group_size = (int64_t)d;
+        else if (!strcmp(key, "min_bits") && pv_num(v, &d) && d == (int64_t)d)
+            q->min_bits = (int64_t)d;
+        else if (!strcmp(key, "float16") && pv_num(v, &d))
+            use_f16 = d != 0;
         else if (!strcmp(key, "exclude") && (pv_is_seq(v) || v->type == DMX__PV_NONE)) {
             size_t n = v->type == DMX__PV_NONE ? 0 : v->u.seq.n;
             q->exclude = calloc(n ? n : 1, sizeof *q->exclude);
@@ -1006,30 +1103,34 @@ static dmx_status load_quantized(loader *L, dmx__ckpt *ck, const dmx__pv *state)
             for (size_t j = 0; j < n; j++) {
                 const dmx__pv *pat = v->u.seq.items[j];
                 if (pat->type != DMX__PV_STR)
-                    return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ exclude pattern %zu is a %s", L->what, j,
-                                     dmx__pv_type_name(pat));
-                if (!(q->exclude[j] = strdup(pat->u.str.s))) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
+                    return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ exclude pattern %zu is a %s",
+                                     L->what, j, dmx__pv_type_name(pat));
+                if (!(q->exclude[j] = strdup(pat->u.str.s)))
+                    return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
                 q->nexclude = j + 1;
             }
-        } else if (!strcmp(key, "min_size") || !strcmp(key, "group_size") || !strcmp(key, "min_bits") ||
-                   !strcmp(key, "float16") || !strcmp(key, "exclude"))
+        } else if (!strcmp(key, "min_size") || !strcmp(key, "group_size") ||
+                   !strcmp(key, "min_bits") || !strcmp(key, "float16") || !strcmp(key, "exclude"))
             return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ init_kwargs '%s' is a %s", L->what, key,
                              dmx__pv_type_name(v));
         /* max_bits, init_bits, extra_bits, param, noise, suffix, detect_bound:
          * training-time only */
     }
-    if (q->group_size < 0 || q->group_size > (1 << 20) || q->min_bits < 0 || q->min_bits > DQ_MAX_BITS ||
-        !(q->min_size >= 0))
-        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: DiffQ group_size %lld / min_bits %lld / min_size %g", L->what,
+    if (q->group_size < 0 || q->group_size > (1 << 20) || q->min_bits < 0 ||
+        q->min_bits > DQ_MAX_BITS || !(q->min_size >= 0))
+        return dmx__fail(DMX_ERR_UNSUPPORTED,
+                         "%s: DiffQ group_size %lld / min_bits %lld / min_size %g", L->what,
                          (long long)q->group_size, (long long)q->min_bits, q->min_size);
     if (q->group_size == 0)
-        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: DiffQ group_size 0 (one group per tensor) is not supported",
-                         L->what);
+        return dmx__fail(DMX_ERR_UNSUPPORTED,
+                         "%s: DiffQ group_size 0 (one group per tensor) is not supported", L->what);
     /* small parameters: 'others' (or 'float16' when the quantizer kept them in half precision) */
     const dmx__pv *small = use_f16 ? f16 : others;
-    if (!pv_is_seq(small)) return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ state without its 'float16' list", L->what);
+    if (!pv_is_seq(small))
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ state without its 'float16' list", L->what);
     if (use_f16 ? others->u.seq.n != 0 : (pv_is_seq(f16) && f16->u.seq.n != 0))
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ state with both 'float16' and 'others' parameters", L->what);
+        return dmx__fail(DMX_ERR_CORRUPT,
+                         "%s: DiffQ state with both 'float16' and 'others' parameters", L->what);
     q->small = calloc(small->u.seq.n ? small->u.seq.n : 1, sizeof *q->small);
     q->q = calloc(quant->u.seq.n ? quant->u.seq.n : 1, sizeof *q->q);
     if (!q->small || !q->q) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
@@ -1037,7 +1138,8 @@ static dmx_status load_quantized(loader *L, dmx__ckpt *ck, const dmx__pv *state)
         char nm[48];
         snprintf(nm, sizeof nm, "%s[%zu]", use_f16 ? "float16" : "others", i);
         q->nsmall = i + 1;
-        if (!(q->small[i].name = strdup(nm))) return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
+        if (!(q->small[i].name = strdup(nm)))
+            return dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", L->what);
         dmx_status s = load_tensor(L, nm, small->u.seq.items[i], &q->small[i]);
         if (s != DMX_OK) return s;
     }
@@ -1046,14 +1148,17 @@ static dmx_status load_quantized(loader *L, dmx__ckpt *ck, const dmx__pv *state)
         char what[64];
         q->nq = i + 1;
         dq_entry *d = &q->q[i];
-        if (!pv_is_seq(e) || e->u.seq.n != 3 || !pv_is_seq(e->u.seq.items[0]) || !pv_is_seq(e->u.seq.items[1]) ||
-            e->u.seq.items[1]->u.seq.n != 2 || !pv_num(e->u.seq.items[1]->u.seq.items[0], &d->mn) ||
+        if (!pv_is_seq(e) || e->u.seq.n != 3 || !pv_is_seq(e->u.seq.items[0]) ||
+            !pv_is_seq(e->u.seq.items[1]) || e->u.seq.items[1]->u.seq.n != 2 ||
+            !pv_num(e->u.seq.items[1]->u.seq.items[0], &d->mn) ||
             !pv_num(e->u.seq.items[1]->u.seq.items[1], &d->mx))
-            return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ quantized[%zu] is not (levels, (min, max), packed_bits)",
+            return dmx__fail(DMX_ERR_CORRUPT,
+                             "%s: DiffQ quantized[%zu] is not (levels, (min, max), packed_bits)",
                              L->what, i);
         const dmx__pv *lv = e->u.seq.items[0];
         if (lv->u.seq.n != DQ_MAX_BITS)
-            return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ quantized[%zu] has %zu level lists, expected %d", L->what,
+            return dmx__fail(DMX_ERR_CORRUPT,
+                             "%s: DiffQ quantized[%zu] has %zu level lists, expected %d", L->what,
                              i, lv->u.seq.n, DQ_MAX_BITS);
         snprintf(what, sizeof what, "quantized[%zu] bits", i);
         dmx_status s = load_packed(L, what, e->u.seq.items[2], &d->bits);
@@ -1064,8 +1169,8 @@ static dmx_status load_quantized(loader *L, dmx__ckpt *ck, const dmx__pv *state)
             snprintf(what, sizeof what, "quantized[%zu] levels[%d]", i, b);
             if ((s = load_packed(L, what, p, &d->levels[b])) != DMX_OK) return s;
             if (d->levels[b].nbits != b + 1)
-                return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s packs %d bits, expected %d", L->what, what,
-                                 d->levels[b].nbits, b + 1);
+                return dmx__fail(DMX_ERR_CORRUPT, "%s: DiffQ %s packs %d bits, expected %d",
+                                 L->what, what, d->levels[b].nbits, b + 1);
         }
     }
     ck->tensors = calloc(1, sizeof *ck->tensors);
@@ -1082,30 +1187,34 @@ static int dq_excluded(const struct dq_state *q, const char *full) {
 }
 
 /* Unpacks and dequantizes entry d into dst (numel values). */
-static dmx_status dq_restore(const struct dq_state *q, const dq_entry *d, const dmx__param_spec *p, size_t numel,
-                             float *dst) {
+static dmx_status dq_restore(const struct dq_state *q, const dq_entry *d, const dmx__param_spec *p,
+                             size_t numel, float *dst) {
     const int64_t G = q->group_size, groups = (int64_t)numel / G;
     if ((int64_t)numel % G)
-        return dmx__fail(DMX_ERR_MODEL, "DiffQ parameter '%s': %zu values are not groups of %lld", p->name, numel,
-                         (long long)G);
+        return dmx__fail(DMX_ERR_MODEL, "DiffQ parameter '%s': %zu values are not groups of %lld",
+                         p->name, numel, (long long)G);
     if (d->bits.lines * 2048 < groups)
-        return dmx__fail(DMX_ERR_MODEL, "DiffQ parameter '%s': %lld groups but %lld packed bit widths", p->name,
+        return dmx__fail(DMX_ERR_MODEL,
+                         "DiffQ parameter '%s': %lld groups but %lld packed bit widths", p->name,
                          (long long)groups, (long long)d->bits.lines * 2048);
     int64_t used[DQ_MAX_BITS] = {0}; /* groups of each width so far */
     const float fmx_mn = (float)(d->mx - d->mn), fmn = (float)d->mn;
     for (int64_t g = 0; g < groups; g++) {
         int64_t b = (int64_t)dq_value(&d->bits, g) + q->min_bits;
         if (b < 1 || b > DQ_MAX_BITS)
-            return dmx__fail(DMX_ERR_CORRUPT, "DiffQ parameter '%s': group %lld has %lld bits (1..%d restorable)",
+            return dmx__fail(DMX_ERR_CORRUPT,
+                             "DiffQ parameter '%s': group %lld has %lld bits (1..%d restorable)",
                              p->name, (long long)g, (long long)b, DQ_MAX_BITS);
         const dq_packed *lp = &d->levels[b - 1];
         int64_t k0 = used[b - 1]++ * G;
         if (!lp->w || lp->lines * 2048 < k0 + G)
-            return dmx__fail(DMX_ERR_CORRUPT, "DiffQ parameter '%s': levels of its %lld-bit groups are missing",
+            return dmx__fail(DMX_ERR_CORRUPT,
+                             "DiffQ parameter '%s': levels of its %lld-bit groups are missing",
                              p->name, (long long)b);
         float unit = 1.0f / (ldexpf(1.0f, (int)b) - 1.0f);
         for (int64_t e = 0; e < G; e++) {
-            volatile float pv = (float)dq_value(lp, k0 + e) * unit; /* no fused multiply-add: torch rounds each op */
+            volatile float pv = (float)dq_value(lp, k0 + e) *
+                                unit; /* no fused multiply-add: torch rounds each op */
             volatile float sc = pv * fmx_mn;
             dst[g * G + e] = sc + fmn;
         }
@@ -1119,7 +1228,8 @@ dmx_status dmx__ckpt_dequantize(dmx__ckpt *ck, const dmx__param_list *params) {
     const double min_params = floor(q->min_size * 1048576.0 / 4.0);
     size_t n = params->n, jq = 0, js = 0;
     dmx__tensor *ts = calloc(n ? n : 1, sizeof *ts);
-    size_t *from = malloc((n ? n : 1) * sizeof *from); /* small entry moved into ts[i], or SIZE_MAX */
+    size_t *from =
+        malloc((n ? n : 1) * sizeof *from); /* small entry moved into ts[i], or SIZE_MAX */
     if (!ts || !from) {
         free(ts);
         free(from);
@@ -1148,7 +1258,8 @@ dmx_status dmx__ckpt_dequantize(dmx__ckpt *ck, const dmx__param_list *params) {
         t->numel = numel;
         if ((double)numel <= min_params || dq_excluded(q, p->name)) {
             if (js >= q->nsmall) {
-                s = dmx__fail(DMX_ERR_MODEL, "DiffQ state has %zu small parameters, the architecture more ('%s')",
+                s = dmx__fail(DMX_ERR_MODEL,
+                              "DiffQ state has %zu small parameters, the architecture more ('%s')",
                               q->nsmall, p->name);
                 break;
             }
@@ -1156,8 +1267,10 @@ dmx_status dmx__ckpt_dequantize(dmx__ckpt *ck, const dmx__param_list *params) {
             int ok = o->ndim == p->ndim;
             for (int d = 0; ok && d < p->ndim; d++) ok = o->shape[d] == p->shape[d];
             if (!ok) {
-                s = dmx__fail(DMX_ERR_MODEL, "DiffQ %s has %zu values where the architecture has '%s' (%zu values)",
-                              o->name, o->numel, p->name, numel);
+                s = dmx__fail(
+                    DMX_ERR_MODEL,
+                    "DiffQ %s has %zu values where the architecture has '%s' (%zu values)", o->name,
+                    o->numel, p->name, numel);
                 break;
             }
             t->data = o->data; /* moved (back on failure) */
@@ -1165,17 +1278,22 @@ dmx_status dmx__ckpt_dequantize(dmx__ckpt *ck, const dmx__param_list *params) {
             from[i] = js++;
         } else {
             if (jq >= q->nq) {
-                s = dmx__fail(DMX_ERR_MODEL, "DiffQ state has %zu quantized parameters, the architecture more ('%s')",
-                              q->nq, p->name);
+                s = dmx__fail(
+                    DMX_ERR_MODEL,
+                    "DiffQ state has %zu quantized parameters, the architecture more ('%s')", q->nq,
+                    p->name);
                 break;
             }
             /* every value needs a packed level: bounds the allocation by the file */
             const dq_entry *e = &q->q[jq];
             uint64_t cap = 0;
-            for (int b = 0; b < DQ_MAX_BITS; b++) cap += e->levels[b].w ? (uint64_t)e->levels[b].lines * 2048 : 0;
+            for (int b = 0; b < DQ_MAX_BITS; b++)
+                cap += e->levels[b].w ? (uint64_t)e->levels[b].lines * 2048 : 0;
             if ((uint64_t)numel > cap) {
-                s = dmx__fail(DMX_ERR_MODEL, "DiffQ quantized[%zu] packs at most %llu levels but '%s' has %zu values",
-                              jq, (unsigned long long)cap, p->name, numel);
+                s = dmx__fail(
+                    DMX_ERR_MODEL,
+                    "DiffQ quantized[%zu] packs at most %llu levels but '%s' has %zu values", jq,
+                    (unsigned long long)cap, p->name, numel);
                 break;
             }
             t->data = alloc_floats(numel);
@@ -1187,15 +1305,18 @@ dmx_status dmx__ckpt_dequantize(dmx__ckpt *ck, const dmx__param_list *params) {
         }
     }
     if (s == DMX_OK && (js != q->nsmall || jq != q->nq))
-        s = dmx__fail(DMX_ERR_MODEL,
-                      "DiffQ state has %zu quantized and %zu other parameters, the architecture %zu and %zu", q->nq,
-                      q->nsmall, jq, js);
+        s = dmx__fail(
+            DMX_ERR_MODEL,
+            "DiffQ state has %zu quantized and %zu other parameters, the architecture %zu and %zu",
+            q->nq, q->nsmall, jq, js);
     if (s != DMX_OK) {
         /* leave the state as it was, so a corrected list can be tried */
         for (size_t k = 0; k < n; k++) {
             free(ts[k].name);
-            if (from[k] != SIZE_MAX) q->small[from[k]].data = ts[k].data;
-            else free(ts[k].data);
+            if (from[k] != SIZE_MAX)
+                q->small[from[k]].data = ts[k].data;
+            else
+                free(ts[k].data);
         }
         free(ts);
         free(from);
@@ -1212,6 +1333,7 @@ dmx_status dmx__ckpt_dequantize(dmx__ckpt *ck, const dmx__param_list *params) {
     dq_free(q);
     ck->dq = NULL;
     if (oom) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
-    if (dup != SIZE_MAX) return dmx__fail(DMX_ERR_MODEL, "parameter '%s' listed twice", ck->tensors[dup].name);
+    if (dup != SIZE_MAX)
+        return dmx__fail(DMX_ERR_MODEL, "parameter '%s' listed twice", ck->tensors[dup].name);
     return DMX_OK;
 }

@@ -24,11 +24,11 @@
 #define DMX__MAX_DIMS 8
 
 typedef struct dmx__tensor {
-    char *name;                     /* state-dict key, e.g. "encoder.0.conv.weight" */
-    int ndim;                       /* 0..DMX__MAX_DIMS */
-    int64_t shape[DMX__MAX_DIMS];   /* PyTorch order (outermost first) */
-    size_t numel;                   /* product of shape (1 for ndim == 0) */
-    float *data;                    /* (numel) fp32, C-contiguous; owned by the ckpt */
+    char *name;                   /* state-dict key, e.g. "encoder.0.conv.weight" */
+    int ndim;                     /* 0..DMX__MAX_DIMS */
+    int64_t shape[DMX__MAX_DIMS]; /* PyTorch order (outermost first) */
+    size_t numel;                 /* product of shape (1 for ndim == 0) */
+    float *data;                  /* (numel) fp32, C-contiguous; owned by the ckpt */
 } dmx__tensor;
 
 typedef struct dmx__ckpt dmx__ckpt; /* opaque */
@@ -42,8 +42,7 @@ dmx_status dmx__ckpt_load(const char *path, dmx__ckpt **out);
 
 /* Same, from a memory buffer (used by the fuzzer and tests). The buffer is
  * copied as needed; the caller keeps ownership. `name` is used in messages. */
-dmx_status dmx__ckpt_load_mem(const void *buf, size_t len, const char *name,
-                              dmx__ckpt **out);
+dmx_status dmx__ckpt_load_mem(const void *buf, size_t len, const char *name, dmx__ckpt **out);
 
 /* Same for a bare torch.save'd state dict (MSST's RoFormer .ckpt files): the
  * top-level dict name -> tensor, or MSST's wrappers ('state', 'state_dict',
@@ -51,7 +50,8 @@ dmx_status dmx__ckpt_load_mem(const void *buf, size_t len, const char *name,
  * entries of a training checkpoint are ignored). klass is NULL, there are no
  * kwargs. */
 dmx_status dmx__ckpt_load_state_dict(const char *path, dmx__ckpt **out);
-dmx_status dmx__ckpt_load_state_dict_mem(const void *buf, size_t len, const char *name, dmx__ckpt **out);
+dmx_status dmx__ckpt_load_state_dict_mem(const void *buf, size_t len, const char *name,
+                                         dmx__ckpt **out);
 
 /* Frees everything; NULL is a no-op. */
 void dmx__ckpt_free(dmx__ckpt *ck);
@@ -92,11 +92,11 @@ dmx_status dmx__ckpt_kw_fraction(const dmx__ckpt *ck, const char *key, int64_t *
 dmx_status dmx__ckpt_kw_str(const dmx__ckpt *ck, const char *key, const char **v);
 /* List or tuple of strings (e.g. `sources`): *n items; strings owned by ckpt.
  * Fills at most `cap` entries of `v` but always reports the full count in *n. */
-dmx_status dmx__ckpt_kw_strlist(const dmx__ckpt *ck, const char *key,
-                                const char **v, size_t cap, size_t *n);
+dmx_status dmx__ckpt_kw_strlist(const dmx__ckpt *ck, const char *key, const char **v, size_t cap,
+                                size_t *n);
 /* List or tuple of numbers (e.g. `multi_freqs`), same conventions. */
-dmx_status dmx__ckpt_kw_numlist(const dmx__ckpt *ck, const char *key,
-                                double *v, size_t cap, size_t *n);
+dmx_status dmx__ckpt_kw_numlist(const dmx__ckpt *ck, const char *key, double *v, size_t cap,
+                                size_t *n);
 
 /* kwargs keys in file order (e.g. to warn about keys a model builder does not
  * know). The key pointer is owned by the ckpt; NULL when i is out of range. */
@@ -126,7 +126,8 @@ typedef struct dmx__param_list {
 } dmx__param_list;
 
 /* Appends a copy of `name`; DMX_OK or DMX_ERR_NOMEM. */
-dmx_status dmx__param_list_add(dmx__param_list *l, const char *name, int ndim, const int64_t *shape);
+dmx_status dmx__param_list_add(dmx__param_list *l, const char *name, int ndim,
+                               const int64_t *shape);
 void dmx__param_list_free(dmx__param_list *l);
 
 /* 1 while the checkpoint holds a DiffQ state not yet dequantized. */

@@ -27,7 +27,8 @@ void dmx__dconvx_bind_b(dmx__binder *b, const char *prefix, int channels, const 
     if (depth > DMX__DCONV_MAX_DEPTH || o->kernel < 1 || o->kernel % 2 == 0 || hidden < 1 ||
         (o->attn && (o->heads < 1 || hidden % o->heads || o->ndecay < 0))) {
         b->st = dmx__fail(DMX_ERR_MODEL,
-                          "%s: unsupported DConv (channels %d, depth %d, compress %g, kernel %d, attn %d, heads %d)",
+                          "%s: unsupported DConv (channels %d, depth %d, compress %g, kernel %d, "
+                          "attn %d, heads %d)",
                           prefix, channels, o->depth, o->compress, o->kernel, o->attn, o->heads);
         return;
     }
@@ -81,8 +82,8 @@ void dmx__dconvx_bind_b(dmx__binder *b, const char *prefix, int channels, const 
     d->n_params = b->n_params - start;
 }
 
-dmx_status dmx__dconvx_bind(dmx__ckpt *ck, const char *prefix, int channels, const dmx__dconvx_opts *o,
-                            dmx__dconvx *out) {
+dmx_status dmx__dconvx_bind(dmx__ckpt *ck, const char *prefix, int channels,
+                            const dmx__dconvx_opts *o, dmx__dconvx *out) {
     dmx__binder b;
     dmx_status s = dmx__binder_init(&b, ck, NULL);
     if (s == DMX_OK) {
@@ -104,8 +105,8 @@ static void add_scaled(float *x, int T, int t0, const float *g, int n, int C, co
 }
 
 /* One batch item x (C, T). */
-static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, int T, dmx__tap_fn tap,
-                              void *tap_user, const char *tname) {
+static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, int T,
+                              dmx__tap_fn tap, void *tap_user, const char *tname) {
     char nm[200];
     const int C = d->channels, Hd = d->hidden;
     dmx__arena_mark mk = dmx__arena_save(ar);
@@ -129,8 +130,10 @@ static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, in
         dmx__conv_geom g1 = {C, Hd, 1, d->kernel, 1, 1, 0, pad, 1, L->dilation};
         if (dmx__conv2d(ar, &g1, x, 1, T, L->conv1_w, L->conv1_b, h)) return NOMEM();
         if (d->norm) dmx__group_norm(h, Hd, 1, T, 1, L->norm1_w, L->norm1_b, 1e-5f);
-        if (d->gelu) dmx__gelu(h, (size_t)Hd * T);
-        else dmx__relu(h, (size_t)Hd * T);
+        if (d->gelu)
+            dmx__gelu(h, (size_t)Hd * T);
+        else
+            dmx__relu(h, (size_t)Hd * T);
         dmx_status s;
         if (L->has_lstm) {
             if ((s = dmx__blstm_forward(&L->lstm, ar, h, T)) != DMX_OK) return s;
@@ -188,12 +191,13 @@ static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, in
     return DMX_OK;
 }
 
-dmx_status dmx__dconvx_forward(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C, int T) {
+dmx_status dmx__dconvx_forward(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C,
+                               int T) {
     return dmx__dconvx_forward_tap(d, ar, x, B, C, T, NULL, NULL, NULL);
 }
 
-dmx_status dmx__dconvx_forward_tap(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C, int T,
-                                   dmx__tap_fn tap, void *tap_user, const char *name) {
+dmx_status dmx__dconvx_forward_tap(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C,
+                                   int T, dmx__tap_fn tap, void *tap_user, const char *name) {
     DMX_ASSERT(C == d->channels);
     if (B != 1 || !name) tap = NULL;
     for (int b = 0; b < B; b++) {

@@ -49,7 +49,7 @@ typedef struct dmx__dconvx_layer {
 typedef struct dmx__dconvx {
     int channels, hidden, depth, kernel, norm, gelu;
     dmx__dconvx_layer layers[DMX__DCONV_MAX_DEPTH];
-    int64_t n_params;               /* values bound */
+    int64_t n_params; /* values bound */
 } dmx__dconvx;
 
 dmx__dconvx_opts dmx__dconvx_opts_default(void);
@@ -57,8 +57,8 @@ dmx__dconvx_opts dmx__dconvx_opts_default(void);
 /* Binds PREFIX.layers.* (e.g. prefix "encoder.4.dconv") for `channels`
  * channels. DMX_ERR_MODEL naming a missing or mis-shaped tensor or a bad
  * option. The weights stay owned by `ck`. */
-dmx_status dmx__dconvx_bind(dmx__ckpt *ck, const char *prefix, int channels, const dmx__dconvx_opts *o,
-                            dmx__dconvx *out);
+dmx_status dmx__dconvx_bind(dmx__ckpt *ck, const char *prefix, int channels,
+                            const dmx__dconvx_opts *o, dmx__dconvx *out);
 /* Same through a binder (collect or bind pass, see bind.h); errors stick in
  * b->st. */
 void dmx__dconvx_bind_b(dmx__binder *b, const char *prefix, int channels, const dmx__dconvx_opts *o,
@@ -71,7 +71,7 @@ dmx_status dmx__dconvx_forward(const dmx__dconvx *d, dmx__arena *ar, float *x, i
 /* Same, tapping (for B = 1) each layer's BLSTM output as
  * "<name>_dconv<d>_blstm" and LocalState output as "<name>_dconv<d>_localstate"
  * (both (hidden, 1, T), residuals included). tap may be NULL. */
-dmx_status dmx__dconvx_forward_tap(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C, int T,
-                                   dmx__tap_fn tap, void *tap_user, const char *name);
+dmx_status dmx__dconvx_forward_tap(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C,
+                                   int T, dmx__tap_fn tap, void *tap_user, const char *name);
 
 #endif

@@ -33,19 +33,19 @@
 #include "resample.h"
 
 #define MAX_DEPTH 10
-#define NOMEM() dmx__fail(DMX_ERR_NOMEM, "out of memory in the Demucs forward pass")
+#define NOMEM()   dmx__fail(DMX_ERR_NOMEM, "out of memory in the Demucs forward pass")
 
 typedef struct dlayer {
-    int chin, chout;            /* encoder: chin -> chout; decoder: chout (=encoder's) -> out */
-    int norm_groups;            /* 0: Identity */
+    int chin, chout;              /* encoder: chin -> chout; decoder: chout (=encoder's) -> out */
+    int norm_groups;              /* 0: Identity */
     const float *conv_w, *conv_b; /* enc (ch, chin, K); dec conv_tr (ch, out, K) */
     const float *norm_w, *norm_b;
     int has_dconv;
     dmx__dconvx dconv;
     int has_rewrite;
-    const float *rw_w, *rw_b;   /* (ch_scale * ch, ch, 1 or 2 context + 1) */
+    const float *rw_w, *rw_b; /* (ch_scale * ch, ch, 1 or 2 context + 1) */
     const float *rwn_w, *rwn_b;
-    int act;                    /* decoder: GELU/ReLU after the conv_tr (index > 0) */
+    int act; /* decoder: GELU/ReLU after the conv_tr (index > 0) */
 } dlayer;
 
 typedef struct demucs {
@@ -222,9 +222,11 @@ static dmx_status demucs_build(dmx__ckpt *ck, void **out) {
     dmx_status st = DMX_OK;
     size_t ns = 0;
     st = dmx__ckpt_kw_strlist(ck, "sources", m->sources, DMX__MAX_SOURCES, &ns);
-    if (st == DMX_ERR_NOT_FOUND) st = dmx__fail(DMX_ERR_MODEL, "Demucs checkpoint without 'sources'");
+    if (st == DMX_ERR_NOT_FOUND)
+        st = dmx__fail(DMX_ERR_MODEL, "Demucs checkpoint without 'sources'");
     if (st == DMX_OK && (ns < 1 || ns > DMX__MAX_SOURCES))
-        st = dmx__fail(DMX_ERR_MODEL, "Demucs checkpoint with %zu sources (1..%d supported)", ns, DMX__MAX_SOURCES);
+        st = dmx__fail(DMX_ERR_MODEL, "Demucs checkpoint with %zu sources (1..%d supported)", ns,
+                       DMX__MAX_SOURCES);
     m->n_sources = (int)ns;
     hparams hp;
     m->audio_channels = (int)kw_int(m, &st, "audio_channels", 2);
@@ -263,24 +265,31 @@ static dmx_status demucs_build(dmx__ckpt *ck, void **out) {
             dmx__clear_error();
         }
         if (dmx__segment_length(m->seg_num, m->seg_den, m->segment, m->samplerate) < 1)
-            st = dmx__fail(DMX_ERR_MODEL, "Demucs kwarg 'segment' (%g s) gives no usable length", m->segment);
+            st = dmx__fail(DMX_ERR_MODEL, "Demucs kwarg 'segment' (%g s) gives no usable length",
+                           m->segment);
     }
     if (st == DMX_OK &&
         (m->audio_channels < 1 || m->audio_channels > 8 || m->channels < 1 || m->depth < 1 ||
-         m->depth > MAX_DEPTH || m->kernel < 1 || m->kernel > 1024 || m->stride < 1 || m->stride > 1024 ||
-         m->context < 0 || m->context > 1024 || !(hp.growth > 0 && hp.growth <= 64) || m->channels > 65536 ||
-         hp.norm_groups < 1 || hp.dconv_mode < 0 || hp.dconv_mode > 3 || hp.dconv_depth > DMX__DCONV_MAX_DEPTH ||
-         hp.dconv_depth < -DMX__DCONV_MAX_DEPTH || m->lstm_layers < 0 || m->lstm_layers > DMX__LSTM_MAX_LAYERS ||
-         m->samplerate < 1000 || m->samplerate > 384000 || !(m->segment > 0) || m->segment > 3600))
-        st = dmx__fail(DMX_ERR_MODEL, "Demucs kwargs out of the supported range (depth %d, channels %d, kernel %d, "
-                       "stride %d, lstm_layers %d)", m->depth, m->channels, m->kernel, m->stride, m->lstm_layers);
+         m->depth > MAX_DEPTH || m->kernel < 1 || m->kernel > 1024 || m->stride < 1 ||
+         m->stride > 1024 || m->context < 0 || m->context > 1024 ||
+         !(hp.growth > 0 && hp.growth <= 64) || m->channels > 65536 || hp.norm_groups < 1 ||
+         hp.dconv_mode < 0 || hp.dconv_mode > 3 || hp.dconv_depth > DMX__DCONV_MAX_DEPTH ||
+         hp.dconv_depth < -DMX__DCONV_MAX_DEPTH || m->lstm_layers < 0 ||
+         m->lstm_layers > DMX__LSTM_MAX_LAYERS || m->samplerate < 1000 || m->samplerate > 384000 ||
+         !(m->segment > 0) || m->segment > 3600))
+        st =
+            dmx__fail(DMX_ERR_MODEL,
+                      "Demucs kwargs out of the supported range (depth %d, channels %d, kernel %d, "
+                      "stride %d, lstm_layers %d)",
+                      m->depth, m->channels, m->kernel, m->stride, m->lstm_layers);
     if (st == DMX_OK) {
         /* GroupNorm needs its groups to divide the channels */
         double chd = m->channels;
         for (int i = 0; i < m->depth && st == DMX_OK; i++, chd = (double)(int)(hp.growth * chd)) {
             int ch = chd <= 65536 ? (int)chd : -1;
             if (ch < 1 || (i >= hp.norm_starts && ch % hp.norm_groups))
-                st = dmx__fail(DMX_ERR_MODEL, "Demucs layer %d: %.0f channels (1..65536; norm_groups %d)", i, chd,
+                st = dmx__fail(DMX_ERR_MODEL,
+                               "Demucs layer %d: %.0f channels (1..65536; norm_groups %d)", i, chd,
                                hp.norm_groups);
         }
     }
@@ -350,23 +359,27 @@ static void demucs_describe(const void *p, dmx__net_desc *d) {
 /* ------------------------------------------------------------- forward */
 
 static void act_fn(int gelu, float *x, size_t n) {
-    if (gelu) dmx__gelu(x, n);
-    else dmx__relu(x, n);
+    if (gelu)
+        dmx__gelu(x, n);
+    else
+        dmx__relu(x, n);
 }
 
 /* y (C, T) = GLU or ReLU of norm(conv(x)) for the rewrite convolutions
  * (y must not overlap x). */
-static int rewrite(const demucs *m, const dlayer *L, dmx__arena *ar, const float *x, int C, int T, int k, int pad,
-                   float *y) {
+static int rewrite(const demucs *m, const dlayer *L, dmx__arena *ar, const float *x, int C, int T,
+                   int k, int pad, float *y) {
     const int co = (m->glu ? 2 : 1) * C;
     dmx__conv_geom g = {C, co, 1, k, 1, 1, 0, pad, 1, 1};
     /* without a norm the GLU is fused in column blocks (no 2C x T buffer) */
-    if (m->glu && !L->norm_groups && x != y) return dmx__conv2d_glu(ar, &g, x, 1, T, L->rw_w, L->rw_b, y);
+    if (m->glu && !L->norm_groups && x != y)
+        return dmx__conv2d_glu(ar, &g, x, 1, T, L->rw_w, L->rw_b, y);
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *r = dmx__arena_floats(ar, (size_t)co * T);
     if (!r || dmx__conv2d(ar, &g, x, 1, T, L->rw_w, L->rw_b, r)) return -1;
     if (L->norm_groups) dmx__group_norm(r, co, 1, T, L->norm_groups, L->rwn_w, L->rwn_b, 1e-5f);
-    if (m->glu) dmx__glu(r, y, co, (size_t)T);
+    if (m->glu)
+        dmx__glu(r, y, co, (size_t)T);
     else {
         memcpy(y, r, (size_t)co * T * sizeof *y);
         dmx__relu(y, (size_t)co * T);
@@ -387,8 +400,8 @@ static float *compact(dmx__arena *ar, dmx__arena_mark mark, float *y, size_t n) 
     return z;
 }
 
-static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix, int len, float *out,
-                                 dmx__tap_fn tap, void *tap_user) {
+static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix, int len,
+                                 float *out, dmx__tap_fn tap, void *tap_user) {
     const demucs *m = p;
     const int AC = m->audio_channels, S = m->n_sources;
     char nm[64];
@@ -414,7 +427,8 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
         stdv = len > 1 ? (float)sqrt(v / (len - 1)) : NAN;
     }
     const int64_t vl = demucs_valid_length(m, len);
-    if (vl > (1 << 28)) return dmx__fail(DMX_ERR_INVALID_ARG, "Demucs forward on %d samples is too long", len);
+    if (vl > (1 << 28))
+        return dmx__fail(DMX_ERR_INVALID_ARG, "Demucs forward on %d samples is too long", len);
     const int V = (int)vl, delta = V - len, left = delta / 2;
     float *xp = dmx__arena_zeros(ar, (size_t)AC * V);
     if (!xp) return NOMEM();
@@ -441,18 +455,20 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
     for (int i = 0; i < m->depth; i++) {
         const dlayer *L = &m->enc[i];
         int To = T >= m->kernel ? (T - m->kernel) / m->stride + 1 : 0;
-        if (To < 1) return dmx__fail(DMX_ERR_INVALID_ARG, "Demucs encoder %d: input of %d steps", i, T);
+        if (To < 1)
+            return dmx__fail(DMX_ERR_INVALID_ARG, "Demucs encoder %d: input of %d steps", i, T);
         below[i] = dmx__arena_save(ar);
         float *y = dmx__arena_floats(ar, (size_t)L->chout * To);
         if (!y) return NOMEM();
         dmx__conv_geom g = {L->chin, L->chout, 1, m->kernel, 1, m->stride, 0, 0, 1, 1};
         if (dmx__conv2d(ar, &g, x, 1, T, L->conv_w, L->conv_b, y)) return NOMEM();
-        if (L->norm_groups) dmx__group_norm(y, L->chout, 1, To, L->norm_groups, L->norm_w, L->norm_b, 1e-5f);
+        if (L->norm_groups)
+            dmx__group_norm(y, L->chout, 1, To, L->norm_groups, L->norm_w, L->norm_b, 1e-5f);
         act_fn(m->gelu, y, (size_t)L->chout * To);
         snprintf(nm, sizeof nm, "encoder%d", i);
         dmx_status s;
-        if (L->has_dconv &&
-            (s = dmx__dconvx_forward_tap(&L->dconv, ar, y, 1, L->chout, To, tap, tap_user, nm)) != DMX_OK)
+        if (L->has_dconv && (s = dmx__dconvx_forward_tap(&L->dconv, ar, y, 1, L->chout, To, tap,
+                                                         tap_user, nm)) != DMX_OK)
             return s;
         if (L->has_rewrite) {
             float *z = dmx__arena_floats(ar, (size_t)L->chout * To);
@@ -481,7 +497,8 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
         const int C = L->chin;
         /* x += centre_trim(skip, x) */
         int d = skipT[i] - T;
-        if (d < 0) return dmx__fail(DMX_ERR_INTERNAL, "Demucs decoder %d: skip shorter than its input", j);
+        if (d < 0)
+            return dmx__fail(DMX_ERR_INTERNAL, "Demucs decoder %d: skip shorter than its input", j);
         const float *sk = skip[i] + d / 2;
         for (int c = 0; c < C; c++)
             for (int t = 0; t < T; t++) x[(size_t)c * T + t] += sk[(size_t)c * skipT[i] + t];
@@ -492,7 +509,8 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
         }
         snprintf(nm, sizeof nm, "decoder%d", j);
         dmx_status s;
-        if (L->has_dconv && (s = dmx__dconvx_forward_tap(&L->dconv, ar, x, 1, C, T, tap, tap_user, nm)) != DMX_OK)
+        if (L->has_dconv &&
+            (s = dmx__dconvx_forward_tap(&L->dconv, ar, x, 1, C, T, tap, tap_user, nm)) != DMX_OK)
             return s;
         int To = (T - 1) * m->stride + m->kernel;
         float *y = dmx__arena_floats(ar, (size_t)L->chout * To);
@@ -500,7 +518,8 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
         dmx__conv_geom g = {C, L->chout, 1, m->kernel, 1, m->stride, 0, 0, 1, 1};
         if (dmx__conv_tr2d(ar, &g, x, 1, T, L->conv_w, L->conv_b, y)) return NOMEM();
         if (L->act) {
-            if (L->norm_groups) dmx__group_norm(y, L->chout, 1, To, L->norm_groups, L->norm_w, L->norm_b, 1e-5f);
+            if (L->norm_groups)
+                dmx__group_norm(y, L->chout, 1, To, L->norm_groups, L->norm_w, L->norm_b, 1e-5f);
             act_fn(m->gelu, y, (size_t)L->chout * To);
         }
         if (tap) tap(tap_user, nm, y, L->chout, 1, To);
@@ -521,7 +540,8 @@ static dmx_status demucs_forward(const void *p, dmx__arena *ar, const float *mix
     int d = T - len;
     if (d < 0) return dmx__fail(DMX_ERR_INTERNAL, "Demucs output of %d samples for %d in", T, len);
     for (int r = 0; r < R; r++)
-        for (int t = 0; t < len; t++) out[(size_t)r * len + t] = x[(size_t)r * T + d / 2 + t] * stdv + mean;
+        for (int t = 0; t < len; t++)
+            out[(size_t)r * len + t] = x[(size_t)r * T + d / 2 + t] * stdv + mean;
     dmx__arena_restore(ar, mk0);
     return DMX_OK;
 }

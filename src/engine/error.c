@@ -32,8 +32,7 @@ void dmx__log(dmx_log_level level, const char *fmt, ...) {
 const char *dmx_status_str(dmx_status s) {
     switch (s) {
 #define DMX__STATUS_STR(name, value, desc) \
-    case name:                              \
-        return desc;
+    case name: return desc;
         DMX_STATUS_MAP(DMX__STATUS_STR)
 #undef DMX__STATUS_STR
     }
@@ -43,8 +42,7 @@ const char *dmx_status_str(dmx_status s) {
 const char *dmx_status_name(dmx_status s) {
     switch (s) {
 #define DMX__STATUS_NAME(name, value, desc) \
-    case name:                               \
-        return #name;
+    case name: return #name;
         DMX_STATUS_MAP(DMX__STATUS_NAME)
 #undef DMX__STATUS_NAME
     }

@@ -9,8 +9,7 @@
 
 /* Formats the thread-local detail message (see dmx_last_error) and returns
  * `s` so callers can write `return dmx__fail(DMX_ERR_CORRUPT, "...", ...)`. */
-dmx_status dmx__fail(dmx_status s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+dmx_status dmx__fail(dmx_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Sends a formatted message to the log callback installed with dmx_log_set
  * (nothing happens when none is installed). Used by every demix library. */

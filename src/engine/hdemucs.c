@@ -51,8 +51,8 @@ typedef struct largs {
 /* HEncLayer (enc = 1) or HDecLayer. */
 typedef struct hlayer {
     largs a;
-    int pad;        /* kernel/4 when padded (0 for MultiWrap decoder bands) */
-    hconv conv;     /* conv or conv_tr */
+    int pad;    /* kernel/4 when padded (0 for MultiWrap decoder bands) */
+    hconv conv; /* conv or conv_tr */
     hnorm norm1, norm2;
     int has_rewrite;
     hconv rewrite;
@@ -63,9 +63,9 @@ typedef struct hlayer {
 /* One entry of upstream's encoder/decoder ModuleList: a layer, or a
  * MultiWrap of n_bands copies. */
 typedef struct hstage {
-    int n_bands;             /* 1: plain layer */
+    int n_bands;              /* 1: plain layer */
     double ratios[MAX_BANDS]; /* split ratios, the last one 1 */
-    int last;                /* decoder: the outermost (no GELU) */
+    int last;                 /* decoder: the outermost (no GELU) */
     hlayer band[MAX_BANDS];
 } hstage;
 
@@ -97,13 +97,16 @@ static void bind_conv(dmx__binder *b, hconv *c, const dmx__conv_geom *g, int tra
     c->g = *g;
     int64_t a = transposed ? g->cin : g->cout, bb = transposed ? g->cout : g->cin;
     int64_t s4[4] = {a, bb, g->kh, g->kw}, s3[3] = {a, bb, g->kw};
-    if (conv2d) c->w = dmx__bind(b, 4, s4, "%s.%s.weight", prefix, what);
-    else c->w = dmx__bind(b, 3, s3, "%s.%s.weight", prefix, what);
+    if (conv2d)
+        c->w = dmx__bind(b, 4, s4, "%s.%s.weight", prefix, what);
+    else
+        c->w = dmx__bind(b, 3, s3, "%s.%s.weight", prefix, what);
     int64_t s1[1] = {g->cout};
     c->b = dmx__bind(b, 1, s1, "%s.%s.bias", prefix, what);
 }
 
-static void bind_norm(dmx__binder *b, hnorm *n, int groups, int ch, const char *prefix, const char *what) {
+static void bind_norm(dmx__binder *b, hnorm *n, int groups, int ch, const char *prefix,
+                      const char *what) {
     n->groups = groups;
     if (!groups) return;
     int64_t s1[1] = {ch};
@@ -111,7 +114,8 @@ static void bind_norm(dmx__binder *b, hnorm *n, int groups, int ch, const char *
     n->b = dmx__bind(b, 1, s1, "%s.%s.bias", prefix, what);
 }
 
-static void bind_dconv(const hdemucs *m, dmx__binder *b, hlayer *L, int channels, const char *prefix) {
+static void bind_dconv(const hdemucs *m, dmx__binder *b, hlayer *L, int channels,
+                       const char *prefix) {
     dmx__dconvx_opts o = dmx__dconvx_opts_default();
     o.depth = m->dconv_depth;
     o.compress = m->dconv_comp;
@@ -141,8 +145,9 @@ static void bind_layer(const hdemucs *m, dmx__binder *b, hlayer *L, const largs 
         if (a->empty) return;
         bind_norm(b, &L->norm1, groups, a->chout, prefix, "norm1");
         if (a->rewrite) {
-            dmx__conv_geom gr = a->freq ? geom(a->chout, 2 * a->chout, k, k, 1, 1, a->context, a->context)
-                                        : geom(a->chout, 2 * a->chout, 1, k, 1, 1, 0, a->context);
+            dmx__conv_geom gr =
+                a->freq ? geom(a->chout, 2 * a->chout, k, k, 1, 1, a->context, a->context)
+                        : geom(a->chout, 2 * a->chout, 1, k, 1, 1, 0, a->context);
             L->has_rewrite = 1;
             bind_conv(b, &L->rewrite, &gr, 0, a->freq, prefix, "rewrite");
             bind_norm(b, &L->norm2, groups, 2 * a->chout, prefix, "norm2");
@@ -157,9 +162,12 @@ static void bind_layer(const hdemucs *m, dmx__binder *b, hlayer *L, const largs 
     if (a->empty) return;
     if (a->rewrite) {
         dmx__conv_geom gr;
-        if (!a->freq) gr = geom(a->chin, 2 * a->chin, 1, k, 1, 1, 0, a->context);
-        else if (a->context_freq) gr = geom(a->chin, 2 * a->chin, k, k, 1, 1, a->context, a->context);
-        else gr = geom(a->chin, 2 * a->chin, 1, k, 1, 1, 0, a->context);
+        if (!a->freq)
+            gr = geom(a->chin, 2 * a->chin, 1, k, 1, 1, 0, a->context);
+        else if (a->context_freq)
+            gr = geom(a->chin, 2 * a->chin, k, k, 1, 1, a->context, a->context);
+        else
+            gr = geom(a->chin, 2 * a->chin, 1, k, 1, 1, 0, a->context);
         L->has_rewrite = 1;
         bind_conv(b, &L->rewrite, &gr, 0, a->freq, prefix, "rewrite");
         bind_norm(b, &L->norm1, groups, 2 * a->chin, prefix, "norm1");
@@ -170,8 +178,10 @@ static void bind_layer(const hdemucs *m, dmx__binder *b, hlayer *L, const largs 
 static void bind_stage(const hdemucs *m, dmx__binder *b, hstage *st, const char *list, int idx) {
     char prefix[96];
     for (int k = 0; k < st->n_bands; k++) {
-        if (st->n_bands > 1) snprintf(prefix, sizeof prefix, "%s.%d.layers.%d", list, idx, k);
-        else snprintf(prefix, sizeof prefix, "%s.%d", list, idx);
+        if (st->n_bands > 1)
+            snprintf(prefix, sizeof prefix, "%s.%d.layers.%d", list, idx, k);
+        else
+            snprintf(prefix, sizeof prefix, "%s.%d", list, idx);
         bind_layer(m, b, &st->band[k], &st->band[k].a, st->n_bands > 1, prefix);
     }
 }
@@ -236,12 +246,24 @@ static void hd_free(void *p) {
 }
 
 /* The kwargs every HDemucs __init__ accepts; others are refused. */
-static const char *const known_kwargs[] = {
-    "sources", "audio_channels", "channels", "channels_time", "growth", "nfft", "wiener_iters",
-    "end_iters", "wiener_residual", "cac", "depth", "rewrite", "hybrid", "hybrid_old", "multi_freqs",
-    "multi_freqs_depth", "freq_emb", "emb_scale", "emb_smooth", "kernel_size", "time_stride", "stride",
-    "context", "context_enc", "norm_starts", "norm_groups", "dconv_mode", "dconv_depth", "dconv_comp",
-    "dconv_attn", "dconv_lstm", "dconv_init", "rescale", "samplerate", "segment", NULL};
+static const char *const known_kwargs[] = {"sources",         "audio_channels",
+                                           "channels",        "channels_time",
+                                           "growth",          "nfft",
+                                           "wiener_iters",    "end_iters",
+                                           "wiener_residual", "cac",
+                                           "depth",           "rewrite",
+                                           "hybrid",          "hybrid_old",
+                                           "multi_freqs",     "multi_freqs_depth",
+                                           "freq_emb",        "emb_scale",
+                                           "emb_smooth",      "kernel_size",
+                                           "time_stride",     "stride",
+                                           "context",         "context_enc",
+                                           "norm_starts",     "norm_groups",
+                                           "dconv_mode",      "dconv_depth",
+                                           "dconv_comp",      "dconv_attn",
+                                           "dconv_lstm",      "dconv_init",
+                                           "rescale",         "samplerate",
+                                           "segment",         NULL};
 
 static dmx_status hd_build(dmx__ckpt *ck, void **out) {
     *out = NULL;
@@ -261,19 +283,22 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
         int ok = 0;
         for (int j = 0; known_kwargs[j] && !ok; j++) ok = !strcmp(key, known_kwargs[j]);
         if (!ok) {
-            st = dmx__fail(DMX_ERR_UNSUPPORTED, "HDemucs checkpoint kwarg '%s' is unknown to upstream's HDemucs", key);
+            st = dmx__fail(DMX_ERR_UNSUPPORTED,
+                           "HDemucs checkpoint kwarg '%s' is unknown to upstream's HDemucs", key);
             goto fail;
         }
     }
     size_t ns = 0;
     st = dmx__ckpt_kw_strlist(ck, "sources", d->sources, DMX__MAX_SOURCES, &ns);
     if (st != DMX_OK) {
-        if (st == DMX_ERR_NOT_FOUND) st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs lack 'sources'");
+        if (st == DMX_ERR_NOT_FOUND)
+            st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs lack 'sources'");
         goto fail;
     }
     if (ns == 0 || ns > DMX__MAX_SOURCES) {
-        st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 'sources' has %zu entries (1..%d supported)", ns,
-                       DMX__MAX_SOURCES);
+        st =
+            dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 'sources' has %zu entries (1..%d supported)",
+                      ns, DMX__MAX_SOURCES);
         goto fail;
     }
     m->S = d->n_sources = (int)ns;
@@ -319,36 +344,45 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
     }
     double mf[MAX_BANDS];
     size_t nmf = 0;
-    if (k.st == DMX_OK && dmx__ckpt_kw_has(ck, "multi_freqs") && !dmx__ckpt_kw_is_none(ck, "multi_freqs")) {
+    if (k.st == DMX_OK && dmx__ckpt_kw_has(ck, "multi_freqs") &&
+        !dmx__ckpt_kw_is_none(ck, "multi_freqs")) {
         k.st = dmx__ckpt_kw_numlist(ck, "multi_freqs", mf, MAX_BANDS - 1, &nmf);
         if (k.st == DMX_OK && nmf > MAX_BANDS - 1) {
-            st = dmx__fail(DMX_ERR_UNSUPPORTED, "checkpoint kwarg 'multi_freqs': %zu bands (at most %d supported)",
+            st = dmx__fail(DMX_ERR_UNSUPPORTED,
+                           "checkpoint kwarg 'multi_freqs': %zu bands (at most %d supported)",
                            nmf + 1, MAX_BANDS);
             goto fail;
         }
     }
     if ((st = k.st) != DMX_OK) goto fail;
     if (!hybrid) {
-        st = dmx__fail(DMX_ERR_UNSUPPORTED, "checkpoint kwarg 'hybrid': spectrogram-only HDemucs (hybrid=False) is not supported");
+        st = dmx__fail(
+            DMX_ERR_UNSUPPORTED,
+            "checkpoint kwarg 'hybrid': spectrogram-only HDemucs (hybrid=False) is not supported");
         goto fail;
     }
     if (m->wiener_iters != end_iters) {
-        st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs: a hybrid HDemucs needs wiener_iters == end_iters (%d, %d)",
-                       m->wiener_iters, end_iters);
+        st = dmx__fail(
+            DMX_ERR_MODEL,
+            "checkpoint kwargs: a hybrid HDemucs needs wiener_iters == end_iters (%d, %d)",
+            m->wiener_iters, end_iters);
         goto fail;
     }
-    if (m->depth < 1 || m->depth > MAX_DEPTH || channels < 1 || growth <= 0 || kernel_size < 4 || stride < 1 ||
-        time_stride < 1 || m->nfft < 16 || (m->nfft & (m->nfft - 1)) != 0 || m->A < 1 || m->A > 8 ||
-        (m->wiener_iters > 0 && !m->cac && m->A > 2) || m->dconv_depth < -DMX__DCONV_MAX_DEPTH ||
-        m->dconv_depth > DMX__DCONV_MAX_DEPTH || m->dconv_comp <= 0 || d->samplerate < 1000 ||
-        d->samplerate > 384000 || !(segment > 0) || segment > 3600 || context < 0 || context_enc < 0 ||
-        norm_groups < 1 || channels_time < 0) {
-        st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs describe an invalid or unsupported HDemucs geometry");
+    if (m->depth < 1 || m->depth > MAX_DEPTH || channels < 1 || growth <= 0 || kernel_size < 4 ||
+        stride < 1 || time_stride < 1 || m->nfft < 16 || (m->nfft & (m->nfft - 1)) != 0 ||
+        m->A < 1 || m->A > 8 || (m->wiener_iters > 0 && !m->cac && m->A > 2) ||
+        m->dconv_depth < -DMX__DCONV_MAX_DEPTH || m->dconv_depth > DMX__DCONV_MAX_DEPTH ||
+        m->dconv_comp <= 0 || d->samplerate < 1000 || d->samplerate > 384000 || !(segment > 0) ||
+        segment > 3600 || context < 0 || context_enc < 0 || norm_groups < 1 || channels_time < 0) {
+        st = dmx__fail(DMX_ERR_MODEL,
+                       "checkpoint kwargs describe an invalid or unsupported HDemucs geometry");
         goto fail;
     }
     for (size_t i = 0; i < nmf; i++)
         if (!(mf[i] > 0 && mf[i] < 1)) {
-            st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 'multi_freqs' holds %g (ratios must be in (0, 1))", mf[i]);
+            st = dmx__fail(DMX_ERR_MODEL,
+                           "checkpoint kwarg 'multi_freqs' holds %g (ratios must be in (0, 1))",
+                           mf[i]);
             goto fail;
         }
     m->hop = m->nfft / 4;
@@ -357,7 +391,8 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
     d->seg_den = seg_den;
     d->training_length = dmx__segment_length(d->seg_num, d->seg_den, segment, d->samplerate);
     if (d->training_length < 1) {
-        st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 'segment' (%g s) gives no samples", segment);
+        st =
+            dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 'segment' (%g s) gives no samples", segment);
         goto fail;
     }
 
@@ -368,7 +403,8 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
     int freqs = m->nfft / 2;
     largs tdec_args[MAX_DEPTH];
     for (int index = 0; index < m->depth; index++) {
-        int lstm = index >= m->dconv_lstm, attn = index >= m->dconv_attn, norm = index >= norm_starts;
+        int lstm = index >= m->dconv_lstm, attn = index >= m->dconv_attn,
+            norm = index >= norm_starts;
         int freq = freqs > 1, stri = stride, ker = kernel_size;
         if (!freq) {
             ker = time_stride * 2;
@@ -385,13 +421,15 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
             chout_z = chout_z > chout ? chout_z : chout;
             chout = chout_z;
         }
-        largs ea = {1, chin_z, chout_z, ker, stri, freq, pad, norm, norm_groups, rewrite, context_enc,
-                    1, dconv_mode & 1, 0, 0, lstm, attn};
+        largs ea = {1,    chin_z,      chout_z, ker,         stri, freq,           pad,
+                    norm, norm_groups, rewrite, context_enc, 1,    dconv_mode & 1, 0,
+                    0,    lstm,        attn};
         hstage *es = &m->enc[index];
         es->n_bands = multi ? (int)nmf + 1 : 1;
         if (freq) {
-            largs ta = {1, chin, chout, kernel_size, stride, 0, 1, norm, norm_groups, rewrite, context_enc,
-                        1, dconv_mode & 1, last_freq, 0, lstm, attn};
+            largs ta = {
+                1,       chin,        chout, kernel_size,    stride,    0, 1,    norm, norm_groups,
+                rewrite, context_enc, 1,     dconv_mode & 1, last_freq, 0, lstm, attn};
             m->tenc[index].a = ta;
             m->n_tenc = index + 1;
         }
@@ -399,14 +437,17 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
             chin = A * S;
             chin_z = m->cac ? 2 * chin : chin;
         }
-        largs da = {0, chout_z, chin_z, ker, stri, freq, pad, norm, norm_groups, rewrite, context,
-                    multi ? 0 : 1, dconv_mode & 2, 0, index == 0, lstm, attn};
+        largs da = {0,          chout_z,     chin_z,  ker,     stri,          freq,           pad,
+                    norm,       norm_groups, rewrite, context, multi ? 0 : 1, dconv_mode & 2, 0,
+                    index == 0, lstm,        attn};
         hstage *ds = &m->dec[m->depth - 1 - index];
         ds->n_bands = es->n_bands;
         ds->last = index == 0;
         if (multi && (norm || !freq || !pad)) {
-            st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs: MultiWrap layer %d must be an unnormalised, padded "
-                           "frequency layer", index);
+            st = dmx__fail(DMX_ERR_MODEL,
+                           "checkpoint kwargs: MultiWrap layer %d must be an unnormalised, padded "
+                           "frequency layer",
+                           index);
             goto fail;
         }
         for (int bnd = 0; bnd < es->n_bands; bnd++) {
@@ -416,8 +457,10 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
             if (multi) ds->band[bnd].a.last = 1; /* MultiWrap runs its bands as last layers */
         }
         if (freq) {
-            largs tda = {0, chout, chin, kernel_size, stride, 0, 1, norm, norm_groups, rewrite, context,
-                         1, dconv_mode & 2, last_freq, index == 0, lstm, attn};
+            largs tda = {0,       chout, chin,           kernel_size, stride,
+                         0,       1,     norm,           norm_groups, rewrite,
+                         context, 1,     dconv_mode & 2, last_freq,   index == 0,
+                         lstm,    attn};
             tdec_args[index] = tda;
         }
         chin = chout;
@@ -436,8 +479,10 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
     /* A time branch that never merges (nfft too small for depth) has nothing to
      * inject into, as upstream's forward would fail. */
     if (m->n_tenc < 1 || !m->tenc[m->n_tenc - 1].a.empty) {
-        st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs: the time branch never merges into the frequency branch "
-                       "(nfft %d, depth %d)", m->nfft, m->depth);
+        st = dmx__fail(DMX_ERR_MODEL,
+                       "checkpoint kwargs: the time branch never merges into the frequency branch "
+                       "(nfft %d, depth %d)",
+                       m->nfft, m->depth);
         goto fail;
     }
 
@@ -488,8 +533,10 @@ static int64_t hd_valid_length(const void *net, int64_t length) {
 /* ----------------------------------------------------------------- forward */
 
 #define NOMEM() dmx__fail(DMX_ERR_NOMEM, "out of memory in the HDemucs forward pass")
-#define TAP(name, p, c, h, w) \
-    do { if (tap) tap(tap_user, name, p, c, h, w); } while (0)
+#define TAP(name, p, c, h, w)                     \
+    do {                                          \
+        if (tap) tap(tap_user, name, p, c, h, w); \
+    } while (0)
 
 typedef struct ctx {
     const hdemucs *m;
@@ -505,7 +552,8 @@ static void norm_apply(float *x, int C, size_t L, const hnorm *n) {
 
 /* DConv on y (C, H, W) in place: each frequency row its own sequence (upstream
  * folds F into the batch), gathered into a (C, W) buffer one row at a time. */
-static int dconv_apply(ctx *cx, const hlayer *L, float *y, int C, int H, int W, const char *tapname) {
+static int dconv_apply(ctx *cx, const hlayer *L, float *y, int C, int H, int W,
+                       const char *tapname) {
     char name[64];
     dmx__tap_fn tap = cx->tap;
     void *tap_user = cx->tap_user;
@@ -520,9 +568,11 @@ static int dconv_apply(ctx *cx, const hlayer *L, float *y, int C, int H, int W, 
         float *t = dmx__arena_floats(cx->ar, (size_t)C * W);
         if (!t) return -1;
         for (int f = 0; f < H; f++) {
-            for (int c = 0; c < C; c++) memcpy(t + (size_t)c * W, y + ((size_t)c * H + f) * W, sizeof(float) * W);
+            for (int c = 0; c < C; c++)
+                memcpy(t + (size_t)c * W, y + ((size_t)c * H + f) * W, sizeof(float) * W);
             if (dmx__dconvx_forward(&L->dconv, cx->ar, t, 1, C, W) != DMX_OK) return -1;
-            for (int c = 0; c < C; c++) memcpy(y + ((size_t)c * H + f) * W, t + (size_t)c * W, sizeof(float) * W);
+            for (int c = 0; c < C; c++)
+                memcpy(y + ((size_t)c * H + f) * W, t + (size_t)c * W, sizeof(float) * W);
         }
         dmx__arena_restore(cx->ar, mk);
     }
@@ -536,7 +586,8 @@ static int dconv_apply(ctx *cx, const hlayer *L, float *y, int C, int H, int W, 
 /* y (cout/2, H, W) = GLU(norm(conv(x))): fused in column blocks when there is
  * no norm, else through the whole 2C-channel tensor (GroupNorm needs its
  * statistics). */
-static int rewrite_glu(dmx__arena *ar, const hconv *cv, const hnorm *n, const float *x, int H, int W, float *y) {
+static int rewrite_glu(dmx__arena *ar, const hconv *cv, const hnorm *n, const float *x, int H,
+                       int W, float *y) {
     if (!n->groups) return dmx__conv2d_glu(ar, &cv->g, x, H, W, cv->w, cv->b, y);
     size_t plane = (size_t)H * W;
     dmx__arena_mark mk = dmx__arena_save(ar);
@@ -557,7 +608,8 @@ static float *enc_layer(ctx *cx, const hlayer *L, const float *x, int H, int W, 
     dmx__arena *ar = cx->ar;
     int Wp = W;
     if (!a->freq && W % a->stride) Wp = W + a->stride - W % a->stride;
-    int ho = dmx__conv_out(H, g->kh, g->sh, g->ph, 1), wo = dmx__conv_out(Wp, g->kw, g->sw, g->pw, 1);
+    int ho = dmx__conv_out(H, g->kh, g->sh, g->ph, 1),
+        wo = dmx__conv_out(Wp, g->kw, g->sw, g->pw, 1);
     size_t plane = (size_t)ho * wo;
     float *y = dmx__arena_floats(ar, (size_t)a->chout * plane);
     if (!y) return NULL;
@@ -582,7 +634,8 @@ static float *enc_layer(ctx *cx, const hlayer *L, const float *x, int H, int W, 
     }
     if (inject)
         for (int ch = 0; ch < a->chout; ch++)
-            for (int f = 0; f < ho; f++) dmx__add(c + ((size_t)ch * ho + f) * wo, inject + (size_t)ch * wo, wo);
+            for (int f = 0; f < ho; f++)
+                dmx__add(c + ((size_t)ch * ho + f) * wo, inject + (size_t)ch * wo, wo);
     norm_apply(c, a->chout, plane, &L->norm1);
     dmx__gelu(c, (size_t)a->chout * plane);
     if (L->has_dconv && dconv_apply(cx, L, c, a->chout, ho, wo, tapname)) return NULL;
@@ -596,23 +649,26 @@ static float *enc_layer(ctx *cx, const hlayer *L, const float *x, int H, int W, 
  * receives the transposed convolution's input (chin, H, W) (arena memory
  * that outlives the call; it may be the skip's buffer, which the rewrite
  * overwrites). `length`: time layers' output length. */
-static float *dec_layer(ctx *cx, const hlayer *L, float *x, int H, int W, const float *skip, int length,
-                        int *Ho, int *Wo, float **pre) {
+static float *dec_layer(ctx *cx, const hlayer *L, float *x, int H, int W, const float *skip,
+                        int length, int *Ho, int *Wo, float **pre) {
     const largs *a = &L->a;
     const dmx__conv_geom *g = &L->conv.g;
     dmx__arena *ar = cx->ar;
     const size_t plane = (size_t)H * W;
     int hf = (H - 1) * g->sh + g->kh, wf = (W - 1) * g->sw + g->kw;
     int ho = hf, wo = wf;
-    if (a->freq) ho = hf - 2 * L->pad;
-    else wo = length;
+    if (a->freq)
+        ho = hf - 2 * L->pad;
+    else
+        wo = length;
     size_t zsize = (size_t)a->chout * hf * wf;
     if ((size_t)a->chout * ho * wo > zsize) zsize = (size_t)a->chout * ho * wo;
     float *z = dmx__arena_floats(ar, zsize);
     float *y = x;
     if (!z) return NULL;
     /* the rewrite's output goes over the skip, dead once added */
-    if (!a->empty && L->has_rewrite && !(y = skip ? (float *)skip : dmx__arena_floats(ar, (size_t)a->chin * plane)))
+    if (!a->empty && L->has_rewrite &&
+        !(y = skip ? (float *)skip : dmx__arena_floats(ar, (size_t)a->chin * plane)))
         return NULL;
     dmx__arena_mark mk = dmx__arena_save(ar);
     if (!a->empty) {
@@ -625,7 +681,8 @@ static float *dec_layer(ctx *cx, const hlayer *L, float *x, int H, int W, const 
     if (a->freq) {
         if (L->pad)
             for (int c = 0; c < a->chout; c++)
-                memmove(z + (size_t)c * ho * wo, z + ((size_t)c * hf + L->pad) * wf, sizeof(float) * (size_t)ho * wo);
+                memmove(z + (size_t)c * ho * wo, z + ((size_t)c * hf + L->pad) * wf,
+                        sizeof(float) * (size_t)ho * wo);
     } else {
         for (int c = 0; c < a->chout; c++) {
             int avail = wf - L->pad, n = length < avail ? length : avail;
@@ -678,7 +735,8 @@ static float *enc_stage(ctx *cx, const hstage *s, const float *x, int F, int T, 
         int pad = L->a.kernel / 4;
         int hin = limit[k] - start[k] + (start[k] == 0 ? pad : 0) + (s->ratios[k] == 1.0 ? pad : 0);
         if (limit[k] - start[k] <= 0 || limit[k] > F || hin < L->a.kernel) {
-            cx->st = dmx__fail(DMX_ERR_INVALID_ARG, "MultiWrap band %d [%d, %d) of %d bins", k, start[k], limit[k], F);
+            cx->st = dmx__fail(DMX_ERR_INVALID_ARG, "MultiWrap band %d [%d, %d) of %d bins", k,
+                               start[k], limit[k], F);
             return NULL;
         }
         hob[k] = (hin - L->a.kernel) / L->a.stride + 1;
@@ -695,12 +753,14 @@ static float *enc_stage(ctx *cx, const hstage *s, const float *x, int F, int T, 
         float *xb = dmx__arena_zeros(ar, (size_t)chin * hin * T);
         if (!xb) return NULL;
         for (int c = 0; c < chin; c++)
-            memcpy(xb + ((size_t)c * hin + lo) * T, x + ((size_t)c * F + start[k]) * T, sizeof(float) * (size_t)nb * T);
+            memcpy(xb + ((size_t)c * hin + lo) * T, x + ((size_t)c * F + start[k]) * T,
+                   sizeof(float) * (size_t)nb * T);
         int h, w;
         float *ob = enc_layer(cx, L, xb, hin, T, inject, &h, &w, NULL);
         if (!ob) return NULL;
         for (int c = 0; c < chout; c++)
-            memcpy(y + ((size_t)c * tot + row) * T, ob + (size_t)c * h * w, sizeof(float) * (size_t)h * w);
+            memcpy(y + ((size_t)c * tot + row) * T, ob + (size_t)c * h * w,
+                   sizeof(float) * (size_t)h * w);
         row += h;
         dmx__arena_restore(ar, mk);
     }
@@ -710,8 +770,8 @@ static float *enc_stage(ctx *cx, const hstage *s, const float *x, int F, int T, 
 }
 
 /* One decoder stage on x (chin, F, T) (modified) with its skip. */
-static float *dec_stage(ctx *cx, const hstage *s, float *x, int F, int T, const float *skip, int length,
-                        int *Ho, int *Wo, float **pre) {
+static float *dec_stage(ctx *cx, const hstage *s, float *x, int F, int T, const float *skip,
+                        int length, int *Ho, int *Wo, float **pre) {
     if (s->n_bands == 1) return dec_layer(cx, &s->band[0], x, F, T, skip, length, Ho, Wo, pre);
     dmx__arena *ar = cx->ar;
     if (pre) *pre = NULL;
@@ -722,7 +782,8 @@ static float *dec_stage(ctx *cx, const hstage *s, float *x, int F, int T, const 
         start[k] = st;
         limit[k] = s->ratios[k] == 1.0 ? F : py_round(F * s->ratios[k]);
         if (limit[k] <= start[k] || limit[k] > F) {
-            cx->st = dmx__fail(DMX_ERR_INVALID_ARG, "MultiWrap band %d [%d, %d) of %d bins", k, start[k], limit[k], F);
+            cx->st = dmx__fail(DMX_ERR_INVALID_ARG, "MultiWrap band %d [%d, %d) of %d bins", k,
+                               start[k], limit[k], F);
             return NULL;
         }
         rmax += (limit[k] - start[k] - 1) * L->a.stride + L->a.kernel;
@@ -739,8 +800,10 @@ static float *dec_stage(ctx *cx, const hstage *s, float *x, int F, int T, const 
         float *sb = dmx__arena_floats(ar, (size_t)chin * nb * T);
         if (!xb || !sb) return NULL;
         for (int c = 0; c < chin; c++) {
-            memcpy(xb + (size_t)c * nb * T, x + ((size_t)c * F + start[k]) * T, sizeof(float) * (size_t)nb * T);
-            memcpy(sb + (size_t)c * nb * T, skip + ((size_t)c * F + start[k]) * T, sizeof(float) * (size_t)nb * T);
+            memcpy(xb + (size_t)c * nb * T, x + ((size_t)c * F + start[k]) * T,
+                   sizeof(float) * (size_t)nb * T);
+            memcpy(sb + (size_t)c * nb * T, skip + ((size_t)c * F + start[k]) * T,
+                   sizeof(float) * (size_t)nb * T);
         }
         int h, w;
         float *ob = dec_layer(cx, L, xb, nb, T, sb, 0, &h, &w, NULL);
@@ -759,12 +822,14 @@ static float *dec_stage(ctx *cx, const hstage *s, float *x, int F, int T, const 
         if (s->ratios[k] == 1.0) end -= str / 2;
         if (start[k] == 0) off += str / 2;
         for (int c = 0; c < chout; c++)
-            memcpy(y + ((size_t)c * rmax + rows) * T, ob + ((size_t)c * h + off) * T, sizeof(float) * (size_t)(end - off) * T);
+            memcpy(y + ((size_t)c * rmax + rows) * T, ob + ((size_t)c * h + off) * T,
+                   sizeof(float) * (size_t)(end - off) * T);
         rows += end - off;
         dmx__arena_restore(ar, mk);
     }
     for (int c = 1; c < chout; c++) /* compact (chout, rmax, T) -> (chout, rows, T) */
-        memmove(y + (size_t)c * rows * T, y + (size_t)c * rmax * T, sizeof(float) * (size_t)rows * T);
+        memmove(y + (size_t)c * rows * T, y + (size_t)c * rmax * T,
+                sizeof(float) * (size_t)rows * T);
     if (!s->last) dmx__gelu(y, (size_t)chout * rows * T);
     *Ho = rows;
     *Wo = T;
@@ -829,12 +894,16 @@ static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, 
             Tt = w1;
             snprintf(name, sizeof name, "tencoder%d", idx);
             TAP(name, xt, tl->a.chout, 1, Tt);
-            if (!tl->a.empty) saved_t[n_saved_t++] = xt;
-            else inject = xt;
+            if (!tl->a.empty)
+                saved_t[n_saved_t++] = xt;
+            else
+                inject = xt;
         }
         const hstage *es = &m->enc[idx];
-        if (inject && (Tt != T || es->band[0].a.chout != m->tenc[idx].a.chout || !es->band[0].a.freq)) {
-            st = dmx__fail(DMX_ERR_INVALID_ARG, "the time branch (%d steps) cannot merge into %d frames", Tt, T);
+        if (inject &&
+            (Tt != T || es->band[0].a.chout != m->tenc[idx].a.chout || !es->band[0].a.freq)) {
+            st = dmx__fail(DMX_ERR_INVALID_ARG,
+                           "the time branch (%d steps) cannot merge into %d frames", Tt, T);
             goto done;
         }
         snprintf(name, sizeof name, "encoder%d", idx);
@@ -845,12 +914,14 @@ static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, 
         TAP(name, x, es->band[0].a.chout, F, T);
         if (idx == 0 && m->freq_emb) {
             if (F != m->freq_emb_rows) {
-                st = dmx__fail(DMX_ERR_INVALID_ARG, "frequency embedding of %d rows for %d bins", m->freq_emb_rows, F);
+                st = dmx__fail(DMX_ERR_INVALID_ARG, "frequency embedding of %d rows for %d bins",
+                               m->freq_emb_rows, F);
                 goto done;
             }
             for (int c = 0; c < es->band[0].a.chout; c++)
                 for (int f = 0; f < F; f++) {
-                    float e = m->freq_emb_scale * (m->freq_emb[(size_t)f * m->freq_emb_dim + c] * m->emb_scale);
+                    float e = m->freq_emb_scale *
+                              (m->freq_emb[(size_t)f * m->freq_emb_dim + c] * m->emb_scale);
                     float *row = x + ((size_t)c * F + f) * T;
                     for (int t = 0; t < T; t++) row[t] += e;
                 }
@@ -877,7 +948,8 @@ static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, 
             float *nt;
             if (tl->a.empty) {
                 if (!pre || F != 1) {
-                    st = dmx__fail(DMX_ERR_INVALID_ARG, "the branches merge at %d frequency bins, not 1", F);
+                    st = dmx__fail(DMX_ERR_INVALID_ARG,
+                                   "the branches merge at %d frequency bins, not 1", F);
                     goto done;
                 }
                 nt = dec_layer(&cx, tl, pre, 1, T, NULL, length_t, &h4, &w4, NULL);
@@ -900,12 +972,14 @@ static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, 
         {
             const int L = m->depth - 1 - idx;
             const int moved_t = idx >= offset;
-            size_t nxs = (size_t)ds->band[0].a.chout * F * T, nts = moved_t ? (size_t)m->tdec[idx - offset].a.chout * Tt : 0;
+            size_t nxs = (size_t)ds->band[0].a.chout * F * T,
+                   nts = moved_t ? (size_t)m->tdec[idx - offset].a.chout * Tt : 0;
             dmx__arena_mark keep = dmx__arena_save(ar);
             dmx__arena_restore(ar, emark[L]);
             float *nx = dmx__arena_floats(ar, nxs);
             float *nt = nx && moved_t ? dmx__arena_floats(ar, nts) : NULL;
-            int ok = nx && (!moved_t || nt) && ar->cur == keep.cur && nx <= x && (!moved_t || (x < xt && nt <= xt));
+            int ok = nx && (!moved_t || nt) && ar->cur == keep.cur && nx <= x &&
+                     (!moved_t || (x < xt && nt <= xt));
             if (ok) {
                 memmove(nx, x, sizeof(float) * nxs);
                 x = nx;
@@ -919,7 +993,9 @@ static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, 
         }
     }
     if (F != nb || T != le || Tt != len) {
-        st = dmx__fail(DMX_ERR_INVALID_ARG, "decoder output (%d, %d) / %d for a (%d, %d) / %d input", F, T, Tt, nb, le, len);
+        st =
+            dmx__fail(DMX_ERR_INVALID_ARG, "decoder output (%d, %d) / %d for a (%d, %d) / %d input",
+                      F, T, Tt, nb, le, len);
         goto done;
     }
     /* de-normalise, mask / complex-as-channels, back to waveforms */
@@ -929,11 +1005,14 @@ static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, 
         float *zout = x;
         if (!m->cac) {
             if (!(zout = dmx__arena_floats(ar, (size_t)S * A * 2 * plane))) goto nomem;
-            if ((st = dmx__wiener(ar, x, z, S, A, nb, le, m->wiener_iters, m->wiener_residual, zout)) != DMX_OK) goto done;
+            if ((st = dmx__wiener(ar, x, z, S, A, nb, le, m->wiener_iters, m->wiener_residual,
+                                  zout)) != DMX_OK)
+                goto done;
         }
         TAP("mask_out", zout, S * A * 2, nb, le);
         float *wav = dmx__arena_floats(ar, (size_t)S * A * len);
-        if (!wav || dmx__ispec_ex(m->stft, ar, zout, S * A, le, len, m->hybrid_old, wav)) goto nomem;
+        if (!wav || dmx__ispec_ex(m->stft, ar, zout, S * A, le, len, m->hybrid_old, wav))
+            goto nomem;
         for (size_t i = 0; i < (size_t)S * A * len; i++) out[i] = (xt[i] * stdt + meant) + wav[i];
     }
     goto done;

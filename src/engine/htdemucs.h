@@ -31,15 +31,15 @@ typedef struct dmx__conv {
 } dmx__conv;
 
 typedef struct dmx__norm {
-    int groups;        /* 0: no norm (Identity) */
+    int groups;         /* 0: no norm (Identity) */
     const float *w, *b; /* (channels) */
 } dmx__norm;
 
 typedef struct dmx__dconv_layer {
-    dmx__conv conv1;   /* channels -> hidden, kernel 3, dilation 2^d */
-    dmx__norm norm1;   /* GroupNorm(1, hidden) */
-    dmx__conv conv2;   /* hidden -> 2*channels, 1x1 */
-    dmx__norm norm2;   /* GroupNorm(1, 2*channels) */
+    dmx__conv conv1;    /* channels -> hidden, kernel 3, dilation 2^d */
+    dmx__norm norm1;    /* GroupNorm(1, hidden) */
+    dmx__conv conv2;    /* hidden -> 2*channels, 1x1 */
+    dmx__norm norm2;    /* GroupNorm(1, 2*channels) */
     const float *scale; /* (channels) LayerScale */
 } dmx__dconv_layer;
 
@@ -50,12 +50,12 @@ typedef struct dmx__dconv {
 
 /* One encoder (HEncLayer) or decoder (HDecLayer) layer of either branch. */
 typedef struct dmx__hlayer {
-    int freq;            /* convolves along frequency (H) instead of time (W) */
-    int empty;           /* only the (transposed) convolution */
-    int last;            /* decoder: outermost layer, no final GELU */
+    int freq;  /* convolves along frequency (H) instead of time (W) */
+    int empty; /* only the (transposed) convolution */
+    int last;  /* decoder: outermost layer, no final GELU */
     int kernel, stride, pad;
     int chin, chout;
-    dmx__conv conv;      /* conv (encoder) or conv_tr (decoder) */
+    dmx__conv conv; /* conv (encoder) or conv_tr (decoder) */
     dmx__norm norm1, norm2;
     int has_rewrite;
     dmx__conv rewrite;
@@ -65,23 +65,23 @@ typedef struct dmx__hlayer {
 
 typedef struct dmx__tlayer {
     int cross;
-    const float *in_w, *in_b;   /* (3*dim, dim), (3*dim) */
-    const float *out_w, *out_b; /* (dim, dim), (dim) */
-    const float *l1_w, *l1_b;   /* (hidden, dim) */
-    const float *l2_w, *l2_b;   /* (dim, hidden) */
+    const float *in_w, *in_b;       /* (3*dim, dim), (3*dim) */
+    const float *out_w, *out_b;     /* (dim, dim), (dim) */
+    const float *l1_w, *l1_b;       /* (hidden, dim) */
+    const float *l2_w, *l2_b;       /* (dim, hidden) */
     dmx__norm n1, n2, n3, norm_out; /* groups 0 => LayerNorm when weights set */
-    const float *g1, *g2;       /* LayerScale (dim) or NULL */
+    const float *g1, *g2;           /* LayerScale (dim) or NULL */
 } dmx__tlayer;
 
 typedef struct dmx__xformer {
     int dim, heads, hidden, n_layers, cross_first;
     int norm_first, gelu, group_norm; /* group_norm: norms 1/2/3 are GroupNorm(g) */
     int emb_cape, cape_mean_normalize;
-    int emb_scaled;      /* t_emb='scaled': learned positions (ScaledEmbedding) */
+    int emb_scaled;       /* t_emb='scaled': learned positions (ScaledEmbedding) */
     const float *pos_emb; /* (pos_emb_rows, dim) stored embedding, used * 3 (boost) */
     int pos_emb_rows;     /* t_max_positions */
     float max_period, weight_pos_embed;
-    int norm_in;         /* 0 none, 1 LayerNorm, 2 GroupNorm */
+    int norm_in; /* 0 none, 1 LayerNorm, 2 GroupNorm */
     dmx__norm norm_in_x, norm_in_t;
     dmx__tlayer *lx, *lt; /* (n_layers) each */
 } dmx__xformer;
@@ -90,18 +90,18 @@ typedef struct dmx__htdemucs {
     int n_sources;
     const char *sources[DMX__MAX_SOURCES]; /* owned by ckpt */
     int audio_channels, samplerate;
-    int64_t seg_num, seg_den;   /* segment as a fraction of seconds */
-    double segment;             /* seconds */
-    int training_length;        /* int(segment * samplerate) */
+    int64_t seg_num, seg_den; /* segment as a fraction of seconds */
+    double segment;           /* seconds */
+    int training_length;      /* int(segment * samplerate) */
     int use_train_segment;
-    int cac;                    /* complex as channels; 0: magnitudes in, masks out */
-    int wiener_iters;           /* cac=0: < 0 plain masking, >= 0 Wiener EM iterations */
-    int wiener_residual;        /* cac=0: Wiener filtering with a residual source */
+    int cac;             /* complex as channels; 0: magnitudes in, masks out */
+    int wiener_iters;    /* cac=0: < 0 plain masking, >= 0 Wiener EM iterations */
+    int wiener_residual; /* cac=0: Wiener filtering with a residual source */
     int nfft, hop, depth;
     int n_enc, n_tenc;
     dmx__hlayer enc[DMX__MAX_DEPTH], tenc[DMX__MAX_DEPTH];
     dmx__hlayer dec[DMX__MAX_DEPTH], tdec[DMX__MAX_DEPTH]; /* in execution order */
-    const float *freq_emb;      /* (freq_emb_rows, freq_emb_dim) or NULL */
+    const float *freq_emb; /* (freq_emb_rows, freq_emb_dim) or NULL */
     int freq_emb_rows, freq_emb_dim;
     float freq_emb_scale, emb_scale;
     int bottom_channels, transformer_channels;
@@ -110,7 +110,7 @@ typedef struct dmx__htdemucs {
     dmx__xformer xf;
     dmx__stft *stft;
     int64_t n_params;
-    dmx__ckpt *ck;              /* owns all weights */
+    dmx__ckpt *ck; /* owns all weights */
 } dmx__htdemucs;
 
 /* Builds the network from a loaded checkpoint, taking ownership of `ck`
@@ -122,8 +122,8 @@ void dmx__htdemucs_free(dmx__htdemucs *m);
  * inputs are zero-padded to the training length and trimmed back, as
  * upstream). Writes out (n_sources, audio_channels, len). Returns DMX_OK or
  * DMX_ERR_NOMEM. */
-dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const float *mix,
-                                 int len, float *out, dmx__tap_fn tap, void *tap_user);
+dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const float *mix, int len,
+                                 float *out, dmx__tap_fn tap, void *tap_user);
 
 /* Cross-transformer (transformer.c): x (dim, F, T1) and xt (dim, T2), both
  * updated in place. Returns DMX_OK or DMX_ERR_NOMEM. */

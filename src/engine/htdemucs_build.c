@@ -114,8 +114,8 @@ static void bind_norm(builder *b, dmx__norm *n, int groups, int ch, const char *
 
 /* Binds a convolution `base`.weight/.bias. freq2d: the weight is 4-D
  * (out, in, kh, kw) (Conv2d), else 3-D (out, in, k) (Conv1d over time). */
-static void bind_conv(builder *b, dmx__conv *c, const dmx__conv_geom *g, int transposed,
-                      int conv2d, const char *fmt, ...) {
+static void bind_conv(builder *b, dmx__conv *c, const dmx__conv_geom *g, int transposed, int conv2d,
+                      const char *fmt, ...) {
     char base[160], name[200];
     va_list ap;
     va_start(ap, fmt);
@@ -174,16 +174,18 @@ static void bind_enc(builder *b, dmx__hlayer *L, const layer_args *a, const char
     L->pad = a->pad ? a->kernel / 4 : 0;
     L->chin = a->chin;
     L->chout = a->chout;
-    dmx__conv_geom g = a->freq ? geom(a->chin, a->chout, a->kernel, 1, a->stride, 1, L->pad, 0, 1, 1)
-                               : geom(a->chin, a->chout, 1, a->kernel, 1, a->stride, 0, L->pad, 1, 1);
+    dmx__conv_geom g = a->freq
+                           ? geom(a->chin, a->chout, a->kernel, 1, a->stride, 1, L->pad, 0, 1, 1)
+                           : geom(a->chin, a->chout, 1, a->kernel, 1, a->stride, 0, L->pad, 1, 1);
     bind_conv(b, &L->conv, &g, 0, a->freq, "%s.conv", prefix);
     if (a->empty) return;
     int groups = a->norm ? a->norm_groups : 0;
     bind_norm(b, &L->norm1, groups, a->chout, "%s.norm1", prefix);
     if (a->rewrite) {
         int k = 1 + 2 * a->context;
-        dmx__conv_geom gr = a->freq ? geom(a->chout, 2 * a->chout, k, k, 1, 1, a->context, a->context, 1, 1)
-                                    : geom(a->chout, 2 * a->chout, 1, k, 1, 1, 0, a->context, 1, 1);
+        dmx__conv_geom gr =
+            a->freq ? geom(a->chout, 2 * a->chout, k, k, 1, 1, a->context, a->context, 1, 1)
+                    : geom(a->chout, 2 * a->chout, 1, k, 1, 1, 0, a->context, 1, 1);
         L->has_rewrite = 1;
         bind_conv(b, &L->rewrite, &gr, 0, a->freq, "%s.rewrite", prefix);
         bind_norm(b, &L->norm2, groups, 2 * a->chout, "%s.norm2", prefix);
@@ -212,8 +214,9 @@ static void bind_dec(builder *b, dmx__hlayer *L, const layer_args *a, const char
     if (a->empty) return;
     if (a->rewrite) {
         int k = 1 + 2 * a->context;
-        dmx__conv_geom gr = a->freq ? geom(a->chin, 2 * a->chin, k, k, 1, 1, a->context, a->context, 1, 1)
-                                    : geom(a->chin, 2 * a->chin, 1, k, 1, 1, 0, a->context, 1, 1);
+        dmx__conv_geom gr =
+            a->freq ? geom(a->chin, 2 * a->chin, k, k, 1, 1, a->context, a->context, 1, 1)
+                    : geom(a->chin, 2 * a->chin, 1, k, 1, 1, 0, a->context, 1, 1);
         L->has_rewrite = 1;
         bind_conv(b, &L->rewrite, &gr, 0, a->freq, "%s.rewrite", prefix);
         bind_norm(b, &L->norm1, groups, 2 * a->chin, "%s.norm1", prefix);
@@ -224,16 +227,17 @@ static void bind_dec(builder *b, dmx__hlayer *L, const layer_args *a, const char
     }
 }
 
-static void bind_tlayer(builder *b, dmx__tlayer *L, const dmx__xformer *xf, int cross,
-                        int norm_out, int layer_scale, const char *prefix) {
+static void bind_tlayer(builder *b, dmx__tlayer *L, const dmx__xformer *xf, int cross, int norm_out,
+                        int layer_scale, const char *prefix) {
     char name[200];
     int d = xf->dim;
     L->cross = cross;
     const char *attn = cross ? "cross_attn" : "self_attn";
 #define BIND1(field, suffix, n0) \
     (snprintf(name, sizeof name, "%s.%s", prefix, suffix), L->field = bind(b, 1, name, I64(n0)))
-#define BIND2(field, suffix, n0, n1) \
-    (snprintf(name, sizeof name, "%s.%s", prefix, suffix), L->field = bind(b, 2, name, I64(n0), I64(n1)))
+#define BIND2(field, suffix, n0, n1)                       \
+    (snprintf(name, sizeof name, "%s.%s", prefix, suffix), \
+     L->field = bind(b, 2, name, I64(n0), I64(n1)))
     snprintf(name, sizeof name, "%s.%s.in_proj_weight", prefix, attn);
     L->in_w = bind(b, 2, name, I64(3 * d), I64(d));
     snprintf(name, sizeof name, "%s.%s.in_proj_bias", prefix, attn);
@@ -287,12 +291,15 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
     size_t ns = 0;
     dmx_status s = dmx__ckpt_kw_strlist(ck, "sources", m->sources, DMX__MAX_SOURCES, &ns);
     if (s != DMX_OK) {
-        b->st = s == DMX_ERR_NOT_FOUND ? dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs lack 'sources'") : s;
+        b->st = s == DMX_ERR_NOT_FOUND
+                    ? dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs lack 'sources'")
+                    : s;
         goto fail;
     }
     if (ns == 0 || ns > DMX__MAX_SOURCES) {
-        b->st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 'sources' has %zu entries (1..%d supported)",
-                          ns, DMX__MAX_SOURCES);
+        b->st =
+            dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 'sources' has %zu entries (1..%d supported)",
+                      ns, DMX__MAX_SOURCES);
         goto fail;
     }
     m->n_sources = (int)ns;
@@ -356,32 +363,44 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
         double mf[8];
         size_t nmf = 0;
         if (dmx__ckpt_kw_numlist(ck, "multi_freqs", mf, 8, &nmf) != DMX_OK || nmf != 0) {
-            unsupported_kw(b, "multi_freqs", "frequency band splitting (MultiWrap) is not supported");
+            unsupported_kw(b, "multi_freqs",
+                           "frequency band splitting (MultiWrap) is not supported");
             goto fail;
         }
     }
     if (m->wiener_iters != end_iters) { /* HTDemucs.__init__ asserts it */
-        b->st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs: HTDemucs needs wiener_iters == end_iters (%d, %d)",
+        b->st = dmx__fail(DMX_ERR_MODEL,
+                          "checkpoint kwargs: HTDemucs needs wiener_iters == end_iters (%d, %d)",
                           m->wiener_iters, end_iters);
         goto fail;
     }
     if (!m->cac && m->wiener_iters > 0 && m->audio_channels > 2) {
-        unsupported_kw(b, "wiener_iters", "Wiener EM iterations need mono or stereo audio (as open-unmix)");
+        unsupported_kw(b, "wiener_iters",
+                       "Wiener EM iterations need mono or stereo audio (as open-unmix)");
         goto fail;
     }
     if (strcmp(t_emb, "sin") != 0 && strcmp(t_emb, "cape") != 0 && strcmp(t_emb, "scaled") != 0) {
-        unsupported_kw(b, "t_emb", "only 'sin', 'cape' and 'scaled' position embeddings are supported");
+        unsupported_kw(b, "t_emb",
+                       "only 'sin', 'cape' and 'scaled' position embeddings are supported");
         goto fail;
     }
-    if (t_sparse_self || t_sparse_cross) { unsupported_kw(b, "t_sparse_self_attn", "sparse attention is not supported"); goto fail; }
-    if (t_sin_random_shift) { unsupported_kw(b, "t_sin_random_shift", "random embedding shifts at inference are not supported"); goto fail; }
-    if (m->depth < 1 || m->depth > DMX__MAX_DEPTH || channels < 1 || growth < 1 || kernel_size < 1 ||
-        stride < 1 || time_stride < 1 || m->nfft < 16 || (m->nfft & (m->nfft - 1)) != 0 ||
-        m->audio_channels < 1 || m->audio_channels > 8 || dconv_depth < 0 || dconv_depth > 4 ||
-        dconv_comp <= 0 || m->samplerate < 1000 || m->samplerate > 384000 || segment <= 0 ||
-        segment > 3600 || context < 0 || context_enc < 0 || norm_groups < 1 || t_layers < 0 ||
-        t_heads < 1) {
-        b->st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwargs describe an invalid or unsupported geometry");
+    if (t_sparse_self || t_sparse_cross) {
+        unsupported_kw(b, "t_sparse_self_attn", "sparse attention is not supported");
+        goto fail;
+    }
+    if (t_sin_random_shift) {
+        unsupported_kw(b, "t_sin_random_shift",
+                       "random embedding shifts at inference are not supported");
+        goto fail;
+    }
+    if (m->depth < 1 || m->depth > DMX__MAX_DEPTH || channels < 1 || growth < 1 ||
+        kernel_size < 1 || stride < 1 || time_stride < 1 || m->nfft < 16 ||
+        (m->nfft & (m->nfft - 1)) != 0 || m->audio_channels < 1 || m->audio_channels > 8 ||
+        dconv_depth < 0 || dconv_depth > 4 || dconv_comp <= 0 || m->samplerate < 1000 ||
+        m->samplerate > 384000 || segment <= 0 || segment > 3600 || context < 0 ||
+        context_enc < 0 || norm_groups < 1 || t_layers < 0 || t_heads < 1) {
+        b->st = dmx__fail(DMX_ERR_MODEL,
+                          "checkpoint kwargs describe an invalid or unsupported geometry");
         goto fail;
     }
     m->hop = m->nfft / 4;
@@ -398,7 +417,8 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
         dmx__clear_error();
         int64_t tl = dmx__segment_length(m->seg_num, m->seg_den, segment, m->samplerate);
         if (tl < 1 || tl > INT32_MAX) {
-            b->st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 'segment' (%g s) gives no usable length", segment);
+            b->st = dmx__fail(DMX_ERR_MODEL,
+                              "checkpoint kwarg 'segment' (%g s) gives no usable length", segment);
             goto fail;
         }
         m->training_length = (int)tl;
@@ -429,13 +449,16 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
             chout_z = chout_z > chout ? chout_z : chout;
             chout = chout_z;
         }
-        layer_args ea = {chin_z, chout_z, ker, stri, freq, pad, norm, norm_groups, rewrite,
-                         context_enc, dconv_mode & 1, 0, 0, dconv_comp, dconv_depth};
+        layer_args ea = {chin_z, chout_z,     ker,        stri,        freq,           pad,
+                         norm,   norm_groups, rewrite,    context_enc, dconv_mode & 1, 0,
+                         0,      dconv_comp,  dconv_depth};
         snprintf(prefix, sizeof prefix, "encoder.%d", index);
         bind_enc(b, &m->enc[index], &ea, prefix);
         if (freq) {
-            layer_args ta = {chin, chout, kernel_size, stride, 0, 1, norm, norm_groups, rewrite,
-                             context_enc, dconv_mode & 1, last_freq, 0, dconv_comp, dconv_depth};
+            layer_args ta = {chin,    chout,       kernel_size,    stride,
+                             0,       1,           norm,           norm_groups,
+                             rewrite, context_enc, dconv_mode & 1, last_freq,
+                             0,       dconv_comp,  dconv_depth};
             snprintf(prefix, sizeof prefix, "tencoder.%d", index);
             bind_enc(b, &m->tenc[index], &ta, prefix);
             m->n_tenc = index + 1;
@@ -446,8 +469,9 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
         }
         /* decoders are stored in execution order: decoder.0 is the deepest */
         int di = m->depth - 1 - index;
-        layer_args da = {chout_z, chin_z, ker, stri, freq, pad, norm, norm_groups, rewrite,
-                         context, dconv_mode & 2, 0, index == 0, dconv_comp, dconv_depth};
+        layer_args da = {chout_z,    chin_z,      ker,        stri,    freq,           pad,
+                         norm,       norm_groups, rewrite,    context, dconv_mode & 2, 0,
+                         index == 0, dconv_comp,  dconv_depth};
         snprintf(prefix, sizeof prefix, "decoder.%d", di);
         bind_dec(b, &m->dec[di], &da, prefix);
         chin = chout;
@@ -484,8 +508,10 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
                 c_out = c_outz;
             }
             if (index == 0) c_in = A * S;
-            layer_args tda = {c_out, c_in, kernel_size, stride, 0, 1, norm, norm_groups, rewrite,
-                              context, dconv_mode & 2, last_freq, index == 0, dconv_comp, dconv_depth};
+            layer_args tda = {c_out,      c_in,       kernel_size,    stride,
+                              0,          1,          norm,           norm_groups,
+                              rewrite,    context,    dconv_mode & 2, last_freq,
+                              index == 0, dconv_comp, dconv_depth};
             int di = nt - 1 - index;
             snprintf(prefix, sizeof prefix, "tdecoder.%d", di);
             bind_dec(b, &m->tdec[di], &tda, prefix);
@@ -515,7 +541,9 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
         dmx__xformer *xf = &m->xf;
         m->has_xformer = 1;
         if (tc % t_heads != 0 || tc % 4 != 0) {
-            b->st = dmx__fail(DMX_ERR_MODEL, "transformer width %d must be divisible by t_heads=%d and by 4", tc, t_heads);
+            b->st = dmx__fail(DMX_ERR_MODEL,
+                              "transformer width %d must be divisible by t_heads=%d and by 4", tc,
+                              t_heads);
             goto fail;
         }
         xf->dim = tc;
@@ -532,11 +560,13 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
             int64_t maxpos = kw_int(b, "t_max_positions", 10000);
             if (b->st != DMX_OK) goto fail;
             if (maxpos < 1 || maxpos > (1 << 24)) {
-                b->st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 't_max_positions' is %lld", (long long)maxpos);
+                b->st = dmx__fail(DMX_ERR_MODEL, "checkpoint kwarg 't_max_positions' is %lld",
+                                  (long long)maxpos);
                 goto fail;
             }
             xf->pos_emb_rows = (int)maxpos;
-            xf->pos_emb = bind(b, 2, "crosstransformer.position_embeddings.embedding.weight", maxpos, I64(tc));
+            xf->pos_emb = bind(b, 2, "crosstransformer.position_embeddings.embedding.weight",
+                               maxpos, I64(tc));
         }
         xf->cape_mean_normalize = t_cape_mean_normalize;
         xf->max_period = (float)t_max_period;
@@ -572,7 +602,8 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
         if (!b->used[i]) {
             const dmx__tensor *t = dmx__ckpt_tensor_at(ck, i);
             b->st = dmx__fail(DMX_ERR_MODEL,
-                              "unexpected tensor '%s' (not part of the architecture the checkpoint's kwargs describe)",
+                              "unexpected tensor '%s' (not part of the architecture the "
+                              "checkpoint's kwargs describe)",
                               t->name);
             goto fail;
         }
@@ -644,4 +675,5 @@ static dmx_status vt_forward(const void *net, dmx__arena *ar, const float *mix, 
     return dmx__htdemucs_forward(net, ar, mix, len, out, tap, tap_user);
 }
 
-const dmx__net_vt dmx__htdemucs_vt = {"htdemucs", vt_build, vt_free, vt_describe, vt_valid_length, vt_forward};
+const dmx__net_vt dmx__htdemucs_vt = {"htdemucs",  vt_build,        vt_free,
+                                      vt_describe, vt_valid_length, vt_forward};

@@ -58,8 +58,8 @@ static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, i
                 int nr = rows - r0 < rb ? rows - r0 : rb;
                 int n = nr * T;
                 /* 1x1 conv on the rows [r0, r0 + nr): columns of h with stride `plane` */
-                dmx__sgemm(0, 0, 2 * C, n, Hd, 1.0f, L->conv2.w, Hd, h + (size_t)r0 * T, (int)plane, 0.0f,
-                           h2, n);
+                dmx__sgemm(0, 0, 2 * C, n, Hd, 1.0f, L->conv2.w, Hd, h + (size_t)r0 * T, (int)plane,
+                           0.0f, h2, n);
                 dmx__add_bias(h2, L->conv2.b, 2 * C, (size_t)n);
                 dmx__group_norm(h2, 2 * C, nr, T, 1, L->norm2.w, L->norm2.b, 1e-5f);
                 dmx__glu(h2, h2, 2 * C, (size_t)n);
@@ -84,7 +84,8 @@ static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, i
                 }
                 for (int t0 = 0; t0 < T; t0 += cb) {
                     int n = T - t0 < cb ? T - t0 : cb;
-                    dmx__sgemm(0, 0, 2 * C, n, Hd, 1.0f, L->conv2.w, Hd, hr + t0, (int)plane, 0.0f, h2, n);
+                    dmx__sgemm(0, 0, 2 * C, n, Hd, 1.0f, L->conv2.w, Hd, hr + t0, (int)plane, 0.0f,
+                               h2, n);
                     dmx__add_bias(h2, L->conv2.b, 2 * C, (size_t)n);
                     if (pass == 0) {
                         for (int c = 0; c < 2 * C; c++) {
@@ -127,8 +128,8 @@ static void norm_image(float *x, int C, size_t L, const dmx__norm *n) {
 /* y (C/2 of conv's cout, H, W) = GLU(norm(conv(x))): fused in column blocks
  * when there is no norm (every released model), else through a full buffer
  * because GroupNorm needs the whole tensor's statistics. */
-static int rewrite_glu(const dmx__conv *cv, const dmx__norm *n, dmx__arena *ar, const float *x, int H,
-                       int W, float *y) {
+static int rewrite_glu(const dmx__conv *cv, const dmx__norm *n, dmx__arena *ar, const float *x,
+                       int H, int W, float *y) {
     if (!n->groups) return dmx__conv2d_glu(ar, &cv->g, x, H, W, cv->w, cv->b, y);
     size_t plane = (size_t)H * W;
     dmx__arena_mark mk = dmx__arena_save(ar);
@@ -177,7 +178,8 @@ static float *enc_forward(const dmx__hlayer *L, dmx__arena *ar, const float *x, 
     }
     if (inject) {
         for (int ch = 0; ch < L->chout; ch++)
-            for (int f = 0; f < ho; f++) dmx__add(c + ((size_t)ch * ho + f) * wo, inject + (size_t)ch * wo, wo);
+            for (int f = 0; f < ho; f++)
+                dmx__add(c + ((size_t)ch * ho + f) * wo, inject + (size_t)ch * wo, wo);
     }
     norm_image(c, L->chout, plane, &L->norm1);
     dmx__gelu(c, (size_t)L->chout * plane);
@@ -191,8 +193,8 @@ static float *enc_forward(const dmx__hlayer *L, dmx__arena *ar, const float *x, 
  * rewrite + GLU into y (when y is NULL, into the skip's buffer, dead once
  * added), then DConv. Returns the transposed convolution's input, or NULL
  * when out of memory. */
-static float *dec_body(const dmx__hlayer *L, dmx__arena *ar, float *x, int H, int W, const float *skip,
-                       float *y) {
+static float *dec_body(const dmx__hlayer *L, dmx__arena *ar, float *x, int H, int W,
+                       const float *skip, float *y) {
     const size_t n = (size_t)L->chin * H * W;
     if (L->empty) return x;
     dmx__add(x, skip, n);
@@ -214,8 +216,10 @@ static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H,
     const dmx__conv_geom *g = &L->conv.g;
     int hf = (H - 1) * g->sh + g->kh, wf = (W - 1) * g->sw + g->kw; /* untrimmed */
     int ho = hf, wo = wf;
-    if (L->freq) ho = hf - 2 * L->pad;
-    else wo = length;
+    if (L->freq)
+        ho = hf - 2 * L->pad;
+    else
+        wo = length;
     size_t plane_in = (size_t)H * W;
     /* The transposed convolution writes the untrimmed output here and the
      * trim compacts it in place, so the layer's output needs one buffer. */
@@ -224,7 +228,8 @@ static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H,
     float *z = dmx__arena_floats(ar, zsize);
     if (!z) return NULL;
     float *kept = NULL; /* the transposed convolution's input, when asked for */
-    if (pre && !L->empty && L->has_rewrite && !(kept = dmx__arena_floats(ar, (size_t)L->chin * plane_in)))
+    if (pre && !L->empty && L->has_rewrite &&
+        !(kept = dmx__arena_floats(ar, (size_t)L->chin * plane_in)))
         return NULL;
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *y = dec_body(L, ar, x, H, W, skip, kept);
@@ -233,7 +238,8 @@ static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H,
     for (int c = 0; c < L->chout; c++) {
         /* destination offsets never pass their sources: compact forward */
         if (L->freq) {
-            memmove(z + (size_t)c * ho * wo, z + ((size_t)c * hf + L->pad) * wf, sizeof(float) * (size_t)ho * wo);
+            memmove(z + (size_t)c * ho * wo, z + ((size_t)c * hf + L->pad) * wf,
+                    sizeof(float) * (size_t)ho * wo);
         } else {
             /* time: keep [pad, pad + length) (H == 1) */
             int avail = wf - L->pad;
@@ -257,7 +263,8 @@ static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H,
  * layer without GroupNorm after the transposed convolution, as released
  * models have). wav (sources, audio channels, TL) receives the result. */
 static int dec_last_to_wave(const dmx__htdemucs *m, const dmx__hlayer *L, dmx__arena *ar, float *x,
-                            int H, int W, const float *skip, float mean, float std, int TL, float *wav) {
+                            int H, int W, const float *skip, float mean, float std, int TL,
+                            float *wav) {
     const dmx__conv_geom *g = &L->conv.g;
     const int S = m->n_sources, A = m->audio_channels, cs = L->chout / S;
     const int hf = (H - 1) * g->sh + g->kh, wf = (W - 1) * g->sw + g->kw, ho = hf - 2 * L->pad;
@@ -274,7 +281,8 @@ static int dec_last_to_wave(const dmx__htdemucs *m, const dmx__hlayer *L, dmx__a
                               g->cout * g->kh * g->kw, b, z))
             return -1;
         for (int c = 0; c < cs; c++) /* trim the frequency padding in place */
-            memmove(z + (size_t)c * ho * wf, z + ((size_t)c * hf + L->pad) * wf, sizeof(float) * (size_t)ho * wf);
+            memmove(z + (size_t)c * ho * wf, z + ((size_t)c * hf + L->pad) * wf,
+                    sizeof(float) * (size_t)ho * wf);
         size_t n = (size_t)cs * ho * wf;
         for (size_t i = 0; i < n; i++) z[i] = z[i] * std + mean;
         if (dmx__ispec(m->stft, ar, z, A, wf, TL, wav + (size_t)s * A * TL)) return -1;
@@ -295,15 +303,18 @@ static void mean_std(const float *x, size_t n, float *mean, float *std) {
     *std = (float)sqrt(v / (n > 1 ? n - 1 : 1)); /* torch.std is unbiased */
 }
 
-#define TAP(name, p, c, h, w) \
-    do { if (tap) tap(tap_user, name, p, c, h, w); } while (0)
+#define TAP(name, p, c, h, w)                     \
+    do {                                          \
+        if (tap) tap(tap_user, name, p, c, h, w); \
+    } while (0)
 
-dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const float *mix,
-                                 int len, float *out, dmx__tap_fn tap, void *tap_user) {
+dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const float *mix, int len,
+                                 float *out, dmx__tap_fn tap, void *tap_user) {
     const int A = m->audio_channels, S = m->n_sources;
     const int TL = m->use_train_segment ? m->training_length : len;
     if (len < 1 || len > TL)
-        return dmx__fail(DMX_ERR_INVALID_ARG, "segment of %d samples exceeds the model's %d", len, TL);
+        return dmx__fail(DMX_ERR_INVALID_ARG, "segment of %d samples exceeds the model's %d", len,
+                         TL);
     dmx__arena_mark top = dmx__arena_save(ar);
     dmx_status st = DMX_OK;
     char name[32];
@@ -315,18 +326,27 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
     /* cac=False: the mixture's complex spectrogram z (A, 2, nb, le) lives
      * until the masks are applied, below everything the pass compacts */
     float *z = NULL;
-    if (!m->cac && !(z = dmx__arena_floats(ar, (size_t)A * 2 * plane))) { st = NOMEM(); goto done; }
+    if (!m->cac && !(z = dmx__arena_floats(ar, (size_t)A * 2 * plane))) {
+        st = NOMEM();
+        goto done;
+    }
     dmx__arena_mark body = dmx__arena_save(ar);
     /* zero-padded mix (A, TL) */
     float *mixp = dmx__arena_floats(ar, (size_t)A * TL);
     float *x = dmx__arena_floats(ar, (size_t)nz * A * plane);
     float *xt = dmx__arena_floats(ar, (size_t)A * TL);
-    if (!mixp || !x || !xt) { st = NOMEM(); goto done; }
+    if (!mixp || !x || !xt) {
+        st = NOMEM();
+        goto done;
+    }
     for (int c = 0; c < A; c++) {
         memcpy(mixp + (size_t)c * TL, mix + (size_t)c * len, sizeof(float) * len);
         memset(mixp + (size_t)c * TL + len, 0, sizeof(float) * (TL - len));
     }
-    if (dmx__spec(m->stft, ar, mixp, A, TL, m->cac ? x : z)) { st = NOMEM(); goto done; }
+    if (dmx__spec(m->stft, ar, mixp, A, TL, m->cac ? x : z)) {
+        st = NOMEM();
+        goto done;
+    }
     TAP("spec", m->cac ? x : z, 2 * A, nb, le);
     if (!m->cac) dmx__wiener_magnitude(z, A, plane, x); /* upstream's _magnitude */
     float mean, std, meant, stdt;
@@ -356,7 +376,10 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
             lengths_t[n_len_t++] = Tt;
             int h1, w1;
             float *nxt = enc_forward(tl, ar, xt, 1, Tt, NULL, &h1, &w1);
-            if (!nxt) { st = NOMEM(); goto done; }
+            if (!nxt) {
+                st = NOMEM();
+                goto done;
+            }
             xt = nxt;
             Tt = w1;
             snprintf(name, sizeof name, "tencoder%d", idx);
@@ -371,7 +394,10 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
         const dmx__hlayer *el = &m->enc[idx];
         int h2, w2;
         float *nx2 = enc_forward(el, ar, x, F, T, inject, &h2, &w2);
-        if (!nx2) { st = NOMEM(); goto done; }
+        if (!nx2) {
+            st = NOMEM();
+            goto done;
+        }
         x = nx2;
         F = h2;
         T = w2;
@@ -380,7 +406,8 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
         if (idx == 0 && m->freq_emb) {
             for (int c = 0; c < el->chout; c++)
                 for (int f = 0; f < F; f++) {
-                    float e = m->freq_emb_scale * (m->freq_emb[(size_t)f * m->freq_emb_dim + c] * m->emb_scale);
+                    float e = m->freq_emb_scale *
+                              (m->freq_emb[(size_t)f * m->freq_emb_dim + c] * m->emb_scale);
                     float *row = x + ((size_t)c * F + f) * T;
                     for (int t = 0; t < T; t++) row[t] += e;
                 }
@@ -419,12 +446,18 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
             xb = dmx__arena_floats(ar, (size_t)Ct * F * T);
             xtb = dmx__arena_floats(ar, (size_t)Ct * Tt);
             if (!xb || !xtb || dmx__conv2d(ar, &m->up.g, x, 1, F * T, m->up.w, m->up.b, xb) ||
-                dmx__conv2d(ar, &m->up_t.g, xt, 1, Tt, m->up_t.w, m->up_t.b, xtb)) { st = NOMEM(); goto done; }
+                dmx__conv2d(ar, &m->up_t.g, xt, 1, Tt, m->up_t.w, m->up_t.b, xtb)) {
+                st = NOMEM();
+                goto done;
+            }
         } else {
             /* the encoder outputs are skips: the transformer works on copies */
             xb = dmx__arena_floats(ar, (size_t)Ct * F * T);
             xtb = dmx__arena_floats(ar, (size_t)Ct * Tt);
-            if (!xb || !xtb) { st = NOMEM(); goto done; }
+            if (!xb || !xtb) {
+                st = NOMEM();
+                goto done;
+            }
             memcpy(xb, x, sizeof(float) * Ct * F * T);
             memcpy(xtb, xt, sizeof(float) * Ct * Tt);
         }
@@ -436,7 +469,10 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
             x = dmx__arena_floats(ar, (size_t)C * F * T);
             xt = dmx__arena_floats(ar, (size_t)C * Tt);
             if (!x || !xt || dmx__conv2d(ar, &m->down.g, xb, 1, F * T, m->down.w, m->down.b, x) ||
-                dmx__conv2d(ar, &m->down_t.g, xtb, 1, Tt, m->down_t.w, m->down_t.b, xt)) { st = NOMEM(); goto done; }
+                dmx__conv2d(ar, &m->down_t.g, xtb, 1, Tt, m->down_t.w, m->down_t.b, xt)) {
+                st = NOMEM();
+                goto done;
+            }
         } else {
             x = xb;
             xt = xtb;
@@ -445,7 +481,10 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
         /* decoders add skips into their input in place: work on copies */
         float *xc = dmx__arena_floats(ar, (size_t)C * F * T);
         float *xtc = dmx__arena_floats(ar, (size_t)C * Tt);
-        if (!xc || !xtc) { st = NOMEM(); goto done; }
+        if (!xc || !xtc) {
+            st = NOMEM();
+            goto done;
+        }
         memcpy(xc, x, sizeof(float) * C * F * T);
         memcpy(xtc, xt, sizeof(float) * C * Tt);
         x = xc;
@@ -464,15 +503,21 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
         int h, w;
         int need_pre = idx >= offset && m->tdec[idx - offset].empty;
         /* the layer taps (tests) want the whole last decoder output */
-        int to_wave = m->cac && !tap && idx == m->depth - 1 && dl->freq && !dl->empty && !need_pre &&
-                      !dl->norm2.groups && dl->chout % S == 0;
+        int to_wave = m->cac && !tap && idx == m->depth - 1 && dl->freq && !dl->empty &&
+                      !need_pre && !dl->norm2.groups && dl->chout % S == 0;
         float *nx3 = NULL;
         if (to_wave) {
             wav = dmx__arena_floats(ar, (size_t)S * A * TL);
-            if (!wav || dec_last_to_wave(m, dl, ar, x, F, T, skip, mean, std, TL, wav)) { st = NOMEM(); goto done; }
+            if (!wav || dec_last_to_wave(m, dl, ar, x, F, T, skip, mean, std, TL, wav)) {
+                st = NOMEM();
+                goto done;
+            }
         } else {
             nx3 = dec_forward(dl, ar, x, F, T, skip, 0, &h, &w, need_pre ? &pre : NULL);
-            if (!nx3) { st = NOMEM(); goto done; }
+            if (!nx3) {
+                st = NOMEM();
+                goto done;
+            }
             snprintf(name, sizeof name, "decoder%d", idx);
             TAP(name, nx3, dl->chout, h, w);
         }
@@ -488,7 +533,10 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
                 --n_saved_t;
                 nt = dec_forward(tl, ar, xt, 1, Tt, saved_t[n_saved_t], length_t, &h4, &w4, NULL);
             }
-            if (!nt) { st = NOMEM(); goto done; }
+            if (!nt) {
+                st = NOMEM();
+                goto done;
+            }
             xt = nt;
             Tt = w4;
             snprintf(name, sizeof name, "tdecoder%d", idx - offset);
@@ -542,16 +590,24 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
             float *zout = x;
             if (!m->cac) {
                 if (F != nb || T != le) {
-                    st = dmx__fail(DMX_ERR_INVALID_ARG, "decoder output (%d, %d) for a (%d, %d) spectrogram", F, T, nb, le);
+                    st = dmx__fail(DMX_ERR_INVALID_ARG,
+                                   "decoder output (%d, %d) for a (%d, %d) spectrogram", F, T, nb,
+                                   le);
                     goto done;
                 }
-                if (!(zout = dmx__arena_floats(ar, (size_t)S * A * 2 * plane))) { st = NOMEM(); goto done; }
+                if (!(zout = dmx__arena_floats(ar, (size_t)S * A * 2 * plane))) {
+                    st = NOMEM();
+                    goto done;
+                }
                 st = dmx__wiener(ar, x, z, S, A, nb, le, m->wiener_iters, m->wiener_residual, zout);
                 if (st != DMX_OK) goto done;
             }
             TAP("mask_out", zout, S * A * 2, nb, le);
             wav = dmx__arena_floats(ar, (size_t)S * A * TL);
-            if (!wav || dmx__ispec(m->stft, ar, zout, S * A, T, TL, wav)) { st = NOMEM(); goto done; }
+            if (!wav || dmx__ispec(m->stft, ar, zout, S * A, T, TL, wav)) {
+                st = NOMEM();
+                goto done;
+            }
         }
         for (int s = 0; s < S; s++)
             for (int c = 0; c < A; c++) {

@@ -11,10 +11,10 @@
 #include "ops.h"
 
 #define NOMEM() dmx__fail(DMX_ERR_NOMEM, "out of memory in a LocalState attention")
-#define QBLOCK 256
+#define QBLOCK  256
 
-static void bind_1x1(dmx__binder *b, const float **w, const float **bias, const char *prefix, const char *what,
-                     int cout, int cin) {
+static void bind_1x1(dmx__binder *b, const float **w, const float **bias, const char *prefix,
+                     const char *what, int cout, int cin) {
     char name[256];
     snprintf(name, sizeof name, "%s.%s.weight", prefix, what);
     *w = dmx__bind3(b, cout, cin, 1, name);
@@ -22,27 +22,30 @@ static void bind_1x1(dmx__binder *b, const float **w, const float **bias, const 
     *bias = dmx__bind1(b, cout, name);
 }
 
-void dmx__localstate_bind(dmx__binder *b, dmx__localstate *m, const char *prefix, int channels, int heads,
-                          int ndecay) {
+void dmx__localstate_bind(dmx__binder *b, dmx__localstate *m, const char *prefix, int channels,
+                          int heads, int ndecay) {
     memset(m, 0, sizeof *m);
     m->channels = channels;
     m->heads = heads;
     m->ndecay = ndecay;
     if (heads < 1 || channels % heads) {
         if (b->st == DMX_OK)
-            b->st = dmx__fail(DMX_ERR_MODEL, "%s: %d channels do not split into %d heads", prefix, channels, heads);
+            b->st = dmx__fail(DMX_ERR_MODEL, "%s: %d channels do not split into %d heads", prefix,
+                              channels, heads);
         return;
     }
     /* registration order of upstream's __init__ */
     bind_1x1(b, &m->content_w, &m->content_b, prefix, "content", channels, channels);
     bind_1x1(b, &m->query_w, &m->query_b, prefix, "query", channels, channels);
     bind_1x1(b, &m->key_w, &m->key_b, prefix, "key", channels, channels);
-    if (ndecay) bind_1x1(b, &m->decay_w, &m->decay_b, prefix, "query_decay", heads * ndecay, channels);
+    if (ndecay)
+        bind_1x1(b, &m->decay_w, &m->decay_b, prefix, "query_decay", heads * ndecay, channels);
     bind_1x1(b, &m->proj_w, &m->proj_b, prefix, "proj", channels, channels);
 }
 
 /* y (cout, T) = w (cout, cin) x (cin, T) + b */
-static void conv1x1(const float *w, const float *b, int cout, int cin, const float *x, int T, float *y) {
+static void conv1x1(const float *w, const float *b, int cout, int cin, const float *x, int T,
+                    float *y) {
     dmx__sgemm(0, 0, cout, T, cin, 1.0f, w, cin, x, T, 0.0f, y, T);
     dmx__add_bias(y, b, cout, (size_t)T);
 }
@@ -64,16 +67,19 @@ dmx_status dmx__localstate_forward(const dmx__localstate *m, dmx__arena *ar, flo
     conv1x1(m->content_w, m->content_b, C, C, x, T, v);
     if (ND) {
         conv1x1(m->decay_w, m->decay_b, NH * ND, C, x, T, dq);
-        for (size_t i = 0; i < (size_t)NH * ND * T; i++) dq[i] = 1.0f / (1.0f + expf(-dq[i])) / 2.0f;
+        for (size_t i = 0; i < (size_t)NH * ND * T; i++)
+            dq[i] = 1.0f / (1.0f + expf(-dq[i])) / 2.0f;
     }
     const float inv_sqrt_d = 1.0f / sqrtf((float)D);
     const float inv_sqrt_nd = ND ? 1.0f / sqrtf((float)ND) : 0.0f;
     for (int h = 0; h < NH; h++) {
-        const float *qh = q + (size_t)h * D * T, *kh = k + (size_t)h * D * T, *vh = v + (size_t)h * D * T;
+        const float *qh = q + (size_t)h * D * T, *kh = k + (size_t)h * D * T,
+                    *vh = v + (size_t)h * D * T;
         /* per query s: the decay slope sum_f (f+1)/sqrt(ndecay) * dq[f, s] */
         for (int s = 0; s < T; s++) {
             float a = 0.0f;
-            for (int f = 0; f < ND; f++) a += (float)(f + 1) * inv_sqrt_nd * dq[((size_t)h * ND + f) * T + s];
+            for (int f = 0; f < ND; f++)
+                a += (float)(f + 1) * inv_sqrt_nd * dq[((size_t)h * ND + f) * T + s];
             coef[s] = a;
         }
         for (int s0 = 0; s0 < T; s0 += qb) {

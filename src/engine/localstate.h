@@ -22,13 +22,13 @@ typedef struct dmx__localstate {
     const float *content_w, *content_b; /* (C, C, 1), (C) */
     const float *query_w, *query_b;
     const float *key_w, *key_b;
-    const float *decay_w, *decay_b;     /* (heads*ndecay, C, 1), or NULL when ndecay = 0 */
-    const float *proj_w, *proj_b;       /* (C, C, 1) */
+    const float *decay_w, *decay_b; /* (heads*ndecay, C, 1), or NULL when ndecay = 0 */
+    const float *proj_w, *proj_b;   /* (C, C, 1) */
 } dmx__localstate;
 
 /* Binds `prefix`.{content,query,key,query_decay,proj}.{weight,bias}. */
-void dmx__localstate_bind(dmx__binder *b, dmx__localstate *m, const char *prefix, int channels, int heads,
-                          int ndecay);
+void dmx__localstate_bind(dmx__binder *b, dmx__localstate *m, const char *prefix, int channels,
+                          int heads, int ndecay);
 
 /* x (C, T) updated in place. DMX_OK or DMX_ERR_NOMEM. */
 dmx_status dmx__localstate_forward(const dmx__localstate *m, dmx__arena *ar, float *x, int T);

@@ -15,8 +15,8 @@
 
 #define NOMEM() dmx__fail(DMX_ERR_NOMEM, "out of memory in an LSTM")
 
-void dmx__blstm_bind(dmx__binder *b, dmx__blstm *m, const char *prefix, int dim, int layers, int max_steps,
-                     int skip) {
+void dmx__blstm_bind(dmx__binder *b, dmx__blstm *m, const char *prefix, int dim, int layers,
+                     int max_steps, int skip) {
     memset(m, 0, sizeof *m);
     DMX_ASSERT(layers >= 1 && layers <= DMX__LSTM_MAX_LAYERS);
     m->dim = dim;
@@ -52,8 +52,8 @@ static inline float sigm(float v) { return 1.0f / (1.0f + expf(-v)); }
 
 /* One direction of one layer: gx (T, 4H) holds W_ih x_t + b_ih + b_hh;
  * writes h_t into y[t * ldy]. */
-static void run_dir(const float *w_hh, float *gx, int T, int H, int reverse, float *h, float *c, float *y,
-                    int ldy) {
+static void run_dir(const float *w_hh, float *gx, int T, int H, int reverse, float *h, float *c,
+                    float *y, int ldy) {
     memset(h, 0, (size_t)H * sizeof *h);
     memset(c, 0, (size_t)H * sizeof *c);
     for (int s = 0; s < T; s++) {
@@ -61,7 +61,8 @@ static void run_dir(const float *w_hh, float *gx, int T, int H, int reverse, flo
         float *g = gx + (size_t)t * 4 * H;
         if (s > 0) dmx__sgemm(0, 0, 4 * H, 1, H, 1.0f, w_hh, H, h, 1, 1.0f, g, 1);
         for (int j = 0; j < H; j++) {
-            float ig = sigm(g[j]), fg = sigm(g[H + j]), gg = tanhf(g[2 * H + j]), og = sigm(g[3 * H + j]);
+            float ig = sigm(g[j]), fg = sigm(g[H + j]), gg = tanhf(g[2 * H + j]),
+                  og = sigm(g[3 * H + j]);
             c[j] = fg * c[j] + ig * gg;
             h[j] = og * tanhf(c[j]);
         }

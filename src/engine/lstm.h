@@ -30,14 +30,14 @@ typedef struct dmx__lstm {
 } dmx__lstm;
 
 typedef struct dmx__blstm {
-    dmx__lstm lstm;           /* dim -> dim, bidirectional */
+    dmx__lstm lstm;             /* dim -> dim, bidirectional */
     const float *lin_w, *lin_b; /* (dim, 2 dim), (dim) */
-    int dim, max_steps, skip; /* max_steps 0: never chunked */
+    int dim, max_steps, skip;   /* max_steps 0: never chunked */
 } dmx__blstm;
 
 /* Binds `prefix`.lstm.* and `prefix`.linear.* in named_parameters() order. */
-void dmx__blstm_bind(dmx__binder *b, dmx__blstm *m, const char *prefix, int dim, int layers, int max_steps,
-                     int skip);
+void dmx__blstm_bind(dmx__binder *b, dmx__blstm *m, const char *prefix, int dim, int layers,
+                     int max_steps, int skip);
 
 /* y (T, 2H) = LSTM(x (T, input)), rows time-major. DMX_OK or DMX_ERR_NOMEM. */
 dmx_status dmx__lstm_forward(const dmx__lstm *m, dmx__arena *ar, const float *x, int T, float *y);

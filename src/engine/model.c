@@ -45,10 +45,13 @@ static dmx_status finish_model(dmx_model *m) {
         const dmx__net_desc *o = &m->members[k]->desc;
         if (o->n_sources != first->n_sources || o->audio_channels != first->audio_channels ||
             o->samplerate != first->samplerate)
-            return dmx__fail(DMX_ERR_MODEL, "bag member %d has different sources, channels or sample rate than member 0", k);
+            return dmx__fail(
+                DMX_ERR_MODEL,
+                "bag member %d has different sources, channels or sample rate than member 0", k);
         for (int s = 0; s < first->n_sources; s++)
             if (strcmp(o->sources[s], first->sources[s]) != 0)
-                return dmx__fail(DMX_ERR_MODEL, "bag member %d has source '%s' where member 0 has '%s'", k,
+                return dmx__fail(DMX_ERR_MODEL,
+                                 "bag member %d has source '%s' where member 0 has '%s'", k,
                                  o->sources[s], first->sources[s]);
         if (o->segment < m->segment) m->segment = o->segment;
         if (o->fixed_segment && o->segment < m->max_segment) m->max_segment = o->segment;
@@ -60,10 +63,12 @@ static dmx_status finish_model(dmx_model *m) {
     if (!m->weights_given)
         for (int i = 0; i < m->n_members * m->n_sources; i++) m->weights[i] = 1.0f;
     for (int k = 0; k < m->n_members; k++)
-        for (int s = 0; s < m->n_sources; s++) m->totals[s] += m->weights[(size_t)k * m->n_sources + s];
+        for (int s = 0; s < m->n_sources; s++)
+            m->totals[s] += m->weights[(size_t)k * m->n_sources + s];
     for (int s = 0; s < m->n_sources; s++)
         if (m->totals[s] == 0.0)
-            return dmx__fail(DMX_ERR_MODEL, "bag weights for source '%s' sum to zero", m->sources[s]);
+            return dmx__fail(DMX_ERR_MODEL, "bag weights for source '%s' sum to zero",
+                             m->sources[s]);
     return DMX_OK;
 }
 
@@ -107,13 +112,16 @@ static dmx_status load_bag(const char *path, dmx_model *m) {
     if (st == DMX_OK && spec->has_weights) {
         int S = m->members[0]->desc.n_sources;
         if (spec->weight_rows != spec->n_models || spec->weight_cols != (size_t)S) {
-            st = dmx__fail(DMX_ERR_MODEL, "bag weights are %zux%zu but the bag has %zu models of %d sources",
+            st = dmx__fail(DMX_ERR_MODEL,
+                           "bag weights are %zux%zu but the bag has %zu models of %d sources",
                            spec->weight_rows, spec->weight_cols, spec->n_models, S);
         } else {
             m->weights = malloc(sizeof(float) * spec->n_models * S);
-            if (!m->weights) st = dmx__fail(DMX_ERR_NOMEM, "out of memory");
+            if (!m->weights)
+                st = dmx__fail(DMX_ERR_NOMEM, "out of memory");
             else {
-                for (size_t i = 0; i < spec->n_models * S; i++) m->weights[i] = (float)spec->weights[i];
+                for (size_t i = 0; i < spec->n_models * S; i++)
+                    m->weights[i] = (float)spec->weights[i];
                 m->weights_given = 1;
             }
         }
@@ -123,7 +131,8 @@ static dmx_status load_bag(const char *path, dmx_model *m) {
 }
 
 static dmx_status finish_or_free(dmx_model *m, dmx_status st, const char *path, dmx_model **out) {
-    if (st == DMX_OK && m->n_members == 0) st = dmx__fail(DMX_ERR_MODEL, "%s: bag lists no models", path);
+    if (st == DMX_OK && m->n_members == 0)
+        st = dmx__fail(DMX_ERR_MODEL, "%s: bag lists no models", path);
     if (st == DMX_OK) st = finish_model(m);
     if (st != DMX_OK) {
         dmx_model_free(m);
@@ -137,7 +146,8 @@ dmx_status dmx_model_load_config(const char *config_path, const char *ckpt_path,
     dmx__clear_error();
     if (!out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_model_load_config: out is NULL");
     *out = NULL;
-    if (!config_path || !ckpt_path) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_model_load_config: NULL path");
+    if (!config_path || !ckpt_path)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_model_load_config: NULL path");
     dmx_model *m = calloc(1, sizeof *m);
     if (!m || !(m->members = calloc(1, sizeof *m->members))) {
         free(m);
@@ -169,7 +179,8 @@ dmx_status dmx_model_load(const char *path, dmx_model **out) {
         st = load_bag(path, m);
     } else {
         m->members = calloc(1, sizeof *m->members);
-        if (!m->members) st = dmx__fail(DMX_ERR_NOMEM, "out of memory");
+        if (!m->members)
+            st = dmx__fail(DMX_ERR_NOMEM, "out of memory");
         else {
             st = load_th(path, &m->members[0]);
             if (st == DMX_OK) m->n_members = 1;

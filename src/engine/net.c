@@ -46,8 +46,9 @@ dmx_status dmx__net_build(dmx__ckpt *ck, dmx__net **out) {
             size_t l = strlen(known);
             snprintf(known + l, sizeof known - l, "%s%s", i ? ", " : "", families[i].klass);
         }
-        dmx_status s = dmx__fail(DMX_ERR_UNSUPPORTED, "model class '%s' is not supported (demix runs %s)",
-                                 klass ? klass : "?", known);
+        dmx_status s =
+            dmx__fail(DMX_ERR_UNSUPPORTED, "model class '%s' is not supported (demix runs %s)",
+                      klass ? klass : "?", known);
         dmx__ckpt_free(ck);
         return s;
     }
@@ -74,10 +75,12 @@ void dmx__net_free(dmx__net *n) {
     free(n);
 }
 
-int64_t dmx__net_valid_length(const dmx__net *n, int64_t length) { return n->vt->valid_length(n->impl, length); }
+int64_t dmx__net_valid_length(const dmx__net *n, int64_t length) {
+    return n->vt->valid_length(n->impl, length);
+}
 
-dmx_status dmx__net_forward(const dmx__net *n, dmx__arena *ar, const float *mix, int len, float *out,
-                            dmx__tap_fn tap, void *tap_user) {
+dmx_status dmx__net_forward(const dmx__net *n, dmx__arena *ar, const float *mix, int len,
+                            float *out, dmx__tap_fn tap, void *tap_user) {
     return n->vt->forward(n->impl, ar, mix, len, out, tap, tap_user);
 }
 

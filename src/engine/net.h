@@ -31,12 +31,11 @@
 /* Optional activation tap for layer tests: called with a layer name
  * ("encoder0", "tdecoder2", "crosstransformer", ...) and the tensor
  * (c, h, w). */
-typedef void (*dmx__tap_fn)(void *user, const char *name, const float *data, int c, int h,
-                            int w);
+typedef void (*dmx__tap_fn)(void *user, const char *name, const float *data, int c, int h, int w);
 
 /* What apply.c and model.c need to know about a built network. */
 typedef struct dmx__net_desc {
-    const char *klass;          /* checkpoint class name, e.g. "HTDemucs" */
+    const char *klass; /* checkpoint class name, e.g. "HTDemucs" */
     int n_sources;
     const char *sources[DMX__MAX_SOURCES]; /* owned by the network's checkpoint */
     int audio_channels, samplerate;
@@ -90,7 +89,7 @@ int64_t dmx__segment_length(int64_t num, int64_t den, double seconds, int sample
 
 /* The families (each in its own module). */
 extern const dmx__net_vt dmx__htdemucs_vt;
-extern const dmx__net_vt dmx__demucs_vt; /* demucs.c: demucs.demucs.Demucs (time domain) */
+extern const dmx__net_vt dmx__demucs_vt;  /* demucs.c: demucs.demucs.Demucs (time domain) */
 extern const dmx__net_vt dmx__hdemucs_vt; /* hdemucs.c: demucs.hdemucs.HDemucs (v3 hybrid) */
 
 #endif

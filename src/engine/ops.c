@@ -24,36 +24,36 @@ typedef __m512 vf;
 __m512 _ZGVeN16v_expf(__m512);
 __m512 _ZGVeN16v_erff(__m512);
 __m512 _ZGVeN16v_tanhf(__m512);
-#define V_LOAD _mm512_loadu_ps
+#define V_LOAD  _mm512_loadu_ps
 #define V_STORE _mm512_storeu_ps
-#define V_SET1 _mm512_set1_ps
-#define V_ADD _mm512_add_ps
-#define V_SUB _mm512_sub_ps
-#define V_MUL _mm512_mul_ps
-#define V_DIV _mm512_div_ps
-#define V_MAX _mm512_max_ps
-#define V_EXP _ZGVeN16v_expf
-#define V_ERF _ZGVeN16v_erff
-#define V_TANH _ZGVeN16v_tanhf
+#define V_SET1  _mm512_set1_ps
+#define V_ADD   _mm512_add_ps
+#define V_SUB   _mm512_sub_ps
+#define V_MUL   _mm512_mul_ps
+#define V_DIV   _mm512_div_ps
+#define V_MAX   _mm512_max_ps
+#define V_EXP   _ZGVeN16v_expf
+#define V_ERF   _ZGVeN16v_erff
+#define V_TANH  _ZGVeN16v_tanhf
 static inline float v_hsum(vf v) { return _mm512_reduce_add_ps(v); }
 static inline float v_hmax(vf v) { return _mm512_reduce_max_ps(v); }
 #elif defined(__AVX2__)
-#define VW 8
+#define VW      8
 typedef __m256 vf;
 __m256 _ZGVdN8v_expf(__m256);
 __m256 _ZGVdN8v_erff(__m256);
 __m256 _ZGVdN8v_tanhf(__m256);
-#define V_LOAD _mm256_loadu_ps
+#define V_LOAD  _mm256_loadu_ps
 #define V_STORE _mm256_storeu_ps
-#define V_SET1 _mm256_set1_ps
-#define V_ADD _mm256_add_ps
-#define V_SUB _mm256_sub_ps
-#define V_MUL _mm256_mul_ps
-#define V_DIV _mm256_div_ps
-#define V_MAX _mm256_max_ps
-#define V_EXP _ZGVdN8v_expf
-#define V_ERF _ZGVdN8v_erff
-#define V_TANH _ZGVdN8v_tanhf
+#define V_SET1  _mm256_set1_ps
+#define V_ADD   _mm256_add_ps
+#define V_SUB   _mm256_sub_ps
+#define V_MUL   _mm256_mul_ps
+#define V_DIV   _mm256_div_ps
+#define V_MAX   _mm256_max_ps
+#define V_EXP   _ZGVdN8v_expf
+#define V_ERF   _ZGVdN8v_erff
+#define V_TANH  _ZGVdN8v_tanhf
 static inline float v_hsum(vf v) {
     float t[8];
     _mm256_storeu_ps(t, v);
@@ -96,8 +96,8 @@ static int col_block(size_t rows, size_t total) {
  * with zeros outside [0, W). */
 static void gather_row(float *dst, const float *src, int W, long wi0, int sw, int cnt) {
     if (sw == 1) {
-        long lo = wi0 < 0 ? -wi0 : 0;               /* first t inside */
-        long hi = W - wi0;                           /* first t past the end */
+        long lo = wi0 < 0 ? -wi0 : 0; /* first t inside */
+        long hi = W - wi0;            /* first t past the end */
         if (lo > cnt) lo = cnt;
         if (hi > cnt) hi = cnt;
         if (hi < lo) hi = lo;
@@ -112,8 +112,8 @@ static void gather_row(float *dst, const float *src, int W, long wi0, int sw, in
     }
 }
 
-static void im2col_block(const dmx__conv_geom *g, const float *x, int H, int W, int Wo,
-                         long j0, int nb, float *col) {
+static void im2col_block(const dmx__conv_geom *g, const float *x, int H, int W, int Wo, long j0,
+                         int nb, float *col) {
     for (int ci = 0; ci < g->cin; ci++) {
         for (int ki = 0; ki < g->kh; ki++) {
             for (int kj = 0; kj < g->kw; kj++) {
@@ -156,8 +156,9 @@ static int is_1x1(const dmx__conv_geom *g) {
 /* Output columns [j0, j0 + n) of conv(x) (without bias) into dst (cout
  * rows, leading dimension ld); col is im2col scratch of K x n floats
  * (unused for 1x1 convolutions, which multiply the input directly). */
-static void conv_columns(const dmx__conv_geom *g, const float *x, int H, int W, int Wo, size_t total,
-                         size_t j0, int n, const float *w, float *col, float *dst, int ld) {
+static void conv_columns(const dmx__conv_geom *g, const float *x, int H, int W, int Wo,
+                         size_t total, size_t j0, int n, const float *w, float *col, float *dst,
+                         int ld) {
     int K = g->cin * g->kh * g->kw;
     if (is_1x1(g)) {
         dmx__sgemm(0, 0, g->cout, n, K, 1.0f, w, K, x + j0, (int)total, 0.0f, dst, ld);
@@ -205,7 +206,8 @@ int dmx__conv2d_glu(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int
         conv_columns(g, x, H, W, Wo, total, j0, n, w, col, tmp, n);
         dmx__add_bias(tmp, b, g->cout, (size_t)n);
         dmx__glu(tmp, tmp, g->cout, (size_t)n);
-        for (int c = 0; c < half; c++) memcpy(y + (size_t)c * total + j0, tmp + (size_t)c * n, sizeof(float) * n);
+        for (int c = 0; c < half; c++)
+            memcpy(y + (size_t)c * total + j0, tmp + (size_t)c * n, sizeof(float) * n);
     }
     dmx__arena_restore(ar, m);
     return 0;
@@ -246,7 +248,8 @@ int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, i
                         if (g->sw == 1) {
                             for (int q = 0; q < cnt; q++) row[wi + q] += src[t + q];
                         } else {
-                            for (int q = 0; q < cnt; q++) row[(size_t)(wi + q) * g->sw] += src[t + q];
+                            for (int q = 0; q < cnt; q++)
+                                row[(size_t)(wi + q) * g->sw] += src[t + q];
                         }
                         t += cnt;
                         j += cnt;
@@ -263,8 +266,8 @@ int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, i
 void dmx__group_norm(float *x, int C, int rows, int L, int groups, const float *gamma,
                      const float *beta, float eps) {
     int cpg = C / groups;
-    size_t rstride = (size_t)L;            /* between rows */
-    size_t cstride = (size_t)rows * L;     /* between channels */
+    size_t rstride = (size_t)L;        /* between rows */
+    size_t cstride = (size_t)rows * L; /* between channels */
     for (int r = 0; r < rows; r++) {
         for (int g = 0; g < groups; g++) {
             double s = 0, s2 = 0;
@@ -297,8 +300,8 @@ void dmx__group_norm(float *x, int C, int rows, int L, int groups, const float *
     }
 }
 
-void dmx__layer_norm(const float *x, float *y, int N, int C, const float *gamma,
-                     const float *beta, float eps) {
+void dmx__layer_norm(const float *x, float *y, int N, int C, const float *gamma, const float *beta,
+                     float eps) {
     for (int i = 0; i < N; i++) {
         const float *p = x + (size_t)i * C;
         float *q = y + (size_t)i * C;
@@ -361,8 +364,7 @@ void dmx__glu(const float *x, float *y, int C, size_t L) {
     for (; i < n; i++) y[i] = a[i] * (1.0f / (1.0f + expf(-g[i])));
 }
 
-void dmx__linear(const float *x, int N, int in, const float *w, const float *b, int out,
-                 float *y) {
+void dmx__linear(const float *x, int N, int in, const float *w, const float *b, int out, float *y) {
     dmx__sgemm(0, 1, N, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
     if (b) {
         for (int i = 0; i < N; i++) {

@@ -21,10 +21,10 @@
  * kh = 1; "frequency" convolutions use kw = 1. */
 typedef struct dmx__conv_geom {
     int cin, cout;
-    int kh, kw;   /* kernel */
-    int sh, sw;   /* stride */
-    int ph, pw;   /* zero padding on both sides */
-    int dh, dw;   /* dilation */
+    int kh, kw; /* kernel */
+    int sh, sw; /* stride */
+    int ph, pw; /* zero padding on both sides */
+    int dh, dw; /* dilation */
 } dmx__conv_geom;
 
 /* Output size of a convolution along one axis. */
@@ -62,8 +62,8 @@ void dmx__group_norm(float *x, int C, int rows, int L, int groups, const float *
                      const float *beta, float eps);
 
 /* LayerNorm over the last dim of y (N, C) = LN(x (N, C)); x == y allowed. */
-void dmx__layer_norm(const float *x, float *y, int N, int C, const float *gamma,
-                     const float *beta, float eps);
+void dmx__layer_norm(const float *x, float *y, int N, int C, const float *gamma, const float *beta,
+                     float eps);
 
 /* Exact (erf) GELU in place. */
 void dmx__gelu(float *x, size_t n);
@@ -77,8 +77,7 @@ void dmx__glu(const float *x, float *y, int C, size_t L);
 void dmx__add_bias(float *y, const float *b, int C, size_t L);
 
 /* Linear: y (N, out) = x (N, in) @ w (out, in)^T + b. */
-void dmx__linear(const float *x, int N, int in, const float *w, const float *b, int out,
-                 float *y);
+void dmx__linear(const float *x, int N, int in, const float *w, const float *b, int out, float *y);
 
 /* Softmax of each of `rows` rows of length n, in place. */
 void dmx__softmax_rows(float *x, int rows, int n);

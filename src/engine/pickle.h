@@ -25,18 +25,18 @@
 #include "demix/status.h"
 
 /* Limits (each one reported by name when exceeded). */
-#define DMX__PK_MAX_STACK (1u << 20)   /* values on the stack, all marks together */
-#define DMX__PK_MAX_MARKS (1u << 16)   /* nested MARKs */
-#define DMX__PK_MAX_MEMO (1u << 22)    /* memo index bound (also <= pickle size + 256) */
-#define DMX__PK_MAX_STR (1u << 28)     /* bytes in one string/bytes value */
-#define DMX__PK_MAX_VALUES (1u << 21)  /* values created in total (~56 bytes each) */
-#define DMX__PK_MAX_LINE 4096u         /* text-protocol argument lines */
+#define DMX__PK_MAX_STACK  (1u << 20) /* values on the stack, all marks together */
+#define DMX__PK_MAX_MARKS  (1u << 16) /* nested MARKs */
+#define DMX__PK_MAX_MEMO   (1u << 22) /* memo index bound (also <= pickle size + 256) */
+#define DMX__PK_MAX_STR    (1u << 28) /* bytes in one string/bytes value */
+#define DMX__PK_MAX_VALUES (1u << 21) /* values created in total (~56 bytes each) */
+#define DMX__PK_MAX_LINE   4096u      /* text-protocol argument lines */
 
 typedef enum dmx__pv_type {
     DMX__PV_NONE,
     DMX__PV_BOOL,
     DMX__PV_INT,
-    DMX__PV_BIGINT,  /* integer beyond int64: kept as an opaque value */
+    DMX__PV_BIGINT, /* integer beyond int64: kept as an opaque value */
     DMX__PV_FLOAT,
     DMX__PV_STR,
     DMX__PV_BYTES,
@@ -44,9 +44,9 @@ typedef enum dmx__pv_type {
     DMX__PV_TUPLE,
     DMX__PV_SET,
     DMX__PV_FROZENSET,
-    DMX__PV_DICT,    /* insertion-ordered; duplicate keys are kept (lookups take the last) */
-    DMX__PV_GLOBAL,  /* module + name */
-    DMX__PV_OBJECT,  /* generic result of REDUCE / NEWOBJ / BUILD on an unknown class */
+    DMX__PV_DICT,   /* insertion-ordered; duplicate keys are kept (lookups take the last) */
+    DMX__PV_GLOBAL, /* module + name */
+    DMX__PV_OBJECT, /* generic result of REDUCE / NEWOBJ / BUILD on an unknown class */
     DMX__PV_FRACTION,
     DMX__PV_STORAGE, /* torch storage reference from a persistent id */
     DMX__PV_TENSOR   /* view over a storage */
@@ -55,10 +55,10 @@ typedef enum dmx__pv_type {
 typedef struct dmx__pv dmx__pv;
 
 typedef struct dmx__pv_storage {
-    const char *type;  /* storage class as "module.Name", e.g. "torch.HalfStorage" */
-    const char *key;   /* zip entry is <prefix>/data/<key> */
+    const char *type; /* storage class as "module.Name", e.g. "torch.HalfStorage" */
+    const char *key;  /* zip entry is <prefix>/data/<key> */
     const char *location;
-    int64_t numel;     /* elements of `type` (bytes for torch.UntypedStorage) */
+    int64_t numel; /* elements of `type` (bytes for torch.UntypedStorage) */
 } dmx__pv_storage;
 
 typedef struct dmx__pv_tensor {
@@ -76,12 +76,27 @@ struct dmx__pv {
         int b;
         int64_t i;
         double f;
-        struct { const char *s; size_t len; } str;                /* STR, BYTES (NUL-terminated copy) */
-        struct { dmx__pv **items; size_t n, cap; } seq;          /* LIST, TUPLE, SET, FROZENSET */
-        struct { dmx__pv **keys, **vals; size_t n, cap; } dict;  /* DICT */
-        struct { const char *module, *name, *full; } global;     /* full = "module.name" */
-        struct { dmx__pv *cls, *args, *kwargs, *state, *list, *dict; } obj;
-        struct { int64_t num, den; } frac;                       /* den > 0 */
+        struct {
+            const char *s;
+            size_t len;
+        } str; /* STR, BYTES (NUL-terminated copy) */
+        struct {
+            dmx__pv **items;
+            size_t n, cap;
+        } seq; /* LIST, TUPLE, SET, FROZENSET */
+        struct {
+            dmx__pv **keys, **vals;
+            size_t n, cap;
+        } dict; /* DICT */
+        struct {
+            const char *module, *name, *full;
+        } global; /* full = "module.name" */
+        struct {
+            dmx__pv *cls, *args, *kwargs, *state, *list, *dict;
+        } obj;
+        struct {
+            int64_t num, den;
+        } frac; /* den > 0 */
         dmx__pv_storage *storage;
         dmx__pv_tensor *tensor;
     } u;

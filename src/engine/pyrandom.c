@@ -18,7 +18,8 @@ static void init_by_array(dmx__pyrandom *r, const uint32_t *key, int klen) {
     init_genrand(r, 19650218u);
     int i = 1, j = 0;
     for (int k = (N > klen ? N : klen); k; k--) {
-        r->mt[i] = (r->mt[i] ^ ((r->mt[i - 1] ^ (r->mt[i - 1] >> 30)) * 1664525u)) + key[j] + (uint32_t)j;
+        r->mt[i] =
+            (r->mt[i] ^ ((r->mt[i - 1] ^ (r->mt[i - 1] >> 30)) * 1664525u)) + key[j] + (uint32_t)j;
         i++;
         j++;
         if (i >= N) {
@@ -72,10 +73,8 @@ uint32_t dmx__pyrandom_u32(dmx__pyrandom *r) {
 int64_t dmx__pyrandom_randint(dmx__pyrandom *r, int64_t lo, int64_t hi) {
     uint64_t n = (uint64_t)(hi - lo) + 1; /* randbelow(n) */
     int k = 0;
-    while (k < 64 && (n >> k)) k++;       /* n.bit_length() */
+    while (k < 64 && (n >> k)) k++; /* n.bit_length() */
     uint32_t v;
-    do {
-        v = dmx__pyrandom_u32(r) >> (32 - k);
-    } while (v >= n);
+    do { v = dmx__pyrandom_u32(r) >> (32 - k); } while (v >= n);
     return lo + v;
 }

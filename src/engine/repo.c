@@ -34,13 +34,15 @@
 #include "zip.h"
 
 #define ROOT_URL "https://dl.fbaipublicfiles.com/demucs/"
-#define MDX "mdx_final/"
-#define HT "hybrid_transformer/"
-#define S4 4, {"drums", "bass", "other", "vocals"}
-#define S6 6, {"drums", "bass", "other", "vocals", "guitar", "piano"}
+#define MDX      "mdx_final/"
+#define HT       "hybrid_transformer/"
+#define S4 \
+    4, { "drums", "bass", "other", "vocals" }
+#define S6 \
+    6, { "drums", "bass", "other", "vocals", "guitar", "piano" }
 #define F_HT DMX_REPO_FAMILY_HTDEMUCS
 #define F_HD DMX_REPO_FAMILY_HDEMUCS
-#define F_D DMX_REPO_FAMILY_DEMUCS
+#define F_D  DMX_REPO_FAMILY_DEMUCS
 
 /* ---- the table --------------------------------------------------------------- */
 
@@ -78,56 +80,91 @@ static const dmx_repo_file FILES[] = {
 };
 #define N_FILES (sizeof FILES / sizeof FILES[0])
 
-#define W_MDX                                                                                      \
-    "weights: [\n  [1., 1., 0., 0.],\n  [0., 1., 0., 0.],\n  [1., 0., 1., 1.],\n  [1., 0., 1., "  \
+#define W_MDX                                                                                    \
+    "weights: [\n  [1., 1., 0., 0.],\n  [0., 1., 0., 0.],\n  [1., 0., 1., 1.],\n  [1., 0., 1., " \
     "1.],\n]\n"
 
 /* remote/NAME.yaml, in the order of upstream's README. */
 static const dmx_repo_model MODELS[] = {
-    {"htdemucs", "Hybrid Transformer Demucs (v4), 4 sources: upstream's default.", 1,
-     {"955717e8"}, "models: ['955717e8']\n", 1},
-    {"htdemucs_ft", "Bag of 4 fine-tuned htdemucs, one per source: better, 4x slower.", 4,
+    {"htdemucs",
+     "Hybrid Transformer Demucs (v4), 4 sources: upstream's default.",
+     1,
+     {"955717e8"},
+     "models: ['955717e8']\n",
+     1},
+    {"htdemucs_ft",
+     "Bag of 4 fine-tuned htdemucs, one per source: better, 4x slower.",
+     4,
      {"f7e0c4bc", "d12395a8", "92cfc3b6", "04573f0d"},
      "models: ['f7e0c4bc', 'd12395a8', '92cfc3b6', '04573f0d']\n"
      "weights: [\n  [1., 0., 0., 0.],\n  [0., 1., 0., 0.],\n  [0., 0., 1., 0.],\n  [0., 0., 0., "
      "1.],\n]\n",
      0},
-    {"htdemucs_6s", "htdemucs with 6 sources: adds guitar and piano (piano is weak).", 1,
-     {"5c90dfd2"}, "models: ['5c90dfd2']\n", 1},
-    {"hdemucs_mmi", "Hybrid Demucs (v3) retrained on MusDB + 800 songs.", 1, {"75fc33f5"},
-     "models: ['75fc33f5']\nsegment: 44\n", 0},
-    {"mdx", "Bag of 2 time-domain Demucs and 2 Hybrid Demucs, MDX 2021 track A (MusDB only).",
-     4, {"0d19c1c6", "7ecf8ec1", "c511e2ab", "7d865c68"},
-     "models: ['0d19c1c6', '7ecf8ec1', 'c511e2ab', '7d865c68']\n" W_MDX "segment: 44\n", 0},
-    {"mdx_extra", "Bag of 4 Hybrid Demucs, MDX 2021 track B (trained with extra data).", 4,
+    {"htdemucs_6s",
+     "htdemucs with 6 sources: adds guitar and piano (piano is weak).",
+     1,
+     {"5c90dfd2"},
+     "models: ['5c90dfd2']\n",
+     1},
+    {"hdemucs_mmi",
+     "Hybrid Demucs (v3) retrained on MusDB + 800 songs.",
+     1,
+     {"75fc33f5"},
+     "models: ['75fc33f5']\nsegment: 44\n",
+     0},
+    {"mdx",
+     "Bag of 2 time-domain Demucs and 2 Hybrid Demucs, MDX 2021 track A (MusDB only).",
+     4,
+     {"0d19c1c6", "7ecf8ec1", "c511e2ab", "7d865c68"},
+     "models: ['0d19c1c6', '7ecf8ec1', 'c511e2ab', '7d865c68']\n" W_MDX "segment: 44\n",
+     0},
+    {"mdx_extra",
+     "Bag of 4 Hybrid Demucs, MDX 2021 track B (trained with extra data).",
+     4,
      {"e51eebcc", "a1d90b5c", "5d2d6c55", "cfa93e08"},
-     "models: ['e51eebcc', 'a1d90b5c', '5d2d6c55', 'cfa93e08']\nsegment: 44\n", 0},
-    {"mdx_q", "mdx with DiffQ-quantized weights: smaller download, slightly worse.", 4,
+     "models: ['e51eebcc', 'a1d90b5c', '5d2d6c55', 'cfa93e08']\nsegment: 44\n",
+     0},
+    {"mdx_q",
+     "mdx with DiffQ-quantized weights: smaller download, slightly worse.",
+     4,
      {"6b9c2ca1", "b72baf4e", "42e558d4", "305bc58f"},
-     "models: ['6b9c2ca1', 'b72baf4e', '42e558d4', '305bc58f']\n" W_MDX "segment: 44\n", 0},
-    {"mdx_extra_q", "mdx_extra with DiffQ-quantized weights: smaller download, slightly worse.",
-     4, {"83fc094f", "464b36d7", "14fc6a69", "7fd6ef75"},
-     "models: ['83fc094f', '464b36d7', '14fc6a69', '7fd6ef75']\nsegment: 44\n", 0},
-    {"repro_mdx_a", "Reproduction of the MDX 2021 track A bag (2 Demucs + 2 Hybrid Demucs).", 4,
+     "models: ['6b9c2ca1', 'b72baf4e', '42e558d4', '305bc58f']\n" W_MDX "segment: 44\n",
+     0},
+    {"mdx_extra_q",
+     "mdx_extra with DiffQ-quantized weights: smaller download, slightly worse.",
+     4,
+     {"83fc094f", "464b36d7", "14fc6a69", "7fd6ef75"},
+     "models: ['83fc094f', '464b36d7', '14fc6a69', '7fd6ef75']\nsegment: 44\n",
+     0},
+    {"repro_mdx_a",
+     "Reproduction of the MDX 2021 track A bag (2 Demucs + 2 Hybrid Demucs).",
+     4,
      {"9a6b4851", "1ef250f1", "fa0cb7f9", "902315c2"},
-     "models: ['9a6b4851', '1ef250f1', 'fa0cb7f9', '902315c2']\nsegment: 44\n", 0},
-    {"repro_mdx_a_hybrid_only", "repro_mdx_a with its 2 Hybrid Demucs members only.", 4,
+     "models: ['9a6b4851', '1ef250f1', 'fa0cb7f9', '902315c2']\nsegment: 44\n",
+     0},
+    {"repro_mdx_a_hybrid_only",
+     "repro_mdx_a with its 2 Hybrid Demucs members only.",
+     4,
      {"fa0cb7f9", "902315c2", "fa0cb7f9", "902315c2"},
-     "models: ['fa0cb7f9', '902315c2', 'fa0cb7f9', '902315c2']\nsegment: 44\n", 0},
-    {"repro_mdx_a_time_only", "repro_mdx_a with its 2 time-domain Demucs members only.", 4,
+     "models: ['fa0cb7f9', '902315c2', 'fa0cb7f9', '902315c2']\nsegment: 44\n",
+     0},
+    {"repro_mdx_a_time_only",
+     "repro_mdx_a with its 2 time-domain Demucs members only.",
+     4,
      {"9a6b4851", "9a6b4851", "1ef250f1", "1ef250f1"},
-     "models: ['9a6b4851', '9a6b4851', '1ef250f1', '1ef250f1']\nsegment: 44\n", 0},
+     "models: ['9a6b4851', '9a6b4851', '1ef250f1', '1ef250f1']\nsegment: 44\n",
+     0},
 };
 #define N_MODELS (sizeof MODELS / sizeof MODELS[0])
 
 const char *dmx_repo_family_name(dmx_repo_family f) {
     switch (f) {
-    case DMX_REPO_FAMILY_HTDEMUCS: return "HTDemucs";
-    case DMX_REPO_FAMILY_HDEMUCS: return "HDemucs";
-    case DMX_REPO_FAMILY_DEMUCS: return "Demucs";
-    case DMX_REPO_FAMILY_BS_ROFORMER: return "BSRoformer";
-    case DMX_REPO_FAMILY_MEL_BAND_ROFORMER: return "MelBandRoformer";
-    default: return "unknown";
+        case DMX_REPO_FAMILY_HTDEMUCS: return "HTDemucs";
+        case DMX_REPO_FAMILY_HDEMUCS: return "HDemucs";
+        case DMX_REPO_FAMILY_DEMUCS: return "Demucs";
+        case DMX_REPO_FAMILY_BS_ROFORMER: return "BSRoformer";
+        case DMX_REPO_FAMILY_MEL_BAND_ROFORMER: return "MelBandRoformer";
+        default: return "unknown";
     }
 }
 
@@ -233,7 +270,8 @@ dmx_status dmx_repo_parse_name(const char *file, dmx_repo_entry *out) {
         memcpy(out->name, file, stem);
         return DMX_OK;
     }
-    if (!ends_with(file, n, ".th")) return dmx__fail(DMX_ERR_NOT_FOUND, "%s: not a .th or .yaml file", file);
+    if (!ends_with(file, n, ".th"))
+        return dmx__fail(DMX_ERR_NOT_FOUND, "%s: not a .th or .yaml file", file);
     size_t stem = n - 3;
     out->kind = DMX_REPO_CHECKPOINT;
     const char *dash = memchr(file, '-', stem);
@@ -241,7 +279,8 @@ dmx_status dmx_repo_parse_name(const char *file, dmx_repo_entry *out) {
     memcpy(out->name, file, sl < DMX_REPO_NAME_MAX ? sl : DMX_REPO_NAME_MAX);
     if (sl == 0) return dmx__fail(DMX_ERR_INVALID_ARG, "%s: empty signature before '-'", file);
     if (sl > DMX_REPO_NAME_MAX)
-        return dmx__fail(DMX_ERR_INVALID_ARG, "%s: signature longer than %d bytes", file, DMX_REPO_NAME_MAX);
+        return dmx__fail(DMX_ERR_INVALID_ARG, "%s: signature longer than %d bytes", file,
+                         DMX_REPO_NAME_MAX);
     if (!dash) return DMX_OK;
     const char *c = dash + 1;
     size_t cl = stem - sl - 1;
@@ -251,15 +290,17 @@ dmx_status dmx_repo_parse_name(const char *file, dmx_repo_entry *out) {
                          "rename it, e.g. without '-' in SIG)",
                          file);
     if (cl == 0 || cl > 64)
-        return dmx__fail(DMX_ERR_INVALID_ARG, "%s: the checksum after '-' must be 1 to 64 hex digits", file);
+        return dmx__fail(DMX_ERR_INVALID_ARG,
+                         "%s: the checksum after '-' must be 1 to 64 hex digits", file);
     for (size_t i = 0; i < cl; i++) {
         char h = c[i];
         if ((h >= '0' && h <= '9') || (h >= 'a' && h <= 'f')) continue;
         if (h >= 'A' && h <= 'F')
-            return dmx__fail(DMX_ERR_INVALID_ARG,
-                             "%s: the checksum after '-' has uppercase digits; it is compared with the "
-                             "lowercase sha256, so write it in lowercase",
-                             file);
+            return dmx__fail(
+                DMX_ERR_INVALID_ARG,
+                "%s: the checksum after '-' has uppercase digits; it is compared with the "
+                "lowercase sha256, so write it in lowercase",
+                file);
         return dmx__fail(DMX_ERR_INVALID_ARG,
                          "%s: '%.*s' after '-' is not a hex checksum (a checkpoint is SIG.th or "
                          "SIG-CHECKSUM.th, CHECKSUM a prefix of its sha256)",
@@ -282,10 +323,14 @@ dmx_status dmx_repo_cache_dir(char **out) {
     if (!out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_repo_cache_dir: out is NULL");
     const char *d = getenv("DEMIX_MODELS");
     char *p = NULL;
-    if (d && *d) p = strdup(d);
-    else if ((d = getenv("XDG_CACHE_HOME")) && d[0] == '/') p = join(d, "demix");
-    else if ((d = getenv("HOME")) && *d) p = join(d, ".cache/demix");
-    else p = strdup(".cache/demix");
+    if (d && *d)
+        p = strdup(d);
+    else if ((d = getenv("XDG_CACHE_HOME")) && d[0] == '/')
+        p = join(d, "demix");
+    else if ((d = getenv("HOME")) && *d)
+        p = join(d, ".cache/demix");
+    else
+        p = strdup(".cache/demix");
     *out = p;
     return p ? DMX_OK : dmx__fail(DMX_ERR_NOMEM, "out of memory");
 }
@@ -326,8 +371,8 @@ dmx_status dmx_repo_scan(const char *dir, dmx_repo_list **out) {
     DIR *d = opendir(dir);
     if (!d) {
         int e = errno;
-        return dmx__fail(e == ENOENT || e == ENOTDIR ? DMX_ERR_NOT_FOUND : DMX_ERR_IO, "%s: cannot list: %s", dir,
-                         strerror(e));
+        return dmx__fail(e == ENOENT || e == ENOTDIR ? DMX_ERR_NOT_FOUND : DMX_ERR_IO,
+                         "%s: cannot list: %s", dir, strerror(e));
     }
     dmx_repo_list *l = calloc(1, sizeof *l);
     size_t cap = 0;
@@ -379,10 +424,13 @@ dmx_status dmx_repo_scan(const char *dir, dmx_repo_list **out) {
         if (a->entry.kind != DMX_REPO_CHECKPOINT || a->problem) continue;
         for (size_t j = 0; j < l->n; j++) {
             dmx_repo_item *b = &l->items[j];
-            if (j == i || b->entry.kind != DMX_REPO_CHECKPOINT || strcmp(a->entry.name, b->entry.name)) continue;
+            if (j == i || b->entry.kind != DMX_REPO_CHECKPOINT ||
+                strcmp(a->entry.name, b->entry.name))
+                continue;
             const char *x = strcmp(a->file, b->file) < 0 ? a->file : b->file;
             const char *y = x == a->file ? b->file : a->file;
-            if (asprintf(&a->problem, "%s and %s are both checkpoints of '%s' in %s: delete all but one", x, y,
+            if (asprintf(&a->problem,
+                         "%s and %s are both checkpoints of '%s' in %s: delete all but one", x, y,
                          a->entry.name, dir) < 0)
                 a->problem = NULL;
             break;
@@ -417,7 +465,8 @@ static dmx_status find_in(const char *dir, const char *name, int bags, dmx_repo_
     memset(out, 0, sizeof *out);
     if (!dir) return dmx__fail(DMX_ERR_INVALID_ARG, "no model folder given");
     if (!dmx_repo_name_valid(name))
-        return dmx__fail(DMX_ERR_INVALID_ARG, "'%s' is not a valid model name", name ? name : "(null)");
+        return dmx__fail(DMX_ERR_INVALID_ARG, "'%s' is not a valid model name",
+                         name ? name : "(null)");
     dmx_repo_list *l = NULL;
     dmx_status st = dmx_repo_scan(dir, &l);
     if (st != DMX_OK) return st;
@@ -446,21 +495,24 @@ static dmx_status find_in(const char *dir, const char *name, int bags, dmx_repo_
     for (size_t i = 0; i < l->n; i++) {
         const dmx_repo_item *it = &l->items[i];
         size_t nl = strlen(name);
-        if (it->entry.kind == DMX_REPO_CHECKPOINT && strcmp(it->entry.name, name) && !strncmp(it->file, name, nl) &&
+        if (it->entry.kind == DMX_REPO_CHECKPOINT && strcmp(it->entry.name, name) &&
+            !strncmp(it->file, name, nl) &&
             (it->file[nl] == '-' || !strcmp(it->file + nl, ".th"))) {
             if (it->problem)
                 snprintf(hint, sizeof hint, " (%s)", it->problem);
             else
-                snprintf(hint, sizeof hint, " (%s is read as signature '%s' with checksum '%s')", it->file,
-                         it->entry.name, it->entry.checksum);
+                snprintf(hint, sizeof hint, " (%s is read as signature '%s' with checksum '%s')",
+                         it->file, it->entry.name, it->entry.checksum);
             break;
         }
     }
     if (bags)
-        st = dmx__fail(DMX_ERR_NOT_FOUND, "no model '%s' in %s: no %s.th, %s-<checksum>.th or %s.yaml%s", name, dir,
+        st = dmx__fail(DMX_ERR_NOT_FOUND,
+                       "no model '%s' in %s: no %s.th, %s-<checksum>.th or %s.yaml%s", name, dir,
                        name, name, name, hint);
     else
-        st = dmx__fail(DMX_ERR_NOT_FOUND, "no checkpoint '%s.th' or '%s-<checksum>.th' in %s%s", name, name, dir, hint);
+        st = dmx__fail(DMX_ERR_NOT_FOUND, "no checkpoint '%s.th' or '%s-<checksum>.th' in %s%s",
+                       name, name, dir, hint);
 done:
     dmx_repo_list_free(l);
     return st;
@@ -481,7 +533,8 @@ dmx_status dmx_repo_resolve(const char *repo, const char *name, dmx_repo_hit *ou
     memset(out, 0, sizeof *out);
     if (repo) return dmx_repo_find(repo, name, out);
     if (!dmx_repo_name_valid(name))
-        return dmx__fail(DMX_ERR_INVALID_ARG, "'%s' is not a valid model name", name ? name : "(null)");
+        return dmx__fail(DMX_ERR_INVALID_ARG, "'%s' is not a valid model name",
+                         name ? name : "(null)");
     char *cache = NULL;
     dmx_status st = dmx_repo_cache_dir(&cache);
     if (st != DMX_OK) return st;
@@ -501,19 +554,22 @@ dmx_status dmx_repo_resolve(const char *repo, const char *name, dmx_repo_hit *ou
             goto done;
         }
         dmx_repo_hit_clear(&member);
-        if (ms == DMX_ERR_NOT_FOUND) missing++;
+        if (ms == DMX_ERR_NOT_FOUND)
+            missing++;
         else if (ms != DMX_OK) {
             st = dmx__fail(ms, "model '%s' (member %s): %s", name, m->members[i], dmx_last_error());
             goto done;
         }
     }
     if (missing)
-        st = dmx__fail(DMX_ERR_NOT_FOUND, "model '%s' is not in the cache %s (%d of its %d files missing); "
-                                          "'demix models fetch %s' downloads it",
+        st = dmx__fail(DMX_ERR_NOT_FOUND,
+                       "model '%s' is not in the cache %s (%d of its %d files missing); "
+                       "'demix models fetch %s' downloads it",
                        name, cache, missing, m->n_members, name);
     else
-        st = dmx__fail(DMX_ERR_NOT_FOUND, "model '%s': its checkpoints are in the cache %s but its bag file %s.yaml "
-                                          "is not; 'demix models fetch %s' writes it",
+        st = dmx__fail(DMX_ERR_NOT_FOUND,
+                       "model '%s': its checkpoints are in the cache %s but its bag file %s.yaml "
+                       "is not; 'demix models fetch %s' writes it",
                        name, cache, name, name);
 done:
     if (st != DMX_OK) {
@@ -526,7 +582,8 @@ done:
 
 /* ---- probe ------------------------------------------------------------------- */
 
-static dmx_status probe_buf(const unsigned char *buf, size_t len, const char *path, dmx_repo_probe_info *out) {
+static dmx_status probe_buf(const unsigned char *buf, size_t len, const char *path,
+                            dmx_repo_probe_info *out) {
     dmx__zip z;
     dmx_status st = dmx__zip_open(&z, buf, len, path);
     if (st != DMX_OK) return st;
@@ -534,19 +591,22 @@ static dmx_status probe_buf(const unsigned char *buf, size_t len, const char *pa
     for (size_t i = 0; i < z.n; i++) {
         const char *nm = z.entries[i].name;
         size_t nl = strlen(nm);
-        if (nl > 9 && !strcmp(nm + nl - 9, "/data.pkl") && !memchr(nm, '/', nl - 9)) pe = &z.entries[i];
+        if (nl > 9 && !strcmp(nm + nl - 9, "/data.pkl") && !memchr(nm, '/', nl - 9))
+            pe = &z.entries[i];
     }
     dmx__pickle *pk = NULL;
     if (!pe) {
         st = dmx__fail(DMX_ERR_CORRUPT, "%s: no data.pkl entry: not a torch.save archive", path);
         goto done;
     }
-    if ((st = dmx__pickle_run(dmx__zip_data(&z, pe), (size_t)pe->size, path, &pk)) != DMX_OK) goto done;
+    if ((st = dmx__pickle_run(dmx__zip_data(&z, pe), (size_t)pe->size, path, &pk)) != DMX_OK)
+        goto done;
     const dmx__pv *root = dmx__pickle_result(pk);
     const dmx__pv *klass = root->type == DMX__PV_DICT ? dmx__pv_dict_get(root, "klass") : NULL;
     const dmx__pv *kwargs = root->type == DMX__PV_DICT ? dmx__pv_dict_get(root, "kwargs") : NULL;
     if (!klass || klass->type != DMX__PV_GLOBAL || !kwargs || kwargs->type != DMX__PV_DICT) {
-        st = dmx__fail(DMX_ERR_UNSUPPORTED, "%s: not a Demucs checkpoint (no klass and kwargs)", path);
+        st = dmx__fail(DMX_ERR_UNSUPPORTED, "%s: not a Demucs checkpoint (no klass and kwargs)",
+                       path);
         goto done;
     }
     snprintf(out->klass, sizeof out->klass, "%s", klass->u.global.name);
@@ -575,27 +635,32 @@ static dmx_status probe_checkpoint(const char *path, dmx_repo_probe_info *out) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        return dmx__fail(e == ENOENT ? DMX_ERR_NOT_FOUND : DMX_ERR_IO, "%s: cannot open: %s", path, strerror(e));
+        return dmx__fail(e == ENOENT ? DMX_ERR_NOT_FOUND : DMX_ERR_IO, "%s: cannot open: %s", path,
+                         strerror(e));
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size == 0) {
         close(fd);
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: not a checkpoint (empty or not a regular file)", path);
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: not a checkpoint (empty or not a regular file)",
+                         path);
     }
     size_t len = (size_t)sb.st_size;
     void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (map == MAP_FAILED) return dmx__fail(DMX_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
+    if (map == MAP_FAILED)
+        return dmx__fail(DMX_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
     dmx_status st = probe_buf(map, len, path, out);
     munmap(map, len);
-    if (st == DMX_OK) snprintf(out->families, sizeof out->families, "%s", dmx_repo_family_name(out->family));
+    if (st == DMX_OK)
+        snprintf(out->families, sizeof out->families, "%s", dmx_repo_family_name(out->family));
     return st;
 }
 
 dmx_status dmx_repo_config_checkpoint(const char *yaml_path, char **ckpt) {
     if (!ckpt) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_repo_config_checkpoint: NULL argument");
     *ckpt = NULL;
-    if (!yaml_path) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_repo_config_checkpoint: NULL argument");
+    if (!yaml_path)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_repo_config_checkpoint: NULL argument");
     dmx__ynode *root = NULL;
     dmx_status st = dmx__yaml_load(yaml_path, &root);
     if (st != DMX_OK) return st;
@@ -603,7 +668,9 @@ dmx_status dmx_repo_config_checkpoint(const char *yaml_path, char **ckpt) {
     dmx__yaml_free(root);
     if (!msst) return DMX_OK;
     size_t n = strlen(yaml_path);
-    size_t stem = ends_with(yaml_path, n, ".yaml") ? n - 5 : ends_with(yaml_path, n, ".yml") ? n - 4 : n;
+    size_t stem = ends_with(yaml_path, n, ".yaml")  ? n - 5
+                  : ends_with(yaml_path, n, ".yml") ? n - 4
+                                                    : n;
     if (!(*ckpt = malloc(stem + 6))) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
     memcpy(*ckpt, yaml_path, stem);
     memcpy(*ckpt + stem, ".ckpt", 6);
@@ -620,7 +687,8 @@ static dmx_status probe_config(const char *path, const char *ckpt, dmx_repo_prob
     if (st == DMX_OK && (stat(ckpt, &sb) != 0 || !S_ISREG(sb.st_mode)))
         st = dmx__fail(DMX_ERR_NOT_FOUND, "%s: its checkpoint %s is missing", path, ckpt);
     if (st == DMX_OK) {
-        out->family = cfg->kind == DMX__RF_BS ? DMX_REPO_FAMILY_BS_ROFORMER : DMX_REPO_FAMILY_MEL_BAND_ROFORMER;
+        out->family = cfg->kind == DMX__RF_BS ? DMX_REPO_FAMILY_BS_ROFORMER
+                                              : DMX_REPO_FAMILY_MEL_BAND_ROFORMER;
         snprintf(out->klass, sizeof out->klass, "%s", dmx_repo_family_name(out->family));
         snprintf(out->families, sizeof out->families, "%s", dmx_repo_family_name(out->family));
         for (int i = 0; i < cfg->num_stems && i < DMX_REPO_MAX_SOURCES; i++) {
@@ -665,7 +733,8 @@ dmx_status dmx_repo_probe(const char *path, dmx_repo_probe_info *out) {
         if (seen & (1u << f)) continue;
         seen |= 1u << f;
         size_t l = strlen(out->families);
-        snprintf(out->families + l, sizeof out->families - l, "%s%s", l ? "+" : "", dmx_repo_family_name(f));
+        snprintf(out->families + l, sizeof out->families - l, "%s%s", l ? "+" : "",
+                 dmx_repo_family_name(f));
     }
     free(dir);
     dmx__bag_spec_free(spec);

@@ -22,15 +22,17 @@ int64_t dmx__resample_frac_len(int64_t L, int old_sr, int new_sr) {
     return (int64_t)(new_sr / g) * L / (old_sr / g);
 }
 
-dmx_status dmx__resample_frac(dmx__arena *ar, const float *x, int rows, int L, int old_sr, int new_sr, int zeros,
-                              double rolloff, float *y) {
+dmx_status dmx__resample_frac(dmx__arena *ar, const float *x, int rows, int L, int old_sr,
+                              int new_sr, int zeros, double rolloff, float *y) {
     if (old_sr < 1 || new_sr < 1 || zeros < 1 || !(rolloff > 0) || L < 1)
-        return dmx__fail(DMX_ERR_INVALID_ARG, "resample_frac: bad rates %d -> %d or length %d", old_sr, new_sr, L);
+        return dmx__fail(DMX_ERR_INVALID_ARG, "resample_frac: bad rates %d -> %d or length %d",
+                         old_sr, new_sr, L);
     int g = gcd(old_sr, new_sr);
     const int oldr = old_sr / g, newr = new_sr / g;
     if (oldr > 64 || newr > 64)
-        return dmx__fail(DMX_ERR_INVALID_ARG, "resample_frac: rates %d -> %d reduce to %d/%d (at most 64 each)",
-                         old_sr, new_sr, oldr, newr);
+        return dmx__fail(DMX_ERR_INVALID_ARG,
+                         "resample_frac: rates %d -> %d reduce to %d/%d (at most 64 each)", old_sr,
+                         new_sr, oldr, newr);
     const int64_t out_len = dmx__resample_frac_len(L, oldr, newr);
     if (oldr == newr) {
         memcpy(y, x, (size_t)rows * L * sizeof *y);

@@ -28,7 +28,7 @@ int64_t dmx__resample_frac_len(int64_t L, int old_sr, int new_sr);
  * rolloff) (julius' defaults: zeros 24, rolloff 0.945). Rates reduced by
  * their gcd must be at most 64. Scratch (the kernels) from `ar`. Returns
  * DMX_OK, DMX_ERR_INVALID_ARG for bad rates, DMX_ERR_NOMEM. */
-dmx_status dmx__resample_frac(dmx__arena *ar, const float *x, int rows, int L, int old_sr, int new_sr, int zeros,
-                              double rolloff, float *y);
+dmx_status dmx__resample_frac(dmx__arena *ar, const float *x, int rows, int L, int old_sr,
+                              int new_sr, int zeros, double rolloff, float *y);
 
 #endif

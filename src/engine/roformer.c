@@ -31,7 +31,7 @@
 #define QBLOCK 256
 
 typedef struct rf_block {
-    int linear;                          /* linear attention (no rope, no gates) */
+    int linear; /* linear attention (no rope, no gates) */
     const float *norm, *w_qkv, *w_gates, *b_gates, *w_out, *freqs, *temperature;
     const float *ff_norm, *ff_w1, *ff_b1, *ff_w2, *ff_b2;
     int ff_inner;
@@ -54,14 +54,14 @@ struct dmx__roformer {
     dmx__ckpt *ck;
     dmx__rf_bands bands;
     int A, F, R, D, H, Dh, nb, maxfeat;
-    int *feat_off;           /* (nb + 1) feature offsets (2 per row) in band-split order */
+    int *feat_off; /* (nb + 1) feature offsets (2 per row) in band-split order */
     const float **bs_norm, **bs_w, **bs_b;
-    rf_tr *tr;               /* depth x (linear?, time, freq) */
+    rf_tr *tr; /* depth x (linear?, time, freq) */
     int per_layer;
     const float *final_norm;
-    rf_mlp *mask;            /* (stems x nb) */
+    rf_mlp *mask; /* (stems x nb) */
     int mlp_hidden;
-    float *window;           /* (n_fft) hann(win_length) centred */
+    float *window; /* (n_fft) hann(win_length) centred */
     fftwf_plan fwd, inv;
 };
 
@@ -88,8 +88,9 @@ static const float *bind(binder *b, int d0, int d1, int d2, const char *fmt, ...
     va_end(ap);
     const dmx__tensor *t = dmx__ckpt_find(b->ck, name);
     if (!t) {
-        b->st = dmx__fail(DMX_ERR_MODEL, "roformer: checkpoint has no tensor '%s' (config and checkpoint disagree?)",
-                          name);
+        b->st = dmx__fail(
+            DMX_ERR_MODEL,
+            "roformer: checkpoint has no tensor '%s' (config and checkpoint disagree?)", name);
         return NULL;
     }
     int want[3] = {d0, d1, d2}, nd = d2 > 0 ? 3 : d1 > 0 ? 2 : 1;
@@ -98,10 +99,13 @@ static const float *bind(binder *b, int d0, int d1, int d2, const char *fmt, ...
     if (!ok) {
         char got[96] = "", exp[64] = "";
         for (int i = 0; i < t->ndim; i++)
-            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-        for (int i = 0; i < nd; i++) snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%d", i ? ", " : "", want[i]);
-        b->st = dmx__fail(DMX_ERR_MODEL, "roformer: tensor '%s' has shape (%s), the config implies (%s)", name, got,
-                          exp);
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "",
+                     (long long)t->shape[i]);
+        for (int i = 0; i < nd; i++)
+            snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%d", i ? ", " : "", want[i]);
+        b->st = dmx__fail(DMX_ERR_MODEL,
+                          "roformer: tensor '%s' has shape (%s), the config implies (%s)", name,
+                          got, exp);
         return NULL;
     }
     b->used[t - b->base] = 1;
@@ -118,7 +122,8 @@ static int has(binder *b, const char *fmt, ...) {
     return dmx__ckpt_find(b->ck, name) != NULL;
 }
 
-static void bind_tr(binder *b, const dmx__rf_config *c, rf_tr *tr, int depth, int linear, const char *pre) {
+static void bind_tr(binder *b, const dmx__rf_config *c, rf_tr *tr, int depth, int linear,
+                    const char *pre) {
     int D = c->dim, inner = c->heads * c->dim_head;
     tr->n = depth;
     tr->blk = calloc((size_t)depth, sizeof *tr->blk);
@@ -252,8 +257,10 @@ dmx_status dmx__roformer_build(const dmx__rf_config *cfg, dmx__ckpt *ck, dmx__ro
     int n_lin = c->kind == DMX__RF_BS ? c->mask_estimator_depth : c->mask_estimator_depth + 1;
     if (b.st == DMX_OK && has(&b, "mask_estimators.0.to_freqs.0.0.%d.weight", 2 * n_lin))
         b.st = dmx__fail(DMX_ERR_MODEL,
-                         "roformer: the checkpoint's mask estimators have more layers than mask_estimator_depth = %d "
-                         "implies", c->mask_estimator_depth);
+                         "roformer: the checkpoint's mask estimators have more layers than "
+                         "mask_estimator_depth = %d "
+                         "implies",
+                         c->mask_estimator_depth);
     for (int s = 0; s < c->num_stems && b.st == DMX_OK; s++)
         for (int k = 0; k < n->nb && b.st == DMX_OK; k++) {
             rf_mlp *m = &n->mask[s * n->nb + k];
@@ -270,17 +277,22 @@ dmx_status dmx__roformer_build(const dmx__rf_config *cfg, dmx__ckpt *ck, dmx__ro
                 int din = l == 0 ? n->D : n->mlp_hidden;
                 int dout = l == n_lin - 1 ? 2 * fb : n->mlp_hidden;
                 m->dout[l] = dout;
-                m->w[l] = bind(&b, dout, din, 0, "mask_estimators.%d.to_freqs.%d.0.%d.weight", s, k, 2 * l);
-                m->b[l] = bind(&b, dout, 0, 0, "mask_estimators.%d.to_freqs.%d.0.%d.bias", s, k, 2 * l);
+                m->w[l] = bind(&b, dout, din, 0, "mask_estimators.%d.to_freqs.%d.0.%d.weight", s, k,
+                               2 * l);
+                m->b[l] =
+                    bind(&b, dout, 0, 0, "mask_estimators.%d.to_freqs.%d.0.%d.bias", s, k, 2 * l);
             }
         }
     if (b.st == DMX_OK && has(&b, "mask_estimators.%d.to_freqs.0.0.0.weight", c->num_stems))
-        b.st = dmx__fail(DMX_ERR_MODEL, "roformer: the checkpoint has more mask estimators than num_stems = %d",
+        b.st = dmx__fail(DMX_ERR_MODEL,
+                         "roformer: the checkpoint has more mask estimators than num_stems = %d",
                          c->num_stems);
     for (size_t i = 0; b.st == DMX_OK && i < nt; i++)
         if (!b.used[i])
-            b.st = dmx__fail(DMX_ERR_MODEL, "roformer: unexpected tensor '%s' in the checkpoint (config and "
-                             "checkpoint disagree?)", dmx__ckpt_tensor_at(ck, i)->name);
+            b.st = dmx__fail(DMX_ERR_MODEL,
+                             "roformer: unexpected tensor '%s' in the checkpoint (config and "
+                             "checkpoint disagree?)",
+                             dmx__ckpt_tensor_at(ck, i)->name);
     free(b.used);
     if (b.st != DMX_OK) {
         free_net(n);
@@ -332,7 +344,8 @@ int64_t dmx__roformer_out_len(const dmx__roformer *n, int64_t len) {
 /* ---- kernels ------------------------------------------------------------------- */
 
 /* y = x / max(||x||, 1e-12) * sqrt(dim) * gamma, per row (F.normalize-based RMSNorm) */
-static void rms_norm(const float *x, int ldx, float *y, int ldy, int N, int dim, const float *gamma) {
+static void rms_norm(const float *x, int ldx, float *y, int ldy, int N, int dim,
+                     const float *gamma) {
     const float scale = sqrtf((float)dim);
     for (int i = 0; i < N; i++) {
         const float *xr = x + (size_t)i * ldx;
@@ -368,7 +381,8 @@ static void rope(float *q, int ld, int nseq, int L, int Dh, const float *cs) {
 }
 
 /* Softmax attention block over nseq sequences of L tokens, x (nseq*L, D) += attn(x). */
-static int attn_softmax(const dmx__roformer *n, dmx__arena *ar, const rf_block *k, float *x, int nseq, int L) {
+static int attn_softmax(const dmx__roformer *n, dmx__arena *ar, const rf_block *k, float *x,
+                        int nseq, int L) {
     const int D = n->D, H = n->H, Dh = n->Dh, inner = H * Dh, N = nseq * L;
     dmx__arena_mark m = dmx__arena_save(ar);
     float *h = dmx__arena_floats(ar, (size_t)N * D);
@@ -386,7 +400,8 @@ static int attn_softmax(const dmx__roformer *n, dmx__arena *ar, const rf_block *
     dmx__sgemm(0, 1, N, 3 * inner, D, 1.0f, h, D, k->w_qkv, D, 0.0f, qkv, 3 * inner);
     dmx__sgemm(0, 1, N, H, D, 1.0f, h, D, k->w_gates, D, 0.0f, g, H);
     for (int i = 0; i < N; i++)
-        for (int hh = 0; hh < H; hh++) g[(size_t)i * H + hh] = sigmoidf(g[(size_t)i * H + hh] + k->b_gates[hh]);
+        for (int hh = 0; hh < H; hh++)
+            g[(size_t)i * H + hh] = sigmoidf(g[(size_t)i * H + hh] + k->b_gates[hh]);
     /* angles: float32 product position * freq, as torch forms it */
     for (int p = 0; p < L; p++)
         for (int i = 0; i < Dh / 2; i++) {
@@ -405,7 +420,8 @@ static int attn_softmax(const dmx__roformer *n, dmx__arena *ar, const rf_block *
             const float *K = Q + inner, *V = Q + 2 * inner;
             for (int q0 = 0; q0 < L; q0 += qb) {
                 int nq = L - q0 < qb ? L - q0 : qb;
-                dmx__sgemm(0, 1, nq, L, Dh, scale, Q + (size_t)q0 * 3 * inner, 3 * inner, K, 3 * inner, 0.0f, sc, L);
+                dmx__sgemm(0, 1, nq, L, Dh, scale, Q + (size_t)q0 * 3 * inner, 3 * inner, K,
+                           3 * inner, 0.0f, sc, L);
                 dmx__softmax_rows(sc, nq, L);
                 float *O = o + ((size_t)s * L + q0) * inner + hh * Dh;
                 dmx__sgemm(0, 0, nq, Dh, L, 1.0f, sc, L, V, 3 * inner, 0.0f, O, inner);
@@ -434,7 +450,8 @@ static int attn_linear(const dmx__roformer *n, dmx__arena *ar, const rf_block *k
     float *qkv = dmx__arena_floats(ar, (size_t)B * 3 * inner);
     float *o = dmx__arena_floats(ar, (size_t)B * inner);
     float *G = dmx__arena_zeros(ar, (size_t)H * Dh * Dh);
-    float *nq = dmx__arena_zeros(ar, (size_t)2 * inner); /* |q| then |k| per (head, d), as sums of squares */
+    float *nq = dmx__arena_zeros(
+        ar, (size_t)2 * inner); /* |q| then |k| per (head, d), as sums of squares */
     if (!h || !qkv || !o || !G || !nq) {
         dmx__arena_restore(ar, m);
         return -1;
@@ -454,8 +471,8 @@ static int attn_linear(const dmx__roformer *n, dmx__arena *ar, const rf_block *k
                 ss[j] += v * v;
             }
         for (int hh = 0; hh < H; hh++)
-            dmx__sgemm(1, 0, Dh, Dh, nb, 1.0f, qkv + hh * Dh, 3 * inner, qkv + inner + hh * Dh, 3 * inner, 1.0f,
-                       G + (size_t)hh * Dh * Dh, Dh);
+            dmx__sgemm(1, 0, Dh, Dh, nb, 1.0f, qkv + hh * Dh, 3 * inner, qkv + inner + hh * Dh,
+                       3 * inner, 1.0f, G + (size_t)hh * Dh * Dh, Dh);
     }
     for (int j = 0; j < 2 * inner; j++) {
         float nrm = (float)sqrt(ss[j]);
@@ -466,7 +483,8 @@ static int attn_linear(const dmx__roformer *n, dmx__arena *ar, const rf_block *k
         float te = expf(k->temperature[hh]);
         for (int i = 0; i < Dh; i++)
             for (int j = 0; j < Dh; j++)
-                A[i * Dh + j] = 8.0f * (A[i * Dh + j] * (nq[hh * Dh + i] * te) * nq[inner + hh * Dh + j]);
+                A[i * Dh + j] =
+                    8.0f * (A[i * Dh + j] * (nq[hh * Dh + i] * te) * nq[inner + hh * Dh + j]);
         dmx__softmax_rows(A, Dh, Dh);
     }
     for (int t0 = 0; t0 < N; t0 += B) {
@@ -474,10 +492,11 @@ static int attn_linear(const dmx__roformer *n, dmx__arena *ar, const rf_block *k
         float *xb = x + (size_t)t0 * D;
         rms_norm(xb, D, h, D, nb, D, k->norm);
         float *v = qkv; /* (nb, inner) */
-        dmx__sgemm(0, 1, nb, inner, D, 1.0f, h, D, k->w_qkv + (size_t)2 * inner * D, D, 0.0f, v, inner);
+        dmx__sgemm(0, 1, nb, inner, D, 1.0f, h, D, k->w_qkv + (size_t)2 * inner * D, D, 0.0f, v,
+                   inner);
         for (int hh = 0; hh < H; hh++)
-            dmx__sgemm(0, 1, nb, Dh, Dh, 1.0f, v + hh * Dh, inner, G + (size_t)hh * Dh * Dh, Dh, 0.0f, o + hh * Dh,
-                       inner);
+            dmx__sgemm(0, 1, nb, Dh, Dh, 1.0f, v + hh * Dh, inner, G + (size_t)hh * Dh * Dh, Dh,
+                       0.0f, o + hh * Dh, inner);
         dmx__sgemm(0, 1, nb, D, inner, 1.0f, o, inner, k->w_out, inner, 1.0f, xb, D);
     }
     dmx__arena_restore(ar, m);
@@ -485,7 +504,8 @@ static int attn_linear(const dmx__roformer *n, dmx__arena *ar, const rf_block *k
 }
 
 /* x (N, D) += ff(x) */
-static int feed_forward(const dmx__roformer *n, dmx__arena *ar, const rf_block *k, float *x, int N) {
+static int feed_forward(const dmx__roformer *n, dmx__arena *ar, const rf_block *k, float *x,
+                        int N) {
     const int D = n->D, I = k->ff_inner;
     dmx__arena_mark m = dmx__arena_save(ar);
     float *h = dmx__arena_floats(ar, (size_t)N * D);
@@ -505,13 +525,15 @@ static int feed_forward(const dmx__roformer *n, dmx__arena *ar, const rf_block *
 }
 
 /* One transformer over nseq sequences of L tokens stored (nseq, L, D). */
-static int run_tr(const dmx__roformer *n, dmx__arena *ar, const rf_tr *tr, float *x, int nseq, int L) {
+static int run_tr(const dmx__roformer *n, dmx__arena *ar, const rf_tr *tr, float *x, int nseq,
+                  int L) {
     const int D = n->D;
     if (tr->n > 0 && tr->blk[0].linear) {
         /* one sequence of all tokens */
         int N = nseq * L;
         for (int j = 0; j < tr->n; j++)
-            if (attn_linear(n, ar, &tr->blk[j], x, N) || feed_forward(n, ar, &tr->blk[j], x, N)) return -1;
+            if (attn_linear(n, ar, &tr->blk[j], x, N) || feed_forward(n, ar, &tr->blk[j], x, N))
+                return -1;
     } else {
         int G = TOKENS / L;
         if (G < 1) G = 1;
@@ -519,7 +541,8 @@ static int run_tr(const dmx__roformer *n, dmx__arena *ar, const rf_tr *tr, float
             int g = nseq - s0 < G ? nseq - s0 : G;
             float *xg = x + (size_t)s0 * L * D;
             for (int j = 0; j < tr->n; j++)
-                if (attn_softmax(n, ar, &tr->blk[j], xg, g, L) || feed_forward(n, ar, &tr->blk[j], xg, g * L))
+                if (attn_softmax(n, ar, &tr->blk[j], xg, g, L) ||
+                    feed_forward(n, ar, &tr->blk[j], xg, g * L))
                     return -1;
         }
     }
@@ -538,7 +561,8 @@ static long reflect(long i, long n) {
 }
 
 /* mix (A, len) -> spec (R, t, 2), row = bin * A + channel */
-static int stft(const dmx__roformer *n, dmx__arena *ar, const float *mix, int len, int t, float *spec) {
+static int stft(const dmx__roformer *n, dmx__arena *ar, const float *mix, int len, int t,
+                float *spec) {
     const int nfft = n->cfg.n_fft, hop = n->cfg.hop, A = n->A, F = n->F;
     dmx__arena_mark m = dmx__arena_save(ar);
     float *fr = dmx__arena_floats(ar, (size_t)nfft);
@@ -568,7 +592,8 @@ static int stft(const dmx__roformer *n, dmx__arena *ar, const float *mix, int le
 /* spec (R, t, 2) of one stem -> out (A, len): torch.istft(center=True), length
  * out_len (zeros past what the frames cover), zeros up to len. Returns 0, -1
  * out of memory, 1 when the window fails the NOLA condition. */
-static int istft(const dmx__roformer *n, dmx__arena *ar, const float *spec, int t, int len, int out_len, float *out) {
+static int istft(const dmx__roformer *n, dmx__arena *ar, const float *spec, int t, int len,
+                 int out_len, float *out) {
     const int nfft = n->cfg.n_fft, hop = n->cfg.hop, A = n->A, F = n->F;
     const long total = (long)nfft + (long)hop * (t - 1);
     dmx__arena_mark m = dmx__arena_save(ar);
@@ -597,7 +622,7 @@ static int istft(const dmx__roformer *n, dmx__arena *ar, const float *spec, int 
                 cb[2 * f] = s[0];
                 cb[2 * f + 1] = s[1];
             }
-            cb[1] = 0.0f;             /* imaginary parts of DC and Nyquist are ignored */
+            cb[1] = 0.0f; /* imaginary parts of DC and Nyquist are ignored */
             cb[2 * (F - 1) + 1] = 0.0f;
             fftwf_execute_dft_c2r(n->inv, (fftwf_complex *)cb, fr);
             float *d = acc + (long)f0 * hop;
@@ -616,14 +641,17 @@ static int istft(const dmx__roformer *n, dmx__arena *ar, const float *spec, int 
 
 /* ---- forward ------------------------------------------------------------------- */
 
-static dmx_status oom(void) { return dmx__fail(DMX_ERR_NOMEM, "roformer: out of memory for activations"); }
+static dmx_status oom(void) {
+    return dmx__fail(DMX_ERR_NOMEM, "roformer: out of memory for activations");
+}
 
-dmx_status dmx__roformer_forward(const dmx__roformer *n, dmx__arena *ar, const float *mix, int len, float *out,
-                                 dmx__tap_fn tap, void *tap_user) {
+dmx_status dmx__roformer_forward(const dmx__roformer *n, dmx__arena *ar, const float *mix, int len,
+                                 float *out, dmx__tap_fn tap, void *tap_user) {
     const dmx__rf_config *c = &n->cfg;
     const int A = n->A, R = n->R, D = n->D, nb = n->nb, S = c->num_stems;
     if (len <= c->n_fft / 2)
-        return dmx__fail(DMX_ERR_BAD_INPUT, "roformer: %d samples are too few for an STFT of %d (need more than %d)",
+        return dmx__fail(DMX_ERR_BAD_INPUT,
+                         "roformer: %d samples are too few for an STFT of %d (need more than %d)",
                          len, c->n_fft, c->n_fft / 2);
     const int t = 1 + len / c->hop;
     const int out_len = (int)dmx__roformer_out_len(n, len);
@@ -673,18 +701,21 @@ dmx_status dmx__roformer_forward(const dmx__roformer *n, dmx__arena *ar, const f
             if (run_tr(n, ar, tr, x, 1, t * nb)) goto fail;
             tr++;
         }
-        if (skip) dmx__add(x, skip, (size_t)t * nb * D); /* x + sum of the earlier layers' outputs */
+        if (skip)
+            dmx__add(x, skip, (size_t)t * nb * D); /* x + sum of the earlier layers' outputs */
         /* time: (t, nb, D) -> (nb, t, D) */
         for (int f0 = 0; f0 < t; f0++)
             for (int b = 0; b < nb; b++)
-                memcpy(y + ((size_t)b * t + f0) * D, x + ((size_t)f0 * nb + b) * D, sizeof(float) * D);
+                memcpy(y + ((size_t)b * t + f0) * D, x + ((size_t)f0 * nb + b) * D,
+                       sizeof(float) * D);
         if (run_tr(n, ar, tr, y, nb, t)) goto fail;
         char name[32];
         snprintf(name, sizeof name, "layer%d_time", i);
         if (tap) tap(tap_user, name, y, nb, t, D);
         for (int f0 = 0; f0 < t; f0++)
             for (int b = 0; b < nb; b++)
-                memcpy(x + ((size_t)f0 * nb + b) * D, y + ((size_t)b * t + f0) * D, sizeof(float) * D);
+                memcpy(x + ((size_t)f0 * nb + b) * D, y + ((size_t)b * t + f0) * D,
+                       sizeof(float) * D);
         if (run_tr(n, ar, tr + 1, x, t, nb)) goto fail;
         snprintf(name, sizeof name, "layer%d_freq", i);
         if (tap) tap(tap_user, name, x, t, nb, D);
@@ -699,8 +730,10 @@ dmx_status dmx__roformer_forward(const dmx__roformer *n, dmx__arena *ar, const f
     {
         dmx__arena_mark m = dmx__arena_save(ar);
         float *mask = dmx__arena_floats(ar, (size_t)R * t * 2);
-        float *hid = dmx__arena_floats(ar, (size_t)t * (n->mlp_hidden > 2 * n->maxfeat ? n->mlp_hidden : 2 * n->maxfeat));
-        float *hid2 = dmx__arena_floats(ar, (size_t)t * (n->mlp_hidden > 2 * n->maxfeat ? n->mlp_hidden : 2 * n->maxfeat));
+        float *hid = dmx__arena_floats(
+            ar, (size_t)t * (n->mlp_hidden > 2 * n->maxfeat ? n->mlp_hidden : 2 * n->maxfeat));
+        float *hid2 = dmx__arena_floats(
+            ar, (size_t)t * (n->mlp_hidden > 2 * n->maxfeat ? n->mlp_hidden : 2 * n->maxfeat));
         float *m0tap = tap ? dmx__arena_floats(ar, (size_t)t * n->feat_off[nb]) : NULL;
         if (!mask || !hid || !hid2 || (tap && !m0tap)) goto fail;
         for (int s = 0; s < S; s++) {
@@ -735,7 +768,8 @@ dmx_status dmx__roformer_forward(const dmx__roformer *n, dmx__arena *ar, const f
                             d[2 * f0 + 1] += im;
                             if (m0tap && s == 0) {
                                 m0tap[(size_t)f0 * n->feat_off[nb] + n->feat_off[b] + 2 * k] = re;
-                                m0tap[(size_t)f0 * n->feat_off[nb] + n->feat_off[b] + 2 * k + 1] = im;
+                                m0tap[(size_t)f0 * n->feat_off[nb] + n->feat_off[b] + 2 * k + 1] =
+                                    im;
                             }
                         }
                     }
@@ -748,7 +782,8 @@ dmx_status dmx__roformer_forward(const dmx__roformer *n, dmx__arena *ar, const f
                 const float *sr = spec + (size_t)r * t * 2;
                 for (int f0 = 0; f0 < t; f0++) {
                     float mre = mr[2 * f0], mim = mr[2 * f0 + 1];
-                    if (c->kind == DMX__RF_MEL) mre /= (float)n->bands.per_bin[f], mim /= (float)n->bands.per_bin[f];
+                    if (c->kind == DMX__RF_MEL)
+                        mre /= (float)n->bands.per_bin[f], mim /= (float)n->bands.per_bin[f];
                     float a = sr[2 * f0], bb = sr[2 * f0 + 1];
                     mr[2 * f0] = a * mre - bb * mim;
                     mr[2 * f0 + 1] = a * mim + bb * mre;
@@ -758,8 +793,11 @@ dmx_status dmx__roformer_forward(const dmx__roformer *n, dmx__arena *ar, const f
             int r = istft(n, ar, mask, t, len, out_len, out + (size_t)s * A * len);
             if (r > 0) {
                 dmx__arena_restore(ar, m0);
-                return dmx__fail(DMX_ERR_MODEL, "roformer: the STFT window (win_length %d, hop %d) does not overlap "
-                                 "enough to invert (torch.istft's NOLA condition)", c->win_length, c->hop);
+                return dmx__fail(
+                    DMX_ERR_MODEL,
+                    "roformer: the STFT window (win_length %d, hop %d) does not overlap "
+                    "enough to invert (torch.istft's NOLA condition)",
+                    c->win_length, c->hop);
             }
             if (r) goto fail;
         }
@@ -779,7 +817,8 @@ fail:
 static dmx_status vt_build(dmx__ckpt *ck, void **out) {
     *out = NULL;
     dmx__ckpt_free(ck);
-    return dmx__fail(DMX_ERR_UNSUPPORTED, "a RoFormer checkpoint needs its MSST YAML config (--model-config)");
+    return dmx__fail(DMX_ERR_UNSUPPORTED,
+                     "a RoFormer checkpoint needs its MSST YAML config (--model-config)");
 }
 
 static void vt_free(void *net) { dmx__roformer_free(net); }
@@ -789,7 +828,8 @@ static void vt_describe(const void *net, dmx__net_desc *d) {
     memset(d, 0, sizeof *d);
     d->klass = n->cfg.kind == DMX__RF_BS ? "BSRoformer" : "MelBandRoformer";
     d->n_sources = n->cfg.num_stems;
-    for (int i = 0; i < n->cfg.num_stems && i < DMX__MAX_SOURCES; i++) d->sources[i] = n->cfg.stems[i];
+    for (int i = 0; i < n->cfg.num_stems && i < DMX__MAX_SOURCES; i++)
+        d->sources[i] = n->cfg.stems[i];
     d->audio_channels = n->A;
     d->samplerate = n->cfg.audio_sample_rate;
     d->seg_num = n->cfg.chunk_size;
@@ -799,7 +839,8 @@ static void vt_describe(const void *net, dmx__net_desc *d) {
     /* fixed_segment 0: not an HTDemucs (upstream's isinstance rule); sources
      * are owned by the network's config copy */
     size_t np = 0; /* every state tensor (the shared rotary frequencies once per layer) */
-    for (size_t i = 0; i < dmx__ckpt_n_tensors(n->ck); i++) np += dmx__ckpt_tensor_at(n->ck, i)->numel;
+    for (size_t i = 0; i < dmx__ckpt_n_tensors(n->ck); i++)
+        np += dmx__ckpt_tensor_at(n->ck, i)->numel;
     d->n_params = (int64_t)np;
 }
 
@@ -808,15 +849,15 @@ static int64_t vt_valid_length(const void *net, int64_t length) {
     return length;
 }
 
-static dmx_status vt_forward(const void *net, dmx__arena *ar, const float *mix, int len, float *out, dmx__tap_fn tap,
-                             void *tap_user) {
+static dmx_status vt_forward(const void *net, dmx__arena *ar, const float *mix, int len, float *out,
+                             dmx__tap_fn tap, void *tap_user) {
     return dmx__roformer_forward(net, ar, mix, len, out, tap, tap_user);
 }
 
-const dmx__net_vt dmx__bs_roformer_vt = {"bs_roformer", vt_build, vt_free, vt_describe, vt_valid_length,
-                                         vt_forward};
-const dmx__net_vt dmx__mel_band_roformer_vt = {"mel_band_roformer", vt_build, vt_free, vt_describe,
-                                              vt_valid_length, vt_forward};
+const dmx__net_vt dmx__bs_roformer_vt = {"bs_roformer", vt_build,        vt_free,
+                                         vt_describe,   vt_valid_length, vt_forward};
+const dmx__net_vt dmx__mel_band_roformer_vt = {"mel_band_roformer", vt_build,        vt_free,
+                                               vt_describe,         vt_valid_length, vt_forward};
 
 dmx_status dmx__roformer_net_load(const char *config_path, const char *ckpt_path, dmx__net **out) {
     *out = NULL;

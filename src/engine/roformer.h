@@ -29,9 +29,9 @@
 
 typedef struct dmx__rf_bands {
     int n_bands;
-    int *off;      /* (n_bands + 1): band b holds bins bins[off[b] .. off[b+1]) */
-    int *bins;     /* ascending within a band */
-    int *per_bin;  /* (n_fft/2 + 1): number of bands holding each bin (>= 1) */
+    int *off;     /* (n_bands + 1): band b holds bins bins[off[b] .. off[b+1]) */
+    int *bins;    /* ascending within a band */
+    int *per_bin; /* (n_fft/2 + 1): number of bands holding each bin (>= 1) */
 } dmx__rf_bands;
 
 /* Band layout for a config; DMX_ERR_MODEL when a bin is in no band. */

@@ -65,8 +65,8 @@ dmx_status dmx__rf_bands_make(const dmx__rf_config *c, dmx__rf_bands *b) {
     if (c->kind == DMX__RF_MEL) {
         sup = dmx__rf_mel_support(c->sample_rate, c->n_fft, nb);
         if (!sup) return dmx__fail(DMX_ERR_NOMEM, "roformer: out of memory");
-        sup[0] = 1;                             /* mel_filter_bank[0][0] = 1 */
-        sup[(size_t)(nb - 1) * F + F - 1] = 1;  /* mel_filter_bank[-1][-1] = 1 */
+        sup[0] = 1;                            /* mel_filter_bank[0][0] = 1 */
+        sup[(size_t)(nb - 1) * F + F - 1] = 1; /* mel_filter_bank[-1][-1] = 1 */
         for (size_t i = 0; i < (size_t)nb * F; i++) total += sup[i];
     } else {
         total = (size_t)F;
@@ -98,7 +98,9 @@ dmx_status dmx__rf_bands_make(const dmx__rf_config *c, dmx__rf_bands *b) {
         if (b->per_bin[f] == 0) {
             dmx__rf_bands_free(b);
             return dmx__fail(DMX_ERR_MODEL,
-                             "roformer: frequency bin %d is in no band (the reference requires every bin covered)", f);
+                             "roformer: frequency bin %d is in no band (the reference requires "
+                             "every bin covered)",
+                             f);
         }
     for (int band = 0; band < nb; band++)
         if (b->off[band + 1] == b->off[band]) {

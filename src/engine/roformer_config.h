@@ -27,19 +27,19 @@
 typedef enum dmx__rf_kind { DMX__RF_BS = 1, DMX__RF_MEL = 2 } dmx__rf_kind;
 
 typedef struct dmx__rf_config {
-    dmx__rf_kind kind;            /* freqs_per_bands -> BS, num_bands -> Mel-Band */
+    dmx__rf_kind kind; /* freqs_per_bands -> BS, num_bands -> Mel-Band */
     int dim, depth, stereo, num_stems;
     int time_depth, freq_depth, linear_depth;
-    int n_bands;                  /* BS: len(freqs_per_bands); Mel: num_bands */
+    int n_bands;                            /* BS: len(freqs_per_bands); Mel: num_bands */
     int freqs_per_bands[DMX__RF_MAX_BANDS]; /* BS only */
     int dim_head, heads, dim_freqs_in, sample_rate;
     int n_fft, hop, win_length, normalized;
     int zero_dc, mask_estimator_depth, mlp_expansion_factor, skip_connection;
     int match_input_audio_length; /* Mel-Band only */
     /* whole-track inference (MSST demix) */
-    int64_t chunk_size;           /* inference.chunk_size, else audio.chunk_size */
+    int64_t chunk_size; /* inference.chunk_size, else audio.chunk_size */
     int num_overlap, batch_size;
-    int audio_sample_rate;        /* audio.sample_rate (44100 when absent) */
+    int audio_sample_rate; /* audio.sample_rate (44100 when absent) */
     int n_stem_names;
     char stems[DMX__RF_MAX_STEMS][64]; /* training.target_instrument, else training.instruments */
 } dmx__rf_config;

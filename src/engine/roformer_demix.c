@@ -21,7 +21,8 @@ dmx_status dmx__rf_plan_make(const dmx__rf_config *c, int64_t len, dmx__rf_plan 
     p->step = c->chunk_size / c->num_overlap;
     p->fade = c->chunk_size / 10;
     p->border = p->chunk - p->step;
-    if (p->step < 1) return dmx__fail(DMX_ERR_MODEL, "roformer demix: chunk_size / num_overlap is 0");
+    if (p->step < 1)
+        return dmx__fail(DMX_ERR_MODEL, "roformer demix: chunk_size / num_overlap is 0");
     p->padded = len > 2 * p->border && p->border > 0;
     p->plen = len + (p->padded ? 2 * p->border : 0);
     p->n_chunks = (p->plen + p->step - 1) / p->step;
@@ -44,7 +45,7 @@ void dmx__rf_plan_window(const dmx__rf_plan *p, int64_t k, float *w) {
     for (int64_t i = 0; i < fade; i++) w[i] = linspace_at(0.0f, 1.0f, fade, i);
     int64_t start = k * p->step;
     if (start == 0) {
-        for (int64_t i = 0; i < fade; i++) w[i] = 1.0f;          /* first chunk: no fade-in */
+        for (int64_t i = 0; i < fade; i++) w[i] = 1.0f; /* first chunk: no fade-in */
     } else if (start + p->step >= p->plen) {
         for (int64_t i = 0; i < fade; i++) w[C - fade + i] = 1.0f; /* last chunk: no fade-out */
     }
@@ -61,9 +62,9 @@ static int64_t reflect(int64_t i, int64_t n) {
 #define MAX_WORKERS 32
 
 typedef struct rf_worker {
-    float *chunk, *y;       /* (A, C), (S, A, C) */
+    float *chunk, *y; /* (A, C), (S, A, C) */
     dmx__arena ar;
-    int64_t k;              /* chunk being run */
+    int64_t k; /* chunk being run */
     dmx_status status;
     char err[512];
     const dmx__roformer *n;
@@ -73,17 +74,17 @@ struct dmx__rf_stream {
     const dmx__roformer *n;
     dmx__rf_plan p;
     int A, S, threads;
-    int64_t B;              /* padding offset: border when padded, else 0 */
+    int64_t B; /* padding offset: border when padded, else 0 */
     dmx_write_fn write;
     void *user;
-    float *hist;            /* (A, hcap): input samples [obase, obase + on) */
+    float *hist; /* (A, hcap): input samples [obase, obase + on) */
     int64_t hcap, obase, on;
-    int64_t k;              /* next chunk */
+    int64_t k; /* next chunk */
     rf_worker wk[MAX_WORKERS];
-    float *w;               /* (C) window */
-    float *res, *cnt;       /* weighted sums for padded positions [k * step, k * step + C) */
-    float *outb;            /* (S, A, C) finished samples */
-    const float **optr;     /* (S * A) */
+    float *w;           /* (C) window */
+    float *res, *cnt;   /* weighted sums for padded positions [k * step, k * step + C) */
+    float *outb;        /* (S, A, C) finished samples */
+    const float **optr; /* (S * A) */
     int64_t written;
     dmx_status err;
 };
@@ -109,8 +110,8 @@ void dmx__rf_stream_free(dmx__rf_stream *st) {
     free(st);
 }
 
-dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, int n_threads, dmx_write_fn write,
-                              void *user, dmx__rf_stream **out) {
+dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, int n_threads,
+                              dmx_write_fn write, void *user, dmx__rf_stream **out) {
     *out = NULL;
     const dmx__rf_config *c = dmx__roformer_config(n);
     dmx__rf_stream *st = calloc(1, sizeof *st);
@@ -160,7 +161,8 @@ dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, int n_t
 
 /* Smallest and largest input sample chunk k reads (after the reflect padding). */
 static void chunk_sources(const dmx__rf_stream *st, int64_t k, int64_t *lo, int64_t *hi) {
-    const int64_t s = k * st->p.step, L = st->p.plen - s < st->p.chunk ? st->p.plen - s : st->p.chunk;
+    const int64_t s = k * st->p.step,
+                  L = st->p.plen - s < st->p.chunk ? st->p.plen - s : st->p.chunk;
     int64_t a = INT64_MAX, b = -1;
     for (int64_t i = 0; i < L; i++) {
         int64_t o = reflect(s + i - st->B, st->p.len);
@@ -185,8 +187,8 @@ static void gather(const dmx__rf_stream *st, int64_t k, float *chunk) {
 
 static void *worker_main(void *arg) {
     rf_worker *w = arg;
-    w->status = dmx__roformer_forward(w->n, &w->ar, w->chunk, (int)dmx__roformer_config(w->n)->chunk_size, w->y,
-                                      NULL, NULL);
+    w->status = dmx__roformer_forward(
+        w->n, &w->ar, w->chunk, (int)dmx__roformer_config(w->n)->chunk_size, w->y, NULL, NULL);
     if (w->status != DMX_OK) snprintf(w->err, sizeof w->err, "%s", dmx_last_error());
     dmx__arena_fit(&w->ar);
     return NULL;
@@ -208,8 +210,8 @@ static dmx_status accumulate(dmx__rf_stream *st, int64_t k, const float *y) {
     /* padded positions [s0, s0 + fin) are final: no later chunk reaches them */
     int last = k == st->p.n_chunks - 1;
     int64_t fin = last ? L : step;
-    int64_t a0 = st->B > s0 ? st->B - s0 : 0;                      /* skip the left padding */
-    int64_t a1 = st->B + T - s0 < fin ? st->B + T - s0 : fin;      /* and the right one */
+    int64_t a0 = st->B > s0 ? st->B - s0 : 0;                 /* skip the left padding */
+    int64_t a1 = st->B + T - s0 < fin ? st->B + T - s0 : fin; /* and the right one */
     if (a1 > a0) {
         int64_t m = a1 - a0;
         for (int q = 0; q < SA; q++) {
@@ -273,11 +275,14 @@ static dmx_status run_ready(dmx__rf_stream *st) {
         dmx__blas_init(); /* one BLAS thread per forward pass, process-wide (threads.c) */
         pthread_t tid[MAX_WORKERS];
         int started[MAX_WORKERS] = {0};
-        for (int b = 1; b < nb; b++) started[b] = pthread_create(&tid[b], NULL, worker_main, &st->wk[b]) == 0;
+        for (int b = 1; b < nb; b++)
+            started[b] = pthread_create(&tid[b], NULL, worker_main, &st->wk[b]) == 0;
         worker_main(&st->wk[0]);
         for (int b = 1; b < nb; b++) {
-            if (started[b]) pthread_join(tid[b], NULL);
-            else worker_main(&st->wk[b]);
+            if (started[b])
+                pthread_join(tid[b], NULL);
+            else
+                worker_main(&st->wk[b]);
         }
         for (int b = 0; b < nb; b++) {
             if (st->wk[b].status != DMX_OK) return dmx__fail(st->wk[b].status, "%s", st->wk[b].err);
@@ -292,14 +297,17 @@ static dmx_status run_ready(dmx__rf_stream *st) {
 dmx_status dmx__rf_stream_feed(dmx__rf_stream *st, const float *const *in, int64_t frames) {
     if (st->err != DMX_OK) return st->err;
     if (frames < 0 || st->obase + st->on + frames > st->p.len)
-        return dmx__fail(DMX_ERR_INVALID_ARG, "roformer demix: %lld samples fed past the announced %lld",
+        return dmx__fail(DMX_ERR_INVALID_ARG,
+                         "roformer demix: %lld samples fed past the announced %lld",
                          (long long)(st->obase + st->on + frames), (long long)st->p.len);
     int64_t done = 0;
     while (done < frames) {
         int64_t room = st->hcap - st->on, m = frames - done < room ? frames - done : room;
-        if (m <= 0) return st->err = dmx__fail(DMX_ERR_INTERNAL, "roformer demix: input history overflow");
+        if (m <= 0)
+            return st->err = dmx__fail(DMX_ERR_INTERNAL, "roformer demix: input history overflow");
         for (int a = 0; a < st->A; a++)
-            memcpy(st->hist + (size_t)a * st->hcap + st->on, in[a] + done, sizeof(float) * (size_t)m);
+            memcpy(st->hist + (size_t)a * st->hcap + st->on, in[a] + done,
+                   sizeof(float) * (size_t)m);
         st->on += m;
         done += m;
         dmx_status s = run_ready(st);
@@ -335,7 +343,8 @@ static dmx_status whole_write(void *user, const float *const *stems, int64_t fra
     return DMX_OK;
 }
 
-dmx_status dmx__rf_demix(const dmx__roformer *n, const float *mix, int64_t len, int n_threads, float *out) {
+dmx_status dmx__rf_demix(const dmx__roformer *n, const float *mix, int64_t len, int n_threads,
+                         float *out) {
     const dmx__rf_config *c = dmx__roformer_config(n);
     const int A = c->stereo ? 2 : 1;
     whole_ctx wc = {out, len, 0, c->num_stems * A};

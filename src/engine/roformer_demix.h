@@ -27,10 +27,10 @@
 #include "roformer.h"
 
 typedef struct dmx__rf_plan {
-    int64_t len;       /* input samples per channel */
+    int64_t len; /* input samples per channel */
     int64_t chunk, step, fade, border;
-    int padded;        /* 1: reflect-padded by border at both ends */
-    int64_t plen;      /* padded length */
+    int padded;   /* 1: reflect-padded by border at both ends */
+    int64_t plen; /* padded length */
     int64_t n_chunks;
 } dmx__rf_plan;
 
@@ -54,8 +54,8 @@ void dmx__rf_plan_window(const dmx__rf_plan *p, int64_t k, float *w);
  * depend on n_threads and is bit-identical to dmx__rf_demix. A stream is
  * used from one thread at a time; the network may be shared. */
 typedef struct dmx__rf_stream dmx__rf_stream;
-dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, int n_threads, dmx_write_fn write,
-                              void *user, dmx__rf_stream **out);
+dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, int n_threads,
+                              dmx_write_fn write, void *user, dmx__rf_stream **out);
 /* in: channels planar pointers of `frames` samples. DMX_ERR_INVALID_ARG
  * past total_len. A `write` error aborts the stream with its status. */
 dmx_status dmx__rf_stream_feed(dmx__rf_stream *st, const float *const *in, int64_t frames);
@@ -67,6 +67,7 @@ size_t dmx__rf_stream_footprint(const dmx__rf_stream *st);
 
 /* Whole track: mix (channels, len) -> out (stems, channels, len), planar,
  * through the stream above. */
-dmx_status dmx__rf_demix(const dmx__roformer *n, const float *mix, int64_t len, int n_threads, float *out);
+dmx_status dmx__rf_demix(const dmx__roformer *n, const float *mix, int64_t len, int n_threads,
+                         float *out);
 
 #endif

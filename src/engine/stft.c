@@ -14,9 +14,9 @@
 
 struct dmx__stft {
     int nfft, hop;
-    float *window;      /* (nfft) periodic Hann */
-    fftwf_plan fwd;     /* r2c, nfft */
-    fftwf_plan inv;     /* c2r, nfft */
+    float *window;  /* (nfft) periodic Hann */
+    fftwf_plan fwd; /* r2c, nfft */
+    fftwf_plan inv; /* c2r, nfft */
 };
 
 /* FFTW's planner is not thread-safe; plan creation is serialised. */
@@ -31,8 +31,7 @@ dmx__stft *dmx__stft_new(int nfft) {
     float *rbuf = fftwf_malloc(sizeof(float) * nfft);
     fftwf_complex *cbuf = fftwf_malloc(sizeof(fftwf_complex) * (nfft / 2 + 1));
     if (!s->window || !rbuf || !cbuf) goto fail;
-    for (int n = 0; n < nfft; n++)
-        s->window[n] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * n / nfft));
+    for (int n = 0; n < nfft; n++) s->window[n] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * n / nfft));
     pthread_mutex_lock(&g_plan_lock);
     s->fwd = fftwf_plan_dft_r2c_1d(nfft, rbuf, cbuf, FFTW_ESTIMATE);
     s->inv = fftwf_plan_dft_c2r_1d(nfft, cbuf, rbuf, FFTW_ESTIMATE);
@@ -73,8 +72,7 @@ static long reflect(long i, long n) {
     return i < n ? i : period - i;
 }
 
-int dmx__spec(const dmx__stft *s, dmx__arena *ar, const float *x, int channels, int len,
-              float *z) {
+int dmx__spec(const dmx__stft *s, dmx__arena *ar, const float *x, int channels, int len, float *z) {
     return dmx__spec_ex(s, ar, x, channels, len, 0, z);
 }
 
@@ -87,9 +85,9 @@ int dmx__spec_ex(const dmx__stft *s, dmx__arena *ar, const float *x, int channel
      * stft(center=True) reflects nfft/2 more on each side. */
     const long pad = hop / 2 * 3;
     const long padr = pad + (long)le * hop - len;
-    const long l1 = len + pad + padr;       /* after _spec's padding */
+    const long l1 = len + pad + padr; /* after _spec's padding */
     const long c = nfft / 2;
-    const long l2 = l1 + 2 * c;             /* after stft's centering */
+    const long l2 = l1 + 2 * c; /* after stft's centering */
     dmx__arena_mark m = dmx__arena_save(ar);
     float *p1 = dmx__arena_floats(ar, (size_t)l1);
     float *p2 = dmx__arena_floats(ar, (size_t)l2);

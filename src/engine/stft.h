@@ -27,8 +27,7 @@ int dmx__spec_frames(const dmx__stft *s, int len);
 /* x (channels, len) -> z (channels, 2, nfft/2, frames): for each channel the
  * real parts then the imaginary parts, each (nfft/2 bins, frames), which is
  * exactly the complex-as-channels layout HTDemucs feeds its encoder. */
-int dmx__spec(const dmx__stft *s, dmx__arena *ar, const float *x, int channels, int len,
-              float *z);
+int dmx__spec(const dmx__stft *s, dmx__arena *ar, const float *x, int channels, int len, float *z);
 
 /* z (channels, 2, nfft/2, frames) (same layout) -> x (channels, len). */
 int dmx__ispec(const dmx__stft *s, dmx__arena *ar, const float *z, int channels, int frames,

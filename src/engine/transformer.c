@@ -113,9 +113,11 @@ static dmx_status mha(const dmx__tlayer *L, int heads, dmx__arena *ar, const flo
     for (int h = 0; h < heads; h++) {
         for (int i0 = 0; i0 < Nq; i0 += qb) {
             int nq = Nq - i0 < qb ? Nq - i0 : qb;
-            dmx__sgemm(0, 1, nq, Nk, D, 1.0f, q + (size_t)i0 * C + h * D, C, k + h * D, C, 0.0f, sc, Nk);
+            dmx__sgemm(0, 1, nq, Nk, D, 1.0f, q + (size_t)i0 * C + h * D, C, k + h * D, C, 0.0f, sc,
+                       Nk);
             dmx__softmax_rows(sc, nq, Nk);
-            dmx__sgemm(0, 0, nq, D, Nk, 1.0f, sc, Nk, v + h * D, C, 0.0f, o + (size_t)i0 * C + h * D, C);
+            dmx__sgemm(0, 0, nq, D, Nk, 1.0f, sc, Nk, v + h * D, C, 0.0f,
+                       o + (size_t)i0 * C + h * D, C);
         }
     }
     dmx__linear(o, Nq, C, L->out_w, L->out_b, C, out);
@@ -143,7 +145,8 @@ static dmx_status layer_forward(const dmx__xformer *xf, const dmx__tlayer *L, dm
     float *a = dmx__arena_floats(ar, (size_t)N * C);
     float *ff = dmx__arena_floats(ar, (size_t)N * xf->hidden);
     float *hk = L->cross ? dmx__arena_floats(ar, (size_t)Nk * C) : NULL;
-    if (!h || !a || !ff || (L->cross && !hk)) return dmx__fail(DMX_ERR_NOMEM, "out of memory in transformer");
+    if (!h || !a || !ff || (L->cross && !hk))
+        return dmx__fail(DMX_ERR_NOMEM, "out of memory in transformer");
     dmx_status st;
     const dmx__norm *nff = L->cross ? &L->n3 : &L->n2;
     if (xf->norm_first) {
@@ -158,19 +161,24 @@ static dmx_status layer_forward(const dmx__xformer *xf, const dmx__tlayer *L, dm
         add_scaled(x, a, L->g1, N, C);
         apply_norm(x, h, N, C, nff, xf->group_norm);
         dmx__linear(h, N, C, L->l1_w, L->l1_b, xf->hidden, ff);
-        if (xf->gelu) dmx__gelu(ff, (size_t)N * xf->hidden);
-        else dmx__relu(ff, (size_t)N * xf->hidden);
+        if (xf->gelu)
+            dmx__gelu(ff, (size_t)N * xf->hidden);
+        else
+            dmx__relu(ff, (size_t)N * xf->hidden);
         dmx__linear(ff, N, xf->hidden, L->l2_w, L->l2_b, C, a);
         add_scaled(x, a, L->g2, N, C);
         if (L->norm_out.groups) token_group_norm(x, N, C, &L->norm_out);
     } else {
-        st = L->cross ? mha(L, xf->heads, ar, x, N, kv, Nk, C, a) : mha(L, xf->heads, ar, x, N, x, N, C, a);
+        st = L->cross ? mha(L, xf->heads, ar, x, N, kv, Nk, C, a)
+                      : mha(L, xf->heads, ar, x, N, x, N, C, a);
         if (st != DMX_OK) return st;
         add_scaled(x, a, L->g1, N, C);
         apply_norm(x, x, N, C, &L->n1, xf->group_norm);
         dmx__linear(x, N, C, L->l1_w, L->l1_b, xf->hidden, ff);
-        if (xf->gelu) dmx__gelu(ff, (size_t)N * xf->hidden);
-        else dmx__relu(ff, (size_t)N * xf->hidden);
+        if (xf->gelu)
+            dmx__gelu(ff, (size_t)N * xf->hidden);
+        else
+            dmx__relu(ff, (size_t)N * xf->hidden);
         dmx__linear(ff, N, xf->hidden, L->l2_w, L->l2_b, C, a);
         add_scaled(x, a, L->g2, N, C);
         apply_norm(x, x, N, C, &L->n2, xf->group_norm);
@@ -180,8 +188,10 @@ static dmx_status layer_forward(const dmx__xformer *xf, const dmx__tlayer *L, dm
 }
 
 static void norm_in(const dmx__xformer *xf, float *x, int N, const dmx__norm *n) {
-    if (xf->norm_in == 1) dmx__layer_norm(x, x, N, xf->dim, n->w, n->b, 1e-5f);
-    else if (xf->norm_in == 2) token_group_norm(x, N, xf->dim, n);
+    if (xf->norm_in == 1)
+        dmx__layer_norm(x, x, N, xf->dim, n->w, n->b, 1e-5f);
+    else if (xf->norm_in == 2)
+        token_group_norm(x, N, xf->dim, n);
 }
 
 dmx_status dmx__xformer_forward(const dmx__xformer *xf, dmx__arena *ar, float *x, int F, int T1,
@@ -196,7 +206,8 @@ dmx_status dmx__xformer_forward(const dmx__xformer *xf, dmx__arena *ar, float *x
     /* (C, F, T1) -> tokens (T1*F, C) */
     for (int c = 0; c < C; c++)
         for (int f = 0; f < F; f++)
-            for (int t = 0; t < T1; t++) tx[((size_t)t * F + f) * C + c] = x[((size_t)c * F + f) * T1 + t];
+            for (int t = 0; t < T1; t++)
+                tx[((size_t)t * F + f) * C + c] = x[((size_t)c * F + f) * T1 + t];
     norm_in(xf, tx, N1, &xf->norm_in_x);
     sin_embedding_2d_add(tx, C, F, T1, xf->max_period, xf->weight_pos_embed);
     for (int c = 0; c < C; c++)
@@ -206,10 +217,11 @@ dmx_status dmx__xformer_forward(const dmx__xformer *xf, dmx__arena *ar, float *x
         /* ScaledEmbedding: embedding(arange(T2)) * boost (3.0) */
         if (T2 > xf->pos_emb_rows) {
             dmx__arena_restore(ar, mk);
-            return dmx__fail(DMX_ERR_INVALID_ARG,
-                             "%d time steps reach the transformer but its learned positions stop at %d "
-                             "(t_max_positions); use a shorter segment",
-                             T2, xf->pos_emb_rows);
+            return dmx__fail(
+                DMX_ERR_INVALID_ARG,
+                "%d time steps reach the transformer but its learned positions stop at %d "
+                "(t_max_positions); use a shorter segment",
+                T2, xf->pos_emb_rows);
         }
         for (size_t i = 0; i < (size_t)T2 * C; i++) pe[i] = xf->pos_emb[i] * 3.0f;
     } else {
@@ -231,7 +243,8 @@ dmx_status dmx__xformer_forward(const dmx__xformer *xf, dmx__arena *ar, float *x
     if (st == DMX_OK) {
         for (int c = 0; c < C; c++)
             for (int f = 0; f < F; f++)
-                for (int t = 0; t < T1; t++) x[((size_t)c * F + f) * T1 + t] = tx[((size_t)t * F + f) * C + c];
+                for (int t = 0; t < T1; t++)
+                    x[((size_t)c * F + f) * T1 + t] = tx[((size_t)t * F + f) * C + c];
         for (int c = 0; c < C; c++)
             for (int t = 0; t < T2; t++) xt[(size_t)c * T2 + t] = tt[(size_t)t * C + c];
     }

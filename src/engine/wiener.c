@@ -14,7 +14,7 @@
 
 #include "error.h"
 
-#define EPS 1e-10f
+#define EPS          1e-10f
 #define SCALE_FACTOR 10.0f
 
 /* open-unmix's atan2 on a mixture bin whose real part was already fixed
@@ -33,7 +33,9 @@ typedef struct cpx {
     float re, im;
 } cpx;
 
-static cpx cmul(cpx a, cpx b) { return (cpx){a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re}; }
+static cpx cmul(cpx a, cpx b) {
+    return (cpx){a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re};
+}
 static cpx cinv(cpx z) {
     float n = z.re * z.re + z.im * z.im;
     return (cpx){z.re / n, -z.im / n};
@@ -68,7 +70,8 @@ static void em_bin(cpx *y, const cpx *x, float *v, cpx *R, int Tw, int Sr, int C
             }
             float wf = (float)w;
             for (int k = 0; k < C * C; k++)
-                R[(size_t)j * C * C + k] = (cpx){(float)acc[2 * k] / wf, (float)acc[2 * k + 1] / wf};
+                R[(size_t)j * C * C + k] =
+                    (cpx){(float)acc[2 * k] / wf, (float)acc[2 * k + 1] / wf};
         }
         for (int t = 0; t < Tw; t++) {
             cpx M[4], inv[4];
@@ -128,13 +131,14 @@ void dmx__wiener_magnitude(const float *spec, int C, size_t plane, float *mag) {
 dmx_status dmx__wiener(dmx__arena *ar, const float *mag, const float *mix, int S, int C, int F,
                        int T, int iters, int residual, float *out) {
     if (S < 1 || C < 1 || F < 1 || T < 1 || (iters > 0 && C > 2))
-        return dmx__fail(DMX_ERR_INVALID_ARG, "wiener: %d sources, %d channels (EM needs 1 or 2), %d x %d bins",
-                         S, C, F, T);
+        return dmx__fail(DMX_ERR_INVALID_ARG,
+                         "wiener: %d sources, %d channels (EM needs 1 or 2), %d x %d bins", S, C, F,
+                         T);
     const size_t plane = (size_t)F * T;
-#define MIX_RE(c, f, t) mix[((size_t)(c) * 2 * F + (f)) * T + (t)]
-#define MIX_IM(c, f, t) mix[(((size_t)(c) * 2 + 1) * F + (f)) * T + (t)]
-#define OUT_RE(j, c, f, t) out[(((size_t)(j) * C + (c)) * 2 * F + (f)) * T + (t)]
-#define OUT_IM(j, c, f, t) out[((((size_t)(j) * C + (c)) * 2 + 1) * F + (f)) * T + (t)]
+#define MIX_RE(c, f, t)    mix[((size_t)(c)*2 * F + (f)) * T + (t)]
+#define MIX_IM(c, f, t)    mix[(((size_t)(c)*2 + 1) * F + (f)) * T + (t)]
+#define OUT_RE(j, c, f, t) out[(((size_t)(j)*C + (c)) * 2 * F + (f)) * T + (t)]
+#define OUT_IM(j, c, f, t) out[((((size_t)(j)*C + (c)) * 2 + 1) * F + (f)) * T + (t)]
     if (iters < 0) {
         /* z / (1e-8 + |z|) * m */
         for (int j = 0; j < S; j++)

@@ -108,10 +108,11 @@ dmx_status dmx__yaml_parse(const char *text, size_t len, const char *what, dmx__
             yaml_event_delete(&ev);
             break;
         } else if (t == YAML_DOCUMENT_START_EVENT) {
-            if (++docs > 1) st = dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: several YAML documents", what, line);
+            if (++docs > 1)
+                st = dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: several YAML documents", what, line);
         } else if (t == YAML_ALIAS_EVENT) {
-            st = dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: aliases (*%s) are not supported", what, line,
-                           (const char *)ev.data.alias.anchor);
+            st = dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: aliases (*%s) are not supported", what,
+                           line, (const char *)ev.data.alias.anchor);
         } else if (t == YAML_SCALAR_EVENT) {
             node = new_node(DMX__Y_SCALAR, line, ev.data.scalar.tag);
             if (node) {
@@ -121,7 +122,8 @@ dmx_status dmx__yaml_parse(const char *text, size_t len, const char *what, dmx__
                     node->str[ev.data.scalar.length] = 0;
                     node->quoted = ev.data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
                     if (strlen(node->str) != ev.data.scalar.length)
-                        st = dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: scalar holds a NUL character", what, line);
+                        st = dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: scalar holds a NUL character",
+                                       what, line);
                 } else {
                     free(node->tag);
                     free(node);
@@ -143,14 +145,16 @@ dmx_status dmx__yaml_parse(const char *text, size_t len, const char *what, dmx__
             dmx__yaml_free(node);
             break;
         }
-        if (t == YAML_SCALAR_EVENT || t == YAML_SEQUENCE_START_EVENT || t == YAML_MAPPING_START_EVENT) {
+        if (t == YAML_SCALAR_EVENT || t == YAML_SEQUENCE_START_EVENT ||
+            t == YAML_MAPPING_START_EVENT) {
             if (!node) {
                 st = dmx__fail(DMX_ERR_NOMEM, "%s: out of memory", what);
                 break;
             }
             if (++count > MAX_NODES) {
                 dmx__yaml_free(node);
-                st = dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: more than %u nodes", what, line, MAX_NODES);
+                st = dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: more than %u nodes", what, line,
+                               MAX_NODES);
                 break;
             }
             int opened = !is_scalar;
@@ -162,17 +166,21 @@ dmx_status dmx__yaml_parse(const char *text, size_t len, const char *what, dmx__
                     /* this node is a key */
                     if (!is_scalar) {
                         dmx__yaml_free(node);
-                        st = dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: a mapping key must be a scalar", what, line);
+                        st = dmx__fail(DMX_ERR_CORRUPT,
+                                       "%s: line %d: a mapping key must be a scalar", what, line);
                         break;
                     }
                     if (!node->quoted && !strcmp(node->str, "<<")) {
                         dmx__yaml_free(node);
-                        st = dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: merge keys (<<) are not supported", what, line);
+                        st =
+                            dmx__fail(DMX_ERR_CORRUPT,
+                                      "%s: line %d: merge keys (<<) are not supported", what, line);
                         break;
                     }
                     for (size_t i = 0; i < f->node->n; i++)
                         if (!strcmp(f->node->keys[i], node->str)) {
-                            st = dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: duplicate key '%s' (first on line %d)",
+                            st = dmx__fail(DMX_ERR_CORRUPT,
+                                           "%s: line %d: duplicate key '%s' (first on line %d)",
                                            what, line, node->str, f->node->items[i]->line);
                             break;
                         }
@@ -195,8 +203,8 @@ dmx_status dmx__yaml_parse(const char *text, size_t len, const char *what, dmx__
             }
             if (opened) {
                 if (depth == MAX_DEPTH) {
-                    st = dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: nested deeper than %d levels", what, line,
-                                   MAX_DEPTH);
+                    st = dmx__fail(DMX_ERR_CORRUPT, "%s: line %d: nested deeper than %d levels",
+                                   what, line, MAX_DEPTH);
                     break;
                 }
                 stack[depth].node = node;
@@ -229,7 +237,8 @@ dmx_status dmx__yaml_load(const char *path, dmx__ynode **out) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         int e = errno;
-        return dmx__fail(e == ENOENT ? DMX_ERR_NOT_FOUND : DMX_ERR_IO, "%s: cannot open: %s", path, strerror(e));
+        return dmx__fail(e == ENOENT ? DMX_ERR_NOT_FOUND : DMX_ERR_IO, "%s: cannot open: %s", path,
+                         strerror(e));
     }
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
@@ -287,12 +296,17 @@ int dmx__yaml_is_null(const dmx__ynode *n) {
 }
 
 int dmx__yaml_bool(const dmx__ynode *n, int *v) {
-    static const char *const yes[] = {"yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", NULL};
-    static const char *const no[] = {"no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF", NULL};
+    static const char *const yes[] = {"yes",  "Yes", "YES", "true", "True",
+                                      "TRUE", "on",  "On",  "ON",   NULL};
+    static const char *const no[] = {"no",    "No",  "NO",  "false", "False",
+                                     "FALSE", "off", "Off", "OFF",   NULL};
     if (!plain(n)) return -1;
-    if (one_of(n->str, yes)) *v = 1;
-    else if (one_of(n->str, no)) *v = 0;
-    else return -1;
+    if (one_of(n->str, yes))
+        *v = 1;
+    else if (one_of(n->str, no))
+        *v = 0;
+    else
+        return -1;
     return 0;
 }
 
@@ -317,14 +331,19 @@ int dmx__yaml_int(const dmx__ynode *n, int64_t *v) {
     if (*s == '-' || *s == '+') neg = *s++ == '-';
     if (!*s) return -1;
     int base = 10;
-    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) base = 16, s += 2;
-    else if (s[0] == '0' && (s[1] == 'o' || s[1] == 'O')) base = 8, s += 2;
-    else if (s[0] == '0' && (s[1] == 'b' || s[1] == 'B')) base = 2, s += 2;
-    else if (s[0] == '0' && s[1]) base = 8, s += 1;
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
+        base = 16, s += 2;
+    else if (s[0] == '0' && (s[1] == 'o' || s[1] == 'O'))
+        base = 8, s += 2;
+    else if (s[0] == '0' && (s[1] == 'b' || s[1] == 'B'))
+        base = 2, s += 2;
+    else if (s[0] == '0' && s[1])
+        base = 8, s += 1;
     if (!*s) return -1;
     for (const char *c = s; *c; c++) {
-        int d = isdigit((unsigned char)*c) ? *c - '0'
-              : isxdigit((unsigned char)*c) ? 10 + (tolower((unsigned char)*c) - 'a') : 99;
+        int d = isdigit((unsigned char)*c)    ? *c - '0'
+                : isxdigit((unsigned char)*c) ? 10 + (tolower((unsigned char)*c) - 'a')
+                                              : 99;
         if (d >= base) return -1;
     }
     errno = 0;
@@ -355,7 +374,8 @@ int dmx__yaml_float(const dmx__ynode *n, double *v) {
     if (*s == '-' || *s == '+') s++;
     if (!strchr(s, '.')) return -1;
     for (const char *c = s; *c; c++)
-        if (!isdigit((unsigned char)*c) && *c != '.' && *c != 'e' && *c != 'E' && *c != '-' && *c != '+')
+        if (!isdigit((unsigned char)*c) && *c != '.' && *c != 'e' && *c != 'E' && *c != '-' &&
+            *c != '+')
             return -1;
     char *end;
     double d = dmx__strtod_c(b, &end);
@@ -373,7 +393,8 @@ int dmx__yaml_str(const dmx__ynode *n, const char **v) {
 const char *dmx__yaml_type_name(const dmx__ynode *n) {
     if (!n) return "nothing";
     if (n->kind == DMX__Y_MAP) return "mapping";
-    if (n->kind == DMX__Y_SEQ) return n->tag && strstr(n->tag, "python/tuple") ? "tuple" : "sequence";
+    if (n->kind == DMX__Y_SEQ)
+        return n->tag && strstr(n->tag, "python/tuple") ? "tuple" : "sequence";
     int64_t i;
     double d;
     int b;

@@ -28,13 +28,13 @@ typedef enum dmx__ykind { DMX__Y_SCALAR, DMX__Y_SEQ, DMX__Y_MAP } dmx__ykind;
 typedef struct dmx__ynode dmx__ynode;
 struct dmx__ynode {
     dmx__ykind kind;
-    int line;        /* 1-based line where the node starts */
-    char *tag;       /* explicit tag or NULL */
-    char *str;       /* SCALAR: the text, NUL-terminated */
-    int quoted;      /* SCALAR: written quoted or as a block scalar (always a string) */
-    size_t n;        /* SEQ: items; MAP: pairs */
+    int line;           /* 1-based line where the node starts */
+    char *tag;          /* explicit tag or NULL */
+    char *str;          /* SCALAR: the text, NUL-terminated */
+    int quoted;         /* SCALAR: written quoted or as a block scalar (always a string) */
+    size_t n;           /* SEQ: items; MAP: pairs */
     dmx__ynode **items; /* SEQ items, MAP values */
-    char **keys;     /* MAP keys (scalars) */
+    char **keys;        /* MAP keys (scalars) */
 };
 
 /* Parses text[0..len). `what` prefixes messages (a file name). The whole

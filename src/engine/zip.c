@@ -16,24 +16,26 @@
 
 #include "error.h"
 
-#define SIG_LOCAL 0x04034b50u
-#define SIG_CENTRAL 0x02014b50u
-#define SIG_EOCD 0x06054b50u
-#define SIG_EOCD64 0x06064b50u
-#define SIG_LOC64 0x07064b50u
+#define SIG_LOCAL      0x04034b50u
+#define SIG_CENTRAL    0x02014b50u
+#define SIG_EOCD       0x06054b50u
+#define SIG_EOCD64     0x06064b50u
+#define SIG_LOC64      0x07064b50u
 #define SIG_DESCRIPTOR 0x08074b50u
 
-#define EOCD_SIZE 22u
-#define LOC64_SIZE 20u
-#define EOCD64_MIN 56u
+#define EOCD_SIZE    22u
+#define LOC64_SIZE   20u
+#define EOCD64_MIN   56u
 #define CENTRAL_SIZE 46u
-#define LOCAL_SIZE 30u
+#define LOCAL_SIZE   30u
 
 static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static uint32_t rd32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
-static uint64_t rd64(const unsigned char *p) { return (uint64_t)rd32(p) | ((uint64_t)rd32(p + 4) << 32); }
+static uint64_t rd64(const unsigned char *p) {
+    return (uint64_t)rd32(p) | ((uint64_t)rd32(p + 4) << 32);
+}
 
 /* a + b <= limit, without overflow. */
 static int fits(uint64_t a, uint64_t b, uint64_t limit) { return a <= limit && b <= limit - a; }
@@ -51,7 +53,8 @@ static uint32_t crc_of(const unsigned char *p, uint64_t n) {
 }
 
 static int cmp_name(const void *a, const void *b) {
-    return strcmp((*(const dmx__zip_entry *const *)a)->name, (*(const dmx__zip_entry *const *)b)->name);
+    return strcmp((*(const dmx__zip_entry *const *)a)->name,
+                  (*(const dmx__zip_entry *const *)b)->name);
 }
 
 typedef struct span {
@@ -93,8 +96,8 @@ void dmx__zip_close(dmx__zip *z) {
  * (torch's writer sets it): optional signature, CRC, then 32- or 64-bit sizes.
  * Returns the descriptor's length, or 0 if none of the layouts agrees with the
  * central directory. */
-static uint64_t check_descriptor(const unsigned char *b, uint64_t at, uint64_t limit,
-                                 uint32_t crc, uint64_t size) {
+static uint64_t check_descriptor(const unsigned char *b, uint64_t at, uint64_t limit, uint32_t crc,
+                                 uint64_t size) {
     for (int sig = 1; sig >= 0; sig--) {
         for (int wide = 0; wide <= 1; wide++) {
             uint64_t n = (sig ? 4 : 0) + 4 + (wide ? 16 : 8);
@@ -123,15 +126,18 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
      * magic number as a LONG1 (\x80\x02\x8a\x0a...). */
     if (len >= 3 && b[0] == 0x80 && b[1] == 0x02 && b[2] == 0x8a)
         return dmx__fail(DMX_ERR_UNSUPPORTED,
-                         "%s: legacy (pre-zip, torch < 1.6) torch.save format is not supported", what);
+                         "%s: legacy (pre-zip, torch < 1.6) torch.save format is not supported",
+                         what);
     if (len < EOCD_SIZE)
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: file too small to be a zip archive (%zu bytes)", what, len);
+        return dmx__fail(DMX_ERR_CORRUPT, "%s: file too small to be a zip archive (%zu bytes)",
+                         what, len);
 
     size_t eocd;
     if (!find_eocd(b, len, &eocd))
-        return dmx__fail(DMX_ERR_CORRUPT,
-                         "%s: end of central directory record not found (not a zip archive, or truncated)",
-                         what);
+        return dmx__fail(
+            DMX_ERR_CORRUPT,
+            "%s: end of central directory record not found (not a zip archive, or truncated)",
+            what);
     const unsigned char *e = b + eocd;
     uint64_t disk = rd16(e + 4), cd_disk = rd16(e + 6);
     uint64_t n_disk = rd16(e + 8), n_total = rd16(e + 10);
@@ -143,29 +149,31 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
         const unsigned char *l = b + eocd - LOC64_SIZE;
         uint64_t z64 = rd64(l + 8);
         if (rd32(l + 4) != 0 || rd32(l + 16) != 1)
-            return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: multi-disk zip archives are not supported", what);
+            return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: multi-disk zip archives are not supported",
+                             what);
         if (!fits(z64, EOCD64_MIN, eocd - LOC64_SIZE))
-            return dmx__fail(DMX_ERR_CORRUPT, "%s: ZIP64 end record offset %llu is out of range", what,
-                             (unsigned long long)z64);
+            return dmx__fail(DMX_ERR_CORRUPT, "%s: ZIP64 end record offset %llu is out of range",
+                             what, (unsigned long long)z64);
         const unsigned char *r = b + z64;
         if (rd32(r) != SIG_EOCD64)
-            return dmx__fail(DMX_ERR_CORRUPT, "%s: bad ZIP64 end record signature at offset %llu", what,
-                             (unsigned long long)z64);
+            return dmx__fail(DMX_ERR_CORRUPT, "%s: bad ZIP64 end record signature at offset %llu",
+                             what, (unsigned long long)z64);
         uint64_t rsize = rd64(r + 4);
         if (rsize < EOCD64_MIN - 12 || !fits(z64 + 12, rsize, eocd - LOC64_SIZE))
-            return dmx__fail(DMX_ERR_CORRUPT, "%s: ZIP64 end record size %llu is out of range", what,
-                             (unsigned long long)rsize);
+            return dmx__fail(DMX_ERR_CORRUPT, "%s: ZIP64 end record size %llu is out of range",
+                             what, (unsigned long long)rsize);
         uint64_t d64 = rd32(r + 16), cdd64 = rd32(r + 20);
         uint64_t nd64 = rd64(r + 24), nt64 = rd64(r + 32);
         uint64_t cs64 = rd64(r + 40), co64 = rd64(r + 48);
         /* The classic fields hold either the same value or the ZIP64 marker;
          * anything else means one of the two copies was damaged. */
-#define AGREE(classic, wide, sat, label)                                                          \
-    if ((classic) != (sat) && (classic) != (wide))                                                \
-        return dmx__fail(DMX_ERR_CORRUPT,                                                         \
-                         "%s: ZIP64 end record disagrees with the end of central directory record " \
-                         "(%s: %llu vs %llu)",                                                    \
-                         what, label, (unsigned long long)(wide), (unsigned long long)(classic));
+#define AGREE(classic, wide, sat, label)                                               \
+    if ((classic) != (sat) && (classic) != (wide))                                     \
+        return dmx__fail(                                                              \
+            DMX_ERR_CORRUPT,                                                           \
+            "%s: ZIP64 end record disagrees with the end of central directory record " \
+            "(%s: %llu vs %llu)",                                                      \
+            what, label, (unsigned long long)(wide), (unsigned long long)(classic));
         AGREE(disk, d64, 0xffffu, "disk number")
         AGREE(cd_disk, cdd64, 0xffffu, "directory disk")
         AGREE(n_disk, nd64, 0xffffu, "entries on disk")
@@ -175,28 +183,32 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
 #undef AGREE
         disk = d64, cd_disk = cdd64, n_disk = nd64, n_total = nt64, cd_size = cs64, cd_off = co64;
         cd_limit = z64;
-    } else if (n_disk == 0xffffu || n_total == 0xffffu || cd_size == 0xffffffffu || cd_off == 0xffffffffu) {
-        return dmx__fail(DMX_ERR_CORRUPT, "%s: ZIP64 markers present but the ZIP64 locator is missing", what);
+    } else if (n_disk == 0xffffu || n_total == 0xffffu || cd_size == 0xffffffffu ||
+               cd_off == 0xffffffffu) {
+        return dmx__fail(DMX_ERR_CORRUPT,
+                         "%s: ZIP64 markers present but the ZIP64 locator is missing", what);
     }
     if (disk != 0 || cd_disk != 0 || n_disk != n_total)
-        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: multi-disk zip archives are not supported", what);
+        return dmx__fail(DMX_ERR_UNSUPPORTED, "%s: multi-disk zip archives are not supported",
+                         what);
     if (!fits(cd_off, cd_size, cd_limit))
         return dmx__fail(DMX_ERR_CORRUPT,
-                         "%s: central directory (offset %llu, size %llu) lies outside the file", what,
-                         (unsigned long long)cd_off, (unsigned long long)cd_size);
+                         "%s: central directory (offset %llu, size %llu) lies outside the file",
+                         what, (unsigned long long)cd_off, (unsigned long long)cd_size);
     /* The directory ends where the end records begin. (Archives with bytes
      * prepended, such as self-extractors, would break this; torch never
      * writes those.) This also catches a damaged ZIP64 locator signature. */
     if (cd_off + cd_size != cd_limit)
-        return dmx__fail(DMX_ERR_CORRUPT,
-                         "%s: central directory (offset %llu, size %llu) does not end where the end record "
-                         "begins (offset %llu)",
-                         what, (unsigned long long)cd_off, (unsigned long long)cd_size,
-                         (unsigned long long)cd_limit);
+        return dmx__fail(
+            DMX_ERR_CORRUPT,
+            "%s: central directory (offset %llu, size %llu) does not end where the end record "
+            "begins (offset %llu)",
+            what, (unsigned long long)cd_off, (unsigned long long)cd_size,
+            (unsigned long long)cd_limit);
     if (n_total > cd_size / CENTRAL_SIZE)
         return dmx__fail(DMX_ERR_CORRUPT,
-                         "%s: entry count %llu does not fit in a central directory of %llu bytes", what,
-                         (unsigned long long)n_total, (unsigned long long)cd_size);
+                         "%s: entry count %llu does not fit in a central directory of %llu bytes",
+                         what, (unsigned long long)n_total, (unsigned long long)cd_size);
 
     z->buf = b;
     z->len = len;
@@ -212,19 +224,20 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
     dmx_status st = DMX_OK;
     uint64_t p = cd_off;
     const uint64_t cd_end = cd_off + cd_size;
-#define BAD(status, ...)                        \
-    do {                                        \
-        st = dmx__fail(status, __VA_ARGS__);    \
-        goto fail;                              \
+#define BAD(status, ...)                     \
+    do {                                     \
+        st = dmx__fail(status, __VA_ARGS__); \
+        goto fail;                           \
     } while (0)
     for (uint64_t i = 0; i < n_total; i++) {
         if (!fits(p, CENTRAL_SIZE, cd_end))
-            BAD(DMX_ERR_CORRUPT, "%s: central directory entry %llu runs past the directory end", what,
-                (unsigned long long)i);
+            BAD(DMX_ERR_CORRUPT, "%s: central directory entry %llu runs past the directory end",
+                what, (unsigned long long)i);
         const unsigned char *c = b + p;
         if (rd32(c) != SIG_CENTRAL)
-            BAD(DMX_ERR_CORRUPT, "%s: bad central directory entry signature (entry %llu, offset %llu)",
-                what, (unsigned long long)i, (unsigned long long)p);
+            BAD(DMX_ERR_CORRUPT,
+                "%s: bad central directory entry signature (entry %llu, offset %llu)", what,
+                (unsigned long long)i, (unsigned long long)p);
         uint16_t need = rd16(c + 6), flags = rd16(c + 8), method = rd16(c + 10);
         uint16_t mtime = rd16(c + 12), mdate = rd16(c + 14);
         uint32_t crc = rd32(c + 16);
@@ -233,12 +246,13 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
         uint64_t dstart = rd16(c + 34), loff = rd32(c + 42);
         if (!fits(p + CENTRAL_SIZE, (uint64_t)nlen + elen + clen, cd_end))
             BAD(DMX_ERR_CORRUPT,
-                "%s: central directory entry %llu: name/extra/comment lengths run past the directory end",
+                "%s: central directory entry %llu: name/extra/comment lengths run past the "
+                "directory end",
                 what, (unsigned long long)i);
         const char *nm = (const char *)c + CENTRAL_SIZE;
         if (nlen == 0 || memchr(nm, 0, nlen))
-            BAD(DMX_ERR_CORRUPT, "%s: central directory entry %llu has an empty or invalid name", what,
-                (unsigned long long)i);
+            BAD(DMX_ERR_CORRUPT, "%s: central directory entry %llu has an empty or invalid name",
+                what, (unsigned long long)i);
         char *name = malloc((size_t)nlen + 1);
         if (!name) BAD(DMX_ERR_NOMEM, "%s: out of memory", what);
         memcpy(name, nm, nlen);
@@ -259,12 +273,13 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
                 BAD(DMX_ERR_CORRUPT, "%s: entry '%s': extra field runs past its end", what, name);
             if (id == 1) {
                 const unsigned char *q = x + 4, *qend = q + sz;
-#define TAKE64(flag, dst)                                                                        \
-    if (flag) {                                                                                  \
-        if (qend - q < 8) BAD(DMX_ERR_CORRUPT, "%s: entry '%s': ZIP64 extra field too short", what, name); \
-        dst = rd64(q);                                                                           \
-        q += 8;                                                                                  \
-        flag = 0;                                                                                \
+#define TAKE64(flag, dst)                                                                    \
+    if (flag) {                                                                              \
+        if (qend - q < 8)                                                                    \
+            BAD(DMX_ERR_CORRUPT, "%s: entry '%s': ZIP64 extra field too short", what, name); \
+        dst = rd64(q);                                                                       \
+        q += 8;                                                                              \
+        flag = 0;                                                                            \
     }
                 TAKE64(need_u, usize)
                 TAKE64(need_c, csize)
@@ -272,7 +287,8 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
 #undef TAKE64
                 if (need_d) {
                     if (qend - q < 4)
-                        BAD(DMX_ERR_CORRUPT, "%s: entry '%s': ZIP64 extra field too short", what, name);
+                        BAD(DMX_ERR_CORRUPT, "%s: entry '%s': ZIP64 extra field too short", what,
+                            name);
                     dstart = rd32(q);
                     need_d = 0;
                 }
@@ -280,23 +296,26 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
             x += 4 + (size_t)sz;
         }
         if (need_u || need_c || need_o || need_d)
-            BAD(DMX_ERR_CORRUPT, "%s: entry '%s': ZIP64 marker without a ZIP64 extra field", what, name);
+            BAD(DMX_ERR_CORRUPT, "%s: entry '%s': ZIP64 marker without a ZIP64 extra field", what,
+                name);
         if (dstart != 0)
-            BAD(DMX_ERR_UNSUPPORTED, "%s: entry '%s' starts on disk %llu (multi-disk archives are not supported)",
-                what, name, (unsigned long long)dstart);
+            BAD(DMX_ERR_UNSUPPORTED,
+                "%s: entry '%s' starts on disk %llu (multi-disk archives are not supported)", what,
+                name, (unsigned long long)dstart);
 
         /* Local header: must lie before the central directory and repeat the
          * central directory's name, flags, method, version and time stamp. */
         if (!fits(loff, LOCAL_SIZE, cd_off))
-            BAD(DMX_ERR_CORRUPT, "%s: entry '%s': local header offset %llu is out of range", what, name,
-                (unsigned long long)loff);
+            BAD(DMX_ERR_CORRUPT, "%s: entry '%s': local header offset %llu is out of range", what,
+                name, (unsigned long long)loff);
         const unsigned char *h = b + loff;
         if (rd32(h) != SIG_LOCAL)
-            BAD(DMX_ERR_CORRUPT, "%s: entry '%s': bad local header signature at offset %llu", what, name,
-                (unsigned long long)loff);
+            BAD(DMX_ERR_CORRUPT, "%s: entry '%s': bad local header signature at offset %llu", what,
+                name, (unsigned long long)loff);
         uint16_t lnlen = rd16(h + 26), lelen = rd16(h + 28);
         if (!fits(loff + LOCAL_SIZE, (uint64_t)lnlen + lelen, cd_off))
-            BAD(DMX_ERR_CORRUPT, "%s: entry '%s': local header runs into the central directory", what, name);
+            BAD(DMX_ERR_CORRUPT, "%s: entry '%s': local header runs into the central directory",
+                what, name);
         {
             /* Local extra fields must tile their area exactly (torch uses one
              * to pad data to 64 bytes); their content is not used. */
@@ -308,26 +327,26 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
             }
         }
         if (lnlen != nlen || memcmp(h + LOCAL_SIZE, name, nlen) != 0)
-            BAD(DMX_ERR_CORRUPT, "%s: entry '%s': local header names a different entry", what, name);
+            BAD(DMX_ERR_CORRUPT, "%s: entry '%s': local header names a different entry", what,
+                name);
         if (rd16(h + 4) != need || rd16(h + 6) != flags || rd16(h + 8) != method ||
             rd16(h + 10) != mtime || rd16(h + 12) != mdate)
             BAD(DMX_ERR_CORRUPT,
                 "%s: entry '%s': local header disagrees with the central directory "
                 "(version/flags/method/time)",
                 what, name);
-        if (flags & 0x41u)
-            BAD(DMX_ERR_UNSUPPORTED, "%s: entry '%s' is encrypted", what, name);
+        if (flags & 0x41u) BAD(DMX_ERR_UNSUPPORTED, "%s: entry '%s' is encrypted", what, name);
         if (method != 0)
             BAD(DMX_ERR_UNSUPPORTED,
-                "%s: entry '%s' is compressed (method %u); only stored entries are supported", what, name,
-                (unsigned)method);
+                "%s: entry '%s' is compressed (method %u); only stored entries are supported", what,
+                name, (unsigned)method);
         if (csize != usize)
-            BAD(DMX_ERR_CORRUPT, "%s: entry '%s' is stored but its sizes differ (%llu vs %llu)", what, name,
-                (unsigned long long)csize, (unsigned long long)usize);
+            BAD(DMX_ERR_CORRUPT, "%s: entry '%s' is stored but its sizes differ (%llu vs %llu)",
+                what, name, (unsigned long long)csize, (unsigned long long)usize);
         uint64_t doff = loff + LOCAL_SIZE + lnlen + lelen;
         if (!fits(doff, usize, cd_off))
-            BAD(DMX_ERR_CORRUPT, "%s: entry '%s': data (offset %llu, %llu bytes) runs past the end", what,
-                name, (unsigned long long)doff, (unsigned long long)usize);
+            BAD(DMX_ERR_CORRUPT, "%s: entry '%s': data (offset %llu, %llu bytes) runs past the end",
+                what, name, (unsigned long long)doff, (unsigned long long)usize);
         uint64_t end = doff + usize;
         {
             /* With a data descriptor (bit 3) the local CRC/sizes are normally
@@ -340,13 +359,15 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
                   (lc == csize || lc == 0xffffffffu || (desc && lc == 0)) &&
                   (lu == usize || lu == 0xffffffffu || (desc && lu == 0))))
                 BAD(DMX_ERR_CORRUPT,
-                    "%s: entry '%s': local header CRC/sizes disagree with the central directory", what, name);
+                    "%s: entry '%s': local header CRC/sizes disagree with the central directory",
+                    what, name);
         }
         if (flags & 0x08u) {
             uint64_t dl = check_descriptor(b, end, cd_off, crc, usize);
             if (!dl)
-                BAD(DMX_ERR_CORRUPT, "%s: entry '%s': data descriptor disagrees with the central directory",
-                    what, name);
+                BAD(DMX_ERR_CORRUPT,
+                    "%s: entry '%s': data descriptor disagrees with the central directory", what,
+                    name);
             end += dl;
         }
         z->entries[i].data_off = doff;
@@ -365,8 +386,8 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
     qsort(spans, z->n, sizeof *spans, cmp_span);
     for (size_t i = 1; i < z->n; i++) {
         if (spans[i].start < spans[i - 1].end)
-            BAD(DMX_ERR_CORRUPT, "%s: entries '%s' and '%s' overlap", what, z->entries[spans[i - 1].idx].name,
-                z->entries[spans[i].idx].name);
+            BAD(DMX_ERR_CORRUPT, "%s: entries '%s' and '%s' overlap", what,
+                z->entries[spans[i - 1].idx].name, z->entries[spans[i].idx].name);
     }
 
     z->by_name = malloc((z->n ? z->n : 1) * sizeof *z->by_name);
@@ -384,8 +405,8 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
         const dmx__zip_entry *en = &z->entries[i];
         uint32_t got = crc_of(b + en->data_off, en->size);
         if (got != en->crc)
-            BAD(DMX_ERR_CORRUPT, "%s: CRC-32 mismatch in entry '%s' (stored %08x, computed %08x)", what,
-                en->name, (unsigned)en->crc, (unsigned)got);
+            BAD(DMX_ERR_CORRUPT, "%s: CRC-32 mismatch in entry '%s' (stored %08x, computed %08x)",
+                what, en->name, (unsigned)en->crc, (unsigned)got);
     }
     free(spans);
     return DMX_OK;
@@ -403,8 +424,10 @@ const dmx__zip_entry *dmx__zip_find(const dmx__zip *z, const char *name) {
         const dmx__zip_entry *e = z->by_name[mid];
         int c = strcmp(e->name, name);
         if (c == 0) return e;
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }

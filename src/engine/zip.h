@@ -28,7 +28,7 @@ typedef struct dmx__zip_entry {
 typedef struct dmx__zip {
     const unsigned char *buf; /* borrowed */
     size_t len;
-    dmx__zip_entry *entries;  /* central-directory order */
+    dmx__zip_entry *entries; /* central-directory order */
     size_t n;
     dmx__zip_entry **by_name; /* entries sorted by name, for lookups */
 } dmx__zip;

@@ -39,13 +39,15 @@ int32_t dmx_file_stems(const dmx_model *m, const char *two_stems, dmx_other_meth
     if (om == DMX_OTHER_NONE) return 1;
     /* upstream's names: no_STEM for the sum of the others, minus_STEM for
      * the mix minus STEM */
-    if (cap > 1) snprintf(names[1], DMX_MAX_STEM_NAME, "%s_%s", om == DMX_OTHER_MINUS ? "minus" : "no", two_stems);
+    if (cap > 1)
+        snprintf(names[1], DMX_MAX_STEM_NAME, "%s_%s", om == DMX_OTHER_MINUS ? "minus" : "no",
+                 two_stems);
     return 2;
 }
 
 typedef struct out_stem {
-    dmx_encoder *enc;  /* the final file's encoder (".part" until closed) */
-    FILE *spill;       /* rescale mode: raw interleaved float32 */
+    dmx_encoder *enc; /* the final file's encoder (".part" until closed) */
+    FILE *spill;      /* rescale mode: raw interleaved float32 */
     char *spill_path;
     float peak;
 } out_stem;
@@ -58,7 +60,7 @@ typedef struct ctx {
     float **tmp;         /* (ch) one stem of one callback */
     float *inter;        /* interleaving scratch */
     int64_t tmp_cap;
-    float **fifo;        /* (ch) the mix from feed to emit, for DMX_OTHER_MINUS */
+    float **fifo; /* (ch) the mix from feed to emit, for DMX_OTHER_MINUS */
     int64_t fifo_base, fifo_len, fifo_cap;
     int64_t emitted;
 } ctx;
@@ -127,7 +129,8 @@ static dmx_status on_write(void *user, const float *const *stems, int64_t frames
                 memcpy(d, stems[c->k * c->ch + ch], sizeof(float) * (size_t)frames);
             } else if (c->job->other_method == DMX_OTHER_MINUS) {
                 /* origin - stem, origin being the decoded mix */
-                const float *a = c->fifo[ch] + (c->emitted - c->fifo_base), *b = stems[c->k * c->ch + ch];
+                const float *a = c->fifo[ch] + (c->emitted - c->fifo_base),
+                            *b = stems[c->k * c->ch + ch];
                 for (int64_t i = 0; i < frames; i++) d[i] = a[i] - b[i];
             } else {
                 /* zeros_like(...) then += each other stem in source order */
@@ -164,7 +167,8 @@ static int fifo_push(ctx *c, float *const *in, int64_t frames) {
         }
         c->fifo_cap = cap;
     }
-    for (int ch = 0; ch < c->ch; ch++) memcpy(c->fifo[ch] + c->fifo_len, in[ch], sizeof(float) * (size_t)frames);
+    for (int ch = 0; ch < c->ch; ch++)
+        memcpy(c->fifo[ch] + c->fifo_len, in[ch], sizeof(float) * (size_t)frames);
     c->fifo_len += frames;
     return 0;
 }
@@ -176,7 +180,8 @@ static dmx_status rescale_pass(ctx *c) {
         out_stem *os = &c->os[o];
         float d = 1.01f * os->peak;
         if (fflush(os->spill) != 0 || fseek(os->spill, 0, SEEK_SET) != 0)
-            return dmx__fail(DMX_ERR_IO, "cannot read back %s: %s", os->spill_path, strerror(errno));
+            return dmx__fail(DMX_ERR_IO, "cannot read back %s: %s", os->spill_path,
+                             strerror(errno));
         size_t got;
         while ((got = fread(c->inter, sizeof(float) * c->ch, (size_t)c->tmp_cap, os->spill)) > 0) {
             for (int ch = 0; ch < c->ch; ch++)
@@ -205,8 +210,10 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
     const dmx_model *m = dmx_session_model(s);
     const int32_t rate = dmx_model_samplerate(m), ch = dmx_model_channels(m);
     dmx_separate_opts o;
-    if (opts) o = *opts;
-    else dmx_separate_opts_init(&o);
+    if (opts)
+        o = *opts;
+    else
+        dmx_separate_opts_init(&o);
     o.normalize = 1;
     ctx c;
     memset(&c, 0, sizeof c);
@@ -219,7 +226,8 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
     char names[2][DMX_MAX_STEM_NAME];
     int32_t want = job->two_stems ? dmx_file_stems(m, job->two_stems, job->other_method, names, 2)
                                   : dmx_model_n_sources(m);
-    if (want < 0) return dmx__fail(DMX_ERR_INVALID_ARG, "the model has no source '%s'", job->two_stems);
+    if (want < 0)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "the model has no source '%s'", job->two_stems);
     if (want != job->n_outputs)
         return dmx__fail(DMX_ERR_INVALID_ARG, "%d output paths for %d stems", job->n_outputs, want);
 
@@ -245,15 +253,17 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
     st = dmx_decoder_open(job->input, rate, ch, &dec);
     if (st == DMX_OK) st = dmx_stream_new(s, &o, on_write, &c, &stream);
     /* pass 1: statistics */
-    while (st == DMX_OK && (st = dmx_decoder_read(dec, blk, DEC_BLOCK, &got)) == DMX_OK && got > 0) {
+    while (st == DMX_OK && (st = dmx_decoder_read(dec, blk, DEC_BLOCK, &got)) == DMX_OK &&
+           got > 0) {
         nonfinite += zero_nonfinite(blk, ch, got);
         st = dmx_stream_analyze(stream, (const float *const *)blk, got);
         n += got;
         /* Stop at the limit rather than decoding (and separating) hours a
          * container did not announce. */
         if (st == DMX_OK && job->max_frames > 0 && n > job->max_frames)
-            st = dmx__fail(DMX_ERR_BAD_INPUT, "%s: the audio is longer than the limit of %lld frames",
-                           job->input, (long long)job->max_frames);
+            st = dmx__fail(DMX_ERR_BAD_INPUT,
+                           "%s: the audio is longer than the limit of %lld frames", job->input,
+                           (long long)job->max_frames);
         if (cancelled(&c)) st = dmx__fail(DMX_ERR_CANCELLED, "cancelled");
     }
     if (st != DMX_OK) goto done;
@@ -278,7 +288,8 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
                 c.os[i].spill_path = NULL;
                 st = dmx__fail(DMX_ERR_NOMEM, "out of memory");
             } else if (!(c.os[i].spill = fopen(c.os[i].spill_path, "w+b"))) {
-                st = dmx__fail(DMX_ERR_IO, "cannot write %s: %s", c.os[i].spill_path, strerror(errno));
+                st = dmx__fail(DMX_ERR_IO, "cannot write %s: %s", c.os[i].spill_path,
+                               strerror(errno));
             }
         }
     }
@@ -288,7 +299,8 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
     while ((st = dmx_decoder_read(dec, blk, DEC_BLOCK, &got)) == DMX_OK && got > 0) {
         zero_nonfinite(blk, ch, got);
         if (fed + got > n) {
-            st = dmx__fail(DMX_ERR_DECODE, "%s: the second decoding pass returned more audio than the first",
+            st = dmx__fail(DMX_ERR_DECODE,
+                           "%s: the second decoding pass returned more audio than the first",
                            job->input);
             break;
         }

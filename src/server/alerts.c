@@ -41,8 +41,7 @@ static const char *check_alert(const cJSON *a) {
     return NULL;
 }
 
-int srv_alerts_receive(const char *body, size_t len, const char *request_id,
-                       const char **why) {
+int srv_alerts_receive(const char *body, size_t len, const char *request_id, const char **why) {
     *why = NULL;
     cJSON *doc = body ? cJSON_ParseWithLength(body, len) : NULL;
     if (!doc) return -1;
@@ -72,7 +71,8 @@ int srv_alerts_receive(const char *body, size_t len, const char *request_id,
         cJSON_AddStringToObject(f, "status", st);
         cJSON_AddItemToObject(f, "labels", cJSON_Duplicate(labels, 1));
         const cJSON *ann = cJSON_GetObjectItemCaseSensitive(a, "annotations");
-        cJSON_AddItemToObject(f, "annotations", ann ? cJSON_Duplicate(ann, 1) : cJSON_CreateObject());
+        cJSON_AddItemToObject(f, "annotations",
+                              ann ? cJSON_Duplicate(ann, 1) : cJSON_CreateObject());
         static const char *const keys[] = {"startsAt", "endsAt", "generatorURL", "fingerprint"};
         for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
             const char *v = str_field(a, keys[k]);
@@ -82,10 +82,10 @@ int srv_alerts_receive(const char *body, size_t len, const char *request_id,
         if (group) cJSON_AddStringToObject(f, "group_key", group);
         const char *summary = ann ? str_field(ann, "summary") : NULL;
         srv_log(!strcmp(st, "firing") && sev && !strcmp(sev, "critical") ? DMX_LOG_ERROR
-                    : !strcmp(st, "firing")                                  ? DMX_LOG_WARN
-                                                                             : DMX_LOG_INFO,
-                    "demix.alerts", "alert", request_id, f, "alert %s %s%s%s", name, st,
-                    summary ? ": " : "", summary ? summary : "");
+                : !strcmp(st, "firing")                                  ? DMX_LOG_WARN
+                                                                         : DMX_LOG_INFO,
+                "demix.alerts", "alert", request_id, f, "alert %s %s%s%s", name, st,
+                summary ? ": " : "", summary ? summary : "");
         n++;
     }
     cJSON_Delete(doc);

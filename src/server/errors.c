@@ -18,9 +18,7 @@ const char *srv_error_code(srv_error e) {
     return (unsigned)e < SRV_E_COUNT ? TABLE[e].code : "internal";
 }
 
-int srv_error_status_of(srv_error e) {
-    return (unsigned)e < SRV_E_COUNT ? TABLE[e].status : 500;
-}
+int srv_error_status_of(srv_error e) { return (unsigned)e < SRV_E_COUNT ? TABLE[e].status : 500; }
 
 const char *srv_error_code_at(size_t i, int *status) {
     if (i >= (size_t)SRV_E_COUNT) return NULL;

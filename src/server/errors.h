@@ -12,44 +12,44 @@
 #include <stddef.h>
 
 /* X(ENUM, "code", HTTP status, 1 if a job can end with it) */
-#define SRV_ERROR_MAP(X)                                                   \
-    X(INVALID_ARGUMENT, "invalid_argument", 400, 1)                            \
-    X(MISSING_FILE, "missing_file", 400, 0)                                    \
-    X(UNKNOWN_MODEL, "unknown_model", 400, 0)                                  \
-    X(UNKNOWN_SOURCE, "unknown_source", 400, 0)                                \
-    X(INVALID_JSON, "invalid_json", 400, 0)                                    \
-    X(INVALID_PAYLOAD, "invalid_payload", 400, 0)                              \
-    X(UNAUTHORIZED, "unauthorized", 401, 0)                                    \
-    X(JOB_NOT_FOUND, "job_not_found", 404, 0)                                  \
-    X(NOT_FOUND, "not_found", 404, 0)                                          \
-    X(STEM_NOT_FOUND, "stem_not_found", 404, 0)                                \
-    X(METHOD_NOT_ALLOWED, "method_not_allowed", 405, 0)                        \
-    X(JOB_NOT_DONE, "job_not_done", 409, 0)                                    \
-    X(CANCELLED, "cancelled", 409, 1)                                          \
-    X(PAYLOAD_TOO_LARGE, "payload_too_large", 413, 0)                          \
-    X(UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 415, 0)                \
-    X(UNDECODABLE_AUDIO, "undecodable_audio", 422, 1)                          \
-    X(AUDIO_TOO_LONG, "audio_too_long", 422, 1)                                \
-    X(RATE_LIMITED, "rate_limited", 429, 0)                                    \
-    X(INTERNAL, "internal", 500, 1)                                            \
-    X(STORAGE_ERROR, "storage_error", 500, 0)                                  \
-    X(INPUT_LOST, "input_lost", 500, 1)                                        \
-    X(SEPARATION_FAILED, "separation_failed", 500, 1)                          \
-    X(ENCODE_FAILED, "encode_failed", 500, 1)                                  \
-    X(OUT_OF_MEMORY, "out_of_memory", 503, 1)                                  \
-    X(MODEL_UNAVAILABLE, "model_unavailable", 503, 1)                          \
-    X(NOT_READY, "not_ready", 503, 0)                                          \
-    X(QUEUE_FULL, "queue_full", 503, 0)                                        \
-    X(SHUTTING_DOWN, "shutting_down", 503, 0)                                  \
-    X(STORE_UNAVAILABLE, "store_unavailable", 503, 0)                          \
-    X(TIMEOUT, "timeout", 504, 1)                                              \
+#define SRV_ERROR_MAP(X)                                        \
+    X(INVALID_ARGUMENT, "invalid_argument", 400, 1)             \
+    X(MISSING_FILE, "missing_file", 400, 0)                     \
+    X(UNKNOWN_MODEL, "unknown_model", 400, 0)                   \
+    X(UNKNOWN_SOURCE, "unknown_source", 400, 0)                 \
+    X(INVALID_JSON, "invalid_json", 400, 0)                     \
+    X(INVALID_PAYLOAD, "invalid_payload", 400, 0)               \
+    X(UNAUTHORIZED, "unauthorized", 401, 0)                     \
+    X(JOB_NOT_FOUND, "job_not_found", 404, 0)                   \
+    X(NOT_FOUND, "not_found", 404, 0)                           \
+    X(STEM_NOT_FOUND, "stem_not_found", 404, 0)                 \
+    X(METHOD_NOT_ALLOWED, "method_not_allowed", 405, 0)         \
+    X(JOB_NOT_DONE, "job_not_done", 409, 0)                     \
+    X(CANCELLED, "cancelled", 409, 1)                           \
+    X(PAYLOAD_TOO_LARGE, "payload_too_large", 413, 0)           \
+    X(UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 415, 0) \
+    X(UNDECODABLE_AUDIO, "undecodable_audio", 422, 1)           \
+    X(AUDIO_TOO_LONG, "audio_too_long", 422, 1)                 \
+    X(RATE_LIMITED, "rate_limited", 429, 0)                     \
+    X(INTERNAL, "internal", 500, 1)                             \
+    X(STORAGE_ERROR, "storage_error", 500, 0)                   \
+    X(INPUT_LOST, "input_lost", 500, 1)                         \
+    X(SEPARATION_FAILED, "separation_failed", 500, 1)           \
+    X(ENCODE_FAILED, "encode_failed", 500, 1)                   \
+    X(OUT_OF_MEMORY, "out_of_memory", 503, 1)                   \
+    X(MODEL_UNAVAILABLE, "model_unavailable", 503, 1)           \
+    X(NOT_READY, "not_ready", 503, 0)                           \
+    X(QUEUE_FULL, "queue_full", 503, 0)                         \
+    X(SHUTTING_DOWN, "shutting_down", 503, 0)                   \
+    X(STORE_UNAVAILABLE, "store_unavailable", 503, 0)           \
+    X(TIMEOUT, "timeout", 504, 1)                               \
     X(INSUFFICIENT_STORAGE, "insufficient_storage", 507, 0)
 
 typedef enum srv_error {
 #define SRV__ERROR_ENUM(e, code, status, job) SRV_E_##e,
     SRV_ERROR_MAP(SRV__ERROR_ENUM)
 #undef SRV__ERROR_ENUM
-    SRV_E_COUNT
+        SRV_E_COUNT
 } srv_error;
 
 /* The code string ("queue_full"); static, never NULL. */

@@ -31,16 +31,25 @@ void srv_utf8_clean(char *s, int no_controls) {
     unsigned char *p = (unsigned char *)s;
     while (*p) {
         unsigned c = *p;
-        int n = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
+        int n = c < 0x80             ? 0
+                : (c & 0xE0) == 0xC0 ? 1
+                : (c & 0xF0) == 0xE0 ? 2
+                : (c & 0xF8) == 0xF0 ? 3
+                                     : -1;
         uint32_t cp = n == 1 ? c & 0x1F : n == 2 ? c & 0x0F : c & 0x07;
         int ok = n >= 0;
         for (int i = 1; ok && i <= n; i++) {
-            if ((p[i] & 0xC0) != 0x80) ok = 0;
-            else cp = (cp << 6) | (p[i] & 0x3F);
+            if ((p[i] & 0xC0) != 0x80)
+                ok = 0;
+            else
+                cp = (cp << 6) | (p[i] & 0x3F);
         }
         /* overlong forms, surrogates and values past U+10FFFF are invalid too */
-        if (ok && n > 0 && (cp < (n == 1 ? 0x80u : n == 2 ? 0x800u : 0x10000u) || cp > 0x10FFFF ||
-                            (cp >= 0xD800 && cp <= 0xDFFF)))
+        if (ok && n > 0 &&
+            (cp < (n == 1   ? 0x80u
+                   : n == 2 ? 0x800u
+                            : 0x10000u) ||
+             cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)))
             ok = 0;
         if (!ok) {
             *p++ = '?';
@@ -75,8 +84,8 @@ enum MHD_Result srv_respond(struct MHD_Connection *c, srv_req *r, int status,
         /* Nothing reaches the client (libmicrohttpd closes the connection):
          * say so, and count no response that was never sent. */
         srv_log(DMX_LOG_WARN, "demix.http", "response_not_queued", r->request_id, NULL,
-                    "%s %s: the %d response could not be queued; connection closed", r->method,
-                    r->endpoint, status);
+                "%s %s: the %d response could not be queued; connection closed", r->method,
+                r->endpoint, status);
         return ret;
     }
     srv_metrics_http(r->method, r->endpoint, status, dt);
@@ -87,9 +96,10 @@ enum MHD_Result srv_respond(struct MHD_Connection *c, srv_req *r, int status,
     cJSON_AddNumberToObject(f, "duration_seconds", dt);
     cJSON_AddNumberToObject(f, "bytes", (double)bytes);
     cJSON_AddStringToObject(f, "client", r->client);
-    srv_log(status >= 500 ? DMX_LOG_ERROR : status >= 400 ? DMX_LOG_WARN : DMX_LOG_INFO,
-                "demix.http", "request", r->request_id, f, "%s %s %d", r->method, r->endpoint,
-                status);
+    srv_log(status >= 500   ? DMX_LOG_ERROR
+            : status >= 400 ? DMX_LOG_WARN
+                            : DMX_LOG_INFO,
+            "demix.http", "request", r->request_id, f, "%s %s %d", r->method, r->endpoint, status);
     return ret;
 }
 
@@ -99,8 +109,7 @@ enum MHD_Result srv_respond_json(struct MHD_Connection *c, srv_req *r, int statu
     cJSON_Delete(body);
     if (!s) return MHD_NO;
     size_t n = strlen(s);
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(n, s, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(n, s, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(s);
         return MHD_NO;
@@ -129,8 +138,8 @@ enum MHD_Result srv_respond_error(struct MHD_Connection *c, srv_req *r, const ch
     cJSON_AddStringToObject(f, "type", code);
     cJSON_AddStringToObject(f, "endpoint", r->endpoint);
     cJSON_AddStringToObject(f, "detail", msg);
-    srv_log(status >= 500 ? DMX_LOG_ERROR : DMX_LOG_WARN, "demix.http", "error",
-                r->request_id, f, "%s", msg);
+    srv_log(status >= 500 ? DMX_LOG_ERROR : DMX_LOG_WARN, "demix.http", "error", r->request_id, f,
+            "%s", msg);
     const char *hn = NULL, *hv = NULL;
     char ra[16];
     snprintf(ra, sizeof ra, "%d", r->retry_after > 0 ? r->retry_after : 5);
@@ -295,7 +304,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->t0 = srv_now();
         /* Metric labels and log fields take the method from a fixed set: a
          * client inventing methods must not fill the metric series table. */
-        static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
+        static const char *const known[] = {"GET",    "HEAD",  "POST",   "PUT",
+                                            "DELETE", "PATCH", "OPTIONS"};
         const char *label = "other";
         for (size_t i = 0; i < sizeof known / sizeof *known; i++)
             if (!strcmp(method, known[i])) label = known[i];
@@ -334,15 +344,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             /* chunked, so no Content-Length to refuse up front: nothing can
              * be answered in the middle of a body, so close */
             srv_log(DMX_LOG_WARN, "demix.http", "error", r->request_id, NULL,
-                        "%s with a body over %d bytes: connection closed", r->method,
-                        MAX_IGNORED_BODY);
+                    "%s with a body over %d bytes: connection closed", r->method, MAX_IGNORED_BODY);
             return MHD_NO;
         }
         return MHD_YES;
     }
     int mismatch = 0;
     /* HEAD is GET without the body (libmicrohttpd leaves the body out) */
-    const srv_route_info *rt = srv_route(strcmp(method, "HEAD") ? method : "GET", url, r, &mismatch);
+    const srv_route_info *rt =
+        srv_route(strcmp(method, "HEAD") ? method : "GET", url, r, &mismatch);
     if (cls && !probe_route(r->endpoint)) {
         r->endpoint = "unmatched";
         return srv_respond_error(c, r, "not_found",
@@ -353,8 +363,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             char allow[sizeof r->extra_value[0]];
             srv_route_allow(url, allow, sizeof allow);
             srv_req_header(r, "Allow", "%s", allow);
-            return srv_respond_error(c, r, "method_not_allowed", "%s is not allowed on %s",
-                                     method, r->endpoint);
+            return srv_respond_error(c, r, "method_not_allowed", "%s is not allowed on %s", method,
+                                     r->endpoint);
         }
         return srv_respond_error(c, r, "not_found", "no route for %s %s", method, url);
     }
@@ -391,7 +401,9 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 }
 
 static int hexval(char c) {
-    return '0' <= c && c <= '9' ? c - '0' : 'a' <= (c | 32) && (c | 32) <= 'f' ? (c | 32) - 'a' + 10 : -1;
+    return '0' <= c && c <= '9'                 ? c - '0'
+           : 'a' <= (c | 32) && (c | 32) <= 'f' ? (c | 32) - 'a' + 10
+                                                : -1;
 }
 
 /* MHD's %HH decoding, except that %00 stays as it is: a decoded NUL would
@@ -434,14 +446,12 @@ struct MHD_Daemon *srv_http_start(const char *host, int port, int probes_only, i
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG |
             MHD_USE_POLL | MHD_USE_ITC,
         (uint16_t)port, NULL, NULL, on_request, probes_only ? (void *)&PROBE_ONLY : NULL,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &sa,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         /* Idle connections (slow or stuck clients, stalled uploads) are
          * dropped after --idle-timeout seconds without a byte. */
-        MHD_OPTION_CONNECTION_TIMEOUT, timeout,
-        MHD_OPTION_CONNECTION_LIMIT, limit,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
-        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+        MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_END);
     if (!d) return NULL;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);

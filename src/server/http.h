@@ -11,12 +11,12 @@
 #include "server.h"
 
 #define MAX_EXTRA_HEADERS 4
-#define MAX_JSON_BODY (1 << 20) /* POST /alerts: Alertmanager batches stay far below */
-#define MAX_IGNORED_BODY (64 * 1024) /* GET/HEAD/DELETE: a body is read, dropped, refused */
+#define MAX_JSON_BODY     (1 << 20)   /* POST /alerts: Alertmanager batches stay far below */
+#define MAX_IGNORED_BODY  (64 * 1024) /* GET/HEAD/DELETE: a body is read, dropped, refused */
 
 /* GET /jobs paging. */
 #define SRV_JOBS_DEFAULT_LIMIT 50
-#define SRV_JOBS_MAX_LIMIT 1000
+#define SRV_JOBS_MAX_LIMIT     1000
 
 /* The endpoint label of POST /separate with wait=true: its latency is a
  * whole separation, so dashboards and latency alerts leave it out. */
@@ -26,20 +26,20 @@ typedef struct srv_req {
     double t0;
     char request_id[65];
     char method[16];
-    const char *endpoint; /* route template, for logs and metrics */
+    const char *endpoint;  /* route template, for logs and metrics */
     char id[40], stem[80]; /* path parameters */
     int responded;
-    char client[64];       /* peer address, or X-Forwarded-For's from a trusted proxy */
-    int retry_after;       /* seconds for Retry-After on 429/503; 0 = the default */
+    char client[64]; /* peer address, or X-Forwarded-For's from a trusted proxy */
+    int retry_after; /* seconds for Retry-After on 429/503; 0 = the default */
     int n_extra;
     char extra_name[MAX_EXTRA_HEADERS][32], extra_value[MAX_EXTRA_HEADERS][160];
-    char *body;            /* JSON request bodies */
+    char *body; /* JSON request bodies */
     size_t body_len;
     int body_too_large;
-    int64_t ignored_body;  /* bytes of a body sent with GET/HEAD/DELETE (refused) */
-    const char *refuse;    /* error code to answer once the (bounded) body is read */
+    int64_t ignored_body; /* bytes of a body sent with GET/HEAD/DELETE (refused) */
+    const char *refuse;   /* error code to answer once the (bounded) body is read */
     char refuse_msg[128];
-    int started_upload;    /* the handler has seen this request before */
+    int started_upload; /* the handler has seen this request before */
     /* State a handler keeps across the calls of one request (POST
      * /separate: its form and upload, separate.c), freed with
      * route_state_free when the request ends, whatever happened. */
@@ -96,7 +96,6 @@ const srv_route_info *srv_route(const char *method, const char *path, srv_req *r
 size_t srv_route_allow(const char *path, char *out, size_t n);
 /* The whole table. */
 const srv_route_info *srv_routes(size_t *n);
-
 
 /* openapi.c: the OpenAPI 3 document of the table (malloc'ed JSON) and the
  * HTML page rendered from it. */

@@ -27,7 +27,7 @@ int srv_jobs_start(int n, int qmax) {
     if (srv__queue_init(qmax) < 0) return -1;
     char *dbp = NULL;
     if (srv_cfg.store ? !(dbp = strdup(srv_cfg.store))
-                          : asprintf(&dbp, "sqlite:%s/demix.db", srv_cfg.data_dir) < 0)
+                      : asprintf(&dbp, "sqlite:%s/demix.db", srv_cfg.data_dir) < 0)
         return -1;
     int rc = srv_store_open(dbp);
     free(dbp);

@@ -28,7 +28,7 @@
 #include "server.h"
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static int log_text;               /* 1: text lines */
+static int log_text; /* 1: text lines */
 static int log_level = DMX_LOG_INFO;
 
 void srv_log_configure(int text, int level) {
@@ -64,7 +64,11 @@ size_t srv_utf8_copy(char *dst, size_t cap, const char *src) {
         if (!n) {
             /* A character cut by the end of the string (a truncation
              * upstream) is dropped; other invalid bytes become '?'. */
-            size_t need = (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3 : (*p & 0xF8) == 0xF0 ? 4 : 0, i = 1;
+            size_t need = (*p & 0xE0) == 0xC0   ? 2
+                          : (*p & 0xF0) == 0xE0 ? 3
+                          : (*p & 0xF8) == 0xF0 ? 4
+                                                : 0,
+                   i = 1;
             while (i < need && (p[i] & 0xC0) == 0x80) i++;
             if (need && i < need && !p[i]) break;
             dst[k++] = '?';
@@ -104,12 +108,18 @@ static void clean_strings(cJSON *o) {
 static void text_escape(char *out, size_t cap, const char *s) {
     size_t k = 0;
     for (const unsigned char *p = (const unsigned char *)s; *p && k + 5 < cap; p++) {
-        if (*p == '\\') k += (size_t)snprintf(out + k, cap - k, "\\\\");
-        else if (*p == '\n') k += (size_t)snprintf(out + k, cap - k, "\\n");
-        else if (*p == '\r') k += (size_t)snprintf(out + k, cap - k, "\\r");
-        else if (*p == '\t') k += (size_t)snprintf(out + k, cap - k, "\\t");
-        else if (*p < 0x20 || *p == 0x7F) k += (size_t)snprintf(out + k, cap - k, "\\x%02x", *p);
-        else out[k++] = (char)*p;
+        if (*p == '\\')
+            k += (size_t)snprintf(out + k, cap - k, "\\\\");
+        else if (*p == '\n')
+            k += (size_t)snprintf(out + k, cap - k, "\\n");
+        else if (*p == '\r')
+            k += (size_t)snprintf(out + k, cap - k, "\\r");
+        else if (*p == '\t')
+            k += (size_t)snprintf(out + k, cap - k, "\\t");
+        else if (*p < 0x20 || *p == 0x7F)
+            k += (size_t)snprintf(out + k, cap - k, "\\x%02x", *p);
+        else
+            out[k++] = (char)*p;
     }
     out[k] = '\0';
     srv_utf8_copy(out, cap, out); /* a cut at cap must not split a character */
@@ -129,15 +139,15 @@ double srv_wall(void) {
 
 static const char *level_name(dmx_log_level l) {
     switch (l) {
-    case DMX_LOG_DEBUG: return "debug";
-    case DMX_LOG_INFO: return "info";
-    case DMX_LOG_WARN: return "warning";
-    default: return "error";
+        case DMX_LOG_DEBUG: return "debug";
+        case DMX_LOG_INFO: return "info";
+        case DMX_LOG_WARN: return "warning";
+        default: return "error";
     }
 }
 
 void srv_log(dmx_log_level level, const char *logger, const char *event_type,
-                 const char *request_id, cJSON *fields, const char *fmt, ...) {
+             const char *request_id, cJSON *fields, const char *fmt, ...) {
     if ((int)level < log_level) {
         cJSON_Delete(fields);
         return;
@@ -205,7 +215,7 @@ void srv_log(dmx_log_level level, const char *logger, const char *event_type,
 
 /* The engine's token bucket (guarded by eng_lock). */
 #define ENGINE_BURST 20.0
-#define ENGINE_RATE 5.0 /* lines per second after the burst */
+#define ENGINE_RATE  5.0 /* lines per second after the burst */
 static pthread_mutex_t eng_lock = PTHREAD_MUTEX_INITIALIZER;
 static double eng_tokens = ENGINE_BURST, eng_last, eng_drop_since;
 static long eng_dropped;
@@ -222,8 +232,8 @@ static void report_dropped(void) {
     cJSON_AddNumberToObject(f, "dropped", (double)n);
     cJSON_AddNumberToObject(f, "seconds", srv_now() - since);
     srv_log(DMX_LOG_WARN, "demix.engine", "log_suppressed", NULL, f,
-                "%ld engine/FFmpeg log lines dropped by the rate limit (%g/s, burst %g)", n,
-                ENGINE_RATE, ENGINE_BURST);
+            "%ld engine/FFmpeg log lines dropped by the rate limit (%g/s, burst %g)", n,
+            ENGINE_RATE, ENGINE_BURST);
 }
 
 void srv_log_flush(void) { report_dropped(); }

@@ -32,7 +32,7 @@
 #include "known_alerts.h" /* generated from deploy/prometheus/alert_rules.yml */
 #include "server.h"
 
-#define MAX_SERIES 256
+#define MAX_SERIES  256
 #define MAX_BUCKETS 16
 
 static const char *const KNOWN_ALERTS[] = {
@@ -64,7 +64,7 @@ typedef struct family {
 } family;
 
 static const double HTTP_BOUNDS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                     1, 2.5, 5, 10, 30, 60, 300};
+                                     1,     2.5,  5,     10,   30,  60,   300};
 /* Separations run from a fraction of a second (tiny models) to half an hour. */
 static const double SEP_BOUNDS[] = {0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800};
 
@@ -73,45 +73,61 @@ static family http_total = {.name = "http_requests_total",
                             .help = "HTTP requests by method, route and status.",
                             .type = "counter"};
 static family http_dur = {.name = "http_request_duration_seconds",
-                          .help = "HTTP request latency by route.", .type = "histogram",
-                          .bounds = HTTP_BOUNDS, .n_bounds = NB(HTTP_BOUNDS)};
+                          .help = "HTTP request latency by route.",
+                          .type = "histogram",
+                          .bounds = HTTP_BOUNDS,
+                          .n_bounds = NB(HTTP_BOUNDS)};
 static family sep_total = {.name = "separations_total",
                            .help = "Separation jobs finished, by model and status.",
                            .type = "counter"};
 static family sep_dur = {.name = "separation_duration_seconds",
-                         .help = "Wall time of separation jobs.", .type = "histogram",
-                         .bounds = SEP_BOUNDS, .n_bounds = NB(SEP_BOUNDS)};
-static family err_total = {.name = "errors_total", .help = "Errors by type and route.",
-                           .type = "counter"};
+                         .help = "Wall time of separation jobs.",
+                         .type = "histogram",
+                         .bounds = SEP_BOUNDS,
+                         .n_bounds = NB(SEP_BOUNDS)};
+static family err_total = {
+    .name = "errors_total", .help = "Errors by type and route.", .type = "counter"};
 /* Sizes: bounds fitted to the upload limit by srv_metrics_init(). */
 static double SIZE_BOUNDS[MAX_BUCKETS];
 static const double AUDIO_BOUNDS[] = {1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600};
 static const double LOAD_BOUNDS[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
 static const double WAIT_BOUNDS[] = {0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600};
 static family sep_size = {.name = "separation_file_size_bytes",
-                          .help = "Size of uploaded files that became jobs.", .type = "histogram",
+                          .help = "Size of uploaded files that became jobs.",
+                          .type = "histogram",
                           .bounds = SIZE_BOUNDS};
 static family sep_audio = {.name = "separation_audio_duration_seconds",
                            .help = "Duration of the audio of separation jobs.",
-                           .type = "histogram", .bounds = AUDIO_BOUNDS, .n_bounds = NB(AUDIO_BOUNDS)};
+                           .type = "histogram",
+                           .bounds = AUDIO_BOUNDS,
+                           .n_bounds = NB(AUDIO_BOUNDS)};
 static family load_dur = {.name = "model_load_duration_seconds",
-                          .help = "Time to load a model from disk.", .type = "histogram",
-                          .bounds = LOAD_BOUNDS, .n_bounds = NB(LOAD_BOUNDS)};
+                          .help = "Time to load a model from disk.",
+                          .type = "histogram",
+                          .bounds = LOAD_BOUNDS,
+                          .n_bounds = NB(LOAD_BOUNDS)};
 static family inf_dur = {.name = "model_inference_duration_seconds",
                          .help = "Time of the model evaluation of one job (without decode/encode).",
-                         .type = "histogram", .bounds = SEP_BOUNDS, .n_bounds = NB(SEP_BOUNDS)};
+                         .type = "histogram",
+                         .bounds = SEP_BOUNDS,
+                         .n_bounds = NB(SEP_BOUNDS)};
 static family queue_wait = {.name = "job_queue_wait_seconds",
                             .help = "Time jobs waited in the queue before a worker took them.",
-                            .type = "histogram", .bounds = WAIT_BOUNDS, .n_bounds = NB(WAIT_BOUNDS)};
+                            .type = "histogram",
+                            .bounds = WAIT_BOUNDS,
+                            .n_bounds = NB(WAIT_BOUNDS)};
 static series alert_series[ALERT_SERIES];
 static family alerts_total = {.name = "alerts_received_total",
                               .help = "Alerts received from Alertmanager on POST /alerts.",
-                              .type = "counter", .cap = ALERT_SERIES, .s = alert_series};
+                              .type = "counter",
+                              .cap = ALERT_SERIES,
+                              .s = alert_series};
 /* Alert names outside the known list that got their own series. */
 static char outside_alerts[SRV_METRICS_OUTSIDE_ALERTS][96];
 static int n_outside_alerts;
 static family br_trans = {.name = "circuit_breaker_transitions_total",
-                          .help = "Circuit breaker state changes.", .type = "counter"};
+                          .help = "Circuit breaker state changes.",
+                          .type = "counter"};
 static double rate_limited, retries;
 
 static pthread_mutex_t mlock = PTHREAD_MUTEX_INITIALIZER;
@@ -123,9 +139,12 @@ static void esc(char *out, size_t n, const char *v) {
     srv_utf8_copy(clean, sizeof clean, v);
     size_t k = 0;
     for (const char *p = clean; *p && k + 2 < n; p++) {
-        if (*p == '\\' || *p == '"') out[k++] = '\\', out[k++] = *p;
-        else if (*p == '\n') out[k++] = '\\', out[k++] = 'n';
-        else out[k++] = *p;
+        if (*p == '\\' || *p == '"')
+            out[k++] = '\\', out[k++] = *p;
+        else if (*p == '\n')
+            out[k++] = '\\', out[k++] = 'n';
+        else
+            out[k++] = *p;
     }
     out[k] = '\0';
     srv_utf8_copy(out, n, out); /* a cut inside a character drops all of it */
@@ -338,8 +357,8 @@ static void render_family(buf *b, const family *f) {
             continue;
         }
         for (int k = 0; k < f->n_bounds; k++)
-            bprintf(b, "%s_bucket{%s%sle=\"%.10g\"} %llu\n", f->name, s->labels, sep,
-                    f->bounds[k], (unsigned long long)s->buckets[k]);
+            bprintf(b, "%s_bucket{%s%sle=\"%.10g\"} %llu\n", f->name, s->labels, sep, f->bounds[k],
+                    (unsigned long long)s->buckets[k]);
         bprintf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", f->name, s->labels, sep,
                 (unsigned long long)s->count);
         bprintf(b, "%s_sum%s%s%s %.17g\n", f->name, ob, s->labels, cb, s->value);
@@ -359,8 +378,10 @@ static void render_process(buf *b, double start_time) {
             char *p = strrchr(line, ')');
             unsigned long ut = 0, st = 0, vs = 0;
             long rs = 0;
-            if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d "
-                                   "%*d %*d %*d %*d %*u %lu %ld", &ut, &st, &vs, &rs) == 4) {
+            if (p && sscanf(p + 2,
+                            "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d "
+                            "%*d %*d %*d %*d %*u %lu %ld",
+                            &ut, &st, &vs, &rs) == 4) {
                 double hz = (double)sysconf(_SC_CLK_TCK);
                 cpu = (double)(ut + st) / hz;
                 vsize = (double)vs;
@@ -380,19 +401,31 @@ static void render_process(buf *b, double start_time) {
     }
     struct rlimit rl;
     double maxfds = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (double)rl.rlim_cur : 0;
-    bprintf(b, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
-               "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.2f\n", cpu);
-    bprintf(b, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
-               "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %.0f\n", rss);
-    bprintf(b, "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
-               "# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes %.0f\n", vsize);
-    bprintf(b, "# HELP process_open_fds Number of open file descriptors.\n"
-               "# TYPE process_open_fds gauge\nprocess_open_fds %d\n", fds);
-    bprintf(b, "# HELP process_max_fds Maximum number of open file descriptors.\n"
-               "# TYPE process_max_fds gauge\nprocess_max_fds %.0f\n", maxfds);
-    bprintf(b, "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
-               "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.3f\n",
-            start_time);
+    bprintf(b,
+            "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.2f\n",
+            cpu);
+    bprintf(b,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+            "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %.0f\n",
+            rss);
+    bprintf(b,
+            "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+            "# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes %.0f\n",
+            vsize);
+    bprintf(b,
+            "# HELP process_open_fds Number of open file descriptors.\n"
+            "# TYPE process_open_fds gauge\nprocess_open_fds %d\n",
+            fds);
+    bprintf(b,
+            "# HELP process_max_fds Maximum number of open file descriptors.\n"
+            "# TYPE process_max_fds gauge\nprocess_max_fds %.0f\n",
+            maxfds);
+    bprintf(
+        b,
+        "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+        "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.3f\n",
+        start_time);
 }
 
 static void gauge(buf *b, const char *name, const char *help, double v) {
@@ -401,49 +434,65 @@ static void gauge(buf *b, const char *name, const char *help, double v) {
 
 static void render_system(buf *b, const srv_sys_sample *sys) {
     srv_sys_sample x = *sys;
-    gauge(b, "cpu_usage_percent", "Host CPU busy time over the last sampling period, percent.", x.cpu_percent);
+    gauge(b, "cpu_usage_percent", "Host CPU busy time over the last sampling period, percent.",
+          x.cpu_percent);
     gauge(b, "memory_usage_bytes", "Host memory in use (total minus available).", x.mem_used);
     gauge(b, "memory_available_bytes", "Host memory available for new allocations.", x.mem_avail);
     gauge(b, "memory_percent", "Host memory in use, percent of total.", x.mem_percent);
     gauge(b, "disk_usage_bytes", "Bytes used on the file system of the data folder.", x.disk_used);
-    gauge(b, "disk_free_bytes", "Bytes available on the file system of the data folder.", x.disk_free);
-    gauge(b, "disk_space_low", "1 while free space in the data folder is below --min-free-disk (uploads refused with 507).", x.disk_low);
-    gauge(b, "temp_files", "Files held in the data folder (uploads, job inputs and stems); the spec's temp_files_total.", (double)x.temp_files);
+    gauge(b, "disk_free_bytes", "Bytes available on the file system of the data folder.",
+          x.disk_free);
+    gauge(b, "disk_space_low",
+          "1 while free space in the data folder is below --min-free-disk (uploads refused with "
+          "507).",
+          x.disk_low);
+    gauge(b, "temp_files",
+          "Files held in the data folder (uploads, job inputs and stems); the spec's "
+          "temp_files_total.",
+          (double)x.temp_files);
     gauge(b, "temp_storage_bytes", "Bytes held in those files.", (double)x.temp_bytes);
 }
 
 char *srv_metrics_render(const srv_metrics_gauges *g) {
     buf b = {0};
-    bprintf(&b, "# HELP demix_build_info Build information.\n# TYPE demix_build_info gauge\n"
-                "demix_build_info{version=\"%s\",engine=\"%s\"} 1\n",
+    bprintf(&b,
+            "# HELP demix_build_info Build information.\n# TYPE demix_build_info gauge\n"
+            "demix_build_info{version=\"%s\",engine=\"%s\"} 1\n",
             DEMIX_SERVER_VERSION, DMX_VERSION_STRING);
-    bprintf(&b, "# HELP models_loaded Models held in memory.\n# TYPE models_loaded gauge\n"
-                "models_loaded %d\n",
+    bprintf(&b,
+            "# HELP models_loaded Models held in memory.\n# TYPE models_loaded gauge\n"
+            "models_loaded %d\n",
             g->models_loaded);
-    bprintf(&b, "# HELP active_sessions Separations running now.\n# TYPE active_sessions gauge\n"
-                "active_sessions %d\n",
+    bprintf(&b,
+            "# HELP active_sessions Separations running now.\n# TYPE active_sessions gauge\n"
+            "active_sessions %d\n",
             g->active_sessions);
-    bprintf(&b, "# HELP queue_depth Jobs waiting for a worker.\n# TYPE queue_depth gauge\n"
-                "queue_depth %d\n",
+    bprintf(&b,
+            "# HELP queue_depth Jobs waiting for a worker.\n# TYPE queue_depth gauge\n"
+            "queue_depth %d\n",
             g->queue_depth);
     render_process(&b, g->process_start_time);
     render_system(&b, &g->sys);
-    bprintf(&b, "# HELP circuit_breaker_state Circuit breaker state: 0 closed, 1 open, 2 half-open.\n"
-                "# TYPE circuit_breaker_state gauge\n");
+    bprintf(&b,
+            "# HELP circuit_breaker_state Circuit breaker state: 0 closed, 1 open, 2 half-open.\n"
+            "# TYPE circuit_breaker_state gauge\n");
     for (int i = 0; i < g->n_breakers; i++) {
         char e[200];
         esc(e, sizeof e, g->breaker_names[i]);
         bprintf(&b, "circuit_breaker_state{breaker=\"%s\"} %d\n", e, g->breaker_states[i]);
     }
-    bprintf(&b, "# HELP rate_limit_buckets Client buckets held by the rate limiter.\n"
-                "# TYPE rate_limit_buckets gauge\nrate_limit_buckets %d\n",
+    bprintf(&b,
+            "# HELP rate_limit_buckets Client buckets held by the rate limiter.\n"
+            "# TYPE rate_limit_buckets gauge\nrate_limit_buckets %d\n",
             g->rate_limit_buckets);
     pthread_mutex_lock(&mlock);
-    bprintf(&b, "# HELP rate_limited_requests_total Requests refused with 429.\n"
-                "# TYPE rate_limited_requests_total counter\nrate_limited_requests_total %.17g\n",
+    bprintf(&b,
+            "# HELP rate_limited_requests_total Requests refused with 429.\n"
+            "# TYPE rate_limited_requests_total counter\nrate_limited_requests_total %.17g\n",
             rate_limited);
-    bprintf(&b, "# HELP retries_total Retries of transient failures.\n"
-                "# TYPE retries_total counter\nretries_total %.17g\n",
+    bprintf(&b,
+            "# HELP retries_total Retries of transient failures.\n"
+            "# TYPE retries_total counter\nretries_total %.17g\n",
             retries);
     /* Histograms with no labels exist from the start (all zero). */
     find(&sep_size, "");

@@ -75,8 +75,8 @@ static dmx_model *load(const char *name, const char *path, const char *request_i
         cJSON_AddStringToObject(f, "model", name);
         cJSON_AddStringToObject(f, "status", "failed");
         cJSON_AddStringToObject(f, "error", err);
-        srv_log(DMX_LOG_WARN, "demix.models", "model_load", request_id, f,
-                    "cannot load model %s", name);
+        srv_log(DMX_LOG_WARN, "demix.models", "model_load", request_id, f, "cannot load model %s",
+                name);
         srv_error_scrub_paths(err);
         return NULL;
     }
@@ -86,13 +86,11 @@ static dmx_model *load(const char *name, const char *path, const char *request_i
     cJSON_AddStringToObject(f, "path", path);
     cJSON_AddNumberToObject(f, "duration_seconds", srv_now() - t0);
     cJSON_AddNumberToObject(f, "sources", dmx_model_n_sources(mod));
-    srv_log(DMX_LOG_INFO, "demix.models", "model_load", request_id, f, "loaded model %s",
-                name);
+    srv_log(DMX_LOG_INFO, "demix.models", "model_load", request_id, f, "loaded model %s", name);
     return mod;
 }
 
-const dmx_model *srv_model_get(const char *name, const char *request_id, char *err,
-                               size_t errn) {
+const dmx_model *srv_model_get(const char *name, const char *request_id, char *err, size_t errn) {
     pthread_mutex_lock(&cache_lock);
     cached_model *e = cache;
     while (e && strcmp(e->name, name)) e = e->next;
@@ -121,8 +119,7 @@ const dmx_model *srv_model_get(const char *name, const char *request_id, char *e
     }
     pthread_mutex_lock(&cache_lock);
     /* Another thread may have created the entry (and begun a load) since. */
-    for (e = cache; e && strcmp(e->name, name); e = e->next) {
-    }
+    for (e = cache; e && strcmp(e->name, name); e = e->next) {}
     if (e && (e->loading || e->model)) {
         pthread_mutex_unlock(&cache_lock);
         free(path);

@@ -77,7 +77,6 @@ static int probe_cached(const char *path, dmx_repo_probe_info *out) {
     return ok;
 }
 
-
 static int64_t file_bytes(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
@@ -116,7 +115,8 @@ static void add_model_json(cJSON *arr, const char *name, const dmx_repo_hit *h, 
             }
         }
     } else if (probe_cached(h->path, &pi)) {
-        for (int32_t i = 0; i < pi.n_sources; i++) cJSON_AddItemToArray(src, cJSON_CreateString(pi.sources[i]));
+        for (int32_t i = 0; i < pi.n_sources; i++)
+            cJSON_AddItemToArray(src, cJSON_CreateString(pi.sources[i]));
         cJSON_AddStringToObject(o, "family", pi.families);
     } else {
         cJSON_AddStringToObject(o, "family", "unknown"); /* unreadable: `sources` stays empty */
@@ -137,8 +137,10 @@ static int claimed_by_known(const dmx_repo_item *it) {
 cJSON *srv_models_json(void) {
     cJSON *arr = cJSON_CreateArray();
     char *dir = NULL;
-    if (srv_cfg.repo) dir = strdup(srv_cfg.repo);
-    else if (dmx_repo_cache_dir(&dir) != DMX_OK) dir = NULL;
+    if (srv_cfg.repo)
+        dir = strdup(srv_cfg.repo);
+    else if (dmx_repo_cache_dir(&dir) != DMX_OK)
+        dir = NULL;
     if (!dir) return arr;
     if (!srv_cfg.repo) {
         /* Upstream's names first, each under the name users type. */
@@ -177,8 +179,10 @@ cJSON *srv_models_json(void) {
  * checkpoint reads. A usable model file in the folder is enough. */
 int srv_models_any_available(void) {
     char *dir = NULL;
-    if (srv_cfg.repo) dir = strdup(srv_cfg.repo);
-    else if (dmx_repo_cache_dir(&dir) != DMX_OK) dir = NULL;
+    if (srv_cfg.repo)
+        dir = strdup(srv_cfg.repo);
+    else if (dmx_repo_cache_dir(&dir) != DMX_OK)
+        dir = NULL;
     dmx_repo_list *l = NULL;
     int found = 0;
     if (dir && dmx_repo_scan(dir, &l) == DMX_OK)

@@ -18,19 +18,19 @@
 
 static const char *reason(int code) {
     switch (code) {
-    case 200: return "OK";
-    case 304: return "Not modified (ETag)";
-    case 202: return "Accepted: the job is queued (Location: /jobs/{id})";
-    case 400: return "Bad request (invalid field, unknown model or source)";
-    case 401: return "Missing or wrong API key";
-    case 404: return "Not found";
-    case 409: return "The job has no results yet";
-    case 413: return "Payload too large";
-    case 415: return "Unsupported media type";
-    case 422: return "Undecodable or too long audio";
-    case 429: return "Rate limited (Retry-After, RateLimit headers)";
-    case 503: return "Unavailable: queue full, breaker open or shutting down (Retry-After)";
-    default: return "Response";
+        case 200: return "OK";
+        case 304: return "Not modified (ETag)";
+        case 202: return "Accepted: the job is queued (Location: /jobs/{id})";
+        case 400: return "Bad request (invalid field, unknown model or source)";
+        case 401: return "Missing or wrong API key";
+        case 404: return "Not found";
+        case 409: return "The job has no results yet";
+        case 413: return "Payload too large";
+        case 415: return "Unsupported media type";
+        case 422: return "Undecodable or too long audio";
+        case 429: return "Rate limited (Retry-After, RateLimit headers)";
+        case 503: return "Unavailable: queue full, breaker open or shutting down (Retry-After)";
+        default: return "Response";
     }
 }
 
@@ -49,15 +49,22 @@ static cJSON *separate_body(void) {
     /* OpenAPI 3.0.3 (JSON Schema draft 5 there): exclusiveMaximum is a
      * boolean beside maximum. */
     if (asprintf(&s,
-                 "{\"required\":true,\"content\":{\"multipart/form-data\":{\"schema\":{\"type\":\"object\","
+                 "{\"required\":true,\"content\":{\"multipart/"
+                 "form-data\":{\"schema\":{\"type\":\"object\","
                  "\"required\":[\"file\"],\"properties\":{"
-                 "\"file\":{\"type\":\"string\",\"format\":\"binary\",\"description\":\"audio in any format FFmpeg decodes\"},"
-                 "\"model_name\":{\"type\":\"string\",\"default\":\"%s\",\"description\":\"a name of GET /models\"},"
-                 "\"two_stems\":{\"type\":\"string\",\"description\":\"a source of the model: writes it and no_<source>\"},"
-                 "\"format\":{\"type\":\"string\",\"enum\":[\"wav\",\"flac\",\"mp3\"],\"default\":\"%s\"},"
+                 "\"file\":{\"type\":\"string\",\"format\":\"binary\",\"description\":\"audio in "
+                 "any format FFmpeg decodes\"},"
+                 "\"model_name\":{\"type\":\"string\",\"default\":\"%s\",\"description\":\"a name "
+                 "of GET /models\"},"
+                 "\"two_stems\":{\"type\":\"string\",\"description\":\"a source of the model: "
+                 "writes it and no_<source>\"},"
+                 "\"format\":{\"type\":\"string\",\"enum\":[\"wav\",\"flac\",\"mp3\"],\"default\":"
+                 "\"%s\"},"
                  "\"shifts\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":%d,\"default\":%d},"
-                 "\"overlap\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1,\"exclusiveMaximum\":true,\"default\":%g},"
-                 "\"wait\":{\"type\":\"boolean\",\"default\":false,\"description\":\"block until done (also a query parameter); "
+                 "\"overlap\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1,"
+                 "\"exclusiveMaximum\":true,\"default\":%g},"
+                 "\"wait\":{\"type\":\"boolean\",\"default\":false,\"description\":\"block until "
+                 "done (also a query parameter); "
                  "with Accept: application/zip the answer is the stems as a zip\"}}}}}}",
                  SRV_SEP_DEFAULT_MODEL, SRV_SEP_DEFAULT_FORMAT, SRV_SEP_MAX_SHIFTS,
                  SRV_SEP_DEFAULT_SHIFTS, SRV_SEP_DEFAULT_OVERLAP) < 0)
@@ -72,11 +79,11 @@ static cJSON *separate_body(void) {
 static const struct {
     const char *method, *tmpl, *schema;
 } BODIES[] = {
-    {"GET", "/livez", "Status"},     {"GET", "/health", "Health"},
-    {"GET", "/readyz", "Status"},    {"GET", "/models", "ModelList"},
-    {"GET", "/openapi.json", NULL},  {"POST", "/alerts", "AlertsReceived"},
-    {"POST", "/separate", "Job"},    {"GET", "/jobs", "JobList"},
-    {"GET", "/jobs/{id}", "Job"},    {"DELETE", "/jobs/{id}", "Job"},
+    {"GET", "/livez", "Status"},    {"GET", "/health", "Health"},
+    {"GET", "/readyz", "Status"},   {"GET", "/models", "ModelList"},
+    {"GET", "/openapi.json", NULL}, {"POST", "/alerts", "AlertsReceived"},
+    {"POST", "/separate", "Job"},   {"GET", "/jobs", "JobList"},
+    {"GET", "/jobs/{id}", "Job"},   {"DELETE", "/jobs/{id}", "Job"},
 };
 
 /* The 2xx content of route rt: a schema for JSON, a string otherwise. */
@@ -100,50 +107,72 @@ static cJSON *ok_content(const srv_route_info *rt) {
     }
     /* POST /separate with wait=true and Accept: application/zip. */
     if (!strcmp(rt->tmpl, "/separate"))
-        cJSON_AddItemToObject(ct, "application/zip",
-                              cJSON_Parse("{\"schema\":{\"type\":\"string\",\"format\":\"binary\"}}"));
+        cJSON_AddItemToObject(
+            ct, "application/zip",
+            cJSON_Parse("{\"schema\":{\"type\":\"string\",\"format\":\"binary\"}}"));
     return ct;
 }
 
 /* Shared schemas. Responses may carry more properties than listed (new
  * fields are additions); the listed ones are always there. */
 static const char SCHEMAS[] =
-    "{\"Error\":{\"type\":\"object\",\"required\":[\"error\"],\"properties\":{\"error\":{\"type\":\"object\","
-    "\"required\":[\"code\",\"message\",\"request_id\"],\"properties\":{\"code\":{\"type\":\"string\"},"
+    "{\"Error\":{\"type\":\"object\",\"required\":[\"error\"],\"properties\":{\"error\":{\"type\":"
+    "\"object\","
+    "\"required\":[\"code\",\"message\",\"request_id\"],\"properties\":{\"code\":{\"type\":"
+    "\"string\"},"
     "\"message\":{\"type\":\"string\"},\"request_id\":{\"type\":\"string\"}}}}},"
-    "\"Status\":{\"type\":\"object\",\"required\":[\"status\"],\"properties\":{\"status\":{\"type\":\"string\"}}},"
-    "\"Health\":{\"type\":\"object\",\"required\":[\"status\",\"version\",\"uptime_seconds\",\"models_loaded\","
-    "\"queue_depth\",\"queue_capacity\",\"active_jobs\",\"workers\",\"circuit_breakers\"],\"properties\":{"
-    "\"status\":{\"type\":\"string\",\"enum\":[\"ok\",\"degraded\"]},\"version\":{\"type\":\"string\"},"
+    "\"Status\":{\"type\":\"object\",\"required\":[\"status\"],\"properties\":{\"status\":{"
+    "\"type\":\"string\"}}},"
+    "\"Health\":{\"type\":\"object\",\"required\":[\"status\",\"version\",\"uptime_seconds\","
+    "\"models_loaded\","
+    "\"queue_depth\",\"queue_capacity\",\"active_jobs\",\"workers\",\"circuit_breakers\"],"
+    "\"properties\":{"
+    "\"status\":{\"type\":\"string\",\"enum\":[\"ok\",\"degraded\"]},\"version\":{\"type\":"
+    "\"string\"},"
     "\"uptime_seconds\":{\"type\":\"number\"},\"models_loaded\":{\"type\":\"integer\"},"
     "\"queue_depth\":{\"type\":\"integer\"},\"queue_capacity\":{\"type\":\"integer\"},"
     "\"active_jobs\":{\"type\":\"integer\"},\"workers\":{\"type\":\"integer\"},"
     "\"circuit_breakers\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\","
     "\"enum\":[\"closed\",\"open\",\"half_open\"]}},\"disk_free_bytes\":{\"type\":\"number\"}}},"
     "\"Model\":{\"type\":\"object\",\"required\":[\"name\",\"loaded\"],\"properties\":{"
-    "\"name\":{\"type\":\"string\"},\"file\":{\"type\":\"string\"},\"source\":{\"type\":\"string\"},"
-    "\"kind\":{\"type\":\"string\"},\"size_bytes\":{\"type\":\"number\"},\"loaded\":{\"type\":\"boolean\"}}},"
-    "\"ModelList\":{\"type\":\"object\",\"required\":[\"models\"],\"properties\":{\"models\":{\"type\":\"array\","
+    "\"name\":{\"type\":\"string\"},\"file\":{\"type\":\"string\"},\"source\":{\"type\":\"string\"}"
+    ","
+    "\"kind\":{\"type\":\"string\"},\"size_bytes\":{\"type\":\"number\"},\"loaded\":{\"type\":"
+    "\"boolean\"}}},"
+    "\"ModelList\":{\"type\":\"object\",\"required\":[\"models\"],\"properties\":{\"models\":{"
+    "\"type\":\"array\","
     "\"items\":{\"$ref\":\"#/components/schemas/Model\"}}}},"
-    "\"Stem\":{\"type\":\"object\",\"required\":[\"name\",\"url\"],\"properties\":{\"name\":{\"type\":\"string\"},"
+    "\"Stem\":{\"type\":\"object\",\"required\":[\"name\",\"url\"],\"properties\":{\"name\":{"
+    "\"type\":\"string\"},"
     "\"url\":{\"type\":\"string\"}}},"
-    "\"Job\":{\"type\":\"object\",\"required\":[\"id\",\"status\",\"progress\",\"model\",\"format\",\"shifts\","
+    "\"Job\":{\"type\":\"object\",\"required\":[\"id\",\"status\",\"progress\",\"model\","
+    "\"format\",\"shifts\","
     "\"overlap\",\"stems\",\"error\"],\"properties\":{\"id\":{\"type\":\"string\"},"
-    "\"status\":{\"type\":\"string\",\"enum\":[\"queued\",\"running\",\"done\",\"failed\",\"cancelled\"]},"
-    "\"progress\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1},\"model\":{\"type\":\"string\"},"
+    "\"status\":{\"type\":\"string\",\"enum\":[\"queued\",\"running\",\"done\",\"failed\","
+    "\"cancelled\"]},"
+    "\"progress\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1},\"model\":{\"type\":\"string\"}"
+    ","
     "\"two_stems\":{\"type\":\"string\",\"nullable\":true},\"format\":{\"type\":\"string\"},"
-    "\"shifts\":{\"type\":\"integer\"},\"overlap\":{\"type\":\"number\"},\"filename\":{\"type\":\"string\"},"
-    "\"file_size_bytes\":{\"type\":\"number\"},\"audio_seconds\":{\"type\":\"number\",\"nullable\":true},"
-    "\"created_at\":{\"type\":\"string\",\"nullable\":true},\"started_at\":{\"type\":\"string\",\"nullable\":true},"
-    "\"finished_at\":{\"type\":\"string\",\"nullable\":true},\"eta_seconds\":{\"type\":\"number\",\"nullable\":true},"
+    "\"shifts\":{\"type\":\"integer\"},\"overlap\":{\"type\":\"number\"},\"filename\":{\"type\":"
+    "\"string\"},"
+    "\"file_size_bytes\":{\"type\":\"number\"},\"audio_seconds\":{\"type\":\"number\",\"nullable\":"
+    "true},"
+    "\"created_at\":{\"type\":\"string\",\"nullable\":true},\"started_at\":{\"type\":\"string\","
+    "\"nullable\":true},"
+    "\"finished_at\":{\"type\":\"string\",\"nullable\":true},\"eta_seconds\":{\"type\":\"number\","
+    "\"nullable\":true},"
     "\"stems\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/Stem\"}},"
-    "\"error\":{\"type\":\"object\",\"nullable\":true,\"required\":[\"code\",\"message\"],\"properties\":{"
+    "\"error\":{\"type\":\"object\",\"nullable\":true,\"required\":[\"code\",\"message\"],"
+    "\"properties\":{"
     "\"code\":{\"type\":\"string\"},\"message\":{\"type\":\"string\"}}},"
     "\"deleted\":{\"type\":\"boolean\"}}},"
-    "\"JobList\":{\"type\":\"object\",\"required\":[\"jobs\",\"total\",\"limit\",\"offset\"],\"properties\":{"
+    "\"JobList\":{\"type\":\"object\",\"required\":[\"jobs\",\"total\",\"limit\",\"offset\"],"
+    "\"properties\":{"
     "\"jobs\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/Job\"}},"
-    "\"total\":{\"type\":\"integer\"},\"limit\":{\"type\":\"integer\"},\"offset\":{\"type\":\"integer\"}}},"
-    "\"AlertsReceived\":{\"type\":\"object\",\"required\":[\"status\",\"received\"],\"properties\":{"
+    "\"total\":{\"type\":\"integer\"},\"limit\":{\"type\":\"integer\"},\"offset\":{\"type\":"
+    "\"integer\"}}},"
+    "\"AlertsReceived\":{\"type\":\"object\",\"required\":[\"status\",\"received\"],\"properties\":"
+    "{"
     "\"status\":{\"type\":\"string\"},\"received\":{\"type\":\"integer\"}}}}";
 
 static cJSON *alerts_body(void) {
@@ -151,9 +180,11 @@ static cJSON *alerts_body(void) {
         "{\"required\":true,\"content\":{\"application/json\":{\"schema\":{\"type\":\"object\","
         "\"required\":[\"alerts\"],\"description\":\"Alertmanager webhook payload (version 4)\","
         "\"properties\":{\"receiver\":{\"type\":\"string\"},\"status\":{\"type\":\"string\"},"
-        "\"groupKey\":{\"type\":\"string\"},\"alerts\":{\"type\":\"array\",\"items\":{\"type\":\"object\","
+        "\"groupKey\":{\"type\":\"string\"},\"alerts\":{\"type\":\"array\",\"items\":{\"type\":"
+        "\"object\","
         "\"required\":[\"status\",\"labels\"],\"properties\":{\"status\":{\"type\":\"string\","
-        "\"enum\":[\"firing\",\"resolved\"]},\"labels\":{\"type\":\"object\",\"required\":[\"alertname\"],"
+        "\"enum\":[\"firing\",\"resolved\"]},\"labels\":{\"type\":\"object\",\"required\":["
+        "\"alertname\"],"
         "\"additionalProperties\":{\"type\":\"string\"}},\"annotations\":{\"type\":\"object\"},"
         "\"startsAt\":{\"type\":\"string\"},\"endsAt\":{\"type\":\"string\"},"
         "\"fingerprint\":{\"type\":\"string\"}}}}}}}}}");
@@ -212,22 +243,28 @@ static cJSON *build(void) {
                      "\"minimum\":1,\"maximum\":%d,\"default\":%d}}",
                      SRV_JOBS_MAX_LIMIT, SRV_JOBS_DEFAULT_LIMIT);
             cJSON_AddItemToArray(params, cJSON_Parse(lim));
-            cJSON_AddItemToArray(params, cJSON_Parse("{\"name\":\"offset\",\"in\":\"query\",\"schema\":{\"type\":\"integer\",\"minimum\":0,\"default\":0}}"));
+            cJSON_AddItemToArray(params,
+                                 cJSON_Parse("{\"name\":\"offset\",\"in\":\"query\",\"schema\":{"
+                                             "\"type\":\"integer\",\"minimum\":0,\"default\":0}}"));
         }
         if (!strcmp(rt[i].tmpl, "/separate")) {
             cJSON *params = cJSON_AddArrayToObject(op, "parameters");
-            cJSON_AddItemToArray(params, cJSON_Parse(
-                "{\"name\":\"wait\",\"in\":\"query\",\"description\":\"block until the job ends "
-                "(as the form field): 200 with the job, or with Accept: application/zip its stems\","
-                "\"schema\":{\"type\":\"boolean\",\"default\":false}}"));
+            cJSON_AddItemToArray(
+                params, cJSON_Parse("{\"name\":\"wait\",\"in\":\"query\",\"description\":\"block "
+                                    "until the job ends "
+                                    "(as the form field): 200 with the job, or with Accept: "
+                                    "application/zip its stems\","
+                                    "\"schema\":{\"type\":\"boolean\",\"default\":false}}"));
         }
-        if (!strcmp(rt[i].tmpl, "/separate")) cJSON_AddItemToObject(op, "requestBody", separate_body());
+        if (!strcmp(rt[i].tmpl, "/separate"))
+            cJSON_AddItemToObject(op, "requestBody", separate_body());
         if (!strcmp(rt[i].tmpl, "/alerts")) cJSON_AddItemToObject(op, "requestBody", alerts_body());
         if (rt[i].auth) cJSON_AddItemToObject(op, "security", cJSON_Parse("[{\"bearer\":[]}]"));
         cJSON *resp = cJSON_AddObjectToObject(op, "responses");
         char codes[64];
         snprintf(codes, sizeof codes, "%s", rt[i].responses);
-        for (char *save = NULL, *t = strtok_r(codes, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+        for (char *save = NULL, *t = strtok_r(codes, " ", &save); t;
+             t = strtok_r(NULL, " ", &save)) {
             int code = atoi(t);
             cJSON *r;
             if (code >= 400) {
@@ -259,15 +296,14 @@ char *srv_openapi_json(void) {
 
 /* ---- the HTML page ----------------------------------------------------------------- */
 
-
 static void html_esc(FILE *f, const char *s) {
     for (; *s; s++) {
         switch (*s) {
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '&': fputs("&amp;", f); break;
-        case '"': fputs("&quot;", f); break;
-        default: fputc(*s, f);
+            case '<': fputs("&lt;", f); break;
+            case '>': fputs("&gt;", f); break;
+            case '&': fputs("&amp;", f); break;
+            case '"': fputs("&quot;", f); break;
+            default: fputc(*s, f);
         }
     }
 }
@@ -283,17 +319,22 @@ char *srv_openapi_html(void) {
     }
     const cJSON *info = cJSON_GetObjectItemCaseSensitive(d, "info");
     fputs("<!doctype html><html><head><meta charset=\"utf-8\"><title>demix API</title><style>"
-          "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
-          "h2{border-bottom:1px solid #ddd;padding-bottom:.3rem}code{background:#f3f3f3;padding:0 .2rem}"
+          "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 "
+          "1rem;color:#222}"
+          "h2{border-bottom:1px solid #ddd;padding-bottom:.3rem}code{background:#f3f3f3;padding:0 "
+          ".2rem}"
           ".op{margin:1rem 0;padding:.6rem 1rem;border-left:4px solid #36c;background:#f8f9fc}"
           ".m{font-weight:bold;display:inline-block;min-width:4.5rem}.lock{color:#a60}"
-          "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:left}"
-          "</style></head><body><h1>demix API ", f);
+          "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.2rem "
+          ".5rem;text-align:left}"
+          "</style></head><body><h1>demix API ",
+          f);
     html_esc(f, cJSON_GetObjectItemCaseSensitive(info, "version")->valuestring);
     fputs("</h1><p>", f);
     html_esc(f, cJSON_GetObjectItemCaseSensitive(info, "description")->valuestring);
     fputs("</p><p>Machine-readable: <a href=\"/openapi.json\">/openapi.json</a> (OpenAPI 3).</p>"
-          "<h2>Routes</h2>", f);
+          "<h2>Routes</h2>",
+          f);
     const cJSON *path;
     cJSON_ArrayForEach(path, cJSON_GetObjectItemCaseSensitive(d, "paths")) {
         const cJSON *op;

@@ -491,7 +491,7 @@ void srv__job_fail(srv_job *j, srv_error e, const char *fmt, ...) {
     cJSON_AddStringToObject(f, "error_code", srv_error_code(e));
     cJSON_AddStringToObject(f, "detail", msg);
     srv_log(DMX_LOG_INFO, "demix.jobs", "job_error", j->request_id, f, "job %s: %s", j->id,
-                srv_error_code(e));
+            srv_error_code(e));
     srv_error_scrub_paths(msg);
     pthread_mutex_lock(&jobs_lock);
     snprintf(j->error, sizeof j->error, "%s", msg);
@@ -549,7 +549,7 @@ void srv__queue_stop(double grace) {
         if (pthread_cond_timedwait(&job_cv, &jobs_lock, &ts) != 0) break;
     if (n_active > 0) {
         srv_log(DMX_LOG_WARN, "demix.jobs", "shutdown", NULL, NULL,
-                    "grace period over: checkpointing %d running job(s) as queued", n_active);
+                "grace period over: checkpointing %d running job(s) as queued", n_active);
         for (int i = 0; i < n_all; i++)
             if (all_jobs[i]->state == JOB_RUNNING) {
                 all_jobs[i]->shutdown = 1;

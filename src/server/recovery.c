@@ -71,7 +71,7 @@ static int requeue(srv_job *j) {
         cJSON_AddStringToObject(f, "job", j->id);
         cJSON_AddStringToObject(f, "model", j->model);
         srv_log(DMX_LOG_INFO, "demix.jobs", "job_requeued", j->request_id, f,
-                    "job %s re-queued after a restart", j->id);
+                "job %s re-queued after a restart", j->id);
     }
     srv_store_save(j);
     return back;
@@ -101,7 +101,7 @@ static int sweep_orphans(srv_job **v, int n) {
         cJSON *f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "job", e->d_name);
         srv_log(DMX_LOG_INFO, "demix.jobs", "orphan_removed", NULL, f,
-                    "removed folder of job %s: no stored job owns it", e->d_name);
+                "removed folder of job %s: no stored job owns it", e->d_name);
         removed++;
     }
     if (d) closedir(d);
@@ -149,8 +149,8 @@ int srv__recover(void) {
     cJSON_AddNumberToObject(f, "requeued", requeued);
     cJSON_AddNumberToObject(f, "orphans_removed", orphans);
     srv_log(DMX_LOG_INFO, "demix.jobs", "recovery", NULL, f,
-                "%d stored job(s), %d re-queued, %d orphaned folder(s) removed", kept, requeued,
-                orphans);
+            "%d stored job(s), %d re-queued, %d orphaned folder(s) removed", kept, requeued,
+            orphans);
     return 0;
 }
 
@@ -160,8 +160,8 @@ void srv__sweep_expired(void) {
     while ((victim = srv__jobs_expired(limit))) {
         cJSON *f = cJSON_CreateObject();
         cJSON_AddStringToObject(f, "job", victim->id);
-        srv_log(DMX_LOG_INFO, "demix.jobs", "job_expired", victim->request_id, f,
-                    "job %s expired", victim->id);
+        srv_log(DMX_LOG_INFO, "demix.jobs", "job_expired", victim->request_id, f, "job %s expired",
+                victim->id);
         srv_job_delete(victim);
         srv_job_put(victim);
     }

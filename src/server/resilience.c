@@ -107,9 +107,9 @@ int srv_ratelimit_buckets(void) {
 typedef struct breaker {
     char name[160];
     srv_breaker_state state;
-    int failures;    /* consecutive, while closed */
-    double opened;   /* srv_now() when it opened */
-    int probes;      /* trial calls in flight while half-open */
+    int failures;  /* consecutive, while closed */
+    double opened; /* srv_now() when it opened */
+    int probes;    /* trial calls in flight while half-open */
 } breaker;
 
 static breaker breakers[MAX_BREAKERS];
@@ -145,8 +145,8 @@ static void transition(breaker *b, srv_breaker_state to) {
     cJSON_AddStringToObject(f, "from", srv_breaker_state_name(from));
     cJSON_AddStringToObject(f, "to", srv_breaker_state_name(to));
     srv_log(to == SRV_BREAKER_OPEN ? DMX_LOG_WARN : DMX_LOG_INFO, "demix.breaker",
-                "circuit_breaker", NULL, f, "circuit breaker %s: %s -> %s", b->name,
-                srv_breaker_state_name(from), srv_breaker_state_name(to));
+            "circuit_breaker", NULL, f, "circuit breaker %s: %s -> %s", b->name,
+            srv_breaker_state_name(from), srv_breaker_state_name(to));
 }
 
 static int remaining_open(const breaker *b) {
@@ -181,7 +181,9 @@ static int br_gate(const char *name, int *retry_after, int take) {
     return r;
 }
 
-int srv_breaker_acquire(const char *name, int *retry_after) { return br_gate(name, retry_after, 1); }
+int srv_breaker_acquire(const char *name, int *retry_after) {
+    return br_gate(name, retry_after, 1);
+}
 int srv_breaker_check(const char *name, int *retry_after) { return br_gate(name, retry_after, 0); }
 
 void srv_breaker_record(const char *name, int ok) {
@@ -194,7 +196,8 @@ void srv_breaker_record(const char *name, int ok) {
         } else if (ok) {
             b->failures = 0;
         } else if (b->state == SRV_BREAKER_CLOSED &&
-                   ++b->failures >= (srv_cfg.breaker_threshold > 0 ? srv_cfg.breaker_threshold : 1)) {
+                   ++b->failures >=
+                       (srv_cfg.breaker_threshold > 0 ? srv_cfg.breaker_threshold : 1)) {
             transition(b, SRV_BREAKER_OPEN);
         }
     }

@@ -217,8 +217,10 @@ static void disposition(const char *name, char *out, size_t cap) {
         out[k++] = *p < 0x80 ? (char)*p : '_';
     k += (size_t)snprintf(out + k, k < cap ? cap - k : 0, "\"; filename*=UTF-8''");
     for (const unsigned char *p = (const unsigned char *)name; *p && k + 4 < cap; p++) {
-        if (isalnum(*p) || strchr("!#$&+-.^_`|~", *p)) out[k++] = (char)*p;
-        else k += (size_t)snprintf(out + k, cap - k, "%%%02X", *p);
+        if (isalnum(*p) || strchr("!#$&+-.^_`|~", *p))
+            out[k++] = (char)*p;
+        else
+            k += (size_t)snprintf(out + k, cap - k, "%%%02X", *p);
     }
     if (k < cap) out[k] = '\0';
 }
@@ -232,15 +234,17 @@ static enum MHD_Result h_stem(struct MHD_Connection *c, srv_req *r, const char *
     track_name(j->upload_name, track, sizeof track);
     srv_job_put(j);
     if (!path)
-        return srv_respond_error(c, r, "stem_not_found",
-                                 "job %s has no stem '%s' (or is not done)", r->id, r->stem);
+        return srv_respond_error(c, r, "stem_not_found", "job %s has no stem '%s' (or is not done)",
+                                 r->id, r->stem);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     free(path);
     if (fd < 0) return srv_respond_error(c, r, "stem_not_found", "stem file is gone");
     char fname[256];
     snprintf(fname, sizeof fname, "%s_%s.%s", track, r->stem, fmt);
     return send_fd(c, r, fd,
-                   !strcmp(fmt, "mp3") ? "audio/mpeg" : !strcmp(fmt, "flac") ? "audio/flac" : "audio/wav",
+                   !strcmp(fmt, "mp3")    ? "audio/mpeg"
+                   : !strcmp(fmt, "flac") ? "audio/flac"
+                                          : "audio/wav",
                    fname);
 }
 
@@ -278,7 +282,8 @@ enum MHD_Result srv_send_zip(struct MHD_Connection *c, srv_req *r, srv_job *j) {
     if (asprintf(&zp, "%s/stems.zip", j->dir) < 0) zp = NULL;
     srv_job_put(j);
     int fd = zp ? open(zp, O_RDONLY | O_CLOEXEC) : -1;
-    if (zp && fd < 0 && srv_zip_write(zp, paths, names, n) == 0) fd = open(zp, O_RDONLY | O_CLOEXEC);
+    if (zp && fd < 0 && srv_zip_write(zp, paths, names, n) == 0)
+        fd = open(zp, O_RDONLY | O_CLOEXEC);
     free(zp);
     srv_strv_free(paths, n);
     srv_strv_free(names, n);
@@ -344,8 +349,7 @@ static enum MHD_Result h_alerts(struct MHD_Connection *c, srv_req *r, const char
 
 /* ---- documentation -------------------------------------------------------------------- */
 
-static enum MHD_Result send_text(struct MHD_Connection *c, srv_req *r, char *s,
-                                 const char *ctype) {
+static enum MHD_Result send_text(struct MHD_Connection *c, srv_req *r, char *s, const char *ctype) {
     if (!s) return srv_respond_error(c, r, "internal", "out of memory");
     size_t len = strlen(s);
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, s, MHD_RESPMEM_MUST_FREE);
@@ -370,20 +374,37 @@ static enum MHD_Result h_docs(struct MHD_Connection *c, srv_req *r, const char *
 static const srv_route_info ROUTES[] = {
     {"GET", "/", srv_web_index, 0, "The web page (index.html).", "200 304", "text/html"},
     {"GET", "/static/{stem}", srv_web_static, 0, "A file of the web page.", "200 304 404", "*/*"},
-    {"GET", "/livez", h_livez, 0, "Liveness probe: the process answers.", "200", "application/json"},
-    {"GET", "/health", h_health, 0, "Health: version, uptime, models, breakers, queue, disk.", "200", "application/json"},
-    {"GET", "/readyz", h_readyz, 0, "Readiness probe: 503 while no model can run, a breaker is open, the queue is full, the job store is unreachable or the disk is low.", "200 503", "application/json"},
+    {"GET", "/livez", h_livez, 0, "Liveness probe: the process answers.", "200",
+     "application/json"},
+    {"GET", "/health", h_health, 0, "Health: version, uptime, models, breakers, queue, disk.",
+     "200", "application/json"},
+    {"GET", "/readyz", h_readyz, 0,
+     "Readiness probe: 503 while no model can run, a breaker is open, the queue is full, the job "
+     "store is unreachable or the disk is low.",
+     "200 503", "application/json"},
     {"GET", "/models", h_models, 0, "Available and loaded models.", "200", "application/json"},
-    {"GET", "/metrics", h_metrics, 0, "Prometheus metrics (text format 0.0.4).", "200", "text/plain"},
-    {"GET", "/openapi.json", h_openapi, 0, "This API as an OpenAPI 3 document.", "200", "application/json"},
+    {"GET", "/metrics", h_metrics, 0, "Prometheus metrics (text format 0.0.4).", "200",
+     "text/plain"},
+    {"GET", "/openapi.json", h_openapi, 0, "This API as an OpenAPI 3 document.", "200",
+     "application/json"},
     {"GET", "/docs", h_docs, 0, "This API as a readable page.", "200", "text/html"},
-    {"POST", "/alerts", h_alerts, 0, "Alertmanager webhook receiver: logs and counts each alert (bearer token when --alerts-token is set).", "200 400 401 413 415", "application/json"},
-    {"POST", "/separate", srv_h_separate, 1, "Upload audio (multipart: file, model_name, two_stems, format, shifts, overlap, wait) and start a separation job.", "200 202 400 401 413 415 422 429 503 507", "application/json"},
-    {"GET", "/jobs", h_jobs, 1, "Recent jobs, newest first (limit, offset).", "200 400 401", "application/json"},
-    {"GET", "/jobs/{id}", h_job, 1, "A job: status, progress, ETA, stems, error.", "200 401 404", "application/json"},
-    {"DELETE", "/jobs/{id}", h_job_delete, 1, "Cancel a job and delete its files.", "200 401 404", "application/json"},
+    {"POST", "/alerts", h_alerts, 0,
+     "Alertmanager webhook receiver: logs and counts each alert (bearer token when --alerts-token "
+     "is set).",
+     "200 400 401 413 415", "application/json"},
+    {"POST", "/separate", srv_h_separate, 1,
+     "Upload audio (multipart: file, model_name, two_stems, format, shifts, overlap, wait) and "
+     "start a separation job.",
+     "200 202 400 401 413 415 422 429 503 507", "application/json"},
+    {"GET", "/jobs", h_jobs, 1, "Recent jobs, newest first (limit, offset).", "200 400 401",
+     "application/json"},
+    {"GET", "/jobs/{id}", h_job, 1, "A job: status, progress, ETA, stems, error.", "200 401 404",
+     "application/json"},
+    {"DELETE", "/jobs/{id}", h_job_delete, 1, "Cancel a job and delete its files.", "200 401 404",
+     "application/json"},
     {"GET", "/jobs/{id}/stems/{stem}", h_stem, 1, "Download one stem.", "200 401 404", "audio/*"},
-    {"GET", "/jobs/{id}/zip", h_zip, 1, "Download all stems as a zip.", "200 401 404 409", "application/zip"},
+    {"GET", "/jobs/{id}/zip", h_zip, 1, "Download all stems as a zip.", "200 401 404 409",
+     "application/zip"},
 };
 
 const srv_route_info *srv_routes(size_t *n) {
@@ -416,8 +437,7 @@ static int match(const char *tmpl, const char *path, srv_req *r) {
     return 1;
 }
 
-const srv_route_info *srv_route(const char *method, const char *path, srv_req *r,
-                                int *mismatch) {
+const srv_route_info *srv_route(const char *method, const char *path, srv_req *r, int *mismatch) {
     *mismatch = 0;
     for (size_t i = 0; i < sizeof ROUTES / sizeof *ROUTES; i++) {
         if (!match(ROUTES[i].tmpl, path, r)) continue;

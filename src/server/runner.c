@@ -86,7 +86,8 @@ static srv_job_state fail_with(srv_job *j, dmx_status st, int64_t frames_read) {
         return JOB_CANCELLED;
     }
     if (st == DMX_ERR_BAD_INPUT) /* the pipeline's only BAD_INPUT: past max_frames */
-        srv__job_fail(j, SRV_E_AUDIO_TOO_LONG, "the audio lasts longer than this server's limit of %g s",
+        srv__job_fail(j, SRV_E_AUDIO_TOO_LONG,
+                      "the audio lasts longer than this server's limit of %g s",
                       srv_cfg.max_duration_seconds);
     else if (st == DMX_ERR_DECODE || (st == DMX_ERR_IO && frames_read == 0))
         srv__job_fail(j, SRV_E_UNDECODABLE_AUDIO, "%s", detail(st));
@@ -110,7 +111,8 @@ static srv_job_state run_job(worker_state *w, srv_job *j) {
     if (use_model(w, j, m) < 0) return JOB_FAILED;
     int k2 = -1;
     if (j->two_stems[0] && (k2 = dmx_model_source_index(m, j->two_stems)) < 0) {
-        srv__job_fail(j, SRV_E_INVALID_ARGUMENT, "model %s has no source '%s'", j->model, j->two_stems);
+        srv__job_fail(j, SRV_E_INVALID_ARGUMENT, "model %s has no source '%s'", j->model,
+                      j->two_stems);
         return JOB_FAILED;
     }
     dmx_audio_format fmt;
@@ -123,7 +125,8 @@ static srv_job_state run_job(worker_state *w, srv_job *j) {
     /* The stems to write: all, or STEM and no_STEM (sum of the others, as
      * the CLI's default --other-method add). */
     char names[SRV_JOB_MAX_STEMS + 1][DMX_MAX_STEM_NAME];
-    int n_out = dmx_file_stems(m, k2 >= 0 ? j->two_stems : NULL, DMX_OTHER_ADD, names, SRV_JOB_MAX_STEMS);
+    int n_out =
+        dmx_file_stems(m, k2 >= 0 ? j->two_stems : NULL, DMX_OTHER_ADD, names, SRV_JOB_MAX_STEMS);
     if (n_out < 1 || n_out > SRV_JOB_MAX_STEMS) {
         srv__job_fail(j, SRV_E_INTERNAL, "cannot name the stems of model %s", j->model);
         return JOB_FAILED;
@@ -131,7 +134,8 @@ static srv_job_state run_job(worker_state *w, srv_job *j) {
     char *paths[SRV_JOB_MAX_STEMS] = {0};
     int ok = 1;
     for (int s = 0; s < n_out; s++)
-        if (asprintf(&paths[s], "%s/%s.%s", j->dir, names[s], j->format) < 0) paths[s] = NULL, ok = 0;
+        if (asprintf(&paths[s], "%s/%s.%s", j->dir, names[s], j->format) < 0)
+            paths[s] = NULL, ok = 0;
     if (!ok) {
         for (int q = 0; q < n_out; q++) free(paths[q]);
         srv__job_fail(j, SRV_E_OUT_OF_MEMORY, "out of memory");
@@ -149,16 +153,19 @@ static srv_job_state run_job(worker_state *w, srv_job *j) {
     /* the same streaming pipeline as `demix separate` with its defaults
      * (rescale anti-clipping): memory does not grow with the upload, and
      * pass 1 stops just past --max-duration */
-    dmx_file_job fj = {j->input, k2 >= 0 ? j->two_stems : NULL, DMX_OTHER_ADD, DMX_CLIP_RESCALE, fmt,
-                       (const char *const *)paths, n_out,
-                       (int64_t)(srv_cfg.max_duration_seconds * dmx_model_samplerate(m))};
+    dmx_file_job fj = {
+        j->input,      k2 >= 0 ? j->two_stems : NULL,
+        DMX_OTHER_ADD, DMX_CLIP_RESCALE,
+        fmt,           (const char *const *)paths,
+        n_out,         (int64_t)(srv_cfg.max_duration_seconds * dmx_model_samplerate(m))};
     dmx_status st;
     int64_t n = 0;
     double t_inf = srv_now();
     for (int attempt = 0;; attempt++) {
         st = dmx_separate_file(w->session, &fj, &o, &n);
         /* transient failures only (I/O, memory); never bad input */
-        if (st == DMX_OK || !srv_transient(st) || attempt >= srv_cfg.retries || atomic_load(&j->cancel))
+        if (st == DMX_OK || !srv_transient(st) || attempt >= srv_cfg.retries ||
+            atomic_load(&j->cancel))
             break;
         srv_metrics_retry();
         srv_backoff_sleep(attempt, &j->cancel);
@@ -174,8 +181,8 @@ static void log_start(const srv_job *j) {
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "job", j->id);
     cJSON_AddStringToObject(f, "model", j->model);
-    srv_log(DMX_LOG_INFO, "demix.jobs", "separation_start", j->request_id, f,
-                "job %s started", j->id);
+    srv_log(DMX_LOG_INFO, "demix.jobs", "separation_start", j->request_id, f, "job %s started",
+            j->id);
 }
 
 static void log_end(const srv_job *j, srv_job_state st, int requeue, double dt) {
@@ -188,8 +195,8 @@ static void log_end(const srv_job *j, srv_job_state st, int requeue, double dt) 
     if (st != JOB_DONE) cJSON_AddStringToObject(f, "error", j->error);
     if (st != JOB_DONE) cJSON_AddStringToObject(f, "error_code", j->error_code);
     srv_log(st == JOB_FAILED ? DMX_LOG_WARN : DMX_LOG_INFO, "demix.jobs", "separation",
-                j->request_id, f, "job %s %s", j->id,
-                requeue ? "checkpointed as queued" : srv_job_state_name(st));
+            j->request_id, f, "job %s %s", j->id,
+            requeue ? "checkpointed as queued" : srv_job_state_name(st));
 }
 
 static void *worker_main(void *arg) {

@@ -32,9 +32,12 @@
 
 /* ---- the form, as data ---------------------------------------------------------- */
 
-const srv_separate_request srv_separate_defaults = {
-    .model = SRV_SEP_DEFAULT_MODEL, .two_stems = "", .format = SRV_SEP_DEFAULT_FORMAT,
-    .shifts = SRV_SEP_DEFAULT_SHIFTS, .overlap = SRV_SEP_DEFAULT_OVERLAP, .wait = 0};
+const srv_separate_request srv_separate_defaults = {.model = SRV_SEP_DEFAULT_MODEL,
+                                                    .two_stems = "",
+                                                    .format = SRV_SEP_DEFAULT_FORMAT,
+                                                    .shifts = SRV_SEP_DEFAULT_SHIFTS,
+                                                    .overlap = SRV_SEP_DEFAULT_OVERLAP,
+                                                    .wait = 0};
 
 static int truthy(const char *s) {
     return s && (!strcmp(s, "1") || !strcasecmp(s, "true") || !strcasecmp(s, "yes"));
@@ -55,8 +58,8 @@ static int invalid(srv_error *code, char *msg, size_t n, const char *text) {
     return -1;
 }
 
-int srv_separate_parse(const srv_separate_fields *f, srv_separate_request *q,
-                       srv_error *code, char *msg, size_t n) {
+int srv_separate_parse(const srv_separate_fields *f, srv_separate_request *q, srv_error *code,
+                       char *msg, size_t n) {
     *q = srv_separate_defaults;
     if (f->model_name[0]) {
         if (strlen(f->model_name) >= sizeof q->model)
@@ -168,9 +171,8 @@ static void store_file_part(srv_req *r, sep_state *s, const char *filename, cons
 }
 
 static enum MHD_Result on_post_field(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *filename, const char *ctype,
-                                     const char *encoding, const char *data, uint64_t off,
-                                     size_t size) {
+                                     const char *filename, const char *ctype, const char *encoding,
+                                     const char *data, uint64_t off, size_t size) {
     (void)kind, (void)ctype, (void)encoding;
     srv_req *r = cls;
     sep_state *s = r->route_state;
@@ -181,7 +183,7 @@ static enum MHD_Result on_post_field(void *cls, enum MHD_ValueKind kind, const c
         return MHD_YES;
     }
     srv_separate_fields *f = &s->f;
-    char *dst = !strcmp(key, "model_name") ? f->model_name
+    char *dst = !strcmp(key, "model_name")  ? f->model_name
                 : !strcmp(key, "two_stems") ? f->two_stems
                 : !strcmp(key, "format")    ? f->format
                 : !strcmp(key, "shifts")    ? f->shifts
@@ -232,7 +234,8 @@ static int upload_outcome(sep_state *s, answer *a) {
         return refuse(a, SRV_E_PAYLOAD_TOO_LARGE, "upload exceeds %lld bytes",
                       (long long)srv_cfg.max_upload_bytes);
     if (s->write_failed) return refuse(a, SRV_E_STORAGE_ERROR, "cannot store the upload");
-    if (s->malformed) return refuse(a, SRV_E_INVALID_ARGUMENT, "malformed multipart/form-data body");
+    if (s->malformed)
+        return refuse(a, SRV_E_INVALID_ARGUMENT, "malformed multipart/form-data body");
     if (s->bad_field[0])
         return refuse(a, SRV_E_INVALID_ARGUMENT,
                       s->bad_field_long ? "the field '%s' is longer than %d bytes"
@@ -264,8 +267,9 @@ static int check_model(const srv_separate_request *q, srv_req *r, answer *a) {
     char breaker[160];
     snprintf(breaker, sizeof breaker, "model:%s", q->model);
     if (srv_breaker_check(breaker, &r->retry_after) < 0)
-        return refuse(a, SRV_E_MODEL_UNAVAILABLE, "model '%s' failed to load repeatedly; retry in %d s",
-                      q->model, r->retry_after);
+        return refuse(a, SRV_E_MODEL_UNAVAILABLE,
+                      "model '%s' failed to load repeatedly; retry in %d s", q->model,
+                      r->retry_after);
     if (!q->two_stems[0]) return 0;
     /* The source names live in the checkpoint: load it now (it is shared
      * and cached, so the job would need it anyway) to refuse an unknown
@@ -304,8 +308,8 @@ static int probe_audio(const char *path, double *seconds, answer *a) {
     *seconds = frames > 0 && rate > 0 ? (double)frames / rate : 0;
     double limit = srv_cfg.max_duration_seconds;
     if (limit > 0 && *seconds > limit)
-        return refuse(a, SRV_E_AUDIO_TOO_LONG, "the audio lasts %.1f s; this server takes at most %g s",
-                      *seconds, limit);
+        return refuse(a, SRV_E_AUDIO_TOO_LONG,
+                      "the audio lasts %.1f s; this server takes at most %g s", *seconds, limit);
     return 0;
 }
 
@@ -350,11 +354,12 @@ static int submit(srv_job *j, answer *a) {
     rmdir(j->dir);
     srv_job_put(j);
     switch (why) {
-    case SRV_E_QUEUE_FULL: return refuse(a, why, "the job queue is full; retry later");
-    case SRV_E_SHUTTING_DOWN: return refuse(a, why, "the server is shutting down; retry later");
-    case SRV_E_INSUFFICIENT_STORAGE:
-        return refuse(a, why, "the server's disk is full: the job could not be stored");
-    default: return refuse(a, SRV_E_STORE_UNAVAILABLE, "the job could not be stored; retry later");
+        case SRV_E_QUEUE_FULL: return refuse(a, why, "the job queue is full; retry later");
+        case SRV_E_SHUTTING_DOWN: return refuse(a, why, "the server is shutting down; retry later");
+        case SRV_E_INSUFFICIENT_STORAGE:
+            return refuse(a, why, "the server's disk is full: the job could not be stored");
+        default:
+            return refuse(a, SRV_E_STORE_UNAVAILABLE, "the job could not be stored; retry later");
     }
 }
 
@@ -423,8 +428,8 @@ static enum MHD_Result separate_begin(struct MHD_Connection *c, srv_req *r) {
     int ok = srv_ratelimit_take(r->client, &remaining, &reset, &retry);
     if (srv_cfg.rate_per_minute > 0) {
         /* draft-ietf-httpapi-ratelimit-headers: quota per window (s). */
-        srv_req_header(r, "RateLimit-Policy", "%d;w=%d;burst=%d", (int)srv_cfg.rate_per_minute,
-                       60, srv_cfg.rate_burst);
+        srv_req_header(r, "RateLimit-Policy", "%d;w=%d;burst=%d", (int)srv_cfg.rate_per_minute, 60,
+                       srv_cfg.rate_burst);
         srv_req_header(r, "RateLimit", "limit=%d, remaining=%d, reset=%d", srv_cfg.rate_burst,
                        remaining, reset);
     }
@@ -446,7 +451,8 @@ static enum MHD_Result separate_begin(struct MHD_Connection *c, srv_req *r) {
     answer a;
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
     if (!ct || strncasecmp(ct, "multipart/form-data", 19))
-        refuse_after_body(s, SRV_E_UNSUPPORTED_MEDIA_TYPE, "POST /separate takes multipart/form-data");
+        refuse_after_body(s, SRV_E_UNSUPPORTED_MEDIA_TYPE,
+                          "POST /separate takes multipart/form-data");
     else if (check_disk(&a) < 0)
         refuse_after_body(s, a.code, a.msg);
     else if (!(s->pp = MHD_create_post_processor(c, 64 * 1024, on_post_field, r)))
@@ -480,7 +486,7 @@ enum MHD_Result srv_h_separate(struct MHD_Connection *c, srv_req *r, const char 
          * no Content-Length to refuse up front) is cut off instead. */
         if (s->too_large && s->body_bytes > 2 * srv_cfg.max_upload_bytes + (1 << 20)) {
             srv_log(DMX_LOG_WARN, "demix.http", "error", r->request_id, NULL,
-                        "upload far past the limit: connection closed");
+                    "upload far past the limit: connection closed");
             return MHD_NO;
         }
         if (!s->malformed && MHD_post_process(s->pp, upload, *upload_size) != MHD_YES)

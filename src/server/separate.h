@@ -16,12 +16,12 @@
  * and the parser apply them and /openapi.json documents them. 1 shift like upstream's CLI and
  * Separator (and `demix separate`), so the same request gives the same
  * stems everywhere. */
-#define SRV_SEP_DEFAULT_MODEL "htdemucs"
-#define SRV_SEP_DEFAULT_FORMAT "wav"
-#define SRV_SEP_DEFAULT_SHIFTS 1
-#define SRV_SEP_MAX_SHIFTS 100
-#define SRV__STR2(x) #x
-#define SRV__STR(x) SRV__STR2(x)
+#define SRV_SEP_DEFAULT_MODEL   "htdemucs"
+#define SRV_SEP_DEFAULT_FORMAT  "wav"
+#define SRV_SEP_DEFAULT_SHIFTS  1
+#define SRV_SEP_MAX_SHIFTS      100
+#define SRV__STR2(x)            #x
+#define SRV__STR(x)             SRV__STR2(x)
 #define SRV_SEP_DEFAULT_OVERLAP 0.25
 
 /* The text fields as sent ("" when absent). */
@@ -46,7 +46,7 @@ extern const srv_separate_request srv_separate_defaults;
 
 /* Validates the fields into *out. Returns 0, or -1 with *code (always
  * SRV_E_INVALID_ARGUMENT today) and a message for the client in msg. */
-int srv_separate_parse(const srv_separate_fields *f, srv_separate_request *out,
-                       srv_error *code, char *msg, size_t msgn);
+int srv_separate_parse(const srv_separate_fields *f, srv_separate_request *out, srv_error *code,
+                       char *msg, size_t msgn);
 
 #endif

@@ -39,33 +39,57 @@ typedef struct opt {
 static const opt OPTS[] = {
     {"host", "DEMIX_HOST", OPT_STR, &C->host, 0, 0, "IPv4 address to listen on (127.0.0.1)"},
     {"port", "DEMIX_PORT", OPT_INT, &C->port, 0, 65535, "TCP port; 0 picks a free one (8000)"},
-    {"repo", "DEMIX_REPO", OPT_STR, &C->repo, 0, 0, "folder of .th/.yaml models (default: the model cache)"},
-    {"data-dir", "DEMIX_DATA_DIR", OPT_STR, &C->data_dir, 0, 0, "demix.db, uploads and results (demix-data)"},
-    {"store", "DEMIX_STORE", OPT_STR, &C->store, 0, 0, "job store: sqlite:PATH or postgresql://... (sqlite:DATA_DIR/demix.db)"},
-    {"workers", "DEMIX_WORKERS", OPT_INT, &C->workers, 1, 256, "parallel jobs (1; 2 from 8 cores, 4 from 16)"},
-    {"max-upload-mb", "DEMIX_MAX_UPLOAD_MB", OPT_MB, &C->max_upload_bytes, 1, 1 << 20, "upload limit in MiB (200)"},
+    {"repo", "DEMIX_REPO", OPT_STR, &C->repo, 0, 0,
+     "folder of .th/.yaml models (default: the model cache)"},
+    {"data-dir", "DEMIX_DATA_DIR", OPT_STR, &C->data_dir, 0, 0,
+     "demix.db, uploads and results (demix-data)"},
+    {"store", "DEMIX_STORE", OPT_STR, &C->store, 0, 0,
+     "job store: sqlite:PATH or postgresql://... (sqlite:DATA_DIR/demix.db)"},
+    {"workers", "DEMIX_WORKERS", OPT_INT, &C->workers, 1, 256,
+     "parallel jobs (1; 2 from 8 cores, 4 from 16)"},
+    {"max-upload-mb", "DEMIX_MAX_UPLOAD_MB", OPT_MB, &C->max_upload_bytes, 1, 1 << 20,
+     "upload limit in MiB (200)"},
     {"queue", "DEMIX_QUEUE", OPT_INT, &C->queue_max, 1, 100000, "queued jobs before 503 (64)"},
-    {"ttl", "DEMIX_TTL", OPT_NUM, &C->ttl_seconds, 0.1, 1e9, "seconds finished jobs are kept (86400)"},
-    {"job-timeout", "DEMIX_JOB_TIMEOUT", OPT_NUM, &C->job_timeout_seconds, 0, 1e9, "wall limit of one job in seconds, 0 = none (3600)"},
-    {"idle-timeout", "DEMIX_IDLE_TIMEOUT", OPT_NUM, &C->idle_timeout_seconds, 1, 86400, "drop connections silent this long, s (60)"},
-    {"max-connections", "DEMIX_MAX_CONNECTIONS", OPT_INT, &C->max_connections, 1, 65536, "open connections at once (256)"},
-    {"max-connections-per-ip", "DEMIX_MAX_CONNECTIONS_PER_IP", OPT_INT, &C->max_connections_per_ip, 0, 65536, "of those, from one peer address; 0 = no limit (32)"},
-    {"probe-port", "DEMIX_PROBE_PORT", OPT_INT, &C->probe_port, -1, 65535, "second listener for the probes only; -1 = none, 0 = a free one (-1)"},
-    {"max-duration", "DEMIX_MAX_DURATION", OPT_NUM, &C->max_duration_seconds, 0, 1e9, "longest audio accepted in seconds, 0 = any (3600)"},
-    {"min-free-disk", "DEMIX_MIN_FREE_DISK", OPT_MB, &C->min_free_disk_bytes, 0, 1 << 30, "refuse uploads (507) below this free space in the data folder, MiB (1024)"},
-    {"grace", "DEMIX_GRACE", OPT_NUM, &C->grace_seconds, 0, 86400, "SIGTERM: seconds running jobs may finish (30)"},
-    {"rate-limit", "DEMIX_RATE_LIMIT", OPT_NUM, &C->rate_per_minute, 0, 1e6, "POST /separate per client per minute, 0 = off (30)"},
-    {"rate-burst", "DEMIX_RATE_BURST", OPT_INT, &C->rate_burst, 1, 100000, "requests a client may send at once (10)"},
-    {"trusted-proxies", "DEMIX_TRUSTED_PROXIES", OPT_STR, &C->trusted_proxies, 0, 0, "comma-separated proxy IPs whose X-Forwarded-For is believed"},
-    {"breaker-threshold", "DEMIX_BREAKER_THRESHOLD", OPT_INT, &C->breaker_threshold, 1, 1000, "consecutive model load failures that open its breaker (5)"},
-    {"breaker-open", "DEMIX_BREAKER_OPEN", OPT_NUM, &C->breaker_open_seconds, 0.1, 86400, "seconds a breaker stays open (60)"},
-    {"breaker-probes", "DEMIX_BREAKER_PROBES", OPT_INT, &C->breaker_probes, 1, 100, "trial loads at once while half-open (1)"},
+    {"ttl", "DEMIX_TTL", OPT_NUM, &C->ttl_seconds, 0.1, 1e9,
+     "seconds finished jobs are kept (86400)"},
+    {"job-timeout", "DEMIX_JOB_TIMEOUT", OPT_NUM, &C->job_timeout_seconds, 0, 1e9,
+     "wall limit of one job in seconds, 0 = none (3600)"},
+    {"idle-timeout", "DEMIX_IDLE_TIMEOUT", OPT_NUM, &C->idle_timeout_seconds, 1, 86400,
+     "drop connections silent this long, s (60)"},
+    {"max-connections", "DEMIX_MAX_CONNECTIONS", OPT_INT, &C->max_connections, 1, 65536,
+     "open connections at once (256)"},
+    {"max-connections-per-ip", "DEMIX_MAX_CONNECTIONS_PER_IP", OPT_INT, &C->max_connections_per_ip,
+     0, 65536, "of those, from one peer address; 0 = no limit (32)"},
+    {"probe-port", "DEMIX_PROBE_PORT", OPT_INT, &C->probe_port, -1, 65535,
+     "second listener for the probes only; -1 = none, 0 = a free one (-1)"},
+    {"max-duration", "DEMIX_MAX_DURATION", OPT_NUM, &C->max_duration_seconds, 0, 1e9,
+     "longest audio accepted in seconds, 0 = any (3600)"},
+    {"min-free-disk", "DEMIX_MIN_FREE_DISK", OPT_MB, &C->min_free_disk_bytes, 0, 1 << 30,
+     "refuse uploads (507) below this free space in the data folder, MiB (1024)"},
+    {"grace", "DEMIX_GRACE", OPT_NUM, &C->grace_seconds, 0, 86400,
+     "SIGTERM: seconds running jobs may finish (30)"},
+    {"rate-limit", "DEMIX_RATE_LIMIT", OPT_NUM, &C->rate_per_minute, 0, 1e6,
+     "POST /separate per client per minute, 0 = off (30)"},
+    {"rate-burst", "DEMIX_RATE_BURST", OPT_INT, &C->rate_burst, 1, 100000,
+     "requests a client may send at once (10)"},
+    {"trusted-proxies", "DEMIX_TRUSTED_PROXIES", OPT_STR, &C->trusted_proxies, 0, 0,
+     "comma-separated proxy IPs whose X-Forwarded-For is believed"},
+    {"breaker-threshold", "DEMIX_BREAKER_THRESHOLD", OPT_INT, &C->breaker_threshold, 1, 1000,
+     "consecutive model load failures that open its breaker (5)"},
+    {"breaker-open", "DEMIX_BREAKER_OPEN", OPT_NUM, &C->breaker_open_seconds, 0.1, 86400,
+     "seconds a breaker stays open (60)"},
+    {"breaker-probes", "DEMIX_BREAKER_PROBES", OPT_INT, &C->breaker_probes, 1, 100,
+     "trial loads at once while half-open (1)"},
     {"retries", "DEMIX_RETRIES", OPT_INT, &C->retries, 0, 10, "retries of transient failures (2)"},
-    {"retry-base", "DEMIX_RETRY_BASE", OPT_NUM, &C->retry_base_seconds, 0, 60, "first backoff cap in seconds, doubled each retry (0.5)"},
-    {"metrics-interval", "DEMIX_METRICS_INTERVAL", OPT_NUM, &C->metrics_interval_seconds, 0.1, 86400, "system metrics refresh, s (15)"},
-    {"alerts-token", "DEMIX_ALERTS_TOKEN", OPT_STR, &C->alerts_token, 0, 0, "bearer token POST /alerts requires (default: open)"},
+    {"retry-base", "DEMIX_RETRY_BASE", OPT_NUM, &C->retry_base_seconds, 0, 60,
+     "first backoff cap in seconds, doubled each retry (0.5)"},
+    {"metrics-interval", "DEMIX_METRICS_INTERVAL", OPT_NUM, &C->metrics_interval_seconds, 0.1,
+     86400, "system metrics refresh, s (15)"},
+    {"alerts-token", "DEMIX_ALERTS_TOKEN", OPT_STR, &C->alerts_token, 0, 0,
+     "bearer token POST /alerts requires (default: open)"},
     {"log-format", "DEMIX_LOG_FORMAT", OPT_LOGFMT, &C->log_text, 0, 0, "json or text (json)"},
-    {"log-level", "DEMIX_LOG_LEVEL", OPT_LOGLEVEL, &C->log_level, 0, 0, "debug, info, warning or error (info)"},
+    {"log-level", "DEMIX_LOG_LEVEL", OPT_LOGLEVEL, &C->log_level, 0, 0,
+     "debug, info, warning or error (info)"},
 };
 #undef C
 #define N_OPTS ((int)(sizeof OPTS / sizeof *OPTS))
@@ -97,29 +121,31 @@ static int set_opt(const opt *o, const char *val, const char *from) {
         v = strtod(val, &end);
         if (errno || end == val || *end || !(v >= o->lo && v <= o->hi) ||
             (o->kind != OPT_NUM && v != (double)(long)v)) {
-            fprintf(stderr, "demix: %s: '%s' is not a number in %g..%g (see 'demix serve --help')\n",
-                    from, val, o->lo, o->hi);
+            fprintf(stderr,
+                    "demix: %s: '%s' is not a number in %g..%g (see 'demix serve --help')\n", from,
+                    val, o->lo, o->hi);
             return 2;
         }
     }
     switch (o->kind) {
-    case OPT_STR: *(const char **)o->dst = val; break;
-    case OPT_INT: *(int *)o->dst = (int)v; break;
-    case OPT_NUM: *(double *)o->dst = v; break;
-    case OPT_MB: *(int64_t *)o->dst = (int64_t)v << 20; break;
-    case OPT_LOGFMT:
-        if (strcmp(val, "json") && strcmp(val, "text")) return bad("log format '%s' is not json or text", val);
-        *(int *)o->dst = !strcmp(val, "text");
-        break;
-    case OPT_LOGLEVEL: {
-        static const char *const lv[] = {"debug", "info", "warning", "error"};
-        int k = 0;
-        while (k < 4 && strcmp(val, lv[k])) k++;
-        if (k == 4 && !strcmp(val, "warn")) k = 2;
-        if (k == 4) return bad("log level '%s' is not debug, info, warning or error", val);
-        *(int *)o->dst = k;
-        break;
-    }
+        case OPT_STR: *(const char **)o->dst = val; break;
+        case OPT_INT: *(int *)o->dst = (int)v; break;
+        case OPT_NUM: *(double *)o->dst = v; break;
+        case OPT_MB: *(int64_t *)o->dst = (int64_t)v << 20; break;
+        case OPT_LOGFMT:
+            if (strcmp(val, "json") && strcmp(val, "text"))
+                return bad("log format '%s' is not json or text", val);
+            *(int *)o->dst = !strcmp(val, "text");
+            break;
+        case OPT_LOGLEVEL: {
+            static const char *const lv[] = {"debug", "info", "warning", "error"};
+            int k = 0;
+            while (k < 4 && strcmp(val, lv[k])) k++;
+            if (k == 4 && !strcmp(val, "warn")) k = 2;
+            if (k == 4) return bad("log level '%s' is not debug, info, warning or error", val);
+            *(int *)o->dst = k;
+            break;
+        }
     }
     return 0;
 }
@@ -193,7 +219,8 @@ int srv_serve_main(int argc, char **argv) {
     c->api_key = key;
 
     struct option lo[N_OPTS + 2];
-    for (int i = 0; i < N_OPTS; i++) lo[i] = (struct option){OPTS[i].flag, required_argument, 0, 1000 + i};
+    for (int i = 0; i < N_OPTS; i++)
+        lo[i] = (struct option){OPTS[i].flag, required_argument, 0, 1000 + i};
     lo[N_OPTS] = (struct option){"help", no_argument, 0, 'h'};
     lo[N_OPTS + 1] = (struct option){0, 0, 0, 0};
     optind = 1;
@@ -206,9 +233,9 @@ int srv_serve_main(int argc, char **argv) {
             continue;
         }
         switch (o) {
-        case 'h': usage(stdout); return 0;
-        case ':': return bad("option '%s' needs a value", argv[optind - 1]);
-        default: return bad("unknown option '%s'", argv[optind - 1]);
+            case 'h': usage(stdout); return 0;
+            case ':': return bad("option '%s' needs a value", argv[optind - 1]);
+            default: return bad("unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc) return bad("unexpected argument '%s'", argv[optind]);
@@ -244,14 +271,14 @@ int srv_serve_main(int argc, char **argv) {
     dmx_thread_plan tp = dmx_threads_divide(dmx_cpu_count(), c->workers, 0);
     if (tp.jobs < c->workers) {
         srv_log(DMX_LOG_WARN, "demix.server", "startup", NULL, NULL,
-                    "--workers %d: running %d (one per CPU; more would oversubscribe them)", c->workers,
-                    tp.jobs);
+                "--workers %d: running %d (one per CPU; more would oversubscribe them)", c->workers,
+                tp.jobs);
         c->workers = tp.jobs;
     }
     srv_metrics_init(c->max_upload_bytes);
     if (srv_jobs_start(c->workers, c->queue_max) < 0) {
         srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
-                    "cannot open the job store or start the worker threads");
+                "cannot open the job store or start the worker threads");
         srv_jobs_stop(0);
         srv_jobs_free();
         return 1;
@@ -260,8 +287,8 @@ int srv_serve_main(int argc, char **argv) {
     struct MHD_Daemon *d = srv_http_start(c->host, c->port, 0, &port);
     if (!d) {
         srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
-                    "cannot listen on %s:%d (address in use, or not an IPv4 address?)", c->host,
-                    c->port);
+                "cannot listen on %s:%d (address in use, or not an IPv4 address?)", c->host,
+                c->port);
         srv_jobs_stop(0);
         srv_jobs_free();
         return 1;
@@ -272,8 +299,7 @@ int srv_serve_main(int argc, char **argv) {
     int probe_port = -1;
     if (c->probe_port >= 0 && !(pd = srv_http_start(c->host, c->probe_port, 1, &probe_port))) {
         srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
-                    "cannot listen on %s:%d for the probes (address in use?)", c->host,
-                    c->probe_port);
+                "cannot listen on %s:%d for the probes (address in use?)", c->host, c->probe_port);
         MHD_stop_daemon(d);
         srv_jobs_stop(0);
         srv_jobs_free();
@@ -288,18 +314,18 @@ int srv_serve_main(int argc, char **argv) {
     cJSON_AddNumberToObject(f, "workers", c->workers);
     cJSON_AddNumberToObject(f, "threads_per_job", tp.threads_per_job);
     cJSON_AddStringToObject(f, "data_dir", c->data_dir);
-    cJSON_AddStringToObject(f, "store", srv_store_kind()); /* never the URI: it may hold a password */
+    cJSON_AddStringToObject(f, "store",
+                            srv_store_kind()); /* never the URI: it may hold a password */
     cJSON_AddStringToObject(f, "repo", c->repo ? c->repo : "");
     cJSON_AddStringToObject(f, "version", DEMIX_SERVER_VERSION);
     cJSON_AddBoolToObject(f, "api_key", c->api_key != NULL);
     cJSON_AddNumberToObject(f, "rate_limit_per_minute", c->rate_per_minute);
-    srv_log(DMX_LOG_INFO, "demix.server", "startup", NULL, f, "listening on http://%s:%d",
-                c->host, port);
+    srv_log(DMX_LOG_INFO, "demix.server", "startup", NULL, f, "listening on http://%s:%d", c->host,
+            port);
 
     int sig = 0;
     sigwait(&stop, &sig);
-    srv_log(DMX_LOG_INFO, "demix.server", "shutdown", NULL, NULL,
-                "signal %d: stopping", sig);
+    srv_log(DMX_LOG_INFO, "demix.server", "shutdown", NULL, NULL, "signal %d: stopping", sig);
     /* 1. Stop accepting: new connections are refused from here on. */
     MHD_socket lfd = MHD_quiesce_daemon(d);
     if (lfd != MHD_INVALID_SOCKET) close(lfd);

@@ -48,14 +48,14 @@ typedef struct srv_config {
     const char *trusted_proxies; /* comma-separated IPs whose X-Forwarded-For counts */
     int breaker_threshold;       /* consecutive load failures that open a breaker */
     double breaker_open_seconds;
-    int breaker_probes;          /* trial loads admitted at once while half-open */
-    int retries;                 /* extra attempts for transient failures */
+    int breaker_probes; /* trial loads admitted at once while half-open */
+    int retries;        /* extra attempts for transient failures */
     double retry_base_seconds;
     double metrics_interval_seconds; /* system gauges refresh */
-    const char *api_key;         /* NULL: job routes are open */
-    const char *alerts_token;    /* NULL: POST /alerts is open */
-    int log_text;                /* 1: human-readable lines instead of JSON */
-    int log_level;               /* a dmx_log_level: lines below it are dropped */
+    const char *api_key;             /* NULL: job routes are open */
+    const char *alerts_token;        /* NULL: POST /alerts is open */
+    int log_text;                    /* 1: human-readable lines instead of JSON */
+    int log_level;                   /* a dmx_log_level: lines below it are dropped */
 } srv_config;
 
 extern srv_config srv_cfg;
@@ -80,7 +80,7 @@ size_t srv_utf8_copy(char *dst, size_t cap, const char *src);
 /* Writes one JSON line on stderr. `fields` (may be NULL) is consumed and
  * becomes the "fields" object; request_id may be NULL. Thread-safe. */
 void srv_log(dmx_log_level level, const char *logger, const char *event_type,
-                 const char *request_id, cJSON *fields, const char *fmt, ...)
+             const char *request_id, cJSON *fields, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 /* Sink for dmx_log_set(): engine and FFmpeg messages as log lines, rate
  * limited (a burst, then a few per second); the count of dropped ones is
@@ -151,8 +151,7 @@ void srv_sysmetrics_stop(void);
  * (no HTTP: tests/fuzz/fuzz_alerts.c calls it directly). Returns the number
  * of alerts, -1 if the body is not JSON, -2 if the payload is malformed
  * (*why says how; the batch is then refused whole, nothing logged). */
-int srv_alerts_receive(const char *body, size_t len, const char *request_id,
-                       const char **why);
+int srv_alerts_receive(const char *body, size_t len, const char *request_id, const char **why);
 
 /* ---- jobs.c, queue.c: the job queue ------------------------------------------ */
 
@@ -168,11 +167,11 @@ typedef struct srv_job {
     char format[8];
     int shifts;
     double overlap;
-    char *dir;        /* data_dir/jobs/ID */
-    char *input;      /* the uploaded file inside dir */
-    char *upload_name;/* client's file name */
-    int64_t file_size;     /* upload bytes */
-    double audio_seconds;  /* from the container, 0 if unknown */
+    char *dir;            /* data_dir/jobs/ID */
+    char *input;          /* the uploaded file inside dir */
+    char *upload_name;    /* client's file name */
+    int64_t file_size;    /* upload bytes */
+    double audio_seconds; /* from the container, 0 if unknown */
     /* Guarded by the jobs lock: */
     srv_job_state state;
     double progress;
@@ -184,9 +183,9 @@ typedef struct srv_job {
     int refs;
     int deleted;
     atomic_int cancel;
-    int shutdown;     /* cancelled by SIGTERM: checkpointed as queued */
-    int timed_out;    /* cancelled by the wall limit */
-    int queue_pos;    /* 1-based place in the queue while queued, else 0 */
+    int shutdown;         /* cancelled by SIGTERM: checkpointed as queued */
+    int timed_out;        /* cancelled by the wall limit */
+    int queue_pos;        /* 1-based place in the queue while queued, else 0 */
     struct srv_job *next; /* queue link */
 } srv_job;
 

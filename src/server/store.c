@@ -23,14 +23,14 @@ int srv_store_open(const char *target) {
         v = &srv__store_pg;
 #else
         srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, NULL,
-                    "--store: this build has no PostgreSQL support (libpq)");
+                "--store: this build has no PostgreSQL support (libpq)");
         return -1;
 #endif
     }
     if (!v || !*arg) {
         srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, NULL,
-                    "--store: expected sqlite:PATH or postgresql://..., got '%s'",
-                    !strncmp(target, "postgres", 8) ? "postgresql://(hidden)" : target);
+                "--store: expected sqlite:PATH or postgresql://..., got '%s'",
+                !strncmp(target, "postgres", 8) ? "postgresql://(hidden)" : target);
         return -1;
     }
     if (v->open(arg) < 0) return -1;

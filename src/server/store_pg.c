@@ -39,7 +39,7 @@
 
 #include "store.h"
 
-#define N_COLS 17
+#define N_COLS      17
 #define MAX_PENDING 4096
 
 static PGconn *conn;
@@ -47,7 +47,7 @@ static char *uri;
 static pthread_mutex_t pg_lock = PTHREAD_MUTEX_INITIALIZER;
 static double next_try, backoff; /* monotonic seconds */
 static int was_down;
-static double ready_checked;     /* last /readyz ping, monotonic */
+static double ready_checked; /* last /readyz ping, monotonic */
 static int ready_cached;
 
 /* A row (or a delete) that could not be written while disconnected. */
@@ -96,7 +96,8 @@ static int schema_migrate(void) {
         return -1;
     }
     r = PQexec(conn, "SELECT coalesce(max(version), 0) FROM schema_version");
-    int v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : -1;
+    int v =
+        PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : -1;
     PQclear(r);
     if (v < 0) {
         log_pg("reading schema_version", PQerrorMessage(conn));
@@ -104,8 +105,8 @@ static int schema_migrate(void) {
     }
     if (v > SRV_STORE_SCHEMA_VERSION) {
         srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, NULL,
-                    "postgresql: the database has schema version %d, newer than this demix (%d)",
-                    v, SRV_STORE_SCHEMA_VERSION);
+                "postgresql: the database has schema version %d, newer than this demix (%d)", v,
+                SRV_STORE_SCHEMA_VERSION);
         return -1;
     }
     if (v == SRV_STORE_SCHEMA_VERSION) return 0;
@@ -140,7 +141,8 @@ static void pending_flush(void) {
     flushing = 1;
     int k = 0;
     for (; k < n_pend; k++) {
-        int rc = pend[k].del ? exec_delete(pend[k].id) : exec_row((const char *const *)pend[k].vals);
+        int rc =
+            pend[k].del ? exec_delete(pend[k].id) : exec_row((const char *const *)pend[k].vals);
         if (rc < 0 && PQstatus(conn) != CONNECTION_OK) break;
         pending_free(&pend[k]);
     }
@@ -148,7 +150,7 @@ static void pending_flush(void) {
         memmove(pend, pend + k, (size_t)(n_pend - k) * sizeof *pend);
         n_pend -= k;
         srv_log(DMX_LOG_INFO, "demix.store", "store_flushed", NULL, NULL,
-                    "postgresql: wrote %d job change(s) kept during the outage", k);
+                "postgresql: wrote %d job change(s) kept during the outage", k);
     }
     flushing = 0;
 }
@@ -160,9 +162,9 @@ static int ensure_conn(void) {
     if (now < next_try) return 0;
     if (conn) PQfinish(conn);
     /* The URI first (expand_dbname), then our settings on top of it. */
-    const char *kw[] = {"dbname", "connect_timeout", "keepalives", "keepalives_idle",
-                        "keepalives_interval", "keepalives_count", "tcp_user_timeout",
-                        "application_name", NULL};
+    const char *kw[] = {"dbname",           "connect_timeout",     "keepalives",
+                        "keepalives_idle",  "keepalives_interval", "keepalives_count",
+                        "tcp_user_timeout", "application_name",    NULL};
     const char *val[] = {uri, "5", "1", "10", "5", "3", "15000", "demix", NULL};
     conn = PQconnectdbParams(kw, val, 1);
     if (PQstatus(conn) != CONNECTION_OK || schema_migrate() < 0) {
@@ -178,7 +180,7 @@ static int ensure_conn(void) {
     next_try = 0;
     if (was_down)
         srv_log(DMX_LOG_INFO, "demix.store", "store_reconnected", NULL, NULL,
-                    "postgresql: connected again");
+                "postgresql: connected again");
     was_down = 0;
     if (n_pend) pending_flush();
     return 1;
@@ -297,11 +299,23 @@ static int pg_save(const srv_job *j) {
     snprintf(num[4], sizeof num[4], "%.17g", j->created);
     snprintf(num[5], sizeof num[5], "%.17g", j->started);
     snprintf(num[6], sizeof num[6], "%.17g", j->finished);
-    char *vals[N_COLS] = {(char *)j->id, (char *)j->request_id, (char *)j->model,
-                          (char *)j->two_stems, (char *)j->format, num[0], num[1],
+    char *vals[N_COLS] = {(char *)j->id,
+                          (char *)j->request_id,
+                          (char *)j->model,
+                          (char *)j->two_stems,
+                          (char *)j->format,
+                          num[0],
+                          num[1],
                           j->upload_name ? j->upload_name : "",
-                          (char *)srv_job_state_name(j->state), (char *)j->error,
-                          (char *)j->error_code, stems, num[2], num[3], num[4], num[5], num[6]};
+                          (char *)srv_job_state_name(j->state),
+                          (char *)j->error,
+                          (char *)j->error_code,
+                          stems,
+                          num[2],
+                          num[3],
+                          num[4],
+                          num[5],
+                          num[6]};
     pthread_mutex_lock(&pg_lock);
     int rc = exec_row((const char *const *)vals);
     if (rc < 0 && !(conn && PQstatus(conn) == CONNECTION_OK) && j->state != JOB_QUEUED)
@@ -388,5 +402,5 @@ static int pg_ready(void) {
     return ok;
 }
 
-const srv__store_vt srv__store_pg = {"postgresql", pg_open, pg_close, pg_save, pg_delete,
-                                      pg_load, pg_delete_older, pg_ready};
+const srv__store_vt srv__store_pg = {"postgresql", pg_open, pg_close,        pg_save,
+                                     pg_delete,    pg_load, pg_delete_older, pg_ready};

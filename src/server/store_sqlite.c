@@ -55,7 +55,8 @@ static const char SCHEMA[] =
 static int schema_version(void) {
     sqlite3_stmt *s = NULL;
     int v = -1;
-    if (sqlite3_prepare_v2(db, "SELECT max(version) FROM schema_version", -1, &s, NULL) == SQLITE_OK &&
+    if (sqlite3_prepare_v2(db, "SELECT max(version) FROM schema_version", -1, &s, NULL) ==
+            SQLITE_OK &&
         sqlite3_step(s) == SQLITE_ROW)
         v = sqlite3_column_int(s, 0); /* NULL (no row) reads as 0 */
     sqlite3_finalize(s);
@@ -67,15 +68,16 @@ static int schema_migrate(void) {
     if (v < 0) return -1;
     if (v > SRV_STORE_SCHEMA_VERSION) {
         srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, NULL,
-                    "sqlite: the database has schema version %d, newer than this demix (%d)", v,
-                    SRV_STORE_SCHEMA_VERSION);
+                "sqlite: the database has schema version %d, newer than this demix (%d)", v,
+                SRV_STORE_SCHEMA_VERSION);
         return -1;
     }
     if (v == SRV_STORE_SCHEMA_VERSION) return 0;
     /* Version 0 -> 1: the tables exist; record the version. Later versions
      * add their steps here, each in one transaction with the row. */
     sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db, "INSERT INTO schema_version (version) VALUES (?)", -1, &s, NULL);
+    int rc =
+        sqlite3_prepare_v2(db, "INSERT INTO schema_version (version) VALUES (?)", -1, &s, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int(s, 1, SRV_STORE_SCHEMA_VERSION);
         rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
@@ -85,9 +87,9 @@ static int schema_migrate(void) {
     return rc == SQLITE_OK ? 0 : -1;
 }
 
-
 static int sq_open(const char *path) {
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+    if (sqlite3_open_v2(path, &db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                         NULL) != SQLITE_OK) {
         log_db_error("open");
         sqlite3_close(db);
@@ -97,11 +99,10 @@ static int sq_open(const char *path) {
     /* Another process (or a dying one) may hold the lock briefly. */
     sqlite3_busy_timeout(db, 5000);
     char *err = NULL;
-    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
-                     &err) != SQLITE_OK ||
+    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, &err) !=
+            SQLITE_OK ||
         sqlite3_exec(db, SCHEMA, NULL, NULL, &err) != SQLITE_OK || schema_migrate() < 0) {
-        srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, NULL, "sqlite: %s",
-                    err ? err : "?");
+        srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, NULL, "sqlite: %s", err ? err : "?");
         sqlite3_free(err);
         sqlite3_close(db);
         db = NULL;
@@ -158,8 +159,8 @@ static int sq_save(const srv_job *j) {
 static int sq_delete(const char *id) {
     pthread_mutex_lock(&store_lock);
     sqlite3_stmt *s = NULL;
-    int rc = db ? sqlite3_prepare_v2(db, "DELETE FROM jobs WHERE id = ?", -1, &s, NULL)
-                : SQLITE_MISUSE;
+    int rc =
+        db ? sqlite3_prepare_v2(db, "DELETE FROM jobs WHERE id = ?", -1, &s, NULL) : SQLITE_MISUSE;
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
         rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
@@ -236,5 +237,5 @@ static int sq_delete_older(double created_before) {
 
 static int sq_ready(void) { return db != NULL; }
 
-const srv__store_vt srv__store_sqlite = {"sqlite", sq_open, sq_close, sq_save, sq_delete,
-                                          sq_load, sq_delete_older, sq_ready};
+const srv__store_vt srv__store_sqlite = {"sqlite",  sq_open, sq_close,        sq_save,
+                                         sq_delete, sq_load, sq_delete_older, sq_ready};

@@ -113,8 +113,7 @@ static int wait_for(double seconds) {
     ts.tv_sec = (time_t)t;
     ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
     pthread_mutex_lock(&sys_lock);
-    while (!sys_stop && pthread_cond_timedwait(&sys_cv, &sys_lock, &ts) == 0) {
-    }
+    while (!sys_stop && pthread_cond_timedwait(&sys_cv, &sys_lock, &ts) == 0) {}
     int stop = sys_stop;
     pthread_mutex_unlock(&sys_lock);
     return stop;

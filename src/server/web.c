@@ -50,8 +50,7 @@ static int not_modified(struct MHD_Connection *c, const srv_web_asset *a) {
     return 0;
 }
 
-static enum MHD_Result send_asset(struct MHD_Connection *c, srv_req *r,
-                                  const srv_web_asset *a) {
+static enum MHD_Result send_asset(struct MHD_Connection *c, srv_req *r, const srv_web_asset *a) {
     int nm = not_modified(c, a);
     struct MHD_Response *resp = MHD_create_response_from_buffer(
         nm ? 0 : a->size, nm ? NULL : (void *)a->data, MHD_RESPMEM_PERSISTENT);

@@ -14,7 +14,7 @@ typedef struct srv_web_asset {
     const char *name;          /* file name in web/ */
     const unsigned char *data; /* NUL-terminated copy of the bytes */
     size_t size;
-    const char *etag;          /* quoted strong validator */
+    const char *etag; /* quoted strong validator */
 } srv_web_asset;
 
 extern const srv_web_asset srv_web_assets[];

@@ -27,9 +27,13 @@
 
 uint64_t srv_zip64_threshold = 0xFFFFFFFFu;
 
-static void le16(unsigned char *p, uint32_t v) { p[0] = (unsigned char)v, p[1] = (unsigned char)(v >> 8); }
+static void le16(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v, p[1] = (unsigned char)(v >> 8);
+}
 static void le32(unsigned char *p, uint32_t v) { le16(p, v & 0xffff), le16(p + 2, v >> 16); }
-static void le64(unsigned char *p, uint64_t v) { le32(p, (uint32_t)v), le32(p + 4, (uint32_t)(v >> 32)); }
+static void le64(unsigned char *p, uint64_t v) {
+    le32(p, (uint32_t)v), le32(p + 4, (uint32_t)(v >> 32));
+}
 
 typedef struct entry {
     uint32_t crc;
@@ -97,7 +101,8 @@ static int write_entry(FILE *out, const char *file, const char *name, entry *e) 
         le64(h + 42, e->size);
     }
     if (end < 0 || fseeko(out, off, SEEK_SET) < 0 || fwrite(h, 1, 30, out) != 30 ||
-        (z64 && (fseeko(out, off + 30 + (off_t)nl, SEEK_SET) < 0 || fwrite(h + 30, 1, 20, out) != 20)) ||
+        (z64 &&
+         (fseeko(out, off + 30 + (off_t)nl, SEEK_SET) < 0 || fwrite(h + 30, 1, 20, out) != 20)) ||
         fseeko(out, end, SEEK_SET) < 0)
         return -1;
     return 0;
@@ -173,7 +178,8 @@ int srv_zip_write(const char *out_path, char *const *files, char *const *names, 
     off_t cd = rc == 0 ? ftello(out) : -1;
     for (int i = 0; rc == 0 && i < n; i++) rc = write_central(out, names[i], &ents[i]);
     off_t cd_end = rc == 0 ? ftello(out) : -1;
-    if (rc == 0 && (cd < 0 || cd_end < 0 || write_end(out, (uint64_t)n, (uint64_t)cd, (uint64_t)cd_end) < 0))
+    if (rc == 0 &&
+        (cd < 0 || cd_end < 0 || write_end(out, (uint64_t)n, (uint64_t)cd, (uint64_t)cd_end) < 0))
         rc = -1;
     if (out && fclose(out) != 0) rc = -1;
     if (rc == 0 && rename(tmp, out_path) < 0) rc = -1;
