@@ -25,7 +25,8 @@ if get sync 200 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s "$B/se
 fi
 
 # ---- kill -9 during a job, restart ------------------------------------------------------
-get long 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s "$B/separate"
+# shifts=4: still running when polled, even when the machine is busy
+get long 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s -F shifts=4 "$B/separate"
 LID=$(json long 'd["id"]')
 get queued 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s "$B/separate"
 QID=$(json queued 'd["id"]')
