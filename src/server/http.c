@@ -368,9 +368,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         return srv_respond_error(c, r, "not_found", "no route for %s %s", method, url);
     }
-    if (rt->auth && srv_cfg.api_key && !authorized(c))
+    if (rt->auth && srv_cfg.api_key && !authorized(c)) {
+        /* A small body is read and dropped before the 401: answering in the
+         * middle of an upload closes the connection under a client that is
+         * still sending, which then sees a broken pipe instead of the
+         * answer. A large or endless one is answered (or cut) at once. */
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        long long len = cl ? strtoll(cl, NULL, 10) : -1;
+        int drain = !strcmp(method, "POST") && len != 0 && len <= MAX_DRAINED_BODY;
+        if (drain && *upload_size) {
+            r->drained += (int64_t)*upload_size;
+            *upload_size = 0;
+            return r->drained > MAX_DRAINED_BODY ? MHD_NO : MHD_YES;
+        }
+        if (drain && !r->draining) {
+            r->draining = 1; /* the body comes next; answer once it has */
+            return MHD_YES;
+        }
         return srv_respond_error(c, r, "unauthorized",
                                  "this route needs 'Authorization: Bearer <API key>'");
+    }
     if (r->ignored_body)
         return srv_respond_error(c, r, "invalid_argument",
                                  "%s %s takes no request body; %lld bytes were sent", method,

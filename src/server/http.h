@@ -13,6 +13,7 @@
 #define MAX_EXTRA_HEADERS 4
 #define MAX_JSON_BODY     (1 << 20)   /* POST /alerts: Alertmanager batches stay far below */
 #define MAX_IGNORED_BODY  (64 * 1024) /* GET/HEAD/DELETE: a body is read, dropped, refused */
+#define MAX_DRAINED_BODY  (1 << 20)   /* an unauthorized upload is read and dropped up to this */
 
 /* GET /jobs paging. */
 #define SRV_JOBS_DEFAULT_LIMIT 50
@@ -37,6 +38,8 @@ typedef struct srv_req {
     size_t body_len;
     int body_too_large;
     int64_t ignored_body; /* bytes of a body sent with GET/HEAD/DELETE (refused) */
+    int64_t drained;      /* bytes of an unauthorized upload read and dropped */
+    int draining;         /* 1: answer 401 once the body has been read */
     const char *refuse;   /* error code to answer once the (bounded) body is read */
     char refuse_msg[128];
     int started_upload; /* the handler has seen this request before */
