@@ -33,19 +33,12 @@ typedef struct loaded {
 } loaded;
 
 static loaded load(const char *model) {
-    char rel[256];
-    snprintf(rel, sizeof rel, "zoo/models/%s.th", model);
-    dmx__ckpt *ck = NULL;
-    dmx_status st = dmx__ckpt_load(golden_path(rel), &ck);
-    if (st != DMX_OK) {
-        fprintf(stderr, "cannot load %s: %s: %s\n", rel, dmx_status_str(st), dmx_last_error());
-        exit(1);
-    }
+    dmx__ckpt *ck = tu_load_zoo_ckpt(model);
     REQUIRE(!strcmp(dmx__ckpt_klass(ck), "demucs.demucs.Demucs"));
     loaded l = {&dmx__demucs_vt, NULL, {0}};
-    st = l.vt->build(ck, &l.net);
+    dmx_status st = l.vt->build(ck, &l.net);
     if (st != DMX_OK) {
-        fprintf(stderr, "cannot build %s: %s: %s\n", rel, dmx_status_str(st), dmx_last_error());
+        fprintf(stderr, "cannot build %s: %s: %s\n", model, dmx_status_str(st), dmx_last_error());
         exit(1);
     }
     l.vt->describe(l.net, &l.d);

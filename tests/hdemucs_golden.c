@@ -30,18 +30,11 @@
 #define TOL 1e-4
 
 static void *load(const char *model, dmx__net_desc *d) {
-    char rel[256];
-    snprintf(rel, sizeof rel, "zoo/models/%s.th", model);
-    dmx__ckpt *ck = NULL;
-    dmx_status st = dmx__ckpt_load(golden_path(rel), &ck);
-    if (st != DMX_OK) {
-        fprintf(stderr, "cannot load %s: %s: %s\n", rel, dmx_status_str(st), dmx_last_error());
-        exit(1);
-    }
+    dmx__ckpt *ck = tu_load_zoo_ckpt(model);
     void *net = NULL;
-    st = dmx__hdemucs_vt.build(ck, &net);
+    dmx_status st = dmx__hdemucs_vt.build(ck, &net);
     if (st != DMX_OK) {
-        fprintf(stderr, "cannot build %s: %s: %s\n", rel, dmx_status_str(st), dmx_last_error());
+        fprintf(stderr, "cannot build %s: %s: %s\n", model, dmx_status_str(st), dmx_last_error());
         exit(1);
     }
     dmx__hdemucs_vt.describe(net, d);

@@ -33,16 +33,7 @@ static unsigned char *patched(int k, const char *const *from, const char *const 
 static unsigned char *patch1(const char *from, const char *to, size_t n) { return patched(1, &from, &to, &n); }
 
 static void expect(unsigned char *buf, dmx_status want, const char *phrase, const char *what) {
-    char path[] = "/tmp/demix_test_hdemucs_XXXXXX";
-    tu_write_tmp(buf, orig_len, path);
-    dmx_model *m = (dmx_model *)1;
-    dmx_status st = dmx_model_load(path, &m);
-    printf("%-22s -> %s: %s\n", what, dmx_status_name(st), dmx_last_error());
-    CHECK_MSG(st == want, "%s: got %s, want %s", what, dmx_status_name(st), dmx_status_name(want));
-    CHECK_MSG(m == NULL, "%s: model not NULL on failure", what);
-    CHECK_MSG(strstr(dmx_last_error(), phrase) != NULL, "%s: message lacks '%s'", what, phrase);
-    unlink(path);
-    free(buf);
+    tu_expect_load_error(buf, orig_len, want, phrase, what);
 }
 
 /* Forward of a (patched) checkpoint on the first `len` samples of mix_3s. */

@@ -27,16 +27,7 @@ static unsigned char *patched(const void *from, const void *to, size_t n, const 
 }
 
 static void expect(unsigned char *buf, dmx_status want, const char *phrase, const char *what) {
-    char path[] = "/tmp/demix_test_model_XXXXXX";
-    tu_write_tmp(buf, orig_len, path);
-    dmx_model *m = (dmx_model *)1;
-    dmx_status st = dmx_model_load(path, &m);
-    printf("%-22s -> %s: %s\n", what, dmx_status_name(st), dmx_last_error());
-    CHECK_MSG(st == want, "%s: got %s, want %s", what, dmx_status_name(st), dmx_status_name(want));
-    CHECK_MSG(m == NULL, "%s: model not NULL on failure", what);
-    CHECK_MSG(strstr(dmx_last_error(), phrase) != NULL, "%s: message lacks '%s'", what, phrase);
-    unlink(path);
-    free(buf);
+    tu_expect_load_error(buf, orig_len, want, phrase, what);
 }
 
 int main(void) {

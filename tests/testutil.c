@@ -4,6 +4,8 @@
 #define _GNU_SOURCE /* mkstemp */
 #include "testutil.h"
 
+#include "ckpt.h"
+
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
@@ -176,6 +178,18 @@ float *tu_windows(const float *x, int rows, int64_t len, const int64_t *starts, 
     return win;
 }
 
+struct dmx__ckpt *tu_load_zoo_ckpt(const char *model) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "zoo/models/%s.th", model);
+    dmx__ckpt *ck = NULL;
+    dmx_status st = dmx__ckpt_load(golden_path(rel), &ck);
+    if (st != DMX_OK) {
+        fprintf(stderr, "cannot load %s: %s: %s\n", rel, dmx_status_str(st), dmx_last_error());
+        exit(1);
+    }
+    return ck;
+}
+
 /* ---- checkpoint patching (torch.save zip archives) ---- */
 
 static uint32_t rd32(const unsigned char *p) {
@@ -244,4 +258,18 @@ void tu_write_tmp(const void *buf, size_t len, char *path) {
     REQUIRE(fd >= 0);
     REQUIRE(write(fd, buf, len) == (ssize_t)len);
     close(fd);
+}
+
+void tu_expect_load_error(unsigned char *buf, size_t len, dmx_status want, const char *phrase,
+                          const char *what) {
+    char path[] = "/tmp/demix_test_load_XXXXXX";
+    tu_write_tmp(buf, len, path);
+    dmx_model *m = (dmx_model *)1;
+    dmx_status st = dmx_model_load(path, &m);
+    printf("%-22s -> %s: %s\n", what, dmx_status_name(st), dmx_last_error());
+    CHECK_MSG(st == want, "%s: got %s, want %s", what, dmx_status_name(st), dmx_status_name(want));
+    CHECK_MSG(m == NULL, "%s: model not NULL on failure", what);
+    CHECK_MSG(strstr(dmx_last_error(), phrase) != NULL, "%s: message lacks '%s'", what, phrase);
+    unlink(path);
+    free(buf);
 }

@@ -91,6 +91,9 @@ float *tu_separate(dmx_model *m, const float *mix, int64_t len, int normalize);
  * row of x (rows of len) into a new (nw, rows, width) array (caller frees). */
 float *tu_windows(const float *x, int rows, int64_t len, const int64_t *starts, int nw, int width);
 
+/* Loads golden zoo/models/<model>.th; exits with a message on failure. */
+struct dmx__ckpt *tu_load_zoo_ckpt(const char *model);
+
 /* Checkpoint patching for error tests: a torch.save zip edited in memory by
  * same-length replacements inside data.pkl, then tu_zip_fix_pkl_crc so only
  * the model builder can object. */
@@ -106,5 +109,10 @@ unsigned char *tu_memdup(const void *p, size_t n);
 void tu_patch(unsigned char *b, size_t len, const void *from, const void *to, size_t n, const char *after);
 /* mkstemp(path) (a template, rewritten) and writes buf[0, len) to it. */
 void tu_write_tmp(const void *buf, size_t len, char *path);
+/* Writes buf (len bytes, freed here) to a temporary file and CHECKs that
+ * dmx_model_load fails on it with `want`, a NULL model and a message holding
+ * `phrase`; prints "<what> -> STATUS: message". */
+void tu_expect_load_error(unsigned char *buf, size_t len, dmx_status want, const char *phrase,
+                          const char *what);
 
 #endif
