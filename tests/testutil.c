@@ -260,6 +260,15 @@ void tu_write_tmp(const void *buf, size_t len, char *path) {
     close(fd);
 }
 
+void tu_expect_load_ok(const unsigned char *buf, size_t len) {
+    char path[] = "/tmp/demix_test_load_XXXXXX";
+    tu_write_tmp(buf, len, path);
+    dmx_model *m = NULL;
+    CHECK_MSG(dmx_model_load(path, &m) == DMX_OK && m, "load: %s", dmx_last_error());
+    dmx_model_free(m);
+    unlink(path);
+}
+
 void tu_expect_load_error(unsigned char *buf, size_t len, dmx_status want, const char *phrase,
                           const char *what) {
     char path[] = "/tmp/demix_test_load_XXXXXX";

@@ -109,6 +109,9 @@ unsigned char *tu_memdup(const void *p, size_t n);
 void tu_patch(unsigned char *b, size_t len, const void *from, const void *to, size_t n, const char *after);
 /* mkstemp(path) (a template, rewritten) and writes buf[0, len) to it. */
 void tu_write_tmp(const void *buf, size_t len, char *path);
+/* Writes buf (len bytes, the caller's) to a temporary file and CHECKs that
+ * dmx_model_load loads it. */
+void tu_expect_load_ok(const unsigned char *buf, size_t len);
 /* Writes buf (len bytes, freed here) to a temporary file and CHECKs that
  * dmx_model_load fails on it with `want`, a NULL model and a message holding
  * `phrase`; prints "<what> -> STATUS: message". */
