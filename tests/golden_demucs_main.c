@@ -33,19 +33,12 @@ typedef struct loaded {
 } loaded;
 
 static loaded load(const char *model) {
-    char rel[256];
-    snprintf(rel, sizeof rel, "zoo/models/%s.th", model);
-    dmx__ckpt *ck = NULL;
-    dmx_status st = dmx__ckpt_load(golden_path(rel), &ck);
-    if (st != DMX_OK) {
-        fprintf(stderr, "cannot load %s: %s: %s\n", rel, dmx_status_str(st), dmx_last_error());
-        exit(1);
-    }
+    dmx__ckpt *ck = tu_load_zoo_ckpt(model);
     REQUIRE(!strcmp(dmx__ckpt_klass(ck), "demucs.demucs.Demucs"));
     loaded l = {&dmx__demucs_vt, NULL, {0}};
-    st = l.vt->build(ck, &l.net);
+    dmx_status st = l.vt->build(ck, &l.net);
     if (st != DMX_OK) {
-        fprintf(stderr, "cannot build %s: %s: %s\n", rel, dmx_status_str(st), dmx_last_error());
+        fprintf(stderr, "cannot build %s: %s: %s\n", model, dmx_status_str(st), dmx_last_error());
         exit(1);
     }
     l.vt->describe(l.net, &l.d);
@@ -55,15 +48,7 @@ static loaded load(const char *model) {
 static void compare(const char *name, const float *ours, size_t n) {
     char rel[256];
     snprintf(rel, sizeof rel, "zoo/outputs/%s.npy", name);
-    npy_array ref;
-    REQUIRE(npy_load(golden_path(rel), &ref) == 0);
-    REQUIRE(ref.numel == n);
-    double mad, mref;
-    double r = rel_max_err(ours, ref.data, n, &mad, &mref);
-    printf("%-34s max|ours-ref| = %.3e  max|ref| = %.3e  ratio = %.3e (tolerance %.0e)\n", name, mad, mref, r,
-           TOL);
-    CHECK_MSG(r <= TOL, "%s: ratio %.3e exceeds %.0e", name, r, TOL);
-    npy_free(&ref);
+    tu_compare_npy(name, 34, golden_path(rel), ours, n, TOL);
 }
 
 static float *run(const loaded *l, const float *mix, int len, dmx__tap_fn tap, void *user) {
@@ -216,45 +201,38 @@ static void case_separate(const char *model, const char *name) {
     REQUIRE(len == 2205000);
     int S = dmx_model_n_sources(m), A = dmx_model_channels(m);
     REQUIRE(S == 4 && A == 2);
-    float *out = malloc(sizeof(float) * (size_t)S * A * len);
-    float *outp[8];
-    const float *inp[2] = {mix, mix + len};
-    for (int k = 0; k < S * A; k++) outp[k] = out + (size_t)k * len;
-    dmx_session *s = NULL;
-    REQUIRE(dmx_session_new(m, &s) == DMX_OK);
-    dmx_separate_opts o;
-    dmx_separate_opts_init(&o);
-    o.shifts = 0;
-    o.overlap = 0.25;
-    o.normalize = 1;
-    st = dmx_separate(s, inp, len, outp, &o);
-    CHECK_MSG(st == DMX_OK, "separate: %s", dmx_last_error());
+    float *out = tu_separate(m, mix, len, 1);
     static const int64_t starts[4] = {0, 1453095, 1938195, 2200590};
     const int W = 4410;
-    float *win = malloc(sizeof(float) * 4 * S * A * W);
-    size_t k = 0;
-    for (int w = 0; w < 4; w++)
-        for (int r = 0; r < S * A; r++)
-            for (int t = 0; t < W; t++) win[k++] = out[(size_t)r * len + starts[w] + t];
+    float *win = tu_windows(out, S * A, len, starts, 4, W);
     char nm[160];
     snprintf(nm, sizeof nm, "%s_win", name);
-    compare(nm, win, k);
-    int64_t ns = (len + 96) / 97;
-    float *sub = malloc(sizeof(float) * S * A * ns);
-    k = 0;
-    for (int r = 0; r < S * A; r++)
-        for (int64_t t = 0; t < ns; t++) sub[k++] = out[(size_t)r * len + t * 97];
+    compare(nm, win, (size_t)4 * S * A * W);
     snprintf(nm, sizeof nm, "%s_sub97", name);
-    compare(nm, sub, k);
-    free(sub);
+    snprintf(rel, sizeof rel, "zoo/outputs/%s.npy", nm);
+    tu_compare_strided(nm, 34, golden_path(rel), out, S * A, len, 97, TOL);
     free(win);
     free(out);
     free(mix);
-    dmx_session_free(s);
     dmx_model_free(m);
 }
 
 /* ---- DiffQ ---- */
+
+/* The dequantized tensor `name` of ck equals upstream's restore (bit for bit). */
+static void check_dequant(const dmx__ckpt *ck, const char *model, const char *name, int width) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "zoo/intermediates/%s/dequant/%s.npy", model, name);
+    npy_array ref;
+    REQUIRE(npy_load(golden_path(rel), &ref) == 0);
+    const dmx__tensor *t = dmx__ckpt_find(ck, name);
+    REQUIRE(t && t->numel == ref.numel);
+    size_t diff = 0;
+    for (size_t k = 0; k < ref.numel; k++) diff += memcmp(&t->data[k], &ref.data[k], sizeof(float)) != 0;
+    printf("%-*s %zu values, %zu differ from upstream's restore\n", width, name, ref.numel, diff);
+    CHECK_MSG(diff == 0, "%s: %zu dequantized values differ", name, diff);
+    npy_free(&ref);
+}
 
 /* The dequantized parameters of mdx_q_demucs_tiny against upstream's
  * load_model: bit-exact. */
@@ -268,19 +246,7 @@ static void case_dequant(void) {
     REQUIRE(st == DMX_OK);
     CHECK(!dmx__ckpt_is_quantized(ck));
     static const char *const names[] = {"encoder.5.0.weight", "decoder.0.0.weight"};
-    for (int i = 0; i < 2; i++) {
-        char rel[256];
-        snprintf(rel, sizeof rel, "zoo/intermediates/mdx_q_demucs_tiny/dequant/%s.npy", names[i]);
-        npy_array ref;
-        REQUIRE(npy_load(golden_path(rel), &ref) == 0);
-        const dmx__tensor *t = dmx__ckpt_find(ck, names[i]);
-        REQUIRE(t && t->numel == ref.numel);
-        size_t diff = 0;
-        for (size_t k = 0; k < ref.numel; k++) diff += memcmp(&t->data[k], &ref.data[k], sizeof(float)) != 0;
-        printf("%-20s %zu values, %zu differ from upstream's restore\n", names[i], ref.numel, diff);
-        CHECK_MSG(diff == 0, "%s: %zu dequantized values differ", names[i], diff);
-        npy_free(&ref);
-    }
+    for (int i = 0; i < 2; i++) check_dequant(ck, "mdx_q_demucs_tiny", names[i], 20);
     /* the small parameters come from 'others' unchanged (float32) */
     const dmx__tensor *t = dmx__ckpt_find(ck, "encoder.0.0.weight");
     CHECK(t && t->ndim == 3 && t->shape[0] == 4 && t->shape[1] == 2 && t->shape[2] == 8);
@@ -349,19 +315,7 @@ static void case_dequant_extra(void) {
     CHECK_MSG(st == DMX_OK, "dequantize: %s", dmx_last_error());
     CHECK(dmx__ckpt_n_tensors(ck) == pl.n);
     static const char *const names[] = {"decoder.0.rewrite.weight", "decoder.1.rewrite.weight"};
-    for (int i = 0; i < 2 && st == DMX_OK; i++) {
-        char rel[256];
-        snprintf(rel, sizeof rel, "zoo/intermediates/mdx_extra_q_hdemucs_tiny/dequant/%s.npy", names[i]);
-        npy_array ref;
-        REQUIRE(npy_load(golden_path(rel), &ref) == 0);
-        const dmx__tensor *t = dmx__ckpt_find(ck, names[i]);
-        REQUIRE(t && t->numel == ref.numel);
-        size_t diff = 0;
-        for (size_t k = 0; k < ref.numel; k++) diff += memcmp(&t->data[k], &ref.data[k], sizeof(float)) != 0;
-        printf("%-26s %zu values, %zu differ from upstream's restore\n", names[i], ref.numel, diff);
-        CHECK_MSG(diff == 0, "%s: %zu dequantized values differ", names[i], diff);
-        npy_free(&ref);
-    }
+    for (int i = 0; i < 2 && st == DMX_OK; i++) check_dequant(ck, "mdx_extra_q_hdemucs_tiny", names[i], 26);
     dmx__param_list_free(&pl);
     free(txt);
     dmx__ckpt_free(ck);

@@ -29,15 +29,7 @@ static dmx_model *load(const char *rel) {
 static void compare(const char *name, const float *ours, size_t n) {
     char rel[256];
     snprintf(rel, sizeof rel, "outputs/%s.npy", name);
-    npy_array ref;
-    REQUIRE(npy_load(golden_path(rel), &ref) == 0);
-    REQUIRE(ref.numel == n);
-    double mad, mref;
-    double r = rel_max_err(ours, ref.data, n, &mad, &mref);
-    printf("%-34s max|ours-ref| = %.3e  max|ref| = %.3e  ratio = %.3e (tolerance %.0e)\n", name, mad,
-           mref, r, TOL);
-    CHECK_MSG(r <= TOL, "%s: ratio %.3e exceeds %.0e", name, r, TOL);
-    npy_free(&ref);
+    tu_compare_npy(name, 34, golden_path(rel), ours, n, TOL);
 }
 
 /* model(mix[None]) for one model: the network's own forward. */
@@ -70,22 +62,8 @@ static void case_apply(const char *model_rel, const char *input, const char *nam
     REQUIRE(npy_load(golden_path(rel), &mix) == 0);
     int64_t len = mix.shape[1];
     int S = dmx_model_n_sources(m), A = dmx_model_channels(m);
-    float *out = malloc(sizeof(float) * (size_t)S * A * len);
-    float *outp[64];
-    const float *inp[8];
-    for (int k = 0; k < S * A; k++) outp[k] = out + (size_t)k * len;
-    for (int c = 0; c < A; c++) inp[c] = mix.data + (size_t)c * len;
-    dmx_session *s = NULL;
-    REQUIRE(dmx_session_new(m, &s) == DMX_OK);
-    dmx_separate_opts o;
-    dmx_separate_opts_init(&o);
-    o.shifts = 0;
-    o.overlap = 0.25;
-    o.normalize = normalize;
-    dmx_status st = dmx_separate(s, inp, len, outp, &o);
-    CHECK_MSG(st == DMX_OK, "separate: %s", dmx_last_error());
+    float *out = tu_separate(m, mix.data, len, normalize);
     compare(name, out, (size_t)S * A * len);
-    dmx_session_free(s);
     free(out);
     npy_free(&mix);
     dmx_model_free(m);

@@ -34,19 +34,7 @@ static dmx__roformer *load(const char *model) {
 static void compare(const char *name, const float *ours, int rows, int64_t len, int stride) {
     char rel[256];
     snprintf(rel, sizeof rel, "roformer/outputs/%s.npy", name);
-    npy_array ref;
-    REQUIRE(npy_load(golden_path(rel), &ref) == 0);
-    int64_t ls = (len + stride - 1) / stride;
-    REQUIRE(ref.numel == (size_t)rows * (size_t)ls);
-    float *sub = malloc(sizeof(float) * ref.numel);
-    for (int r = 0; r < rows; r++)
-        for (int64_t i = 0; i < ls; i++) sub[(size_t)r * ls + i] = ours[(size_t)r * len + i * stride];
-    double mad, mref;
-    double q = rel_max_err(sub, ref.data, ref.numel, &mad, &mref);
-    printf("%-40s max|ours-ref| = %.3e  max|ref| = %.3e  ratio = %.3e (tolerance %.0e)\n", name, mad, mref, q, TOL);
-    CHECK_MSG(q <= TOL, "%s: ratio %.3e exceeds %.0e", name, q, TOL);
-    free(sub);
-    npy_free(&ref);
+    tu_compare_strided(name, 40, golden_path(rel), ours, rows, len, stride, TOL);
 }
 
 static npy_array input(const char *name) {

@@ -30,18 +30,11 @@
 #define TOL 1e-4
 
 static void *load(const char *model, dmx__net_desc *d) {
-    char rel[256];
-    snprintf(rel, sizeof rel, "zoo/models/%s.th", model);
-    dmx__ckpt *ck = NULL;
-    dmx_status st = dmx__ckpt_load(golden_path(rel), &ck);
-    if (st != DMX_OK) {
-        fprintf(stderr, "cannot load %s: %s: %s\n", rel, dmx_status_str(st), dmx_last_error());
-        exit(1);
-    }
+    dmx__ckpt *ck = tu_load_zoo_ckpt(model);
     void *net = NULL;
-    st = dmx__hdemucs_vt.build(ck, &net);
+    dmx_status st = dmx__hdemucs_vt.build(ck, &net);
     if (st != DMX_OK) {
-        fprintf(stderr, "cannot build %s: %s: %s\n", rel, dmx_status_str(st), dmx_last_error());
+        fprintf(stderr, "cannot build %s: %s: %s\n", model, dmx_status_str(st), dmx_last_error());
         exit(1);
     }
     dmx__hdemucs_vt.describe(net, d);
@@ -186,45 +179,15 @@ static int case_separate(const char *name) {
     float *mix = load_wav16(golden_path("zoo/inputs/mix_50s.wav"), &A, &len);
     int S = dmx_model_n_sources(m);
     REQUIRE(A == dmx_model_channels(m) && S * A <= 64);
-    float *out = malloc(sizeof(float) * (size_t)S * A * len);
-    float *outp[64];
-    const float *inp[8];
-    for (int k = 0; k < S * A; k++) outp[k] = out + (size_t)k * len;
-    for (int c = 0; c < A; c++) inp[c] = mix + (size_t)c * len;
-    dmx_session *s = NULL;
-    REQUIRE(dmx_session_new(m, &s) == DMX_OK);
-    dmx_separate_opts o;
-    dmx_separate_opts_init(&o);
-    o.shifts = 0;
-    o.overlap = 0.25;
-    o.normalize = 1;
-    st = dmx_separate(s, inp, len, outp, &o);
-    CHECK_MSG(st == DMX_OK, "separate: %s", dmx_last_error());
+    float *out = tu_separate(m, mix, len, 1);
     static const int64_t starts[4] = {0, 1453095, 1938195, 2200590};
-    const int width = 4410, sub = 97;
-    for (int which = 0; which < 2; which++) {
-        snprintf(rel, sizeof rel, "zoo/outputs/%s_separate_50s_%s.npy", name, which ? "sub97" : "win");
-        npy_array ref;
-        REQUIRE(npy_load(golden_path(rel), &ref) == 0);
-        size_t nsub = (size_t)((len + sub - 1) / sub), n = which ? (size_t)S * A * nsub : (size_t)4 * S * A * width;
-        REQUIRE(ref.numel == n);
-        float *ours = malloc(sizeof(float) * n);
-        size_t k = 0;
-        if (which) {
-            for (int r = 0; r < S * A; r++)
-                for (size_t i = 0; i < nsub; i++) ours[k++] = out[(size_t)r * len + i * sub];
-        } else {
-            for (int w = 0; w < 4; w++)
-                for (int r = 0; r < S * A; r++)
-                    for (int i = 0; i < width; i++) ours[k++] = out[(size_t)r * len + starts[w] + i];
-        }
-        double mad, mref, r = rel_max_err(ours, ref.data, n, &mad, &mref);
-        printf("%-48s max|ours-ref| = %.3e  max|ref| = %.3e  ratio = %.3e (tolerance %.0e)\n", rel, mad, mref, r, TOL);
-        CHECK_MSG(r <= TOL, "%s: ratio %.3e exceeds %.0e", rel, r, TOL);
-        free(ours);
-        npy_free(&ref);
-    }
-    dmx_session_free(s);
+    const int width = 4410;
+    float *win = tu_windows(out, S * A, len, starts, 4, width);
+    snprintf(rel, sizeof rel, "zoo/outputs/%s_separate_50s_win.npy", name);
+    tu_compare_npy(rel, 48, golden_path(rel), win, (size_t)4 * S * A * width, TOL);
+    free(win);
+    snprintf(rel, sizeof rel, "zoo/outputs/%s_separate_50s_sub97.npy", name);
+    tu_compare_strided(rel, 48, golden_path(rel), out, S * A, len, 97, TOL);
     dmx_model_free(m);
     free(out);
     free(mix);
@@ -254,14 +217,8 @@ int main(int argc, char **argv) {
         CHECK_MSG(st == DMX_OK, "forward: %s", dmx_last_error());
         char rel[256];
         snprintf(rel, sizeof rel, "zoo/outputs/%s_forward_%ds.npy", model, len / d.samplerate);
-        npy_array ref;
-        REQUIRE(npy_load(golden_path(rel), &ref) == 0);
-        REQUIRE(ref.numel == nout);
-        double mad, mref, r = rel_max_err(out, ref.data, nout, &mad, &mref);
-        printf("%-40s max|ours-ref| = %.3e  max|ref| = %.3e  ratio = %.3e (tolerance %.0e)\n", rel, mad, mref, r, TOL);
-        CHECK_MSG(r <= TOL, "%s: ratio %.3e exceeds %.0e", rel, r, TOL);
+        tu_compare_npy(rel, 40, golden_path(rel), out, nout, TOL);
         printf("arena high water: %.1f MB\n", ar.high_water / 1e6);
-        npy_free(&ref);
         snprintf(caseName, sizeof caseName, "hdemucs_golden forward %s", model);
     } else {
         size_t ml;

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "ckpt.h"
 #include "demix/demix.h"
@@ -20,61 +19,21 @@
 static unsigned char *orig;
 static size_t orig_len;
 
-static uint32_t rd32(const unsigned char *p) { return p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t)p[3] << 24); }
-static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static void wr32(unsigned char *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static unsigned char *find(unsigned char *b, size_t n, const void *needle, size_t nl) {
-    for (size_t i = 0; i + nl <= n; i++)
-        if (!memcmp(b + i, needle, nl)) return b + i;
-    return NULL;
-}
-
-/* Recomputes the CRC of the data.pkl entry everywhere it is recorded. */
-static void fix_pkl_crc(unsigned char *b, size_t len) {
-    size_t eocd = len - 22;
-    while (eocd > 0 && rd32(b + eocd) != 0x06054b50) eocd--;
-    REQUIRE(eocd > 0);
-    uint32_t cd = rd32(b + eocd + 16);
-    uint16_t n = rd16(b + eocd + 10);
-    size_t p = cd;
-    for (int i = 0; i < n; i++) {
-        REQUIRE(rd32(b + p) == 0x02014b50);
-        uint16_t nl = rd16(b + p + 28), el = rd16(b + p + 30), cl = rd16(b + p + 32);
-        const char *name = (const char *)b + p + 46;
-        if (nl >= 8 && memcmp(name + nl - 8, "data.pkl", 8) == 0) {
-            uint32_t lho = rd32(b + p + 42), size = rd32(b + p + 20);
-            size_t data = lho + 30 + rd16(b + lho + 26) + rd16(b + lho + 28);
-            uint32_t crc = (uint32_t)crc32(0L, b + data, size);
-            wr32(b + p + 16, crc);
-            wr32(b + lho + 14, crc);
-            if (rd16(b + lho + 6) & 8) { /* data descriptor after the data */
-                unsigned char *dd = b + data + size;
-                wr32(rd32(dd) == 0x08074b50 ? dd + 4 : dd, crc);
-            }
-        }
-        p += 46 + nl + el + cl;
-    }
-}
-
 /* The kwarg `key` (pickled as BINUNICODE + BINPUT) with its 1- or 2-byte
  * value `from` replaced by `to`. */
 static void expect(const char *key, const char *from, const char *to, size_t vn, const char *phrase) {
-    unsigned char *b = malloc(orig_len);
-    memcpy(b, orig, orig_len);
+    unsigned char *b = tu_memdup(orig, orig_len);
     char pat[64];
     size_t kl = strlen(key);
     pat[0] = 'X';
-    wr32((unsigned char *)pat + 1, (uint32_t)kl);
+    for (int i = 0; i < 4; i++) pat[1 + i] = (char)(kl >> (8 * i)); /* little-endian length */
     memcpy(pat + 5, key, kl);
-    unsigned char *k = find(b, orig_len, pat, kl + 5);
+    unsigned char *k = tu_memfind(b, orig_len, pat, kl + 5);
     REQUIRE(k);
     unsigned char *v = k + 5 + kl + 2; /* after 'q' + memo byte */
     REQUIRE(k[5 + kl] == 'q' && !memcmp(v, from, vn));
     memcpy(v, to, vn);
-    fix_pkl_crc(b, orig_len);
+    tu_zip_fix_pkl_crc(b, orig_len);
     dmx__ckpt *ck = NULL;
     REQUIRE(dmx__ckpt_load_mem(b, orig_len, "patched", &ck) == DMX_OK);
     void *net = (void *)1;

@@ -3,16 +3,14 @@
  * describe a network demix can build give their own status and a message
  * naming the kwarg or tensor; and an amplitude model whose kwargs ask for
  * Wiener EM iterations (no official model does) runs them. The zoo fixtures
- * are patched in memory (same-length edits of data.pkl, CRC-32s recomputed,
- * as test_model_errors.c does) so only the model builder can object.
+ * are patched in memory (same-length edits of data.pkl, CRC-32s recomputed
+ * by testutil) so only the model builder can object.
  */
-#define _GNU_SOURCE
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "arena.h"
 #include "ckpt.h"
@@ -23,77 +21,24 @@
 static unsigned char *orig;
 static size_t orig_len;
 
-static uint32_t rd32(const unsigned char *p) { return p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t)p[3] << 24); }
-static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static void wr32(unsigned char *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void fix_pkl_crc(unsigned char *b, size_t len) {
-    size_t eocd = len - 22;
-    while (eocd > 0 && rd32(b + eocd) != 0x06054b50) eocd--;
-    REQUIRE(eocd > 0);
-    uint32_t cd = rd32(b + eocd + 16);
-    uint16_t n = rd16(b + eocd + 10);
-    size_t p = cd;
-    for (int i = 0; i < n; i++) {
-        REQUIRE(rd32(b + p) == 0x02014b50);
-        uint16_t nl = rd16(b + p + 28), el = rd16(b + p + 30), cl = rd16(b + p + 32);
-        const char *name = (const char *)b + p + 46;
-        if (nl >= 8 && memcmp(name + nl - 8, "data.pkl", 8) == 0) {
-            uint32_t lho = rd32(b + p + 42), size = rd32(b + p + 20);
-            size_t data = lho + 30 + rd16(b + lho + 26) + rd16(b + lho + 28);
-            uint32_t crc = (uint32_t)crc32(0L, b + data, size);
-            wr32(b + p + 16, crc);
-            wr32(b + lho + 14, crc);
-            if (rd16(b + lho + 6) & 8) {
-                unsigned char *dd = b + data + size;
-                wr32(rd32(dd) == 0x08074b50 ? dd + 4 : dd, crc);
-            }
-        }
-        p += 46 + nl + el + cl;
-    }
-}
-
 /* Applies same-length edits (from, to, n) x k to a copy of the fixture. */
 static unsigned char *patched(int k, const char *const *from, const char *const *to, const size_t *n) {
-    unsigned char *b = malloc(orig_len);
-    memcpy(b, orig, orig_len);
-    for (int i = 0; i < k; i++) {
-        unsigned char *hit = memmem(b, orig_len, from[i], n[i]);
-        REQUIRE(hit);
-        memcpy(hit, to[i], n[i]);
-    }
-    fix_pkl_crc(b, orig_len);
+    unsigned char *b = tu_memdup(orig, orig_len);
+    for (int i = 0; i < k; i++) tu_patch(b, orig_len, from[i], to[i], n[i], NULL);
+    tu_zip_fix_pkl_crc(b, orig_len);
     return b;
 }
 
 static unsigned char *patch1(const char *from, const char *to, size_t n) { return patched(1, &from, &to, &n); }
 
-static void write_tmp(unsigned char *buf, char *path) {
-    int fd = mkstemp(path);
-    REQUIRE(fd >= 0);
-    REQUIRE(write(fd, buf, orig_len) == (ssize_t)orig_len);
-    close(fd);
-}
-
 static void expect(unsigned char *buf, dmx_status want, const char *phrase, const char *what) {
-    char path[] = "/tmp/demix_test_hdemucs_XXXXXX";
-    write_tmp(buf, path);
-    dmx_model *m = (dmx_model *)1;
-    dmx_status st = dmx_model_load(path, &m);
-    printf("%-22s -> %s: %s\n", what, dmx_status_name(st), dmx_last_error());
-    CHECK_MSG(st == want, "%s: got %s, want %s", what, dmx_status_name(st), dmx_status_name(want));
-    CHECK_MSG(m == NULL, "%s: model not NULL on failure", what);
-    CHECK_MSG(strstr(dmx_last_error(), phrase) != NULL, "%s: message lacks '%s'", what, phrase);
-    unlink(path);
-    free(buf);
+    tu_expect_load_error(buf, orig_len, want, phrase, what);
 }
 
 /* Forward of a (patched) checkpoint on the first `len` samples of mix_3s. */
 static float *forward_len(unsigned char *buf, int len, int *n) {
     char path[] = "/tmp/demix_test_hdemucs_XXXXXX";
-    write_tmp(buf, path);
+    tu_write_tmp(buf, orig_len, path);
     free(buf);
     dmx__ckpt *ck = NULL;
     REQUIRE(dmx__ckpt_load(path, &ck) == DMX_OK);
@@ -127,8 +72,7 @@ static float *forward(unsigned char *buf, int *n) { return forward_len(buf, 4410
 static void short_chunks(void) {
     static const int lens[] = {1, 7, 1023, 1025, 5000};
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
-        unsigned char *b = malloc(orig_len);
-        memcpy(b, orig, orig_len);
+        unsigned char *b = tu_memdup(orig, orig_len);
         int n;
         float *out = forward_len(b, lens[i], &n);
         int finite = 1;
@@ -187,14 +131,7 @@ int main(void) {
     expect(patch1("norm_startsq&K\x04", "norm_startsq&K\x05", 15), DMX_ERR_MODEL, "encoder.4.norm1.weight",
            "unexpected tensor");
     /* and the unpatched bytes, through the same path, load fine */
-    {
-        char path[] = "/tmp/demix_test_hdemucs_XXXXXX";
-        write_tmp(orig, path);
-        dmx_model *m = NULL;
-        CHECK(dmx_model_load(path, &m) == DMX_OK && m);
-        dmx_model_free(m);
-        unlink(path);
-    }
+    tu_expect_load_ok(orig, orig_len);
     short_chunks();
     free(orig);
     wiener_em_runs();

@@ -5,12 +5,9 @@
  * of data.pkl, then the CRC-32 in the local header, data descriptor and
  * central directory is recomputed so only the model builder can object.
  */
-#define _GNU_SOURCE
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <zlib.h>
 
 #include "demix/demix.h"
 #include "testutil.h"
@@ -18,72 +15,17 @@
 static unsigned char *orig;
 static size_t orig_len;
 
-static uint32_t rd32(const unsigned char *p) { return p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t)p[3] << 24); }
-static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static void wr32(unsigned char *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-
-/* Recomputes the CRC of every entry whose name ends with "data.pkl". */
-static void fix_pkl_crc(unsigned char *b, size_t len) {
-    size_t eocd = len - 22;
-    while (eocd > 0 && rd32(b + eocd) != 0x06054b50) eocd--;
-    REQUIRE(eocd > 0);
-    uint32_t cd = rd32(b + eocd + 16);
-    uint16_t n = rd16(b + eocd + 10);
-    size_t p = cd;
-    for (int i = 0; i < n; i++) {
-        REQUIRE(rd32(b + p) == 0x02014b50);
-        uint16_t nl = rd16(b + p + 28), el = rd16(b + p + 30), cl = rd16(b + p + 32);
-        const char *name = (const char *)b + p + 46;
-        if (nl >= 8 && memcmp(name + nl - 8, "data.pkl", 8) == 0) {
-            uint32_t lho = rd32(b + p + 42), size = rd32(b + p + 20);
-            size_t data = lho + 30 + rd16(b + lho + 26) + rd16(b + lho + 28);
-            uint32_t crc = (uint32_t)crc32(0L, b + data, size);
-            wr32(b + p + 16, crc);
-            wr32(b + lho + 14, crc);
-            /* torch.save writes a data descriptor (flag bit 3) after the data */
-            if (rd16(b + lho + 6) & 8) {
-                unsigned char *dd = b + data + size;
-                wr32(rd32(dd) == 0x08074b50 ? dd + 4 : dd, crc);
-            }
-        }
-        p += 46 + nl + el + cl;
-    }
-}
-
 /* Copy of the fixture with `from` replaced by `to` (same length) once, at the
  * first occurrence at or after the first occurrence of `after` (if given). */
 static unsigned char *patched(const void *from, const void *to, size_t n, const char *after) {
-    unsigned char *b = malloc(orig_len);
-    memcpy(b, orig, orig_len);
-    size_t start = 0;
-    if (after) {
-        unsigned char *a = memmem(b, orig_len, after, strlen(after));
-        REQUIRE(a);
-        start = (size_t)(a - b);
-    }
-    unsigned char *hit = memmem(b + start, orig_len - start, from, n);
-    REQUIRE(hit);
-    memcpy(hit, to, n);
-    fix_pkl_crc(b, orig_len);
+    unsigned char *b = tu_memdup(orig, orig_len);
+    tu_patch(b, orig_len, from, to, n, after);
+    tu_zip_fix_pkl_crc(b, orig_len);
     return b;
 }
 
 static void expect(unsigned char *buf, dmx_status want, const char *phrase, const char *what) {
-    char path[] = "/tmp/demix_test_model_XXXXXX";
-    int fd = mkstemp(path);
-    REQUIRE(fd >= 0);
-    REQUIRE(write(fd, buf, orig_len) == (ssize_t)orig_len);
-    close(fd);
-    dmx_model *m = (dmx_model *)1;
-    dmx_status st = dmx_model_load(path, &m);
-    printf("%-22s -> %s: %s\n", what, dmx_status_name(st), dmx_last_error());
-    CHECK_MSG(st == want, "%s: got %s, want %s", what, dmx_status_name(st), dmx_status_name(want));
-    CHECK_MSG(m == NULL, "%s: model not NULL on failure", what);
-    CHECK_MSG(strstr(dmx_last_error(), phrase) != NULL, "%s: message lacks '%s'", what, phrase);
-    unlink(path);
-    free(buf);
+    tu_expect_load_error(buf, orig_len, want, phrase, what);
 }
 
 int main(void) {
@@ -114,16 +56,7 @@ int main(void) {
     expect(patched("cacq\x13\x88", "cacq\x13\x89", 6, NULL), DMX_ERR_MODEL,
            "tensor 'encoder.0.conv.weight' has shape", "cac=False");
     /* and the unpatched bytes, through the same path, load fine */
-    {
-        char path[] = "/tmp/demix_test_model_XXXXXX";
-        int fd = mkstemp(path);
-        REQUIRE(fd >= 0 && write(fd, orig, orig_len) == (ssize_t)orig_len);
-        close(fd);
-        dmx_model *m = NULL;
-        CHECK(dmx_model_load(path, &m) == DMX_OK && m);
-        dmx_model_free(m);
-        unlink(path);
-    }
+    tu_expect_load_ok(orig, orig_len);
     free(orig);
     return dmx_test_done("test_model_errors");
 }

@@ -140,21 +140,10 @@ static void test_scaled_float_segment(void) {
     dmx__arena_init(&ar);
     dmx_status st = dmx__net_forward(net, &ar, x, L, out, NULL, NULL);
     CHECK_MSG(st == DMX_OK, "forward: %s", dmx_last_error());
-    npy_array ref;
-    REQUIRE(npy_load(refgen_path("htd_scaled_out.npy"), &ref) == 0);
-    int n_sub = (L + SUB - 1) / SUB;
-    REQUIRE(ref.numel == (size_t)S * A * n_sub);
-    float *sub = malloc(sizeof(float) * ref.numel);
-    for (int k = 0; k < S * A; k++)
-        for (int i = 0; i < n_sub; i++) sub[(size_t)k * n_sub + i] = out[(size_t)k * L + (size_t)i * SUB];
-    double mad, mref, r = rel_max_err(sub, ref.data, ref.numel, &mad, &mref);
-    printf("htd_scaled forward        ratio = %.3e (max|ref| %.3e)\n", r, mref);
-    CHECK_MSG(r <= 1e-4, "t_emb='scaled' forward: ratio %.3e", r);
+    tu_compare_strided("htd_scaled forward", 26, refgen_path("htd_scaled_out.npy"), out, S * A, L, SUB, 1e-4);
     dmx__arena_free(&ar);
-    free(sub);
     free(out);
     free(x);
-    npy_free(&ref);
     dmx_model_free(m);
 }
 
@@ -179,25 +168,14 @@ static void test_no_train_segment(void) {
     o.n_threads = 2;
     dmx_status st = dmx_separate(s, inp, L, outp, &o);
     CHECK_MSG(st == DMX_OK, "separate: %s", dmx_last_error());
-    npy_array ref;
-    REQUIRE(npy_load(refgen_path("htd_no_train_seg_out.npy"), &ref) == 0);
-    int n_sub = (L + SUB - 1) / SUB;
-    REQUIRE(ref.numel == (size_t)S * A * n_sub);
-    float *sub = malloc(sizeof(float) * ref.numel);
-    for (int k = 0; k < S * A; k++)
-        for (int i = 0; i < n_sub; i++) sub[(size_t)k * n_sub + i] = out[(size_t)k * L + (size_t)i * SUB];
-    double mad, mref, r = rel_max_err(sub, ref.data, ref.numel, &mad, &mref);
-    printf("htd_no_train_seg apply    ratio = %.3e (max|ref| %.3e)\n", r, mref);
-    CHECK_MSG(r <= 1e-4, "use_train_segment=False apply: ratio %.3e", r);
+    tu_compare_strided("htd_no_train_seg apply", 26, refgen_path("htd_no_train_seg_out.npy"), out, S * A, L, SUB, 1e-4);
     /* a run without splitting takes the whole input at its length too */
     o.split = 0;
     st = dmx_separate(s, inp, L, outp, &o);
     CHECK_MSG(st == DMX_OK, "separate without split: %s", dmx_last_error());
     dmx_session_free(s);
-    free(sub);
     free(out);
     free(x);
-    npy_free(&ref);
     dmx_model_free(m);
 }
 
@@ -249,7 +227,7 @@ static void test_mask_bad_end_iters(void) {
     unsigned char *p = memmem(buf, n, "end_iters", 9);
     REQUIRE(p && p + 13 <= buf + n && p[9] == 'q' && p[11] == 'K' && p[12] == 2);
     p[12] = 3;
-    dmx_test_fix_pkl_crc(buf, n);
+    tu_zip_fix_pkl_crc(buf, n);
     char path[] = "/tmp/demix_test_net_XXXXXX";
     int fd = mkstemp(path);
     REQUIRE(fd >= 0 && write(fd, buf, n) == (ssize_t)n);

@@ -2,45 +2,12 @@
 # free loopback port with the golden tiny models and checks every route's
 # happy path and error statuses with curl. Environment (tests/server.cmake):
 #   DEMIX  the demix binary   GOLDEN  golden fixtures   WORK  scratch folder
-set -u
-: "${DEMIX:?}" "${GOLDEN:?}" "${WORK:?}"
-rm -rf "$WORK" && mkdir -p "$WORK"
-unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
-FAILURES=0
-fail() { echo "FAIL: $*" >&2; FAILURES=$((FAILURES + 1)); }
-pass() { echo "ok: $*"; }
+. "$(dirname "$0")/lib.sh"
 
 LOG="$WORK/server.log"
-"$DEMIX" serve --host 127.0.0.1 --port 0 --repo "$GOLDEN/models" --data-dir "$WORK/data" \
-    --workers 1 --max-upload-mb 2 2>"$LOG" &
-PID=$!
-# Whatever happens, the server goes with the test.
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null' EXIT
-
-PORT=
-for _ in $(seq 100); do
-    PORT=$(grep '"event_type":"startup"' "$LOG" | grep -o '"port":[0-9]*' | head -n1 | cut -d: -f2)
-    [ -n "$PORT" ] && break
-    kill -0 $PID 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$PORT" ]; then echo "server did not start:" >&2; cat "$LOG" >&2; exit 1; fi
-B="http://127.0.0.1:$PORT"
+start "$LOG" --data-dir "$WORK/data" --workers 1 --max-upload-mb 2
 pass "listening on $B"
 
-# get NAME WANT_STATUS CURL_ARGS... : body in $WORK/NAME.body, headers in .hdr
-get() {
-    local name=$1 want=$2; shift 2
-    local code
-    code=$(curl -sS --max-time 60 -o "$WORK/$name.body" -D "$WORK/$name.hdr" -w '%{http_code}' "$@")
-    if [ "$code" != "$want" ]; then
-        fail "$name: HTTP $code, expected $want ($*)"; sed 's/^/    /' "$WORK/$name.body" >&2; echo >&2
-        return 1
-    fi
-    pass "$name: HTTP $code"
-}
-body_has() { grep -q -- "$2" "$WORK/$1.body" || fail "$1: body lacks $2: $(head -c 400 "$WORK/$1.body")"; }
-json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$WORK/$1.body" "$2"; }
 is_error_json() {
     body_has "$1" '"error":{"code":"'"$2"'"'
     body_has "$1" '"request_id":"'
@@ -134,10 +101,7 @@ grep -q "endpoint=\"/jobs/$ID" "$WORK/metrics.body" && fail "raw job path used a
 [ -z "$(ls "$WORK/data/uploads")" ] || fail "uploads left behind: $(ls "$WORK/data/uploads")"
 
 # Shutdown on SIGTERM, then every log line must be one JSON object.
-kill -TERM $PID
-for _ in $(seq 100); do kill -0 $PID 2>/dev/null || break; sleep 0.1; done
-kill -0 $PID 2>/dev/null && fail "server still running 10 s after SIGTERM"
-trap - EXIT
+stop_term 10
 if command -v python3 >/dev/null; then
     python3 -c '
 import json, sys
@@ -151,5 +115,4 @@ else
 fi
 grep -q '"event_type":"request"' "$LOG" || fail "no request log lines"
 
-if [ "$FAILURES" -ne 0 ]; then echo "$FAILURES check(s) failed" >&2; exit 1; fi
-echo "all checks passed"
+finish

@@ -15,17 +15,6 @@
 D="$WORK/data"
 L="$WORK/server.log"
 W3="$GOLDEN/inputs/mix_3s.wav"
-# err NAME STATUS CODE CURL_ARGS...: the status and a JSON error with that code.
-err() {
-    local name=$1 want=$2 code=$3; shift 3
-    get "$name" "$want" "$@" || return 1
-    python3 - "$WORK/$name.body" "$code" <<'PY' || fail "$name: bad error body: $(head -c 300 "$WORK/$name.body")"
-import json, sys
-e = json.loads(open(sys.argv[1], "rb").read().decode("utf-8"))["error"]
-assert e["code"] == sys.argv[2], e
-assert e["message"] and e["request_id"], e
-PY
-}
 job_dirs() { find "$D/jobs" -mindepth 1 -maxdepth 1 | wc -l; }
 
 # ---- 1. no 202 without a stored row ------------------------------------------------------
@@ -79,11 +68,7 @@ grep -q '"event_type":"orphan_removed"' "$L" || fail "no orphan_removed log line
 sox -V1 "$GOLDEN/inputs/mix_12s.wav" "$GOLDEN/inputs/mix_12s.wav" "$WORK/24s.wav"
 get run 202 -F "file=@$WORK/24s.wav" -F model_name=tiny4s -F shifts=2 "$B/separate"
 RID=$(json run 'd["id"]')
-for _ in $(seq 600); do
-    get rpoll 200 "$B/jobs/$RID" >/dev/null
-    [ "$(json rpoll 'd["status"]')" = running ] && break
-    sleep 0.05
-done
+wait_running rpoll "$RID"
 get del 200 -X DELETE "$B/jobs/$RID"
 kill -9 "$PID"; wait "$PID" 2>/dev/null
 start "$L" --data-dir "$D" --workers 1 --rate-limit 0

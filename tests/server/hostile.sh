@@ -17,19 +17,8 @@ A=(-H "Authorization: Bearer $KEY")
 DEMIX_API_KEY=$KEY start "$L" --data-dir "$D" --workers 1 --max-upload-mb 2 --max-duration 60 \
     --rate-limit 0
 W3="$GOLDEN/inputs/mix_3s.wav"
+ERR_MIN_ID_LEN=16 # err: request ids are at least 16 characters
 
-# err NAME STATUS CODE CURL_ARGS...: the status, and a strict-UTF-8 JSON
-# body {"error": {code, message, request_id}} with that code.
-err() {
-    local name=$1 want=$2 code=$3; shift 3
-    get "$name" "$want" "$@" || return 1
-    python3 - "$WORK/$name.body" "$code" <<'PY' || fail "$name: bad error body: $(head -c 300 "$WORK/$name.body")"
-import json, sys
-e = json.loads(open(sys.argv[1], "rb").read().decode("utf-8"))["error"]
-assert e["code"] == sys.argv[2], e
-assert e["message"] and len(e["request_id"]) >= 16, e
-PY
-}
 # utf8_json NAME: the body is JSON in strict UTF-8.
 utf8_json() {
     python3 -c 'import json,sys; json.loads(open(sys.argv[1],"rb").read().decode("utf-8"))' "$WORK/$1.body" \

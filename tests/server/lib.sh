@@ -73,6 +73,29 @@ wait_job() {
     echo "$st"
 }
 
+# err NAME STATUS CODE CURL_ARGS...: the status, and a strict-UTF-8 JSON body
+# {"error": {code, message, request_id}} with that code, a message and a
+# request id of at least ${ERR_MIN_ID_LEN:-1} characters.
+err() {
+    local name=$1 want=$2 code=$3; shift 3
+    get "$name" "$want" "$@" || return 1
+    python3 - "$WORK/$name.body" "$code" "${ERR_MIN_ID_LEN:-1}" <<'PY' || fail "$name: bad error body: $(head -c 300 "$WORK/$name.body")"
+import json, sys
+e = json.loads(open(sys.argv[1], "rb").read().decode("utf-8"))["error"]
+assert e["code"] == sys.argv[2], e
+assert e["message"] and len(e["request_id"]) >= int(sys.argv[3]), e
+PY
+}
+
+# wait_running NAME ID: polls GET /jobs/ID (as NAME) until the job runs.
+wait_running() {
+    for _ in $(seq 600); do
+        get "$1" 200 "$B/jobs/$2" >/dev/null
+        [ "$(json "$1" 'd["status"]')" = running ] && break
+        sleep 0.05
+    done
+}
+
 finish() {
     if [ "$FAILURES" -ne 0 ]; then echo "$FAILURES check(s) failed" >&2; exit 1; fi
     echo "all checks passed"

@@ -15,16 +15,6 @@
 
 L="$WORK/server.log"
 W3="$GOLDEN/inputs/mix_3s.wav"
-err() {
-    local name=$1 want=$2 code=$3; shift 3
-    get "$name" "$want" "$@" || return 1
-    python3 - "$WORK/$name.body" "$code" <<'PY' || fail "$name: bad error body: $(head -c 300 "$WORK/$name.body")"
-import json, sys
-e = json.loads(open(sys.argv[1], "rb").read().decode("utf-8"))["error"]
-assert e["code"] == sys.argv[2], e
-assert e["message"] and e["request_id"], e
-PY
-}
 
 # ---- 1. no duration counting on the HTTP thread ----------------------------------------------------
 python3 "$(dirname "$0")/mkflac.py" "$WORK/3h.flac" 10800

@@ -54,11 +54,7 @@ get list 200 "$B/jobs" && body_has list "$SID"
 # shifts=4: long enough to be still running when SIGTERM's 0.5 s grace ends
 get term 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s -F shifts=4 "$B/separate"
 TID=$(json term 'd["id"]')
-for _ in $(seq 600); do
-    get tpoll 200 "$B/jobs/$TID" >/dev/null
-    [ "$(json tpoll 'd["status"]')" = running ] && break
-    sleep 0.05
-done
+wait_running tpoll "$TID"
 stop_term 60
 grep -q '"checkpointed as queued"\|checkpointing' "$L" && pass "running job checkpointed" || fail "no checkpoint on SIGTERM"
 start "$L" --data-dir "$D" --workers 1
