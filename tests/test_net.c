@@ -8,9 +8,9 @@
  *   - HTDemucs kwargs upstream runs: t_emb='scaled', a float `segment`, and
  *     use_train_segment=False (every chunk at its own length), amplitude
  *     models (cac=False: magnitudes in, masks out, Wiener filtering with
- *     wiener_iters 0, and 2 with a residual source), against
- *     tests/data/refgen (made by tools/refgen/gen.py with upstream's code;
- *     see the README there).
+ *     wiener_iters 0, and 2 with a residual source), against references
+ *     tools/refgen/gen.py makes with upstream's code, when DEMIX_REFGEN_DIR
+ *     names them (tests/data/refgen/README.md).
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -24,12 +24,20 @@
 #include "net.h"
 #include "testutil.h"
 
+/* The upstream references tools/refgen/gen.py makes (tests/data/refgen/
+ * README.md: the exact commands). They need upstream's code and PyTorch, so
+ * they are not in the repository and not in ../shared/golden: the checks
+ * against them run when DEMIX_REFGEN_DIR names the folder holding them. */
+static const char *refgen_dir(void) {
+    const char *d = getenv("DEMIX_REFGEN_DIR");
+    return d && *d ? d : NULL;
+}
+
 static const char *refgen_path(const char *file) {
     static char buf[2][1024];
     static int k;
-    const char *src = getenv("DEMIX_SOURCE_DIR");
     k ^= 1;
-    snprintf(buf[k], sizeof buf[k], "%s/tests/data/refgen/%s", src ? src : ".", file);
+    snprintf(buf[k], sizeof buf[k], "%s/%s", refgen_dir(), file);
     return buf[k];
 }
 
@@ -244,10 +252,15 @@ int main(void) {
     test_segment_length();
     test_dispatch();
     test_bag_segment_fixed();
-    test_scaled_float_segment();
-    test_no_train_segment();
-    test_mask_forward("htd_mask", 0, 0);
-    test_mask_forward("htd_wiener", 2, 1);
-    test_mask_bad_end_iters();
+    if (refgen_dir()) {
+        test_scaled_float_segment();
+        test_no_train_segment();
+        test_mask_forward("htd_mask", 0, 0);
+        test_mask_forward("htd_wiener", 2, 1);
+        test_mask_bad_end_iters();
+    } else {
+        printf("upstream references not checked: DEMIX_REFGEN_DIR is unset "
+               "(tests/data/refgen/README.md makes them)\n");
+    }
     return dmx_test_done("test_net");
 }
