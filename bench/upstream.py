@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Times upstream Demucs (PyTorch) separating a file with a .th checkpoint:
+"""Times upstream Demucs (PyTorch) separating a file with a .th checkpoint of
+any upstream class (HTDemucs, HDemucs, Demucs: the class stored in the file):
 the same whole-track pipeline as `demucs` (normalise, apply_model with
 shifts 0, overlap 0.25, de-normalise). Needs DEMIX_UPSTREAM (an upstream
 checkout) and python3-torch; decoding uses ffmpeg. Prints the seconds spent."""
@@ -9,12 +10,11 @@ sys.path.insert(0, os.environ["DEMIX_UPSTREAM"])
 import numpy as np
 import torch
 from demucs.apply import apply_model
-from demucs.htdemucs import HTDemucs
 
 model_path, audio, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 torch.set_num_threads(threads)
 pkg = torch.load(model_path, map_location="cpu")
-model = HTDemucs(*pkg["args"], **pkg["kwargs"])
+model = pkg["klass"](*pkg["args"], **pkg["kwargs"])
 model.load_state_dict({k: v.float() for k, v in pkg["state"].items()})
 model.eval()
 raw = subprocess.run(["ffmpeg", "-loglevel", "error", "-i", audio, "-f", "f32le", "-ac", "2", "-ar",

@@ -37,8 +37,11 @@
  * single-threaded in the whole process, set once (threads.c): OpenBLAS's
  * thread count is process-wide, so changing it here would change the
  * threads — and the rounding — of other streams running at the same time.
- * Accumulation happens in segment order in the calling thread, so results
- * are bit-identical for any T and whatever else the process runs.
+ * A batch of fewer than T evaluations (a short song, a song's last batch)
+ * lends the idle threads to its matrix products (team.h), cut so that each
+ * element is computed as uncut. Accumulation happens in segment order in
+ * the calling thread, so results are bit-identical for any T and whatever
+ * else the process runs.
  *
  * RoFormer models (loaded from an MSST config) do not use any of this: the
  * same dmx_stream API forwards to MSST's whole-track chunking
@@ -54,6 +57,7 @@
 
 #include "error.h"
 #include "roformer_demix.h"
+#include "team.h"
 #include "threads.h"
 
 #define MAX_TRACKS 1024
@@ -345,17 +349,9 @@ static dmx_status pump(dmx_stream *st) {
             dmx_status s = worker_get(st, b, &jobs[b].w);
             if (s != DMX_OK) return s;
         }
-        pthread_t tid[DMX__MAX_WORKERS];
-        int started[DMX__MAX_WORKERS] = {0};
-        for (int b = 1; b < nb; b++)
-            started[b] = pthread_create(&tid[b], NULL, job_main, &jobs[b]) == 0;
-        job_main(&jobs[0]);
-        for (int b = 1; b < nb; b++) {
-            if (started[b])
-                pthread_join(tid[b], NULL);
-            else
-                job_main(&jobs[b]); /* no thread to be had: run it here */
-        }
+        /* a batch smaller than the thread count lends the idle threads
+         * to its matrix products (team.h) */
+        dmx__team_run(nb, st->threads, job_main, jobs, sizeof jobs[0]);
         for (int b = 0; b < nb; b++) {
             if (jobs[b].status != DMX_OK) return dmx__fail(jobs[b].status, "%s", jobs[b].err);
             dmx_status a = accumulate(st, jobs[b].t, jobs[b].j, jobs[b].w);

@@ -12,7 +12,8 @@
  * Linear(2H -> H), optionally plus the input (skip). With max_steps set and
  * T > max_steps the sequence is cut into windows of max_steps with hop
  * max_steps/2 (zero padded at the end), each run from zero state, and the
- * windows' centres are stitched back together exactly as upstream does.
+ * windows' centres are stitched back together exactly as upstream does;
+ * the windows run as one batch (one GEMM per step for all of them).
  */
 #ifndef DMX_ENGINE_LSTM_H
 #define DMX_ENGINE_LSTM_H
@@ -39,8 +40,10 @@ typedef struct dmx__blstm {
 void dmx__blstm_bind(dmx__binder *b, dmx__blstm *m, const char *prefix, int dim, int layers,
                      int max_steps, int skip);
 
-/* y (T, 2H) = LSTM(x (T, input)), rows time-major. DMX_OK or DMX_ERR_NOMEM. */
-dmx_status dmx__lstm_forward(const dmx__lstm *m, dmx__arena *ar, const float *x, int T, float *y);
+/* y (B, T, 2H) = LSTM(x (B, T, input)) for B independent sequences of T
+ * steps, rows time-major within each. DMX_OK or DMX_ERR_NOMEM. */
+dmx_status dmx__lstm_forward(const dmx__lstm *m, dmx__arena *ar, const float *x, int B, int T,
+                             float *y);
 
 /* x (dim, T) channel-major, replaced in place by BLSTM(x). DMX_OK or
  * DMX_ERR_NOMEM. */

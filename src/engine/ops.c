@@ -5,6 +5,8 @@
  */
 #include "ops.h"
 
+#include "team.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -80,6 +82,7 @@ uint64_t dmx__flop_count(void) { return atomic_load_explicit(&g_flops, memory_or
 void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc) {
     atomic_fetch_add_explicit(&g_flops, 2ull * (uint64_t)M * N * K, memory_order_relaxed);
+    if (dmx__team_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
                 K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

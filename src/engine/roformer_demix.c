@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "team.h"
 #include "threads.h"
 
 dmx_status dmx__rf_plan_make(const dmx__rf_config *c, int64_t len, dmx__rf_plan *p) {
@@ -73,8 +74,9 @@ typedef struct rf_worker {
 struct dmx__rf_stream {
     const dmx__roformer *n;
     dmx__rf_plan p;
-    int A, S, threads;
-    int64_t B; /* padding offset: border when padded, else 0 */
+    int A, S, threads; /* threads: workers (at most one per chunk) */
+    int run_threads;   /* the run's threads: those without a chunk help (team.h) */
+    int64_t B;         /* padding offset: border when padded, else 0 */
     dmx_write_fn write;
     void *user;
     float *hist; /* (A, hcap): input samples [obase, obase + on) */
@@ -130,6 +132,7 @@ dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, int n_t
     st->A = c->stereo ? 2 : 1;
     st->S = c->num_stems;
     st->threads = n_threads < 1 ? 1 : n_threads > MAX_WORKERS ? MAX_WORKERS : n_threads;
+    st->run_threads = st->threads;
     if (st->threads > st->p.n_chunks) st->threads = (int)st->p.n_chunks;
     st->B = st->p.padded ? st->p.border : 0;
     st->write = write;
@@ -273,17 +276,7 @@ static dmx_status run_ready(dmx__rf_stream *st) {
             gather(st, st->k + b, st->wk[b].chunk);
         }
         dmx__blas_init(); /* one BLAS thread per forward pass, process-wide (threads.c) */
-        pthread_t tid[MAX_WORKERS];
-        int started[MAX_WORKERS] = {0};
-        for (int b = 1; b < nb; b++)
-            started[b] = pthread_create(&tid[b], NULL, worker_main, &st->wk[b]) == 0;
-        worker_main(&st->wk[0]);
-        for (int b = 1; b < nb; b++) {
-            if (started[b])
-                pthread_join(tid[b], NULL);
-            else
-                worker_main(&st->wk[b]);
-        }
+        dmx__team_run(nb, st->run_threads, worker_main, st->wk, sizeof st->wk[0]);
         for (int b = 0; b < nb; b++) {
             if (st->wk[b].status != DMX_OK) return dmx__fail(st->wk[b].status, "%s", st->wk[b].err);
             dmx_status s = accumulate(st, st->k, st->wk[b].y);

@@ -1,0 +1,194 @@
+/*
+ * team.c - a batch of evaluations on threads, idle threads helping the busy
+ * ones with their matrix products (see team.h).
+ *
+ * Large products are always cut the same way (team.h), with or without
+ * helpers. A team is a list of posted products guarded by one mutex: a thread whose
+ * sgemm is cut posts it (parts, next part to take, parts finished), takes
+ * parts itself and waits until every part is finished; helpers sleep on
+ * `work` until a product with parts left is posted. The thread-local `mine`
+ * says which team (if any) the current thread's products may use.
+ */
+#include "team.h"
+
+#include <cblas.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#define MAX_THREADS 64
+/* Products below this many multiply-adds run uncut (a wake-up costs ~10 us). */
+#define MIN_CUT_MACS (4L << 20)
+/* Block along the cut dimension (a multiple of the kernels' 16). */
+#define BLOCK 256
+
+typedef struct product {
+    int ta, tb, M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    int by_cols, parts, block; /* cut along N (else M) into `parts` blocks of `block` */
+    int next, finished;        /* guarded by the team's lock */
+    struct product *link;
+} product;
+
+typedef struct team {
+    pthread_mutex_t lock;
+    pthread_cond_t work, done;
+    product *posted; /* products with parts not yet taken */
+    int stop, helpers;
+} team;
+
+static _Thread_local team *mine;
+static atomic_ullong helped; /* parts computed by helpers, ever */
+
+unsigned long long dmx__team_helped(void) { return atomic_load(&helped); }
+
+static void run_part(const product *p, int i) {
+    int lo = i * p->block, n = p->block;
+    int len = p->by_cols ? p->N : p->M;
+    if (lo + n > len) n = len - lo;
+    const float *A = p->A, *B = p->B;
+    float *C = p->C;
+    int M = p->M, N = p->N;
+    if (p->by_cols) {
+        B += p->tb ? (size_t)lo * p->ldb : (size_t)lo;
+        C += lo;
+        N = n;
+    } else {
+        A += p->ta ? (size_t)lo : (size_t)lo * p->lda;
+        C += (size_t)lo * p->ldc;
+        M = n;
+    }
+    cblas_sgemm(CblasRowMajor, p->ta ? CblasTrans : CblasNoTrans, p->tb ? CblasTrans : CblasNoTrans,
+                M, N, p->K, p->alpha, A, p->lda, B, p->ldb, p->beta, C, p->ldc);
+}
+
+/* Takes the next part of the first posted product (lock held); -1 if none. */
+static int take(team *t, product **out) {
+    product *p = t->posted;
+    if (!p) return -1;
+    int i = p->next++;
+    if (p->next == p->parts) t->posted = p->link; /* every part taken */
+    *out = p;
+    return i;
+}
+
+static void finish(team *t, product *p) {
+    if (++p->finished == p->parts) pthread_cond_broadcast(&t->done);
+}
+
+static void *helper_main(void *arg) {
+    team *t = arg;
+    pthread_mutex_lock(&t->lock);
+    for (;;) {
+        product *p;
+        int i = take(t, &p);
+        if (i < 0) {
+            if (t->stop) break;
+            pthread_cond_wait(&t->work, &t->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&t->lock);
+        run_part(p, i);
+        atomic_fetch_add_explicit(&helped, 1, memory_order_relaxed);
+        pthread_mutex_lock(&t->lock);
+        finish(t, p);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+int dmx__team_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc) {
+    /* The cut depends on the shape only, never on the team: each element is
+     * computed by the same single-threaded call whoever runs it, so results
+     * do not depend on the thread count. */
+    const int by_cols = N >= M;
+    const int len = by_cols ? N : M;
+    if ((long)M * N * K < MIN_CUT_MACS || len < 2 * BLOCK) return 0;
+    product p = {ta,    tb,  M,   N,       K,
+                 lda,   ldb, ldc, alpha,   beta,
+                 A,     B,   C,   by_cols, (len + BLOCK - 1) / BLOCK,
+                 BLOCK, 0,   0,   NULL};
+    team *t = mine;
+    if (!t) {
+        for (int i = 0; i < p.parts; i++) run_part(&p, i);
+        return 1;
+    }
+    pthread_mutex_lock(&t->lock);
+    product **end = &t->posted;
+    while (*end) end = &(*end)->link;
+    *end = &p;
+    pthread_cond_broadcast(&t->work);
+    /* take parts of this product (others' parts are left to the helpers) */
+    while (p.next < p.parts) {
+        int i = p.next++;
+        if (p.next == p.parts) { /* unlink it: every part taken */
+            product **q = &t->posted;
+            while (*q != &p) q = &(*q)->link;
+            *q = p.link;
+        }
+        pthread_mutex_unlock(&t->lock);
+        run_part(&p, i);
+        pthread_mutex_lock(&t->lock);
+        finish(t, &p);
+    }
+    while (p.finished < p.parts) pthread_cond_wait(&t->done, &t->lock);
+    pthread_mutex_unlock(&t->lock);
+    return 1;
+}
+
+typedef struct runner {
+    void *(*fn)(void *);
+    void *arg;
+    team *t;
+} runner;
+
+static void *runner_main(void *arg) {
+    runner *r = arg;
+    mine = r->t;
+    r->fn(r->arg);
+    mine = NULL;
+    return NULL;
+}
+
+void dmx__team_run(int n, int threads, void *(*fn)(void *), void *args, size_t size) {
+    if (n < 1) return;
+    if (n > MAX_THREADS) n = MAX_THREADS;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    team t = {.helpers = 0};
+    pthread_t htid[MAX_THREADS];
+    int helpers = 0;
+    if (threads > n) {
+        pthread_mutex_init(&t.lock, NULL);
+        pthread_cond_init(&t.work, NULL);
+        pthread_cond_init(&t.done, NULL);
+        for (int h = 0; h < threads - n; h++)
+            if (pthread_create(&htid[h], NULL, helper_main, &t) == 0) helpers++;
+        t.helpers = helpers;
+    }
+    runner r[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int i = 0; i < n; i++)
+        r[i] = (runner){fn, (char *)args + (size_t)i * size, helpers ? &t : NULL};
+    for (int i = 1; i < n; i++) started[i] = pthread_create(&tid[i], NULL, runner_main, &r[i]) == 0;
+    runner_main(&r[0]);
+    for (int i = 1; i < n; i++) {
+        if (started[i])
+            pthread_join(tid[i], NULL);
+        else
+            runner_main(&r[i]); /* no thread to be had: run it here */
+    }
+    if (threads > n) {
+        pthread_mutex_lock(&t.lock);
+        t.stop = 1;
+        pthread_cond_broadcast(&t.work);
+        pthread_mutex_unlock(&t.lock);
+        for (int h = 0; h < helpers; h++) pthread_join(htid[h], NULL);
+        pthread_cond_destroy(&t.done);
+        pthread_cond_destroy(&t.work);
+        pthread_mutex_destroy(&t.lock);
+    }
+}

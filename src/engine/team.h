@@ -1,0 +1,39 @@
+/*
+ * team.h - internal: runs a batch of segment evaluations on threads, and
+ * lets the threads a batch leaves idle share the matrix products of the
+ * busy ones.
+ *
+ * A run with T threads evaluates up to T segments at once, one per thread,
+ * with single-threaded BLAS (threads.c). A batch of n < T evaluations (a
+ * song of one segment, the last batch of a song) would leave T - n cores
+ * idle; dmx__team_run starts them as helpers instead: a large enough
+ * dmx__sgemm of a busy thread is cut into column (or row) blocks that the
+ * helpers and the caller compute side by side. OpenBLAS's kernels round a
+ * block's elements differently depending on where the block boundaries
+ * fall, so products are cut by their shape alone, with or without helpers:
+ * each element is computed by the same single-threaded call whoever runs
+ * it, and results do not depend on the thread count.
+ *
+ * Leaf module: knows nothing of models or streams.
+ */
+#ifndef DMX_ENGINE_TEAM_H
+#define DMX_ENGINE_TEAM_H
+
+#include <stddef.h>
+
+/* Runs fn(args + i * size) for i < n, each on its own thread (the caller's
+ * thread runs i = 0), and returns when all have returned. With threads > n,
+ * threads - n more threads serve as matrix-product helpers meanwhile. If a
+ * thread cannot be created its work runs on the caller's thread. */
+void dmx__team_run(int n, int threads, void *(*fn)(void *), void *args, size_t size);
+
+/* Called by dmx__sgemm (ops.c): a product large enough is computed in
+ * blocks (on the calling thread's team, if it has one) and 1 returned; 0
+ * for one too small to cut, which the caller computes whole. */
+int dmx__team_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Parts computed by helper threads since the process started (tests). */
+unsigned long long dmx__team_helped(void);
+
+#endif

@@ -1,0 +1,139 @@
+/*
+ * test_team.c - team.c: a batch smaller than the thread count lends its idle
+ * threads to the busy ones' matrix products.
+ *   - products of every transpose combination, cut along N or M, with
+ *     leading dimensions wider than the matrices and beta != 0, equal the
+ *     uncut cblas product (within rounding) and leave the padding untouched;
+ *   - the result with helpers is bit-identical to the result without them
+ *     (the cut depends on the shape only), and helpers really computed parts;
+ *   - a batch of several jobs with more threads than jobs runs each once.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "team.h"
+#include "testutil.h"
+#include "threads.h"
+
+typedef struct shape {
+    int M, N, K, ta, tb;
+} shape;
+
+static const shape shapes[] = {
+    {48, 3001, 96, 0, 0},  {48, 3001, 96, 0, 1},  {48, 3001, 96, 1, 0},  {48, 3001, 96, 1, 1},
+    {1537, 200, 64, 0, 0}, {1537, 200, 64, 1, 1}, {1537, 200, 64, 1, 0}, {1537, 200, 64, 0, 1},
+    {9, 1536, 384, 0, 1},  {700, 700, 40, 0, 0},  {16, 16, 16, 0, 0}, /* too small: uncut */
+};
+#define NS  (int)(sizeof shapes / sizeof shapes[0])
+#define PAD 5 /* extra columns of every matrix: ld = cols + PAD */
+
+typedef struct prod {
+    shape s;
+    float *A, *B, *C; /* inputs and the result of dmx__sgemm */
+    int lda, ldb, ldc;
+} prod;
+
+static float frand(unsigned *st) {
+    *st = *st * 1664525u + 1013904223u;
+    return (float)((*st >> 8) & 0xffff) / 65536.0f - 0.5f;
+}
+
+static void prod_init(prod *p, shape s, unsigned seed) {
+    p->s = s;
+    int ar = s.ta ? s.K : s.M, ac = s.ta ? s.M : s.K;
+    int br = s.tb ? s.N : s.K, bc = s.tb ? s.K : s.N;
+    p->lda = ac + PAD, p->ldb = bc + PAD, p->ldc = s.N + PAD;
+    p->A = malloc(sizeof(float) * (size_t)ar * p->lda);
+    p->B = malloc(sizeof(float) * (size_t)br * p->ldb);
+    p->C = malloc(sizeof(float) * (size_t)s.M * p->ldc);
+    for (size_t i = 0; i < (size_t)ar * p->lda; i++) p->A[i] = frand(&seed);
+    for (size_t i = 0; i < (size_t)br * p->ldb; i++) p->B[i] = frand(&seed);
+    for (size_t i = 0; i < (size_t)s.M * p->ldc; i++) p->C[i] = frand(&seed);
+}
+
+static void prod_free(prod *p) {
+    free(p->A);
+    free(p->B);
+    free(p->C);
+}
+
+static void prod_run(prod *p) {
+    dmx__sgemm(p->s.ta, p->s.tb, p->s.M, p->s.N, p->s.K, 0.5f, p->A, p->lda, p->B, p->ldb, 0.25f,
+               p->C, p->ldc);
+}
+
+typedef struct job {
+    prod *p;
+    int n;
+    int runs;
+} job;
+
+static void *job_main(void *arg) {
+    job *j = arg;
+    for (int i = 0; i < j->n; i++) prod_run(&j->p[i]);
+    j->runs++;
+    return NULL;
+}
+
+int main(void) {
+    dmx__blas_init(); /* single-threaded BLAS, as in every run */
+    prod solo[NS], team[NS];
+    for (int i = 0; i < NS; i++) {
+        prod_init(&solo[i], shapes[i], 7u + (unsigned)i);
+        prod_init(&team[i], shapes[i], 7u + (unsigned)i);
+    }
+    /* the reference: one uncut cblas call on a copy of C */
+    float *ref[NS];
+    for (int i = 0; i < NS; i++) {
+        prod *p = &solo[i];
+        size_t nc = (size_t)p->s.M * p->ldc;
+        ref[i] = malloc(sizeof(float) * nc);
+        memcpy(ref[i], p->C, sizeof(float) * nc);
+        cblas_sgemm(CblasRowMajor, p->s.ta ? CblasTrans : CblasNoTrans,
+                    p->s.tb ? CblasTrans : CblasNoTrans, p->s.M, p->s.N, p->s.K, 0.5f, p->A, p->lda,
+                    p->B, p->ldb, 0.25f, ref[i], p->ldc);
+    }
+    job js = {solo, NS, 0}, jt = {team, NS, 0};
+    dmx__team_run(1, 1, job_main, &js, sizeof js); /* no helpers */
+    unsigned long long h0 = dmx__team_helped();
+    dmx__team_run(1, 3, job_main, &jt, sizeof jt); /* one job, two helpers */
+    unsigned long long helped = dmx__team_helped() - h0;
+    CHECK(js.runs == 1 && jt.runs == 1);
+    CHECK_MSG(helped > 0, "no part was computed by a helper");
+    printf("parts computed by helpers: %llu\n", helped);
+    for (int i = 0; i < NS; i++) {
+        const shape s = shapes[i];
+        size_t nc = (size_t)s.M * solo[i].ldc;
+        CHECK_MSG(!memcmp(solo[i].C, team[i].C, sizeof(float) * nc),
+                  "shape %d (M %d N %d K %d ta %d tb %d): helpers changed the result", i, s.M, s.N,
+                  s.K, s.ta, s.tb);
+        double err = 0, mx = 0;
+        int pad_ok = 1;
+        for (int r = 0; r < s.M; r++)
+            for (int c = 0; c < solo[i].ldc; c++) {
+                size_t k = (size_t)r * solo[i].ldc + c;
+                if (c >= s.N) {
+                    pad_ok &= ref[i][k] == solo[i].C[k];
+                    continue;
+                }
+                err = fmax(err, fabs((double)ref[i][k] - solo[i].C[k]));
+                mx = fmax(mx, fabs((double)ref[i][k]));
+            }
+        CHECK_MSG(pad_ok, "shape %d: columns beyond N written", i);
+        CHECK_MSG(err <= 1e-5 * mx, "shape %d: max error %g (max %g) against the uncut product", i,
+                  err, mx);
+    }
+    /* several jobs, more threads than jobs: each job runs exactly once */
+    job many[3] = {{team, 2, 0}, {team + 2, 2, 0}, {team + 4, 2, 0}};
+    dmx__team_run(3, 5, job_main, many, sizeof many[0]);
+    CHECK(many[0].runs == 1 && many[1].runs == 1 && many[2].runs == 1);
+    for (int i = 0; i < NS; i++) {
+        prod_free(&solo[i]);
+        prod_free(&team[i]);
+        free(ref[i]);
+    }
+    return dmx_test_done("test_team");
+}
