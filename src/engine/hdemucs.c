@@ -860,17 +860,15 @@ static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, 
     const int le = dmx__spec_frames(m->stft, len);
     const int nz = m->cac ? 2 : 1;
 
+    /* complex-as-channels normalises the spectrogram in place; a mask
+     * model keeps it for the Wiener filter at the end */
     float *z = dmx__arena_floats(ar, (size_t)A * 2 * nb * le);
-    float *x = dmx__arena_floats(ar, (size_t)A * nz * nb * le);
+    float *x = m->cac ? z : dmx__arena_floats(ar, (size_t)A * nz * nb * le);
     float *xt = dmx__arena_floats(ar, (size_t)A * len);
     if (!z || !x || !xt || dmx__spec_ex(m->stft, ar, mix, A, len, m->hybrid_old, z)) goto nomem;
     TAP("spec", z, 2 * A, nb, le);
     size_t nx = (size_t)A * nz * nb * le, plane = (size_t)nb * le;
-    if (m->cac) {
-        memcpy(x, z, sizeof(float) * nx);
-    } else {
-        dmx__wiener_magnitude(z, A, plane, x);
-    }
+    if (!m->cac) dmx__wiener_magnitude(z, A, plane, x);
     float mean, std, meant, stdt;
     mean_std(x, nx, &mean, &std);
     for (size_t i = 0; i < nx; i++) x[i] = (x[i] - mean) / (1e-5f + std);
@@ -1010,10 +1008,8 @@ static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, 
                 goto done;
         }
         TAP("mask_out", zout, S * A * 2, nb, le);
-        float *wav = dmx__arena_floats(ar, (size_t)S * A * len);
-        if (!wav || dmx__ispec_ex(m->stft, ar, zout, S * A, le, len, m->hybrid_old, wav))
-            goto nomem;
-        for (size_t i = 0; i < (size_t)S * A * len; i++) out[i] = (xt[i] * stdt + meant) + wav[i];
+        if (dmx__ispec_ex(m->stft, ar, zout, S * A, le, len, m->hybrid_old, out)) goto nomem;
+        for (size_t i = 0; i < (size_t)S * A * len; i++) out[i] = (xt[i] * stdt + meant) + out[i];
     }
     goto done;
 fail:
