@@ -6,7 +6,11 @@
 # DEMIX_UPSTREAM points at an upstream Demucs checkout and python3-torch is
 # installed) upstream's time on the same input. Numbers only, not a test.
 #
-#   bench/run.sh [MODEL.th]          (default: the full-size htdemucs_6s_random fixture)
+#   bench/run.sh [MODEL.th | ARCH]   (default: the full-size htdemucs_6s_random fixture;
+#                                     ARCH: an architecture bench/build_model.py builds with
+#                                     random weights from upstream's code, e.g. hdemucs_mmi;
+#                                     needs DEMIX_UPSTREAM and python3-torch)
+#   BENCH_BAG=0 bench/run.sh ...      # skip the bag-of-4 measurement
 #   BENCH_LENGTHS="30 180" bench/run.sh   # choose the song lengths (seconds)
 #   DEMIX_UPSTREAM=DIR BENCH_UPSTREAM_SECONDS=10 bench/run.sh   # upstream on a 10 s song
 set -euo pipefail
@@ -19,6 +23,11 @@ BUILD=${BUILD_DIR:-build}
 [ -x "$BUILD/demix" ] && [ -x "$BUILD/bench/bench_forward" ] || ./scripts/setup.sh >/dev/null
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
+if [ ! -f "$MODEL" ]; then # an architecture name: build it with random weights
+  [ -n "${DEMIX_UPSTREAM:-}" ] || { echo "$MODEL: not a file; building it needs DEMIX_UPSTREAM" >&2; exit 2; }
+  /usr/bin/python3 bench/build_model.py "$MODEL" "$TMP/$MODEL.th"
+  MODEL="$TMP/$MODEL.th"
+fi
 REPO="$TMP/repo"
 mkdir -p "$REPO"
 NAME=$(basename "$MODEL" .th)
@@ -37,6 +46,7 @@ echo "== one segment (bench_forward, $THREADS threads) =="
 PEAK=$(awk '/sgemm peak/ {print $4}' "$TMP/fwd.txt")
 GFLOP_SEG=$(awk '/matrix products/ {print $3}' "$TMP/fwd.txt")
 SEG=$(awk '/^segment/ {print $2}' "$TMP/fwd.txt")
+RULE=$(awk '/^length rule/ {print $3}' "$TMP/fwd.txt")
 
 run_song() { # seconds threads -> "wall rss_kb"
   /usr/bin/time -f "%e %M" -o "$TMP/time.txt" "$BUILD/demix" separate -q --repo "$REPO" -n "$NAME" \
@@ -50,8 +60,12 @@ printf "%-8s %9s %8s %10s %9s %10s\n" length wall_s xRT GFLOP/s %peak peakRSS_MB
 for L in $LENGTHS; do
   make_input "$L" "$TMP/in_$L.flac"
   read -r WALL RSS < <(run_song "$L" "$THREADS")
-  awk -v L="$L" -v W="$WALL" -v R="$RSS" -v G="$GFLOP_SEG" -v S="$SEG" -v P="$PEAK" 'BEGIN {
-    stride = int(0.75 * S * 44100); n = L * 44100; segs = int((n + stride - 1) / stride);
+  # matrix products of the whole song: upstream's chunks start every
+  # 0.75 segment; a fixed-length network (HTDemucs) evaluates each at the
+  # full segment, the others at the chunk's own length (about)
+  awk -v L="$L" -v W="$WALL" -v R="$RSS" -v G="$GFLOP_SEG" -v S="$SEG" -v P="$PEAK" -v rule="$RULE" 'BEGIN {
+    sl = int(S * 44100); stride = int(0.75 * sl); n = L * 44100; segs = 0;
+    for (off = 0; off < n; off += stride) segs += (rule == "fixed" || n - off >= sl) ? 1 : (n - off) / sl;
     gf = segs * G / W;
     printf "%-8s %9.1f %8.3f %10.1f %9.0f %10.0f\n", L "s", W, W / L, gf, 100 * gf / P, R / 1024 }'
 done
@@ -63,6 +77,7 @@ read -r W1 _ < <(run_song "$FIRST" 1)
 read -r WN _ < <(run_song "$FIRST" "$THREADS")
 awk -v a="$W1" -v b="$WN" -v t="$THREADS" 'BEGIN { printf "1 thread %.1f s, %d threads %.1f s: %.2fx\n", a, t, b, a / b }'
 
+if [ "${BENCH_BAG:-1}" != 0 ]; then
 echo
 echo "== bag of 4 (htdemucs_ft-like: 4 copies of the model, $FIRST s song) =="
 for i in 1 2 3 4; do ln -s "$(realpath "$MODEL")" "$REPO/m$i.th"; done
@@ -71,6 +86,7 @@ printf "models: ['m1', 'm2', 'm3', 'm4']\n" > "$REPO/bag4.yaml"
   --shifts 0 --threads "$THREADS" --float32 --clip-mode none -o "$TMP/out" "$TMP/in_$FIRST.flac"
 read -r WB RB < "$TMP/time.txt"
 awk -v a="$WN" -v b="$WB" -v r="$RB" 'BEGIN { printf "bag %.1f s = %.2fx the single model, peak RSS %.0f MB\n", b, b / a, r / 1024 }'
+fi
 
 echo
 echo "== upstream PyTorch Demucs =="
