@@ -24,6 +24,7 @@
 #include "bind.h"
 #include "dconv.h"
 #include "error.h"
+#include "hybrid.h"
 #include "ops.h"
 #include "stft.h"
 #include "wiener.h"
@@ -405,22 +406,11 @@ static dmx_status hd_build(dmx__ckpt *ck, void **out) {
     for (int index = 0; index < m->depth; index++) {
         int lstm = index >= m->dconv_lstm, attn = index >= m->dconv_attn,
             norm = index >= norm_starts;
-        int freq = freqs > 1, stri = stride, ker = kernel_size;
-        if (!freq) {
-            ker = time_stride * 2;
-            stri = time_stride;
-        }
-        int pad = 1, last_freq = 0;
-        if (freq && freqs <= kernel_size) {
-            ker = freqs;
-            pad = 0;
-            last_freq = 1;
-        }
+        const dmx__hybrid_level lv = dmx__hybrid_level_at(freqs, kernel_size, stride, time_stride);
+        const int freq = lv.freq, stri = lv.stride, ker = lv.kernel, pad = lv.pad,
+                  last_freq = lv.last_freq;
         int multi = nmf > 0 && index < multi_freqs_depth;
-        if (last_freq) {
-            chout_z = chout_z > chout ? chout_z : chout;
-            chout = chout_z;
-        }
+        if (last_freq) dmx__hybrid_merge_channels(&chout, &chout_z);
         largs ea = {1,    chin_z,      chout_z, ker,         stri, freq,           pad,
                     norm, norm_groups, rewrite, context_enc, 1,    dconv_mode & 1, 0,
                     0,    lstm,        attn};

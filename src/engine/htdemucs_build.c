@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "hybrid.h"
 
 /* ---------------------------------------------------------------- building */
 
@@ -433,22 +434,10 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
     char prefix[64];
     for (int index = 0; index < m->depth; index++) {
         int norm = index >= norm_starts;
-        int freq = freqs > 1;
-        int stri = stride, ker = kernel_size;
-        if (!freq) {
-            ker = time_stride * 2;
-            stri = time_stride;
-        }
-        int pad = 1, last_freq = 0;
-        if (freq && freqs <= kernel_size) {
-            ker = freqs;
-            pad = 0;
-            last_freq = 1;
-        }
-        if (last_freq) {
-            chout_z = chout_z > chout ? chout_z : chout;
-            chout = chout_z;
-        }
+        const dmx__hybrid_level lv = dmx__hybrid_level_at(freqs, kernel_size, stride, time_stride);
+        const int freq = lv.freq, stri = lv.stride, ker = lv.kernel, pad = lv.pad,
+                  last_freq = lv.last_freq;
+        if (last_freq) dmx__hybrid_merge_channels(&chout, &chout_z);
         layer_args ea = {chin_z, chout_z,     ker,        stri,        freq,           pad,
                          norm,   norm_groups, rewrite,    context_enc, dconv_mode & 1, 0,
                          0,      dconv_comp,  dconv_depth};

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "stft.h"
 #include "ops.h"
 
 #define TOKENS 4096
@@ -552,14 +553,6 @@ static int run_tr(const dmx__roformer *n, dmx__arena *ar, const rf_tr *tr, float
 
 /* ---- STFT ---------------------------------------------------------------------- */
 
-static long reflect(long i, long n) {
-    if (n == 1) return 0;
-    long period = 2 * (n - 1);
-    i %= period;
-    if (i < 0) i += period;
-    return i < n ? i : period - i;
-}
-
 /* mix (A, len) -> spec (R, t, 2), row = bin * A + channel */
 static int stft(const dmx__roformer *n, dmx__arena *ar, const float *mix, int len, int t,
                 float *spec) {
@@ -576,7 +569,7 @@ static int stft(const dmx__roformer *n, dmx__arena *ar, const float *mix, int le
         const float *x = mix + (size_t)a * len;
         for (int f0 = 0; f0 < t; f0++) {
             long s0 = (long)f0 * hop - nfft / 2;
-            for (int i = 0; i < nfft; i++) fr[i] = x[reflect(s0 + i, len)] * n->window[i];
+            for (int i = 0; i < nfft; i++) fr[i] = x[dmx__reflect(s0 + i, len)] * n->window[i];
             fftwf_execute_dft_r2c(n->fwd, fr, (fftwf_complex *)cb);
             for (int f = 0; f < F; f++) {
                 float *d = spec + (((size_t)f * A + a) * t + f0) * 2;

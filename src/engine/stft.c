@@ -63,8 +63,7 @@ void dmx__stft_free(dmx__stft *s) {
 
 int dmx__spec_frames(const dmx__stft *s, int len) { return (len + s->hop - 1) / s->hop; }
 
-/* Reflect index into [0, n) (torch's reflect mode: edge not repeated). */
-static long reflect(long i, long n) {
+long dmx__reflect(long i, long n) {
     if (n == 1) return 0;
     long period = 2 * (n - 1);
     i %= period;
@@ -114,11 +113,11 @@ int dmx__spec_ex(const dmx__stft *s, dmx__arena *ar, const float *x, int channel
         }
         long core = len + extra_l + extra_r; /* zero-extended signal */
         for (long i = 0; i < l1; i++) {
-            long k = zero_pad ? i - pad : reflect(i - padl_eff, core) - extra_l;
+            long k = zero_pad ? i - pad : dmx__reflect(i - padl_eff, core) - extra_l;
             p1[i] = (k >= 0 && k < len) ? xc[k] : 0.0f;
         }
         (void)padr_eff;
-        for (long i = 0; i < l2; i++) p2[i] = p1[reflect(i - c, l1)];
+        for (long i = 0; i < l2; i++) p2[i] = p1[dmx__reflect(i - c, l1)];
         float *zr = z + (size_t)ch * 2 * nb * le;
         float *zi = zr + (size_t)nb * le;
         for (int t = 0; t < le; t++) {

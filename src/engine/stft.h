@@ -24,6 +24,10 @@ void dmx__stft_free(dmx__stft *s);
 /* Frames produced for `len` samples: ceil(len / hop). */
 int dmx__spec_frames(const dmx__stft *s, int len);
 
+/* Index i reflected into [0, n) as torch's "reflect" padding does (the
+ * edge sample is not repeated). */
+long dmx__reflect(long i, long n);
+
 /* x (channels, len) -> z (channels, 2, nfft/2, frames): for each channel the
  * real parts then the imaginary parts, each (nfft/2 bins, frames), which is
  * exactly the complex-as-channels layout HTDemucs feeds its encoder. */
