@@ -19,8 +19,12 @@
 #define MAX_THREADS 64
 /* Products below this many multiply-adds run uncut (a wake-up costs ~10 us). */
 #define MIN_CUT_MACS (4L << 20)
-/* Block along the cut dimension (a multiple of the kernels' 16). */
-#define BLOCK 256
+/* A product is cut into at most PARTS blocks along its longer side, none
+ * narrower than MIN_BLOCK (multiples of the kernels' 16): enough parts to
+ * balance a few threads, few enough that re-packing the other operand for
+ * each block stays a small cost. */
+#define PARTS     8
+#define MIN_BLOCK 256
 
 typedef struct product {
     int ta, tb, M, N, K, lda, ldb, ldc;
@@ -106,11 +110,13 @@ int dmx__team_sgemm(int ta, int tb, int M, int N, int K, float alpha, const floa
      * do not depend on the thread count. */
     const int by_cols = N >= M;
     const int len = by_cols ? N : M;
-    if ((long)M * N * K < MIN_CUT_MACS || len < 2 * BLOCK) return 0;
+    if ((long)M * N * K < MIN_CUT_MACS || len < 2 * MIN_BLOCK) return 0;
+    int block = ((len + PARTS - 1) / PARTS + 15) / 16 * 16;
+    if (block < MIN_BLOCK) block = MIN_BLOCK;
     product p = {ta,    tb,  M,   N,       K,
                  lda,   ldb, ldc, alpha,   beta,
-                 A,     B,   C,   by_cols, (len + BLOCK - 1) / BLOCK,
-                 BLOCK, 0,   0,   NULL};
+                 A,     B,   C,   by_cols, (len + block - 1) / block,
+                 block, 0,   0,   NULL};
     team *t = mine;
     if (!t) {
         for (int i = 0; i < p.parts; i++) run_part(&p, i);
