@@ -5,7 +5,8 @@
 # is mix_12s as float WAV, the stems float32 WAV, no clipping. HOW is
 # `config` (--model-config/--checkpoint) or `name` (-n MODEL --repo, the
 # registry's NAME.yaml + NAME.ckpt rule). STRIDE > 1: the reference holds
-# every STRIDE-th sample.
+# every STRIDE-th sample. Demucs-only options (--shifts, --overlap,
+# --segment, --no-split) are refused with exit status 2.
 . "$(dirname "$0")/lib.sh"
 how=$1 model=$2 ref=$3 stride=$4; shift 4
 n_src=$#
@@ -33,6 +34,17 @@ fi
 # the stems are the config's instruments, and nothing else is written
 n=$(find "$WORK/out/$model/mix_12s" -type f 2>/dev/null | wc -l)
 if [ "$n" -eq "$n_src" ]; then pass "$n stem files"; else fail "$n stem files, expected $n_src"; fi
+# Demucs' run options have no RoFormer counterpart: refused (exit 2, one
+# line naming the option), never silently ignored; nothing is written.
+for opt in "--shifts 2" "--overlap 0.5" "--segment 4" "--no-split"; do
+    n=opt_${opt%% *}; n=${n//-/}
+    # shellcheck disable=SC2086
+    if expect_rc "$n" 2 separate "${sel[@]}" $opt "$MIX3" -o "$WORK/o_$n"; then
+        expect_one_line_error "$n"
+        grep -q -- "${opt%% *} does not apply to $model, a RoFormer" "$WORK/$n.err" || fail "$n: $(cat "$WORK/$n.err")"
+    fi
+    expect_no_files "$WORK/o_$n"
+done
 if [ "$how" = config ]; then
     # the pair goes together, and names the model on its own
     expect_rc half 2 separate --model-config "$RF/models/$model.yaml" "$MIX3" -o "$WORK/x" &&
