@@ -59,10 +59,19 @@ export DEMIX_MODELS="$WORK/cache"; mkdir -p "$DEMIX_MODELS"
 N4=model_bs_roformer_ep_17_sdr_9.6568
 ln -s "$RF/models/bs_roformer_4stem_tiny.yaml" "$DEMIX_MODELS/$N4.yaml"
 ln -s "$RF/models/bs_roformer_4stem_tiny.ckpt" "$DEMIX_MODELS/$N4.ckpt"
-NO_REPO=1 start "$WORK/server2.log" --data-dir "$WORK/data2" --workers 1
+NO_REPO=1 start "$WORK/server2.log" --data-dir "$WORK/data2" --workers 1 --max-duration 5
 if get models2 200 "$B/models"; then
     [ "$(json models2 '[(m["sources"], m["family"], m["description"][:25], m["size_bytes"] > 3000000) for m in d["models"] if m["name"] == "'$N4'"]')" = \
         "[(['drums', 'bass', 'other', 'vocals'], 'BSRoformer', \"MSST's 4-stem BS-RoFormer\", True)]" ] \
         || fail "models: registry RoFormer entry: $(head -c 800 "$WORK/models2.body")"
+fi
+# A RoFormer's file is decoded once: a container that states no length is
+# still stopped at --max-duration while that single pass decodes it.
+ffmpeg -v error -y -f lavfi -i anullsrc=r=44100:cl=stereo -t 20 -c:a flac -f flac pipe: >"$WORK/nolen.flac"
+if get nolen 200 -F "file=@$WORK/nolen.flac" -F model_name=$N4 "$B/separate?wait=true"; then
+    body_has nolen '"code":"audio_too_long"'
+fi
+if get short 200 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=$N4 "$B/separate?wait=true"; then
+    body_has short '"status":"done"'
 fi
 finish
