@@ -646,6 +646,9 @@ int cmd_separate(int argc, char **argv) {
         if (dot && dot != config_name) *dot = '\0';
         cfg.name = config_name;
         model_path = xstrdup(model_config);
+    } else if (demucs_opt && !cfg.repo && dmx_repo_msst_find(cfg.name)) {
+        /* a registry RoFormer: refused before anything is downloaded */
+        model_path = xstrdup(cfg.name);
     } else if ((rc = models_resolve(cfg.name, cfg.repo, 1, &model_path)) != EXIT_OK) {
         exit_rc = rc;
         goto cleanup;
@@ -661,7 +664,8 @@ int cmd_separate(int argc, char **argv) {
     /* A RoFormer runs MSST's chunking (the config's chunk_size and
      * inference.num_overlap): Demucs' run options have no counterpart, so
      * asking for one is an error rather than silently ignored. */
-    if (demucs_opt && (model_config || is_msst_config(model_path))) {
+    if (demucs_opt && (model_config || is_msst_config(model_path) ||
+                       (!cfg.repo && dmx_repo_msst_find(cfg.name)))) {
         exit_rc = cli_usage_error(
             cmd,
             "%s does not apply to %s, a RoFormer: it runs MSST's chunking with its config's "

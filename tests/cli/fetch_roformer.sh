@@ -97,6 +97,16 @@ if expect_rc sep 0 separate -n $N4 --float32 --clip-mode none "$MIX12" -o "$WORK
 fi
 [ -f "$DEMIX_MODELS/$N4.yaml" ] && [ -f "$DEMIX_MODELS/$N4.ckpt" ] || fail "sep: the pair was not cached"
 
+# A Demucs-only option with a registry RoFormer that is not cached: refused
+# before anything is downloaded.
+use_cache cache_opt
+: >"$WORK/http.log"
+if expect_rc opt_uncached 2 separate -n $N4 --shifts 2 "$MIX3" -o "$WORK/o"; then
+    expect_one_line_error opt_uncached
+fi
+[ -s "$WORK/http.log" ] && fail "opt_uncached: something was downloaded: $(cat "$WORK/http.log")"
+[ -e "$DEMIX_MODELS/$N4.ckpt" ] && fail "opt_uncached: the checkpoint was fetched"
+
 # 4. A stated sha256 that does not match: rejected, nothing kept, no config fetched.
 use_cache cache_sha
 if expect_rc sha 1 models -q fetch $N317; then
