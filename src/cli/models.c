@@ -608,7 +608,8 @@ static int fetch_msst_model(const char *cache, const dmx_repo_msst_model *m, int
         free(u);
     }
     if (rc == EXIT_OK && !check_has_digest(&ck) && (!had_yaml || verify_present)) {
-        cli_info("No public checksum identifies %s; checking that it loads with its config", ck_file);
+        cli_info("No public checksum identifies %s; checking that it loads with its config",
+                 ck_file);
         dmx_model *model = NULL;
         if (dmx_model_load_config(y_path, ck_path, &model) != DMX_OK) {
             cli_err("%s does not load with its config (%s); both files were deleted (is "
@@ -906,7 +907,8 @@ static void list_msst(const char *cache, const dmx_repo_msst_model *m) {
         snprintf(src + l, sizeof src - l, "%s%s", i ? ", " : "", m->sources[i]);
     }
     if (!m->n_sources) snprintf(src, sizeof src, "(from its config)");
-    char *y = xasprintf("%s/%s.yaml", cache, m->name), *ck = xasprintf("%s/%s.ckpt", cache, m->name);
+    char *y = xasprintf("%s/%s.yaml", cache, m->name),
+         *ck = xasprintf("%s/%s.ckpt", cache, m->name);
     int have = path_exists(y) + path_exists(ck);
     if (have == 2) {
         format_bytes(file_size(ck), size, sizeof size);
@@ -1145,7 +1147,8 @@ static int models_verify(char **names, int n, const char *repo) {
         const dmx_repo_file *f = (repo || m || rf) ? NULL : dmx_repo_file_find(names[i]);
         if (rf) {
             char *ck = xasprintf("%s.ckpt", rf->name), *y = xasprintf("%s.yaml", rf->name);
-            file_check ckc = remote_check(&rf->checkpoint, NULL), yc = remote_check(&rf->config, rf);
+            file_check ckc = remote_check(&rf->checkpoint, NULL),
+                       yc = remote_check(&rf->config, rf);
             bad += !verify_checked(dir, ck, &ckc);
             bad += !verify_checked(dir, y, &yc);
             checked += 2;
@@ -1209,7 +1212,7 @@ static int models_path(const char *name, const char *repo) {
             /* Where it will be once fetched. */
             char *cache = models_cache_dir();
             const dmx_repo_model *m = h.known;
-            char *p = !m            ? xasprintf("%s/%s.yaml", cache, h.msst->name)
+            char *p = !m          ? xasprintf("%s/%s.yaml", cache, h.msst->name)
                       : m->direct ? path_join(cache, dmx_repo_model_member(m, 0)->file)
                                   : xasprintf("%s/%s.yaml", cache, m->name);
             printf("%s\n", p);

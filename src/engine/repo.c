@@ -162,16 +162,17 @@ static const dmx_repo_model MODELS[] = {
  * commit the golden fixtures use, and their sha256 and size are those of
  * that commit's files. Checkpoint checksums are only those a public source
  * states; NULL where none does. */
-#define MSST_RAW \
+#define MSST_RAW                                                                  \
     "https://raw.githubusercontent.com/ZFTurbo/Music-Source-Separation-Training/" \
     "ccc011abf7f89dd7922bb2888d48493b575c0289/configs/"
 #define UVR_REL "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/"
-#define F_BS  DMX_REPO_FAMILY_BS_ROFORMER
-#define F_MEL DMX_REPO_FAMILY_MEL_BAND_ROFORMER
+#define F_BS    DMX_REPO_FAMILY_BS_ROFORMER
+#define F_MEL   DMX_REPO_FAMILY_MEL_BAND_ROFORMER
 
 static const dmx_repo_msst_model MSST[] = {
     {"model_bs_roformer_ep_317_sdr_12.9755",
-     "viperx's BS-RoFormer (UVR 'BS-Roformer-Viperx-1297'): vocals, SDR 12.98 on its validation set.",
+     "viperx's BS-RoFormer (UVR 'BS-Roformer-Viperx-1297'): vocals, SDR 12.98 on its validation "
+     "set.",
      F_BS,
      1,
      {"vocals"},
@@ -187,8 +188,8 @@ static const dmx_repo_msst_model MSST[] = {
      {"https://raw.githubusercontent.com/TRvlvr/application_data/main/mdx_model_data/mdx_c_configs/"
       "model_bs_roformer_ep_368_sdr_12.9628.yaml",
       NULL, NULL, 0},
-     {UVR_REL "model_bs_roformer_ep_368_sdr_12.9628.ckpt", NULL,
-      "40780dd7fb1ef17d368a2499ce07a55e", 639317465}},
+     {UVR_REL "model_bs_roformer_ep_368_sdr_12.9628.ckpt", NULL, "40780dd7fb1ef17d368a2499ce07a55e",
+      639317465}},
     {"vocals_mel_band_roformer_kj",
      "Kimberley Jensen's Mel-Band RoFormer: vocals, SDR 10.98 on Multisong.",
      F_MEL,
@@ -473,8 +474,8 @@ dmx_status dmx_repo_msst_check_config(const dmx_repo_msst_model *m, const char *
                 size_t l = strlen(want);
                 snprintf(want + l, sizeof want - l, "%s%s", i ? ", " : "", m->sources[i]);
             }
-            st = dmx__fail(DMX_ERR_MODEL, "%s: its stems are (%s), but %s has (%s)", yaml_path,
-                           got, m->name, want);
+            st = dmx__fail(DMX_ERR_MODEL, "%s: its stems are (%s), but %s has (%s)", yaml_path, got,
+                           m->name, want);
         }
     }
     free(cfg);

@@ -88,7 +88,9 @@ int srv_separate_parse(const srv_separate_fields *f, srv_separate_request *q, sr
     }
     q->wait = truthy(f->wait);
     snprintf(q->demucs_option, sizeof q->demucs_option, "%s",
-             f->shifts[0] ? "shifts" : f->overlap[0] ? "overlap" : "");
+             f->shifts[0]    ? "shifts"
+             : f->overlap[0] ? "overlap"
+                             : "");
     return 0;
 }
 
