@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(build-essential cmake pkg-config
+PKGS=(build-essential cmake pkg-config strace
       libopenblas-dev libfftw3-dev zlib1g-dev libyaml-dev
       libavformat-dev libavcodec-dev libswresample-dev libavutil-dev
       libcurl4-openssl-dev libssl-dev

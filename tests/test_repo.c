@@ -307,8 +307,66 @@ static void test_probe(void) {
     CHECK(dmx_repo_probe("/nonexistent.th", &pi) == DMX_ERR_NOT_FOUND);
 }
 
+static int is_hex(const char *s, size_t n) {
+    if (!s) return 1; /* no checksum stated */
+    if (strlen(s) != n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+    return 1;
+}
+
+/* The RoFormer checkpoints: well-formed entries, names under the MSST rule,
+ * URLs (a mirror serves the cache's names), resolution in the cache. */
+static void test_msst(void) {
+    CHECK(dmx_repo_n_msst() >= 5 && dmx_repo_msst_at(dmx_repo_n_msst()) == NULL);
+    for (size_t i = 0; i < dmx_repo_n_msst(); i++) {
+        const dmx_repo_msst_model *m = dmx_repo_msst_at(i);
+        CHECK_MSG(dmx_repo_msst_find(m->name) == m, "%s", m->name);
+        CHECK_MSG(!dmx_repo_model_find(m->name) && !dmx_repo_file_find(m->name), "%s is also a Demucs name", m->name);
+        CHECK(m->family == DMX_REPO_FAMILY_BS_ROFORMER || m->family == DMX_REPO_FAMILY_MEL_BAND_ROFORMER);
+        CHECK(m->description && m->description[0] && m->n_sources >= 0 && m->n_sources <= DMX_REPO_MAX_SOURCES);
+        const dmx_repo_remote *r[2] = {&m->config, &m->checkpoint};
+        for (int k = 0; k < 2; k++) {
+            CHECK_MSG(!strncmp(r[k]->url, "https://", 8), "%s: %s", m->name, r[k]->url);
+            CHECK_MSG(is_hex(r[k]->sha256, 64) && is_hex(r[k]->md5, 32), "%s: malformed checksum", m->name);
+            CHECK(r[k]->bytes >= 0);
+        }
+        char y[300];
+        snprintf(y, sizeof y, "%s.yaml", m->name);
+        dmx_repo_entry e;
+        CHECK_MSG(dmx_repo_parse_name(y, &e) == DMX_OK && e.kind == DMX_REPO_BAG && !strcmp(e.name, m->name), "%s", y);
+    }
+    const dmx_repo_msst_model *kj = dmx_repo_msst_find("vocals_mel_band_roformer_kj");
+    REQUIRE(kj);
+    char *u = NULL;
+    unsetenv("DEMIX_MODEL_URL");
+    CHECK(dmx_repo_msst_url(kj, 1, &u) == DMX_OK && u && !strcmp(u, kj->checkpoint.url));
+    free(u);
+    setenv("DEMIX_MODEL_URL", "http://127.0.0.1:1/m", 1);
+    CHECK(dmx_repo_msst_url(kj, 0, &u) == DMX_OK && u && !strcmp(u, "http://127.0.0.1:1/m/vocals_mel_band_roformer_kj.yaml"));
+    free(u);
+    CHECK(dmx_repo_msst_url(kj, 1, &u) == DMX_OK && u && !strcmp(u, "http://127.0.0.1:1/m/vocals_mel_band_roformer_kj.ckpt"));
+    free(u);
+    unsetenv("DEMIX_MODEL_URL");
+    /* not cached: NOT_FOUND naming `demix models fetch`, msst set */
+    char *c = mkdir_in("msst_cache");
+    setenv("DEMIX_MODELS", c, 1);
+    dmx_repo_hit h;
+    CHECK(dmx_repo_resolve(NULL, kj->name, &h) == DMX_ERR_NOT_FOUND && h.msst == kj && !h.known);
+    CHECK(strstr(dmx_last_error(), "demix models fetch vocals_mel_band_roformer_kj") != NULL);
+    dmx_repo_hit_clear(&h);
+    /* cached as NAME.yaml (+ NAME.ckpt): resolves to the config */
+    put(c, "vocals_mel_band_roformer_kj.yaml", "model: {}\n");
+    CHECK(dmx_repo_resolve(NULL, kj->name, &h) == DMX_OK && h.msst == kj && h.kind == DMX_REPO_BAG);
+    CHECK(has(h.path, "/vocals_mel_band_roformer_kj.yaml"));
+    dmx_repo_hit_clear(&h);
+    unsetenv("DEMIX_MODELS");
+    free(c);
+}
+
 int main(void) {
     REQUIRE(mkdtemp(tmp_root));
+    test_msst();
     test_parse_name();
     test_cache_dir();
     test_table();

@@ -157,6 +157,25 @@ static void bad_configs(void) {
     expect_bad("  stft_win_length: 16\n", "  stft_win_length: 8\n", DMX_ERR_MODEL, "exceeds stft_n_fft");
     expect_bad("  num_stems: 2\n", NULL, DMX_ERR_MODEL, "num_stems = 2 but training names 1 stem");
     expect_bad("  use_pope: true\n", NULL, DMX_ERR_UNSUPPORTED, "PoPE");
+    /* inference.normalize: true is refused (MSST normalises the whole mix;
+     * demix does not); false, or anything MSST's `is True` rejects, is off */
+    static const struct {
+        const char *line;
+        dmx_status want;
+    } nz[] = {{"  normalize: true\n", DMX_ERR_UNSUPPORTED}, {"  normalize: True\n", DMX_ERR_UNSUPPORTED},
+              {"  normalize: false\n", DMX_OK}, {"  normalize: 1\n", DMX_OK}};
+    for (size_t i = 0; i < sizeof nz / sizeof nz[0]; i++) {
+        char buf[2048];
+        const char *at = strstr(BASE, "  batch_size: 4\n");
+        REQUIRE(at);
+        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - BASE), BASE, nz[i].line, at);
+        dmx__rf_config c2;
+        dmx_status st = read_cfg(buf, &c2);
+        CHECK_MSG(st == nz[i].want, "[%s] status %d (%s)", nz[i].line, st, dmx_last_error());
+        if (nz[i].want != DMX_OK)
+            CHECK_MSG(strstr(dmx_last_error(), "line 6: inference.normalize: true"), "message: %s",
+                      dmx_last_error());
+    }
     expect_bad("  sage_attention: true\n", NULL, DMX_ERR_UNSUPPORTED, "sage_attention");
     expect_bad("  linear_transformer_depth: -1\n", NULL, DMX_ERR_MODEL, "out of range");
     expect_bad("  attn_dropout: high\n", NULL, DMX_ERR_MODEL, "attn_dropout is a string");

@@ -209,7 +209,10 @@
     const keep = el.stems.value;
     el.stems.replaceChildren(make('option', { value: '', text: stems.length ? 'All ' + stems.length + ' stems' : 'All stems' }));
     for (const s of stems) el.stems.append(make('option', { value: s, text: s + ' + no_' + s, selected: s === keep }));
+    /* A RoFormer runs MSST's chunking: shifts do not apply (the server refuses them). */
+    el.shifts.disabled = isRoformer(m);
   }
+  function isRoformer(m) { return !!m && /Roformer$/.test(m.family || ''); }
 
   /* ---- file picking, drag and drop ---- */
   let chosen = null;
@@ -262,13 +265,14 @@
     clearError();
     if (!chosen) { showError('Choose an audio file first.', 'Use the file picker or drop a file on the box.'); el.file.focus(); return; }
     if (!el.model.value) { showError('No model to run.', el.modelDesc.textContent); return; }
+    const rf = isRoformer(models.find((x) => x.name === el.model.value));
     const shifts = Number(el.shifts.value);
-    if (!Number.isInteger(shifts) || shifts < 0 || shifts > 20) { showError('Shifts must be a whole number from 0 to 20.'); el.shifts.focus(); return; }
+    if (!rf && (!Number.isInteger(shifts) || shifts < 0 || shifts > 20)) { showError('Shifts must be a whole number from 0 to 20.'); el.shifts.focus(); return; }
     const fd = new FormData();
     fd.append('model_name', el.model.value);
     if (el.stems.value) fd.append('two_stems', el.stems.value);
     fd.append('format', el.format.value);
-    fd.append('shifts', String(shifts));
+    if (!rf) fd.append('shifts', String(shifts));
     fd.append('file', chosen, chosen.name);
     upload(fd, chosen.size);
   });

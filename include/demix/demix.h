@@ -184,10 +184,22 @@ typedef dmx_status (*dmx_write_fn)(void *user, const float *const *stems, int64_
  * is copied (NULL: defaults). */
 dmx_status dmx_stream_new(dmx_session *s, const dmx_separate_opts *opts, dmx_write_fn write,
                           void *user, dmx_stream **out);
+/* 1 when the model's streams need neither pass 1 nor the song's length up
+ * front: the RoFormers (MSST's demix() does not normalise, and its chunk
+ * plan is settled as the audio arrives). Their streams accept
+ * dmx_stream_start(st, DMX_FRAMES_UNKNOWN), so a file is decoded once; the
+ * length is then whatever was fed before dmx_stream_finish, and the output
+ * is the same bits as with the length given. */
+int dmx_model_single_pass(const dmx_model *m);
+#define DMX_FRAMES_UNKNOWN (-1)
+/* For a stream of unknown length: the progress callback's `total` until the
+ * end (e.g. a decoder's duration hint; <= 0: 0, unknown). Only progress
+ * uses it; a short hint is raised to what was written. */
+dmx_status dmx_stream_expect(dmx_stream *st, int64_t frames);
 /* Pass 1 (only when opts->normalize): planar input, channels pointers. */
 dmx_status dmx_stream_analyze(dmx_stream *st, const float *const *in, int64_t frames);
 /* Ends pass 1 and announces the song's length (must equal the frames
- * analysed when normalising). */
+ * analysed when normalising; DMX_FRAMES_UNKNOWN when dmx_model_single_pass). */
 dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames);
 /* Pass 2: the same audio again, in order. Runs every evaluation its input
  * allows and writes every final sample. */

@@ -118,6 +118,46 @@ void dmx_repo_model_families(const dmx_repo_model *m, char *buf, size_t n);
 /* Sum of the distinct member files' approximate sizes; 0 if any is unknown. */
 int64_t dmx_repo_model_approx_bytes(const dmx_repo_model *m);
 
+/* ---- RoFormer checkpoints (MSST configs) --------------------------------------- */
+
+/* One published file of a RoFormer model. Checksums are only those a public
+ * source states (docs/MODELS.md names each source); a file without one is
+ * checked another way (exact size when known; the config is parsed and
+ * must describe the table's family and stems; the checkpoint must load with
+ * it). */
+typedef struct dmx_repo_remote {
+    const char *url;    /* where its publisher serves it */
+    const char *sha256; /* full lowercase hex, or NULL when no public source states one */
+    const char *md5;    /* full lowercase hex, or NULL */
+    int64_t bytes;      /* exact size, or 0 when not known */
+} dmx_repo_remote;
+
+/* A community RoFormer checkpoint: an MSST config and its .ckpt, cached as
+ * NAME.yaml + NAME.ckpt (the MSST rule of dmx_repo_config_checkpoint). */
+typedef struct dmx_repo_msst_model {
+    const char *name;        /* "model_bs_roformer_ep_317_sdr_12.9755" */
+    const char *description; /* one sentence: author, stems, score */
+    dmx_repo_family family;  /* BS_ROFORMER or MEL_BAND_ROFORMER */
+    int32_t n_sources;       /* 0 when the config was not available to check */
+    const char *sources[DMX_REPO_MAX_SOURCES];
+    dmx_repo_remote config, checkpoint;
+} dmx_repo_msst_model;
+
+size_t dmx_repo_n_msst(void);
+const dmx_repo_msst_model *dmx_repo_msst_at(size_t i);           /* NULL past the end */
+const dmx_repo_msst_model *dmx_repo_msst_find(const char *name); /* exact name or NULL */
+
+/* Where to download one of its files into *out: the table's URL, or with
+ * $DEMIX_MODEL_URL set, that root + "NAME.yaml" / "NAME.ckpt" (a mirror
+ * serves the cache's own file names). `checkpoint` picks the file. */
+dmx_status dmx_repo_msst_url(const dmx_repo_msst_model *m, int checkpoint, char **out);
+
+/* Checks a downloaded config: it must parse as an MSST config
+ * (DMX_ERR_MODEL / DMX_ERR_UNSUPPORTED / DMX_ERR_CORRUPT as the loader says)
+ * and describe m's family and (when the table lists them) stems, in order
+ * (DMX_ERR_MODEL naming the difference). */
+dmx_status dmx_repo_msst_check_config(const dmx_repo_msst_model *m, const char *yaml_path);
+
 /* ---- naming rule ------------------------------------------------------------ */
 
 typedef enum dmx_repo_kind {
@@ -182,6 +222,7 @@ typedef struct dmx_repo_hit {
     dmx_repo_kind kind;
     char *checksum;              /* the hex in the file name, "" when none (always "" for a bag) */
     const dmx_repo_model *known; /* the upstream model of that name, or NULL */
+    const dmx_repo_msst_model *msst; /* the RoFormer checkpoint of that name, or NULL */
 } dmx_repo_hit;
 
 /* Looks `name` up in folder `dir` as upstream's LocalRepo then BagOnlyRepo
@@ -199,7 +240,8 @@ dmx_status dmx_repo_find_checkpoint(const char *dir, const char *sig, dmx_repo_h
  * member's checkpoint; any other needs NAME.yaml in the cache, which
  * `demix models fetch` writes). DMX_ERR_NOT_FOUND when it is not there
  * (for a known model the message says to run `demix models fetch NAME`);
- * out->known is set even then when NAME is a known model. */
+ * out->known (out->msst) is set even then when NAME is a known model (a
+ * known RoFormer checkpoint, found in the cache as NAME.yaml + NAME.ckpt). */
 dmx_status dmx_repo_resolve(const char *repo, const char *name, dmx_repo_hit *out);
 
 void dmx_repo_hit_clear(dmx_repo_hit *h);

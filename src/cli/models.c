@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "demix/demix.h"
 #include "demix/repo.h"
 
 /* ---- registry ------------------------------------------------------------------ */
@@ -80,12 +81,13 @@ static int model_files(const dmx_repo_model *m, const dmx_repo_file **out) {
 
 /* ---- sha256 --------------------------------------------------------------------- */
 
-/* Full hex sha256 of a file into hex[65]; 0 or -1 (errno set). */
-static int sha256_file(const char *path, char hex[65]) {
+/* Full hex digest (sha256, or md5 with `md5`) of a file into hex[65]; 0 or
+ * -1 (errno set). */
+static int digest_file(const char *path, int md5, char hex[65]) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+    int ok = ctx && EVP_DigestInit_ex(ctx, md5 ? EVP_md5() : EVP_sha256(), NULL) == 1;
     size_t bufsz = 1 << 20;
     unsigned char *buf = xmalloc(bufsz);
     int err = 0;
@@ -102,7 +104,7 @@ static int sha256_file(const char *path, char hex[65]) {
     }
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    if (ok) ok = EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 32;
+    if (ok) ok = EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == (md5 ? 16u : 32u);
     EVP_MD_CTX_free(ctx);
     free(buf);
     close(fd);
@@ -110,8 +112,81 @@ static int sha256_file(const char *path, char hex[65]) {
         errno = err ? err : EIO;
         return -1;
     }
-    for (unsigned i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    for (unsigned i = 0; i < mdlen; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
     return 0;
+}
+
+static int sha256_file(const char *path, char hex[65]) { return digest_file(path, 0, hex); }
+
+/* What a downloaded file must be: a sha256 (full, or the prefix an upstream
+ * name carries), an md5, an exact size, an MSST config of a known model.
+ * Whatever is set is checked. */
+typedef struct file_check {
+    char sha256[65];
+    char md5[33];
+    int64_t bytes;
+    const dmx_repo_msst_model *config_of;
+} file_check;
+
+/* The check an upstream file name implies (its checksum prefix). */
+static file_check named_check(const char *name) {
+    file_check c;
+    memset(&c, 0, sizeof c);
+    dmx_repo_entry e;
+    if (dmx_repo_parse_name(name, &e) == DMX_OK && e.kind == DMX_REPO_CHECKPOINT)
+        snprintf(c.sha256, sizeof c.sha256, "%s", e.checksum);
+    return c;
+}
+
+static file_check remote_check(const dmx_repo_remote *r, const dmx_repo_msst_model *config_of) {
+    file_check c;
+    memset(&c, 0, sizeof c);
+    if (r->sha256) snprintf(c.sha256, sizeof c.sha256, "%s", r->sha256);
+    if (r->md5) snprintf(c.md5, sizeof c.md5, "%s", r->md5);
+    c.bytes = r->bytes;
+    c.config_of = config_of;
+    return c;
+}
+
+/* 1 when a check has a digest: the file is then identified, not just plausible. */
+static int check_has_digest(const file_check *c) { return c->sha256[0] || c->md5[0]; }
+
+/* Checks `path` against `c`. Returns 1 match, 0 mismatch (why[] says how:
+ * "checksum ..." for a digest), -1 unreadable (errno set), 2 nothing to
+ * check. */
+static int check_file(const char *path, const file_check *c, char *why, size_t wn) {
+    why[0] = '\0';
+    int checked = 0;
+    if (c->bytes > 0) {
+        struct stat st;
+        if (stat(path, &st) != 0) return -1;
+        if ((int64_t)st.st_size != c->bytes) {
+            snprintf(why, wn, "size mismatch: %lld bytes, expected %lld", (long long)st.st_size,
+                     (long long)c->bytes);
+            return 0;
+        }
+        checked = 1;
+    }
+    for (int md5 = 0; md5 < 2; md5++) {
+        const char *want = md5 ? c->md5 : c->sha256;
+        if (!want[0]) continue;
+        char got[65];
+        if (digest_file(path, md5, got) != 0) return -1;
+        if (strncmp(got, want, strlen(want))) {
+            snprintf(why, wn, "checksum mismatch: its %s starts with %.*s, expected %s",
+                     md5 ? "md5" : "sha256", (int)strlen(want), got, want);
+            return 0;
+        }
+        checked = 1;
+    }
+    if (c->config_of) {
+        if (dmx_repo_msst_check_config(c->config_of, path) != DMX_OK) {
+            snprintf(why, wn, "not the config of %s: %s", c->config_of->name, dmx_last_error());
+            return 0;
+        }
+        checked = 1;
+    }
+    return checked ? 1 : 2;
 }
 
 /* Checks `path` against the checksum in its file name `name` (the naming
@@ -274,12 +349,14 @@ static void print_manual_hint(const char *what, const char *url, const char *des
             what, model, resumable ? "resume" : "retry", url, dest);
 }
 
-/* Downloads one file into the cache, resuming DEST.part and verifying the
- * hash in its name. Returns EXIT_OK, EXIT_RUNTIME or EXIT_INTERRUPT. */
-static int fetch_file(const char *cache, const char *file, const char *model) {
+/* Downloads `url` into the cache as `file`, resuming FILE.part, and moves it
+ * into place only once it passes `chk`. Returns EXIT_OK, EXIT_RUNTIME or
+ * EXIT_INTERRUPT. */
+static int fetch_file(const char *cache, const char *file, const char *url_in,
+                      const file_check *chk, const char *model) {
     char *dest = path_join(cache, file);
     char *part = xasprintf("%s.part", dest);
-    char *url = model_url(file);
+    char *url = xstrdup(url_in);
     int rc = EXIT_RUNTIME;
     int fd = -1;
     CURL *h = NULL;
@@ -403,8 +480,8 @@ static int fetch_file(const char *cache, const char *file, const char *model) {
         }
 
         /* Whole file on disk: check it before it may be used. */
-        char got[65], expect[65];
-        int v = verify_named_file(part, file, got, expect);
+        char why[1024];
+        int v = check_file(part, chk, why, sizeof why);
         if (v == 1 || v == 2) {
             if (fsync(fd) != 0 || rename(part, dest) != 0) {
                 cli_err("cannot move %s into place: %s", dest, strerror(errno));
@@ -421,7 +498,8 @@ static int fetch_file(const char *cache, const char *file, const char *model) {
         if (c.start > 0 && attempt == 0) {
             /* A resumed file can be spoiled by a stale .part from another
              * server version: one clean retry before giving up. */
-            cli_warn("%s does not match its checksum after resuming; downloading it again", file);
+            cli_warn("%s does not pass its check after resuming (%s); downloading it again", file,
+                     why);
             if (ftruncate(fd, 0) != 0) {
                 cli_err("cannot truncate %s: %s", part, strerror(errno));
                 goto out;
@@ -429,9 +507,7 @@ static int fetch_file(const char *cache, const char *file, const char *model) {
             continue;
         }
         unlink(part);
-        cli_err("checksum mismatch for %s: its sha256 starts with %.*s, expected %s; the "
-                "download was deleted (is DEMIX_MODEL_URL right?)",
-                url, (int)strlen(expect), got, expect);
+        cli_err("%s for %s; the download was deleted (is DEMIX_MODEL_URL right?)", why, url);
         goto out;
     }
     cli_err("downloading %s failed: the server keeps sending the wrong byte ranges", url);
@@ -477,18 +553,17 @@ static int write_bag_yaml(const char *cache, const dmx_repo_model *m) {
     return rc;
 }
 
-/* Makes one known file present in the cache (verifying it first if asked). */
-static int fetch_known_file(const char *cache, const char *file, const char *model,
-                            int verify_present) {
+/* Makes one file present in the cache as `file` (verifying a present one
+ * first if asked); `url` NULL: upstream's URL of that name. */
+static int fetch_checked_file(const char *cache, const char *file, const char *url,
+                              const file_check *chk, const char *model, int verify_present) {
     char *p = path_join(cache, file);
     int rc = EXIT_OK;
     if (path_exists(p) && verify_present) {
-        char got[65], expect[65];
-        int v = verify_named_file(p, file, got, expect);
+        char why[1024];
+        int v = check_file(p, chk, why, sizeof why);
         if (v == 0) {
-            cli_warn("%s does not match its checksum (sha256 %.8s..., expected %s); downloading it "
-                     "again",
-                     p, got, expect);
+            cli_warn("%s: %s; downloading it again", p, why);
             unlink(p);
         } else if (v < 0) {
             cli_err("cannot read %s: %s", p, strerror(errno));
@@ -497,8 +572,60 @@ static int fetch_known_file(const char *cache, const char *file, const char *mod
             cli_info("%s is already in the cache and verified", file);
         }
     }
-    if (rc == EXIT_OK && !path_exists(p)) rc = fetch_file(cache, file, model);
+    if (rc == EXIT_OK && !path_exists(p)) {
+        char *u = url ? xstrdup(url) : model_url(file);
+        rc = fetch_file(cache, file, u, chk, model);
+        free(u);
+    }
     free(p);
+    return rc;
+}
+
+static int fetch_known_file(const char *cache, const char *file, const char *model,
+                            int verify_present) {
+    file_check chk = named_check(file);
+    return fetch_checked_file(cache, file, NULL, &chk, model, verify_present);
+}
+
+/* A RoFormer checkpoint of the table: its .ckpt, then its config (whose
+ * presence makes NAME resolve), both checked; a checkpoint that no public
+ * checksum identifies must also load with the config (every tensor's name
+ * and shape), or both files are removed. */
+static int fetch_msst_model(const char *cache, const dmx_repo_msst_model *m, int verify_present) {
+    curl_once();
+    progress_init(1);
+    char *ck_file = xasprintf("%s.ckpt", m->name), *y_file = xasprintf("%s.yaml", m->name);
+    char *ck_path = path_join(cache, ck_file), *y_path = path_join(cache, y_file);
+    char *u = NULL;
+    int had_yaml = path_exists(y_path);
+    file_check ck = remote_check(&m->checkpoint, NULL), yc = remote_check(&m->config, m);
+    if (dmx_repo_msst_url(m, 1, &u) != DMX_OK) abort(); /* out of memory only */
+    int rc = fetch_checked_file(cache, ck_file, u, &ck, m->name, verify_present);
+    free(u);
+    if (rc == EXIT_OK) {
+        if (dmx_repo_msst_url(m, 0, &u) != DMX_OK) abort();
+        rc = fetch_checked_file(cache, y_file, u, &yc, m->name, verify_present);
+        free(u);
+    }
+    if (rc == EXIT_OK && !check_has_digest(&ck) && (!had_yaml || verify_present)) {
+        cli_info("No public checksum identifies %s; checking that it loads with its config",
+                 ck_file);
+        dmx_model *model = NULL;
+        if (dmx_model_load_config(y_path, ck_path, &model) != DMX_OK) {
+            cli_err("%s does not load with its config (%s); both files were deleted (is "
+                    "DEMIX_MODEL_URL right?)",
+                    ck_file, dmx_last_error());
+            unlink(y_path);
+            unlink(ck_path);
+            rc = EXIT_RUNTIME;
+        }
+        dmx_model_free(model);
+    }
+    progress_shutdown();
+    free(ck_path);
+    free(y_path);
+    free(ck_file);
+    free(y_file);
     return rc;
 }
 
@@ -572,6 +699,8 @@ static void known_names(char *buf, size_t n) {
         size_t l = strlen(buf);
         snprintf(buf + l, n - l, "%s%s", i ? ", " : "", dmx_repo_model_at(i)->name);
     }
+    size_t l = strlen(buf);
+    snprintf(buf + l, n - l, " (Demucs) or a RoFormer checkpoint of 'demix models list'");
 }
 
 /* Upstream's LocalRepo checks a checkpoint's checksum on every load. */
@@ -635,11 +764,16 @@ int models_resolve(const char *name, const char *repo, int allow_fetch, char **p
     int rc = EXIT_RUNTIME;
     st = dmx_repo_resolve(NULL, name, &h);
     if (st == DMX_ERR_NOT_FOUND && allow_fetch) {
-        /* Upstream's remote repo: a known name or a known signature. */
+        /* Upstream's remote repo: a known name or a known signature; or a
+         * RoFormer checkpoint of the table. */
         const dmx_repo_model *m = h.known;
-        const dmx_repo_file *f = m ? NULL : dmx_repo_file_find(name);
-        if (m || f) {
-            if (m) {
+        const dmx_repo_msst_model *rf = h.msst;
+        const dmx_repo_file *f = m || rf ? NULL : dmx_repo_file_find(name);
+        if (m || f || rf) {
+            if (rf) {
+                cli_info("Model %s is not in the cache %s yet; downloading it", name, cache);
+                rc = fetch_msst_model(cache, rf, 0);
+            } else if (m) {
                 char size[32];
                 approx_size(m, size, sizeof size);
                 const dmx_repo_file *files[DMX_REPO_MAX_MEMBERS];
@@ -663,7 +797,7 @@ int models_resolve(const char *name, const char *repo, int allow_fetch, char **p
         }
     }
     if (st != DMX_OK) {
-        if (st == DMX_ERR_NOT_FOUND && !h.known && !dmx_repo_file_find(name)) {
+        if (st == DMX_ERR_NOT_FOUND && !h.known && !h.msst && !dmx_repo_file_find(name)) {
             char names[512];
             known_names(names, sizeof names);
             cli_err(
@@ -724,7 +858,7 @@ static dmx_repo_family describe(const char *dir, const dmx_repo_item *it, char *
     return pi.family;
 }
 
-#define LIST_FMT "%-24s %-15s %-42s %-10s %s\n"
+#define LIST_FMT "%-43s %-15s %-42s %-10s %s\n"
 
 /* Entries of a folder; with `skip_known`, the cache's files of known models. */
 static void list_folder(const char *dir, int skip_known, int *count) {
@@ -737,7 +871,9 @@ static void list_folder(const char *dir, int skip_known, int *count) {
             if (it->entry.kind == DMX_REPO_CHECKPOINT && f &&
                 !strcmp(f->checksum, it->entry.checksum))
                 continue;
-            if (it->entry.kind == DMX_REPO_BAG && dmx_repo_model_find(it->entry.name)) continue;
+            if (it->entry.kind == DMX_REPO_BAG &&
+                (dmx_repo_model_find(it->entry.name) || dmx_repo_msst_find(it->entry.name)))
+                continue;
         }
         char *p = path_join(dir, it->file);
         char size[32], fam[32], src[256];
@@ -761,6 +897,35 @@ static void list_folder(const char *dir, int skip_known, int *count) {
         (*count)++;
     }
     dmx_repo_list_free(l);
+}
+
+/* One row of `models list` for a RoFormer checkpoint of the table. */
+static void list_msst(const char *cache, const dmx_repo_msst_model *m) {
+    char src[256] = "", size[32], status[4200];
+    for (int32_t i = 0; i < m->n_sources; i++) {
+        size_t l = strlen(src);
+        snprintf(src + l, sizeof src - l, "%s%s", i ? ", " : "", m->sources[i]);
+    }
+    if (!m->n_sources) snprintf(src, sizeof src, "(from its config)");
+    char *y = xasprintf("%s/%s.yaml", cache, m->name),
+         *ck = xasprintf("%s/%s.ckpt", cache, m->name);
+    int have = path_exists(y) + path_exists(ck);
+    if (have == 2) {
+        format_bytes(file_size(ck), size, sizeof size);
+        snprintf(status, sizeof status, "cached: %s", y);
+    } else {
+        if (m->checkpoint.bytes > 0) {
+            char t[24];
+            format_bytes(m->checkpoint.bytes, t, sizeof t);
+            snprintf(size, sizeof size, "%s", t);
+        } else {
+            snprintf(size, sizeof size, "?");
+        }
+        snprintf(status, sizeof status, have ? "partly cached (1 of 2 files)" : "not cached");
+    }
+    printf(LIST_FMT, m->name, dmx_repo_family_name(m->family), src, size, status);
+    free(y);
+    free(ck);
 }
 
 static int models_list(const char *repo) {
@@ -809,6 +974,7 @@ static int models_list(const char *repo) {
         }
         dmx_repo_hit_clear(&h);
     }
+    for (size_t i = 0; i < dmx_repo_n_msst(); i++) list_msst(cache, dmx_repo_msst_at(i));
     if (is_directory(cache)) list_folder(cache, 1, &count);
     printf("\nFAMILY is the network class a model needs. Cache: %s (set DEMIX_MODELS to change;\n"
            "'demix models fetch NAME' downloads)\n",
@@ -861,7 +1027,11 @@ static int models_fetch(const char *name) {
     const dmx_repo_model *m = dmx_repo_model_find(name);
     const dmx_repo_file *f = m ? NULL : dmx_repo_file_find(name);
     dmx_repo_entry e;
-    if (m) {
+    const dmx_repo_msst_model *rf = m ? NULL : dmx_repo_msst_find(name);
+    if (rf) {
+        rc = fetch_msst_model(cache, rf, 1);
+        if (rc == EXIT_OK) cli_info("Model %s is ready: %s/%s.yaml", name, cache, name);
+    } else if (m) {
         rc = fetch_known_model(cache, m, 1);
         if (rc == EXIT_OK) {
             dmx_repo_hit h;
@@ -913,6 +1083,35 @@ static int verify_one(const char *dir, const char *file) {
     return ok;
 }
 
+/* Verifies one file of a RoFormer checkpoint against its table entry. */
+static int verify_checked(const char *dir, const char *file, const file_check *c) {
+    char *p = path_join(dir, file);
+    char why[1024];
+    int ok = 1;
+    if (!path_exists(p)) {
+        printf("missing   %s\n", p);
+        ok = 0;
+    } else {
+        int v = check_file(p, c, why, sizeof why);
+        if (v == 1 && !check_has_digest(c) && !c->config_of)
+            printf("ok        %s (size only: no public checksum)\n", p);
+        else if (v == 1)
+            printf("ok        %s\n", p);
+        else if (v == 2)
+            printf("no hash   %s (no public checksum; it is checked when it loads)\n", p);
+        else if (v == 0) {
+            printf("MISMATCH  %s (%s)\n", p, why);
+            ok = 0;
+        } else {
+            printf("ERROR     %s (%s)\n", p, strerror(errno));
+            ok = 0;
+        }
+    }
+    fflush(stdout);
+    free(p);
+    return ok;
+}
+
 static int models_verify(char **names, int n, const char *repo) {
     char *dir = repo ? xstrdup(repo) : models_cache_dir();
     int bad = 0, checked = 0;
@@ -944,8 +1143,18 @@ static int models_verify(char **names, int n, const char *repo) {
     }
     for (int i = 0; i < n; i++) {
         const dmx_repo_model *m = repo ? NULL : dmx_repo_model_find(names[i]);
-        const dmx_repo_file *f = (repo || m) ? NULL : dmx_repo_file_find(names[i]);
-        if (m) {
+        const dmx_repo_msst_model *rf = repo || m ? NULL : dmx_repo_msst_find(names[i]);
+        const dmx_repo_file *f = (repo || m || rf) ? NULL : dmx_repo_file_find(names[i]);
+        if (rf) {
+            char *ck = xasprintf("%s.ckpt", rf->name), *y = xasprintf("%s.yaml", rf->name);
+            file_check ckc = remote_check(&rf->checkpoint, NULL),
+                       yc = remote_check(&rf->config, rf);
+            bad += !verify_checked(dir, ck, &ckc);
+            bad += !verify_checked(dir, y, &yc);
+            checked += 2;
+            free(ck);
+            free(y);
+        } else if (m) {
             const dmx_repo_file *files[DMX_REPO_MAX_MEMBERS];
             int nf = model_files(m, files);
             for (int k = 0; k < nf; k++, checked++) bad += !verify_one(dir, files[k]->file);
@@ -999,12 +1208,13 @@ static int models_path(const char *name, const char *repo) {
             dmx_repo_hit_clear(&h);
             return EXIT_OK;
         }
-        if (h.known) {
+        if (h.known || h.msst) {
             /* Where it will be once fetched. */
             char *cache = models_cache_dir();
             const dmx_repo_model *m = h.known;
-            char *p = m->direct ? path_join(cache, dmx_repo_model_member(m, 0)->file)
-                                : xasprintf("%s/%s.yaml", cache, m->name);
+            char *p = !m          ? xasprintf("%s/%s.yaml", cache, h.msst->name)
+                      : m->direct ? path_join(cache, dmx_repo_model_member(m, 0)->file)
+                                  : xasprintf("%s/%s.yaml", cache, m->name);
             printf("%s\n", p);
             fflush(stdout);
             cli_err("model %s is not downloaded yet; run 'demix models fetch %s'", name, name);

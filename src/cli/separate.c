@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "demix/repo.h"
 #include "demix/audio.h"
 #include "demix/pipeline.h"
 
@@ -403,6 +404,16 @@ static char *abs_path(const char *p) {
     return path_join(cwd, q);
 }
 
+/* 1 when the model file is an MSST config (a RoFormer), the registry's rule. */
+static int is_msst_config(const char *path) {
+    size_t n = strlen(path);
+    if (n < 5 || strcmp(path + n - 5, ".yaml")) return 0;
+    char *ck = NULL;
+    int yes = dmx_repo_config_checkpoint(path, &ck) == DMX_OK && ck;
+    free(ck);
+    return yes;
+}
+
 int cmd_separate(int argc, char **argv) {
     static const struct option longopts[] = {
         {"name", required_argument, NULL, 'n'},
@@ -455,6 +466,7 @@ int cmd_separate(int argc, char **argv) {
     int int24 = 0, float32 = 0, flac = 0, mp3 = 0, verbose = 0, quiet = 0, list_models = 0;
     int name_given = 0, sig_given = 0;
     int seg_given = 0;
+    const char *demucs_opt = NULL; /* the first Demucs-only run option given, for RoFormers */
     long mp3_bitrate = 320, mp3_preset = 2;
     const char *device = "cpu";
     long lv;
@@ -479,6 +491,7 @@ int cmd_separate(int argc, char **argv) {
             case O_FILENAME: cfg.filename = optarg; break;
             case 'd': device = optarg; break;
             case O_SHIFTS:
+                if (!demucs_opt) demucs_opt = "--shifts";
                 if ((rc = parse_long_opt(cmd, "--shifts", optarg, 0, 100, &lv))) return rc;
                 cfg.shifts = (int)lv;
                 break;
@@ -486,16 +499,21 @@ int cmd_separate(int argc, char **argv) {
                 if ((rc = parse_u64_opt(cmd, "--seed", optarg, &cfg.seed))) return rc;
                 break;
             case O_OVERLAP:
+                if (!demucs_opt) demucs_opt = "--overlap";
                 if ((rc = parse_double_opt(cmd, "--overlap", optarg, 0, 1, 0, &cfg.overlap)))
                     return rc;
                 break;
             case O_SEGMENT:
+                if (!demucs_opt) demucs_opt = "--segment";
                 if ((rc = parse_double_opt(cmd, "--segment", optarg, 0, 1e9, 1, &cfg.segment)))
                     return rc;
                 if (cfg.segment <= 0) return cli_usage_error(cmd, "--segment must be positive");
                 seg_given = 1;
                 break;
-            case O_NO_SPLIT: cfg.split = 0; break;
+            case O_NO_SPLIT:
+                if (!demucs_opt) demucs_opt = "--no-split";
+                cfg.split = 0;
+                break;
             case O_TWO_STEMS: cfg.two_stems = optarg; break;
             case O_OTHER_METHOD:
                 if (!strcmp(optarg, "add"))
@@ -628,6 +646,9 @@ int cmd_separate(int argc, char **argv) {
         if (dot && dot != config_name) *dot = '\0';
         cfg.name = config_name;
         model_path = xstrdup(model_config);
+    } else if (demucs_opt && !cfg.repo && dmx_repo_msst_find(cfg.name)) {
+        /* a registry RoFormer: refused before anything is downloaded */
+        model_path = xstrdup(cfg.name);
     } else if ((rc = models_resolve(cfg.name, cfg.repo, 1, &model_path)) != EXIT_OK) {
         exit_rc = rc;
         goto cleanup;
@@ -638,6 +659,19 @@ int cmd_separate(int argc, char **argv) {
             "'%s' is a bag of models (%s); -s/--sig takes one model's signature, use -n for a bag",
             cfg.name, model_path);
         exit_rc = EXIT_RUNTIME;
+        goto cleanup;
+    }
+    /* A RoFormer runs MSST's chunking (the config's chunk_size and
+     * inference.num_overlap): Demucs' run options have no counterpart, so
+     * asking for one is an error rather than silently ignored. */
+    if (demucs_opt && (model_config || is_msst_config(model_path) ||
+                       (!cfg.repo && dmx_repo_msst_find(cfg.name)))) {
+        exit_rc = cli_usage_error(
+            cmd,
+            "%s does not apply to %s, a RoFormer: it runs MSST's chunking with its config's "
+            "chunk_size and inference.num_overlap (edit the config to change them); "
+            "--shifts, --overlap, --segment and --no-split are for Demucs models",
+            demucs_opt, cfg.name);
         goto cleanup;
     }
     double tl = cli_now();

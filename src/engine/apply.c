@@ -387,6 +387,8 @@ const dmx__roformer *dmx__model_roformer(const dmx_model *m) {
     return n->vt == &dmx__bs_roformer_vt || n->vt == &dmx__mel_band_roformer_vt ? n->impl : NULL;
 }
 
+int dmx_model_single_pass(const dmx_model *m) { return dmx__model_roformer(m) != NULL; }
+
 /* The RoFormer stream's writer: cancel and progress (in output frames) around
  * the caller's. */
 static dmx_status rf_write(void *user, const float *const *stems, int64_t frames) {
@@ -395,6 +397,8 @@ static dmx_status rf_write(void *user, const float *const *stems, int64_t frames
     dmx_status e = st->write(st->write_user, stems, frames);
     if (e != DMX_OK) return e;
     st->done += frames;
+    /* an unknown length's hint may be short: never report past 100 % */
+    if (st->total > 0 && st->done > st->total) st->total = st->done;
     if (st->o.progress && st->o.progress(st->o.progress_user, st->done, st->total))
         return dmx__fail(DMX_ERR_CANCELLED, "cancelled");
     return DMX_OK;
@@ -474,10 +478,15 @@ dmx_status dmx_stream_analyze(dmx_stream *st, const float *const *in, int64_t fr
 dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
     if (!st) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_start: NULL stream");
     if (st->started) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_start called twice");
-    if (total_frames < 1) return dmx__fail(DMX_ERR_INVALID_ARG, "no audio to separate");
+    if (total_frames == DMX_FRAMES_UNKNOWN && !st->rfnet)
+        return dmx__fail(DMX_ERR_INVALID_ARG,
+                         "dmx_stream_start: this model needs the song's length "
+                         "(dmx_model_single_pass is 0)");
+    if (total_frames < 1 && total_frames != DMX_FRAMES_UNKNOWN)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "no audio to separate");
     if (st->rfnet) {
         st->n = total_frames;
-        st->total = total_frames;
+        if (total_frames > 0 || !st->total) st->total = total_frames > 0 ? total_frames : 0;
         dmx_status e =
             dmx__rf_stream_new(st->rfnet, total_frames, st->threads, rf_write, st, &st->rf);
         if (e == DMX_OK) st->started = 1;
@@ -583,6 +592,13 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
     if (!st->emit_buf || !st->in)
         return dmx__fail(DMX_ERR_NOMEM, "out of memory for stream buffers");
     st->started = 1;
+    return DMX_OK;
+}
+
+dmx_status dmx_stream_expect(dmx_stream *st, int64_t frames) {
+    if (!st) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_expect: NULL stream");
+    if (st->started && st->n != DMX_FRAMES_UNKNOWN) return DMX_OK; /* the length is known */
+    st->total = frames > 0 ? frames : 0;
     return DMX_OK;
 }
 

@@ -157,6 +157,87 @@ static const dmx_repo_model MODELS[] = {
 };
 #define N_MODELS (sizeof MODELS / sizeof MODELS[0])
 
+/* Community RoFormer checkpoints (docs/MODELS.md: where each URL and
+ * checksum comes from). Configs from MSST's repository are pinned to the
+ * commit the golden fixtures use, and their sha256 and size are those of
+ * that commit's files. Checkpoint checksums are only those a public source
+ * states; NULL where none does. */
+#define MSST_RAW                                                                  \
+    "https://raw.githubusercontent.com/ZFTurbo/Music-Source-Separation-Training/" \
+    "ccc011abf7f89dd7922bb2888d48493b575c0289/configs/"
+#define UVR_REL "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/"
+#define F_BS    DMX_REPO_FAMILY_BS_ROFORMER
+#define F_MEL   DMX_REPO_FAMILY_MEL_BAND_ROFORMER
+
+static const dmx_repo_msst_model MSST[] = {
+    {"model_bs_roformer_ep_317_sdr_12.9755",
+     "viperx's BS-RoFormer (UVR 'BS-Roformer-Viperx-1297'): vocals, SDR 12.98 on its validation "
+     "set.",
+     F_BS,
+     1,
+     {"vocals"},
+     {MSST_RAW "viperx/model_bs_roformer_ep_317_sdr_12.9755.yaml",
+      "42e5635ceab7287b83d9591c9880966f0b61cff26a0a40a29d236bacb32e5f2c", NULL, 1881},
+     {UVR_REL "model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+      "5b84f37e8d444c8cb30c79d77f613a41c05868ff9c9ac6c7049c00aefae115aa", NULL, 0}},
+    {"model_bs_roformer_ep_368_sdr_12.9628",
+     "viperx's BS-RoFormer (UVR 'BS-Roformer-Viperx-1296'): vocals, SDR 12.96.",
+     F_BS,
+     0,
+     {NULL},
+     {"https://raw.githubusercontent.com/TRvlvr/application_data/main/mdx_model_data/mdx_c_configs/"
+      "model_bs_roformer_ep_368_sdr_12.9628.yaml",
+      NULL, NULL, 0},
+     {UVR_REL "model_bs_roformer_ep_368_sdr_12.9628.ckpt", NULL, "40780dd7fb1ef17d368a2499ce07a55e",
+      639317465}},
+    {"vocals_mel_band_roformer_kj",
+     "Kimberley Jensen's Mel-Band RoFormer: vocals, SDR 10.98 on Multisong.",
+     F_MEL,
+     1,
+     {"vocals"},
+     {MSST_RAW "KimberleyJensen/config_vocals_mel_band_roformer_kj.yaml",
+      "f63f38eb1e6e40a7db0dade714a5ae257555dd8748f4e774eae8679275a81926", NULL, 1721},
+     {"https://huggingface.co/KimberleyJSN/melbandroformer/resolve/main/MelBandRoformer.ckpt",
+      "87201f4d31afb5bc79993230fc49446918425574db48c01c405e44f365c7559e", NULL, 913106900}},
+    {"model_mel_band_roformer_ep_3005_sdr_11.4360",
+     "viperx's Mel-Band RoFormer: vocals, SDR 9.67 on Multisong.",
+     F_MEL,
+     1,
+     {"vocals"},
+     {MSST_RAW "viperx/model_mel_band_roformer_ep_3005_sdr_11.4360.yaml",
+      "4e0a24c9078b007caeea94efaad78ed4f29d4f44a80a6aefc4295bff09490314", NULL, 1404},
+     {UVR_REL "model_mel_band_roformer_ep_3005_sdr_11.4360.ckpt",
+      "21b9d0958e35b8ebfbe2afe69bbd5444e5ffe2f5d80ae0d583b833d2f3c0d139", NULL, 0}},
+    {"model_bs_roformer_ep_937_sdr_10.5309",
+     "viperx's BS-RoFormer for the accompaniment: other, SDR 6.85 on Multisong.",
+     F_BS,
+     1,
+     {"other"},
+     {MSST_RAW "viperx/model_bs_roformer_ep_937_sdr_10.5309.yaml",
+      "c9ff80f71867e9b7df08722c3a08a564c68cffcfe1c2c32a004b8153456f8951", NULL, 2351},
+     {UVR_REL "model_bs_roformer_ep_937_sdr_10.5309.ckpt", NULL, NULL, 0}},
+    {"model_bs_roformer_ep_17_sdr_9.6568",
+     "MSST's 4-stem BS-RoFormer (MUSDB18): SDR 9.65 on MUSDB18 test.",
+     F_BS,
+     4,
+     {"drums", "bass", "other", "vocals"},
+     {"https://github.com/ZFTurbo/Music-Source-Separation-Training/releases/download/v1.0.12/"
+      "config_bs_roformer_384_8_2_485100.yaml",
+      NULL, NULL, 0},
+     {"https://github.com/ZFTurbo/Music-Source-Separation-Training/releases/download/v1.0.12/"
+      "model_bs_roformer_ep_17_sdr_9.6568.ckpt",
+      NULL, NULL, 0}},
+};
+#define N_MSST (sizeof MSST / sizeof MSST[0])
+
+size_t dmx_repo_n_msst(void) { return N_MSST; }
+const dmx_repo_msst_model *dmx_repo_msst_at(size_t i) { return i < N_MSST ? &MSST[i] : NULL; }
+const dmx_repo_msst_model *dmx_repo_msst_find(const char *name) {
+    for (size_t i = 0; name && i < N_MSST; i++)
+        if (!strcmp(MSST[i].name, name)) return &MSST[i];
+    return NULL;
+}
+
 const char *dmx_repo_family_name(dmx_repo_family f) {
     switch (f) {
         case DMX_REPO_FAMILY_HTDEMUCS: return "HTDemucs";
@@ -349,6 +430,58 @@ dmx_status dmx_repo_file_url(const char *file, char **out) {
     return DMX_OK;
 }
 
+dmx_status dmx_repo_msst_url(const dmx_repo_msst_model *m, int checkpoint, char **out) {
+    if (!m || !out) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_repo_msst_url: NULL argument");
+    const char *base = getenv("DEMIX_MODEL_URL");
+    int r;
+    if (base && *base) {
+        size_t bl = strlen(base);
+        r = asprintf(out, "%s%s%s.%s", base, base[bl - 1] == '/' ? "" : "/", m->name,
+                     checkpoint ? "ckpt" : "yaml");
+    } else {
+        r = asprintf(out, "%s", checkpoint ? m->checkpoint.url : m->config.url);
+    }
+    if (r < 0) {
+        *out = NULL;
+        return dmx__fail(DMX_ERR_NOMEM, "out of memory");
+    }
+    return DMX_OK;
+}
+
+dmx_status dmx_repo_msst_check_config(const dmx_repo_msst_model *m, const char *yaml_path) {
+    if (!m || !yaml_path)
+        return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_repo_msst_check_config: NULL argument");
+    dmx__rf_config *cfg = malloc(sizeof *cfg);
+    if (!cfg) return dmx__fail(DMX_ERR_NOMEM, "out of memory");
+    dmx_status st = dmx__rf_config_load(yaml_path, cfg);
+    if (st == DMX_OK) {
+        dmx_repo_family f = cfg->kind == DMX__RF_BS ? DMX_REPO_FAMILY_BS_ROFORMER
+                                                    : DMX_REPO_FAMILY_MEL_BAND_ROFORMER;
+        if (f != m->family)
+            st = dmx__fail(DMX_ERR_MODEL, "%s: a %s config, but %s is a %s model", yaml_path,
+                           dmx_repo_family_name(f), m->name, dmx_repo_family_name(m->family));
+    }
+    if (st == DMX_OK && m->n_sources > 0) {
+        int same = cfg->n_stem_names == m->n_sources;
+        for (int i = 0; same && i < m->n_sources; i++) same = !strcmp(cfg->stems[i], m->sources[i]);
+        if (!same) {
+            char got[256] = "", want[256] = "";
+            for (int i = 0; i < cfg->n_stem_names; i++) {
+                size_t l = strlen(got);
+                snprintf(got + l, sizeof got - l, "%s%s", i ? ", " : "", cfg->stems[i]);
+            }
+            for (int i = 0; i < m->n_sources; i++) {
+                size_t l = strlen(want);
+                snprintf(want + l, sizeof want - l, "%s%s", i ? ", " : "", m->sources[i]);
+            }
+            st = dmx__fail(DMX_ERR_MODEL, "%s: its stems are (%s), but %s has (%s)", yaml_path, got,
+                           m->name, want);
+        }
+    }
+    free(cfg);
+    return st;
+}
+
 /* ---- folders --------------------------------------------------------------- */
 
 void dmx_repo_list_free(dmx_repo_list *l) {
@@ -487,7 +620,10 @@ static dmx_status find_in(const char *dir, const char *name, int bags, dmx_repo_
     const dmx_repo_item *hit = ck ? ck : bags ? bag : NULL;
     if (hit) {
         st = fill_hit(dir, hit, out);
-        if (st == DMX_OK) out->known = dmx_repo_model_find(name);
+        if (st == DMX_OK) {
+            out->known = dmx_repo_model_find(name);
+            out->msst = hit->entry.kind == DMX_REPO_BAG ? dmx_repo_msst_find(name) : NULL;
+        }
         goto done;
     }
     /* Say why a file that looks like the model is not it. */
@@ -540,6 +676,14 @@ dmx_status dmx_repo_resolve(const char *repo, const char *name, dmx_repo_hit *ou
     if (st != DMX_OK) return st;
     st = dmx_repo_find(cache, name, out);
     const dmx_repo_model *m = dmx_repo_model_find(name);
+    const dmx_repo_msst_model *rf = m ? NULL : dmx_repo_msst_find(name);
+    if (st == DMX_OK && rf && out->kind != DMX_REPO_BAG) rf = NULL; /* a user's NAME.th */
+    if (st == DMX_OK) out->msst = rf;
+    if (st == DMX_ERR_NOT_FOUND && rf)
+        st = dmx__fail(DMX_ERR_NOT_FOUND,
+                       "model '%s' is not in the cache %s; 'demix models fetch %s' downloads "
+                       "its config and checkpoint",
+                       name, cache, name);
     if (st != DMX_ERR_NOT_FOUND || !m) goto done;
 
     /* An upstream name whose YAML is not in the cache: its members are. */
@@ -575,6 +719,7 @@ done:
     if (st != DMX_OK) {
         dmx_repo_hit_clear(out);
         out->known = m;
+        out->msst = rf;
     }
     free(cache);
     return st;

@@ -211,6 +211,17 @@ dmx_status dmx__rf_config_read(const dmx__ynode *root, const char *what, dmx__rf
     r.sec = "inference";
     TRY(get_i(&r, sec[2], "num_overlap", 1, 0, 1, 1 << 16, &c->num_overlap));
     TRY(get_i(&r, sec[2], "batch_size", 0, 1, 1, 1 << 16, &c->batch_size));
+    /* MSST's inference.py normalises the whole mix (mean and population std
+     * of its mono sum) when inference.normalize is True (the boolean only:
+     * `is True`); not implemented, so refused rather than ignored. */
+    const dmx__ynode *nz = dmx__yaml_get(sec[2], "normalize");
+    int nzb = 0;
+    if (nz && dmx__yaml_bool(nz, &nzb) == 0 && nzb)
+        return dmx__fail(DMX_ERR_UNSUPPORTED,
+                         "%s: line %d: inference.normalize: true (MSST's whole-track "
+                         "normalisation) is not supported; set it to false to run the model "
+                         "without it",
+                         r.what, nz->line);
 
     r.sec = "training";
     const dmx__ynode *tgt = dmx__yaml_get(sec[3], "target_instrument");

@@ -61,6 +61,8 @@ static int64_t reflect(int64_t i, int64_t n) {
 }
 
 #define MAX_WORKERS 32
+/* The provisional length of a stream whose length is not known yet. */
+#define OPEN_LEN ((int64_t)1 << 50)
 
 typedef struct rf_worker {
     float *chunk, *y; /* (A, C), (S, A, C) */
@@ -89,6 +91,11 @@ struct dmx__rf_stream {
     const float **optr; /* (S * A) */
     int64_t written;
     dmx_status err;
+    /* 1 while the length is unknown (total_len < 0): the plan is a
+     * provisional one for an endless track, which gives every chunk that
+     * runs before dmx__rf_stream_finish the same layout, window and output
+     * as the real plan (see run_ready), and finish replaces it. */
+    int open;
 };
 
 size_t dmx__rf_stream_footprint(const dmx__rf_stream *st) {
@@ -119,7 +126,8 @@ dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, int n_t
     dmx__rf_stream *st = calloc(1, sizeof *st);
     if (!st) return dmx__fail(DMX_ERR_NOMEM, "roformer demix: out of memory");
     for (int i = 0; i < MAX_WORKERS; i++) dmx__arena_init(&st->wk[i].ar);
-    dmx_status s = dmx__rf_plan_make(c, total_len, &st->p);
+    st->open = total_len < 0;
+    dmx_status s = dmx__rf_plan_make(c, st->open ? OPEN_LEN : total_len, &st->p);
     if (s != DMX_OK) {
         dmx__rf_stream_free(st);
         return s;
@@ -133,7 +141,7 @@ dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, int n_t
     st->S = c->num_stems;
     st->threads = n_threads < 1 ? 1 : n_threads > MAX_WORKERS ? MAX_WORKERS : n_threads;
     st->run_threads = st->threads;
-    if (st->threads > st->p.n_chunks) st->threads = (int)st->p.n_chunks;
+    if (!st->open && st->threads > st->p.n_chunks) st->threads = (int)st->p.n_chunks;
     st->B = st->p.padded ? st->p.border : 0;
     st->write = write;
     st->user = user;
@@ -243,6 +251,9 @@ static dmx_status accumulate(dmx__rf_stream *st, int64_t k, const float *y) {
         /* a later chunk can reach further into the right reflect padding
          * (down to sample T-1-border) than the next one does */
         if (st->p.padded && T - 1 - st->B < lo) lo = T - 1 - st->B;
+        /* unknown length: the end may be near, keep what its padding reads */
+        if (st->open && st->obase + st->on - 1 - st->p.border < lo)
+            lo = st->obase + st->on - 1 - st->p.border;
         int64_t drop = lo - st->obase;
         if (drop > st->on) drop = st->on;
         if (drop > 0) {
@@ -261,7 +272,13 @@ static dmx_status accumulate(dmx__rf_stream *st, int64_t k, const float *y) {
  * batch only once the input is complete), accumulating in chunk order so
  * the result does not depend on the thread count. */
 static dmx_status run_ready(dmx__rf_stream *st) {
-    const int complete = st->obase + st->on == st->p.len;
+    const int complete = !st->open && st->obase + st->on == st->p.len;
+    /* Unknown length: once more than 2 border samples have arrived the
+     * track is padded, as the provisional plan says, and a chunk whose
+     * input has all arrived is not the last one and lies before the right
+     * padding (its last source sample k step + step - 1 < T), so it runs as
+     * under the real plan. */
+    if (st->open && st->obase + st->on <= 2 * st->p.border) return DMX_OK;
     while (st->k < st->p.n_chunks) {
         int nb = 0;
         while (nb < st->threads && st->k + nb < st->p.n_chunks) {
@@ -289,7 +306,7 @@ static dmx_status run_ready(dmx__rf_stream *st) {
 
 dmx_status dmx__rf_stream_feed(dmx__rf_stream *st, const float *const *in, int64_t frames) {
     if (st->err != DMX_OK) return st->err;
-    if (frames < 0 || st->obase + st->on + frames > st->p.len)
+    if (frames < 0 || (!st->open && st->obase + st->on + frames > st->p.len))
         return dmx__fail(DMX_ERR_INVALID_ARG,
                          "roformer demix: %lld samples fed past the announced %lld",
                          (long long)(st->obase + st->on + frames), (long long)st->p.len);
@@ -311,6 +328,18 @@ dmx_status dmx__rf_stream_feed(dmx__rf_stream *st, const float *const *in, int64
 
 dmx_status dmx__rf_stream_finish(dmx__rf_stream *st) {
     if (st->err != DMX_OK) return st->err;
+    if (st->open) {
+        /* The real plan; the chunks already run are the same in both. */
+        int64_t T = st->obase + st->on;
+        dmx__rf_plan p;
+        dmx_status s = dmx__rf_plan_make(dmx__roformer_config(st->n), T, &p);
+        if (s == DMX_OK && st->k > 0 && !p.padded)
+            s = dmx__fail(DMX_ERR_INTERNAL, "roformer demix: the padding changed at the end");
+        if (s != DMX_OK) return st->err = s;
+        st->p = p;
+        st->B = p.padded ? p.border : 0;
+        st->open = 0;
+    }
     if (st->obase + st->on != st->p.len)
         return dmx__fail(DMX_ERR_INVALID_ARG, "roformer demix: finished after %lld of %lld samples",
                          (long long)(st->obase + st->on), (long long)st->p.len);

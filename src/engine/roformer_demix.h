@@ -42,7 +42,10 @@ dmx_status dmx__rf_plan_make(const dmx__rf_config *cfg, int64_t len, dmx__rf_pla
 void dmx__rf_plan_window(const dmx__rf_plan *p, int64_t k, float *w);
 
 /* Streaming form (what the pipeline uses): the track's length is known up
- * front (the padding depends on it), the audio arrives in pieces of any size,
+ * front, or total_len < 0: unknown until dmx__rf_stream_finish (the padding
+ * depends on it: nothing runs before more than 2 border samples arrived,
+ * and the chunks that reach the end run at finish; the output is the same
+ * bits), the audio arrives in pieces of any size,
  * and `write` (demix.h's dmx_write_fn: stems x channels planar pointers)
  * receives every sample as soon as no later chunk can change it, in order.
  * Memory is bounded by the chunk size whatever the track length: about
@@ -57,9 +60,10 @@ typedef struct dmx__rf_stream dmx__rf_stream;
 dmx_status dmx__rf_stream_new(const dmx__roformer *n, int64_t total_len, int n_threads,
                               dmx_write_fn write, void *user, dmx__rf_stream **out);
 /* in: channels planar pointers of `frames` samples. DMX_ERR_INVALID_ARG
- * past total_len. A `write` error aborts the stream with its status. */
+ * past a known total_len. A `write` error aborts the stream with its status. */
 dmx_status dmx__rf_stream_feed(dmx__rf_stream *st, const float *const *in, int64_t frames);
-/* After exactly total_len samples: runs the remaining chunks and writes the rest. */
+/* After exactly total_len samples (or any number >= 1 when it was unknown):
+ * runs the remaining chunks and writes the rest. */
 dmx_status dmx__rf_stream_finish(dmx__rf_stream *st);
 void dmx__rf_stream_free(dmx__rf_stream *st);
 /* Floats the stream holds besides the arena (for tests: flat in length). */

@@ -1,7 +1,9 @@
 /*
  * pipeline.c - see pipeline.h: an audio file in, stem files out, streamed.
  *
- *   pass 1  decode everything once for upstream's normalisation statistics;
+ *   pass 1  decode everything once for upstream's normalisation statistics
+ *           (Demucs models; a RoFormer needs neither them nor the length up
+ *           front, dmx_model_single_pass, so its file is decoded once);
  *   pass 2  decode again and feed the engine's stream; stems arrive in order
  *           through on_write and are derived (two-stem add/minus), clipped
  *           and encoded on the fly;
@@ -252,6 +254,13 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
 
     st = dmx_decoder_open(job->input, rate, ch, &dec);
     if (st == DMX_OK) st = dmx_stream_new(s, &o, on_write, &c, &stream);
+    /* A RoFormer needs no statistics nor the length up front: one pass. */
+    const int one_pass = dmx_model_single_pass(m);
+    if (one_pass) {
+        if (st == DMX_OK) st = dmx_stream_expect(stream, dmx_decoder_duration_hint(dec));
+        if (st == DMX_OK) st = dmx_stream_start(stream, DMX_FRAMES_UNKNOWN);
+        goto outputs;
+    }
     /* pass 1: statistics */
     while (st == DMX_OK && (st = dmx_decoder_read(dec, blk, DEC_BLOCK, &got)) == DMX_OK &&
            got > 0) {
@@ -279,6 +288,8 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
     if (st == DMX_OK) st = dmx_stream_start(stream, n);
     if (st != DMX_OK) goto done;
 
+outputs:
+    if (st != DMX_OK) goto done;
     /* outputs: encoders (".part") and, for rescale, spill files */
     for (int i = 0; i < c.n_out && st == DMX_OK; i++) {
         st = dmx_encoder_open(job->outputs[i], &job->format, rate, ch, &c.os[i].enc);
@@ -295,10 +306,19 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
     }
     if (st != DMX_OK) goto done;
 
-    /* pass 2: separate and encode as stems become final */
+    /* pass 2 (the only one for a RoFormer): separate and encode as stems
+     * become final */
     while ((st = dmx_decoder_read(dec, blk, DEC_BLOCK, &got)) == DMX_OK && got > 0) {
-        zero_nonfinite(blk, ch, got);
-        if (fed + got > n) {
+        int64_t bad = zero_nonfinite(blk, ch, got);
+        if (one_pass) {
+            nonfinite += bad;
+            if (job->max_frames > 0 && fed + got > job->max_frames) {
+                st = dmx__fail(DMX_ERR_BAD_INPUT,
+                               "%s: the audio is longer than the limit of %lld frames", job->input,
+                               (long long)job->max_frames);
+                break;
+            }
+        } else if (fed + got > n) {
             st = dmx__fail(DMX_ERR_DECODE,
                            "%s: the second decoding pass returned more audio than the first",
                            job->input);
@@ -311,6 +331,14 @@ dmx_status dmx_separate_file(dmx_session *s, const dmx_file_job *job, const dmx_
         st = dmx_stream_feed(stream, (const float *const *)blk, got);
         if (st != DMX_OK) break;
         fed += got;
+    }
+    if (one_pass && st == DMX_OK) {
+        if (fed <= 0) st = dmx__fail(DMX_ERR_DECODE, "%s: no audio samples", job->input);
+        n = fed;
+        if (frames_out) *frames_out = n;
+        if (nonfinite > 0)
+            dmx__log(DMX_LOG_WARN, "%s: %lld NaN or infinite samples replaced by silence",
+                     job->input, (long long)nonfinite);
     }
     if (st == DMX_OK && fed != n)
         st = dmx__fail(DMX_ERR_DECODE, "%s: the second decoding pass returned %lld of %lld frames",

@@ -17,6 +17,7 @@
     X(MISSING_FILE, "missing_file", 400, 0)                     \
     X(UNKNOWN_MODEL, "unknown_model", 400, 0)                   \
     X(UNKNOWN_SOURCE, "unknown_source", 400, 0)                 \
+    X(OPTION_NOT_APPLICABLE, "option_not_applicable", 400, 0)   \
     X(INVALID_JSON, "invalid_json", 400, 0)                     \
     X(INVALID_PAYLOAD, "invalid_payload", 400, 0)               \
     X(UNAUTHORIZED, "unauthorized", 401, 0)                     \

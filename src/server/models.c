@@ -118,6 +118,14 @@ static void add_model_json(cJSON *arr, const char *name, const dmx_repo_hit *h, 
         for (int32_t i = 0; i < pi.n_sources; i++)
             cJSON_AddItemToArray(src, cJSON_CreateString(pi.sources[i]));
         cJSON_AddStringToObject(o, "family", pi.families);
+        /* A RoFormer checkpoint of the registry (NAME.yaml + NAME.ckpt). */
+        if (h->msst) cJSON_AddStringToObject(o, "description", h->msst->description);
+        /* An MSST config's size is its checkpoint's too. */
+        char *ck = NULL;
+        if (h->kind == DMX_REPO_BAG && dmx_repo_config_checkpoint(h->path, &ck) == DMX_OK && ck &&
+            size >= 0 && file_bytes(ck) >= 0)
+            size += file_bytes(ck);
+        free(ck);
     } else {
         cJSON_AddStringToObject(o, "family", "unknown"); /* unreadable: `sources` stays empty */
     }

@@ -28,6 +28,7 @@
 
 #include "demix/audio.h"
 #include "http.h"
+#include "demix/repo.h"
 #include "separate.h"
 
 /* ---- the form, as data ---------------------------------------------------------- */
@@ -86,6 +87,10 @@ int srv_separate_parse(const srv_separate_fields *f, srv_separate_request *q, sr
         q->overlap = v;
     }
     q->wait = truthy(f->wait);
+    snprintf(q->demucs_option, sizeof q->demucs_option, "%s",
+             f->shifts[0]    ? "shifts"
+             : f->overlap[0] ? "overlap"
+                             : "");
     return 0;
 }
 
@@ -259,11 +264,29 @@ static int check_disk(answer *a) {
                   (long long)(free_bytes >> 20), (long long)(srv_cfg.min_free_disk_bytes >> 20));
 }
 
-/* The model exists, its breaker is not open, and it has the two_stems source. */
+/* 1 when the model file is an MSST config (a RoFormer), the registry's rule. */
+static int is_msst_config(const char *path) {
+    size_t n = strlen(path);
+    if (n < 5 || strcmp(path + n - 5, ".yaml")) return 0;
+    char *ck = NULL;
+    int yes = dmx_repo_config_checkpoint(path, &ck) == DMX_OK && ck;
+    free(ck);
+    return yes;
+}
+
+/* The model exists, takes the options sent, its breaker is not open, and it
+ * has the two_stems source. */
 static int check_model(const srv_separate_request *q, srv_req *r, answer *a) {
     char *path = srv_models_resolve(q->model);
     if (!path) return refuse(a, SRV_E_UNKNOWN_MODEL, "model '%s' is not available", q->model);
+    int msst = q->demucs_option[0] && is_msst_config(path);
     free(path);
+    if (msst)
+        return refuse(a, SRV_E_OPTION_NOT_APPLICABLE,
+                      "%s does not apply to model '%s', a RoFormer: it runs MSST's chunking with "
+                      "its config's chunk_size and inference.num_overlap; send shifts and overlap "
+                      "only for Demucs models",
+                      q->demucs_option, q->model);
     char breaker[160];
     snprintf(breaker, sizeof breaker, "model:%s", q->model);
     if (srv_breaker_check(breaker, &r->retry_after) < 0)

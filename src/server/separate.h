@@ -38,6 +38,9 @@ typedef struct srv_separate_request {
     int shifts;         /* 0..100 */
     double overlap;     /* [0, 1) */
     int wait;           /* answer when the job ends */
+    /* The first of shifts/overlap the client sent ("" when neither): Demucs
+     * run options, refused for a RoFormer (option_not_applicable). */
+    char demucs_option[8];
 } srv_separate_request;
 
 /* The defaults: htdemucs, all stems, wav, 1 shift (as upstream's CLI and

@@ -41,4 +41,37 @@ if get two 200 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=bs_roformer_4s
     TID=$(json two 'd["id"]')
     get two_rest 200 "$B/jobs/$TID/stems/no_vocals"
 fi
+# Demucs' run options do not apply to a RoFormer: a precise 400, no job.
+for f in shifts=0 overlap=0.5; do
+    if err "opt_${f%%=*}" 400 option_not_applicable -F "file=@$GOLDEN/inputs/mix_3s.wav" \
+            -F model_name=bs_roformer_tiny -F "$f" "$B/separate"; then
+        body_has "opt_${f%%=*}" "${f%%=*} does not apply to model 'bs_roformer_tiny', a RoFormer"
+    fi
+done
+get jobs_after 200 "$B/jobs"
+[ "$(json jobs_after 'd["total"]')" = 2 ] ||
+    fail "a refused request made a job: $(head -c 600 "$WORK/jobs_after.body")"
+
+# A registry RoFormer (`demix models fetch NAME` stores NAME.yaml + NAME.ckpt)
+# in the cache: listed under its name with its stems, family, description
+# and size (config + checkpoint).
+export DEMIX_MODELS="$WORK/cache"; mkdir -p "$DEMIX_MODELS"
+N4=model_bs_roformer_ep_17_sdr_9.6568
+ln -s "$RF/models/bs_roformer_4stem_tiny.yaml" "$DEMIX_MODELS/$N4.yaml"
+ln -s "$RF/models/bs_roformer_4stem_tiny.ckpt" "$DEMIX_MODELS/$N4.ckpt"
+NO_REPO=1 start "$WORK/server2.log" --data-dir "$WORK/data2" --workers 1 --max-duration 5
+if get models2 200 "$B/models"; then
+    [ "$(json models2 '[(m["sources"], m["family"], m["description"][:25], m["size_bytes"] > 3000000) for m in d["models"] if m["name"] == "'$N4'"]')" = \
+        "[(['drums', 'bass', 'other', 'vocals'], 'BSRoformer', \"MSST's 4-stem BS-RoFormer\", True)]" ] \
+        || fail "models: registry RoFormer entry: $(head -c 800 "$WORK/models2.body")"
+fi
+# A RoFormer's file is decoded once: a container that states no length is
+# still stopped at --max-duration while that single pass decodes it.
+ffmpeg -v error -y -f lavfi -i anullsrc=r=44100:cl=stereo -t 20 -c:a flac -f flac pipe: >"$WORK/nolen.flac"
+if get nolen 200 -F "file=@$WORK/nolen.flac" -F model_name=$N4 "$B/separate?wait=true"; then
+    body_has nolen '"code":"audio_too_long"'
+fi
+if get short 200 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=$N4 "$B/separate?wait=true"; then
+    body_has short '"status":"done"'
+fi
 finish

@@ -58,7 +58,16 @@ const input = path.join(GOLDEN, 'inputs', 'mix_12s.wav');
 const wantSeconds = wavSeconds(input);
 const logPath = path.join(OUT, 'server.log');
 const log = fs.openSync(logPath, 'w');
-const server = spawn(DEMIX, ['serve', '--host', '127.0.0.1', '--port', '0', '--repo', path.join(GOLDEN, 'models'),
+// The model folder: the golden Demucs models plus a RoFormer (an MSST config
+// and its checkpoint), as links.
+const repo = path.join(OUT, 'repo');
+fs.rmSync(repo, { recursive: true, force: true });
+fs.mkdirSync(repo, { recursive: true });
+for (const f of fs.readdirSync(path.join(GOLDEN, 'models')))
+  if (/\.(th|yaml)$/.test(f)) fs.symlinkSync(path.join(GOLDEN, 'models', f), path.join(repo, f));
+for (const f of ['bs_roformer_tiny.yaml', 'bs_roformer_tiny.ckpt'])
+  fs.symlinkSync(path.join(GOLDEN, 'roformer', 'models', f), path.join(repo, f));
+const server = spawn(DEMIX, ['serve', '--host', '127.0.0.1', '--port', '0', '--repo', repo,
   '--data-dir', path.join(OUT, 'data'), '--workers', '1'], { stdio: ['ignore', 'ignore', log] });
 const stopServer = () => { try { server.kill('SIGTERM'); } catch (e) { /* gone */ } };
 process.on('exit', stopServer);
@@ -125,7 +134,11 @@ try {
   await page.selectOption('#model', 'tiny6s');
   const six = await page.$$eval('#stems option', (o) => o.map((x) => x.value).filter(Boolean));
   check(six.length === 6 && six.includes('guitar') && six.includes('piano'), 'stems of tiny6s from its sources', six.join(','));
+  // A RoFormer runs MSST's chunking: shifts do not apply, the field is disabled.
+  await page.selectOption('#model', 'bs_roformer_tiny');
+  check(await page.isDisabled('#shifts'), 'shifts disabled for a RoFormer');
   await page.selectOption('#model', MODEL);
+  check(!(await page.isDisabled('#shifts')), 'shifts enabled for a Demucs model');
   check((await page.textContent('#model-desc')).length > 10, 'model description shown');
   const stemOptions = await page.$$eval('#stems option', (o) => o.map((x) => x.value).filter(Boolean));
   check(stemOptions.length === 4 && stemOptions.includes('vocals'), 'two-stems picker lists the model\'s stems', stemOptions.join(','));

@@ -1,0 +1,1 @@
+from . import filters  # noqa: F401
