@@ -1,7 +1,7 @@
 # pg.sh - `demix serve --store postgresql://...` against a real, throwaway
 # PostgreSQL cluster this script starts itself: initdb in a temporary folder
 # as an unprivileged user (nobody when run as root: PostgreSQL refuses
-# root), listening only on a Unix socket in that folder. Checks: the schema
+# root), listening only on a Unix socket in that folder (pglib.sh). Checks: the schema
 # and its version row are created; a job's row is in PostgreSQL; kill -9 of
 # demix mid-job, restart -> the job is re-queued from PostgreSQL and
 # finishes; PostgreSQL stopped mid-run -> /readyz not ready and
@@ -47,37 +47,8 @@ sq() { python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execut
 python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('UPDATE schema_version SET version = 99'); c.commit()" "$WORK/old/demix.db"
 refuse "newer than this demix" --data-dir "$WORK/old"
 
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
-if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/initdb" ]; then
-    echo "PostgreSQL server binaries not found (apt-get install postgresql): skipped"
-    exit 77
-fi
-
-PGT=$(mktemp -d /tmp/demix-pg.XXXXXX)
-AS=()
-if [ "$(id -u)" -eq 0 ]; then
-    chown nobody "$PGT"
-    AS=(runuser -u nobody --)
-fi
-chmod 755 "$PGT"
-pgstop() { "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGT/db" -m fast -w -t 120 stop >/dev/null 2>&1; }
-pgstart() {
-    "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGT/db" -l "$PGT/pg.log" -w -t 300 \
-        -o "-k $PGT -c listen_addresses= -c fsync=off" start >/dev/null
-}
-all_cleanup() {
-    cleanup
-    pgstop
-    rm -rf "$PGT"
-}
-trap all_cleanup EXIT
-
-"${AS[@]}" "$PGBIN/initdb" -D "$PGT/db" -U demix --auth=trust -E UTF8 --no-sync >"$WORK/initdb.log" 2>&1 \
-    || { cat "$WORK/initdb.log" >&2; exit 1; }
-pgstart || { cat "$PGT/pg.log" >&2; exit 1; }
-"$PGBIN/createdb" -h "$PGT" -U demix demix || exit 1
-URI="postgresql://demix@/demix?host=$PGT"
-sql() { "$PGBIN/psql" -h "$PGT" -U demix -d demix -Atq -c "$1"; }
+. "$(dirname "$0")/pglib.sh"
+pg_setup
 # row_state ID: the job's state as PostgreSQL has it.
 row_state() { sql "SELECT state FROM jobs WHERE id = '$1'"; }
 
