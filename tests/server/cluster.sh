@@ -31,7 +31,8 @@ MAX_ATTEMPTS=3
 D="$WORK/data"
 mkdir -p "$D" "$WORK/in"
 M=(--repo "$GOLDEN/models")
-NODE_OPTS=(--store "$URI" --data-dir "$D" --lease-seconds "$LEASE" --max-attempts "$MAX_ATTEMPTS")
+NODE_OPTS=(--store "$URI" --data-dir "$D" --lease-seconds "$LEASE" --heartbeat-seconds 1
+           --max-attempts "$MAX_ATTEMPTS")
 
 # ---- inputs and the CLI's stems ---------------------------------------------------------
 # Six distinct 1.5 s clips of mix_12s (a mix-up between jobs shows as a

@@ -27,9 +27,7 @@ start_as() {
     # NO_REPO=1: no --repo, so the server uses the model cache (DEMIX_MODELS).
     local repo=(--repo "$GOLDEN/models")
     [ -n "${NO_REPO:-}" ] && repo=()
-    local host=(--host 127.0.0.1)
-    [ "$sub" = serve ] || host=()
-    "$DEMIX" "$sub" "${host[@]}" --port 0 "${repo[@]}" "$@" 2>>"$log" &
+    "$DEMIX" "$sub" --host 127.0.0.1 --port 0 "${repo[@]}" "$@" 2>>"$log" &
     PID=$!
     PIDS+=("$PID")
     local port=
