@@ -3,7 +3,8 @@
 # when run as root: PostgreSQL refuses to run as root), listening only on a
 # Unix socket in that folder, fsync off. Source it after lib.sh, then call
 # pg_setup: it exits 77 (ctest: skipped) when the PostgreSQL server binaries
-# are not installed (Debian's postgresql package), else sets PGBIN, PGT (the
+# are not installed (Debian's postgresql package; exit 1 instead with
+# DEMIX_REQUIRE_PG=1, as .ci/run sets), else sets PGBIN, PGT (the
 # folder, also the socket directory), URI (a libpq URI of database demix,
 # role demix, trust auth) and an EXIT trap that kills the servers lib.sh
 # started, stops the cluster and removes the folder.
@@ -13,6 +14,10 @@
 pg_setup() {
     PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
     if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/initdb" ]; then
+        if [ "${DEMIX_REQUIRE_PG:-0}" = 1 ]; then
+            echo "PostgreSQL server binaries not found and DEMIX_REQUIRE_PG=1 (.ci/run)" >&2
+            exit 1
+        fi
         echo "PostgreSQL server binaries not found (apt-get install postgresql): skipped"
         exit 77
     fi
