@@ -28,8 +28,7 @@ LAT_JOBS=${BENCH_LATENCY_JOBS:-20}
 [ -x "$DEMIX" ] || { echo "cluster.sh: $DEMIX not found (build first, or set DEMIX)" >&2; exit 2; }
 . tests/server/lib.sh
 . tests/server/pglib.sh
-pg_setup
-trap 'pg_cleanup; rm -rf "$WORK"' EXIT
+trap 'all_cleanup; rm -rf "$WORK"' EXIT
 IN=$GOLDEN/inputs/mix_3s.wav
 
 # round NAME N_WORKERS: a fresh database NAME, an API node, N workers; sets

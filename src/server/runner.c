@@ -228,7 +228,7 @@ int srv__runner_start(int n) {
     workers = calloc((size_t)n, sizeof *workers);
     if (!workers) return -1;
     /* demix.h's one rule for dividing the CPUs between the workers */
-    int per = dmx_threads_divide(dmx_cpu_count(), n, 0).threads_per_job;
+    int per = dmx_threads_divide(dmx_cpu_count(), n, srv_cfg.threads).threads_per_job;
     for (int i = 0; i < n; i++) {
         if (pthread_create(&workers[i], NULL, worker_main, (void *)(intptr_t)per)) return -1;
         n_workers++;

@@ -23,7 +23,6 @@
 # A summary is printed at the end. Exit 77 (skipped) without PostgreSQL.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/pglib.sh"
-pg_setup
 T_START=$(date +%s)
 N_JOBS=${CLUSTER_JOBS:-30}
 LEASE=${CLUSTER_LEASE:-4}
