@@ -66,14 +66,15 @@ set_tests_properties(server_pg_queue PROPERTIES
 # on one shared data dir; 30 jobs round-robin, a worker killed -9 mid-job,
 # an API node and PostgreSQL restarted; each job done exactly once with the
 # CLI's stems, no orphaned files. Skipped (77) without PostgreSQL.
-# Under a sanitizer (5 instrumented processes on a CI machine) 12 jobs.
+# Five demix processes and PostgreSQL: run alone (RUN_SERIAL), and with 12
+# jobs under a sanitizer.
 set(CLUSTER_JOBS 30)
 if(DEMIX_SANITIZE)
   set(CLUSTER_JOBS 12)
 endif()
 add_test(NAME server_cluster COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/cluster.sh)
 set_tests_properties(server_cluster PROPERTIES
-  LABELS "server" TIMEOUT 900 SKIP_RETURN_CODE 77
+  LABELS "server" TIMEOUT 900 SKIP_RETURN_CODE 77 RUN_SERIAL TRUE
   ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};CLUSTER_JOBS=${CLUSTER_JOBS};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_cluster")
 
 # roformer: RoFormer models (MSST config + checkpoint) in --repo, listed and
