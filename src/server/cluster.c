@@ -241,17 +241,10 @@ static void log_job(dmx_log_level lv, const srv_job *j, const char *event, const
 }
 
 void srv__cluster_finish(srv_job *j, int requeue) {
-    pthread_mutex_lock(&cl_lock);
-    int lost = 0;
-    for (int i = 0; i < n_run; i++)
-        if (run_v[i].j == j) {
-            lost = run_v[i].lost;
-            run_v[i] = run_v[--n_run];
-            break;
-        }
-    pthread_mutex_unlock(&cl_lock);
-    /* Retried while the database is away: the result is on disk. After a
-     * stop, a few more seconds, then the lease decides (a re-run). */
+    /* Retried while the database is away: the result is on disk, and the
+     * heartbeat keeps renewing the lease meanwhile (the job stays listed
+     * until written), so a reconnection does not re-queue it first. After
+     * a stop, a few more seconds, then the lease decides (a re-run). */
     double give_up = 0;
     int rc = -1;
     for (int attempt = 0;; attempt++) {
@@ -264,6 +257,15 @@ void srv__cluster_finish(srv_job *j, int requeue) {
         pthread_mutex_unlock(&cl_lock);
         if (over) break;
     }
+    pthread_mutex_lock(&cl_lock);
+    int lost = 0;
+    for (int i = 0; i < n_run; i++)
+        if (run_v[i].j == j) {
+            lost = run_v[i].lost;
+            run_v[i] = run_v[--n_run];
+            break;
+        }
+    pthread_mutex_unlock(&cl_lock);
     if (rc < 0)
         log_job(DMX_LOG_WARN, j, "final_write_failed",
                 "the database is away; its lease will expire and it runs again");
@@ -292,8 +294,9 @@ static void expired_row(void *user, const char *id) {
     srv_artifact_remove(id);
 }
 
-/* The leases of this node's jobs: renewed; the lost ones cancelled. */
-static void renew_leases(void) {
+/* The leases of this node's jobs: renewed; the lost ones cancelled. 0, or
+ * -1 when the database could not answer for one of them. */
+static int renew_leases(void) {
     struct {
         srv_job j; /* id and attempts only */
         srv_job *p;
@@ -309,8 +312,10 @@ static void renew_leases(void) {
         v[i].progress = run_v[i].progress;
     }
     pthread_mutex_unlock(&cl_lock);
+    int failed = 0;
     for (int i = 0; i < n; i++) {
         int rc = cv->renew(&v[i].j, node_id, srv_cfg.lease_seconds, v[i].progress);
+        failed |= rc < 0;
         if (rc != 1) continue;
         pthread_mutex_lock(&cl_lock);
         for (int k = 0; k < n_run; k++)
@@ -322,6 +327,7 @@ static void renew_leases(void) {
             }
         pthread_mutex_unlock(&cl_lock);
     }
+    return failed ? -1 : 0;
 }
 
 static void *heartbeat_main(void *arg) {
@@ -338,9 +344,12 @@ static void *heartbeat_main(void *arg) {
         pthread_mutex_unlock(&cl_lock);
         if (stop) break;
         if (n_workers > 0) cv->beat(node_id, host, pid, srv_cfg.role);
-        renew_leases();
+        /* Our own leases first: after an outage longer than a lease, this
+         * node re-queues nothing before it has renewed what it runs. */
+        int renewed = renew_leases() == 0;
         int requeued = 0, failed = 0;
-        if (cv->reap(srv_cfg.max_attempts, &requeued, &failed) == 0 && requeued + failed > 0) {
+        if (renewed && cv->reap(srv_cfg.max_attempts, &requeued, &failed) == 0 &&
+            requeued + failed > 0) {
             srv_metrics_lease_expirations(requeued + failed);
             cJSON *f = cJSON_CreateObject();
             cJSON_AddNumberToObject(f, "requeued", requeued);

@@ -2,10 +2,16 @@
  * store_pg.c - the job store (store.h) in PostgreSQL through libpq:
  * `--store postgresql://USER@HOST/DB?...` (any libpq connection URI).
  *
- * The same table and semantics as store_sqlite.c: one row per job, written
- * on every state change, an upsert keyed by id. Every value is a statement
- * parameter (PQexecParams, text format); only the fixed schema DDL is sent
- * as plain text.
+ * The same table as store_sqlite.c (one row per job, keyed by id) plus the
+ * shared queue of the clustered mode (store.h's srv__cluster_vt: claim,
+ * renew, conditional finish, reap, NOTIFY and LISTEN, the workers table,
+ * advisory locks; cluster.c holds the policy). In the clustered mode (every
+ * postgresql:// store) cluster.c writes through the queue statements; the
+ * save/load/delete calls of the table and the outage keeping below serve
+ * the embedded-style callers. Every value is a statement parameter
+ * (PQexecParams, text format); only the fixed schema DDL is sent as plain
+ * text. The LISTEN connection is a second one, used by the listener thread
+ * alone.
  *
  * Schema: created or migrated on every (re)connection, inside a transaction
  * holding a transaction-scoped advisory lock, so nodes starting together do
