@@ -17,7 +17,8 @@
 #   - no orphaned files in the data dir: no temporary or partial files
 #     (*.part, *.tmp, *.upload), nothing left in uploads/, no jobs/ID folder
 #     without a row;
-#   - every node survived the PostgreSQL restart and is ready again; the
+#   - every node survived the PostgreSQL restart and is ready again (and no
+#     node logged a sanitizer report); the
 #     cluster metrics agree (2 live workers, queue empty, >= 1 lease
 #     expiration, demix_node_info's roles).
 # A summary is printed at the end. Exit 77 (skipped) without PostgreSQL.
@@ -301,6 +302,12 @@ for n in api1 api2 "${WORKERS_LIVE[@]}"; do
     grep -q "^demix_node_info{.*role=\"$want\"" "$WORK/metrics_$n.txt" \
         || fail "$n: no demix_node_info{role=\"$want\"}"
 done
+
+# Under ASan/UBSan a report goes to the node's stderr (its log), also from
+# a node that exited (api2's first run: LeakSanitizer at exit).
+san=$(grep -l 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:\|WARNING: ThreadSanitizer' \
+    "$WORK"/api1.log "$WORK"/api2.log "${LOGS[@]}" 2>/dev/null)
+[ -z "$san" ] || fail "sanitizer reports in: $san"
 
 # ---- summary -------------------------------------------------------------------------------
 echo "---- cluster summary ----"
