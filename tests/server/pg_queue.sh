@@ -228,6 +228,12 @@ for _ in $(seq 150); do
     sleep 0.2
 done
 [ "$code" = 200 ] && pass "worker ready again" || fail "worker readyz after the restart: $code"
+for _ in $(seq 150); do
+    code=$(curl -sS --max-time 20 -o /dev/null -w '%{http_code}' "$API_B/readyz")
+    [ "$code" = 200 ] && break
+    sleep 0.2
+done
+[ "$code" = 200 ] && pass "API node ready again" || fail "API readyz after the restart: $code"
 B=$API_B
 submit after "$GOLDEN/inputs/mix_3s.wav"
 wait_row "$ID" state done 120 && pass "a job runs after the database restart" || fail "after: $(row "$ID" state)"
