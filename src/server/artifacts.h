@@ -14,13 +14,23 @@
 #ifndef DEMIX_SERVER_ARTIFACTS_H
 #define DEMIX_SERVER_ARTIFACTS_H
 
+#include "demix/pipeline.h"
 #include "server.h"
 
 /* Sets j->dir (DATA_DIR/jobs/ID) and j->input (its "input"): 0 or -1. */
 int srv_artifact_paths(srv_job *j);
-/* Removes what an earlier, interrupted run of the job wrote (everything
- * but the input). */
+/* Removes what earlier runs of the job wrote (everything but the input,
+ * their run folders included). */
 void srv_artifact_clear_outputs(const srv_job *j);
+/* A folder of this attempt's own for the outputs (DATA_DIR/jobs/ID/run-N,
+ * N = j->attempts) into j->stage: 0 or -1. */
+int srv_artifact_stage(srv_job *j);
+/* Renames the n stems NAMES.FORMAT from j->stage into j->dir (each rename
+ * atomic: a reader sees the old file or the new one) and removes the
+ * stage: 0 or -1. */
+int srv_artifact_publish(const srv_job *j, char names[][DMX_MAX_STEM_NAME], int n);
+/* Removes j->stage and what is in it (a failed or abandoned run). */
+void srv_artifact_drop_stage(srv_job *j);
 /* 1 when the job's input is there. */
 int srv_artifact_input_ok(const srv_job *j);
 /* Removes the job's folder and every file in it. */

@@ -205,8 +205,13 @@ srv_job *srv__cluster_take(void) {
             pthread_mutex_lock(&cl_lock);
             if (n_run < MAX_RUNNING) run_v[n_run++] = (running){j, 0, 0};
             pthread_mutex_unlock(&cl_lock);
-            /* an earlier attempt's partial files go; a lost input fails it */
+            /* an earlier attempt's files go (a lost input fails it: queue.c);
+             * this one writes into a folder of its own */
             if (j->attempts > 1) srv_artifact_clear_outputs(j);
+            if (srv_artifact_stage(j) < 0) {
+                free(j->stage); /* the run writes into the job's folder */
+                j->stage = NULL;
+            }
             return j;
         }
         /* nothing queued: sleep until a NOTIFY or the poll period; the
@@ -266,6 +271,7 @@ void srv__cluster_finish(srv_job *j, int requeue) {
             break;
         }
     pthread_mutex_unlock(&cl_lock);
+    srv_artifact_drop_stage(j); /* (gone already when the stems were published) */
     if (rc < 0)
         log_job(DMX_LOG_WARN, j, "final_write_failed",
                 "the database is away; its lease will expire and it runs again");

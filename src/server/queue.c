@@ -110,6 +110,7 @@ int srv__queue_init(int cap) {
 void srv__job_free(srv_job *j) {
     free(j->dir);
     free(j->input);
+    free(j->stage);
     free(j->upload_name);
     free(j);
 }

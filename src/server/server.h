@@ -187,6 +187,7 @@ typedef struct srv_job {
     double overlap;
     char *dir;            /* data_dir/jobs/ID */
     char *input;          /* the uploaded file inside dir */
+    char *stage;          /* clustered: this attempt's output folder (dir/run-N), else NULL */
     char *upload_name;    /* client's file name */
     int64_t file_size;    /* upload bytes */
     double audio_seconds; /* from the container, 0 if unknown */

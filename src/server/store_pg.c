@@ -13,9 +13,11 @@
  * text. The LISTEN connection is a second one, used by the listener thread
  * alone.
  *
- * Schema: created or migrated on every (re)connection, inside a transaction
- * holding a transaction-scoped advisory lock, so nodes starting together do
- * not race; schema_version holds one row with the version.
+ * Schema: checked on every (re)connection; created or migrated only when
+ * schema_version is older, inside a transaction holding a
+ * transaction-scoped advisory lock, so nodes starting together do not race
+ * (and a running cluster takes no DDL lock); schema_version holds one row
+ * with the version.
  *
  * The connection going away (a database restart, a network cut): libpq
  * reports CONNECTION_BAD after the failed statement; the next call
@@ -79,9 +81,11 @@ static void log_pg(const char *what, const char *detail) {
     srv_log(DMX_LOG_ERROR, "demix.store", "error", NULL, f, "postgresql: %s failed", what);
 }
 
+/* The tables, indexes and columns of SRV_STORE_PG_SCHEMA_VERSION, each
+ * idempotent; run only when the version is older (ALTER TABLE takes the
+ * table's exclusive lock even when the column exists: run on every
+ * connection, it deadlocked with other nodes' claims). */
 static const char SCHEMA[] =
-    "BEGIN;"
-    "SELECT pg_advisory_xact_lock(7314002);"
     "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL);"
     "CREATE TABLE IF NOT EXISTS jobs ("
     " id text PRIMARY KEY, request_id text, model text NOT NULL, two_stems text,"
@@ -98,23 +102,29 @@ static const char SCHEMA[] =
     "CREATE INDEX IF NOT EXISTS jobs_queued ON jobs(created, id) WHERE state = 'queued';"
     "CREATE INDEX IF NOT EXISTS jobs_leases ON jobs(lease_expires) WHERE state = 'running';"
     "CREATE TABLE IF NOT EXISTS workers (worker_id text PRIMARY KEY, host text, pid integer,"
-    " role text, started double precision, last_heartbeat double precision NOT NULL);"
-    "COMMIT;";
+    " role text, started double precision, last_heartbeat double precision NOT NULL);";
 
-/* Creates the tables and records the version (under pg_lock, connected). */
-static int schema_migrate(void) {
-    PGresult *r = PQexec(conn, SCHEMA);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok) log_pg("schema creation", PQerrorMessage(conn));
+/* The version the database holds: 0 without a schema_version table (or a
+ * row in it), -1 when it cannot be read. */
+static int schema_version_read(void) {
+    PGresult *r = PQexec(conn, "SELECT to_regclass('schema_version') IS NOT NULL");
+    int v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                ? !strcmp(PQgetvalue(r, 0, 0), "t")
+                : -1;
     PQclear(r);
-    if (!ok) {
-        PQclear(PQexec(conn, "ROLLBACK"));
-        return -1;
-    }
+    if (v <= 0) return v;
     r = PQexec(conn, "SELECT coalesce(max(version), 0) FROM schema_version");
-    int v =
-        PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : -1;
+    v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : -1;
     PQclear(r);
+    return v;
+}
+
+/* Creates or upgrades the schema when it is older than ours (under
+ * pg_lock, connected): in one transaction holding a transaction-scoped
+ * advisory lock, the version read again inside it, so nodes starting
+ * together migrate once. */
+static int schema_migrate(void) {
+    int v = schema_version_read();
     if (v < 0) {
         log_pg("reading schema_version", PQerrorMessage(conn));
         return -1;
@@ -126,21 +136,44 @@ static int schema_migrate(void) {
         return -1;
     }
     if (v == SRV_STORE_PG_SCHEMA_VERSION) return 0;
-    /* 0 or 1 -> 2: the DDL above (idempotent) made the tables and columns;
-     * record the version unless a node starting beside us just did. Later
-     * versions add their steps here. */
-    char ver[16];
-    snprintf(ver, sizeof ver, "%d", SRV_STORE_PG_SCHEMA_VERSION);
-    const char *p[1] = {ver};
-    r = PQexecParams(conn,
-                     v == 0 ? "INSERT INTO schema_version (version) SELECT $1::integer"
-                              " WHERE NOT EXISTS (SELECT 1 FROM schema_version)"
-                            : "UPDATE schema_version SET version = $1::integer"
-                              " WHERE version < $1::integer",
-                     1, NULL, p, NULL, NULL, 0);
-    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok) log_pg("recording schema_version", PQerrorMessage(conn));
+    PGresult *r = PQexec(conn, "BEGIN; SET LOCAL lock_timeout = '30s';"
+                               " SELECT pg_advisory_xact_lock(7314002)");
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     PQclear(r);
+    if (ok) v = schema_version_read();
+    if (ok && v < SRV_STORE_PG_SCHEMA_VERSION) {
+        r = PQexec(conn, SCHEMA);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        /* 0 or 1 -> 2: the DDL made the tables and columns; later versions
+         * add their steps here. */
+        char ver[16];
+        snprintf(ver, sizeof ver, "%d", SRV_STORE_PG_SCHEMA_VERSION);
+        const char *p[1] = {ver};
+        if (ok) {
+            r = PQexecParams(conn,
+                             "INSERT INTO schema_version (version) SELECT $1::integer"
+                             " WHERE NOT EXISTS (SELECT 1 FROM schema_version)",
+                             1, NULL, p, NULL, NULL, 0);
+            ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+            PQclear(r);
+        }
+        if (ok) {
+            r = PQexecParams(conn, "UPDATE schema_version SET version = $1::integer", 1, NULL, p,
+                             NULL, NULL, 0);
+            ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+            PQclear(r);
+        }
+    }
+    if (ok) {
+        r = PQexec(conn, "COMMIT");
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+    }
+    if (!ok) {
+        log_pg("schema creation", PQerrorMessage(conn));
+        PQclear(PQexec(conn, "ROLLBACK"));
+    }
     return ok ? 0 : -1;
 }
 

@@ -82,6 +82,21 @@ worker "$WORK/w2.log"; W2PID=$WPID; W2B=$WB; W2=$WID
 grep '"event_type":"startup"' "$WORK/api.log" | grep -q '"role":"api"' && pass "API node: role api" \
     || fail "API startup line: $(grep '"event_type":"startup"' "$WORK/api.log")"
 
+# ---- a node (re)connecting takes no lock on the tables (no DDL once migrated) ------------
+# A transaction holding the jobs table (as another node's claim does) must
+# not hold up a node's start: an ALTER TABLE on every connection waited for
+# it (and deadlocked with claims).
+"$PGBIN/psql" -h "$PGT" -U demix -d demix -Atq \
+    -c "BEGIN; LOCK TABLE jobs IN ROW EXCLUSIVE MODE; SELECT pg_sleep(10); COMMIT" >/dev/null &
+LOCKER=$!
+sleep 1
+t0=$(date +%s)
+worker "$WORK/w0.log"
+[ $(($(date +%s) - t0)) -lt 7 ] && pass "a worker starts while the jobs table is held" \
+    || fail "a worker's start waited $(($(date +%s) - t0)) s for a lock on the jobs table"
+kill -TERM "$WPID"; wait "$WPID" 2>/dev/null
+wait "$LOCKER"
+
 # ---- a worker's HTTP: probes and /metrics only ----------------------------------------
 get w_live 200 "$W1B/livez"
 get w_ready 200 "$W1B/readyz"
@@ -213,6 +228,12 @@ for _ in $(seq 150); do
     sleep 0.2
 done
 [ "$code" = 200 ] && pass "worker ready again" || fail "worker readyz after the restart: $code"
+for _ in $(seq 150); do
+    code=$(curl -sS --max-time 20 -o /dev/null -w '%{http_code}' "$API_B/readyz")
+    [ "$code" = 200 ] && break
+    sleep 0.2
+done
+[ "$code" = 200 ] && pass "API node ready again" || fail "API readyz after the restart: $code"
 B=$API_B
 submit after "$GOLDEN/inputs/mix_3s.wav"
 wait_row "$ID" state done 120 && pass "a job runs after the database restart" || fail "after: $(row "$ID" state)"
