@@ -16,7 +16,7 @@
 #     with the same options (WAV float: deterministic bytes);
 #   - no orphaned files in the data dir: no temporary or partial files
 #     (*.part, *.tmp, *.upload), nothing left in uploads/, no jobs/ID folder
-#     without a row;
+#     without a row, nothing in a job's folder but its input and stems;
 #   - every node survived the PostgreSQL restart and is ready again (and no
 #     node logged a sanitizer report); the
 #     cluster metrics agree (2 live workers, queue empty, >= 1 lease
@@ -249,6 +249,11 @@ rows=$(sql "SELECT id FROM jobs" | sort)
 dirs=$(find "$D/jobs" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort)
 extra=$(comm -13 <(echo "$rows") <(echo "$dirs"))
 [ -z "$extra" ] && pass "every folder under jobs/ has a row" || fail "folders without a row: $extra"
+# A done job's folder holds its input and its four stems, nothing else (no
+# run folder of an attempt left behind, no zip made on the side).
+stray=$(find "$D/jobs" -mindepth 2 \( -type d -o \( ! -name input ! -name drums.wav ! -name bass.wav \
+    ! -name other.wav ! -name vocals.wav \) \) | head -n 10)
+[ -z "$stray" ] && pass "each job folder holds its input and stems only" || fail "left in job folders: $stray"
 missing=$(comm -23 <(echo "$rows") <(echo "$dirs"))
 [ -z "$missing" ] || fail "done jobs without a folder: $missing"
 
