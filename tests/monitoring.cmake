@@ -20,6 +20,10 @@ file(GLOB MON_RULE_TESTS CONFIGURE_DEPENDS ${MON_DEPLOY}/prometheus/tests/*.test
 
 add_test(NAME monitoring_prometheus_config
          COMMAND ${DEMIX_PROMTOOL} check config ${MON_DEPLOY}/prometheus/prometheus.yml)
+# the cluster's configuration (deploy/docker-compose.cluster.yml): dns_sd +
+# file_sd; promtool also parses the targets/*.yml files it names.
+add_test(NAME monitoring_prometheus_cluster_config
+         COMMAND ${DEMIX_PROMTOOL} check config ${MON_DEPLOY}/prometheus/prometheus.cluster.yml)
 add_test(NAME monitoring_rules_check
          COMMAND ${DEMIX_PROMTOOL} check rules ${MON_DEPLOY}/prometheus/alert_rules.yml)
 add_test(NAME monitoring_rules_unit
@@ -34,7 +38,7 @@ add_test(NAME monitoring_dashboard
          COMMAND ${DEMIX_PYTHON3} ${MON_TESTS}/promql_check.py dashboard
                  ${MON_DEPLOY}/grafana/dashboards/overview.json)
 add_test(NAME monitoring_compose COMMAND ${DEMIX_BASH_MON} ${MON_TESTS}/compose.sh)
-set_tests_properties(monitoring_prometheus_config monitoring_rules_check monitoring_rules_unit
+set_tests_properties(monitoring_prometheus_config monitoring_prometheus_cluster_config monitoring_rules_check monitoring_rules_unit
                      monitoring_rules_coverage monitoring_alertmanager_config monitoring_dashboard
                      monitoring_compose
                      PROPERTIES LABELS "monitoring" TIMEOUT 120

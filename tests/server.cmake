@@ -54,6 +54,29 @@ set_tests_properties(server_pg PROPERTIES
   LABELS "server" TIMEOUT 900 SKIP_RETURN_CODE 77
   ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_pg")
 
+# pg_queue: the clustered mode's shared queue (serve --no-workers + two
+# `demix worker`s on one PostgreSQL): SKIP LOCKED, NOTIFY, leases, DELETE,
+# kill -9, bounded attempts, stale final writes; skipped (77) likewise.
+add_test(NAME server_pg_queue COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/pg_queue.sh)
+set_tests_properties(server_pg_queue PROPERTIES
+  LABELS "server" TIMEOUT 900 SKIP_RETURN_CODE 77
+  ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_pg_queue")
+
+# cluster: 1 PostgreSQL, 2 API nodes (serve --no-workers), 3 `demix worker`s
+# on one shared data dir; 30 jobs round-robin, a worker killed -9 mid-job,
+# an API node and PostgreSQL restarted; each job done exactly once with the
+# CLI's stems, no orphaned files. Skipped (77) without PostgreSQL.
+# Five demix processes and PostgreSQL: run alone (RUN_SERIAL), and with 12
+# jobs under a sanitizer.
+set(CLUSTER_JOBS 30)
+if(DEMIX_SANITIZE)
+  set(CLUSTER_JOBS 12)
+endif()
+add_test(NAME server_cluster COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/cluster.sh)
+set_tests_properties(server_cluster PROPERTIES
+  LABELS "server" TIMEOUT 900 SKIP_RETURN_CODE 77 RUN_SERIAL TRUE
+  ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};CLUSTER_JOBS=${CLUSTER_JOBS};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_cluster")
+
 # roformer: RoFormer models (MSST config + checkpoint) in --repo, listed and
 # separated; the stem is checked with the CLI tests' checker.
 if(TARGET demix_cli_check)

@@ -20,8 +20,11 @@ int srv_serve_main(int argc, char **argv); /* src/server/serve.c */
 /* `demix serve` lives in src/server (library demix_server), which defines
  * DEMIX_HAVE_SERVER for this target when it is built. */
 int srv_serve_main(int argc, char **argv);
-#define SERVE_USAGE   "    demix serve [OPTIONS]\n"
-#define SERVE_COMMAND "    serve      Run the HTTP API. See 'demix serve --help'.\n"
+int srv_worker_main(int argc, char **argv);
+#define SERVE_USAGE   "    demix serve [OPTIONS]\n    demix worker --store postgresql://... [OPTIONS]\n"
+#define SERVE_COMMAND                                                        \
+    "    serve      Run the HTTP API. See 'demix serve --help'.\n"           \
+    "    worker     Run jobs from a shared PostgreSQL queue (clustered mode).\n"
 #else
 #define SERVE_USAGE   ""
 #define SERVE_COMMAND ""
@@ -301,6 +304,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "models")) return exit_status(cmd_models(argc - 1, argv + 1));
 #ifdef DEMIX_HAVE_SERVER
     if (!strcmp(cmd, "serve")) return srv_serve_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "worker")) return srv_worker_main(argc - 1, argv + 1);
 #endif
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
         print_main_help(stdout);

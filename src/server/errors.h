@@ -35,6 +35,7 @@
     X(INTERNAL, "internal", 500, 1)                             \
     X(STORAGE_ERROR, "storage_error", 500, 0)                   \
     X(INPUT_LOST, "input_lost", 500, 1)                         \
+    X(WORKER_LOST, "worker_lost", 500, 1)                       \
     X(SEPARATION_FAILED, "separation_failed", 500, 1)           \
     X(ENCODE_FAILED, "encode_failed", 500, 1)                   \
     X(OUT_OF_MEMORY, "out_of_memory", 503, 1)                   \

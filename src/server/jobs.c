@@ -9,6 +9,16 @@
  *   modelcache.c  models loaded once and shared, loads outside the lock
  *   models.c      the model registry (names -> files)
  *   store.c       the job table (store.h): SQLite or PostgreSQL
+ *   cluster.c     the clustered mode: the shared queue on PostgreSQL
+ *                 (claims, leases, NOTIFY, heartbeats, the one janitor)
+ *   artifacts.c   where a job's files live in the (shared) data folder
+ *
+ * Embedded (SQLite): recovery re-queues what a crash interrupted, the
+ * in-memory FIFO feeds the workers, recovery.c's janitor expires jobs.
+ * Clustered (PostgreSQL): no start-up recovery (other nodes may be running
+ * the jobs; expired leases bring back what a dead node held), the workers
+ * (none with --no-workers) claim from the database, and cluster.c's
+ * heartbeat thread does the janitor's work in one node at a time.
  *
  * Shutdown (SIGTERM)
  *   The HTTP side stops accepting first; then workers stop taking jobs,
@@ -31,7 +41,12 @@ int srv_jobs_start(int n, int qmax) {
         return -1;
     int rc = srv_store_open(dbp);
     free(dbp);
-    if (rc < 0 || srv__recover() < 0) return -1;
+    if (rc < 0) return -1;
+    if (srv__cluster_open()) {
+        if (srv__cluster_start(n) < 0) return -1;
+        return n > 0 ? srv__runner_start(n) : 0;
+    }
+    if (srv__recover() < 0) return -1;
     srv__sweep_expired();
     if (srv__runner_start(n) < 0) return -1;
     srv__janitor_start();
@@ -42,6 +57,7 @@ void srv_jobs_stop(double grace) {
     srv__queue_stop(grace);
     srv__janitor_stop();
     srv__runner_join();
+    if (srv__cluster_on()) srv__cluster_stop();
     /* Requests blocked in wait=true give up (they answer 503). */
     srv__queue_release_waiters();
 }

@@ -68,6 +68,40 @@ void srv__sweep_expired(void);
 int srv__janitor_start(void);
 void srv__janitor_stop(void);
 
+/* ---- cluster.c: the shared queue on PostgreSQL (its design comment) ---------- */
+
+struct srv__cluster_stats;
+/* After the store is open: 1 (clustered) when it has a shared queue. */
+int srv__cluster_open(void);
+int srv__cluster_on(void);
+const char *srv__cluster_node_id(void);
+/* The heartbeat thread, and the NOTIFY listener when workers > 0. */
+int srv__cluster_start(int workers);
+/* Takers return NULL from now on. */
+void srv__cluster_stop_taking(void);
+/* Cancels this node's running jobs to be checkpointed as queued; how many. */
+int srv__cluster_checkpoint_all(void);
+/* Joins the helper threads (after the workers). */
+void srv__cluster_stop(void);
+/* As srv_job_submit: the row committed and notified, or -1 with *why. */
+int srv__cluster_submit(srv_job *j, srv_error *why);
+/* A job from its row (refs 1, the caller's), or NULL: *db_error says
+ * whether the database could not answer. */
+srv_job *srv__cluster_get(const char *id, int *db_error);
+/* The jobs newest first (malloc'ed array of jobs, refs 1 each) and the
+ * total; the count, or -1. */
+int srv__cluster_list(int limit, int offset, srv_job ***v, int *total);
+/* Deletes the row; the folder now unless a worker still runs the job. */
+int srv__cluster_delete(srv_job *j);
+/* The gauges of the last refresh: 0, or -1 when never read. */
+int srv__cluster_get_stats(struct srv__cluster_stats *out);
+/* Worker side: blocks until a claimed job (refs 1, state running, lease
+ * held) or NULL once stopping; progress of a job it runs; the final
+ * (conditional) write, which also forgets the job. */
+srv_job *srv__cluster_take(void);
+void srv__cluster_progress(srv_job *j, double progress);
+void srv__cluster_finish(srv_job *j, int requeue);
+
 /* ---- modelcache.c ------------------------------------------------------------ */
 
 void srv__models_free(void);

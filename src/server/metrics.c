@@ -313,6 +313,14 @@ void srv_metrics_rate_limited(void) {
     pthread_mutex_unlock(&mlock);
 }
 
+static double lease_expirations;
+
+void srv_metrics_lease_expirations(int n) {
+    pthread_mutex_lock(&mlock);
+    lease_expirations += n;
+    pthread_mutex_unlock(&mlock);
+}
+
 void srv_metrics_retry(void) {
     pthread_mutex_lock(&mlock);
     retries++;
@@ -471,6 +479,22 @@ char *srv_metrics_render(const srv_metrics_gauges *g) {
             "# HELP queue_depth Jobs waiting for a worker.\n# TYPE queue_depth gauge\n"
             "queue_depth %d\n",
             g->queue_depth);
+    bprintf(&b,
+            "# HELP demix_node_info This node's role: all (API and workers), api or worker.\n"
+            "# TYPE demix_node_info gauge\ndemix_node_info{role=\"%s\"} 1\n",
+            g->role ? g->role : "all");
+    if (g->clustered) {
+        gauge(&b, "demix_cluster_queue_depth", "Jobs queued in the shared database.",
+              g->cluster_queue_depth);
+        gauge(&b, "demix_cluster_jobs_running", "Jobs running on any worker (database).",
+              g->cluster_jobs_running);
+        gauge(&b, "demix_cluster_workers_live",
+              "Worker nodes whose heartbeat is younger than the lease (database).",
+              g->cluster_workers_live);
+        gauge(&b, "demix_cluster_oldest_queued_seconds",
+              "Age of the oldest queued job in seconds, 0 when none (database).",
+              g->cluster_oldest_queued_seconds);
+    }
     render_process(&b, g->process_start_time);
     render_system(&b, &g->sys);
     bprintf(&b,
@@ -494,6 +518,11 @@ char *srv_metrics_render(const srv_metrics_gauges *g) {
             "# HELP retries_total Retries of transient failures.\n"
             "# TYPE retries_total counter\nretries_total %.17g\n",
             retries);
+    bprintf(&b,
+            "# HELP demix_lease_expirations_total Expired job leases this node re-queued or "
+            "failed.\n# TYPE demix_lease_expirations_total counter\n"
+            "demix_lease_expirations_total %.17g\n",
+            lease_expirations);
     /* Histograms with no labels exist from the start (all zero). */
     find(&sep_size, "");
     find(&sep_audio, "");

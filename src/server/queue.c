@@ -30,6 +30,14 @@
  *   the last reference goes): a crash in between leaves a folder no row
  *   owns, which recovery.c removes at the next start; the other order
  *   could bring back a job whose files are gone.
+ *
+ * Clustered mode (--store postgresql://...)
+ *   The FIFO and the history above are the embedded mode's. With a shared
+ *   queue (cluster.c) every call below that reads or changes jobs goes to
+ *   the database instead: submit commits a queued row, lookups and lists
+ *   read rows (any node sees any job), DELETE removes the row, and the
+ *   worker side claims and finishes under a lease. Job objects are then
+ *   per request (refs 1, the caller's) and never shared between requests.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -44,6 +52,7 @@
 #include <unistd.h>
 
 #include "jobs_int.h"
+#include "store.h"
 
 /* ---- random ids -------------------------------------------------------------- */
 
@@ -78,6 +87,9 @@ static int shutting_down; /* wait=true requests give up */
 static srv_job **all_jobs;
 static int n_all;
 
+/* Clustered: the database could not answer this thread's last lookup. */
+static _Thread_local int lookup_db_error;
+
 const char *srv_job_state_name(srv_job_state s) {
     static const char *names[] = {"queued", "running", "done", "failed", "cancelled"};
     return names[s];
@@ -98,6 +110,7 @@ int srv__queue_init(int cap) {
 void srv__job_free(srv_job *j) {
     free(j->dir);
     free(j->input);
+    free(j->stage);
     free(j->upload_name);
     free(j);
 }
@@ -196,6 +209,16 @@ static int queue_remove_locked(srv_job *j) {
 /* ---- submit, look up, wait, delete ---------------------------------------------- */
 
 int srv_job_submit(srv_job *j, srv_error *why) {
+    if (srv__cluster_on()) {
+        pthread_mutex_lock(&jobs_lock);
+        int stop = stopping;
+        pthread_mutex_unlock(&jobs_lock);
+        if (stop) {
+            *why = SRV_E_SHUTTING_DOWN;
+            return -1;
+        }
+        return srv__cluster_submit(j, why);
+    }
     pthread_mutex_lock(&jobs_lock);
     if (stopping || queue_len + n_reserved >= queue_cap) {
         *why = stopping ? SRV_E_SHUTTING_DOWN : SRV_E_QUEUE_FULL;
@@ -236,7 +259,12 @@ int srv_job_submit(srv_job *j, srv_error *why) {
     return 0;
 }
 
+int srv_jobs_clustered(void) { return srv__cluster_on(); }
+int srv_jobs_store_ok(void) { return !lookup_db_error; }
+
 srv_job *srv_job_get(const char *id) {
+    lookup_db_error = 0;
+    if (srv__cluster_on()) return srv__cluster_get(id, &lookup_db_error);
     srv_job *r = NULL;
     pthread_mutex_lock(&jobs_lock);
     for (int i = 0; i < n_all; i++)
@@ -249,7 +277,46 @@ srv_job *srv_job_get(const char *id) {
     return r;
 }
 
+/* Clustered: j (the caller's own object) follows its row until it ends. */
+static int cluster_wait(srv_job *j) {
+    pthread_mutex_lock(&jobs_lock);
+    while (!srv__job_terminal(j->state) && !shutting_down) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000 * 1000; /* a poll every 0.2 s */
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&job_cv, &jobs_lock, &ts);
+        if (shutting_down) break;
+        pthread_mutex_unlock(&jobs_lock);
+        int dberr = 0;
+        srv_job *f = srv__cluster_get(j->id, &dberr);
+        pthread_mutex_lock(&jobs_lock);
+        if (f) {
+            j->state = f->state;
+            j->progress = f->progress;
+            j->queue_pos = f->queue_pos;
+            j->started = f->started;
+            j->finished = f->finished;
+            j->attempts = f->attempts;
+            memcpy(j->error, f->error, sizeof j->error);
+            memcpy(j->error_code, f->error_code, sizeof j->error_code);
+            memcpy(j->stems, f->stems, sizeof j->stems);
+            j->n_stems = f->n_stems;
+        } else if (!dberr) { /* deleted meanwhile */
+            j->state = JOB_CANCELLED;
+            j->finished = srv_wall();
+        }
+        pthread_mutex_unlock(&jobs_lock);
+        if (f) srv__job_free(f);
+        pthread_mutex_lock(&jobs_lock);
+    }
+    int r = srv__job_terminal(j->state) ? 0 : -1;
+    pthread_mutex_unlock(&jobs_lock);
+    return r;
+}
+
 int srv_job_wait(srv_job *j) {
+    if (srv__cluster_on()) return cluster_wait(j);
     pthread_mutex_lock(&jobs_lock);
     while (!srv__job_terminal(j->state) && !shutting_down) pthread_cond_wait(&job_cv, &jobs_lock);
     int r = srv__job_terminal(j->state) ? 0 : -1;
@@ -258,6 +325,17 @@ int srv_job_wait(srv_job *j) {
 }
 
 void srv_job_delete(srv_job *j) {
+    if (srv__cluster_on()) {
+        srv__cluster_delete(j);
+        pthread_mutex_lock(&jobs_lock);
+        if (!srv__job_terminal(j->state)) {
+            j->state = JOB_CANCELLED;
+            j->finished = srv_wall();
+        }
+        j->queue_pos = 0;
+        pthread_mutex_unlock(&jobs_lock);
+        return;
+    }
     pthread_mutex_lock(&jobs_lock);
     atomic_store(&j->cancel, 1);
     /* A queued job leaves the queue now, so it never runs. */
@@ -282,6 +360,11 @@ void srv_job_delete(srv_job *j) {
 }
 
 int srv_jobs_queue_depth(void) {
+    if (srv__cluster_on()) {
+        srv__cluster_stats st = {0};
+        srv__cluster_get_stats(&st);
+        return st.queued;
+    }
     pthread_mutex_lock(&jobs_lock);
     int n = queue_len;
     pthread_mutex_unlock(&jobs_lock);
@@ -380,7 +463,39 @@ cJSON *srv_job_json(srv_job *j) {
     return o;
 }
 
+void srv_jobs_cluster_gauges(srv_metrics_gauges *g) {
+    srv__cluster_stats st = {0};
+    if (!srv__cluster_on()) return;
+    srv__cluster_get_stats(&st);
+    g->clustered = 1;
+    g->cluster_queue_depth = st.queued;
+    g->cluster_jobs_running = st.running;
+    g->cluster_workers_live = st.workers_live;
+    g->cluster_oldest_queued_seconds = st.oldest_queued_seconds;
+}
+
+/* Clustered: the list from the database, or NULL when it cannot answer. */
+static cJSON *cluster_list_json(int limit, int offset) {
+    srv_job **v = NULL;
+    int total = 0, n = srv__cluster_list(limit, offset, &v, &total);
+    lookup_db_error = n < 0;
+    if (n < 0) return NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON *arr = cJSON_CreateArray();
+    pthread_mutex_lock(&jobs_lock);
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(arr, job_json_locked(v[i]));
+    pthread_mutex_unlock(&jobs_lock);
+    for (int i = 0; i < n; i++) srv__job_free(v[i]);
+    free(v);
+    cJSON_AddNumberToObject(o, "total", total);
+    cJSON_AddNumberToObject(o, "limit", limit);
+    cJSON_AddNumberToObject(o, "offset", offset);
+    cJSON_AddItemToObject(o, "jobs", arr);
+    return o;
+}
+
 cJSON *srv_jobs_list_json(int limit, int offset) {
+    if (srv__cluster_on()) return cluster_list_json(limit, offset);
     cJSON *o = cJSON_CreateObject();
     cJSON *arr = cJSON_CreateArray();
     pthread_mutex_lock(&jobs_lock);
@@ -438,7 +553,22 @@ void srv_strv_free(char **v, int n) {
 
 /* ---- the worker side -------------------------------------------------------------- */
 
+/* Clustered: a claimed job (its input still there), or NULL once stopping. */
+static srv_job *cluster_take(void) {
+    srv_job *j;
+    while ((j = srv__cluster_take())) {
+        pthread_mutex_lock(&jobs_lock);
+        n_active++;
+        pthread_mutex_unlock(&jobs_lock);
+        if (access(j->input, R_OK) == 0) return j;
+        srv__job_fail(j, SRV_E_INPUT_LOST, "the uploaded file is not in the data folder");
+        srv__queue_finish(j, JOB_FAILED, 0);
+    }
+    return NULL;
+}
+
 srv_job *srv__queue_take(void) {
+    if (srv__cluster_on()) return cluster_take();
     pthread_mutex_lock(&jobs_lock);
     while (!stopping && !queue_head) pthread_cond_wait(&queue_cv, &jobs_lock);
     srv_job *j = stopping ? NULL : queue_pop_locked();
@@ -466,7 +596,14 @@ void srv__queue_finish(srv_job *j, srv_job_state st, int requeue) {
         if (st == JOB_DONE) j->progress = 1;
         j->finished = srv_wall();
     }
-    if (!j->deleted) srv_store_save(j);
+    if (srv__cluster_on()) {
+        /* the conditional final write, outside the lock (it may retry) */
+        pthread_mutex_unlock(&jobs_lock);
+        srv__cluster_finish(j, requeue);
+        pthread_mutex_lock(&jobs_lock);
+    } else if (!j->deleted) {
+        srv_store_save(j);
+    }
     n_active--;
     pthread_cond_broadcast(&job_cv);
     int last = --j->refs == 0;
@@ -478,6 +615,7 @@ void srv__job_progress(srv_job *j, double progress) {
     pthread_mutex_lock(&jobs_lock);
     j->progress = progress;
     pthread_mutex_unlock(&jobs_lock);
+    if (srv__cluster_on()) srv__cluster_progress(j, progress);
 }
 
 void srv__job_fail(srv_job *j, srv_error e, const char *fmt, ...) {
@@ -540,6 +678,7 @@ void srv__queue_stop(double grace) {
     /* Workers take nothing new; queued jobs stay queued in the store. */
     stopping = 1;
     pthread_cond_broadcast(&queue_cv);
+    if (srv__cluster_on()) srv__cluster_stop_taking();
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     double t = (double)ts.tv_sec + ts.tv_nsec / 1e9 + grace;
@@ -550,6 +689,7 @@ void srv__queue_stop(double grace) {
     if (n_active > 0) {
         srv_log(DMX_LOG_WARN, "demix.jobs", "shutdown", NULL, NULL,
                 "grace period over: checkpointing %d running job(s) as queued", n_active);
+        srv__cluster_checkpoint_all(); /* (clustered: this node's running jobs) */
         for (int i = 0; i < n_all; i++)
             if (all_jobs[i]->state == JOB_RUNNING) {
                 all_jobs[i]->shutdown = 1;

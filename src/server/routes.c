@@ -60,8 +60,8 @@ static enum MHD_Result h_readyz(struct MHD_Connection *c, srv_req *r, const char
     const char *why = NULL;
     if (!srv_models_any_available())
         why = "no model available";
-    else if (srv_jobs_queue_depth() >= srv_cfg.queue_max)
-        why = "job queue full";
+    else if (strcmp(srv_cfg.role, "worker") && srv_jobs_queue_depth() >= srv_cfg.queue_max)
+        why = "job queue full"; /* (a worker takes no submissions) */
     else if (srv_breakers_any_open())
         why = "a circuit breaker is open";
     else if (!srv_store_ready())
@@ -146,7 +146,9 @@ static enum MHD_Result h_metrics(struct MHD_Connection *c, srv_req *r, const cha
         .n_breakers = bl.n,
         .breaker_names = (const char *const *)bl.names,
         .breaker_states = bl.states,
+        .role = srv_cfg.role,
     };
+    srv_jobs_cluster_gauges(&g);
     srv_sysmetrics_get(&g.sys);
     char *s = srv_metrics_render(&g);
     srv_strv_free(bl.names, bl.n);
@@ -160,18 +162,31 @@ static enum MHD_Result h_metrics(struct MHD_Connection *c, srv_req *r, const cha
 
 /* ---- jobs --------------------------------------------------------------------------- */
 
+/* The answer when srv_job_get found nothing: 404, or 503 when (clustered)
+ * the database could not say. */
+static enum MHD_Result no_job(struct MHD_Connection *c, srv_req *r) {
+    if (!srv_jobs_store_ok())
+        return srv_respond_error(c, r, srv_error_code(SRV_E_STORE_UNAVAILABLE),
+                                 "the job store is unreachable; retry later");
+    return srv_respond_error(c, r, srv_error_code(SRV_E_JOB_NOT_FOUND), "no job %s", r->id);
+}
+
 static enum MHD_Result h_jobs(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
     const char *l = query(c, "limit"), *o = query(c, "offset");
     int limit = l ? atoi(l) : SRV_JOBS_DEFAULT_LIMIT, offset = o ? atoi(o) : 0;
     if (limit < 1 || limit > SRV_JOBS_MAX_LIMIT || offset < 0)
         return srv_respond_error(c, r, srv_error_code(SRV_E_INVALID_ARGUMENT),
                                  "limit must be 1..%d and offset >= 0", SRV_JOBS_MAX_LIMIT);
-    return srv_respond_json(c, r, 200, srv_jobs_list_json(limit, offset), NULL, NULL);
+    cJSON *list = srv_jobs_list_json(limit, offset);
+    if (!list)
+        return srv_respond_error(c, r, srv_error_code(SRV_E_STORE_UNAVAILABLE),
+                                 "the job store is unreachable; retry later");
+    return srv_respond_json(c, r, 200, list, NULL, NULL);
 }
 
 static enum MHD_Result h_job(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
     srv_job *j = srv_job_get(r->id);
-    if (!j) return srv_respond_error(c, r, srv_error_code(SRV_E_JOB_NOT_FOUND), "no job %s", r->id);
+    if (!j) return no_job(c, r);
     cJSON *o = srv_job_json(j);
     srv_job_put(j);
     return srv_respond_json(c, r, 200, o, NULL, NULL);
@@ -180,7 +195,7 @@ static enum MHD_Result h_job(struct MHD_Connection *c, srv_req *r, const char *u
 static enum MHD_Result h_job_delete(struct MHD_Connection *c, srv_req *r, const char *u,
                                     size_t *n) {
     srv_job *j = srv_job_get(r->id);
-    if (!j) return srv_respond_error(c, r, srv_error_code(SRV_E_JOB_NOT_FOUND), "no job %s", r->id);
+    if (!j) return no_job(c, r);
     srv_job_delete(j);
     cJSON *o = srv_job_json(j);
     srv_job_put(j);
@@ -227,7 +242,7 @@ static void disposition(const char *name, char *out, size_t cap) {
 
 static enum MHD_Result h_stem(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
     srv_job *j = srv_job_get(r->id);
-    if (!j) return srv_respond_error(c, r, "job_not_found", "no job %s", r->id);
+    if (!j) return no_job(c, r);
     char *path = srv_job_stem_path(j, r->stem);
     char fmt[8], track[128];
     snprintf(fmt, sizeof fmt, "%s", j->format);
@@ -293,7 +308,7 @@ enum MHD_Result srv_send_zip(struct MHD_Connection *c, srv_req *r, srv_job *j) {
 
 static enum MHD_Result h_zip(struct MHD_Connection *c, srv_req *r, const char *u, size_t *n) {
     srv_job *j = srv_job_get(r->id);
-    if (!j) return srv_respond_error(c, r, "job_not_found", "no job %s", r->id);
+    if (!j) return no_job(c, r);
     return srv_send_zip(c, r, j);
 }
 
@@ -396,14 +411,14 @@ static const srv_route_info ROUTES[] = {
      "Upload audio (multipart: file, model_name, two_stems, format, shifts, overlap, wait) and "
      "start a separation job.",
      "200 202 400 401 413 415 422 429 503 507", "application/json"},
-    {"GET", "/jobs", h_jobs, 1, "Recent jobs, newest first (limit, offset).", "200 400 401",
+    {"GET", "/jobs", h_jobs, 1, "Recent jobs, newest first (limit, offset).", "200 400 401 503",
      "application/json"},
-    {"GET", "/jobs/{id}", h_job, 1, "A job: status, progress, ETA, stems, error.", "200 401 404",
+    {"GET", "/jobs/{id}", h_job, 1, "A job: status, progress, ETA, stems, error.", "200 401 404 503",
      "application/json"},
-    {"DELETE", "/jobs/{id}", h_job_delete, 1, "Cancel a job and delete its files.", "200 401 404",
+    {"DELETE", "/jobs/{id}", h_job_delete, 1, "Cancel a job and delete its files.", "200 401 404 503",
      "application/json"},
-    {"GET", "/jobs/{id}/stems/{stem}", h_stem, 1, "Download one stem.", "200 401 404", "audio/*"},
-    {"GET", "/jobs/{id}/zip", h_zip, 1, "Download all stems as a zip.", "200 401 404 409",
+    {"GET", "/jobs/{id}/stems/{stem}", h_stem, 1, "Download one stem.", "200 401 404 503", "audio/*"},
+    {"GET", "/jobs/{id}/zip", h_zip, 1, "Download all stems as a zip.", "200 401 404 409 503",
      "application/zip"},
 };
 

@@ -14,6 +14,10 @@
  * paths (srv__job_fail). Heavy work on the upload (counting the length of
  * audio whose container does not say it) happens here, in the bounded
  * pool, not on the HTTP thread: the pipeline stops at --max-duration.
+ * In the clustered mode a run writes into its attempt's own folder
+ * (j->stage) and its stems are renamed into the job's folder once all are
+ * complete (artifacts.h), so a worker that lost its lease and still runs
+ * never shares a temporary file with the job's new run.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -25,6 +29,7 @@
 
 #include "demix/audio.h"
 #include "demix/pipeline.h"
+#include "artifacts.h"
 #include "jobs_int.h"
 
 static pthread_t *workers;
@@ -134,7 +139,7 @@ static srv_job_state run_job(worker_state *w, srv_job *j) {
     char *paths[SRV_JOB_MAX_STEMS] = {0};
     int ok = 1;
     for (int s = 0; s < n_out; s++)
-        if (asprintf(&paths[s], "%s/%s.%s", j->dir, names[s], j->format) < 0)
+        if (asprintf(&paths[s], "%s/%s.%s", j->stage ? j->stage : j->dir, names[s], j->format) < 0)
             paths[s] = NULL, ok = 0;
     if (!ok) {
         for (int q = 0; q < n_out; q++) free(paths[q]);
@@ -173,6 +178,11 @@ static srv_job_state run_job(worker_state *w, srv_job *j) {
     for (int s = 0; s < n_out; s++) free(paths[s]);
     if (st != DMX_OK) return fail_with(j, st, n);
     srv_metrics_inference(j->model, srv_now() - t_inf);
+    /* clustered: the attempt's own folder, published (renamed) whole */
+    if (j->stage && srv_artifact_publish(j, names, n_out) < 0) {
+        srv__job_fail(j, SRV_E_ENCODE_FAILED, "cannot move the stems into place");
+        return JOB_FAILED;
+    }
     srv__job_set_stems(j, names, n_out);
     return JOB_DONE;
 }
@@ -228,7 +238,7 @@ int srv__runner_start(int n) {
     workers = calloc((size_t)n, sizeof *workers);
     if (!workers) return -1;
     /* demix.h's one rule for dividing the CPUs between the workers */
-    int per = dmx_threads_divide(dmx_cpu_count(), n, 0).threads_per_job;
+    int per = dmx_threads_divide(dmx_cpu_count(), n, srv_cfg.threads).threads_per_job;
     for (int i = 0; i < n; i++) {
         if (pthread_create(&workers[i], NULL, worker_main, (void *)(intptr_t)per)) return -1;
         n_workers++;

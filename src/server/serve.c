@@ -4,6 +4,13 @@
  * SIGTERM are blocked in every thread and taken with sigwait() here, so
  * shutdown runs as ordinary code (stop accepting, drain or checkpoint
  * jobs, join threads) rather than in a signal handler.
+ *
+ * `demix worker` is the same start-up with another role (one pipeline):
+ *   serve                      role "all": API and workers
+ *   serve --no-workers         role "api": API only (clustered store only)
+ *   worker                     role "worker": jobs from the shared queue,
+ *                              HTTP for /livez /health /readyz /metrics only
+ * The clustered mode itself (a postgresql:// --store) is cluster.c's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,7 +33,7 @@ double srv_start_time;
 /* Every option: flag, environment variable, kind, destination, bounds,
  * help. The environment is read first, flags override it; docs/API.md
  * lists the same table. */
-typedef enum { OPT_STR, OPT_INT, OPT_NUM, OPT_MB, OPT_LOGFMT, OPT_LOGLEVEL } opt_kind;
+typedef enum { OPT_STR, OPT_INT, OPT_NUM, OPT_MB, OPT_LOGFMT, OPT_LOGLEVEL, OPT_FLAG } opt_kind;
 typedef struct opt {
     const char *flag, *env;
     opt_kind kind;
@@ -90,11 +97,31 @@ static const opt OPTS[] = {
     {"log-format", "DEMIX_LOG_FORMAT", OPT_LOGFMT, &C->log_text, 0, 0, "json or text (json)"},
     {"log-level", "DEMIX_LOG_LEVEL", OPT_LOGLEVEL, &C->log_level, 0, 0,
      "debug, info, warning or error (info)"},
+    {"threads", "DEMIX_THREADS", OPT_INT, &C->threads, 0, 4096,
+     "compute threads for all workers together, 0 = every CPU (0)"},
+    {"no-workers", "DEMIX_NO_WORKERS", OPT_FLAG, &C->no_workers, 0, 0,
+     "serve only: an API node that runs no job (postgresql:// store only)"},
+    {"lease-seconds", "DEMIX_LEASE_SECONDS", OPT_NUM, &C->lease_seconds, 1, 86400,
+     "clustered: a claimed job's lease; a worker silent this long loses it (10)"},
+    {"heartbeat-seconds", "DEMIX_HEARTBEAT_SECONDS", OPT_NUM, &C->heartbeat_seconds, 0.1, 3600,
+     "clustered: lease renewal and cluster metrics period, below the lease (2)"},
+    {"poll-seconds", "DEMIX_POLL_SECONDS", OPT_NUM, &C->poll_seconds, 0.1, 3600,
+     "clustered: idle workers look at the queue this often without a NOTIFY (2)"},
+    {"max-attempts", "DEMIX_MAX_ATTEMPTS", OPT_INT, &C->max_attempts, 1, 1000,
+     "clustered: claims of a job before an expired lease fails it (3)"},
 };
 #undef C
 #define N_OPTS ((int)(sizeof OPTS / sizeof *OPTS))
 
+static int worker_mode; /* `demix worker` */
+
 static void usage(FILE *f) {
+    if (worker_mode)
+        fprintf(f, "USAGE\n    demix worker --store postgresql://... --data-dir DIR [OPTIONS]\n\n"
+                   "    Runs separation jobs from the shared PostgreSQL queue that `demix serve\n"
+                   "    --store postgresql://...` nodes fill (docs/DEPLOY.md). HTTP on --port\n"
+                   "    (0: a free one, logged) answers /livez, /health, /readyz and /metrics only.\n"
+                   "    It takes the options of demix serve; those of the HTTP API do nothing.\n\n");
     fprintf(f, "USAGE\n    demix serve [OPTIONS]\n\n"
                "    HTTP API for separation jobs (see docs/API.md, or GET /docs). Logs are\n"
                "    JSON lines on stderr. Each option can also be set by its environment\n"
@@ -108,7 +135,7 @@ static void usage(FILE *f) {
 static int bad(const char *fmt, const char *arg) {
     fprintf(stderr, "demix: ");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see 'demix serve --help')\n");
+    fprintf(stderr, " (see 'demix %s --help')\n", worker_mode ? "worker" : "serve");
     return 2;
 }
 
@@ -116,6 +143,13 @@ static int bad(const char *fmt, const char *arg) {
 static int set_opt(const opt *o, const char *val, const char *from) {
     char *end;
     double v = 0;
+    if (o->kind == OPT_FLAG) { /* a flag given, or its variable: 1/true/yes or 0/false/no */
+        int on = !strcmp(val, "1") || !strcasecmp(val, "true") || !strcasecmp(val, "yes");
+        if (!on && strcmp(val, "0") && strcasecmp(val, "false") && strcasecmp(val, "no"))
+            return bad("'%s' is not 1/true/yes or 0/false/no", val);
+        *(int *)o->dst = on;
+        return 0;
+    }
     if (o->kind == OPT_INT || o->kind == OPT_NUM || o->kind == OPT_MB) {
         errno = 0;
         v = strtod(val, &end);
@@ -132,6 +166,7 @@ static int set_opt(const opt *o, const char *val, const char *from) {
         case OPT_INT: *(int *)o->dst = (int)v; break;
         case OPT_NUM: *(double *)o->dst = v; break;
         case OPT_MB: *(int64_t *)o->dst = (int64_t)v << 20; break;
+        case OPT_FLAG: break;
         case OPT_LOGFMT:
             if (strcmp(val, "json") && strcmp(val, "text"))
                 return bad("log format '%s' is not json or text", val);
@@ -193,11 +228,33 @@ void srv_config_defaults(srv_config *c) {
     c->retry_base_seconds = 0.5;
     c->metrics_interval_seconds = 15;
     c->log_level = DMX_LOG_INFO;
+    c->role = "all";
+    c->threads = 0;
+    c->lease_seconds = 10;
+    c->heartbeat_seconds = 2;
+    c->poll_seconds = 2;
+    c->max_attempts = 3;
 }
 
+static int serve_main(int argc, char **argv);
+
 int srv_serve_main(int argc, char **argv) {
+    worker_mode = 0;
+    return serve_main(argc, argv);
+}
+
+int srv_worker_main(int argc, char **argv) {
+    worker_mode = 1;
+    return serve_main(argc, argv);
+}
+
+static int serve_main(int argc, char **argv) {
     srv_config *c = &srv_cfg;
     srv_config_defaults(c);
+    if (worker_mode) {
+        c->role = "worker";
+        c->port = 0; /* a free one, logged: workers are scraped, not addressed */
+    }
     for (int i = 0; i < N_OPTS; i++) {
         const char *e = getenv(OPTS[i].env);
         if (e && *e && set_opt(&OPTS[i], e, OPTS[i].env)) return 2;
@@ -220,7 +277,9 @@ int srv_serve_main(int argc, char **argv) {
 
     struct option lo[N_OPTS + 2];
     for (int i = 0; i < N_OPTS; i++)
-        lo[i] = (struct option){OPTS[i].flag, required_argument, 0, 1000 + i};
+        lo[i] = (struct option){OPTS[i].flag,
+                                OPTS[i].kind == OPT_FLAG ? no_argument : required_argument, 0,
+                                1000 + i};
     lo[N_OPTS] = (struct option){"help", no_argument, 0, 'h'};
     lo[N_OPTS + 1] = (struct option){0, 0, 0, 0};
     optind = 1;
@@ -229,7 +288,7 @@ int srv_serve_main(int argc, char **argv) {
         if (o >= 1000 && o < 1000 + N_OPTS) {
             char from[64];
             snprintf(from, sizeof from, "--%s", OPTS[o - 1000].flag);
-            if (set_opt(&OPTS[o - 1000], optarg, from)) return 2;
+            if (set_opt(&OPTS[o - 1000], optarg ? optarg : "1", from)) return 2;
             continue;
         }
         switch (o) {
@@ -239,6 +298,21 @@ int srv_serve_main(int argc, char **argv) {
         }
     }
     if (optind < argc) return bad("unexpected argument '%s'", argv[optind]);
+    /* The roles: only a shared (PostgreSQL) queue has jobs that another
+     * node can run. */
+    int shared = c->store && srv_store_shared(c->store);
+    if (worker_mode && !shared)
+        return bad("%s needs --store postgresql://... (the shared queue it runs jobs from)",
+                   "demix worker");
+    if (worker_mode && c->no_workers) return bad("%s runs jobs: --no-workers is for serve", "demix worker");
+    if (c->no_workers && !shared)
+        return bad("%s needs --store postgresql://...: with SQLite this node would be the only "
+                   "one to run its jobs, and it would run none",
+                   "--no-workers");
+    if (c->no_workers) c->role = "api";
+    if (shared && c->heartbeat_seconds >= c->lease_seconds)
+        return bad("%s must be below --lease-seconds (a lease must outlive a renewal)",
+                   "--heartbeat-seconds");
     if (c->repo) {
         struct stat st;
         if (stat(c->repo, &st) < 0 || !S_ISDIR(st.st_mode))
@@ -268,7 +342,7 @@ int srv_serve_main(int argc, char **argv) {
     dmx_log_set(srv_engine_log, NULL);
     /* demix.h's one rule: workers x threads per job never exceed the CPUs
      * (jobs.c gives each worker its share with the same call). */
-    dmx_thread_plan tp = dmx_threads_divide(dmx_cpu_count(), c->workers, 0);
+    dmx_thread_plan tp = dmx_threads_divide(dmx_cpu_count(), c->workers, c->threads);
     if (tp.jobs < c->workers) {
         srv_log(DMX_LOG_WARN, "demix.server", "startup", NULL, NULL,
                 "--workers %d: running %d (one per CPU; more would oversubscribe them)", c->workers,
@@ -276,7 +350,7 @@ int srv_serve_main(int argc, char **argv) {
         c->workers = tp.jobs;
     }
     srv_metrics_init(c->max_upload_bytes);
-    if (srv_jobs_start(c->workers, c->queue_max) < 0) {
+    if (srv_jobs_start(c->no_workers ? 0 : c->workers, c->queue_max) < 0) {
         srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
                 "cannot open the job store or start the worker threads");
         srv_jobs_stop(0);
@@ -284,7 +358,8 @@ int srv_serve_main(int argc, char **argv) {
         return 1;
     }
     int port = 0;
-    struct MHD_Daemon *d = srv_http_start(c->host, c->port, 0, &port);
+    /* a worker's listener is the probes' (and /metrics) alone */
+    struct MHD_Daemon *d = srv_http_start(c->host, c->port, worker_mode, &port);
     if (!d) {
         srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
                 "cannot listen on %s:%d (address in use, or not an IPv4 address?)", c->host,
@@ -297,7 +372,7 @@ int srv_serve_main(int argc, char **argv) {
      * main one (many clients each under the per-address limit). */
     struct MHD_Daemon *pd = NULL;
     int probe_port = -1;
-    if (c->probe_port >= 0 && !(pd = srv_http_start(c->host, c->probe_port, 1, &probe_port))) {
+    if (!worker_mode && c->probe_port >= 0 && !(pd = srv_http_start(c->host, c->probe_port, 1, &probe_port))) {
         srv_log(DMX_LOG_ERROR, "demix.server", "startup", NULL, NULL,
                 "cannot listen on %s:%d for the probes (address in use?)", c->host, c->probe_port);
         MHD_stop_daemon(d);
@@ -311,7 +386,8 @@ int srv_serve_main(int argc, char **argv) {
     cJSON_AddStringToObject(f, "host", c->host);
     cJSON_AddNumberToObject(f, "port", port);
     if (pd) cJSON_AddNumberToObject(f, "probe_port", probe_port);
-    cJSON_AddNumberToObject(f, "workers", c->workers);
+    cJSON_AddStringToObject(f, "role", c->role);
+    cJSON_AddNumberToObject(f, "workers", c->no_workers ? 0 : c->workers);
     cJSON_AddNumberToObject(f, "threads_per_job", tp.threads_per_job);
     cJSON_AddStringToObject(f, "data_dir", c->data_dir);
     cJSON_AddStringToObject(f, "store",

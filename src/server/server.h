@@ -23,6 +23,10 @@
 
 /* Entry point of `demix serve`; argv[0] is "serve". Returns an exit status. */
 int srv_serve_main(int argc, char **argv);
+/* Entry point of `demix worker` (argv[0] "worker"): the same start-up with
+ * role "worker": runs jobs from the PostgreSQL queue, HTTP for the probes
+ * and /metrics only. */
+int srv_worker_main(int argc, char **argv);
 
 /* Every field has a flag and a DEMIX_* variable (serve.c, docs/API.md). */
 typedef struct srv_config {
@@ -56,6 +60,14 @@ typedef struct srv_config {
     const char *alerts_token;        /* NULL: POST /alerts is open */
     int log_text;                    /* 1: human-readable lines instead of JSON */
     int log_level;                   /* a dmx_log_level: lines below it are dropped */
+    /* The clustered mode (--store postgresql://..., cluster.c): */
+    const char *role;         /* "all" (serve), "api" (serve --no-workers), "worker" */
+    int no_workers;           /* --no-workers: an API node, runs no job */
+    int threads;              /* compute threads in all for the workers; 0 = every CPU */
+    double lease_seconds;     /* a claimed job's lease */
+    double heartbeat_seconds; /* lease renewal, workers table, cluster metrics */
+    double poll_seconds;      /* idle workers look at the queue this often without NOTIFY */
+    int max_attempts;         /* claims of one job before a lost lease fails it */
 } srv_config;
 
 extern srv_config srv_cfg;
@@ -104,6 +116,8 @@ void srv_metrics_inference(const char *model, double seconds);
 void srv_metrics_alert(const char *alertname, const char *severity, const char *status);
 void srv_metrics_rate_limited(void);
 void srv_metrics_retry(void);
+/* Leases this node found expired and re-queued (or failed): n more. */
+void srv_metrics_lease_expirations(int n);
 void srv_metrics_breaker_transition(const char *breaker, const char *from, const char *to);
 /* Series that exist at 0 before their first event, so that increase() and
  * rate() see the first one: separations_total{model,status} (and the
@@ -128,6 +142,10 @@ typedef struct srv_metrics_gauges {
     int n_breakers;
     const char *const *breaker_names; /* n_breakers each */
     const int *breaker_states;        /* 0 closed, 1 open, 2 half-open */
+    const char *role;                 /* demix_node_info{role}: "all", "api" or "worker" */
+    int clustered;                    /* 1: the demix_cluster_* gauges below are rendered */
+    int cluster_queue_depth, cluster_jobs_running, cluster_workers_live;
+    double cluster_oldest_queued_seconds;
 } srv_metrics_gauges;
 /* Prometheus text exposition (0.0.4) of the counters and `g`; malloc'ed. */
 char *srv_metrics_render(const srv_metrics_gauges *g);
@@ -169,6 +187,7 @@ typedef struct srv_job {
     double overlap;
     char *dir;            /* data_dir/jobs/ID */
     char *input;          /* the uploaded file inside dir */
+    char *stage;          /* clustered: this attempt's output folder (dir/run-N), else NULL */
     char *upload_name;    /* client's file name */
     int64_t file_size;    /* upload bytes */
     double audio_seconds; /* from the container, 0 if unknown */
@@ -186,6 +205,7 @@ typedef struct srv_job {
     int shutdown;         /* cancelled by SIGTERM: checkpointed as queued */
     int timed_out;        /* cancelled by the wall limit */
     int queue_pos;        /* 1-based place in the queue while queued, else 0 */
+    int attempts;         /* clustered: claims so far (the lease's generation) */
     struct srv_job *next; /* queue link */
 } srv_job;
 
@@ -224,6 +244,15 @@ cJSON *srv_jobs_list_json(int limit, int offset);
 const char *srv_job_state_name(srv_job_state s);
 int srv_jobs_queue_depth(void);
 int srv_jobs_active(void);
+/* Clustered mode: 1 when the jobs live in the shared PostgreSQL queue (GET
+ * and DELETE read the database; NULL from srv_job_get or
+ * srv_jobs_list_json may then mean "the database is away":
+ * srv_jobs_store_ok() says 0). */
+int srv_jobs_clustered(void);
+int srv_jobs_store_ok(void);
+/* The cluster's gauges (from the database, refreshed by the heartbeat
+ * thread, never per call) into g; nothing when not clustered. */
+void srv_jobs_cluster_gauges(srv_metrics_gauges *g);
 /* Path of a finished job's stem file (malloc'ed) or NULL. */
 char *srv_job_stem_path(srv_job *j, const char *stem);
 
@@ -262,6 +291,9 @@ int srv_models_any_available(void);
 
 /* TARGET: "sqlite:PATH" or a postgresql:// URI (store.h). 0 or -1. */
 int srv_store_open(const char *target);
+/* 1 when TARGET names a store with a shared queue (postgresql://, the
+ * clustered mode), before it is opened. */
+int srv_store_shared(const char *target);
 void srv_store_close(void);
 /* Inserts or replaces the job's row (the caller keeps it stable): 0, -1,
  * or SRV_STORE_FULL when the disk (or database) is full. */

@@ -12,13 +12,17 @@
 
 static const srv__store_vt *vt;
 
+int srv_store_shared(const char *target) {
+    return !strncmp(target, "postgresql://", 13) || !strncmp(target, "postgres://", 11);
+}
+
 int srv_store_open(const char *target) {
     const srv__store_vt *v = NULL;
     const char *arg = target;
     if (!strncmp(target, "sqlite:", 7)) {
         v = &srv__store_sqlite;
         arg = target + 7;
-    } else if (!strncmp(target, "postgresql://", 13) || !strncmp(target, "postgres://", 11)) {
+    } else if (srv_store_shared(target)) {
 #ifdef DEMIX_HAVE_PQ
         v = &srv__store_pg;
 #else
@@ -53,6 +57,7 @@ int srv_store_delete_older(double created_before) {
 }
 int srv_store_ready(void) { return vt && vt->ready(); }
 const char *srv_store_kind(void) { return vt ? vt->name : "none"; }
+const srv__cluster_vt *srv__store_cluster(void) { return vt ? vt->cluster : NULL; }
 
 void srv__store_join_stems(const srv_job *j, char *out, size_t n) {
     size_t k = 0;

@@ -238,4 +238,4 @@ static int sq_delete_older(double created_before) {
 static int sq_ready(void) { return db != NULL; }
 
 const srv__store_vt srv__store_sqlite = {"sqlite",  sq_open, sq_close,        sq_save,
-                                         sq_delete, sq_load, sq_delete_older, sq_ready};
+                                         sq_delete, sq_load, sq_delete_older, sq_ready, NULL};

@@ -15,15 +15,19 @@ cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev
 trap cleanup EXIT
 
 # start LOG ARGS... : starts `demix serve ARGS` logging to LOG; sets PID, B.
-start() {
-    local log=$1; shift
+start() { start_as serve "$@"; }
+
+# start_as SUBCOMMAND LOG ARGS... : the same for `demix SUBCOMMAND` (serve,
+# worker: both print the port in their startup log line).
+start_as() {
+    local sub=$1 log=$2; shift 2
     # Only this server's startup line counts: earlier ones may share the log.
     local n0=0
     [ -f "$log" ] && n0=$(wc -l <"$log")
     # NO_REPO=1: no --repo, so the server uses the model cache (DEMIX_MODELS).
     local repo=(--repo "$GOLDEN/models")
     [ -n "${NO_REPO:-}" ] && repo=()
-    "$DEMIX" serve --host 127.0.0.1 --port 0 "${repo[@]}" "$@" 2>>"$log" &
+    "$DEMIX" "$sub" --host 127.0.0.1 --port 0 "${repo[@]}" "$@" 2>>"$log" &
     PID=$!
     PIDS+=("$PID")
     local port=
