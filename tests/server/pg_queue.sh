@@ -208,6 +208,7 @@ cat "$WORK/w1.log" "$WORK/w2.log" | grep '"event_type":"lease_lost"' | grep -q "
     && pass "its final write was refused: the row is the new holder's" \
     || fail "row after the takeover: $(sql "SELECT state, worker_id FROM jobs WHERE id = '$SID'")"
 sql "DELETE FROM jobs WHERE id = '$SID'"
+rm -rf "$D/jobs/$SID" # (orphaned by this test's hand; the janitor's sweep waits 10 minutes)
 
 # ---- the database away: workers not ready, alive; back: ready, jobs run ----------------------
 pgstop || fail "pg_ctl stop failed"
@@ -237,4 +238,20 @@ done
 B=$API_B
 submit after "$GOLDEN/inputs/mix_3s.wav"
 wait_row "$ID" state done 120 && pass "a job runs after the database restart" || fail "after: $(row "$ID" state)"
+
+# ---- the janitor (one node, under the advisory lock): TTL with the files -----------------------
+kill -TERM "$W1PID" "$W2PID"; wait "$W1PID" "$W2PID" 2>/dev/null
+stop_term 60
+DONE=$(sql "SELECT count(*) FROM jobs WHERE state IN ('done', 'failed', 'cancelled')")
+[ "$DONE" -gt 0 ] || fail "no finished job to expire"
+start "$WORK/api2.log" "${CL[@]}" --no-workers --ttl 2
+for _ in $(seq 150); do
+    [ "$(sql "SELECT count(*) FROM jobs WHERE state IN ('done', 'failed', 'cancelled')")" = 0 ] && break
+    sleep 0.2
+done
+[ "$(sql "SELECT count(*) FROM jobs WHERE state IN ('done', 'failed', 'cancelled')")" = 0 ] \
+    && pass "$DONE finished job(s) past --ttl removed" || fail "finished rows left: $(sql "SELECT count(*) FROM jobs")"
+left=$(ls "$D/jobs" | while read -r id; do [ "$(sql "SELECT count(*) FROM jobs WHERE id = '$id'")" = 0 ] && echo "$id"; done)
+[ -z "$left" ] && pass "their folders removed with them" || fail "folders without a row: $left"
+grep -q '"event_type":"job_expired"' "$WORK/api2.log" && pass "expiry logged" || fail "no job_expired event"
 finish
