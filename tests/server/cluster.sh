@@ -62,8 +62,10 @@ node() {
     NODE_PID[$name]=$PID
     NODE_URL[$name]=$B
 }
-node api1 serve --no-workers "${NODE_OPTS[@]}"
-node api2 serve --no-workers "${NODE_OPTS[@]}"
+# every submission comes from 127.0.0.1: no per-client rate limit here
+API_OPTS=(--no-workers --rate-limit 100000 --rate-burst 1000)
+node api1 serve "${API_OPTS[@]}" "${NODE_OPTS[@]}"
+node api2 serve "${API_OPTS[@]}" "${NODE_OPTS[@]}"
 for w in 1 2 3; do node "w$w" worker --threads 1 --workers 1 "${NODE_OPTS[@]}"; done
 WORKERS=(w1 w2 w3)
 
@@ -164,7 +166,7 @@ for _ in $(seq $((N_SHORT / 3 / 2))); do submit "${CLIPS[$((i % 6))]}" 1; i=$((i
 for _ in $(seq 300); do kill -0 "${NODE_PID[api2]}" 2>/dev/null || break; sleep 0.1; done
 kill -0 "${NODE_PID[api2]}" 2>/dev/null && fail "api2 still running 30 s after SIGTERM"
 wait "${NODE_PID[api2]}" 2>/dev/null
-node api2 serve --no-workers "${NODE_OPTS[@]}"
+node api2 serve "${API_OPTS[@]}" "${NODE_OPTS[@]}"
 ready api2 120 && pass "api2 restarted and ready"
 while [ $i -lt $((N_SHORT * 2 / 3)) ]; do submit "${CLIPS[$((i % 6))]}" 1; i=$((i + 1)); done
 
