@@ -194,7 +194,8 @@ int dmx_model_single_pass(const dmx_model *m);
 #define DMX_FRAMES_UNKNOWN (-1)
 /* For a stream of unknown length: the progress callback's `total` until the
  * end (e.g. a decoder's duration hint; <= 0: 0, unknown). Only progress
- * uses it; a short hint is raised to what was written. */
+ * uses it; a short hint is raised to what was written. A no-op for any
+ * other stream. */
 dmx_status dmx_stream_expect(dmx_stream *st, int64_t frames);
 /* Pass 1 (only when opts->normalize): planar input, channels pointers. */
 dmx_status dmx_stream_analyze(dmx_stream *st, const float *const *in, int64_t frames);

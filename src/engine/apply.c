@@ -597,7 +597,9 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
 
 dmx_status dmx_stream_expect(dmx_stream *st, int64_t frames) {
     if (!st) return dmx__fail(DMX_ERR_INVALID_ARG, "dmx_stream_expect: NULL stream");
-    if (st->started && st->n != DMX_FRAMES_UNKNOWN) return DMX_OK; /* the length is known */
+    /* only a RoFormer stream can have an unknown length (a Demucs stream's
+     * progress counts segment evaluations) */
+    if (!st->rfnet || (st->started && st->n != DMX_FRAMES_UNKNOWN)) return DMX_OK;
     st->total = frames > 0 ? frames : 0;
     return DMX_OK;
 }
