@@ -7,7 +7,9 @@ demix and upstream then run the same tensors.
     DEMIX_UPSTREAM=DIR bench/build_model.py hdemucs_mmi OUT.th
 
 Architectures: hdemucs_mmi (HDemucs, conf/config.yaml's hdemucs section,
-segment 40, as 75fc33f5 is built). DIR is a checkout of facebookresearch/demucs;
+segment 40, as 75fc33f5 is built); mdx_demucs (the time-domain Demucs members
+of `mdx`, 0d19c1c6 / 7ecf8ec1: config.yaml's demucs section with
+rewrite=False, segment 44). DIR is a checkout of facebookresearch/demucs;
 tools/refgen/stubs stands in for the imports inference does not use."""
 import os
 import sys
@@ -25,6 +27,11 @@ HDEMUCS = dict(channels=48, channels_time=None, growth=2, nfft=4096, wiener_iter
                kernel_size=8, stride=4, time_stride=2, context=1, context_enc=0, norm_starts=4,
                norm_groups=4, dconv_mode=1, dconv_depth=2, dconv_comp=4, dconv_attn=4, dconv_lstm=4,
                dconv_init=1e-3, rescale=0.1)
+# conf/config.yaml `demucs:` at upstream e976d93
+DEMUCS = dict(channels=64, growth=2, depth=6, rewrite=True, lstm_layers=0, kernel_size=8, stride=4,
+              context=1, gelu=True, glu=True, norm_groups=4, norm_starts=4, dconv_depth=2, dconv_mode=1,
+              dconv_comp=4, dconv_attn=4, dconv_lstm=4, dconv_init=1e-4, resample=True, normalize=False,
+              rescale=0.1)
 
 
 def build(arch):
@@ -32,7 +39,12 @@ def build(arch):
         from demucs.hdemucs import HDemucs
         kw = dict(sources=SOURCES, audio_channels=2, samplerate=44100, segment=40, **HDEMUCS)
         return HDemucs, kw
-    raise SystemExit(f"unknown architecture {arch!r} (known: hdemucs_mmi)")
+    if arch == "mdx_demucs":
+        from demucs.demucs import Demucs
+        kw = dict(sources=SOURCES, audio_channels=2, samplerate=44100, segment=44, **DEMUCS)
+        kw["rewrite"] = False
+        return Demucs, kw
+    raise SystemExit(f"unknown architecture {arch!r} (known: hdemucs_mmi, mdx_demucs)")
 
 
 arch, out = sys.argv[1], sys.argv[2]

@@ -93,9 +93,11 @@ for CFG in $CONFIGS; do
 
   echo "-- whole songs (demix separate, MSST chunking: chunk $C, num_overlap $OV; $THREADS threads) --"
   printf "%-8s %9s %8s %10s %7s %11s\n" length wall_s xRT GFLOP/s %peak peakRSS_MB
+  declare -A SONG_WALL=() SONG_RSS=()
   for L in $LENGTHS; do
     make_input "$L" "$TMP/in_$L.flac"
     read -r WALL RSS < <(run_demix "$STEM.yaml" "$STEM.ckpt" "$TMP/in_$L.flac")
+    SONG_WALL[$L]=$WALL; SONG_RSS[$L]=$RSS
     awk -v L="$L" -v W="$WALL" -v R="$RSS" -v G="$GFLOP_CHUNK" -v C="$C" -v OV="$OV" -v SR="$SR" -v P="$PEAK" 'BEGIN {
       n = L * SR; step = int(C / OV); border = C - step;
       plen = n + ((n > 2 * border && border > 0) ? 2 * border : 0);
@@ -111,7 +113,11 @@ for CFG in $CONFIGS; do
   fi
   U=${BENCH_REF_SECONDS:-$(echo "$LENGTHS" | awk '{print $1}')}
   make_input "$U" "$TMP/in_$U.flac"
-  read -r WD RD < <(run_demix "$STEM.yaml" "$STEM.ckpt" "$TMP/in_$U.flac")
+  if [ -n "${SONG_WALL[$U]:-}" ]; then # measured above, and its stems are still there
+    WD=${SONG_WALL[$U]}; RD=${SONG_RSS[$U]}
+  else
+    read -r WD RD < <(run_demix "$STEM.yaml" "$STEM.ckpt" "$TMP/in_$U.flac")
+  fi
   /usr/bin/time -f "%e %M" -o "$TMP/time.txt" $PY bench/roformer_ref.py "$STEM.yaml" "$STEM.ckpt" \
     "$TMP/in_$U.flac" "$THREADS" "$TMP/ref.npy" 2>"$TMP/ref.err" | tail -1 ||
     { cat "$TMP/ref.err" >&2; exit 1; }

@@ -302,7 +302,29 @@ typedef struct loader {
     const char *prefix; /* "<prefix>/" without the slash, NUL-terminated copy */
     size_t prefix_len;
     uint64_t total_elems, max_elems;
+    const unsigned char *map; /* the file's read-only mapping, or NULL (see load_tensor) */
+    size_t map_len;
 } loader;
+
+/* madvise(ADVICE) on the pages of [lo, hi) that lie in the file's mapping:
+ * POPULATE_READ on the pages it touches, DONTNEED only on pages entirely
+ * inside it (a neighbour may still need the edges). No-op for buffers that
+ * are not the mapping. */
+static void map_pages(const loader *L, const unsigned char *lo, const unsigned char *hi,
+                      int advice) {
+    if (!L->map || lo < L->map || hi > L->map + L->map_len || hi <= lo) return;
+    const uintptr_t page = 4096;
+    uintptr_t a = (uintptr_t)lo, b = (uintptr_t)hi;
+    if (advice == MADV_DONTNEED) {
+        a = (a + page - 1) & ~(page - 1);
+        b &= ~(page - 1);
+    } else {
+        a &= ~(page - 1);
+        b = (b + page - 1) & ~(page - 1);
+        if (b > (uintptr_t)(L->map + L->map_len)) b = (uintptr_t)(L->map + L->map_len);
+    }
+    if (b > a) (void)madvise((void *)a, b - a, advice);
+}
 
 static dmx_status find_prefix(loader *L, char **prefix) {
     static const char suffix[] = "/data.pkl";
@@ -468,10 +490,16 @@ static dmx_status load_tensor(loader *L, const char *name, const dmx__pv *v, dmx
         if (t->size[d] != 1 && t->stride[d] != expect) contiguous = 0;
         expect *= t->size[d];
     }
+    const unsigned char *lo = base + (size_t)t->offset * es, *hi = base + ((size_t)maxoff + 1) * es;
+    map_pages(L, lo, hi, MADV_POPULATE_READ);
     if (contiguous)
-        convert_run(base + (size_t)t->offset * es, out->data, (size_t)numel, dt);
+        convert_run(lo, out->data, (size_t)numel, dt);
     else
         gather(base, dt, t, out->data);
+    /* the converted bytes leave this process's resident set (they stay in
+     * the page cache): peak memory is the fp32 weights, not the weights
+     * plus the whole file */
+    map_pages(L, lo, hi, MADV_DONTNEED);
     return DMX_OK;
 }
 
@@ -521,17 +549,21 @@ static dmx_status load_bare(loader *L, dmx__ckpt *ck, const dmx__pv *root) {
 }
 
 static dmx_status load_buf_ex(const unsigned char *buf, size_t len, const char *what, int bare,
-                              dmx__ckpt **out);
+                              int mapped, dmx__ckpt **out);
 
 static dmx_status load_buf(const unsigned char *buf, size_t len, const char *what,
                            dmx__ckpt **out) {
-    return load_buf_ex(buf, len, what, 0, out);
+    return load_buf_ex(buf, len, what, 0, 0, out);
 }
 
 static dmx_status load_buf_ex(const unsigned char *buf, size_t len, const char *what, int bare,
-                              dmx__ckpt **out) {
+                              int mapped, dmx__ckpt **out) {
     loader L = {0};
     L.what = what;
+    if (mapped) {
+        L.map = buf;
+        L.map_len = len;
+    }
     char *prefix = NULL;
     dmx__ckpt *ck = NULL;
     dmx_status s = dmx__zip_open(&L.zip, buf, len, what);
@@ -670,7 +702,7 @@ dmx_status dmx__ckpt_load_state_dict_mem(const void *buf, size_t len, const char
     if (!buf && len)
         return dmx__fail(DMX_ERR_INVALID_ARG, "dmx__ckpt_load_state_dict_mem: buf is NULL");
     static const unsigned char empty[1];
-    return load_buf_ex(buf ? buf : empty, len, name ? name : "checkpoint", 1, out);
+    return load_buf_ex(buf ? buf : empty, len, name ? name : "checkpoint", 1, 0, out);
 }
 
 static dmx_status load_path(const char *path, int bare, dmx__ckpt **out) {
@@ -693,7 +725,7 @@ static dmx_status load_path(const char *path, int bare, dmx__ckpt **out) {
     size_t len = (size_t)st.st_size;
     if (len == 0) {
         close(fd);
-        return load_buf_ex((const unsigned char *)"", 0, path, bare, out);
+        return load_buf_ex((const unsigned char *)"", 0, path, bare, 0, out);
     }
     /* Map the file read-only: data is converted straight from the page cache
      * and the mapping is dropped before returning. */
@@ -719,12 +751,11 @@ static dmx_status load_path(const char *path, int bare, dmx__ckpt **out) {
             }
             got += (size_t)r;
         }
-    } else {
-        /* Pre-fault the whole mapping in one call (cheaper than page by page). */
-        (void)madvise(map, len, MADV_POPULATE_READ);
     }
+    /* A mapping is faulted in tensor by tensor and each tensor's pages are
+     * dropped once converted (load_tensor). */
     close(fd);
-    dmx_status s = load_buf_ex(map ? map : heap, len, path, bare, out);
+    dmx_status s = load_buf_ex(map ? map : heap, len, path, bare, map != NULL, out);
     if (map) munmap(map, len);
     free(heap);
     return s;
