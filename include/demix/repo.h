@@ -254,6 +254,11 @@ void dmx_repo_hit_clear(dmx_repo_hit *h);
  * parsed. dmx_model_load() and dmx_repo_probe() decide with it. */
 dmx_status dmx_repo_config_checkpoint(const char *yaml_path, char **ckpt);
 
+/* 1 when `path` names an MSST config (a .yaml/.yml file that
+ * dmx_repo_config_checkpoint takes for one: a RoFormer model), else 0 (any
+ * other file, or one that cannot be read). Never fails. */
+int dmx_repo_is_msst_config(const char *path);
+
 /* ---- what a checkpoint file holds ------------------------------------------- */
 
 /* Reads a checkpoint's class and `sources` kwarg without loading its

@@ -404,16 +404,6 @@ static char *abs_path(const char *p) {
     return path_join(cwd, q);
 }
 
-/* 1 when the model file is an MSST config (a RoFormer), the registry's rule. */
-static int is_msst_config(const char *path) {
-    size_t n = strlen(path);
-    if (n < 5 || strcmp(path + n - 5, ".yaml")) return 0;
-    char *ck = NULL;
-    int yes = dmx_repo_config_checkpoint(path, &ck) == DMX_OK && ck;
-    free(ck);
-    return yes;
-}
-
 int cmd_separate(int argc, char **argv) {
     static const struct option longopts[] = {
         {"name", required_argument, NULL, 'n'},
@@ -664,7 +654,7 @@ int cmd_separate(int argc, char **argv) {
     /* A RoFormer runs MSST's chunking (the config's chunk_size and
      * inference.num_overlap): Demucs' run options have no counterpart, so
      * asking for one is an error rather than silently ignored. */
-    if (demucs_opt && (model_config || is_msst_config(model_path) ||
+    if (demucs_opt && (model_config || dmx_repo_is_msst_config(model_path) ||
                        (!cfg.repo && dmx_repo_msst_find(cfg.name)))) {
         exit_rc = cli_usage_error(
             cmd,

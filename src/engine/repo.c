@@ -822,6 +822,16 @@ dmx_status dmx_repo_config_checkpoint(const char *yaml_path, char **ckpt) {
     return DMX_OK;
 }
 
+int dmx_repo_is_msst_config(const char *path) {
+    if (!path) return 0;
+    size_t n = strlen(path);
+    if (!ends_with(path, n, ".yaml") && !ends_with(path, n, ".yml")) return 0;
+    char *ck = NULL;
+    int yes = dmx_repo_config_checkpoint(path, &ck) == DMX_OK && ck;
+    free(ck);
+    return yes;
+}
+
 /* An MSST config: family and stems from the config; its checkpoint must be
  * a regular file (its tensors are checked when the model loads). */
 static dmx_status probe_config(const char *path, const char *ckpt, dmx_repo_probe_info *out) {

@@ -264,22 +264,12 @@ static int check_disk(answer *a) {
                   (long long)(free_bytes >> 20), (long long)(srv_cfg.min_free_disk_bytes >> 20));
 }
 
-/* 1 when the model file is an MSST config (a RoFormer), the registry's rule. */
-static int is_msst_config(const char *path) {
-    size_t n = strlen(path);
-    if (n < 5 || strcmp(path + n - 5, ".yaml")) return 0;
-    char *ck = NULL;
-    int yes = dmx_repo_config_checkpoint(path, &ck) == DMX_OK && ck;
-    free(ck);
-    return yes;
-}
-
 /* The model exists, takes the options sent, its breaker is not open, and it
  * has the two_stems source. */
 static int check_model(const srv_separate_request *q, srv_req *r, answer *a) {
     char *path = srv_models_resolve(q->model);
     if (!path) return refuse(a, SRV_E_UNKNOWN_MODEL, "model '%s' is not available", q->model);
-    int msst = q->demucs_option[0] && is_msst_config(path);
+    int msst = q->demucs_option[0] && dmx_repo_is_msst_config(path);
     free(path);
     if (msst)
         return refuse(a, SRV_E_OPTION_NOT_APPLICABLE,
