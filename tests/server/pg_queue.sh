@@ -156,8 +156,11 @@ wait_row "$DID" state running 60 || fail "job not running before DELETE"
 sleep 0.5
 get delete 200 -X DELETE "$API_B/jobs/$DID"
 body_has delete '"deleted":true'
-for _ in $(seq 100); do
-    cat "$WORK/w1.log" "$WORK/w2.log" | grep -q "\"event_type\":\"job_deleted\".*$DID\|$DID.*\"event_type\":\"job_deleted\"" && break
+# the worker sees the row gone at its next heartbeat, the engine stops at
+# its next check (slow under the sanitizers), then the folder goes
+for _ in $(seq 1200); do
+    cat "$WORK/w1.log" "$WORK/w2.log" | grep -q "\"event_type\":\"job_deleted\".*$DID\|$DID.*\"event_type\":\"job_deleted\"" \
+        && [ ! -e "$D/jobs/$DID" ] && break
     sleep 0.1
 done
 cat "$WORK/w1.log" "$WORK/w2.log" | grep '"event_type":"separation"' | grep "$DID" | grep -q '"status":"cancelled"' \
@@ -200,11 +203,12 @@ submit stale "$WORK/long.wav" -F shifts=4
 SID=$ID
 wait_row "$SID" state running 60 || fail "job not running before the takeover"
 sql "UPDATE jobs SET worker_id = 'thief', attempts = attempts + 1, lease_expires = extract(epoch from now()) + 3600 WHERE id = '$SID'"
-for _ in $(seq 100); do
-    cat "$WORK/w1.log" "$WORK/w2.log" | grep '"event_type":"separation"' | grep -q "$SID" && break
+# seen at the next heartbeat, stopped at the engine's next check (slow
+# under the sanitizers), then its final write is refused
+for _ in $(seq 1200); do
+    cat "$WORK/w1.log" "$WORK/w2.log" | grep '"event_type":"lease_lost"' | grep -q "$SID" && break
     sleep 0.1
 done
-sleep 1
 cat "$WORK/w1.log" "$WORK/w2.log" | grep '"event_type":"lease_lost"' | grep -q "$SID" \
     && pass "the worker saw its lease taken over" || fail "no lease_lost for $SID"
 [ "$(sql "SELECT state || ' ' || worker_id FROM jobs WHERE id = '$SID'")" = "running thief" ] \
