@@ -34,9 +34,21 @@ static double now(void) {
 static const char *names[MAXT];
 static double times[MAXT];
 static double mem_in_use[MAXT], mem_high[MAXT];
+static double gflop[MAXT], gemm_s[MAXT];
+static uint64_t last_flops;
+static double last_gemm;
 static dmx__arena ar;
 static int ntaps;
 static double last;
+
+/* The matrix products since the previous tap. */
+static void mark(int i) {
+    uint64_t f = dmx__flop_count();
+    double g = dmx__gemm_seconds();
+    gflop[i] = (double)(f - last_flops) / 1e9;
+    gemm_s[i] = g - last_gemm;
+    last_flops = f, last_gemm = g;
+}
 
 static void tap(void *user, const char *name, const float *d, int c, int h, int w) {
     (void)user, (void)d, (void)c, (void)h, (void)w;
@@ -48,6 +60,7 @@ static void tap(void *user, const char *name, const float *d, int c, int h, int 
         names[ntaps] = cp;
         mem_in_use[ntaps] = ar.in_use / 1048576.0;
         mem_high[ntaps] = ar.high_water / 1048576.0;
+        mark(ntaps);
         times[ntaps++] = t - last;
     }
     last = now();
@@ -131,12 +144,17 @@ int main(int argc, char **argv) {
     }
     ntaps = 0;
     ar.high_water = ar.in_use;
+    static dmx__gemm_stat shapes[1024];
+    dmx__gemm_profile_start();
+    last_flops = dmx__flop_count(), last_gemm = dmx__gemm_seconds();
     last = now();
     run_forward(threads, tap);
     times[ntaps] = now() - last;
     mem_in_use[ntaps] = ar.in_use / 1048576.0;
     mem_high[ntaps] = ar.high_water / 1048576.0;
+    mark(ntaps);
     names[ntaps++] = "istft+output";
+    int nshapes = dmx__gemm_profile_stop(shapes, 1024);
     double peak = sgemm_peak(threads);
     printf("segment %.2f s of audio: %.3f s per evaluation (%.2fx realtime), arena %.0f MB peak (%.0f MB reserved)\n",
            (double)n / net->desc.samplerate, best, best / ((double)n / net->desc.samplerate),
@@ -145,10 +163,39 @@ int main(int argc, char **argv) {
     printf("length rule: %s\n", net->desc.fixed_segment ? "fixed" : "valid_length");
     printf("matrix products: %.1f GFLOP per evaluation, %.1f GFLOP/s achieved (%.0f%% of peak)\n",
            flops / 1e9, flops / 1e9 / best, 100.0 * flops / 1e9 / best / peak);
-    printf("per stage (a tapped run; time since the previous tap; arena MB in use after it / peak so\n"
-           "so far; the tapped run keeps the last decoder's whole output, so its peak is higher):\n");
-    for (int i = 0; i < ntaps; i++)
-        printf("  %-20s %8.3f s %8.0f %8.0f\n", names[i], times[i], mem_in_use[i], mem_high[i]);
+    printf("per stage (a tapped run; time since the previous tap; GFLOP of matrix products and their\n"
+           "rate against the peak; 'other' is the time outside matrix products; arena MB in use after\n"
+           "it / peak so far; the tapped run keeps the last decoder's whole output, so its peak is higher):\n");
+    printf("  %-20s %8s %8s %8s %6s %8s %8s %8s\n", "stage", "time_s", "GFLOP", "GFLOP/s", "%peak",
+           "other_s", "MB_used", "MB_peak");
+    double tot_t = 0, tot_f = 0, tot_g = 0;
+    for (int i = 0; i < ntaps; i++) {
+        double rate = gemm_s[i] > 0 ? gflop[i] / gemm_s[i] : 0;
+        printf("  %-20s %8.3f %8.1f %8.1f %6.0f %8.3f %8.0f %8.0f\n", names[i], times[i], gflop[i], rate,
+               100 * rate / peak, times[i] - gemm_s[i], mem_in_use[i], mem_high[i]);
+        tot_t += times[i], tot_f += gflop[i], tot_g += gemm_s[i];
+    }
+    printf("  %-20s %8.3f %8.1f %8.1f %6.0f %8.3f\n", "total", tot_t, tot_f, tot_f / tot_g,
+           100 * tot_f / tot_g / peak, tot_t - tot_g);
+    /* the shapes that lose the most time against the peak */
+    for (int i = 0; i < nshapes; i++)
+        for (int k = i + 1; k < nshapes; k++) {
+            double li = shapes[i].seconds - 2e-9 * shapes[i].M * shapes[i].N * shapes[i].K * shapes[i].calls / peak;
+            double lk = shapes[k].seconds - 2e-9 * shapes[k].M * shapes[k].N * shapes[k].K * shapes[k].calls / peak;
+            if (lk > li) {
+                dmx__gemm_stat t = shapes[i];
+                shapes[i] = shapes[k], shapes[k] = t;
+            }
+        }
+    printf("matrix product shapes losing the most time against the peak (op(A) MxK, op(B) KxN):\n");
+    printf("  %2s %2s %6s %6s %6s %6s %8s %8s %6s %8s\n", "tA", "tB", "M", "N", "K", "calls", "time_s",
+           "GFLOP/s", "%peak", "lost_s");
+    for (int i = 0; i < nshapes && i < 20; i++) {
+        double f = 2e-9 * shapes[i].M * shapes[i].N * shapes[i].K * shapes[i].calls;
+        printf("  %2d %2d %6d %6d %6d %6llu %8.3f %8.1f %6.0f %8.3f\n", shapes[i].ta, shapes[i].tb,
+               shapes[i].M, shapes[i].N, shapes[i].K, shapes[i].calls, shapes[i].seconds,
+               f / shapes[i].seconds, 100 * f / shapes[i].seconds / peak, shapes[i].seconds - f / peak);
+    }
     dmx__arena_free(&ar);
     dmx_model_free(m);
     free(mix);

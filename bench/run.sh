@@ -4,7 +4,11 @@
 # and peak RSS, for 30 s, 3 min and 10 min songs; then the per-stage
 # breakdown of one segment, thread scaling, bag cost and (when
 # DEMIX_UPSTREAM points at an upstream Demucs checkout and python3-torch is
-# installed) upstream's time on the same input. Numbers only, not a test.
+# installed) upstream's time on the same input, as run by default and with
+# glibc malloc keeping its memory. The per-stage breakdown gives each
+# stage's matrix-product GFLOP, their rate against the peak and the time
+# outside them, then the product shapes that lose the most time.
+# Numbers only, not a test.
 #
 #   bench/run.sh [MODEL.th | ARCH]   (default: the full-size htdemucs_6s_random fixture;
 #                                     ARCH: an architecture bench/build_model.py builds with
@@ -47,6 +51,11 @@ PEAK=$(awk '/sgemm peak/ {print $4}' "$TMP/fwd.txt")
 GFLOP_SEG=$(awk '/matrix products/ {print $3}' "$TMP/fwd.txt")
 SEG=$(awk '/^segment/ {print $2}' "$TMP/fwd.txt")
 RULE=$(awk '/^length rule/ {print $3}' "$TMP/fwd.txt")
+if [ "$THREADS" != 1 ]; then
+  echo
+  echo "== one segment on one thread (as each worker of a whole song runs it; its own peak) =="
+  "$BUILD/bench/bench_forward" "$MODEL" 1 2
+fi
 
 run_song() { # seconds threads -> "wall rss_kb"
   /usr/bin/time -f "%e %M" -o "$TMP/time.txt" "$BUILD/demix" separate -q --repo "$REPO" -n "$NAME" \
@@ -102,6 +111,15 @@ if [ -n "${DEMIX_UPSTREAM:-}" ] && /usr/bin/python3 -c "import torch" 2>/dev/nul
   /usr/bin/time -f "%e %M" -o "$TMP/time.txt" /usr/bin/python3 bench/upstream.py "$MODEL" "$TMP/in_$U.flac" "$THREADS"
   read -r WU RU < "$TMP/time.txt"
   awk -v a="$WD" -v b="$WU" -v r="$RU" -v u="$U" 'BEGIN { printf "%s s song: upstream %.1f s (peak RSS %.0f MB), demix %.1f s: demix is %.1fx faster\n", u, b, r / 1024, a, b / a }'
+  # PyTorch frees and re-allocates its large tensors through glibc malloc,
+  # which hands them back to the kernel each time: on a machine where page
+  # faults are dear (a virtual machine) that alone can double upstream's
+  # time. The fair comparison is upstream with malloc keeping its memory
+  # (no mmap, no trimming), as a user could run it.
+  MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=268435456 \
+    /usr/bin/time -f "%e %M" -o "$TMP/time.txt" /usr/bin/python3 bench/upstream.py "$MODEL" "$TMP/in_$U.flac" "$THREADS"
+  read -r WT RT < "$TMP/time.txt"
+  awk -v a="$WD" -v b="$WT" -v r="$RT" -v u="$U" 'BEGIN { printf "%s s song: upstream with malloc keeping its memory %.1f s (peak RSS %.0f MB), demix %.1f s: demix is %.1fx faster\n", u, b, r / 1024, a, b / a }'
 else
   echo "skipped: set DEMIX_UPSTREAM to an upstream Demucs checkout and install python3-torch"
 fi

@@ -9,9 +9,11 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -79,12 +81,73 @@ static _Atomic uint64_t g_flops;
 
 uint64_t dmx__flop_count(void) { return atomic_load_explicit(&g_flops, memory_order_relaxed); }
 
-void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                const float *B, int ldb, float beta, float *C, int ldc) {
-    atomic_fetch_add_explicit(&g_flops, 2ull * (uint64_t)M * N * K, memory_order_relaxed);
+/* The shape profile (benchmarks only): off, one relaxed load per product. */
+#define PROF_MAX 1024
+static _Atomic int g_prof;
+static pthread_mutex_t prof_lock = PTHREAD_MUTEX_INITIALIZER;
+static dmx__gemm_stat prof_v[PROF_MAX];
+static int prof_n;
+static double prof_seconds;
+
+static double mono_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void prof_add(int ta, int tb, int M, int N, int K, double dt) {
+    pthread_mutex_lock(&prof_lock);
+    prof_seconds += dt;
+    int i = 0;
+    while (i < prof_n && !(prof_v[i].ta == ta && prof_v[i].tb == tb && prof_v[i].M == M &&
+                           prof_v[i].N == N && prof_v[i].K == K))
+        i++;
+    if (i == prof_n && prof_n < PROF_MAX) prof_v[prof_n++] = (dmx__gemm_stat){ta, tb, M, N, K, 0, 0};
+    if (i < prof_n) prof_v[i].calls++, prof_v[i].seconds += dt;
+    pthread_mutex_unlock(&prof_lock);
+}
+
+void dmx__gemm_profile_start(void) {
+    pthread_mutex_lock(&prof_lock);
+    prof_n = 0;
+    prof_seconds = 0;
+    pthread_mutex_unlock(&prof_lock);
+    atomic_store(&g_prof, 1);
+}
+
+int dmx__gemm_profile_stop(dmx__gemm_stat *out, int max) {
+    atomic_store(&g_prof, 0);
+    pthread_mutex_lock(&prof_lock);
+    int n = prof_n < max ? prof_n : max;
+    memcpy(out, prof_v, (size_t)n * sizeof *out);
+    pthread_mutex_unlock(&prof_lock);
+    return n;
+}
+
+double dmx__gemm_seconds(void) {
+    pthread_mutex_lock(&prof_lock);
+    double s = prof_seconds;
+    pthread_mutex_unlock(&prof_lock);
+    return s;
+}
+
+static void sgemm_run(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc) {
     if (dmx__team_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
                 K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc) {
+    atomic_fetch_add_explicit(&g_flops, 2ull * (uint64_t)M * N * K, memory_order_relaxed);
+    if (!atomic_load_explicit(&g_prof, memory_order_relaxed)) {
+        sgemm_run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    double t0 = mono_now();
+    sgemm_run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    prof_add(ta, tb, M, N, K, mono_now() - t0);
 }
 
 static int col_block(size_t rows, size_t total) {

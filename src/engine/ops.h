@@ -92,4 +92,18 @@ void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A
 /* FLOPs of every dmx__sgemm since the process started. */
 uint64_t dmx__flop_count(void);
 
+/* The shape profile, for benchmarks: between start and stop every
+ * dmx__sgemm is timed (wall time of the call, helpers included) and summed
+ * per shape. Stop copies up to `max` shapes, in first-call order, into
+ * `out` and returns their number; dmx__gemm_seconds is the time summed
+ * over every profiled product so far. */
+typedef struct {
+    int ta, tb, M, N, K;
+    unsigned long long calls;
+    double seconds;
+} dmx__gemm_stat;
+void dmx__gemm_profile_start(void);
+int dmx__gemm_profile_stop(dmx__gemm_stat *out, int max);
+double dmx__gemm_seconds(void);
+
 #endif
