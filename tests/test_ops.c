@@ -131,6 +131,12 @@ int main(void) {
     check_conv_glu((dmx__conv_geom){6, 12, 3, 3, 1, 1, 1, 1, 1, 1}, 7, 11);
     check_conv_glu((dmx__conv_geom){16, 32, 1, 1, 1, 1, 0, 0, 1, 1}, 3, 10);
     check_conv_glu((dmx__conv_geom){24, 48, 3, 3, 1, 1, 1, 1, 1, 1}, 64, 300);
+    /* 3x3 with channels enough for Winograd (winograd.h): odd sizes (a
+     * cropped last tile row and column), several bands, a 3-row input */
+    check_conv((dmx__conv_geom){32, 64, 3, 3, 1, 1, 1, 1, 1, 1}, 63, 301);
+    check_conv((dmx__conv_geom){48, 32, 3, 3, 1, 1, 1, 1, 1, 1}, 3, 9);
+    check_conv_glu((dmx__conv_geom){32, 64, 3, 3, 1, 1, 1, 1, 1, 1}, 63, 301);
+    check_conv_glu((dmx__conv_geom){64, 96, 3, 3, 1, 1, 1, 1, 1, 1}, 8, 336);
     check_conv_tr((dmx__conv_geom){8, 4, 8, 1, 4, 1, 0, 0, 1, 1}, 6, 5);
     check_conv_tr((dmx__conv_geom){8, 4, 1, 8, 1, 4, 0, 0, 1, 1}, 1, 37);
     check_conv_tr((dmx__conv_geom){64, 32, 8, 1, 4, 1, 0, 0, 1, 1}, 32, 300);

@@ -150,8 +150,7 @@ static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, in
             }
         }
         if (cb == T) {
-            dmx__sgemm(0, 0, 2 * C, T, Hd, 1.0f, L->conv2_w, Hd, h, T, 0.0f, h2, T);
-            dmx__add_bias(h2, L->conv2_b, 2 * C, (size_t)T);
+            dmx__sgemm_rowbias(0, 0, 2 * C, T, Hd, L->conv2_w, Hd, h, T, L->conv2_b, h2, T);
             if (d->norm) dmx__group_norm(h2, 2 * C, 1, T, 1, L->norm2_w, L->norm2_b, 1e-5f);
             dmx__glu(h2, h2, 2 * C, (size_t)T);
             add_scaled(x, T, 0, h2, T, C, L->scale);
@@ -167,8 +166,8 @@ static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, in
             }
             for (int t0 = 0; t0 < T; t0 += cb) {
                 int n = T - t0 < cb ? T - t0 : cb;
-                dmx__sgemm(0, 0, 2 * C, n, Hd, 1.0f, L->conv2_w, Hd, h + t0, T, 0.0f, h2, n);
-                dmx__add_bias(h2, L->conv2_b, 2 * C, (size_t)n);
+                dmx__sgemm_rowbias(0, 0, 2 * C, n, Hd, L->conv2_w, Hd, h + t0, T, L->conv2_b, h2,
+                                   n);
                 if (pass == 0) {
                     for (size_t q = 0; q < (size_t)2 * C * n; q++) {
                         s1 += h2[q];

@@ -58,9 +58,8 @@ static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, i
                 int nr = rows - r0 < rb ? rows - r0 : rb;
                 int n = nr * T;
                 /* 1x1 conv on the rows [r0, r0 + nr): columns of h with stride `plane` */
-                dmx__sgemm(0, 0, 2 * C, n, Hd, 1.0f, L->conv2.w, Hd, h + (size_t)r0 * T, (int)plane,
-                           0.0f, h2, n);
-                dmx__add_bias(h2, L->conv2.b, 2 * C, (size_t)n);
+                dmx__sgemm_rowbias(0, 0, 2 * C, n, Hd, L->conv2.w, Hd, h + (size_t)r0 * T,
+                                   (int)plane, L->conv2.b, h2, n);
                 dmx__group_norm(h2, 2 * C, nr, T, 1, L->norm2.w, L->norm2.b, 1e-5f);
                 dmx__glu(h2, h2, 2 * C, (size_t)n);
                 for (int c = 0; c < C; c++) {
@@ -84,9 +83,8 @@ static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, i
                 }
                 for (int t0 = 0; t0 < T; t0 += cb) {
                     int n = T - t0 < cb ? T - t0 : cb;
-                    dmx__sgemm(0, 0, 2 * C, n, Hd, 1.0f, L->conv2.w, Hd, hr + t0, (int)plane, 0.0f,
-                               h2, n);
-                    dmx__add_bias(h2, L->conv2.b, 2 * C, (size_t)n);
+                    dmx__sgemm_rowbias(0, 0, 2 * C, n, Hd, L->conv2.w, Hd, hr + t0, (int)plane,
+                                       L->conv2.b, h2, n);
                     if (pass == 0) {
                         for (int c = 0; c < 2 * C; c++) {
                             const float *p = h2 + (size_t)c * n;

@@ -46,8 +46,7 @@ void dmx__localstate_bind(dmx__binder *b, dmx__localstate *m, const char *prefix
 /* y (cout, T) = w (cout, cin) x (cin, T) + b */
 static void conv1x1(const float *w, const float *b, int cout, int cin, const float *x, int T,
                     float *y) {
-    dmx__sgemm(0, 0, cout, T, cin, 1.0f, w, cin, x, T, 0.0f, y, T);
-    dmx__add_bias(y, b, cout, (size_t)T);
+    dmx__sgemm_rowbias(0, 0, cout, T, cin, w, cin, x, T, b, y, T);
 }
 
 dmx_status dmx__localstate_forward(const dmx__localstate *m, dmx__arena *ar, float *x, int T) {

@@ -6,6 +6,7 @@
 #include "ops.h"
 
 #include "team.h"
+#include "winograd.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -150,6 +151,19 @@ void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A
     prof_add(ta, tb, M, N, K, mono_now() - t0);
 }
 
+void dmx__sgemm_rowbias(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                        const float *B, int ldb, const float *bias, float *C, int ldc) {
+    if (!bias) {
+        dmx__sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
+        return;
+    }
+    for (int i = 0; i < M; i++) {
+        float *r = C + (size_t)i * ldc, v = bias[i];
+        for (int j = 0; j < N; j++) r[j] = v;
+    }
+    dmx__sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+}
+
 static int col_block(size_t rows, size_t total) {
     size_t nb = COL_BUDGET / (rows ? rows : 1);
     if (nb < 256) nb = 256;
@@ -219,23 +233,53 @@ static int is_1x1(const dmx__conv_geom *g) {
     return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
 }
 
-/* Output columns [j0, j0 + n) of conv(x) (without bias) into dst (cout
- * rows, leading dimension ld); col is im2col scratch of K x n floats
+/* Output columns [j0, j0 + n) of conv(x) + b (b may be NULL) into dst
+ * (cout rows, leading dimension ld); col is im2col scratch of K x n floats
  * (unused for 1x1 convolutions, which multiply the input directly). */
 static void conv_columns(const dmx__conv_geom *g, const float *x, int H, int W, int Wo,
-                         size_t total, size_t j0, int n, const float *w, float *col, float *dst,
-                         int ld) {
+                         size_t total, size_t j0, int n, const float *w, const float *b,
+                         float *col, float *dst, int ld) {
     int K = g->cin * g->kh * g->kw;
     if (is_1x1(g)) {
-        dmx__sgemm(0, 0, g->cout, n, K, 1.0f, w, K, x + j0, (int)total, 0.0f, dst, ld);
+        dmx__sgemm_rowbias(0, 0, g->cout, n, K, w, K, x + j0, (int)total, b, dst, ld);
     } else {
         im2col_block(g, x, H, W, Wo, (long)j0, n, col);
-        dmx__sgemm(0, 0, g->cout, n, K, 1.0f, w, K, col, n, 0.0f, dst, ld);
+        dmx__sgemm_rowbias(0, 0, g->cout, n, K, w, K, col, n, b, dst, ld);
     }
+}
+
+/* conv(x) + b by Winograd (winograd.h), band by band: straight into y
+ * (glu 0), or through a band of scratch and GLU into y's first cout/2
+ * channels (glu 1). */
+static int conv_wino(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
+                     const float *w, const float *b, float *y, int glu) {
+    size_t total = (size_t)H * W;
+    int rows = dmx__wino_band_rows(g, H, W);
+    dmx__arena_mark m = dmx__arena_save(ar);
+    float *U = dmx__wino_weights(ar, g, w);
+    float *tmp = glu ? dmx__arena_floats(ar, (size_t)g->cout * rows * W) : NULL;
+    if (!U || (glu && !tmp)) return dmx__arena_restore(ar, m), -1;
+    for (int r0 = 0; r0 < H; r0 += rows) {
+        int r1 = r0 + rows < H ? r0 + rows : H;
+        size_t n = (size_t)(r1 - r0) * W;
+        if (!glu) {
+            if (dmx__wino_band(ar, g, U, x, H, W, b, r0, r1, y + (size_t)r0 * W, total))
+                return dmx__arena_restore(ar, m), -1;
+            continue;
+        }
+        if (dmx__wino_band(ar, g, U, x, H, W, b, r0, r1, tmp, n))
+            return dmx__arena_restore(ar, m), -1;
+        dmx__glu(tmp, tmp, g->cout, n);
+        for (int c = 0; c < g->cout / 2; c++)
+            memcpy(y + (size_t)c * total + (size_t)r0 * W, tmp + (size_t)c * n, sizeof(float) * n);
+    }
+    dmx__arena_restore(ar, m);
+    return 0;
 }
 
 int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                 const float *w, const float *b, float *y) {
+    if (dmx__wino_use(g, H, W)) return conv_wino(ar, g, x, H, W, w, b, y, 0);
     int Ho = dmx__conv_out(H, g->kh, g->sh, g->ph, g->dh);
     int Wo = dmx__conv_out(W, g->kw, g->sw, g->pw, g->dw);
     size_t total = (size_t)Ho * Wo;
@@ -247,15 +291,15 @@ int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, 
     if (!is_1x1(g) && !col) return -1;
     for (size_t j0 = 0; j0 < total; j0 += nb) {
         int n = (int)((total - j0) < (size_t)nb ? (total - j0) : (size_t)nb);
-        conv_columns(g, x, H, W, Wo, total, j0, n, w, col, y + j0, (int)total);
+        conv_columns(g, x, H, W, Wo, total, j0, n, w, b, col, y + j0, (int)total);
     }
     dmx__arena_restore(ar, m);
-    dmx__add_bias(y, b, g->cout, total);
     return 0;
 }
 
 int dmx__conv2d_glu(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                     const float *w, const float *b, float *y) {
+    if (dmx__wino_use(g, H, W)) return conv_wino(ar, g, x, H, W, w, b, y, 1);
     int Ho = dmx__conv_out(H, g->kh, g->sh, g->ph, g->dh);
     int Wo = dmx__conv_out(W, g->kw, g->sw, g->pw, g->dw);
     size_t total = (size_t)Ho * Wo;
@@ -269,8 +313,7 @@ int dmx__conv2d_glu(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int
     if ((!is_1x1(g) && !col) || !tmp) return -1;
     for (size_t j0 = 0; j0 < total; j0 += nb) {
         int n = (int)((total - j0) < (size_t)nb ? (total - j0) : (size_t)nb);
-        conv_columns(g, x, H, W, Wo, total, j0, n, w, col, tmp, n);
-        dmx__add_bias(tmp, b, g->cout, (size_t)n);
+        conv_columns(g, x, H, W, Wo, total, j0, n, w, b, col, tmp, n);
         dmx__glu(tmp, tmp, g->cout, (size_t)n);
         for (int c = 0; c < half; c++)
             memcpy(y + (size_t)c * total + j0, tmp + (size_t)c * n, sizeof(float) * n);
@@ -431,13 +474,13 @@ void dmx__glu(const float *x, float *y, int C, size_t L) {
 }
 
 void dmx__linear(const float *x, int N, int in, const float *w, const float *b, int out, float *y) {
-    dmx__sgemm(0, 1, N, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-    if (b) {
-        for (int i = 0; i < N; i++) {
-            float *r = y + (size_t)i * out;
-            for (int o = 0; o < out; o++) r[o] += b[o];
-        }
+    if (!b) {
+        dmx__sgemm(0, 1, N, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+        return;
     }
+    /* the bias first, the product accumulated onto it (dmx__sgemm_rowbias) */
+    for (int i = 0; i < N; i++) memcpy(y + (size_t)i * out, b, sizeof(float) * (size_t)out);
+    dmx__sgemm(0, 1, N, out, in, 1.0f, x, in, w, in, 1.0f, y, out);
 }
 
 void dmx__add(float *y, const float *a, size_t n) {

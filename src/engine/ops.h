@@ -89,6 +89,13 @@ void dmx__add(float *y, const float *a, size_t n);
  * counts the FLOPs for dmx__flop_count(). */
 void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc);
+/* C (M, N; leading dimension ldc) = op(A) op(B) + bias[i] on row i (bias
+ * may be NULL). The bias is written first and the product accumulated onto
+ * it: BLAS skips its pass that clears C, the result needs no second pass,
+ * and each element is rounded as sum-then-add, as a separate add does. */
+void dmx__sgemm_rowbias(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                        const float *B, int ldb, const float *bias, float *C, int ldc);
+
 /* FLOPs of every dmx__sgemm since the process started. */
 uint64_t dmx__flop_count(void);
 
