@@ -489,6 +489,14 @@ void dmx__add(float *y, const float *a, size_t n) {
 
 void dmx__softmax_rows(float *x, int rows, int n) {
     for (int r = 0; r < rows; r++) {
+        float inv, *row = x + (size_t)r * n;
+        dmx__softmax_rows_unscaled(row, 1, n, &inv);
+        for (int j = 0; j < n; j++) row[j] *= inv;
+    }
+}
+
+void dmx__softmax_rows_unscaled(float *x, int rows, int n, float *inv) {
+    for (int r = 0; r < rows; r++) {
         float *row = x + (size_t)r * n;
         int j = 0;
         float mx = -INFINITY, sum = 0.0f;
@@ -514,7 +522,6 @@ void dmx__softmax_rows(float *x, int rows, int n) {
             row[j] = expf(row[j] - mx);
             sum += row[j];
         }
-        float inv = 1.0f / sum;
-        for (j = 0; j < n; j++) row[j] *= inv;
+        inv[r] = 1.0f / sum;
     }
 }

@@ -393,7 +393,8 @@ static int attn_softmax(const dmx__roformer *n, dmx__arena *ar, const rf_block *
     float *cs = dmx__arena_floats(ar, (size_t)L * Dh);
     int qb = L < QBLOCK ? L : QBLOCK;
     float *sc = dmx__arena_floats(ar, (size_t)qb * L);
-    if (!h || !qkv || !g || !o || !cs || !sc) {
+    float *inv = dmx__arena_floats(ar, (size_t)qb);
+    if (!h || !qkv || !g || !o || !cs || !sc || !inv) {
         dmx__arena_restore(ar, m);
         return -1;
     }
@@ -423,11 +424,11 @@ static int attn_softmax(const dmx__roformer *n, dmx__arena *ar, const rf_block *
                 int nq = L - q0 < qb ? L - q0 : qb;
                 dmx__sgemm(0, 1, nq, L, Dh, scale, Q + (size_t)q0 * 3 * inner, 3 * inner, K,
                            3 * inner, 0.0f, sc, L);
-                dmx__softmax_rows(sc, nq, L);
+                dmx__softmax_rows_unscaled(sc, nq, L, inv);
                 float *O = o + ((size_t)s * L + q0) * inner + hh * Dh;
                 dmx__sgemm(0, 0, nq, Dh, L, 1.0f, sc, L, V, 3 * inner, 0.0f, O, inner);
                 for (int i = 0; i < nq; i++) {
-                    float gv = g[((size_t)s * L + q0 + i) * H + hh];
+                    float gv = g[((size_t)s * L + q0 + i) * H + hh] * inv[i];
                     for (int d = 0; d < Dh; d++) O[(size_t)i * inner + d] *= gv;
                 }
             }

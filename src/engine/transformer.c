@@ -102,7 +102,9 @@ static dmx_status mha(const dmx__tlayer *L, int heads, dmx__arena *ar, const flo
     float *o = dmx__arena_floats(ar, (size_t)Nq * C);
     int qb = Nq < QBLOCK ? Nq : QBLOCK;
     float *sc = dmx__arena_floats(ar, (size_t)qb * Nk);
-    if (!q || !k || !v || !o || !sc) return dmx__fail(DMX_ERR_NOMEM, "out of memory in attention");
+    float *inv = dmx__arena_floats(ar, (size_t)qb);
+    if (!q || !k || !v || !o || !sc || !inv)
+        return dmx__fail(DMX_ERR_NOMEM, "out of memory in attention");
     dmx__linear(q_in, Nq, C, L->in_w, L->in_b, C, q);
     dmx__linear(kv_in, Nk, C, L->in_w + (size_t)C * C, L->in_b + C, C, k);
     dmx__linear(kv_in, Nk, C, L->in_w + (size_t)2 * C * C, L->in_b + 2 * C, C, v);
@@ -115,9 +117,11 @@ static dmx_status mha(const dmx__tlayer *L, int heads, dmx__arena *ar, const flo
             int nq = Nq - i0 < qb ? Nq - i0 : qb;
             dmx__sgemm(0, 1, nq, Nk, D, 1.0f, q + (size_t)i0 * C + h * D, C, k + h * D, C, 0.0f, sc,
                        Nk);
-            dmx__softmax_rows(sc, nq, Nk);
-            dmx__sgemm(0, 0, nq, D, Nk, 1.0f, sc, Nk, v + h * D, C, 0.0f,
-                       o + (size_t)i0 * C + h * D, C);
+            dmx__softmax_rows_unscaled(sc, nq, Nk, inv);
+            float *oh = o + (size_t)i0 * C + h * D;
+            dmx__sgemm(0, 0, nq, D, Nk, 1.0f, sc, Nk, v + h * D, C, 0.0f, oh, C);
+            for (int i = 0; i < nq; i++)
+                for (int d = 0; d < D; d++) oh[(size_t)i * C + d] *= inv[i];
         }
     }
     dmx__linear(o, Nq, C, L->out_w, L->out_b, C, out);
