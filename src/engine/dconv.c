@@ -169,10 +169,7 @@ static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, in
                 dmx__sgemm_rowbias(0, 0, 2 * C, n, Hd, L->conv2_w, Hd, h + t0, T, L->conv2_b, h2,
                                    n);
                 if (pass == 0) {
-                    for (size_t q = 0; q < (size_t)2 * C * n; q++) {
-                        s1 += h2[q];
-                        s2 += (double)h2[q] * h2[q];
-                    }
+                    dmx__sum_sq(h2, (size_t)2 * C * n, &s1, &s2);
                     continue;
                 }
                 if (d->norm)

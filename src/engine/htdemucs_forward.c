@@ -86,16 +86,7 @@ static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, i
                     dmx__sgemm_rowbias(0, 0, 2 * C, n, Hd, L->conv2.w, Hd, hr + t0, (int)plane,
                                        L->conv2.b, h2, n);
                     if (pass == 0) {
-                        for (int c = 0; c < 2 * C; c++) {
-                            const float *p = h2 + (size_t)c * n;
-                            double a = 0, a2 = 0;
-                            for (int q = 0; q < n; q++) {
-                                a += p[q];
-                                a2 += (double)p[q] * p[q];
-                            }
-                            s += a;
-                            s2 += a2;
-                        }
+                        dmx__sum_sq(h2, (size_t)2 * C * n, &s, &s2);
                         continue;
                     }
                     for (int c = 0; c < 2 * C; c++) {

@@ -372,6 +372,76 @@ int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, i
     return 0;
 }
 
+void dmx__sum_sq(const float *p, size_t n, double *s, double *s2) {
+    size_t i = 0;
+    double a = 0, a2 = 0;
+#if defined(__AVX512F__)
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(p + i);
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        s0 = _mm512_add_pd(s0, lo), s1 = _mm512_add_pd(s1, hi);
+        q0 = _mm512_fmadd_pd(lo, lo, q0), q1 = _mm512_fmadd_pd(hi, hi, q1);
+    }
+    a = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    a2 = _mm512_reduce_add_pd(_mm512_add_pd(q0, q1));
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(p + i);
+        __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+        s0 = _mm256_add_pd(s0, lo), s1 = _mm256_add_pd(s1, hi);
+        q0 = _mm256_fmadd_pd(lo, lo, q0), q1 = _mm256_fmadd_pd(hi, hi, q1);
+    }
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(s0, s1));
+    a = (t[0] + t[1]) + (t[2] + t[3]);
+    _mm256_storeu_pd(t, _mm256_add_pd(q0, q1));
+    a2 = (t[0] + t[1]) + (t[2] + t[3]);
+#endif
+    for (; i < n; i++) {
+        double v = p[i];
+        a += v;
+        a2 += v * v;
+    }
+    *s += a;
+    *s2 += a2;
+}
+
+double dmx__sum_sqdev(const float *p, size_t n, double mean) {
+    size_t i = 0;
+    double a = 0;
+#if defined(__AVX512F__)
+    __m512d m = _mm512_set1_pd(mean), q0 = _mm512_setzero_pd(), q1 = q0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(p + i);
+        __m512d lo = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), m);
+        __m512d hi = _mm512_sub_pd(
+            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))), m);
+        q0 = _mm512_fmadd_pd(lo, lo, q0), q1 = _mm512_fmadd_pd(hi, hi, q1);
+    }
+    a = _mm512_reduce_add_pd(_mm512_add_pd(q0, q1));
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256d m = _mm256_set1_pd(mean), q0 = _mm256_setzero_pd(), q1 = q0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(p + i);
+        __m256d lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), m);
+        __m256d hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), m);
+        q0 = _mm256_fmadd_pd(lo, lo, q0), q1 = _mm256_fmadd_pd(hi, hi, q1);
+    }
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(q0, q1));
+    a = (t[0] + t[1]) + (t[2] + t[3]);
+#endif
+    for (; i < n; i++) {
+        double d = p[i] - mean;
+        a += d * d;
+    }
+    return a;
+}
+
 void dmx__group_norm(float *x, int C, int rows, int L, int groups, const float *gamma,
                      const float *beta, float eps) {
     int cpg = C / groups;
@@ -380,17 +450,8 @@ void dmx__group_norm(float *x, int C, int rows, int L, int groups, const float *
     for (int r = 0; r < rows; r++) {
         for (int g = 0; g < groups; g++) {
             double s = 0, s2 = 0;
-            for (int c = g * cpg; c < (g + 1) * cpg; c++) {
-                const float *p = x + c * cstride + r * rstride;
-                double a = 0, a2 = 0;
-                for (int l = 0; l < L; l++) {
-                    double v = p[l];
-                    a += v;
-                    a2 += v * v;
-                }
-                s += a;
-                s2 += a2;
-            }
+            for (int c = g * cpg; c < (g + 1) * cpg; c++)
+                dmx__sum_sq(x + c * cstride + r * rstride, (size_t)L, &s, &s2);
             double n = (double)cpg * L;
             double mean = s / n;
             double var = s2 / n - mean * mean;
@@ -414,14 +475,10 @@ void dmx__layer_norm(const float *x, float *y, int N, int C, const float *gamma,
     for (int i = 0; i < N; i++) {
         const float *p = x + (size_t)i * C;
         float *q = y + (size_t)i * C;
-        double s = 0;
-        for (int c = 0; c < C; c++) s += p[c];
+        double s = 0, s2 = 0;
+        dmx__sum_sq(p, (size_t)C, &s, &s2);
         double mean = s / C;
-        double v = 0;
-        for (int c = 0; c < C; c++) {
-            double d = p[c] - mean;
-            v += d * d;
-        }
+        double v = dmx__sum_sqdev(p, (size_t)C, mean);
         float rstd = (float)(1.0 / sqrt(v / C + eps));
         float fm = (float)mean;
         for (int c = 0; c < C; c++) {

@@ -65,6 +65,13 @@ void dmx__group_norm(float *x, int C, int rows, int L, int groups, const float *
 void dmx__layer_norm(const float *x, float *y, int N, int C, const float *gamma, const float *beta,
                      float eps);
 
+/* Statistics in double, vectorised (lanes of doubles, so the order of the
+ * sums differs from a plain loop only far below float precision):
+ * *s += sum p[i] and *s2 += sum p[i]^2 over n floats; dmx__sum_sqdev
+ * returns sum (p[i] - mean)^2. */
+void dmx__sum_sq(const float *p, size_t n, double *s, double *s2);
+double dmx__sum_sqdev(const float *p, size_t n, double mean);
+
 /* Exact (erf) GELU in place. */
 void dmx__gelu(float *x, size_t n);
 void dmx__relu(float *x, size_t n);

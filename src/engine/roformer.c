@@ -351,8 +351,8 @@ static void rms_norm(const float *x, int ldx, float *y, int ldy, int N, int dim,
     for (int i = 0; i < N; i++) {
         const float *xr = x + (size_t)i * ldx;
         float *yr = y + (size_t)i * ldy;
-        double ss = 0;
-        for (int j = 0; j < dim; j++) ss += (double)xr[j] * xr[j];
+        double sum = 0, ss = 0;
+        dmx__sum_sq(xr, (size_t)dim, &sum, &ss);
         float nrm = (float)sqrt(ss);
         float inv = 1.0f / (nrm > 1e-12f ? nrm : 1e-12f);
         for (int j = 0; j < dim; j++) yr[j] = xr[j] * inv * scale * gamma[j];

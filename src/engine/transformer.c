@@ -61,11 +61,7 @@ static void token_group_norm(float *x, int N, int C, const dmx__norm *n) {
     for (int g = 0; g < n->groups; g++) {
         double s = 0, s2 = 0;
         for (int i = 0; i < N; i++) {
-            const float *p = x + (size_t)i * C + g * cpg;
-            for (int c = 0; c < cpg; c++) {
-                s += p[c];
-                s2 += (double)p[c] * p[c];
-            }
+            dmx__sum_sq(x + (size_t)i * C + g * cpg, (size_t)cpg, &s, &s2);
         }
         double cnt = (double)N * cpg, mean = s / cnt, var = s2 / cnt - mean * mean;
         if (var < 0) var = 0;
