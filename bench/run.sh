@@ -86,6 +86,24 @@ read -r W1 _ < <(run_song "$FIRST" 1)
 read -r WN _ < <(run_song "$FIRST" "$THREADS")
 awk -v a="$W1" -v b="$WN" -v t="$THREADS" 'BEGIN { printf "1 thread %.1f s, %d threads %.1f s: %.2fx\n", a, t, b, a / b }'
 
+if [ "$THREADS" -ge 2 ]; then
+echo
+echo "== two songs ($FIRST s each): one after the other on $THREADS threads, then side by side on $((THREADS / 2)) each =="
+# what the service does with one worker of all the threads, against two
+# workers sharing them (demix serve --workers 2)
+T0=$(date +%s.%N)
+run_song "$FIRST" "$THREADS" >/dev/null
+run_song "$FIRST" "$THREADS" >/dev/null
+T1=$(date +%s.%N)
+run_song "$FIRST" $((THREADS / 2)) >/dev/null &
+SIDE=$!
+/usr/bin/time -f "%e %M" -o "$TMP/time2.txt" "$BUILD/demix" separate -q --repo "$REPO" -n "$NAME" \
+  --shifts 0 --threads $((THREADS / 2)) --float32 --clip-mode none -o "$TMP/out2" "$TMP/in_$FIRST.flac"
+wait "$SIDE"
+T2=$(date +%s.%N)
+awk -v a="$T0" -v b="$T1" -v c="$T2" 'BEGIN { printf "one after the other %.1f s, side by side %.1f s (%.2fx)\n", b - a, c - b, (b - a) / (c - b) }'
+fi
+
 if [ "${BENCH_BAG:-1}" != 0 ]; then
 echo
 echo "== bag of 4 (htdemucs_ft-like: 4 copies of the model, $FIRST s song) =="
