@@ -108,21 +108,33 @@ int dmx__wino_band(dmx__arena *ar, const dmx__conv_geom *g, const float *U, cons
         const float *xc = x + (size_t)ci * H * W;
         for (int ty = ty0; ty < ty1; ty++) {
             int r0 = WM * ty - 1;
-            for (int a = 0; a < WA; a++) { /* the patch rows, zero outside */
+            /* the patch rows split by column phase (padded column c + 1 =
+             * WM * t + q in phase q at t), zeros outside; then the vertical
+             * transform on the phase arrays (a permutation commutes with it) */
+            for (int a = 0; a < WA; a++) {
                 float *rw = rows + (size_t)a * PW;
                 int hi = r0 + a;
-                memset(rw, 0, sizeof(float) * PW);
-                if (hi >= 0 && hi < H) {
-                    int n = W < PW - 1 ? W : PW - 1;
-                    memcpy(rw + 1, xc + (size_t)hi * W, sizeof(float) * n);
+                if (hi < 0 || hi >= H) {
+                    memset(rw, 0, sizeof(float) * PW);
+                    continue;
+                }
+                const float *src = xc + (size_t)hi * W;
+                for (int q = 0; q < WM; q++) {
+                    float *dq = rw + (size_t)q * tpp;
+                    for (int t = 0; t < tpp; t++) {
+                        int c = WM * t + q - 1;
+                        dq[t] = (c >= 0 && c < W) ? src[c] : 0.0f;
+                    }
                 }
             }
-            for (int i = 0; i < WA; i++) { /* u_i = sum_a BT[i][a] row_a, split by phase */
+            for (int i = 0; i < WA; i++) {
                 float *pi = ph + (size_t)i * PW;
-                for (int c = 0; c < PW; c++) {
-                    float s = 0;
-                    for (int a = 0; a < WA; a++) s += BT[i][a] * rows[(size_t)a * PW + c];
-                    pi[(c % WM) * tpp + c / WM] = s;
+                for (int c = 0; c < PW; c++) pi[c] = 0;
+                for (int a = 0; a < WA; a++) {
+                    float coef = BT[i][a];
+                    if (coef == 0) continue;
+                    const float *ra = rows + (size_t)a * PW;
+                    for (int c = 0; c < PW; c++) pi[c] += coef * ra[c];
                 }
             }
             size_t p0 = (size_t)(ty - ty0) * tw;
@@ -165,14 +177,20 @@ int dmx__wino_band(dmx__arena *ar, const dmx__conv_geom *g, const float *U, cons
                 int oy = WM * ty + a;
                 if (oy < oh0 || oy >= oh1) continue;
                 float *yr = yc + (size_t)(oy - oh0) * W;
-                for (int bb = 0; bb < WM; bb++) {
-                    int full = (W - bb + WM - 1) / WM; /* tiles whose column bb is inside */
-                    for (int t = 0; t < full; t++) {
-                        float s = bias;
-                        for (int j = 0; j < WA; j++)
-                            s += AT[bb][j] * tt[((size_t)a * WA + j) * tw + t];
-                        yr[WM * t + bb] = s;
+                for (int bb = 0; bb < WM; bb++) { /* column phase bb, then interleaved */
+                    float *yq = ph + (size_t)bb * tw;
+                    for (int t = 0; t < tw; t++) yq[t] = bias;
+                    for (int j = 0; j < WA; j++) {
+                        float coef = AT[bb][j];
+                        if (coef == 0) continue;
+                        const float *src = tt + ((size_t)a * WA + j) * tw;
+                        for (int t = 0; t < tw; t++) yq[t] += coef * src[t];
                     }
+                }
+                for (int bb = 0; bb < WM; bb++) {
+                    const float *yq = ph + (size_t)bb * tw;
+                    int full = (W - bb + WM - 1) / WM; /* tiles whose column bb is inside */
+                    for (int t = 0; t < full; t++) yr[WM * t + bb] = yq[t];
                 }
             }
         }
