@@ -105,7 +105,11 @@ get w_live 200 "$W1B/livez"
 get w_ready 200 "$W1B/readyz"
 get w_jobs 404 "$W1B/jobs"
 get w_sep 404 -F "file=@$GOLDEN/inputs/mix_3s.wav" "$W1B/separate"
-sleep 1.5 # a heartbeat and a metrics refresh
+# a heartbeat and a metrics refresh (seconds; more under the sanitizers)
+for _ in $(seq 150); do
+    curl -sS --max-time 10 "$W1B/metrics" 2>/dev/null | grep -q '^demix_cluster_workers_live 2' && break
+    sleep 0.2
+done
 get w_metrics 200 "$W1B/metrics"
 body_has w_metrics 'demix_node_info{role="worker"} 1'
 body_has w_metrics 'demix_cluster_workers_live 2'
