@@ -445,6 +445,21 @@ static srv_job *parse_row(PGresult *r, int row) {
     return j;
 }
 
+/* Hands each row of r, parsed, to fn (which takes it) until fn returns < 0.
+ * Returns the rows handed over, or -1 when r is an error. */
+static int each_job_row(PGresult *r, const char *what, int (*fn)(void *user, srv_job *j),
+                        void *user) {
+    if (result_status(r, what) < 0) return -1;
+    int n = 0;
+    for (int row = 0; row < PQntuples(r); row++) {
+        srv_job *j = parse_row(r, row);
+        if (!j) break;
+        n++;
+        if (fn(user, j) < 0) break;
+    }
+    return n;
+}
+
 static int pg_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
     static const char SQL[] = "SELECT " JOB_COLS " FROM jobs j ORDER BY created DESC LIMIT $1";
     char lim[16];
@@ -452,13 +467,7 @@ static int pg_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
     const char *p[1] = {lim};
     pthread_mutex_lock(&pg_lock);
     PGresult *r = run(SQL, 1, p);
-    int n = result_status(r, "load") < 0 ? -1 : 0;
-    for (int row = 0; n >= 0 && row < PQntuples(r); row++) {
-        srv_job *j = parse_row(r, row);
-        if (!j) break;
-        n++;
-        if (fn(user, j) < 0) break;
-    }
+    int n = each_job_row(r, "load", fn, user);
     PQclear(r);
     pthread_mutex_unlock(&pg_lock);
     return n;
@@ -602,15 +611,9 @@ static int pg_list(int limit, int offset, int (*fn)(void *user, srv_job *j), voi
     const char *p[2] = {lim, off};
     pthread_mutex_lock(&pg_lock);
     PGresult *r = run(SQL, 2, p);
-    int n = result_status(r, "list") < 0 ? -1 : 0;
-    *total = 0;
-    for (int row = 0; n >= 0 && row < PQntuples(r); row++) {
-        *total = atoi(PQgetvalue(r, row, N_JOB_COLS + 1));
-        srv_job *j = parse_row(r, row);
-        if (!j) break;
-        n++;
-        if (fn(user, j) < 0) break;
-    }
+    int n = each_job_row(r, "list", fn, user);
+    /* count(*) OVER (): the same on every row */
+    *total = n > 0 ? atoi(PQgetvalue(r, 0, N_JOB_COLS + 1)) : 0;
     PQclear(r);
     if (n == 0 && offset > 0) { /* past the end: the total still counts */
         r = run("SELECT count(*) FROM jobs", 0, NULL);

@@ -149,6 +149,22 @@ r1=$(runs "$WORK/w1.log"); r2=$(runs "$WORK/w2.log")
 ids_run=$(cat "$WORK/w1.log" "$WORK/w2.log" | grep '"event_type":"separation_start"' | grep -o '"job":"[0-9a-f]*"' | sort | uniq -d)
 [ -z "$ids_run" ] && pass "no job started on two workers" || fail "started twice: $ids_run"
 [ "$(runs "$WORK/api.log")" = 0 ] && pass "the --no-workers node ran no job" || fail "the API node ran jobs"
+# the list comes from the database: pages, newest first, the total counted
+# there (past the last page too)
+N_ROWS=$(sql "SELECT count(*) FROM jobs")
+get list 200 "$API_B/jobs?limit=3&offset=1"
+python3 - "$WORK/list.body" "$N_ROWS" "${IDS[6]}" <<'PY' && pass "GET /jobs pages from the database" || fail "list: $(head -c 400 "$WORK/list.body")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["total"] == int(sys.argv[2]) and d["limit"] == 3 and d["offset"] == 1, d
+assert len(d["jobs"]) == 3 and d["jobs"][0]["id"] == sys.argv[3], d  # newest first, one skipped
+PY
+get list_end 200 "$API_B/jobs?limit=3&offset=1000"
+python3 - "$WORK/list_end.body" "$N_ROWS" <<'PY' && pass "past the last page: no jobs, the total still counted" || fail "list past the end: $(head -c 300 "$WORK/list_end.body")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["jobs"] == [] and d["total"] == int(sys.argv[2]), d
+PY
 # a job's result is readable through the API node (shared data folder)
 get stem 200 "$API_B/jobs/${IDS[0]}/stems/vocals"
 get zip 200 "$API_B/jobs/${IDS[0]}/zip"
