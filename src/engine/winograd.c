@@ -95,7 +95,7 @@ int dmx__wino_band(dmx__arena *ar, const dmx__conv_geom *g, const float *U, cons
     float *V = dmx__arena_floats(ar, (size_t)WK * ci_n * P);
     float *M = dmx__arena_floats(ar, (size_t)WK * co_n * P);
     float *rows = dmx__arena_floats(ar, (size_t)WA * PW);     /* input rows, padded */
-    float *ph = dmx__arena_floats(ar, (size_t)WA * PW);       /* vertical transform, by phase */
+    float *ph = dmx__arena_floats(ar, (size_t)WA * PW);       /* vertical transform by phase; outputs by phase */
     float *tt = dmx__arena_floats(ar, (size_t)WM * WA * tw);  /* output: A^T m */
     if (!V || !M || !rows || !ph || !tt) {
         dmx__arena_restore(ar, mk);
