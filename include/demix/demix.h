@@ -149,6 +149,13 @@ dmx_thread_plan dmx_threads_divide(int32_t cpus, int32_t jobs, int32_t threads);
 /* CPUs this process may run on (its affinity mask), at least 1. */
 int32_t dmx_cpu_count(void);
 
+/* ---- BLAS kernels -------------------------------------------------------------
+ * The OpenBLAS kernel family in use ("Haswell", "SkylakeX", "Cooperlake",
+ * ...): OpenBLAS picks it from the CPU as it loads, unless OPENBLAS_CORETYPE
+ * names one. AVX2 kernels on an AVX-512 CPU run matrix products at about
+ * half the speed the CPU has. */
+const char *dmx_blas_core(void);
+
 /* Creates a session for `m` (which must outlive it). */
 dmx_status dmx_session_new(const dmx_model *m, dmx_session **out);
 void dmx_session_free(dmx_session *s);

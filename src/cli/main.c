@@ -286,8 +286,8 @@ void print_models_help(FILE *f) {
 }
 
 static void print_version(void) {
-    printf("demix %s (engine %s; output formats: %s)\n", DEMIX_CLI_VERSION, DMX_VERSION_STRING,
-           dmx_audio_supported_formats());
+    printf("demix %s (engine %s; output formats: %s; OpenBLAS kernels: %s)\n", DEMIX_CLI_VERSION,
+           DMX_VERSION_STRING, dmx_audio_supported_formats(), dmx_blas_core());
 }
 
 int main(int argc, char **argv) {

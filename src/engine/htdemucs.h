@@ -23,6 +23,7 @@
 #include "stft.h"
 
 #define DMX__MAX_DEPTH 8
+#define DMX__MAX_HEADS 64 /* attention heads of the cross-transformer */
 
 typedef struct dmx__conv {
     dmx__conv_geom g;

@@ -16,62 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
-/* Vector expf/erff come from glibc's libmvec (the same routines GCC calls
- * when it vectorises libm calls): within a few ulp, far inside the parity
- * tolerance, and an order of magnitude faster than scalar libm. */
-#if defined(__AVX512F__)
-#define VW 16
-typedef __m512 vf;
-__m512 _ZGVeN16v_expf(__m512);
-__m512 _ZGVeN16v_erff(__m512);
-__m512 _ZGVeN16v_tanhf(__m512);
-#define V_LOAD  _mm512_loadu_ps
-#define V_STORE _mm512_storeu_ps
-#define V_SET1  _mm512_set1_ps
-#define V_ADD   _mm512_add_ps
-#define V_SUB   _mm512_sub_ps
-#define V_MUL   _mm512_mul_ps
-#define V_DIV   _mm512_div_ps
-#define V_MAX   _mm512_max_ps
-#define V_EXP   _ZGVeN16v_expf
-#define V_ERF   _ZGVeN16v_erff
-#define V_TANH  _ZGVeN16v_tanhf
-static inline float v_hsum(vf v) { return _mm512_reduce_add_ps(v); }
-static inline float v_hmax(vf v) { return _mm512_reduce_max_ps(v); }
-#elif defined(__AVX2__)
-#define VW      8
-typedef __m256 vf;
-__m256 _ZGVdN8v_expf(__m256);
-__m256 _ZGVdN8v_erff(__m256);
-__m256 _ZGVdN8v_tanhf(__m256);
-#define V_LOAD  _mm256_loadu_ps
-#define V_STORE _mm256_storeu_ps
-#define V_SET1  _mm256_set1_ps
-#define V_ADD   _mm256_add_ps
-#define V_SUB   _mm256_sub_ps
-#define V_MUL   _mm256_mul_ps
-#define V_DIV   _mm256_div_ps
-#define V_MAX   _mm256_max_ps
-#define V_EXP   _ZGVdN8v_expf
-#define V_ERF   _ZGVdN8v_erff
-#define V_TANH  _ZGVdN8v_tanhf
-static inline float v_hsum(vf v) {
-    float t[8];
-    _mm256_storeu_ps(t, v);
-    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
-}
-static inline float v_hmax(vf v) {
-    float t[8], m;
-    _mm256_storeu_ps(t, v);
-    m = t[0];
-    for (int i = 1; i < 8; i++) m = t[i] > m ? t[i] : m;
-    return m;
-}
-#endif
+#include "simd.h"
 
 /* Upper bound of im2col scratch per block, in floats (8 MiB). */
 #define COL_BUDGET ((size_t)2 << 20)
@@ -96,7 +41,16 @@ static double mono_now(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static void prof_add(int ta, int tb, int M, int N, int K, double dt) {
+double dmx__seconds_now(void) { return mono_now(); }
+
+void dmx__flops_add(uint64_t flops) {
+    atomic_fetch_add_explicit(&g_flops, flops, memory_order_relaxed);
+}
+
+int dmx__gemm_profiling(void) { return atomic_load_explicit(&g_prof, memory_order_relaxed); }
+
+void dmx__gemm_profile_add(int ta, int tb, int M, int N, int K, unsigned long long calls,
+                           double dt) {
     pthread_mutex_lock(&prof_lock);
     prof_seconds += dt;
     int i = 0;
@@ -104,7 +58,7 @@ static void prof_add(int ta, int tb, int M, int N, int K, double dt) {
                            prof_v[i].N == N && prof_v[i].K == K))
         i++;
     if (i == prof_n && prof_n < PROF_MAX) prof_v[prof_n++] = (dmx__gemm_stat){ta, tb, M, N, K, 0, 0};
-    if (i < prof_n) prof_v[i].calls++, prof_v[i].seconds += dt;
+    if (i < prof_n) prof_v[i].calls += calls, prof_v[i].seconds += dt;
     pthread_mutex_unlock(&prof_lock);
 }
 
@@ -148,7 +102,7 @@ void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A
     }
     double t0 = mono_now();
     sgemm_run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    prof_add(ta, tb, M, N, K, mono_now() - t0);
+    dmx__gemm_profile_add(ta, tb, M, N, K, 1, mono_now() - t0);
 }
 
 void dmx__sgemm_rowbias(int ta, int tb, int M, int N, int K, const float *A, int lda,
@@ -569,7 +523,11 @@ void dmx__softmax_rows_unscaled(float *x, int rows, int n, float *inv) {
 #ifdef VW
         vf vmx = V_SET1(mx), vs = V_SET1(0.0f);
         for (; j + VW <= n; j += VW) {
+#ifdef V_EXP_INLINE
+            vf e = v_exp_le0(V_SUB(V_LOAD(row + j), vmx));
+#else
             vf e = V_EXP(V_SUB(V_LOAD(row + j), vmx));
+#endif
             V_STORE(row + j, e);
             vs = V_ADD(vs, e);
         }

@@ -107,8 +107,12 @@ void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A
 void dmx__sgemm_rowbias(int ta, int tb, int M, int N, int K, const float *A, int lda,
                         const float *B, int ldb, const float *bias, float *C, int ldc);
 
-/* FLOPs of every dmx__sgemm since the process started. */
+/* FLOPs of every dmx__sgemm (and fused kernel that adds its own) since the
+ * process started. */
 uint64_t dmx__flop_count(void);
+void dmx__flops_add(uint64_t flops);
+/* Monotonic seconds. */
+double dmx__seconds_now(void);
 
 /* The shape profile, for benchmarks: between start and stop every
  * dmx__sgemm is timed (wall time of the call, helpers included) and summed
@@ -120,7 +124,15 @@ typedef struct {
     unsigned long long calls;
     double seconds;
 } dmx__gemm_stat;
+/* Fused attention (attention.c) is profiled as its own shape: ta = tb =
+ * DMX__ATTN_SHAPE, M queries, N keys, K the head dimension, 4 M N K FLOPs a
+ * call (both products). */
+#define DMX__ATTN_SHAPE (-1)
 void dmx__gemm_profile_start(void);
+/* Whether the profile runs; adds `calls` calls of a shape taking `dt` s. */
+int dmx__gemm_profiling(void);
+void dmx__gemm_profile_add(int ta, int tb, int M, int N, int K, unsigned long long calls,
+                           double dt);
 int dmx__gemm_profile_stop(dmx__gemm_stat *out, int max);
 double dmx__gemm_seconds(void);
 

@@ -9,8 +9,8 @@
  * Time transformers run on the transposed (bands, t, D) copy, frequency
  * transformers in place. A transformer processes groups of whole sequences
  * of about TOKENS tokens, so its scratch (qkv, feed-forward hidden) is
- * bounded whatever the chunk length; attention runs one (sequence, head,
- * block of QBLOCK queries) at a time, so the score scratch is QBLOCK x L.
+ * bounded whatever the chunk length; attention is attention.c's fused
+ * kernel, heads side by side, so no L x L score matrix exists.
  * Residual adds ride on sgemm's beta = 1. Weights are the checkpoint's own
  * arrays, bound once and only read.
  */
@@ -24,12 +24,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention.h"
 #include "error.h"
 #include "stft.h"
 #include "ops.h"
 
 #define TOKENS 4096
-#define QBLOCK 256
 
 typedef struct rf_block {
     int linear; /* linear attention (no rope, no gates) */
@@ -391,10 +391,24 @@ static int attn_softmax(const dmx__roformer *n, dmx__arena *ar, const rf_block *
     float *g = dmx__arena_floats(ar, (size_t)N * H);
     float *o = dmx__arena_floats(ar, (size_t)N * inner);
     float *cs = dmx__arena_floats(ar, (size_t)L * Dh);
-    int qb = L < QBLOCK ? L : QBLOCK;
-    float *sc = dmx__arena_floats(ar, (size_t)qb * L);
-    float *inv = dmx__arena_floats(ar, (size_t)qb);
-    if (!h || !qkv || !g || !o || !cs || !sc || !inv) {
+    dmx__attn *hd = malloc(sizeof *hd * (size_t)H);
+    if (!hd) {
+        dmx__arena_restore(ar, m);
+        return -1;
+    }
+    for (int hh = 0; hh < H; hh++)
+        hd[hh] = (dmx__attn){.nseq = nseq, .Nq = L, .Nk = L, .D = Dh,
+                             .scale = 1.0f / sqrtf((float)Dh),
+                             .q = qkv + hh * Dh, .k = qkv + inner + hh * Dh,
+                             .v = qkv + 2 * inner + hh * Dh,
+                             .ldq = 3 * inner, .ldk = 3 * inner, .ldv = 3 * inner,
+                             .seq_q = (size_t)L * 3 * inner, .seq_k = (size_t)L * 3 * inner,
+                             .seq_v = (size_t)L * 3 * inner,
+                             .out = o + hh * Dh, .ldo = inner, .seq_o = (size_t)L * inner,
+                             .gain = g + hh, .ld_gain = H, .seq_gain = (size_t)L * H};
+    float *scratch = dmx__arena_floats(ar, dmx__attn_scratch(&hd[0]) * H);
+    if (!h || !qkv || !g || !o || !cs || !scratch) {
+        free(hd);
         dmx__arena_restore(ar, m);
         return -1;
     }
@@ -415,24 +429,9 @@ static int attn_softmax(const dmx__roformer *n, dmx__arena *ar, const rf_block *
         rope(qkv + hh * Dh, 3 * inner, nseq, L, Dh, cs);
         rope(qkv + inner + hh * Dh, 3 * inner, nseq, L, Dh, cs);
     }
-    const float scale = 1.0f / sqrtf((float)Dh);
-    for (int s = 0; s < nseq; s++)
-        for (int hh = 0; hh < H; hh++) {
-            const float *Q = qkv + (size_t)s * L * 3 * inner + hh * Dh;
-            const float *K = Q + inner, *V = Q + 2 * inner;
-            for (int q0 = 0; q0 < L; q0 += qb) {
-                int nq = L - q0 < qb ? L - q0 : qb;
-                dmx__sgemm(0, 1, nq, L, Dh, scale, Q + (size_t)q0 * 3 * inner, 3 * inner, K,
-                           3 * inner, 0.0f, sc, L);
-                dmx__softmax_rows_unscaled(sc, nq, L, inv);
-                float *O = o + ((size_t)s * L + q0) * inner + hh * Dh;
-                dmx__sgemm(0, 0, nq, Dh, L, 1.0f, sc, L, V, 3 * inner, 0.0f, O, inner);
-                for (int i = 0; i < nq; i++) {
-                    float gv = g[((size_t)s * L + q0 + i) * H + hh] * inv[i];
-                    for (int d = 0; d < Dh; d++) O[(size_t)i * inner + d] *= gv;
-                }
-            }
-        }
+    /* heads side by side on a team; each head's gate scales its output */
+    dmx__attn_run(hd, H, scratch);
+    free(hd);
     dmx__sgemm(0, 1, N, D, inner, 1.0f, o, inner, k->w_out, inner, 1.0f, x, D);
     dmx__arena_restore(ar, m);
     return 0;

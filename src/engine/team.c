@@ -3,10 +3,11 @@
  * ones with their matrix products (see team.h).
  *
  * Large products are always cut the same way (team.h), with or without
- * helpers. A team is a list of posted products guarded by one mutex: a thread whose
- * sgemm is cut posts it (parts, next part to take, parts finished), takes
- * parts itself and waits until every part is finished; helpers sleep on
- * `work` until a product with parts left is posted. The thread-local `mine`
+ * helpers. A team is a list of posted jobs guarded by one mutex: a thread
+ * whose sgemm is cut (or which calls dmx__team_for) posts a job (parts, next
+ * part to take, parts finished), takes parts itself and waits until every
+ * part is finished; helpers sleep on `work` until a job with parts left is
+ * posted. The thread-local `mine`
  * says which team (if any) the current thread's products may use.
  */
 #include "team.h"
@@ -31,15 +32,22 @@ typedef struct product {
     float alpha, beta;
     const float *A, *B;
     float *C;
-    int by_cols, parts, block; /* cut along N (else M) into `parts` blocks of `block` */
-    int next, finished;        /* guarded by the team's lock */
-    struct product *link;
+    int by_cols, block; /* cut along N (else M) into blocks of `block` */
 } product;
+
+/* Work posted to a team: run(ctx, i) for every part i < parts. */
+typedef struct job {
+    void (*run)(void *ctx, int i);
+    void *ctx;
+    int parts;
+    int next, finished; /* guarded by the team's lock */
+    struct job *link;
+} job;
 
 typedef struct team {
     pthread_mutex_t lock;
     pthread_cond_t work, done;
-    product *posted; /* products with parts not yet taken */
+    job *posted; /* jobs with parts not yet taken */
     int stop, helpers;
 } team;
 
@@ -48,7 +56,8 @@ static atomic_ullong helped; /* parts computed by helpers, ever */
 
 unsigned long long dmx__team_helped(void) { return atomic_load(&helped); }
 
-static void run_part(const product *p, int i) {
+static void run_part(void *ctx, int i) {
+    const product *p = ctx;
     int lo = i * p->block, n = p->block;
     int len = p->by_cols ? p->N : p->M;
     if (lo + n > len) n = len - lo;
@@ -68,9 +77,9 @@ static void run_part(const product *p, int i) {
                 M, N, p->K, p->alpha, A, p->lda, B, p->ldb, p->beta, C, p->ldc);
 }
 
-/* Takes the next part of the first posted product (lock held); -1 if none. */
-static int take(team *t, product **out) {
-    product *p = t->posted;
+/* Takes the next part of the first posted job (lock held); -1 if none. */
+static int take(team *t, job **out) {
+    job *p = t->posted;
     if (!p) return -1;
     int i = p->next++;
     if (p->next == p->parts) t->posted = p->link; /* every part taken */
@@ -78,7 +87,7 @@ static int take(team *t, product **out) {
     return i;
 }
 
-static void finish(team *t, product *p) {
+static void finish(team *t, job *p) {
     if (++p->finished == p->parts) pthread_cond_broadcast(&t->done);
 }
 
@@ -86,7 +95,7 @@ static void *helper_main(void *arg) {
     team *t = arg;
     pthread_mutex_lock(&t->lock);
     for (;;) {
-        product *p;
+        job *p;
         int i = take(t, &p);
         if (i < 0) {
             if (t->stop) break;
@@ -94,13 +103,49 @@ static void *helper_main(void *arg) {
             continue;
         }
         pthread_mutex_unlock(&t->lock);
-        run_part(p, i);
+        p->run(p->ctx, i);
         atomic_fetch_add_explicit(&helped, 1, memory_order_relaxed);
         pthread_mutex_lock(&t->lock);
         finish(t, p);
     }
     pthread_mutex_unlock(&t->lock);
     return NULL;
+}
+
+/* Runs every part of `p`: on the calling thread alone without a team,
+ * else posted for the helpers while the caller takes parts too. */
+static void run_job(job *p) {
+    team *t = mine;
+    if (!t) {
+        for (int i = 0; i < p->parts; i++) p->run(p->ctx, i);
+        return;
+    }
+    pthread_mutex_lock(&t->lock);
+    job **end = &t->posted;
+    while (*end) end = &(*end)->link;
+    *end = p;
+    pthread_cond_broadcast(&t->work);
+    /* take parts of this job (others' parts are left to the helpers) */
+    while (p->next < p->parts) {
+        int i = p->next++;
+        if (p->next == p->parts) { /* unlink it: every part taken */
+            job **q = &t->posted;
+            while (*q != p) q = &(*q)->link;
+            *q = p->link;
+        }
+        pthread_mutex_unlock(&t->lock);
+        p->run(p->ctx, i);
+        pthread_mutex_lock(&t->lock);
+        finish(t, p);
+    }
+    while (p->finished < p->parts) pthread_cond_wait(&t->done, &t->lock);
+    pthread_mutex_unlock(&t->lock);
+}
+
+void dmx__team_for(int n, void (*fn)(void *ctx, int i), void *ctx) {
+    if (n < 1) return;
+    job j = {fn, ctx, n, 0, 0, NULL};
+    run_job(&j);
 }
 
 int dmx__team_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
@@ -113,35 +158,9 @@ int dmx__team_sgemm(int ta, int tb, int M, int N, int K, float alpha, const floa
     if ((long)M * N * K < MIN_CUT_MACS || len < 2 * MIN_BLOCK) return 0;
     int block = ((len + PARTS - 1) / PARTS + 15) / 16 * 16;
     if (block < MIN_BLOCK) block = MIN_BLOCK;
-    product p = {ta,    tb,  M,   N,       K,
-                 lda,   ldb, ldc, alpha,   beta,
-                 A,     B,   C,   by_cols, (len + block - 1) / block,
-                 block, 0,   0,   NULL};
-    team *t = mine;
-    if (!t) {
-        for (int i = 0; i < p.parts; i++) run_part(&p, i);
-        return 1;
-    }
-    pthread_mutex_lock(&t->lock);
-    product **end = &t->posted;
-    while (*end) end = &(*end)->link;
-    *end = &p;
-    pthread_cond_broadcast(&t->work);
-    /* take parts of this product (others' parts are left to the helpers) */
-    while (p.next < p.parts) {
-        int i = p.next++;
-        if (p.next == p.parts) { /* unlink it: every part taken */
-            product **q = &t->posted;
-            while (*q != &p) q = &(*q)->link;
-            *q = p.link;
-        }
-        pthread_mutex_unlock(&t->lock);
-        run_part(&p, i);
-        pthread_mutex_lock(&t->lock);
-        finish(t, &p);
-    }
-    while (p.finished < p.parts) pthread_cond_wait(&t->done, &t->lock);
-    pthread_mutex_unlock(&t->lock);
+    product p = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C, by_cols, block};
+    job j = {run_part, &p, (len + block - 1) / block, 0, 0, NULL};
+    run_job(&j);
     return 1;
 }
 

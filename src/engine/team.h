@@ -33,6 +33,12 @@ void dmx__team_run(int n, int threads, void *(*fn)(void *), void *args, size_t s
 int dmx__team_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                     const float *B, int ldb, float beta, float *C, int ldc);
 
+/* Runs fn(ctx, i) for every i < n and returns when all have returned: on
+ * the calling thread's team if it has one (helpers take parts), else on the
+ * calling thread in order. Parts must not depend on which thread runs them
+ * or in what order. */
+void dmx__team_for(int n, void (*fn)(void *ctx, int i), void *ctx);
+
 /* Parts computed by helper threads since the process started (tests). */
 unsigned long long dmx__team_helped(void);
 

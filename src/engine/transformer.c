@@ -4,17 +4,16 @@
  *
  * Tokens are row-major (N, dim) matrices. The frequency branch (dim, F, T1) is
  * flattened time-major ("b c fr t1 -> b (t1 fr) c"), the time branch
- * (dim, T2) is transposed. Attention runs one head and one block of queries
- * at a time, so the score scratch is (DMX__ATTN_QBLOCK, N_keys) floats rather
- * than heads x N x N.
+ * (dim, T2) is transposed. Attention is attention.c's fused kernel, a strip
+ * of queries of one head at a time, so no heads x N x N score matrix exists.
  */
 #include <math.h>
 #include <string.h>
 
+#include "attention.h"
 #include "error.h"
 #include "htdemucs.h"
 
-#define QBLOCK 256
 
 /* Position embeddings, computed in float32 the way upstream's torch code
  * does so the rounding matches. */
@@ -88,7 +87,8 @@ static void apply_norm(const float *x, float *y, int N, int C, const dmx__norm *
     }
 }
 
-/* Multi-head attention: out (Nq, C) = MHA(q_in (Nq, C), kv_in (Nk, C)). */
+/* Multi-head attention: out (Nq, C) = MHA(q_in (Nq, C), kv_in (Nk, C)).
+ * The heads run fused (attention.c), side by side on a team. */
 static dmx_status mha(const dmx__tlayer *L, int heads, dmx__arena *ar, const float *q_in, int Nq,
                       const float *kv_in, int Nk, int C, float *out) {
     dmx__arena_mark mk = dmx__arena_save(ar);
@@ -96,30 +96,20 @@ static dmx_status mha(const dmx__tlayer *L, int heads, dmx__arena *ar, const flo
     float *k = dmx__arena_floats(ar, (size_t)Nk * C);
     float *v = dmx__arena_floats(ar, (size_t)Nk * C);
     float *o = dmx__arena_floats(ar, (size_t)Nq * C);
-    int qb = Nq < QBLOCK ? Nq : QBLOCK;
-    float *sc = dmx__arena_floats(ar, (size_t)qb * Nk);
-    float *inv = dmx__arena_floats(ar, (size_t)qb);
-    if (!q || !k || !v || !o || !sc || !inv)
+    dmx__attn hd[DMX__MAX_HEADS];
+    const int D = C / heads;
+    for (int h = 0; h < heads; h++)
+        /* upstream divides q by sqrt(head_dim) before q @ k^T */
+        hd[h] = (dmx__attn){.nseq = 1, .Nq = Nq, .Nk = Nk, .D = D, .scale = 1.0f / sqrtf((float)D),
+                            .q = q + h * D, .k = k + h * D, .v = v + h * D,
+                            .ldq = C, .ldk = C, .ldv = C, .out = o + h * D, .ldo = C};
+    float *scratch = heads ? dmx__arena_floats(ar, dmx__attn_scratch(&hd[0]) * heads) : NULL;
+    if (!q || !k || !v || !o || !scratch)
         return dmx__fail(DMX_ERR_NOMEM, "out of memory in attention");
     dmx__linear(q_in, Nq, C, L->in_w, L->in_b, C, q);
     dmx__linear(kv_in, Nk, C, L->in_w + (size_t)C * C, L->in_b + C, C, k);
     dmx__linear(kv_in, Nk, C, L->in_w + (size_t)2 * C * C, L->in_b + 2 * C, C, v);
-    int D = C / heads;
-    /* upstream divides q by sqrt(head_dim) before q @ k^T */
-    float sq = sqrtf((float)D);
-    for (size_t i = 0; i < (size_t)Nq * C; i++) q[i] /= sq;
-    for (int h = 0; h < heads; h++) {
-        for (int i0 = 0; i0 < Nq; i0 += qb) {
-            int nq = Nq - i0 < qb ? Nq - i0 : qb;
-            dmx__sgemm(0, 1, nq, Nk, D, 1.0f, q + (size_t)i0 * C + h * D, C, k + h * D, C, 0.0f, sc,
-                       Nk);
-            dmx__softmax_rows_unscaled(sc, nq, Nk, inv);
-            float *oh = o + (size_t)i0 * C + h * D;
-            dmx__sgemm(0, 0, nq, D, Nk, 1.0f, sc, Nk, v + h * D, C, 0.0f, oh, C);
-            for (int i = 0; i < nq; i++)
-                for (int d = 0; d < D; d++) oh[(size_t)i * C + d] *= inv[i];
-        }
-    }
+    dmx__attn_run(hd, heads, scratch);
     dmx__linear(o, Nq, C, L->out_w, L->out_b, C, out);
     dmx__arena_restore(ar, mk);
     return DMX_OK;

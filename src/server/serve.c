@@ -394,6 +394,7 @@ static int serve_main(int argc, char **argv) {
                             srv_store_kind()); /* never the URI: it may hold a password */
     cJSON_AddStringToObject(f, "repo", c->repo ? c->repo : "");
     cJSON_AddStringToObject(f, "version", DEMIX_SERVER_VERSION);
+    cJSON_AddStringToObject(f, "blas_kernels", dmx_blas_core());
     cJSON_AddBoolToObject(f, "api_key", c->api_key != NULL);
     cJSON_AddNumberToObject(f, "rate_limit_per_minute", c->rate_per_minute);
     srv_log(DMX_LOG_INFO, "demix.server", "startup", NULL, f, "listening on http://%s:%d", c->host,

@@ -1,0 +1,111 @@
+/*
+ * simd.h - internal: the one vector vocabulary of the numeric kernels
+ * (ops.c, attention.c). VW floats per vector where the build targets
+ * AVX-512 or AVX2; VW undefined elsewhere, and the kernels keep their plain
+ * C loops. V_FMA exists where the target has fused multiply-add.
+ *
+ * Vector expf/erff/tanhf come from glibc's libmvec (the same routines GCC
+ * calls when it vectorises libm calls): within a few ulp, far inside the
+ * parity tolerance, and an order of magnitude faster than scalar libm.
+ */
+#ifndef DMX_ENGINE_SIMD_H
+#define DMX_ENGINE_SIMD_H
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#if defined(__AVX512F__)
+#define VW 16
+typedef __m512 vf;
+__m512 _ZGVeN16v_expf(__m512);
+__m512 _ZGVeN16v_erff(__m512);
+__m512 _ZGVeN16v_tanhf(__m512);
+#define V_LOAD  _mm512_loadu_ps
+#define V_STORE _mm512_storeu_ps
+#define V_SET1  _mm512_set1_ps
+#define V_ZERO  _mm512_setzero_ps
+#define V_ADD   _mm512_add_ps
+#define V_SUB   _mm512_sub_ps
+#define V_MUL   _mm512_mul_ps
+#define V_DIV   _mm512_div_ps
+#define V_MAX   _mm512_max_ps
+#define V_FMA   _mm512_fmadd_ps /* a * b + c */
+#define V_EXP   _ZGVeN16v_expf
+#define V_ERF   _ZGVeN16v_erff
+#define V_TANH  _ZGVeN16v_tanhf
+static inline float v_hsum(vf v) { return _mm512_reduce_add_ps(v); }
+static inline float v_hmax(vf v) { return _mm512_reduce_max_ps(v); }
+#elif defined(__AVX2__)
+#define VW      8
+typedef __m256 vf;
+__m256 _ZGVdN8v_expf(__m256);
+__m256 _ZGVdN8v_erff(__m256);
+__m256 _ZGVdN8v_tanhf(__m256);
+#define V_LOAD  _mm256_loadu_ps
+#define V_STORE _mm256_storeu_ps
+#define V_SET1  _mm256_set1_ps
+#define V_ZERO  _mm256_setzero_ps
+#define V_ADD   _mm256_add_ps
+#define V_SUB   _mm256_sub_ps
+#define V_MUL   _mm256_mul_ps
+#define V_DIV   _mm256_div_ps
+#define V_MAX   _mm256_max_ps
+#ifdef __FMA__
+#define V_FMA _mm256_fmadd_ps
+#endif
+#define V_EXP  _ZGVdN8v_expf
+#define V_ERF  _ZGVdN8v_erff
+#define V_TANH _ZGVdN8v_tanhf
+static inline float v_hsum(vf v) {
+    float t[8];
+    _mm256_storeu_ps(t, v);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+}
+static inline float v_hmax(vf v) {
+    float t[8], m;
+    _mm256_storeu_ps(t, v);
+    m = t[0];
+    for (int i = 1; i < 8; i++) m = t[i] > m ? t[i] : m;
+    return m;
+}
+#endif
+
+/* v_exp_le0(x) = e^x for x <= 0 (a softmax's shifted scores), inline: the
+ * classic Cephes expf reduction (x = n ln2 + r, |r| <= ln2/2, the ln2
+ * product split in two) and its degree-5 polynomial, within 2 ulp of
+ * e^x; x below -87.3 counts as -87.3 (e^x about 1e-38, nothing beside a
+ * softmax's largest term, 1). A libmvec call per vector
+ * costs several times more where the rest of the loop is a load and an
+ * add (attention's softmax: one exponential per score). */
+#if defined(VW) && defined(V_FMA)
+#define V_EXP_INLINE 1
+static inline vf v_exp_le0(vf x) {
+    const vf lo = V_SET1(-87.33654f);
+    x = V_MAX(x, lo);
+#if VW == 16
+    vf n = _mm512_roundscale_ps(V_MUL(x, V_SET1(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+    vf n = _mm256_round_ps(V_MUL(x, V_SET1(1.44269504088896341f)),
+                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#endif
+    vf r = V_FMA(n, V_SET1(-0.693359375f), x);
+    r = V_FMA(n, V_SET1(2.12194440e-4f), r);
+    vf p = V_SET1(1.9875691500e-4f);
+    p = V_FMA(p, r, V_SET1(1.3981999507e-3f));
+    p = V_FMA(p, r, V_SET1(8.3334519073e-3f));
+    p = V_FMA(p, r, V_SET1(4.1665795894e-2f));
+    p = V_FMA(p, r, V_SET1(1.6666665459e-1f));
+    p = V_FMA(p, r, V_SET1(5.0000001201e-1f));
+    p = V_FMA(p, V_MUL(r, r), V_ADD(r, V_SET1(1.0f)));
+#if VW == 16
+    return _mm512_scalef_ps(p, n);
+#else
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return V_MUL(p, _mm256_castsi256_ps(e));
+#endif
+}
+#endif
+
+#endif
