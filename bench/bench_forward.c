@@ -7,7 +7,12 @@
  * The evaluation runs as a lone segment does in a separation with
  * `threads` threads: single-threaded BLAS, the other threads helping with
  * its large matrix products (team.h). The peak is OpenBLAS's own
- * `threads`-threaded 2048^3 sgemm.
+ * `threads`-threaded 2048^3 sgemm; the vector FMA peak (independent
+ * multiply-adds in registers at the build's widest vectors, on `threads`
+ * threads) is the CPU's, which OpenBLAS's kernels may not reach (its AVX2
+ * kernels on an AVX-512 CPU reach half) and demix's own kernels (fused
+ * attention) may pass the sgemm peak against. Fused attention is listed as
+ * shape "attn" (M queries, N keys, K head dimension, 4 M N K FLOPs).
  *
  *   bench_forward MODEL.th [threads] [repeats]
  */
@@ -21,6 +26,7 @@
 #include "demix/demix.h"
 #include "net.h"
 #include "ops.h"
+#include "simd.h"
 #include "team.h"
 #include "threads.h"
 
@@ -83,6 +89,44 @@ static double sgemm_peak(int threads) {
     free(a), free(b), free(c);
     openblas_set_num_threads(1); /* back to what runs use */
     return 2.0 * n * n * n / dt / 1e9;
+}
+
+#ifdef V_FMA
+#define FMA_CHAINS 12 /* independent accumulators: hide the FMA latency */
+static void *fma_main(void *arg) {
+    double *gflops = arg;
+    vf acc[FMA_CHAINS], m = V_SET1(0.999999f), a = V_SET1(1e-7f);
+    for (int i = 0; i < FMA_CHAINS; i++) acc[i] = V_SET1((float)i);
+    const long iters = 20000000;
+    double t0 = now();
+    for (long it = 0; it < iters; it++)
+#pragma GCC unroll 12
+        for (int i = 0; i < FMA_CHAINS; i++) acc[i] = V_FMA(acc[i], m, a);
+    double dt = now() - t0;
+    float sink = 0;
+    for (int i = 0; i < FMA_CHAINS; i++) sink += v_hsum(acc[i]);
+    *gflops = 2.0 * VW * FMA_CHAINS * (double)iters / dt / 1e9 + (sink == 12345.0f);
+    return NULL;
+}
+
+/* Sum over `threads` threads running FMA chains side by side (best of 3). */
+static double fma_peak(int threads) {
+    double best = 0, g[MAXT];
+    if (threads > MAXT) threads = MAXT;
+    for (int r = 0; r < 3; r++) {
+        dmx__team_run(threads, threads, fma_main, g, sizeof g[0]);
+        double t = 0;
+        for (int i = 0; i < threads; i++) t += g[i];
+        if (t > best) best = t;
+    }
+    return best;
+}
+#endif
+
+/* GFLOP of a profiled shape over all its calls */
+static double shape_gflop(const dmx__gemm_stat *s) {
+    double per = (s->ta == DMX__ATTN_SHAPE ? 4e-9 : 2e-9) * s->M * s->N * s->K;
+    return per * (double)s->calls;
 }
 
 static const dmx__net *net;
@@ -159,7 +203,12 @@ int main(int argc, char **argv) {
     printf("segment %.2f s of audio: %.3f s per evaluation (%.2fx realtime), arena %.0f MB peak (%.0f MB reserved)\n",
            (double)n / net->desc.samplerate, best, best / ((double)n / net->desc.samplerate),
            arena_peak / 1048576.0, dmx__arena_reserved(&ar) / 1048576.0);
-    printf("sgemm peak (2048^3): %.1f GFLOP/s\n", peak);
+    printf("sgemm peak (2048^3): %.1f GFLOP/s (OpenBLAS %s kernels)\n", peak, dmx_blas_core());
+#ifdef V_FMA
+    double fpeak = fma_peak(threads);
+    printf("vector FMA peak (%d-float vectors, %d thread%s): %.1f GFLOP/s; the sgemm peak is %.0f%% of it\n",
+           VW, threads, threads > 1 ? "s" : "", fpeak, 100 * peak / fpeak);
+#endif
     printf("length rule: %s\n", net->desc.fixed_segment ? "fixed" : "valid_length");
     printf("matrix products: %.1f GFLOP per evaluation, %.1f GFLOP/s achieved (%.0f%% of peak)\n",
            flops / 1e9, flops / 1e9 / best, 100.0 * flops / 1e9 / best / peak);
@@ -180,19 +229,24 @@ int main(int argc, char **argv) {
     /* the shapes that lose the most time against the peak */
     for (int i = 0; i < nshapes; i++)
         for (int k = i + 1; k < nshapes; k++) {
-            double li = shapes[i].seconds - 2e-9 * shapes[i].M * shapes[i].N * shapes[i].K * shapes[i].calls / peak;
-            double lk = shapes[k].seconds - 2e-9 * shapes[k].M * shapes[k].N * shapes[k].K * shapes[k].calls / peak;
+            double li = shapes[i].seconds - shape_gflop(&shapes[i]) / peak;
+            double lk = shapes[k].seconds - shape_gflop(&shapes[k]) / peak;
             if (lk > li) {
                 dmx__gemm_stat t = shapes[i];
                 shapes[i] = shapes[k], shapes[k] = t;
             }
         }
-    printf("matrix product shapes losing the most time against the peak (op(A) MxK, op(B) KxN):\n");
+    printf("matrix product shapes losing the most time against the peak (op(A) MxK, op(B) KxN;\n"
+           "'at tn': fused attention, M queries, N keys, K head dimension):\n");
     printf("  %2s %2s %6s %6s %6s %6s %8s %8s %6s %8s\n", "tA", "tB", "M", "N", "K", "calls", "time_s",
            "GFLOP/s", "%peak", "lost_s");
     for (int i = 0; i < nshapes && i < 20; i++) {
-        double f = 2e-9 * shapes[i].M * shapes[i].N * shapes[i].K * shapes[i].calls;
-        printf("  %2d %2d %6d %6d %6d %6llu %8.3f %8.1f %6.0f %8.3f\n", shapes[i].ta, shapes[i].tb,
+        double f = shape_gflop(&shapes[i]);
+        char ta[8], tb[8];
+        snprintf(ta, sizeof ta, "%d", shapes[i].ta);
+        snprintf(tb, sizeof tb, "%d", shapes[i].tb);
+        int attn = shapes[i].ta == DMX__ATTN_SHAPE;
+        printf("  %2s %2s %6d %6d %6d %6llu %8.3f %8.1f %6.0f %8.3f\n", attn ? "at" : ta, attn ? "tn" : tb,
                shapes[i].M, shapes[i].N, shapes[i].K, shapes[i].calls, shapes[i].seconds,
                f / shapes[i].seconds, 100 * f / shapes[i].seconds / peak, shapes[i].seconds - f / peak);
     }

@@ -45,6 +45,10 @@ make_input() { # seconds path
     -filter_complex "[0][1][2][3]amix=inputs=4,aformat=channel_layouts=stereo,aresample=44100" "$2"
 }
 
+# OpenBLAS picks its kernels from the CPU unless OPENBLAS_CORETYPE names
+# them; demix and upstream run under the same setting here
+echo "== $("$BUILD/demix" --version | sed 's/.*OpenBLAS kernels: \([^)]*\)).*/OpenBLAS kernels: \1/')" \
+  "(OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}), CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') ==="
 echo "== one segment (bench_forward, $THREADS threads) =="
 "$BUILD/bench/bench_forward" "$MODEL" "$THREADS" 2 | tee "$TMP/fwd.txt"
 PEAK=$(awk '/sgemm peak/ {print $4}' "$TMP/fwd.txt")
