@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "apply.h"
+#include "gemm.h"
 #include "demix/demix.h"
 #include "net.h"
 #include "ops.h"
@@ -72,22 +73,41 @@ static void tap(void *user, const char *name, const float *d, int c, int h, int 
     last = now();
 }
 
-static double sgemm_peak(int threads) {
-    openblas_set_num_threads(threads > 0 ? threads : 1);
+/* A 2048^3 product on `threads` threads: OpenBLAS's own threads, or (own)
+ * the engine's products (gemm.c or OpenBLAS, one thread each, the team
+ * sharing a cut product's blocks as during a lone evaluation). */
+typedef struct peak_job {
+    const float *a, *b;
+    float *c;
+    int n;
+} peak_job;
+
+static void *peak_main(void *arg) {
+    peak_job *j = arg;
+    dmx__sgemm(0, 0, j->n, j->n, j->n, 1, j->a, j->n, j->b, j->n, 0, j->c, j->n);
+    return NULL;
+}
+
+static double sgemm_peak(int threads, int own) {
+    if (!own) openblas_set_num_threads(threads > 0 ? threads : 1);
     int n = 2048;
     float *a = calloc((size_t)n * n, 4), *b = calloc((size_t)n * n, 4), *c = calloc((size_t)n * n, 4);
     for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = 1e-3f * (i % 7);
     /* the best of several products after two warm-ups: a peak, steadier
      * from run to run than an average that catches a slow moment */
     double dt = 1e9;
+    peak_job j = {a, b, c, n};
     for (int r = 0; r < 9; r++) {
         double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        if (own)
+            dmx__team_run(1, threads, peak_main, &j, sizeof j);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
         double d = now() - t0;
         if (r >= 2 && d < dt) dt = d;
     }
     free(a), free(b), free(c);
-    openblas_set_num_threads(1); /* back to what runs use */
+    if (!own) openblas_set_num_threads(1); /* back to what runs use */
     return 2.0 * n * n * n / dt / 1e9;
 }
 
@@ -199,11 +219,18 @@ int main(int argc, char **argv) {
     mark(ntaps);
     names[ntaps++] = "istft+output";
     int nshapes = dmx__gemm_profile_stop(shapes, 1024);
-    double peak = sgemm_peak(threads);
+    double peak_blas = sgemm_peak(threads, 0);
+    /* the peak of the products the engine runs: its own kernels' where
+     * gemm.c computes them */
+    double peak = dmx__gemm_own() ? sgemm_peak(threads, 1) : peak_blas;
     printf("segment %.2f s of audio: %.3f s per evaluation (%.2fx realtime), arena %.0f MB peak (%.0f MB reserved)\n",
            (double)n / net->desc.samplerate, best, best / ((double)n / net->desc.samplerate),
            arena_peak / 1048576.0, dmx__arena_reserved(&ar) / 1048576.0);
-    printf("sgemm peak (2048^3): %.1f GFLOP/s (OpenBLAS %s kernels)\n", peak, dmx_blas_core());
+    if (dmx__gemm_own())
+        printf("sgemm peak (2048^3): %.1f GFLOP/s (demix's own AVX-512 kernels; OpenBLAS's %s kernels: %.1f)\n",
+               peak, dmx_blas_core(), peak_blas);
+    else
+        printf("sgemm peak (2048^3): %.1f GFLOP/s (OpenBLAS %s kernels)\n", peak, dmx_blas_core());
 #ifdef V_FMA
     double fpeak = fma_peak(threads);
     printf("vector FMA peak (%d-float vectors, %d thread%s): %.1f GFLOP/s; the sgemm peak is %.0f%% of it\n",

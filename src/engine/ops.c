@@ -5,6 +5,7 @@
  */
 #include "ops.h"
 
+#include "gemm.h"
 #include "team.h"
 #include "winograd.h"
 
@@ -89,8 +90,7 @@ double dmx__gemm_seconds(void) {
 static void sgemm_run(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc) {
     if (dmx__team_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
-                K, alpha, A, lda, B, ldb, beta, C, ldc);
+    dmx__gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,

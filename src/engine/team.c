@@ -12,7 +12,8 @@
  */
 #include "team.h"
 
-#include <cblas.h>
+#include "gemm.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -73,8 +74,7 @@ static void run_part(void *ctx, int i) {
         C += (size_t)lo * p->ldc;
         M = n;
     }
-    cblas_sgemm(CblasRowMajor, p->ta ? CblasTrans : CblasNoTrans, p->tb ? CblasTrans : CblasNoTrans,
-                M, N, p->K, p->alpha, A, p->lda, B, p->ldb, p->beta, C, p->ldc);
+    dmx__gemm(p->ta, p->tb, M, N, p->K, p->alpha, A, p->lda, B, p->ldb, p->beta, C, p->ldc);
 }
 
 /* Takes the next part of the first posted job (lock held); -1 if none. */

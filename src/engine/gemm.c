@@ -1,0 +1,267 @@
+/*
+ * gemm.c - the single-threaded sgemm every product ends in (see gemm.h).
+ *
+ * On an AVX-512 build whose OpenBLAS runs AVX2 kernels (an AVX-512 CPU it
+ * predates, or OPENBLAS_CORETYPE naming an AVX2 family), half of each FMA
+ * unit would sit idle in OpenBLAS; the products then run here, the
+ * GotoBLAS/BLIS way at the full vector width:
+ *
+ *   for each NC-column block of B, each KC-deep slice of it:
+ *     pack the slice into NR-wide panels (k-major, zero past N)
+ *     for each MC-row block of A: pack it into MR-row panels (k-major)
+ *       for each panel pair: the MR x NR microkernel over KC
+ *
+ * The microkernel keeps the MR x NR tile of C in registers (6 x 64: 24 of
+ * the 32 vector registers), per k NRV = 4 vector loads of B and MR = 6
+ * broadcasts of A. A KC slice's products are added into C, the first slice onto
+ * beta * C, so the sums over K are blocked as OpenBLAS blocks them. Edge
+ * tiles go through a small buffer. The pack buffers are per thread,
+ * allocated once, freed when the thread ends. Elsewhere (AVX2, or OpenBLAS
+ * already at AVX-512) OpenBLAS computes the product.
+ */
+#include "gemm.h"
+
+#include "simd.h"
+
+#include <cblas.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#if defined(VW) && VW == 16 && defined(V_FMA)
+#define OWN 1
+/* Tile and blocks (measured on a Zen 5 core, against 12 x 32, 8 x 48,
+ * 14 x 32 and KC 192..384: within the noise of the best, 75-85 % of the
+ * FMA peak on the engine's shapes); -D overrides them for such trials. */
+#ifndef MR
+#define MR 6 /* rows of the tile: broadcasts of A per k */
+#endif
+#ifndef NRV
+#define NRV 4 /* vectors across the tile: loads of B per k (24 accumulators) */
+#endif
+#ifndef KUNROLL
+#define KUNROLL 1
+#endif
+#define NR  (NRV * VW)
+#define PRAGMA_(x) _Pragma(#x)
+#define PRAGMA(x)  PRAGMA_(x)
+#define K_UNROLL   PRAGMA(GCC unroll KUNROLL)
+#ifndef KC
+#define KC 128 /* a KC x NR panel of B (32 KiB) stays in L1 */
+#endif
+#ifndef MC
+#define MC 288 /* MC x KC floats of A (144 KiB) in L2 */
+#endif
+#define NC 2048 /* KC x NC floats of B (1 MiB) in L2/L3 */
+#endif
+
+static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
+static int own_on;
+
+/* OpenBLAS families that already use AVX-512 */
+static int core_avx512(const char *name) {
+    static const char *const names[] = {"skylakex", "cooperlake", "sapphirerapids"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (name && !strcasecmp(name, names[i])) return 1;
+    return 0;
+}
+
+static void choose(void) {
+#ifdef OWN
+    const char *env = getenv("DEMIX_GEMM");
+    if (env && !strcmp(env, "openblas"))
+        own_on = 0;
+    else if (env && !strcmp(env, "own"))
+        own_on = 1;
+    else
+        own_on = !core_avx512(openblas_get_corename());
+#endif
+}
+
+int dmx__gemm_own(void) {
+    pthread_once(&choose_once, choose);
+    return own_on;
+}
+
+#ifdef OWN
+typedef struct bufs {
+    float *a, *b, *t;
+} bufs;
+
+static pthread_key_t buf_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+static void bufs_free(void *p) {
+    bufs *b = p;
+    free(b->a);
+    free(b->b);
+    free(b->t);
+    free(b);
+}
+
+static void key_make(void) { (void)pthread_key_create(&buf_key, bufs_free); }
+
+static bufs *thread_bufs(void) {
+    pthread_once(&key_once, key_make);
+    bufs *b = pthread_getspecific(buf_key);
+    if (b) return b;
+    b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->a = aligned_alloc(64, sizeof(float) * MC * KC);
+    b->b = aligned_alloc(64, sizeof(float) * KC * NC);
+    b->t = aligned_alloc(64, sizeof(float) * MR * NR);
+    if (!b->a || !b->b || !b->t || pthread_setspecific(buf_key, b) != 0) {
+        bufs_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+/* B (k0.., j0..; kc x nc) into NR-wide panels: panel p at bp + p * kc * NR,
+ * element (k, c) at k * NR + c; columns past nc are zero. */
+static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int j0, int nc, float *bp) {
+    for (int p = 0; p < nc; p += NR) {
+        float *dst = bp + (size_t)p * kc;
+        int w = nc - p < NR ? nc - p : NR;
+        if (!tb) {
+            for (int k = 0; k < kc; k++) {
+                const float *src = B + (size_t)(k0 + k) * ldb + j0 + p;
+                float *d = dst + (size_t)k * NR;
+                if (w == NR) {
+                    for (int v = 0; v < NRV; v++) V_STORE(d + v * VW, V_LOAD(src + v * VW));
+                } else {
+                    int c = 0;
+                    for (; c < w; c++) d[c] = src[c];
+                    for (; c < NR; c++) d[c] = 0.0f;
+                }
+            }
+        } else {
+            for (int c = 0; c < NR; c++) {
+                if (c < w) {
+                    const float *src = B + (size_t)(j0 + p + c) * ldb + k0;
+                    for (int k = 0; k < kc; k++) dst[(size_t)k * NR + c] = src[k];
+                } else {
+                    for (int k = 0; k < kc; k++) dst[(size_t)k * NR + c] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* A (i0..; mc x kc from k0) into MR-row panels: panel p at ap + p * kc * MR,
+ * element (i, k) at k * MR + i; rows past mc are zero. */
+static void pack_a(int ta, const float *A, int lda, int i0, int mc, int k0, int kc, float *ap) {
+    for (int p = 0; p < mc; p += MR) {
+        float *dst = ap + (size_t)p * kc;
+        int h = mc - p < MR ? mc - p : MR;
+        if (!ta) {
+            for (int i = 0; i < MR; i++) {
+                if (i < h) {
+                    const float *src = A + (size_t)(i0 + p + i) * lda + k0;
+                    for (int k = 0; k < kc; k++) dst[(size_t)k * MR + i] = src[k];
+                } else {
+                    for (int k = 0; k < kc; k++) dst[(size_t)k * MR + i] = 0.0f;
+                }
+            }
+        } else {
+            for (int k = 0; k < kc; k++) {
+                const float *src = A + (size_t)(k0 + k) * lda + i0 + p;
+                float *d = dst + (size_t)k * MR;
+                int i = 0;
+                for (; i < h; i++) d[i] = src[i];
+                for (; i < MR; i++) d[i] = 0.0f;
+            }
+        }
+    }
+}
+
+/* C tile (MR x NR at c, row stride ldc) = alpha * ap^T bp + (first ? beta *
+ * C : C), over kc; only rows < h and columns < w exist in C. */
+static void kernel(int kc, const float *ap, const float *bp, float alpha, float beta, int first,
+                   float *c, int ldc, int h, int w, float *t) {
+    vf acc[MR][NRV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NRV; v++) acc[i][v] = V_ZERO();
+    K_UNROLL
+    for (int k = 0; k < kc; k++) {
+        vf b[NRV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NRV; v++) b[v] = V_LOAD(bp + (size_t)k * NR + v * VW);
+        const float *a = ap + (size_t)k * MR;
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            vf x = V_SET1(a[i]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NRV; v++) acc[i][v] = V_FMA(x, b[v], acc[i][v]);
+        }
+    }
+    const vf va = V_SET1(alpha), vb = V_SET1(beta);
+    const int full = h == MR && w == NR;
+    float *dst = full ? c : t;
+    const int ld = full ? ldc : NR;
+    if (!full) /* the existing part of C into the buffer */
+        for (int i = 0; i < h; i++) memcpy(t + i * NR, c + (size_t)i * ldc, sizeof(float) * w);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+        if (!full && i >= h) break;
+        float *r = dst + (size_t)i * ld;
+#pragma GCC unroll 4
+        for (int v = 0; v < NRV; v++) {
+            vf x = V_MUL(acc[i][v], va);
+            if (!first)
+                x = V_ADD(x, V_LOAD(r + v * VW));
+            else if (beta != 0.0f)
+                x = V_FMA(vb, V_LOAD(r + v * VW), x);
+            V_STORE(r + v * VW, x);
+        }
+    }
+    if (!full)
+        for (int i = 0; i < h; i++) memcpy(c + (size_t)i * ldc, t + i * NR, sizeof(float) * w);
+}
+
+static int own_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc) {
+    bufs *bf = thread_bufs();
+    if (!bf) return -1;
+    if (K == 0 || alpha == 0.0f) { /* C = beta * C (BLAS: C untouched by A, B) */
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float *x = C + (size_t)i * ldc + j;
+                *x = beta == 0.0f ? 0.0f : beta * *x;
+            }
+        return 0;
+    }
+    for (int j0 = 0; j0 < N; j0 += NC) {
+        int nc = N - j0 < NC ? N - j0 : NC;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            int kc = K - k0 < KC ? K - k0 : KC;
+            pack_b(tb, B, ldb, k0, kc, j0, nc, bf->b);
+            for (int i0 = 0; i0 < M; i0 += MC) {
+                int mc = M - i0 < MC ? M - i0 : MC;
+                pack_a(ta, A, lda, i0, mc, k0, kc, bf->a);
+                for (int jr = 0; jr < nc; jr += NR)
+                    for (int ir = 0; ir < mc; ir += MR)
+                        kernel(kc, bf->a + (size_t)ir * kc, bf->b + (size_t)jr * kc, alpha, beta,
+                               k0 == 0, C + (size_t)(i0 + ir) * ldc + j0 + jr, ldc,
+                               mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR, bf->t);
+            }
+        }
+    }
+    return 0;
+}
+#endif
+
+void dmx__gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+#ifdef OWN
+    if (dmx__gemm_own() &&
+        own_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == 0)
+        return;
+#endif
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
+                K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
