@@ -53,7 +53,9 @@
 #ifndef MC
 #define MC 288 /* MC x KC floats of A (144 KiB) in L2 */
 #endif
+#ifndef NC
 #define NC 2048 /* KC x NC floats of B (1 MiB) in L2/L3 */
+#endif
 #endif
 
 static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
@@ -143,6 +145,12 @@ static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int j0, int 
                     for (; c < NR; c++) d[c] = 0.0f;
                 }
             }
+        } else if (w == NR) { /* NR row streams (in L1), the panel written in order */
+            const float *src = B + (size_t)(j0 + p) * ldb + k0;
+            for (int k = 0; k < kc; k++) {
+                float *d = dst + (size_t)k * NR;
+                for (int c = 0; c < NR; c++) d[c] = src[(size_t)c * ldb + k];
+            }
         } else {
             for (int c = 0; c < NR; c++) {
                 if (c < w) {
@@ -162,7 +170,13 @@ static void pack_a(int ta, const float *A, int lda, int i0, int mc, int k0, int 
     for (int p = 0; p < mc; p += MR) {
         float *dst = ap + (size_t)p * kc;
         int h = mc - p < MR ? mc - p : MR;
-        if (!ta) {
+        if (!ta && h == MR) { /* MR row streams, the panel written in order */
+            const float *src[MR];
+            for (int i = 0; i < MR; i++) src[i] = A + (size_t)(i0 + p + i) * lda + k0;
+            for (int k = 0; k < kc; k++)
+#pragma GCC unroll 16
+                for (int i = 0; i < MR; i++) dst[(size_t)k * MR + i] = src[i][k];
+        } else if (!ta) {
             for (int i = 0; i < MR; i++) {
                 if (i < h) {
                     const float *src = A + (size_t)(i0 + p + i) * lda + k0;
