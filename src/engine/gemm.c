@@ -127,6 +127,33 @@ static bufs *thread_bufs(void) {
     return b;
 }
 
+/* dst (16 rows of stride ldd) = the transpose of src (16 rows of stride
+ * lds): unpacks of pairs, of quads, then 128-bit lane shuffles. */
+static inline void transpose16(const float *src, size_t lds, float *dst, size_t ldd) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 16; i += 8)
+        for (int j = 0; j < 4; j++) {
+            t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
+            t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xDD);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
+    }
+    for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + i * ldd, r[i]);
+}
+
 /* B (k0.., j0..; kc x nc) into NR-wide panels: panel p at bp + p * kc * NR,
  * element (k, c) at k * NR + c; columns past nc are zero. */
 static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int j0, int nc, float *bp) {
@@ -145,9 +172,13 @@ static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int j0, int 
                     for (; c < NR; c++) d[c] = 0.0f;
                 }
             }
-        } else if (w == NR) { /* NR row streams (in L1), the panel written in order */
+        } else if (w == NR) { /* 16 x 16 blocks transposed in registers */
             const float *src = B + (size_t)(j0 + p) * ldb + k0;
-            for (int k = 0; k < kc; k++) {
+            int k = 0;
+            for (; k + 16 <= kc; k += 16)
+                for (int c = 0; c < NR; c += 16)
+                    transpose16(src + (size_t)c * ldb + k, (size_t)ldb, dst + (size_t)k * NR + c, NR);
+            for (; k < kc; k++) {
                 float *d = dst + (size_t)k * NR;
                 for (int c = 0; c < NR; c++) d[c] = src[(size_t)c * ldb + k];
             }
