@@ -61,6 +61,7 @@
 static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
 static int own_on;
 
+#ifdef OWN
 /* OpenBLAS families that already use AVX-512 */
 static int core_avx512(const char *name) {
     static const char *const names[] = {"skylakex", "cooperlake", "sapphirerapids"};
@@ -68,6 +69,7 @@ static int core_avx512(const char *name) {
         if (name && !strcasecmp(name, names[i])) return 1;
     return 0;
 }
+#endif
 
 static void choose(void) {
 #ifdef OWN

@@ -5,7 +5,7 @@
  * team.c's parts of a cut product).
  *
  * OpenBLAS computes it, except on an AVX-512 build whose OpenBLAS runs
- * AVX2 kernels: then gemm.c's own AVX-512 kernels do, about twice as fast
+ * AVX2 kernels: then gemm.c's own AVX-512 kernels do, about 1.6x as fast
  * (not by default in an AddressSanitizer build: instrumented they are
  * slower than OpenBLAS). DEMIX_GEMM=openblas or =own forces one
  * (benchmarks, tests). Leaf module.
