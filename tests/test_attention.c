@@ -44,7 +44,7 @@ typedef struct buf {
     float *qkv, *g, *out;
     size_t nqkv, nout;
     int ld, ldo;
-    dmx__attn h[HEADS];
+    dmx__attn a;
 } buf;
 
 /* HEADS heads interleaved in rows of ld = 3 * HEADS * D + PAD floats (q,
@@ -62,18 +62,13 @@ static void buf_init(buf *b, shape s, unsigned seed) {
     for (size_t i = 0; i < b->nqkv; i++) b->qkv[i] = s.spread * frand(&seed);
     for (size_t i = 0; i < (size_t)s.nseq * s.Nq * HEADS; i++) b->g[i] = 0.5f + frand(&seed);
     for (size_t i = 0; i < b->nout; i++) b->out[i] = 12345.0f; /* padding sentinel */
-    for (int h = 0; h < HEADS; h++)
-        b->h[h] = (dmx__attn){.nseq = s.nseq, .Nq = s.Nq, .Nk = s.Nk, .D = s.D,
-                              .scale = 1.0f / sqrtf((float)s.D),
-                              .q = b->qkv + h * s.D, .k = b->qkv + inner + h * s.D,
-                              .v = b->qkv + 2 * inner + h * s.D,
-                              .ldq = b->ld, .ldk = b->ld, .ldv = b->ld,
-                              .seq_q = (size_t)L * b->ld, .seq_k = (size_t)L * b->ld,
-                              .seq_v = (size_t)L * b->ld,
-                              .out = b->out + h * s.D, .ldo = b->ldo,
-                              .seq_o = (size_t)s.Nq * b->ldo,
-                              .gain = s.gain ? b->g + h : NULL, .ld_gain = HEADS,
-                              .seq_gain = (size_t)s.Nq * HEADS};
+    b->a = (dmx__attn){.heads = HEADS, .nseq = s.nseq, .Nq = s.Nq, .Nk = s.Nk, .D = s.D,
+                       .scale = 1.0f / sqrtf((float)s.D), .q = b->qkv, .k = b->qkv + inner,
+                       .v = b->qkv + 2 * inner, .ldq = b->ld, .ldk = b->ld, .ldv = b->ld,
+                       .seq_q = (size_t)L * b->ld, .seq_k = (size_t)L * b->ld,
+                       .seq_v = (size_t)L * b->ld, .out = b->out, .ldo = b->ldo,
+                       .seq_o = (size_t)s.Nq * b->ldo, .gain = s.gain ? b->g : NULL,
+                       .ld_gain = HEADS, .seq_gain = (size_t)s.Nq * HEADS};
 }
 
 static void buf_free(buf *b) {
@@ -83,9 +78,9 @@ static void buf_free(buf *b) {
 }
 
 static void run(buf *b) {
-    float *scratch = malloc(sizeof(float) * dmx__attn_scratch(&b->h[0]) * HEADS);
+    float *scratch = malloc(sizeof(float) * dmx__attn_scratch(&b->a) * HEADS);
     REQUIRE(scratch);
-    dmx__attn_run(b->h, HEADS, scratch);
+    dmx__attn_run(&b->a, scratch);
     free(scratch);
 }
 
@@ -94,26 +89,27 @@ static double check_ref(const buf *b, shape s, int *pad_ok) {
     double err = 0, mx = 0;
     double *p = malloc(sizeof(double) * (size_t)s.Nk);
     *pad_ok = 1;
+    const dmx__attn *a = &b->a;
     for (int h = 0; h < HEADS; h++) {
-        const dmx__attn *a = &b->h[h];
+        const size_t hd = (size_t)h * s.D; /* head h: its D columns of each row */
         for (int sq = 0; sq < s.nseq; sq++)
             for (int i = 0; i < s.Nq; i++) {
-                const float *q = a->q + sq * a->seq_q + (size_t)i * a->ldq;
+                const float *q = a->q + sq * a->seq_q + (size_t)i * a->ldq + hd;
                 double m = -INFINITY, sum = 0;
                 for (int j = 0; j < s.Nk; j++) {
-                    const float *k = a->k + sq * a->seq_k + (size_t)j * a->ldk;
+                    const float *k = a->k + sq * a->seq_k + (size_t)j * a->ldk + hd;
                     double d = 0;
                     for (int c = 0; c < s.D; c++) d += (double)q[c] * k[c];
                     p[j] = d / sqrt((double)s.D);
                     m = fmax(m, p[j]);
                 }
                 for (int j = 0; j < s.Nk; j++) sum += (p[j] = exp(p[j] - m));
-                double gn = a->gain ? a->gain[sq * a->seq_gain + (size_t)i * a->ld_gain] : 1.0;
-                const float *o = a->out + sq * a->seq_o + (size_t)i * a->ldo;
+                double gn = a->gain ? a->gain[sq * a->seq_gain + (size_t)i * a->ld_gain + h] : 1.0;
+                const float *o = a->out + sq * a->seq_o + (size_t)i * a->ldo + hd;
                 for (int c = 0; c < s.D; c++) {
                     double r = 0;
                     for (int j = 0; j < s.Nk; j++)
-                        r += p[j] * a->v[sq * a->seq_v + (size_t)j * a->ldv + c];
+                        r += p[j] * a->v[sq * a->seq_v + (size_t)j * a->ldv + hd + c];
                     r *= gn / sum;
                     err = fmax(err, fabs(r - o[c]));
                     mx = fmax(mx, fabs(r));

@@ -6,7 +6,8 @@
  *     N > NC, K > KC) and off every tile edge, leading dimensions wider
  *     than the rows, alpha and beta other than 1 and 0;
  *   - beta = 0 writes C without reading it (C starts as NaN), K = 0 and
- *     alpha = 0 give beta * C, nothing outside C is touched.
+ *     alpha = 0 give beta * C, nothing outside C is touched;
+ *   - DEMIX_GEMM=openblas (a second ctest run) keeps OpenBLAS.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -34,8 +35,13 @@ static float frand(unsigned *st) {
 }
 
 int main(void) {
-    setenv("DEMIX_GEMM", "own", 1); /* before the first product: read once */
-    printf("own kernels: %s\n", dmx__gemm_own() ? "yes" : "not in this build (OpenBLAS checked)");
+    /* before the first product (read once); ctest also runs this test with
+     * DEMIX_GEMM=openblas, which must keep OpenBLAS */
+    const char *forced = getenv("DEMIX_GEMM");
+    if (!forced) setenv("DEMIX_GEMM", "own", 1);
+    if (forced && !strcmp(forced, "openblas"))
+        CHECK_MSG(!dmx__gemm_own(), "DEMIX_GEMM=openblas did not keep OpenBLAS");
+    printf("own kernels: %s\n", dmx__gemm_own() ? "yes" : "no (OpenBLAS checked)");
     for (int si = 0; si < NS; si++)
         for (int tr = 0; tr < 4; tr++) {
             const shape s = shapes[si];

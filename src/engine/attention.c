@@ -22,7 +22,6 @@
 #include "simd.h"
 #include "team.h"
 
-#include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -158,16 +157,17 @@ static inline __attribute__((always_inline)) void pv_tile(const float *s, size_t
     }
 }
 
-static void head_fast(const dmx__attn *a, float *scratch) {
+static void head_fast(const dmx__attn *a, int h, float *scratch) {
     const int D = a->D, Nk = a->Nk, Nq = a->Nq;
     const size_t nkp = round_up((size_t)Nk, KT);
     float *kp = scratch, *s = kp + (size_t)D * nkp, *qt = s + (size_t)R * nkp, *f = qt + R * D;
     float *t = f + R; /* R x PV_NV vectors: the value kernel's partial sums */
+    const size_t hd = (size_t)h * D;
     for (int sq = 0; sq < a->nseq; sq++) {
-        const float *q = a->q + sq * a->seq_q, *v = a->v + sq * a->seq_v;
-        float *o = a->out + sq * a->seq_o;
-        const float *g = a->gain ? a->gain + sq * a->seq_gain : NULL;
-        pack_keys(a->k + sq * a->seq_k, a->ldk, Nk, D, kp);
+        const float *q = a->q + sq * a->seq_q + hd, *v = a->v + sq * a->seq_v + hd;
+        float *o = a->out + sq * a->seq_o + hd;
+        const float *g = a->gain ? a->gain + sq * a->seq_gain + h : NULL;
+        pack_keys(a->k + sq * a->seq_k + hd, a->ldk, Nk, D, kp);
         for (int i0 = 0; i0 < Nq; i0 += R) {
             int nr = Nq - i0 < R ? Nq - i0 : R;
             for (int i = 0; i < R; i++) {
@@ -190,14 +190,16 @@ static void head_fast(const dmx__attn *a, float *scratch) {
 #endif
 
 /* Two sgemm per block of queries, the softmax between them. */
-static void head_gemm(const dmx__attn *a, float *scratch) {
+static void head_gemm(const dmx__attn *a, int h, float *scratch) {
     const int Nq = a->Nq, Nk = a->Nk, D = a->D;
     const int qb = Nq < QBLOCK ? Nq : QBLOCK;
     float *sc = scratch, *inv = sc + (size_t)qb * Nk;
+    const size_t hd = (size_t)h * D;
     for (int sq = 0; sq < a->nseq; sq++) {
-        const float *q = a->q + sq * a->seq_q, *k = a->k + sq * a->seq_k, *v = a->v + sq * a->seq_v;
-        float *o = a->out + sq * a->seq_o;
-        const float *g = a->gain ? a->gain + sq * a->seq_gain : NULL;
+        const float *q = a->q + sq * a->seq_q + hd, *k = a->k + sq * a->seq_k + hd;
+        const float *v = a->v + sq * a->seq_v + hd;
+        float *o = a->out + sq * a->seq_o + hd;
+        const float *g = a->gain ? a->gain + sq * a->seq_gain + h : NULL;
         for (int i0 = 0; i0 < Nq; i0 += qb) {
             int nq = Nq - i0 < qb ? Nq - i0 : qb;
             dmx__sgemm(0, 1, nq, Nk, D, a->scale, q + (size_t)i0 * a->ldq, a->ldq, k, a->ldk, 0.0f,
@@ -214,33 +216,32 @@ static void head_gemm(const dmx__attn *a, float *scratch) {
 }
 
 typedef struct {
-    const dmx__attn *heads;
+    const dmx__attn *a;
     float *scratch;
     size_t per;
 } run_ctx;
 
-static void run_head(void *ctx, int i) {
+static void run_head(void *ctx, int h) {
     const run_ctx *c = ctx;
-    float *s = c->scratch + (size_t)i * c->per;
+    float *s = c->scratch + (size_t)h * c->per;
 #ifdef FAST
-    if (fast_ok(&c->heads[i])) {
-        head_fast(&c->heads[i], s);
+    if (fast_ok(c->a)) {
+        head_fast(c->a, h, s);
         return;
     }
 #endif
-    head_gemm(&c->heads[i], s);
+    head_gemm(c->a, h, s);
 }
 
-void dmx__attn_run(const dmx__attn *heads, int n, float *scratch) {
-    if (n < 1) return;
-    const dmx__attn *a = &heads[0];
+void dmx__attn_run(const dmx__attn *a, float *scratch) {
+    if (a->heads < 1) return;
     const int fast = fast_ok(a);
     const int prof = fast && dmx__gemm_profiling();
     double t0 = prof ? dmx__seconds_now() : 0;
-    run_ctx c = {heads, scratch, dmx__attn_scratch(a)};
-    dmx__team_for(n, run_head, &c);
+    run_ctx c = {a, scratch, dmx__attn_scratch(a)};
+    dmx__team_for(a->heads, run_head, &c);
     if (fast) { /* the fallback's products count themselves */
-        uint64_t calls = (uint64_t)n * (uint64_t)a->nseq;
+        uint64_t calls = (uint64_t)a->heads * (uint64_t)a->nseq;
         dmx__flops_add(calls * 4ull * (uint64_t)a->Nq * (uint64_t)a->Nk * (uint64_t)a->D);
         if (prof)
             dmx__gemm_profile_add(DMX__ATTN_SHAPE, DMX__ATTN_SHAPE, a->Nq, a->Nk, a->D, calls,

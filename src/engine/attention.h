@@ -21,11 +21,13 @@
 
 #include <stddef.h>
 
-/* One head over `nseq` independent sequences. Row r of sequence s of the
- * queries is q + s * seq_q + r * ldq (D floats); likewise k, v, out and
- * (optional, NULL for none) gain + s * seq_gain + r * ld_gain (one float). */
+/* `heads` heads over `nseq` independent sequences. Row r of sequence s of
+ * the queries of head h is q + s * seq_q + r * ldq + h * D (D floats: the
+ * heads side by side in a row, as a fused projection lays them out);
+ * likewise k, v and out; the optional gain (NULL for none) of that row is
+ * gain[s * seq_gain + r * ld_gain + h]. */
 typedef struct {
-    int nseq, Nq, Nk, D;
+    int heads, nseq, Nq, Nk, D;
     float scale;
     const float *q, *k, *v;
     int ldq, ldk, ldv;
@@ -38,13 +40,13 @@ typedef struct {
     size_t seq_gain;
 } dmx__attn;
 
-/* Scratch floats one head needs (every head of a call has the same shape). */
+/* Scratch floats of one head. */
 size_t dmx__attn_scratch(const dmx__attn *a);
 
-/* Computes the n heads, side by side on the calling thread's team if it
- * has one; `scratch` holds n * dmx__attn_scratch(&heads[0]) floats. The
- * result does not depend on the thread count. */
-void dmx__attn_run(const dmx__attn *heads, int n, float *scratch);
+/* Computes every head, side by side on the calling thread's team if it has
+ * one; `scratch` holds heads * dmx__attn_scratch(a) floats. The result
+ * does not depend on the thread count. */
+void dmx__attn_run(const dmx__attn *a, float *scratch);
 
 /* Tests: 0 makes every call take the two-sgemm path (1 restores). */
 void dmx__attn_set_fused(int on);

@@ -23,7 +23,6 @@
 #include "stft.h"
 
 #define DMX__MAX_DEPTH 8
-#define DMX__MAX_HEADS 64 /* attention heads of the cross-transformer */
 
 typedef struct dmx__conv {
     dmx__conv_geom g;

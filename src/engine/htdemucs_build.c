@@ -399,8 +399,7 @@ dmx_status dmx__htdemucs_build(dmx__ckpt *ck, dmx__htdemucs **out) {
         (m->nfft & (m->nfft - 1)) != 0 || m->audio_channels < 1 || m->audio_channels > 8 ||
         dconv_depth < 0 || dconv_depth > 4 || dconv_comp <= 0 || m->samplerate < 1000 ||
         m->samplerate > 384000 || segment <= 0 || segment > 3600 || context < 0 ||
-        context_enc < 0 || norm_groups < 1 || t_layers < 0 || t_heads < 1 ||
-        t_heads > DMX__MAX_HEADS) {
+        context_enc < 0 || norm_groups < 1 || t_layers < 0 || t_heads < 1) {
         b->st = dmx__fail(DMX_ERR_MODEL,
                           "checkpoint kwargs describe an invalid or unsupported geometry");
         goto fail;

@@ -391,24 +391,19 @@ static int attn_softmax(const dmx__roformer *n, dmx__arena *ar, const rf_block *
     float *g = dmx__arena_floats(ar, (size_t)N * H);
     float *o = dmx__arena_floats(ar, (size_t)N * inner);
     float *cs = dmx__arena_floats(ar, (size_t)L * Dh);
-    dmx__attn *hd = malloc(sizeof *hd * (size_t)H);
-    if (!hd) {
+    if (!h || !qkv || !g || !o || !cs) {
         dmx__arena_restore(ar, m);
         return -1;
     }
-    for (int hh = 0; hh < H; hh++)
-        hd[hh] = (dmx__attn){.nseq = nseq, .Nq = L, .Nk = L, .D = Dh,
-                             .scale = 1.0f / sqrtf((float)Dh),
-                             .q = qkv + hh * Dh, .k = qkv + inner + hh * Dh,
-                             .v = qkv + 2 * inner + hh * Dh,
-                             .ldq = 3 * inner, .ldk = 3 * inner, .ldv = 3 * inner,
-                             .seq_q = (size_t)L * 3 * inner, .seq_k = (size_t)L * 3 * inner,
-                             .seq_v = (size_t)L * 3 * inner,
-                             .out = o + hh * Dh, .ldo = inner, .seq_o = (size_t)L * inner,
-                             .gain = g + hh, .ld_gain = H, .seq_gain = (size_t)L * H};
-    float *scratch = dmx__arena_floats(ar, dmx__attn_scratch(&hd[0]) * H);
-    if (!h || !qkv || !g || !o || !cs || !scratch) {
-        free(hd);
+    const size_t row = (size_t)3 * inner;
+    const dmx__attn at = {.heads = H, .nseq = nseq, .Nq = L, .Nk = L, .D = Dh,
+                          .scale = 1.0f / sqrtf((float)Dh), .q = qkv, .k = qkv + inner,
+                          .v = qkv + 2 * inner, .ldq = (int)row, .ldk = (int)row, .ldv = (int)row,
+                          .seq_q = L * row, .seq_k = L * row, .seq_v = L * row, .out = o,
+                          .ldo = inner, .seq_o = (size_t)L * inner, .gain = g, .ld_gain = H,
+                          .seq_gain = (size_t)L * H};
+    float *scratch = dmx__arena_floats(ar, dmx__attn_scratch(&at) * H);
+    if (!scratch) {
         dmx__arena_restore(ar, m);
         return -1;
     }
@@ -430,8 +425,7 @@ static int attn_softmax(const dmx__roformer *n, dmx__arena *ar, const rf_block *
         rope(qkv + inner + hh * Dh, 3 * inner, nseq, L, Dh, cs);
     }
     /* heads side by side on a team; each head's gate scales its output */
-    dmx__attn_run(hd, H, scratch);
-    free(hd);
+    dmx__attn_run(&at, scratch);
     dmx__sgemm(0, 1, N, D, inner, 1.0f, o, inner, k->w_out, inner, 1.0f, x, D);
     dmx__arena_restore(ar, m);
     return 0;

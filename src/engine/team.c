@@ -7,8 +7,8 @@
  * whose sgemm is cut (or which calls dmx__team_for) posts a job (parts, next
  * part to take, parts finished), takes parts itself and waits until every
  * part is finished; helpers sleep on `work` until a job with parts left is
- * posted. The thread-local `mine`
- * says which team (if any) the current thread's products may use.
+ * posted. The thread-local `mine` says which team (if any) the current
+ * thread's products may use.
  */
 #include "team.h"
 

@@ -96,20 +96,18 @@ static dmx_status mha(const dmx__tlayer *L, int heads, dmx__arena *ar, const flo
     float *k = dmx__arena_floats(ar, (size_t)Nk * C);
     float *v = dmx__arena_floats(ar, (size_t)Nk * C);
     float *o = dmx__arena_floats(ar, (size_t)Nq * C);
-    dmx__attn hd[DMX__MAX_HEADS];
     const int D = C / heads;
-    for (int h = 0; h < heads; h++)
-        /* upstream divides q by sqrt(head_dim) before q @ k^T */
-        hd[h] = (dmx__attn){.nseq = 1, .Nq = Nq, .Nk = Nk, .D = D, .scale = 1.0f / sqrtf((float)D),
-                            .q = q + h * D, .k = k + h * D, .v = v + h * D,
-                            .ldq = C, .ldk = C, .ldv = C, .out = o + h * D, .ldo = C};
-    float *scratch = heads ? dmx__arena_floats(ar, dmx__attn_scratch(&hd[0]) * heads) : NULL;
+    /* upstream divides q by sqrt(head_dim) before q @ k^T */
+    const dmx__attn at = {.heads = heads, .nseq = 1, .Nq = Nq, .Nk = Nk, .D = D,
+                          .scale = 1.0f / sqrtf((float)D), .q = q, .k = k, .v = v,
+                          .ldq = C, .ldk = C, .ldv = C, .out = o, .ldo = C};
+    float *scratch = dmx__arena_floats(ar, dmx__attn_scratch(&at) * heads);
     if (!q || !k || !v || !o || !scratch)
         return dmx__fail(DMX_ERR_NOMEM, "out of memory in attention");
     dmx__linear(q_in, Nq, C, L->in_w, L->in_b, C, q);
     dmx__linear(kv_in, Nk, C, L->in_w + (size_t)C * C, L->in_b + C, C, k);
     dmx__linear(kv_in, Nk, C, L->in_w + (size_t)2 * C * C, L->in_b + 2 * C, C, v);
-    dmx__attn_run(hd, heads, scratch);
+    dmx__attn_run(&at, scratch);
     dmx__linear(o, Nq, C, L->out_w, L->out_b, C, out);
     dmx__arena_restore(ar, mk);
     return DMX_OK;

@@ -27,6 +27,7 @@ for opt in --name --repo --out --filename --two-stems --other-method --shifts --
     grep -q -- "$opt" "$WORK/help_separate_--help.out" || fail "separate --help does not document $opt"
 done
 expect_rc version 0 --version && grep -q '^demix [0-9]' "$WORK/version.out" || fail "--version output"
+grep -q 'OpenBLAS kernels: [A-Za-z0-9]' "$WORK/version.out" || fail "--version does not name the OpenBLAS kernels"
 
 # No arguments: a short usage on stderr, exit 2.
 expect_rc noargs 2

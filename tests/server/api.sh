@@ -7,6 +7,9 @@
 LOG="$WORK/server.log"
 start "$LOG" --data-dir "$WORK/data" --workers 1 --max-upload-mb 2
 pass "listening on $B"
+# the startup line names the OpenBLAS kernels in use (docs/ARCHITECTURE.md)
+grep '"event_type":"startup"' "$LOG" | grep -q '"blas_kernels":"[A-Za-z0-9]' \
+  && pass "startup log names the BLAS kernels" || fail "startup log lacks blas_kernels"
 
 is_error_json() {
     body_has "$1" '"error":{"code":"'"$2"'"'
