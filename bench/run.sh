@@ -19,14 +19,31 @@
 #   DEMIX_UPSTREAM=DIR BENCH_UPSTREAM_SECONDS=10 bench/run.sh   # upstream on a 10 s song
 #   DEMIX_UPSTREAM=DIR BENCH_UPSTREAM_SECONDS="30 180" bench/run.sh   # on both of these
 #   BENCH_SCALING_LENGTHS="30 180" bench/run.sh   # thread scaling on both songs
+#   BENCH_ISA=avx2 bench/run.sh       # both sides held to AVX2 on an AVX-512 CPU: demix
+#                                     built for x86-64-v3 (in build-avx2), upstream's
+#                                     oneDNN, ATen and OpenBLAS limited to AVX2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GOLDEN=${DEMIX_GOLDEN_DIR:-$(cd .. && pwd)/shared/golden}
 MODEL=${1:-$GOLDEN/models/htdemucs_6s_random.th}
 LENGTHS=${BENCH_LENGTHS:-"30 180 600"}
 THREADS=${BENCH_THREADS:-$(nproc)}
-BUILD=${BUILD_DIR:-build}
-[ -x "$BUILD/demix" ] && [ -x "$BUILD/bench/bench_forward" ] || ./scripts/setup.sh >/dev/null
+ISA=${BENCH_ISA:-native}
+case "$ISA" in
+native)
+  BUILD=${BUILD_DIR:-build}
+  [ -x "$BUILD/demix" ] && [ -x "$BUILD/bench/bench_forward" ] || ./scripts/setup.sh >/dev/null ;;
+avx2)
+  # What an AVX2-only machine (Haswell to Zen 3) runs, on this CPU: demix
+  # compiled for x86-64-v3, and every library upstream's time goes through
+  # held to AVX2 too (oneDNN's convolutions, ATen's kernels, OpenBLAS)
+  BUILD=${BUILD_DIR:-build-avx2}
+  [ -x "$BUILD/demix" ] && [ -x "$BUILD/bench/bench_forward" ] ||
+    BUILD_DIR="$BUILD" CMAKE_ARGS="-DDEMIX_ARCH=x86-64-v3" ./scripts/setup.sh >/dev/null
+  export DNNL_MAX_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
+  export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell} ;;
+*) echo "BENCH_ISA: native or avx2, not $ISA" >&2; exit 2 ;;
+esac
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 if [ ! -f "$MODEL" ]; then # an architecture name: build it with random weights
@@ -49,6 +66,7 @@ make_input() { # seconds path
 
 # OpenBLAS picks its kernels from the CPU unless OPENBLAS_CORETYPE names
 # them; demix and upstream run under the same setting here
+[ "$ISA" = native ] || echo "== instruction set held to ${ISA^^} on both sides (demix in $BUILD; upstream: DNNL_MAX_CPU_ISA=${DNNL_MAX_CPU_ISA:-}, ATEN_CPU_CAPABILITY=${ATEN_CPU_CAPABILITY:-}) =="
 echo "== $("$BUILD/demix" --version | sed 's/.*OpenBLAS kernels: \([^)]*\)).*/OpenBLAS kernels: \1/')" \
   "(OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}), CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') ==="
 echo "== one segment (bench_forward, $THREADS threads) =="
