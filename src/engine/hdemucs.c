@@ -32,17 +32,6 @@
 #define MAX_DEPTH 8
 #define MAX_BANDS 4 /* MultiWrap: up to 3 split ratios */
 
-typedef struct hconv {
-    dmx__conv_geom g;
-    const float *w; /* (cout, cin, kh, kw), or (cin, cout, kh, kw) transposed */
-    const float *b; /* (cout) */
-} hconv;
-
-typedef struct hnorm {
-    int groups;         /* 0: Identity */
-    const float *w, *b; /* (channels) */
-} hnorm;
-
 /* The arguments upstream passes to HEncLayer / HDecLayer. */
 typedef struct largs {
     int enc, chin, chout, kernel, stride, freq, pad, norm, norm_groups, rewrite, context;
@@ -53,10 +42,10 @@ typedef struct largs {
 typedef struct hlayer {
     largs a;
     int pad;    /* kernel/4 when padded (0 for MultiWrap decoder bands) */
-    hconv conv; /* conv or conv_tr */
-    hnorm norm1, norm2;
+    dmx__conv conv; /* conv or conv_tr */
+    dmx__norm norm1, norm2;
     int has_rewrite;
-    hconv rewrite;
+    dmx__conv rewrite;
     int has_dconv;
     dmx__dconvx dconv;
 } hlayer;
@@ -93,7 +82,7 @@ static dmx__conv_geom geom(int cin, int cout, int kh, int kw, int sh, int sw, in
     return g;
 }
 
-static void bind_conv(dmx__binder *b, hconv *c, const dmx__conv_geom *g, int transposed, int conv2d,
+static void bind_conv(dmx__binder *b, dmx__conv *c, const dmx__conv_geom *g, int transposed, int conv2d,
                       const char *prefix, const char *what) {
     c->g = *g;
     int64_t a = transposed ? g->cin : g->cout, bb = transposed ? g->cout : g->cin;
@@ -106,7 +95,7 @@ static void bind_conv(dmx__binder *b, hconv *c, const dmx__conv_geom *g, int tra
     c->b = dmx__bind(b, 1, s1, "%s.%s.bias", prefix, what);
 }
 
-static void bind_norm(dmx__binder *b, hnorm *n, int groups, int ch, const char *prefix,
+static void bind_norm(dmx__binder *b, dmx__norm *n, int groups, int ch, const char *prefix,
                       const char *what) {
     n->groups = groups;
     if (!groups) return;
@@ -536,10 +525,6 @@ typedef struct ctx {
     dmx_status st; /* set by a layer that fails for another reason than memory */
 } ctx;
 
-static void norm_apply(float *x, int C, size_t L, const hnorm *n) {
-    if (n->groups) dmx__group_norm(x, C, 1, (int)L, n->groups, n->w, n->b, 1e-5f);
-}
-
 /* DConv on y (C, H, W) in place: each frequency row its own sequence (upstream
  * folds F into the batch), gathered into a (C, W) buffer one row at a time. */
 static int dconv_apply(ctx *cx, const hlayer *L, float *y, int C, int H, int W,
@@ -573,22 +558,6 @@ static int dconv_apply(ctx *cx, const hlayer *L, float *y, int C, int H, int W,
     return 0;
 }
 
-/* y (cout/2, H, W) = GLU(norm(conv(x))): fused in column blocks when there is
- * no norm, else through the whole 2C-channel tensor (GroupNorm needs its
- * statistics). */
-static int rewrite_glu(dmx__arena *ar, const hconv *cv, const hnorm *n, const float *x, int H,
-                       int W, float *y) {
-    if (!n->groups) return dmx__conv2d_glu(ar, &cv->g, x, H, W, cv->w, cv->b, y);
-    size_t plane = (size_t)H * W;
-    dmx__arena_mark mk = dmx__arena_save(ar);
-    float *r = dmx__arena_floats(ar, (size_t)cv->g.cout * plane);
-    if (!r || dmx__conv2d(ar, &cv->g, x, H, W, cv->w, cv->b, r)) return -1;
-    norm_apply(r, cv->g.cout, plane, n);
-    dmx__glu(r, y, cv->g.cout, plane);
-    dmx__arena_restore(ar, mk);
-    return 0;
-}
-
 /* HEncLayer.forward: x (chin, H, W), inject (chout, Wo) or NULL. Returns the
  * output (chout, *Ho, *Wo) from the arena, or NULL when out of memory. */
 static float *enc_layer(ctx *cx, const hlayer *L, const float *x, int H, int W, const float *inject,
@@ -606,30 +575,19 @@ static float *enc_layer(ctx *cx, const hlayer *L, const float *x, int H, int W, 
     *Ho = ho;
     *Wo = wo;
     dmx__arena_mark mk = dmx__arena_save(ar);
-    const float *xin = x;
-    if (Wp != W) {
-        float *xp = dmx__arena_floats(ar, (size_t)a->chin * H * Wp);
-        if (!xp) return NULL;
-        for (int r = 0; r < a->chin * H; r++) {
-            memcpy(xp + (size_t)r * Wp, x + (size_t)r * W, sizeof(float) * W);
-            memset(xp + (size_t)r * Wp + W, 0, sizeof(float) * (Wp - W));
-        }
-        xin = xp;
-    }
+    const float *xin = dmx__pad_cols(ar, x, a->chin * H, W, Wp);
+    if (!xin) return NULL;
     float *c = (a->empty || !L->has_rewrite) ? y : dmx__arena_floats(ar, (size_t)a->chout * plane);
     if (!c || dmx__conv2d(ar, g, xin, H, Wp, L->conv.w, L->conv.b, c)) return NULL;
     if (a->empty) {
         dmx__arena_restore(ar, mk);
         return y;
     }
-    if (inject)
-        for (int ch = 0; ch < a->chout; ch++)
-            for (int f = 0; f < ho; f++)
-                dmx__add(c + ((size_t)ch * ho + f) * wo, inject + (size_t)ch * wo, wo);
-    norm_apply(c, a->chout, plane, &L->norm1);
+    if (inject) dmx__inject(c, inject, a->chout, ho, wo);
+    dmx__norm_image(c, a->chout, plane, &L->norm1);
     dmx__gelu(c, (size_t)a->chout * plane);
     if (L->has_dconv && dconv_apply(cx, L, c, a->chout, ho, wo, tapname)) return NULL;
-    if (L->has_rewrite && rewrite_glu(ar, &L->rewrite, &L->norm2, c, ho, wo, y)) return NULL;
+    if (L->has_rewrite && dmx__rewrite_glu(ar, &L->rewrite, &L->norm2, c, ho, wo, y)) return NULL;
     dmx__arena_restore(ar, mk);
     return y;
 }
@@ -645,14 +603,8 @@ static float *dec_layer(ctx *cx, const hlayer *L, float *x, int H, int W, const 
     const dmx__conv_geom *g = &L->conv.g;
     dmx__arena *ar = cx->ar;
     const size_t plane = (size_t)H * W;
-    int hf = (H - 1) * g->sh + g->kh, wf = (W - 1) * g->sw + g->kw;
-    int ho = hf, wo = wf;
-    if (a->freq)
-        ho = hf - 2 * L->pad;
-    else
-        wo = length;
-    size_t zsize = (size_t)a->chout * hf * wf;
-    if ((size_t)a->chout * ho * wo > zsize) zsize = (size_t)a->chout * ho * wo;
+    int hf, wf, ho, wo;
+    size_t zsize = dmx__tr_shape(g, a->freq, L->pad, length, a->chout, H, W, &hf, &wf, &ho, &wo);
     float *z = dmx__arena_floats(ar, zsize);
     float *y = x;
     if (!z) return NULL;
@@ -663,23 +615,12 @@ static float *dec_layer(ctx *cx, const hlayer *L, float *x, int H, int W, const 
     dmx__arena_mark mk = dmx__arena_save(ar);
     if (!a->empty) {
         dmx__add(x, skip, (size_t)a->chin * plane);
-        if (L->has_rewrite && rewrite_glu(ar, &L->rewrite, &L->norm1, x, H, W, y)) return NULL;
+        if (L->has_rewrite && dmx__rewrite_glu(ar, &L->rewrite, &L->norm1, x, H, W, y)) return NULL;
         if (L->has_dconv && dconv_apply(cx, L, y, a->chin, H, W, NULL)) return NULL;
     }
     if (dmx__conv_tr2d(ar, g, y, H, W, L->conv.w, L->conv.b, z)) return NULL;
-    norm_apply(z, a->chout, (size_t)hf * wf, &L->norm2);
-    if (a->freq) {
-        if (L->pad)
-            for (int c = 0; c < a->chout; c++)
-                memmove(z + (size_t)c * ho * wo, z + ((size_t)c * hf + L->pad) * wf,
-                        sizeof(float) * (size_t)ho * wo);
-    } else {
-        for (int c = 0; c < a->chout; c++) {
-            int avail = wf - L->pad, n = length < avail ? length : avail;
-            memmove(z + (size_t)c * wo, z + (size_t)c * wf + L->pad, sizeof(float) * n);
-            if (n < length) memset(z + (size_t)c * wo + n, 0, sizeof(float) * (length - n));
-        }
-    }
+    dmx__norm_image(z, a->chout, (size_t)hf * wf, &L->norm2);
+    dmx__tr_trim(z, a->chout, a->freq, L->pad, hf, wf, ho, wo);
     if (!a->last) dmx__gelu(z, (size_t)a->chout * ho * wo);
     dmx__arena_restore(ar, mk);
     *Ho = ho;

@@ -18,22 +18,12 @@
 
 #include "arena.h"
 #include "ckpt.h"
+#include "hybrid.h"
 #include "net.h"
 #include "ops.h"
 #include "stft.h"
 
 #define DMX__MAX_DEPTH 8
-
-typedef struct dmx__conv {
-    dmx__conv_geom g;
-    const float *w; /* (cout, cin, kh, kw), or (cin, cout, kh, kw) when transposed */
-    const float *b; /* (cout) */
-} dmx__conv;
-
-typedef struct dmx__norm {
-    int groups;         /* 0: no norm (Identity) */
-    const float *w, *b; /* (channels) */
-} dmx__norm;
 
 typedef struct dmx__dconv_layer {
     dmx__conv conv1;    /* channels -> hidden, kernel 3, dilation 2^d */

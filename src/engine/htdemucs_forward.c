@@ -110,26 +110,6 @@ static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, i
     return DMX_OK;
 }
 
-static void norm_image(float *x, int C, size_t L, const dmx__norm *n) {
-    if (n->groups) dmx__group_norm(x, C, 1, (int)L, n->groups, n->w, n->b, 1e-5f);
-}
-
-/* y (C/2 of conv's cout, H, W) = GLU(norm(conv(x))): fused in column blocks
- * when there is no norm (every released model), else through a full buffer
- * because GroupNorm needs the whole tensor's statistics. */
-static int rewrite_glu(const dmx__conv *cv, const dmx__norm *n, dmx__arena *ar, const float *x,
-                       int H, int W, float *y) {
-    if (!n->groups) return dmx__conv2d_glu(ar, &cv->g, x, H, W, cv->w, cv->b, y);
-    size_t plane = (size_t)H * W;
-    dmx__arena_mark mk = dmx__arena_save(ar);
-    float *r = dmx__arena_floats(ar, (size_t)cv->g.cout * plane);
-    if (!r || dmx__conv2d(ar, &cv->g, x, H, W, cv->w, cv->b, r)) return -1;
-    norm_image(r, cv->g.cout, plane, n);
-    dmx__glu(r, y, cv->g.cout, plane);
-    dmx__arena_restore(ar, mk);
-    return 0;
-}
-
 /* HEncLayer.forward. x (chin, H, W); inject (chout, Wo) or NULL.
  * Allocates the result (chout, *Ho, *Wo) from the arena (it outlives the
  * layer's scratch) and returns it, or NULL when out of memory. */
@@ -146,17 +126,9 @@ static float *enc_forward(const dmx__hlayer *L, dmx__arena *ar, const float *x, 
     *Ho = ho;
     *Wo = wo;
     dmx__arena_mark mk = dmx__arena_save(ar);
-    const float *xin = x;
-    if (Wp != W) {
-        /* time layers zero-pad to a multiple of the stride */
-        float *xp = dmx__arena_floats(ar, (size_t)L->chin * H * Wp);
-        if (!xp) return NULL;
-        for (int c = 0; c < L->chin * H; c++) {
-            memcpy(xp + (size_t)c * Wp, x + (size_t)c * W, sizeof(float) * W);
-            memset(xp + (size_t)c * Wp + W, 0, sizeof(float) * (Wp - W));
-        }
-        xin = xp;
-    }
+    /* time layers zero-pad to a multiple of the stride */
+    const float *xin = dmx__pad_cols(ar, x, L->chin * H, W, Wp);
+    if (!xin) return NULL;
     /* The convolution and DConv work in a scratch image; the rewrite + GLU
      * then writes the layer's output. */
     float *c = (L->empty || !L->has_rewrite) ? y : dmx__arena_floats(ar, (size_t)L->chout * plane);
@@ -165,15 +137,11 @@ static float *enc_forward(const dmx__hlayer *L, dmx__arena *ar, const float *x, 
         dmx__arena_restore(ar, mk);
         return y;
     }
-    if (inject) {
-        for (int ch = 0; ch < L->chout; ch++)
-            for (int f = 0; f < ho; f++)
-                dmx__add(c + ((size_t)ch * ho + f) * wo, inject + (size_t)ch * wo, wo);
-    }
-    norm_image(c, L->chout, plane, &L->norm1);
+    if (inject) dmx__inject(c, inject, L->chout, ho, wo);
+    dmx__norm_image(c, L->chout, plane, &L->norm1);
     dmx__gelu(c, (size_t)L->chout * plane);
     if (L->has_dconv && dconv_forward(&L->dconv, ar, c, ho, wo) != DMX_OK) return NULL;
-    if (L->has_rewrite && rewrite_glu(&L->rewrite, &L->norm2, ar, c, ho, wo, y)) return NULL;
+    if (L->has_rewrite && dmx__rewrite_glu(ar, &L->rewrite, &L->norm2, c, ho, wo, y)) return NULL;
     dmx__arena_restore(ar, mk);
     return y;
 }
@@ -189,7 +157,7 @@ static float *dec_body(const dmx__hlayer *L, dmx__arena *ar, float *x, int H, in
     dmx__add(x, skip, n);
     if (L->has_rewrite) {
         if (!y) y = skip ? (float *)skip : dmx__arena_floats(ar, n);
-        if (!y || rewrite_glu(&L->rewrite, &L->norm1, ar, x, H, W, y)) return NULL;
+        if (!y || dmx__rewrite_glu(ar, &L->rewrite, &L->norm1, x, H, W, y)) return NULL;
     } else {
         y = x;
     }
@@ -203,17 +171,11 @@ static float *dec_body(const dmx__hlayer *L, dmx__arena *ar, float *x, int H, in
 static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H, int W,
                           const float *skip, int length, int *Ho, int *Wo, float **pre) {
     const dmx__conv_geom *g = &L->conv.g;
-    int hf = (H - 1) * g->sh + g->kh, wf = (W - 1) * g->sw + g->kw; /* untrimmed */
-    int ho = hf, wo = wf;
-    if (L->freq)
-        ho = hf - 2 * L->pad;
-    else
-        wo = length;
-    size_t plane_in = (size_t)H * W;
+    int hf, wf, ho, wo;
     /* The transposed convolution writes the untrimmed output here and the
      * trim compacts it in place, so the layer's output needs one buffer. */
-    size_t zsize = (size_t)L->chout * hf * wf;
-    if ((size_t)L->chout * ho * wo > zsize) zsize = (size_t)L->chout * ho * wo;
+    size_t zsize = dmx__tr_shape(g, L->freq, L->pad, length, L->chout, H, W, &hf, &wf, &ho, &wo);
+    size_t plane_in = (size_t)H * W;
     float *z = dmx__arena_floats(ar, zsize);
     if (!z) return NULL;
     float *kept = NULL; /* the transposed convolution's input, when asked for */
@@ -223,20 +185,8 @@ static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H,
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *y = dec_body(L, ar, x, H, W, skip, kept);
     if (!y || dmx__conv_tr2d(ar, g, y, H, W, L->conv.w, L->conv.b, z)) return NULL;
-    norm_image(z, L->chout, (size_t)hf * wf, &L->norm2);
-    for (int c = 0; c < L->chout; c++) {
-        /* destination offsets never pass their sources: compact forward */
-        if (L->freq) {
-            memmove(z + (size_t)c * ho * wo, z + ((size_t)c * hf + L->pad) * wf,
-                    sizeof(float) * (size_t)ho * wo);
-        } else {
-            /* time: keep [pad, pad + length) (H == 1) */
-            int avail = wf - L->pad;
-            int n = length < avail ? length : avail;
-            memmove(z + (size_t)c * wo, z + (size_t)c * wf + L->pad, sizeof(float) * n);
-            if (n < length) memset(z + (size_t)c * wo + n, 0, sizeof(float) * (length - n));
-        }
-    }
+    dmx__norm_image(z, L->chout, (size_t)hf * wf, &L->norm2);
+    dmx__tr_trim(z, L->chout, L->freq, L->pad, hf, wf, ho, wo);
     if (!L->last) dmx__gelu(z, (size_t)L->chout * ho * wo);
     dmx__arena_restore(ar, mk);
     *Ho = ho;
@@ -269,9 +219,7 @@ static int dec_last_to_wave(const dmx__htdemucs *m, const dmx__hlayer *L, dmx__a
         if (dmx__conv_tr2d_ld(ar, &gs, y, H, W, L->conv.w + (size_t)s * cs * g->kh * g->kw,
                               g->cout * g->kh * g->kw, b, z))
             return -1;
-        for (int c = 0; c < cs; c++) /* trim the frequency padding in place */
-            memmove(z + (size_t)c * ho * wf, z + ((size_t)c * hf + L->pad) * wf,
-                    sizeof(float) * (size_t)ho * wf);
+        dmx__tr_trim(z, cs, 1, L->pad, hf, wf, ho, wf); /* the frequency padding */
         size_t n = (size_t)cs * ho * wf;
         for (size_t i = 0; i < n; i++) z[i] = z[i] * std + mean;
         if (dmx__ispec(m->stft, ar, z, A, wf, TL, wav + (size_t)s * A * TL)) return -1;

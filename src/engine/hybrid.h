@@ -1,11 +1,68 @@
 /*
- * hybrid.h - internal: the level geometry rule upstream's two hybrid
- * networks share (HDemucs.__init__ and HTDemucs.__init__ build their
- * encoder/decoder levels the same way), written once for hdemucs.c and
- * htdemucs_build.c.
+ * hybrid.h - internal: what upstream's two hybrid networks (HDemucs and
+ * HTDemucs, both built from demucs.hdemucs' HEncLayer and HDecLayer) share,
+ * written once for hdemucs.c and htdemucs_build.c/htdemucs_forward.c:
+ *   - the level geometry rule (HDemucs.__init__ and HTDemucs.__init__ build
+ *     their encoder/decoder levels the same way), header-only;
+ *   - a layer's bound convolution and norm, and the steps of HEncLayer /
+ *     HDecLayer.forward that do not depend on the network (hybrid.c): the
+ *     norm, the rewrite + GLU, the time layers' padding to a multiple of
+ *     the stride, the injected time branch, the transposed convolution's
+ *     output shape and trim.
+ * The DConv branches differ (HDemucs' may hold a BLSTM and LocalState:
+ * dconv.h; HTDemucs' never does) and stay with each network.
  */
 #ifndef DMX_ENGINE_HYBRID_H
 #define DMX_ENGINE_HYBRID_H
+
+#include <stddef.h>
+
+#include "arena.h"
+#include "ops.h"
+
+/* A convolution's geometry and weights (borrowed from the checkpoint). */
+typedef struct dmx__conv {
+    dmx__conv_geom g;
+    const float *w; /* (cout, cin, kh, kw), or (cin, cout, kh, kw) when transposed */
+    const float *b; /* (cout) */
+} dmx__conv;
+
+/* GroupNorm's groups and affine weights; groups 0: no norm (Identity). */
+typedef struct dmx__norm {
+    int groups;
+    const float *w, *b; /* (channels) */
+} dmx__norm;
+
+/* x (C, L) normalised in place (nothing when n has no groups). */
+void dmx__norm_image(float *x, int C, size_t L, const dmx__norm *n);
+
+/* y (cv's cout / 2, H, W) = GLU(norm(conv(x))): fused in column blocks
+ * when there is no norm (every released model), else through a full buffer
+ * (GroupNorm needs the whole tensor's statistics). Scratch from the arena,
+ * released before returning. 0, or -1 when out of memory. */
+int dmx__rewrite_glu(dmx__arena *ar, const dmx__conv *cv, const dmx__norm *n, const float *x,
+                     int H, int W, float *y);
+
+/* x (rows, W) zero-padded on the right to (rows, Wp) in arena memory, or x
+ * itself when Wp == W; NULL when out of memory. */
+const float *dmx__pad_cols(dmx__arena *ar, const float *x, int rows, int W, int Wp);
+
+/* c (C, H, W) += inject (C, W) broadcast over H: the time branch injected
+ * into the layer that merges the two branches. */
+void dmx__inject(float *c, const float *inject, int C, int H, int W);
+
+/* A decoder's transposed convolution on (H, W): its untrimmed output
+ * (*hf, *wf) and the layer's output (*ho, *wo) after the trim (frequency
+ * layers drop `pad` rows on each side; time layers keep `length` columns
+ * from `pad`). Returns the floats of one buffer that holds either, per
+ * channel count `chout`. */
+size_t dmx__tr_shape(const dmx__conv_geom *g, int freq, int pad, int length, int chout, int H,
+                     int W, int *hf, int *wf, int *ho, int *wo);
+
+/* z (C, hf, wf), the untrimmed output, compacted in place to (C, ho, wo)
+ * (shapes from dmx__tr_shape); time columns past the untrimmed output are
+ * zero. */
+void dmx__tr_trim(float *z, int C, int freq, int pad, int hf, int wf, int ho, int wo);
 
 typedef struct dmx__hybrid_level {
     int freq;      /* a frequency layer (more than one bin enters it) */
