@@ -7,7 +7,10 @@
  *     than the rows, alpha and beta other than 1 and 0;
  *   - beta = 0 writes C without reading it (C starts as NaN), K = 0 and
  *     alpha = 0 give beta * C, nothing outside C is touched;
- *   - DEMIX_GEMM=openblas (a second ctest run) keeps OpenBLAS.
+ *   - an operand packed whole once (dmx__gemm_pack, what the parts of a cut
+ *     product share) gives the same C bit for bit, either side;
+ *   - DEMIX_GEMM=openblas (a second ctest run) keeps OpenBLAS, and then
+ *     nothing is packed ahead.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -60,6 +63,23 @@ int main(void) {
                 C0[i] = (s.beta == 0.0f && i % ldc < (size_t)s.N) ? NAN : frand(&seed);
             memcpy(C, C0, sizeof(float) * nc);
             dmx__gemm(ta, tb, s.M, s.N, s.K, s.alpha, A, lda, B, ldb, s.beta, C, ldc);
+            for (int side = DMX__GEMM_A; side <= DMX__GEMM_B; side++) {
+                float *Cp = malloc(sizeof(float) * nc);
+                REQUIRE(Cp);
+                memcpy(Cp, C0, sizeof(float) * nc);
+                const float *pk = side == DMX__GEMM_A ? dmx__gemm_pack(side, ta, s.M, s.K, A, lda)
+                                                      : dmx__gemm_pack(side, tb, s.N, s.K, B, ldb);
+                CHECK_MSG(!pk == (!dmx__gemm_own() || s.K == 0),
+                          "M %d N %d K %d: packed %s with own kernels %d", s.M, s.N, s.K,
+                          pk ? "ahead" : "nothing", dmx__gemm_own());
+                dmx__gemm_packed(ta, tb, s.M, s.N, s.K, s.alpha, A, lda,
+                                 side == DMX__GEMM_A ? pk : NULL, B, ldb,
+                                 side == DMX__GEMM_B ? pk : NULL, s.beta, Cp, ldc);
+                CHECK_MSG(memcmp(Cp, C, sizeof(float) * nc) == 0,
+                          "M %d N %d K %d ta %d tb %d: %s packed ahead differs", s.M, s.N, s.K, ta,
+                          tb, side == DMX__GEMM_A ? "A" : "B");
+                free(Cp);
+            }
             double err = 0, mx = 0;
             int pad_ok = 1, finite = 1;
             for (int i = 0; i < s.M; i++)

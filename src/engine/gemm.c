@@ -98,32 +98,58 @@ int dmx__gemm_own(void) {
 #ifdef OWN
 typedef struct bufs {
     float *a, *b, *t;
+    float *s; /* an operand packed whole for the parts of a cut product */
+    size_t s_cap;
+    struct bufs *next; /* in the pool */
 } bufs;
 
 static pthread_key_t buf_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+/* Buffers of threads that have ended, for the next thread: the engine's
+ * threads live for one batch of evaluations, and faulting fresh pages in
+ * for each new thread is dear on a virtual machine. At most one set per
+ * thread that ever ran at the same time. */
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static bufs *pool;
 
-static void bufs_free(void *p) {
-    bufs *b = p;
+static void bufs_destroy(bufs *b) {
     free(b->a);
     free(b->b);
     free(b->t);
+    free(b->s);
     free(b);
 }
 
-static void key_make(void) { (void)pthread_key_create(&buf_key, bufs_free); }
+static void bufs_release(void *p) { /* thread exit: back to the pool */
+    bufs *b = p;
+    pthread_mutex_lock(&pool_lock);
+    b->next = pool;
+    pool = b;
+    pthread_mutex_unlock(&pool_lock);
+}
+
+static void key_make(void) { (void)pthread_key_create(&buf_key, bufs_release); }
 
 static bufs *thread_bufs(void) {
     pthread_once(&key_once, key_make);
     bufs *b = pthread_getspecific(buf_key);
     if (b) return b;
-    b = calloc(1, sizeof *b);
-    if (!b) return NULL;
-    b->a = aligned_alloc(64, sizeof(float) * MC * KC);
-    b->b = aligned_alloc(64, sizeof(float) * KC * NC);
-    b->t = aligned_alloc(64, sizeof(float) * MR * NR);
-    if (!b->a || !b->b || !b->t || pthread_setspecific(buf_key, b) != 0) {
-        bufs_free(b);
+    pthread_mutex_lock(&pool_lock);
+    if ((b = pool)) pool = b->next;
+    pthread_mutex_unlock(&pool_lock);
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b) return NULL;
+        b->a = aligned_alloc(64, sizeof(float) * MC * KC);
+        b->b = aligned_alloc(64, sizeof(float) * KC * NC);
+        b->t = aligned_alloc(64, sizeof(float) * MR * NR);
+        if (!b->a || !b->b || !b->t) {
+            bufs_destroy(b);
+            return NULL;
+        }
+    }
+    if (pthread_setspecific(buf_key, b) != 0) {
+        bufs_destroy(b);
         return NULL;
     }
     return b;
@@ -276,8 +302,14 @@ static void kernel(int kc, const float *ap, const float *bp, float alpha, float 
         for (int i = 0; i < h; i++) memcpy(c + (size_t)i * ldc, t + i * NR, sizeof(float) * w);
 }
 
+/* Panels of a whole operand packed by pack_whole: MR-row (A) or NR-column
+ * (B) panels of every KC slice, slice k0 at k0 * panels * width. */
+static size_t panels(int n, int width) { return (size_t)(n + width - 1) / width; }
+
+/* pa / pb: op(A) / op(B) packed whole (pack_whole), or NULL to pack here. */
 static int own_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                     const float *B, int ldb, float beta, float *C, int ldc) {
+                     const float *pa, const float *B, int ldb, const float *pb, float beta,
+                     float *C, int ldc) {
     bufs *bf = thread_bufs();
     if (!bf) return -1;
     if (K == 0 || alpha == 0.0f) { /* C = beta * C (BLAS: C untouched by A, B) */
@@ -292,13 +324,16 @@ static int own_sgemm(int ta, int tb, int M, int N, int K, float alpha, const flo
         int nc = N - j0 < NC ? N - j0 : NC;
         for (int k0 = 0; k0 < K; k0 += KC) {
             int kc = K - k0 < KC ? K - k0 : KC;
-            pack_b(tb, B, ldb, k0, kc, j0, nc, bf->b);
+            const float *bb = pb ? pb + (size_t)k0 * panels(N, NR) * NR + (size_t)j0 * kc : bf->b;
+            if (!pb) pack_b(tb, B, ldb, k0, kc, j0, nc, bf->b);
             for (int i0 = 0; i0 < M; i0 += MC) {
                 int mc = M - i0 < MC ? M - i0 : MC;
-                pack_a(ta, A, lda, i0, mc, k0, kc, bf->a);
+                const float *ab =
+                    pa ? pa + (size_t)k0 * panels(M, MR) * MR + (size_t)i0 * kc : bf->a;
+                if (!pa) pack_a(ta, A, lda, i0, mc, k0, kc, bf->a);
                 for (int jr = 0; jr < nc; jr += NR)
                     for (int ir = 0; ir < mc; ir += MR)
-                        kernel(kc, bf->a + (size_t)ir * kc, bf->b + (size_t)jr * kc, alpha, beta,
+                        kernel(kc, ab + (size_t)ir * kc, bb + (size_t)jr * kc, alpha, beta,
                                k0 == 0, C + (size_t)(i0 + ir) * ldc + j0 + jr, ldc,
                                mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR, bf->t);
             }
@@ -308,14 +343,50 @@ static int own_sgemm(int ta, int tb, int M, int N, int K, float alpha, const flo
 }
 #endif
 
-void dmx__gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-               const float *B, int ldb, float beta, float *C, int ldc) {
+const float *dmx__gemm_pack(int side, int t, int n, int K, const float *X, int ld) {
+#ifdef OWN
+    if (!dmx__gemm_own() || n <= 0 || K <= 0) return NULL;
+    bufs *bf = thread_bufs();
+    if (!bf) return NULL;
+    const int width = side == DMX__GEMM_A ? MR : NR;
+    size_t need = panels(n, width) * width * (size_t)K;
+    if (need > bf->s_cap) {
+        float *p = aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64);
+        if (!p) return NULL;
+        free(bf->s);
+        bf->s = p;
+        bf->s_cap = need;
+    }
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        int kc = K - k0 < KC ? K - k0 : KC;
+        float *dst = bf->s + (size_t)k0 * panels(n, width) * width;
+        if (side == DMX__GEMM_A)
+            pack_a(t, X, ld, 0, n, k0, kc, dst);
+        else
+            pack_b(t, X, ld, k0, kc, 0, n, dst);
+    }
+    return bf->s;
+#else
+    (void)side, (void)t, (void)n, (void)K, (void)X, (void)ld;
+    return NULL;
+#endif
+}
+
+void dmx__gemm_packed(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *pa, const float *B, int ldb, const float *pb, float beta,
+                      float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
 #ifdef OWN
     if (dmx__gemm_own() &&
-        own_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == 0)
+        own_sgemm(ta, tb, M, N, K, alpha, A, lda, pa, B, ldb, pb, beta, C, ldc) == 0)
         return;
 #endif
+    (void)pa, (void)pb;
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
                 K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void dmx__gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc) {
+    dmx__gemm_packed(ta, tb, M, N, K, alpha, A, lda, NULL, B, ldb, NULL, beta, C, ldc);
 }

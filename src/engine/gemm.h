@@ -8,13 +8,29 @@
  * AVX2 kernels: then gemm.c's own AVX-512 kernels do, about 1.6x as fast
  * (not by default in an AddressSanitizer build: instrumented they are
  * slower than OpenBLAS). DEMIX_GEMM=openblas or =own forces one
- * (benchmarks, tests). Leaf module.
+ * (benchmarks, tests). The own kernels' pack buffers are per thread and go
+ * to a pool when the thread ends, for the next one. Leaf module.
  */
 #ifndef DMX_ENGINE_GEMM_H
 #define DMX_ENGINE_GEMM_H
 
 void dmx__gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
+
+/* The parts of a cut product (team.c) share one operand: packed once, in
+ * the own kernels' layout, instead of by every part. dmx__gemm_pack packs
+ * op(A) (side DMX__GEMM_A: n = M rows, transposed when t) or op(B) (side
+ * DMX__GEMM_B: n = N columns) of depth K whole, into a buffer of the
+ * calling thread's that stays valid until its next dmx__gemm_pack; NULL
+ * when the own kernels are off (or out of memory): compute unpacked then.
+ * dmx__gemm_packed is dmx__gemm given op(A) or op(B) packed (pa / pb, the
+ * other NULL): the same results bit for bit, with the whole packed operand
+ * (no row or column offset into it). */
+enum { DMX__GEMM_A, DMX__GEMM_B };
+const float *dmx__gemm_pack(int side, int t, int n, int K, const float *X, int ld);
+void dmx__gemm_packed(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *pa, const float *B, int ldb, const float *pb, float beta,
+                      float *C, int ldc);
 
 /* 1 where gemm.c's own kernels compute the products (decided once). */
 int dmx__gemm_own(void);

@@ -23,8 +23,9 @@
 #define MIN_CUT_MACS (4L << 20)
 /* A product is cut into at most PARTS blocks along its longer side, none
  * narrower than MIN_BLOCK (multiples of the kernels' 16): enough parts to
- * balance a few threads, few enough that re-packing the other operand for
- * each block stays a small cost. */
+ * balance a few threads. With gemm.c's own kernels the operand every part
+ * needs whole is packed once for all of them (gemm.h); with OpenBLAS each
+ * part re-packs it, which the part count keeps a small cost. */
 #define PARTS     8
 #define MIN_BLOCK 256
 
@@ -34,6 +35,8 @@ typedef struct product {
     const float *A, *B;
     float *C;
     int by_cols, block; /* cut along N (else M) into blocks of `block` */
+    const float *shared; /* the operand every part uses whole (B when cut
+                          * along M, else A), packed once; or NULL */
 } product;
 
 /* Work posted to a team: run(ctx, i) for every part i < parts. */
@@ -74,7 +77,8 @@ static void run_part(void *ctx, int i) {
         C += (size_t)lo * p->ldc;
         M = n;
     }
-    dmx__gemm(p->ta, p->tb, M, N, p->K, p->alpha, A, p->lda, B, p->ldb, p->beta, C, p->ldc);
+    dmx__gemm_packed(p->ta, p->tb, M, N, p->K, p->alpha, A, p->lda, p->by_cols ? p->shared : NULL,
+                     B, p->ldb, p->by_cols ? NULL : p->shared, p->beta, C, p->ldc);
 }
 
 /* Takes the next part of the first posted job (lock held); -1 if none. */
@@ -158,7 +162,10 @@ int dmx__team_sgemm(int ta, int tb, int M, int N, int K, float alpha, const floa
     if ((long)M * N * K < MIN_CUT_MACS || len < 2 * MIN_BLOCK) return 0;
     int block = ((len + PARTS - 1) / PARTS + 15) / 16 * 16;
     if (block < MIN_BLOCK) block = MIN_BLOCK;
-    product p = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C, by_cols, block};
+    /* the operand every part needs whole is packed once, not by each part */
+    const float *shared = by_cols ? dmx__gemm_pack(DMX__GEMM_A, ta, M, K, A, lda)
+                                  : dmx__gemm_pack(DMX__GEMM_B, tb, N, K, B, ldb);
+    product p = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C, by_cols, block, shared};
     job j = {run_part, &p, (len + block - 1) / block, 0, 0, NULL};
     run_job(&j);
     return 1;
