@@ -28,6 +28,12 @@
 #include "net.h"
 #include "ops.h"
 #include "simd.h"
+
+#if defined(VW) && VW == 16
+#define OWN_ISA "AVX-512"
+#else
+#define OWN_ISA "AVX2"
+#endif
 #include "team.h"
 #include "threads.h"
 
@@ -227,8 +233,8 @@ int main(int argc, char **argv) {
            (double)n / net->desc.samplerate, best, best / ((double)n / net->desc.samplerate),
            arena_peak / 1048576.0, dmx__arena_reserved(&ar) / 1048576.0);
     if (dmx__gemm_own())
-        printf("sgemm peak (2048^3): %.1f GFLOP/s (demix's own AVX-512 kernels; OpenBLAS's %s kernels: %.1f)\n",
-               peak, dmx_blas_core(), peak_blas);
+        printf("sgemm peak (2048^3): %.1f GFLOP/s (demix's own %s kernels; OpenBLAS's %s kernels: %.1f)\n",
+               peak, OWN_ISA, dmx_blas_core(), peak_blas);
     else
         printf("sgemm peak (2048^3): %.1f GFLOP/s (OpenBLAS %s kernels)\n", peak, dmx_blas_core());
 #ifdef V_FMA

@@ -1,22 +1,27 @@
 /*
  * gemm.c - the single-threaded sgemm every product ends in (see gemm.h).
  *
- * On an AVX-512 build whose OpenBLAS runs AVX2 kernels (an AVX-512 CPU it
- * predates, or OPENBLAS_CORETYPE naming an AVX2 family), half of each FMA
- * unit would sit idle in OpenBLAS; the products then run here, the
- * GotoBLAS/BLIS way at the full vector width:
+ * Products run here, the GotoBLAS/BLIS way, on a build with FMA vectors
+ * (AVX2 or AVX-512; which by default: below):
  *
  *   for each NC-column block of B, each KC-deep slice of it:
  *     pack the slice into NR-wide panels (k-major, zero past N)
  *     for each MC-row block of A: pack it into MR-row panels (k-major)
  *       for each panel pair: the MR x NR microkernel over KC
  *
- * The microkernel keeps the MR x NR tile of C in registers (6 x 64: 24 of
- * the 32 vector registers), per k NRV = 4 vector loads of B and MR = 6
- * broadcasts of A. A KC slice's products are added into C, the first slice onto
- * beta * C, so the sums over K are blocked as OpenBLAS blocks them. Edge
- * tiles go through a small buffer. The pack buffers are per thread,
- * allocated once, freed when the thread ends. Elsewhere (AVX2, or OpenBLAS
+ * The microkernel keeps the MR x NR tile of C in registers (AVX-512: 6 x 64,
+ * 24 of the 32 vector registers, per k NRV = 4 vector loads of B and MR = 6
+ * broadcasts of A; AVX2: 4 x 24, 12 of 16). A KC slice's products are added
+ * into C, the first slice onto beta * C, so the sums over K are blocked as
+ * OpenBLAS blocks them. Edge tiles go through a small buffer. The pack
+ * buffers are per thread, allocated once, pooled when the thread ends.
+ * Either operand can come packed whole (dmx__gemm_pack): the parts of a cut
+ * product share one packing of the operand they all need, where OpenBLAS
+ * packs it again in every part. On an AVX-512 CPU that OpenBLAS drives with
+ * AVX2 kernels (one it predates, or OPENBLAS_CORETYPE naming an AVX2
+ * family) these kernels use the full vector width and are the default. On
+ * an AVX2 build they are chosen by DEMIX_GEMM=own (within the noise of
+ * OpenBLAS's Haswell kernels there). Elsewhere (no FMA vectors, or OpenBLAS
  * already at AVX-512) OpenBLAS computes the product.
  */
 #include "gemm.h"
@@ -29,16 +34,27 @@
 #include <string.h>
 #include <strings.h>
 
-#if defined(VW) && VW == 16 && defined(V_FMA)
+#if defined(VW) && (VW == 16 || VW == 8) && defined(V_FMA)
 #define OWN 1
-/* Tile and blocks (measured on a Zen 5 core, against 12 x 32, 8 x 48,
- * 14 x 32 and KC 192..384: within the noise of the best, 75-85 % of the
- * FMA peak on the engine's shapes); -D overrides them for such trials. */
+/* Tile and blocks (AVX-512: measured on a Zen 5 core, against 12 x 32,
+ * 8 x 48, 14 x 32 and KC 192..384: within the noise of the best, 75-85 % of
+ * the FMA peak on the engine's shapes; AVX2's 16 registers: 4 x 24, 12
+ * accumulators, against 6 x 16 and 8 x 8); -D overrides them for such
+ * trials. */
+#if VW == 8
 #ifndef MR
-#define MR 6 /* rows of the tile: broadcasts of A per k */
+#define MR 4 /* rows of the tile: broadcasts of A per k */
 #endif
 #ifndef NRV
-#define NRV 4 /* vectors across the tile: loads of B per k (24 accumulators) */
+#define NRV 3 /* vectors across the tile: loads of B per k (12 accumulators) */
+#endif
+#else
+#ifndef MR
+#define MR 6
+#endif
+#ifndef NRV
+#define NRV 4 /* (24 accumulators) */
+#endif
 #endif
 #ifndef KUNROLL
 #define KUNROLL 1
@@ -54,8 +70,11 @@
 #define MC 288 /* MC x KC floats of A (144 KiB) in L2 */
 #endif
 #ifndef NC
-#define NC 2048 /* KC x NC floats of B (1 MiB) in L2/L3 */
+#define NC (2048 / NR * NR) /* KC x NC floats of B (1 MiB) in L2/L3 */
 #endif
+/* blocks hold whole panels: an operand packed whole (dmx__gemm_pack) is
+ * read block by block at panel offsets */
+_Static_assert(NC % NR == 0 && MC % MR == 0, "blocks of whole panels");
 #endif
 
 static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
@@ -79,7 +98,11 @@ static void choose(void) {
     else if (env && !strcmp(env, "own"))
         own_on = 1;
     else {
-        own_on = !core_avx512(openblas_get_corename());
+        /* AVX-512: the full width where OpenBLAS runs AVX2 kernels. AVX2:
+         * within the noise of OpenBLAS's Haswell kernels on a whole
+         * evaluation (measured held to AVX2 on an AVX-512 CPU), so OpenBLAS
+         * stays the default and DEMIX_GEMM=own chooses these. */
+        own_on = VW == 16 && !core_avx512(openblas_get_corename());
 #ifdef __SANITIZE_ADDRESS__
         /* instrumented, these loops run 6x slower than OpenBLAS, which is
          * not: AddressSanitizer builds use OpenBLAS, and test_gemm and
@@ -157,7 +180,30 @@ static bufs *thread_bufs(void) {
 
 /* dst (16 rows of stride ldd) = the transpose of src (16 rows of stride
  * lds): unpacks of pairs, of quads, then 128-bit lane shuffles. */
-static inline void transpose16(const float *src, size_t lds, float *dst, size_t ldd) {
+#if VW == 8
+#define TB 8
+static inline void transpose_block(const float *src, size_t lds, float *dst, size_t ldd) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        t[j] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x20);
+        t[j + 4] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x31);
+    }
+    for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + i * ldd, t[i]);
+}
+#else
+#define TB 16
+static inline void transpose_block(const float *src, size_t lds, float *dst, size_t ldd) {
     __m512 r[16], t[16];
     for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
     for (int i = 0; i < 16; i += 2) {
@@ -181,6 +227,7 @@ static inline void transpose16(const float *src, size_t lds, float *dst, size_t 
     }
     for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + i * ldd, r[i]);
 }
+#endif
 
 /* B (k0.., j0..; kc x nc) into NR-wide panels: panel p at bp + p * kc * NR,
  * element (k, c) at k * NR + c; columns past nc are zero. */
@@ -203,9 +250,9 @@ static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int j0, int 
         } else if (w == NR) { /* 16 x 16 blocks transposed in registers */
             const float *src = B + (size_t)(j0 + p) * ldb + k0;
             int k = 0;
-            for (; k + 16 <= kc; k += 16)
-                for (int c = 0; c < NR; c += 16)
-                    transpose16(src + (size_t)c * ldb + k, (size_t)ldb, dst + (size_t)k * NR + c, NR);
+            for (; k + TB <= kc; k += TB)
+                for (int c = 0; c < NR; c += TB)
+                    transpose_block(src + (size_t)c * ldb + k, (size_t)ldb, dst + (size_t)k * NR + c, NR);
             for (; k < kc; k++) {
                 float *d = dst + (size_t)k * NR;
                 for (int c = 0; c < NR; c++) d[c] = src[(size_t)c * ldb + k];
