@@ -178,7 +178,7 @@ static bufs *thread_bufs(void) {
     return b;
 }
 
-/* dst (16 rows of stride ldd) = the transpose of src (16 rows of stride
+/* dst (TB rows of stride ldd) = the transpose of src (TB rows of stride
  * lds): unpacks of pairs, of quads, then 128-bit lane shuffles. */
 #if VW == 8
 #define TB 8
@@ -247,7 +247,7 @@ static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int j0, int 
                     for (; c < NR; c++) d[c] = 0.0f;
                 }
             }
-        } else if (w == NR) { /* 16 x 16 blocks transposed in registers */
+        } else if (w == NR) { /* TB x TB blocks transposed in registers */
             const float *src = B + (size_t)(j0 + p) * ldb + k0;
             int k = 0;
             for (; k + TB <= kc; k += TB)
@@ -349,11 +349,12 @@ static void kernel(int kc, const float *ap, const float *bp, float alpha, float 
         for (int i = 0; i < h; i++) memcpy(c + (size_t)i * ldc, t + i * NR, sizeof(float) * w);
 }
 
-/* Panels of a whole operand packed by pack_whole: MR-row (A) or NR-column
- * (B) panels of every KC slice, slice k0 at k0 * panels * width. */
+/* An operand packed whole (dmx__gemm_pack): the MR-row (A) or NR-column (B)
+ * panels of every KC slice, slice k0 at k0 * panels * width. */
 static size_t panels(int n, int width) { return (size_t)(n + width - 1) / width; }
 
-/* pa / pb: op(A) / op(B) packed whole (pack_whole), or NULL to pack here. */
+/* pa / pb: op(A) / op(B) packed whole (dmx__gemm_pack), or NULL to pack
+ * here. */
 static int own_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *pa, const float *B, int ldb, const float *pb, float beta,
                      float *C, int ldc) {
