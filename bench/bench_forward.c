@@ -28,14 +28,14 @@
 #include "net.h"
 #include "ops.h"
 #include "simd.h"
+#include "team.h"
+#include "threads.h"
 
 #if defined(VW) && VW == 16
 #define OWN_ISA "AVX-512"
 #else
 #define OWN_ISA "AVX2"
 #endif
-#include "team.h"
-#include "threads.h"
 
 static double now(void) {
     struct timespec t;

@@ -398,12 +398,13 @@ const float *dmx__gemm_pack(int side, int t, int n, int K, const float *X, int l
     if (!bf) return NULL;
     const int width = side == DMX__GEMM_A ? MR : NR;
     size_t need = panels(n, width) * width * (size_t)K;
-    if (need > bf->s_cap) {
-        float *p = aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64);
+    if (need > bf->s_cap) { /* grown by half at least: few re-allocations */
+        size_t cap = need > bf->s_cap + bf->s_cap / 2 ? need : bf->s_cap + bf->s_cap / 2;
+        float *p = aligned_alloc(64, (cap * sizeof(float) + 63) / 64 * 64);
         if (!p) return NULL;
         free(bf->s);
         bf->s = p;
-        bf->s_cap = need;
+        bf->s_cap = cap;
     }
     for (int k0 = 0; k0 < K; k0 += KC) {
         int kc = K - k0 < KC ? K - k0 : KC;
