@@ -22,6 +22,7 @@
 #include "simd.h"
 #include "team.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -90,8 +91,12 @@ static void pack_keys(const float *k, int ldk, int Nk, int D, float *kp) {
 }
 
 /* s (R x KT, row stride lds) = qt^T kp: qt is D x R (query i's element d
- * at qt[d * R + i]), kp one key panel. */
-static inline void qk_tile(const float *qt, const float *kp, int D, float *s, size_t lds) {
+ * at qt[d * R + i]), kp one key panel; when mx is not NULL, mx[i] becomes
+ * the elementwise maximum of itself and row i's scores (the softmax's
+ * maximum, taken while the scores are in registers; the caller leaves the
+ * last panel's padding keys out). */
+static inline __attribute__((always_inline)) void qk_tile(const float *qt, const float *kp, int D,
+                                                          float *s, size_t lds, vf *mx) {
     vf a0[R], a1[R];
 #pragma GCC unroll 16
     for (int i = 0; i < R; i++) a0[i] = a1[i] = V_ZERO();
@@ -110,6 +115,9 @@ static inline void qk_tile(const float *qt, const float *kp, int D, float *s, si
         V_STORE(s + (size_t)i * lds, a0[i]);
         V_STORE(s + (size_t)i * lds + VW, a1[i]);
     }
+    if (mx)
+#pragma GCC unroll 16
+        for (int i = 0; i < R; i++) mx[i] = V_MAX(mx[i], V_MAX(a0[i], a1[i]));
 }
 
 /* o rows i < nr, columns [0, nv * VW) = f[i] * (s_i . v) over nk keys:
@@ -174,9 +182,17 @@ static void head_fast(const dmx__attn *a, int h, float *scratch) {
                 const float *qi = q + (size_t)(i0 + i) * a->ldq;
                 for (int d = 0; d < D; d++) qt[d * R + i] = i < nr ? qi[d] * a->scale : 0.0f;
             }
-            for (size_t p = 0; p < nkp; p += KT) qk_tile(qt, kp + p * D, D, s + p, nkp);
+            /* the row maxima over the whole panels in registers, then
+             * over the real keys of a last, padded panel */
+            vf mxv[R];
+            for (int i = 0; i < R; i++) mxv[i] = V_SET1(-INFINITY);
+            const size_t full = (size_t)Nk / KT * KT;
+            for (size_t p = 0; p < full; p += KT) qk_tile(qt, kp + p * D, D, s + p, nkp, mxv);
+            if (full < nkp) qk_tile(qt, kp + full * D, D, s + full, nkp, NULL);
             for (int i = 0; i < nr; i++) {
-                dmx__softmax_rows_unscaled(s + i * nkp, 1, Nk, &f[i]);
+                float *si = s + i * nkp, mx = v_hmax(mxv[i]);
+                for (int j = (int)full; j < Nk; j++) mx = si[j] > mx ? si[j] : mx;
+                dmx__softmax_row_unscaled_max(si, Nk, mx, &f[i]);
                 if (g) f[i] *= g[(size_t)(i0 + i) * a->ld_gain];
             }
             float *oi = o + (size_t)i0 * a->ldo;

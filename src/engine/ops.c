@@ -506,11 +506,34 @@ void dmx__softmax_rows(float *x, int rows, int n) {
     }
 }
 
+void dmx__softmax_row_unscaled_max(float *row, int n, float mx, float *inv) {
+    int j = 0;
+    float sum = 0.0f;
+#ifdef VW
+    vf vmx = V_SET1(mx), vs = V_SET1(0.0f);
+    for (; j + VW <= n; j += VW) {
+#ifdef V_EXP_INLINE
+        vf e = v_exp_le0(V_SUB(V_LOAD(row + j), vmx));
+#else
+        vf e = V_EXP(V_SUB(V_LOAD(row + j), vmx));
+#endif
+        V_STORE(row + j, e);
+        vs = V_ADD(vs, e);
+    }
+    sum = v_hsum(vs);
+#endif
+    for (; j < n; j++) {
+        row[j] = expf(row[j] - mx);
+        sum += row[j];
+    }
+    *inv = 1.0f / sum;
+}
+
 void dmx__softmax_rows_unscaled(float *x, int rows, int n, float *inv) {
     for (int r = 0; r < rows; r++) {
         float *row = x + (size_t)r * n;
         int j = 0;
-        float mx = -INFINITY, sum = 0.0f;
+        float mx = -INFINITY;
 #ifdef VW
         if (n >= VW) {
             vf vm = V_LOAD(row);
@@ -519,24 +542,6 @@ void dmx__softmax_rows_unscaled(float *x, int rows, int n, float *inv) {
         }
 #endif
         for (; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-        j = 0;
-#ifdef VW
-        vf vmx = V_SET1(mx), vs = V_SET1(0.0f);
-        for (; j + VW <= n; j += VW) {
-#ifdef V_EXP_INLINE
-            vf e = v_exp_le0(V_SUB(V_LOAD(row + j), vmx));
-#else
-            vf e = V_EXP(V_SUB(V_LOAD(row + j), vmx));
-#endif
-            V_STORE(row + j, e);
-            vs = V_ADD(vs, e);
-        }
-        sum = v_hsum(vs);
-#endif
-        for (; j < n; j++) {
-            row[j] = expf(row[j] - mx);
-            sum += row[j];
-        }
-        inv[r] = 1.0f / sum;
+        dmx__softmax_row_unscaled_max(row, n, mx, &inv[r]);
     }
 }

@@ -92,6 +92,9 @@ void dmx__softmax_rows(float *x, int rows, int n);
  * inv[r] = 1 / its sum. Attention scales the (much narrower) product of
  * these rows with the values by inv instead of the rows themselves. */
 void dmx__softmax_rows_unscaled(float *x, int rows, int n, float *inv);
+/* The same for one row whose maximum the caller already knows (attention
+ * takes it while forming the scores): one pass instead of two. */
+void dmx__softmax_row_unscaled_max(float *row, int n, float mx, float *inv);
 
 /* y[i] += a[i] for n elements. */
 void dmx__add(float *y, const float *a, size_t n);
