@@ -5,10 +5,11 @@
  * KT keys (D x KT floats each, the head dimension outermost) so the score
  * kernel streams them with vector loads. Queries go R at a time (a strip):
  * the kernel forms the R x KT scores of one panel in registers (R * 2
- * accumulators: 16 with AVX-512's 32 registers, 12 with AVX2's 16), the
- * strip's R x Nk scores stay in L1/L2 while each row takes its softmax
- * (ops.c, unscaled: the row's 1 / sum is applied to the R x D output
- * instead), and a second kernel multiplies the strip into the values, R
+ * accumulators: 16 with AVX-512's 32 registers, 12 with AVX2's 16) and
+ * each row's running maximum as the scores leave the registers; the
+ * strip's R x Nk scores stay in L1/L2 while each row takes its softmax in
+ * one pass (ops.c, unscaled: the row's 1 / sum is applied to the R x D
+ * output instead), and a second kernel multiplies the strip into the values, R
  * rows by up to PV_NV vectors of the head dimension at a time, reading the
  * value rows where they lie. BLAS would pack the whole R x Nk score block
  * and clear its output first; here nothing but the keys is copied.
