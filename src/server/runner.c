@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "demix/audio.h"
@@ -54,11 +55,27 @@ static int over_time(run_ctx *x) {
     return 1;
 }
 
+/* Tests only (the tests/server scripts): DEMIX_TEST_HOLD names a file; while it
+ * exists a running job waits at its next progress report, still under its
+ * wall limit and still cancellable (DELETE, SIGTERM, a lost lease). A test
+ * can so keep a job running, or queued behind it, for as long as it needs,
+ * whatever the machine's speed. Read once, before the workers start. */
+static const char *test_hold;
+
+static int held(run_ctx *x) {
+    while (test_hold && access(test_hold, F_OK) == 0) {
+        if (over_time(x) || atomic_load(&x->j->cancel)) return 1;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
 static int on_progress(void *user, int64_t done, int64_t total) {
     run_ctx *x = user;
     /* Keep a little room for encoding so 1.0 means "files written". */
     srv__job_progress(x->j, total > 0 ? 0.95 * (double)done / (double)total : 0);
-    return over_time(x) || atomic_load(&x->j->cancel);
+    return held(x) || over_time(x) || atomic_load(&x->j->cancel);
 }
 
 /* The detail of the last engine error, or the status's description. */
@@ -237,6 +254,8 @@ static void *worker_main(void *arg) {
 int srv__runner_start(int n) {
     workers = calloc((size_t)n, sizeof *workers);
     if (!workers) return -1;
+    test_hold = getenv("DEMIX_TEST_HOLD");
+    if (test_hold && !*test_hold) test_hold = NULL;
     /* demix.h's one rule for dividing the CPUs between the workers */
     int per = dmx_threads_divide(dmx_cpu_count(), n, srv_cfg.threads).threads_per_job;
     for (int i = 0; i < n; i++) {

@@ -30,8 +30,9 @@ no_partials() { # DIR WHAT: no .part / .spill / .upload file anywhere below DIR
 D="$WORK/d1"
 L="$WORK/s1.log"
 start "$L" --data-dir "$D" --workers 1 --rate-limit 0
-# 36 s of audio: still running when we strike, even on a loaded machine.
+# 36 s of audio, held (lib.sh): still running when we strike, on any machine.
 sox -V1 "$W12" "$W12" "$W12" "$WORK/36s.wav"
+hold
 get run 202 -F "file=@$WORK/36s.wav" -F model_name=tiny4s "$B/separate"
 RID=$(json run 'd["id"]')
 get gone 202 -F "file=@$W3" -F model_name=tiny4s "$B/separate" # stays queued behind RID
@@ -49,6 +50,7 @@ for _ in $(seq 100); do [ -n "$(ls -A "$D/uploads")" ] && break; sleep 0.05; don
 get poll 200 "$B/jobs/$RID" >/dev/null
 [ "$(json poll 'd["status"]')" = running ] && pass "job running before kill -9" || fail "job was $(json poll 'd["status"]')"
 kill -9 "$PID"; wait "$PID" 2>/dev/null; wait "$CURL" 2>/dev/null
+release
 # The running job loses its input (as if the disk lost it): it cannot run
 # again, so it must end failed, and its partial stems must go.
 rm -f "$D/jobs/$RID/input"

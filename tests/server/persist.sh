@@ -25,7 +25,8 @@ if get sync 200 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s "$B/se
 fi
 
 # ---- kill -9 during a job, restart ------------------------------------------------------
-# shifts=4: still running when polled, even when the machine is busy
+# held (lib.sh): still running when polled and killed, however fast the machine
+hold
 get long 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s -F shifts=4 "$B/separate"
 LID=$(json long 'd["id"]')
 get queued 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s "$B/separate"
@@ -39,9 +40,9 @@ for _ in $(seq 600); do
 done
 [ "$st" = running ] && pass "job running before kill -9" || fail "job was '$st' before kill -9"
 kill -9 "$PID"; wait "$PID" 2>/dev/null
+release
 start "$L" --data-dir "$D" --workers 1 --grace 0.5
-# Under load the first job may end between the poll and the kill; then the
-# second one was running. Either way one interrupted job must come back.
+# The held job was running (the other one queued): it must come back.
 tail -n 20 "$L" | grep -q '"event_type":"recovery".*"requeued":[12]' || fail "interrupted job not re-queued"
 [ "$(wait_job "$LID" 1200)" = done ] && pass "interrupted job finished after restart" || fail "interrupted job: $(cat "$WORK/wait.body")"
 [ "$(wait_job "$QID")" = done ] && pass "queued job finished after restart" || fail "queued job: $(cat "$WORK/wait.body")"
@@ -51,22 +52,31 @@ cmp -s "$WORK/old_stem.body" "$WORK/stem_vocals.body" && pass "finished job down
 get list 200 "$B/jobs" && body_has list "$SID"
 
 # ---- SIGTERM with a short grace: checkpointed as queued, runs after restart -------------
-# shifts=4: long enough to be still running when SIGTERM's 0.5 s grace ends
+# held: still running when SIGTERM's 0.5 s grace ends, however fast the machine
+hold
 get term 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s -F shifts=4 "$B/separate"
 TID=$(json term 'd["id"]')
 wait_running tpoll "$TID"
 stop_term 60
 grep -q '"checkpointed as queued"\|checkpointing' "$L" && pass "running job checkpointed" || fail "no checkpoint on SIGTERM"
+release
 start "$L" --data-dir "$D" --workers 1
 [ "$(wait_job "$TID" 1200)" = done ] && pass "SIGTERM'd job done after restart" || fail "SIGTERM'd job: $(cat "$WORK/wait.body")"
 stop_term 30
 
 # ---- TTL janitor, job timeout, idle timeout ---------------------------------------------
 start "$L" --data-dir "$WORK/d2" --workers 1 --ttl 1 --job-timeout 0.5 --idle-timeout 2
+# held: past its 0.5 s limit on any machine (a fast one separates 12 s in ~1 s)
+hold
 get tmo 200 -F "file=@$WORK/long.wav" -F model_name=tiny4s "$B/separate?wait=true" \
     && body_has tmo '"code":"timeout"' && body_has tmo '"status":"failed"'
 TMO=$(json tmo 'd["id"]')
-sleep 2.5
+release
+# --ttl 1, the janitor every 0.25 s: gone about 1.25 s after the end
+for _ in $(seq 100); do
+    [ "$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "$B/jobs/$TMO")" = 404 ] && break
+    sleep 0.1
+done
 get expired 404 "$B/jobs/$TMO"
 [ -e "$WORK/d2/jobs/$TMO" ] && fail "expired job's files remain"
 # A client that sends half an upload and goes silent is dropped.

@@ -170,10 +170,10 @@ get stem 200 "$API_B/jobs/${IDS[0]}/stems/vocals"
 get zip 200 "$API_B/jobs/${IDS[0]}/zip"
 
 # ---- DELETE on the API node reaches the worker ---------------------------------------------
+hold # (lib.sh) running until the DELETE stops it, however fast the machine
 submit del "$WORK/long.wav" -F shifts=4
 DID=$ID
 wait_row "$DID" state running 60 || fail "job not running before DELETE"
-sleep 0.5
 get delete 200 -X DELETE "$API_B/jobs/$DID"
 body_has delete '"deleted":true'
 # the worker sees the row gone at its next heartbeat, the engine stops at
@@ -187,14 +187,17 @@ cat "$WORK/w1.log" "$WORK/w2.log" | grep '"event_type":"separation"' | grep "$DI
     && pass "the worker stopped the deleted job" || fail "deleted job not cancelled on its worker"
 [ ! -e "$D/jobs/$DID" ] && pass "the deleted job's folder is gone" || fail "folder left: $(ls "$D/jobs/$DID")"
 get gone 404 "$API_B/jobs/$DID"
+release
 
 # ---- a worker killed -9 mid-job: the other one re-runs it after the lease ------------------
+hold # the victim cannot finish first, however fast the machine
 submit kill "$WORK/long.wav" -F shifts=2
 KID=$ID
 wait_row "$KID" state running 60 || fail "job not running before kill -9"
 owner=$(row "$KID" worker_id)
 if [ "$owner" = "$W1" ]; then victim=$W1PID; else victim=$W2PID; fi
 kill -9 "$victim"; wait "$victim" 2>/dev/null
+release
 wait_row "$KID" state done 600 && pass "the killed worker's job done on the other" \
     || fail "killed worker's job: $(sql "SELECT state, attempts, worker_id, error FROM jobs WHERE id = '$KID'")"
 [ "$(row "$KID" attempts)" = 2 ] && pass "run twice: attempts 2" || fail "attempts: $(row "$KID" attempts)"
@@ -270,10 +273,12 @@ wait_row "$ID" state done 120 && pass "a job runs after the database restart" ||
 kill -TERM "$W1PID" "$W2PID"; wait "$W1PID" "$W2PID" 2>/dev/null
 CL+=(--grace 0)
 worker "$WORK/w3.log"
+hold
 submit term "$WORK/long.wav" -F shifts=4
 TID=$ID
 wait_row "$TID" state running 60 || fail "job not running before SIGTERM"
 kill -TERM "$WPID"; wait "$WPID" 2>/dev/null
+release
 [ "$(sql "SELECT state || ' ' || attempts || ' ' || coalesce(worker_id, '-') FROM jobs WHERE id = '$TID'")" = "queued 0 -" ] \
     && pass "checkpointed as queued by the stopping worker (attempt not counted)" \
     || fail "row after SIGTERM: $(sql "SELECT state, attempts, worker_id FROM jobs WHERE id = '$TID'")"

@@ -190,7 +190,11 @@ try {
 
   // ---- play in sync, mute / solo ----
   await page.click('#play');
-  await page.waitForTimeout(800);
+  // Until every stem has played 0.2 s (a loaded machine starts four media
+  // pipelines late), then let the page's per-frame drift correction act.
+  await page.waitForFunction(() => [...document.querySelectorAll('#stems-list audio')]
+    .every((a) => !a.paused && a.currentTime > 0.2), null, { timeout: 15000 }).catch(() => {});
+  await page.waitForTimeout(200);
   const times = await page.$$eval('#stems-list audio', (as) => as.map((a) => ({ t: a.currentTime, paused: a.paused })));
   check(times.every((x) => !x.paused && x.t > 0.2), 'play starts every stem', JSON.stringify(times));
   const spread = Math.max(...times.map((x) => x.t)) - Math.min(...times.map((x) => x.t));
