@@ -44,6 +44,14 @@ int main(void) {
     if (!forced) setenv("DEMIX_GEMM", "own", 1);
     if (forced && !strcmp(forced, "openblas"))
         CHECK_MSG(!dmx__gemm_own(), "DEMIX_GEMM=openblas did not keep OpenBLAS");
+    /* A build for FMA vectors must have the own kernels, and asking for
+     * them must get them: the compiler's target, not simd.h, says which
+     * builds these are, so a build that silently lost them fails here. */
+#if defined(__FMA__) && (defined(__AVX2__) || defined(__AVX512F__))
+    CHECK_MSG(dmx__gemm_own_built(), "an FMA build without gemm.c's own kernels");
+    if (!forced || !strcmp(forced, "own"))
+        CHECK_MSG(dmx__gemm_own(), "DEMIX_GEMM=own did not choose the own kernels");
+#endif
     printf("own kernels: %s\n", dmx__gemm_own() ? "yes" : "no (OpenBLAS checked)");
     for (int si = 0; si < NS; si++)
         for (int tr = 0; tr < 4; tr++) {

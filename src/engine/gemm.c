@@ -118,6 +118,14 @@ int dmx__gemm_own(void) {
     return own_on;
 }
 
+int dmx__gemm_own_built(void) {
+#ifdef OWN
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 #ifdef OWN
 typedef struct bufs {
     float *a, *b, *t;

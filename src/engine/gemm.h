@@ -34,5 +34,8 @@ void dmx__gemm_packed(int ta, int tb, int M, int N, int K, float alpha, const fl
 
 /* 1 where gemm.c's own kernels compute the products (decided once). */
 int dmx__gemm_own(void);
+/* 1 where this build has the own kernels at all (FMA vectors of 8 or 16
+ * floats), whether or not they were chosen. */
+int dmx__gemm_own_built(void);
 
 #endif
