@@ -15,6 +15,8 @@
  * shape "attn" (M queries, N keys, K head dimension, 4 M N K FLOPs).
  *
  *   bench_forward MODEL.th [threads] [repeats]
+ *
+ * BENCH_SHAPES=N lists N product shapes instead of 20.
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -270,16 +272,19 @@ int main(int argc, char **argv) {
             }
         }
     printf("matrix product shapes losing the most time against the peak (op(A) MxK, op(B) KxN;\n"
-           "'at tn': fused attention, M queries, N keys, K head dimension):\n");
+           "'at tn': fused attention, M queries, N keys, K head dimension; 'dc nn': direct\n"
+           "short convolution, M output channels, N output columns, K input channels x taps):\n");
     printf("  %2s %2s %6s %6s %6s %6s %8s %8s %6s %8s\n", "tA", "tB", "M", "N", "K", "calls", "time_s",
            "GFLOP/s", "%peak", "lost_s");
-    for (int i = 0; i < nshapes && i < 20; i++) {
+    const char *ns = getenv("BENCH_SHAPES");
+    for (int i = 0; i < nshapes && i < (ns ? atoi(ns) : 20); i++) {
         double f = shape_gflop(&shapes[i]);
         char ta[8], tb[8];
         snprintf(ta, sizeof ta, "%d", shapes[i].ta);
         snprintf(tb, sizeof tb, "%d", shapes[i].tb);
-        int attn = shapes[i].ta == DMX__ATTN_SHAPE;
-        printf("  %2s %2s %6d %6d %6d %6llu %8.3f %8.1f %6.0f %8.3f\n", attn ? "at" : ta, attn ? "tn" : tb,
+        int attn = shapes[i].ta == DMX__ATTN_SHAPE, dc = shapes[i].ta == DMX__DIRCONV_SHAPE;
+        printf("  %2s %2s %6d %6d %6d %6llu %8.3f %8.1f %6.0f %8.3f\n", attn ? "at" : dc ? "dc" : ta,
+               attn ? "tn" : dc ? "nn" : tb,
                shapes[i].M, shapes[i].N, shapes[i].K, shapes[i].calls, shapes[i].seconds,
                f / shapes[i].seconds, 100 * f / shapes[i].seconds / peak, shapes[i].seconds - f / peak);
     }

@@ -137,6 +137,17 @@ int main(void) {
     check_conv((dmx__conv_geom){48, 32, 3, 3, 1, 1, 1, 1, 1, 1}, 3, 9);
     check_conv_glu((dmx__conv_geom){32, 64, 3, 3, 1, 1, 1, 1, 1, 1}, 63, 301);
     check_conv_glu((dmx__conv_geom){64, 96, 3, 3, 1, 1, 1, 1, 1, 1}, 8, 336);
+    /* short convolutions along W with few outputs (dirconv.h): DConv
+     * geometries (kernel 3, dilation 1 and 2) with outputs a multiple of
+     * the tile's rows and not, rows shorter than a vector, one long row cut
+     * into chunks (many inputs), padding other than "same", a wide kernel */
+    check_conv((dmx__conv_geom){48, 6, 1, 3, 1, 1, 0, 1, 1, 1}, 37, 336);
+    check_conv((dmx__conv_geom){48, 6, 1, 3, 1, 1, 0, 2, 1, 2}, 5, 341);
+    check_conv((dmx__conv_geom){20, 7, 1, 3, 1, 1, 0, 2, 1, 2}, 3, 5);
+    check_conv((dmx__conv_geom){5, 13, 1, 3, 1, 1, 0, 1, 1, 1}, 2, 70);
+    check_conv((dmx__conv_geom){384, 48, 1, 3, 1, 1, 0, 2, 1, 2}, 1, 1500);
+    check_conv((dmx__conv_geom){12, 24, 1, 3, 1, 1, 0, 0, 1, 1}, 4, 100);
+    check_conv((dmx__conv_geom){9, 10, 1, 5, 1, 1, 0, 7, 1, 3}, 3, 50);
     check_conv_tr((dmx__conv_geom){8, 4, 8, 1, 4, 1, 0, 0, 1, 1}, 6, 5);
     check_conv_tr((dmx__conv_geom){8, 4, 1, 8, 1, 4, 0, 0, 1, 1}, 1, 37);
     check_conv_tr((dmx__conv_geom){64, 32, 8, 1, 4, 1, 0, 0, 1, 1}, 32, 300);

@@ -5,6 +5,7 @@
  */
 #include "ops.h"
 
+#include "dirconv.h"
 #include "gemm.h"
 #include "team.h"
 #include "winograd.h"
@@ -234,6 +235,7 @@ static int conv_wino(dmx__arena *ar, const dmx__conv_geom *g, const float *x, in
 int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                 const float *w, const float *b, float *y) {
     if (dmx__wino_use(g, H, W)) return conv_wino(ar, g, x, H, W, w, b, y, 0);
+    if (dmx__dirconv_use(g, H, W)) return dmx__dirconv(ar, g, x, H, W, w, b, y);
     int Ho = dmx__conv_out(H, g->kh, g->sh, g->ph, g->dh);
     int Wo = dmx__conv_out(W, g->kw, g->sw, g->pw, g->dw);
     size_t total = (size_t)Ho * Wo;

@@ -131,6 +131,10 @@ typedef struct {
  * DMX__ATTN_SHAPE, M queries, N keys, K the head dimension, 4 M N K FLOPs a
  * call (both products). */
 #define DMX__ATTN_SHAPE (-1)
+/* Direct short convolutions (dirconv.c) likewise: ta = tb =
+ * DMX__DIRCONV_SHAPE, M output channels, N output columns, K input
+ * channels x taps, 2 M N K FLOPs a call. */
+#define DMX__DIRCONV_SHAPE (-2)
 void dmx__gemm_profile_start(void);
 /* Whether the profile runs; adds `calls` calls of a shape taking `dt` s. */
 int dmx__gemm_profiling(void);
