@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "apply.h"
 #include "gemm.h"
@@ -234,9 +235,14 @@ int main(int argc, char **argv) {
     printf("segment %.2f s of audio: %.3f s per evaluation (%.2fx realtime), arena %.0f MB peak (%.0f MB reserved)\n",
            (double)n / net->desc.samplerate, best, best / ((double)n / net->desc.samplerate),
            arena_peak / 1048576.0, dmx__arena_reserved(&ar) / 1048576.0);
-    if (dmx__gemm_own())
-        printf("sgemm peak (2048^3): %.1f GFLOP/s (demix's own %s kernels; OpenBLAS's %s kernels: %.1f)\n",
-               peak, OWN_ISA, dmx_blas_core(), peak_blas);
+    if (dmx__gemm_own()) {
+        int kc, mc, nc;
+        dmx__gemm_blocks(&kc, &mc, &nc);
+        printf("sgemm peak (2048^3): %.1f GFLOP/s (demix's own %s kernels, blocks KC %d MC %d NC %d "
+               "from L1d %ld KiB, L2 %ld KiB; OpenBLAS's %s kernels: %.1f)\n",
+               peak, OWN_ISA, kc, mc, nc, sysconf(_SC_LEVEL1_DCACHE_SIZE) / 1024,
+               sysconf(_SC_LEVEL2_CACHE_SIZE) / 1024, dmx_blas_core(), peak_blas);
+    }
     else
         printf("sgemm peak (2048^3): %.1f GFLOP/s (OpenBLAS %s kernels)\n", peak, dmx_blas_core());
 #ifdef V_FMA

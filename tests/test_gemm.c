@@ -3,7 +3,8 @@
  * them: DEMIX_GEMM=own, also under AddressSanitizer) against a float64
  * reference:
  *   - every transpose combination on shapes past each block size (M > MC,
- *     N > NC, K > KC) and off every tile edge, leading dimensions wider
+ *     N > NC, K > KC, the last shape from the blocks this CPU's caches
+ *     chose) and off every tile edge, leading dimensions wider
  *     than the rows, alpha and beta other than 1 and 0;
  *   - beta = 0 writes C without reading it (C starts as NaN), K = 0 and
  *     alpha = 0 give beta * C, nothing outside C is touched;
@@ -24,10 +25,11 @@ typedef struct shape {
     float alpha, beta;
 } shape;
 
-static const shape shapes[] = {
+static shape shapes[] = {
     {1, 1, 1, 1.0f, 0.0f},        {7, 65, 129, 1.0f, 0.0f},    {300, 70, 300, 0.5f, 0.25f},
     {13, 2100, 40, 1.0f, 1.0f},   {290, 130, 5, 2.0f, 0.0f},   {6, 64, 128, 1.0f, 0.0f},
     {61, 4200, 33, 1.0f, -1.0f},  {5, 7, 0, 1.0f, 0.5f},       {9, 11, 13, 0.0f, 2.0f},
+    {0, 0, 0, 1.0f, 0.5f}, /* past this CPU's blocks: set in main */
 };
 #define NS  (int)(sizeof shapes / sizeof shapes[0])
 #define PAD 3
@@ -53,6 +55,30 @@ int main(void) {
         CHECK_MSG(dmx__gemm_own(), "DEMIX_GEMM=own did not choose the own kernels");
 #endif
     printf("own kernels: %s\n", dmx__gemm_own() ? "yes" : "no (OpenBLAS checked)");
+    int kc, mc, nc;
+    dmx__gemm_blocks(&kc, &mc, &nc);
+    if (dmx__gemm_own_built()) {
+        CHECK_MSG(kc >= 16 && mc >= 4 && nc >= 16, "blocks KC %d MC %d NC %d", kc, mc, nc);
+        printf("blocks: KC %d MC %d NC %d\n", kc, mc, nc);
+        shapes[NS - 1].M = mc + 5, shapes[NS - 1].N = nc + 3, shapes[NS - 1].K = kc + 9;
+        /* the rule: tuned sizes on the tuning core's caches, larger or
+         * unknown ones; in proportion on smaller ones (32 KiB L1d:
+         * Skylake-X, Zen 1-4; 512 KiB L2: Zen 1-3) */
+        static const struct {
+            long l1, l2;
+            int kc, mc;
+        } rule[] = {{49152, 1048576, 128, 288}, {65536, 2097152, 128, 288}, {0, -1, 128, 288},
+                    {32768, 1048576, 80, 288},  {32768, 524288, 80, 144}};
+        for (size_t i = 0; i < sizeof rule / sizeof rule[0]; i++) {
+            int k, m;
+            dmx__gemm_blocks_for(rule[i].l1, rule[i].l2, &k, &m);
+            CHECK_MSG(k == rule[i].kc && m == rule[i].mc,
+                      "L1d %ld L2 %ld: KC %d MC %d, expected %d %d", rule[i].l1, rule[i].l2, k, m,
+                      rule[i].kc, rule[i].mc);
+        }
+    } else {
+        shapes[NS - 1].M = 3, shapes[NS - 1].N = 5, shapes[NS - 1].K = 7;
+    }
     for (int si = 0; si < NS; si++)
         for (int tr = 0; tr < 4; tr++) {
             const shape s = shapes[si];

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #if defined(VW) && (VW == 16 || VW == 8) && defined(V_FMA)
 #define OWN 1
@@ -63,18 +64,18 @@
 #define PRAGMA_(x) _Pragma(#x)
 #define PRAGMA(x)  PRAGMA_(x)
 #define K_UNROLL   PRAGMA(GCC unroll KUNROLL)
-#ifndef KC
-#define KC 128 /* a KC x NR panel of B (32 KiB) stays in L1 */
-#endif
-#ifndef MC
-#define MC 288 /* MC x KC floats of A (144 KiB) in L2 */
-#endif
-#ifndef NC
-#define NC (2048 / NR * NR) /* KC x NC floats of B (1 MiB) in L2/L3 */
-#endif
-/* blocks hold whole panels: an operand packed whole (dmx__gemm_pack) is
- * read block by block at panel offsets */
-_Static_assert(NC % NR == 0 && MC % MR == 0, "blocks of whole panels");
+/* Blocks: tuned on a Zen 5 core (L1d 48 KiB, L2 1 MiB) as KC 128 (a KC x
+ * NR panel of B: AVX-512 32 KiB, two thirds of L1d; AVX2 12 KiB), MC 288
+ * (an MC x KC block of A, 144 KiB, in L2) and NC 2048 (KC x NC of B, 1 MiB,
+ * L2/L3). On a CPU with a smaller L1d or L2 (read once, blocks()) KC and MC
+ * shrink in proportion, so the panels keep the share of the caches they
+ * had where tuned; larger caches keep the tuned sizes (deeper blocks
+ * measured no better there). -DKC=, -DMC=, -DNC= fix them for trials.
+ * Blocks hold whole panels: an operand packed whole (dmx__gemm_pack) is
+ * read block by block at panel offsets. */
+#define TUNED_L1 49152L
+#define TUNED_L2 1048576L
+static int kc_ = 128, mc_ = 288, nc_ = 2048 / NR * NR;
 #endif
 
 static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
@@ -90,8 +91,27 @@ static int core_avx512(const char *name) {
 }
 #endif
 
+#ifdef OWN
+static int clampi(long v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : (int)v; }
+
+static void blocks(void) {
+    dmx__gemm_blocks_for(sysconf(_SC_LEVEL1_DCACHE_SIZE), sysconf(_SC_LEVEL2_CACHE_SIZE), &kc_,
+                         &mc_);
+#ifdef KC
+    kc_ = KC;
+#endif
+#ifdef MC
+    mc_ = MC / MR * MR;
+#endif
+#ifdef NC
+    nc_ = NC / NR * NR;
+#endif
+}
+#endif
+
 static void choose(void) {
 #ifdef OWN
+    blocks();
     const char *env = getenv("DEMIX_GEMM");
     if (env && !strcmp(env, "openblas"))
         own_on = 0;
@@ -116,6 +136,26 @@ static void choose(void) {
 int dmx__gemm_own(void) {
     pthread_once(&choose_once, choose);
     return own_on;
+}
+
+void dmx__gemm_blocks_for(long l1, long l2, int *kc, int *mc) {
+#ifdef OWN
+    /* unknown sizes (0, -1, nonsense) keep the tuned blocks */
+    *kc = l1 >= 8192 && l1 < TUNED_L1 ? clampi(128 * l1 / TUNED_L1 / 16 * 16, 32, 128) : 128;
+    *mc = l2 >= 65536 && l2 < TUNED_L2 ? clampi(288 * l2 / TUNED_L2 / MR * MR, 4 * MR, 288) : 288;
+#else
+    (void)l1, (void)l2;
+    *kc = *mc = 0;
+#endif
+}
+
+void dmx__gemm_blocks(int *kc, int *mc, int *nc) {
+    pthread_once(&choose_once, choose);
+#ifdef OWN
+    *kc = kc_, *mc = mc_, *nc = nc_;
+#else
+    *kc = *mc = *nc = 0;
+#endif
 }
 
 int dmx__gemm_own_built(void) {
@@ -171,8 +211,8 @@ static bufs *thread_bufs(void) {
     if (!b) {
         b = calloc(1, sizeof *b);
         if (!b) return NULL;
-        b->a = aligned_alloc(64, sizeof(float) * MC * KC);
-        b->b = aligned_alloc(64, sizeof(float) * KC * NC);
+        b->a = aligned_alloc(64, sizeof(float) * mc_ * kc_);
+        b->b = aligned_alloc(64, sizeof(float) * kc_ * nc_);
         b->t = aligned_alloc(64, sizeof(float) * MR * NR);
         if (!b->a || !b->b || !b->t) {
             bufs_destroy(b);
@@ -376,14 +416,15 @@ static int own_sgemm(int ta, int tb, int M, int N, int K, float alpha, const flo
             }
         return 0;
     }
-    for (int j0 = 0; j0 < N; j0 += NC) {
-        int nc = N - j0 < NC ? N - j0 : NC;
-        for (int k0 = 0; k0 < K; k0 += KC) {
-            int kc = K - k0 < KC ? K - k0 : KC;
+    const int kcb = kc_, mcb = mc_, ncb = nc_;
+    for (int j0 = 0; j0 < N; j0 += ncb) {
+        int nc = N - j0 < ncb ? N - j0 : ncb;
+        for (int k0 = 0; k0 < K; k0 += kcb) {
+            int kc = K - k0 < kcb ? K - k0 : kcb;
             const float *bb = pb ? pb + (size_t)k0 * panels(N, NR) * NR + (size_t)j0 * kc : bf->b;
             if (!pb) pack_b(tb, B, ldb, k0, kc, j0, nc, bf->b);
-            for (int i0 = 0; i0 < M; i0 += MC) {
-                int mc = M - i0 < MC ? M - i0 : MC;
+            for (int i0 = 0; i0 < M; i0 += mcb) {
+                int mc = M - i0 < mcb ? M - i0 : mcb;
                 const float *ab =
                     pa ? pa + (size_t)k0 * panels(M, MR) * MR + (size_t)i0 * kc : bf->a;
                 if (!pa) pack_a(ta, A, lda, i0, mc, k0, kc, bf->a);
@@ -414,8 +455,9 @@ const float *dmx__gemm_pack(int side, int t, int n, int K, const float *X, int l
         bf->s = p;
         bf->s_cap = cap;
     }
-    for (int k0 = 0; k0 < K; k0 += KC) {
-        int kc = K - k0 < KC ? K - k0 : KC;
+    const int kcb = kc_;
+    for (int k0 = 0; k0 < K; k0 += kcb) {
+        int kc = K - k0 < kcb ? K - k0 : kcb;
         float *dst = bf->s + (size_t)k0 * panels(n, width) * width;
         if (side == DMX__GEMM_A)
             pack_a(t, X, ld, 0, n, k0, kc, dst);

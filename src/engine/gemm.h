@@ -34,6 +34,14 @@ void dmx__gemm_packed(int ta, int tb, int M, int N, int K, float alpha, const fl
 
 /* 1 where gemm.c's own kernels compute the products (decided once). */
 int dmx__gemm_own(void);
+/* The own kernels' blocks (depth KC, rows of A MC, columns of B NC),
+ * chosen once from the CPU's L1d and L2 sizes; zeros where the build has no
+ * own kernels. The same for every thread of the process, so a product's
+ * sums are blocked alike whoever computes it. */
+void dmx__gemm_blocks(int *kc, int *mc, int *nc);
+/* The rule behind them: KC and MC for an L1d of l1 and an L2 of l2 bytes
+ * (sizes <= 0 or implausible: unknown). */
+void dmx__gemm_blocks_for(long l1, long l2, int *kc, int *mc);
 /* 1 where this build has the own kernels at all (FMA vectors of 8 or 16
  * floats), whether or not they were chosen. */
 int dmx__gemm_own_built(void);
