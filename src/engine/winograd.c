@@ -16,6 +16,9 @@
 #include "winograd.h"
 
 #include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 /* Scratch budget of one band (V and M), in floats (8 MiB). */
 #define BAND_BUDGET ((size_t)2 << 20)
@@ -41,6 +44,37 @@ static const float GM[WA][3] = {{1.0f / 4, 0, 0},
 static const float AT[WM][WA] = {
     {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
 #endif
+
+/* An input row (W floats) split by column phase, padded column c + 1 =
+ * WM * t + q into dst[q * tpp + t] for t < tpp, zeros outside the row. */
+static void split_phases(const float *src, int W, int tpp, float *dst) {
+    int t0 = 0; /* entries below t0 done by the vector loop (WM 2, AVX2) */
+#if WM == 2 && defined(__AVX2__)
+    /* entry t of the two phases is the pair src[2t - 1], src[2t]: sixteen
+     * columns from 2t - 1 give eight entries of each, de-interleaved */
+    float *d0 = dst, *d1 = dst + tpp;
+    int t = 1;
+    for (; t + 8 <= tpp && 2 * t + 15 <= W; t += 8) {
+        __m256 a = _mm256_loadu_ps(src + 2 * t - 1), b = _mm256_loadu_ps(src + 2 * t + 7);
+        __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+        _mm256_storeu_ps(d0 + t, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xd8)));
+        _mm256_storeu_ps(d1 + t, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xd8)));
+    }
+    if (t > 1) {
+        d0[0] = 0.0f; /* column -1 */
+        d1[0] = W > 0 ? src[0] : 0.0f;
+        t0 = t;
+    }
+#endif
+    for (int q = 0; q < WM; q++) {
+        float *dq = dst + (size_t)q * tpp;
+        for (int t = t0; t < tpp; t++) {
+            int c = WM * t + q - 1;
+            dq[t] = (c >= 0 && c < W) ? src[c] : 0.0f;
+        }
+    }
+}
 
 int dmx__wino_use(const dmx__conv_geom *g, int H, int W) {
     if (g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 || g->ph != 1 || g->pw != 1 ||
@@ -119,13 +153,7 @@ int dmx__wino_band(dmx__arena *ar, const dmx__conv_geom *g, const float *U, cons
                     continue;
                 }
                 const float *src = xc + (size_t)hi * W;
-                for (int q = 0; q < WM; q++) {
-                    float *dq = rw + (size_t)q * tpp;
-                    for (int t = 0; t < tpp; t++) {
-                        int c = WM * t + q - 1;
-                        dq[t] = (c >= 0 && c < W) ? src[c] : 0.0f;
-                    }
-                }
+                split_phases(src, W, tpp, rw);
             }
             for (int i = 0; i < WA; i++) {
                 float *pi = ph + (size_t)i * PW;
