@@ -189,6 +189,26 @@ int main(void) {
         dmx__glu(g, o, 2, 2);
         CHECK(fabsf(o[0] - 0.5f) < 1e-7f && fabsf(o[1] - 2.0f / (1.0f + expf(-1.0f))) < 1e-6f);
     }
+    /* GLU (vectorised) against double over gates from -100 to 100: both
+     * signs' branches, gates whose e^-g would overflow, a scalar tail */
+    {
+        int C = 2;
+        size_t L = 1001;
+        float *x = malloc(sizeof(float) * C * L), *y = malloc(sizeof(float) * L);
+        for (size_t i = 0; i < L; i++) {
+            x[i] = frand() * 4.0f;
+            x[L + i] = -100.0f + 200.0f * (float)i / (float)(L - 1);
+        }
+        dmx__glu(x, y, C, L);
+        double worst = 0;
+        for (size_t i = 0; i < L; i++) {
+            double r = x[i] / (1.0 + exp(-(double)x[L + i]));
+            double d = fabs(y[i] - r) / (fabs(r) > 1e-30 ? fabs(r) : 1e-30);
+            if (!(d <= worst)) worst = d;
+        }
+        CHECK_MSG(worst < 1e-6, "glu: max relative error %.3e", worst);
+        free(x), free(y);
+    }
     /* tanh (vectorised) against double tanh over a wide range, tails included */
     {
         size_t n = 1003;

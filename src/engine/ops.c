@@ -476,7 +476,15 @@ void dmx__glu(const float *x, float *y, int C, size_t L) {
     size_t n = (size_t)h * L;
     const float *a = x, *g = x + n;
     size_t i = 0;
-#ifdef VW
+#if defined(V_EXP_INLINE)
+    /* sigmoid(g) = 1 / (1 + e) for g >= 0, e / (1 + e) below, e = e^-|g|:
+     * the inline exponential of a non-positive argument, no overflow */
+    const vf one = V_SET1(1.0f), zero = V_ZERO();
+    for (; i + VW <= n; i += VW) {
+        vf gv = V_LOAD(g + i), e = v_exp_le0(V_SUB(zero, V_MAX(gv, V_SUB(zero, gv))));
+        V_STORE(y + i, V_DIV(V_MUL(V_LOAD(a + i), v_select_ge0(gv, one, e)), V_ADD(one, e)));
+    }
+#elif defined(VW)
     const vf one = V_SET1(1.0f), zero = V_SET1(0.0f);
     for (; i + VW <= n; i += VW) {
         vf e = V_EXP(V_SUB(zero, V_LOAD(g + i)));

@@ -71,6 +71,17 @@ static inline float v_hmax(vf v) {
 }
 #endif
 
+/* v_select_ge0(x, a, b): a where x >= 0, else b (lane by lane). */
+#if defined(__AVX512F__)
+static inline vf v_select_ge0(vf x, vf a, vf b) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, V_ZERO(), _CMP_GE_OQ), b, a);
+}
+#elif defined(__AVX2__)
+static inline vf v_select_ge0(vf x, vf a, vf b) {
+    return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, V_ZERO(), _CMP_GE_OQ));
+}
+#endif
+
 /* v_exp_le0(x) = e^x for x <= 0 (a softmax's shifted scores), inline: the
  * classic Cephes expf reduction (x = n ln2 + r, |r| <= ln2/2, the ln2
  * product split in two) and its degree-5 polynomial, within 2 ulp of
