@@ -107,8 +107,8 @@ static void pack_values(const float *v, int ldv, int Nk, int D, float *vp) {
     }
 }
 
-/* s (R x KT, row stride lds) = qt^T kp: qt is D x R (query i's element d
- * at qt[d * R + i]), kp one key panel; when mx is not NULL, mx[i] becomes
+/* s (R x KT, row stride lds) = qt kp: qt is R x D (the strip's scaled
+ * queries, row i at qt + i * D), kp one key panel; when mx is not NULL, mx[i] becomes
  * the elementwise maximum of itself and row i's scores (the softmax's
  * maximum, taken while the scores are in registers; the caller leaves the
  * last panel's padding keys out). */
@@ -119,10 +119,9 @@ static inline __attribute__((always_inline)) void qk_tile(const float *qt, const
     for (int i = 0; i < R; i++) a0[i] = a1[i] = V_ZERO();
     for (int d = 0; d < D; d++) {
         vf k0 = V_LOAD(kp + (size_t)d * KT), k1 = V_LOAD(kp + (size_t)d * KT + VW);
-        const float *qd = qt + (size_t)d * R;
 #pragma GCC unroll 16
         for (int i = 0; i < R; i++) {
-            vf b = V_SET1(qd[i]);
+            vf b = V_SET1(qt[(size_t)i * D + d]);
             a0[i] = V_FMA(b, k0, a0[i]);
             a1[i] = V_FMA(b, k1, a1[i]);
         }
@@ -201,9 +200,11 @@ static void head_fast(const dmx__attn *a, int h, float *scratch) {
         if (packv) pack_values(v, a->ldv, Nk, D, vp);
         for (int i0 = 0; i0 < Nq; i0 += R) {
             int nr = Nq - i0 < R ? Nq - i0 : R;
+            const vf sc = V_SET1(a->scale);
             for (int i = 0; i < R; i++) {
                 const float *qi = q + (size_t)(i0 + i) * a->ldq;
-                for (int d = 0; d < D; d++) qt[d * R + i] = i < nr ? qi[d] * a->scale : 0.0f;
+                for (int d = 0; d < D; d += VW)
+                    V_STORE(qt + i * D + d, i < nr ? V_MUL(V_LOAD(qi + d), sc) : V_ZERO());
             }
             /* the row maxima over the whole panels in registers, then
              * over the real keys of a last, padded panel */
