@@ -209,6 +209,33 @@ int main(void) {
         CHECK_MSG(worst < 1e-6, "glu: max relative error %.3e", worst);
         free(x), free(y);
     }
+    /* the fused DConv tail against its three steps in double: with and
+     * without the affine parameters, channel strides wider than the rows */
+    for (int affine = 0; affine < 2; affine++) {
+        int C = 5;
+        size_t n = 77, hs = 80, ys = 90;
+        float *h = rand_buf(2 * C * hs), *y = rand_buf(C * ys), *ga = rand_buf(2 * C),
+              *be = rand_buf(2 * C), *sc = rand_buf(C);
+        double *ref = malloc(sizeof(double) * C * ys);
+        float mean = 0.1f, rstd = 1.7f;
+        for (int c = 0; c < C; c++)
+            for (size_t i = 0; i < ys; i++) {
+                ref[c * ys + i] = y[c * ys + i];
+                if (i >= n) continue;
+                double a = (h[c * hs + i] - (double)mean) * rstd, g = (h[(c + C) * hs + i] - (double)mean) * rstd;
+                if (affine) a = a * ga[c] + be[c], g = g * ga[c + C] + be[c + C];
+                ref[c * ys + i] += sc[c] * a / (1.0 + exp(-g));
+            }
+        dmx__norm_glu_add(h, hs, C, n, mean, rstd, affine ? ga : NULL, affine ? be : NULL, sc, y,
+                          ys);
+        double worst = 0;
+        for (size_t i = 0; i < (size_t)C * ys; i++) {
+            double d = fabs(y[i] - ref[i]);
+            if (!(d <= worst)) worst = d;
+        }
+        CHECK_MSG(worst < 2e-6, "norm_glu_add (affine %d): max error %.3e", affine, worst);
+        free(h), free(y), free(ga), free(be), free(sc), free(ref);
+    }
     /* tanh (vectorised) against double tanh over a wide range, tails included */
     {
         size_t n = 1003;

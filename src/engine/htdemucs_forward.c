@@ -22,6 +22,14 @@
 
 #define NOMEM() dmx__fail(DMX_ERR_NOMEM, "out of memory in the HTDemucs forward pass")
 
+/* GroupNorm's mean and 1 / std from sums over cnt values, as
+ * dmx__group_norm takes them (eps 1e-5). */
+static void norm_stats(double s, double s2, double cnt, float *mean, float *rstd) {
+    double mu = s / cnt, var = s2 / cnt - mu * mu;
+    *mean = (float)mu;
+    *rstd = (float)(1.0 / sqrt((var > 0 ? var : 0) + 1e-5));
+}
+
 /* DConv residual branch on y (C, rows, T) in place; each of the `rows`
  * frequency rows is an independent sequence, as upstream folds F into the
  * batch. The 2C-channel half of each layer (1x1 conv, per-row GroupNorm,
@@ -60,13 +68,17 @@ static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, i
                 /* 1x1 conv on the rows [r0, r0 + nr): columns of h with stride `plane` */
                 dmx__sgemm_rowbias(0, 0, 2 * C, n, Hd, L->conv2.w, Hd, h + (size_t)r0 * T,
                                    (int)plane, L->conv2.b, h2, n);
-                dmx__group_norm(h2, 2 * C, nr, T, 1, L->norm2.w, L->norm2.b, 1e-5f);
-                dmx__glu(h2, h2, 2 * C, (size_t)n);
-                for (int c = 0; c < C; c++) {
-                    float sc = L->scale[c];
-                    float *yc = y + (size_t)c * plane + (size_t)r0 * T;
-                    const float *gc = h2 + (size_t)c * n;
-                    for (int q = 0; q < n; q++) yc[q] += sc * gc[q];
+                /* per row: GroupNorm(1)'s statistics, then its affine
+                 * step, GLU and the LayerScale residual add in one pass */
+                for (int r = 0; r < nr; r++) {
+                    double s = 0, s2 = 0;
+                    for (int c = 0; c < 2 * C; c++)
+                        dmx__sum_sq(h2 + (size_t)c * n + (size_t)r * T, (size_t)T, &s, &s2);
+                    float mean, rstd;
+                    norm_stats(s, s2, 2.0 * C * T, &mean, &rstd);
+                    dmx__norm_glu_add(h2 + (size_t)r * T, (size_t)n, C, (size_t)T, mean, rstd,
+                                      L->norm2.w, L->norm2.b, L->scale,
+                                      y + (size_t)(r0 + r) * T, plane);
                 }
             }
             continue;
@@ -76,11 +88,7 @@ static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, i
             double s = 0, s2 = 0;
             for (int pass = 0; pass < 2; pass++) {
                 float mean = 0, rstd = 0;
-                if (pass == 1) {
-                    double cnt = 2.0 * C * T, mu = s / cnt, var = s2 / cnt - mu * mu;
-                    mean = (float)mu;
-                    rstd = (float)(1.0 / sqrt((var > 0 ? var : 0) + 1e-5));
-                }
+                if (pass == 1) norm_stats(s, s2, 2.0 * C * T, &mean, &rstd);
                 for (int t0 = 0; t0 < T; t0 += cb) {
                     int n = T - t0 < cb ? T - t0 : cb;
                     dmx__sgemm_rowbias(0, 0, 2 * C, n, Hd, L->conv2.w, Hd, hr + t0, (int)plane,
@@ -89,19 +97,8 @@ static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, i
                         dmx__sum_sq(h2, (size_t)2 * C * n, &s, &s2);
                         continue;
                     }
-                    for (int c = 0; c < 2 * C; c++) {
-                        float *p = h2 + (size_t)c * n;
-                        float sc = rstd * (L->norm2.w ? L->norm2.w[c] : 1.0f);
-                        float be = L->norm2.b ? L->norm2.b[c] : 0.0f;
-                        for (int q = 0; q < n; q++) p[q] = (p[q] - mean) * sc + be;
-                    }
-                    dmx__glu(h2, h2, 2 * C, (size_t)n);
-                    for (int c = 0; c < C; c++) {
-                        float sc = L->scale[c];
-                        float *yc = y + (size_t)c * plane + (size_t)r * T + t0;
-                        const float *gc = h2 + (size_t)c * n;
-                        for (int q = 0; q < n; q++) yc[q] += sc * gc[q];
-                    }
+                    dmx__norm_glu_add(h2, (size_t)n, C, (size_t)n, mean, rstd, L->norm2.w,
+                                      L->norm2.b, L->scale, y + (size_t)r * T + t0, plane);
                 }
             }
         }

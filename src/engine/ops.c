@@ -471,19 +471,23 @@ void dmx__relu(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = x[i] > 0 ? x[i] : 0.0f;
 }
 
+#ifdef V_EXP_INLINE
+/* a * sigmoid(g): 1 / (1 + e) for g >= 0, e / (1 + e) below, e = e^-|g|,
+ * the inline exponential of a non-positive argument (no overflow) */
+static inline vf v_glu(vf a, vf g) {
+    const vf one = V_SET1(1.0f), zero = V_ZERO();
+    vf e = v_exp_le0(V_SUB(zero, V_MAX(g, V_SUB(zero, g))));
+    return V_DIV(V_MUL(a, v_select_ge0(g, one, e)), V_ADD(one, e));
+}
+#endif
+
 void dmx__glu(const float *x, float *y, int C, size_t L) {
     int h = C / 2;
     size_t n = (size_t)h * L;
     const float *a = x, *g = x + n;
     size_t i = 0;
 #if defined(V_EXP_INLINE)
-    /* sigmoid(g) = 1 / (1 + e) for g >= 0, e / (1 + e) below, e = e^-|g|:
-     * the inline exponential of a non-positive argument, no overflow */
-    const vf one = V_SET1(1.0f), zero = V_ZERO();
-    for (; i + VW <= n; i += VW) {
-        vf gv = V_LOAD(g + i), e = v_exp_le0(V_SUB(zero, V_MAX(gv, V_SUB(zero, gv))));
-        V_STORE(y + i, V_DIV(V_MUL(V_LOAD(a + i), v_select_ge0(gv, one, e)), V_ADD(one, e)));
-    }
+    for (; i + VW <= n; i += VW) V_STORE(y + i, v_glu(V_LOAD(a + i), V_LOAD(g + i)));
 #elif defined(VW)
     const vf one = V_SET1(1.0f), zero = V_SET1(0.0f);
     for (; i + VW <= n; i += VW) {
@@ -492,6 +496,32 @@ void dmx__glu(const float *x, float *y, int C, size_t L) {
     }
 #endif
     for (; i < n; i++) y[i] = a[i] * (1.0f / (1.0f + expf(-g[i])));
+}
+
+void dmx__norm_glu_add(const float *h, size_t hstride, int C, size_t n, float mean, float rstd,
+                       const float *gamma, const float *beta, const float *scale, float *y,
+                       size_t ystride) {
+    for (int c = 0; c < C; c++) {
+        const float *ha = h + (size_t)c * hstride, *hg = ha + (size_t)C * hstride;
+        float *yc = y + (size_t)c * ystride;
+        const float sa = rstd * (gamma ? gamma[c] : 1.0f), ba = beta ? beta[c] : 0.0f;
+        const float sg = rstd * (gamma ? gamma[c + C] : 1.0f), bg = beta ? beta[c + C] : 0.0f;
+        const float sc = scale[c];
+        size_t i = 0;
+#if defined(V_EXP_INLINE)
+        const vf vm = V_SET1(mean), vsa = V_SET1(sa), vba = V_SET1(ba), vsg = V_SET1(sg),
+                 vbg = V_SET1(bg), vsc = V_SET1(sc);
+        for (; i + VW <= n; i += VW) {
+            vf a = V_FMA(V_SUB(V_LOAD(ha + i), vm), vsa, vba);
+            vf g = V_FMA(V_SUB(V_LOAD(hg + i), vm), vsg, vbg);
+            V_STORE(yc + i, V_FMA(vsc, v_glu(a, g), V_LOAD(yc + i)));
+        }
+#endif
+        for (; i < n; i++) {
+            float a = (ha[i] - mean) * sa + ba, g = (hg[i] - mean) * sg + bg;
+            yc[i] += sc * (a * (1.0f / (1.0f + expf(-g))));
+        }
+    }
 }
 
 void dmx__linear(const float *x, int N, int in, const float *w, const float *b, int out, float *y) {

@@ -80,6 +80,15 @@ void dmx__tanh(float *x, size_t n);
 
 /* GLU over channels: y (C/2, L) = x[:C/2] * sigmoid(x[C/2:]) for x (C, L). */
 void dmx__glu(const float *x, float *y, int C, size_t L);
+/* The end of a DConv layer in one pass: for c < C and i < n,
+ * y[c * ystride + i] += scale[c] * GLU of the normalised pair
+ * a = (h[c * hstride + i] - mean) * rstd * gamma[c] + beta[c] and
+ * g likewise from channel c + C (gamma/beta may be NULL: 1 and 0) — what
+ * dmx__group_norm's affine step, dmx__glu and the LayerScale residual add
+ * compute in three passes, with the same roundings. */
+void dmx__norm_glu_add(const float *h, size_t hstride, int C, size_t n, float mean, float rstd,
+                       const float *gamma, const float *beta, const float *scale, float *y,
+                       size_t ystride);
 /* y (C, L) += b[c] per channel; no-op when b is NULL. */
 void dmx__add_bias(float *y, const float *b, int C, size_t L);
 
