@@ -289,7 +289,11 @@ int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, i
     int Wo = (W - 1) * g->sw + g->kw;
     size_t in_total = (size_t)H * W, out_total = (size_t)Ho * Wo;
     int R = g->cout * g->kh * g->kw;
-    memset(y, 0, (size_t)g->cout * out_total * sizeof(float));
+    /* y starts as the bias (zeros without one); the columns add onto it */
+    for (int co = 0; co < g->cout; co++) {
+        float *yc = y + (size_t)co * out_total, bc = b ? b[co] : 0.0f;
+        for (size_t i = 0; i < out_total; i++) yc[i] = bc;
+    }
     int nb = col_block((size_t)R, in_total);
     dmx__arena_mark m = dmx__arena_save(ar);
     float *col = dmx__arena_floats(ar, (size_t)R * nb);
@@ -324,7 +328,6 @@ int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, i
         }
     }
     dmx__arena_restore(ar, m);
-    dmx__add_bias(y, b, g->cout, out_total);
     return 0;
 }
 
