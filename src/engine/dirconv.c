@@ -118,9 +118,9 @@ static void unit(const job *j, int u, float *xs) {
     if (hi < lo) hi = lo;
     for (int c = 0; c < g->cin; c++) {
         float *d = xs + (size_t)c * j->len;
-        const float *s = j->x + ((size_t)c * j->H + h) * j->W + first;
+        const float *row = j->x + ((size_t)c * j->H + h) * j->W; /* column first + i at i */
         if (lo) memset(d, 0, sizeof(float) * (size_t)lo);
-        if (hi > lo) memcpy(d + lo, s + lo, sizeof(float) * (size_t)(hi - lo));
+        if (hi > lo) memcpy(d + lo, row + (first + lo), sizeof(float) * (size_t)(hi - lo));
         if (hi < j->len) memset(d + hi, 0, sizeof(float) * (size_t)(j->len - hi));
     }
     const size_t ldy = (size_t)j->H * j->Wo;
