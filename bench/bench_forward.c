@@ -46,6 +46,16 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+/* L1d (level 1) or L2 size in KiB, 0 where the C library cannot tell */
+static long cache_kib(int level) {
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
+    return sysconf(level == 1 ? _SC_LEVEL1_DCACHE_SIZE : _SC_LEVEL2_CACHE_SIZE) / 1024;
+#else
+    (void)level;
+    return 0;
+#endif
+}
+
 #define MAXT 64
 static const char *names[MAXT];
 static double times[MAXT];
@@ -240,8 +250,7 @@ int main(int argc, char **argv) {
         dmx__gemm_blocks(&kc, &mc, &nc);
         printf("sgemm peak (2048^3): %.1f GFLOP/s (demix's own %s kernels, blocks KC %d MC %d NC %d "
                "from L1d %ld KiB, L2 %ld KiB; OpenBLAS's %s kernels: %.1f)\n",
-               peak, OWN_ISA, kc, mc, nc, sysconf(_SC_LEVEL1_DCACHE_SIZE) / 1024,
-               sysconf(_SC_LEVEL2_CACHE_SIZE) / 1024, dmx_blas_core(), peak_blas);
+               peak, OWN_ISA, kc, mc, nc, cache_kib(1), cache_kib(2), dmx_blas_core(), peak_blas);
     }
     else
         printf("sgemm peak (2048^3): %.1f GFLOP/s (OpenBLAS %s kernels)\n", peak, dmx_blas_core());

@@ -6,7 +6,9 @@
  *     uncut cblas product (within rounding) and leave the padding untouched;
  *   - the result with helpers is bit-identical to the result without them
  *     (the cut depends on the shape only), and helpers really computed parts;
- *   - a batch of several jobs with more threads than jobs runs each once.
+ *   - a batch of several jobs with more threads than jobs runs each once;
+ *   - a direct short convolution (dirconv.h) cut into parts gives the same
+ *     result bit for bit with helpers as alone, and helpers took parts.
  * The reference is OpenBLAS uncut; the parts run on gemm.c's own kernels
  * where the build has them.
  */
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dirconv.h"
 #include "ops.h"
 #include "team.h"
 #include "testutil.h"
@@ -80,6 +83,48 @@ static void *job_main(void *arg) {
     return NULL;
 }
 
+typedef struct conv_job {
+    dmx__conv_geom g;
+    int H, W, rc;
+    const float *x, *w, *b;
+    float *y;
+} conv_job;
+
+static void *conv_main(void *arg) {
+    conv_job *j = arg;
+    dmx__arena ar;
+    dmx__arena_init(&ar);
+    j->rc = dmx__conv2d(&ar, &j->g, j->x, j->H, j->W, j->w, j->b, j->y);
+    dmx__arena_free(&ar);
+    return NULL;
+}
+
+static void check_dirconv(void) {
+    const dmx__conv_geom g = {96, 12, 1, 3, 1, 1, 0, 2, 1, 2};
+    const int H = 40, W = 300;
+    const size_t nx = (size_t)g.cin * H * W, nw = (size_t)g.cout * g.cin * 3,
+                 ny = (size_t)g.cout * H * W;
+    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw),
+          *b = malloc(sizeof(float) * g.cout), *y1 = malloc(sizeof(float) * ny),
+          *y2 = malloc(sizeof(float) * ny);
+    REQUIRE(x && w && b && y1 && y2);
+    unsigned st = 5;
+    for (size_t i = 0; i < nx; i++) x[i] = (float)((st = st * 1664525u + 1013904223u) >> 9) / 8388608.0f - 1.0f;
+    for (size_t i = 0; i < nw; i++) w[i] = (float)((st = st * 1664525u + 1013904223u) >> 9) / 8388608.0f - 1.0f;
+    for (int i = 0; i < g.cout; i++) b[i] = 0.1f * (float)i;
+    conv_job alone = {g, H, W, -1, x, w, b, y1}, helped = {g, H, W, -1, x, w, b, y2};
+    dmx__team_run(1, 1, conv_main, &alone, sizeof alone);
+    unsigned long long h0 = dmx__team_helped();
+    dmx__team_run(1, 3, conv_main, &helped, sizeof helped);
+    CHECK(alone.rc == 0 && helped.rc == 0);
+    if (dmx__dirconv_use(&g, H, W)) {
+        CHECK_MSG(dmx__team_helped() > h0, "no part of the direct convolution ran on a helper");
+        printf("direct convolution: parts computed by helpers: %llu\n", dmx__team_helped() - h0);
+    }
+    CHECK_MSG(!memcmp(y1, y2, sizeof(float) * ny), "helpers changed a direct convolution's result");
+    free(x), free(w), free(b), free(y1), free(y2);
+}
+
 int main(void) {
     /* parts go through gemm.c's own kernels where the build has them (also
      * under AddressSanitizer, which otherwise uses OpenBLAS) */
@@ -131,6 +176,7 @@ int main(void) {
         CHECK_MSG(err <= 1e-5 * mx, "shape %d: max error %g (max %g) against the uncut product", i,
                   err, mx);
     }
+    check_dirconv();
     /* several jobs, more threads than jobs: each job runs exactly once */
     job many[3] = {{team, 2, 0}, {team + 2, 2, 0}, {team + 4, 2, 0}};
     dmx__team_run(3, 5, job_main, many, sizeof many[0]);

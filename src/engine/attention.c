@@ -10,12 +10,13 @@
  * strip's R x Nk scores stay in L1/L2 while each row takes its softmax in
  * one pass (ops.c, unscaled: the row's 1 / sum is applied to the R x D
  * output instead), and a second kernel multiplies the strip into the values, R
- * rows by up to PV_NV vectors of the head dimension at a time: in one pass
- * reading the value rows where they lie, in several (AVX2's 16-column
- * passes over a 48-wide head) from panels of the passes' columns packed
- * once per head (each pass then streams a compact block rather than a
- * strided slice of every row: 5 % less attention time on AVX2). BLAS would
- * pack the whole R x Nk score block and clear its output first.
+ * rows by up to PV_NV vectors of the head dimension at a time: reading the
+ * value rows where they lie, or, for a head wider than one full pass
+ * (AVX2's 16-column passes over a 48-wide head), from panels of the passes'
+ * columns packed once per head and sequence (each pass then streams a
+ * compact block rather than a strided slice of every row: 5 % less
+ * attention time on AVX2). BLAS would pack the whole R x Nk score block
+ * and clear its output first.
  *
  * Sums run in a different order than BLAS's, well inside the parity
  * tolerance (the golden tests measure it).

@@ -35,7 +35,8 @@
 #define PARTS       8
 #define MAX_COUT    48
 #define MAX_KW      16
-#define CHUNK_BYTES (128 << 10) /* one part's input scratch */
+#define CHUNK_BYTES (128 << 10) /* one part's input scratch (more where
+                                  * one tile's columns need more) */
 
 #ifdef DIRECT
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }
@@ -114,6 +115,7 @@ static void unit(const job *j, int u, float *xs) {
     /* input columns c0 - pw .. c0 - pw + len - 1, zero outside [0, W) */
     const long first = (long)c0 - g->pw;
     long lo = first < 0 ? -first : 0, hi = (long)j->W - first;
+    if (lo > j->len) lo = j->len; /* padding wider than the chunk's input */
     if (hi > j->len) hi = j->len;
     if (hi < lo) hi = lo;
     for (int c = 0; c < g->cin; c++) {

@@ -30,8 +30,9 @@
 int dmx__dirconv_use(const dmx__conv_geom *g, int H, int W);
 
 /* y (cout, H, Wo) = conv(x (cin, H, W), w (cout, cin, 1, kw)) + b (b may be
- * NULL), Wo = dmx__conv_out(W, kw, 1, pw, dw). Large inputs are cut into
- * parts for the calling thread's team (team.h). Scratch from the arena
+ * NULL), Wo = dmx__conv_out(W, kw, 1, pw, dw). Inputs of more than one
+ * unit (image row, chunk of columns) are cut into parts for the calling
+ * thread's team (team.h). Scratch from the arena
  * (released before returning). Returns 0, or -1 when out of memory. */
 int dmx__dirconv(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                  const float *w, const float *b, float *y);

@@ -13,8 +13,10 @@
  * 24 of the 32 vector registers, per k NRV = 4 vector loads of B and MR = 6
  * broadcasts of A; AVX2: 4 x 24, 12 of 16). A KC slice's products are added
  * into C, the first slice onto beta * C, so the sums over K are blocked as
- * OpenBLAS blocks them. Edge tiles go through a small buffer. The pack
- * buffers are per thread, allocated once, pooled when the thread ends.
+ * OpenBLAS blocks them (KC depends on the CPU's caches, below: results
+ * differ between CPUs by rounding, never between thread counts). Edge
+ * tiles go through a small buffer. The pack buffers are per thread,
+ * allocated once, pooled when the thread ends.
  * Either operand can come packed whole (dmx__gemm_pack): the parts of a cut
  * product share one packing of the operand they all need, where OpenBLAS
  * packs it again in every part. On an AVX-512 CPU that OpenBLAS drives with
@@ -95,8 +97,12 @@ static int core_avx512(const char *name) {
 static int clampi(long v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : (int)v; }
 
 static void blocks(void) {
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE) /* glibc */
     dmx__gemm_blocks_for(sysconf(_SC_LEVEL1_DCACHE_SIZE), sysconf(_SC_LEVEL2_CACHE_SIZE), &kc_,
                          &mc_);
+#else
+    dmx__gemm_blocks_for(0, 0, &kc_, &mc_);
+#endif
 #ifdef KC
     kc_ = KC;
 #endif

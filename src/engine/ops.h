@@ -85,7 +85,7 @@ void dmx__glu(const float *x, float *y, int C, size_t L);
  * a = (h[c * hstride + i] - mean) * rstd * gamma[c] + beta[c] and
  * g likewise from channel c + C (gamma/beta may be NULL: 1 and 0) — what
  * dmx__group_norm's affine step, dmx__glu and the LayerScale residual add
- * compute in three passes, with the same roundings. */
+ * compute in three passes, the same arithmetic up to a few ulp. */
 void dmx__norm_glu_add(const float *h, size_t hstride, int C, size_t n, float mean, float rstd,
                        const float *gamma, const float *beta, const float *scale, float *y,
                        size_t ystride);

@@ -93,7 +93,7 @@ static inline vf v_select_ge0(vf x, vf a, vf b) {
 #define V_EXP_INLINE 1
 static inline vf v_exp_le0(vf x) {
     const vf lo = V_SET1(-87.33654f);
-    x = V_MAX(x, lo);
+    x = V_MAX(lo, x); /* (a NaN x stays NaN: max returns its second operand) */
 #if VW == 16
     vf n = _mm512_roundscale_ps(V_MUL(x, V_SET1(1.44269504088896341f)),
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
