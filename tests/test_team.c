@@ -122,8 +122,10 @@ static void check_dirconv(void) {
           *y2 = malloc(sizeof(float) * ny);
     REQUIRE(x && w && b && y1 && y2);
     unsigned st = 5;
-    for (size_t i = 0; i < nx; i++) x[i] = (float)((st = st * 1664525u + 1013904223u) >> 9) / 8388608.0f - 1.0f;
-    for (size_t i = 0; i < nw; i++) w[i] = (float)((st = st * 1664525u + 1013904223u) >> 9) / 8388608.0f - 1.0f;
+    for (size_t i = 0; i < nx; i++)
+        x[i] = (float)((st = st * 1664525u + 1013904223u) >> 9) / 8388608.0f - 1.0f;
+    for (size_t i = 0; i < nw; i++)
+        w[i] = (float)((st = st * 1664525u + 1013904223u) >> 9) / 8388608.0f - 1.0f;
     for (int i = 0; i < g.cout; i++) b[i] = 0.1f * (float)i;
     conv_job alone = {g, H, W, -1, x, w, b, y1};
     dmx__team_run(1, 1, conv_main, &alone, sizeof alone);
@@ -143,7 +145,8 @@ static void check_dirconv(void) {
     } while (++runs && now_s() - t0 < TRY_SECONDS && dmx__dirconv_use(&g, H, W) &&
              dmx__team_helped() == h0);
     if (dmx__dirconv_use(&g, H, W)) {
-        CHECK_MSG(dmx__team_helped() > h0, "no part of the direct convolution ran on a helper in %d runs", runs);
+        CHECK_MSG(dmx__team_helped() > h0,
+                  "no part of the direct convolution ran on a helper in %d runs", runs);
         printf("direct convolution: parts computed by helpers: %llu (in %d runs)\n",
                dmx__team_helped() - h0, runs);
     }
