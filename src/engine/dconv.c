@@ -94,16 +94,6 @@ dmx_status dmx__dconvx_bind(dmx__ckpt *ck, const char *prefix, int channels,
     return s;
 }
 
-/* x[c, t0 + q] += scale[c] * g[c, q] for q < n */
-static void add_scaled(float *x, int T, int t0, const float *g, int n, int C, const float *scale) {
-    for (int c = 0; c < C; c++) {
-        float sc = scale[c];
-        float *xc = x + (size_t)c * T + t0;
-        const float *gc = g + (size_t)c * n;
-        for (int q = 0; q < n; q++) xc[q] += sc * gc[q];
-    }
-}
-
 /* One batch item x (C, T). */
 static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, int T,
                               dmx__tap_fn tap, void *tap_user, const char *tname) {
@@ -149,21 +139,15 @@ static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, in
                 tap(tap_user, nm, h, Hd, 1, T);
             }
         }
-        if (cb == T) {
-            dmx__sgemm_rowbias(0, 0, 2 * C, T, Hd, L->conv2_w, Hd, h, T, L->conv2_b, h2, T);
-            if (d->norm) dmx__group_norm(h2, 2 * C, 1, T, 1, L->norm2_w, L->norm2_b, 1e-5f);
-            dmx__glu(h2, h2, 2 * C, (size_t)T);
-            add_scaled(x, T, 0, h2, T, C, L->scale);
-            continue;
-        }
+        /* GroupNorm(1)'s statistics over the whole sequence (in one block,
+         * or in a first pass over column blocks), then its affine step, GLU
+         * and the LayerScale residual add in one pass; without a norm the
+         * statistics are 0 and 1 and the affine step is exact. */
         double s1 = 0, s2 = 0;
-        for (int pass = d->norm ? 0 : 1; pass < 2; pass++) {
-            float mean = 0, rstd = 0;
-            if (pass == 1 && d->norm) {
-                double cnt = 2.0 * C * T, mu = s1 / cnt, var = s2 / cnt - mu * mu;
-                mean = (float)mu;
-                rstd = (float)(1.0 / sqrt((var > 0 ? var : 0) + 1e-5));
-            }
+        for (int pass = d->norm && cb < T ? 0 : 1; pass < 2; pass++) {
+            float mean = 0, rstd = 1;
+            if (pass == 1 && d->norm && cb < T)
+                dmx__norm_stats(s1, s2, 2.0 * C * T, 1e-5f, &mean, &rstd);
             for (int t0 = 0; t0 < T; t0 += cb) {
                 int n = T - t0 < cb ? T - t0 : cb;
                 dmx__sgemm_rowbias(0, 0, 2 * C, n, Hd, L->conv2_w, Hd, h + t0, T, L->conv2_b, h2,
@@ -172,14 +156,13 @@ static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, in
                     dmx__sum_sq(h2, (size_t)2 * C * n, &s1, &s2);
                     continue;
                 }
-                if (d->norm)
-                    for (int c = 0; c < 2 * C; c++) {
-                        float *pc = h2 + (size_t)c * n;
-                        float sc = rstd * L->norm2_w[c], be = L->norm2_b[c];
-                        for (int q = 0; q < n; q++) pc[q] = (pc[q] - mean) * sc + be;
-                    }
-                dmx__glu(h2, h2, 2 * C, (size_t)n);
-                add_scaled(x, T, t0, h2, n, C, L->scale);
+                if (d->norm && cb == T) {
+                    dmx__sum_sq(h2, (size_t)2 * C * n, &s1, &s2);
+                    dmx__norm_stats(s1, s2, 2.0 * C * T, 1e-5f, &mean, &rstd);
+                }
+                dmx__norm_glu_add(h2, (size_t)n, C, (size_t)n, mean, rstd,
+                                  d->norm ? L->norm2_w : NULL, d->norm ? L->norm2_b : NULL,
+                                  L->scale, x + t0, (size_t)T);
             }
         }
     }

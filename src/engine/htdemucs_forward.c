@@ -22,14 +22,6 @@
 
 #define NOMEM() dmx__fail(DMX_ERR_NOMEM, "out of memory in the HTDemucs forward pass")
 
-/* GroupNorm's mean and 1 / std from sums over cnt values, as
- * dmx__group_norm takes them (eps 1e-5). */
-static void norm_stats(double s, double s2, double cnt, float *mean, float *rstd) {
-    double mu = s / cnt, var = s2 / cnt - mu * mu;
-    *mean = (float)mu;
-    *rstd = (float)(1.0 / sqrt((var > 0 ? var : 0) + 1e-5));
-}
-
 /* DConv residual branch on y (C, rows, T) in place; each of the `rows`
  * frequency rows is an independent sequence, as upstream folds F into the
  * batch. The 2C-channel half of each layer (1x1 conv, per-row GroupNorm,
@@ -75,7 +67,7 @@ static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, i
                     for (int c = 0; c < 2 * C; c++)
                         dmx__sum_sq(h2 + (size_t)c * n + (size_t)r * T, (size_t)T, &s, &s2);
                     float mean, rstd;
-                    norm_stats(s, s2, 2.0 * C * T, &mean, &rstd);
+                    dmx__norm_stats(s, s2, 2.0 * C * T, 1e-5f, &mean, &rstd);
                     dmx__norm_glu_add(h2 + (size_t)r * T, (size_t)n, C, (size_t)T, mean, rstd,
                                       L->norm2.w, L->norm2.b, L->scale,
                                       y + (size_t)(r0 + r) * T, plane);
@@ -88,7 +80,7 @@ static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, i
             double s = 0, s2 = 0;
             for (int pass = 0; pass < 2; pass++) {
                 float mean = 0, rstd = 0;
-                if (pass == 1) norm_stats(s, s2, 2.0 * C * T, &mean, &rstd);
+                if (pass == 1) dmx__norm_stats(s, s2, 2.0 * C * T, 1e-5f, &mean, &rstd);
                 for (int t0 = 0; t0 < T; t0 += cb) {
                     int n = T - t0 < cb ? T - t0 : cb;
                     dmx__sgemm_rowbias(0, 0, 2 * C, n, Hd, L->conv2.w, Hd, hr + t0, (int)plane,

@@ -401,6 +401,12 @@ double dmx__sum_sqdev(const float *p, size_t n, double mean) {
     return a;
 }
 
+void dmx__norm_stats(double s, double s2, double cnt, double eps, float *mean, float *rstd) {
+    double mu = s / cnt, var = s2 / cnt - mu * mu;
+    *mean = (float)mu;
+    *rstd = (float)(1.0 / sqrt((var > 0 ? var : 0) + eps));
+}
+
 void dmx__group_norm(float *x, int C, int rows, int L, int groups, const float *gamma,
                      const float *beta, float eps) {
     int cpg = C / groups;
@@ -411,14 +417,8 @@ void dmx__group_norm(float *x, int C, int rows, int L, int groups, const float *
             double s = 0, s2 = 0;
             for (int c = g * cpg; c < (g + 1) * cpg; c++)
                 dmx__sum_sq(x + c * cstride + r * rstride, (size_t)L, &s, &s2);
-            double n = (double)cpg * L;
-            double mean = s / n;
-            double var = s2 / n - mean * mean;
-            if (var < 0) var = 0;
-            /* A second pass for the variance would be more robust, but the
-             * inputs here are O(1) activations and double keeps ~1e-12. */
-            float rstd = (float)(1.0 / sqrt(var + eps));
-            float fmean = (float)mean;
+            float fmean, rstd;
+            dmx__norm_stats(s, s2, (double)cpg * L, eps, &fmean, &rstd);
             for (int c = g * cpg; c < (g + 1) * cpg; c++) {
                 float *p = x + c * cstride + r * rstride;
                 float ga = gamma ? gamma[c] : 1.0f, be = beta ? beta[c] : 0.0f;

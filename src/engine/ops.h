@@ -72,6 +72,12 @@ void dmx__layer_norm(const float *x, float *y, int N, int C, const float *gamma,
 void dmx__sum_sq(const float *p, size_t n, double *s, double *s2);
 double dmx__sum_sqdev(const float *p, size_t n, double mean);
 
+/* GroupNorm's statistics, the one rule every norm here uses: from the sums
+ * s and s2 over cnt values, *mean = s / cnt and *rstd = 1 / sqrt(var + eps)
+ * with the biased variance s2 / cnt - mean^2 clamped at 0 (in double; the
+ * activations are O(1), so the one-pass variance keeps ~1e-12). */
+void dmx__norm_stats(double s, double s2, double cnt, double eps, float *mean, float *rstd);
+
 /* Exact (erf) GELU in place. */
 void dmx__gelu(float *x, size_t n);
 void dmx__relu(float *x, size_t n);
