@@ -15,6 +15,8 @@
  */
 #include "winograd.h"
 
+#include "team.h"
+
 #include <string.h>
 #ifdef __AVX2__
 #include <immintrin.h>
@@ -117,112 +119,160 @@ int dmx__wino_band_rows(const dmx__conv_geom *g, int H, int W) {
     return (int)(rows < whole ? rows : whole);
 }
 
+/* One band's work, shared by its parts: the input transform by input
+ * channels, the 16 products, the output transform by output channels —
+ * each a dmx__team_for over parts that write disjoint rows, so helpers
+ * (a lone evaluation on several threads) share the band, and every value
+ * is computed by the same arithmetic whoever runs it. */
+#define PARTS 8
+typedef struct band {
+    const dmx__conv_geom *g;
+    const float *U, *x, *b;
+    int H, W, oh0, oh1, tw, ty0, ty1, P, PW, tpp;
+    float *V, *M, *dst, *scratch; /* scratch: `per` floats for each part */
+    size_t ld, vplane, mplane, per;
+} band;
+
+static void range(int n, int p, int *lo, int *hi) {
+    *lo = (int)((long)n * p / PARTS);
+    *hi = (int)((long)n * (p + 1) / PARTS);
+}
+
+/* input channel ci into V: rows (WA x PW) and ph (WA x PW) are scratch */
+static void in_channel(const band *c, int ci, float *rows, float *ph) {
+    const int H = c->H, W = c->W, tw = c->tw, PW = c->PW, tpp = c->tpp;
+    const float *xc = c->x + (size_t)ci * H * W;
+    for (int ty = c->ty0; ty < c->ty1; ty++) {
+        int r0 = WM * ty - 1;
+        /* the patch rows split by column phase (padded column c + 1 =
+         * WM * t + q in phase q at t), zeros outside; then the vertical
+         * transform on the phase arrays (a permutation commutes with it) */
+        for (int a = 0; a < WA; a++) {
+            float *rw = rows + (size_t)a * PW;
+            int hi = r0 + a;
+            if (hi < 0 || hi >= H) {
+                memset(rw, 0, sizeof(float) * PW);
+                continue;
+            }
+            split_phases(xc + (size_t)hi * W, W, tpp, rw);
+        }
+        for (int i = 0; i < WA; i++) {
+            float *pi = ph + (size_t)i * PW;
+            for (int q = 0; q < PW; q++) pi[q] = 0;
+            for (int a = 0; a < WA; a++) {
+                float coef = BT[i][a];
+                if (coef == 0) continue;
+                const float *ra = rows + (size_t)a * PW;
+                for (int q = 0; q < PW; q++) pi[q] += coef * ra[q];
+            }
+        }
+        size_t p0 = (size_t)(ty - c->ty0) * tw;
+        for (int i = 0; i < WA; i++) {
+            const float *pi = ph + (size_t)i * PW;
+            for (int j = 0; j < WA; j++) {
+                float *v = c->V + (size_t)(i * WA + j) * c->vplane + (size_t)ci * c->P + p0;
+                for (int t = 0; t < tw; t++) v[t] = 0;
+                for (int bb = 0; bb < WA; bb++) {
+                    float coef = BT[j][bb];
+                    if (coef == 0) continue;
+                    const float *src = pi + (bb % WM) * tpp + bb / WM;
+                    for (int t = 0; t < tw; t++) v[t] += coef * src[t];
+                }
+            }
+        }
+    }
+}
+
+/* output channel co from M, plus the bias, cropped to the band and the
+ * width: tt (WM x WA x tw) and ph (WM x tw) are scratch */
+static void out_channel(const band *c, int co, float *tt, float *ph) {
+    const int W = c->W, tw = c->tw;
+    const float bias = c->b ? c->b[co] : 0.0f;
+    float *yc = c->dst + (size_t)co * c->ld;
+    for (int ty = c->ty0; ty < c->ty1; ty++) {
+        size_t p0 = (size_t)(ty - c->ty0) * tw;
+        for (int a = 0; a < WM; a++) /* tt[a][j] = sum_i AT[a][i] m[i][j] */
+            for (int j = 0; j < WA; j++) {
+                float *d = tt + ((size_t)a * WA + j) * tw;
+                for (int t = 0; t < tw; t++) d[t] = 0;
+                for (int i = 0; i < WA; i++) {
+                    float coef = AT[a][i];
+                    if (coef == 0) continue;
+                    const float *m = c->M + (size_t)(i * WA + j) * c->mplane + (size_t)co * c->P + p0;
+                    for (int t = 0; t < tw; t++) d[t] += coef * m[t];
+                }
+            }
+        for (int a = 0; a < WM; a++) {
+            int oy = WM * ty + a;
+            if (oy < c->oh0 || oy >= c->oh1) continue;
+            float *yr = yc + (size_t)(oy - c->oh0) * W;
+            for (int bb = 0; bb < WM; bb++) { /* column phase bb, then interleaved */
+                float *yq = ph + (size_t)bb * tw;
+                for (int t = 0; t < tw; t++) yq[t] = bias;
+                for (int j = 0; j < WA; j++) {
+                    float coef = AT[bb][j];
+                    if (coef == 0) continue;
+                    const float *src = tt + ((size_t)a * WA + j) * tw;
+                    for (int t = 0; t < tw; t++) yq[t] += coef * src[t];
+                }
+            }
+            for (int bb = 0; bb < WM; bb++) {
+                const float *yq = ph + (size_t)bb * tw;
+                int full = (W - bb + WM - 1) / WM; /* tiles whose column bb is inside */
+                for (int t = 0; t < full; t++) yr[WM * t + bb] = yq[t];
+            }
+        }
+    }
+}
+
+static void part_in(void *ctx, int p) {
+    const band *c = ctx;
+    float *rows = c->scratch + (size_t)p * c->per, *ph = rows + (size_t)WA * c->PW;
+    int lo, hi;
+    range(c->g->cin, p, &lo, &hi);
+    for (int ci = lo; ci < hi; ci++) in_channel(c, ci, rows, ph);
+}
+
+static void part_product(void *ctx, int k) {
+    const band *c = ctx;
+    const int co_n = c->g->cout, ci_n = c->g->cin;
+    dmx__sgemm(0, 0, co_n, c->P, ci_n, 1.0f, c->U + (size_t)k * co_n * ci_n, ci_n,
+               c->V + k * c->vplane, c->P, 0.0f, c->M + k * c->mplane, c->P);
+}
+
+static void part_out(void *ctx, int p) {
+    const band *c = ctx;
+    float *tt = c->scratch + (size_t)p * c->per, *ph = tt + (size_t)WM * WA * c->tw;
+    int lo, hi;
+    range(c->g->cout, p, &lo, &hi);
+    for (int co = lo; co < hi; co++) out_channel(c, co, tt, ph);
+}
+
 int dmx__wino_band(dmx__arena *ar, const dmx__conv_geom *g, const float *U, const float *x, int H,
                    int W, const float *b, int oh0, int oh1, float *dst, size_t ld) {
-    const int ci_n = g->cin, co_n = g->cout;
-    const int tw = (W + WM - 1) / WM, ty0 = oh0 / WM, ty1 = (oh1 + WM - 1) / WM;
-    const int P = (ty1 - ty0) * tw;
+    band c = {.g = g, .U = U, .x = x, .b = b, .H = H, .W = W, .oh0 = oh0, .oh1 = oh1};
+    c.tw = (W + WM - 1) / WM, c.ty0 = oh0 / WM, c.ty1 = (oh1 + WM - 1) / WM;
+    c.P = (c.ty1 - c.ty0) * c.tw;
     /* a tile row reads input columns -1 .. tw*WM; padded index c + 1, and
      * phase arrays one tile longer than the row for the last patch */
-    const int PW = (tw + 1) * WM;
+    c.PW = (c.tw + 1) * WM, c.tpp = c.tw + 1;
+    c.dst = dst, c.ld = ld;
+    c.vplane = (size_t)g->cin * c.P, c.mplane = (size_t)g->cout * c.P;
+    /* a part's scratch: input rows and their vertical transform (2 WA x PW),
+     * or the output's A^T m (WM x WA x tw) and its phases (WM x tw) */
+    size_t in_need = (size_t)2 * WA * c.PW, out_need = (size_t)WM * WA * c.tw + (size_t)WM * c.tw;
+    c.per = ((in_need > out_need ? in_need : out_need) + 15) / 16 * 16;
     dmx__arena_mark mk = dmx__arena_save(ar);
-    float *V = dmx__arena_floats(ar, (size_t)WK * ci_n * P);
-    float *M = dmx__arena_floats(ar, (size_t)WK * co_n * P);
-    float *rows = dmx__arena_floats(ar, (size_t)WA * PW);     /* input rows, padded */
-    float *ph = dmx__arena_floats(ar, (size_t)WA * PW);       /* vertical transform by phase; outputs by phase */
-    float *tt = dmx__arena_floats(ar, (size_t)WM * WA * tw);  /* output: A^T m */
-    if (!V || !M || !rows || !ph || !tt) {
+    c.V = dmx__arena_floats(ar, WK * c.vplane);
+    c.M = dmx__arena_floats(ar, WK * c.mplane);
+    c.scratch = dmx__arena_floats(ar, PARTS * c.per);
+    if (!c.V || !c.M || !c.scratch) {
         dmx__arena_restore(ar, mk);
         return -1;
     }
-    const size_t vplane = (size_t)ci_n * P, mplane = (size_t)co_n * P;
-    const int tpp = tw + 1; /* entries per phase */
-    /* input transform */
-    for (int ci = 0; ci < ci_n; ci++) {
-        const float *xc = x + (size_t)ci * H * W;
-        for (int ty = ty0; ty < ty1; ty++) {
-            int r0 = WM * ty - 1;
-            /* the patch rows split by column phase (padded column c + 1 =
-             * WM * t + q in phase q at t), zeros outside; then the vertical
-             * transform on the phase arrays (a permutation commutes with it) */
-            for (int a = 0; a < WA; a++) {
-                float *rw = rows + (size_t)a * PW;
-                int hi = r0 + a;
-                if (hi < 0 || hi >= H) {
-                    memset(rw, 0, sizeof(float) * PW);
-                    continue;
-                }
-                const float *src = xc + (size_t)hi * W;
-                split_phases(src, W, tpp, rw);
-            }
-            for (int i = 0; i < WA; i++) {
-                float *pi = ph + (size_t)i * PW;
-                for (int c = 0; c < PW; c++) pi[c] = 0;
-                for (int a = 0; a < WA; a++) {
-                    float coef = BT[i][a];
-                    if (coef == 0) continue;
-                    const float *ra = rows + (size_t)a * PW;
-                    for (int c = 0; c < PW; c++) pi[c] += coef * ra[c];
-                }
-            }
-            size_t p0 = (size_t)(ty - ty0) * tw;
-            for (int i = 0; i < WA; i++) {
-                const float *pi = ph + (size_t)i * PW;
-                for (int j = 0; j < WA; j++) {
-                    float *v = V + (size_t)(i * WA + j) * vplane + (size_t)ci * P + p0;
-                    for (int t = 0; t < tw; t++) v[t] = 0;
-                    for (int bb = 0; bb < WA; bb++) {
-                        float coef = BT[j][bb];
-                        if (coef == 0) continue;
-                        const float *src = pi + (bb % WM) * tpp + bb / WM;
-                        for (int t = 0; t < tw; t++) v[t] += coef * src[t];
-                    }
-                }
-            }
-        }
-    }
-    for (int k = 0; k < WK; k++)
-        dmx__sgemm(0, 0, co_n, P, ci_n, 1.0f, U + (size_t)k * co_n * ci_n, ci_n, V + k * vplane,
-                   P, 0.0f, M + k * mplane, P);
-    /* output transform, plus the bias, cropped to the band and the width */
-    for (int co = 0; co < co_n; co++) {
-        float bias = b ? b[co] : 0.0f;
-        float *yc = dst + (size_t)co * ld;
-        for (int ty = ty0; ty < ty1; ty++) {
-            size_t p0 = (size_t)(ty - ty0) * tw;
-            for (int a = 0; a < WM; a++) /* tt[a][j] = sum_i AT[a][i] m[i][j] */
-                for (int j = 0; j < WA; j++) {
-                    float *d = tt + ((size_t)a * WA + j) * tw;
-                    for (int t = 0; t < tw; t++) d[t] = 0;
-                    for (int i = 0; i < WA; i++) {
-                        float coef = AT[a][i];
-                        if (coef == 0) continue;
-                        const float *m = M + (size_t)(i * WA + j) * mplane + (size_t)co * P + p0;
-                        for (int t = 0; t < tw; t++) d[t] += coef * m[t];
-                    }
-                }
-            for (int a = 0; a < WM; a++) {
-                int oy = WM * ty + a;
-                if (oy < oh0 || oy >= oh1) continue;
-                float *yr = yc + (size_t)(oy - oh0) * W;
-                for (int bb = 0; bb < WM; bb++) { /* column phase bb, then interleaved */
-                    float *yq = ph + (size_t)bb * tw;
-                    for (int t = 0; t < tw; t++) yq[t] = bias;
-                    for (int j = 0; j < WA; j++) {
-                        float coef = AT[bb][j];
-                        if (coef == 0) continue;
-                        const float *src = tt + ((size_t)a * WA + j) * tw;
-                        for (int t = 0; t < tw; t++) yq[t] += coef * src[t];
-                    }
-                }
-                for (int bb = 0; bb < WM; bb++) {
-                    const float *yq = ph + (size_t)bb * tw;
-                    int full = (W - bb + WM - 1) / WM; /* tiles whose column bb is inside */
-                    for (int t = 0; t < full; t++) yr[WM * t + bb] = yq[t];
-                }
-            }
-        }
-    }
+    dmx__team_for(PARTS, part_in, &c);
+    dmx__team_for(WK, part_product, &c);
+    dmx__team_for(PARTS, part_out, &c);
     dmx__arena_restore(ar, mk);
     return 0;
 }
