@@ -28,8 +28,7 @@ utf8_json() {
 healthy() {
     kill -0 "$PID" 2>/dev/null || { fail "$1: server died"; cat "$L" | tail -5 >&2; exit 1; }
     get health 200 --max-time 10 "$B/health" >/dev/null || fail "$1: /health failed"
-    sleep 0.2
-    [ -z "$(ls -A "$D/uploads")" ] && pass "$1: healthy, no upload left" \
+    empty_soon "$D/uploads" && pass "$1: healthy, no upload left" \
         || fail "$1: uploads left: $(ls "$D/uploads")"
 }
 

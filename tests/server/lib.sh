@@ -101,6 +101,33 @@ assert e["message"] and len(e["request_id"]) >= int(sys.argv[3]), e
 PY
 }
 
+# empty_soon DIR: whether DIR is (or within 10 s times ${TIME_SCALE:-1}
+# becomes) empty: a refused or cut upload's file is removed when the server
+# finishes the request, which may come after the client has its answer.
+empty_soon() {
+    local end=$((SECONDS + 10 * ${TIME_SCALE:-1}))
+    until [ -z "$(ls -A "$1")" ]; do
+        [ "$SECONDS" -ge "$end" ] && return 1
+        sleep 0.1
+    done
+}
+
+# wait_health NAME PATTERN SECONDS: polls GET /health (into NAME's files)
+# until its body has PATTERN; fails after SECONDS times ${TIME_SCALE:-1}.
+# For a state that comes with time (a breaker's open period ending) rather
+# than a fixed sleep that a slow machine can overrun or fall short of.
+wait_health() {
+    local end=$((SECONDS + $3 * ${TIME_SCALE:-1}))
+    while :; do
+        curl -sS --max-time 10 -o "$WORK/$1.body" "$B/health" && grep -q -- "$2" "$WORK/$1.body" \
+            && { pass "$1: /health shows $2"; return 0; }
+        [ "$SECONDS" -ge "$end" ] && break
+        sleep 0.1
+    done
+    fail "$1: /health never showed $2: $(head -c 300 "$WORK/$1.body")"
+    return 1
+}
+
 # wait_running NAME ID: polls GET /jobs/ID (as NAME) until the job runs.
 wait_running() {
     for _ in $(seq 600); do

@@ -95,8 +95,7 @@ except socket.timeout:
     sys.exit(1)
 sys.exit(0 if time.time() - t < 12 else 1)
 PY
-sleep 0.5
-[ -z "$(ls "$WORK/d2/uploads")" ] || fail "stalled upload left a file"
+empty_soon "$WORK/d2/uploads" || fail "stalled upload left a file"
 stop_term 30
 
 python3 -c '

@@ -105,6 +105,7 @@ QUOTE=$(json quote 'd["id"]')
 [ "$(wait_job "$QUOTE" 1200)" = done ] || fail "quoted job: $(cat "$WORK/wait.body")"
 
 # ---- kill -9 of demix mid-job: re-queued from PostgreSQL ------------------------------
+hold # (lib.sh) still running when killed, however fast the machine
 get long 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s -F shifts=4 "$B/separate"
 LID=$(json long 'd["id"]')
 st=$(wait_running "$LID")
@@ -112,6 +113,7 @@ st=$(wait_running "$LID")
 [ "$(row_state "$LID")" = running ] && pass "running state in PostgreSQL" \
     || fail "row state before kill: '$(row_state "$LID")'"
 kill -9 "$PID"; wait "$PID" 2>/dev/null
+release
 start "$L" --data-dir "$D" --workers 1 --store "$URI" "${LEASE[@]}"
 [ "$(wait_job "$LID" 3000)" = done ] && pass "interrupted job finished after restart" \
     || fail "interrupted job: $(cat "$WORK/wait.body")"
