@@ -78,13 +78,14 @@ set_tests_properties(server_pg_queue PROPERTIES
 # Five demix processes and PostgreSQL: run alone (RUN_SERIAL), and with 12
 # jobs under a sanitizer.
 set(CLUSTER_JOBS 30)
+math(EXPR CLUSTER_LEASE "4 * ${SRV_SCALE}") # seconds: a sanitized heartbeat can stall for more than 4
 if(DEMIX_SANITIZE)
   set(CLUSTER_JOBS 12)
 endif()
 add_test(NAME server_cluster COMMAND ${DEMIX_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/server/cluster.sh)
 set_tests_properties(server_cluster PROPERTIES
   LABELS "server" TIMEOUT ${SRV_TIMEOUT_PG} SKIP_RETURN_CODE 77 RUN_SERIAL TRUE
-  ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};CLUSTER_JOBS=${CLUSTER_JOBS};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_cluster")
+  ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;GOLDEN=${DEMIX_GOLDEN_DIR};CLUSTER_JOBS=${CLUSTER_JOBS};CLUSTER_LEASE=${CLUSTER_LEASE};TIME_SCALE=${SRV_SCALE};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_cluster")
 
 # roformer: RoFormer models (MSST config + checkpoint) in --repo, listed and
 # separated; the stem is checked with the CLI tests' checker.
@@ -94,7 +95,7 @@ if(TARGET demix_cli_check)
   set_tests_properties(server_roformer PROPERTIES
     LABELS "server"
     TIMEOUT ${SRV_TIMEOUT}
-    ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;CHECK=$<TARGET_FILE:demix_cli_check>;GOLDEN=${DEMIX_GOLDEN_DIR};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_roformer")
+    ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;CHECK=$<TARGET_FILE:demix_cli_check>;GOLDEN=${DEMIX_GOLDEN_DIR};TIME_SCALE=${SRV_SCALE};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_roformer")
 endif()
 
 # test_observ: UTF-8 truncation, metric label values and the alert series

@@ -39,9 +39,10 @@ refuse "heartbeat-seconds must be below --lease-seconds" worker --data-dir "$WOR
 
 D="$WORK/data"
 cp "$GOLDEN/inputs/mix_12s.wav" "$WORK/long.wav"
-# Short leases so that a lost worker is noticed within seconds; a long poll
+# Short leases so that a lost worker is noticed within seconds (longer under
+# the sanitizers, where a heartbeat can stall that long); a long poll
 # period so that only NOTIFY can wake an idle worker quickly.
-CL=(--store "$URI" --data-dir "$D" --repo "$GOLDEN/models" --lease-seconds 3
+CL=(--store "$URI" --data-dir "$D" --repo "$GOLDEN/models" --lease-seconds $((3 * ${TIME_SCALE:-1}))
     --heartbeat-seconds 0.5 --poll-seconds 30 --max-attempts 3)
 
 # worker LOG: starts `demix worker` (1 worker thread); sets WPID, WB, WID.
