@@ -194,7 +194,12 @@ try {
   // pipelines late), then let the page's per-frame drift correction act.
   await page.waitForFunction(() => [...document.querySelectorAll('#stems-list audio')]
     .every((a) => !a.paused && a.currentTime > 0.2), null, { timeout: 15000 }).catch(() => {});
-  await page.waitForTimeout(200);
+  // The drift correction gets up to 10 s to bring them together (a busy
+  // machine can hold a frame back); the spread read after that must be small.
+  await page.waitForFunction(() => {
+    const t = [...document.querySelectorAll('#stems-list audio')].map((a) => a.currentTime);
+    return Math.max(...t) - Math.min(...t) < 0.1;
+  }, null, { timeout: 10000, polling: 100 }).catch(() => {});
   const times = await page.$$eval('#stems-list audio', (as) => as.map((a) => ({ t: a.currentTime, paused: a.paused })));
   check(times.every((x) => !x.paused && x.t > 0.2), 'play starts every stem', JSON.stringify(times));
   const spread = Math.max(...times.map((x) => x.t)) - Math.min(...times.map((x) => x.t));
