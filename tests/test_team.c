@@ -9,8 +9,9 @@
  *     (runs repeated until one did: on a loaded machine the caller can finish
  *     every part before a helper wakes);
  *   - a batch of several jobs with more threads than jobs runs each once;
- *   - a direct short convolution (dirconv.h) cut into parts gives the same
- *     result bit for bit with helpers as alone, and helpers took parts.
+ *   - a direct short convolution (dirconv.h) and a Winograd one
+ *     (winograd.h), cut into parts, give the same result bit for bit with
+ *     helpers as alone, and helpers took parts.
  * The reference is OpenBLAS uncut; the parts run on gemm.c's own kernels
  * where the build has them.
  */
@@ -23,6 +24,7 @@
 #include "dirconv.h"
 #include "ops.h"
 #include "team.h"
+#include "winograd.h"
 #include "testutil.h"
 #include "threads.h"
 
@@ -112,20 +114,21 @@ static void *conv_main(void *arg) {
     return NULL;
 }
 
-static void check_dirconv(void) {
-    const dmx__conv_geom g = {96, 12, 1, 3, 1, 1, 0, 2, 1, 2};
-    const int H = 40, W = 300;
-    const size_t nx = (size_t)g.cin * H * W, nw = (size_t)g.cout * g.cin * 3,
-                 ny = (size_t)g.cout * H * W;
+/* conv2d of geometry g on (cin, H, W), alone and with two helpers: the
+ * same result bit for bit, and (when `fast` says the geometry takes the
+ * path whose parts go to helpers) a helper took a part. */
+static void check_conv(const char *name, const dmx__conv_geom g, int H, int W, int fast) {
+    const int Ho = dmx__conv_out(H, g.kh, g.sh, g.ph, g.dh),
+              Wo = dmx__conv_out(W, g.kw, g.sw, g.pw, g.dw);
+    const size_t nx = (size_t)g.cin * H * W, nw = (size_t)g.cout * g.cin * g.kh * g.kw,
+                 ny = (size_t)g.cout * Ho * Wo;
     float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw),
           *b = malloc(sizeof(float) * g.cout), *y1 = malloc(sizeof(float) * ny),
           *y2 = malloc(sizeof(float) * ny);
     REQUIRE(x && w && b && y1 && y2);
     unsigned st = 5;
-    for (size_t i = 0; i < nx; i++)
-        x[i] = (float)((st = st * 1664525u + 1013904223u) >> 9) / 8388608.0f - 1.0f;
-    for (size_t i = 0; i < nw; i++)
-        w[i] = (float)((st = st * 1664525u + 1013904223u) >> 9) / 8388608.0f - 1.0f;
+    for (size_t i = 0; i < nx; i++) x[i] = 2.0f * frand(&st);
+    for (size_t i = 0; i < nw; i++) w[i] = 2.0f * frand(&st);
     for (int i = 0; i < g.cout; i++) b[i] = 0.1f * (float)i;
     conv_job alone = {g, H, W, -1, x, w, b, y1};
     dmx__team_run(1, 1, conv_main, &alone, sizeof alone);
@@ -140,17 +143,25 @@ static void check_dirconv(void) {
         memset(y2, 0xff, sizeof(float) * ny);
         dmx__team_run(1, 3, conv_main, &helped, sizeof helped);
         CHECK(helped.rc == 0);
-        CHECK_MSG(!memcmp(y1, y2, sizeof(float) * ny),
-                  "helpers changed a direct convolution's result (run %d)", runs);
-    } while (++runs && now_s() - t0 < TRY_SECONDS && dmx__dirconv_use(&g, H, W) &&
-             dmx__team_helped() == h0);
-    if (dmx__dirconv_use(&g, H, W)) {
-        CHECK_MSG(dmx__team_helped() > h0,
-                  "no part of the direct convolution ran on a helper in %d runs", runs);
-        printf("direct convolution: parts computed by helpers: %llu (in %d runs)\n",
-               dmx__team_helped() - h0, runs);
+        CHECK_MSG(!memcmp(y1, y2, sizeof(float) * ny), "%s: helpers changed the result (run %d)",
+                  name, runs);
+    } while (++runs && now_s() - t0 < TRY_SECONDS && fast && dmx__team_helped() == h0);
+    if (fast) {
+        CHECK_MSG(dmx__team_helped() > h0, "%s: no part ran on a helper in %d runs", name, runs);
+        printf("%s: parts computed by helpers: %llu (in %d runs)\n", name, dmx__team_helped() - h0,
+               runs);
     }
     free(x), free(w), free(b), free(y1), free(y2);
+}
+
+static void check_convs(void) {
+    /* direct short convolution (dirconv.h): kernel 3 along W, 12 outputs */
+    const dmx__conv_geom dc = {96, 12, 1, 3, 1, 1, 0, 2, 1, 2};
+    check_conv("direct convolution", dc, 40, 300, dmx__dirconv_use(&dc, 40, 300));
+    /* Winograd (winograd.h): channel counts not multiples of the 8 parts,
+     * odd sizes */
+    const dmx__conv_geom wg = {40, 36, 3, 3, 1, 1, 1, 1, 1, 1};
+    check_conv("Winograd convolution", wg, 31, 45, dmx__wino_use(&wg, 31, 45));
 }
 
 int main(void) {
@@ -217,7 +228,7 @@ int main(void) {
         CHECK_MSG(err <= 1e-5 * mx, "shape %d: max error %g (max %g) against the uncut product", i,
                   err, mx);
     }
-    check_dirconv();
+    check_convs();
     /* several jobs, more threads than jobs: each job runs exactly once */
     job many[3] = {{team, 2, 0}, {team + 2, 2, 0}, {team + 4, 2, 0}};
     dmx__team_run(3, 5, job_main, many, sizeof many[0]);
