@@ -16,8 +16,8 @@ if [ "${DEMIX_SKIP_ASAN:-0}" != 1 ]; then
   ctest --test-dir build-asan --output-on-failure -j2 -LE "slow|monitoring|web"
 fi
 
-# ThreadSanitizer: the tests that run threads (engine workers, -j tracks,
-# the service). OpenBLAS, FFmpeg and libmicrohttpd are not instrumented:
+# ThreadSanitizer: the tests that run threads (engine workers, the team's
+# helpers, -j tracks, the service). OpenBLAS, FFmpeg and libmicrohttpd are not instrumented:
 # ignore_noninstrumented_modules drops their memory accesses and
 # tests/tsan.supp lists the rest (third-party frames only). A report makes
 # the process exit 66 and is also written under build-tsan/tsan-reports, so
@@ -26,7 +26,7 @@ if [ "${DEMIX_SKIP_TSAN:-0}" != 1 ]; then
   BUILD_DIR=build-tsan CMAKE_ARGS="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DDEMIX_SANITIZE=thread" ./scripts/setup.sh
   rm -rf build-tsan/tsan-reports && mkdir -p build-tsan/tsan-reports
   TSAN_OPTIONS="halt_on_error=1 exitcode=66 ignore_noninstrumented_modules=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp log_path=$PWD/build-tsan/tsan-reports/tsan" \
-    ctest --test-dir build-tsan --output-on-failure -j2 -R '^(test_api|test_stream|test_resilience|test_threads|cli_tracks|server_.*)$' || rc=$?
+    ctest --test-dir build-tsan --output-on-failure -j2 -R '^(test_api|test_stream|test_resilience|test_threads|test_team|cli_tracks|server_.*)$' || rc=$?
   if [ -n "$(ls -A build-tsan/tsan-reports)" ]; then
     cat build-tsan/tsan-reports/* >&2
     echo "ThreadSanitizer reported races (above)" >&2
