@@ -95,7 +95,7 @@ if(TARGET demix_cli_check)
   set_tests_properties(server_roformer PROPERTIES
     LABELS "server"
     TIMEOUT ${SRV_TIMEOUT}
-    ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;CHECK=$<TARGET_FILE:demix_cli_check>;GOLDEN=${DEMIX_GOLDEN_DIR};TIME_SCALE=${SRV_SCALE};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_roformer")
+    ENVIRONMENT "DEMIX=$<TARGET_FILE:demix_cli>;CHECK=$<TARGET_FILE:demix_cli_check>;GOLDEN=${DEMIX_GOLDEN_DIR};WORK=${CMAKE_CURRENT_BINARY_DIR}/server_work/server_roformer")
 endif()
 
 # test_observ: UTF-8 truncation, metric label values and the alert series

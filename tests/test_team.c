@@ -159,9 +159,12 @@ static void check_convs(void) {
     const dmx__conv_geom dc = {96, 12, 1, 3, 1, 1, 0, 2, 1, 2};
     check_conv("direct convolution", dc, 40, 300, dmx__dirconv_use(&dc, 40, 300));
     /* Winograd (winograd.h): channel counts not multiples of the 8 parts,
-     * odd sizes */
-    const dmx__conv_geom wg = {40, 36, 3, 3, 1, 1, 1, 1, 1, 1};
+     * odd sizes; then products large enough to be cut themselves (a part
+     * posting a nested job to the same team) */
+    const dmx__conv_geom wg = {44, 36, 3, 3, 1, 1, 1, 1, 1, 1};
     check_conv("Winograd convolution", wg, 31, 45, dmx__wino_use(&wg, 31, 45));
+    const dmx__conv_geom wl = {128, 128, 3, 3, 1, 1, 1, 1, 1, 1};
+    check_conv("Winograd convolution, cut products", wl, 32, 64, dmx__wino_use(&wl, 32, 64));
 }
 
 int main(void) {

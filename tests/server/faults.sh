@@ -134,7 +134,7 @@ get deleted 400 -F "file=@$WORK/1s.wav" -F model_name=tiny4s "$B/separate" && bo
 get h2 200 "$B/health" && body_has h2 '"status":"degraded"'
 get m2 200 "$B/models" && body_has m2 '"models":\[\]'
 cp "$GOLDEN/models/tiny4s.th" "$REPO/tiny4s.th"
-wait_health h3 '"model:tiny4s":"half_open"' $((BRK_OPEN + 10)) # the breaker's open period
+wait_health h3 '"model:tiny4s":"half_open"' 16 # the breaker's open period (6 s x TIME_SCALE)
 get good 200 -F "file=@$WORK/1s.wav" -F model_name=tiny4s "$B/separate?wait=true" && body_has good '"status":"done"'
 get h4 200 "$B/health" && body_has h4 '"status":"ok"' && body_has h4 '"model:tiny4s":"closed"'
 get r4 200 "$B/readyz"

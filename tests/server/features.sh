@@ -139,7 +139,7 @@ get health_open 200 "$B/health" && body_has health_open '"model:broken":"open"' 
 get ready_open 503 "$B/readyz"
 get m_open 200 "$B/metrics" && body_has m_open 'circuit_breaker_state{breaker="model:broken"} 1'
 cp "$GOLDEN/models/tiny4s.th" "$REPO/broken.th"
-wait_health health_half '"model:broken":"half_open"' $((BRK_OPEN + 10))
+wait_health health_half '"model:broken":"half_open"' 16 # the open period: 6 s x TIME_SCALE
 get brk_probe 200 "${A[@]}" -F "file=@$WORK/short.wav" -F model_name=broken "$B/separate?wait=true" \
     && body_has brk_probe '"status":"done"'
 get health_closed 200 "$B/health" && body_has health_closed '"model:broken":"closed"'

@@ -81,7 +81,8 @@ wait_ready() {
 }
 
 # ---- schema, a job's row ------------------------------------------------------------
-LEASE=(--lease-seconds 3 --heartbeat-seconds 0.5)
+# (a sanitized heartbeat can stall for seconds: the lease grows with TIME_SCALE)
+LEASE=(--lease-seconds $((3 * ${TIME_SCALE:-1})) --heartbeat-seconds 0.5)
 start "$L" --data-dir "$D" --workers 1 --store "$URI" "${LEASE[@]}"
 grep -qF "$URI" "$L" && fail "the connection URI is in the log"
 grep '"event_type":"startup"' "$L" | grep -q '"store":"postgresql"' && pass "startup line names the store" \
