@@ -66,11 +66,13 @@ grep -q '"event_type":"orphan_removed"' "$L" || fail "no orphan_removed log line
 
 # ---- 3. DELETE a running job, then kill -9 at once ---------------------------------------------
 sox -V1 "$GOLDEN/inputs/mix_12s.wav" "$GOLDEN/inputs/mix_12s.wav" "$WORK/24s.wav"
+hold # (lib.sh) still running when deleted, however fast the machine
 get run 202 -F "file=@$WORK/24s.wav" -F model_name=tiny4s -F shifts=2 "$B/separate"
 RID=$(json run 'd["id"]')
 wait_running rpoll "$RID"
 get del 200 -X DELETE "$B/jobs/$RID"
 kill -9 "$PID"; wait "$PID" 2>/dev/null
+release
 start "$L" --data-dir "$D" --workers 1 --rate-limit 0
 get del_gone 404 "$B/jobs/$RID"
 [ -e "$D/jobs/$RID" ] && fail "deleted job's folder leaked across the crash" || pass "deleted job's folder gone after the crash"

@@ -36,8 +36,9 @@ start_as() {
     "$DEMIX" "$sub" --host 127.0.0.1 --port 0 "${repo[@]}" "$@" 2>>"$log" &
     PID=$!
     PIDS+=("$PID")
-    local port=
-    for _ in $(seq 300); do
+    # up to 30 s times ${TIME_SCALE:-1} (a sanitized start under load)
+    local port= end=$((SECONDS + 30 * ${TIME_SCALE:-1}))
+    while [ "$SECONDS" -le "$end" ]; do
         port=$(tail -n +$((n0 + 1)) "$log" | grep '"event_type":"startup"' | grep -o '"port":[0-9]*' | head -n1 | cut -d: -f2)
         [ -n "$port" ] && break
         kill -0 "$PID" 2>/dev/null || break
@@ -47,10 +48,11 @@ start_as() {
     B="http://127.0.0.1:$port"
 }
 
-# stop_term [SECONDS]: SIGTERM, then wait for the exit (fail after SECONDS).
+# stop_term [SECONDS]: SIGTERM, then wait for the exit (fail after SECONDS
+# times ${TIME_SCALE:-1}).
 stop_term() {
     kill -TERM "$PID"
-    for _ in $(seq $((${1:-30} * 10))); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq $((${1:-30} * 10 * ${TIME_SCALE:-1}))); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$PID" 2>/dev/null && fail "server still running after SIGTERM"
     wait "$PID" 2>/dev/null
 }
@@ -128,13 +130,18 @@ wait_health() {
     return 1
 }
 
-# wait_running NAME ID: polls GET /jobs/ID (as NAME) until the job runs.
+# wait_running NAME ID: polls GET /jobs/ID (as NAME) until the job runs;
+# fails after 30 s times ${TIME_SCALE:-1}.
 wait_running() {
-    for _ in $(seq 600); do
+    local end=$((SECONDS + 30 * ${TIME_SCALE:-1}))
+    while :; do
         get "$1" 200 "$B/jobs/$2" >/dev/null
-        [ "$(json "$1" 'd["status"]')" = running ] && break
+        [ "$(json "$1" 'd["status"]')" = running ] && return 0
+        [ "$SECONDS" -ge "$end" ] && break
         sleep 0.05
     done
+    fail "$1: job $2 not running after $((30 * ${TIME_SCALE:-1})) s: $(head -c 300 "$WORK/$1.body")"
+    return 1
 }
 
 finish() {
