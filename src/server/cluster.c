@@ -72,11 +72,19 @@ static int n_workers;
 #define MAX_RUNNING 256
 typedef struct running {
     srv_job *j;
+    unsigned long seq; /* this run's number: a finished job's memory may be
+                          reused by the next one, its number is not */
     double progress;
     int lost;
 } running;
 static running run_v[MAX_RUNNING];
 static int n_run;
+static unsigned long run_seq;
+
+/* Tests only (tests/server/cluster.sh): DEMIX_TEST_RENEW_DELAY seconds
+ * between the heartbeat's list of running jobs and its renewals, so that a
+ * job ends, and the next one starts, inside that window. Read at start. */
+static double test_renew_delay;
 
 static pthread_t hb_thread, listen_thread;
 static int hb_started, listen_started;
@@ -203,7 +211,7 @@ srv_job *srv__cluster_take(void) {
         int rc = cv->claim(node_id, srv_cfg.lease_seconds, &j);
         if (rc == 1 && (j = adopt(j))) {
             pthread_mutex_lock(&cl_lock);
-            if (n_run < MAX_RUNNING) run_v[n_run++] = (running){j, 0, 0};
+            if (n_run < MAX_RUNNING) run_v[n_run++] = (running){j, ++run_seq, 0, 0};
             pthread_mutex_unlock(&cl_lock);
             /* an earlier attempt's files go (a lost input fails it: queue.c);
              * this one writes into a folder of its own */
@@ -305,7 +313,7 @@ static void expired_row(void *user, const char *id) {
 static int renew_leases(void) {
     struct {
         srv_job j; /* id and attempts only */
-        srv_job *p;
+        unsigned long seq;
         double progress;
     } v[MAX_RUNNING];
     pthread_mutex_lock(&cl_lock);
@@ -314,18 +322,26 @@ static int renew_leases(void) {
         memset(&v[i].j, 0, sizeof v[i].j);
         memcpy(v[i].j.id, run_v[i].j->id, sizeof v[i].j.id);
         v[i].j.attempts = run_v[i].j->attempts;
-        v[i].p = run_v[i].j;
+        v[i].seq = run_v[i].seq;
         v[i].progress = run_v[i].progress;
     }
     pthread_mutex_unlock(&cl_lock);
     int failed = 0;
+    if (n > 0 && test_renew_delay > 0) {
+        struct timespec ts = {(time_t)test_renew_delay,
+                              (long)((test_renew_delay - (double)(time_t)test_renew_delay) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
     for (int i = 0; i < n; i++) {
         int rc = cv->renew(&v[i].j, node_id, srv_cfg.lease_seconds, v[i].progress);
         failed |= rc < 0;
         if (rc != 1) continue;
+        /* The run may have ended meanwhile (its final write is why the
+         * renewal found no running row): matched by its number, since the
+         * next job this node takes may sit at the same address. */
         pthread_mutex_lock(&cl_lock);
         for (int k = 0; k < n_run; k++)
-            if (run_v[k].j == v[i].p && !run_v[k].lost) {
+            if (run_v[k].seq == v[i].seq && !run_v[k].lost) {
                 run_v[k].lost = 1;
                 atomic_store(&run_v[k].j->cancel, 1);
                 log_job(DMX_LOG_WARN, run_v[k].j, "lease_lost",
@@ -429,6 +445,8 @@ static void *listen_main(void *arg) {
 
 int srv__cluster_start(int workers) {
     n_workers = workers;
+    const char *d = getenv("DEMIX_TEST_RENEW_DELAY");
+    test_renew_delay = d ? atof(d) : 0;
     char rnd[9] = "";
     if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "unknown");
     host[sizeof host - 1] = '\0';
