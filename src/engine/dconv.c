@@ -94,26 +94,79 @@ dmx_status dmx__dconvx_bind(dmx__ckpt *ck, const char *prefix, int channels,
     return s;
 }
 
-/* One batch item x (C, T). */
-static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, int T,
-                              dmx__tap_fn tap, void *tap_user, const char *tname) {
-    char nm[200];
-    const int C = d->channels, Hd = d->hidden;
-    dmx__arena_mark mk = dmx__arena_save(ar);
-    /* The 2C-channel half (1x1 conv, GroupNorm(1), GLU) runs in column
-     * blocks so a long sequence never holds 2C x T floats; with a norm in
-     * two passes (statistics first, as GroupNorm(1) needs the whole
-     * sequence), recomputing the cheap 1x1 product. */
-    const size_t budget = (size_t)1 << 20; /* floats */
+dmx_status dmx__dconv_glu_half(dmx__arena *ar, const float *h, int hidden, float *y, int C,
+                               int rows, int T, const float *w, const float *b, const float *nw,
+                               const float *nb, const float *scale) {
+    const size_t plane = (size_t)rows * T;
+    const size_t budget = (size_t)1 << 20; /* floats of 2C-channel scratch */
+    int rb = (int)(budget / ((size_t)2 * C * T));
+    if (rb < 1) rb = 1;
+    if (rb > rows) rb = rows;
     int cb = T;
     if ((size_t)2 * C * T > budget) {
         cb = (int)(budget / ((size_t)2 * C)) / 64 * 64;
         if (cb < 64) cb = 64;
         if (cb > T) cb = T;
     }
+    dmx__arena_mark mk = dmx__arena_save(ar);
+    float *h2 = dmx__arena_floats(ar, (size_t)2 * C * rb * cb);
+    if (!h2) return NOMEM();
+    if (cb == T) {
+        for (int r0 = 0; r0 < rows; r0 += rb) {
+            int nr = rows - r0 < rb ? rows - r0 : rb;
+            int n = nr * T;
+            /* the 1x1 conv on rows [r0, r0 + nr): columns of h with stride `plane` */
+            dmx__sgemm_rowbias(0, 0, 2 * C, n, hidden, w, hidden, h + (size_t)r0 * T, (int)plane,
+                               b, h2, n);
+            /* per row: the statistics, then the affine step, GLU and the
+             * residual add in one pass (without a norm, 0 and 1: exact) */
+            for (int r = 0; r < nr; r++) {
+                float mean = 0, rstd = 1;
+                if (nw) {
+                    double s1 = 0, s2 = 0;
+                    if (nr == 1) /* the row's 2C channels are contiguous */
+                        dmx__sum_sq(h2, (size_t)2 * C * T, &s1, &s2);
+                    else
+                        for (int c = 0; c < 2 * C; c++)
+                            dmx__sum_sq(h2 + (size_t)c * n + (size_t)r * T, (size_t)T, &s1, &s2);
+                    dmx__norm_stats(s1, s2, 2.0 * C * T, 1e-5f, &mean, &rstd);
+                }
+                dmx__norm_glu_add(h2 + (size_t)r * T, (size_t)n, C, (size_t)T, mean, rstd, nw, nb,
+                                  scale, y + (size_t)(r0 + r) * T, plane);
+            }
+        }
+    } else {
+        for (int r = 0; r < rows; r++) {
+            const float *hr = h + (size_t)r * T;
+            double s1 = 0, s2 = 0;
+            for (int pass = nw ? 0 : 1; pass < 2; pass++) {
+                float mean = 0, rstd = 1;
+                if (pass == 1 && nw) dmx__norm_stats(s1, s2, 2.0 * C * T, 1e-5f, &mean, &rstd);
+                for (int t0 = 0; t0 < T; t0 += cb) {
+                    int n = T - t0 < cb ? T - t0 : cb;
+                    dmx__sgemm_rowbias(0, 0, 2 * C, n, hidden, w, hidden, hr + t0, (int)plane, b,
+                                       h2, n);
+                    if (pass == 0)
+                        dmx__sum_sq(h2, (size_t)2 * C * n, &s1, &s2);
+                    else
+                        dmx__norm_glu_add(h2, (size_t)n, C, (size_t)n, mean, rstd, nw, nb, scale,
+                                          y + (size_t)r * T + t0, plane);
+                }
+            }
+        }
+    }
+    dmx__arena_restore(ar, mk);
+    return DMX_OK;
+}
+
+/* One batch item x (C, T). */
+static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, int T,
+                              dmx__tap_fn tap, void *tap_user, const char *tname) {
+    char nm[200];
+    const int C = d->channels, Hd = d->hidden;
+    dmx__arena_mark mk = dmx__arena_save(ar);
     float *h = dmx__arena_floats(ar, (size_t)Hd * T);
-    float *h2 = dmx__arena_floats(ar, (size_t)2 * C * cb);
-    if (!h || !h2) return NOMEM();
+    if (!h) return NOMEM();
     for (int i = 0; i < d->depth; i++) {
         const dmx__dconvx_layer *L = &d->layers[i];
         int pad = L->dilation * (d->kernel / 2);
@@ -139,32 +192,10 @@ static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, in
                 tap(tap_user, nm, h, Hd, 1, T);
             }
         }
-        /* GroupNorm(1)'s statistics over the whole sequence (in one block,
-         * or in a first pass over column blocks), then its affine step, GLU
-         * and the LayerScale residual add in one pass; without a norm the
-         * statistics are 0 and 1 and the affine step is exact. */
-        double s1 = 0, s2 = 0;
-        for (int pass = d->norm && cb < T ? 0 : 1; pass < 2; pass++) {
-            float mean = 0, rstd = 1;
-            if (pass == 1 && d->norm && cb < T)
-                dmx__norm_stats(s1, s2, 2.0 * C * T, 1e-5f, &mean, &rstd);
-            for (int t0 = 0; t0 < T; t0 += cb) {
-                int n = T - t0 < cb ? T - t0 : cb;
-                dmx__sgemm_rowbias(0, 0, 2 * C, n, Hd, L->conv2_w, Hd, h + t0, T, L->conv2_b, h2,
-                                   n);
-                if (pass == 0) {
-                    dmx__sum_sq(h2, (size_t)2 * C * n, &s1, &s2);
-                    continue;
-                }
-                if (d->norm && cb == T) {
-                    dmx__sum_sq(h2, (size_t)2 * C * n, &s1, &s2);
-                    dmx__norm_stats(s1, s2, 2.0 * C * T, 1e-5f, &mean, &rstd);
-                }
-                dmx__norm_glu_add(h2, (size_t)n, C, (size_t)n, mean, rstd,
-                                  d->norm ? L->norm2_w : NULL, d->norm ? L->norm2_b : NULL,
-                                  L->scale, x + t0, (size_t)T);
-            }
-        }
+        if (dmx__dconv_glu_half(ar, h, Hd, x, C, 1, T, L->conv2_w, L->conv2_b,
+                                d->norm ? L->norm2_w : NULL, d->norm ? L->norm2_b : NULL,
+                                L->scale) != DMX_OK)
+            return NOMEM();
     }
     dmx__arena_restore(ar, mk);
     return DMX_OK;

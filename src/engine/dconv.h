@@ -74,4 +74,17 @@ dmx_status dmx__dconvx_forward(const dmx__dconvx *d, dmx__arena *ar, float *x, i
 dmx_status dmx__dconvx_forward_tap(const dmx__dconvx *d, dmx__arena *ar, float *x, int B, int C,
                                    int T, dmx__tap_fn tap, void *tap_user, const char *name);
 
+/* The 2C-channel end of one DConv layer, shared by this file and HTDemucs's
+ * per-frequency-row DConv: on y (C, rows, T), each of the `rows` rows an
+ * independent sequence,
+ *   y += scale * GLU(GroupNorm(1)(w h + b))     (GroupNorm only when nw set)
+ * with h (hidden, rows, T), w (2C, hidden), b (2C), nw/nb (2C) or NULL,
+ * scale (C). The 2C channels never exist for the whole image: a block of
+ * rows at a time, or, for rows longer than the scratch budget, in column
+ * blocks and two passes (the row's statistics first, recomputing the cheap
+ * 1x1 product). Scratch from `ar`. DMX_OK or DMX_ERR_NOMEM. */
+dmx_status dmx__dconv_glu_half(dmx__arena *ar, const float *h, int hidden, float *y, int C,
+                               int rows, int T, const float *w, const float *b, const float *nw,
+                               const float *nb, const float *scale);
+
 #endif

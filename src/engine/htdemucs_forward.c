@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dconv.h"
 #include "error.h"
 #include "htdemucs.h"
 #include "wiener.h"
@@ -24,76 +25,21 @@
 
 /* DConv residual branch on y (C, rows, T) in place; each of the `rows`
  * frequency rows is an independent sequence, as upstream folds F into the
- * batch. The 2C-channel half of each layer (1x1 conv, per-row GroupNorm,
- * GLU, LayerScale, residual add) runs a block of rows at a time, so its
- * activations never exist for the whole image. */
+ * batch (the 2C-channel half: dconv.c's dmx__dconv_glu_half). */
 static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, int rows, int T) {
     const int C = d->channels, Hd = d->hidden;
     const size_t plane = (size_t)rows * T;
-    const size_t budget = (size_t)1 << 20; /* floats of 2C-channel scratch */
-    int rb = (int)(budget / ((size_t)2 * C * T));
-    if (rb < 1) rb = 1;
-    if (rb > rows) rb = rows;
-    /* Rows longer than the budget (time layers: one row of many thousand
-     * steps) go in column blocks, in two passes: GroupNorm(1) needs the
-     * whole row's statistics, and recomputing the small 1x1 product is
-     * cheaper than holding the row's 2C channels. */
-    int cb = T;
-    if ((size_t)2 * C * T > budget) {
-        cb = (int)(budget / ((size_t)2 * C)) / 64 * 64;
-        if (cb < 64) cb = 64;
-        if (cb > T) cb = T;
-    }
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *h = dmx__arena_floats(ar, (size_t)Hd * plane);
-    float *h2 = dmx__arena_floats(ar, (size_t)2 * C * rb * cb);
-    if (!h || !h2) return NOMEM();
+    if (!h) return NOMEM();
     for (int i = 0; i < d->depth; i++) {
         const dmx__dconv_layer *L = &d->layers[i];
         if (dmx__conv2d(ar, &L->conv1.g, y, rows, T, L->conv1.w, L->conv1.b, h)) return NOMEM();
         dmx__group_norm(h, Hd, rows, T, 1, L->norm1.w, L->norm1.b, 1e-5f);
         dmx__gelu(h, (size_t)Hd * plane);
-        if (cb == T) {
-            for (int r0 = 0; r0 < rows; r0 += rb) {
-                int nr = rows - r0 < rb ? rows - r0 : rb;
-                int n = nr * T;
-                /* 1x1 conv on the rows [r0, r0 + nr): columns of h with stride `plane` */
-                dmx__sgemm_rowbias(0, 0, 2 * C, n, Hd, L->conv2.w, Hd, h + (size_t)r0 * T,
-                                   (int)plane, L->conv2.b, h2, n);
-                /* per row: GroupNorm(1)'s statistics, then its affine
-                 * step, GLU and the LayerScale residual add in one pass */
-                for (int r = 0; r < nr; r++) {
-                    double s = 0, s2 = 0;
-                    for (int c = 0; c < 2 * C; c++)
-                        dmx__sum_sq(h2 + (size_t)c * n + (size_t)r * T, (size_t)T, &s, &s2);
-                    float mean, rstd;
-                    dmx__norm_stats(s, s2, 2.0 * C * T, 1e-5f, &mean, &rstd);
-                    dmx__norm_glu_add(h2 + (size_t)r * T, (size_t)n, C, (size_t)T, mean, rstd,
-                                      L->norm2.w, L->norm2.b, L->scale,
-                                      y + (size_t)(r0 + r) * T, plane);
-                }
-            }
-            continue;
-        }
-        for (int r = 0; r < rows; r++) {
-            const float *hr = h + (size_t)r * T;
-            double s = 0, s2 = 0;
-            for (int pass = 0; pass < 2; pass++) {
-                float mean = 0, rstd = 0;
-                if (pass == 1) dmx__norm_stats(s, s2, 2.0 * C * T, 1e-5f, &mean, &rstd);
-                for (int t0 = 0; t0 < T; t0 += cb) {
-                    int n = T - t0 < cb ? T - t0 : cb;
-                    dmx__sgemm_rowbias(0, 0, 2 * C, n, Hd, L->conv2.w, Hd, hr + t0, (int)plane,
-                                       L->conv2.b, h2, n);
-                    if (pass == 0) {
-                        dmx__sum_sq(h2, (size_t)2 * C * n, &s, &s2);
-                        continue;
-                    }
-                    dmx__norm_glu_add(h2, (size_t)n, C, (size_t)n, mean, rstd, L->norm2.w,
-                                      L->norm2.b, L->scale, y + (size_t)r * T + t0, plane);
-                }
-            }
-        }
+        if (dmx__dconv_glu_half(ar, h, Hd, y, C, rows, T, L->conv2.w, L->conv2.b, L->norm2.w,
+                                L->norm2.b, L->scale) != DMX_OK)
+            return NOMEM();
     }
     dmx__arena_restore(ar, mk);
     return DMX_OK;

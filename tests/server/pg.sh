@@ -57,8 +57,9 @@ D="$WORK/data"
 L="$WORK/server.log"
 cp "$GOLDEN/inputs/mix_12s.wav" "$WORK/long.wav"
 
-# wait_running ID: polls until the job leaves "queued"; prints its state.
-wait_running() {
+# state_after_queued ID: polls until the job leaves "queued"; prints its state
+# (lib.sh's wait_running NAME ID instead fails unless it runs).
+state_after_queued() {
     local st=
     for _ in $(seq 2400); do
         curl -sS --max-time 10 -o "$WORK/run.body" "$B/jobs/$1" || break
@@ -109,7 +110,7 @@ QUOTE=$(json quote 'd["id"]')
 hold # (lib.sh) still running when killed, however fast the machine
 get long 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s -F shifts=4 "$B/separate"
 LID=$(json long 'd["id"]')
-st=$(wait_running "$LID")
+st=$(state_after_queued "$LID")
 [ "$st" = running ] && pass "job running before kill -9" || fail "job was '$st' before kill -9"
 [ "$(row_state "$LID")" = running ] && pass "running state in PostgreSQL" \
     || fail "row state before kill: '$(row_state "$LID")'"
@@ -130,7 +131,7 @@ get r1 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s -F shifts=4 "$B/separa
 R1=$(json r1 'd["id"]')
 get r2 202 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s "$B/separate"
 R2=$(json r2 'd["id"]')
-[ "$(wait_running "$R1")" = running ] || fail "job not running before the database restart"
+[ "$(state_after_queued "$R1")" = running ] || fail "job not running before the database restart"
 pgstop || fail "pg_ctl stop failed"
 wait_ready 503 120 && pass "/readyz not ready while PostgreSQL is away" || fail "/readyz stayed ready"
 grep -q '"job store is unreachable\|the job store is unreachable' "$WORK/ready.body" \
