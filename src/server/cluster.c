@@ -19,7 +19,9 @@
  *            (DELETE on any API node) or re-queued after the lease expired:
  *            the run is cancelled through the engine's flag. It also
  *            upserts this node's row in the workers table (when it runs
- *            workers), re-queues every expired lease it finds (bounded by
+ *            workers), re-queues every expired lease it finds (not within
+ *            a lease of its own last failed call: after an outage the
+ *            workers get that long to renew; bounded by
  *            --max-attempts, then failed "lease expired N times (worker
  *            lost)"), refreshes the cluster gauges for /metrics, and, in one
  *            node at a time (pg_try_advisory_lock), runs the janitor: TTL,
@@ -76,6 +78,8 @@ typedef struct running {
                           reused by the next one, its number is not */
     double progress;
     int lost;
+    int finishing; /* its final write is under way: a renewal that finds
+                      the row finished is this node's own write */
 } running;
 static running run_v[MAX_RUNNING];
 static int n_run;
@@ -211,7 +215,12 @@ srv_job *srv__cluster_take(void) {
         int rc = cv->claim(node_id, srv_cfg.lease_seconds, &j);
         if (rc == 1 && (j = adopt(j))) {
             pthread_mutex_lock(&cl_lock);
-            if (n_run < MAX_RUNNING) run_v[n_run++] = (running){j, ++run_seq, 0, 0};
+            if (n_run < MAX_RUNNING) run_v[n_run++] = (running){j, ++run_seq, 0, 0, 0};
+            if (stopping) { /* a stop came while the claim was under way:
+                               straight back to the queue, for another node */
+                atomic_store(&j->shutdown, 1);
+                atomic_store(&j->cancel, 1);
+            }
             pthread_mutex_unlock(&cl_lock);
             /* an earlier attempt's files go (a lost input fails it: queue.c);
              * this one writes into a folder of its own */
@@ -253,16 +262,27 @@ static void log_job(dmx_log_level lv, const srv_job *j, const char *event, const
     srv_log(lv, "demix.cluster", event, j->request_id, f, "job %s: %s", j->id, msg);
 }
 
-void srv__cluster_finish(srv_job *j, int requeue) {
+int srv__cluster_finish(srv_job *j, int requeue) {
     /* Retried while the database is away: the result is on disk, and the
      * heartbeat keeps renewing the lease meanwhile (the job stays listed
      * until written), so a reconnection does not re-queue it first. After
      * a stop, a few more seconds, then the lease decides (a re-run). */
     double give_up = 0;
     int rc = -1;
+    pthread_mutex_lock(&cl_lock);
+    for (int i = 0; i < n_run; i++)
+        if (run_v[i].j == j) run_v[i].finishing = 1;
+    pthread_mutex_unlock(&cl_lock);
+    /* This run's own folder goes first: once the row is written back (a
+     * checkpoint) the next claim may stage a folder of the same name. */
+    srv_artifact_drop_stage(j); /* (gone already when the stems were published) */
     for (int attempt = 0;; attempt++) {
         rc = cv->finish(j, node_id, requeue);
         if (rc >= 0) break;
+        if (attempt == 0)
+            log_job(DMX_LOG_WARN, j, "final_write_waiting",
+                    "the run ended; the database is away: its result is kept and written when "
+                    "the database is back");
         pthread_mutex_lock(&cl_lock);
         if (stopping && give_up == 0) give_up = mono() + 5;
         int over = give_up > 0 && mono() > give_up;
@@ -279,7 +299,6 @@ void srv__cluster_finish(srv_job *j, int requeue) {
             break;
         }
     pthread_mutex_unlock(&cl_lock);
-    srv_artifact_drop_stage(j); /* (gone already when the stems were published) */
     if (rc < 0)
         log_job(DMX_LOG_WARN, j, "final_write_failed",
                 "the database is away; its lease will expire and it runs again");
@@ -291,6 +310,7 @@ void srv__cluster_finish(srv_job *j, int requeue) {
         srv_artifact_remove(j->id);
     } else if (lost)
         log_job(DMX_LOG_INFO, j, "lease_renewed", "written after a missed renewal");
+    return rc == 1 || rc < 0 ? -1 : 0;
 }
 
 /* ---- the heartbeat thread ------------------------------------------------------------ */
@@ -341,7 +361,7 @@ static int renew_leases(void) {
          * next job this node takes may sit at the same address. */
         pthread_mutex_lock(&cl_lock);
         for (int k = 0; k < n_run; k++)
-            if (run_v[k].seq == v[i].seq && !run_v[k].lost) {
+            if (run_v[k].seq == v[i].seq && !run_v[k].lost && !run_v[k].finishing) {
                 run_v[k].lost = 1;
                 atomic_store(&run_v[k].j->cancel, 1);
                 log_job(DMX_LOG_WARN, run_v[k].j, "lease_lost",
@@ -356,6 +376,7 @@ static void *heartbeat_main(void *arg) {
     (void)arg;
     int pid = (int)getpid();
     double next_janitor = 0;
+    double last_outage = -1e9; /* when the database last failed this thread */
     /* Often enough that a result outlives its TTL by at most a quarter of
      * it (never more than a minute), as recovery.c's janitor. */
     double every = srv_cfg.ttl_seconds / 4;
@@ -369,9 +390,15 @@ static void *heartbeat_main(void *arg) {
         /* Our own leases first: after an outage longer than a lease, this
          * node re-queues nothing before it has renewed what it runs. */
         int renewed = renew_leases() == 0;
+        srv__cluster_stats s = {0};
+        int ok = cv->stats(srv_cfg.lease_seconds, &s) == 0;
+        /* After an outage every node needs a lease's time to renew what
+         * it runs (nodes reconnect at their own pace): a lease that ran
+         * out while the database was away is not reaped before that. */
+        if (!renewed || !ok) last_outage = mono();
         int requeued = 0, failed = 0;
-        if (renewed && cv->reap(srv_cfg.max_attempts, &requeued, &failed) == 0 &&
-            requeued + failed > 0) {
+        if (renewed && ok && mono() - last_outage >= srv_cfg.lease_seconds &&
+            cv->reap(srv_cfg.max_attempts, &requeued, &failed) == 0 && requeued + failed > 0) {
             srv_metrics_lease_expirations(requeued + failed);
             cJSON *f = cJSON_CreateObject();
             cJSON_AddNumberToObject(f, "requeued", requeued);
@@ -380,8 +407,6 @@ static void *heartbeat_main(void *arg) {
                     "%d expired lease(s) re-queued, %d job(s) failed after %d attempts", requeued,
                     failed, srv_cfg.max_attempts);
         }
-        srv__cluster_stats s = {0};
-        int ok = cv->stats(srv_cfg.lease_seconds, &s) == 0;
         pthread_mutex_lock(&cl_lock);
         if (ok) stats = s;
         stats_ok = ok;
@@ -480,7 +505,7 @@ int srv__cluster_checkpoint_all(void) {
     pthread_mutex_lock(&cl_lock);
     int n = n_run;
     for (int i = 0; i < n_run; i++) {
-        run_v[i].j->shutdown = 1;
+        atomic_store(&run_v[i].j->shutdown, 1);
         atomic_store(&run_v[i].j->cancel, 1);
     }
     pthread_mutex_unlock(&cl_lock);

@@ -33,8 +33,9 @@ void srv__queue_restore(srv_job **v, int n);
  * saved, with the caller's reference) or the queue stops (NULL). */
 srv_job *srv__queue_take(void);
 /* Worker side: records the end of a run (requeue: SIGTERM checkpoint back
- * to queued) and drops the worker's reference. */
-void srv__queue_finish(srv_job *j, srv_job_state st, int requeue);
+ * to queued); the caller still holds its reference (srv_job_put). 1 when
+ * the result did not land (clustered: another run owns the job), else 0. */
+int srv__queue_finish(srv_job *j, srv_job_state st, int requeue);
 void srv__job_progress(srv_job *j, double progress);
 /* Sets the job's error: `e` from the error table and a message for the
  * client. The message is logged whole, and stored and shown with every
@@ -97,10 +98,12 @@ int srv__cluster_delete(srv_job *j);
 int srv__cluster_get_stats(struct srv__cluster_stats *out);
 /* Worker side: blocks until a claimed job (refs 1, state running, lease
  * held) or NULL once stopping; progress of a job it runs; the final
- * (conditional) write, which also forgets the job. */
+ * (conditional) write, which also forgets the job: 0 written (or the row
+ * deleted meanwhile), -1 not written (another run owns the job, or will
+ * once its lease expires: the database stayed away). */
 srv_job *srv__cluster_take(void);
 void srv__cluster_progress(srv_job *j, double progress);
-void srv__cluster_finish(srv_job *j, int requeue);
+int srv__cluster_finish(srv_job *j, int requeue);
 
 /* ---- modelcache.c ------------------------------------------------------------ */
 

@@ -238,9 +238,17 @@ int srv_job_submit(srv_job *j, srv_error *why) {
         pthread_mutex_unlock(&jobs_lock);
         return -1;
     }
-    /* History: drop the oldest finished job when full. */
-    if (n_all == SRV_MAX_HISTORY) {
-        srv_job *old = all_jobs[--n_all];
+    /* History: drop the oldest finished job when full (looked at again after
+     * the lock was let go: another submission may have filled it). The queue
+     * bound keeps far fewer jobs unfinished; were all unfinished, the oldest
+     * goes. */
+    while (n_all >= SRV_MAX_HISTORY) {
+        int k = n_all - 1;
+        while (k > 0 && !srv__job_terminal(all_jobs[k]->state)) k--;
+        if (!srv__job_terminal(all_jobs[k]->state)) k = n_all - 1;
+        srv_job *old = all_jobs[k];
+        memmove(all_jobs + k, all_jobs + k + 1, (size_t)(n_all - k - 1) * sizeof *all_jobs);
+        n_all--;
         old->deleted = 1;
         srv_store_delete(old->id);
         if (--old->refs == 0) {
@@ -324,9 +332,9 @@ int srv_job_wait(srv_job *j) {
     return r;
 }
 
-void srv_job_delete(srv_job *j) {
+int srv_job_delete(srv_job *j) {
     if (srv__cluster_on()) {
-        srv__cluster_delete(j);
+        if (srv__cluster_delete(j) < 0) return -1;
         pthread_mutex_lock(&jobs_lock);
         if (!srv__job_terminal(j->state)) {
             j->state = JOB_CANCELLED;
@@ -334,9 +342,17 @@ void srv_job_delete(srv_job *j) {
         }
         j->queue_pos = 0;
         pthread_mutex_unlock(&jobs_lock);
-        return;
+        return 0;
     }
     pthread_mutex_lock(&jobs_lock);
+    /* Row first (nothing changes when the store refuses), folder when the
+     * last reference goes (a running worker may still be writing into it);
+     * see "Durability" above. */
+    if (!j->deleted && srv_store_delete(j->id) < 0) {
+        pthread_mutex_unlock(&jobs_lock);
+        return -1;
+    }
+    j->deleted = 1;
     atomic_store(&j->cancel, 1);
     /* A queued job leaves the queue now, so it never runs. */
     if (queue_remove_locked(j)) {
@@ -351,12 +367,9 @@ void srv_job_delete(srv_job *j) {
             j->refs--;
             break;
         }
-    /* Row first, folder when the last reference goes (a running worker may
-     * still be writing into it); see "Durability" above. */
-    j->deleted = 1;
-    srv_store_delete(j->id);
     pthread_cond_broadcast(&job_cv);
     pthread_mutex_unlock(&jobs_lock);
+    return 0;
 }
 
 int srv_jobs_queue_depth(void) {
@@ -563,6 +576,7 @@ static srv_job *cluster_take(void) {
         if (access(j->input, R_OK) == 0) return j;
         srv__job_fail(j, SRV_E_INPUT_LOST, "the uploaded file is not in the data folder");
         srv__queue_finish(j, JOB_FAILED, 0);
+        srv_job_put(j);
     }
     return NULL;
 }
@@ -583,7 +597,8 @@ srv_job *srv__queue_take(void) {
     return j;
 }
 
-void srv__queue_finish(srv_job *j, srv_job_state st, int requeue) {
+int srv__queue_finish(srv_job *j, srv_job_state st, int requeue) {
+    int superseded = 0;
     pthread_mutex_lock(&jobs_lock);
     if (requeue) {
         /* Back to the start: the next process runs it again. */
@@ -599,16 +614,15 @@ void srv__queue_finish(srv_job *j, srv_job_state st, int requeue) {
     if (srv__cluster_on()) {
         /* the conditional final write, outside the lock (it may retry) */
         pthread_mutex_unlock(&jobs_lock);
-        srv__cluster_finish(j, requeue);
+        superseded = srv__cluster_finish(j, requeue) == -1;
         pthread_mutex_lock(&jobs_lock);
     } else if (!j->deleted) {
         srv_store_save(j);
     }
     n_active--;
     pthread_cond_broadcast(&job_cv);
-    int last = --j->refs == 0;
     pthread_mutex_unlock(&jobs_lock);
-    if (last) job_release(j);
+    return superseded;
 }
 
 void srv__job_progress(srv_job *j, double progress) {
@@ -692,7 +706,7 @@ void srv__queue_stop(double grace) {
         srv__cluster_checkpoint_all(); /* (clustered: this node's running jobs) */
         for (int i = 0; i < n_all; i++)
             if (all_jobs[i]->state == JOB_RUNNING) {
-                all_jobs[i]->shutdown = 1;
+                atomic_store(&all_jobs[i]->shutdown, 1);
                 atomic_store(&all_jobs[i]->cancel, 1);
             }
     }

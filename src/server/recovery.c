@@ -162,8 +162,9 @@ void srv__sweep_expired(void) {
         cJSON_AddStringToObject(f, "job", victim->id);
         srv_log(DMX_LOG_INFO, "demix.jobs", "job_expired", victim->request_id, f, "job %s expired",
                 victim->id);
-        srv_job_delete(victim);
+        int rc = srv_job_delete(victim);
         srv_job_put(victim);
+        if (rc < 0) break; /* the store refused: the next sweep tries again */
     }
 }
 

@@ -196,7 +196,11 @@ static enum MHD_Result h_job_delete(struct MHD_Connection *c, srv_req *r, const 
                                     size_t *n) {
     srv_job *j = srv_job_get(r->id);
     if (!j) return no_job(c, r);
-    srv_job_delete(j);
+    if (srv_job_delete(j) < 0) {
+        srv_job_put(j);
+        return srv_respond_error(c, r, srv_error_code(SRV_E_STORE_UNAVAILABLE),
+                                 "the job store is unreachable; nothing was deleted; retry later");
+    }
     cJSON *o = srv_job_json(j);
     srv_job_put(j);
     cJSON_AddBoolToObject(o, "deleted", 1);

@@ -212,18 +212,25 @@ static void log_start(const srv_job *j) {
             j->id);
 }
 
-static void log_end(const srv_job *j, srv_job_state st, int requeue, double dt) {
+/* superseded: the clustered final write did not land (another run owns
+ * the job now, or will: its lease expired while the database was away) */
+static void log_end(const srv_job *j, srv_job_state st, int requeue, int superseded, double dt) {
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "job", j->id);
     cJSON_AddStringToObject(f, "model", j->model);
-    cJSON_AddStringToObject(f, "status", requeue ? "checkpointed" : srv_job_state_name(st));
+    const char *status = requeue      ? "checkpointed"
+                         : superseded ? "superseded"
+                                      : srv_job_state_name(st);
+    cJSON_AddStringToObject(f, "status", status);
     cJSON_AddNumberToObject(f, "processing_duration_seconds", dt);
     cJSON_AddNumberToObject(f, "audio_seconds", j->audio_seconds);
     if (st != JOB_DONE) cJSON_AddStringToObject(f, "error", j->error);
     if (st != JOB_DONE) cJSON_AddStringToObject(f, "error_code", j->error_code);
     srv_log(st == JOB_FAILED ? DMX_LOG_WARN : DMX_LOG_INFO, "demix.jobs", "separation",
             j->request_id, f, "job %s %s", j->id,
-            requeue ? "checkpointed as queued" : srv_job_state_name(st));
+            requeue      ? "checkpointed as queued"
+            : superseded ? "ended; its result was dropped (another run owns the job)"
+                         : status);
 }
 
 static void *worker_main(void *arg) {
@@ -242,10 +249,13 @@ static void *worker_main(void *arg) {
             srv__job_fail(j, SRV_E_TIMEOUT, "the job ran past its limit of %g s",
                           srv_cfg.job_timeout_seconds);
         }
-        int requeue = st == JOB_CANCELLED && j->shutdown;
-        if (!requeue) srv_metrics_separation(j->model, srv_job_state_name(st), dt);
-        log_end(j, st, requeue, dt);
-        srv__queue_finish(j, st, requeue);
+        int requeue = st == JOB_CANCELLED && atomic_load(&j->shutdown);
+        /* logged and counted once written: a run whose result is dropped
+         * is not a separation (the run that owns the job counts) */
+        int superseded = srv__queue_finish(j, st, requeue) != 0;
+        if (!requeue && !superseded) srv_metrics_separation(j->model, srv_job_state_name(st), dt);
+        log_end(j, st, requeue, superseded, dt);
+        srv_job_put(j);
     }
     dmx_session_free(w.session);
     return NULL;

@@ -202,7 +202,7 @@ typedef struct srv_job {
     int refs;
     int deleted;
     atomic_int cancel;
-    int shutdown;         /* cancelled by SIGTERM: checkpointed as queued */
+    atomic_int shutdown;  /* cancelled by SIGTERM: checkpointed as queued */
     int timed_out;        /* cancelled by the wall limit */
     int queue_pos;        /* 1-based place in the queue while queued, else 0 */
     int attempts;         /* clustered: claims so far (the lease's generation) */
@@ -233,8 +233,9 @@ void srv_job_put(srv_job *j);
 /* Waits until the job ends (done, failed or cancelled): 0, or -1 when the
  * server is shutting down first. */
 int srv_job_wait(srv_job *j);
-/* Cancels a queued/running job, forgets it and deletes its files. */
-void srv_job_delete(srv_job *j);
+/* Cancels a queued/running job, forgets it and deletes its files: 0, or
+ * -1 when the job store could not delete its row (nothing changed). */
+int srv_job_delete(srv_job *j);
 /* 1 if the job finished successfully. */
 int srv_job_is_done(srv_job *j);
 /* JSON of the job (takes the jobs lock). */

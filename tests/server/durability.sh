@@ -3,8 +3,9 @@
 #  1. A job is accepted (202) only once its row is in SQLite. With the
 #     database write-locked by another process (a real fault: a backup
 #     tool, an operator's sqlite3 shell), POST /separate answers 503
-#     store_unavailable with a JSON error and leaves no file behind; once
-#     the lock is gone jobs are accepted again.
+#     store_unavailable with a JSON error and leaves no file behind (and
+#     a DELETE is refused the same way, the job left as it was); once the
+#     lock is gone jobs are accepted again.
 #  2. A job folder no stored job owns (a crash between a row's deletion
 #     and its files', or between an upload's move and its row) is removed
 #     at the next start; owned folders and other names stay.
@@ -44,6 +45,10 @@ err locked 503 store_unavailable -F "file=@$W3" -F model_name=tiny4s "$B/separat
 [ -z "$(ls -A "$D/uploads")" ] && pass "refused job left no upload" || fail "upload left: $(ls "$D/uploads")"
 get locked_list 200 "$B/jobs"
 [ "$(json locked_list 'd["total"]')" = 1 ] && pass "refused job not listed" || fail "jobs: $(cat "$WORK/locked_list.body")"
+# A DELETE the store cannot record is refused too, and changes nothing.
+err locked_del 503 store_unavailable -X DELETE "$B/jobs/$FIRST"
+get locked_kept 200 "$B/jobs/$FIRST" && [ "$(json locked_kept 'd["status"]')" = done ] \
+    && pass "a DELETE the store refused left the job as it was" || fail "after the refused DELETE: $(cat "$WORK/locked_kept.body")"
 touch "$WORK/unlock"
 wait "$LOCKER"
 get after 202 -F "file=@$W3" -F model_name=tiny4s "$B/separate"

@@ -140,12 +140,14 @@ get refused 503 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s "$B/se
 err lookup_away 503 store_unavailable "$B/jobs/$R1"
 kill -0 "$PID" 2>/dev/null && pass "demix alive without its database" || fail "demix died"
 # The running job runs to its end meanwhile (its final write waits for
-# the database); the queued one waits in the database.
+# the database: final_write_waiting; its `separation` event follows the
+# write); the queued one waits in the database.
+waiting() { grep '"event_type":"final_write_waiting"' "$L" | grep -q "\"job\":\"$R1\""; }
 for _ in $(seq 1200); do
-    grep -q "\"job $R1 done\"\|\"message\":\"job $R1 done" "$L" && break
+    waiting && break
     sleep 0.1
 done
-grep -q "job $R1 done" "$L" && pass "running job finished while PostgreSQL is away" \
+waiting && pass "running job finished while PostgreSQL is away" \
     || fail "job $R1 did not finish while PostgreSQL was away: $(tail -n 3 "$L")"
 [ "$(row_state "$R1" 2>/dev/null)" = "" ] || fail "psql answered while PostgreSQL was stopped"
 kill -0 "$PID" 2>/dev/null && pass "demix alive after its job ended without the database" || fail "demix died"
