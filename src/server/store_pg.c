@@ -248,7 +248,11 @@ static int ensure_conn(void) {
 
 /* Runs a statement; on a lost connection, reconnects once and retries (the
  * usual case after a database restart: the old socket is dead, the server
- * is back). The result, or NULL if not connected. */
+ * is back). The result, or NULL if not connected. A statement may so run
+ * twice when the connection died after its commit: the shared queue's
+ * statements allow it (submit: ON CONFLICT DO NOTHING; renew: the same
+ * lease; finish: an already written row counts as written; claim: a row
+ * claimed and lost is re-queued when its lease expires). */
 static PGresult *run(const char *sql, int n, const char *const *vals) {
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!ensure_conn()) return NULL;
@@ -517,6 +521,7 @@ static int pg_submit(const srv_job *j) {
         "WITH ins AS (INSERT INTO jobs (id, request_id, model, two_stems, format, shifts, overlap,"
         " upload_name, state, error, error_code, stems, file_size, audio_seconds, created,"
         " started, finished) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
+        " ON CONFLICT (id) DO NOTHING"
         " RETURNING id) SELECT pg_notify('" SRV_STORE_CHANNEL "', id) FROM ins";
     char stems[SRV_JOB_MAX_STEMS * 81], num[8][32], *vals[N_COLS];
     row_vals(j, vals, stems, num);
@@ -580,10 +585,20 @@ static int pg_finish(const srv_job *j, const char *worker, int requeue) {
     PGresult *r = run(requeue ? BACK : DONE, requeue ? 3 : 8, p);
     int rc = result_status(r, "final write");
     if (rc == 0 && (requeue ? PQntuples(r) : atoi(PQcmdTuples(r))) != 1) {
-        /* not ours any more: taken over, or deleted? */
+        /* Not ours any more (taken over, or deleted), or already written:
+         * run() sends a statement again after a reconnection, and the first
+         * may have committed before the connection died. Already written
+         * means the row holds what this write writes, at this attempt (a
+         * claim since would have counted one more). */
         PQclear(r);
-        r = run("SELECT 1 FROM jobs WHERE id = $1", 1, p);
-        rc = result_status(r, "final write") < 0 ? -1 : PQntuples(r) ? 1 : 2;
+        const char *q[3] = {j->id, requeue ? "queued" : srv_job_state_name(j->state), at};
+        r = run("SELECT state = $2 AND attempts = $3::integer -"
+                " (CASE WHEN $2 = 'queued' THEN 1 ELSE 0 END) FROM jobs WHERE id = $1",
+                3, q);
+        rc = result_status(r, "final write") < 0 ? -1
+             : !PQntuples(r)                     ? 2
+             : !strcmp(PQgetvalue(r, 0, 0), "t") ? 0
+                                                 : 1;
     }
     PQclear(r);
     pthread_mutex_unlock(&pg_lock);
