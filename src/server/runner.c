@@ -250,11 +250,16 @@ static void *worker_main(void *arg) {
                           srv_cfg.job_timeout_seconds);
         }
         int requeue = st == JOB_CANCELLED && atomic_load(&j->shutdown);
-        /* logged and counted once written: a run whose result is dropped
-         * is not a separation (the run that owns the job counts) */
-        int superseded = srv__queue_finish(j, st, requeue) != 0;
+        /* Embedded: the event comes before the job reads as finished (a
+         * client that saw it finished finds it logged). Clustered: after
+         * the final write, which says whether this run's result landed; a
+         * run whose result is dropped is not a separation (the run that
+         * owns the job counts). */
+        int clustered = srv__cluster_on(), superseded = 0;
+        if (clustered) superseded = srv__queue_finish(j, st, requeue) != 0;
         if (!requeue && !superseded) srv_metrics_separation(j->model, srv_job_state_name(st), dt);
         log_end(j, st, requeue, superseded, dt);
+        if (!clustered) srv__queue_finish(j, st, requeue);
         srv_job_put(j);
     }
     dmx_session_free(w.session);

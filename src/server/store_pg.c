@@ -591,10 +591,11 @@ static int pg_finish(const srv_job *j, const char *worker, int requeue) {
          * means the row holds what this write writes, at this attempt (a
          * claim since would have counted one more). */
         PQclear(r);
-        const char *q[3] = {j->id, requeue ? "queued" : srv_job_state_name(j->state), at};
-        r = run("SELECT state = $2 AND attempts = $3::integer -"
+        const char *q[4] = {j->id, requeue ? "queued" : srv_job_state_name(j->state), at,
+                            j->error_code};
+        r = run("SELECT state = $2 AND error_code = $4 AND attempts = $3::integer -"
                 " (CASE WHEN $2 = 'queued' THEN 1 ELSE 0 END) FROM jobs WHERE id = $1",
-                3, q);
+                4, q);
         rc = result_status(r, "final write") < 0 ? -1
              : !PQntuples(r)                     ? 2
              : !strcmp(PQgetvalue(r, 0, 0), "t") ? 0

@@ -127,6 +127,7 @@ grep -q '"event_type":"lease_expired"' "$L" && pass "its lease expired and it wa
 get old 200 "$B/jobs/$SID"
 
 # ---- PostgreSQL restart mid-run --------------------------------------------------------
+hold # (lib.sh) R1 still running when PostgreSQL stops, however fast the machine
 get r1 202 -F "file=@$WORK/long.wav" -F model_name=tiny4s -F shifts=4 "$B/separate"
 R1=$(json r1 'd["id"]')
 get r2 202 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s "$B/separate"
@@ -139,6 +140,7 @@ grep -q '"job store is unreachable\|the job store is unreachable' "$WORK/ready.b
 get refused 503 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s "$B/separate"
 err lookup_away 503 store_unavailable "$B/jobs/$R1"
 kill -0 "$PID" 2>/dev/null && pass "demix alive without its database" || fail "demix died"
+release
 # The running job runs to its end meanwhile (its final write waits for
 # the database: final_write_waiting; its `separation` event follows the
 # write); the queued one waits in the database.

@@ -190,10 +190,12 @@ wait_row "$DID" state running 60 || fail "job not running before DELETE"
 get delete 200 -X DELETE "$API_B/jobs/$DID"
 body_has delete '"deleted":true'
 # the worker sees the row gone at its next heartbeat, the engine stops at
-# its next check (slow under the sanitizers), then the folder goes
+# its next check (slow under the sanitizers), then the folder goes, then
+# the run's `separation` event (it follows the final write)
 for _ in $(seq 1200); do
     cat "$WORK/w1.log" "$WORK/w2.log" | grep -q "\"event_type\":\"job_deleted\".*$DID\|$DID.*\"event_type\":\"job_deleted\"" \
-        && [ ! -e "$D/jobs/$DID" ] && break
+        && [ ! -e "$D/jobs/$DID" ] \
+        && cat "$WORK/w1.log" "$WORK/w2.log" | grep '"event_type":"separation"' | grep -q "$DID" && break
     sleep 0.1
 done
 cat "$WORK/w1.log" "$WORK/w2.log" | grep '"event_type":"separation"' | grep "$DID" | grep -q '"status":"cancelled"' \
