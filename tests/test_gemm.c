@@ -29,6 +29,8 @@ static shape shapes[] = {
     {1, 1, 1, 1.0f, 0.0f},        {7, 65, 129, 1.0f, 0.0f},    {300, 70, 300, 0.5f, 0.25f},
     {13, 2100, 40, 1.0f, 1.0f},   {290, 130, 5, 2.0f, 0.0f},   {6, 64, 128, 1.0f, 0.0f},
     {61, 4200, 33, 1.0f, -1.0f},  {5, 7, 0, 1.0f, 0.5f},       {9, 11, 13, 0.0f, 2.0f},
+    /* last panels two and three vectors wide (gemm.c kernel_n) */
+    {50, 84, 70, 1.0f, 0.5f},     {12, 104, 300, 1.0f, 0.0f},  {7, 88, 20, 1.0f, 0.0f},
     {0, 0, 0, 1.0f, 0.5f}, /* past this CPU's blocks: set in main */
 };
 #define NS  (int)(sizeof shapes / sizeof shapes[0])

@@ -358,29 +358,35 @@ static void pack_a(int ta, const float *A, int lda, int i0, int mc, int k0, int 
 }
 
 /* C tile (MR x NR at c, row stride ldc) = alpha * ap^T bp + (first ? beta *
- * C : C), over kc; only rows < h and columns < w exist in C. */
-static void kernel(int kc, const float *ap, const float *bp, float alpha, float beta, int first,
-                   float *c, int ldc, int h, int w, float *t) {
+ * C : C), over kc; only rows < h and columns < w exist in C. nrv (a
+ * constant at each instantiation): the vectors of the tile computed, the
+ * first nrv * VW columns of the panel (a narrow last panel, w <= nrv * VW,
+ * skips the padding's multiply-adds). */
+static inline __attribute__((always_inline)) void kernel_n(int kc, const float *ap,
+                                                           const float *bp, float alpha,
+                                                           float beta, int first, float *c,
+                                                           int ldc, int h, int w, float *t,
+                                                           const int nrv) {
     vf acc[MR][NRV];
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
-        for (int v = 0; v < NRV; v++) acc[i][v] = V_ZERO();
+        for (int v = 0; v < nrv; v++) acc[i][v] = V_ZERO();
     K_UNROLL
     for (int k = 0; k < kc; k++) {
         vf b[NRV];
 #pragma GCC unroll 4
-        for (int v = 0; v < NRV; v++) b[v] = V_LOAD(bp + (size_t)k * NR + v * VW);
+        for (int v = 0; v < nrv; v++) b[v] = V_LOAD(bp + (size_t)k * NR + v * VW);
         const float *a = ap + (size_t)k * MR;
 #pragma GCC unroll 16
         for (int i = 0; i < MR; i++) {
             vf x = V_SET1(a[i]);
 #pragma GCC unroll 4
-            for (int v = 0; v < NRV; v++) acc[i][v] = V_FMA(x, b[v], acc[i][v]);
+            for (int v = 0; v < nrv; v++) acc[i][v] = V_FMA(x, b[v], acc[i][v]);
         }
     }
     const vf va = V_SET1(alpha), vb = V_SET1(beta);
-    const int full = h == MR && w == NR;
+    const int full = h == MR && w == NR && nrv == NRV;
     float *dst = full ? c : t;
     const int ld = full ? ldc : NR;
     if (!full) /* the existing part of C into the buffer */
@@ -390,7 +396,7 @@ static void kernel(int kc, const float *ap, const float *bp, float alpha, float 
         if (!full && i >= h) break;
         float *r = dst + (size_t)i * ld;
 #pragma GCC unroll 4
-        for (int v = 0; v < NRV; v++) {
+        for (int v = 0; v < nrv; v++) {
             vf x = V_MUL(acc[i][v], va);
             if (!first)
                 x = V_ADD(x, V_LOAD(r + v * VW));
@@ -401,6 +407,18 @@ static void kernel(int kc, const float *ap, const float *bp, float alpha, float 
     }
     if (!full)
         for (int i = 0; i < h; i++) memcpy(c + (size_t)i * ldc, t + i * NR, sizeof(float) * w);
+}
+
+static void kernel(int kc, const float *ap, const float *bp, float alpha, float beta, int first,
+                   float *c, int ldc, int h, int w, float *t) {
+    switch ((w + VW - 1) / VW) {
+    case 1: kernel_n(kc, ap, bp, alpha, beta, first, c, ldc, h, w, t, 1); break;
+    case 2: kernel_n(kc, ap, bp, alpha, beta, first, c, ldc, h, w, t, 2); break;
+#if NRV > 3
+    case 3: kernel_n(kc, ap, bp, alpha, beta, first, c, ldc, h, w, t, 3); break;
+#endif
+    default: kernel_n(kc, ap, bp, alpha, beta, first, c, ldc, h, w, t, NRV); break;
+    }
 }
 
 /* An operand packed whole (dmx__gemm_pack): the MR-row (A) or NR-column (B)
