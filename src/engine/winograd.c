@@ -153,7 +153,7 @@ int dmx__wino_band_rows(const dmx__conv_geom *g, int H, int W) {
 }
 
 /* One band's work, shared by its parts: the input transform by input
- * channels, the 16 products, the output transform by output channels —
+ * channels, the WK products, the output transform by output channels —
  * each a dmx__team_for over parts that write disjoint rows, so helpers
  * (a lone evaluation on several threads) share the band, and every value
  * is computed by the same arithmetic whoever runs it. */
