@@ -155,6 +155,14 @@ int main(void) {
     check_conv((dmx__conv_geom){48, 32, 3, 3, 1, 1, 1, 1, 1, 1}, 3, 9);
     check_conv_glu((dmx__conv_geom){32, 64, 3, 3, 1, 1, 1, 1, 1, 1}, 63, 301);
     check_conv_glu((dmx__conv_geom){64, 96, 3, 3, 1, 1, 1, 1, 1, 1}, 8, 336);
+    /* 1x3 along W by Winograd F(4, 3): a row not a multiple of the tile,
+     * several rows, and rows long enough to be cut into column bands (the
+     * time decoders' rewrite: 1 x T, channels to twice as many) */
+    check_conv((dmx__conv_geom){64, 64, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 1501);
+    check_conv((dmx__conv_geom){72, 32, 1, 3, 1, 1, 0, 1, 1, 1}, 3, 83);
+    check_conv((dmx__conv_geom){64, 128, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 9001);
+    check_conv_glu((dmx__conv_geom){64, 96, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 20003);
+    check_conv_glu((dmx__conv_geom){64, 64, 1, 3, 1, 1, 0, 1, 1, 1}, 2, 517);
     /* short convolutions along W with few outputs (dirconv.h): DConv
      * geometries (kernel 3, dilation 1 and 2) with outputs a multiple of
      * the tile's rows and not, rows shorter than a vector, one long row cut

@@ -1,12 +1,17 @@
 /*
- * winograd.c - F(m x m, 3x3) convolutions; see winograd.h.
+ * winograd.c - F(m x m, 3x3) and F(m, 3) convolutions; see winograd.h.
  *
  * Transforms (Lavin & Gray, "Fast Algorithms for Convolutional Neural
  * Networks"), for tiles of m x m outputs from (m+2) x (m+2) input patches:
  *   V = B^T d B (input), U = G g G^T (kernel), Y = A^T (U .* V) A (output).
- * A band of output rows is cut into tiles, P of them; the transformed input
- * V is (a*a, cin, P) with a = m + 2, the products M = U V (a*a, cout, P),
- * one matrix product per transformed position.
+ * A 1 x 3 kernel (a convolution along W only) takes the same transforms
+ * along W alone: tiles of 1 x m outputs from 1 x (m+2) patches (the
+ * vertical transform is the identity, and so are the first rows of B^T,
+ * G and A^T's first entries below, which the loops then use).
+ * A band (output rows, and for long 1D rows a range of columns) is cut
+ * into tiles, P of them; the transformed input V is (positions, cin, P)
+ * with (m+2)^2 or m+2 positions, the products M = U V (positions, cout,
+ * P), one matrix product per transformed position.
  *
  * The transforms run a tile row at a time with the tiles as the vector
  * dimension: the input's rows are transformed vertically as whole rows,
@@ -27,7 +32,6 @@
 
 #define WM 4         /* outputs per tile side */
 #define WA (WM + 2)  /* input patch side */
-#define WK (WA * WA) /* transformed positions */
 
 #if WM == 2
 static const float BT[WA][WA] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
@@ -53,34 +57,18 @@ static const float AT[WM][WA] = {{1, 1, 1, 1, 1, 0},
                                  {0, 1, -1, 0.125f, -8, 1}};
 #endif
 
-/* An input row (W floats) split by column phase, padded column c + 1 =
- * WM * t + q into dst[q * tpp + t] for t < tpp, zeros outside the row. */
-static void split_phases(const float *src, int W, int tpp, float *dst) {
-    int t0 = 0; /* entries below t0 done by the vector loop (WM 2, AVX2) */
-#if WM == 2 && defined(__AVX2__)
-    /* entry t of the two phases is the pair src[2t - 1], src[2t]: sixteen
-     * columns from 2t - 1 give eight entries of each, de-interleaved */
-    float *d0 = dst, *d1 = dst + tpp;
+/* An input row (W floats) split by column phase: entry t of phase q
+ * (dst[q * tpp + t], t < tpp) is column c0 + WM * t + q - 1, zero outside
+ * the row. */
+static void split_phases(const float *row, int W, int c0, int tpp, float *dst) {
+    int t0 = 0; /* entries below t0 done by the vector loop (WM 4, AVX2) */
+#if WM == 4 && defined(__AVX2__)
+    /* entry t of the four phases is the group of columns c0 + 4t - 1 ..
+     * c0 + 4t + 2: eight groups, t .. t + 3 in the low lanes and t + 4 ..
+     * t + 7 in the high ones, transposed 4 x 4 within each lane */
     int t = 1;
-    for (; t + 8 <= tpp && 2 * t + 15 <= W; t += 8) {
-        __m256 a = _mm256_loadu_ps(src + 2 * t - 1), b = _mm256_loadu_ps(src + 2 * t + 7);
-        __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-        __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-        _mm256_storeu_ps(d0 + t, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xd8)));
-        _mm256_storeu_ps(d1 + t, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xd8)));
-    }
-    if (t > 1) {
-        d0[0] = 0.0f; /* column -1 */
-        d1[0] = W > 0 ? src[0] : 0.0f;
-        t0 = t;
-    }
-#elif WM == 4 && defined(__AVX2__)
-    /* entry t of the four phases is the group src[4t - 1 .. 4t + 2]: eight
-     * groups, t .. t + 3 in the low lanes and t + 4 .. t + 7 in the high
-     * ones, transposed 4 x 4 within each lane */
-    int t = 1;
-    for (; t + 8 <= tpp && 4 * t + 31 <= W; t += 8) {
-        const float *s0 = src + 4 * t - 1;
+    for (; t + 8 <= tpp && c0 + 4 * t + 31 <= W; t += 8) {
+        const float *s0 = row + c0 + 4 * t - 1;
         __m256 a = _mm256_loadu2_m128(s0 + 16, s0), b = _mm256_loadu2_m128(s0 + 20, s0 + 4);
         __m256 c = _mm256_loadu2_m128(s0 + 24, s0 + 8), d = _mm256_loadu2_m128(s0 + 28, s0 + 12);
         __m256 t0v = _mm256_unpacklo_ps(a, b), t1v = _mm256_unpackhi_ps(a, b);
@@ -91,127 +79,18 @@ static void split_phases(const float *src, int W, int tpp, float *dst) {
         _mm256_storeu_ps(dst + 3 * tpp + t, _mm256_shuffle_ps(t1v, t3v, _MM_SHUFFLE(3, 2, 3, 2)));
     }
     if (t > 1) {
-        for (int q = 0; q < WM; q++) dst[(size_t)q * tpp] = (q >= 1 && q - 1 < W) ? src[q - 1] : 0.0f;
+        for (int q = 0; q < WM; q++) {
+            int c = c0 + q - 1;
+            dst[(size_t)q * tpp] = (c >= 0 && c < W) ? row[c] : 0.0f;
+        }
         t0 = t;
     }
 #endif
     for (int q = 0; q < WM; q++) {
         float *dq = dst + (size_t)q * tpp;
         for (int t = t0; t < tpp; t++) {
-            int c = WM * t + q - 1;
-            dq[t] = (c >= 0 && c < W) ? src[c] : 0.0f;
-        }
-    }
-}
-
-int dmx__wino_use(const dmx__conv_geom *g, int H, int W) {
-    if (g->kh != 3 || g->kw != 3 || g->sh != 1 || g->sw != 1 || g->ph != 1 || g->pw != 1 ||
-        g->dh != 1 || g->dw != 1)
-        return 0;
-    /* the transforms cost a few dozen operations per tile and channel
-     * against 2 * cin * cout per position for the products: worth it with
-     * a few dozen channels, and tiles enough to fill the products */
-    return g->cin >= 32 && g->cout >= 32 && H >= WM && W >= 4 * WM;
-}
-
-float *dmx__wino_weights(dmx__arena *ar, const dmx__conv_geom *g, const float *w) {
-    enum { CB = 16 }; /* input channels per block: the vector dimension */
-    const int co_n = g->cout, ci_n = g->cin;
-    float *U = dmx__arena_floats(ar, (size_t)WK * co_n * ci_n);
-    if (!U) return NULL;
-    const size_t plane = (size_t)co_n * ci_n;
-    for (int co = 0; co < co_n; co++) {
-        for (int c0 = 0; c0 < ci_n; c0 += CB) {
-            const int n = ci_n - c0 < CB ? ci_n - c0 : CB;
-            float k[9][CB], t[WA][3][CB]; /* the block's kernels by tap; G k */
-            for (int c = 0; c < n; c++)
-                for (int e = 0; e < 9; e++) k[e][c] = w[((size_t)co * ci_n + c0 + c) * 9 + e];
-            for (int i = 0; i < WA; i++)
-                for (int j = 0; j < 3; j++)
-                    for (int c = 0; c < n; c++)
-                        t[i][j][c] =
-                            GM[i][0] * k[j][c] + GM[i][1] * k[3 + j][c] + GM[i][2] * k[6 + j][c];
-            float *u = U + (size_t)co * ci_n + c0;
-            for (int i = 0; i < WA; i++) /* (G k) G^T, each position's plane contiguous */
-                for (int j = 0; j < WA; j++) {
-                    float *d = u + (size_t)(i * WA + j) * plane;
-                    for (int c = 0; c < n; c++)
-                        d[c] = t[i][0][c] * GM[j][0] + t[i][1][c] * GM[j][1] + t[i][2][c] * GM[j][2];
-                }
-        }
-    }
-    return U;
-}
-
-int dmx__wino_band_rows(const dmx__conv_geom *g, int H, int W) {
-    size_t tiles_w = (size_t)(W + WM - 1) / WM;
-    size_t per_tile_row = WK * (size_t)(g->cin + g->cout) * tiles_w;
-    size_t tr = BAND_BUDGET / (per_tile_row ? per_tile_row : 1);
-    if (tr < 1) tr = 1;
-    size_t rows = WM * tr, whole = ((size_t)H + WM - 1) / WM * WM;
-    return (int)(rows < whole ? rows : whole);
-}
-
-/* One band's work, shared by its parts: the input transform by input
- * channels, the WK products, the output transform by output channels —
- * each a dmx__team_for over parts that write disjoint rows, so helpers
- * (a lone evaluation on several threads) share the band, and every value
- * is computed by the same arithmetic whoever runs it. */
-#define PARTS 8
-typedef struct band {
-    const dmx__conv_geom *g;
-    const float *U, *x, *b;
-    int H, W, oh0, oh1, tw, ty0, ty1, P, PW, tpp;
-    float *V, *M, *dst, *scratch; /* scratch: `per` floats for each part */
-    size_t ld, vplane, mplane, per;
-} band;
-
-static void range(int n, int p, int *lo, int *hi) {
-    *lo = (int)((long)n * p / PARTS);
-    *hi = (int)((long)n * (p + 1) / PARTS);
-}
-
-/* input channel ci into V: rows (WA x PW) and ph (WA x PW) are scratch */
-static void in_channel(const band *c, int ci, float *rows, float *ph) {
-    const int H = c->H, W = c->W, tw = c->tw, PW = c->PW, tpp = c->tpp;
-    const float *xc = c->x + (size_t)ci * H * W;
-    for (int ty = c->ty0; ty < c->ty1; ty++) {
-        int r0 = WM * ty - 1;
-        /* the patch rows split by column phase (padded column c + 1 =
-         * WM * t + q in phase q at t), zeros outside; then the vertical
-         * transform on the phase arrays (a permutation commutes with it) */
-        for (int a = 0; a < WA; a++) {
-            float *rw = rows + (size_t)a * PW;
-            int hi = r0 + a;
-            if (hi < 0 || hi >= H) {
-                memset(rw, 0, sizeof(float) * PW);
-                continue;
-            }
-            split_phases(xc + (size_t)hi * W, W, tpp, rw);
-        }
-        for (int i = 0; i < WA; i++) {
-            float *pi = ph + (size_t)i * PW;
-            for (int q = 0; q < PW; q++) pi[q] = 0;
-            for (int a = 0; a < WA; a++) {
-                float coef = BT[i][a];
-                if (coef == 0) continue;
-                const float *ra = rows + (size_t)a * PW;
-                for (int q = 0; q < PW; q++) pi[q] += coef * ra[q];
-            }
-        }
-        size_t p0 = (size_t)(ty - c->ty0) * tw;
-        for (int i = 0; i < WA; i++) {
-            const float *pi = ph + (size_t)i * PW;
-            for (int j = 0; j < WA; j++) {
-                float *v = c->V + (size_t)(i * WA + j) * c->vplane + (size_t)ci * c->P + p0;
-                for (int t = 0; t < tw; t++) v[t] = 0;
-                for (int bb = 0; bb < WA; bb++) {
-                    float coef = BT[j][bb];
-                    if (coef == 0) continue;
-                    const float *src = pi + (bb % WM) * tpp + bb / WM;
-                    for (int t = 0; t < tw; t++) v[t] += coef * src[t];
-                }
-            }
+            int c = c0 + WM * t + q - 1;
+            dq[t] = (c >= 0 && c < W) ? row[c] : 0.0f;
         }
     }
 }
@@ -240,29 +119,172 @@ static void merge_phases(const float *ph, int tw, int W, float *yr) {
     }
 }
 
-/* output channel co from M, plus the bias, cropped to the band and the
- * width: tt (WM x WA x tw) and ph (WM x tw) are scratch */
+/* The geometry's tile: 3 x 3 kernels take m x m tiles, 1 x 3 ones 1 x m. */
+static int is_1d(const dmx__conv_geom *g) { return g->kh == 1; }
+static int tile_h(const dmx__conv_geom *g) { return is_1d(g) ? 1 : WM; }  /* output rows */
+static int patch_h(const dmx__conv_geom *g) { return is_1d(g) ? 1 : WA; } /* input rows */
+static int positions(const dmx__conv_geom *g) { return patch_h(g) * WA; }
+
+int dmx__wino_use(const dmx__conv_geom *g, int H, int W) {
+    int shape2d = g->kh == 3 && g->ph == 1, shape1d = g->kh == 1 && g->ph == 0;
+    if (!(shape2d || shape1d) || g->kw != 3 || g->sh != 1 || g->sw != 1 || g->pw != 1 ||
+        g->dh != 1 || g->dw != 1)
+        return 0;
+    /* the transforms cost a few dozen operations per tile and channel
+     * against 2 * cin * cout per position for the products: worth it with
+     * a few dozen channels, and tiles enough to fill the products */
+    /* (a 1D tile saves half the products against three quarters for a 2D
+     * one, for the same transform work per output: measured on the time
+     * decoders, 48 input channels lost and 96 gained) */
+    const int min_cin = is_1d(g) ? 64 : 32;
+    return g->cin >= min_cin && g->cout >= 32 && H >= tile_h(g) && W >= 4 * WM;
+}
+
+float *dmx__wino_weights(dmx__arena *ar, const dmx__conv_geom *g, const float *w) {
+    enum { CB = 16 }; /* input channels per block: the vector dimension */
+    const int co_n = g->cout, ci_n = g->cin, ah = patch_h(g), taps = g->kh * 3;
+    float *U = dmx__arena_floats(ar, (size_t)positions(g) * co_n * ci_n);
+    if (!U) return NULL;
+    const size_t plane = (size_t)co_n * ci_n;
+    for (int co = 0; co < co_n; co++) {
+        for (int c0 = 0; c0 < ci_n; c0 += CB) {
+            const int n = ci_n - c0 < CB ? ci_n - c0 : CB;
+            float k[9][CB], t[WA][3][CB]; /* the block's kernels by tap; G k (1D: k) */
+            for (int c = 0; c < n; c++)
+                for (int e = 0; e < taps; e++) k[e][c] = w[((size_t)co * ci_n + c0 + c) * taps + e];
+            for (int i = 0; i < ah; i++)
+                for (int j = 0; j < 3; j++)
+                    for (int c = 0; c < n; c++)
+                        t[i][j][c] = ah == 1 ? k[j][c]
+                                             : GM[i][0] * k[j][c] + GM[i][1] * k[3 + j][c] +
+                                                   GM[i][2] * k[6 + j][c];
+            float *u = U + (size_t)co * ci_n + c0;
+            for (int i = 0; i < ah; i++) /* (G k) G^T, each position's plane contiguous */
+                for (int j = 0; j < WA; j++) {
+                    float *d = u + (size_t)(i * WA + j) * plane;
+                    for (int c = 0; c < n; c++)
+                        d[c] = t[i][0][c] * GM[j][0] + t[i][1][c] * GM[j][1] + t[i][2][c] * GM[j][2];
+                }
+        }
+    }
+    return U;
+}
+
+/* Scratch floats of one tile's transformed input and products. */
+static size_t per_tile(const dmx__conv_geom *g) {
+    return (size_t)positions(g) * (size_t)(g->cin + g->cout);
+}
+
+void dmx__wino_bands(const dmx__conv_geom *g, int H, int W, int *rows, int *cols) {
+    const size_t tiles_w = (size_t)(W + WM - 1) / WM, mh = (size_t)tile_h(g);
+    const size_t per_tile_row = per_tile(g) * tiles_w;
+    size_t tr = BAND_BUDGET / (per_tile_row ? per_tile_row : 1);
+    *cols = (int)(tiles_w * WM);
+    if (tr < 1 && is_1d(g)) {
+        /* a long 1D row: cut along W into equal bands within the budget (a
+         * 2D band keeps whole tile rows: narrower ones starve the products) */
+        size_t fit = BAND_BUDGET / per_tile(g), nb = (tiles_w + (fit ? fit : 1) - 1) / (fit ? fit : 1);
+        *cols = (int)((tiles_w + nb - 1) / nb * WM);
+    }
+    if (tr < 1) tr = 1;
+    size_t r = mh * tr, whole = ((size_t)H + mh - 1) / mh * mh;
+    *rows = (int)(r < whole ? r : whole);
+}
+
+/* One band's work, shared by its parts: the input transform by input
+ * channels, the products (one per position), the output transform by
+ * output channels — each a dmx__team_for over parts that write disjoint
+ * rows, so helpers (a lone evaluation on several threads) share the band,
+ * and every value is computed by the same arithmetic whoever runs it. */
+#define PARTS 8
+typedef struct band {
+    const dmx__conv_geom *g;
+    const float *U, *x, *b;
+    int H, W, oh0, oh1, ow0, ow1; /* the band: output rows and columns */
+    int mh, ah, nk;               /* tile rows, patch rows, positions */
+    int tx0, tw, ty0, ty1, P, PW, tpp;
+    float *V, *M, *dst, *scratch; /* scratch: `per` floats for each part */
+    size_t ld, ldr, vplane, mplane, per;
+} band;
+
+static void range(int n, int p, int *lo, int *hi) {
+    *lo = (int)((long)n * p / PARTS);
+    *hi = (int)((long)n * (p + 1) / PARTS);
+}
+
+/* input channel ci into V: rows (ah x PW) and ph (ah x PW) are scratch */
+static void in_channel(const band *c, int ci, float *rows, float *ph) {
+    const int H = c->H, W = c->W, tw = c->tw, PW = c->PW, tpp = c->tpp, ah = c->ah;
+    const float *xc = c->x + (size_t)ci * H * W;
+    for (int ty = c->ty0; ty < c->ty1; ty++) {
+        int r0 = c->mh * ty - c->g->ph;
+        /* the patch rows split by column phase (column tx0 * WM + WM * t +
+         * q - 1 in phase q at t), zeros outside; then the vertical
+         * transform on the phase arrays (a permutation commutes with it;
+         * none for a 1D band) */
+        for (int a = 0; a < ah; a++) {
+            float *rw = rows + (size_t)a * PW;
+            int hi = r0 + a;
+            if (hi < 0 || hi >= H) {
+                memset(rw, 0, sizeof(float) * PW);
+                continue;
+            }
+            split_phases(xc + (size_t)hi * W, W, c->tx0 * WM, tpp, rw);
+        }
+        const float *vt = rows; /* the vertically transformed rows */
+        if (ah > 1) {
+            for (int i = 0; i < ah; i++) {
+                float *pi = ph + (size_t)i * PW;
+                for (int q = 0; q < PW; q++) pi[q] = 0;
+                for (int a = 0; a < ah; a++) {
+                    float coef = BT[i][a];
+                    if (coef == 0) continue;
+                    const float *ra = rows + (size_t)a * PW;
+                    for (int q = 0; q < PW; q++) pi[q] += coef * ra[q];
+                }
+            }
+            vt = ph;
+        }
+        size_t p0 = (size_t)(ty - c->ty0) * tw;
+        for (int i = 0; i < ah; i++) {
+            const float *pi = vt + (size_t)i * PW;
+            for (int j = 0; j < WA; j++) {
+                float *v = c->V + (size_t)(i * WA + j) * c->vplane + (size_t)ci * c->P + p0;
+                for (int t = 0; t < tw; t++) v[t] = 0;
+                for (int bb = 0; bb < WA; bb++) {
+                    float coef = BT[j][bb];
+                    if (coef == 0) continue;
+                    const float *src = pi + (bb % WM) * tpp + bb / WM;
+                    for (int t = 0; t < tw; t++) v[t] += coef * src[t];
+                }
+            }
+        }
+    }
+}
+
+/* output channel co from M, plus the bias, cropped to the band: tt (mh x
+ * WA x tw) and ph (WM x tw) are scratch */
 static void out_channel(const band *c, int co, float *tt, float *ph) {
-    const int W = c->W, tw = c->tw;
+    const int tw = c->tw, mh = c->mh, ah = c->ah;
+    const int wcols = (c->ow1 < c->W ? c->ow1 : c->W) - c->ow0; /* columns written */
     const float bias = c->b ? c->b[co] : 0.0f;
     float *yc = c->dst + (size_t)co * c->ld;
     for (int ty = c->ty0; ty < c->ty1; ty++) {
         size_t p0 = (size_t)(ty - c->ty0) * tw;
-        for (int a = 0; a < WM; a++) /* tt[a][j] = sum_i AT[a][i] m[i][j] */
+        for (int a = 0; a < mh; a++) /* tt[a][j] = sum_i AT[a][i] m[i][j] (1D: m[0][j]) */
             for (int j = 0; j < WA; j++) {
                 float *d = tt + ((size_t)a * WA + j) * tw;
                 for (int t = 0; t < tw; t++) d[t] = 0;
-                for (int i = 0; i < WA; i++) {
-                    float coef = AT[a][i];
+                for (int i = 0; i < ah; i++) {
+                    float coef = ah > 1 ? AT[a][i] : 1.0f;
                     if (coef == 0) continue;
                     const float *m = c->M + (size_t)(i * WA + j) * c->mplane + (size_t)co * c->P + p0;
                     for (int t = 0; t < tw; t++) d[t] += coef * m[t];
                 }
             }
-        for (int a = 0; a < WM; a++) {
-            int oy = WM * ty + a;
+        for (int a = 0; a < mh; a++) {
+            int oy = mh * ty + a;
             if (oy < c->oh0 || oy >= c->oh1) continue;
-            float *yr = yc + (size_t)(oy - c->oh0) * W;
             for (int bb = 0; bb < WM; bb++) { /* column phase bb, then interleaved */
                 float *yq = ph + (size_t)bb * tw;
                 for (int t = 0; t < tw; t++) yq[t] = bias;
@@ -273,14 +295,14 @@ static void out_channel(const band *c, int co, float *tt, float *ph) {
                     for (int t = 0; t < tw; t++) yq[t] += coef * src[t];
                 }
             }
-            merge_phases(ph, tw, W, yr);
+            merge_phases(ph, tw, wcols, yc + (size_t)(oy - c->oh0) * c->ldr);
         }
     }
 }
 
 static void part_in(void *ctx, int p) {
     const band *c = ctx;
-    float *rows = c->scratch + (size_t)p * c->per, *ph = rows + (size_t)WA * c->PW;
+    float *rows = c->scratch + (size_t)p * c->per, *ph = rows + (size_t)c->ah * c->PW;
     int lo, hi;
     range(c->g->cin, p, &lo, &hi);
     for (int ci = lo; ci < hi; ci++) in_channel(c, ci, rows, ph);
@@ -295,36 +317,41 @@ static void part_product(void *ctx, int k) {
 
 static void part_out(void *ctx, int p) {
     const band *c = ctx;
-    float *tt = c->scratch + (size_t)p * c->per, *ph = tt + (size_t)WM * WA * c->tw;
+    float *tt = c->scratch + (size_t)p * c->per, *ph = tt + (size_t)c->mh * WA * c->tw;
     int lo, hi;
     range(c->g->cout, p, &lo, &hi);
     for (int co = lo; co < hi; co++) out_channel(c, co, tt, ph);
 }
 
 int dmx__wino_band(dmx__arena *ar, const dmx__conv_geom *g, const float *U, const float *x, int H,
-                   int W, const float *b, int oh0, int oh1, float *dst, size_t ld) {
-    band c = {.g = g, .U = U, .x = x, .b = b, .H = H, .W = W, .oh0 = oh0, .oh1 = oh1};
-    c.tw = (W + WM - 1) / WM, c.ty0 = oh0 / WM, c.ty1 = (oh1 + WM - 1) / WM;
+                   int W, const float *b, int oh0, int oh1, int ow0, int ow1, float *dst,
+                   size_t ld, size_t ldr) {
+    band c = {.g = g, .U = U, .x = x, .b = b, .H = H, .W = W, .oh0 = oh0, .oh1 = oh1,
+              .ow0 = ow0, .ow1 = ow1};
+    c.mh = tile_h(g), c.ah = patch_h(g), c.nk = positions(g);
+    c.tx0 = ow0 / WM, c.tw = (ow1 - ow0 + WM - 1) / WM;
+    c.ty0 = oh0 / c.mh, c.ty1 = (oh1 + c.mh - 1) / c.mh;
     c.P = (c.ty1 - c.ty0) * c.tw;
-    /* a tile row reads input columns -1 .. tw*WM; padded index c + 1, and
-     * phase arrays one tile longer than the row for the last patch */
+    /* a tile row reads input columns ow0 - 1 .. ow0 + tw*WM; phase arrays
+     * one tile longer than the band for the last patch */
     c.PW = (c.tw + 1) * WM, c.tpp = c.tw + 1;
-    c.dst = dst, c.ld = ld;
+    c.dst = dst, c.ld = ld, c.ldr = ldr;
     c.vplane = (size_t)g->cin * c.P, c.mplane = (size_t)g->cout * c.P;
-    /* a part's scratch: input rows and their vertical transform (2 WA x PW),
-     * or the output's A^T m (WM x WA x tw) and its phases (WM x tw) */
-    size_t in_need = (size_t)2 * WA * c.PW, out_need = (size_t)WM * WA * c.tw + (size_t)WM * c.tw;
+    /* a part's scratch: input rows and their vertical transform (2 ah x PW),
+     * or the output's A^T m (mh x WA x tw) and its phases (WM x tw) */
+    size_t in_need = (size_t)2 * c.ah * c.PW,
+           out_need = (size_t)c.mh * WA * c.tw + (size_t)WM * c.tw;
     c.per = ((in_need > out_need ? in_need : out_need) + 15) / 16 * 16;
     dmx__arena_mark mk = dmx__arena_save(ar);
-    c.V = dmx__arena_floats(ar, WK * c.vplane);
-    c.M = dmx__arena_floats(ar, WK * c.mplane);
+    c.V = dmx__arena_floats(ar, (size_t)c.nk * c.vplane);
+    c.M = dmx__arena_floats(ar, (size_t)c.nk * c.mplane);
     c.scratch = dmx__arena_floats(ar, PARTS * c.per);
     if (!c.V || !c.M || !c.scratch) {
         dmx__arena_restore(ar, mk);
         return -1;
     }
     dmx__team_for(PARTS, part_in, &c);
-    dmx__team_for(WK, part_product, &c);
+    dmx__team_for(c.nk, part_product, &c);
     dmx__team_for(PARTS, part_out, &c);
     dmx__arena_restore(ar, mk);
     return 0;
