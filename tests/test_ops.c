@@ -120,21 +120,29 @@ static void check_conv_glu(dmx__conv_geom g, int H, int W) {
     free(x), free(w), free(b), free(full), free(ref), free(y);
 }
 
-static void check_conv_tr(dmx__conv_geom g, int H, int W) {
+/* extra: floats after each input channel's weights (dmx__conv_tr2d_ld's
+ * ldw, as the last decoder's per-source slices read them); none: the plain
+ * call */
+static void check_conv_tr_ld(dmx__conv_geom g, int H, int W, int extra) {
     int Ho = (H - 1) * g.sh + g.kh, Wo = (W - 1) * g.sw + g.kw;
+    int row = g.cout * g.kh * g.kw, ldw = row + extra;
     float *x = rand_buf((size_t)g.cin * H * W);
-    float *w = rand_buf((size_t)g.cout * g.cin * g.kh * g.kw);
+    float *w = rand_buf((size_t)g.cin * row), *wl = rand_buf((size_t)g.cin * ldw);
+    for (int ci = 0; ci < g.cin; ci++) memcpy(wl + (size_t)ci * ldw, w + (size_t)ci * row, sizeof(float) * row);
     float *b = rand_buf(g.cout);
     float *y = malloc(sizeof(float) * g.cout * Ho * Wo), *r = malloc(sizeof(float) * g.cout * Ho * Wo);
     dmx__arena ar;
     dmx__arena_init(&ar);
-    CHECK(dmx__conv_tr2d(&ar, &g, x, H, W, w, b, y) == 0);
+    CHECK(extra ? dmx__conv_tr2d_ld(&ar, &g, x, H, W, wl, ldw, b, y) == 0
+                : dmx__conv_tr2d(&ar, &g, x, H, W, w, b, y) == 0);
     naive_conv_tr(&g, x, H, W, w, b, r, Ho, Wo);
     double d = max_diff(y, r, (size_t)g.cout * Ho * Wo);
     CHECK_MSG(d < 1e-4, "conv_tr k(%d,%d) s(%d,%d) on %dx%d: diff %g", g.kh, g.kw, g.sh, g.sw, H, W, d);
     dmx__arena_free(&ar);
-    free(x), free(w), free(b), free(y), free(r);
+    free(x), free(w), free(wl), free(b), free(y), free(r);
 }
+
+static void check_conv_tr(dmx__conv_geom g, int H, int W) { check_conv_tr_ld(g, H, W, 0); }
 
 int main(void) {
     /* frequency conv (kernel along H), time conv (kernel along W), DConv-style
@@ -183,6 +191,22 @@ int main(void) {
     check_conv_tr((dmx__conv_geom){8, 4, 8, 1, 4, 1, 0, 0, 1, 1}, 6, 5);
     check_conv_tr((dmx__conv_geom){8, 4, 1, 8, 1, 4, 0, 0, 1, 1}, 1, 37);
     check_conv_tr((dmx__conv_geom){64, 32, 8, 1, 4, 1, 0, 0, 1, 1}, 32, 300);
+    /* kernel twice the stride along H with channels enough for Winograd
+     * F(3, 2) (winograd_stride.h), forward: the encoders' padding 2, an
+     * output not a multiple of the tile's three rows, stride 3 with
+     * padding 1, no padding, several bands */
+    check_conv((dmx__conv_geom){48, 96, 8, 1, 4, 1, 2, 0, 1, 1}, 128, 40);
+    check_conv((dmx__conv_geom){32, 32, 8, 1, 4, 1, 2, 0, 1, 1}, 20, 9);
+    check_conv((dmx__conv_geom){32, 48, 6, 1, 3, 1, 1, 0, 1, 1}, 30, 17);
+    check_conv((dmx__conv_geom){40, 32, 8, 1, 4, 1, 0, 0, 1, 1}, 35, 12);
+    check_conv((dmx__conv_geom){64, 64, 8, 1, 4, 1, 2, 0, 1, 1}, 128, 300);
+    /* and transposed (winograd_stride.h): output rows a multiple of the tile's and
+     * not, a row narrower than two vectors, stride 3, several bands (the
+     * 32 x 300 one above: two), weights read with a row stride */
+    check_conv_tr((dmx__conv_geom){48, 24, 8, 1, 4, 1, 0, 0, 1, 1}, 8, 40);
+    check_conv_tr((dmx__conv_geom){48, 24, 8, 1, 4, 1, 0, 0, 1, 1}, 5, 9);
+    check_conv_tr((dmx__conv_geom){32, 16, 6, 1, 3, 1, 0, 0, 1, 1}, 7, 16);
+    check_conv_tr_ld((dmx__conv_geom){40, 12, 8, 1, 4, 1, 0, 0, 1, 1}, 11, 24, 37);
 
     /* GroupNorm per row (layout (C, rows, L)) against a direct computation */
     {

@@ -9,6 +9,7 @@
 #include "gemm.h"
 #include "team.h"
 #include "winograd.h"
+#include "winograd_stride.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -242,6 +243,7 @@ static int conv_wino(dmx__arena *ar, const dmx__conv_geom *g, const float *x, in
 int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                 const float *w, const float *b, float *y) {
     if (dmx__wino_use(g, H, W)) return conv_wino(ar, g, x, H, W, w, b, y, 0);
+    if (dmx__wino_conv_s_use(g, H, W)) return dmx__wino_conv_s(ar, g, x, H, W, w, b, y);
     if (dmx__dirconv_use(g, H, W)) return dmx__dirconv(ar, g, x, H, W, w, b, y);
     int Ho = dmx__conv_out(H, g->kh, g->sh, g->ph, g->dh);
     int Wo = dmx__conv_out(W, g->kw, g->sw, g->pw, g->dw);
@@ -292,6 +294,7 @@ int dmx__conv_tr2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int 
 
 int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                       const float *w, int ldw, const float *b, float *y) {
+    if (dmx__wino_tr_use(g, H, W)) return dmx__wino_tr(ar, g, x, H, W, w, ldw, b, y);
     int Ho = (H - 1) * g->sh + g->kh;
     int Wo = (W - 1) * g->sw + g->kw;
     size_t in_total = (size_t)H * W, out_total = (size_t)Ho * Wo;
