@@ -158,9 +158,11 @@ int main(void) {
     check_conv_glu((dmx__conv_geom){16, 32, 1, 1, 1, 1, 0, 0, 1, 1}, 3, 10);
     check_conv_glu((dmx__conv_geom){24, 48, 3, 3, 1, 1, 1, 1, 1, 1}, 64, 300);
     /* 3x3 with channels enough for Winograd (winograd.h): odd sizes (a
-     * cropped last tile row and column), several bands, a 3-row input */
+     * cropped last tile row and column), several bands, one whole tile
+     * row and a cropped one (5 and 6 rows) */
     check_conv((dmx__conv_geom){32, 64, 3, 3, 1, 1, 1, 1, 1, 1}, 63, 301);
-    check_conv((dmx__conv_geom){48, 32, 3, 3, 1, 1, 1, 1, 1, 1}, 3, 9);
+    check_conv((dmx__conv_geom){48, 32, 3, 3, 1, 1, 1, 1, 1, 1}, 5, 17);
+    check_conv((dmx__conv_geom){32, 40, 3, 3, 1, 1, 1, 1, 1, 1}, 6, 20);
     check_conv_glu((dmx__conv_geom){32, 64, 3, 3, 1, 1, 1, 1, 1, 1}, 63, 301);
     check_conv_glu((dmx__conv_geom){64, 96, 3, 3, 1, 1, 1, 1, 1, 1}, 8, 336);
     /* 1x3 along W by Winograd F(4, 3): a row not a multiple of the tile,
@@ -169,6 +171,7 @@ int main(void) {
     check_conv((dmx__conv_geom){64, 64, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 1501);
     check_conv((dmx__conv_geom){72, 32, 1, 3, 1, 1, 0, 1, 1, 1}, 3, 83);
     check_conv((dmx__conv_geom){64, 128, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 9001);
+    check_conv((dmx__conv_geom){64, 128, 1, 3, 1, 1, 0, 1, 1, 1}, 2, 9001);
     check_conv_glu((dmx__conv_geom){64, 96, 1, 3, 1, 1, 0, 1, 1, 1}, 1, 20003);
     check_conv_glu((dmx__conv_geom){64, 64, 1, 3, 1, 1, 0, 1, 1, 1}, 2, 517);
     /* short convolutions along W with few outputs (dirconv.h): DConv
@@ -186,6 +189,8 @@ int main(void) {
     check_conv((dmx__conv_geom){1024, 5, 1, 3, 1, 1, 0, 80, 1, 1}, 1, 100); /* padding > chunk */
     no_bias = 1;
     check_conv((dmx__conv_geom){48, 6, 1, 3, 1, 1, 0, 1, 1, 1}, 5, 100);
+    check_conv((dmx__conv_geom){32, 32, 8, 1, 4, 1, 2, 0, 1, 1}, 24, 16); /* Winograd F(3, 2) */
+    check_conv((dmx__conv_geom){32, 32, 3, 3, 1, 1, 1, 1, 1, 1}, 8, 16);  /* F(4x4, 3x3) */
     check_conv((dmx__conv_geom){4, 8, 8, 1, 4, 1, 2, 0, 1, 1}, 64, 9);
     no_bias = 0;
     check_conv_tr((dmx__conv_geom){8, 4, 8, 1, 4, 1, 0, 0, 1, 1}, 6, 5);
@@ -200,12 +205,14 @@ int main(void) {
     check_conv((dmx__conv_geom){32, 48, 6, 1, 3, 1, 1, 0, 1, 1}, 30, 17);
     check_conv((dmx__conv_geom){40, 32, 8, 1, 4, 1, 0, 0, 1, 1}, 35, 12);
     check_conv((dmx__conv_geom){64, 64, 8, 1, 4, 1, 2, 0, 1, 1}, 128, 300);
+    check_conv((dmx__conv_geom){32, 32, 4, 1, 2, 1, 1, 0, 1, 1}, 19, 10); /* stride 2 */
     /* and transposed (winograd_stride.h): output rows a multiple of the tile's and
      * not, a row narrower than two vectors, stride 3, several bands (the
      * 32 x 300 one above: two), weights read with a row stride */
     check_conv_tr((dmx__conv_geom){48, 24, 8, 1, 4, 1, 0, 0, 1, 1}, 8, 40);
     check_conv_tr((dmx__conv_geom){48, 24, 8, 1, 4, 1, 0, 0, 1, 1}, 5, 9);
     check_conv_tr((dmx__conv_geom){32, 16, 6, 1, 3, 1, 0, 0, 1, 1}, 7, 16);
+    check_conv_tr((dmx__conv_geom){32, 16, 4, 1, 2, 1, 0, 0, 1, 1}, 10, 12); /* stride 2 */
     check_conv_tr_ld((dmx__conv_geom){40, 12, 8, 1, 4, 1, 0, 0, 1, 1}, 11, 24, 37);
 
     /* GroupNorm per row (layout (C, rows, L)) against a direct computation */

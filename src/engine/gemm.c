@@ -413,7 +413,9 @@ static void kernel(int kc, const float *ap, const float *bp, float alpha, float 
                    float *c, int ldc, int h, int w, float *t) {
     switch ((w + VW - 1) / VW) {
     case 1: kernel_n(kc, ap, bp, alpha, beta, first, c, ldc, h, w, t, 1); break;
+#if NRV > 2
     case 2: kernel_n(kc, ap, bp, alpha, beta, first, c, ldc, h, w, t, 2); break;
+#endif
 #if NRV > 3
     case 3: kernel_n(kc, ap, bp, alpha, beta, first, c, ldc, h, w, t, 3); break;
 #endif

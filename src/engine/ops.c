@@ -242,9 +242,11 @@ static int conv_wino(dmx__arena *ar, const dmx__conv_geom *g, const float *x, in
 
 int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                 const float *w, const float *b, float *y) {
+    /* dirconv first: a 1x3 convolution to at most 48 outputs (the DConv's
+     * first) runs faster directly than by Winograd's F(4, 3) */
+    if (dmx__dirconv_use(g, H, W)) return dmx__dirconv(ar, g, x, H, W, w, b, y);
     if (dmx__wino_use(g, H, W)) return conv_wino(ar, g, x, H, W, w, b, y, 0);
     if (dmx__wino_conv_s_use(g, H, W)) return dmx__wino_conv_s(ar, g, x, H, W, w, b, y);
-    if (dmx__dirconv_use(g, H, W)) return dmx__dirconv(ar, g, x, H, W, w, b, y);
     int Ho = dmx__conv_out(H, g->kh, g->sh, g->ph, g->dh);
     int Wo = dmx__conv_out(W, g->kw, g->sw, g->pw, g->dw);
     size_t total = (size_t)Ho * Wo;

@@ -5,9 +5,9 @@
  * Networks"), for tiles of m x m outputs from (m+2) x (m+2) input patches:
  *   V = B^T d B (input), U = G g G^T (kernel), Y = A^T (U .* V) A (output).
  * A 1 x 3 kernel (a convolution along W only) takes the same transforms
- * along W alone: tiles of 1 x m outputs from 1 x (m+2) patches (the
- * vertical transform is the identity, and so are the first rows of B^T,
- * G and A^T's first entries below, which the loops then use).
+ * along W alone: tiles of 1 x m outputs from 1 x (m+2) patches (the loops
+ * skip the vertical transforms: patch and tile height 1, the kernel's
+ * taps used as they are).
  * A band (output rows, and for long 1D rows a range of columns) is cut
  * into tiles, P of them; the transformed input V is (positions, cin, P)
  * with (m+2)^2 or m+2 positions, the products M = U V (positions, cout,
@@ -284,7 +284,7 @@ static void out_channel(const band *c, int co, float *tt, float *ph) {
             }
         for (int a = 0; a < mh; a++) {
             int oy = mh * ty + a;
-            if (oy < c->oh0 || oy >= c->oh1) continue;
+            if (oy < c->oh0 || oy >= c->oh1 || oy >= c->H) continue;
             for (int bb = 0; bb < WM; bb++) { /* column phase bb, then interleaved */
                 float *yq = ph + (size_t)bb * tw;
                 for (int t = 0; t < tw; t++) yq[t] = bias;

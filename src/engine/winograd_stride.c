@@ -37,12 +37,12 @@ static const float GM[NP][2] = {{1, 0}, {0.5f, 0.5f}, {0.5f, -0.5f}, {0, 1}};
  * channels and width */
 static int shape_ok(const dmx__conv_geom *g, int W) {
     return g->sh >= 2 && g->kh == 2 * g->sh && g->kw == 1 && g->sw == 1 && g->pw == 0 &&
-           g->dh <= 1 && g->dw <= 1 && g->cin >= 32 && W >= 8;
+           g->dh == 1 && g->dw == 1 && g->cin >= 32 && W >= 8;
 }
 
 int dmx__wino_conv_s_use(const dmx__conv_geom *g, int H, int W) {
     if (!shape_ok(g, W) || g->ph < 0 || g->ph >= g->kh || g->cout < 32) return 0;
-    return dmx__conv_out(H, g->kh, g->sh, g->ph, g->dh > 0 ? g->dh : 1) >= 2;
+    return dmx__conv_out(H, g->kh, g->sh, g->ph, 1) >= 2;
 }
 
 int dmx__wino_tr_use(const dmx__conv_geom *g, int H, int W) {
@@ -172,7 +172,7 @@ int dmx__wino_conv_s(dmx__arena *ar, const dmx__conv_geom *g, const float *x, in
     const int Ho = dmx__conv_out(H, g->kh, g->sh, g->ph, 1);
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *U = dmx__arena_floats(ar, (size_t)NP * cout * Q);
-    if (!U) return -1;
+    if (!U) return dmx__arena_restore(ar, mk), -1;
     /* U[k][co][p cin + ci] from the taps w[co][ci][p] (d[i]), w[co][ci][p + S] (d[i + 1]) */
     const size_t uplane = (size_t)cout * Q;
     for (int co = 0; co < cout; co++)
@@ -195,7 +195,7 @@ int dmx__wino_tr(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H,
     const int S = g->sh, cin = g->cin, cout = g->cout, R = S * cout;
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *U = dmx__arena_floats(ar, (size_t)NP * R * cin);
-    if (!U) return -1;
+    if (!U) return dmx__arena_restore(ar, mk), -1;
     /* U[k][p cout + co][ci] from the taps w[ci][co][p + S] (d[m] = x[m - 1]),
      * w[ci][co][p] (d[m + 1] = x[m]) */
     const size_t uplane = (size_t)R * cin;
