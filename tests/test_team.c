@@ -9,6 +9,9 @@
  *     (runs repeated until one did: on a loaded machine the caller can finish
  *     every part before a helper wakes);
  *   - a batch of several jobs with more threads than jobs runs each once;
+ *   - a pool runs every task it is given once, counts them finished, and
+ *     its idle threads take parts of a busy one's products (bit-identical
+ *     to the products alone); stopping it waits for queued tasks;
  *   - a direct short convolution (dirconv.h) and a Winograd one
  *     (winograd.h), cut into parts, give the same result bit for bit with
  *     helpers as alone, and helpers took parts.
@@ -167,6 +170,49 @@ static void check_convs(void) {
     check_conv("Winograd convolution, cut products", wl, 32, 64, dmx__wino_use(&wl, 32, 64));
 }
 
+static void task_main(void *arg) { job_main(arg); }
+
+/* A pool of 3: one task with products leaves two threads idle to help; then
+ * more tasks than threads; then a stop right after queueing. */
+static void check_pool(prod *solo) {
+    prod mine[NS];
+    dmx__pool *p = dmx__pool_start(3);
+    REQUIRE(p && dmx__pool_threads(p) == 3);
+    const unsigned long long h0 = dmx__team_helped();
+    const double t0 = now_s();
+    unsigned long long seen = dmx__pool_finished(p);
+    CHECK(seen == 0);
+    int runs = 0;
+    do {
+        for (int i = 0; i < NS; i++) prod_init(&mine[i], shapes[i], 7u + (unsigned)i);
+        job j = {mine, NS, 0};
+        REQUIRE(dmx__pool_submit(p, task_main, &j) == 0);
+        seen = dmx__pool_wait(p, seen);
+        CHECK(j.runs == 1);
+        for (int i = 0; i < NS; i++) {
+            CHECK_MSG(!memcmp(mine[i].C, solo[i].C, sizeof(float) * (size_t)shapes[i].M * mine[i].ldc),
+                      "pool: shape %d differs from the product alone", i);
+            prod_free(&mine[i]);
+        }
+    } while (++runs && now_s() - t0 < TRY_SECONDS && dmx__team_helped() == h0);
+    CHECK(seen == (unsigned long long)runs);
+    CHECK_MSG(dmx__team_helped() > h0, "pool: no part was computed by an idle thread in %d runs",
+              runs);
+    /* more tasks than threads: each runs once, all are counted */
+    job none[7];
+    for (int i = 0; i < 7; i++) {
+        none[i] = (job){solo, 0, 0};
+        REQUIRE(dmx__pool_submit(p, task_main, &none[i]) == 0);
+    }
+    while (seen < (unsigned long long)runs + 7) seen = dmx__pool_wait(p, seen);
+    CHECK(seen == (unsigned long long)runs + 7);
+    for (int i = 0; i < 7; i++) CHECK(none[i].runs == 1);
+    /* stop right after queueing: the queued tasks still run */
+    for (int i = 0; i < 7; i++) REQUIRE(dmx__pool_submit(p, task_main, &none[i]) == 0);
+    dmx__pool_stop(p);
+    for (int i = 0; i < 7; i++) CHECK(none[i].runs == 2);
+}
+
 int main(void) {
     /* parts go through gemm.c's own kernels where the build has them (also
      * under AddressSanitizer, which otherwise uses OpenBLAS) */
@@ -232,6 +278,7 @@ int main(void) {
                   err, mx);
     }
     check_convs();
+    check_pool(solo);
     /* several jobs, more threads than jobs: each job runs exactly once */
     job many[3] = {{team, 2, 0}, {team + 2, 2, 0}, {team + 4, 2, 0}};
     dmx__team_run(3, 5, job_main, many, sizeof many[0]);

@@ -209,11 +209,18 @@ dmx_status dmx_stream_analyze(dmx_stream *st, const float *const *in, int64_t fr
 /* Ends pass 1 and announces the song's length (must equal the frames
  * analysed when normalising; DMX_FRAMES_UNKNOWN when dmx_model_single_pass). */
 dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames);
-/* Pass 2: the same audio again, in order. Runs every evaluation its input
- * allows and writes every final sample. */
+/* Pass 2: the same audio again, in order. Starts every evaluation its input
+ * allows and writes every sample final so far. With more than one thread
+ * the evaluations run on the stream's own threads and feed returns while
+ * they run (decoding the next block overlaps them; a feed waits only when
+ * the input window is full), so `write` may lag the input by a few
+ * segments. */
 dmx_status dmx_stream_feed(dmx_stream *st, const float *const *in, int64_t frames);
-/* After the last feed: runs what is left and writes the rest. */
+/* After the last feed: runs what is left, waits for every evaluation and
+ * writes the rest. */
 dmx_status dmx_stream_finish(dmx_stream *st);
+/* Frees the stream (waiting for evaluations still running, if it was
+ * abandoned before dmx_stream_finish). */
 void dmx_stream_free(dmx_stream *st);
 
 #ifdef __cplusplus

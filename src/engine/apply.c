@@ -32,16 +32,18 @@
  * members), de-normalised and handed to the caller. Only a window of about
  * one segment of input and of accumulators is alive at any time.
  *
- * Threads: with T threads, up to T evaluations run at once (one worker each),
- * which keeps every core busy including the non-GEMM work. BLAS is
- * single-threaded in the whole process, set once (threads.c): OpenBLAS's
- * thread count is process-wide, so changing it here would change the
- * threads — and the rounding — of other streams running at the same time.
- * A batch of fewer than T evaluations (a short song, a song's last batch)
- * lends the idle threads to its matrix products (team.h), cut so that each
- * element is computed as uncut. Accumulation happens in segment order in
- * the calling thread, so results are bit-identical for any T and whatever
- * else the process runs.
+ * Threads: with T threads, up to T evaluations run at once, each on a
+ * thread of the stream's pool (team.h) as soon as one is free, so a slow
+ * evaluation holds up no other and decoding, accumulating and writing (on
+ * the caller's thread) overlap them; a thread with nothing to evaluate (the
+ * song's end, or an evaluation waiting for ring space) helps the busy ones
+ * with their matrix products, cut so that each element is computed as
+ * uncut. BLAS is single-threaded in the whole process, set once
+ * (threads.c): OpenBLAS's thread count is process-wide, so changing it
+ * here would change the threads — and the rounding — of other streams
+ * running at the same time. Accumulation happens in the calling thread
+ * (see "scheduling" below for its order), so results are bit-identical for
+ * any T and whatever else the process runs.
  *
  * RoFormer models (loaded from an MSST config) do not use any of this: the
  * same dmx_stream API forwards to MSST's whole-track chunking
@@ -50,7 +52,7 @@
 #include "apply.h"
 
 #include <math.h>
-#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,12 +72,27 @@ typedef struct track {
     int64_t sl, stride;  /* segment length and hop (sl = L, stride = L without split) */
     int64_t fixed_valid; /* > 0: the model length of every chunk (a fixed-segment
                           * network given a segment), else valid_length(chunk) */
-    int64_t n_chunks, next;
+    int64_t n_chunks;
+    int64_t next;       /* chunks before it are accumulated */
+    int64_t dispatched; /* chunks before it are dispatched (or accumulated) */
+    uint64_t acc_mask;  /* bit b: chunk next + b accumulated out of order */
     float *acc;    /* (sources*channels, ring) weighted sums, indexed by t % ring */
     float *sw;     /* (ring) summed weights */
     float *weight; /* (sl) cross-fade weights, shared by tracks of equal sl (not owned if shared) */
     int owns_weight;
 } track;
+
+typedef struct job {
+    struct dmx_stream *st;
+    track *t;
+    int64_t j;
+    dmx__worker *w;
+    uint64_t seq;     /* dispatch order */
+    atomic_int state; /* JOB_FREE, JOB_RUNNING, JOB_DONE */
+    dmx_status status;
+    char err[512];
+} job;
+enum { JOB_FREE, JOB_RUNNING, JOB_DONE };
 
 struct dmx_stream {
     dmx_session *s;
@@ -101,6 +118,16 @@ struct dmx_stream {
     float *emit_buf;     /* (S*A, EMIT_BLOCK) */
     int64_t done, total; /* progress */
     dmx_status error;    /* sticky */
+    /* evaluations in flight: slot b uses session worker b; with more than
+     * one thread they run on the pool's threads (started at the first
+     * dispatch, stopped when the stream ends or fails) */
+    job jobs[DMX__MAX_WORKERS];
+    int inflight;
+    uint64_t seq;
+    dmx__pool *pool;
+    unsigned long long seen; /* pool tasks seen finished */
+    int order_free;          /* no sample of a track is covered by more than two
+                              * chunks: accumulation order cannot change a sum */
     /* RoFormer models: MSST's chunking (roformer_demix.h) instead of all of
      * the above; the stream only forwards, with progress and cancel */
     const dmx__roformer *rfnet;
@@ -152,13 +179,13 @@ static int64_t window_start(const track *t, int64_t j) {
     return chunk_t(t, j) - (chunk_valid(t, j) - chunk_len(t, j)) / 2;
 }
 
-/* The unfinished track whose next evaluation comes first, or -1. */
-static int next_track(const dmx_stream *st, const int64_t *planned) {
+/* The track whose next undispatched evaluation comes first, or -1. */
+static int next_track(const dmx_stream *st) {
     int best = -1;
     int64_t bt = 0;
     for (int i = 0; i < st->n_tracks; i++) {
         const track *t = &st->tracks[i];
-        int64_t j = t->next + planned[i];
+        int64_t j = t->dispatched;
         if (j >= t->n_chunks) continue;
         int64_t ct = chunk_t(t, j);
         if (best < 0 || ct < bt) {
@@ -182,13 +209,14 @@ static int64_t final_limit(const dmx_stream *st) {
     return lim < 0 ? 0 : lim;
 }
 
-/* Oldest input sample still needed. */
+/* Oldest input sample still needed (a dispatched evaluation has its
+ * window copied). */
 static int64_t input_keep_from(const dmx_stream *st) {
     int64_t k = st->n;
     for (int i = 0; i < st->n_tracks; i++) {
         const track *t = &st->tracks[i];
-        if (t->next < t->n_chunks) {
-            int64_t ws = window_start(t, t->next);
+        if (t->dispatched < t->n_chunks) {
+            int64_t ws = window_start(t, t->dispatched);
             if (ws < k) k = ws;
         }
     }
@@ -220,38 +248,34 @@ static dmx_status worker_get(dmx_stream *st, int i, dmx__worker **out) {
     return DMX_OK;
 }
 
-typedef struct job {
-    dmx_stream *st;
-    track *t;
-    int64_t j;
-    dmx__worker *w;
-    dmx_status status;
-    char err[512];
-} job;
-
-/* One model evaluation: window -> forward -> center_trim, into w->seg_out
- * as (sources*channels, len) rows with stride `valid`. */
-static void *job_main(void *arg) {
+/* One model evaluation (its window already in w->seg_in): forward ->
+ * center_trim, into w->seg_out as (sources*channels, len) rows with stride
+ * `valid`. Runs on a pool thread (or the caller's); touches only its job
+ * and its worker. */
+static void job_main(void *arg) {
     job *jb = arg;
     dmx_stream *st = jb->st;
-    const track *t = jb->t;
-    const int A = st->A;
-    const int64_t valid = chunk_valid(t, jb->j);
-    int64_t ws = window_start(t, jb->j);
-    for (int c = 0; c < A; c++) {
-        float *d = jb->w->seg_in + (size_t)c * valid;
+    const int64_t valid = chunk_valid(jb->t, jb->j);
+    jb->status = cancelled(st) ? dmx__fail(DMX_ERR_CANCELLED, "separation cancelled")
+                               : dmx__net_forward(jb->t->net, &jb->w->arena, jb->w->seg_in,
+                                                  (int)valid, jb->w->seg_out, NULL, NULL);
+    dmx__arena_fit(&jb->w->arena);
+    if (jb->status != DMX_OK) snprintf(jb->err, sizeof jb->err, "%s", dmx_last_error());
+    atomic_store_explicit(&jb->state, JOB_DONE, memory_order_release);
+}
+
+/* Evaluation (t, j)'s model window into w->seg_in: real samples where the
+ * input has them, zeros beyond (upstream's TensorChunk.padded). */
+static void copy_window(const dmx_stream *st, const track *t, int64_t j, dmx__worker *w) {
+    const int64_t valid = chunk_valid(t, j), ws = window_start(t, j);
+    for (int c = 0; c < st->A; c++) {
+        float *d = w->seg_in + (size_t)c * valid;
         const float *src = st->in + (size_t)c * st->in_cap;
         for (int64_t i = 0; i < valid; i++) {
             int64_t k = ws + i; /* input index */
             d[i] = (k >= 0 && k < st->n) ? src[k - st->in_base] : 0.0f;
         }
     }
-    jb->status = cancelled(st) ? dmx__fail(DMX_ERR_CANCELLED, "separation cancelled")
-                               : dmx__net_forward(t->net, &jb->w->arena, jb->w->seg_in, (int)valid,
-                                                  jb->w->seg_out, NULL, NULL);
-    dmx__arena_fit(&jb->w->arena);
-    if (jb->status != DMX_OK) snprintf(jb->err, sizeof jb->err, "%s", dmx_last_error());
-    return NULL;
 }
 
 /* Adds evaluation (t, j)'s result (in w->seg_out) into the track's ring. */
@@ -321,51 +345,122 @@ static dmx_status emit(dmx_stream *st, int64_t limit) {
     return DMX_OK;
 }
 
-/* Runs every evaluation whose input is available (all of them once input
- * has ended), in batches of up to `threads`, then emits final samples. */
-static dmx_status pump(dmx_stream *st) {
-    const int64_t have = st->in_base + st->in_len;
+/* ------------------------------------------------------------- scheduling
+ *
+ * Evaluations are dispatched in order of their output position (across
+ * tracks) as soon as a slot is free, their input has arrived and their
+ * output fits the accumulator ring; each runs on its own pool thread, so a
+ * slow one holds up no other and the caller's decoding and writing overlap
+ * them. A thread with nothing to evaluate helps the busy ones with their
+ * products (team.h): the song's last evaluations, or one whose successor
+ * must wait for it to free ring space. Results are accumulated on the
+ * caller's thread: as they finish where no sample of a track is covered by
+ * more than two chunks (a sum of two terms onto zero does not depend on
+ * their order), else in dispatch order; either way bit-identical for any
+ * thread count. With one thread evaluations run on the caller's thread. */
+
+static int job_done(const job *jb) {
+    return atomic_load_explicit(&jb->state, memory_order_acquire) == JOB_DONE;
+}
+
+/* Ends the pool after every evaluation in flight has returned (their
+ * results are dropped: the stream has failed, or is freed). */
+static void drain(dmx_stream *st) {
+    dmx__pool_stop(st->pool);
+    st->pool = NULL;
+    for (int b = 0; b < DMX__MAX_WORKERS; b++) atomic_store(&st->jobs[b].state, JOB_FREE);
+    st->inflight = 0;
+}
+
+/* Accumulates finished evaluations (see above for the order). */
+static dmx_status collect(dmx_stream *st) {
     for (;;) {
-        int64_t planned[MAX_TRACKS] = {0};
-        job jobs[DMX__MAX_WORKERS];
-        int nb = 0;
-        while (nb < st->threads) {
-            int ti = next_track(st, planned);
-            if (ti < 0) break;
-            track *t = &st->tracks[ti];
-            int64_t j = t->next + planned[ti];
-            int64_t need = window_start(t, j) + chunk_valid(t, j);
-            if (need > st->n) need = st->n;
-            if (!st->finished_input && need > have) break;
-            jobs[nb] = (job){st, t, j, NULL, DMX_OK, ""};
-            planned[ti]++;
-            nb++;
+        int pick = -1;
+        uint64_t oldest = UINT64_MAX;
+        for (int b = 0; b < st->threads; b++) {
+            const job *jb = &st->jobs[b];
+            int state = atomic_load_explicit(&jb->state, memory_order_acquire);
+            if (state == JOB_FREE) continue;
+            if (st->order_free ? state == JOB_DONE : jb->seq < oldest) {
+                pick = b;
+                oldest = jb->seq;
+                if (st->order_free) break;
+            }
         }
-        if (nb == 0) break;
-        /* Wait for input until every thread has an evaluation: feeding in
-         * small blocks would otherwise run them one at a time. */
-        if (nb < st->threads && !st->finished_input) break;
-        for (int b = 0; b < nb; b++) {
-            dmx_status s = worker_get(st, b, &jobs[b].w);
-            if (s != DMX_OK) return s;
+        if (pick < 0 || !job_done(&st->jobs[pick])) return DMX_OK;
+        job *jb = &st->jobs[pick];
+        if (jb->status != DMX_OK) return dmx__fail(jb->status, "%s", jb->err);
+        track *t = jb->t;
+        dmx_status a = accumulate(st, t, jb->j, jb->w);
+        if (a != DMX_OK) return a;
+        atomic_store_explicit(&jb->state, JOB_FREE, memory_order_relaxed);
+        st->inflight--;
+        t->acc_mask |= (uint64_t)1 << (jb->j - t->next);
+        while (t->acc_mask & 1) {
+            t->acc_mask >>= 1;
+            t->next++;
         }
-        /* a batch smaller than the thread count lends the idle threads
-         * to its matrix products (team.h) */
-        dmx__team_run(nb, st->threads, job_main, jobs, sizeof jobs[0]);
-        for (int b = 0; b < nb; b++) {
-            if (jobs[b].status != DMX_OK) return dmx__fail(jobs[b].status, "%s", jobs[b].err);
-            dmx_status a = accumulate(st, jobs[b].t, jobs[b].j, jobs[b].w);
-            if (a != DMX_OK) return a;
-            jobs[b].t->next++;
-            st->done++;
-            if (st->o.progress && st->o.progress(st->o.progress_user, st->done, st->total))
-                return dmx__fail(DMX_ERR_CANCELLED,
-                                 "separation cancelled by the progress callback");
-        }
-        dmx_status s = emit(st, final_limit(st));
+        st->done++;
+        if (st->o.progress && st->o.progress(st->o.progress_user, st->done, st->total))
+            return dmx__fail(DMX_ERR_CANCELLED, "separation cancelled by the progress callback");
+    }
+}
+
+/* Starts every evaluation that can start now. */
+static dmx_status dispatch(dmx_stream *st) {
+    const int64_t have = st->in_base + st->in_len;
+    while (st->inflight < st->threads) {
+        int ti = next_track(st);
+        if (ti < 0) break;
+        track *t = &st->tracks[ti];
+        int64_t j = t->dispatched;
+        int64_t need = window_start(t, j) + chunk_valid(t, j);
+        if (need > st->n) need = st->n;
+        if (!st->finished_input && need > have) break; /* its input has not arrived */
+        int64_t end = chunk_t(t, j) + chunk_len(t, j);
+        if (end > st->n) end = st->n;
+        /* its output must fit the ring (and acc_mask: never more than
+         * 64 chunks past a track's oldest unaccumulated one) */
+        if (end - st->emitted > st->ring || j - t->next >= 64) break;
+        int b = 0;
+        while (atomic_load_explicit(&st->jobs[b].state, memory_order_relaxed) != JOB_FREE) b++;
+        job *jb = &st->jobs[b];
+        dmx_status s = worker_get(st, b, &jb->w);
         if (s != DMX_OK) return s;
+        copy_window(st, t, j, jb->w);
+        jb->st = st;
+        jb->t = t;
+        jb->j = j;
+        jb->seq = st->seq++;
+        jb->status = DMX_OK;
+        jb->err[0] = 0;
+        atomic_store_explicit(&jb->state, JOB_RUNNING, memory_order_relaxed);
+        t->dispatched++;
+        st->inflight++;
+        if (st->threads > 1 && !st->pool) st->pool = dmx__pool_start(st->threads);
+        if (!st->pool || dmx__pool_submit(st->pool, job_main, jb) != 0) job_main(jb);
     }
     return DMX_OK;
+}
+
+/* Accumulates, emits and dispatches until nothing more can happen without
+ * waiting; with `wait_all`, also waits for evaluations until none is left
+ * (the input has ended). */
+static dmx_status pump(dmx_stream *st, int wait_all) {
+    for (;;) {
+        dmx_status s = collect(st);
+        if (s == DMX_OK) s = emit(st, final_limit(st));
+        if (s == DMX_OK) s = dispatch(st);
+        if (s != DMX_OK) {
+            drain(st);
+            return s;
+        }
+        int done = 0;
+        for (int b = 0; b < st->threads && !done; b++) done = job_done(&st->jobs[b]);
+        if (done) continue; /* ran on this thread, or finished meanwhile */
+        if (st->inflight == 0 || !wait_all) return DMX_OK;
+        st->seen = dmx__pool_wait(st->pool, st->seen);
+    }
 }
 
 /* ------------------------------------------------------------------ API */
@@ -509,6 +604,7 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
     dmx__pyrandom_seed(&rng, st->o.seed);
     int shifts = st->shifts ? st->shifts : 1;
     int64_t max_span = 0, max_sl = 0, max_stride = 0;
+    st->order_free = 1;
     for (int k = 0; k < m->n_members; k++) {
         for (int i = 0; i < shifts; i++) {
             track *t = &st->tracks[st->n_tracks++];
@@ -521,6 +617,7 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
             }
             t->t0 = off - max_shift;
             track_geometry(st, t, total_frames + max_shift - off);
+            if (2 * t->stride < t->sl) st->order_free = 0;
             /* chunk 0 is the longest: the model must take it (upstream's
              * valid_length raises, or padded() asserts, otherwise) */
             int64_t v0 = chunk_valid(t, 0);
@@ -552,12 +649,12 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
             if (t->stride > max_stride) max_stride = t->stride;
         }
     }
-    /* The ring holds every sample that can be pending at once. A batch
-     * starts at the lowest next position over all tracks, which is where
-     * emission stopped; each further pick takes the lowest position again,
-     * at most one stride past the previous minimum, so a batch of T ends
-     * before emitted + sl + (T-1) * stride (shift offsets included, as the
-     * positions carry them). accumulate() checks it. */
+    /* The ring holds every sample that can be pending at once: T
+     * evaluations from the lowest unaccumulated position over all tracks
+     * (where emission stopped), each pick at most one stride past the
+     * previous minimum, end before emitted + sl + (T-1) * stride (shift
+     * offsets included, as the positions carry them). dispatch() starts
+     * none that would end past it; accumulate() checks it. */
     st->ring = max_sl + (int64_t)(st->threads - 1) * max_stride + 1;
     if (st->ring > st->n + 1) st->ring = st->n + 1;
     const int K = st->S * st->A;
@@ -633,6 +730,14 @@ dmx_status dmx_stream_feed(dmx_stream *st, const float *const *in, int64_t frame
             st->in_len -= drop;
         }
         int64_t room = st->in_cap - st->in_len;
+        if (room <= 0 && st->inflight > 0) {
+            /* the window is full of input for evaluations not yet started:
+             * wait for a running one to finish and free a slot */
+            st->seen = dmx__pool_wait(st->pool, st->seen);
+            dmx_status s = pump(st, 0);
+            if (s != DMX_OK) return st->error = s;
+            continue;
+        }
         if (room <= 0)
             return st->error = dmx__fail(DMX_ERR_INTERNAL, "stream input window overflow");
         int64_t take = frames - pos < room ? frames - pos : room;
@@ -646,7 +751,7 @@ dmx_status dmx_stream_feed(dmx_stream *st, const float *const *in, int64_t frame
         }
         st->in_len += take;
         pos += take;
-        dmx_status s = pump(st);
+        dmx_status s = pump(st, 0);
         if (s != DMX_OK) return st->error = s;
     }
     return DMX_OK;
@@ -667,14 +772,16 @@ dmx_status dmx_stream_finish(dmx_stream *st) {
                                      "stream ended after %lld of %lld announced frames",
                                      (long long)(st->in_base + st->in_len), (long long)st->n);
     st->finished_input = 1;
-    dmx_status s = pump(st);
+    dmx_status s = pump(st, 1);
     if (s == DMX_OK) s = emit(st, st->n);
+    drain(st);
     if (s != DMX_OK) st->error = s;
     return s;
 }
 
 void dmx_stream_free(dmx_stream *st) {
     if (!st) return;
+    drain(st);
     dmx__rf_stream_free(st->rf);
     for (int i = 0; i < st->n_tracks; i++) {
         dmx__big_free(st->tracks[i].acc);

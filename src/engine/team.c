@@ -1,6 +1,6 @@
 /*
- * team.c - a batch of evaluations on threads, idle threads helping the busy
- * ones with their matrix products (see team.h).
+ * team.c - threads evaluating segments, idle threads helping the busy ones
+ * with their matrix products (see team.h).
  *
  * Large products are always cut the same way (team.h), with or without
  * helpers. A team is a list of posted jobs guarded by one mutex: a thread
@@ -9,6 +9,12 @@
  * part is finished; helpers sleep on `work` until a job with parts left is
  * posted. The thread-local `mine` says which team (if any) the current
  * thread's products may use.
+ *
+ * Two ways to run a team: dmx__team_run, one batch on threads started for
+ * it (the extra threads only help); and a pool, threads that live as long
+ * as their owner and take whole tasks from a queue, helping with the posted
+ * products whenever no task is queued. The pool's threads check the queue
+ * before each part, so a task never waits for more than one part.
  */
 #include "team.h"
 
@@ -54,6 +60,23 @@ typedef struct team {
     job *posted; /* jobs with parts not yet taken */
     int stop, helpers;
 } team;
+
+/* A pool's queue of whole tasks: a ring of QCAP. */
+#define QCAP 64
+typedef struct task {
+    void (*fn)(void *);
+    void *arg;
+} task;
+
+struct dmx__pool {
+    team t; /* first: its lock guards the queue and the counts too */
+    pthread_cond_t fin;
+    task q[QCAP];
+    int q_head, q_len;
+    unsigned long long finished; /* tasks that have returned */
+    int n;
+    pthread_t tid[];
+};
 
 static _Thread_local team *mine;
 static atomic_ullong helped; /* parts computed by helpers, ever */
@@ -170,6 +193,107 @@ int dmx__team_sgemm(int ta, int tb, int M, int N, int K, float alpha, const floa
     run_job(&j);
     return 1;
 }
+
+/* ------------------------------------------------------------------ pool */
+
+static void *pool_main(void *arg) {
+    dmx__pool *p = arg;
+    team *t = &p->t;
+    mine = t;
+    pthread_mutex_lock(&t->lock);
+    for (;;) {
+        if (p->q_len > 0) { /* a whole task first */
+            task k = p->q[p->q_head];
+            p->q_head = (p->q_head + 1) % QCAP;
+            p->q_len--;
+            pthread_mutex_unlock(&t->lock);
+            k.fn(k.arg);
+            pthread_mutex_lock(&t->lock);
+            p->finished++;
+            pthread_cond_broadcast(&p->fin);
+            continue;
+        }
+        job *j;
+        int i = take(t, &j);
+        if (i >= 0) { /* else a part of a busy thread's product */
+            pthread_mutex_unlock(&t->lock);
+            j->run(j->ctx, i);
+            atomic_fetch_add_explicit(&helped, 1, memory_order_relaxed);
+            pthread_mutex_lock(&t->lock);
+            finish(t, j);
+            continue;
+        }
+        if (t->stop) break;
+        pthread_cond_wait(&t->work, &t->lock);
+    }
+    pthread_mutex_unlock(&t->lock);
+    mine = NULL;
+    return NULL;
+}
+
+dmx__pool *dmx__pool_start(int threads) {
+    if (threads < 1) threads = 1;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    dmx__pool *p = calloc(1, sizeof *p + sizeof(pthread_t) * (size_t)threads);
+    if (!p) return NULL;
+    pthread_mutex_init(&p->t.lock, NULL);
+    pthread_cond_init(&p->t.work, NULL);
+    pthread_cond_init(&p->t.done, NULL);
+    pthread_cond_init(&p->fin, NULL);
+    for (; p->n < threads; p->n++)
+        if (pthread_create(&p->tid[p->n], NULL, pool_main, p) != 0) break;
+    p->t.helpers = p->n;
+    if (p->n == 0) {
+        dmx__pool_stop(p);
+        return NULL;
+    }
+    return p;
+}
+
+int dmx__pool_threads(const dmx__pool *p) { return p->n; }
+
+int dmx__pool_submit(dmx__pool *p, void (*fn)(void *), void *arg) {
+    pthread_mutex_lock(&p->t.lock);
+    int ok = p->q_len < QCAP;
+    if (ok) {
+        p->q[(p->q_head + p->q_len) % QCAP] = (task){fn, arg};
+        p->q_len++;
+        pthread_cond_broadcast(&p->t.work);
+    }
+    pthread_mutex_unlock(&p->t.lock);
+    return ok ? 0 : -1;
+}
+
+unsigned long long dmx__pool_finished(dmx__pool *p) {
+    pthread_mutex_lock(&p->t.lock);
+    unsigned long long f = p->finished;
+    pthread_mutex_unlock(&p->t.lock);
+    return f;
+}
+
+unsigned long long dmx__pool_wait(dmx__pool *p, unsigned long long seen) {
+    pthread_mutex_lock(&p->t.lock);
+    while (p->finished == seen) pthread_cond_wait(&p->fin, &p->t.lock);
+    unsigned long long f = p->finished;
+    pthread_mutex_unlock(&p->t.lock);
+    return f;
+}
+
+void dmx__pool_stop(dmx__pool *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->t.lock);
+    p->t.stop = 1; /* the threads leave once the queue and the parts are done */
+    pthread_cond_broadcast(&p->t.work);
+    pthread_mutex_unlock(&p->t.lock);
+    for (int i = 0; i < p->n; i++) pthread_join(p->tid[i], NULL);
+    pthread_cond_destroy(&p->fin);
+    pthread_cond_destroy(&p->t.done);
+    pthread_cond_destroy(&p->t.work);
+    pthread_mutex_destroy(&p->t.lock);
+    free(p);
+}
+
+/* ----------------------------------------------------------------- batch */
 
 typedef struct runner {
     void *(*fn)(void *);

@@ -1,7 +1,7 @@
 /*
- * team.h - internal: runs a batch of segment evaluations on threads, and
- * lets the threads a batch leaves idle share the matrix products of the
- * busy ones.
+ * team.h - internal: runs segment evaluations on threads (a batch, or a
+ * pool that takes them one by one), and lets idle threads share the matrix
+ * products of the busy ones.
  *
  * A run with T threads evaluates up to T segments at once, one per thread,
  * with single-threaded BLAS (threads.c). A batch of n < T evaluations (a
@@ -26,6 +26,27 @@
  * threads - n more threads serve as matrix-product helpers meanwhile. If a
  * thread cannot be created its work runs on the caller's thread. */
 void dmx__team_run(int n, int threads, void *(*fn)(void *), void *args, size_t size);
+
+/* A pool: `threads` threads that live until dmx__pool_stop, each running
+ * whole tasks from a queue (first come, first served) and, while none is
+ * queued, parts of the products the busy ones cut (as dmx__team_run's
+ * helpers). For a stream of evaluations that should not wait for each
+ * other: the owner submits a task whenever a thread is free and waits for
+ * any to finish. Results do not depend on which thread ran what.
+ * dmx__pool_start returns NULL when no thread can be started. */
+typedef struct dmx__pool dmx__pool;
+dmx__pool *dmx__pool_start(int threads);
+int dmx__pool_threads(const dmx__pool *p); /* threads started (<= asked) */
+/* Queues fn(arg); -1 when the queue (64 tasks) is full. */
+int dmx__pool_submit(dmx__pool *p, void (*fn)(void *), void *arg);
+/* Tasks that have returned so far; dmx__pool_wait blocks until that count
+ * differs from `seen` and returns it. A task's writes are visible to the
+ * caller once the count includes it. */
+unsigned long long dmx__pool_finished(dmx__pool *p);
+unsigned long long dmx__pool_wait(dmx__pool *p, unsigned long long seen);
+/* Waits for every queued task, then ends the threads and frees the pool
+ * (NULL: nothing). */
+void dmx__pool_stop(dmx__pool *p);
 
 /* Called by dmx__sgemm (ops.c): a product large enough is computed in
  * blocks (on the calling thread's team, if it has one) and 1 returned; 0
