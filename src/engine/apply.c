@@ -115,7 +115,7 @@ struct dmx_stream {
     track tracks[MAX_TRACKS];
     int64_t ring;
     int64_t emitted;     /* frames handed to the caller */
-    float *emit_buf;     /* (S*A, EMIT_BLOCK) */
+    float *emit_buf;     /* (S*A + 1, EMIT_BLOCK): outputs, a track's estimate */
     int64_t done, total; /* progress */
     dmx_status error;    /* sticky */
     /* evaluations in flight: slot b uses session worker b; with more than
@@ -278,7 +278,8 @@ static void copy_window(const dmx_stream *st, const track *t, int64_t j, dmx__wo
     }
 }
 
-/* Adds evaluation (t, j)'s result (in w->seg_out) into the track's ring. */
+/* Adds evaluation (t, j)'s result (in w->seg_out) into the track's ring,
+ * run by run of ring slots that do not wrap. */
 static dmx_status accumulate(dmx_stream *st, track *t, int64_t j, const dmx__worker *w) {
     const int K = st->S * st->A;
     const int64_t valid = chunk_valid(t, j);
@@ -288,19 +289,30 @@ static dmx_status accumulate(dmx_stream *st, track *t, int64_t j, const dmx__wor
         return dmx__fail(DMX_ERR_INTERNAL,
                          "accumulator ring overrun (%lld samples pending, ring %lld)",
                          (long long)(end - st->emitted), (long long)st->ring);
-    for (int64_t i = 0; i < len; i++) {
-        int64_t tt = ct + i;
-        if (tt < 0 || tt >= st->n) continue; /* upstream drops these (shift realignment) */
-        int64_t r = tt % st->ring;
-        float wgt = t->weight[i];
-        for (int k = 0; k < K; k++)
-            t->acc[(size_t)k * st->ring + r] += wgt * w->seg_out[(size_t)k * valid + lo + i];
-        t->sw[r] += wgt;
+    /* upstream drops the samples outside the song (shift realignment) */
+    int64_t i = ct < 0 ? -ct : 0;
+    const int64_t i_end = end - ct;
+    while (i < i_end) {
+        const int64_t r0 = (ct + i) % st->ring;
+        int64_t m = st->ring - r0;
+        if (m > i_end - i) m = i_end - i;
+        const float *wg = t->weight + i;
+        for (int k = 0; k < K; k++) {
+            float *a = t->acc + (size_t)k * st->ring + r0;
+            const float *x = w->seg_out + (size_t)k * valid + lo + i;
+            for (int64_t q = 0; q < m; q++) a[q] += wg[q] * x[q];
+        }
+        float *sw = t->sw + r0;
+        for (int64_t q = 0; q < m; q++) sw[q] += wg[q];
+        i += m;
     }
     return DMX_OK;
 }
 
-/* Combines final samples [emitted, limit) and hands them to the caller. */
+/* Combines final samples [emitted, limit) and hands them to the caller:
+ * per sample, each track's sum over its summed weights, shifts averaged,
+ * bag members weighted per source, de-normalised (upstream's order of
+ * operations), run by run of ring slots that do not wrap. */
 static dmx_status emit(dmx_stream *st, int64_t limit) {
     const int K = st->S * st->A;
     const dmx_model *m = st->s->model;
@@ -309,34 +321,45 @@ static dmx_status emit(dmx_stream *st, int64_t limit) {
     while (st->emitted < limit) {
         int64_t nb = limit - st->emitted;
         if (nb > EMIT_BLOCK) nb = EMIT_BLOCK;
+        const int64_t r0 = st->emitted % st->ring;
+        if (nb > st->ring - r0) nb = st->ring - r0;
         for (int k = 0; k < K; k++) {
-            int src = k / st->A;
+            const int src = k / st->A;
             float *o = st->emit_buf + (size_t)k * EMIT_BLOCK;
-            for (int64_t i = 0; i < nb; i++) {
-                int64_t r = (st->emitted + i) % st->ring;
-                float total = 0.0f;
-                for (int mb = 0; mb < nm; mb++) {
-                    float est = 0.0f;
-                    for (int sh = 0; sh < shifts; sh++) {
-                        track *t = &st->tracks[mb * shifts + sh];
-                        est += t->acc[(size_t)k * st->ring + r] / t->sw[r];
-                    }
-                    if (st->shifts) est /= (float)st->shifts;
-                    total = nm > 1 ? total + est * m->weights[(size_t)mb * st->S + src] : est;
+            float *est = st->emit_buf + (size_t)K * EMIT_BLOCK; /* a member's estimate */
+            for (int mb = 0; mb < nm; mb++) {
+                const float wmb = nm > 1 ? m->weights[(size_t)mb * st->S + src] : 1.0f;
+                for (int sh = 0; sh < shifts; sh++) {
+                    const track *t = &st->tracks[mb * shifts + sh];
+                    const float *a = t->acc + (size_t)k * st->ring + r0, *sw = t->sw + r0;
+                    if (sh == 0) /* 0 + x: a sum that starts at zero, as upstream's */
+                        for (int64_t i = 0; i < nb; i++) est[i] = 0.0f + a[i] / sw[i];
+                    else
+                        for (int64_t i = 0; i < nb; i++) est[i] += a[i] / sw[i];
                 }
-                if (nm > 1) total /= (float)m->totals[src];
-                o[i] = st->o.normalize ? total * st->den + st->mean : total;
+                if (st->shifts)
+                    for (int64_t i = 0; i < nb; i++) est[i] /= (float)st->shifts;
+                if (nm == 1)
+                    memcpy(o, est, sizeof(float) * (size_t)nb);
+                else if (mb == 0)
+                    for (int64_t i = 0; i < nb; i++) o[i] = 0.0f + est[i] * wmb;
+                else
+                    for (int64_t i = 0; i < nb; i++) o[i] += est[i] * wmb;
             }
+            if (nm > 1) {
+                const float tot = (float)m->totals[src];
+                for (int64_t i = 0; i < nb; i++) o[i] /= tot;
+            }
+            if (st->o.normalize)
+                for (int64_t i = 0; i < nb; i++) o[i] = o[i] * st->den + st->mean;
             outp[k] = o;
         }
         /* recycle the ring slots */
         for (int ti = 0; ti < st->n_tracks; ti++) {
             track *t = &st->tracks[ti];
-            for (int64_t i = 0; i < nb; i++) {
-                int64_t r = (st->emitted + i) % st->ring;
-                for (int k = 0; k < K; k++) t->acc[(size_t)k * st->ring + r] = 0.0f;
-                t->sw[r] = 0.0f;
-            }
+            for (int k = 0; k < K; k++)
+                memset(t->acc + (size_t)k * st->ring + r0, 0, sizeof(float) * (size_t)nb);
+            memset(t->sw + r0, 0, sizeof(float) * (size_t)nb);
         }
         dmx_status s = st->write(st->write_user, outp, nb);
         if (s != DMX_OK) return s;
@@ -683,7 +706,8 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
                 t->weight[x] = powf(t->weight[x], (float)st->o.transition_power);
         }
     }
-    st->emit_buf = dmx__big_alloc(sizeof(float) * (size_t)K * EMIT_BLOCK);
+    /* K output rows and one row for a track's estimate */
+    st->emit_buf = dmx__big_alloc(sizeof(float) * (size_t)(K + 1) * EMIT_BLOCK);
     st->in_cap = max_span + st->max_valid + EMIT_BLOCK;
     st->in = dmx__big_alloc(sizeof(float) * (size_t)st->A * st->in_cap);
     if (!st->emit_buf || !st->in)
