@@ -7,10 +7,12 @@
  *     is process-wide; a run that set it changed every other run's);
  *   - a job's result does not depend on another job running beside it;
  *   - a song's evaluations run one by one as threads free up and finish in
- *     any order: 1, 2 and 3 threads give the same bits, with overlap 0.25
- *     (results summed as they finish) and 0.6 (summed in order), with
- *     shifts, and through the stream API fed in small blocks (feeds
- *     returning while evaluations run, feeds waiting for a full window).
+ *     any order: 2 and 3 threads fed in small blocks (feeds returning while
+ *     evaluations run, feeds waiting when the input window is full) give
+ *     one thread's bits, with overlap 0.25 (results summed as they finish)
+ *     and 0.6 (summed in order), with shifts;
+ *   - a stream freed with evaluations running, and one cancelled by its
+ *     progress callback (the error sticks), end cleanly.
  */
 #include <cblas.h>
 #include <pthread.h>
@@ -113,22 +115,43 @@ static dmx_status stream_run(dmx_session *s, const npy_array *mix, const dmx_sep
     return e;
 }
 
-/* Each case: one thread, then 2 threads at once (`two`) and 3 threads fed
- * in blocks of 0.2 s. Segments of 4 s take 3 evaluations of the 7.8 s
- * song per shift at overlap 0.25, 5 at overlap 0.6. */
+/* Stops the run at its first result. */
+static int cancel_first(void *user, int64_t done, int64_t total) {
+    (void)user, (void)total;
+    return done >= 1;
+}
+
+/* Each case: one thread at once, then `fed` threads fed in blocks of 0.2 s
+ * (test_api compares 2 threads at once). Segments of 4 s: 3 evaluations of the 7.8 s song
+ * per shift at overlap 0.25, 5 at overlap 0.6; 8 of the 24 s song (the 12
+ * s one twice), whose input fills the stream's window while evaluations
+ * run, so feeds wait for them. Then a stream freed halfway with
+ * evaluations running, and one cancelled by its progress callback. */
 static void test_order(dmx_session *s) {
-    npy_array song;
-    REQUIRE(npy_load(golden_path("inputs/mix_7s8.npy"), &song) == 0);
-    const npy_array *mix = &song;
-    const int64_t n = mix->shape[1];
-    const size_t nf = 8 * (size_t)n;
-    float *ref = malloc(sizeof(float) * nf), *got = malloc(sizeof(float) * nf);
-    REQUIRE(ref && got);
+    npy_array short_song, mix12;
+    REQUIRE(npy_load(golden_path("inputs/mix_7s8.npy"), &short_song) == 0);
+    REQUIRE(npy_load(golden_path("inputs/mix_12s.npy"), &mix12) == 0);
+    npy_array long_song = mix12; /* twice as long: the same shape header */
+    const int64_t n12 = mix12.shape[1];
+    long_song.shape[1] = 2 * n12;
+    long_song.numel = 4 * (size_t)n12;
+    long_song.data = malloc(sizeof(float) * 4 * (size_t)n12);
+    REQUIRE(long_song.data);
+    for (int c = 0; c < 2; c++)
+        for (int r = 0; r < 2; r++)
+            memcpy(long_song.data + (size_t)c * 2 * n12 + (size_t)r * n12,
+                   mix12.data + (size_t)c * n12, sizeof(float) * (size_t)n12);
     const struct {
+        const npy_array *mix;
         double segment, overlap;
-        int shifts, two;
-    } cases[] = {{4.0, 0.25, 0, 1}, {4.0, 0.25, 2, 0}, {4.0, 0.6, 0, 0}};
+        int shifts, fed;
+    } cases[] = {{&long_song, 4.0, 0.25, 0, 2}, {&short_song, 4.0, 0.25, 2, 3}, {&short_song, 4.0, 0.6, 0, 3}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const npy_array *mix = cases[c].mix;
+        const int64_t n = mix->shape[1];
+        const size_t nf = 8 * (size_t)n;
+        float *ref = malloc(sizeof(float) * nf), *got = malloc(sizeof(float) * nf);
+        REQUIRE(ref && got);
         dmx_separate_opts o;
         dmx_separate_opts_init(&o);
         o.segment = cases[c].segment;
@@ -140,24 +163,50 @@ static void test_order(dmx_session *s) {
         float *outp[8];
         for (int k = 0; k < 8; k++) outp[k] = ref + (size_t)k * n;
         CHECK_MSG(dmx_separate(s, in, n, outp, &o) == DMX_OK, "%s", dmx_last_error());
-        if (cases[c].two) {
-            o.n_threads = 2;
-            for (int k = 0; k < 8; k++) outp[k] = got + (size_t)k * n;
-            memset(got, 0, sizeof(float) * nf);
-            CHECK_MSG(dmx_separate(s, in, n, outp, &o) == DMX_OK, "%s", dmx_last_error());
-            CHECK_MSG(!memcmp(got, ref, sizeof(float) * nf),
-                      "overlap %.2f shifts %d: 2 threads differ from one", o.overlap, o.shifts);
-        }
-        o.n_threads = 3;
+        o.n_threads = cases[c].fed;
         memset(got, 0, sizeof(float) * nf);
         CHECK_MSG(stream_run(s, mix, &o, 8820, got) == DMX_OK, "%s", dmx_last_error());
         CHECK_MSG(!memcmp(got, ref, sizeof(float) * nf),
-                  "overlap %.2f shifts %d: 3 threads fed in blocks differ from one", o.overlap,
-                  o.shifts);
+                  "overlap %.2f shifts %d: %d threads fed in blocks differ from one", o.overlap,
+                  o.shifts, o.n_threads);
+        free(ref);
+        free(got);
     }
-    free(ref);
-    free(got);
-    npy_free(&song);
+
+    /* freed halfway (no finish) with evaluations running; then cancelled
+     * by the progress callback at the first result */
+    const int64_t n = long_song.shape[1];
+    float *out = malloc(sizeof(float) * 8 * (size_t)n);
+    REQUIRE(out);
+    dmx_separate_opts o;
+    dmx_separate_opts_init(&o);
+    o.segment = 4.0;
+    o.n_threads = 2;
+    o.normalize = 0;
+    sink k = {out, n, 0};
+    dmx_stream *st = NULL;
+    REQUIRE(dmx_stream_new(s, &o, sink_write, &k, &st) == DMX_OK);
+    REQUIRE(dmx_stream_start(st, n) == DMX_OK);
+    const float *in[2] = {long_song.data, long_song.data + n};
+    CHECK(dmx_stream_feed(st, in, n / 2) == DMX_OK);
+    dmx_stream_free(st);
+    o.progress = cancel_first;
+    k.pos = 0;
+    REQUIRE(dmx_stream_new(s, &o, sink_write, &k, &st) == DMX_OK);
+    REQUIRE(dmx_stream_start(st, n) == DMX_OK);
+    dmx_status e = DMX_OK;
+    for (int64_t p = 0; e == DMX_OK && p < n; p += 8820) {
+        in[0] = long_song.data + p, in[1] = long_song.data + n + p;
+        e = dmx_stream_feed(st, in, p + 8820 < n ? 8820 : n - p);
+    }
+    if (e == DMX_OK) e = dmx_stream_finish(st);
+    CHECK_MSG(e == DMX_ERR_CANCELLED, "a stream cancelled at its first result returned %d", e);
+    CHECK(dmx_stream_feed(st, in, 1) == DMX_ERR_CANCELLED); /* the error sticks */
+    dmx_stream_free(st); /* (the session serves the runs after this) */
+    free(out);
+    npy_free(&short_song);
+    npy_free(&mix12);
+    free(long_song.data);
 }
 
 int main(void) {

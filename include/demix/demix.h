@@ -106,9 +106,12 @@ int64_t dmx_model_n_params(const dmx_model *m);
 
 /* ---- separation ------------------------------------------------------------- */
 
-/* Progress: called after each model evaluation of one segment; `done` goes
- * from 1 to `total` (segments x shifts x bag members). Return 0 to go on,
- * non-zero to cancel (the run then returns DMX_ERR_CANCELLED). */
+/* Progress: called after each model evaluation of one segment, when its
+ * result is added in (on the thread that called separate/feed/finish, so
+ * with several threads possibly a little after the evaluation ended, or
+ * within dmx_stream_finish); `done` goes from 1 to `total` (segments x
+ * shifts x bag members). Return 0 to go on, non-zero to cancel (the run
+ * then returns DMX_ERR_CANCELLED). */
 typedef int (*dmx_progress_fn)(void *user, int64_t done, int64_t total);
 
 typedef struct dmx_separate_opts {
@@ -132,7 +135,12 @@ void dmx_separate_opts_init(dmx_separate_opts *o);
 
 /* ---- threads ----------------------------------------------------------------
  * A run computes with `n_threads` threads: that many segment evaluations side
- * by side, each single-threaded. The engine sets OpenBLAS to one thread once
+ * by side, each single-threaded, each starting as soon as a thread is free
+ * (a thread with none left helps the others' matrix products). With more
+ * than one, they are the run's own threads and the calling thread only
+ * feeds them, adds up results and writes (decoding and encoding, in the
+ * CLI and the service: light beside the evaluations, which it overlaps).
+ * The engine sets OpenBLAS to one thread once
  * per process (OpenBLAS 0.3.21's thread count is process-wide, so a per-run
  * setting would change other runs' threads) and never changes it again.
  *

@@ -125,6 +125,8 @@ struct dmx_stream {
     int inflight;
     uint64_t seq;
     dmx__pool *pool;
+    int no_pool;             /* its threads could not be started: evaluate here */
+    atomic_int abort;        /* drain(): evaluations not yet begun are skipped */
     unsigned long long seen; /* pool tasks seen finished */
     int order_free;          /* no sample of a track is covered by more than two
                               * chunks: accumulation order cannot change a sum */
@@ -256,7 +258,8 @@ static void job_main(void *arg) {
     job *jb = arg;
     dmx_stream *st = jb->st;
     const int64_t valid = chunk_valid(jb->t, jb->j);
-    jb->status = cancelled(st) ? dmx__fail(DMX_ERR_CANCELLED, "separation cancelled")
+    jb->status = cancelled(st) || atomic_load(&st->abort)
+                     ? dmx__fail(DMX_ERR_CANCELLED, "separation cancelled")
                                : dmx__net_forward(jb->t->net, &jb->w->arena, jb->w->seg_in,
                                                   (int)valid, jb->w->seg_out, NULL, NULL);
     dmx__arena_fit(&jb->w->arena);
@@ -387,31 +390,40 @@ static int job_done(const job *jb) {
 }
 
 /* Ends the pool after every evaluation in flight has returned (their
- * results are dropped: the stream has failed, or is freed). */
+ * results are dropped: the stream has failed, or is freed); queued ones
+ * return at once. */
 static void drain(dmx_stream *st) {
+    atomic_store(&st->abort, 1);
     dmx__pool_stop(st->pool);
+    atomic_store(&st->abort, 0);
     st->pool = NULL;
     for (int b = 0; b < DMX__MAX_WORKERS; b++) atomic_store(&st->jobs[b].state, JOB_FREE);
     st->inflight = 0;
 }
 
+/* The slot whose result is accumulated next, or -1: none has finished,
+ * or (in order) the oldest is still running. */
+static int next_result(const dmx_stream *st) {
+    int pick = -1;
+    uint64_t oldest = UINT64_MAX;
+    for (int b = 0; b < st->threads; b++) {
+        const job *jb = &st->jobs[b];
+        int state = atomic_load_explicit(&jb->state, memory_order_acquire);
+        if (state == JOB_FREE) continue;
+        if (st->order_free) {
+            if (state == JOB_DONE) return b;
+        } else if (jb->seq < oldest) {
+            pick = b;
+            oldest = jb->seq;
+        }
+    }
+    return pick >= 0 && job_done(&st->jobs[pick]) ? pick : -1;
+}
+
 /* Accumulates finished evaluations (see above for the order). */
 static dmx_status collect(dmx_stream *st) {
-    for (;;) {
-        int pick = -1;
-        uint64_t oldest = UINT64_MAX;
-        for (int b = 0; b < st->threads; b++) {
-            const job *jb = &st->jobs[b];
-            int state = atomic_load_explicit(&jb->state, memory_order_acquire);
-            if (state == JOB_FREE) continue;
-            if (st->order_free ? state == JOB_DONE : jb->seq < oldest) {
-                pick = b;
-                oldest = jb->seq;
-                if (st->order_free) break;
-            }
-        }
-        if (pick < 0 || !job_done(&st->jobs[pick])) return DMX_OK;
-        job *jb = &st->jobs[pick];
+    for (int b; (b = next_result(st)) >= 0;) {
+        job *jb = &st->jobs[b];
         if (jb->status != DMX_OK) return dmx__fail(jb->status, "%s", jb->err);
         track *t = jb->t;
         dmx_status a = accumulate(st, t, jb->j, jb->w);
@@ -427,6 +439,7 @@ static dmx_status collect(dmx_stream *st) {
         if (st->o.progress && st->o.progress(st->o.progress_user, st->done, st->total))
             return dmx__fail(DMX_ERR_CANCELLED, "separation cancelled by the progress callback");
     }
+    return DMX_OK;
 }
 
 /* Starts every evaluation that can start now. */
@@ -460,7 +473,8 @@ static dmx_status dispatch(dmx_stream *st) {
         atomic_store_explicit(&jb->state, JOB_RUNNING, memory_order_relaxed);
         t->dispatched++;
         st->inflight++;
-        if (st->threads > 1 && !st->pool) st->pool = dmx__pool_start(st->threads);
+        if (st->threads > 1 && !st->pool && !st->no_pool)
+            st->no_pool = !(st->pool = dmx__pool_start(st->threads));
         if (!st->pool || dmx__pool_submit(st->pool, job_main, jb) != 0) job_main(jb);
     }
     return DMX_OK;
@@ -478,9 +492,7 @@ static dmx_status pump(dmx_stream *st, int wait_all) {
             drain(st);
             return s;
         }
-        int done = 0;
-        for (int b = 0; b < st->threads && !done; b++) done = job_done(&st->jobs[b]);
-        if (done) continue; /* ran on this thread, or finished meanwhile */
+        if (next_result(st) >= 0) continue; /* ran on this thread, or finished meanwhile */
         if (st->inflight == 0 || !wait_all) return DMX_OK;
         st->seen = dmx__pool_wait(st->pool, st->seen);
     }
