@@ -11,7 +11,8 @@
  * thread's products may use.
  *
  * Two ways to run a team: dmx__team_run, one batch on threads started for
- * it (the extra threads only help); and a pool, threads that live as long
+ * it (the threads beyond the batch are a pool given no task: they only
+ * help); and a pool, threads that live as long
  * as their owner and take whole tasks from a queue, helping with the posted
  * products whenever no task is queued. The pool's threads check the queue
  * before each part, so a task never waits for more than one part.
@@ -58,7 +59,7 @@ typedef struct team {
     pthread_mutex_t lock;
     pthread_cond_t work, done;
     job *posted; /* jobs with parts not yet taken */
-    int stop, helpers;
+    int stop;
 } team;
 
 /* A pool's queue of whole tasks: a ring of QCAP. */
@@ -116,27 +117,6 @@ static int take(team *t, job **out) {
 
 static void finish(team *t, job *p) {
     if (++p->finished == p->parts) pthread_cond_broadcast(&t->done);
-}
-
-static void *helper_main(void *arg) {
-    team *t = arg;
-    pthread_mutex_lock(&t->lock);
-    for (;;) {
-        job *p;
-        int i = take(t, &p);
-        if (i < 0) {
-            if (t->stop) break;
-            pthread_cond_wait(&t->work, &t->lock);
-            continue;
-        }
-        pthread_mutex_unlock(&t->lock);
-        p->run(p->ctx, i);
-        atomic_fetch_add_explicit(&helped, 1, memory_order_relaxed);
-        pthread_mutex_lock(&t->lock);
-        finish(t, p);
-    }
-    pthread_mutex_unlock(&t->lock);
-    return NULL;
 }
 
 /* Runs every part of `p`: on the calling thread alone without a team,
@@ -242,7 +222,6 @@ dmx__pool *dmx__pool_start(int threads) {
     pthread_cond_init(&p->fin, NULL);
     for (; p->n < threads; p->n++)
         if (pthread_create(&p->tid[p->n], NULL, pool_main, p) != 0) break;
-    p->t.helpers = p->n;
     if (p->n == 0) {
         dmx__pool_stop(p);
         return NULL;
@@ -313,22 +292,13 @@ void dmx__team_run(int n, int threads, void *(*fn)(void *), void *args, size_t s
     if (n < 1) return;
     if (n > MAX_THREADS) n = MAX_THREADS;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    team t = {.helpers = 0};
-    pthread_t htid[MAX_THREADS];
-    int helpers = 0;
-    if (threads > n) {
-        pthread_mutex_init(&t.lock, NULL);
-        pthread_cond_init(&t.work, NULL);
-        pthread_cond_init(&t.done, NULL);
-        for (int h = 0; h < threads - n; h++)
-            if (pthread_create(&htid[h], NULL, helper_main, &t) == 0) helpers++;
-        t.helpers = helpers;
-    }
+    /* the threads beyond n: a pool given no task, so they only help */
+    dmx__pool *helpers = threads > n ? dmx__pool_start(threads - n) : NULL;
     runner r[MAX_THREADS];
     pthread_t tid[MAX_THREADS];
     int started[MAX_THREADS] = {0};
     for (int i = 0; i < n; i++)
-        r[i] = (runner){fn, (char *)args + (size_t)i * size, helpers ? &t : NULL};
+        r[i] = (runner){fn, (char *)args + (size_t)i * size, helpers ? &helpers->t : NULL};
     for (int i = 1; i < n; i++) started[i] = pthread_create(&tid[i], NULL, runner_main, &r[i]) == 0;
     runner_main(&r[0]);
     for (int i = 1; i < n; i++) {
@@ -337,14 +307,5 @@ void dmx__team_run(int n, int threads, void *(*fn)(void *), void *args, size_t s
         else
             runner_main(&r[i]); /* no thread to be had: run it here */
     }
-    if (threads > n) {
-        pthread_mutex_lock(&t.lock);
-        t.stop = 1;
-        pthread_cond_broadcast(&t.work);
-        pthread_mutex_unlock(&t.lock);
-        for (int h = 0; h < helpers; h++) pthread_join(htid[h], NULL);
-        pthread_cond_destroy(&t.done);
-        pthread_cond_destroy(&t.work);
-        pthread_mutex_destroy(&t.lock);
-    }
+    dmx__pool_stop(helpers);
 }

@@ -60,6 +60,13 @@ int dmx__team_sgemm(int ta, int tb, int M, int N, int K, float alpha, const floa
  * or in what order. */
 void dmx__team_for(int n, void (*fn)(void *ctx, int i), void *ctx);
 
+/* Part p of `parts` nearly equal shares of [0, n) (for dmx__team_for's
+ * parts): [*lo, *hi). */
+static inline void dmx__team_share(int n, int parts, int p, int *lo, int *hi) {
+    *lo = (int)((long)n * p / parts);
+    *hi = (int)((long)n * (p + 1) / parts);
+}
+
 /* Parts computed by helper threads since the process started (tests). */
 unsigned long long dmx__team_helped(void);
 

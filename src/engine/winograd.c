@@ -207,11 +207,6 @@ typedef struct band {
     size_t ld, ldr, vplane, mplane, per;
 } band;
 
-static void range(int n, int p, int *lo, int *hi) {
-    *lo = (int)((long)n * p / PARTS);
-    *hi = (int)((long)n * (p + 1) / PARTS);
-}
-
 /* input channel ci into V: rows (ah x PW) and ph (ah x PW) are scratch */
 static void in_channel(const band *c, int ci, float *rows, float *ph) {
     const int H = c->H, W = c->W, tw = c->tw, PW = c->PW, tpp = c->tpp, ah = c->ah;
@@ -304,7 +299,7 @@ static void part_in(void *ctx, int p) {
     const band *c = ctx;
     float *rows = c->scratch + (size_t)p * c->per, *ph = rows + (size_t)c->ah * c->PW;
     int lo, hi;
-    range(c->g->cin, p, &lo, &hi);
+    dmx__team_share(c->g->cin, PARTS, p, &lo, &hi);
     for (int ci = lo; ci < hi; ci++) in_channel(c, ci, rows, ph);
 }
 
@@ -319,7 +314,7 @@ static void part_out(void *ctx, int p) {
     const band *c = ctx;
     float *tt = c->scratch + (size_t)p * c->per, *ph = tt + (size_t)c->mh * WA * c->tw;
     int lo, hi;
-    range(c->g->cout, p, &lo, &hi);
+    dmx__team_share(c->g->cout, PARTS, p, &lo, &hi);
     for (int co = lo; co < hi; co++) out_channel(c, co, tt, ph);
 }
 

@@ -60,11 +60,6 @@ typedef struct sband {
     size_t P, vplane, mplane, yplane;
 } sband;
 
-static void range(int n, int p, int *lo, int *hi) {
-    *lo = (int)((long)n * p / PARTS);
-    *hi = (int)((long)n * (p + 1) / PARTS);
-}
-
 /* d[i] of inner index q, or NULL for a zero row */
 static const float *in_row(const sband *c, int q, int i) {
     int ci = q, r = i - 1;
@@ -88,7 +83,7 @@ static void part_in(void *ctx, int part) {
     const sband *c = ctx;
     const int W = c->W;
     int lo, hi;
-    range(c->Q, part, &lo, &hi);
+    dmx__team_share(c->Q, PARTS, part, &lo, &hi);
     for (int q = lo; q < hi; q++)
         for (int tl = 0; tl < c->nt; tl++) {
             const float *d[NP];
@@ -120,7 +115,7 @@ static void part_out(void *ctx, int part) {
     const sband *c = ctx;
     const int W = c->W, cout = c->g->cout;
     int lo, hi;
-    range(c->R, part, &lo, &hi);
+    dmx__team_share(c->R, PARTS, part, &lo, &hi);
     for (int r = lo; r < hi; r++) {
         const float bias = c->b ? c->b[r % cout] : 0.0f;
         for (int tl = 0; tl < c->nt; tl++) {
