@@ -11,6 +11,8 @@
  *     evaluations run, feeds waiting when the input window is full) give
  *     one thread's bits, with overlap 0.25 (results summed as they finish)
  *     and 0.6 (summed in order), with shifts;
+ *   - fed in blocks, write and progress run on the feeding thread, progress
+ *     once per evaluation;
  *   - a stream freed with evaluations running, and one cancelled by its
  *     progress callback (the error sticks), end cleanly.
  */
@@ -81,10 +83,14 @@ static void *run_main(void *arg) {
 typedef struct sink {
     float *out; /* (8, n) */
     int64_t n, pos;
+    pthread_t caller; /* the thread feeding the stream */
+    int elsewhere;    /* a callback ran on another thread */
+    int64_t progress, done, total; /* progress calls, the last call's counts */
 } sink;
 
 static dmx_status sink_write(void *user, const float *const *stems, int64_t frames) {
     sink *k = user;
+    if (!pthread_equal(pthread_self(), k->caller)) k->elsewhere = 1;
     if (k->pos + frames > k->n) return DMX_ERR_INTERNAL;
     for (int c = 0; c < 8; c++)
         memcpy(k->out + (size_t)c * k->n + k->pos, stems[c], sizeof(float) * (size_t)frames);
@@ -92,13 +98,26 @@ static dmx_status sink_write(void *user, const float *const *stems, int64_t fram
     return DMX_OK;
 }
 
-/* The whole song through the stream API, fed `block` frames at a time. */
+static int sink_progress(void *user, int64_t done, int64_t total) {
+    sink *k = user;
+    if (!pthread_equal(pthread_self(), k->caller)) k->elsewhere = 1;
+    k->progress++;
+    k->done = done, k->total = total;
+    return 0;
+}
+
+/* The whole song through the stream API, fed `block` frames at a time;
+ * the write and progress callbacks must run on this thread, progress once
+ * per evaluation. */
 static dmx_status stream_run(dmx_session *s, const npy_array *mix, const dmx_separate_opts *o,
                              int64_t block, float *out) {
     const int64_t n = mix->shape[1];
-    sink k = {out, n, 0};
+    sink k = {out, n, 0, pthread_self(), 0, 0, 0, 0};
+    dmx_separate_opts oc = *o;
+    oc.progress = sink_progress;
+    oc.progress_user = &k;
     dmx_stream *st = NULL;
-    dmx_status e = dmx_stream_new(s, o, sink_write, &k, &st);
+    dmx_status e = dmx_stream_new(s, &oc, sink_write, &k, &st);
     const float *in[2];
     for (int64_t p = 0; e == DMX_OK && p < n; p += block) {
         in[0] = mix->data + p, in[1] = mix->data + n + p;
@@ -111,6 +130,10 @@ static dmx_status stream_run(dmx_session *s, const npy_array *mix, const dmx_sep
     }
     if (e == DMX_OK) e = dmx_stream_finish(st);
     dmx_stream_free(st);
+    CHECK_MSG(!k.elsewhere, "a stream callback ran off the feeding thread");
+    CHECK_MSG(e != DMX_OK || (k.progress == k.total && k.done == k.total && k.total >= 1),
+              "progress: %lld calls, last %lld of %lld", (long long)k.progress,
+              (long long)k.done, (long long)k.total);
     if (e == DMX_OK && k.pos != n) e = DMX_ERR_INTERNAL;
     return e;
 }
@@ -183,7 +206,7 @@ static void test_order(dmx_session *s) {
     o.segment = 4.0;
     o.n_threads = 2;
     o.normalize = 0;
-    sink k = {out, n, 0};
+    sink k = {out, n, 0, pthread_self(), 0, 0, 0, 0};
     dmx_stream *st = NULL;
     REQUIRE(dmx_stream_new(s, &o, sink_write, &k, &st) == DMX_OK);
     REQUIRE(dmx_stream_start(st, n) == DMX_OK);
