@@ -86,12 +86,14 @@ typedef struct sink {
     pthread_t caller; /* the thread feeding the stream */
     int elsewhere;    /* a callback ran on another thread */
     int64_t progress, done, total; /* progress calls, the last call's counts */
+    int64_t fail_after;            /* > 0: writes past this many frames fail */
 } sink;
 
 static dmx_status sink_write(void *user, const float *const *stems, int64_t frames) {
     sink *k = user;
     if (!pthread_equal(pthread_self(), k->caller)) k->elsewhere = 1;
     if (k->pos + frames > k->n) return DMX_ERR_INTERNAL;
+    if (k->fail_after && k->pos >= k->fail_after) return DMX_ERR_IO;
     for (int c = 0; c < 8; c++)
         memcpy(k->out + (size_t)c * k->n + k->pos, stems[c], sizeof(float) * (size_t)frames);
     k->pos += frames;
@@ -112,7 +114,7 @@ static int sink_progress(void *user, int64_t done, int64_t total) {
 static dmx_status stream_run(dmx_session *s, const npy_array *mix, const dmx_separate_opts *o,
                              int64_t block, float *out) {
     const int64_t n = mix->shape[1];
-    sink k = {out, n, 0, pthread_self(), 0, 0, 0, 0};
+    sink k = {out, n, 0, pthread_self(), 0, 0, 0, 0, 0};
     dmx_separate_opts oc = *o;
     oc.progress = sink_progress;
     oc.progress_user = &k;
@@ -149,7 +151,8 @@ static int cancel_first(void *user, int64_t done, int64_t total) {
  * per shift at overlap 0.25, 5 at overlap 0.6; 8 of the 24 s song (the 12
  * s one twice), whose input fills the stream's window while evaluations
  * run, so feeds wait for them. Then a stream freed halfway with
- * evaluations running, and one cancelled by its progress callback. */
+ * evaluations running, one cancelled by its progress callback and one
+ * whose write fails. */
 static void test_order(dmx_session *s) {
     npy_array short_song, mix12;
     REQUIRE(npy_load(golden_path("inputs/mix_7s8.npy"), &short_song) == 0);
@@ -206,7 +209,7 @@ static void test_order(dmx_session *s) {
     o.segment = 4.0;
     o.n_threads = 2;
     o.normalize = 0;
-    sink k = {out, n, 0, pthread_self(), 0, 0, 0, 0};
+    sink k = {out, n, 0, pthread_self(), 0, 0, 0, 0, 0};
     dmx_stream *st = NULL;
     REQUIRE(dmx_stream_new(s, &o, sink_write, &k, &st) == DMX_OK);
     REQUIRE(dmx_stream_start(st, n) == DMX_OK);
@@ -225,6 +228,24 @@ static void test_order(dmx_session *s) {
     if (e == DMX_OK) e = dmx_stream_finish(st);
     CHECK_MSG(e == DMX_ERR_CANCELLED, "a stream cancelled at its first result returned %d", e);
     CHECK(dmx_stream_feed(st, in, 1) == DMX_ERR_CANCELLED); /* the error sticks */
+    dmx_stream_free(st);
+    /* a write that fails once the first stride is out: evaluations are
+     * dispatched before each emission, so one has just started when the
+     * error comes back; the stream returns the callback's status */
+    o.progress = NULL;
+    k.pos = 0;
+    k.fail_after = 1;
+    REQUIRE(dmx_stream_new(s, &o, sink_write, &k, &st) == DMX_OK);
+    REQUIRE(dmx_stream_start(st, n) == DMX_OK);
+    e = DMX_OK;
+    for (int64_t p = 0; e == DMX_OK && p < n; p += 8820) {
+        in[0] = long_song.data + p, in[1] = long_song.data + n + p;
+        e = dmx_stream_feed(st, in, p + 8820 < n ? 8820 : n - p);
+    }
+    if (e == DMX_OK) e = dmx_stream_finish(st);
+    CHECK_MSG(e == DMX_ERR_IO, "a stream whose write failed returned %d", e);
+    CHECK(k.pos > 0 && k.pos < n);
+    CHECK(dmx_stream_feed(st, in, 1) == DMX_ERR_IO); /* the error sticks */
     dmx_stream_free(st); /* (the session serves the runs after this) */
     free(out);
     npy_free(&short_song);

@@ -442,8 +442,12 @@ static dmx_status collect(dmx_stream *st) {
     return DMX_OK;
 }
 
-/* Starts every evaluation that can start now. */
-static dmx_status dispatch(dmx_stream *st) {
+/* Starts every evaluation that can start now. `limit` is where emission
+ * is about to reach (final_limit()): pump() emits up to it right after,
+ * before any result dispatched here is accumulated, so an evaluation may
+ * start while the caller's thread still writes the samples whose ring
+ * slots its output will take. */
+static dmx_status dispatch(dmx_stream *st, int64_t limit) {
     const int64_t have = st->in_base + st->in_len;
     while (st->inflight < st->threads) {
         int ti = next_track(st);
@@ -457,7 +461,7 @@ static dmx_status dispatch(dmx_stream *st) {
         if (end > st->n) end = st->n;
         /* its output must fit the ring (and acc_mask: never more than
          * 64 chunks past a track's oldest unaccumulated one) */
-        if (end - st->emitted > st->ring || j - t->next >= 64) break;
+        if (end - limit > st->ring || j - t->next >= 64) break;
         int b = 0;
         while (atomic_load_explicit(&st->jobs[b].state, memory_order_relaxed) != JOB_FREE) b++;
         job *jb = &st->jobs[b];
@@ -480,14 +484,17 @@ static dmx_status dispatch(dmx_stream *st) {
     return DMX_OK;
 }
 
-/* Accumulates, emits and dispatches until nothing more can happen without
+/* Accumulates, dispatches and emits until nothing more can happen without
  * waiting; with `wait_all`, also waits for evaluations until none is left
- * (the input has ended). */
+ * (the input has ended). Dispatching comes before emitting: a thread that
+ * has finished an evaluation starts the next one while this thread writes
+ * (a stride of six stems takes a tenth of a second or more to write). */
 static dmx_status pump(dmx_stream *st, int wait_all) {
     for (;;) {
         dmx_status s = collect(st);
-        if (s == DMX_OK) s = emit(st, final_limit(st));
-        if (s == DMX_OK) s = dispatch(st);
+        const int64_t limit = final_limit(st);
+        if (s == DMX_OK) s = dispatch(st, limit);
+        if (s == DMX_OK) s = emit(st, limit);
         if (s != DMX_OK) {
             drain(st);
             return s;
@@ -689,7 +696,8 @@ dmx_status dmx_stream_start(dmx_stream *st, int64_t total_frames) {
      * (where emission stopped), each pick at most one stride past the
      * previous minimum, end before emitted + sl + (T-1) * stride (shift
      * offsets included, as the positions carry them). dispatch() starts
-     * none that would end past it; accumulate() checks it. */
+     * none that would end past it (counting from where the emission that
+     * follows it will stop); accumulate() checks it. */
     st->ring = max_sl + (int64_t)(st->threads - 1) * max_stride + 1;
     if (st->ring > st->n + 1) st->ring = st->n + 1;
     const int K = st->S * st->A;
