@@ -13,8 +13,9 @@
  *     and 0.6 (summed in order), with shifts;
  *   - fed in blocks, write and progress run on the feeding thread, progress
  *     once per evaluation;
- *   - a stream freed with evaluations running, and one cancelled by its
- *     progress callback (the error sticks), end cleanly.
+ *   - a stream freed with evaluations running, one cancelled by its
+ *     progress callback and one whose write fails (the errors stick) end
+ *     cleanly.
  */
 #include <cblas.h>
 #include <pthread.h>
@@ -140,6 +141,23 @@ static dmx_status stream_run(dmx_session *s, const npy_array *mix, const dmx_sep
     return e;
 }
 
+/* A new stream into sink k, started and fed the whole song in blocks of
+ * 0.2 s, then finished: the first error, or DMX_OK. The stream is left
+ * in *st (to feed again, then free). */
+static dmx_status feed_all(dmx_session *s, const dmx_separate_opts *o, sink *k,
+                           const npy_array *mix, dmx_stream **st) {
+    const int64_t n = mix->shape[1];
+    REQUIRE(dmx_stream_new(s, o, sink_write, k, st) == DMX_OK);
+    REQUIRE(dmx_stream_start(*st, n) == DMX_OK);
+    dmx_status e = DMX_OK;
+    const float *in[2];
+    for (int64_t p = 0; e == DMX_OK && p < n; p += 8820) {
+        in[0] = mix->data + p, in[1] = mix->data + n + p;
+        e = dmx_stream_feed(*st, in, p + 8820 < n ? 8820 : n - p);
+    }
+    return e == DMX_OK ? dmx_stream_finish(*st) : e;
+}
+
 /* Stops the run at its first result. */
 static int cancel_first(void *user, int64_t done, int64_t total) {
     (void)user, (void)total;
@@ -218,14 +236,7 @@ static void test_order(dmx_session *s) {
     dmx_stream_free(st);
     o.progress = cancel_first;
     k.pos = 0;
-    REQUIRE(dmx_stream_new(s, &o, sink_write, &k, &st) == DMX_OK);
-    REQUIRE(dmx_stream_start(st, n) == DMX_OK);
-    dmx_status e = DMX_OK;
-    for (int64_t p = 0; e == DMX_OK && p < n; p += 8820) {
-        in[0] = long_song.data + p, in[1] = long_song.data + n + p;
-        e = dmx_stream_feed(st, in, p + 8820 < n ? 8820 : n - p);
-    }
-    if (e == DMX_OK) e = dmx_stream_finish(st);
+    dmx_status e = feed_all(s, &o, &k, &long_song, &st);
     CHECK_MSG(e == DMX_ERR_CANCELLED, "a stream cancelled at its first result returned %d", e);
     CHECK(dmx_stream_feed(st, in, 1) == DMX_ERR_CANCELLED); /* the error sticks */
     dmx_stream_free(st);
@@ -235,14 +246,7 @@ static void test_order(dmx_session *s) {
     o.progress = NULL;
     k.pos = 0;
     k.fail_after = 1;
-    REQUIRE(dmx_stream_new(s, &o, sink_write, &k, &st) == DMX_OK);
-    REQUIRE(dmx_stream_start(st, n) == DMX_OK);
-    e = DMX_OK;
-    for (int64_t p = 0; e == DMX_OK && p < n; p += 8820) {
-        in[0] = long_song.data + p, in[1] = long_song.data + n + p;
-        e = dmx_stream_feed(st, in, p + 8820 < n ? 8820 : n - p);
-    }
-    if (e == DMX_OK) e = dmx_stream_finish(st);
+    e = feed_all(s, &o, &k, &long_song, &st);
     CHECK_MSG(e == DMX_ERR_IO, "a stream whose write failed returned %d", e);
     CHECK(k.pos > 0 && k.pos < n);
     CHECK(dmx_stream_feed(st, in, 1) == DMX_ERR_IO); /* the error sticks */

@@ -488,7 +488,7 @@ static dmx_status dispatch(dmx_stream *st, int64_t limit) {
  * waiting; with `wait_all`, also waits for evaluations until none is left
  * (the input has ended). Dispatching comes before emitting: a thread that
  * has finished an evaluation starts the next one while this thread writes
- * (a stride of six stems takes a tenth of a second or more to write). */
+ * (writing a stride of stems can take a tenth of a second). */
 static dmx_status pump(dmx_stream *st, int wait_all) {
     for (;;) {
         dmx_status s = collect(st);
