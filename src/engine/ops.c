@@ -565,16 +565,24 @@ void dmx__softmax_row_unscaled_max(float *row, int n, float mx, float *inv) {
     int j = 0;
     float sum = 0.0f;
 #ifdef VW
-    vf vmx = V_SET1(mx), vs = V_SET1(0.0f);
-    for (; j + VW <= n; j += VW) {
+    vf vs = V_SET1(0.0f);
 #ifdef V_EXP_INLINE
-        vf e = v_exp_le0(V_SUB(V_LOAD(row + j), vmx));
-#else
-        vf e = V_EXP(V_SUB(V_LOAD(row + j), vmx));
-#endif
+    /* e^(x - mx) = 2^(x log2 e - mx log2 e): the rounding of mx log2 e
+     * scales the whole row alike and cancels in its 1 / sum */
+    const vf l2e = V_SET1(1.44269504088896341f), off = V_SET1(-mx * 1.44269504088896341f);
+    for (; j + VW <= n; j += VW) {
+        vf e = v_exp2_le0(V_FMA(V_LOAD(row + j), l2e, off));
         V_STORE(row + j, e);
         vs = V_ADD(vs, e);
     }
+#else
+    vf vmx = V_SET1(mx);
+    for (; j + VW <= n; j += VW) {
+        vf e = V_EXP(V_SUB(V_LOAD(row + j), vmx));
+        V_STORE(row + j, e);
+        vs = V_ADD(vs, e);
+    }
+#endif
     sum = v_hsum(vs);
 #endif
     for (; j < n; j++) {
