@@ -158,11 +158,20 @@ void srv__sweep_expired(void) {
     double limit = srv_wall() - srv_cfg.ttl_seconds;
     srv_job *victim;
     while ((victim = srv__jobs_expired(limit))) {
-        cJSON *f = cJSON_CreateObject();
-        cJSON_AddStringToObject(f, "job", victim->id);
-        srv_log(DMX_LOG_INFO, "demix.jobs", "job_expired", victim->request_id, f, "job %s expired",
-                victim->id);
         int rc = srv_job_delete(victim);
+        /* logged once it is gone; a refusal once per job, not per sweep */
+        if (rc == 0 || !victim->expiry_deferred) {
+            cJSON *f = cJSON_CreateObject();
+            cJSON_AddStringToObject(f, "job", victim->id);
+            if (rc == 0)
+                srv_log(DMX_LOG_INFO, "demix.jobs", "job_expired", victim->request_id, f,
+                        "job %s expired", victim->id);
+            else
+                srv_log(DMX_LOG_WARN, "demix.jobs", "job_expiry_deferred", victim->request_id, f,
+                        "job %s expired but the store refused its deletion; every sweep "
+                        "tries again", victim->id);
+        }
+        if (rc < 0) victim->expiry_deferred = 1;
         srv_job_put(victim);
         if (rc < 0) break; /* the store refused: the next sweep tries again */
     }

@@ -11,6 +11,10 @@
 #     at the next start; owned folders and other names stay.
 #  3. DELETE of a running job followed at once by kill -9: after a restart
 #     neither the job nor its folder is left.
+#  4. A job past its TTL whose deletion the store refuses (the database
+#     write-locked) stays, served as before, with one job_expiry_deferred
+#     warning and no job_expired line; once the lock is gone the next sweep
+#     removes it and logs job_expired once.
 . "$(dirname "$0")/lib.sh"
 
 D="$WORK/data"
@@ -24,8 +28,11 @@ get first 202 -F "file=@$W3" -F model_name=tiny4s "$B/separate"
 FIRST=$(json first 'd["id"]')
 [ "$(wait_job "$FIRST")" = done ] || fail "first job: $(cat "$WORK/wait.body")"
 n_before=$(job_dirs)
-# Another process takes the database's write lock and holds it.
-python3 - "$D/demix.db" "$WORK/locked" "$WORK/unlock" <<'PY' &
+# Another process takes the database's write lock and holds it until
+# unlock_db (or 60 s).
+lock_db() { # DB
+    rm -f "$WORK/locked" "$WORK/unlock"
+    python3 - "$1" "$WORK/locked" "$WORK/unlock" <<'PY' &
 import os, sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1], isolation_level=None)
 db.execute("BEGIN EXCLUSIVE")
@@ -36,9 +43,12 @@ for _ in range(600):
     time.sleep(0.1)
 db.execute("ROLLBACK")
 PY
-LOCKER=$!
-for _ in $(seq 100); do [ -e "$WORK/locked" ] && break; sleep 0.1; done
-[ -e "$WORK/locked" ] || fail "could not lock the database"
+    LOCKER=$!
+    for _ in $(seq 100); do [ -e "$WORK/locked" ] && break; sleep 0.1; done
+    [ -e "$WORK/locked" ] || fail "could not lock the database"
+}
+unlock_db() { touch "$WORK/unlock"; wait "$LOCKER"; }
+lock_db "$D/demix.db"
 err locked 503 store_unavailable -F "file=@$W3" -F model_name=tiny4s "$B/separate"
 [ -n "$(hdr locked Retry-After)" ] || fail "locked: no Retry-After"
 [ "$(job_dirs)" = "$n_before" ] && pass "refused job left no folder" || fail "refused job left a folder: $(ls "$D/jobs")"
@@ -49,8 +59,7 @@ get locked_list 200 "$B/jobs"
 err locked_del 503 store_unavailable -X DELETE "$B/jobs/$FIRST"
 get locked_kept 200 "$B/jobs/$FIRST" && [ "$(json locked_kept 'd["status"]')" = done ] \
     && pass "a DELETE the store refused left the job as it was" || fail "after the refused DELETE: $(cat "$WORK/locked_kept.body")"
-touch "$WORK/unlock"
-wait "$LOCKER"
+unlock_db
 get after 202 -F "file=@$W3" -F model_name=tiny4s "$B/separate"
 AFTER=$(json after 'd["id"]')
 [ "$(wait_job "$AFTER")" = done ] && pass "accepted again once the lock is gone" || fail "after: $(cat "$WORK/wait.body")"
@@ -82,5 +91,42 @@ start "$L" --data-dir "$D" --workers 1 --rate-limit 0
 get del_gone 404 "$B/jobs/$RID"
 [ -e "$D/jobs/$RID" ] && fail "deleted job's folder leaked across the crash" || pass "deleted job's folder gone after the crash"
 [ "$(sqlite3 "$D/demix.db" "SELECT count(*) FROM jobs WHERE id = '$RID'")" = 0 ] || fail "deleted job's row came back"
+stop_term 30
+
+# ---- 4. an expiry the store refuses is deferred, logged once -------------------------------
+D4="$WORK/d4"
+L4="$WORK/server4.log"
+# --ttl 3: the janitor sweeps every 0.75 s; the lock is taken as soon as
+# the job is done, well inside its 3 s
+start "$L4" --data-dir "$D4" --workers 1 --rate-limit 0 --ttl 3
+get ttl 200 -F "file=@$W3" -F model_name=tiny4s "$B/separate?wait=true"
+TTL_ID=$(json ttl 'd["id"]')
+[ "$(json ttl 'd["status"]')" = done ] || fail "ttl job: $(cat "$WORK/ttl.body")"
+lock_db "$D4/demix.db"
+# past the TTL and through two refused sweeps (each waits out SQLite's 5 s
+# busy timeout)
+for _ in $(seq 300); do
+    [ "$(grep -c '"event_type":"job_expiry_deferred"' "$L4")" -ge 1 ] && break
+    sleep 0.1
+done
+sleep 7
+get ttl_kept 200 "$B/jobs/$TTL_ID" && [ "$(json ttl_kept 'd["status"]')" = done ] \
+    && pass "an expired job the store would not delete is still served" \
+    || fail "refused expiry: $(cat "$WORK/ttl_kept.body")"
+[ -d "$D4/jobs/$TTL_ID" ] || fail "refused expiry: the job's folder went"
+n_def=$(grep -c '"event_type":"job_expiry_deferred"' "$L4")
+n_exp=$(grep -c '"event_type":"job_expired"' "$L4")
+[ "$n_def" = 1 ] && [ "$n_exp" = 0 ] && pass "refused expiry logged once, not as expired" \
+    || fail "refused expiry: $n_def job_expiry_deferred, $n_exp job_expired lines"
+unlock_db
+for _ in $(seq 200); do
+    [ "$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "$B/jobs/$TTL_ID")" = 404 ] && break
+    sleep 0.1
+done
+get ttl_gone 404 "$B/jobs/$TTL_ID"
+[ -e "$D4/jobs/$TTL_ID" ] && fail "expired job's folder remains after the lock"
+[ "$(grep -c '"event_type":"job_expired"' "$L4")" = 1 ] && pass "expired once the lock was gone, logged once" \
+    || fail "job_expired lines: $(grep -c '"event_type":"job_expired"' "$L4")"
+[ "$(sqlite3 "$D4/demix.db" "SELECT count(*) FROM jobs")" = 0 ] || fail "expired job's row remains"
 stop_term 30
 finish
