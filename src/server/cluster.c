@@ -417,7 +417,8 @@ static void *heartbeat_main(void *arg) {
         pthread_mutex_unlock(&cl_lock);
         if (mono() >= next_janitor && cv->try_lock(JANITOR_LOCK_KEY) == 1) {
             next_janitor = mono() + every;
-            int n = cv->expire(srv_wall() - srv_cfg.ttl_seconds, SRV_MAX_HISTORY, expired_row, NULL);
+            int n =
+                cv->expire(srv_wall() - srv_cfg.ttl_seconds, srv_cfg.history, expired_row, NULL);
             if (n > 0) {
                 cJSON *f = cJSON_CreateObject();
                 cJSON_AddNumberToObject(f, "jobs", n);

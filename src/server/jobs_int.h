@@ -11,9 +11,6 @@
 #include "demix/pipeline.h"
 #include "server.h"
 
-/* Rows and jobs kept in memory (the history). */
-#define SRV_MAX_HISTORY 10000
-
 /* ---- queue.c ---------------------------------------------------------------- */
 
 int srv__queue_init(int queue_cap);

@@ -83,7 +83,7 @@ static int queue_len, queue_cap, n_reserved, n_active;
 static int stopping;      /* workers take nothing more, submit refuses */
 static int shutting_down; /* wait=true requests give up */
 
-/* Every known job, newest first; bounded by SRV_MAX_HISTORY. */
+/* Every known job, newest first; bounded by srv_cfg.history. */
 static srv_job **all_jobs;
 static int n_all;
 
@@ -101,7 +101,7 @@ int srv__job_terminal(srv_job_state s) {
 
 int srv__queue_init(int cap) {
     queue_cap = cap;
-    all_jobs = calloc(SRV_MAX_HISTORY, sizeof *all_jobs);
+    all_jobs = calloc((size_t)srv_cfg.history, sizeof *all_jobs);
     return all_jobs ? 0 : -1;
 }
 
@@ -208,6 +208,28 @@ static int queue_remove_locked(srv_job *j) {
 
 /* ---- submit, look up, wait, delete ---------------------------------------------- */
 
+/* Drops the oldest finished job from the history, its row first (the
+ * folder goes with the last reference); -1, nothing changed, when the
+ * store refuses. serve.c keeps the history above --queue + --workers, so a
+ * finished job exists; were none, the oldest would go. Called and returns
+ * with the jobs lock held (let go while a last reference is released). */
+static int evict_oldest_locked(void) {
+    int k = n_all - 1;
+    while (k > 0 && !srv__job_terminal(all_jobs[k]->state)) k--;
+    if (!srv__job_terminal(all_jobs[k]->state)) k = n_all - 1;
+    srv_job *old = all_jobs[k];
+    if (srv_store_delete(old->id) < 0) return -1;
+    memmove(all_jobs + k, all_jobs + k + 1, (size_t)(n_all - k - 1) * sizeof *all_jobs);
+    n_all--;
+    old->deleted = 1;
+    if (--old->refs == 0) {
+        pthread_mutex_unlock(&jobs_lock);
+        job_release(old);
+        pthread_mutex_lock(&jobs_lock);
+    }
+    return 0;
+}
+
 int srv_job_submit(srv_job *j, srv_error *why) {
     if (srv__cluster_on()) {
         pthread_mutex_lock(&jobs_lock);
@@ -225,6 +247,17 @@ int srv_job_submit(srv_job *j, srv_error *why) {
         pthread_mutex_unlock(&jobs_lock);
         return -1;
     }
+    /* History: room for this job and the submissions in flight is made
+     * before its row is stored, the oldest finished job going row first; a
+     * store that refuses that deletion refuses the submission, nothing
+     * changed (dropped after the save, a refused deletion would leave a row
+     * that comes back at the next start without its files). */
+    while (n_all > 0 && n_all + n_reserved >= srv_cfg.history)
+        if (evict_oldest_locked() < 0) {
+            *why = SRV_E_STORE_UNAVAILABLE;
+            pthread_mutex_unlock(&jobs_lock);
+            return -1;
+        }
     n_reserved++;
     pthread_mutex_unlock(&jobs_lock);
 
@@ -238,25 +271,7 @@ int srv_job_submit(srv_job *j, srv_error *why) {
         pthread_mutex_unlock(&jobs_lock);
         return -1;
     }
-    /* History: drop the oldest finished job when full (looked at again after
-     * the lock was let go: another submission may have filled it). The queue
-     * bound keeps far fewer jobs unfinished; were all unfinished, the oldest
-     * goes. */
-    while (n_all >= SRV_MAX_HISTORY) {
-        int k = n_all - 1;
-        while (k > 0 && !srv__job_terminal(all_jobs[k]->state)) k--;
-        if (!srv__job_terminal(all_jobs[k]->state)) k = n_all - 1;
-        srv_job *old = all_jobs[k];
-        memmove(all_jobs + k, all_jobs + k + 1, (size_t)(n_all - k - 1) * sizeof *all_jobs);
-        n_all--;
-        old->deleted = 1;
-        srv_store_delete(old->id);
-        if (--old->refs == 0) {
-            pthread_mutex_unlock(&jobs_lock);
-            job_release(old);
-            pthread_mutex_lock(&jobs_lock);
-        }
-    }
+    /* the reservation kept a slot: n_all + n_reserved <= history */
     memmove(all_jobs + 1, all_jobs, (size_t)n_all * sizeof *all_jobs);
     all_jobs[0] = j;
     n_all++;
@@ -670,7 +685,7 @@ void srv__queue_restore(srv_job **v, int n) {
             v[i]->refs++;
             queue_push_locked(v[i]);
         }
-    for (int i = 0; i < n && n_all < SRV_MAX_HISTORY; i++) all_jobs[n_all++] = v[i];
+    for (int i = 0; i < n && n_all < srv_cfg.history; i++) all_jobs[n_all++] = v[i];
     pthread_mutex_unlock(&jobs_lock);
 }
 

@@ -4,7 +4,7 @@
  * owns, and the janitor that expires finished jobs (--ttl).
  *
  * At start-up (before any worker or request runs) the newest
- * SRV_MAX_HISTORY rows come back from SQLite: finished jobs stay
+ * --history rows come back from SQLite: finished jobs stay
  * downloadable, and jobs that were queued or running when the process died
  * (kill -9, power cut) go back to the queue, oldest first (their input is
  * still in their folder; what an interrupted run wrote is partial and
@@ -117,7 +117,7 @@ int srv__recover(void) {
     free(up);
 
     loaded_rows rows = {0};
-    if (srv_store_load(collect_row, &rows, SRV_MAX_HISTORY) < 0) {
+    if (srv_store_load(collect_row, &rows, srv_cfg.history) < 0) {
         free(rows.v);
         return -1;
     }
@@ -136,7 +136,7 @@ int srv__recover(void) {
         kept++;
     }
     /* Rows past the history (never shown again) go, so their folders may. */
-    if (rows.n == SRV_MAX_HISTORY && rows.v[rows.n - 1])
+    if (rows.n == srv_cfg.history && rows.v[rows.n - 1])
         srv_store_delete_older(rows.v[rows.n - 1]->created);
     int orphans = sweep_orphans(rows.v, rows.n);
     int k = 0;
@@ -169,7 +169,8 @@ void srv__sweep_expired(void) {
             else
                 srv_log(DMX_LOG_WARN, "demix.jobs", "job_expiry_deferred", victim->request_id, f,
                         "job %s expired but the store refused its deletion; every sweep "
-                        "tries again", victim->id);
+                        "tries again",
+                        victim->id);
         }
         if (rc < 0) victim->expiry_deferred = 1;
         srv_job_put(victim);

@@ -57,6 +57,8 @@ static const opt OPTS[] = {
     {"max-upload-mb", "DEMIX_MAX_UPLOAD_MB", OPT_MB, &C->max_upload_bytes, 1, 1 << 20,
      "upload limit in MiB (200)"},
     {"queue", "DEMIX_QUEUE", OPT_INT, &C->queue_max, 1, 100000, "queued jobs before 503 (64)"},
+    {"history", "DEMIX_HISTORY", OPT_INT, &C->history, 2, 10000000,
+     "jobs kept listed; past it the oldest finished one goes, with its files (10000)"},
     {"ttl", "DEMIX_TTL", OPT_NUM, &C->ttl_seconds, 0.1, 1e9,
      "seconds finished jobs are kept (86400)"},
     {"job-timeout", "DEMIX_JOB_TIMEOUT", OPT_NUM, &C->job_timeout_seconds, 0, 1e9,
@@ -210,6 +212,7 @@ void srv_config_defaults(srv_config *c) {
     c->workers = cores >= 16 ? 4 : cores >= 8 ? 2 : 1;
     c->max_upload_bytes = 200LL << 20;
     c->queue_max = 64;
+    c->history = 10000;
     c->ttl_seconds = 86400;
     c->job_timeout_seconds = 3600;
     c->idle_timeout_seconds = 60;
@@ -310,6 +313,11 @@ static int serve_main(int argc, char **argv) {
                    "one to run its jobs, and it would run none",
                    "--no-workers");
     if (c->no_workers) c->role = "api";
+    /* every job still to run stays listed: the queue, the submissions in
+     * flight it counts, and the running ones fit beside a finished job */
+    if (!shared && c->history <= c->queue_max + c->workers)
+        return bad("%s must exceed --queue + --workers (every job still to run stays listed)",
+                   "--history");
     if (shared && c->heartbeat_seconds >= c->lease_seconds)
         return bad("%s must be below --lease-seconds (a lease must outlive a renewal)",
                    "--heartbeat-seconds");

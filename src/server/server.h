@@ -38,6 +38,7 @@ typedef struct srv_config {
     int workers;
     int64_t max_upload_bytes;
     int queue_max;
+    int history;                 /* jobs kept listed; past it the oldest finished one goes */
     double ttl_seconds;          /* finished jobs are kept this long */
     double job_timeout_seconds;  /* wall limit of one job; 0 = none */
     double idle_timeout_seconds; /* a connection silent this long is dropped */

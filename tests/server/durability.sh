@@ -15,6 +15,11 @@
 #     write-locked) stays, served as before, with one job_expiry_deferred
 #     warning and no job_expired line; once the lock is gone the next sweep
 #     removes it and logs job_expired once.
+#  5. --history: a submission past it first deletes the oldest finished
+#     job (row, then folder); when the store refuses that deletion (a
+#     trigger that aborts every DELETE) the submission is refused with 503
+#     store_unavailable and nothing changes; --history not above --queue +
+#     --workers is refused at start.
 . "$(dirname "$0")/lib.sh"
 
 D="$WORK/data"
@@ -128,5 +133,41 @@ get ttl_gone 404 "$B/jobs/$TTL_ID"
 [ "$(grep -c '"event_type":"job_expired"' "$L4")" = 1 ] && pass "expired once the lock was gone, logged once" \
     || fail "job_expired lines: $(grep -c '"event_type":"job_expired"' "$L4")"
 [ "$(sqlite3 "$D4/demix.db" "SELECT count(*) FROM jobs")" = 0 ] || fail "expired job's row remains"
+stop_term 30
+
+# ---- 5. the history bound --------------------------------------------------------------------
+timeout 10 "$DEMIX" serve --host 127.0.0.1 --port 0 --data-dir "$WORK/d5" --queue 2 --workers 1 \
+    --history 3 >"$WORK/hist_bad.out" 2>&1 \
+    && fail "--history 3 with --queue 2 --workers 1 accepted" \
+    || { grep -q -- "--history must exceed" "$WORK/hist_bad.out" && pass "--history too small refused at start" \
+         || fail "--history refusal: $(cat "$WORK/hist_bad.out")"; }
+D5="$WORK/d5"
+start "$WORK/server5.log" --data-dir "$D5" --workers 1 --queue 1 --history 3 --rate-limit 0
+H=()
+for i in 1 2 3; do
+    get "h$i" 200 -F "file=@$W3" -F model_name=tiny4s "$B/separate?wait=true"
+    H+=("$(json "h$i" 'd["id"]')")
+done
+rows() { sqlite3 "$D5/demix.db" "SELECT count(*) FROM jobs"; }
+[ "$(rows)" = 3 ] || fail "history rows: $(rows)"
+# The store refuses every deletion: the submission that needs one is refused.
+sqlite3 "$D5/demix.db" "CREATE TRIGGER no_delete BEFORE DELETE ON jobs BEGIN SELECT RAISE(ABORT, 'no deletes'); END;"
+err h_refused 503 store_unavailable -F "file=@$W3" -F model_name=tiny4s "$B/separate"
+get h_list 200 "$B/jobs"
+[ "$(json h_list 'd["total"]')" = 3 ] && [ "$(rows)" = 3 ] && [ -d "$D5/jobs/${H[0]}" ] \
+    && get h_oldest 200 "$B/jobs/${H[0]}/stems/vocals" >/dev/null \
+    && pass "a history eviction the store refused refused the job, nothing changed" \
+    || fail "refused eviction: list $(cat "$WORK/h_list.body"), rows $(rows)"
+[ -z "$(ls -A "$D5/uploads")" ] || fail "refused job left an upload: $(ls "$D5/uploads")"
+sqlite3 "$D5/demix.db" "DROP TRIGGER no_delete"
+get h4 200 -F "file=@$W3" -F model_name=tiny4s "$B/separate?wait=true"
+H4=$(json h4 'd["id"]')
+get h_list2 200 "$B/jobs"
+get h_gone 404 "$B/jobs/${H[0]}"
+[ "$(json h_list2 'd["total"]')" = 3 ] && [ "$(rows)" = 3 ] && [ ! -e "$D5/jobs/${H[0]}" ] \
+    && [ "$(sqlite3 "$D5/demix.db" "SELECT count(*) FROM jobs WHERE id = '${H[0]}'")" = 0 ] \
+    && pass "past --history the oldest job went, row and folder" \
+    || fail "eviction: list $(cat "$WORK/h_list2.body"), rows $(rows)"
+get h4_kept 200 "$B/jobs/$H4"
 stop_term 30
 finish
