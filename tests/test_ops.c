@@ -303,6 +303,30 @@ int main(void) {
         CHECK_MSG(worst <= 1.0, "softmax exponential: %.3f of its error allowance", worst);
         CHECK_MSG(fabs(inv * sum * y[0] - 1.0) < 1e-5, "softmax 1/sum %g against %g", inv,
                   1.0 / (sum * y[0]));
+        /* a large maximum (its rounding times log2(e) is then 1e-5 of
+         * the row, common to every value) and a row that is not a whole
+         * number of vectors, its last values near the maximum: the scalar
+         * tail takes the same factor */
+        {
+            const int m = 8 * 16 + 13;
+            const float big = 1000.37f;
+            for (int i = 0; i < m; i++) x[i] = y[i] = big - 0.37f * (float)((i * 7) % m) / m;
+            float mx = x[0];
+            for (int i = 1; i < m; i++) mx = x[i] > mx ? x[i] : mx;
+            dmx__softmax_row_unscaled_max(y, m, mx, &inv);
+            double worst2 = 0, s2 = 0;
+            int im = 0;
+            for (int i = 0; i < m; i++) im = x[i] == mx ? i : im;
+            for (int i = 0; i < m; i++) {
+                double xs = (double)x[i] - mx, r = exp(xs);
+                s2 += (double)y[i];
+                double d = fabs((double)y[i] / y[im] - r) / r /
+                           (1.6e-7 + fabs(xs) * (0x1p-24 + 0x1p-26));
+                if (!(d <= worst2)) worst2 = d;
+            }
+            CHECK_MSG(worst2 <= 1.0, "softmax, maximum 1000: %.3f of the allowance", worst2);
+            CHECK_MSG(fabs(inv * s2 - 1.0) < 1e-6, "softmax, maximum 1000: 1/sum %g", inv);
+        }
         for (int i = 0; i < 64; i++) y[i] = (float)i / 64.0f;
         y[21] = NAN;
         dmx__softmax_row_unscaled_max(y, 64, 1.0f, &inv);

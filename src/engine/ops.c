@@ -564,31 +564,38 @@ void dmx__softmax_rows(float *x, int rows, int n) {
 void dmx__softmax_row_unscaled_max(float *row, int n, float mx, float *inv) {
     int j = 0;
     float sum = 0.0f;
-#ifdef VW
-    vf vs = V_SET1(0.0f);
 #ifdef V_EXP_INLINE
     /* e^(x - mx) = 2^(x log2 e - mx log2 e): the rounding of mx log2 e
-     * scales the whole row alike and cancels in its 1 / sum */
-    const vf l2e = V_SET1(1.44269504088896341f), off = V_SET1(-mx * 1.44269504088896341f);
+     * scales the whole row alike (the scalar tail too) and cancels in its
+     * 1 / sum */
+    const float l2e = 1.44269504088896341f, off = -mx * l2e;
+    const vf vl2e = V_SET1(l2e), voff = V_SET1(off);
+    vf vs = V_ZERO();
     for (; j + VW <= n; j += VW) {
-        vf e = v_exp2_le0(V_FMA(V_LOAD(row + j), l2e, off));
+        vf e = v_exp2_le0(V_FMA(V_LOAD(row + j), vl2e, voff));
         V_STORE(row + j, e);
         vs = V_ADD(vs, e);
     }
+    sum = v_hsum(vs);
+    for (; j < n; j++) {
+        row[j] = exp2f(fmaf(row[j], l2e, off));
+        sum += row[j];
+    }
 #else
-    vf vmx = V_SET1(mx);
+#ifdef VW
+    vf vmx = V_SET1(mx), vs = V_ZERO();
     for (; j + VW <= n; j += VW) {
         vf e = V_EXP(V_SUB(V_LOAD(row + j), vmx));
         V_STORE(row + j, e);
         vs = V_ADD(vs, e);
     }
-#endif
     sum = v_hsum(vs);
 #endif
     for (; j < n; j++) {
         row[j] = expf(row[j] - mx);
         sum += row[j];
     }
+#endif
     *inv = 1.0f / sum;
 }
 

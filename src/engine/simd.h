@@ -82,13 +82,12 @@ static inline vf v_select_ge0(vf x, vf a, vf b) {
 }
 #endif
 
-/* v_exp_le0(x) = e^x for x <= 0 (a softmax's shifted scores), inline: the
+/* v_exp_le0(x) = e^x for x <= 0 (GLU's sigmoid, of -|g|), inline: the
  * classic Cephes expf reduction (x = n ln2 + r, |r| <= ln2/2, the ln2
  * product split in two) and its degree-5 polynomial, within 2 ulp of
- * e^x; x below -87.3 counts as -87.3 (e^x about 1e-38, nothing beside a
- * softmax's largest term, 1). A libmvec call per vector
- * costs several times more where the rest of the loop is a load and an
- * add (attention's softmax: one exponential per score). */
+ * e^x; x below -87.3 counts as -87.3 (e^x about 1e-38, nothing beside
+ * 1). A libmvec call per vector costs several times more where the rest
+ * of the loop is a load or two and a few operations. */
 #if defined(VW) && defined(V_FMA)
 #define V_EXP_INLINE 1
 static inline vf v_exp_le0(vf x) {
