@@ -209,14 +209,14 @@ static int queue_remove_locked(srv_job *j) {
 /* ---- submit, look up, wait, delete ---------------------------------------------- */
 
 /* Drops the oldest finished job from the history, its row first (the
- * folder goes with the last reference); -1, nothing changed, when the
- * store refuses. serve.c keeps the history above --queue + --workers, so a
- * finished job exists; were none, the oldest would go. Called and returns
- * with the jobs lock held (let go while a last reference is released). */
+ * folder goes with the last reference). Nothing changed: -1 when the store
+ * refuses, -2 when no job is finished (serve.c keeps the history above
+ * --queue + --workers, so one is). Called and returns with the jobs lock
+ * held (let go while a last reference is released). */
 static int evict_oldest_locked(void) {
     int k = n_all - 1;
-    while (k > 0 && !srv__job_terminal(all_jobs[k]->state)) k--;
-    if (!srv__job_terminal(all_jobs[k]->state)) k = n_all - 1;
+    while (k >= 0 && !srv__job_terminal(all_jobs[k]->state)) k--;
+    if (k < 0) return -2;
     srv_job *old = all_jobs[k];
     if (srv_store_delete(old->id) < 0) return -1;
     memmove(all_jobs + k, all_jobs + k + 1, (size_t)(n_all - k - 1) * sizeof *all_jobs);
@@ -242,22 +242,26 @@ int srv_job_submit(srv_job *j, srv_error *why) {
         return srv__cluster_submit(j, why);
     }
     pthread_mutex_lock(&jobs_lock);
-    if (stopping || queue_len + n_reserved >= queue_cap) {
-        *why = stopping ? SRV_E_SHUTTING_DOWN : SRV_E_QUEUE_FULL;
-        pthread_mutex_unlock(&jobs_lock);
-        return -1;
-    }
     /* History: room for this job and the submissions in flight is made
      * before its row is stored, the oldest finished job going row first; a
      * store that refuses that deletion refuses the submission, nothing
      * changed (dropped after the save, a refused deletion would leave a row
-     * that comes back at the next start without its files). */
-    while (n_all > 0 && n_all + n_reserved >= srv_cfg.history)
-        if (evict_oldest_locked() < 0) {
-            *why = SRV_E_STORE_UNAVAILABLE;
+     * that comes back at the next start without its files). An eviction
+     * may let the lock go: the checks are made again after it. */
+    for (;;) {
+        if (stopping || queue_len + n_reserved >= queue_cap) {
+            *why = stopping ? SRV_E_SHUTTING_DOWN : SRV_E_QUEUE_FULL;
             pthread_mutex_unlock(&jobs_lock);
             return -1;
         }
+        if (n_all + n_reserved < srv_cfg.history) break;
+        int ev = evict_oldest_locked();
+        if (ev < 0) {
+            *why = ev == -2 ? SRV_E_QUEUE_FULL : SRV_E_STORE_UNAVAILABLE;
+            pthread_mutex_unlock(&jobs_lock);
+            return -1;
+        }
+    }
     n_reserved++;
     pthread_mutex_unlock(&jobs_lock);
 

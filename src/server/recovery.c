@@ -3,10 +3,13 @@
  * and over time: recovery of the stored jobs, the sweep of folders no job
  * owns, and the janitor that expires finished jobs (--ttl).
  *
- * At start-up (before any worker or request runs) the newest
- * --history rows come back from SQLite: finished jobs stay
- * downloadable, and jobs that were queued or running when the process died
- * (kill -9, power cut) go back to the queue, oldest first (their input is
+ * At start-up (before any worker or request runs) up to --history rows
+ * come back from SQLite, every unfinished one first (a smaller --history
+ * than the unfinished jobs stored refuses to start rather than drop one),
+ * then the newest finished ones; finished rows past them are deleted.
+ * Finished jobs stay downloadable, and jobs that were queued or running
+ * when the process died (kill -9, power cut) go back to the queue, oldest
+ * first (their input is
  * still in their folder; what an interrupted run wrote is partial and
  * removed). Then every folder under jobs/ is checked against the rows: a
  * folder no row owns was left by a crash between a row's deletion and its
@@ -109,6 +112,11 @@ static int sweep_orphans(srv_job **v, int n) {
     return removed;
 }
 
+static int newest_first(const void *a, const void *b) {
+    double x = (*(srv_job *const *)a)->created, y = (*(srv_job *const *)b)->created;
+    return x > y ? -1 : x < y;
+}
+
 int srv__recover(void) {
     /* No request is in flight yet: whatever is in uploads/ was cut off by a
      * crash and will never become a job. */
@@ -121,6 +129,26 @@ int srv__recover(void) {
         free(rows.v);
         return -1;
     }
+    /* Unfinished rows come first: when they alone fill the history, more
+     * may wait unloaded, whose folders the sweep would take. Refused: no
+     * accepted job is dropped by a smaller --history. */
+    if (rows.n == srv_cfg.history && rows.n > 0 && !srv__job_terminal(rows.v[rows.n - 1]->state)) {
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddNumberToObject(f, "history", srv_cfg.history);
+        srv_log(DMX_LOG_ERROR, "demix.jobs", "recovery", NULL, f,
+                "the store holds at least %d unfinished jobs, all that --history %d lets "
+                "in: start with a larger --history",
+                rows.n, srv_cfg.history);
+        for (int i = 0; i < rows.n; i++) srv__job_free(rows.v[i]);
+        free(rows.v);
+        return -1;
+    }
+    /* Rows past the history (never shown again) go, so their folders may:
+     * the finished ones older than the oldest finished row loaded. */
+    if (rows.n == srv_cfg.history)
+        srv_store_delete_older(rows.v[rows.n - 1]->created);
+    /* the history newest first, unfinished and finished together */
+    qsort(rows.v, (size_t)rows.n, sizeof *rows.v, newest_first);
     int requeued = 0, kept = 0;
     /* Rows come back newest first; re-queue oldest first. */
     for (int i = rows.n - 1; i >= 0; i--) {
@@ -135,9 +163,6 @@ int srv__recover(void) {
         if (!srv__job_terminal(j->state)) requeued += requeue(j);
         kept++;
     }
-    /* Rows past the history (never shown again) go, so their folders may. */
-    if (rows.n == srv_cfg.history && rows.v[rows.n - 1])
-        srv_store_delete_older(rows.v[rows.n - 1]->created);
     int orphans = sweep_orphans(rows.v, rows.n);
     int k = 0;
     for (int i = 0; i < rows.n; i++)

@@ -58,7 +58,8 @@ static const opt OPTS[] = {
      "upload limit in MiB (200)"},
     {"queue", "DEMIX_QUEUE", OPT_INT, &C->queue_max, 1, 100000, "queued jobs before 503 (64)"},
     {"history", "DEMIX_HISTORY", OPT_INT, &C->history, 2, 10000000,
-     "jobs kept listed; past it the oldest finished one goes, with its files (10000)"},
+     "jobs kept listed; past it the oldest finished one goes, with its files "
+     "(10000, or --queue + --workers + 1 when more)"},
     {"ttl", "DEMIX_TTL", OPT_NUM, &C->ttl_seconds, 0.1, 1e9,
      "seconds finished jobs are kept (86400)"},
     {"job-timeout", "DEMIX_JOB_TIMEOUT", OPT_NUM, &C->job_timeout_seconds, 0, 1e9,
@@ -212,7 +213,7 @@ void srv_config_defaults(srv_config *c) {
     c->workers = cores >= 16 ? 4 : cores >= 8 ? 2 : 1;
     c->max_upload_bytes = 200LL << 20;
     c->queue_max = 64;
-    c->history = 10000;
+    c->history = 0; /* unset: 10000, or above --queue + --workers */
     c->ttl_seconds = 86400;
     c->job_timeout_seconds = 3600;
     c->idle_timeout_seconds = 60;
@@ -315,7 +316,9 @@ static int serve_main(int argc, char **argv) {
     if (c->no_workers) c->role = "api";
     /* every job still to run stays listed: the queue, the submissions in
      * flight it counts, and the running ones fit beside a finished job */
-    if (!shared && c->history <= c->queue_max + c->workers)
+    if (!c->history)
+        c->history = c->queue_max + c->workers < 10000 ? 10000 : c->queue_max + c->workers + 1;
+    else if (!shared && c->history <= c->queue_max + c->workers)
         return bad("%s must exceed --queue + --workers (every job still to run stays listed)",
                    "--history");
     if (shared && c->heartbeat_seconds >= c->lease_seconds)

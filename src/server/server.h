@@ -303,11 +303,13 @@ void srv_store_close(void);
 #define SRV_STORE_FULL (-2)
 int srv_store_save(const srv_job *j);
 int srv_store_delete(const char *id);
-/* Calls fn with each stored job (newest first, at most limit), as a new
- * srv_job (refs 0) that fn owns; fn must not call the store. Returns the
- * count, or -1 if the table cannot be read. */
+/* Calls fn with stored jobs, at most limit: every unfinished one first
+ * (queued or running, newest first), then the finished ones newest first;
+ * each as a new srv_job (refs 0) that fn owns; fn must not call the store.
+ * Returns the count, or -1 if the table cannot be read. */
 int srv_store_load(int (*fn)(void *user, srv_job *j), void *user, int limit);
-/* Removes rows created before the time; returns how many or -1. */
+/* Removes the finished rows (done, failed, cancelled) created before the
+ * time; returns how many or -1. */
 int srv_store_delete_older(double created_before);
 /* 1 when the store answers now (/readyz); "sqlite" or "postgresql". */
 int srv_store_ready(void);

@@ -465,7 +465,8 @@ static int each_job_row(PGresult *r, const char *what, int (*fn)(void *user, srv
 }
 
 static int pg_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
-    static const char SQL[] = "SELECT " JOB_COLS " FROM jobs j ORDER BY created DESC LIMIT $1";
+    static const char SQL[] = "SELECT " JOB_COLS " FROM jobs j ORDER BY state IN ('done', 'failed',"
+                              " 'cancelled'), created DESC LIMIT $1";
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
     const char *p[1] = {lim};
@@ -482,7 +483,8 @@ static int pg_delete_older(double created_before) {
     snprintf(t, sizeof t, "%.17g", created_before);
     const char *p[1] = {t};
     pthread_mutex_lock(&pg_lock);
-    PGresult *r = run("DELETE FROM jobs WHERE created < $1", 1, p);
+    PGresult *r = run(
+        "DELETE FROM jobs WHERE created < $1 AND state IN ('done', 'failed', 'cancelled')", 1, p);
     int n = result_status(r, "delete older") < 0 ? -1 : atoi(PQcmdTuples(r));
     PQclear(r);
     pthread_mutex_unlock(&pg_lock);

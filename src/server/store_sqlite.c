@@ -180,7 +180,7 @@ static int sq_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
     static const char SQL[] =
         "SELECT id, request_id, model, two_stems, format, shifts, overlap, upload_name, state,"
         " error, error_code, stems, file_size, audio_seconds, created, started, finished"
-        " FROM jobs ORDER BY created DESC LIMIT ?";
+        " FROM jobs ORDER BY state IN ('done', 'failed', 'cancelled'), created DESC LIMIT ?";
     pthread_mutex_lock(&store_lock);
     sqlite3_stmt *s = NULL;
     int rc = db ? sqlite3_prepare_v2(db, SQL, -1, &s, NULL) : SQLITE_MISUSE;
@@ -223,8 +223,12 @@ static int sq_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
 static int sq_delete_older(double created_before) {
     pthread_mutex_lock(&store_lock);
     sqlite3_stmt *s = NULL;
-    int rc = db ? sqlite3_prepare_v2(db, "DELETE FROM jobs WHERE created < ?", -1, &s, NULL)
-                : SQLITE_MISUSE;
+    int rc =
+        db ? sqlite3_prepare_v2(
+                 db,
+                 "DELETE FROM jobs WHERE created < ? AND state IN ('done', 'failed', 'cancelled')",
+                 -1, &s, NULL)
+           : SQLITE_MISUSE;
     if (rc == SQLITE_OK) {
         sqlite3_bind_double(s, 1, created_before);
         rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;

@@ -19,7 +19,8 @@
 #     job (row, then folder); when the store refuses that deletion (a
 #     trigger that aborts every DELETE) the submission is refused with 503
 #     store_unavailable and nothing changes; --history not above --queue +
-#     --workers is refused at start.
+#     --workers is refused at start, and so is one the stored unfinished
+#     jobs fill (none dropped; a larger one re-queues and finishes them).
 . "$(dirname "$0")/lib.sh"
 
 D="$WORK/data"
@@ -101,20 +102,21 @@ stop_term 30
 # ---- 4. an expiry the store refuses is deferred, logged once -------------------------------
 D4="$WORK/d4"
 L4="$WORK/server4.log"
-# --ttl 3: the janitor sweeps every 0.75 s; the lock is taken as soon as
-# the job is done, well inside its 3 s
-start "$L4" --data-dir "$D4" --workers 1 --rate-limit 0 --ttl 3
+# --ttl 3 (times TIME_SCALE): the janitor sweeps every quarter of it; the
+# lock is taken as soon as the job is done, well inside that
+TS=${TIME_SCALE:-1}
+start "$L4" --data-dir "$D4" --workers 1 --rate-limit 0 --ttl $((3 * TS))
 get ttl 200 -F "file=@$W3" -F model_name=tiny4s "$B/separate?wait=true"
 TTL_ID=$(json ttl 'd["id"]')
 [ "$(json ttl 'd["status"]')" = done ] || fail "ttl job: $(cat "$WORK/ttl.body")"
 lock_db "$D4/demix.db"
 # past the TTL and through two refused sweeps (each waits out SQLite's 5 s
 # busy timeout)
-for _ in $(seq 300); do
+for _ in $(seq $((300 * TS))); do
     [ "$(grep -c '"event_type":"job_expiry_deferred"' "$L4")" -ge 1 ] && break
     sleep 0.1
 done
-sleep 7
+sleep $((7 * TS))
 get ttl_kept 200 "$B/jobs/$TTL_ID" && [ "$(json ttl_kept 'd["status"]')" = done ] \
     && pass "an expired job the store would not delete is still served" \
     || fail "refused expiry: $(cat "$WORK/ttl_kept.body")"
@@ -124,8 +126,11 @@ n_exp=$(grep -c '"event_type":"job_expired"' "$L4")
 [ "$n_def" = 1 ] && [ "$n_exp" = 0 ] && pass "refused expiry logged once, not as expired" \
     || fail "refused expiry: $n_def job_expiry_deferred, $n_exp job_expired lines"
 unlock_db
-for _ in $(seq 200); do
-    [ "$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "$B/jobs/$TTL_ID")" = 404 ] && break
+# the job leaves the list inside the deletion; the log line and the folder
+# follow it: poll for all three
+for _ in $(seq $((200 * TS))); do
+    [ "$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "$B/jobs/$TTL_ID")" = 404 ] \
+        && [ ! -e "$D4/jobs/$TTL_ID" ] && grep -q '"event_type":"job_expired"' "$L4" && break
     sleep 0.1
 done
 get ttl_gone 404 "$B/jobs/$TTL_ID"
@@ -159,6 +164,7 @@ get h_list 200 "$B/jobs"
     && pass "a history eviction the store refused refused the job, nothing changed" \
     || fail "refused eviction: list $(cat "$WORK/h_list.body"), rows $(rows)"
 [ -z "$(ls -A "$D5/uploads")" ] || fail "refused job left an upload: $(ls "$D5/uploads")"
+[ "$(find "$D5/jobs" -mindepth 1 -maxdepth 1 | wc -l)" = 3 ] || fail "refused job left a folder: $(ls "$D5/jobs")"
 sqlite3 "$D5/demix.db" "DROP TRIGGER no_delete"
 get h4 200 -F "file=@$W3" -F model_name=tiny4s "$B/separate?wait=true"
 H4=$(json h4 'd["id"]')
@@ -169,5 +175,33 @@ get h_gone 404 "$B/jobs/${H[0]}"
     && pass "past --history the oldest job went, row and folder" \
     || fail "eviction: list $(cat "$WORK/h_list2.body"), rows $(rows)"
 get h4_kept 200 "$B/jobs/$H4"
+stop_term 30
+# Unfinished jobs are never what a smaller --history drops at a restart:
+# three of them stored (one running, held, two queued; kill -9), a start
+# with --history 3 is refused, one with 4 re-queues and finishes them all.
+start "$WORK/server5.log" --data-dir "$D5" --workers 1 --queue 2 --history 4 --rate-limit 0
+hold
+U=()
+for i in 1 2 3; do
+    get "u$i" 202 -F "file=@$W3" -F model_name=tiny4s "$B/separate"
+    U+=("$(json "u$i" 'd["id"]')")
+done
+wait_running upoll "${U[0]}"
+kill -9 "$PID"; wait "$PID" 2>/dev/null
+release
+unfinished() { sqlite3 "$D5/demix.db" "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')"; }
+[ "$(unfinished)" = 3 ] || fail "unfinished rows before the restart: $(unfinished)"
+timeout $((20 * TS)) "$DEMIX" serve --host 127.0.0.1 --port 0 --repo "$GOLDEN/models" \
+    --data-dir "$D5" --workers 1 --queue 1 --history 3 >"$WORK/hist_small.out" 2>&1 \
+    && fail "a start with --history 3 and 3 unfinished jobs stored ran" \
+    || { grep -q "unfinished jobs" "$WORK/hist_small.out" \
+         && pass "a --history the unfinished jobs fill is refused at start" \
+         || fail "small --history start: $(tail -c 600 "$WORK/hist_small.out")"; }
+[ "$(unfinished)" = 3 ] && [ -e "$D5/jobs/${U[0]}/input" ] && [ -e "$D5/jobs/${U[2]}/input" ] \
+    && pass "the refused start dropped no job" || fail "after the refused start: $(unfinished) unfinished rows"
+start "$WORK/server5.log" --data-dir "$D5" --workers 1 --queue 2 --history 4 --rate-limit 0
+n_done=0
+for u in "${U[@]}"; do [ "$(wait_job "$u")" = done ] && n_done=$((n_done + 1)); done
+[ "$n_done" = 3 ] && pass "the three stored jobs re-queued and done" || fail "re-queued jobs done: $n_done of 3"
 stop_term 30
 finish
