@@ -142,10 +142,13 @@ static int bad(const char *fmt, const char *arg) {
     return 2;
 }
 
+static int history_given; /* --history or DEMIX_HISTORY: checked, not raised */
+
 /* Stores `val` for option `o`; 0, or 2 after a message. */
 static int set_opt(const opt *o, const char *val, const char *from) {
     char *end;
     double v = 0;
+    if (o->dst == &srv_cfg.history) history_given = 1;
     if (o->kind == OPT_FLAG) { /* a flag given, or its variable: 1/true/yes or 0/false/no */
         int on = !strcmp(val, "1") || !strcasecmp(val, "true") || !strcasecmp(val, "yes");
         if (!on && strcmp(val, "0") && strcasecmp(val, "false") && strcasecmp(val, "no"))
@@ -213,7 +216,7 @@ void srv_config_defaults(srv_config *c) {
     c->workers = cores >= 16 ? 4 : cores >= 8 ? 2 : 1;
     c->max_upload_bytes = 200LL << 20;
     c->queue_max = 64;
-    c->history = 0; /* unset: 10000, or above --queue + --workers */
+    c->history = 10000; /* raised above --queue + --workers when not given */
     c->ttl_seconds = 86400;
     c->job_timeout_seconds = 3600;
     c->idle_timeout_seconds = 60;
@@ -316,11 +319,13 @@ static int serve_main(int argc, char **argv) {
     if (c->no_workers) c->role = "api";
     /* every job still to run stays listed: the queue, the submissions in
      * flight it counts, and the running ones fit beside a finished job */
-    if (!c->history)
-        c->history = c->queue_max + c->workers < 10000 ? 10000 : c->queue_max + c->workers + 1;
-    else if (!shared && c->history <= c->queue_max + c->workers)
-        return bad("%s must exceed --queue + --workers (every job still to run stays listed)",
-                   "--history");
+    if (c->history <= c->queue_max + c->workers) {
+        if (!history_given)
+            c->history = c->queue_max + c->workers + 1;
+        else if (!shared)
+            return bad("%s must exceed --queue + --workers (every job still to run stays listed)",
+                       "--history");
+    }
     if (shared && c->heartbeat_seconds >= c->lease_seconds)
         return bad("%s must be below --lease-seconds (a lease must outlive a renewal)",
                    "--heartbeat-seconds");
