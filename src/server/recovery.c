@@ -148,7 +148,7 @@ int srv__recover(void) {
     if (rows.n == srv_cfg.history)
         srv_store_delete_older(rows.v[rows.n - 1]->created);
     /* the history newest first, unfinished and finished together */
-    qsort(rows.v, (size_t)rows.n, sizeof *rows.v, newest_first);
+    if (rows.n > 1) qsort(rows.v, (size_t)rows.n, sizeof *rows.v, newest_first);
     int requeued = 0, kept = 0;
     /* Rows come back newest first; re-queue oldest first. */
     for (int i = rows.n - 1; i >= 0; i--) {
