@@ -105,8 +105,9 @@ void dmx__linear(const float *x, int N, int in, const float *w, const float *b, 
 void dmx__softmax_rows(float *x, int rows, int n);
 /* The same without its last pass: each row becomes exp(x - max) (times a
  * factor within |max| 2^-23 of 1, the same across the row, which its 1 /
- * sum cancels) and inv[r] = 1 / its sum. Attention scales the (much narrower) product of
- * these rows with the values by inv instead of the rows themselves. */
+ * sum cancels) and inv[r] = 1 / its sum. Attention scales the (much
+ * narrower) product of these rows with the values by inv instead of the
+ * rows themselves. */
 void dmx__softmax_rows_unscaled(float *x, int rows, int n, float *inv);
 /* The same for one row whose maximum the caller already knows (attention
  * takes it while forming the scores): one pass instead of two. */

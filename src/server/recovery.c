@@ -9,13 +9,13 @@
  * then the newest finished ones; finished rows past them are deleted.
  * Finished jobs stay downloadable, and jobs that were queued or running
  * when the process died (kill -9, power cut) go back to the queue, oldest
- * first (their input is
- * still in their folder; what an interrupted run wrote is partial and
- * removed). Then every folder under jobs/ is checked against the rows: a
- * folder no row owns was left by a crash between a row's deletion and its
- * files' (DELETE, TTL) or between an upload's move and its row's insert,
- * and is removed; so are uploads cut off in uploads/. The folder, not the
- * row, is what a crash can orphan: queue.c always deletes the row first.
+ * first (their input is still in their folder; what an interrupted run
+ * wrote is partial and removed). Then every folder under jobs/ is checked
+ * against the rows: a folder no row owns was left by a crash between a
+ * row's deletion and its files' (DELETE, TTL) or between an upload's move
+ * and its row's insert, and is removed; so are uploads cut off in
+ * uploads/. The folder, not the row, is what a crash can orphan: queue.c
+ * always deletes the row first.
  *
  * The janitor thread wakes every ttl/4 (at most a minute) and deletes
  * finished jobs older than --ttl (from their end) with their files;

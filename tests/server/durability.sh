@@ -146,6 +146,10 @@ timeout 10 "$DEMIX" serve --host 127.0.0.1 --port 0 --data-dir "$WORK/d5" --queu
     && fail "--history 3 with --queue 2 --workers 1 accepted" \
     || { grep -q -- "--history must exceed" "$WORK/hist_bad.out" && pass "--history too small refused at start" \
          || fail "--history refusal: $(cat "$WORK/hist_bad.out")"; }
+# not given, the history goes above a queue longer than its 10000
+start "$WORK/server5q.log" --data-dir "$WORK/d5q" --workers 1 --queue 20000
+get q_health 200 "$B/health" >/dev/null && pass "--queue 20000 without --history starts"
+stop_term 30
 D5="$WORK/d5"
 start "$WORK/server5.log" --data-dir "$D5" --workers 1 --queue 1 --history 3 --rate-limit 0
 H=()
