@@ -22,10 +22,10 @@
 
 #include "team.h"
 
+#include "simd.h"
+
+#include <math.h>
 #include <string.h>
-#ifdef __AVX2__
-#include <immintrin.h>
-#endif
 
 /* Scratch budget of one band (V and M), in floats (8 MiB). */
 #define BAND_BUDGET ((size_t)2 << 20)
@@ -207,6 +207,44 @@ typedef struct band {
     size_t ld, ldr, vplane, mplane, per;
 } band;
 
+/* Several rows of a transform in one pass: out[j][t] = init + sum over a
+ * of T[j][a] in[a][t] (t < n, j < nj, a < na), each input row read once
+ * and each output row written once. The sum runs over a in order as
+ * multiply-adds from init, zero coefficients skipped: the rounding of
+ * adding the rows one at a time (fma(c, x, 0) is c x rounded, fma(+-1, x,
+ * s) is s +- x). Inlined with a constant table, the loops over j and a
+ * unroll and the coefficients fold into the code. */
+static inline __attribute__((always_inline)) void rows_tr(const float (*T)[WA], int nj, int na,
+                                                          const float *const *in,
+                                                          float *const *out, int n, float init) {
+    int t = 0;
+#if defined(VW) && defined(V_FMA)
+    for (; t + VW <= n; t += VW) {
+        vf x[WA];
+#pragma GCC unroll 8
+        for (int a = 0; a < na; a++) x[a] = V_LOAD(in[a] + t);
+#pragma GCC unroll 8
+        for (int j = 0; j < nj; j++) {
+            vf acc = V_SET1(init);
+#pragma GCC unroll 8
+            for (int a = 0; a < na; a++)
+                if (T[j][a] != 0) acc = V_FMA(V_SET1(T[j][a]), x[a], acc);
+            V_STORE(out[j] + t, acc);
+        }
+    }
+#endif
+    for (; t < n; t++) {
+        float x[WA];
+        for (int a = 0; a < na; a++) x[a] = in[a][t];
+        for (int j = 0; j < nj; j++) {
+            float acc = init;
+            for (int a = 0; a < na; a++)
+                if (T[j][a] != 0) acc = fmaf(T[j][a], x[a], acc);
+            out[j][t] = acc;
+        }
+    }
+}
+
 /* input channel ci into V: rows (ah x PW) and ph (ah x PW) are scratch */
 static void in_channel(const band *c, int ci, float *rows, float *ph) {
     const int H = c->H, W = c->W, tw = c->tw, PW = c->PW, tpp = c->tpp, ah = c->ah;
@@ -228,31 +266,21 @@ static void in_channel(const band *c, int ci, float *rows, float *ph) {
         }
         const float *vt = rows; /* the vertically transformed rows */
         if (ah > 1) {
-            for (int i = 0; i < ah; i++) {
-                float *pi = ph + (size_t)i * PW;
-                for (int q = 0; q < PW; q++) pi[q] = 0;
-                for (int a = 0; a < ah; a++) {
-                    float coef = BT[i][a];
-                    if (coef == 0) continue;
-                    const float *ra = rows + (size_t)a * PW;
-                    for (int q = 0; q < PW; q++) pi[q] += coef * ra[q];
-                }
-            }
+            const float *in[WA];
+            float *out[WA];
+            for (int a = 0; a < WA; a++) in[a] = rows + (size_t)a * PW, out[a] = ph + (size_t)a * PW;
+            rows_tr(BT, WA, WA, in, out, PW, 0.0f);
             vt = ph;
         }
         size_t p0 = (size_t)(ty - c->ty0) * tw;
         for (int i = 0; i < ah; i++) {
-            const float *pi = vt + (size_t)i * PW;
+            const float *pi = vt + (size_t)i * PW, *in[WA];
+            float *out[WA];
             for (int j = 0; j < WA; j++) {
-                float *v = c->V + (size_t)(i * WA + j) * c->vplane + (size_t)ci * c->P + p0;
-                for (int t = 0; t < tw; t++) v[t] = 0;
-                for (int bb = 0; bb < WA; bb++) {
-                    float coef = BT[j][bb];
-                    if (coef == 0) continue;
-                    const float *src = pi + (bb % WM) * tpp + bb / WM;
-                    for (int t = 0; t < tw; t++) v[t] += coef * src[t];
-                }
+                in[j] = pi + (j % WM) * tpp + j / WM; /* column WM t + j - 1 of the patch row */
+                out[j] = c->V + (size_t)(i * WA + j) * c->vplane + (size_t)ci * c->P + p0;
             }
+            rows_tr(BT, WA, WA, in, out, tw, 0.0f);
         }
     }
 }
@@ -264,32 +292,26 @@ static void out_channel(const band *c, int co, float *tt, float *ph) {
     const int wcols = (c->ow1 < c->W ? c->ow1 : c->W) - c->ow0; /* columns written */
     const float bias = c->b ? c->b[co] : 0.0f;
     float *yc = c->dst + (size_t)co * c->ld;
+    float *out[WA];
+    for (int bb = 0; bb < WM; bb++) out[bb] = ph + (size_t)bb * tw;
     for (int ty = c->ty0; ty < c->ty1; ty++) {
         size_t p0 = (size_t)(ty - c->ty0) * tw;
-        for (int a = 0; a < mh; a++) /* tt[a][j] = sum_i AT[a][i] m[i][j] (1D: m[0][j]) */
+        const float *m0 = c->M + (size_t)co * c->P + p0; /* position k's row: m0 + k mplane */
+        if (ah > 1) /* tt[a][j] = sum_i AT[a][i] m[i][j] */
             for (int j = 0; j < WA; j++) {
-                float *d = tt + ((size_t)a * WA + j) * tw;
-                for (int t = 0; t < tw; t++) d[t] = 0;
-                for (int i = 0; i < ah; i++) {
-                    float coef = ah > 1 ? AT[a][i] : 1.0f;
-                    if (coef == 0) continue;
-                    const float *m = c->M + (size_t)(i * WA + j) * c->mplane + (size_t)co * c->P + p0;
-                    for (int t = 0; t < tw; t++) d[t] += coef * m[t];
-                }
+                const float *in[WA];
+                float *o[WA];
+                for (int i = 0; i < WA; i++) in[i] = m0 + (size_t)(i * WA + j) * c->mplane;
+                for (int a = 0; a < WM; a++) o[a] = tt + ((size_t)a * WA + j) * tw;
+                rows_tr(AT, WM, WA, in, o, tw, 0.0f);
             }
         for (int a = 0; a < mh; a++) {
             int oy = mh * ty + a;
             if (oy < c->oh0 || oy >= c->oh1 || oy >= c->H) continue;
-            for (int bb = 0; bb < WM; bb++) { /* column phase bb, then interleaved */
-                float *yq = ph + (size_t)bb * tw;
-                for (int t = 0; t < tw; t++) yq[t] = bias;
-                for (int j = 0; j < WA; j++) {
-                    float coef = AT[bb][j];
-                    if (coef == 0) continue;
-                    const float *src = tt + ((size_t)a * WA + j) * tw;
-                    for (int t = 0; t < tw; t++) yq[t] += coef * src[t];
-                }
-            }
+            const float *in[WA]; /* the row's WA terms (1D: M's rows themselves) */
+            for (int j = 0; j < WA; j++)
+                in[j] = ah > 1 ? tt + ((size_t)a * WA + j) * tw : m0 + (size_t)j * c->mplane;
+            rows_tr(AT, WM, WA, in, out, tw, bias); /* column phase bb, then interleaved */
             merge_phases(ph, tw, wcols, yc + (size_t)(oy - c->oh0) * c->ldr);
         }
     }
