@@ -214,26 +214,14 @@ static int conv_wino(dmx__arena *ar, const dmx__conv_geom *g, const float *x, in
     dmx__wino_bands(g, H, W, &rows, &cols);
     dmx__arena_mark m = dmx__arena_save(ar);
     float *U = dmx__wino_weights(ar, g, w);
-    float *tmp = glu ? dmx__arena_floats(ar, (size_t)g->cout * rows * cols) : NULL;
-    if (!U || (glu && !tmp)) return dmx__arena_restore(ar, m), -1;
+    if (!U) return dmx__arena_restore(ar, m), -1;
     for (int r0 = 0; r0 < H; r0 += rows) {
         int r1 = r0 + rows < H ? r0 + rows : H;
         for (int c0 = 0; c0 < W; c0 += cols) {
-            int c1 = c0 + cols < W ? c0 + cols : W, bw = c1 - c0;
-            if (!glu) {
-                if (dmx__wino_band(ar, g, U, x, H, W, b, r0, r1, c0, c1, y + (size_t)r0 * W + c0,
-                                   total, (size_t)W))
-                    return dmx__arena_restore(ar, m), -1;
-                continue;
-            }
-            size_t n = (size_t)(r1 - r0) * bw;
-            if (dmx__wino_band(ar, g, U, x, H, W, b, r0, r1, c0, c1, tmp, n, (size_t)bw))
+            int c1 = c0 + cols < W ? c0 + cols : W;
+            if (dmx__wino_band(ar, g, U, x, H, W, b, r0, r1, c0, c1, glu, y + (size_t)r0 * W + c0,
+                               total, (size_t)W))
                 return dmx__arena_restore(ar, m), -1;
-            dmx__glu(tmp, tmp, g->cout, n);
-            for (int c = 0; c < g->cout / 2; c++)
-                for (int r = r0; r < r1; r++)
-                    memcpy(y + (size_t)c * total + (size_t)r * W + c0,
-                           tmp + (size_t)c * n + (size_t)(r - r0) * bw, sizeof(float) * bw);
         }
     }
     dmx__arena_restore(ar, m);

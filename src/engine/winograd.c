@@ -203,6 +203,7 @@ typedef struct band {
     int H, W, oh0, oh1, ow0, ow1; /* the band: output rows and columns */
     int mh, ah, nk;               /* tile rows, patch rows, positions */
     int tx0, tw, ty0, ty1, P, PW, tpp;
+    int glu;                      /* dst gets GLU(channels co, co + cout / 2) */
     float *V, *M, *dst, *scratch; /* scratch: `per` floats for each part */
     size_t ld, ldr, vplane, mplane, per;
 } band;
@@ -285,34 +286,51 @@ static void in_channel(const band *c, int ci, float *rows, float *ph) {
     }
 }
 
-/* output channel co from M, plus the bias, cropped to the band: tt (mh x
- * WA x tw) and ph (WM x tw) are scratch */
-static void out_channel(const band *c, int co, float *tt, float *ph) {
+/* Output channel co's tile row ty up to its column phases: tt (mh x WA x
+ * tw) receives A^T m (the vertical half; a 1D band reads M's rows in its
+ * place), then each output row a of the tile row is rows_tr'd into its WM
+ * phases (WM x tw at ph + a * WM * tw), the bias included. */
+static void out_phases(const band *c, int co, int ty, float *tt, float *ph) {
     const int tw = c->tw, mh = c->mh, ah = c->ah;
-    const int wcols = (c->ow1 < c->W ? c->ow1 : c->W) - c->ow0; /* columns written */
     const float bias = c->b ? c->b[co] : 0.0f;
+    const float *m0 = c->M + (size_t)co * c->P + (size_t)(ty - c->ty0) * tw; /* position k: + k mplane */
+    if (ah > 1) /* tt[a][j] = sum_i AT[a][i] m[i][j] */
+        for (int j = 0; j < WA; j++) {
+            const float *in[WA];
+            float *o[WA];
+            for (int i = 0; i < WA; i++) in[i] = m0 + (size_t)(i * WA + j) * c->mplane;
+            for (int a = 0; a < WM; a++) o[a] = tt + ((size_t)a * WA + j) * tw;
+            rows_tr(AT, WM, WA, in, o, tw, 0.0f);
+        }
+    for (int a = 0; a < mh; a++) {
+        const float *in[WA]; /* the row's WA terms (1D: M's rows themselves) */
+        float *out[WA];
+        for (int j = 0; j < WA; j++)
+            in[j] = ah > 1 ? tt + ((size_t)a * WA + j) * tw : m0 + (size_t)j * c->mplane;
+        for (int q = 0; q < WM; q++) out[q] = ph + ((size_t)a * WM + q) * tw;
+        rows_tr(AT, WM, WA, in, out, tw, bias);
+    }
+}
+
+/* Output channel co of the band (with glu, channel co of GLU(channels co,
+ * co + cout / 2)), cropped to the band, its rows merged from the phases:
+ * tt and ph are out_phases' scratch, twice over with glu (the gate's after
+ * the value's: ph's mh * WM * tw floats, then the gate's). */
+static void out_channel(const band *c, int co, float *tt, float *ph) {
+    const int tw = c->tw, mh = c->mh;
+    const int wcols = (c->ow1 < c->W ? c->ow1 : c->W) - c->ow0; /* columns written */
+    const size_t nph = (size_t)mh * WM * tw;
     float *yc = c->dst + (size_t)co * c->ld;
-    float *out[WA];
-    for (int bb = 0; bb < WM; bb++) out[bb] = ph + (size_t)bb * tw;
     for (int ty = c->ty0; ty < c->ty1; ty++) {
-        size_t p0 = (size_t)(ty - c->ty0) * tw;
-        const float *m0 = c->M + (size_t)co * c->P + p0; /* position k's row: m0 + k mplane */
-        if (ah > 1) /* tt[a][j] = sum_i AT[a][i] m[i][j] */
-            for (int j = 0; j < WA; j++) {
-                const float *in[WA];
-                float *o[WA];
-                for (int i = 0; i < WA; i++) in[i] = m0 + (size_t)(i * WA + j) * c->mplane;
-                for (int a = 0; a < WM; a++) o[a] = tt + ((size_t)a * WA + j) * tw;
-                rows_tr(AT, WM, WA, in, o, tw, 0.0f);
-            }
+        out_phases(c, co, ty, tt, ph);
+        if (c->glu) {
+            out_phases(c, co + c->g->cout / 2, ty, tt, ph + nph);
+            dmx__glu(ph, ph, 2, nph); /* value * sigmoid(gate), element by element */
+        }
         for (int a = 0; a < mh; a++) {
             int oy = mh * ty + a;
             if (oy < c->oh0 || oy >= c->oh1 || oy >= c->H) continue;
-            const float *in[WA]; /* the row's WA terms (1D: M's rows themselves) */
-            for (int j = 0; j < WA; j++)
-                in[j] = ah > 1 ? tt + ((size_t)a * WA + j) * tw : m0 + (size_t)j * c->mplane;
-            rows_tr(AT, WM, WA, in, out, tw, bias); /* column phase bb, then interleaved */
-            merge_phases(ph, tw, wcols, yc + (size_t)(oy - c->oh0) * c->ldr);
+            merge_phases(ph + (size_t)a * WM * tw, tw, wcols, yc + (size_t)(oy - c->oh0) * c->ldr);
         }
     }
 }
@@ -335,16 +353,16 @@ static void part_product(void *ctx, int k) {
 static void part_out(void *ctx, int p) {
     const band *c = ctx;
     float *tt = c->scratch + (size_t)p * c->per, *ph = tt + (size_t)c->mh * WA * c->tw;
-    int lo, hi;
-    dmx__team_share(c->g->cout, PARTS, p, &lo, &hi);
+    int lo, hi; /* (ph: the value's phases, then with glu the gate's) */
+    dmx__team_share(c->glu ? c->g->cout / 2 : c->g->cout, PARTS, p, &lo, &hi);
     for (int co = lo; co < hi; co++) out_channel(c, co, tt, ph);
 }
 
 int dmx__wino_band(dmx__arena *ar, const dmx__conv_geom *g, const float *U, const float *x, int H,
-                   int W, const float *b, int oh0, int oh1, int ow0, int ow1, float *dst,
+                   int W, const float *b, int oh0, int oh1, int ow0, int ow1, int glu, float *dst,
                    size_t ld, size_t ldr) {
     band c = {.g = g, .U = U, .x = x, .b = b, .H = H, .W = W, .oh0 = oh0, .oh1 = oh1,
-              .ow0 = ow0, .ow1 = ow1};
+              .ow0 = ow0, .ow1 = ow1, .glu = glu};
     c.mh = tile_h(g), c.ah = patch_h(g), c.nk = positions(g);
     c.tx0 = ow0 / WM, c.tw = (ow1 - ow0 + WM - 1) / WM;
     c.ty0 = oh0 / c.mh, c.ty1 = (oh1 + c.mh - 1) / c.mh;
@@ -355,9 +373,10 @@ int dmx__wino_band(dmx__arena *ar, const dmx__conv_geom *g, const float *U, cons
     c.dst = dst, c.ld = ld, c.ldr = ldr;
     c.vplane = (size_t)g->cin * c.P, c.mplane = (size_t)g->cout * c.P;
     /* a part's scratch: input rows and their vertical transform (2 ah x PW),
-     * or the output's A^T m (mh x WA x tw) and its phases (WM x tw) */
+     * or the output's A^T m (mh x WA x tw) and its rows' phases (mh x WM x
+     * tw; with glu, the value's and the gate's) */
     size_t in_need = (size_t)2 * c.ah * c.PW,
-           out_need = (size_t)c.mh * WA * c.tw + (size_t)WM * c.tw;
+           out_need = (size_t)c.mh * WA * c.tw + (size_t)(glu ? 2 : 1) * c.mh * WM * c.tw;
     c.per = ((in_need > out_need ? in_need : out_need) + 15) / 16 * 16;
     dmx__arena_mark mk = dmx__arena_save(ar);
     c.V = dmx__arena_floats(ar, (size_t)c.nk * c.vplane);

@@ -44,11 +44,13 @@ void dmx__wino_bands(const dmx__conv_geom *g, int H, int W, int *rows, int *cols
 /* Output rows [oh0, oh1) and columns [ow0, ow1) (oh0 and ow0 multiples of
  * the tile's sides; oh1, ow1 may pass H, W: cropped) of conv(x (cin, H,
  * W)) + b (b may be NULL) into dst: channel co's row oh at dst + co * ld
- * + (oh - oh0) * ldr, column ow at (ow - ow0). U: dmx__wino_weights.
+ * + (oh - oh0) * ldr, column ow at (ow - ow0). With glu, dst receives
+ * cout / 2 channels, GLU of the convolution's (dmx__glu: channel co times
+ * the sigmoid of channel co + cout / 2). U: dmx__wino_weights.
  * Scratch from the arena (released before returning). Returns 0, or -1
  * when out of memory. */
 int dmx__wino_band(dmx__arena *ar, const dmx__conv_geom *g, const float *U, const float *x, int H,
-                   int W, const float *b, int oh0, int oh1, int ow0, int ow1, float *dst,
+                   int W, const float *b, int oh0, int oh1, int ow0, int ow1, int glu, float *dst,
                    size_t ld, size_t ldr);
 
 #endif
