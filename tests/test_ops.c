@@ -377,5 +377,22 @@ int main(void) {
         CHECK_MSG(worst < 5e-7, "tanh: max error %.3e", worst);
         free(x), free(y);
     }
+    {
+        /* dmx__sum_sq (the norms' statistics, summed in double over eight
+         * vector chains): every length around the vector loops' steps,
+         * against a plain double sum, and adding onto what *s, *s2 held */
+        const size_t lens[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 1000, 4099};
+        float *x = rand_buf(4099);
+        for (size_t i = 0; i < 4099; i++) x[i] += 0.25f; /* not centred on 0 */
+        for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+            size_t n = lens[k];
+            double s = 1.5, s2 = 2.5, r = 1.5, r2 = 2.5;
+            for (size_t i = 0; i < n; i++) r += x[i], r2 += (double)x[i] * x[i];
+            dmx__sum_sq(x, n, &s, &s2);
+            CHECK_MSG(fabs(s - r) <= 1e-12 * (fabs(r) + 1) && fabs(s2 - r2) <= 1e-12 * r2,
+                      "sum_sq of %zu values: %.17g %.17g against %.17g %.17g", n, s, s2, r, r2);
+        }
+        free(x);
+    }
     return dmx_test_done("test_ops");
 }
