@@ -204,9 +204,9 @@ static void conv_columns(const dmx__conv_geom *g, const float *x, int H, int W, 
     }
 }
 
-/* conv(x) + b by Winograd (winograd.h), band by band: straight into y
- * (glu 0), or through a band of scratch and GLU into y's first cout/2
- * channels (glu 1). */
+/* conv(x) + b by Winograd (winograd.h), band by band straight into y
+ * (glu 0), or its GLU into y's cout/2 channels (glu 1: the output
+ * transform applies it). */
 static int conv_wino(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                      const float *w, const float *b, float *y, int glu) {
     size_t total = (size_t)H * W;

@@ -24,7 +24,6 @@
 
 #include "simd.h"
 
-#include <math.h>
 #include <string.h>
 
 /* Scratch budget of one band (V and M), in floats (8 MiB). */
@@ -193,7 +192,8 @@ void dmx__wino_bands(const dmx__conv_geom *g, int H, int W, int *rows, int *cols
 
 /* One band's work, shared by its parts: the input transform by input
  * channels, the products (one per position), the output transform by
- * output channels — each a dmx__team_for over parts that write disjoint
+ * output channels (with glu, by pairs of a value channel and its gate) —
+ * each a dmx__team_for over parts that write disjoint
  * rows, so helpers (a lone evaluation on several threads) share the band,
  * and every value is computed by the same arithmetic whoever runs it. */
 #define PARTS 8
@@ -210,11 +210,13 @@ typedef struct band {
 
 /* Several rows of a transform in one pass: out[j][t] = init + sum over a
  * of T[j][a] in[a][t] (t < n, j < nj, a < na), each input row read once
- * and each output row written once. The sum runs over a in order as
- * multiply-adds from init, zero coefficients skipped: the rounding of
- * adding the rows one at a time (fma(c, x, 0) is c x rounded, fma(+-1, x,
- * s) is s +- x). Inlined with a constant table, the loops over j and a
- * unroll and the coefficients fold into the code. */
+ * and each output row written once. The sum runs over a in order from
+ * init, zero coefficients skipped: the rounding of adding the rows one at
+ * a time as `v += c * x` did (fused where the target has FMA, as the
+ * compiler contracts it: fma(c, x, 0) is c x rounded, fma(+-1, x, s) is s
+ * +- x; a product then a sum elsewhere). Inlined with a constant table,
+ * the loops over j and a unroll and the coefficients fold into the code.
+ * Without FMA vectors, 4-float vectors of GCC's (SSE2, NEON). */
 static inline __attribute__((always_inline)) void rows_tr(const float (*T)[WA], int nj, int na,
                                                           const float *const *in,
                                                           float *const *out, int n, float init) {
@@ -233,6 +235,21 @@ static inline __attribute__((always_inline)) void rows_tr(const float (*T)[WA], 
             V_STORE(out[j] + t, acc);
         }
     }
+#else
+    typedef float v4f __attribute__((vector_size(16)));
+    for (; t + 4 <= n; t += 4) {
+        v4f x[WA];
+#pragma GCC unroll 8
+        for (int a = 0; a < na; a++) memcpy(&x[a], in[a] + t, sizeof x[a]);
+#pragma GCC unroll 8
+        for (int j = 0; j < nj; j++) {
+            v4f acc = {init, init, init, init};
+#pragma GCC unroll 8
+            for (int a = 0; a < na; a++)
+                if (T[j][a] != 0) acc += T[j][a] * x[a];
+            memcpy(out[j] + t, &acc, sizeof acc);
+        }
+    }
 #endif
     for (; t < n; t++) {
         float x[WA];
@@ -240,7 +257,7 @@ static inline __attribute__((always_inline)) void rows_tr(const float (*T)[WA], 
         for (int j = 0; j < nj; j++) {
             float acc = init;
             for (int a = 0; a < na; a++)
-                if (T[j][a] != 0) acc = fmaf(T[j][a], x[a], acc);
+                if (T[j][a] != 0) acc += T[j][a] * x[a];
             out[j][t] = acc;
         }
     }
