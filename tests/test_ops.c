@@ -381,7 +381,8 @@ int main(void) {
         /* dmx__sum_sq (the norms' statistics, summed in double over eight
          * vector chains): every length around the vector loops' steps,
          * against a plain double sum, and adding onto what *s, *s2 held */
-        const size_t lens[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 1000, 4099};
+        const size_t lens[] = {0,  1,  7,  8,  9,  15, 16, 17,   31,
+                               32, 33, 47, 48, 63, 64, 65, 1000, 4099};
         float *x = rand_buf(4099);
         for (size_t i = 0; i < 4099; i++) x[i] += 0.25f; /* not centred on 0 */
         for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {

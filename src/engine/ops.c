@@ -337,13 +337,16 @@ void dmx__sum_sq(const float *p, size_t n, double *s, double *s2) {
     size_t i = 0;
     double a = 0, a2 = 0;
 #if defined(__AVX512F__)
-    __m512d s0 = _mm512_setzero_pd(), s1 = s0, s2v = s0, s3 = s0, q0 = s0, q1 = s0, q2 = s0, q3 = s0;
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0, s2v = s0, s3 = s0, q0 = s0, q1 = s0, q2 = s0,
+            q3 = s0;
     for (; i + 32 <= n; i += 32) {
         __m512 v = _mm512_loadu_ps(p + i), w = _mm512_loadu_ps(p + i + 16);
         __m512d l0 = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-        __m512d h0 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        __m512d h0 =
+            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
         __m512d l1 = _mm512_cvtps_pd(_mm512_castps512_ps256(w));
-        __m512d h1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w), 1)));
+        __m512d h1 =
+            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(w), 1)));
         s0 = _mm512_add_pd(s0, l0), s1 = _mm512_add_pd(s1, h0);
         s2v = _mm512_add_pd(s2v, l1), s3 = _mm512_add_pd(s3, h1);
         q0 = _mm512_fmadd_pd(l0, l0, q0), q1 = _mm512_fmadd_pd(h0, h0, q1);
@@ -352,14 +355,16 @@ void dmx__sum_sq(const float *p, size_t n, double *s, double *s2) {
     for (; i + 16 <= n; i += 16) {
         __m512 v = _mm512_loadu_ps(p + i);
         __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-        __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        __m512d hi =
+            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
         s0 = _mm512_add_pd(s0, lo), s1 = _mm512_add_pd(s1, hi);
         q0 = _mm512_fmadd_pd(lo, lo, q0), q1 = _mm512_fmadd_pd(hi, hi, q1);
     }
     a = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2v, s3)));
     a2 = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(q0, q1), _mm512_add_pd(q2, q3)));
 #elif defined(__AVX2__) && defined(__FMA__)
-    __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2v = s0, s3 = s0, q0 = s0, q1 = s0, q2 = s0, q3 = s0;
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0, s2v = s0, s3 = s0, q0 = s0, q1 = s0, q2 = s0,
+            q3 = s0;
     for (; i + 16 <= n; i += 16) {
         __m256 v = _mm256_loadu_ps(p + i), w = _mm256_loadu_ps(p + i + 8);
         __m256d l0 = _mm256_cvtps_pd(_mm256_castps256_ps128(v));

@@ -1,8 +1,9 @@
 /*
  * simd.h - internal: the one vector vocabulary of the numeric kernels
- * (ops.c, attention.c, dirconv.c, winograd.c). VW floats per vector where the build targets
- * AVX-512 or AVX2; VW undefined elsewhere, and the kernels keep their plain
- * C loops. V_FMA exists where the target has fused multiply-add.
+ * (ops.c, attention.c, dirconv.c, winograd.c). VW floats per vector where
+ * the build targets AVX-512 or AVX2; VW undefined elsewhere, and the
+ * kernels keep their plain C loops. V_FMA exists where the target has
+ * fused multiply-add.
  *
  * Vector expf/erff/tanhf come from glibc's libmvec (the same routines GCC
  * calls when it vectorises libm calls): within a few ulp, far inside the

@@ -20,9 +20,8 @@
  */
 #include "winograd.h"
 
-#include "team.h"
-
 #include "simd.h"
+#include "team.h"
 
 #include <string.h>
 
@@ -218,8 +217,8 @@ typedef struct band {
  * the loops over j and a unroll and the coefficients fold into the code.
  * Without FMA vectors, 4-float vectors of GCC's (SSE2, NEON). */
 static inline __attribute__((always_inline)) void rows_tr(const float (*T)[WA], int nj, int na,
-                                                          const float *const *in,
-                                                          float *const *out, int n, float init) {
+                                                          const float *const *in, float *const *out,
+                                                          int n, float init) {
     int t = 0;
 #if defined(VW) && defined(V_FMA)
     for (; t + VW <= n; t += VW) {
