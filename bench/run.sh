@@ -175,15 +175,20 @@ if [ -n "${DEMIX_UPSTREAM:-}" ] && /usr/bin/python3 -c "import torch" 2>/dev/nul
     # which hands them back to the kernel each time: on a machine where page
     # faults are dear (a virtual machine) that alone can triple upstream's
     # time. The fair comparison is upstream with malloc keeping its memory
-    # (no mmap, no trimming), as a user could run it. Two pairs, each
-    # upstream then demix right after it (the machine's speed drifts): the
-    # ratio is read pair by pair.
+    # (no mmap, no trimming), as a user could run it. The machine's speed
+    # drifts over minutes (a virtual machine's more so after minutes of
+    # full load), so each of the two rounds times demix right before and
+    # right after upstream: the ratio is read against each, and against
+    # their mean.
     for i in 1 2; do
+      read -r WB _ < <(run_song "$U" "$THREADS")
       MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=268435456 \
         /usr/bin/time -f "%e %M" -o "$TMP/time.txt" /usr/bin/python3 bench/upstream.py "$MODEL" "$TMP/in_$U.flac" "$THREADS"
       read -r WT RT < "$TMP/time.txt"
       read -r WD _ < <(run_song "$U" "$THREADS")
-      awk -v a="$WD" -v b="$WT" -v r="$RT" -v u="$U" 'BEGIN { printf "%s s song: upstream with malloc keeping its memory %.1f s (peak RSS %.0f MB), demix right after %.1f s: demix is %.1fx faster\n", u, b, r / 1024, a, b / a }'
+      awk -v a="$WD" -v p="$WB" -v b="$WT" -v r="$RT" -v u="$U" 'BEGIN {
+        printf "%s s song: upstream with malloc keeping its memory %.1f s (peak RSS %.0f MB); demix right before %.1f s, right after %.1f s: demix is %.1fx / %.1fx faster (%.2fx against their mean)\n",
+          u, b, r / 1024, p, a, b / p, b / a, 2 * b / (p + a) }'
     done
   done
 else

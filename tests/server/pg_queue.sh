@@ -14,7 +14,8 @@
 # the lease); the database going away makes workers not ready, not dead; a
 # worker stopped (SIGTERM) past --grace puts its job back as queued, and the
 # next worker runs it; a node starts while another transaction holds the
-# jobs table; the janitor expires finished jobs past --ttl with their files.
+# jobs table; the janitor keeps the newest --history jobs and expires
+# finished jobs past --ttl, each with its files.
 # Exit 77 (skipped) when PostgreSQL is not installed.
 . "$(dirname "$0")/lib.sh"
 
@@ -302,8 +303,37 @@ wait_row "$TID" state done 600 && pass "run to the end by the next worker" || fa
 [ "$(row "$TID" attempts)" = 1 ] && pass "attempts 1" || fail "attempts: $(row "$TID" attempts)"
 kill -TERM "$WPID"; wait "$WPID" 2>/dev/null
 
-# ---- the janitor (one node, under the advisory lock): TTL with the files -----------------------
+# ---- the janitor (one node, under the advisory lock): the history cap -------------------------
+# --history N in a cluster: the janitor keeps the newest N jobs (by
+# submission; the unfinished always), removing the finished ones past them
+# with their folders, whatever their age.
 stop_term 60
+KEEP=3
+FIN="state IN ('done', 'failed', 'cancelled')"
+GONE=$(sql "SELECT id FROM (SELECT id, $FIN AS fin, row_number() OVER (ORDER BY created DESC, id DESC) AS r
+            FROM jobs) x WHERE r > $KEEP AND fin ORDER BY id")
+STAY=$(sql "SELECT id FROM jobs ORDER BY id" | grep -vxF -f <(echo "$GONE") || true)
+[ "$(echo "$GONE" | grep -c .)" -ge 2 ] || fail "fewer than 2 finished jobs past the newest $KEEP"
+GONE_DIRS=$(echo "$GONE" | while read -r id; do [ -d "$D/jobs/$id" ] && echo "$id"; done)
+[ -n "$GONE_DIRS" ] || fail "none of the jobs to expire has a folder"
+KEPT_DIRS=$(sql "SELECT id FROM jobs WHERE $FIN" | grep -vxF -f <(echo "$GONE") |
+    while read -r id; do [ -d "$D/jobs/$id" ] && echo "$id"; done || true)
+start "$WORK/api_hist.log" "${CL[@]}" --no-workers --history "$KEEP" --ttl 86400
+for _ in $(seq 150); do
+    [ "$(sql "SELECT id FROM jobs ORDER BY id")" = "$STAY" ] && break
+    sleep 0.2
+done
+[ "$(sql "SELECT id FROM jobs ORDER BY id")" = "$STAY" ] \
+    && pass "--history $KEEP: the $(echo "$GONE" | grep -c .) finished jobs past the newest $KEEP removed, the rest kept" \
+    || fail "rows after the history cap: $(sql "SELECT id, state FROM jobs ORDER BY created DESC") (kept should be: $STAY)"
+left=$(echo "$GONE_DIRS" | while read -r id; do [ -d "$D/jobs/$id" ] && echo "$id"; done)
+[ -z "$left" ] && pass "their folders removed with them" || fail "folders left of expired jobs: $left"
+kept=$(echo "$KEPT_DIRS" | while read -r id; do [ -z "$id" ] || [ -d "$D/jobs/$id" ] || echo "$id"; done)
+[ -z "$kept" ] && pass "the kept finished jobs keep their folders ($(echo "$KEPT_DIRS" | grep -c .))" \
+    || fail "folders gone of kept jobs: $kept"
+stop_term 60
+
+# ---- the janitor: TTL with the files ---------------------------------------------------------
 DONE=$(sql "SELECT count(*) FROM jobs WHERE state IN ('done', 'failed', 'cancelled')")
 [ "$DONE" -gt 0 ] || fail "no finished job to expire"
 start "$WORK/api2.log" "${CL[@]}" --no-workers --ttl 2
