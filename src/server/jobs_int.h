@@ -27,10 +27,11 @@ void srv__dir_clear(const char *dir, const char *keep, int rmdir_too);
  * Called once, before the workers start. */
 void srv__queue_restore(srv_job **v, int n);
 /* Worker side: blocks until a job is queued (returns it marked running,
- * saved, with the caller's reference) or the queue stops (NULL). */
+ * its row written, with the caller's reference) or the queue stops (NULL). */
 srv_job *srv__queue_take(void);
 /* Worker side: records the end of a run (requeue: SIGTERM checkpoint back
- * to queued); the caller still holds its reference (srv_job_put). 1 when
+ * to queued), its row before what readers see; the caller still holds its
+ * reference (srv_job_put). 1 when
  * the result did not land (clustered: another run owns the job), else 0. */
 int srv__queue_finish(srv_job *j, srv_job_state st, int requeue);
 void srv__job_progress(srv_job *j, double progress);
@@ -40,6 +41,9 @@ void srv__job_progress(srv_job *j, double progress);
 void srv__job_fail(srv_job *j, srv_error e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void srv__job_set_stems(srv_job *j, char names[][DMX_MAX_STEM_NAME], int n);
+/* Writes again the rows of jobs whose last row write the store refused
+ * (a database locked by another process): the janitor's, each sweep. */
+void srv__rows_retry(void);
 /* A new reference to the job that finished longest before `limit`
  * (wall clock) among the finished ones, or NULL. */
 srv_job *srv__jobs_expired(double limit);

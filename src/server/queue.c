@@ -25,8 +25,12 @@
  *   then makes the job visible. If the write fails the caller is told why
  *   (503 store_unavailable, 507 insufficient_storage) and removes the
  *   job's files, so no 202 is ever given for a job a crash would lose.
- *   Later state changes are written under jobs_lock, so the row and the
- *   memory agree. Deletion removes the row first and the folder after (when
+ *   Later state changes are written outside jobs_lock too, under rows_lock
+ *   (which orders them and keeps a deleted job's row from coming back), so
+ *   a locked database never stalls a reader of the queue; a job's end is
+ *   stored before readers see it, and a write the store refused is retried
+ *   by the janitor (srv__rows_retry) until row and memory agree. Deletion
+ *   removes the row first and the folder after (when
  *   the last reference goes): a crash in between leaves a folder no row
  *   owns, which recovery.c removes at the next start; the other order
  *   could bring back a job whose files are gone.
@@ -76,6 +80,14 @@ int srv_random_hex(char *out, size_t n_bytes) {
 /* ---- state ------------------------------------------------------------------- */
 
 static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Row writes after a job's submission (state changes, deletions, history
+ * evictions) run under rows_lock and never under jobs_lock: a database held
+ * locked by another process (SQLite waits up to 5 s) then stalls only the
+ * other row writes, never a reader of the queue (GET /jobs, /metrics,
+ * /health). Taken before jobs_lock, never while holding it. Under it a
+ * job's `deleted` flag cannot change, so a state write never brings back a
+ * row that a deletion removed. */
+static pthread_mutex_t rows_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t queue_cv = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t job_cv = PTHREAD_COND_INITIALIZER;
 static srv_job *queue_head, *queue_tail;
@@ -157,6 +169,78 @@ void srv_job_put(srv_job *j) {
     if (last) job_release(j);
 }
 
+/* ---- rows (see rows_lock) ------------------------------------------------------ */
+
+/* What j's row holds, copied with jobs_lock held (the fields that change
+ * are guarded by it) so that it is written without the lock. */
+static void row_copy_locked(const srv_job *j, srv_job *r) {
+    memset(r, 0, sizeof *r);
+    memcpy(r->id, j->id, sizeof r->id);
+    memcpy(r->request_id, j->request_id, sizeof r->request_id);
+    memcpy(r->model, j->model, sizeof r->model);
+    memcpy(r->two_stems, j->two_stems, sizeof r->two_stems);
+    memcpy(r->format, j->format, sizeof r->format);
+    r->shifts = j->shifts;
+    r->overlap = j->overlap;
+    r->upload_name = j->upload_name; /* (set before submission, then fixed) */
+    r->file_size = j->file_size;
+    r->audio_seconds = j->audio_seconds;
+    r->state = j->state;
+    r->progress = j->progress;
+    memcpy(r->error, j->error, sizeof r->error);
+    memcpy(r->error_code, j->error_code, sizeof r->error_code);
+    r->n_stems = j->n_stems;
+    memcpy(r->stems, j->stems, sizeof r->stems);
+    r->created = j->created;
+    r->started = j->started;
+    r->finished = j->finished;
+    r->attempts = j->attempts;
+}
+
+/* Writes row r of job j, rows_lock held, unless j was deleted; a write the
+ * store refused marks j for the janitor's retry (srv__rows_retry). */
+static void row_write(srv_job *j, const srv_job *r) {
+    pthread_mutex_lock(&jobs_lock);
+    int gone = j->deleted;
+    pthread_mutex_unlock(&jobs_lock);
+    if (gone) return;
+    int failed = srv_store_save(r) < 0;
+    pthread_mutex_lock(&jobs_lock);
+    j->row_stale = failed;
+    pthread_mutex_unlock(&jobs_lock);
+}
+
+/* Writes j's row as it is now (see rows_lock). */
+static void row_store(srv_job *j) {
+    srv_job r;
+    pthread_mutex_lock(&rows_lock);
+    pthread_mutex_lock(&jobs_lock);
+    row_copy_locked(j, &r);
+    pthread_mutex_unlock(&jobs_lock);
+    row_write(j, &r);
+    pthread_mutex_unlock(&rows_lock);
+}
+
+void srv__rows_retry(void) {
+    for (;;) {
+        srv_job *j = NULL;
+        pthread_mutex_lock(&jobs_lock);
+        for (int i = n_all - 1; i >= 0 && !j; i--)
+            if (all_jobs[i]->row_stale && !all_jobs[i]->deleted) {
+                j = all_jobs[i];
+                j->refs++;
+            }
+        pthread_mutex_unlock(&jobs_lock);
+        if (!j) return;
+        row_store(j);
+        pthread_mutex_lock(&jobs_lock);
+        int again = j->row_stale;
+        pthread_mutex_unlock(&jobs_lock);
+        srv_job_put(j);
+        if (again) return; /* the store still refuses: the next sweep tries again */
+    }
+}
+
 /* ---- the FIFO (jobs_lock held) ------------------------------------------------- */
 
 static void renumber_locked(void) {
@@ -208,26 +292,14 @@ static int queue_remove_locked(srv_job *j) {
 
 /* ---- submit, look up, wait, delete ---------------------------------------------- */
 
-/* Drops the oldest finished job from the history, its row first (the
- * folder goes with the last reference). Nothing changed: -1 when the store
- * refuses, -2 when no job is finished (serve.c keeps the history above
- * --queue + --workers, so one is). Called and returns with the jobs lock
- * held (let go while a last reference is released). */
-static int evict_oldest_locked(void) {
+/* The oldest finished job of the history with a new reference, or NULL
+ * (serve.c keeps the history above --queue + --workers, so one is). */
+static srv_job *oldest_finished_locked(void) {
     int k = n_all - 1;
     while (k >= 0 && !srv__job_terminal(all_jobs[k]->state)) k--;
-    if (k < 0) return -2;
-    srv_job *old = all_jobs[k];
-    if (srv_store_delete(old->id) < 0) return -1;
-    memmove(all_jobs + k, all_jobs + k + 1, (size_t)(n_all - k - 1) * sizeof *all_jobs);
-    n_all--;
-    old->deleted = 1;
-    if (--old->refs == 0) {
-        pthread_mutex_unlock(&jobs_lock);
-        job_release(old);
-        pthread_mutex_lock(&jobs_lock);
-    }
-    return 0;
+    if (k < 0) return NULL;
+    all_jobs[k]->refs++;
+    return all_jobs[k];
 }
 
 int srv_job_submit(srv_job *j, srv_error *why) {
@@ -246,8 +318,8 @@ int srv_job_submit(srv_job *j, srv_error *why) {
      * before its row is stored, the oldest finished job going row first; a
      * store that refuses that deletion refuses the submission, nothing
      * changed (dropped after the save, a refused deletion would leave a row
-     * that comes back at the next start without its files). An eviction
-     * may let the lock go: the checks are made again after it. */
+     * that comes back at the next start without its files). The eviction
+     * (srv_job_delete) lets the lock go: the checks are made again after it. */
     for (;;) {
         if (stopping || queue_len + n_reserved >= queue_cap) {
             *why = stopping ? SRV_E_SHUTTING_DOWN : SRV_E_QUEUE_FULL;
@@ -255,12 +327,15 @@ int srv_job_submit(srv_job *j, srv_error *why) {
             return -1;
         }
         if (n_all + n_reserved < srv_cfg.history) break;
-        int ev = evict_oldest_locked();
+        srv_job *old = oldest_finished_locked();
+        pthread_mutex_unlock(&jobs_lock);
+        int ev = old ? srv_job_delete(old) : -2;
+        srv_job_put(old); /* (its folder goes with the last reference) */
         if (ev < 0) {
             *why = ev == -2 ? SRV_E_QUEUE_FULL : SRV_E_STORE_UNAVAILABLE;
-            pthread_mutex_unlock(&jobs_lock);
             return -1;
         }
+        pthread_mutex_lock(&jobs_lock);
     }
     n_reserved++;
     pthread_mutex_unlock(&jobs_lock);
@@ -363,13 +438,20 @@ int srv_job_delete(srv_job *j) {
         pthread_mutex_unlock(&jobs_lock);
         return 0;
     }
-    pthread_mutex_lock(&jobs_lock);
     /* Row first (nothing changes when the store refuses), folder when the
      * last reference goes (a running worker may still be writing into it);
-     * see "Durability" above. */
-    if (!j->deleted && srv_store_delete(j->id) < 0) {
+     * see "Durability" above. The row goes without jobs_lock (rows_lock). */
+    pthread_mutex_lock(&rows_lock);
+    pthread_mutex_lock(&jobs_lock);
+    if (!j->deleted) {
         pthread_mutex_unlock(&jobs_lock);
-        return -1;
+        int rc = srv_store_delete(j->id);
+        pthread_mutex_lock(&jobs_lock);
+        if (rc < 0) {
+            pthread_mutex_unlock(&jobs_lock);
+            pthread_mutex_unlock(&rows_lock);
+            return -1;
+        }
     }
     j->deleted = 1;
     atomic_store(&j->cancel, 1);
@@ -388,6 +470,7 @@ int srv_job_delete(srv_job *j) {
         }
     pthread_cond_broadcast(&job_cv);
     pthread_mutex_unlock(&jobs_lock);
+    pthread_mutex_unlock(&rows_lock);
     return 0;
 }
 
@@ -609,16 +692,15 @@ srv_job *srv__queue_take(void) {
         j->state = JOB_RUNNING;
         j->started = srv_wall();
         n_active++;
-        srv_store_save(j);
         pthread_cond_broadcast(&job_cv);
     }
     pthread_mutex_unlock(&jobs_lock);
+    if (j) row_store(j);
     return j;
 }
 
-int srv__queue_finish(srv_job *j, srv_job_state st, int requeue) {
-    int superseded = 0;
-    pthread_mutex_lock(&jobs_lock);
+/* The end of a run on job j, or on its row's copy. */
+static void finish_fields(srv_job *j, srv_job_state st, int requeue, double now) {
     if (requeue) {
         /* Back to the start: the next process runs it again. */
         j->state = JOB_QUEUED;
@@ -628,20 +710,41 @@ int srv__queue_finish(srv_job *j, srv_job_state st, int requeue) {
     } else {
         j->state = st;
         if (st == JOB_DONE) j->progress = 1;
-        j->finished = srv_wall();
+        j->finished = now;
     }
+}
+
+int srv__queue_finish(srv_job *j, srv_job_state st, int requeue) {
+    const double now = srv_wall();
     if (srv__cluster_on()) {
-        /* the conditional final write, outside the lock (it may retry) */
-        pthread_mutex_unlock(&jobs_lock);
-        superseded = srv__cluster_finish(j, requeue) == -1;
         pthread_mutex_lock(&jobs_lock);
-    } else if (!j->deleted) {
-        srv_store_save(j);
+        finish_fields(j, st, requeue, now);
+        pthread_mutex_unlock(&jobs_lock);
+        /* the conditional final write, outside the lock (it may retry) */
+        int superseded = srv__cluster_finish(j, requeue) == -1;
+        pthread_mutex_lock(&jobs_lock);
+        n_active--;
+        pthread_cond_broadcast(&job_cv);
+        pthread_mutex_unlock(&jobs_lock);
+        return superseded;
     }
+    /* The row first, then what readers see: an end answered (GET, wait=true)
+     * is stored, unless the store refused the write (logged; the janitor
+     * writes it again, srv__rows_retry). */
+    srv_job r;
+    pthread_mutex_lock(&rows_lock);
+    pthread_mutex_lock(&jobs_lock);
+    row_copy_locked(j, &r);
+    pthread_mutex_unlock(&jobs_lock);
+    finish_fields(&r, st, requeue, now);
+    row_write(j, &r);
+    pthread_mutex_lock(&jobs_lock);
+    finish_fields(j, st, requeue, now);
     n_active--;
     pthread_cond_broadcast(&job_cv);
     pthread_mutex_unlock(&jobs_lock);
-    return superseded;
+    pthread_mutex_unlock(&rows_lock);
+    return 0;
 }
 
 void srv__job_progress(srv_job *j, double progress) {

@@ -227,6 +227,7 @@ static void *janitor_main(void *arg) {
         pthread_cond_timedwait(&janitor_cv, &janitor_lock, &ts);
         if (janitor_stopping) break;
         pthread_mutex_unlock(&janitor_lock);
+        srv__rows_retry();
         srv__sweep_expired();
         pthread_mutex_lock(&janitor_lock);
     }

@@ -206,6 +206,7 @@ typedef struct srv_job {
     atomic_int shutdown;  /* cancelled by SIGTERM: checkpointed as queued */
     int timed_out;        /* cancelled by the wall limit */
     int expiry_deferred;  /* the janitor's: its expiry was refused by the store (logged once) */
+    int row_stale;        /* its last row write was refused: the janitor writes it again */
     int queue_pos;        /* 1-based place in the queue while queued, else 0 */
     int attempts;         /* clustered: claims so far (the lease's generation) */
     struct srv_job *next; /* queue link */

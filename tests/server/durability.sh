@@ -21,6 +21,8 @@
 #     store_unavailable and nothing changes; --history not above --queue +
 #     --workers is refused at start, and so is one the stored unfinished
 #     jobs fill (none dropped; a larger one re-queues and finishes them).
+#  6. a job's end written while another process holds the database locked:
+#     reads answer at once meanwhile; the janitor writes the row afterwards.
 . "$(dirname "$0")/lib.sh"
 
 D="$WORK/data"
@@ -207,5 +209,45 @@ start "$WORK/server5.log" --data-dir "$D5" --workers 1 --queue 2 --history 4 --r
 n_done=0
 for u in "${U[@]}"; do [ "$(wait_job "$u")" = done ] && n_done=$((n_done + 1)); done
 [ "$n_done" = 3 ] && pass "the three stored jobs re-queued and done" || fail "re-queued jobs done: $n_done of 3"
+stop_term 30
+
+# ---- 6. a locked database stalls no reader; a refused write comes later ---------------------
+# A job ends while another process holds the database's write lock: the
+# end's row write waits out SQLite's 5 s busy timeout and fails, and
+# meanwhile every read (the job, the list, /health) answers at once; the
+# job shows done once its write was tried, and the janitor (every quarter
+# of --ttl) writes the row once the lock is gone.
+D6="$WORK/d6"
+start "$WORK/server6.log" --data-dir "$D6" --workers 1 --rate-limit 0 --ttl $((40 * TS))
+hold
+get s6 202 -F "file=@$W3" -F model_name=tiny4s "$B/separate"
+ID6=$(json s6 'd["id"]')
+wait_running s6poll "$ID6"
+row6() { sqlite3 "$D6/demix.db" "SELECT state FROM jobs WHERE id = '$ID6'"; }
+for _ in $(seq 100); do [ "$(row6)" = running ] && break; sleep 0.1; done
+[ "$(row6)" = running ] || fail "row of the running job: $(row6)"
+lock_db "$D6/demix.db"
+release
+slowest=0
+st6=
+for _ in $(seq 40); do
+    for u in "$B/jobs/$ID6" "$B/jobs" "$B/health"; do
+        t=$(curl -sS --max-time 30 -o "$WORK/r6.body" -w '%{time_total}' "$u")
+        slowest=$(python3 -c "import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))" "$slowest" "$t")
+    done
+    st6=$(curl -sS --max-time 30 "$B/jobs/$ID6" | python3 -c "import json, sys; print(json.load(sys.stdin)['status'])")
+    [ "$st6" = done ] && break
+    sleep 0.25
+done
+python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < 2.5 else 1)" "$slowest" \
+    && pass "reads answered within ${slowest} s while a row write waited for the lock" \
+    || fail "a read took ${slowest} s while the database was locked"
+[ "$st6" = done ] && pass "the job shows done once its end's write was tried" || fail "job during the lock: $st6"
+[ "$(row6)" = running ] || fail "the row changed under another process's lock: $(row6)"
+grep -q 'sqlite: save failed' "$WORK/server6.log" && pass "the refused write logged" || fail "no log of the refused write"
+unlock_db
+for _ in $(seq $((300 * TS))); do [ "$(row6)" = done ] && break; sleep 0.1; done
+[ "$(row6)" = done ] && pass "the janitor wrote the job's end once the lock was gone" \
+    || fail "row after the lock: $(row6)"
 stop_term 30
 finish
