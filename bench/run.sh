@@ -130,18 +130,33 @@ if [ "$THREADS" -ge 2 ]; then
 echo
 echo "== two songs ($FIRST s each): one after the other on $THREADS threads, then side by side on $((THREADS / 2)) each =="
 # what the service does with one worker of all the threads, against two
-# workers sharing them (demix serve --workers 2)
-T0=$(date +%s.%N)
-run_song "$FIRST" "$THREADS" >/dev/null
-run_song "$FIRST" "$THREADS" >/dev/null
-T1=$(date +%s.%N)
-run_song "$FIRST" $((THREADS / 2)) >/dev/null &
-SIDE=$!
-/usr/bin/time -f "%e %M" -o "$TMP/time2.txt" "$BUILD/demix" separate -q --repo "$REPO" -n "$NAME" \
-  --shifts 0 --threads $((THREADS / 2)) --float32 --clip-mode none -o "$TMP/out2" "$TMP/in_$FIRST.flac"
-wait "$SIDE"
-T2=$(date +%s.%N)
-awk -v a="$T0" -v b="$T1" -v c="$T2" 'BEGIN { printf "one after the other %.1f s, side by side %.1f s (%.2fx)\n", b - a, c - b, (b - a) / (c - b) }'
+# workers sharing them (demix serve --workers 2). The machine's speed
+# drifts: two rounds in turn (sequential first, then side by side first),
+# each ratio read within its round.
+two_seq() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  run_song "$FIRST" "$THREADS" >/dev/null
+  run_song "$FIRST" "$THREADS" >/dev/null
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
+}
+two_side() {
+  local t0 t1 side
+  t0=$(date +%s.%N)
+  run_song "$FIRST" $((THREADS / 2)) >/dev/null &
+  side=$!
+  /usr/bin/time -f "%e %M" -o "$TMP/time2.txt" "$BUILD/demix" separate -q --repo "$REPO" -n "$NAME" \
+    --shifts 0 --threads $((THREADS / 2)) --float32 --clip-mode none -o "$TMP/out2" "$TMP/in_$FIRST.flac"
+  wait "$side"
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
+}
+S1=$(two_seq); P1=$(two_side)
+P2=$(two_side); S2=$(two_seq)
+awk -v s1="$S1" -v p1="$P1" -v s2="$S2" -v p2="$P2" 'BEGIN {
+  printf "one after the other %.1f s, side by side %.1f s (%.2fx); side by side %.1f s, one after the other %.1f s (%.2fx); both rounds: %.2fx\n",
+    s1, p1, s1 / p1, p2, s2, s2 / p2, (s1 + s2) / (p1 + p2) }'
 fi
 
 if [ "${BENCH_BAG:-1}" != 0 ]; then

@@ -14,7 +14,8 @@
  *   artifacts.c   where a job's files live in the (shared) data folder
  *
  * Embedded (SQLite): recovery re-queues what a crash interrupted, the
- * in-memory FIFO feeds the workers, recovery.c's janitor expires jobs.
+ * in-memory FIFO feeds the workers, recovery.c's janitor expires jobs
+ * (and writes again rows the store refused, a last time at shutdown).
  * Clustered (PostgreSQL): no start-up recovery (other nodes may be running
  * the jobs; expired leases bring back what a dead node held), the workers
  * (none with --no-workers) claim from the database, and cluster.c's
@@ -57,7 +58,10 @@ void srv_jobs_stop(double grace) {
     srv__queue_stop(grace);
     srv__janitor_stop();
     srv__runner_join();
-    if (srv__cluster_on()) srv__cluster_stop();
+    if (srv__cluster_on())
+        srv__cluster_stop();
+    else
+        srv__rows_retry(); /* a last try at rows the store refused meanwhile */
     /* Requests blocked in wait=true give up (they answer 503). */
     srv__queue_release_waiters();
 }

@@ -9,7 +9,7 @@
  *   with 503 instead of filling the disk and memory. N worker threads
  *   (runner.c) wait on a condition variable for the FIFO to become
  *   non-empty, take the head and run it without the lock held. State
- *   changes (progress, done, failed) are written under the lock and
+ *   changes (progress, done, failed) are made in memory under the lock and
  *   broadcast on job_cv, which is what `wait=true` requests and shutdown
  *   sleep on. Each queued job knows its place (queue_pos, 1 = next to run),
  *   renumbered whenever the FIFO changes (it is short: at most queue_max).
@@ -202,6 +202,7 @@ static void row_copy_locked(const srv_job *j, srv_job *r) {
 static void row_write(srv_job *j, const srv_job *r) {
     pthread_mutex_lock(&jobs_lock);
     int gone = j->deleted;
+    if (gone) j->row_stale = 0; /* (its row is gone for good) */
     pthread_mutex_unlock(&jobs_lock);
     if (gone) return;
     int failed = srv_store_save(r) < 0;
@@ -455,7 +456,8 @@ int srv_job_delete(srv_job *j) {
     }
     j->deleted = 1;
     atomic_store(&j->cancel, 1);
-    /* A queued job leaves the queue now, so it never runs. */
+    /* A queued job leaves the queue now, so it never runs (one a worker
+     * popped while the row went is cancelled by srv__queue_take). */
     if (queue_remove_locked(j)) {
         j->refs--; /* the queue's reference; the caller still holds one */
         j->state = JOB_CANCELLED;
@@ -550,7 +552,8 @@ static cJSON *job_json_locked(srv_job *j) {
     else
         cJSON_AddNullToObject(o, "eta_seconds");
     cJSON *stems = cJSON_CreateArray();
-    for (int i = 0; i < j->n_stems; i++) {
+    /* (a finishing job has its stems named before its end is stored) */
+    for (int i = 0; j->state == JOB_DONE && i < j->n_stems; i++) {
         cJSON *s = cJSON_CreateObject();
         char url[256];
         snprintf(url, sizeof url, "/jobs/%s/stems/%s", j->id, j->stems[i]);
@@ -685,18 +688,33 @@ static srv_job *cluster_take(void) {
 
 srv_job *srv__queue_take(void) {
     if (srv__cluster_on()) return cluster_take();
-    pthread_mutex_lock(&jobs_lock);
-    while (!stopping && !queue_head) pthread_cond_wait(&queue_cv, &jobs_lock);
-    srv_job *j = stopping ? NULL : queue_pop_locked();
-    if (j) {
-        j->state = JOB_RUNNING;
-        j->started = srv_wall();
-        n_active++;
-        pthread_cond_broadcast(&job_cv);
+    for (;;) {
+        pthread_mutex_lock(&jobs_lock);
+        while (!stopping && !queue_head) pthread_cond_wait(&queue_cv, &jobs_lock);
+        srv_job *j = stopping ? NULL : queue_pop_locked();
+        if (j) {
+            j->state = JOB_RUNNING;
+            j->started = srv_wall();
+            n_active++;
+            pthread_cond_broadcast(&job_cv);
+        }
+        pthread_mutex_unlock(&jobs_lock);
+        if (!j) return NULL;
+        row_store(j);
+        /* A DELETE that was writing its row when the job was popped: the
+         * job ends cancelled here and never runs. */
+        pthread_mutex_lock(&jobs_lock);
+        int gone = j->deleted;
+        if (gone) {
+            j->state = JOB_CANCELLED;
+            j->finished = srv_wall();
+            n_active--;
+            pthread_cond_broadcast(&job_cv);
+        }
+        pthread_mutex_unlock(&jobs_lock);
+        if (!gone) return j;
+        srv_job_put(j); /* the queue's reference */
     }
-    pthread_mutex_unlock(&jobs_lock);
-    if (j) row_store(j);
-    return j;
 }
 
 /* The end of a run on job j, or on its row's copy. */

@@ -19,7 +19,9 @@
  *
  * The janitor thread wakes every ttl/4 (at most a minute) and deletes
  * finished jobs older than --ttl (from their end) with their files;
- * running and queued jobs never expire.
+ * running and queued jobs never expire. Each round it first writes again
+ * the rows whose last write the store refused (queue.c's srv__rows_retry:
+ * a database another process held locked).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -76,7 +78,7 @@ static int requeue(srv_job *j) {
         srv_log(DMX_LOG_INFO, "demix.jobs", "job_requeued", j->request_id, f,
                 "job %s re-queued after a restart", j->id);
     }
-    srv_store_save(j);
+    j->row_stale = srv_store_save(j) < 0; /* (the janitor writes it again) */
     return back;
 }
 
