@@ -146,9 +146,8 @@ int srv__recover(void) {
         return -1;
     }
     /* Rows past the history (never shown again) go, so their folders may:
-     * the finished ones older than the oldest finished row loaded. */
-    if (rows.n == srv_cfg.history)
-        srv_store_delete_older(rows.v[rows.n - 1]->created);
+     * the finished ones the load left out (the same order, ties included). */
+    if (rows.n == srv_cfg.history) srv_store_delete_past(srv_cfg.history);
     /* the history newest first, unfinished and finished together */
     if (rows.n > 1) qsort(rows.v, (size_t)rows.n, sizeof *rows.v, newest_first);
     int requeued = 0, kept = 0;

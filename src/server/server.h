@@ -309,9 +309,10 @@ int srv_store_delete(const char *id);
  * each as a new srv_job (refs 0) that fn owns; fn must not call the store.
  * Returns the count, or -1 if the table cannot be read. */
 int srv_store_load(int (*fn)(void *user, srv_job *j), void *user, int limit);
-/* Removes the finished rows (done, failed, cancelled) created before the
- * time; returns how many or -1. */
-int srv_store_delete_older(double created_before);
+/* Removes the finished rows (done, failed, cancelled) that a load of
+ * `keep` rows leaves out (store.h's SRV_STORE_LOAD_ORDER); returns how many
+ * or -1. */
+int srv_store_delete_past(int keep);
 /* 1 when the store answers now (/readyz); "sqlite" or "postgresql". */
 int srv_store_ready(void);
 const char *srv_store_kind(void);

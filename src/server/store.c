@@ -52,9 +52,7 @@ int srv_store_delete(const char *id) { return vt ? vt->del(id) : -1; }
 int srv_store_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
     return vt ? vt->load(fn, user, limit) : -1;
 }
-int srv_store_delete_older(double created_before) {
-    return vt ? vt->delete_older(created_before) : -1;
-}
+int srv_store_delete_past(int keep) { return vt ? vt->delete_past(keep) : -1; }
 int srv_store_ready(void) { return vt && vt->ready(); }
 const char *srv_store_kind(void) { return vt ? vt->name : "none"; }
 const srv__cluster_vt *srv__store_cluster(void) { return vt ? vt->cluster : NULL; }

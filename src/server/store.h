@@ -93,6 +93,11 @@ typedef struct srv__cluster_vt {
     int (*wait)(double timeout);
 } srv__cluster_vt;
 
+/* The order in which a start loads the history (unfinished jobs first, then
+ * the newest; ties by id), as SQL both stores accept: what `load` returns
+ * first and what `delete_past` keeps. */
+#define SRV_STORE_LOAD_ORDER "state IN ('done', 'failed', 'cancelled'), created DESC, id DESC"
+
 typedef struct srv__store_vt {
     const char *name; /* "sqlite", "postgresql" (logs, metrics) */
     /* Connects to TARGET (a path or URI, kept by the caller) and creates or
@@ -102,7 +107,7 @@ typedef struct srv__store_vt {
     int (*save)(const srv_job *j);
     int (*del)(const char *id);
     int (*load)(int (*fn)(void *user, srv_job *j), void *user, int limit);
-    int (*delete_older)(double created_before);
+    int (*delete_past)(int keep);
     /* 1 when the database answers now (may reconnect), else 0. */
     int (*ready)(void);
     const srv__cluster_vt *cluster; /* NULL: no shared queue (SQLite) */

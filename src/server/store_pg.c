@@ -465,8 +465,8 @@ static int each_job_row(PGresult *r, const char *what, int (*fn)(void *user, srv
 }
 
 static int pg_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
-    static const char SQL[] = "SELECT " JOB_COLS " FROM jobs j ORDER BY state IN ('done', 'failed',"
-                              " 'cancelled'), created DESC LIMIT $1";
+    static const char SQL[] =
+        "SELECT " JOB_COLS " FROM jobs j ORDER BY " SRV_STORE_LOAD_ORDER " LIMIT $1";
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
     const char *p[1] = {lim};
@@ -478,14 +478,16 @@ static int pg_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
     return n;
 }
 
-static int pg_delete_older(double created_before) {
-    char t[32];
-    snprintf(t, sizeof t, "%.17g", created_before);
-    const char *p[1] = {t};
+static int pg_delete_past(int keep) {
+    static const char SQL[] =
+        "DELETE FROM jobs WHERE state IN ('done', 'failed', 'cancelled') AND id NOT IN"
+        " (SELECT id FROM jobs ORDER BY " SRV_STORE_LOAD_ORDER " LIMIT $1::integer)";
+    char k[16];
+    snprintf(k, sizeof k, "%d", keep);
+    const char *p[1] = {k};
     pthread_mutex_lock(&pg_lock);
-    PGresult *r = run(
-        "DELETE FROM jobs WHERE created < $1 AND state IN ('done', 'failed', 'cancelled')", 1, p);
-    int n = result_status(r, "delete older") < 0 ? -1 : atoi(PQcmdTuples(r));
+    PGresult *r = run(SQL, 1, p);
+    int n = result_status(r, "delete past the history") < 0 ? -1 : atoi(PQcmdTuples(r));
     PQclear(r);
     pthread_mutex_unlock(&pg_lock);
     return n;
@@ -809,4 +811,4 @@ static const srv__cluster_vt pg_cluster = {
     pg_expire, pg_stats,  pg_beat,  pg_unbeat, pg_try_lock, pg_unlock, pg_wait};
 
 const srv__store_vt srv__store_pg = {"postgresql", pg_open, pg_close,        pg_save,
-                                     pg_delete,    pg_load, pg_delete_older, pg_ready, &pg_cluster};
+                                     pg_delete,    pg_load, pg_delete_past, pg_ready, &pg_cluster};

@@ -180,7 +180,7 @@ static int sq_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
     static const char SQL[] =
         "SELECT id, request_id, model, two_stems, format, shifts, overlap, upload_name, state,"
         " error, error_code, stems, file_size, audio_seconds, created, started, finished"
-        " FROM jobs ORDER BY state IN ('done', 'failed', 'cancelled'), created DESC LIMIT ?";
+        " FROM jobs ORDER BY " SRV_STORE_LOAD_ORDER " LIMIT ?";
     pthread_mutex_lock(&store_lock);
     sqlite3_stmt *s = NULL;
     int rc = db ? sqlite3_prepare_v2(db, SQL, -1, &s, NULL) : SQLITE_MISUSE;
@@ -220,17 +220,15 @@ static int sq_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
     return n;
 }
 
-static int sq_delete_older(double created_before) {
+static int sq_delete_past(int keep) {
+    static const char SQL[] =
+        "DELETE FROM jobs WHERE state IN ('done', 'failed', 'cancelled') AND id NOT IN"
+        " (SELECT id FROM jobs ORDER BY " SRV_STORE_LOAD_ORDER " LIMIT ?)";
     pthread_mutex_lock(&store_lock);
     sqlite3_stmt *s = NULL;
-    int rc =
-        db ? sqlite3_prepare_v2(
-                 db,
-                 "DELETE FROM jobs WHERE created < ? AND state IN ('done', 'failed', 'cancelled')",
-                 -1, &s, NULL)
-           : SQLITE_MISUSE;
+    int rc = db ? sqlite3_prepare_v2(db, SQL, -1, &s, NULL) : SQLITE_MISUSE;
     if (rc == SQLITE_OK) {
-        sqlite3_bind_double(s, 1, created_before);
+        sqlite3_bind_int(s, 1, keep);
         rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
     }
     int n = rc == SQLITE_OK ? sqlite3_changes(db) : -1;
@@ -242,4 +240,4 @@ static int sq_delete_older(double created_before) {
 static int sq_ready(void) { return db != NULL; }
 
 const srv__store_vt srv__store_sqlite = {"sqlite",  sq_open, sq_close,        sq_save,
-                                         sq_delete, sq_load, sq_delete_older, sq_ready, NULL};
+                                         sq_delete, sq_load, sq_delete_past,  sq_ready, NULL};

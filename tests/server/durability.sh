@@ -20,7 +20,8 @@
 #     trigger that aborts every DELETE) the submission is refused with 503
 #     store_unavailable and nothing changes; --history not above --queue +
 #     --workers is refused at start, and so is one the stored unfinished
-#     jobs fill (none dropped; a larger one re-queues and finishes them).
+#     jobs fill (none dropped; a larger one re-queues and finishes them);
+#     the rows a start leaves out go, ties on creation time included.
 #  6. a job's end written while another process holds the database locked:
 #     reads answer at once meanwhile; the janitor writes the row afterwards.
 . "$(dirname "$0")/lib.sh"
@@ -209,6 +210,25 @@ start "$WORK/server5.log" --data-dir "$D5" --workers 1 --queue 2 --history 4 --r
 n_done=0
 for u in "${U[@]}"; do [ "$(wait_job "$u")" = done ] && n_done=$((n_done + 1)); done
 [ "$n_done" = 3 ] && pass "the three stored jobs re-queued and done" || fail "re-queued jobs done: $n_done of 3"
+stop_term 30
+# Rows a start leaves out of its history go, ties included: with every
+# row's creation time equal, a start with --history 3 keeps the 3 rows it
+# loads (ties by id) and deletes the others, row then folder (a deletion by
+# creation time alone kept them: rows never listed, whose folders the
+# start-up sweep does not own).
+sqlite3 "$D5/demix.db" "UPDATE jobs SET created = 1700000000"
+n5=$(rows)
+[ "$n5" -ge 4 ] || fail "rows before the tie test: $n5"
+KEEP5=$(sqlite3 "$D5/demix.db" "SELECT id FROM jobs ORDER BY id DESC LIMIT 3" | sort)
+DROP5=$(sqlite3 "$D5/demix.db" "SELECT id FROM jobs ORDER BY id DESC LIMIT -1 OFFSET 3")
+start "$WORK/server5.log" --data-dir "$D5" --workers 1 --queue 1 --history 3 --rate-limit 0
+get tie_list 200 "$B/jobs"
+[ "$(sqlite3 "$D5/demix.db" "SELECT id FROM jobs ORDER BY id")" = "$KEEP5" ] \
+    && [ "$(json tie_list 'd["total"]')" = 3 ] \
+    && pass "equal creation times: the $((n5 - 3)) row(s) past --history 3 deleted, the 3 listed kept" \
+    || fail "tie: rows $(sqlite3 "$D5/demix.db" "SELECT id FROM jobs ORDER BY id" | tr '\n' ' '), list $(json tie_list 'd["total"]')"
+left5=$(echo "$DROP5" | while read -r id; do [ -e "$D5/jobs/$id" ] && echo "$id"; done)
+[ -z "$left5" ] && pass "and their folders" || fail "folders of rows past the history: $left5"
 stop_term 30
 
 # ---- 6. a locked database stalls no reader; a refused write comes later ---------------------
