@@ -321,6 +321,14 @@ void srv_metrics_lease_expirations(int n) {
     pthread_mutex_unlock(&mlock);
 }
 
+static double store_write_failures;
+
+void srv_metrics_store_write_failure(void) {
+    pthread_mutex_lock(&mlock);
+    store_write_failures++;
+    pthread_mutex_unlock(&mlock);
+}
+
 void srv_metrics_retry(void) {
     pthread_mutex_lock(&mlock);
     retries++;
@@ -509,6 +517,10 @@ char *srv_metrics_render(const srv_metrics_gauges *g) {
             "# HELP rate_limit_buckets Client buckets held by the rate limiter.\n"
             "# TYPE rate_limit_buckets gauge\nrate_limit_buckets %d\n",
             g->rate_limit_buckets);
+    bprintf(&b,
+            "# HELP jobs_unsaved Jobs whose last row write the job store refused (the janitor "
+            "writes them again).\n# TYPE jobs_unsaved gauge\njobs_unsaved %d\n",
+            g->jobs_unsaved);
     pthread_mutex_lock(&mlock);
     bprintf(&b,
             "# HELP rate_limited_requests_total Requests refused with 429.\n"
@@ -518,6 +530,11 @@ char *srv_metrics_render(const srv_metrics_gauges *g) {
             "# HELP retries_total Retries of transient failures.\n"
             "# TYPE retries_total counter\nretries_total %.17g\n",
             retries);
+    bprintf(&b,
+            "# HELP store_write_failures_total Row writes of accepted jobs the job store "
+            "refused.\n# TYPE store_write_failures_total counter\n"
+            "store_write_failures_total %.17g\n",
+            store_write_failures);
     bprintf(&b,
             "# HELP demix_lease_expirations_total Expired job leases this node re-queued or "
             "failed.\n# TYPE demix_lease_expirations_total counter\n"

@@ -206,6 +206,7 @@ static void row_write(srv_job *j, const srv_job *r) {
     pthread_mutex_unlock(&jobs_lock);
     if (gone) return;
     int failed = srv_store_save(r) < 0;
+    if (failed) srv_metrics_store_write_failure();
     pthread_mutex_lock(&jobs_lock);
     j->row_stale = failed;
     pthread_mutex_unlock(&jobs_lock);
@@ -484,6 +485,14 @@ int srv_jobs_queue_depth(void) {
     }
     pthread_mutex_lock(&jobs_lock);
     int n = queue_len;
+    pthread_mutex_unlock(&jobs_lock);
+    return n;
+}
+
+int srv_jobs_unsaved(void) {
+    int n = 0;
+    pthread_mutex_lock(&jobs_lock);
+    for (int i = 0; i < n_all; i++) n += all_jobs[i]->row_stale && !all_jobs[i]->deleted;
     pthread_mutex_unlock(&jobs_lock);
     return n;
 }

@@ -142,6 +142,7 @@ static enum MHD_Result h_metrics(struct MHD_Connection *c, srv_req *r, const cha
         .active_sessions = srv_jobs_active(),
         .queue_depth = srv_jobs_queue_depth(),
         .rate_limit_buckets = srv_ratelimit_buckets(),
+        .jobs_unsaved = srv_jobs_unsaved(),
         .process_start_time = srv_wall() - (srv_now() - srv_start_time),
         .n_breakers = bl.n,
         .breaker_names = (const char *const *)bl.names,

@@ -117,6 +117,8 @@ void srv_metrics_inference(const char *model, double seconds);
 void srv_metrics_alert(const char *alertname, const char *severity, const char *status);
 void srv_metrics_rate_limited(void);
 void srv_metrics_retry(void);
+/* A job's row write after its acceptance refused by the store. */
+void srv_metrics_store_write_failure(void);
 /* Leases this node found expired and re-queued (or failed): n more. */
 void srv_metrics_lease_expirations(int n);
 void srv_metrics_breaker_transition(const char *breaker, const char *from, const char *to);
@@ -138,6 +140,7 @@ typedef struct srv_sys_sample {
  * renderer calls nothing of jobs, resilience or the store. */
 typedef struct srv_metrics_gauges {
     int models_loaded, active_sessions, queue_depth, rate_limit_buckets;
+    int jobs_unsaved; /* jobs whose last row write the store refused */
     double process_start_time; /* Unix time */
     srv_sys_sample sys;
     int n_breakers;
@@ -248,6 +251,8 @@ cJSON *srv_jobs_list_json(int limit, int offset);
 const char *srv_job_state_name(srv_job_state s);
 int srv_jobs_queue_depth(void);
 int srv_jobs_active(void);
+/* Jobs whose last row write the store refused (0 when clustered). */
+int srv_jobs_unsaved(void);
 /* Clustered mode: 1 when the jobs live in the shared PostgreSQL queue (GET
  * and DELETE read the database; NULL from srv_job_get or
  * srv_jobs_list_json may then mean "the database is away":

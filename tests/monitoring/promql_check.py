@@ -40,6 +40,7 @@ DEMIX = set(
      "temp_files", "temp_storage_bytes", "errors_total", "demix_build_info", "queue_depth",
      "circuit_breaker_state", "circuit_breaker_transitions_total",
      "rate_limited_requests_total", "rate_limit_buckets", "retries_total", "alerts_received_total",
+     "jobs_unsaved", "store_write_failures_total",
      "process_start_time_seconds", "process_cpu_seconds_total", "process_resident_memory_bytes",
      "process_virtual_memory_bytes", "process_open_fds", "process_max_fds"]
     + [h + s for h in HIST for s in ("_bucket", "_sum", "_count")])

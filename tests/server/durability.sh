@@ -265,9 +265,15 @@ python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < 2.5 else 1)" "$slowes
 [ "$st6" = done ] && pass "the job shows done once its end's write was tried" || fail "job during the lock: $st6"
 [ "$(row6)" = running ] || fail "the row changed under another process's lock: $(row6)"
 grep -q 'sqlite: save failed' "$WORK/server6.log" && pass "the refused write logged" || fail "no log of the refused write"
+get m6 200 "$B/metrics"
+body_has m6 '^store_write_failures_total 1$'
+body_has m6 '^jobs_unsaved 1$'
 unlock_db
 for _ in $(seq $((300 * TS))); do [ "$(row6)" = done ] && break; sleep 0.1; done
 [ "$(row6)" = done ] && pass "the janitor wrote the job's end once the lock was gone" \
     || fail "row after the lock: $(row6)"
+get m6b 200 "$B/metrics"
+body_has m6b '^jobs_unsaved 0$'
+body_has m6b '^store_write_failures_total 1$'
 stop_term 30
 finish

@@ -156,7 +156,7 @@ if get metrics 200 "$B/metrics"; then
              process_resident_memory_bytes process_virtual_memory_bytes process_open_fds \
              process_start_time_seconds demix_build_info queue_depth job_queue_wait_seconds_bucket \
              circuit_breaker_state circuit_breaker_transitions_total rate_limited_requests_total \
-             retries_total alerts_received_total; do
+             retries_total alerts_received_total store_write_failures_total jobs_unsaved; do
         body_has metrics "^$m[{ ]"
     done
     body_has metrics 'alerts_received_total{alertname="HighCPU",severity="warning",status="firing"} 1'
