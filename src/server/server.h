@@ -140,7 +140,7 @@ typedef struct srv_sys_sample {
  * renderer calls nothing of jobs, resilience or the store. */
 typedef struct srv_metrics_gauges {
     int models_loaded, active_sessions, queue_depth, rate_limit_buckets;
-    int jobs_unsaved; /* jobs whose last row write the store refused */
+    int jobs_unsaved;          /* jobs whose last row write the store refused */
     double process_start_time; /* Unix time */
     srv_sys_sample sys;
     int n_breakers;
