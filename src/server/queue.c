@@ -228,7 +228,7 @@ void srv__rows_retry(void) {
         srv_job *j = NULL;
         pthread_mutex_lock(&jobs_lock);
         for (int i = n_all - 1; i >= 0 && !j; i--)
-            if (all_jobs[i]->row_stale && !all_jobs[i]->deleted) {
+            if (all_jobs[i]->row_stale) { /* (a deleted job has left the list) */
                 j = all_jobs[i];
                 j->refs++;
             }
@@ -492,7 +492,7 @@ int srv_jobs_queue_depth(void) {
 int srv_jobs_unsaved(void) {
     int n = 0;
     pthread_mutex_lock(&jobs_lock);
-    for (int i = 0; i < n_all; i++) n += all_jobs[i]->row_stale && !all_jobs[i]->deleted;
+    for (int i = 0; i < n_all; i++) n += all_jobs[i]->row_stale;
     pthread_mutex_unlock(&jobs_lock);
     return n;
 }

@@ -93,10 +93,15 @@ typedef struct srv__cluster_vt {
     int (*wait)(double timeout);
 } srv__cluster_vt;
 
-/* The order in which a start loads the history (unfinished jobs first, then
- * the newest; ties by id), as SQL both stores accept: what `load` returns
- * first and what `delete_past` keeps. */
-#define SRV_STORE_LOAD_ORDER "state IN ('done', 'failed', 'cancelled'), created DESC, id DESC"
+/* SQL both stores accept. A finished job's row; the order in which a start
+ * loads the history (unfinished jobs first, then the newest; ties by id):
+ * what `load` returns first and what `delete_past` keeps; and that
+ * deletion, LIMIT taking the store's placeholder. */
+#define SRV_STORE_FINISHED   "state IN ('done', 'failed', 'cancelled')"
+#define SRV_STORE_LOAD_ORDER SRV_STORE_FINISHED ", created DESC, id DESC"
+#define SRV_STORE_DELETE_PAST(placeholder)                                        \
+    "DELETE FROM jobs WHERE " SRV_STORE_FINISHED " AND id NOT IN (SELECT id FROM" \
+    " jobs ORDER BY " SRV_STORE_LOAD_ORDER " LIMIT " placeholder ")"
 
 typedef struct srv__store_vt {
     const char *name; /* "sqlite", "postgresql" (logs, metrics) */

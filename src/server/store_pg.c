@@ -479,9 +479,7 @@ static int pg_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
 }
 
 static int pg_delete_past(int keep) {
-    static const char SQL[] =
-        "DELETE FROM jobs WHERE state IN ('done', 'failed', 'cancelled') AND id NOT IN"
-        " (SELECT id FROM jobs ORDER BY " SRV_STORE_LOAD_ORDER " LIMIT $1::integer)";
+    static const char SQL[] = SRV_STORE_DELETE_PAST("$1::integer");
     char k[16];
     snprintf(k, sizeof k, "%d", keep);
     const char *p[1] = {k};

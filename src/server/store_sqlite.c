@@ -221,9 +221,7 @@ static int sq_load(int (*fn)(void *user, srv_job *j), void *user, int limit) {
 }
 
 static int sq_delete_past(int keep) {
-    static const char SQL[] =
-        "DELETE FROM jobs WHERE state IN ('done', 'failed', 'cancelled') AND id NOT IN"
-        " (SELECT id FROM jobs ORDER BY " SRV_STORE_LOAD_ORDER " LIMIT ?)";
+    static const char SQL[] = SRV_STORE_DELETE_PAST("?");
     pthread_mutex_lock(&store_lock);
     sqlite3_stmt *s = NULL;
     int rc = db ? sqlite3_prepare_v2(db, SQL, -1, &s, NULL) : SQLITE_MISUSE;
