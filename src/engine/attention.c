@@ -67,7 +67,7 @@ size_t dmx__attn_scratch(const dmx__attn *a) {
     if (fast_ok(a)) {
         size_t nkp = round_up((size_t)a->Nk, KT);
         n = (size_t)a->D * nkp + (size_t)R * nkp + (size_t)R * a->D + R + (size_t)R * PV_NV * VW;
-        if (a->D > PV_NV * VW) n += (size_t)a->D * a->Nk; /* value panels (head_fast) */
+        n += (size_t)a->D * a->Nk; /* value panels (head_fast) */
     } else
 #endif
     {
@@ -108,8 +108,11 @@ static void pack_values(const float *v, int ldv, int Nk, int D, float *vp) {
     }
 }
 
-/* s (R x KT, row stride lds) = qt kp: qt is R x D (the strip's scaled
- * queries, row i at qt + i * D), kp one key panel; when mx is not NULL, mx[i] becomes
+/* s (R x KT, row stride lds) = qt kp: qt holds the strip's R scaled
+ * queries transposed (query i's element d at qt[d * R + i]: the kernel's
+ * broadcasts then sit at constant offsets from one pointer, where rows D
+ * apart took a register each and spilled them), kp one key panel; when
+ * mx is not NULL, mx[i] becomes
  * the elementwise maximum of itself and row i's scores (the softmax's
  * maximum, taken while the scores are in registers; the caller leaves the
  * last panel's padding keys out). */
@@ -122,7 +125,7 @@ static inline __attribute__((always_inline)) void qk_tile(const float *qt, const
         vf k0 = V_LOAD(kp + (size_t)d * KT), k1 = V_LOAD(kp + (size_t)d * KT + VW);
 #pragma GCC unroll 16
         for (int i = 0; i < R; i++) {
-            vf b = V_SET1(qt[(size_t)i * D + d]);
+            vf b = V_SET1(qt[(size_t)d * R + i]);
             a0[i] = V_FMA(b, k0, a0[i]);
             a1[i] = V_FMA(b, k1, a1[i]);
         }
@@ -191,7 +194,7 @@ static void head_fast(const dmx__attn *a, int h, float *scratch) {
     /* the value rows are read once per pass: with more than one pass, from
      * contiguous panels (each pass then streams one compact block instead
      * of a strided slice of every row) */
-    const int packv = D > PV_NV * VW;
+    const int packv = 1;
     const size_t hd = (size_t)h * D;
     for (int sq = 0; sq < a->nseq; sq++) {
         const float *q = a->q + sq * a->seq_q + hd, *v = a->v + sq * a->seq_v + hd;
@@ -201,11 +204,9 @@ static void head_fast(const dmx__attn *a, int h, float *scratch) {
         if (packv) pack_values(v, a->ldv, Nk, D, vp);
         for (int i0 = 0; i0 < Nq; i0 += R) {
             int nr = Nq - i0 < R ? Nq - i0 : R;
-            const vf sc = V_SET1(a->scale);
             for (int i = 0; i < R; i++) {
                 const float *qi = q + (size_t)(i0 + i) * a->ldq;
-                for (int d = 0; d < D; d += VW)
-                    V_STORE(qt + i * D + d, i < nr ? V_MUL(V_LOAD(qi + d), sc) : V_ZERO());
+                for (int d = 0; d < D; d++) qt[d * R + i] = i < nr ? qi[d] * a->scale : 0.0f;
             }
             /* the row maxima over the whole panels in registers, then
              * over the real keys of a last, padded panel */

@@ -19,12 +19,13 @@
  * allocated once, pooled when the thread ends.
  * Either operand can come packed whole (dmx__gemm_pack): the parts of a cut
  * product share one packing of the operand they all need, where OpenBLAS
- * packs it again in every part. On an AVX-512 CPU that OpenBLAS drives with
- * AVX2 kernels (one it predates, or OPENBLAS_CORETYPE naming an AVX2
- * family) these kernels use the full vector width and are the default. On
- * an AVX2 build they are chosen by DEMIX_GEMM=own (within the noise of
- * OpenBLAS's Haswell kernels there). Elsewhere (no FMA vectors, or OpenBLAS
- * already at AVX-512) OpenBLAS computes the product.
+ * packs it again in every part. On an AVX-512 build these kernels are the
+ * default: on a CPU that OpenBLAS drives with AVX2 kernels (one it
+ * predates, or OPENBLAS_CORETYPE naming an AVX2 family) they use the full
+ * vector width, and on an Intel core where OpenBLAS runs its SkylakeX
+ * kernels they measured 3-7 % faster per evaluation. On an AVX2 build they
+ * are chosen by DEMIX_GEMM=own (within the noise of OpenBLAS's Haswell
+ * kernels there). Without FMA vectors OpenBLAS computes the product.
  */
 #include "gemm.h"
 
@@ -34,7 +35,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #if defined(VW) && (VW == 16 || VW == 8) && defined(V_FMA)
@@ -84,16 +84,6 @@ static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
 static int own_on;
 
 #ifdef OWN
-/* OpenBLAS families that already use AVX-512 */
-static int core_avx512(const char *name) {
-    static const char *const names[] = {"skylakex", "cooperlake", "sapphirerapids"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (name && !strcasecmp(name, names[i])) return 1;
-    return 0;
-}
-#endif
-
-#ifdef OWN
 static int clampi(long v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : (int)v; }
 
 static void blocks(void) {
@@ -124,11 +114,12 @@ static void choose(void) {
     else if (env && !strcmp(env, "own"))
         own_on = 1;
     else {
-        /* AVX-512: the full width where OpenBLAS runs AVX2 kernels. AVX2:
-         * within the noise of OpenBLAS's Haswell kernels on a whole
-         * evaluation (measured held to AVX2 on an AVX-512 CPU), so OpenBLAS
-         * stays the default and DEMIX_GEMM=own chooses these. */
-        own_on = VW == 16 && !core_avx512(openblas_get_corename());
+        /* AVX-512: faster than OpenBLAS's kernels, AVX2 or AVX-512 ones
+         * (see the top). AVX2: within the noise of OpenBLAS's Haswell
+         * kernels on a whole evaluation (measured held to AVX2 on an
+         * AVX-512 CPU), so OpenBLAS stays the default and DEMIX_GEMM=own
+         * chooses these. */
+        own_on = VW == 16;
 #ifdef __SANITIZE_ADDRESS__
         /* instrumented, these loops run 6x slower than OpenBLAS, which is
          * not: AddressSanitizer builds use OpenBLAS, and test_gemm and
@@ -324,6 +315,41 @@ static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int j0, int 
     }
 }
 
+#if VW == 16 && MR == 6
+/* Six rows' next 16 elements (from k) into the panel's 96 floats at dst,
+ * k-major, by shuffles instead of 96 scalar moves (a sixth of a
+ * transformer product's time went to the scalar packing on an Intel
+ * core): the row pairs interleaved (each (row 2q, row 2q+1) pair of one k
+ * is then one 64-bit unit), then each output vector's 8 units gathered
+ * from the three pair vectors of its half, two from a two-source permute
+ * and the third pair by a masked one. */
+static inline void pack6x16(const float *const src[6], int k, float *dst) {
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi =
+        _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    /* output vector j of a half: unit t is pair s = (8j + t) % 3 of k
+     * (8j + t) / 3; idx01 takes pairs 0 and 1 (pair 1's index past 8),
+     * idx2 and the mask pair 2 */
+    static const long long idx01[3][8] = {
+        {0, 8, 0, 1, 9, 0, 2, 10}, {0, 3, 11, 0, 4, 12, 0, 5}, {13, 0, 6, 14, 0, 7, 15, 0}};
+    static const long long idx2[3][8] = {
+        {0, 0, 0, 0, 0, 1, 0, 0}, {2, 0, 0, 3, 0, 0, 4, 0}, {0, 5, 0, 0, 6, 0, 0, 7}};
+    static const __mmask8 m2[3] = {0x24, 0x49, 0x92};
+    __m512d p[3][2];
+    for (int q = 0; q < 3; q++) {
+        __m512 a = _mm512_loadu_ps(src[2 * q] + k), b = _mm512_loadu_ps(src[2 * q + 1] + k);
+        p[q][0] = _mm512_castps_pd(_mm512_permutex2var_ps(a, lo, b));
+        p[q][1] = _mm512_castps_pd(_mm512_permutex2var_ps(a, hi, b));
+    }
+    for (int h = 0; h < 2; h++)
+        for (int j = 0; j < 3; j++) {
+            __m512d v = _mm512_permutex2var_pd(p[0][h], _mm512_loadu_si512(idx01[j]), p[1][h]);
+            v = _mm512_mask_permutexvar_pd(v, m2[j], _mm512_loadu_si512(idx2[j]), p[2][h]);
+            _mm512_storeu_pd((double *)(dst + 16 * (3 * h + j)), v);
+        }
+}
+#endif
+
 /* A (i0..; mc x kc from k0) into MR-row panels: panel p at ap + p * kc * MR,
  * element (i, k) at k * MR + i; rows past mc are zero. */
 static void pack_a(int ta, const float *A, int lda, int i0, int mc, int k0, int kc, float *ap) {
@@ -333,7 +359,11 @@ static void pack_a(int ta, const float *A, int lda, int i0, int mc, int k0, int 
         if (!ta && h == MR) { /* MR row streams, the panel written in order */
             const float *src[MR];
             for (int i = 0; i < MR; i++) src[i] = A + (size_t)(i0 + p + i) * lda + k0;
-            for (int k = 0; k < kc; k++)
+            int k = 0;
+#if VW == 16 && MR == 6
+            for (; k + 16 <= kc; k += 16) pack6x16(src, k, dst + (size_t)k * MR);
+#endif
+            for (; k < kc; k++)
 #pragma GCC unroll 16
                 for (int i = 0; i < MR; i++) dst[(size_t)k * MR + i] = src[i][k];
         } else if (!ta) {
