@@ -10,14 +10,19 @@
  *     alpha = 0 give beta * C, nothing outside C is touched;
  *   - an operand packed whole once (dmx__gemm_pack, what the parts of a cut
  *     product share) gives the same C bit for bit, either side;
+ *   - the epilogue (a bias per row or per column of C in beta's place, then
+ *     GELU or ReLU) on the same shapes and transposes, packed ahead or not,
+ *     and through ops.c's cut products (each part given its share of the
+ *     bias): against the float64 reference, C never read under a bias;
  *   - DEMIX_GEMM=openblas (a second ctest run) keeps OpenBLAS, and then
- *     nothing is packed ahead.
+ *     nothing is packed ahead (the epilogue then runs around OpenBLAS).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gemm.h"
+#include "ops.h"
 #include "testutil.h"
 
 typedef struct shape {
@@ -39,6 +44,105 @@ static shape shapes[] = {
 static float frand(unsigned *st) {
     *st = *st * 1664525u + 1013904223u;
     return (float)((*st >> 8) & 0xffff) / 65536.0f - 0.5f;
+}
+
+
+static double act_ref(dmx__act act, double r) {
+    if (act == DMX__ACT_GELU) return 0.5 * r * (1.0 + erf(r / sqrt(2.0)));
+    if (act == DMX__ACT_RELU) return r > 0 ? r : 0;
+    return r;
+}
+
+/* C (M x N, ldc; from C0) against act(alpha op(A) op(B) + bias or beta C0)
+ * in float64; the padding past N untouched, nothing non-finite. */
+static void check_epi(const char *what, int ta, int tb, const shape *s, const float *A, int lda,
+                      const float *B, int ldb, const float *C0, const float *C, int ldc,
+                      const dmx__gemm_epi *e) {
+    double err = 0, mx = 0;
+    int pad_ok = 1, finite = 1;
+    for (int i = 0; i < s->M; i++)
+        for (int j = 0; j < ldc; j++) {
+            size_t k = (size_t)i * ldc + j;
+            if (j >= s->N) {
+                pad_ok &= memcmp(&C[k], &C0[k], sizeof(float)) == 0;
+                continue;
+            }
+            double r = 0;
+            for (int p = 0; p < s->K; p++)
+                r += (double)(ta ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p]) *
+                     (tb ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j]);
+            r *= s->alpha;
+            if (e->row_bias)
+                r += e->row_bias[i];
+            else if (e->col_bias)
+                r += e->col_bias[j];
+            else if (s->beta != 0.0f)
+                r += (double)s->beta * C0[k];
+            r = act_ref(e->act, r);
+            finite &= isfinite(C[k]);
+            err = fmax(err, fabs(r - C[k]));
+            mx = fmax(mx, fabs(r));
+        }
+    CHECK_MSG(pad_ok, "%s M %d N %d K %d ta %d tb %d: wrote outside C", what, s->M, s->N, s->K, ta,
+              tb);
+    CHECK_MSG(finite, "%s M %d N %d K %d ta %d tb %d: C read under a bias or beta = 0", what, s->M,
+              s->N, s->K, ta, tb);
+    CHECK_MSG(err <= 2e-6 * (mx > 1 ? mx : 1) * (s->K > 64 ? sqrt(s->K / 64.0) : 1),
+              "%s M %d N %d K %d ta %d tb %d bias %s act %d: error %g (max %g)", what, s->M, s->N,
+              s->K, ta, tb, e->row_bias ? "row" : e->col_bias ? "column" : "none", (int)e->act,
+              err, mx);
+}
+
+/* One shape with an epilogue: direct, packed ahead (either side), cut. */
+static void epi_case(int si, int tr, int ev, const shape *sp) {
+    const shape s = *sp;
+    const int ta = tr & 1, tb = tr >> 1;
+    int ar = ta ? s.K : s.M, ac = ta ? s.M : s.K, br = tb ? s.N : s.K, bc = tb ? s.K : s.N;
+    int lda = ac + PAD, ldb = bc + PAD, ldc = s.N + PAD;
+    unsigned seed = 7u + (unsigned)(si * 16 + tr * 4 + ev);
+    size_t na = (size_t)(ar ? ar : 1) * lda, nb = (size_t)(br ? br : 1) * ldb,
+           nc = (size_t)s.M * ldc;
+    float *A = malloc(sizeof(float) * na), *B = malloc(sizeof(float) * nb);
+    float *C = malloc(sizeof(float) * nc), *C0 = malloc(sizeof(float) * nc);
+    float *rb = malloc(sizeof(float) * (size_t)(s.M + 1)), *cb = malloc(sizeof(float) * (size_t)(s.N + 1));
+    REQUIRE(A && B && C && C0 && rb && cb);
+    for (size_t i = 0; i < na; i++) A[i] = frand(&seed);
+    for (size_t i = 0; i < nb; i++) B[i] = frand(&seed);
+    for (int i = 0; i < s.M; i++) rb[i] = 4.0f * frand(&seed);
+    for (int j = 0; j < s.N; j++) cb[j] = 4.0f * frand(&seed);
+    /* ev: row bias + GELU, column bias, column bias + ReLU, GELU alone */
+    static const struct {
+        int bias;
+        dmx__act act;
+    } evs[4] = {{1, DMX__ACT_GELU}, {2, DMX__ACT_NONE}, {2, DMX__ACT_RELU}, {0, DMX__ACT_GELU}};
+    const dmx__gemm_epi e = {evs[ev].bias == 1 ? rb : NULL, evs[ev].bias == 2 ? cb : NULL,
+                             evs[ev].act};
+    const int unread = evs[ev].bias || s.beta == 0.0f; /* C must not be read */
+    for (size_t i = 0; i < nc; i++) C0[i] = unread && i % ldc < (size_t)s.N ? NAN : frand(&seed);
+    shape sb = s;
+    if (evs[ev].bias) sb.beta = 0.0f; /* the bias takes beta's place */
+    memcpy(C, C0, sizeof(float) * nc);
+    dmx__gemm_packed(ta, tb, s.M, s.N, s.K, s.alpha, A, lda, NULL, B, ldb, NULL, sb.beta, C, ldc,
+                     &e);
+    check_epi("epilogue", ta, tb, &sb, A, lda, B, ldb, C0, C, ldc, &e);
+    for (int side = DMX__GEMM_A; side <= DMX__GEMM_B; side++) {
+        float *Cp = malloc(sizeof(float) * nc);
+        REQUIRE(Cp);
+        memcpy(Cp, C0, sizeof(float) * nc);
+        const float *pk = side == DMX__GEMM_A ? dmx__gemm_pack(side, ta, s.M, s.K, A, lda)
+                                              : dmx__gemm_pack(side, tb, s.N, s.K, B, ldb);
+        dmx__gemm_packed(ta, tb, s.M, s.N, s.K, s.alpha, A, lda, side == DMX__GEMM_A ? pk : NULL,
+                         B, ldb, side == DMX__GEMM_B ? pk : NULL, sb.beta, Cp, ldc, &e);
+        CHECK_MSG(memcmp(Cp, C, sizeof(float) * nc) == 0,
+                  "epilogue M %d N %d K %d ta %d tb %d: %s packed ahead differs", s.M, s.N, s.K,
+                  ta, tb, side == DMX__GEMM_A ? "A" : "B");
+        free(Cp);
+    }
+    /* ops.c's entry: a product this large is cut into parts (team.c) */
+    memcpy(C, C0, sizeof(float) * nc);
+    dmx__sgemm_epi(ta, tb, s.M, s.N, s.K, s.alpha, A, lda, B, ldb, sb.beta, C, ldc, &e);
+    check_epi("cut epilogue", ta, tb, &sb, A, lda, B, ldb, C0, C, ldc, &e);
+    free(A), free(B), free(C), free(C0), free(rb), free(cb);
 }
 
 int main(void) {
@@ -110,7 +214,7 @@ int main(void) {
                           pk ? "ahead" : "nothing", dmx__gemm_own());
                 dmx__gemm_packed(ta, tb, s.M, s.N, s.K, s.alpha, A, lda,
                                  side == DMX__GEMM_A ? pk : NULL, B, ldb,
-                                 side == DMX__GEMM_B ? pk : NULL, s.beta, Cp, ldc);
+                                 side == DMX__GEMM_B ? pk : NULL, s.beta, Cp, ldc, NULL);
                 CHECK_MSG(memcmp(Cp, C, sizeof(float) * nc) == 0,
                           "M %d N %d K %d ta %d tb %d: %s packed ahead differs", s.M, s.N, s.K, ta,
                           tb, side == DMX__GEMM_A ? "A" : "B");
@@ -142,5 +246,11 @@ int main(void) {
                       mx);
             free(A), free(B), free(C), free(C0);
         }
+    for (int si = 0; si < NS; si++)
+        for (int tr = 0; tr < 4; tr++) epi_case(si, tr, (si + tr) % 4, &shapes[si]);
+    /* cut along M (row biases split) and along N (column biases split) */
+    static const shape cut[] = {{1030, 260, 40, 1.0f, 0.0f}, {70, 1500, 50, 0.5f, 0.0f}};
+    for (int ci = 0; ci < 2; ci++)
+        for (int ev = 0; ev < 4; ev++) epi_case(NS + ci, ev, ev, &cut[ci]);
     return dmx_test_done("test_gemm");
 }

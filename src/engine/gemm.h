@@ -24,13 +24,29 @@ void dmx__gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
  * calling thread's that stays valid until its next dmx__gemm_pack; NULL
  * when the own kernels are off (or out of memory): compute unpacked then.
  * dmx__gemm_packed is dmx__gemm given op(A) or op(B) packed (pa / pb, the
- * other NULL): the same results bit for bit, with the whole packed operand
- * (no row or column offset into it). */
+ * other NULL or both NULL): the same results bit for bit, with the whole
+ * packed operand (no row or column offset into it), and an epilogue. */
 enum { DMX__GEMM_A, DMX__GEMM_B };
 const float *dmx__gemm_pack(int side, int t, int n, int K, const float *X, int ld);
+
+/* What a product does to its result on the way out (epi NULL: nothing):
+ * C = act(alpha op(A) op(B) + bias), a bias of one value per row of C
+ * (row_bias, M values) or per column (col_bias, N values) taking beta * C's
+ * place. The own kernels apply it to each tile while it is in L1 (the bias
+ * with the first KC slice, the activation after the last): no pass that
+ * writes the bias into C first, none that reads C again to activate it.
+ * Around OpenBLAS those passes run before and after the product. The bias
+ * is rounded in alike either way (one addition onto the first slice's
+ * sums); the activation is the same vector function (simd.h). */
+typedef enum { DMX__ACT_NONE, DMX__ACT_GELU, DMX__ACT_RELU } dmx__act;
+typedef struct dmx__gemm_epi {
+    const float *row_bias, *col_bias; /* at most one of them */
+    dmx__act act;
+} dmx__gemm_epi;
+
 void dmx__gemm_packed(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *pa, const float *B, int ldb, const float *pb, float beta,
-                      float *C, int ldc);
+                      float *C, int ldc, const dmx__gemm_epi *epi);
 
 /* 1 where gemm.c's own kernels compute the products (decided once). */
 int dmx__gemm_own(void);

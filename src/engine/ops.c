@@ -89,35 +89,26 @@ double dmx__gemm_seconds(void) {
     return s;
 }
 
-static void sgemm_run(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                      const float *B, int ldb, float beta, float *C, int ldc) {
-    if (dmx__team_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
-    dmx__gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+void dmx__sgemm_epi(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc,
+                    const dmx__gemm_epi *epi) {
+    atomic_fetch_add_explicit(&g_flops, 2ull * (uint64_t)M * N * K, memory_order_relaxed);
+    const int prof = atomic_load_explicit(&g_prof, memory_order_relaxed);
+    double t0 = prof ? mono_now() : 0;
+    if (!dmx__team_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, epi))
+        dmx__gemm_packed(ta, tb, M, N, K, alpha, A, lda, NULL, B, ldb, NULL, beta, C, ldc, epi);
+    if (prof) dmx__gemm_profile_add(ta, tb, M, N, K, 1, mono_now() - t0);
 }
 
 void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc) {
-    atomic_fetch_add_explicit(&g_flops, 2ull * (uint64_t)M * N * K, memory_order_relaxed);
-    if (!atomic_load_explicit(&g_prof, memory_order_relaxed)) {
-        sgemm_run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    double t0 = mono_now();
-    sgemm_run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    dmx__gemm_profile_add(ta, tb, M, N, K, 1, mono_now() - t0);
+    dmx__sgemm_epi(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL);
 }
 
 void dmx__sgemm_rowbias(int ta, int tb, int M, int N, int K, const float *A, int lda,
                         const float *B, int ldb, const float *bias, float *C, int ldc) {
-    if (!bias) {
-        dmx__sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
-        return;
-    }
-    for (int i = 0; i < M; i++) {
-        float *r = C + (size_t)i * ldc, v = bias[i];
-        for (int j = 0; j < N; j++) r[j] = v;
-    }
-    dmx__sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
+    const dmx__gemm_epi e = {.row_bias = bias};
+    dmx__sgemm_epi(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc, bias ? &e : NULL);
 }
 
 static int col_block(size_t rows, size_t total) {
@@ -479,16 +470,9 @@ void dmx__layer_norm(const float *x, float *y, int N, int C, const float *gamma,
 void dmx__gelu(float *x, size_t n) {
     size_t i = 0;
 #ifdef VW
-    const vf half = V_SET1(0.5f), one = V_SET1(1.0f), r2 = V_SET1((float)M_SQRT1_2);
-    for (; i + VW <= n; i += VW) {
-        vf v = V_LOAD(x + i);
-        V_STORE(x + i, V_MUL(V_MUL(half, v), V_ADD(one, V_ERF(V_MUL(v, r2)))));
-    }
+    for (; i + VW <= n; i += VW) V_STORE(x + i, v_gelu(V_LOAD(x + i)));
 #endif
-    for (; i < n; i++) {
-        float v = x[i];
-        x[i] = 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2));
-    }
+    for (; i < n; i++) x[i] = dmx__gelu1(x[i]);
 }
 
 void dmx__tanh(float *x, size_t n) {
@@ -556,14 +540,15 @@ void dmx__norm_glu_add(const float *h, size_t hstride, int C, size_t n, float me
     }
 }
 
+void dmx__linear_act(const float *x, int N, int in, const float *w, const float *b, int out,
+                     float *y, dmx__act act) {
+    const dmx__gemm_epi e = {.col_bias = b, .act = act};
+    dmx__sgemm_epi(0, 1, N, out, in, 1.0f, x, in, w, in, 0.0f, y, out,
+                   b || act != DMX__ACT_NONE ? &e : NULL);
+}
+
 void dmx__linear(const float *x, int N, int in, const float *w, const float *b, int out, float *y) {
-    if (!b) {
-        dmx__sgemm(0, 1, N, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-        return;
-    }
-    /* the bias first, the product accumulated onto it (dmx__sgemm_rowbias) */
-    for (int i = 0; i < N; i++) memcpy(y + (size_t)i * out, b, sizeof(float) * (size_t)out);
-    dmx__sgemm(0, 1, N, out, in, 1.0f, x, in, w, in, 1.0f, y, out);
+    dmx__linear_act(x, N, in, w, b, out, y, DMX__ACT_NONE);
 }
 
 void dmx__add(float *y, const float *a, size_t n) {

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "arena.h"
+#include "gemm.h"
 
 /* Geometry of a 2D convolution over (C, H, W). 1D convolutions use H = 1,
  * kh = 1; "frequency" convolutions use kw = 1. */
@@ -98,8 +99,11 @@ void dmx__norm_glu_add(const float *h, size_t hstride, int C, size_t n, float me
 /* y (C, L) += b[c] per channel; no-op when b is NULL. */
 void dmx__add_bias(float *y, const float *b, int C, size_t L);
 
-/* Linear: y (N, out) = x (N, in) @ w (out, in)^T + b. */
+/* Linear: y (N, out) = x (N, in) @ w (out, in)^T + b (b may be NULL);
+ * dmx__linear_act then applies act, in the product's epilogue (gemm.h). */
 void dmx__linear(const float *x, int N, int in, const float *w, const float *b, int out, float *y);
+void dmx__linear_act(const float *x, int N, int in, const float *w, const float *b, int out,
+                     float *y, dmx__act act);
 
 /* Softmax of each of `rows` rows of length n, in place. */
 void dmx__softmax_rows(float *x, int rows, int n);
@@ -120,10 +124,15 @@ void dmx__add(float *y, const float *a, size_t n);
  * counts the FLOPs for dmx__flop_count(). */
 void dmx__sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc);
+/* dmx__sgemm with gemm.h's epilogue (a bias per row or column, then an
+ * activation) done while each tile of C is in cache; epi NULL: none. */
+void dmx__sgemm_epi(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc,
+                    const dmx__gemm_epi *epi);
 /* C (M, N; leading dimension ldc) = op(A) op(B) + bias[i] on row i (bias
- * may be NULL). The bias is written first and the product accumulated onto
- * it: BLAS skips its pass that clears C, the result needs no second pass,
- * and each element is rounded as sum-then-add, as a separate add does. */
+ * may be NULL), the bias in the product's epilogue: each element is
+ * rounded as sum-then-add, as a separate add does, without a pass of its
+ * own over C. */
 void dmx__sgemm_rowbias(int ta, int tb, int M, int N, int K, const float *A, int lda,
                         const float *B, int ldb, const float *bias, float *C, int ldc);
 

@@ -510,9 +510,7 @@ static int feed_forward(const dmx__roformer *n, dmx__arena *ar, const rf_block *
         return -1;
     }
     rms_norm(x, D, h, D, N, D, k->ff_norm);
-    dmx__sgemm(0, 1, N, I, D, 1.0f, h, D, k->ff_w1, D, 0.0f, u, I);
-    add_bias_rows(u, I, N, I, k->ff_b1);
-    dmx__gelu(u, (size_t)N * I);
+    dmx__linear_act(h, N, D, k->ff_w1, k->ff_b1, I, u, DMX__ACT_GELU);
     dmx__sgemm(0, 1, N, D, I, 1.0f, u, I, k->ff_w2, I, 1.0f, x, D);
     add_bias_rows(x, D, N, D, k->ff_b2);
     dmx__arena_restore(ar, m);
@@ -674,8 +672,8 @@ dmx_status dmx__roformer_forward(const dmx__roformer *n, dmx__arena *ar, const f
                 }
             rms_norm(fb, nf, fb, nf, t, nf, n->bs_norm[b]);
             float *xb = x + (size_t)b * D;
-            dmx__sgemm(0, 1, t, D, nf, 1.0f, fb, nf, n->bs_w[b], nf, 0.0f, xb, nb * D);
-            add_bias_rows(xb, nb * D, t, D, n->bs_b[b]);
+            const dmx__gemm_epi e = {.col_bias = n->bs_b[b]};
+            dmx__sgemm_epi(0, 1, t, D, nf, 1.0f, fb, nf, n->bs_w[b], nf, 0.0f, xb, nb * D, &e);
         }
         dmx__arena_restore(ar, m);
     }
@@ -732,8 +730,9 @@ dmx_status dmx__roformer_forward(const dmx__roformer *n, dmx__arena *ar, const f
                 float *cur = hid, *other = hid2;
                 for (int l = 0; l < mlp->n_lin; l++) {
                     int dout = mlp->dout[l];
-                    dmx__sgemm(0, 1, t, dout, din, 1.0f, in, ldin, mlp->w[l], din, 0.0f, cur, dout);
-                    add_bias_rows(cur, dout, t, dout, mlp->b[l]);
+                    const dmx__gemm_epi e = {.col_bias = mlp->b[l]};
+                    dmx__sgemm_epi(0, 1, t, dout, din, 1.0f, in, ldin, mlp->w[l], din, 0.0f, cur,
+                                   dout, &e);
                     if (l < mlp->n_lin - 1) dmx__tanh(cur, (size_t)t * dout);
                     in = cur;
                     ldin = din = dout;

@@ -12,6 +12,8 @@
 #ifndef DMX_ENGINE_SIMD_H
 #define DMX_ENGINE_SIMD_H
 
+#include <math.h>
+
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -151,6 +153,16 @@ static inline vf v_exp2_le0(vf t) {
 #else
     return V_MUL(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(k), 23)));
 #endif
+}
+#endif
+
+/* GELU, exact (the erf form upstream's nn.GELU() computes):
+ * x / 2 (1 + erf(x / sqrt 2)); the vector form and its scalar twin, for
+ * the separate pass (ops.c) and a product's epilogue (gemm.c) alike. */
+static inline float dmx__gelu1(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
+#ifdef VW
+static inline vf v_gelu(vf x) {
+    return V_MUL(V_MUL(V_SET1(0.5f), x), V_ADD(V_SET1(1.0f), V_ERF(V_MUL(x, V_SET1((float)M_SQRT1_2)))));
 }
 #endif
 

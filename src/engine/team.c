@@ -44,6 +44,7 @@ typedef struct product {
     int by_cols, block; /* cut along N (else M) into blocks of `block` */
     const float *shared; /* the operand every part uses whole (B when cut
                           * along M, else A), packed once; or NULL */
+    const dmx__gemm_epi *epi; /* the whole product's epilogue, or NULL */
 } product;
 
 /* Work posted to a team: run(ctx, i) for every part i < parts. */
@@ -92,17 +93,24 @@ static void run_part(void *ctx, int i) {
     const float *A = p->A, *B = p->B;
     float *C = p->C;
     int M = p->M, N = p->N;
+    dmx__gemm_epi e, *epi = NULL;
+    if (p->epi) { /* the part's own rows or columns of the bias */
+        e = *p->epi;
+        epi = &e;
+    }
     if (p->by_cols) {
         B += p->tb ? (size_t)lo * p->ldb : (size_t)lo;
         C += lo;
         N = n;
+        if (epi && e.col_bias) e.col_bias += lo;
     } else {
         A += p->ta ? (size_t)lo : (size_t)lo * p->lda;
         C += (size_t)lo * p->ldc;
         M = n;
+        if (epi && e.row_bias) e.row_bias += lo;
     }
     dmx__gemm_packed(p->ta, p->tb, M, N, p->K, p->alpha, A, p->lda, p->by_cols ? p->shared : NULL,
-                     B, p->ldb, p->by_cols ? NULL : p->shared, p->beta, C, p->ldc);
+                     B, p->ldb, p->by_cols ? NULL : p->shared, p->beta, C, p->ldc, epi);
 }
 
 /* Takes the next part of the first posted job (lock held); -1 if none. */
@@ -156,7 +164,8 @@ void dmx__team_for(int n, void (*fn)(void *ctx, int i), void *ctx) {
 }
 
 int dmx__team_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                    const float *B, int ldb, float beta, float *C, int ldc) {
+                    const float *B, int ldb, float beta, float *C, int ldc,
+                    const dmx__gemm_epi *epi) {
     /* The cut depends on the shape only, never on the team: each element is
      * computed by the same single-threaded call whoever runs it, so results
      * do not depend on the thread count. */
@@ -168,7 +177,7 @@ int dmx__team_sgemm(int ta, int tb, int M, int N, int K, float alpha, const floa
     /* the operand every part needs whole is packed once, not by each part */
     const float *shared = by_cols ? dmx__gemm_pack(DMX__GEMM_A, ta, M, K, A, lda)
                                   : dmx__gemm_pack(DMX__GEMM_B, tb, N, K, B, ldb);
-    product p = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C, by_cols, block, shared};
+    product p = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C, by_cols, block, shared, epi};
     job j = {run_part, &p, (len + block - 1) / block, 0, 0, NULL};
     run_job(&j);
     return 1;

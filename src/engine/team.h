@@ -19,6 +19,8 @@
 #ifndef DMX_ENGINE_TEAM_H
 #define DMX_ENGINE_TEAM_H
 
+#include "gemm.h"
+
 #include <stddef.h>
 
 /* Runs fn(args + i * size) for i < n, each on its own thread (the caller's
@@ -50,9 +52,11 @@ void dmx__pool_stop(dmx__pool *p);
 
 /* Called by dmx__sgemm (ops.c): a product large enough is computed in
  * blocks (on the calling thread's team, if it has one) and 1 returned; 0
- * for one too small to cut, which the caller computes whole. */
+ * for one too small to cut, which the caller computes whole. epi: gemm.h's
+ * epilogue (NULL: none), each block given its part of the bias. */
 int dmx__team_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                    const float *B, int ldb, float beta, float *C, int ldc);
+                    const float *B, int ldb, float beta, float *C, int ldc,
+                    const dmx__gemm_epi *epi);
 
 /* Runs fn(ctx, i) for every i < n and returns when all have returned: on
  * the calling thread's team if it has one (helpers take parts), else on the

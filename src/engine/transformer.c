@@ -148,11 +148,8 @@ static dmx_status layer_forward(const dmx__xformer *xf, const dmx__tlayer *L, dm
         if (st != DMX_OK) return st;
         add_scaled(x, a, L->g1, N, C);
         apply_norm(x, h, N, C, nff, xf->group_norm);
-        dmx__linear(h, N, C, L->l1_w, L->l1_b, xf->hidden, ff);
-        if (xf->gelu)
-            dmx__gelu(ff, (size_t)N * xf->hidden);
-        else
-            dmx__relu(ff, (size_t)N * xf->hidden);
+        dmx__linear_act(h, N, C, L->l1_w, L->l1_b, xf->hidden, ff,
+                        xf->gelu ? DMX__ACT_GELU : DMX__ACT_RELU);
         dmx__linear(ff, N, xf->hidden, L->l2_w, L->l2_b, C, a);
         add_scaled(x, a, L->g2, N, C);
         if (L->norm_out.groups) token_group_norm(x, N, C, &L->norm_out);
@@ -162,11 +159,8 @@ static dmx_status layer_forward(const dmx__xformer *xf, const dmx__tlayer *L, dm
         if (st != DMX_OK) return st;
         add_scaled(x, a, L->g1, N, C);
         apply_norm(x, x, N, C, &L->n1, xf->group_norm);
-        dmx__linear(x, N, C, L->l1_w, L->l1_b, xf->hidden, ff);
-        if (xf->gelu)
-            dmx__gelu(ff, (size_t)N * xf->hidden);
-        else
-            dmx__relu(ff, (size_t)N * xf->hidden);
+        dmx__linear_act(x, N, C, L->l1_w, L->l1_b, xf->hidden, ff,
+                        xf->gelu ? DMX__ACT_GELU : DMX__ACT_RELU);
         dmx__linear(ff, N, xf->hidden, L->l2_w, L->l2_b, C, a);
         add_scaled(x, a, L->g2, N, C);
         apply_norm(x, x, N, C, &L->n2, xf->group_norm);
