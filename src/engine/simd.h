@@ -158,7 +158,10 @@ static inline vf v_exp2_le0(vf t) {
 
 /* GELU, exact (the erf form upstream's nn.GELU() computes):
  * x / 2 (1 + erf(x / sqrt 2)); the vector form and its scalar twin, for
- * the separate pass (ops.c) and a product's epilogue (gemm.c) alike. */
+ * the separate pass (ops.c) and a product's epilogue (gemm.c) alike.
+ * (An inline erfc, e^{-z^2} times a polynomial in 1 / (1 + p z), measured
+ * 30 % faster than libmvec's erff with AVX-512 and slower with AVX2: not
+ * worth a second definition.) */
 static inline float dmx__gelu1(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
 #ifdef VW
 static inline vf v_gelu(vf x) {
