@@ -47,6 +47,32 @@ static float frand(unsigned *st) {
 }
 
 
+/* C from the same product with op(A), then op(B), packed whole ahead
+ * (dmx__gemm_pack): bit for bit the same (nothing packed without the own
+ * kernels, or with K = 0). */
+static void check_packed_same(const char *what, int ta, int tb, const shape *s, float beta,
+                              const float *A, int lda, const float *B, int ldb, const float *C0,
+                              const float *C, int ldc, const dmx__gemm_epi *e) {
+    const size_t nc = (size_t)s->M * ldc;
+    for (int side = DMX__GEMM_A; side <= DMX__GEMM_B; side++) {
+        float *Cp = malloc(sizeof(float) * nc);
+        REQUIRE(Cp);
+        memcpy(Cp, C0, sizeof(float) * nc);
+        const float *pk = side == DMX__GEMM_A ? dmx__gemm_pack(side, ta, s->M, s->K, A, lda)
+                                              : dmx__gemm_pack(side, tb, s->N, s->K, B, ldb);
+        CHECK_MSG(!pk == (!dmx__gemm_own() || s->K == 0),
+                  "%s M %d N %d K %d: packed %s with own kernels %d", what, s->M, s->N, s->K,
+                  pk ? "ahead" : "nothing", dmx__gemm_own());
+        dmx__gemm_packed(ta, tb, s->M, s->N, s->K, s->alpha, A, lda,
+                         side == DMX__GEMM_A ? pk : NULL, B, ldb, side == DMX__GEMM_B ? pk : NULL,
+                         beta, Cp, ldc, e);
+        CHECK_MSG(memcmp(Cp, C, sizeof(float) * nc) == 0,
+                  "%s M %d N %d K %d ta %d tb %d: %s packed ahead differs", what, s->M, s->N,
+                  s->K, ta, tb, side == DMX__GEMM_A ? "A" : "B");
+        free(Cp);
+    }
+}
+
 static double act_ref(dmx__act act, double r) {
     if (act == DMX__ACT_GELU) return 0.5 * r * (1.0 + erf(r / sqrt(2.0)));
     if (act == DMX__ACT_RELU) return r > 0 ? r : 0;
@@ -125,19 +151,7 @@ static void epi_case(int si, int tr, int ev, const shape *sp) {
     dmx__gemm_packed(ta, tb, s.M, s.N, s.K, s.alpha, A, lda, NULL, B, ldb, NULL, sb.beta, C, ldc,
                      &e);
     check_epi("epilogue", ta, tb, &sb, A, lda, B, ldb, C0, C, ldc, &e);
-    for (int side = DMX__GEMM_A; side <= DMX__GEMM_B; side++) {
-        float *Cp = malloc(sizeof(float) * nc);
-        REQUIRE(Cp);
-        memcpy(Cp, C0, sizeof(float) * nc);
-        const float *pk = side == DMX__GEMM_A ? dmx__gemm_pack(side, ta, s.M, s.K, A, lda)
-                                              : dmx__gemm_pack(side, tb, s.N, s.K, B, ldb);
-        dmx__gemm_packed(ta, tb, s.M, s.N, s.K, s.alpha, A, lda, side == DMX__GEMM_A ? pk : NULL,
-                         B, ldb, side == DMX__GEMM_B ? pk : NULL, sb.beta, Cp, ldc, &e);
-        CHECK_MSG(memcmp(Cp, C, sizeof(float) * nc) == 0,
-                  "epilogue M %d N %d K %d ta %d tb %d: %s packed ahead differs", s.M, s.N, s.K,
-                  ta, tb, side == DMX__GEMM_A ? "A" : "B");
-        free(Cp);
-    }
+    check_packed_same("epilogue", ta, tb, &s, sb.beta, A, lda, B, ldb, C0, C, ldc, &e);
     /* ops.c's entry: a product this large is cut into parts (team.c) */
     memcpy(C, C0, sizeof(float) * nc);
     dmx__sgemm_epi(ta, tb, s.M, s.N, s.K, s.alpha, A, lda, B, ldb, sb.beta, C, ldc, &e);
@@ -203,23 +217,7 @@ int main(void) {
                 C0[i] = (s.beta == 0.0f && i % ldc < (size_t)s.N) ? NAN : frand(&seed);
             memcpy(C, C0, sizeof(float) * nc);
             dmx__gemm(ta, tb, s.M, s.N, s.K, s.alpha, A, lda, B, ldb, s.beta, C, ldc);
-            for (int side = DMX__GEMM_A; side <= DMX__GEMM_B; side++) {
-                float *Cp = malloc(sizeof(float) * nc);
-                REQUIRE(Cp);
-                memcpy(Cp, C0, sizeof(float) * nc);
-                const float *pk = side == DMX__GEMM_A ? dmx__gemm_pack(side, ta, s.M, s.K, A, lda)
-                                                      : dmx__gemm_pack(side, tb, s.N, s.K, B, ldb);
-                CHECK_MSG(!pk == (!dmx__gemm_own() || s.K == 0),
-                          "M %d N %d K %d: packed %s with own kernels %d", s.M, s.N, s.K,
-                          pk ? "ahead" : "nothing", dmx__gemm_own());
-                dmx__gemm_packed(ta, tb, s.M, s.N, s.K, s.alpha, A, lda,
-                                 side == DMX__GEMM_A ? pk : NULL, B, ldb,
-                                 side == DMX__GEMM_B ? pk : NULL, s.beta, Cp, ldc, NULL);
-                CHECK_MSG(memcmp(Cp, C, sizeof(float) * nc) == 0,
-                          "M %d N %d K %d ta %d tb %d: %s packed ahead differs", s.M, s.N, s.K, ta,
-                          tb, side == DMX__GEMM_A ? "A" : "B");
-                free(Cp);
-            }
+            check_packed_same("plain", ta, tb, &s, s.beta, A, lda, B, ldb, C0, C, ldc, NULL);
             double err = 0, mx = 0;
             int pad_ok = 1, finite = 1;
             for (int i = 0; i < s.M; i++)
