@@ -120,6 +120,7 @@ static void check_epi(const char *what, int ta, int tb, const shape *s, const fl
 }
 
 /* One shape with an epilogue: direct, packed ahead (either side), cut. */
+#define NEV 5
 static void epi_case(int si, int tr, int ev, const shape *sp) {
     const shape s = *sp;
     const int ta = tr & 1, tb = tr >> 1;
@@ -136,15 +137,23 @@ static void epi_case(int si, int tr, int ev, const shape *sp) {
     for (size_t i = 0; i < nb; i++) B[i] = frand(&seed);
     for (int i = 0; i < s.M; i++) rb[i] = 4.0f * frand(&seed);
     for (int j = 0; j < s.N; j++) cb[j] = 4.0f * frand(&seed);
-    /* ev: row bias + GELU, column bias, column bias + ReLU, GELU alone */
+    /* ev: row bias + GELU, column bias, column bias + ReLU, GELU alone,
+     * row bias + ReLU */
     static const struct {
         int bias;
         dmx__act act;
-    } evs[4] = {{1, DMX__ACT_GELU}, {2, DMX__ACT_NONE}, {2, DMX__ACT_RELU}, {0, DMX__ACT_GELU}};
+    } evs[NEV] = {{1, DMX__ACT_GELU},
+                  {2, DMX__ACT_NONE},
+                  {2, DMX__ACT_RELU},
+                  {0, DMX__ACT_GELU},
+                  {1, DMX__ACT_RELU}};
     const dmx__gemm_epi e = {evs[ev].bias == 1 ? rb : NULL, evs[ev].bias == 2 ? cb : NULL,
                              evs[ev].act};
-    const int unread = evs[ev].bias || s.beta == 0.0f; /* C must not be read */
-    for (size_t i = 0; i < nc; i++) C0[i] = unread && i % ldc < (size_t)s.N ? NAN : frand(&seed);
+    /* C must not be read: NaN there (a huge value under ReLU, whose max
+     * would turn a NaN into 0) */
+    const int unread = evs[ev].bias || s.beta == 0.0f;
+    const float poison = evs[ev].act == DMX__ACT_RELU ? 1e30f : NAN;
+    for (size_t i = 0; i < nc; i++) C0[i] = unread && i % ldc < (size_t)s.N ? poison : frand(&seed);
     shape sb = s;
     if (evs[ev].bias) sb.beta = 0.0f; /* the bias takes beta's place */
     memcpy(C, C0, sizeof(float) * nc);
@@ -245,10 +254,10 @@ int main(void) {
             free(A), free(B), free(C), free(C0);
         }
     for (int si = 0; si < NS; si++)
-        for (int tr = 0; tr < 4; tr++) epi_case(si, tr, (si + tr) % 4, &shapes[si]);
+        for (int tr = 0; tr < 4; tr++) epi_case(si, tr, (si + tr) % NEV, &shapes[si]);
     /* cut along M (row biases split) and along N (column biases split) */
     static const shape cut[] = {{1030, 260, 40, 1.0f, 0.0f}, {70, 1500, 50, 0.5f, 0.0f}};
     for (int ci = 0; ci < 2; ci++)
-        for (int ev = 0; ev < 4; ev++) epi_case(NS + ci, ev, ev, &cut[ci]);
+        for (int ev = 0; ev < NEV; ev++) epi_case(NS + ci, ev % 4, ev, &cut[ci]);
     return dmx_test_done("test_gemm");
 }

@@ -3,6 +3,7 @@
  * convolutions, norms) against naive reference loops, over geometries that
  * cover stride, dilation, padding, 1x1 fast paths and several column blocks.
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,18 +278,19 @@ int main(void) {
         /* the inline AVX-512 form keeps relative accuracy below zero */
         CHECK_MSG(rel_err <= 1e-5, "GELU below zero: %g relative", rel_err);
 #endif
-        /* 0, +inf, NaN and -0 in the vector part (the first 16) and in
-         * the scalar tail (the last 4 of 36); -inf's is left open (upstream
-         * gives NaN, the limit is 0) */
-        float sp[36] = {0};
-        const float spec[4] = {0.0f, INFINITY, NAN, -0.0f};
-        for (int k = 0; k < 4; k++) sp[3 + k] = sp[32 + k] = spec[k];
-        dmx__gelu(sp, 36);
+        /* 0, +inf, NaN, -0 and huge negatives (about 0) in the vector part
+         * (the first 16) and in the scalar tail (the last 6 of 38); -inf's
+         * is left open (upstream gives NaN, the limit is 0) */
+        float sp[38] = {0};
+        const float spec[6] = {0.0f, INFINITY, NAN, -0.0f, -1e30f, -FLT_MAX};
+        for (int k = 0; k < 6; k++) sp[3 + k] = sp[32 + k] = spec[k];
+        dmx__gelu(sp, 38);
         for (int at = 3; at <= 32; at += 29)
-            CHECK_MSG(sp[at] == 0.0f && sp[at + 1] == INFINITY && isnan(sp[at + 2]) &&
-                          sp[at + 3] == 0.0f,
-                      "GELU(0, inf, nan, -0) = %g %g %g %g", sp[at], sp[at + 1], sp[at + 2],
-                      sp[at + 3]);
+            CHECK_MSG(sp[at] == 0.0f && !signbit(sp[at]) && sp[at + 1] == INFINITY &&
+                          isnan(sp[at + 2]) && sp[at + 3] == 0.0f && signbit(sp[at + 3]) &&
+                          fabsf(sp[at + 4]) < 1e-30f && fabsf(sp[at + 5]) < 1e-30f,
+                      "GELU(0, inf, nan, -0, -1e30, -FLT_MAX) = %g %g %g %g %g %g", sp[at],
+                      sp[at + 1], sp[at + 2], sp[at + 3], sp[at + 4], sp[at + 5]);
         free(x), free(y);
     }
     /* GLU (vectorised) against double over gates from -100 to 100: both

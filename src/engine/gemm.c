@@ -489,8 +489,6 @@ static int own_sgemm(int ta, int tb, int M, int N, int K, float alpha, const flo
                      float *C, int ldc, const dmx__gemm_epi *epi) {
     bufs *bf = thread_bufs();
     if (!bf) return -1;
-    if (K == 0 || alpha == 0.0f) /* nothing to multiply: the epilogue around */
-        return -1;
     const float *rbias = epi ? epi->row_bias : NULL, *cbias = epi ? epi->col_bias : NULL;
     const dmx__act act = epi ? epi->act : DMX__ACT_NONE;
     float *cpad = bf->t + MR * NR; /* an edge tile's column biases, padded */
@@ -532,7 +530,8 @@ static int own_sgemm(int ta, int tb, int M, int N, int K, float alpha, const flo
 /* The epilogue around a product computed without it (OpenBLAS's, or one
  * with nothing to multiply): before, C = the bias, and the product is to
  * be added onto it (the beta returned: 1, or beta without a bias); after,
- * the activation over C. */
+ * the activation over C (simd.h's vector form, its scalar twin on a row's
+ * last N % VW columns). */
 static float epi_before(const dmx__gemm_epi *e, int M, int N, float *C, int ldc, float beta) {
     if (!e || (!e->row_bias && !e->col_bias)) return beta;
     for (int i = 0; i < M; i++) {
@@ -595,12 +594,23 @@ void dmx__gemm_packed(int ta, int tb, int M, int N, int K, float alpha, const fl
                       float *C, int ldc, const dmx__gemm_epi *epi) {
     if (M <= 0 || N <= 0) return;
 #ifdef OWN
-    if (dmx__gemm_own() &&
+    if (dmx__gemm_own() && K > 0 && alpha != 0.0f &&
         own_sgemm(ta, tb, M, N, K, alpha, A, lda, pa, B, ldb, pb, beta, C, ldc, epi) == 0)
         return;
 #endif
     (void)pa, (void)pb;
     beta = epi_before(epi, M, N, C, ldc, beta);
+    if (K == 0 || alpha == 0.0f) { /* C = beta * C (BLAS: A and B unread; no
+                                    * cblas call, which rejects lda < K = 0) */
+        if (beta != 1.0f)
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    float *x = C + (size_t)i * ldc + j;
+                    *x = beta == 0.0f ? 0.0f : beta * *x;
+                }
+        epi_after(epi, M, N, C, ldc);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N,
                 K, alpha, A, lda, B, ldb, beta, C, ldc);
     epi_after(epi, M, N, C, ldc);

@@ -37,7 +37,8 @@ const float *dmx__gemm_pack(int side, int t, int n, int K, const float *X, int l
  * writes the bias into C first, none that reads C again to activate it.
  * Around OpenBLAS those passes run before and after the product. The bias
  * is rounded in alike either way (one addition onto the first slice's
- * sums); the activation is the same vector function (simd.h). */
+ * sums); the activation is simd.h's vector form (around OpenBLAS its
+ * scalar twin on a row's last N % VW columns). */
 typedef enum { DMX__ACT_NONE, DMX__ACT_GELU, DMX__ACT_RELU } dmx__act;
 typedef struct dmx__gemm_epi {
     const float *row_bias, *col_bias; /* at most one of them */

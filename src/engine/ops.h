@@ -130,9 +130,8 @@ void dmx__sgemm_epi(int ta, int tb, int M, int N, int K, float alpha, const floa
                     const float *B, int ldb, float beta, float *C, int ldc,
                     const dmx__gemm_epi *epi);
 /* C (M, N; leading dimension ldc) = op(A) op(B) + bias[i] on row i (bias
- * may be NULL), the bias in the product's epilogue: each element is
- * rounded as sum-then-add, as a separate add does, without a pass of its
- * own over C. */
+ * may be NULL), the bias in the product's epilogue (added onto the first
+ * KC slice's sums, gemm.h), without a pass of its own over C. */
 void dmx__sgemm_rowbias(int ta, int tb, int M, int N, int K, const float *A, int lda,
                         const float *B, int ldb, const float *bias, float *C, int ldc);
 
