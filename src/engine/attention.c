@@ -158,14 +158,14 @@ static inline __attribute__((always_inline)) void qk_tile(const float *qt, const
 }
 
 /* o rows i < nr, columns [0, nv * VW) = f[i] * (s_i . v) over nk keys:
- * s is the strip (row stride lds), v the value rows (stride ldv) from the
- * same column. nv is a constant at every call site. The sum over keys goes
+ * s is the strip (row stride lds), v the pass's value panel (row j at
+ * j * nv * VW, pack_values). nv is a constant at every call site. The sum over keys goes
  * in chunks of PV_CHUNK, each summed in registers and added to the tile
  * `t` in L1: a long single running sum (thousands of keys) would round
  * several times worse than BLAS's blocked one. */
 #define PV_CHUNK 256
 static inline __attribute__((always_inline)) void pv_tile(const float *s, size_t lds,
-                                                          const float *v, int ldv, int nk,
+                                                          const float *v, int nk,
                                                           const float *f, int nr, float *o, int ldo,
                                                           float *t, const int nv) {
     for (int j0 = 0; j0 < nk; j0 += PV_CHUNK) {
@@ -176,7 +176,7 @@ static inline __attribute__((always_inline)) void pv_tile(const float *s, size_t
 #pragma GCC unroll 4
             for (int c = 0; c < nv; c++) a[i][c] = V_ZERO();
         for (int j = j0; j < j1; j++) {
-            const float *vr = v + (size_t)j * ldv;
+            const float *vr = v + (size_t)j * nv * VW;
             vf b[PV_NV];
 #pragma GCC unroll 4
             for (int c = 0; c < nv; c++) b[c] = V_LOAD(vr + c * VW);
@@ -240,10 +240,9 @@ static void head_fast(const dmx__attn *a, int h, float *scratch) {
             float *oi = o + (size_t)i0 * a->ldo;
             int d0 = 0;
             for (; d0 + PV_NV * VW <= D; d0 += PV_NV * VW)
-                pv_tile(s, nkp, vp + (size_t)d0 * Nk, PV_NV * VW, Nk, f, nr, oi + d0, a->ldo, t,
-                        PV_NV);
+                pv_tile(s, nkp, vp + (size_t)d0 * Nk, Nk, f, nr, oi + d0, a->ldo, t, PV_NV);
             for (; d0 < D; d0 += VW)
-                pv_tile(s, nkp, vp + (size_t)d0 * Nk, VW, Nk, f, nr, oi + d0, a->ldo, t, 1);
+                pv_tile(s, nkp, vp + (size_t)d0 * Nk, Nk, f, nr, oi + d0, a->ldo, t, 1);
         }
     }
 }

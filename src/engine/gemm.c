@@ -37,6 +37,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef VW
+/* The epilogue's activation of one vector (gemm.h): GELU or ReLU (max with
+ * 0 turns a NaN into 0, as dmx__relu's comparison does). */
+static inline vf act_v(dmx__act act, vf x) {
+    return act == DMX__ACT_GELU ? v_gelu(x) : V_MAX(x, V_ZERO());
+}
+#endif
+
 #if defined(VW) && (VW == 16 || VW == 8) && defined(V_FMA)
 #define OWN 1
 /* Tile and blocks (AVX-512: measured on a Zen 5 core, against 12 x 32,
@@ -455,9 +463,7 @@ kernel_n(int kc, const float *ap, const float *bp, float alpha, float beta, int 
     if (act != DMX__ACT_NONE)
         for (int i = 0; i < (full ? MR : h); i++) {
             float *r = dst + (size_t)i * ld;
-            for (int v = 0; v < nrv; v++)
-                V_STORE(r + v * VW, act == DMX__ACT_GELU ? v_gelu(V_LOAD(r + v * VW))
-                                                         : V_MAX(V_LOAD(r + v * VW), V_ZERO()));
+            for (int v = 0; v < nrv; v++) V_STORE(r + v * VW, act_v(act, V_LOAD(r + v * VW)));
         }
     if (!full)
         for (int i = 0; i < h; i++) memcpy(c + (size_t)i * ldc, t + i * NR, sizeof(float) * w);
@@ -550,9 +556,7 @@ static void epi_after(const dmx__gemm_epi *e, int M, int N, float *C, int ldc) {
         float *r = C + (size_t)i * ldc;
         int j = 0;
 #ifdef VW
-        for (; j + VW <= N; j += VW)
-            V_STORE(r + j, e->act == DMX__ACT_GELU ? v_gelu(V_LOAD(r + j))
-                                                   : V_MAX(V_LOAD(r + j), V_ZERO()));
+        for (; j + VW <= N; j += VW) V_STORE(r + j, act_v(e->act, V_LOAD(r + j)));
 #endif
         for (; j < N; j++) r[j] = e->act == DMX__ACT_GELU ? dmx__gelu1(r[j]) : r[j] > 0 ? r[j] : 0.0f;
     }
