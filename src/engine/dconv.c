@@ -171,12 +171,12 @@ static dmx_status forward_one(const dmx__dconvx *d, dmx__arena *ar, float *x, in
         const dmx__dconvx_layer *L = &d->layers[i];
         int pad = L->dilation * (d->kernel / 2);
         dmx__conv_geom g1 = {C, Hd, 1, d->kernel, 1, 1, 0, pad, 1, L->dilation};
-        if (dmx__conv2d(ar, &g1, x, 1, T, L->conv1_w, L->conv1_b, h)) return NOMEM();
-        if (d->norm) dmx__group_norm(h, Hd, 1, T, 1, L->norm1_w, L->norm1_b, 1e-5f);
-        if (d->gelu)
-            dmx__gelu(h, (size_t)Hd * T);
-        else
-            dmx__relu(h, (size_t)Hd * T);
+        /* the activation with the norm, or with the convolution without one */
+        const dmx__act act = d->gelu ? DMX__ACT_GELU : DMX__ACT_RELU;
+        if (dmx__conv2d_act(ar, &g1, x, 1, T, L->conv1_w, L->conv1_b,
+                            d->norm ? DMX__ACT_NONE : act, h))
+            return NOMEM();
+        if (d->norm) dmx__group_norm_act(h, Hd, 1, T, 1, L->norm1_w, L->norm1_b, 1e-5f, act);
         dmx_status s;
         if (L->has_lstm) {
             if ((s = dmx__blstm_forward(&L->lstm, ar, h, T)) != DMX_OK) return s;

@@ -35,8 +35,7 @@ static dmx_status dconv_forward(const dmx__dconv *d, dmx__arena *ar, float *y, i
     for (int i = 0; i < d->depth; i++) {
         const dmx__dconv_layer *L = &d->layers[i];
         if (dmx__conv2d(ar, &L->conv1.g, y, rows, T, L->conv1.w, L->conv1.b, h)) return NOMEM();
-        dmx__group_norm(h, Hd, rows, T, 1, L->norm1.w, L->norm1.b, 1e-5f);
-        dmx__gelu(h, (size_t)Hd * plane);
+        dmx__group_norm_act(h, Hd, rows, T, 1, L->norm1.w, L->norm1.b, 1e-5f, DMX__ACT_GELU);
         if (dmx__dconv_glu_half(ar, h, Hd, y, C, rows, T, L->conv2.w, L->conv2.b, L->norm2.w,
                                 L->norm2.b, L->scale) != DMX_OK)
             return NOMEM();
@@ -65,16 +64,20 @@ static float *enc_forward(const dmx__hlayer *L, dmx__arena *ar, const float *x, 
     const float *xin = dmx__pad_cols(ar, x, L->chin * H, W, Wp);
     if (!xin) return NULL;
     /* The convolution and DConv work in a scratch image; the rewrite + GLU
-     * then writes the layer's output. */
+     * then writes the layer's output. With nothing between the convolution
+     * and the GELU (no injection, no norm: every released model's layers
+     * but the injected one), the convolution applies the GELU as it writes. */
     float *c = (L->empty || !L->has_rewrite) ? y : dmx__arena_floats(ar, (size_t)L->chout * plane);
-    if (!c || dmx__conv2d(ar, g, xin, H, Wp, L->conv.w, L->conv.b, c)) return NULL;
+    const int fused = !L->empty && !inject && !L->norm1.groups;
+    if (!c || dmx__conv2d_act(ar, g, xin, H, Wp, L->conv.w, L->conv.b,
+                              fused ? DMX__ACT_GELU : DMX__ACT_NONE, c))
+        return NULL;
     if (L->empty) {
         dmx__arena_restore(ar, mk);
         return y;
     }
     if (inject) dmx__inject(c, inject, L->chout, ho, wo);
-    dmx__norm_image(c, L->chout, plane, &L->norm1);
-    dmx__gelu(c, (size_t)L->chout * plane);
+    if (!fused) dmx__norm_image_act(c, L->chout, plane, &L->norm1, DMX__ACT_GELU);
     if (L->has_dconv && dconv_forward(&L->dconv, ar, c, ho, wo) != DMX_OK) return NULL;
     if (L->has_rewrite && dmx__rewrite_glu(ar, &L->rewrite, &L->norm2, c, ho, wo, y)) return NULL;
     dmx__arena_restore(ar, mk);
@@ -119,10 +122,16 @@ static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H,
         return NULL;
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *y = dec_body(L, ar, x, H, W, skip, kept);
-    if (!y || dmx__conv_tr2d(ar, g, y, H, W, L->conv.w, L->conv.b, z)) return NULL;
-    dmx__norm_image(z, L->chout, (size_t)hf * wf, &L->norm2);
+    /* the GELU (every layer's but the last) in the transposed convolution
+     * when no norm sits between them, else with the norm; before the trim,
+     * as both are elementwise (the trim's zero padding stays 0) */
+    const dmx__act act = L->last ? DMX__ACT_NONE : DMX__ACT_GELU;
+    const int fused = !L->norm2.groups;
+    if (!y || dmx__conv_tr2d_act(ar, g, y, H, W, L->conv.w, L->conv.b,
+                                 fused ? act : DMX__ACT_NONE, z))
+        return NULL;
+    if (!fused) dmx__norm_image_act(z, L->chout, (size_t)hf * wf, &L->norm2, act);
     dmx__tr_trim(z, L->chout, L->freq, L->pad, hf, wf, ho, wo);
-    if (!L->last) dmx__gelu(z, (size_t)L->chout * ho * wo);
     dmx__arena_restore(ar, mk);
     *Ho = ho;
     *Wo = wo;

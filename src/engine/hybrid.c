@@ -7,7 +7,14 @@
 #include <string.h>
 
 void dmx__norm_image(float *x, int C, size_t L, const dmx__norm *n) {
-    if (n->groups) dmx__group_norm(x, C, 1, (int)L, n->groups, n->w, n->b, 1e-5f);
+    dmx__norm_image_act(x, C, L, n, DMX__ACT_NONE);
+}
+
+void dmx__norm_image_act(float *x, int C, size_t L, const dmx__norm *n, dmx__act act) {
+    if (n->groups)
+        dmx__group_norm_act(x, C, 1, (int)L, n->groups, n->w, n->b, 1e-5f, act);
+    else
+        dmx__act_apply(x, (size_t)C * L, act);
 }
 
 int dmx__rewrite_glu(dmx__arena *ar, const dmx__conv *cv, const dmx__norm *n, const float *x,

@@ -35,6 +35,8 @@ typedef struct dmx__norm {
 
 /* x (C, L) normalised in place (nothing when n has no groups). */
 void dmx__norm_image(float *x, int C, size_t L, const dmx__norm *n);
+/* The same, then act, in one pass (act alone when n has no groups). */
+void dmx__norm_image_act(float *x, int C, size_t L, const dmx__norm *n, dmx__act act);
 
 /* y (cv's cout / 2, H, W) = GLU(norm(conv(x))): fused in column blocks
  * when there is no norm (every released model), else through a full buffer

@@ -180,18 +180,21 @@ static int is_1x1(const dmx__conv_geom *g) {
     return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
 }
 
-/* Output columns [j0, j0 + n) of conv(x) + b (b may be NULL) into dst
+/* Output columns [j0, j0 + n) of act(conv(x) + b) (b may be NULL) into dst
  * (cout rows, leading dimension ld); col is im2col scratch of K x n floats
- * (unused for 1x1 convolutions, which multiply the input directly). */
+ * (unused for 1x1 convolutions, which multiply the input directly). The
+ * bias and act are the product's epilogue. */
 static void conv_columns(const dmx__conv_geom *g, const float *x, int H, int W, int Wo,
                          size_t total, size_t j0, int n, const float *w, const float *b,
-                         float *col, float *dst, int ld) {
+                         dmx__act act, float *col, float *dst, int ld) {
     int K = g->cin * g->kh * g->kw;
+    const dmx__gemm_epi e = {.row_bias = b, .act = act};
+    const dmx__gemm_epi *ep = b || act != DMX__ACT_NONE ? &e : NULL;
     if (is_1x1(g)) {
-        dmx__sgemm_rowbias(0, 0, g->cout, n, K, w, K, x + j0, (int)total, b, dst, ld);
+        dmx__sgemm_epi(0, 0, g->cout, n, K, 1.0f, w, K, x + j0, (int)total, 0.0f, dst, ld, ep);
     } else {
         im2col_block(g, x, H, W, Wo, (long)j0, n, col);
-        dmx__sgemm_rowbias(0, 0, g->cout, n, K, w, K, col, n, b, dst, ld);
+        dmx__sgemm_epi(0, 0, g->cout, n, K, 1.0f, w, K, col, n, 0.0f, dst, ld, ep);
     }
 }
 
@@ -221,14 +224,28 @@ static int conv_wino(dmx__arena *ar, const dmx__conv_geom *g, const float *x, in
 
 int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                 const float *w, const float *b, float *y) {
-    /* dirconv first: a 1x3 convolution to at most 48 outputs (the DConv's
-     * first) runs faster directly than by Winograd's F(4, 3) */
-    if (dmx__dirconv_use(g, H, W)) return dmx__dirconv(ar, g, x, H, W, w, b, y);
-    if (dmx__wino_use(g, H, W)) return conv_wino(ar, g, x, H, W, w, b, y, 0);
-    if (dmx__wino_conv_s_use(g, H, W)) return dmx__wino_conv_s(ar, g, x, H, W, w, b, y);
+    return dmx__conv2d_act(ar, g, x, H, W, w, b, DMX__ACT_NONE, y);
+}
+
+int dmx__conv2d_act(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
+                    const float *w, const float *b, dmx__act act, float *y) {
     int Ho = dmx__conv_out(H, g->kh, g->sh, g->ph, g->dh);
     int Wo = dmx__conv_out(W, g->kw, g->sw, g->pw, g->dw);
     size_t total = (size_t)Ho * Wo;
+    /* dirconv first: a 1x3 convolution to at most 48 outputs (the DConv's
+     * first) runs faster directly than by Winograd's F(4, 3). Neither it
+     * nor winograd.c's 2D transform takes act (no model asks them for
+     * one): a pass after. */
+    int rc = -2;
+    if (dmx__dirconv_use(g, H, W))
+        rc = dmx__dirconv(ar, g, x, H, W, w, b, y);
+    else if (dmx__wino_use(g, H, W))
+        rc = conv_wino(ar, g, x, H, W, w, b, y, 0);
+    if (rc != -2) {
+        if (rc == 0) dmx__act_apply(y, (size_t)g->cout * total, act);
+        return rc;
+    }
+    if (dmx__wino_conv_s_use(g, H, W)) return dmx__wino_conv_s(ar, g, x, H, W, w, b, act, y);
     int K = g->cin * g->kh * g->kw;
     /* a 1x1 convolution is one GEMM on the whole input */
     int nb = is_1x1(g) ? (int)total : col_block((size_t)K, total);
@@ -237,7 +254,7 @@ int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, 
     if (!is_1x1(g) && !col) return -1;
     for (size_t j0 = 0; j0 < total; j0 += nb) {
         int n = (int)((total - j0) < (size_t)nb ? (total - j0) : (size_t)nb);
-        conv_columns(g, x, H, W, Wo, total, j0, n, w, b, col, y + j0, (int)total);
+        conv_columns(g, x, H, W, Wo, total, j0, n, w, b, act, col, y + j0, (int)total);
     }
     dmx__arena_restore(ar, m);
     return 0;
@@ -259,7 +276,7 @@ int dmx__conv2d_glu(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int
     if ((!is_1x1(g) && !col) || !tmp) return -1;
     for (size_t j0 = 0; j0 < total; j0 += nb) {
         int n = (int)((total - j0) < (size_t)nb ? (total - j0) : (size_t)nb);
-        conv_columns(g, x, H, W, Wo, total, j0, n, w, b, col, tmp, n);
+        conv_columns(g, x, H, W, Wo, total, j0, n, w, b, DMX__ACT_NONE, col, tmp, n);
         dmx__glu(tmp, tmp, g->cout, (size_t)n);
         for (int c = 0; c < half; c++)
             memcpy(y + (size_t)c * total + j0, tmp + (size_t)c * n, sizeof(float) * n);
@@ -273,9 +290,22 @@ int dmx__conv_tr2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int 
     return dmx__conv_tr2d_ld(ar, g, x, H, W, w, g->cout * g->kh * g->kw, b, y);
 }
 
+int dmx__conv_tr2d_act(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
+                       const float *w, const float *b, dmx__act act, float *y) {
+    const int ldw = g->cout * g->kh * g->kw;
+    if (dmx__wino_tr_use(g, H, W)) return dmx__wino_tr(ar, g, x, H, W, w, ldw, b, act, y);
+    /* the overlap-add completes an output only at its end: a pass after */
+    int rc = dmx__conv_tr2d_ld(ar, g, x, H, W, w, ldw, b, y);
+    if (rc == 0)
+        dmx__act_apply(y, (size_t)g->cout * ((H - 1) * g->sh + g->kh) * ((W - 1) * g->sw + g->kw),
+                       act);
+    return rc;
+}
+
 int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                       const float *w, int ldw, const float *b, float *y) {
-    if (dmx__wino_tr_use(g, H, W)) return dmx__wino_tr(ar, g, x, H, W, w, ldw, b, y);
+    if (dmx__wino_tr_use(g, H, W))
+        return dmx__wino_tr(ar, g, x, H, W, w, ldw, b, DMX__ACT_NONE, y);
     int Ho = (H - 1) * g->sh + g->kh;
     int Wo = (W - 1) * g->sw + g->kw;
     size_t in_total = (size_t)H * W, out_total = (size_t)Ho * Wo;
@@ -429,6 +459,11 @@ void dmx__norm_stats(double s, double s2, double cnt, double eps, float *mean, f
 
 void dmx__group_norm(float *x, int C, int rows, int L, int groups, const float *gamma,
                      const float *beta, float eps) {
+    dmx__group_norm_act(x, C, rows, L, groups, gamma, beta, eps, DMX__ACT_NONE);
+}
+
+void dmx__group_norm_act(float *x, int C, int rows, int L, int groups, const float *gamma,
+                         const float *beta, float eps, dmx__act act) {
     int cpg = C / groups;
     size_t rstride = (size_t)L;        /* between rows */
     size_t cstride = (size_t)rows * L; /* between channels */
@@ -444,6 +479,7 @@ void dmx__group_norm(float *x, int C, int rows, int L, int groups, const float *
                 float ga = gamma ? gamma[c] : 1.0f, be = beta ? beta[c] : 0.0f;
                 float sc = rstd * ga;
                 for (int l = 0; l < L; l++) p[l] = (p[l] - fmean) * sc + be;
+                dmx__act_apply(p, (size_t)L, act); /* while the row is in L1 */
             }
         }
     }
@@ -485,6 +521,13 @@ void dmx__tanh(float *x, size_t n) {
 
 void dmx__relu(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = x[i] > 0 ? x[i] : 0.0f;
+}
+
+void dmx__act_apply(float *x, size_t n, dmx__act act) {
+    if (act == DMX__ACT_GELU)
+        dmx__gelu(x, n);
+    else if (act == DMX__ACT_RELU)
+        dmx__relu(x, n);
 }
 
 #ifdef V_EXP_INLINE

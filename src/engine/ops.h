@@ -37,6 +37,11 @@ static inline int dmx__conv_out(int in, int k, int s, int p, int d) {
  * Returns 0, or -1 if the arena cannot provide scratch. */
 int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                 const float *w, const float *b, float *y);
+/* The same followed by act over y, applied where the convolution writes
+ * each output row (the product's epilogue, the Winograd output transform)
+ * rather than in a pass of its own over the whole output. */
+int dmx__conv2d_act(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
+                    const float *w, const float *b, dmx__act act, float *y);
 
 /* y (cout/2, Ho, Wo) = GLU over channels of conv(x) + b, computed in blocks of
  * columns so the cout-channel result is never materialised whole. (Only
@@ -53,6 +58,10 @@ int dmx__conv_tr2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int 
  * of a wider layer's output channels, w and b pointing at its first one. */
 int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                       const float *w, int ldw, const float *b, float *y);
+/* dmx__conv_tr2d followed by act over y (fused as dmx__conv2d_act's where
+ * the Winograd output transform computes the output). */
+int dmx__conv_tr2d_act(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
+                       const float *w, const float *b, dmx__act act, float *y);
 
 /* GroupNorm over x (C, L) in place: `groups` groups of C/groups channels,
  * statistics over (C/groups, L), biased variance; then per-channel affine
@@ -61,6 +70,10 @@ int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, i
  * which is how upstream normalises each frequency row in DConv. */
 void dmx__group_norm(float *x, int C, int rows, int L, int groups, const float *gamma,
                      const float *beta, float eps);
+/* The same, act applied to each value as it is normalised (one pass where
+ * a norm then an activation took two). */
+void dmx__group_norm_act(float *x, int C, int rows, int L, int groups, const float *gamma,
+                         const float *beta, float eps, dmx__act act);
 
 /* LayerNorm over the last dim of y (N, C) = LN(x (N, C)); x == y allowed. */
 void dmx__layer_norm(const float *x, float *y, int N, int C, const float *gamma, const float *beta,
@@ -82,6 +95,8 @@ void dmx__norm_stats(double s, double s2, double cnt, double eps, float *mean, f
 /* Exact (erf) GELU in place. */
 void dmx__gelu(float *x, size_t n);
 void dmx__relu(float *x, size_t n);
+/* act in place: dmx__gelu, dmx__relu, or nothing. */
+void dmx__act_apply(float *x, size_t n, dmx__act act);
 /* tanh in place (libmvec's vector tanhf where available: a few ulp). */
 void dmx__tanh(float *x, size_t n);
 

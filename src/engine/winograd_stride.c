@@ -56,6 +56,7 @@ typedef struct sband {
     const float *zero;       /* W zeros: the rows outside the input */
     float *V, *M, *y;        /* V (NP, Q, P), M (NP, R, P) */
     int H, W, S, Q, R, n_out; /* n_out: outputs i of the correlation */
+    dmx__act act;             /* over each output row as it is written */
     int t0, nt;               /* the band's tiles */
     size_t P, vplane, mplane, yplane;
 } sband;
@@ -110,7 +111,8 @@ static void part_product(void *ctx, int k) {
 }
 
 /* A tile's three output rows in one pass each (AT's rows by hand): m0 +
- * m1 + m2, m1 - m2, m1 + m2 + m3, plus the bias */
+ * m1 + m2, m1 - m2, m1 + m2 + m3, plus the bias; act over each row while
+ * it is in L1 */
 static void part_out(void *ctx, int part) {
     const sband *c = ctx;
     const int W = c->W, cout = c->g->cout;
@@ -124,12 +126,15 @@ static void part_out(void *ctx, int part) {
             const int i0 = TM * (c->t0 + tl);
             float *y0 = out_row(c, r, i0);
             for (int e = 0; e < W; e++) y0[e] = bias + ((m0[e] + m1[e]) + m2[e]);
+            dmx__act_apply(y0, (size_t)W, c->act);
             if (i0 + 1 >= c->n_out) continue;
             float *y1 = out_row(c, r, i0 + 1);
             for (int e = 0; e < W; e++) y1[e] = bias + (m1[e] - m2[e]);
+            dmx__act_apply(y1, (size_t)W, c->act);
             if (i0 + 2 >= c->n_out) continue;
             float *y2 = out_row(c, r, i0 + 2);
             for (int e = 0; e < W; e++) y2[e] = bias + ((m1[e] + m2[e]) + m3[e]);
+            dmx__act_apply(y2, (size_t)W, c->act);
         }
     }
 }
@@ -162,7 +167,7 @@ static int run(dmx__arena *ar, sband *c) {
 }
 
 int dmx__wino_conv_s(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
-                     const float *w, const float *b, float *y) {
+                     const float *w, const float *b, dmx__act act, float *y) {
     const int S = g->sh, cin = g->cin, cout = g->cout, Q = S * cin;
     const int Ho = dmx__conv_out(H, g->kh, g->sh, g->ph, 1);
     dmx__arena_mark mk = dmx__arena_save(ar);
@@ -179,14 +184,14 @@ int dmx__wino_conv_s(dmx__arena *ar, const dmx__conv_geom *g, const float *x, in
                     U[t * uplane + (size_t)co * Q + (size_t)p * cin + ci] = GM[t][0] * g0 + GM[t][1] * g1;
             }
     sband c = {.g = g, .tr = 0, .x = x, .b = b, .U = U, .y = y, .H = H, .W = W, .S = S,
-               .Q = Q, .R = cout, .n_out = Ho, .yplane = (size_t)Ho * W};
+               .Q = Q, .R = cout, .n_out = Ho, .act = act, .yplane = (size_t)Ho * W};
     int rc = run(ar, &c);
     dmx__arena_restore(ar, mk);
     return rc;
 }
 
 int dmx__wino_tr(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
-                 const float *w, int ldw, const float *b, float *y) {
+                 const float *w, int ldw, const float *b, dmx__act act, float *y) {
     const int S = g->sh, cin = g->cin, cout = g->cout, R = S * cout;
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *U = dmx__arena_floats(ar, (size_t)NP * R * cin);
@@ -205,7 +210,7 @@ int dmx__wino_tr(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H,
         }
     /* outputs m = 0 .. H of every phase: rows S m + p fill all (H + 1) S */
     sband c = {.g = g, .tr = 1, .x = x, .b = b, .U = U, .y = y, .H = H, .W = W, .S = S,
-               .Q = cin, .R = R, .n_out = H + 1, .yplane = (size_t)S * (H + 1) * W};
+               .Q = cin, .R = R, .n_out = H + 1, .act = act, .yplane = (size_t)S * (H + 1) * W};
     int rc = run(ar, &c);
     dmx__arena_restore(ar, mk);
     return rc;

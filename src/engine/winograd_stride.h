@@ -34,21 +34,21 @@
  * vector dimension. */
 int dmx__wino_conv_s_use(const dmx__conv_geom *g, int H, int W);
 
-/* y (cout, Ho, W) = conv(x (cin, H, W)) + b (b may be NULL), w (cout, cin,
+/* y (cout, Ho, W) = act(conv(x (cin, H, W)) + b) (b may be NULL), w (cout, cin,
  * kh, 1) as PyTorch's Conv2d weight. Scratch from the arena (released
  * before returning). Returns 0, or -1 when out of memory. */
 int dmx__wino_conv_s(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
-                     const float *w, const float *b, float *y);
+                     const float *w, const float *b, dmx__act act, float *y);
 
 /* Whether a transposed convolution of this geometry on (cin, H, W) runs by
  * dmx__wino_tr: as above, with no padding (the caller trims). */
 int dmx__wino_tr_use(const dmx__conv_geom *g, int H, int W);
 
 /* y (cout, (H + 1) sh, W), the whole untrimmed output, = conv_tr(x (cin, H,
- * W)) + b (b may be NULL), w (cin rows of ldw floats, each (cout, kh))
+ * W)) + b, then act (b may be NULL), w (cin rows of ldw floats, each (cout, kh))
  * as PyTorch's ConvTranspose2d weight. Scratch from the arena (released
  * before returning). Returns 0, or -1 when out of memory. */
 int dmx__wino_tr(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
-                 const float *w, int ldw, const float *b, float *y);
+                 const float *w, int ldw, const float *b, dmx__act act, float *y);
 
 #endif
