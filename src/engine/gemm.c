@@ -19,13 +19,15 @@
  * allocated once, pooled when the thread ends.
  * Either operand can come packed whole (dmx__gemm_pack): the parts of a cut
  * product share one packing of the operand they all need, where OpenBLAS
- * packs it again in every part. On an AVX-512 build these kernels are the
- * default: on a CPU that OpenBLAS drives with AVX2 kernels (one it
- * predates, or OPENBLAS_CORETYPE naming an AVX2 family) they use the full
- * vector width, and on an Intel core where OpenBLAS runs its SkylakeX
- * kernels they measured 3-7 % faster per evaluation. On an AVX2 build they
- * are chosen by DEMIX_GEMM=own (within the noise of OpenBLAS's Haswell
- * kernels there). Without FMA vectors OpenBLAS computes the product.
+ * packs it again in every part. These kernels are the default on every
+ * build with FMA vectors. AVX-512: on a CPU that OpenBLAS drives with AVX2
+ * kernels (one it predates, or OPENBLAS_CORETYPE naming an AVX2 family)
+ * they use the full vector width, and on an Intel core where OpenBLAS runs
+ * its SkylakeX kernels they measured 3-7 % faster per evaluation. AVX2:
+ * slower than OpenBLAS's Haswell kernels on a lone 2048^3 product, but an
+ * evaluation ran 3-4 % faster with them (the shared packing and the fused
+ * epilogues, which OpenBLAS has no place for; an Intel core held to AVX2).
+ * Without FMA vectors OpenBLAS computes the product.
  */
 #include "gemm.h"
 
@@ -122,12 +124,9 @@ static void choose(void) {
     else if (env && !strcmp(env, "own"))
         own_on = 1;
     else {
-        /* AVX-512: faster than OpenBLAS's kernels, AVX2 or AVX-512 ones
-         * (see the top). AVX2: within the noise of OpenBLAS's Haswell
-         * kernels on a whole evaluation (measured held to AVX2 on an
-         * AVX-512 CPU), so OpenBLAS stays the default and DEMIX_GEMM=own
-         * chooses these. */
-        own_on = VW == 16;
+        /* faster per evaluation than OpenBLAS's kernels of the same
+         * width, and on AVX-512 than its AVX2 kernels (see the top) */
+        own_on = 1;
 #ifdef __SANITIZE_ADDRESS__
         /* instrumented, these loops run 6x slower than OpenBLAS, which is
          * not: AddressSanitizer builds use OpenBLAS, and test_gemm and

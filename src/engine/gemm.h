@@ -4,10 +4,9 @@
  * written). Every product of the engine ends here (ops.c's dmx__sgemm,
  * team.c's parts of a cut product).
  *
- * gemm.c's own kernels compute it on an AVX-512 build whose OpenBLAS runs
- * AVX2 kernels (OpenBLAS elsewhere; the own kernels exist on AVX2 builds
- * too); not by default in an AddressSanitizer build: instrumented they are
- * slower than OpenBLAS. DEMIX_GEMM=openblas or =own forces one
+ * gemm.c's own kernels compute it on a build with AVX2 or AVX-512 FMA
+ * vectors (OpenBLAS without them); not by default in an AddressSanitizer
+ * build: instrumented they are slower than OpenBLAS. DEMIX_GEMM=openblas or =own forces one
  * (benchmarks, tests). The own kernels' pack buffers are per thread and go
  * to a pool when the thread ends, for the next one. Leaf module.
  */
