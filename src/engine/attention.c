@@ -6,10 +6,10 @@
  * kernel streams them with vector loads. Queries go R at a time (a strip):
  * the kernel forms the R x KT scores of one panel in registers (R * 2
  * accumulators: 16 with AVX-512's 32 registers, 12 with AVX2's 16) and
- * each row's running maximum as the scores leave the registers; the
- * strip's R x Nk scores stay in L1/L2 while each row takes its softmax in
- * one pass (ops.c, unscaled: the row's 1 / sum is applied to the R x D
- * output instead), and a second kernel multiplies the strip into the values, R
+ * each row's running maximum as the scores leave the registers; then,
+ * PV_CHUNK keys at a time, the chunk's exponentials are taken (ops.c,
+ * unscaled: the row's 1 / sum is applied to the R x D output instead) and
+ * a second kernel multiplies them, still in L1, into the values, R
  * rows by up to PV_NV vectors of the head dimension at a time, from panels
  * of the passes' columns packed once per head and sequence: each pass
  * streams a compact block rather than a slice of every row of the fused
@@ -66,7 +66,7 @@ size_t dmx__attn_scratch(const dmx__attn *a) {
 #ifdef FAST
     if (fast_ok(a)) {
         size_t nkp = round_up((size_t)a->Nk, KT);
-        n = (size_t)a->D * nkp + (size_t)R * nkp + (size_t)R * a->D + R + (size_t)R * PV_NV * VW;
+        n = (size_t)a->D * nkp + (size_t)R * nkp + (size_t)R * a->D + (size_t)R * a->D;
         n += (size_t)a->D * a->Nk; /* value panels */
     } else
 #endif
@@ -157,57 +157,49 @@ static inline __attribute__((always_inline)) void qk_tile(const float *qt, const
         for (int i = 0; i < R; i++) mx[i] = V_MAX(mx[i], V_MAX(a0[i], a1[i]));
 }
 
-/* o rows i < nr, columns [0, nv * VW) = f[i] * (s_i . v) over nk keys:
- * s is the strip (row stride lds), v the pass's value panel (row j at
- * j * nv * VW, pack_values). nv is a constant at every call site. The sum over keys goes
- * in chunks of PV_CHUNK, each summed in registers and added to the tile
- * `t` in L1: a long single running sum (thousands of keys) would round
- * several times worse than BLAS's blocked one. */
+/* The tile t (R rows of ldt floats, its first nv vectors) = (first ? 0 :
+ * t) + s . v over nk keys: s the strip's chunk (row stride lds), v the
+ * pass's value panel from the chunk's first key (row j at j * nv * VW,
+ * pack_values). nv is a constant at every call site. The sum over the
+ * chunk runs in registers and is then added to t in L1: a long single
+ * running sum (thousands of keys) would round several times worse than
+ * BLAS's blocked one. */
 #define PV_CHUNK 256
-static inline __attribute__((always_inline)) void pv_tile(const float *s, size_t lds,
-                                                          const float *v, int nk,
-                                                          const float *f, int nr, float *o, int ldo,
-                                                          float *t, const int nv) {
-    for (int j0 = 0; j0 < nk; j0 += PV_CHUNK) {
-        const int j1 = nk - j0 < PV_CHUNK ? nk : j0 + PV_CHUNK;
-        vf a[R][PV_NV];
+static inline __attribute__((always_inline)) void pv_chunk(const float *s, size_t lds,
+                                                           const float *v, int nk, float *t,
+                                                           int ldt, int first, const int nv) {
+    vf a[R][PV_NV];
 #pragma GCC unroll 16
-        for (int i = 0; i < R; i++)
+    for (int i = 0; i < R; i++)
 #pragma GCC unroll 4
-            for (int c = 0; c < nv; c++) a[i][c] = V_ZERO();
-        for (int j = j0; j < j1; j++) {
-            const float *vr = v + (size_t)j * nv * VW;
-            vf b[PV_NV];
+        for (int c = 0; c < nv; c++) a[i][c] = V_ZERO();
+    for (int j = 0; j < nk; j++) {
+        const float *vr = v + (size_t)j * nv * VW;
+        vf b[PV_NV];
 #pragma GCC unroll 4
-            for (int c = 0; c < nv; c++) b[c] = V_LOAD(vr + c * VW);
+        for (int c = 0; c < nv; c++) b[c] = V_LOAD(vr + c * VW);
 #pragma GCC unroll 16
-            for (int i = 0; i < R; i++) {
-                vf p = V_SET1(s[(size_t)i * lds + j]);
+        for (int i = 0; i < R; i++) {
+            vf p = V_SET1(s[(size_t)i * lds + j]);
 #pragma GCC unroll 4
-                for (int c = 0; c < nv; c++) a[i][c] = V_FMA(p, b[c], a[i][c]);
-            }
+            for (int c = 0; c < nv; c++) a[i][c] = V_FMA(p, b[c], a[i][c]);
         }
+    }
 #pragma GCC unroll 16
-        for (int i = 0; i < R; i++)
+    for (int i = 0; i < R; i++)
 #pragma GCC unroll 4
-            for (int c = 0; c < nv; c++) {
-                float *ti = t + (i * PV_NV + c) * VW;
-                V_STORE(ti, j0 ? V_ADD(V_LOAD(ti), a[i][c]) : a[i][c]);
-            }
-    }
-    for (int i = 0; i < nr; i++) {
-        vf g = V_SET1(f[i]);
-        for (int c = 0; c < nv; c++)
-            V_STORE(o + (size_t)i * ldo + c * VW, V_MUL(V_LOAD(t + (i * PV_NV + c) * VW), g));
-    }
+        for (int c = 0; c < nv; c++) {
+            float *ti = t + (size_t)i * ldt + c * VW;
+            V_STORE(ti, first ? a[i][c] : V_ADD(V_LOAD(ti), a[i][c]));
+        }
 }
 
 static void head_fast(const dmx__attn *a, int h, float *scratch) {
     const int D = a->D, Nk = a->Nk, Nq = a->Nq;
     const size_t nkp = round_up((size_t)Nk, KT);
-    float *kp = scratch, *s = kp + (size_t)D * nkp, *qt = s + (size_t)R * nkp, *f = qt + R * D;
-    float *t = f + R; /* R x PV_NV vectors: the value kernel's partial sums */
-    float *vp = t + R * PV_NV * VW;
+    float *kp = scratch, *s = kp + (size_t)D * nkp, *qt = s + (size_t)R * nkp;
+    float *t = qt + R * D; /* R x D: the value kernel's sums */
+    float *vp = t + R * D;
     const size_t hd = (size_t)h * D;
     for (int sq = 0; sq < a->nseq; sq++) {
         const float *q = a->q + sq * a->seq_q + hd, *v = a->v + sq * a->seq_v + hd;
@@ -231,18 +223,37 @@ static void head_fast(const dmx__attn *a, int h, float *scratch) {
             const size_t full = (size_t)Nk / KT * KT;
             for (size_t p = 0; p < full; p += KT) qk_tile(qt, kp + p * D, D, s + p, nkp, mxv);
             if (full < nkp) qk_tile(qt, kp + full * D, D, s + full, nkp, NULL);
+            /* the softmax and the product with the values chunk by chunk
+             * of keys: a chunk's exponentials, just written, are in L1
+             * when the value kernel reads them (a pass over the whole
+             * strip first would leave them in L2, read again by every
+             * pass over the head dimension) */
+            float mx[R], sum[R];
             for (int i = 0; i < nr; i++) {
-                float *si = s + i * nkp, mx = v_hmax(mxv[i]);
-                for (int j = (int)full; j < Nk; j++) mx = si[j] > mx ? si[j] : mx;
-                dmx__softmax_row_unscaled_max(si, Nk, mx, &f[i]);
-                if (g) f[i] *= g[(size_t)(i0 + i) * a->ld_gain];
+                const float *si = s + i * nkp;
+                mx[i] = v_hmax(mxv[i]);
+                for (int j = (int)full; j < Nk; j++) mx[i] = si[j] > mx[i] ? si[j] : mx[i];
+                sum[i] = 0.0f;
+            }
+            for (int j0 = 0; j0 < Nk; j0 += PV_CHUNK) {
+                const int nk = Nk - j0 < PV_CHUNK ? Nk - j0 : PV_CHUNK;
+                for (int i = 0; i < nr; i++) sum[i] += dmx__exp_shift_sum(s + i * nkp + j0, nk, mx[i]);
+                int d0 = 0;
+                for (; d0 + PV_NV * VW <= D; d0 += PV_NV * VW)
+                    pv_chunk(s + j0, nkp, vp + (size_t)d0 * Nk + (size_t)j0 * PV_NV * VW, nk, t + d0,
+                             D, j0 == 0, PV_NV);
+                for (; d0 < D; d0 += VW)
+                    pv_chunk(s + j0, nkp, vp + (size_t)d0 * Nk + (size_t)j0 * VW, nk, t + d0, D,
+                             j0 == 0, 1);
             }
             float *oi = o + (size_t)i0 * a->ldo;
-            int d0 = 0;
-            for (; d0 + PV_NV * VW <= D; d0 += PV_NV * VW)
-                pv_tile(s, nkp, vp + (size_t)d0 * Nk, Nk, f, nr, oi + d0, a->ldo, t, PV_NV);
-            for (; d0 < D; d0 += VW)
-                pv_tile(s, nkp, vp + (size_t)d0 * Nk, Nk, f, nr, oi + d0, a->ldo, t, 1);
+            for (int i = 0; i < nr; i++) {
+                float fi = 1.0f / sum[i];
+                if (g) fi *= g[(size_t)(i0 + i) * a->ld_gain];
+                const vf vf_ = V_SET1(fi);
+                for (int d = 0; d < D; d += VW)
+                    V_STORE(oi + (size_t)i * a->ldo + d, V_MUL(V_LOAD(t + (size_t)i * D + d), vf_));
+            }
         }
     }
 }

@@ -607,6 +607,10 @@ void dmx__softmax_rows(float *x, int rows, int n) {
 }
 
 void dmx__softmax_row_unscaled_max(float *row, int n, float mx, float *inv) {
+    *inv = 1.0f / dmx__exp_shift_sum(row, n, mx);
+}
+
+float dmx__exp_shift_sum(float *row, int n, float mx) {
     int j = 0;
     float sum = 0.0f;
 #ifdef V_EXP_INLINE
@@ -641,7 +645,7 @@ void dmx__softmax_row_unscaled_max(float *row, int n, float mx, float *inv) {
         sum += row[j];
     }
 #endif
-    *inv = 1.0f / sum;
+    return sum;
 }
 
 void dmx__softmax_rows_unscaled(float *x, int rows, int n, float *inv) {

@@ -131,6 +131,11 @@ void dmx__softmax_rows_unscaled(float *x, int rows, int n, float *inv);
 /* The same for one row whose maximum the caller already knows (attention
  * takes it while forming the scores): one pass instead of two. */
 void dmx__softmax_row_unscaled_max(float *row, int n, float mx, float *inv);
+/* That row's pass over a piece of it: row[j] = exp(row[j] - mx) for j < n,
+ * returning their sum (dmx__softmax_row_unscaled_max's inv is 1 / it). A
+ * row cut into pieces of multiples of 16 floats (the last excepted) gets
+ * each value bit for bit as from one pass over the whole row. */
+float dmx__exp_shift_sum(float *row, int n, float mx);
 
 /* y[i] += a[i] for n elements. */
 void dmx__add(float *y, const float *a, size_t n);
