@@ -260,6 +260,8 @@ int dmx__conv2d_act(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int
     return 0;
 }
 
+static void glu_pair(const float *a, const float *g, float *y, size_t n);
+
 int dmx__conv2d_glu(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                     const float *w, const float *b, float *y) {
     if (dmx__wino_use(g, H, W)) return conv_wino(ar, g, x, H, W, w, b, y, 1);
@@ -277,9 +279,9 @@ int dmx__conv2d_glu(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int
     for (size_t j0 = 0; j0 < total; j0 += nb) {
         int n = (int)((total - j0) < (size_t)nb ? (total - j0) : (size_t)nb);
         conv_columns(g, x, H, W, Wo, total, j0, n, w, b, DMX__ACT_NONE, col, tmp, n);
-        dmx__glu(tmp, tmp, g->cout, (size_t)n);
-        for (int c = 0; c < half; c++)
-            memcpy(y + (size_t)c * total + j0, tmp + (size_t)c * n, sizeof(float) * n);
+        for (int c = 0; c < half; c++) /* each output row straight from its pair */
+            glu_pair(tmp + (size_t)c * n, tmp + (size_t)(c + half) * n, y + (size_t)c * total + j0,
+                     (size_t)n);
     }
     dmx__arena_restore(ar, m);
     return 0;
@@ -540,10 +542,8 @@ static inline vf v_glu(vf a, vf g) {
 }
 #endif
 
-void dmx__glu(const float *x, float *y, int C, size_t L) {
-    int h = C / 2;
-    size_t n = (size_t)h * L;
-    const float *a = x, *g = x + n;
+/* y[i] = a[i] * sigmoid(g[i]) for i < n (y may be a) */
+static void glu_pair(const float *a, const float *g, float *y, size_t n) {
     size_t i = 0;
 #if defined(V_EXP_INLINE)
     for (; i + VW <= n; i += VW) V_STORE(y + i, v_glu(V_LOAD(a + i), V_LOAD(g + i)));
@@ -555,6 +555,11 @@ void dmx__glu(const float *x, float *y, int C, size_t L) {
     }
 #endif
     for (; i < n; i++) y[i] = a[i] * (1.0f / (1.0f + expf(-g[i])));
+}
+
+void dmx__glu(const float *x, float *y, int C, size_t L) {
+    size_t n = (size_t)(C / 2) * L;
+    glu_pair(x, x + n, y, n);
 }
 
 void dmx__norm_glu_add(const float *h, size_t hstride, int C, size_t n, float mean, float rstd,
