@@ -186,6 +186,11 @@ int main(void) {
     printf("own kernels: %s\n", dmx__gemm_own() ? "yes" : "no (OpenBLAS checked)");
     int kc, mc, nc;
     dmx__gemm_blocks(&kc, &mc, &nc);
+    /* the L2 size the engine's scratch blocks follow: this system's, or
+     * 1 MiB, always a plausible one */
+    const long l2 = dmx__gemm_l2_bytes();
+    CHECK_MSG(l2 >= 65536 && l2 <= (64L << 20), "L2 %ld bytes", l2);
+    printf("L2: %ld KiB\n", l2 / 1024);
     if (dmx__gemm_own_built()) {
         CHECK_MSG(kc >= 16 && mc >= 4 && nc >= 16, "blocks KC %d MC %d NC %d", kc, mc, nc);
         printf("blocks: KC %d MC %d NC %d\n", kc, mc, nc);

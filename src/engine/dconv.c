@@ -98,10 +98,10 @@ dmx_status dmx__dconv_glu_half(dmx__arena *ar, const float *h, int hidden, float
                                int rows, int T, const float *w, const float *b, const float *nw,
                                const float *nb, const float *scale) {
     const size_t plane = (size_t)rows * T;
-    /* floats of 2C-channel scratch: 1 MiB, which the product writes and
-     * two passes read back, stays in a 2 MiB L2 (4 MiB went out to L3:
-     * the encoders and decoders took 3 % longer on an Intel core) */
-    const size_t budget = (size_t)1 << 18;
+    /* floats of 2C-channel scratch: half of L2, where the two passes
+     * after the product find it (4 MiB went out of a 2 MiB L2 to L3: the
+     * encoders and decoders took 3 % longer on an Intel core) */
+    const size_t budget = (size_t)dmx__gemm_l2_bytes() / 2 / sizeof(float);
     int rb = (int)(budget / ((size_t)2 * C * T));
     if (rb < 1) rb = 1;
     if (rb > rows) rb = rows;

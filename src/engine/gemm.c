@@ -92,6 +92,7 @@ static int kc_ = 128, mc_ = 288, nc_ = 2048 / NR * NR;
 
 static pthread_once_t choose_once = PTHREAD_ONCE_INIT;
 static int own_on;
+static long l2_bytes = 1L << 20;
 
 #ifdef OWN
 static int clampi(long v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : (int)v; }
@@ -116,6 +117,10 @@ static void blocks(void) {
 #endif
 
 static void choose(void) {
+#ifdef _SC_LEVEL2_CACHE_SIZE /* glibc */
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (l2 >= 65536 && l2 <= (64L << 20)) l2_bytes = l2;
+#endif
 #ifdef OWN
     blocks();
     const char *env = getenv("DEMIX_GEMM");
@@ -151,6 +156,11 @@ void dmx__gemm_blocks_for(long l1, long l2, int *kc, int *mc) {
     (void)l1, (void)l2;
     *kc = *mc = 0;
 #endif
+}
+
+long dmx__gemm_l2_bytes(void) {
+    pthread_once(&choose_once, choose);
+    return l2_bytes;
 }
 
 void dmx__gemm_blocks(int *kc, int *mc, int *nc) {
