@@ -146,15 +146,18 @@ static void check_conv_tr_ld(dmx__conv_geom g, int H, int W, int extra) {
 
 static void check_conv_tr(dmx__conv_geom g, int H, int W) { check_conv_tr_ld(g, H, W, 0); }
 
-/* A convolution's fused activation (dmx__conv2d_act / dmx__conv_tr2d_act,
+/* A convolution's fused activation (dmx__conv2d_act / dmx__conv_tr2d_crop,
  * applied where each path writes its output) against the plain call
  * followed by dmx__act_apply: ReLU bit for bit (the same sums, then a
  * max), GELU within its vector form's rounding (a row's last W % VW
- * values may take the scalar twin). */
-static void check_conv_act(dmx__conv_geom g, int H, int W, int tr) {
+ * values may take the scalar twin). tr: a transposed convolution, `crop`
+ * rows cropped from both ends of each output plane (against the plain
+ * output's rows). */
+static void check_conv_act(dmx__conv_geom g, int H, int W, int tr, int crop) {
     int Ho = tr ? (H - 1) * g.sh + g.kh : dmx__conv_out(H, g.kh, g.sh, g.ph, g.dh);
     int Wo = tr ? (W - 1) * g.sw + g.kw : dmx__conv_out(W, g.kw, g.sw, g.pw, g.dw);
-    size_t n = (size_t)g.cout * Ho * Wo;
+    const int rows = Ho - 2 * crop;
+    size_t n = (size_t)g.cout * Ho * Wo, nk = (size_t)g.cout * rows * Wo;
     float *x = rand_buf((size_t)g.cin * H * W);
     float *w = rand_buf((size_t)g.cout * g.cin * g.kh * g.kw);
     float *b = rand_buf(g.cout);
@@ -166,19 +169,22 @@ static void check_conv_act(dmx__conv_geom g, int H, int W, int tr) {
              : dmx__conv2d(&ar, &g, x, H, W, w, b, plain) == 0);
     const dmx__act acts[2] = {DMX__ACT_RELU, DMX__ACT_GELU};
     for (int a = 0; a < 2; a++) {
-        memcpy(ref, plain, sizeof(float) * n);
-        dmx__act_apply(ref, n, acts[a]);
+        for (int c = 0; c < g.cout; c++) /* the rows kept */
+            memcpy(ref + (size_t)c * rows * Wo, plain + ((size_t)c * Ho + crop) * Wo,
+                   sizeof(float) * (size_t)rows * Wo);
+        dmx__act_apply(ref, nk, acts[a]);
         for (size_t i = 0; i < n; i++) y[i] = NAN; /* every output written */
-        CHECK(tr ? dmx__conv_tr2d_act(&ar, &g, x, H, W, w, b, acts[a], y) == 0
+        CHECK(tr ? dmx__conv_tr2d_crop(&ar, &g, x, H, W, w, g.cout * g.kh * g.kw, b, crop,
+                                       acts[a], y) == 0
                  : dmx__conv2d_act(&ar, &g, x, H, W, w, b, acts[a], y) == 0);
         double worst = 0;
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < nk; i++) {
             double d = fabs((double)y[i] - ref[i]) / (1.0 + fabs(ref[i]));
             if (!(d <= worst)) worst = d;
         }
         double tol = acts[a] == DMX__ACT_RELU ? 0.0 : 2e-6;
-        CHECK_MSG(worst <= tol, "conv%s %dx%d k(%d,%d) s(%d,%d) on %dx%d, act %d: diff %g",
-                  tr ? "_tr" : "", g.cin, g.cout, g.kh, g.kw, g.sh, g.sw, H, W, a, worst);
+        CHECK_MSG(worst <= tol, "conv%s %dx%d k(%d,%d) s(%d,%d) on %dx%d crop %d, act %d: diff %g",
+                  tr ? "_tr" : "", g.cin, g.cout, g.kh, g.kw, g.sh, g.sw, H, W, crop, a, worst);
     }
     dmx__arena_free(&ar);
     free(x), free(w), free(b), free(plain), free(ref), free(y);
@@ -259,14 +265,20 @@ int main(void) {
      * of the vector) and transposed, im2col + GEMM along W (the time
      * encoders) and 1x1, then dirconv and F(4x4, 3x3) (a pass after) and
      * the transposed convolution's overlap-add (a pass after) */
-    check_conv_act((dmx__conv_geom){48, 96, 8, 1, 4, 1, 2, 0, 1, 1}, 128, 40, 0);
-    check_conv_act((dmx__conv_geom){32, 32, 8, 1, 4, 1, 2, 0, 1, 1}, 20, 9, 0);
-    check_conv_act((dmx__conv_geom){48, 24, 8, 1, 4, 1, 0, 0, 1, 1}, 8, 40, 1);
-    check_conv_act((dmx__conv_geom){2, 48, 1, 8, 1, 4, 0, 2, 1, 1}, 1, 1003, 0);
-    check_conv_act((dmx__conv_geom){16, 32, 1, 1, 1, 1, 0, 0, 1, 1}, 3, 10, 0);
-    check_conv_act((dmx__conv_geom){48, 6, 1, 3, 1, 1, 0, 1, 1, 1}, 5, 100, 0);
-    check_conv_act((dmx__conv_geom){32, 32, 3, 3, 1, 1, 1, 1, 1, 1}, 8, 16, 0);
-    check_conv_act((dmx__conv_geom){8, 4, 1, 8, 1, 4, 0, 0, 1, 1}, 1, 37, 1);
+    check_conv_act((dmx__conv_geom){48, 96, 8, 1, 4, 1, 2, 0, 1, 1}, 128, 40, 0, 0);
+    check_conv_act((dmx__conv_geom){32, 32, 8, 1, 4, 1, 2, 0, 1, 1}, 20, 9, 0, 0);
+    check_conv_act((dmx__conv_geom){48, 24, 8, 1, 4, 1, 0, 0, 1, 1}, 8, 40, 1, 0);
+    check_conv_act((dmx__conv_geom){2, 48, 1, 8, 1, 4, 0, 2, 1, 1}, 1, 1003, 0, 0);
+    check_conv_act((dmx__conv_geom){16, 32, 1, 1, 1, 1, 0, 0, 1, 1}, 3, 10, 0, 0);
+    check_conv_act((dmx__conv_geom){48, 6, 1, 3, 1, 1, 0, 1, 1, 1}, 5, 100, 0, 0);
+    check_conv_act((dmx__conv_geom){32, 32, 3, 3, 1, 1, 1, 1, 1, 1}, 8, 16, 0, 0);
+    check_conv_act((dmx__conv_geom){8, 4, 1, 8, 1, 4, 0, 0, 1, 1}, 1, 37, 1, 0);
+    /* the decoders' crop of the frequency padding: F(3, 2) writes only the
+     * rows kept (a crop of 2 as the layers', of 5: past a tile of three
+     * phase rows), the overlap-add path crops after */
+    check_conv_act((dmx__conv_geom){48, 24, 8, 1, 4, 1, 0, 0, 1, 1}, 8, 40, 1, 2);
+    check_conv_act((dmx__conv_geom){32, 16, 6, 1, 3, 1, 0, 0, 1, 1}, 7, 16, 1, 5);
+    check_conv_act((dmx__conv_geom){8, 4, 8, 1, 4, 1, 0, 0, 1, 1}, 6, 5, 1, 2);
 
     /* GroupNorm per row (layout (C, rows, L)) against a direct computation */
     {

@@ -622,13 +622,15 @@ static float *dec_layer(ctx *cx, const hlayer *L, float *x, int H, int W, const 
         if (L->has_rewrite && dmx__rewrite_glu(ar, &L->rewrite, &L->norm1, x, H, W, y)) return NULL;
         if (L->has_dconv && dconv_apply(cx, L, y, a->chin, H, W, NULL)) return NULL;
     }
-    /* the GELU fused as htdemucs_forward.c's dec_forward fuses it */
+    /* the GELU and the frequency trim fused as htdemucs_forward.c's
+     * dec_forward fuses them */
     const dmx__act act = a->last ? DMX__ACT_NONE : DMX__ACT_GELU;
-    const int fused = !L->norm2.groups;
-    if (dmx__conv_tr2d_act(ar, g, y, H, W, L->conv.w, L->conv.b, fused ? act : DMX__ACT_NONE, z))
+    const int fused = !L->norm2.groups, crop = fused && a->freq ? L->pad : 0;
+    if (dmx__conv_tr2d_crop(ar, g, y, H, W, L->conv.w, g->cout * g->kh * g->kw, L->conv.b, crop,
+                            fused ? act : DMX__ACT_NONE, z))
         return NULL;
     if (!fused) dmx__norm_image_act(z, a->chout, (size_t)hf * wf, &L->norm2, act);
-    dmx__tr_trim(z, a->chout, a->freq, L->pad, hf, wf, ho, wo);
+    if (!crop) dmx__tr_trim(z, a->chout, a->freq, L->pad, hf, wf, ho, wo);
     dmx__arena_restore(ar, mk);
     *Ho = ho;
     *Wo = wo;

@@ -110,8 +110,9 @@ static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H,
                           const float *skip, int length, int *Ho, int *Wo, float **pre) {
     const dmx__conv_geom *g = &L->conv.g;
     int hf, wf, ho, wo;
-    /* The transposed convolution writes the untrimmed output here and the
-     * trim compacts it in place, so the layer's output needs one buffer. */
+    /* The transposed convolution writes its output here, cropped as it
+     * writes or untrimmed for the trim to compact in place: the layer's
+     * output needs one buffer. */
     size_t zsize = dmx__tr_shape(g, L->freq, L->pad, length, L->chout, H, W, &hf, &wf, &ho, &wo);
     size_t plane_in = (size_t)H * W;
     float *z = dmx__arena_floats(ar, zsize);
@@ -122,16 +123,19 @@ static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H,
         return NULL;
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *y = dec_body(L, ar, x, H, W, skip, kept);
-    /* the GELU (every layer's but the last) in the transposed convolution
-     * when no norm sits between them, else with the norm; before the trim,
-     * as both are elementwise (the trim's zero padding stays 0) */
+    /* With no norm between them, the GELU (every layer's but the last) and
+     * a frequency layer's trim are the transposed convolution's: rows
+     * cropped as it writes, the GELU on each row it keeps. A norm takes
+     * its statistics over the untrimmed output: then the GELU goes with
+     * the norm, and the trim after (both elementwise, the trim's zero
+     * padding stays 0). */
     const dmx__act act = L->last ? DMX__ACT_NONE : DMX__ACT_GELU;
-    const int fused = !L->norm2.groups;
-    if (!y || dmx__conv_tr2d_act(ar, g, y, H, W, L->conv.w, L->conv.b,
-                                 fused ? act : DMX__ACT_NONE, z))
+    const int fused = !L->norm2.groups, crop = fused && L->freq ? L->pad : 0;
+    if (!y || dmx__conv_tr2d_crop(ar, g, y, H, W, L->conv.w, g->cout * g->kh * g->kw, L->conv.b,
+                                  crop, fused ? act : DMX__ACT_NONE, z))
         return NULL;
     if (!fused) dmx__norm_image_act(z, L->chout, (size_t)hf * wf, &L->norm2, act);
-    dmx__tr_trim(z, L->chout, L->freq, L->pad, hf, wf, ho, wo);
+    if (!crop) dmx__tr_trim(z, L->chout, L->freq, L->pad, hf, wf, ho, wo);
     dmx__arena_restore(ar, mk);
     *Ho = ho;
     *Wo = wo;
@@ -160,10 +164,10 @@ static int dec_last_to_wave(const dmx__htdemucs *m, const dmx__hlayer *L, dmx__a
     if (!z) return -1;
     for (int s = 0; s < S; s++) {
         const float *b = L->conv.b ? L->conv.b + (size_t)s * cs : NULL;
-        if (dmx__conv_tr2d_ld(ar, &gs, y, H, W, L->conv.w + (size_t)s * cs * g->kh * g->kw,
-                              g->cout * g->kh * g->kw, b, z))
+        /* the frequency padding cropped as the rows are written */
+        if (dmx__conv_tr2d_crop(ar, &gs, y, H, W, L->conv.w + (size_t)s * cs * g->kh * g->kw,
+                                g->cout * g->kh * g->kw, b, L->pad, DMX__ACT_NONE, z))
             return -1;
-        dmx__tr_trim(z, cs, 1, L->pad, hf, wf, ho, wf); /* the frequency padding */
         size_t n = (size_t)cs * ho * wf;
         for (size_t i = 0; i < n; i++) z[i] = z[i] * std + mean;
         if (dmx__ispec(m->stft, ar, z, A, wf, TL, wav + (size_t)s * A * TL)) return -1;

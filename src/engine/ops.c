@@ -295,22 +295,27 @@ int dmx__conv_tr2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int 
     return dmx__conv_tr2d_ld(ar, g, x, H, W, w, g->cout * g->kh * g->kw, b, y);
 }
 
-int dmx__conv_tr2d_act(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
-                       const float *w, const float *b, dmx__act act, float *y) {
-    const int ldw = g->cout * g->kh * g->kw;
-    if (dmx__wino_tr_use(g, H, W)) return dmx__wino_tr(ar, g, x, H, W, w, ldw, b, act, y);
-    /* the overlap-add completes an output only at its end: a pass after */
+int dmx__conv_tr2d_crop(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
+                        const float *w, int ldw, const float *b, int crop, dmx__act act,
+                        float *y) {
+    if (dmx__wino_tr_use(g, H, W)) return dmx__wino_tr(ar, g, x, H, W, w, ldw, b, crop, act, y);
+    /* the overlap-add completes an output only at its end: the whole
+     * output, then the crop and the activation in passes after */
     int rc = dmx__conv_tr2d_ld(ar, g, x, H, W, w, ldw, b, y);
-    if (rc == 0)
-        dmx__act_apply(y, (size_t)g->cout * ((H - 1) * g->sh + g->kh) * ((W - 1) * g->sw + g->kw),
-                       act);
-    return rc;
+    if (rc) return rc;
+    const int Ho = (H - 1) * g->sh + g->kh, Wo = (W - 1) * g->sw + g->kw, rows = Ho - 2 * crop;
+    if (crop) /* destinations never pass their sources: forward */
+        for (int c = 0; c < g->cout; c++)
+            memmove(y + (size_t)c * rows * Wo, y + ((size_t)c * Ho + crop) * Wo,
+                    sizeof(float) * (size_t)rows * Wo);
+    dmx__act_apply(y, (size_t)g->cout * rows * Wo, act);
+    return 0;
 }
 
 int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                       const float *w, int ldw, const float *b, float *y) {
     if (dmx__wino_tr_use(g, H, W))
-        return dmx__wino_tr(ar, g, x, H, W, w, ldw, b, DMX__ACT_NONE, y);
+        return dmx__wino_tr(ar, g, x, H, W, w, ldw, b, 0, DMX__ACT_NONE, y);
     int Ho = (H - 1) * g->sh + g->kh;
     int Wo = (W - 1) * g->sw + g->kw;
     size_t in_total = (size_t)H * W, out_total = (size_t)Ho * Wo;

@@ -58,10 +58,15 @@ int dmx__conv_tr2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int 
  * of a wider layer's output channels, w and b pointing at its first one. */
 int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                       const float *w, int ldw, const float *b, float *y);
-/* dmx__conv_tr2d followed by act over y (fused as dmx__conv2d_act's where
- * the Winograd output transform computes the output). */
-int dmx__conv_tr2d_act(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
-                       const float *w, const float *b, dmx__act act, float *y);
+/* dmx__conv_tr2d_ld keeping rows [crop, Ho - crop) of each output
+ * channel, then act: y (cout, Ho - 2 crop, Wo), though y must hold the
+ * untrimmed (cout, Ho, Wo). Where the Winograd output transform computes
+ * the output (winograd_stride.h) the rows cropped away are never written
+ * and act is applied as each row is (as dmx__conv2d_act's); elsewhere the
+ * crop and act are passes after. */
+int dmx__conv_tr2d_crop(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
+                        const float *w, int ldw, const float *b, int crop, dmx__act act,
+                        float *y);
 
 /* GroupNorm over x (C, L) in place: `groups` groups of C/groups channels,
  * statistics over (C/groups, L), biased variance; then per-channel affine

@@ -57,6 +57,7 @@ typedef struct sband {
     float *V, *M, *y;        /* V (NP, Q, P), M (NP, R, P) */
     int H, W, S, Q, R, n_out; /* n_out: outputs i of the correlation */
     dmx__act act;             /* over each output row as it is written */
+    int crop, rows;           /* transposed: rows [crop, crop + rows) of each plane kept */
     int t0, nt;               /* the band's tiles */
     size_t P, vplane, mplane, yplane;
 } sband;
@@ -71,11 +72,12 @@ static const float *in_row(const sband *c, int q, int i) {
     return (r >= 0 && r < c->H) ? c->x + ((size_t)ci * c->H + r) * c->W : NULL;
 }
 
-/* output row i of product row r */
+/* output row i of product row r, or NULL for a row cropped away */
 static float *out_row(const sband *c, int r, int i) {
     if (!c->tr) return c->y + (size_t)r * c->yplane + (size_t)i * c->W;
-    int co = r % c->g->cout, p = r / c->g->cout;
-    return c->y + (size_t)co * c->yplane + ((size_t)c->S * i + p) * c->W;
+    int co = r % c->g->cout, p = r / c->g->cout, row = c->S * i + p - c->crop;
+    if (row < 0 || row >= c->rows) return NULL;
+    return c->y + (size_t)co * c->yplane + (size_t)row * c->W;
 }
 
 /* V's four rows of one tile, each in one pass (BT's rows by hand): d0 - d2,
@@ -125,16 +127,22 @@ static void part_out(void *ctx, int part) {
                         *m2 = m1 + c->mplane, *m3 = m2 + c->mplane;
             const int i0 = TM * (c->t0 + tl);
             float *y0 = out_row(c, r, i0);
-            for (int e = 0; e < W; e++) y0[e] = bias + ((m0[e] + m1[e]) + m2[e]);
-            dmx__act_apply(y0, (size_t)W, c->act);
+            if (y0) {
+                for (int e = 0; e < W; e++) y0[e] = bias + ((m0[e] + m1[e]) + m2[e]);
+                dmx__act_apply(y0, (size_t)W, c->act);
+            }
             if (i0 + 1 >= c->n_out) continue;
             float *y1 = out_row(c, r, i0 + 1);
-            for (int e = 0; e < W; e++) y1[e] = bias + (m1[e] - m2[e]);
-            dmx__act_apply(y1, (size_t)W, c->act);
+            if (y1) {
+                for (int e = 0; e < W; e++) y1[e] = bias + (m1[e] - m2[e]);
+                dmx__act_apply(y1, (size_t)W, c->act);
+            }
             if (i0 + 2 >= c->n_out) continue;
             float *y2 = out_row(c, r, i0 + 2);
-            for (int e = 0; e < W; e++) y2[e] = bias + ((m1[e] + m2[e]) + m3[e]);
-            dmx__act_apply(y2, (size_t)W, c->act);
+            if (y2) {
+                for (int e = 0; e < W; e++) y2[e] = bias + ((m1[e] + m2[e]) + m3[e]);
+                dmx__act_apply(y2, (size_t)W, c->act);
+            }
         }
     }
 }
@@ -191,7 +199,7 @@ int dmx__wino_conv_s(dmx__arena *ar, const dmx__conv_geom *g, const float *x, in
 }
 
 int dmx__wino_tr(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
-                 const float *w, int ldw, const float *b, dmx__act act, float *y) {
+                 const float *w, int ldw, const float *b, int crop, dmx__act act, float *y) {
     const int S = g->sh, cin = g->cin, cout = g->cout, R = S * cout;
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *U = dmx__arena_floats(ar, (size_t)NP * R * cin);
@@ -208,9 +216,12 @@ int dmx__wino_tr(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H,
                 for (int t = 0; t < NP; t++) U[t * uplane + r * cin + ci] = GM[t][0] * g0 + GM[t][1] * g1;
             }
         }
-    /* outputs m = 0 .. H of every phase: rows S m + p fill all (H + 1) S */
+    /* outputs m = 0 .. H of every phase: rows S m + p fill all (H + 1) S,
+     * of which the planes keep [crop, (H + 1) S - crop) */
+    const int rows = S * (H + 1) - 2 * crop;
     sband c = {.g = g, .tr = 1, .x = x, .b = b, .U = U, .y = y, .H = H, .W = W, .S = S,
-               .Q = cin, .R = R, .n_out = H + 1, .act = act, .yplane = (size_t)S * (H + 1) * W};
+               .Q = cin, .R = R, .n_out = H + 1, .act = act, .crop = crop, .rows = rows,
+               .yplane = (size_t)rows * W};
     int rc = run(ar, &c);
     dmx__arena_restore(ar, mk);
     return rc;

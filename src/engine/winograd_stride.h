@@ -44,11 +44,13 @@ int dmx__wino_conv_s(dmx__arena *ar, const dmx__conv_geom *g, const float *x, in
  * dmx__wino_tr: as above, with no padding (the caller trims). */
 int dmx__wino_tr_use(const dmx__conv_geom *g, int H, int W);
 
-/* y (cout, (H + 1) sh, W), the whole untrimmed output, = conv_tr(x (cin, H,
- * W)) + b, then act (b may be NULL), w (cin rows of ldw floats, each (cout, kh))
- * as PyTorch's ConvTranspose2d weight. Scratch from the arena (released
- * before returning). Returns 0, or -1 when out of memory. */
+/* y (cout, (H + 1) sh - 2 crop, W) = rows [crop, (H + 1) sh - crop) of
+ * conv_tr(x (cin, H, W)) + b, then act (b may be NULL; crop 0: the whole
+ * untrimmed output; the rows cropped away are never written), w (cin rows
+ * of ldw floats, each (cout, kh)) as PyTorch's ConvTranspose2d weight.
+ * Scratch from the arena (released before returning). Returns 0, or -1
+ * when out of memory. */
 int dmx__wino_tr(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
-                 const float *w, int ldw, const float *b, dmx__act act, float *y);
+                 const float *w, int ldw, const float *b, int crop, dmx__act act, float *y);
 
 #endif
