@@ -160,7 +160,7 @@ static void check_conv_act(dmx__conv_geom g, int H, int W, int tr, int crop) {
     size_t n = (size_t)g.cout * Ho * Wo, nk = (size_t)g.cout * rows * Wo;
     float *x = rand_buf((size_t)g.cin * H * W);
     float *w = rand_buf((size_t)g.cout * g.cin * g.kh * g.kw);
-    float *b = rand_buf(g.cout);
+    float *b = no_bias ? NULL : rand_buf(g.cout);
     float *plain = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n);
     float *y = malloc(sizeof(float) * n);
     dmx__arena ar;
@@ -186,6 +186,9 @@ static void check_conv_act(dmx__conv_geom g, int H, int W, int tr, int crop) {
         CHECK_MSG(worst <= tol, "conv%s %dx%d k(%d,%d) s(%d,%d) on %dx%d crop %d, act %d: diff %g",
                   tr ? "_tr" : "", g.cin, g.cout, g.kh, g.kw, g.sh, g.sw, H, W, crop, a, worst);
     }
+    if (tr) /* a crop that leaves no row is refused */
+        CHECK(dmx__conv_tr2d_crop(&ar, &g, x, H, W, w, g.cout * g.kh * g.kw, b, (Ho + 1) / 2,
+                                  DMX__ACT_NONE, y) == -1);
     dmx__arena_free(&ar);
     free(x), free(w), free(b), free(plain), free(ref), free(y);
 }
@@ -279,6 +282,12 @@ int main(void) {
     check_conv_act((dmx__conv_geom){48, 24, 8, 1, 4, 1, 0, 0, 1, 1}, 8, 40, 1, 2);
     check_conv_act((dmx__conv_geom){32, 16, 6, 1, 3, 1, 0, 0, 1, 1}, 7, 16, 1, 5);
     check_conv_act((dmx__conv_geom){8, 4, 8, 1, 4, 1, 0, 0, 1, 1}, 6, 5, 1, 2);
+    /* im2col in several column blocks (a quarter of L2 each: 35000 output
+     * columns of K = 16 are at least two up to a 4 MiB L2), without a bias */
+    no_bias = 1;
+    check_conv_act((dmx__conv_geom){2, 48, 1, 8, 1, 4, 0, 2, 1, 1}, 1, 140003, 0, 0);
+    check_conv_act((dmx__conv_geom){48, 24, 8, 1, 4, 1, 0, 0, 1, 1}, 8, 40, 1, 2);
+    no_bias = 0;
 
     /* GroupNorm per row (layout (C, rows, L)) against a direct computation */
     {

@@ -58,9 +58,9 @@ void dmx__gemm_blocks(int *kc, int *mc, int *nc);
 /* The rule behind them: KC and MC for an L1d of l1 and an L2 of l2 bytes
  * (sizes <= 0 or implausible: unknown). */
 void dmx__gemm_blocks_for(long l1, long l2, int *kc, int *mc);
-/* The L2 size those blocks were chosen for (read once; 1 MiB where the
- * system does not say, or says something implausible): what the engine's
- * blocked memory passes size their scratch by. */
+/* The L2 size read at start (1 MiB where the system does not say, or says
+ * something implausible): what the engine's blocked memory passes size
+ * their scratch by. */
 long dmx__gemm_l2_bytes(void);
 /* 1 where this build has the own kernels at all (FMA vectors of 8 or 16
  * floats), whether or not they were chosen. */

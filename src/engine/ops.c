@@ -21,7 +21,6 @@
 
 #include "simd.h"
 
-
 /* Every matrix product goes through here so benchmarks can report the
  * FLOP rate actually achieved (one relaxed atomic add per call). */
 static _Atomic uint64_t g_flops;
@@ -298,12 +297,13 @@ int dmx__conv_tr2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int 
 int dmx__conv_tr2d_crop(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                         const float *w, int ldw, const float *b, int crop, dmx__act act,
                         float *y) {
+    const int Ho = (H - 1) * g->sh + g->kh, Wo = (W - 1) * g->sw + g->kw, rows = Ho - 2 * crop;
+    if (crop < 0 || rows < 1) return -1; /* no caller asks: a guard */
     if (dmx__wino_tr_use(g, H, W)) return dmx__wino_tr(ar, g, x, H, W, w, ldw, b, crop, act, y);
     /* the overlap-add completes an output only at its end: the whole
      * output, then the crop and the activation in passes after */
     int rc = dmx__conv_tr2d_ld(ar, g, x, H, W, w, ldw, b, y);
     if (rc) return rc;
-    const int Ho = (H - 1) * g->sh + g->kh, Wo = (W - 1) * g->sw + g->kw, rows = Ho - 2 * crop;
     if (crop) /* destinations never pass their sources: forward */
         for (int c = 0; c < g->cout; c++)
             memmove(y + (size_t)c * rows * Wo, y + ((size_t)c * Ho + crop) * Wo,

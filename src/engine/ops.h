@@ -5,9 +5,10 @@
  *   images (C, H, W) — for the frequency branch H = frequency, W = time;
  *   sequences (C, T) are images with H = 1;
  *   token matrices (N, C) row-major for the transformer.
- * Convolutions are im2col + GEMM (OpenBLAS) over blocks of output columns, so
- * the im2col scratch stays bounded (DMX__COL_BLOCK columns) however large the
- * image. Scratch comes from the caller's arena; nothing here calls malloc.
+ * Convolutions are im2col + GEMM over blocks of output columns (a quarter
+ * of L2 each), so the im2col scratch stays bounded however large the image,
+ * or Winograd / direct kernels where they apply. Scratch comes from the
+ * caller's arena; nothing here calls malloc.
  */
 #ifndef DMX_ENGINE_OPS_H
 #define DMX_ENGINE_OPS_H
@@ -37,9 +38,11 @@ static inline int dmx__conv_out(int in, int k, int s, int p, int d) {
  * Returns 0, or -1 if the arena cannot provide scratch. */
 int dmx__conv2d(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                 const float *w, const float *b, float *y);
-/* The same followed by act over y, applied where the convolution writes
- * each output row (the product's epilogue, the Winograd output transform)
- * rather than in a pass of its own over the whole output. */
+/* The same followed by act over y: applied where the convolution writes
+ * each output row on the im2col path (the product's epilogue) and the
+ * strided Winograd one (its output transform), rather than in a pass of
+ * its own over the whole output; a pass after on the direct and the 2D
+ * Winograd paths. */
 int dmx__conv2d_act(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int H, int W,
                     const float *w, const float *b, dmx__act act, float *y);
 
@@ -60,7 +63,7 @@ int dmx__conv_tr2d_ld(dmx__arena *ar, const dmx__conv_geom *g, const float *x, i
                       const float *w, int ldw, const float *b, float *y);
 /* dmx__conv_tr2d_ld keeping rows [crop, Ho - crop) of each output
  * channel, then act: y (cout, Ho - 2 crop, Wo), though y must hold the
- * untrimmed (cout, Ho, Wo). Where the Winograd output transform computes
+ * untrimmed (cout, Ho, Wo); -1 also for a crop that leaves no row. Where the Winograd output transform computes
  * the output (winograd_stride.h) the rows cropped away are never written
  * and act is applied as each row is (as dmx__conv2d_act's); elsewhere the
  * crop and act are passes after. */

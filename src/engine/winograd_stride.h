@@ -18,8 +18,8 @@
  * subtract and halve, so the rounding stays that of the sums (the golden
  * tests of the models that use it measure it).
  *
- * Used by ops.c's dmx__conv2d and dmx__conv_tr2d_ld when the _use
- * functions say so. Leaf module.
+ * Used by ops.c's dmx__conv2d_act and dmx__conv_tr2d_ld / _crop when the
+ * _use functions say so. Leaf module.
  */
 #ifndef DMX_ENGINE_WINOGRAD_STRIDE_H
 #define DMX_ENGINE_WINOGRAD_STRIDE_H
@@ -41,7 +41,7 @@ int dmx__wino_conv_s(dmx__arena *ar, const dmx__conv_geom *g, const float *x, in
                      const float *w, const float *b, dmx__act act, float *y);
 
 /* Whether a transposed convolution of this geometry on (cin, H, W) runs by
- * dmx__wino_tr: as above, with no padding (the caller trims). */
+ * dmx__wino_tr: as above, with no padding (the caller crops or trims). */
 int dmx__wino_tr_use(const dmx__conv_geom *g, int H, int W);
 
 /* y (cout, (H + 1) sh - 2 crop, W) = rows [crop, (H + 1) sh - crop) of
