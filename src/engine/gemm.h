@@ -6,8 +6,8 @@
  *
  * gemm.c's own kernels compute it on a build with AVX2 or AVX-512 FMA
  * vectors (OpenBLAS without them); not by default in an AddressSanitizer
- * build: instrumented they are slower than OpenBLAS. DEMIX_GEMM=openblas or =own forces one
- * (benchmarks, tests). The own kernels' pack buffers are per thread and go
+ * build: instrumented they are slower than OpenBLAS. DEMIX_GEMM=openblas
+ * or =own forces one (benchmarks, tests). The own kernels' pack buffers are per thread and go
  * to a pool when the thread ends, for the next one. Leaf module.
  */
 #ifndef DMX_ENGINE_GEMM_H

@@ -578,18 +578,11 @@ static float *enc_layer(ctx *cx, const hlayer *L, const float *x, int H, int W, 
     const float *xin = dmx__pad_cols(ar, x, a->chin * H, W, Wp);
     if (!xin) return NULL;
     float *c = (a->empty || !L->has_rewrite) ? y : dmx__arena_floats(ar, (size_t)a->chout * plane);
-    /* the GELU in the convolution when nothing sits between them (as
-     * htdemucs_forward.c's enc_forward) */
-    const int fused = !a->empty && !inject && !L->norm1.groups;
-    if (!c || dmx__conv2d_act(ar, g, xin, H, Wp, L->conv.w, L->conv.b,
-                              fused ? DMX__ACT_GELU : DMX__ACT_NONE, c))
-        return NULL;
+    if (!c || dmx__enc_conv(ar, &L->conv, &L->norm1, xin, H, Wp, inject, a->empty, c)) return NULL;
     if (a->empty) {
         dmx__arena_restore(ar, mk);
         return y;
     }
-    if (inject) dmx__inject(c, inject, a->chout, ho, wo);
-    if (!fused) dmx__norm_image_act(c, a->chout, plane, &L->norm1, DMX__ACT_GELU);
     if (L->has_dconv && dconv_apply(cx, L, c, a->chout, ho, wo, tapname)) return NULL;
     if (L->has_rewrite && dmx__rewrite_glu(ar, &L->rewrite, &L->norm2, c, ho, wo, y)) return NULL;
     dmx__arena_restore(ar, mk);
@@ -622,15 +615,9 @@ static float *dec_layer(ctx *cx, const hlayer *L, float *x, int H, int W, const 
         if (L->has_rewrite && dmx__rewrite_glu(ar, &L->rewrite, &L->norm1, x, H, W, y)) return NULL;
         if (L->has_dconv && dconv_apply(cx, L, y, a->chin, H, W, NULL)) return NULL;
     }
-    /* the GELU and the frequency trim fused as htdemucs_forward.c's
-     * dec_forward fuses them */
-    const dmx__act act = a->last ? DMX__ACT_NONE : DMX__ACT_GELU;
-    const int fused = !L->norm2.groups, crop = fused && a->freq ? L->pad : 0;
-    if (dmx__conv_tr2d_crop(ar, g, y, H, W, L->conv.w, g->cout * g->kh * g->kw, L->conv.b, crop,
-                            fused ? act : DMX__ACT_NONE, z))
+    if (dmx__dec_conv_tr(ar, &L->conv, &L->norm2, a->freq, L->pad, a->last, y, H, W, hf, wf, ho,
+                         wo, z))
         return NULL;
-    if (!fused) dmx__norm_image_act(z, a->chout, (size_t)hf * wf, &L->norm2, act);
-    if (!crop) dmx__tr_trim(z, a->chout, a->freq, L->pad, hf, wf, ho, wo);
     dmx__arena_restore(ar, mk);
     *Ho = ho;
     *Wo = wo;

@@ -64,20 +64,13 @@ static float *enc_forward(const dmx__hlayer *L, dmx__arena *ar, const float *x, 
     const float *xin = dmx__pad_cols(ar, x, L->chin * H, W, Wp);
     if (!xin) return NULL;
     /* The convolution and DConv work in a scratch image; the rewrite + GLU
-     * then writes the layer's output. With nothing between the convolution
-     * and the GELU (no injection, no norm: every released model's layers
-     * but the injected one), the convolution applies the GELU as it writes. */
+     * then writes the layer's output. */
     float *c = (L->empty || !L->has_rewrite) ? y : dmx__arena_floats(ar, (size_t)L->chout * plane);
-    const int fused = !L->empty && !inject && !L->norm1.groups;
-    if (!c || dmx__conv2d_act(ar, g, xin, H, Wp, L->conv.w, L->conv.b,
-                              fused ? DMX__ACT_GELU : DMX__ACT_NONE, c))
-        return NULL;
+    if (!c || dmx__enc_conv(ar, &L->conv, &L->norm1, xin, H, Wp, inject, L->empty, c)) return NULL;
     if (L->empty) {
         dmx__arena_restore(ar, mk);
         return y;
     }
-    if (inject) dmx__inject(c, inject, L->chout, ho, wo);
-    if (!fused) dmx__norm_image_act(c, L->chout, plane, &L->norm1, DMX__ACT_GELU);
     if (L->has_dconv && dconv_forward(&L->dconv, ar, c, ho, wo) != DMX_OK) return NULL;
     if (L->has_rewrite && dmx__rewrite_glu(ar, &L->rewrite, &L->norm2, c, ho, wo, y)) return NULL;
     dmx__arena_restore(ar, mk);
@@ -123,19 +116,9 @@ static float *dec_forward(const dmx__hlayer *L, dmx__arena *ar, float *x, int H,
         return NULL;
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *y = dec_body(L, ar, x, H, W, skip, kept);
-    /* With no norm between them, the GELU (every layer's but the last) and
-     * a frequency layer's trim are the transposed convolution's: rows
-     * cropped as it writes, the GELU on each row it keeps. A norm takes
-     * its statistics over the untrimmed output: then the GELU goes with
-     * the norm, and the trim after (both elementwise, the trim's zero
-     * padding stays 0). */
-    const dmx__act act = L->last ? DMX__ACT_NONE : DMX__ACT_GELU;
-    const int fused = !L->norm2.groups, crop = fused && L->freq ? L->pad : 0;
-    if (!y || dmx__conv_tr2d_crop(ar, g, y, H, W, L->conv.w, g->cout * g->kh * g->kw, L->conv.b,
-                                  crop, fused ? act : DMX__ACT_NONE, z))
+    if (!y || dmx__dec_conv_tr(ar, &L->conv, &L->norm2, L->freq, L->pad, L->last, y, H, W, hf, wf,
+                               ho, wo, z))
         return NULL;
-    if (!fused) dmx__norm_image_act(z, L->chout, (size_t)hf * wf, &L->norm2, act);
-    if (!crop) dmx__tr_trim(z, L->chout, L->freq, L->pad, hf, wf, ho, wo);
     dmx__arena_restore(ar, mk);
     *Ho = ho;
     *Wo = wo;

@@ -17,6 +17,34 @@ void dmx__norm_image_act(float *x, int C, size_t L, const dmx__norm *n, dmx__act
         dmx__act_apply(x, (size_t)C * L, act);
 }
 
+int dmx__enc_conv(dmx__arena *ar, const dmx__conv *cv, const dmx__norm *norm1, const float *x,
+                  int H, int W, const float *inject, int empty, float *c) {
+    const dmx__conv_geom *g = &cv->g;
+    const int fused = !empty && !inject && !norm1->groups;
+    if (dmx__conv2d_act(ar, g, x, H, W, cv->w, cv->b, fused ? DMX__ACT_GELU : DMX__ACT_NONE, c))
+        return -1;
+    if (empty || fused) return 0;
+    const int ho = dmx__conv_out(H, g->kh, g->sh, g->ph, g->dh);
+    const int wo = dmx__conv_out(W, g->kw, g->sw, g->pw, g->dw);
+    if (inject) dmx__inject(c, inject, g->cout, ho, wo);
+    dmx__norm_image_act(c, g->cout, (size_t)ho * wo, norm1, DMX__ACT_GELU);
+    return 0;
+}
+
+int dmx__dec_conv_tr(dmx__arena *ar, const dmx__conv *cv, const dmx__norm *norm2, int freq,
+                     int pad, int last, const float *y, int H, int W, int hf, int wf, int ho,
+                     int wo, float *z) {
+    const dmx__conv_geom *g = &cv->g;
+    const dmx__act act = last ? DMX__ACT_NONE : DMX__ACT_GELU;
+    const int fused = !norm2->groups, crop = fused && freq ? pad : 0;
+    if (dmx__conv_tr2d_crop(ar, g, y, H, W, cv->w, g->cout * g->kh * g->kw, cv->b, crop,
+                            fused ? act : DMX__ACT_NONE, z))
+        return -1;
+    if (!fused) dmx__norm_image_act(z, g->cout, (size_t)hf * wf, norm2, act);
+    if (!crop) dmx__tr_trim(z, g->cout, freq, pad, hf, wf, ho, wo);
+    return 0;
+}
+
 int dmx__rewrite_glu(dmx__arena *ar, const dmx__conv *cv, const dmx__norm *n, const float *x,
                      int H, int W, float *y) {
     if (!n->groups) return dmx__conv2d_glu(ar, &cv->g, x, H, W, cv->w, cv->b, y);

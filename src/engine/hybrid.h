@@ -6,9 +6,10 @@
  *     their encoder/decoder levels the same way), header-only;
  *   - a layer's bound convolution and norm, and the steps of HEncLayer /
  *     HDecLayer.forward that do not depend on the network (hybrid.c): the
- *     norm, the rewrite + GLU, the time layers' padding to a multiple of
- *     the stride, the injected time branch, the transposed convolution's
- *     output shape and trim.
+ *     encoder's convolution through its GELU, the decoder's transposed
+ *     convolution through its trim and GELU, the norm, the rewrite + GLU,
+ *     the time layers' padding to a multiple of the stride, the injected
+ *     time branch, the transposed convolution's output shape and trim.
  * The DConv branches differ (HDemucs' may hold a BLSTM and LocalState:
  * dconv.h; HTDemucs' never does) and stay with each network.
  */
@@ -37,6 +38,29 @@ typedef struct dmx__norm {
 void dmx__norm_image(float *x, int C, size_t L, const dmx__norm *n);
 /* The same, then act, in one pass (act alone when n has no groups). */
 void dmx__norm_image_act(float *x, int C, size_t L, const dmx__norm *n, dmx__act act);
+
+/* HEncLayer's convolution through its GELU: c (cv's cout, Ho, Wo) =
+ * GELU(norm(conv(x (cin, H, W)) + inject)), inject (cout, Wo) or NULL; an
+ * empty layer (its forward stops there) gets the convolution alone. With
+ * nothing between the convolution and the GELU (no injection, no norm:
+ * every released model's layers but the injected one) the convolution
+ * applies the GELU as it writes (dmx__conv2d_act). 0, or -1 when out of
+ * memory. */
+int dmx__enc_conv(dmx__arena *ar, const dmx__conv *cv, const dmx__norm *norm1, const float *x,
+                  int H, int W, const float *inject, int empty, float *c);
+
+/* HDecLayer's transposed convolution through its trim and GELU: z (cv's
+ * cout, ho, wo) = GELU(trim(norm(conv_tr(y (cin, H, W))))), no GELU for
+ * the last layer; z holds dmx__tr_shape's floats, hf..wo its shapes. With
+ * no norm, a frequency layer's trim and the GELU are the transposed
+ * convolution's (rows cropped as it writes them, the GELU on each row
+ * kept: dmx__conv_tr2d_crop); a norm takes its statistics over the
+ * untrimmed output, so then the GELU goes with the norm and the trim
+ * after (both elementwise: the trim's zero padding stays 0). 0, or -1
+ * when out of memory. */
+int dmx__dec_conv_tr(dmx__arena *ar, const dmx__conv *cv, const dmx__norm *norm2, int freq,
+                     int pad, int last, const float *y, int H, int W, int hf, int wf, int ho,
+                     int wo, float *z);
 
 /* y (cv's cout / 2, H, W) = GLU(norm(conv(x))): fused in column blocks
  * when there is no norm (every released model), else through a full buffer

@@ -238,12 +238,9 @@ int dmx__conv2d_act(dmx__arena *ar, const dmx__conv_geom *g, const float *x, int
      * first) runs faster directly than by Winograd's F(4, 3). Neither it
      * nor winograd.c's 2D transform takes act (no model asks them for
      * one): a pass after. */
-    int rc = -2;
-    if (dmx__dirconv_use(g, H, W))
-        rc = dmx__dirconv(ar, g, x, H, W, w, b, y);
-    else if (dmx__wino_use(g, H, W))
-        rc = conv_wino(ar, g, x, H, W, w, b, y, 0);
-    if (rc != -2) {
+    if (dmx__dirconv_use(g, H, W) || dmx__wino_use(g, H, W)) {
+        int rc = dmx__dirconv_use(g, H, W) ? dmx__dirconv(ar, g, x, H, W, w, b, y)
+                                           : conv_wino(ar, g, x, H, W, w, b, y, 0);
         if (rc == 0) dmx__act_apply(y, (size_t)g->cout * total, act);
         return rc;
     }
