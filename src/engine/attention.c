@@ -237,11 +237,12 @@ static void head_fast(const dmx__attn *a, int h, float *scratch) {
             }
             for (int j0 = 0; j0 < Nk; j0 += PV_CHUNK) {
                 const int nk = Nk - j0 < PV_CHUNK ? Nk - j0 : PV_CHUNK;
-                for (int i = 0; i < nr; i++) sum[i] += dmx__exp_shift_sum(s + i * nkp + j0, nk, mx[i]);
+                for (int i = 0; i < nr; i++)
+                    sum[i] += dmx__exp_shift_sum(s + i * nkp + j0, nk, mx[i]);
                 int d0 = 0;
                 for (; d0 + PV_NV * VW <= D; d0 += PV_NV * VW)
-                    pv_chunk(s + j0, nkp, vp + (size_t)d0 * Nk + (size_t)j0 * PV_NV * VW, nk, t + d0,
-                             D, j0 == 0, PV_NV);
+                    pv_chunk(s + j0, nkp, vp + (size_t)d0 * Nk + (size_t)j0 * PV_NV * VW, nk,
+                             t + d0, D, j0 == 0, PV_NV);
                 for (; d0 < D; d0 += VW)
                     pv_chunk(s + j0, nkp, vp + (size_t)d0 * Nk + (size_t)j0 * VW, nk, t + d0, D,
                              j0 == 0, 1);
@@ -250,9 +251,9 @@ static void head_fast(const dmx__attn *a, int h, float *scratch) {
             for (int i = 0; i < nr; i++) {
                 float fi = 1.0f / sum[i];
                 if (g) fi *= g[(size_t)(i0 + i) * a->ld_gain];
-                const vf vf_ = V_SET1(fi);
+                const vf vfi = V_SET1(fi);
                 for (int d = 0; d < D; d += VW)
-                    V_STORE(oi + (size_t)i * a->ldo + d, V_MUL(V_LOAD(t + (size_t)i * D + d), vf_));
+                    V_STORE(oi + (size_t)i * a->ldo + d, V_MUL(V_LOAD(t + (size_t)i * D + d), vfi));
             }
         }
     }

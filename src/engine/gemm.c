@@ -22,8 +22,9 @@
  * packs it again in every part. These kernels are the default on every
  * build with FMA vectors (but an AddressSanitizer one: below). AVX-512: on
  * a CPU that OpenBLAS drives with AVX2 kernels (one it predates, or
- * OPENBLAS_CORETYPE naming an AVX2 family) they use the full vector width, and on an Intel core where OpenBLAS runs
- * its SkylakeX kernels they measured 3-7 % faster per evaluation. AVX2:
+ * OPENBLAS_CORETYPE naming an AVX2 family) they use the full vector
+ * width, and on an Intel core where OpenBLAS runs its SkylakeX kernels
+ * they measured 3-7 % faster per evaluation. AVX2:
  * slower than OpenBLAS's Haswell kernels on a lone 2048^3 product, but an
  * evaluation ran 3-4 % faster with them (the shared packing and the fused
  * epilogues, which OpenBLAS has no place for; an Intel core held to AVX2).
