@@ -164,7 +164,8 @@ static double fma_peak(int threads) {
 
 /* GFLOP of a profiled shape over all its calls */
 static double shape_gflop(const dmx__gemm_stat *s) {
-    double per = (s->ta == DMX__ATTN_SHAPE ? 4e-9 : 2e-9) * s->M * s->N * s->K;
+    double per = s->ta == DMX__FFN_SHAPE ? 2e-9 * s->M * s->N * ((double)s->K + s->tb)
+                 : (s->ta == DMX__ATTN_SHAPE ? 4e-9 : 2e-9) * s->M * s->N * s->K;
     return per * (double)s->calls;
 }
 
@@ -288,7 +289,8 @@ int main(int argc, char **argv) {
         }
     printf("matrix product shapes losing the most time against the peak (op(A) MxK, op(B) KxN;\n"
            "'at tn': fused attention, M queries, N keys, K head dimension; 'dc nn': direct\n"
-           "short convolution, M output channels, N output columns, K input channels x taps):\n");
+           "short convolution, M output channels, N output columns, K input channels x taps;\n"
+           "'ff nn': feed-forward block, M tokens, N hidden width, K input and output width):\n");
     printf("  %2s %2s %6s %6s %6s %6s %8s %8s %6s %8s\n", "tA", "tB", "M", "N", "K", "calls", "time_s",
            "GFLOP/s", "%peak", "lost_s");
     const char *ns = getenv("BENCH_SHAPES");
@@ -297,9 +299,10 @@ int main(int argc, char **argv) {
         char ta[8], tb[8];
         snprintf(ta, sizeof ta, "%d", shapes[i].ta);
         snprintf(tb, sizeof tb, "%d", shapes[i].tb);
-        int attn = shapes[i].ta == DMX__ATTN_SHAPE, dc = shapes[i].ta == DMX__DIRCONV_SHAPE;
-        printf("  %2s %2s %6d %6d %6d %6llu %8.3f %8.1f %6.0f %8.3f\n", attn ? "at" : dc ? "dc" : ta,
-               attn ? "tn" : dc ? "nn" : tb,
+        int attn = shapes[i].ta == DMX__ATTN_SHAPE, dc = shapes[i].ta == DMX__DIRCONV_SHAPE,
+            ff = shapes[i].ta == DMX__FFN_SHAPE;
+        printf("  %2s %2s %6d %6d %6d %6llu %8.3f %8.1f %6.0f %8.3f\n",
+               attn ? "at" : dc ? "dc" : ff ? "ff" : ta, attn ? "tn" : dc || ff ? "nn" : tb,
                shapes[i].M, shapes[i].N, shapes[i].K, shapes[i].calls, shapes[i].seconds,
                f / shapes[i].seconds, 100 * f / shapes[i].seconds / peak, shapes[i].seconds - f / peak);
     }

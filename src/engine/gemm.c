@@ -368,6 +368,25 @@ static inline void pack6x16(const float *const src[6], int k, float *dst) {
 }
 #endif
 
+#if VW == 8 && MR == 4
+/* Four rows' next 8 elements (from k) into the panel's 32 floats at dst,
+ * k-major: a 4 x 8 transpose in registers (pairs interleaved, then
+ * quads; each vector then holds k and k + 4, which the lane permutes
+ * pair up), where the scalar loop moved one float per load and store. */
+static inline void pack4x8(const float *const src[4], int k, float *dst) {
+    __m256 r0 = _mm256_loadu_ps(src[0] + k), r1 = _mm256_loadu_ps(src[1] + k);
+    __m256 r2 = _mm256_loadu_ps(src[2] + k), r3 = _mm256_loadu_ps(src[3] + k);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u1, 0x20));
+    _mm256_storeu_ps(dst + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
+    _mm256_storeu_ps(dst + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
+    _mm256_storeu_ps(dst + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+}
+#endif
+
 /* A (i0..; mc x kc from k0) into MR-row panels: panel p at ap + p * kc * MR,
  * element (i, k) at k * MR + i; rows past mc are zero. */
 static void pack_a(int ta, const float *A, int lda, int i0, int mc, int k0, int kc, float *ap) {
@@ -380,6 +399,8 @@ static void pack_a(int ta, const float *A, int lda, int i0, int mc, int k0, int 
             int k = 0;
 #if VW == 16 && MR == 6
             for (; k + 16 <= kc; k += 16) pack6x16(src, k, dst + (size_t)k * MR);
+#elif VW == 8 && MR == 4
+            for (; k + 8 <= kc; k += 8) pack4x8(src, k, dst + (size_t)k * MR);
 #endif
             for (; k < kc; k++)
 #pragma GCC unroll 16
@@ -572,13 +593,39 @@ static void epi_after(const dmx__gemm_epi *e, int M, int N, float *C, int ldc) {
     }
 }
 
-const float *dmx__gemm_pack(int side, int t, int n, int K, const float *X, int ld) {
+size_t dmx__gemm_pack_floats(int side, int n, int K) {
 #ifdef OWN
-    if (!dmx__gemm_own() || n <= 0 || K <= 0) return NULL;
+    if (!dmx__gemm_own() || n <= 0 || K <= 0) return 0;
+    const int width = side == DMX__GEMM_A ? MR : NR;
+    return panels(n, width) * width * (size_t)K;
+#else
+    (void)side, (void)n, (void)K;
+    return 0;
+#endif
+}
+
+void dmx__gemm_pack_into(int side, int t, int n, int K, const float *X, int ld, float *dst) {
+#ifdef OWN
+    const int width = side == DMX__GEMM_A ? MR : NR, kcb = kc_;
+    for (int k0 = 0; k0 < K; k0 += kcb) {
+        int kc = K - k0 < kcb ? K - k0 : kcb;
+        float *d = dst + (size_t)k0 * panels(n, width) * width;
+        if (side == DMX__GEMM_A)
+            pack_a(t, X, ld, 0, n, k0, kc, d);
+        else
+            pack_b(t, X, ld, k0, kc, 0, n, d);
+    }
+#else
+    (void)side, (void)t, (void)n, (void)K, (void)X, (void)ld, (void)dst;
+#endif
+}
+
+const float *dmx__gemm_pack(int side, int t, int n, int K, const float *X, int ld) {
+    const size_t need = dmx__gemm_pack_floats(side, n, K);
+    if (!need) return NULL;
+#ifdef OWN
     bufs *bf = thread_bufs();
     if (!bf) return NULL;
-    const int width = side == DMX__GEMM_A ? MR : NR;
-    size_t need = panels(n, width) * width * (size_t)K;
     if (need > bf->s_cap) { /* grown by half at least: few re-allocations */
         size_t cap = need > bf->s_cap + bf->s_cap / 2 ? need : bf->s_cap + bf->s_cap / 2;
         float *p = aligned_alloc(64, (cap * sizeof(float) + 63) / 64 * 64);
@@ -587,20 +634,25 @@ const float *dmx__gemm_pack(int side, int t, int n, int K, const float *X, int l
         bf->s = p;
         bf->s_cap = cap;
     }
-    const int kcb = kc_;
-    for (int k0 = 0; k0 < K; k0 += kcb) {
-        int kc = K - k0 < kcb ? K - k0 : kcb;
-        float *dst = bf->s + (size_t)k0 * panels(n, width) * width;
-        if (side == DMX__GEMM_A)
-            pack_a(t, X, ld, 0, n, k0, kc, dst);
-        else
-            pack_b(t, X, ld, k0, kc, 0, n, dst);
-    }
+    dmx__gemm_pack_into(side, t, n, K, X, ld, bf->s);
     return bf->s;
 #else
-    (void)side, (void)t, (void)n, (void)K, (void)X, (void)ld;
+    (void)t, (void)X, (void)ld;
     return NULL;
 #endif
+}
+
+int dmx__gemm_row_block(size_t row_bytes) {
+    pthread_once(&choose_once, choose);
+    const int mr =
+#ifdef OWN
+        own_on ? MR :
+#endif
+               16;
+    size_t rows = (size_t)l2_bytes / 2 / (row_bytes ? row_bytes : 1);
+    if (rows > 1024) rows = 1024;
+    rows = rows / (size_t)mr * (size_t)mr;
+    return rows < (size_t)mr ? mr : (int)rows;
 }
 
 void dmx__gemm_packed(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,

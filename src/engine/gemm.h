@@ -13,6 +13,8 @@
 #ifndef DMX_ENGINE_GEMM_H
 #define DMX_ENGINE_GEMM_H
 
+#include <stddef.h>
+
 void dmx__gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
 
@@ -27,6 +29,18 @@ void dmx__gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
  * packed operand (no row or column offset into it), and an epilogue. */
 enum { DMX__GEMM_A, DMX__GEMM_B };
 const float *dmx__gemm_pack(int side, int t, int n, int K, const float *X, int ld);
+/* The same packing into the caller's memory, for an operand the caller
+ * keeps packed across products (a feed-forward block's two weights, for
+ * all its row blocks): dmx__gemm_pack_floats is the floats it takes, 0
+ * when the own kernels are off (or n or K is 0): compute unpacked then;
+ * dmx__gemm_pack_into fills dst with that many. */
+size_t dmx__gemm_pack_floats(int side, int n, int K);
+void dmx__gemm_pack_into(int side, int t, int n, int K, const float *X, int ld, float *dst);
+/* Rows of a block of products whose C rows take row_bytes each, so that
+ * the block's C fills about half of L2 (where the next product of the
+ * block reads it): whole MR-row panels of the own kernels, at least one,
+ * at most 1024 rows. */
+int dmx__gemm_row_block(size_t row_bytes);
 
 /* What a product does to its result on the way out (epi NULL: nothing):
  * C = act(alpha op(A) op(B) + bias), a bias of one value per row of C

@@ -188,6 +188,10 @@ typedef struct {
  * DMX__DIRCONV_SHAPE, M output channels, N output columns, K input
  * channels x taps, 2 M N K FLOPs a call. */
 #define DMX__DIRCONV_SHAPE (-2)
+/* Feed-forward blocks (ffn.c): ta = DMX__FFN_SHAPE, tb the output width,
+ * M tokens, N the hidden width, K the input width, 2 M N (K + tb) FLOPs a
+ * call (both products). */
+#define DMX__FFN_SHAPE (-3)
 void dmx__gemm_profile_start(void);
 /* Whether the profile runs; adds `calls` calls of a shape taking `dt` s. */
 int dmx__gemm_profiling(void);

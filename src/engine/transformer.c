@@ -12,6 +12,7 @@
 
 #include "attention.h"
 #include "error.h"
+#include "ffn.h"
 #include "htdemucs.h"
 
 
@@ -131,12 +132,12 @@ static dmx_status layer_forward(const dmx__xformer *xf, const dmx__tlayer *L, dm
     dmx__arena_mark mk = dmx__arena_save(ar);
     float *h = dmx__arena_floats(ar, (size_t)N * C);
     float *a = dmx__arena_floats(ar, (size_t)N * C);
-    float *ff = dmx__arena_floats(ar, (size_t)N * xf->hidden);
     float *hk = L->cross ? dmx__arena_floats(ar, (size_t)Nk * C) : NULL;
-    if (!h || !a || !ff || (L->cross && !hk))
+    if (!h || !a || (L->cross && !hk))
         return dmx__fail(DMX_ERR_NOMEM, "out of memory in transformer");
     dmx_status st;
     const dmx__norm *nff = L->cross ? &L->n3 : &L->n2;
+    const dmx__act act = xf->gelu ? DMX__ACT_GELU : DMX__ACT_RELU;
     if (xf->norm_first) {
         apply_norm(x, h, N, C, &L->n1, xf->group_norm);
         if (L->cross) {
@@ -148,9 +149,8 @@ static dmx_status layer_forward(const dmx__xformer *xf, const dmx__tlayer *L, dm
         if (st != DMX_OK) return st;
         add_scaled(x, a, L->g1, N, C);
         apply_norm(x, h, N, C, nff, xf->group_norm);
-        dmx__linear_act(h, N, C, L->l1_w, L->l1_b, xf->hidden, ff,
-                        xf->gelu ? DMX__ACT_GELU : DMX__ACT_RELU);
-        dmx__linear(ff, N, xf->hidden, L->l2_w, L->l2_b, C, a);
+        if (dmx__ffn(ar, h, N, C, L->l1_w, L->l1_b, xf->hidden, act, L->l2_w, L->l2_b, C, a))
+            return dmx__fail(DMX_ERR_NOMEM, "out of memory in transformer");
         add_scaled(x, a, L->g2, N, C);
         if (L->norm_out.groups) token_group_norm(x, N, C, &L->norm_out);
     } else {
@@ -159,9 +159,8 @@ static dmx_status layer_forward(const dmx__xformer *xf, const dmx__tlayer *L, dm
         if (st != DMX_OK) return st;
         add_scaled(x, a, L->g1, N, C);
         apply_norm(x, x, N, C, &L->n1, xf->group_norm);
-        dmx__linear_act(x, N, C, L->l1_w, L->l1_b, xf->hidden, ff,
-                        xf->gelu ? DMX__ACT_GELU : DMX__ACT_RELU);
-        dmx__linear(ff, N, xf->hidden, L->l2_w, L->l2_b, C, a);
+        if (dmx__ffn(ar, x, N, C, L->l1_w, L->l1_b, xf->hidden, act, L->l2_w, L->l2_b, C, a))
+            return dmx__fail(DMX_ERR_NOMEM, "out of memory in transformer");
         add_scaled(x, a, L->g2, N, C);
         apply_norm(x, x, N, C, &L->n2, xf->group_norm);
     }
