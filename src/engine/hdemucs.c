@@ -763,17 +763,6 @@ static float *dec_stage(ctx *cx, const hstage *s, float *x, int F, int T, const 
     return y;
 }
 
-static void mean_std(const float *x, size_t n, float *mean, float *std) {
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += x[i];
-    double mu = s / n, v = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = x[i] - mu;
-        v += d * d;
-    }
-    *mean = (float)mu;
-    *std = (float)sqrt(v / (n > 1 ? n - 1 : 1)); /* torch.std is unbiased */
-}
 
 static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, int len, float *out,
                              dmx__tap_fn tap, void *tap_user) {
@@ -797,9 +786,9 @@ static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, 
     size_t nx = (size_t)A * nz * nb * le, plane = (size_t)nb * le;
     if (!m->cac) dmx__wiener_magnitude(z, A, plane, x);
     float mean, std, meant, stdt;
-    mean_std(x, nx, &mean, &std);
+    dmx__mean_std(x, nx, &mean, &std);
     for (size_t i = 0; i < nx; i++) x[i] = (x[i] - mean) / (1e-5f + std);
-    mean_std(mix, (size_t)A * len, &meant, &stdt);
+    dmx__mean_std(mix, (size_t)A * len, &meant, &stdt);
     for (size_t i = 0; i < (size_t)A * len; i++) xt[i] = (mix[i] - meant) / (1e-5f + stdt);
 
     float *saved[MAX_DEPTH], *saved_t[MAX_DEPTH];

@@ -159,17 +159,6 @@ static int dec_last_to_wave(const dmx__htdemucs *m, const dmx__hlayer *L, dmx__a
     return 0;
 }
 
-static void mean_std(const float *x, size_t n, float *mean, float *std) {
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += x[i];
-    double mu = s / n, v = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = x[i] - mu;
-        v += d * d;
-    }
-    *mean = (float)mu;
-    *std = (float)sqrt(v / (n > 1 ? n - 1 : 1)); /* torch.std is unbiased */
-}
 
 #define TAP(name, p, c, h, w)                     \
     do {                                          \
@@ -219,12 +208,12 @@ dmx_status dmx__htdemucs_forward(const dmx__htdemucs *m, dmx__arena *ar, const f
     if (!m->cac) dmx__wiener_magnitude(z, A, plane, x); /* upstream's _magnitude */
     float mean, std, meant, stdt;
     size_t nx = (size_t)nz * A * plane;
-    mean_std(x, nx, &mean, &std);
+    dmx__mean_std(x, nx, &mean, &std);
     {
         float den = 1e-5f + std;
         for (size_t i = 0; i < nx; i++) x[i] = (x[i] - mean) / den;
     }
-    mean_std(mixp, (size_t)A * TL, &meant, &stdt);
+    dmx__mean_std(mixp, (size_t)A * TL, &meant, &stdt);
     {
         float den = 1e-5f + stdt;
         for (size_t i = 0; i < (size_t)A * TL; i++) xt[i] = (mixp[i] - meant) / den;

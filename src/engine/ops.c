@@ -458,6 +458,14 @@ double dmx__sum_sqdev(const float *p, size_t n, double mean) {
     return a;
 }
 
+void dmx__mean_std(const float *x, size_t n, float *mean, float *std) {
+    double s = 0, s2 = 0;
+    dmx__sum_sq(x, n, &s, &s2);
+    const double mu = n ? s / (double)n : 0.0;
+    *mean = (float)mu;
+    *std = (float)sqrt(dmx__sum_sqdev(x, n, mu) / (double)(n > 1 ? n - 1 : 1));
+}
+
 void dmx__norm_stats(double s, double s2, double cnt, double eps, float *mean, float *rstd) {
     double mu = s / cnt, var = s2 / cnt - mu * mu;
     *mean = (float)mu;

@@ -93,6 +93,9 @@ void dmx__layer_norm(const float *x, float *y, int N, int C, const float *gamma,
  * returns sum (p[i] - mean)^2. */
 void dmx__sum_sq(const float *p, size_t n, double *s, double *s2);
 double dmx__sum_sqdev(const float *p, size_t n, double mean);
+/* torch's x.mean() and x.std() (unbiased) of n floats, in double: the sum,
+ * then the squares about the mean (the models' input normalisation). */
+void dmx__mean_std(const float *x, size_t n, float *mean, float *std);
 
 /* GroupNorm's statistics, the one rule every norm here uses: from the sums
  * s and s2 over cnt values, *mean = s / cnt and *rstd = 1 / sqrt(var + eps)
