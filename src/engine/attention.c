@@ -93,12 +93,24 @@ static inline void prefetch_row(const float *r, int D) {
     for (int d = 0; d < D; d += 16) __builtin_prefetch(r + d, 0, 3);
 }
 
-/* Keys (Nk rows of D) into panels: panel p holds keys p*KT .. p*KT+KT-1 as
- * kp[p * D * KT + d * KT + c]; keys past Nk are zero. */
+/* Keys (Nk rows of D, D a multiple of VW) into panels: panel p holds keys
+ * p*KT .. p*KT+KT-1 as kp[p * D * KT + d * KT + c]; keys past Nk are
+ * zero. */
 static void pack_keys(const float *k, int ldk, int Nk, int D, float *kp) {
     int np = (Nk + KT - 1) / KT;
     for (int p = 0; p < np; p++) {
         float *dst = kp + (size_t)p * D * KT;
+        if ((p + 1) * KT <= Nk) { /* a whole panel: VW x VW blocks transposed in registers */
+            for (int c = 0; c < KT; c += VW) {
+                const float *src = k + (size_t)(p * KT + c) * ldk;
+                for (int i = 0; i < VW; i++)
+                    if (p * KT + c + i + PF_ROWS < Nk)
+                        prefetch_row(src + (size_t)(i + PF_ROWS) * ldk, D);
+                for (int d = 0; d < D; d += VW)
+                    v_transpose(src + d, (size_t)ldk, dst + (size_t)d * KT + c, KT);
+            }
+            continue;
+        }
         for (int c = 0; c < KT; c++) {
             int j = p * KT + c;
             if (j < Nk) {

@@ -241,56 +241,7 @@ static bufs *thread_bufs(void) {
     return b;
 }
 
-/* dst (TB rows of stride ldd) = the transpose of src (TB rows of stride
- * lds): unpacks of pairs, of quads, then 128-bit lane shuffles. */
-#if VW == 8
-#define TB 8
-static inline void transpose_block(const float *src, size_t lds, float *dst, size_t ldd) {
-    __m256 r[8], t[8];
-    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int j = 0; j < 4; j++) {
-        t[j] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x20);
-        t[j + 4] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x31);
-    }
-    for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + i * ldd, t[i]);
-}
-#else
-#define TB 16
-static inline void transpose_block(const float *src, size_t lds, float *dst, size_t ldd) {
-    __m512 r[16], t[16];
-    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int i = 0; i < 16; i += 8)
-        for (int j = 0; j < 4; j++) {
-            t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
-            t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xDD);
-        }
-    for (int j = 0; j < 8; j++) {
-        r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
-        r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
-    }
-    for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + i * ldd, r[i]);
-}
-#endif
+#define TB VW /* the blocks transposed in registers (simd.h's v_transpose) */
 
 /* B (k0.., j0..; kc x nc) into NR-wide panels: panel p at bp + p * kc * NR,
  * element (k, c) at k * NR + c; columns past nc are zero. */
@@ -315,7 +266,7 @@ static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int j0, int 
             int k = 0;
             for (; k + TB <= kc; k += TB)
                 for (int c = 0; c < NR; c += TB)
-                    transpose_block(src + (size_t)c * ldb + k, (size_t)ldb, dst + (size_t)k * NR + c, NR);
+                    v_transpose(src + (size_t)c * ldb + k, (size_t)ldb, dst + (size_t)k * NR + c, NR);
             for (; k < kc; k++) {
                 float *d = dst + (size_t)k * NR;
                 for (int c = 0; c < NR; c++) d[c] = src[(size_t)c * ldb + k];
