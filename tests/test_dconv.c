@@ -18,6 +18,7 @@
 #include "localstate.h"
 #include "lstm.h"
 #include "resample.h"
+#include "team.h"
 #include "testutil.h"
 
 static unsigned rng = 12345;
@@ -354,7 +355,52 @@ static void test_dconv(int T, int norm, int gelu, int depth) {
     free(x), free(ref), free(h), free(h2);
 }
 
+/* dmx__dconv_glu_half's units shared by a team with helpers give the
+ * bits the calling thread alone gives: blocks of whole rows (rows of T
+ * within the scratch) and the column-blocked two passes (each unit's
+ * sums added per row in unit order). */
+typedef struct glu_case {
+    int rows, T, C, hidden, norm;
+    const float *h, *w, *b, *nw, *nb, *scale;
+    float *y;
+} glu_case;
+
+static void glu_run(glu_case *g) {
+    dmx__arena ar;
+    dmx__arena_init(&ar);
+    CHECK(dmx__dconv_glu_half(&ar, g->h, g->hidden, g->y, g->C, g->rows, g->T, g->w, g->b,
+                              g->norm ? g->nw : NULL, g->norm ? g->nb : NULL, g->scale) == DMX_OK);
+    CHECK(ar.in_use == 0);
+    dmx__arena_free(&ar);
+}
+
+static void *glu_main(void *arg) {
+    glu_run(arg);
+    return NULL;
+}
+
+static void test_glu_team(int rows, int T, int C, int norm) {
+    const int Hd = 3;
+    const size_t n = (size_t)C * rows * T;
+    float *h = rnd((size_t)Hd * rows * T, 1.0f), *w = rnd((size_t)2 * C * Hd, 0.5f);
+    float *b = rnd((size_t)2 * C, 0.1f), *nw = rnd((size_t)2 * C, 1.0f), *nb = rnd((size_t)2 * C, 0.2f);
+    float *sc = rnd((size_t)C, 0.3f), *y0 = rnd(n, 1.0f), *y1 = malloc(sizeof(float) * n);
+    REQUIRE(y1);
+    memcpy(y1, y0, sizeof(float) * n);
+    glu_case alone = {rows, T, C, Hd, norm, h, w, b, nw, nb, sc, y0}, team = alone;
+    team.y = y1;
+    glu_run(&alone);
+    dmx__team_run(1, 3, glu_main, &team, sizeof team);
+    CHECK_MSG(!memcmp(y0, y1, sizeof(float) * n),
+              "glu_half rows %d T %d C %d norm %d: a team's result differs", rows, T, C, norm);
+    free(h), free(w), free(b), free(nw), free(nb), free(sc), free(y0), free(y1);
+}
+
 int main(void) {
+    test_glu_team(40, 336, 48, 1); /* blocks of rows, more than the parts */
+    test_glu_team(1, 70000, 8, 1); /* column blocks, two passes */
+    test_glu_team(3, 40000, 8, 1); /* several long rows */
+    test_glu_team(2, 40000, 8, 0); /* one pass, no norm */
     test_dconv(300, 1, 1, 2);
     test_dconv(70000, 1, 1, 2);  /* blocked, two passes */
     test_dconv(70000, 0, 0, -2); /* blocked, one pass; no dilation, ReLU */

@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "ops.h"
+#include "team.h"
 
 #define NOMEM() dmx__fail(DMX_ERR_NOMEM, "out of memory in a DConv branch")
 
@@ -94,70 +95,121 @@ dmx_status dmx__dconvx_bind(dmx__ckpt *ck, const char *prefix, int channels,
     return s;
 }
 
+/* dmx__dconv_glu_half's work in units a team's threads share: a block of
+ * rb whole rows (rows of T <= cb), or one column block of a row (longer
+ * rows: two passes, the first taking each unit's sums, added per row in
+ * unit order, so the statistics do not depend on who computed what). */
+#define GLU_PARTS 4
+typedef struct glu_job {
+    const float *h, *w, *b, *nw, *nb, *scale;
+    float *y, *scratch; /* scratch: 2C x rb x cb floats per part */
+    double *sums;       /* column blocks, pass 0: two per unit */
+    const float *mean, *rstd; /* column blocks, pass 1: per row */
+    int hidden, C, rows, T, rb, cb, chunks, units, parts, pass;
+} glu_job;
+
+static void glu_rows(const glu_job *j, int u, float *h2) {
+    const size_t plane = (size_t)j->rows * j->T;
+    const int r0 = u * j->rb, nr = j->rows - r0 < j->rb ? j->rows - r0 : j->rb;
+    const int C = j->C, T = j->T, n = nr * T;
+    /* the 1x1 conv on rows [r0, r0 + nr): columns of h with stride `plane` */
+    dmx__sgemm_rowbias(0, 0, 2 * C, n, j->hidden, j->w, j->hidden, j->h + (size_t)r0 * T,
+                       (int)plane, j->b, h2, n);
+    /* per row: the statistics, then the affine step, GLU and the residual
+     * add in one pass (without a norm, 0 and 1: exact) */
+    for (int r = 0; r < nr; r++) {
+        float mean = 0, rstd = 1;
+        if (j->nw) {
+            double s1 = 0, s2 = 0;
+            if (nr == 1) /* the row's 2C channels are contiguous */
+                dmx__sum_sq(h2, (size_t)2 * C * T, &s1, &s2);
+            else
+                for (int c = 0; c < 2 * C; c++)
+                    dmx__sum_sq(h2 + (size_t)c * n + (size_t)r * T, (size_t)T, &s1, &s2);
+            dmx__norm_stats(s1, s2, 2.0 * C * T, 1e-5f, &mean, &rstd);
+        }
+        dmx__norm_glu_add(h2 + (size_t)r * T, (size_t)n, C, (size_t)T, mean, rstd, j->nw, j->nb,
+                          j->scale, j->y + (size_t)(r0 + r) * T, plane);
+    }
+}
+
+static void glu_cols(const glu_job *j, int u, float *h2) {
+    const size_t plane = (size_t)j->rows * j->T;
+    const int r = u / j->chunks, t0 = u % j->chunks * j->cb;
+    const int n = j->T - t0 < j->cb ? j->T - t0 : j->cb, C = j->C;
+    dmx__sgemm_rowbias(0, 0, 2 * C, n, j->hidden, j->w, j->hidden,
+                       j->h + (size_t)r * j->T + t0, (int)plane, j->b, h2, n);
+    if (j->pass == 0) {
+        double *sm = j->sums + 2 * (size_t)u;
+        sm[0] = sm[1] = 0;
+        dmx__sum_sq(h2, (size_t)2 * C * n, &sm[0], &sm[1]);
+    } else {
+        dmx__norm_glu_add(h2, (size_t)n, C, (size_t)n, j->nw ? j->mean[r] : 0.0f,
+                          j->nw ? j->rstd[r] : 1.0f, j->nw, j->nb, j->scale,
+                          j->y + (size_t)r * j->T + t0, plane);
+    }
+}
+
+static void glu_part(void *ctx, int p) {
+    const glu_job *j = ctx;
+    float *h2 = j->scratch + (size_t)p * 2 * j->C * j->rb * j->cb;
+    int lo, hi;
+    dmx__team_share(j->units, j->parts, p, &lo, &hi);
+    for (int u = lo; u < hi; u++) {
+        if (j->cb == j->T)
+            glu_rows(j, u, h2);
+        else
+            glu_cols(j, u, h2);
+    }
+}
+
 dmx_status dmx__dconv_glu_half(dmx__arena *ar, const float *h, int hidden, float *y, int C,
                                int rows, int T, const float *w, const float *b, const float *nw,
                                const float *nb, const float *scale) {
-    const size_t plane = (size_t)rows * T;
-    /* floats of 2C-channel scratch: half of L2, where the two passes
-     * after the product find it (4 MiB went out of a 2 MiB L2 to L3: the
-     * encoders and decoders took 3 % longer on an Intel core) */
+    /* floats of 2C-channel scratch per part: half of L2, where the two
+     * passes after the product find it (4 MiB went out of a 2 MiB L2 to L3:
+     * the encoders and decoders took 3 % longer on an Intel core) */
     const size_t budget = (size_t)dmx__gemm_l2_bytes() / 2 / sizeof(float);
-    int rb = (int)(budget / ((size_t)2 * C * T));
-    if (rb < 1) rb = 1;
-    if (rb > rows) rb = rows;
-    int cb = T;
+    glu_job j = {h, w, b, nw, nb, scale, y, NULL, NULL, NULL, NULL, hidden, C, rows, T, 0, T, 1,
+                 0, 0, 0};
+    j.rb = (int)(budget / ((size_t)2 * C * T));
+    if (j.rb < 1) j.rb = 1;
+    if (j.rb > rows) j.rb = rows;
     if ((size_t)2 * C * T > budget) {
-        cb = (int)(budget / ((size_t)2 * C)) / 64 * 64;
-        if (cb < 64) cb = 64;
-        if (cb > T) cb = T;
+        j.rb = 1;
+        j.cb = (int)(budget / ((size_t)2 * C)) / 64 * 64;
+        if (j.cb < 64) j.cb = 64;
+        if (j.cb > T) j.cb = T;
     }
+    j.chunks = (T + j.cb - 1) / j.cb;
+    j.units = j.cb == T ? (rows + j.rb - 1) / j.rb : rows * j.chunks;
+    j.parts = j.units < GLU_PARTS ? j.units : GLU_PARTS;
     dmx__arena_mark mk = dmx__arena_save(ar);
-    float *h2 = dmx__arena_floats(ar, (size_t)2 * C * rb * cb);
-    if (!h2) return NOMEM();
-    if (cb == T) {
-        for (int r0 = 0; r0 < rows; r0 += rb) {
-            int nr = rows - r0 < rb ? rows - r0 : rb;
-            int n = nr * T;
-            /* the 1x1 conv on rows [r0, r0 + nr): columns of h with stride `plane` */
-            dmx__sgemm_rowbias(0, 0, 2 * C, n, hidden, w, hidden, h + (size_t)r0 * T, (int)plane,
-                               b, h2, n);
-            /* per row: the statistics, then the affine step, GLU and the
-             * residual add in one pass (without a norm, 0 and 1: exact) */
-            for (int r = 0; r < nr; r++) {
-                float mean = 0, rstd = 1;
-                if (nw) {
-                    double s1 = 0, s2 = 0;
-                    if (nr == 1) /* the row's 2C channels are contiguous */
-                        dmx__sum_sq(h2, (size_t)2 * C * T, &s1, &s2);
-                    else
-                        for (int c = 0; c < 2 * C; c++)
-                            dmx__sum_sq(h2 + (size_t)c * n + (size_t)r * T, (size_t)T, &s1, &s2);
-                    dmx__norm_stats(s1, s2, 2.0 * C * T, 1e-5f, &mean, &rstd);
-                }
-                dmx__norm_glu_add(h2 + (size_t)r * T, (size_t)n, C, (size_t)T, mean, rstd, nw, nb,
-                                  scale, y + (size_t)(r0 + r) * T, plane);
+    j.scratch = dmx__arena_floats(ar, (size_t)j.parts * 2 * C * j.rb * j.cb);
+    if (!j.scratch) return NOMEM();
+    if (j.cb < T) {
+        float *mr = NULL;
+        if (nw) { /* pass 0: each unit's sums, then each row's statistics */
+            j.sums = (double *)(void *)dmx__arena_floats(ar, (size_t)4 * j.units);
+            mr = dmx__arena_floats(ar, (size_t)2 * rows);
+            if (!j.sums || !mr) {
+                dmx__arena_restore(ar, mk);
+                return NOMEM();
             }
-        }
-    } else {
-        for (int r = 0; r < rows; r++) {
-            const float *hr = h + (size_t)r * T;
-            double s1 = 0, s2 = 0;
-            for (int pass = nw ? 0 : 1; pass < 2; pass++) {
-                float mean = 0, rstd = 1;
-                if (pass == 1 && nw) dmx__norm_stats(s1, s2, 2.0 * C * T, 1e-5f, &mean, &rstd);
-                for (int t0 = 0; t0 < T; t0 += cb) {
-                    int n = T - t0 < cb ? T - t0 : cb;
-                    dmx__sgemm_rowbias(0, 0, 2 * C, n, hidden, w, hidden, hr + t0, (int)plane, b,
-                                       h2, n);
-                    if (pass == 0)
-                        dmx__sum_sq(h2, (size_t)2 * C * n, &s1, &s2);
-                    else
-                        dmx__norm_glu_add(h2, (size_t)n, C, (size_t)n, mean, rstd, nw, nb, scale,
-                                          y + (size_t)r * T + t0, plane);
+            dmx__team_for(j.parts, glu_part, &j);
+            for (int r = 0; r < rows; r++) {
+                double s1 = 0, s2 = 0;
+                for (int c = 0; c < j.chunks; c++) {
+                    s1 += j.sums[2 * ((size_t)r * j.chunks + c)];
+                    s2 += j.sums[2 * ((size_t)r * j.chunks + c) + 1];
                 }
+                dmx__norm_stats(s1, s2, 2.0 * C * T, 1e-5f, &mr[r], &mr[rows + r]);
             }
+            j.mean = mr, j.rstd = mr + rows;
         }
+        j.pass = 1;
     }
+    dmx__team_for(j.parts, glu_part, &j);
     dmx__arena_restore(ar, mk);
     return DMX_OK;
 }
