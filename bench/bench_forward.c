@@ -290,7 +290,7 @@ int main(int argc, char **argv) {
     printf("matrix product shapes losing the most time against the peak (op(A) MxK, op(B) KxN;\n"
            "'at tn': fused attention, M queries, N keys, K head dimension; 'dc nn': direct\n"
            "short convolution, M output channels, N output columns, K input channels x taps;\n"
-           "'ff nn': feed-forward block, M tokens, N hidden width, K input and output width):\n");
+           "'ff nn': feed-forward block, M tokens, N hidden width, K input width):\n");
     printf("  %2s %2s %6s %6s %6s %6s %8s %8s %6s %8s\n", "tA", "tB", "M", "N", "K", "calls", "time_s",
            "GFLOP/s", "%peak", "lost_s");
     const char *ns = getenv("BENCH_SHAPES");

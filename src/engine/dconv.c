@@ -169,9 +169,10 @@ dmx_status dmx__dconv_glu_half(dmx__arena *ar, const float *h, int hidden, float
     /* floats of 2C-channel scratch per part: half of L2, where the two
      * passes after the product find it (4 MiB went out of a 2 MiB L2 to L3:
      * the encoders and decoders took 3 % longer on an Intel core) */
+    if (rows < 1 || T < 1 || C < 1) return DMX_OK;
     const size_t budget = (size_t)dmx__gemm_l2_bytes() / 2 / sizeof(float);
-    glu_job j = {h, w, b, nw, nb, scale, y, NULL, NULL, NULL, NULL, hidden, C, rows, T, 0, T, 1,
-                 0, 0, 0};
+    glu_job j = {.h = h, .w = w, .b = b, .nw = nw, .nb = nb, .scale = scale, .y = y,
+                 .hidden = hidden, .C = C, .rows = rows, .T = T, .cb = T};
     j.rb = (int)(budget / ((size_t)2 * C * T));
     if (j.rb < 1) j.rb = 1;
     if (j.rb > rows) j.rb = rows;
@@ -186,7 +187,10 @@ dmx_status dmx__dconv_glu_half(dmx__arena *ar, const float *h, int hidden, float
     j.parts = j.units < GLU_PARTS ? j.units : GLU_PARTS;
     dmx__arena_mark mk = dmx__arena_save(ar);
     j.scratch = dmx__arena_floats(ar, (size_t)j.parts * 2 * C * j.rb * j.cb);
-    if (!j.scratch) return NOMEM();
+    if (!j.scratch) {
+        dmx__arena_restore(ar, mk);
+        return NOMEM();
+    }
     if (j.cb < T) {
         float *mr = NULL;
         if (nw) { /* pass 0: each unit's sums, then each row's statistics */

@@ -37,7 +37,10 @@ int dmx__ffn(dmx__arena *ar, const float *x, int N, int in, const float *w1, con
                  n2 = dmx__gemm_pack_floats(DMX__GEMM_B, out, hid);
     if (!n1 || !n2) { /* no own kernels: the two products, the hidden whole */
         float *h = dmx__arena_floats(ar, (size_t)N * hid);
-        if (!h) return -1;
+        if (!h) {
+            dmx__arena_restore(ar, mk);
+            return -1;
+        }
         dmx__linear_act(x, N, in, w1, b1, hid, h, act);
         dmx__linear(h, N, hid, w2, b2, out, y);
         dmx__arena_restore(ar, mk);

@@ -557,6 +557,7 @@ size_t dmx__gemm_pack_floats(int side, int n, int K) {
 
 void dmx__gemm_pack_into(int side, int t, int n, int K, const float *X, int ld, float *dst) {
 #ifdef OWN
+    pthread_once(&choose_once, choose); /* KC, as the products will slice */
     const int width = side == DMX__GEMM_A ? MR : NR, kcb = kc_;
     for (int k0 = 0; k0 < K; k0 += kcb) {
         int kc = K - k0 < kcb ? K - k0 : kcb;

@@ -763,7 +763,6 @@ static float *dec_stage(ctx *cx, const hstage *s, float *x, int F, int T, const 
     return y;
 }
 
-
 static dmx_status hd_forward(const void *net, dmx__arena *ar, const float *mix, int len, float *out,
                              dmx__tap_fn tap, void *tap_user) {
     const hdemucs *m = net;

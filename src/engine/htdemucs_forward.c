@@ -159,7 +159,6 @@ static int dec_last_to_wave(const dmx__htdemucs *m, const dmx__hlayer *L, dmx__a
     return 0;
 }
 
-
 #define TAP(name, p, c, h, w)                     \
     do {                                          \
         if (tap) tap(tap_user, name, p, c, h, w); \
