@@ -30,6 +30,7 @@
 #include "net.h"
 #include "pickle.h"
 #include "testutil.h"
+#include "zip.h"
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -1712,6 +1713,46 @@ static void test_hostile(void) {
     free(p);
 }
 
+/* An archive past zip.c's CRC_SPLIT (16 MB) has its CRCs computed in two
+ * shares, the second on a thread: a byte flipped in an entry of either
+ * share is found, and with one flipped in each the entry named is the
+ * first in the archive's order, as when one thread checked them all. */
+static void test_crc_shares(void) {
+    size_t len;
+    unsigned char *f = read_file(golden_path("models/htdemucs_6s_random.th"), &len);
+    REQUIRE(f && len >= ((size_t)32 << 20));
+    dmx__zip z;
+    REQUIRE(dmx__zip_open(&z, f, len, "full") == DMX_OK);
+    /* the entries holding the bytes at a quarter and at three quarters */
+    const dmx__zip_entry *ea = NULL, *eb = NULL;
+    for (size_t i = 0; i < z.n; i++) {
+        const dmx__zip_entry *e = &z.entries[i];
+        if (e->data_off <= len / 4 && len / 4 < e->data_off + e->size) ea = e;
+        if (e->data_off <= len / 4 * 3 && len / 4 * 3 < e->data_off + e->size) eb = e;
+    }
+    REQUIRE(ea && eb && ea != eb && ea->data_off < eb->data_off);
+    char *na = strdup(ea->name), *nb = strdup(eb->name);
+    REQUIRE(na && nb);
+    dmx__zip_close(&z);
+    const size_t at[3][2] = {{len / 4, 0}, {len / 4 * 3, 0}, {len / 4 * 3, len / 4}};
+    const char *want[3] = {na, nb, na};
+    for (int k = 0; k < 3; k++) {
+        f[at[k][0]] ^= 0x5a;
+        if (at[k][1]) f[at[k][1]] ^= 0x5a;
+        dmx_status s = dmx__zip_open(&z, f, len, "full");
+        CHECK_MSG(s == DMX_ERR_CORRUPT && has(dmx_last_error(), "CRC-32 mismatch") &&
+                      has(dmx_last_error(), want[k]),
+                  "flip %d: %s '%s' (want entry '%s')", k, dmx_status_name(s), dmx_last_error(),
+                  want[k]);
+        dmx__zip_close(&z);
+        f[at[k][0]] ^= 0x5a;
+        if (at[k][1]) f[at[k][1]] ^= 0x5a;
+    }
+    CHECK(dmx__zip_open(&z, f, len, "full") == DMX_OK);
+    dmx__zip_close(&z);
+    free(na), free(nb), free(f);
+}
+
 int main(void) {
     printf("fixtures:\n");
     test_fixture("models/tiny4s.th", "models/tiny4s.txt", 4, 8, 96, 1);
@@ -1721,6 +1762,7 @@ int main(void) {
     test_fixture("models/htdemucs_6s_random.th", "models/htdemucs_6s_random.txt", 6, 48, 0, 0);
     test_f16();
     test_damage();
+    test_crc_shares();
     test_synth();
     test_hostile();
     test_diffq();

@@ -6,10 +6,13 @@
  * before any byte is touched, and redundant copies of metadata (ZIP64 record
  * vs. classic record, local header and data descriptor vs. central directory)
  * are compared so that a flipped byte is reported where it sits rather than
- * producing a wrong-but-plausible archive.
+ * producing a wrong-but-plausible archive. The CRC-32 of every entry is
+ * checked last, on two threads for archives of 16 MB and more (a model's
+ * 100 MB took 70 ms on one, most of a cold load), reported in entry order.
  */
 #include "zip.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -50,6 +53,43 @@ static uint32_t crc_of(const unsigned char *p, uint64_t n) {
         n -= chunk;
     }
     return (uint32_t)c;
+}
+
+/* The entries' CRCs, got[i] for entries [lo, hi) (a thread's share). */
+typedef struct crc_share {
+    const unsigned char *b;
+    const dmx__zip_entry *e;
+    size_t lo, hi;
+    uint32_t *got;
+} crc_share;
+
+static void *crc_run(void *arg) {
+    const crc_share *c = arg;
+    for (size_t i = c->lo; i < c->hi; i++) c->got[i] = crc_of(c->b + c->e[i].data_off, c->e[i].size);
+    return NULL;
+}
+
+/* Archives from this many bytes of entries have their CRCs computed on two
+ * threads (a model's 100 MB took 70 ms on one: most of a cold load's
+ * single-threaded start); smaller ones are not worth a thread. */
+#define CRC_SPLIT ((uint64_t)16 << 20)
+
+/* got[i] = the CRC-32 of entry i, i < n: the entries split by bytes into
+ * two shares, the second on a thread of its own when it can be had. */
+static void crc_all(const unsigned char *b, const dmx__zip_entry *e, size_t n, uint32_t *got) {
+    uint64_t total = 0, acc = 0;
+    for (size_t i = 0; i < n; i++) total += e[i].size;
+    size_t m = n;
+    if (total >= CRC_SPLIT)
+        for (m = 0; m < n && acc < total / 2; m++) acc += e[m].size;
+    crc_share first = {b, e, 0, m, got}, second = {b, e, m, n, got};
+    pthread_t t;
+    const int threaded = m < n && pthread_create(&t, NULL, crc_run, &second) == 0;
+    crc_run(&first);
+    if (threaded)
+        pthread_join(t, NULL);
+    else
+        crc_run(&second);
 }
 
 static int cmp_name(const void *a, const void *b) {
@@ -400,14 +440,21 @@ dmx_status dmx__zip_open(dmx__zip *z, const void *buf, size_t len, const char *w
     }
 
     /* CRC last, once the layout is known to be sane: it is the only pass
-     * that touches every data byte. */
+     * that touches every data byte. Checked in entry order, so the first
+     * damaged entry is the one named, however the work was shared. */
+    uint32_t *got = malloc((z->n ? z->n : 1) * sizeof *got);
+    if (!got) BAD(DMX_ERR_NOMEM, "%s: out of memory", what);
+    crc_all(b, z->entries, z->n, got);
     for (size_t i = 0; i < z->n; i++) {
         const dmx__zip_entry *en = &z->entries[i];
-        uint32_t got = crc_of(b + en->data_off, en->size);
-        if (got != en->crc)
+        if (got[i] != en->crc) {
+            const uint32_t g = got[i];
+            free(got);
             BAD(DMX_ERR_CORRUPT, "%s: CRC-32 mismatch in entry '%s' (stored %08x, computed %08x)",
-                what, en->name, (unsigned)en->crc, (unsigned)got);
+                what, en->name, (unsigned)en->crc, (unsigned)g);
+        }
     }
+    free(got);
     free(spans);
     return DMX_OK;
 #undef BAD
