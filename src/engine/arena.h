@@ -17,7 +17,7 @@
 typedef struct dmx__arena_block {
     unsigned char *data;
     size_t size, used;
-    void *map; /* the mapping (data is its first huge-page boundary) */
+    void *map; /* the mapping (data is its start) */
     size_t map_len;
 } dmx__arena_block;
 
@@ -51,8 +51,8 @@ int dmx__arena_fit(dmx__arena *a);
 /* Total bytes reserved in blocks. */
 size_t dmx__arena_reserved(const dmx__arena *a);
 
-/* Large buffers outside arenas (whole-signal buffers): 2 MiB aligned and
- * advised for transparent huge pages. Free with dmx__big_free. */
+/* Large buffers outside arenas (whole-signal buffers): 64-byte aligned,
+ * sized in whole 2 MiB units. Free with dmx__big_free. */
 void *dmx__big_alloc(size_t bytes);
 void *dmx__big_calloc(size_t bytes);
 void dmx__big_free(void *p);

@@ -187,7 +187,8 @@ static float convert_one(const unsigned char *src, dtype dt) {
 /* malloc for tensor data (callers free() stolen arrays). Faulting in the fp32
  * copy of the weights page by page is most of the load time; for big arrays
  * ask the kernel to populate the pages in one call (Linux >= 5.14; on older
- * kernels the madvise fails harmlessly and pages fault in as usual). */
+ * kernels the madvise fails harmlessly and pages fault in as usual). 4 KiB
+ * pages, as the arenas' (arena.c says why). */
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
 #endif
@@ -196,20 +197,8 @@ static float convert_one(const unsigned char *src, dtype dt) {
 #endif
 static float *alloc_floats(size_t n) {
     size_t bytes = (n ? n : 1) * sizeof(float);
-    const size_t page = 4096, huge = (size_t)2 << 20;
-    float *p = NULL;
-#ifdef MADV_HUGEPAGE
-    /* Arrays of 2 MiB and more: 2 MiB-aligned and marked for transparent
-     * huge pages, which cut the number of page faults 512-fold. */
-    if (bytes >= huge) {
-        void *q = NULL;
-        if (posix_memalign(&q, huge, bytes) == 0) {
-            p = q;
-            (void)madvise(p, bytes & ~(huge - 1), MADV_HUGEPAGE);
-        }
-    }
-#endif
-    if (!p) p = malloc(bytes);
+    const size_t page = 4096;
+    float *p = malloc(bytes);
     if (p && bytes >= 64 * page) {
         uintptr_t a = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
         uintptr_t b = ((uintptr_t)p + bytes) & ~(uintptr_t)(page - 1);
