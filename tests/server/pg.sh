@@ -176,6 +176,23 @@ get after 200 -F "file=@$GOLDEN/inputs/mix_3s.wav" -F model_name=tiny4s "$B/sepa
     && pass "nothing re-run after the restart, the new job ran" \
     || fail "runs after the restart: $(grep '"event_type":"separation_start"' "$L" | tail -n 3)"
 stop_term 60
+# Rows a start leaves out of its history go (pg_delete_past: the statement
+# SQLite's store runs, through libpq): with every creation time equal, a
+# start with --history 3 keeps the 3 rows it loads (ties by id) and deletes
+# the others, row then folder.
+sql "UPDATE jobs SET created = 1700000000"
+n6=$(sql "SELECT count(*) FROM jobs")
+[ "$n6" -ge 4 ] || fail "rows before the history test: $n6"
+KEEP6=$(sql "SELECT id FROM jobs ORDER BY id DESC LIMIT 3" | sort)
+DROP6=$(sql "SELECT id FROM jobs ORDER BY id DESC OFFSET 3")
+start "$L" --data-dir "$D" --workers 1 --queue 1 --history 3 --store "$URI" "${LEASE[@]}"
+get hist_list 200 "$B/jobs"
+[ "$(sql "SELECT id FROM jobs" | sort)" = "$KEEP6" ] && [ "$(json hist_list 'd["total"]')" = 3 ] \
+    && pass "PostgreSQL: the $((n6 - 3)) row(s) past --history 3 deleted, the 3 listed kept" \
+    || fail "history: rows $(sql "SELECT id FROM jobs" | tr '\n' ' '), list $(json hist_list 'd["total"]')"
+left6=$(echo "$DROP6" | while read -r id; do [ -e "$D/jobs/$id" ] && echo "$id"; done)
+[ -z "$left6" ] && pass "and their folders" || fail "folders of rows past the history: $left6"
+stop_term 60
 # A database whose schema is newer than this binary is refused.
 sql "UPDATE schema_version SET version = 99"
 refuse "newer than this demix" --data-dir "$D" --store "$URI"
