@@ -198,7 +198,9 @@ static float convert_one(const unsigned char *src, dtype dt) {
 static float *alloc_floats(size_t n) {
     size_t bytes = (n ? n : 1) * sizeof(float);
     const size_t page = 4096;
-    float *p = malloc(bytes);
+    /* 64-byte aligned: a vector's loads never straddle cache lines */
+    void *q = NULL;
+    float *p = posix_memalign(&q, 64, bytes) == 0 ? q : NULL;
     if (p && bytes >= 64 * page) {
         uintptr_t a = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
         uintptr_t b = ((uintptr_t)p + bytes) & ~(uintptr_t)(page - 1);
