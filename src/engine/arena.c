@@ -49,12 +49,12 @@ static unsigned char *block_map(size_t bytes, dmx__arena_block *b) {
     void *p =
         mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return NULL;
-    *b = (dmx__arena_block){(unsigned char *)p, bytes, 0, p, bytes};
+    *b = (dmx__arena_block){(unsigned char *)p, bytes, 0};
     return b->data;
 }
 
 static void block_unmap(dmx__arena_block *b) {
-    if (b->map) munmap(b->map, b->map_len);
+    if (b->data) munmap(b->data, b->size);
 }
 
 void dmx__arena_init(dmx__arena *a) { memset(a, 0, sizeof *a); }

@@ -17,8 +17,6 @@
 typedef struct dmx__arena_block {
     unsigned char *data;
     size_t size, used;
-    void *map; /* the mapping (data is its start) */
-    size_t map_len;
 } dmx__arena_block;
 
 typedef struct dmx__arena {
